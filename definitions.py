@@ -1,0 +1,19 @@
+"""The single Dagster entry point: ``defs``. ``dagster dev`` in the repo root loads it."""
+
+from dagster import Definitions
+
+from assets.landing import landing_assets
+from iot_lake.settings import load_settings
+from jobs import all_jobs, all_schedules
+from resources import build_resources
+from sensors.landing import landing_sensor
+
+settings = load_settings()
+
+defs = Definitions(
+    assets=[*landing_assets],
+    jobs=all_jobs,
+    schedules=all_schedules,
+    sensors=[landing_sensor],
+    resources=build_resources(settings),
+)

@@ -1,0 +1,1 @@
+"""iot-lake data plane."""

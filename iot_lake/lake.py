@@ -1,0 +1,143 @@
+"""One lake root, local directory or ``s3://bucket[/prefix]``, with the same layout in both.
+
+All storage goes through fsspec, so the code that lists, reads and writes landing objects is
+the same on a laptop and against S3. Keys are always relative to the root, with ``/``.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+# Top-level areas; identical under ./.lake and s3://bucket.
+AREAS = ("landing", "curated", "warehouse", "models", "forecasts", "cases", "quarantine")
+
+TELEMETRY_PREFIX = "landing/telemetry"
+WEATHER_PREFIX = "landing/thirdparty/weather"
+HISTORIAN_PREFIX = "landing/historical"
+INVENTORY_PREFIX = "landing/_inventory"
+SIMULATOR_PREFIX = "landing/_simulator"
+
+_TELEMETRY_KEY = re.compile(
+    r"^landing/telemetry/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/[^/]+$"
+)
+_WEATHER_KEY = re.compile(r"^landing/thirdparty/weather/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/[^/]+$")
+
+
+def telemetry_hour_prefix(hour: datetime) -> str:
+    return f"{TELEMETRY_PREFIX}/{hour:%Y/%m/%d/%H}"
+
+
+def weather_day_prefix(day: date) -> str:
+    return f"{WEATHER_PREFIX}/{day:%Y/%m/%d}"
+
+
+def telemetry_hour_of_key(key: str) -> datetime | None:
+    """The arrival hour (UTC) a Firehose object key belongs to, or None if it is not one."""
+    m = _TELEMETRY_KEY.match(key)
+    if not m:
+        return None
+    return datetime(int(m["y"]), int(m["m"]), int(m["d"]), int(m["h"]), tzinfo=timezone.utc)
+
+
+def weather_day_of_key(key: str) -> date | None:
+    m = _WEATHER_KEY.match(key)
+    if not m:
+        return None
+    return date(int(m["y"]), int(m["m"]), int(m["d"]))
+
+
+def is_hidden(key: str) -> bool:
+    """Our own side files (inventories, simulator truth, temp files) start with '_' or '.'."""
+    return any(part.startswith(("_", ".")) for part in key.split("/"))
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float  # seconds since the epoch; S3 LastModified or file mtime
+
+
+class Lake:
+    def __init__(self, root: str, storage_options: dict[str, Any] | None = None):
+        self.url = root.rstrip("/")
+        self.fs, base = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        if self.is_local:
+            base = str(base)
+            self.fs.makedirs(base, exist_ok=True)
+        self.base = base.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"Lake({self.url!r})"
+
+    def path(self, key: str) -> str:
+        """Filesystem path of a key (what fsspec calls take)."""
+        return posixpath.join(self.base, key) if key else self.base
+
+    def uri(self, key: str) -> str:
+        """Full URI of a key, for engines that open it themselves (Spark, DuckDB)."""
+        return posixpath.join(self.url, key)
+
+    def key_of(self, path: str) -> str:
+        return path[len(self.base) :].lstrip("/")
+
+    def exists(self, key: str) -> bool:
+        return self.fs.exists(self.path(key))
+
+    def read_bytes(self, key: str) -> bytes:
+        return self.fs.cat_file(self.path(key))
+
+    def open(self, key: str, mode: str = "rb"):
+        return self.fs.open(self.path(key), mode)
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write a whole object; readers never see a partial one.
+
+        S3 PUTs are atomic already; on a local disk write a hidden temp file and rename it.
+        """
+        path = self.path(key)
+        if not self.is_local:
+            self.fs.pipe_file(path, data)
+            return
+        parent = posixpath.dirname(path)
+        self.fs.makedirs(parent, exist_ok=True)
+        tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+        self.fs.pipe_file(tmp, data)
+        self.fs.mv(tmp, path)
+
+    def write_text(self, key: str, text: str) -> None:
+        self.write_bytes(key, text.encode("utf-8"))
+
+    def delete(self, key: str, recursive: bool = False) -> None:
+        if self.exists(key):
+            self.fs.rm(self.path(key), recursive=recursive)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object under a prefix (recursively), hidden side files excluded."""
+        root = self.path(prefix)
+        if not self.fs.exists(root):
+            return
+        for path, info in sorted(self.fs.find(root, detail=True).items()):
+            if info.get("type") == "directory":
+                continue
+            key = self.key_of(path)
+            if is_hidden(key):
+                continue
+            yield ObjectInfo(key=key, size=int(info.get("size") or 0), mtime=_mtime(info))
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    modified = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+    if isinstance(modified, datetime):
+        return modified.timestamp()
+    return float(modified or 0.0)

@@ -1,0 +1,89 @@
+"""The one switch between the embedded default and AWS: ``IOT_LAKE_ENV``.
+
+``local`` (the default) needs nothing: the lake is a directory and the historian a SQLite file.
+``prod`` reads every setting from the environment and refuses to start with a message that names
+each missing variable, so a half-configured deployment fails at load time, not mid-run.
+Secrets (DSNs) are only ever read from the environment, never written to config files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_VAR = "IOT_LAKE_ENV"
+ENVIRONMENTS = ("local", "prod")
+DEFAULT_LOCAL_ROOT = ".lake"
+
+# Variable -> what it is for; all required when IOT_LAKE_ENV=prod.
+PROD_REQUIRED: dict[str, str] = {
+    "IOT_LAKE_BUCKET": "S3 bucket that holds the lake (landing/, curated/, ...)",
+    "AWS_REGION": "AWS region of the bucket and the services",
+    "IOT_LAKE_HISTORIAN_URL": "SQLAlchemy URL of the historical database (device registry, readings)",
+    "IOT_LAKE_EMR_APPLICATION_ID": "EMR Serverless application that runs the Spark job scripts",
+    "IOT_LAKE_EMR_JOB_ROLE_ARN": "IAM role the EMR Serverless job runs as",
+    "IOT_LAKE_SAGEMAKER_ROLE_ARN": "IAM role SageMaker training and batch jobs run as",
+}
+
+
+class SettingsError(RuntimeError):
+    """Raised when the environment cannot produce a usable configuration."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    lake_root: str
+    historian_url: str
+    aws_region: str | None = None
+    s3_prefix: str = ""
+    kms_key_id: str | None = None
+    emr_application_id: str | None = None
+    emr_job_role_arn: str | None = None
+    sagemaker_role_arn: str | None = None
+
+    @property
+    def is_prod(self) -> bool:
+        return self.env == "prod"
+
+
+def local_historian_url(lake_root: str) -> str:
+    """The embedded stand-in for the external historian: a SQLite file beside the lake tree."""
+    return "sqlite:///" + str(Path(lake_root) / "_sources" / "historian.sqlite")
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    name = (env.get(ENV_VAR) or "local").strip().lower()
+    if name not in ENVIRONMENTS:
+        raise SettingsError(f"{ENV_VAR}={name!r} is not one of {', '.join(ENVIRONMENTS)}")
+    if name == "local":
+        root = str(Path(env.get("IOT_LAKE_ROOT") or DEFAULT_LOCAL_ROOT).expanduser().resolve())
+        return Settings(
+            env="local",
+            lake_root=root,
+            historian_url=env.get("IOT_LAKE_HISTORIAN_URL") or local_historian_url(root),
+        )
+
+    missing = [var for var in PROD_REQUIRED if not env.get(var)]
+    if missing:
+        lines = "\n".join(f"  {var}: {PROD_REQUIRED[var]}" for var in missing)
+        raise SettingsError(
+            f"{ENV_VAR}=prod but these environment variables are not set:\n{lines}\n"
+            "Set them (see README, 'Switching to prod') or unset IOT_LAKE_ENV for the embedded default."
+        )
+    prefix = env.get("IOT_LAKE_PREFIX", "").strip("/")
+    bucket = env["IOT_LAKE_BUCKET"].removeprefix("s3://").strip("/")
+    return Settings(
+        env="prod",
+        lake_root=f"s3://{bucket}" + (f"/{prefix}" if prefix else ""),
+        historian_url=env["IOT_LAKE_HISTORIAN_URL"],
+        aws_region=env["AWS_REGION"],
+        s3_prefix=prefix,
+        kms_key_id=env.get("IOT_LAKE_KMS_KEY_ID") or None,
+        emr_application_id=env["IOT_LAKE_EMR_APPLICATION_ID"],
+        emr_job_role_arn=env["IOT_LAKE_EMR_JOB_ROLE_ARN"],
+        sagemaker_role_arn=env["IOT_LAKE_SAGEMAKER_ROLE_ARN"],
+    )

@@ -1,0 +1,1 @@
+"""Telemetry simulator: what AWS IoT Core -> Kinesis Data Firehose would land, with known truth."""

@@ -1,0 +1,1 @@
+"""Readers for the three sources: landing telemetry, the historical database, third-party weather."""

@@ -1,0 +1,253 @@
+"""The historical database: device registry and past readings, from any SQLAlchemy URL.
+
+Readings are extracted incrementally on ``loaded_at`` (when a row entered the database). Each
+daily extract writes a manifest with the (low, high] bounds it used; the next extract's low
+bound, the watermark, is derived from those manifests. So re-running a day re-reads exactly
+its own rows, running days out of order leaves neither gaps nor overlaps, and the state lives
+in the lake beside the data instead of in a separate mutable file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, time, timedelta, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from iot_lake.lake import HISTORIAN_PREFIX, Lake
+
+metadata = sa.MetaData()
+
+sites = sa.Table(
+    "sites",
+    metadata,
+    sa.Column("site_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("latitude", sa.Float, nullable=False),
+    sa.Column("longitude", sa.Float, nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("device_id", sa.String(32), primary_key=True),
+    sa.Column("site_id", sa.String(32), sa.ForeignKey("sites.site_id"), nullable=False),
+    sa.Column("model", sa.String(64), nullable=False),
+    sa.Column("firmware", sa.String(32), nullable=False),
+    sa.Column("installed_on", sa.Date, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+device_metrics = sa.Table(
+    "device_metrics",
+    metadata,
+    sa.Column("device_id", sa.String(32), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("metric", sa.String(32), primary_key=True),
+    sa.Column("unit", sa.String(16), nullable=False),  # the unit the device reports in
+    sa.Column("canonical_unit", sa.String(16), nullable=False),
+    sa.Column("min_value", sa.Float, nullable=False),  # physical range, canonical unit
+    sa.Column("max_value", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+readings = sa.Table(
+    "readings",
+    metadata,
+    sa.Column("reading_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String(32), nullable=False),
+    sa.Column("metric", sa.String(32), nullable=False),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),  # UTC, naive in the database
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("unit", sa.String(16), nullable=False),
+    sa.Column("loaded_at", sa.DateTime, nullable=False, index=True),
+    sa.UniqueConstraint("device_id", "metric", "recorded_at"),
+)
+REGISTRY_TABLES = (sites, devices, device_metrics)
+
+READINGS_SCHEMA = pa.schema(
+    [
+        ("reading_id", pa.int64()),
+        ("device_id", pa.string()),
+        ("metric", pa.string()),
+        ("recorded_at", pa.timestamp("us", tz="UTC")),
+        ("value", pa.float64()),
+        ("unit", pa.string()),
+        ("loaded_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def create_engine(url: str) -> sa.Engine:
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3, not the legacy psycopg2
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def registry_key(day: date, table: str) -> str:
+    return f"{HISTORIAN_PREFIX}/device_registry/{day:%Y/%m/%d}/{table}.parquet"
+
+
+def readings_prefix(day: date) -> str:
+    return f"{HISTORIAN_PREFIX}/readings/{day:%Y/%m/%d}"
+
+
+def _manifest_key(day: date) -> str:
+    return f"{readings_prefix(day)}/_manifest.json"
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def _naive(dt: datetime | None) -> datetime | None:
+    return None if dt is None else dt.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _write_parquet(lake: Lake, key: str, table: pa.Table) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    lake.write_bytes(key, sink.getvalue().to_pybytes())
+
+
+@dataclass
+class RegistryExtract:
+    day: str
+    rows: dict[str, int]
+    keys: list[str]
+
+
+def land_registry(lake: Lake, engine: sa.Engine, day: date) -> RegistryExtract:
+    """Snapshot the whole registry (small, slowly changing) for one day."""
+    rows, keys = {}, []
+    with engine.connect() as conn:
+        for table in REGISTRY_TABLES:
+            result = conn.execute(sa.select(table).order_by(*table.primary_key.columns))
+            records = [dict(r._mapping) for r in result]
+            arrow = pa.Table.from_pylist(records) if records else pa.table({c.name: pa.array([], pa.string()) for c in table.columns})
+            if "updated_at" in arrow.column_names and records:
+                arrow = arrow.set_column(
+                    arrow.column_names.index("updated_at"), "updated_at",
+                    pa.array([_utc(r["updated_at"]) for r in records], pa.timestamp("us", tz="UTC")),
+                )
+            key = registry_key(day, table.name)
+            _write_parquet(lake, key, arrow)
+            rows[table.name] = arrow.num_rows
+            keys.append(key)
+    return RegistryExtract(day=day.isoformat(), rows=rows, keys=keys)
+
+
+def extract_readings(
+    engine: sa.Engine, low: datetime | None, high: datetime, chunk_rows: int = 50_000
+) -> Iterator[pa.RecordBatch]:
+    """Rows with low < loaded_at <= high, streamed in chunks. Parameterized, never formatted."""
+    query = sa.select(readings).where(readings.c.loaded_at <= sa.bindparam("high"))
+    params = {"high": _naive(high)}
+    if low is not None:
+        query = query.where(readings.c.loaded_at > sa.bindparam("low"))
+        params["low"] = _naive(low)
+    query = query.order_by(readings.c.loaded_at, readings.c.reading_id)
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(query, params)
+        for rows in result.partitions():
+            cols = list(zip(*rows))
+            yield pa.RecordBatch.from_arrays(
+                [
+                    pa.array(cols[0], pa.int64()),
+                    pa.array(cols[1], pa.string()),
+                    pa.array(cols[2], pa.string()),
+                    pa.array([_utc(v) for v in cols[3]], pa.timestamp("us", tz="UTC")),
+                    pa.array(cols[4], pa.float64()),
+                    pa.array(cols[5], pa.string()),
+                    pa.array([_utc(v) for v in cols[6]], pa.timestamp("us", tz="UTC")),
+                ],
+                schema=READINGS_SCHEMA,
+            )
+
+
+@dataclass
+class ReadingsExtract:
+    day: str
+    low: str | None  # exclusive watermark the extract started from
+    high: str  # inclusive upper bound; the next extract's watermark
+    rows: int
+    files: list[str]
+    extracted_at: str
+
+
+def _manifests(lake: Lake) -> dict[date, ReadingsExtract]:
+    out = {}
+    root = lake.path(f"{HISTORIAN_PREFIX}/readings")
+    if not lake.fs.exists(root):
+        return out
+    for path in lake.fs.glob(f"{root}/*/*/*/_manifest.json"):
+        m = ReadingsExtract(**json.loads(lake.fs.cat_file(path)))
+        out[date.fromisoformat(m.day)] = m
+    return out
+
+
+_EMPTY = datetime(1970, 1, 1, tzinfo=timezone.utc)  # (x, x] selects nothing
+
+
+def extract_bounds(lake: Lake, day: date, now: datetime) -> tuple[datetime | None, datetime]:
+    """The (low, high] loaded_at bounds for a day's extract, from the manifests already landed."""
+    manifests = _manifests(lake)
+    if day in manifests and manifests[day].low is not None:
+        low = datetime.fromisoformat(manifests[day].low)
+    elif day in manifests:
+        low = None
+    else:
+        earlier = [datetime.fromisoformat(m.high) for d, m in manifests.items() if d < day]
+        low = max(earlier) if earlier else None
+    end_of_day = datetime.combine(day + timedelta(days=1), time(), tzinfo=timezone.utc)
+    later = [m for d, m in manifests.items() if d > day]
+    if any(m.low is None for m in later):
+        # A later day already took everything up to its high bound: this day's range is empty.
+        return _EMPTY, _EMPTY
+    high = min([end_of_day, now.astimezone(timezone.utc), *(datetime.fromisoformat(m.low) for m in later)])
+    if low is not None and high < low:
+        high = low
+    return low, high
+
+
+def land_readings(lake: Lake, engine: sa.Engine, day: date, now: datetime | None = None) -> ReadingsExtract:
+    """Extract the day's new readings into landing/historical/readings/YYYY/MM/DD/ (idempotent)."""
+    now = now or datetime.now(timezone.utc)
+    low, high = extract_bounds(lake, day, now)
+    prefix = readings_prefix(day)
+    for stale in lake.list(prefix):
+        lake.delete(stale.key)
+    rows, files, batch_rows, part = 0, [], [], 0
+
+    def flush() -> None:
+        nonlocal part, batch_rows
+        if batch_rows:
+            key = f"{prefix}/part-{part:05d}.parquet"
+            _write_parquet(lake, key, pa.Table.from_batches(batch_rows, schema=READINGS_SCHEMA))
+            files.append(key)
+            part += 1
+            batch_rows = []
+
+    pending = 0
+    for batch in extract_readings(engine, low, high):
+        batch_rows.append(batch)
+        rows += batch.num_rows
+        pending += batch.num_rows
+        if pending >= 500_000:
+            flush()
+            pending = 0
+    flush()
+    manifest = ReadingsExtract(
+        day=day.isoformat(),
+        low=low.isoformat() if low else None,
+        high=high.isoformat(),
+        rows=rows,
+        files=files,
+        extracted_at=datetime.now(timezone.utc).isoformat(),
+    )
+    lake.write_text(_manifest_key(day), json.dumps(asdict(manifest), indent=1))
+    return manifest

@@ -1,0 +1,55 @@
+"""Resources, chosen per environment in this one place (IOT_LAKE_ENV, see iot_lake.settings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from dagster import ConfigurableResource, EnvVar
+
+from iot_lake.lake import Lake
+from iot_lake.settings import Settings
+from iot_lake.sources.historian import create_engine
+
+
+class LakeResource(ConfigurableResource):
+    """The lake root: a local directory on the embedded default, ``s3://bucket[/prefix]`` in prod."""
+
+    root: str
+    region: str | None = None
+    kms_key_id: str | None = None
+
+    def storage_options(self) -> dict[str, Any]:
+        if not self.root.startswith("s3://"):
+            return {}
+        options: dict[str, Any] = {}
+        if self.region:
+            options["client_kwargs"] = {"region_name": self.region}
+        if self.kms_key_id:
+            options["s3_additional_kwargs"] = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+        return options
+
+    def lake(self) -> Lake:
+        return Lake(self.root, self.storage_options())
+
+
+class HistorianResource(ConfigurableResource):
+    """The historical database (device registry, past readings): any SQLAlchemy URL."""
+
+    url: str
+
+    def engine(self) -> sa.Engine:
+        return create_engine(self.url)
+
+
+def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
+    if settings.is_prod:
+        return {
+            "lake": LakeResource(root=settings.lake_root, region=settings.aws_region, kms_key_id=settings.kms_key_id),
+            # EnvVar keeps the DSN (and its password) out of the run config and the UI.
+            "historian": HistorianResource(url=EnvVar("IOT_LAKE_HISTORIAN_URL")),
+        }
+    return {
+        "lake": LakeResource(root=settings.lake_root),
+        "historian": HistorianResource(url=settings.historian_url),
+    }

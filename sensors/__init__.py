@@ -1,0 +1,1 @@
+"""Sensors: react to what lands in the lake."""
