@@ -1,7 +1,8 @@
 """Time partitions. Telemetry is hourly by arrival hour (UTC); registry and weather are daily.
 
-``end_offset=1`` exposes the hour (day) in progress, so the sensor can request the partition a
-landing object has just arrived in.
+Hourly partitions include the hour in progress (``end_offset=1``) so the sensor can request the
+partition a landing object has just arrived in. Daily partitions end with the last complete day,
+so the nightly schedule extracts the day that just finished, not the 30 minutes of the new one.
 """
 
 from dagster import DailyPartitionsDefinition, HourlyPartitionsDefinition
@@ -9,4 +10,4 @@ from dagster import DailyPartitionsDefinition, HourlyPartitionsDefinition
 PARTITIONS_START = "2025-01-01"
 
 hourly_partitions = HourlyPartitionsDefinition(start_date=f"{PARTITIONS_START}-00:00", end_offset=1)
-daily_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1)
+daily_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START)

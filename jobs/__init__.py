@@ -2,24 +2,19 @@
 
 from dagster import AssetSelection, DefaultScheduleStatus, build_schedule_from_partitioned_job, define_asset_job
 
-from assets.partitions import daily_partitions, hourly_partitions
-
 landing_telemetry_job = define_asset_job(
     "landing_telemetry_job",
     selection=AssetSelection.assets(["landing", "telemetry"]),
-    partitions_def=hourly_partitions,
     description="Inventory one arrival hour of landing telemetry.",
 )
 landing_weather_job = define_asset_job(
     "landing_weather_job",
     selection=AssetSelection.assets(["landing", "weather"]),
-    partitions_def=daily_partitions,
     description="Validate one day of third-party weather files.",
 )
 historian_extract_job = define_asset_job(
     "historian_extract_job",
     selection=AssetSelection.assets(["landing", "device_registry"], ["landing", "historical_readings"]),
-    partitions_def=daily_partitions,
     description="Snapshot the device registry and extract new historical readings for one day.",
 )
 historian_extract_schedule = build_schedule_from_partitioned_job(

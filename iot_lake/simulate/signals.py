@@ -40,7 +40,7 @@ def _local_time(site: Site, t_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     """Local hour of day (fractional), weekday (0=Mon) and day of year, DST included."""
     local = pd.DatetimeIndex(pd.to_datetime(t_ms, unit="ms", utc=True)).tz_convert(site.timezone)
     hour = local.hour.to_numpy() + local.minute.to_numpy() / 60.0 + local.second.to_numpy() / 3600.0
-    return hour, local.dayofweek.to_numpy(), local.dayofyear.to_numpy()
+    return hour, local.day_of_week.to_numpy(), local.day_of_year.to_numpy()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from iot_lake.lake import TELEMETRY_PREFIX, Lake
+from iot_lake.simulate.deliveries import SimConfig
+from iot_lake.simulate.runner import Simulator
+
+START = datetime(2026, 11, 20, tzinfo=timezone.utc)  # a Friday: two days cover a weekday and a Saturday
+
+
+@pytest.fixture(autouse=True)
+def _embedded_default(monkeypatch):
+    """Every test starts on the embedded default, whatever the developer's shell exports."""
+    for var in ("IOT_LAKE_ENV", "IOT_LAKE_ROOT", "IOT_LAKE_HISTORIAN_URL", "DAGSTER_HOME"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def simulate(root: Path, hours: int = 48, **overrides) -> tuple[Lake, Simulator]:
+    cfg = SimConfig(**{"devices": 8, "seed": 7, **overrides})
+    lake = Lake(str(root))
+    sim = Simulator(cfg, lake)
+    sim.backfill(START, START + timedelta(hours=hours))
+    return lake, sim
+
+
+def read_lines(lake: Lake) -> list[str]:
+    """Every NDJSON line of every readable landing object."""
+    lines = []
+    for obj in lake.list(TELEMETRY_PREFIX):
+        try:
+            lines.extend(gzip.decompress(lake.read_bytes(obj.key)).decode().splitlines())
+        except EOFError:
+            continue
+    return lines
+
+
+def truth_objects(lake: Lake) -> dict[str, dict]:
+    out = {}
+    root = lake.path("landing/_simulator/deliveries")
+    for path in lake.fs.find(root):
+        doc = json.loads(lake.fs.cat_file(path))
+        out[doc["key"]] = doc
+    return out
+
+
+@pytest.fixture(scope="session")
+def two_days(tmp_path_factory) -> tuple[Lake, Simulator]:
+    """Two simulated days with generous fault rates, shared by read-only tests."""
+    return simulate(
+        tmp_path_factory.mktemp("two_days"), hours=48, bad_rate=0.05, duplicate_rate=0.03, late_rate=0.02,
+        truncated_rate=0.05, anomaly_rate=0.5,
+    )

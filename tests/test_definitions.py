@@ -1,0 +1,118 @@
+"""The one Definitions object, the environment switch, and the data-plane boundary."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, build_schedule_context
+
+from iot_lake.settings import PROD_REQUIRED, SettingsError, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+PROD_ENV = {
+    "IOT_LAKE_ENV": "prod",
+    "IOT_LAKE_BUCKET": "acme-iot-lake",
+    "AWS_REGION": "eu-west-1",
+    "IOT_LAKE_HISTORIAN_URL": "postgresql://reader:s3cret@historian.internal:5432/plant",
+    "IOT_LAKE_EMR_APPLICATION_ID": "00fabc123",
+    "IOT_LAKE_EMR_JOB_ROLE_ARN": "arn:aws:iam::123456789012:role/iot-lake-emr",
+    "IOT_LAKE_SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/iot-lake-sagemaker",
+}
+
+
+def test_definitions_load_with_every_asset_described():
+    from definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"landing/telemetry", "landing/weather", "landing/device_registry", "landing/historical_readings"}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.group_name == "landing"
+        assert node.owners == ["team:data-platform"]
+        assert node.description and len(node.description) > 40
+        assert "s3" in {t.removeprefix("dagster/kind/") for t in node.tags if t.startswith("dagster/kind/")}
+    assert {j.name for j in defs.jobs} == {"landing_telemetry_job", "landing_weather_job", "historian_extract_job"}
+    assert defs.resolve_sensor_def("landing_sensor")
+
+
+def test_nightly_extract_targets_the_day_that_just_ended():
+    from definitions import defs
+
+    schedule = defs.resolve_schedule_def("historian_extract_job_schedule")
+    tick = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=datetime(2026, 11, 25, 0, 30, tzinfo=timezone.utc)))
+    assert [r.partition_key for r in tick.run_requests] == ["2026-11-24"]
+
+
+def test_local_is_the_default(tmp_path):
+    s = load_settings({})
+    assert s.env == "local" and s.lake_root == str(Path(".lake").resolve())
+    assert s.historian_url.endswith("/.lake/_sources/historian.sqlite")
+    s = load_settings({"IOT_LAKE_ROOT": str(tmp_path)})
+    assert s.lake_root == str(tmp_path)
+
+
+def test_prod_names_every_missing_variable():
+    with pytest.raises(SettingsError) as err:
+        load_settings({"IOT_LAKE_ENV": "prod", "AWS_REGION": "eu-west-1"})
+    message = str(err.value)
+    for var in PROD_REQUIRED:
+        assert (var in message) == (var != "AWS_REGION"), var
+
+
+def test_prod_settings_and_resources_come_from_the_environment(monkeypatch):
+    s = load_settings({**PROD_ENV, "IOT_LAKE_PREFIX": "/lake/"})
+    assert s.lake_root == "s3://acme-iot-lake/lake" and s.aws_region == "eu-west-1"
+    for var, value in PROD_ENV.items():
+        monkeypatch.setenv(var, value)
+    from resources import build_resources
+
+    resources = build_resources(load_settings())
+    assert resources["lake"].root == "s3://acme-iot-lake"
+    assert resources["lake"].storage_options()["client_kwargs"] == {"region_name": "eu-west-1"}
+    # The DSN is an EnvVar reference, so its password never lands in run config or the UI.
+    assert "s3cret" not in repr(resources["historian"])
+
+
+def test_unknown_environment_is_rejected():
+    with pytest.raises(SettingsError, match="IOT_LAKE_ENV='staging'"):
+        load_settings({"IOT_LAKE_ENV": "staging"})
+
+
+def _load_definitions(env: dict[str, str]) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("IOT_LAKE")}
+    return subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO, env={**base, **env}, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_workspace_loads_and_prod_fails_at_load_time_naming_the_missing_variable():
+    ok = _load_definitions({})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    env = dict(PROD_ENV)
+    del env["IOT_LAKE_EMR_JOB_ROLE_ARN"]
+    bad = _load_definitions(env)
+    assert bad.returncode != 0
+    assert "IOT_LAKE_EMR_JOB_ROLE_ARN" in bad.stdout + bad.stderr
+
+
+def test_data_plane_never_imports_dagster():
+    for path in (REPO / "iot_lake").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] in {"dagster_pipes"} or not name.startswith("dagster"), f"{path}: {name}"
+    probe = "import sys, iot_lake.cli, iot_lake.simulate.runner, iot_lake.sources.telemetry, iot_lake.sources.weather, " \
+            "iot_lake.sources.historian; print(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,98 @@
+"""landing_sensor, evaluated directly with build_sensor_context against a real lake directory."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import time
+
+from dagster import DagsterInstance, build_sensor_context
+
+from iot_lake.lake import Lake, telemetry_hour_prefix
+from resources import LakeResource
+from sensors.landing import GRACE_SECONDS, landing_sensor
+from tests.conftest import START, simulate
+
+
+def tick(lake: Lake, cursor: str | None, instance: DagsterInstance):
+    context = build_sensor_context(cursor=cursor, resources={"lake": LakeResource(root=lake.url)}, instance=instance)
+    return landing_sensor(context)
+
+
+def test_requests_each_touched_partition_once_and_remembers(tmp_path):
+    lake, _ = simulate(tmp_path, hours=48, devices=3)
+    instance = DagsterInstance.ephemeral()
+    first = tick(lake, None, instance)
+    telemetry = [r for r in first.run_requests if r.job_name == "landing_telemetry_job"]
+    weather = [r for r in first.run_requests if r.job_name == "landing_weather_job"]
+    assert sorted(r.partition_key for r in telemetry) == [
+        f"2026-11-{20 + h // 24}-{h % 24:02d}:00" for h in range(48)
+    ]
+    assert [r.partition_key for r in weather] == ["2026-11-20", "2026-11-21"]
+    assert all(r.tags["iot_lake/new_objects"] == "12" for r in telemetry)
+
+    again = tick(lake, first.cursor, instance)
+    assert again.run_requests == [] and again.asset_events == []
+
+    # A repeated evaluation from the same cursor asks for the same runs: run keys dedupe them.
+    replay = tick(lake, None, instance)
+    assert [r.run_key for r in replay.run_requests] == [r.run_key for r in first.run_requests]
+
+    # One late object in an hour that was already processed: exactly that partition, a new run key.
+    late_key = f"{telemetry_hour_prefix(START)}/iot-lake-telemetry-1-2026-11-20-00-59-00-late.gz"
+    lake.write_bytes(late_key, gzip.compress(b'{"device_id": "dev-0001"}\n'))
+    third = tick(lake, again.cursor, instance)
+    assert [(r.partition_key, r.tags["iot_lake/new_objects"]) for r in third.run_requests] == [("2026-11-20-00:00", "1")]
+    original = next(r for r in first.run_requests if r.partition_key == "2026-11-20-00:00")
+    assert third.run_requests[0].run_key != original.run_key
+    assert tick(lake, third.cursor, instance).run_requests == []
+
+
+def test_unreadable_and_misplaced_objects_are_recorded_never_fatal(tmp_path):
+    lake = Lake(str(tmp_path))
+    prefix = telemetry_hour_prefix(START)
+    lake.write_bytes(f"{prefix}/a.gz", b"not gzip")
+    lake.write_bytes(f"{prefix}/b.gz", b"")
+    lake.write_bytes(f"{prefix}/c.gz", gzip.compress(b"{}\n"))
+    lake.write_bytes("landing/telemetry/stray-object.gz", gzip.compress(b"{}\n"))
+    lake.write_bytes("landing/telemetry/2019/01/01/00/old.gz", gzip.compress(b"{}\n"))
+    lake.write_bytes("landing/thirdparty/weather/2026/11/20/readme.txt", b"hello")
+    result = tick(lake, None, DagsterInstance.ephemeral())
+
+    reasons = {e.metadata["object"].value.rsplit("/", 1)[1]: e.metadata["unreadable_reason"].value for e in result.asset_events}
+    assert reasons["a.gz"] == "not gzip (bad magic bytes)"
+    assert reasons["b.gz"] == "empty object"
+    assert reasons["stray-object.gz"] == "key does not follow the landing layout"
+    assert reasons["old.gz"].startswith("outside the partitions of landing_telemetry_job")
+    assert reasons["readme.txt"] == "not a .csv or .json file"
+    assert "c.gz" not in reasons
+    # Unreadable objects still reach their partition's inventory; misplaced ones start no run.
+    assert sorted((r.job_name, r.partition_key, r.tags["iot_lake/new_objects"]) for r in result.run_requests) == [
+        ("landing_telemetry_job", "2026-11-20-00:00", "3"),
+        ("landing_weather_job", "2026-11-20", "1"),
+    ]
+    assert tick(lake, result.cursor, DagsterInstance.ephemeral()).asset_events == []
+
+
+def test_object_listed_late_with_an_older_mtime_is_not_missed(tmp_path):
+    lake = Lake(str(tmp_path))
+    prefix = telemetry_hour_prefix(START)
+    lake.write_bytes(f"{prefix}/first.gz", gzip.compress(b"{}\n"))
+    first = tick(lake, None, DagsterInstance.ephemeral())
+    # S3 stamps a multipart upload with its start time: it can appear after newer objects.
+    lake.write_bytes(f"{prefix}/slow-upload.gz", gzip.compress(b"{}\n"))
+    backdated = time.time() - GRACE_SECONDS / 2
+    os.utime(lake.path(f"{prefix}/slow-upload.gz"), (backdated, backdated))
+    second = tick(lake, first.cursor, DagsterInstance.ephemeral())
+    assert [r.tags["iot_lake/new_objects"] for r in second.run_requests] == ["1"]
+    cursor = json.loads(second.cursor)
+    assert len(cursor["recent"]) == 2  # both remembered within the grace window
+
+
+def test_hidden_side_files_are_ignored(tmp_path):
+    lake, _ = simulate(tmp_path, hours=1, devices=2)
+    first = tick(lake, None, DagsterInstance.ephemeral())
+    lake.write_text("landing/_inventory/telemetry/2026/11/20/00.json", "{}")
+    lake.fs.pipe_file(lake.path(f"{telemetry_hour_prefix(START)}/.partial.gz.tmp"), b"x")
+    assert tick(lake, first.cursor, DagsterInstance.ephemeral()).run_requests == []
