@@ -80,6 +80,12 @@ class Lake:
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
 
+    def ensure_layout(self) -> None:
+        """Create the top-level areas on a local disk; S3 prefixes exist once written to."""
+        if self.is_local:
+            for area in AREAS:
+                self.fs.makedirs(self.path(area), exist_ok=True)
+
     def path(self, key: str) -> str:
         """Filesystem path of a key (what fsspec calls take)."""
         return posixpath.join(self.base, key) if key else self.base

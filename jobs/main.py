@@ -92,6 +92,7 @@ def main(days: int, devices: int, seed: int, start_day: str | None) -> None:
     start = datetime.combine(first, datetime.min.time(), tzinfo=timezone.utc)
     end = start + timedelta(days=days)
     lake = Lake(settings.lake_root)
+    lake.ensure_layout()
     console.print(f"[bold]iot-lake main job[/] env={settings.env} lake={settings.lake_root} window={start:%Y-%m-%d}..{end:%Y-%m-%d}")
 
     sim = Simulator(SimConfig(devices=devices, seed=seed), lake)

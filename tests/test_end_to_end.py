@@ -52,6 +52,8 @@ def test_main_job_end_to_end(tmp_path):
         event = instance.get_latest_materialization_event(AssetKey(["landing", "historical_readings"]))
         assert event.asset_materialization.metadata["rows"].value == 4 * 4 * 7 * 96  # a week of 15-min means
     assert (tmp_path / "lake" / "landing" / "_inventory" / "telemetry" / "2026" / "11" / "20" / "23.json").exists()
+    assert sorted(p.name for p in (tmp_path / "lake").iterdir() if not p.name.startswith("_")) == sorted(
+        ["landing", "curated", "warehouse", "models", "forecasts", "cases", "quarantine"])
 
 
 def _free_port() -> int:
