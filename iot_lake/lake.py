@@ -70,7 +70,12 @@ class ObjectInfo:
 class Lake:
     def __init__(self, root: str, storage_options: dict[str, Any] | None = None):
         self.url = root.rstrip("/")
-        self.fs, base = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        options = dict(storage_options or {})
+        if self.url.startswith("s3://"):
+            # Other processes (Firehose, runs) write the bucket: a listing cached in this process
+            # would hide their new objects from info()/open() (s3fs never refreshes a cached dir).
+            options.setdefault("use_listings_cache", False)
+        self.fs, base = fsspec.core.url_to_fs(self.url, **options)
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if self.is_local:
             base = str(base)

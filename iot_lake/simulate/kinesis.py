@@ -20,6 +20,8 @@ class KinesisPublisher:
         self.sent = 0
 
     def publish(self, lines: Sequence[str], partition_keys: Sequence[str]) -> int:
+        """Send the lines; returns how many this call sent (``self.sent`` is the running total)."""
+        before = self.sent
         batch: list[dict] = []
         size = 0
         for line, key in zip(lines, partition_keys):
@@ -32,7 +34,7 @@ class KinesisPublisher:
             size += n
         if batch:
             self._put(batch)
-        return self.sent
+        return self.sent - before
 
     def _put(self, entries: list[dict]) -> None:
         """PutRecords is not all-or-nothing: resend just the failed entries, with backoff."""
@@ -44,6 +46,7 @@ class KinesisPublisher:
             if not failed:
                 return
             entries = failed
-            self.sleep(min(0.1 * 2**attempt, 5.0))
+            if attempt + 1 < self.max_attempts:
+                self.sleep(min(0.1 * 2**attempt, 5.0))
         codes = {r.get("ErrorCode") for r in results if r.get("ErrorCode")}
         raise RuntimeError(f"{len(entries)} records still rejected by Kinesis after {self.max_attempts} attempts: {codes}")
