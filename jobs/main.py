@@ -18,7 +18,6 @@ from pathlib import Path
 
 import click
 from dagster import DagsterInstance
-from dagster._core.instance.ref import InstanceRef
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -44,7 +43,7 @@ def repo_instance():
     os.chdir(REPO)  # dagster.yaml's storage paths are relative to the repo root
     try:
         (REPO / ".dagster").mkdir(exist_ok=True)
-        with DagsterInstance.from_ref(InstanceRef.from_dir(str(REPO / ".dagster"), config_dir=str(REPO))) as instance:
+        with DagsterInstance.from_config(str(REPO)) as instance:
             yield instance
     finally:
         os.chdir(cwd)
