@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,8 +40,14 @@ class HistorianResource(ConfigurableResource):
 
     url: str
 
-    def engine(self) -> sa.Engine:
-        return create_engine(self.url)
+    @contextmanager
+    def engine(self) -> Iterator[sa.Engine]:
+        """An engine for one step; its pooled connections are closed when the step is done."""
+        engine = create_engine(self.url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:

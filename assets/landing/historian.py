@@ -36,11 +36,8 @@ REGISTRY_KEY = ["landing", "device_registry"]
 def device_registry(context: AssetExecutionContext, lake: LakeResource, historian: HistorianResource) -> MaterializeResult:
     day = context.partition_time_window.start.date()
     the_lake = lake.lake()
-    engine = historian.engine()
-    try:
+    with historian.engine() as engine:
         result = land_registry(the_lake, engine, day)
-    finally:
-        engine.dispose()
     empty = [t for t, n in result.rows.items() if n == 0]
     return MaterializeResult(
         metadata={
@@ -71,11 +68,8 @@ def device_registry(context: AssetExecutionContext, lake: LakeResource, historia
 def historical_readings(context: AssetExecutionContext, lake: LakeResource, historian: HistorianResource) -> MaterializeResult:
     day = context.partition_time_window.start.date()
     the_lake = lake.lake()
-    engine = historian.engine()
-    try:
+    with historian.engine() as engine:
         m = land_readings(the_lake, engine, day, now=datetime.now(timezone.utc))
-    finally:
-        engine.dispose()
     context.log.info(f"extracted {m.rows} readings with {m.low or '-inf'} < loaded_at <= {m.high}")
     return MaterializeResult(
         metadata={
