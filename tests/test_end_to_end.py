@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -116,6 +117,10 @@ def test_dagster_dev_serves_the_ui_and_the_sensor_runs_new_landing_data(tmp_path
         runs = _wait(succeeded, 180, "the sensor's run to succeed")
         tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
         assert tags["dagster/partition"] == "2026-11-20-00:00" and tags["dagster/sensor_name"] == "landing_sensor"
+        # The run is persisted in the project's .dagster/, not in dagster dev's scratch directory.
+        with sqlite3.connect(project / ".dagster" / "storage" / "history" / "runs.db") as db:
+            stored = db.execute("select count(*) from runs where pipeline_name = 'landing_telemetry_job'").fetchone()[0]
+        assert stored >= 1
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
