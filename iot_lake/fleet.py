@@ -30,22 +30,8 @@ METRICS: dict[str, Metric] = {
     )
 }
 
-# Some device models report in imperial units: (unit, to_reported(canonical)).
-ALT_UNITS: dict[str, tuple[str, float, float]] = {
-    # metric: (reported unit, scale, offset) with reported = canonical * scale + offset
-    "temperature": ("degF", 9.0 / 5.0, 32.0),
-    "pressure": ("psi", 0.1450377, 0.0),
-}
-
-
-def to_canonical(metric: str, unit: str, value: float) -> float:
-    """Inverse of the reporting conversion; the curated layer normalises with the registry."""
-    if unit == METRICS[metric].unit:
-        return value
-    alt_unit, scale, offset = ALT_UNITS[metric]
-    if unit != alt_unit:
-        raise ValueError(f"unknown unit {unit!r} for {metric}")
-    return (value - offset) / scale
+# The unit a TX-200US (imperial) device reports each metric in; others report canonical units.
+IMPERIAL_UNITS: dict[str, str] = {"temperature": "degF", "pressure": "psi"}
 
 
 @dataclass(frozen=True)
@@ -128,7 +114,7 @@ def build_fleet(n_devices: int = 50, seed: int = 42) -> Fleet:
         noise = {"temperature": 0.35, "vibration": 0.06, "pressure": 2.5, "power": 1.0}
         metrics = {}
         for name, b in base.items():
-            unit = ALT_UNITS[name][0] if imperial and name in ALT_UNITS else METRICS[name].unit
+            unit = IMPERIAL_UNITS[name] if imperial and name in IMPERIAL_UNITS else METRICS[name].unit
             trend = b * rng.uniform(-0.0002, 0.0006)  # ageing: mostly upward, at most ~2%/month
             metrics[name] = DeviceMetric(name, unit, float(b), float(trend), noise[name])
         devices.append(

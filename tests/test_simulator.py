@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iot_lake.fleet import METRICS, build_fleet, to_canonical
+from iot_lake.fleet import METRICS, build_fleet
+from iot_lake.units import to_canonical
 from iot_lake.lake import TELEMETRY_PREFIX, Lake
 from iot_lake.simulate.anomalies import KINDS
 from iot_lake.simulate.deliveries import SimConfig, series_day
@@ -56,7 +57,7 @@ def classify(line: str, fleet) -> str:
     if rec["device_id"] not in devices:
         return "unknown_device"
     spec = METRICS[rec["metric"]]
-    if not spec.min_value <= to_canonical(rec["metric"], rec["unit"], rec["value"]) <= spec.max_value:
+    if not spec.min_value <= to_canonical(rec["value"], rec["unit"], spec.unit) <= spec.max_value:
         return "impossible_value"
     return "ok"
 

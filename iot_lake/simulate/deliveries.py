@@ -13,9 +13,10 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from iot_lake.fleet import ALT_UNITS, METRICS, Device, Fleet
+from iot_lake.fleet import METRICS, Device, Fleet
 from iot_lake.simulate import anomalies as anomaly_model
 from iot_lake.simulate.faults import BAD_KINDS, corrupt
+from iot_lake.units import from_canonical
 from iot_lake.simulate.signals import (
     MS_PER_DAY,
     STREAM_ANOMALY,
@@ -155,11 +156,7 @@ def deliveries_for_day(fleet: Fleet, cfg: SimConfig, day: date) -> DayDeliveries
         bad_kind_idx = frng.integers(0, len(BAD_KINDS), n)
 
         unit = d.metrics[s.metric].unit
-        reported = s.values
-        if unit != METRICS[s.metric].unit:
-            _, scale, offset = ALT_UNITS[s.metric]
-            reported = s.values * scale + offset
-        reported = np.round(reported, 4).tolist()  # Python floats: repr() is the JSON number
+        reported = np.round(from_canonical(s.values, METRICS[s.metric].unit, unit), 4).tolist()  # Python floats: repr() is the JSON number
         arrival = s.t_ms + np.where(late, late_delay, latency)
         ts_tok = _ts_tokens(d, fleet, s.t_ms)
         ingested = _iso_ms(arrival)

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from iot_lake.fleet import ALT_UNITS, METRICS, Fleet
+from iot_lake.fleet import METRICS, Fleet
 from iot_lake.simulate.deliveries import SimConfig, series_day
+from iot_lake.units import from_canonical
 from iot_lake.sources.historian import create_engine, device_metrics, devices, metadata, readings, sites
 
 READING_STEP_MIN = 15  # the historian kept 15-minute means
@@ -55,10 +56,7 @@ def seed_historian(url: str, fleet: Fleet, cfg: SimConfig, start: date) -> dict[
             for metric, spec in d.metrics.items():
                 s = series_day(fleet, cfg, d, metric, day)
                 bucket = (s.t_ms // (READING_STEP_MIN * 60_000))[s.keep]
-                values = s.values[s.keep]
-                if spec.unit != METRICS[metric].unit:
-                    _, scale, offset = ALT_UNITS[metric]
-                    values = values * scale + offset
+                values = from_canonical(s.values[s.keep], METRICS[metric].unit, spec.unit)
                 uniq, inverse = np.unique(bucket, return_inverse=True)
                 means = np.bincount(inverse, weights=values) / np.bincount(inverse)
                 for b, mean in zip(uniq.tolist(), means.tolist()):
