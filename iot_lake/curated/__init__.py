@@ -1,0 +1,1 @@
+"""Curated layer: validated, normalised, deduplicated telemetry (and its quarantine)."""

@@ -1,0 +1,145 @@
+"""One landing line -> a curated record, or a quarantine reason. Plain Python on purpose.
+
+The same function runs inside Spark (mapInArrow, on Sail locally and on EMR/Glue) and in tests,
+so what counts as valid never depends on an engine's JSON or timestamp parser: Python's json
+accepts the NaN/Infinity tokens devices send (and we then reject them with a reason, instead
+of an engine turning the whole line into nulls), and timestamps in ISO 8601 with any offset or
+as epoch milliseconds all normalise to UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from iot_lake.units import UnitError, to_canonical
+
+# Quarantine reason codes, in the order they are checked.
+REASONS = (
+    "malformed_json",  # not a JSON object
+    "missing_field",  # a required field is absent or null
+    "mistyped_field",  # a field has the wrong JSON type
+    "bad_timestamp",  # ts or ingested_at cannot be read as a time
+    "non_finite_value",  # NaN or +-Infinity
+    "unknown_device",  # not in the device registry
+    "unknown_metric",  # the device has no such metric in the registry
+    "unknown_unit",  # a unit that does not convert to the metric's canonical unit
+    "out_of_range",  # outside the metric's physical range (canonical units)
+    "clock_skew",  # event time later than its ingestion time (beyond tolerance)
+)
+REQUIRED = ("device_id", "metric", "value", "ts", "message_id")
+CLOCK_TOLERANCE = timedelta(minutes=5)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    unit: str  # the unit the device reports in
+    canonical_unit: str
+    min_value: float
+    max_value: float
+
+
+@dataclass(frozen=True)
+class Registry:
+    sites: Mapping[str, str]  # device_id -> site_id
+    rules: Mapping[tuple[str, str], MetricRule]  # (device_id, metric) -> rule
+
+    @classmethod
+    def from_rows(cls, devices: Iterable[Mapping], device_metrics: Iterable[Mapping]) -> Registry:
+        return cls(
+            sites={d["device_id"]: d["site_id"] for d in devices},
+            rules={
+                (m["device_id"], m["metric"]): MetricRule(m["unit"], m["canonical_unit"], float(m["min_value"]), float(m["max_value"]))
+                for m in device_metrics
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Record:
+    device_id: str
+    site_id: str
+    metric: str
+    value: float  # canonical unit
+    unit: str  # canonical unit
+    reported_value: float
+    reported_unit: str
+    event_ts: datetime  # UTC
+    message_id: str
+    ingested_at: datetime | None  # UTC
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    detail: str
+    device_id: str | None = None
+    metric: str | None = None
+
+
+def parse_time(value) -> datetime:
+    """ISO 8601 (Z or offset; a naive time is taken as UTC) or epoch milliseconds -> aware UTC."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a time")
+    if isinstance(value, int):
+        return _EPOCH + timedelta(milliseconds=value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        parsed = datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.astimezone(timezone.utc)
+    raise ValueError(f"{type(value).__name__} is not a time")
+
+
+def parse_line(line: str, registry: Registry) -> Record | Rejection:
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        return Rejection("malformed_json", str(exc)[:200])
+    if not isinstance(raw, dict):
+        return Rejection("malformed_json", f"a JSON {type(raw).__name__}, not an object")
+    device_id, metric = raw.get("device_id"), raw.get("metric")
+    ids = {"device_id": device_id if isinstance(device_id, str) else None, "metric": metric if isinstance(metric, str) else None}
+    missing = [f for f in REQUIRED if raw.get(f) is None]
+    if missing:
+        return Rejection("missing_field", ", ".join(missing), **ids)
+    for name in ("device_id", "metric", "message_id"):
+        if not isinstance(raw[name], str) or not raw[name]:
+            return Rejection("mistyped_field", f"{name} is {type(raw[name]).__name__}, expected a string", **ids)
+    value = raw["value"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return Rejection("mistyped_field", f"value is {type(value).__name__}, expected a number", **ids)
+    unit = raw.get("unit")
+    if unit is not None and not isinstance(unit, str):
+        return Rejection("mistyped_field", f"unit is {type(unit).__name__}, expected a string", **ids)
+    try:
+        event_ts = parse_time(raw["ts"])
+        ingested_at = parse_time(raw["ingested_at"]) if raw.get("ingested_at") is not None else None
+    except (ValueError, OverflowError) as exc:
+        return Rejection("bad_timestamp", str(exc)[:200], **ids)
+    if not math.isfinite(value):
+        return Rejection("non_finite_value", repr(value), **ids)
+    site_id = registry.sites.get(device_id)
+    if site_id is None:
+        return Rejection("unknown_device", device_id, **ids)
+    rule = registry.rules.get((device_id, metric))
+    if rule is None:
+        return Rejection("unknown_metric", f"{device_id} has no metric {metric!r}", **ids)
+    reported_unit = unit or rule.unit  # a device that omits the unit reports in its registered one
+    try:
+        canonical = float(to_canonical(float(value), reported_unit, rule.canonical_unit))
+    except UnitError as exc:
+        return Rejection("unknown_unit", str(exc), **ids)
+    if not rule.min_value <= canonical <= rule.max_value:
+        return Rejection("out_of_range", f"{canonical:g} {rule.canonical_unit} outside [{rule.min_value:g}, {rule.max_value:g}]", **ids)
+    if ingested_at is not None and event_ts > ingested_at + CLOCK_TOLERANCE:
+        return Rejection("clock_skew", f"event {event_ts.isoformat()} after ingestion {ingested_at.isoformat()}", **ids)
+    return Record(device_id, site_id, metric, canonical, rule.canonical_unit, float(value), reported_unit,
+                  event_ts, raw["message_id"], ingested_at)
