@@ -56,3 +56,12 @@ def two_days(tmp_path_factory) -> tuple[Lake, Simulator]:
         tmp_path_factory.mktemp("two_days"), hours=48, bad_rate=0.05, duplicate_rate=0.03, late_rate=0.02,
         truncated_rate=0.05, anomaly_rate=0.5,
     )
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One Sail (in-process Spark Connect) session for the whole test run."""
+    from iot_lake.spark.session import spark_session
+
+    with spark_session("tests") as session:
+        yield session

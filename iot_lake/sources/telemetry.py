@@ -8,9 +8,9 @@ and the record count that were inventoried.
 
 from __future__ import annotations
 
-import gzip
 import json
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
@@ -79,18 +79,42 @@ def quick_check(lake: Lake, obj: ObjectInfo) -> str | None:
     return None
 
 
-def _count_lines(inv: ObjectInventory, data: bytes) -> None:
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        try:
-            ok = isinstance(json.loads(line), dict)
-        except ValueError:
-            ok = False
-        if ok:
-            inv.records += 1
-        else:
-            inv.malformed_lines += 1
+class UnreadableObject(Exception):
+    """The object's bytes end or break before its gzip stream does."""
+
+
+def iter_lines(lake: Lake, key: str) -> Iterator[bytes]:
+    """The complete NDJSON lines of a gzip object, streamed; raises UnreadableObject where it breaks.
+
+    Decompresses incrementally, so a truncated object still yields every line before the cut
+    (the partial last line is not yielded: it is part of what could not be read).
+    """
+    decomp = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    pending = b""
+    try:
+        with lake.open(key) as f:
+            while chunk := f.read(1 << 20):
+                pending += decomp.decompress(chunk)
+                while decomp.eof and decomp.unused_data:  # concatenated gzip members
+                    rest = decomp.unused_data
+                    decomp = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                    pending += decomp.decompress(rest)
+                complete, _, pending = pending.rpartition(b"\n")
+                if complete:
+                    yield from (line for line in complete.split(b"\n") if line.strip())
+        if not decomp.eof:
+            raise UnreadableObject("EOFError: gzip stream ends before its end marker (truncated object)")
+    except (EOFError, zlib.error, OSError) as exc:
+        raise UnreadableObject(f"{type(exc).__name__}: {exc}") from exc
+    if pending.strip():
+        yield pending
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def inventory_object(lake: Lake, obj: ObjectInfo) -> ObjectInventory:
@@ -99,25 +123,14 @@ def inventory_object(lake: Lake, obj: ObjectInfo) -> ObjectInventory:
     if reason:
         inv.readable, inv.error = False, reason
         return inv
-    # Decompress incrementally so a truncated stream still yields the lines before the cut.
-    decomp = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    pending = b""
     try:
-        with lake.open(obj.key) as f:
-            while chunk := f.read(1 << 20):
-                pending += decomp.decompress(chunk)
-                complete, _, pending = pending.rpartition(b"\n")
-                _count_lines(inv, complete)
-                while decomp.eof and decomp.unused_data:  # concatenated gzip members
-                    rest = decomp.unused_data
-                    decomp = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-                    pending += decomp.decompress(rest)
-        if not decomp.eof:
-            raise EOFError("gzip stream ends before its end marker (truncated object)")
-        _count_lines(inv, pending)
-    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
-        # The partial last line is not counted: it is part of what could not be read.
-        inv.readable, inv.error = False, f"{type(exc).__name__}: {exc}"
+        for line in iter_lines(lake, obj.key):
+            if _is_record(line):
+                inv.records += 1
+            else:
+                inv.malformed_lines += 1
+    except UnreadableObject as exc:
+        inv.readable, inv.error = False, str(exc)
     return inv
 
 

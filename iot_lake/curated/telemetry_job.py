@@ -1,0 +1,235 @@
+"""Curated telemetry for one landing hour, as a Spark job (Sail locally, EMR Serverless / Glue in prod).
+
+    python -m iot_lake.curated.telemetry_job --lake ROOT --hour 2026-11-20T05:00:00+00:00
+
+1. Take exactly the objects the landing inventory of that hour listed.
+2. Read and parse them in Python inside Spark (mapInArrow, one task per object), with
+   iot_lake.curated.records deciding what is valid: the same verdicts on every engine, and a
+   truncated object still yields the lines before its cut.
+3. Valid records: deduplicate on (device_id, metric, event_ts, message_id) within the batch and
+   against the table, then MERGE the new ones into curated/telemetry, partitioned by event_date, so
+   late records land in their event-time partition.
+4. Everything else goes to quarantine/telemetry with its reason, raw line and source object; the
+   hour's quarantine is replaced, so re-runs are idempotent.
+5. Row accounting: lines landed = curated new + duplicates + quarantined, reported through
+   Dagster Pipes with the rest of the metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster_pipes import open_dagster_pipes
+
+from iot_lake.curated.records import Record, Registry, parse_line
+from iot_lake.lake import HISTORIAN_PREFIX, Lake
+from iot_lake.sources.telemetry import UnreadableObject, inventory_key, iter_lines
+from iot_lake.spark.session import spark_session
+
+CURATED_TELEMETRY = "curated/telemetry"
+QUARANTINE_TELEMETRY = "quarantine/telemetry"
+NATURAL_KEY = ("device_id", "metric", "event_ts", "message_id")
+LATE_AFTER = timedelta(minutes=10)
+
+PARSED = pa.schema(
+    [
+        ("status", pa.string()),  # ok | rejected | unreadable
+        ("device_id", pa.string()),
+        ("site_id", pa.string()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+        ("unit", pa.string()),
+        ("reported_value", pa.float64()),
+        ("reported_unit", pa.string()),
+        ("event_ts", pa.timestamp("us", tz="UTC")),
+        ("event_date", pa.date32()),
+        ("message_id", pa.string()),
+        ("ingested_at", pa.timestamp("us", tz="UTC")),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("raw_line", pa.string()),
+        ("source_object", pa.string()),
+        ("line_number", pa.int64()),
+    ]
+)
+_DDL_TYPES = {pa.string(): "string", pa.float64(): "double", pa.int64(): "bigint", pa.date32(): "date",
+              pa.timestamp("us", tz="UTC"): "timestamp"}
+PARSED_DDL = ", ".join(f"{f.name} {_DDL_TYPES[f.type]}" for f in PARSED)
+CURATED_COLUMNS = ["device_id", "site_id", "metric", "value", "unit", "reported_value", "reported_unit",
+                   "event_ts", "message_id", "ingested_at", "source_object", "event_date"]
+QUARANTINE_COLUMNS = ["landing_hour", "source_object", "line_number", "reason", "detail", "raw_line",
+                      "device_id", "metric", "landing_date"]
+
+
+def load_registry(lake: Lake, day) -> Registry:
+    """The newest registry snapshot landed on or before ``day``."""
+    snapshots = sorted(
+        p for p in lake.fs.glob(lake.path(f"{HISTORIAN_PREFIX}/device_registry/*/*/*/devices.parquet"))
+        if lake.key_of(p).split("/")[3:6] <= [f"{day:%Y}", f"{day:%m}", f"{day:%d}"]
+    )
+    if not snapshots:
+        raise RuntimeError(f"no device registry landed on or before {day}: materialize landing/device_registry first")
+    folder = snapshots[-1].rsplit("/", 1)[0]
+    devices = pq.read_table(lake.fs.open(f"{folder}/devices.parquet")).to_pylist()
+    metrics = pq.read_table(lake.fs.open(f"{folder}/device_metrics.parquet")).to_pylist()
+    return Registry.from_rows(devices, metrics)
+
+
+def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
+    """A mapInArrow function: batches of object keys in, parsed rows out."""
+
+    def run(batches):
+        lake = Lake(lake_root, storage_options)
+        for batch in batches:
+            for key in batch.column("key").to_pylist():
+                rows: list[dict] = []
+                try:
+                    for number, raw in enumerate(iter_lines(lake, key), start=1):
+                        text = raw.decode("utf-8", errors="replace")
+                        result = parse_line(text, registry)
+                        if isinstance(result, Record):
+                            row = asdict(result)
+                            row.update(status="ok", event_date=result.event_ts.date())
+                        else:
+                            row = {"status": "rejected", "reason": result.reason, "detail": result.detail,
+                                   "device_id": result.device_id, "metric": result.metric, "raw_line": text}
+                        row.update(source_object=key, line_number=number)
+                        rows.append(row)
+                        if len(rows) >= 20_000:
+                            yield pa.RecordBatch.from_pylist(rows, schema=PARSED)
+                            rows = []
+                except UnreadableObject as exc:
+                    rows.append({"status": "unreadable", "reason": "unreadable_object", "detail": str(exc), "source_object": key})
+                if rows:
+                    yield pa.RecordBatch.from_pylist(rows, schema=PARSED)
+
+    return run
+
+
+@dataclass
+class CurateReport:
+    hour: str
+    objects: int = 0
+    lines_landed: int = 0
+    curated_new: int = 0
+    duplicates_in_batch: int = 0
+    duplicates_existing: int = 0
+    quarantined: int = 0
+    unreadable_objects: int = 0
+    late_records: int = 0
+    event_dates: list[str] = field(default_factory=list)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accounted(self) -> bool:
+        return self.lines_landed == self.curated_new + self.duplicates_in_batch + self.duplicates_existing + self.quarantined
+
+
+def _delta_exists(lake: Lake, key: str) -> bool:
+    return lake.exists(f"{key}/_delta_log")
+
+
+def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None = None) -> CurateReport:
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    inv_key = inventory_key(hour)
+    if not lake.exists(inv_key):
+        raise RuntimeError(f"no landing inventory for {hour:%Y-%m-%d %H:00}: materialize landing/telemetry for it first")
+    inventory = json.loads(lake.read_bytes(inv_key))
+    keys = [o["key"] for o in inventory["objects"]]
+    report = CurateReport(hour=hour.isoformat(), objects=len(keys),
+                          lines_landed=sum(o["records"] + o["malformed_lines"] for o in inventory["objects"]))
+    if not keys:
+        return report
+    registry = load_registry(lake, hour.date())
+
+    # Parse once into a staging table; every later step reads it instead of re-parsing.
+    staging = f"curated/_staging/telemetry/{hour:%Y%m%dT%H}"
+    keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(max(1, min(len(keys), 64)))
+    parsed = keys_df.mapInArrow(parse_objects(lake.url, storage_options or {}, registry), PARSED_DDL)
+    parsed.write.mode("overwrite").parquet(lake.uri(staging))
+    parsed = spark.read.parquet(lake.uri(staging))
+
+    counts = {(r["status"], r["reason"]): r["count"] for r in parsed.groupBy("status", "reason").count().collect()}
+    report.quarantined = sum(n for (status, _), n in counts.items() if status == "rejected")
+    report.unreadable_objects = sum(n for (status, _), n in counts.items() if status == "unreadable")
+    report.quarantine_reasons = dict(sorted(Counter({r: n for (s, r), n in counts.items() if s != "ok"}).items()))
+    valid_count = counts.get(("ok", None), 0)
+
+    valid = parsed.where(F.col("status") == "ok").select(*CURATED_COLUMNS, "line_number")
+    first = Window.partitionBy(*NATURAL_KEY).orderBy("ingested_at", "source_object", "line_number")
+    unique = valid.withColumn("_rank", F.row_number().over(first)).where(F.col("_rank") == 1).select(*CURATED_COLUMNS)
+    dates = sorted(r["event_date"] for r in unique.select("event_date").distinct().collect())
+    unique_count = unique.count()
+    report.duplicates_in_batch = valid_count - unique_count
+    report.event_dates = [d.isoformat() for d in dates]
+    report.late_records = unique.where(F.col("event_ts") < F.lit(hour - LATE_AFTER)).count()
+
+    target = lake.uri(CURATED_TELEMETRY)
+    if _delta_exists(lake, CURATED_TELEMETRY):
+        existing = spark.read.format("delta").load(target).where(F.col("event_date").isin(dates)).select(*NATURAL_KEY)
+        new = unique.join(existing, list(NATURAL_KEY), "left_anti")
+        report.curated_new = new.count()
+        if report.curated_new:
+            new.createOrReplaceTempView("curated_telemetry_new")
+            condition = " AND ".join(f"t.{c} = s.{c}" for c in ("event_date", *NATURAL_KEY))
+            # MERGE, not append: a concurrent run of the same hour still cannot insert a row twice.
+            spark.sql(f"MERGE INTO delta.`{target}` t USING curated_telemetry_new s ON {condition} "
+                      "WHEN NOT MATCHED THEN INSERT *").collect()
+    else:
+        unique.write.format("delta").partitionBy("event_date").save(target)
+        report.curated_new = unique_count
+    report.duplicates_existing = unique_count - report.curated_new
+
+    quarantine = (
+        parsed.where(F.col("status") != "ok")
+        .withColumn("landing_hour", F.lit(hour))
+        .withColumn("landing_date", F.lit(hour.date()))
+        .select(*QUARANTINE_COLUMNS)
+    )
+    q_target = lake.uri(QUARANTINE_TELEMETRY)
+    if _delta_exists(lake, QUARANTINE_TELEMETRY):
+        (quarantine.write.format("delta").mode("overwrite")
+         .option("replaceWhere", f"landing_hour = timestamp'{hour:%Y-%m-%d %H:%M:%S}'").save(q_target))
+    else:
+        quarantine.write.format("delta").partitionBy("landing_date").save(q_target)
+    lake.delete(staging, recursive=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lake", required=True)
+    parser.add_argument("--hour", required=True, help="landing hour, ISO 8601 (UTC)")
+    args = parser.parse_args(argv)
+    hour = datetime.fromisoformat(args.hour).astimezone(timezone.utc)
+    with open_dagster_pipes() as pipes:
+        lake = Lake(args.lake)
+        with spark_session("curate-telemetry") as spark:
+            report = curate_hour(spark, lake, hour)
+        pipes.log.info(f"curated {report.hour}: {json.dumps(asdict(report))}")
+        metadata = {k: v for k, v in asdict(report).items() if isinstance(v, int)}
+        pipes.report_asset_materialization(
+            metadata={**metadata, "dagster/row_count": report.curated_new,
+                      "event_dates": ", ".join(report.event_dates),
+                      "quarantine_reasons": {"raw_value": report.quarantine_reasons, "type": "json"}},
+        )
+        pipes.report_asset_check(
+            check_name="row_accounting",
+            passed=report.accounted,
+            metadata={"lines_landed": report.lines_landed,
+                      "curated_new + duplicates + quarantined": report.curated_new + report.duplicates_in_batch
+                      + report.duplicates_existing + report.quarantined},
+        )
+        print(json.dumps(asdict(report)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Where a job script gets its SparkSession, the only thing that differs between worlds.
+
+- ``SPARK_REMOTE`` set: connect to that Spark Connect server.
+- ``IOT_LAKE_SPARK=classic`` (EMR Serverless, Glue): the cluster's own session; Delta is configured
+  by the job's spark-submit parameters (delta-spark's extension and catalog).
+- otherwise (the embedded default): start Sail, an in-process Spark Connect server, on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def spark_session(app_name: str = "iot-lake") -> Iterator[object]:
+    from pyspark.sql import SparkSession
+
+    remote = os.environ.get("SPARK_REMOTE")
+    if remote:
+        yield SparkSession.builder.remote(remote).getOrCreate()
+        return
+    if os.environ.get("IOT_LAKE_SPARK", "sail") == "classic":
+        spark = SparkSession.builder.appName(app_name).getOrCreate()
+        try:
+            yield spark
+        finally:
+            spark.stop()
+        return
+    from pysail.spark import SparkConnectServer
+
+    server = SparkConnectServer("127.0.0.1", 0)
+    server.start(background=True)
+    host, port = server.listening_address
+    spark = SparkSession.builder.remote(f"sc://{host}:{port}").getOrCreate()
+    try:
+        yield spark
+    finally:
+        spark.stop()
+        server.stop()
