@@ -2,6 +2,7 @@
 
 from dagster import Definitions
 
+from assets.curated import curated_assets
 from assets.landing import landing_assets
 from iot_lake.settings import load_settings
 from jobs import all_jobs, all_schedules
@@ -11,7 +12,7 @@ from sensors.landing import landing_sensor
 settings = load_settings()
 
 defs = Definitions(
-    assets=[*landing_assets],
+    assets=[*landing_assets, *curated_assets],
     jobs=all_jobs,
     schedules=all_schedules,
     sensors=[landing_sensor],

@@ -2,10 +2,10 @@
 
 from dagster import AssetSelection, DefaultScheduleStatus, build_schedule_from_partitioned_job, define_asset_job
 
-landing_telemetry_job = define_asset_job(
-    "landing_telemetry_job",
-    selection=AssetSelection.assets(["landing", "telemetry"]),
-    description="Inventory one arrival hour of landing telemetry.",
+telemetry_hourly_job = define_asset_job(
+    "telemetry_hourly_job",
+    selection=AssetSelection.assets(["landing", "telemetry"], ["curated", "telemetry"]),
+    description="One arrival hour of telemetry: inventory the landing objects, then curate them.",
 )
 landing_weather_job = define_asset_job(
     "landing_weather_job",
@@ -25,5 +25,5 @@ historian_extract_schedule = build_schedule_from_partitioned_job(
     description="Nightly extract of the previous day's registry snapshot and new readings (00:30 UTC).",
 )
 
-all_jobs = [landing_telemetry_job, landing_weather_job, historian_extract_job]
+all_jobs = [telemetry_hourly_job, landing_weather_job, historian_extract_job]
 all_schedules = [historian_extract_schedule]

@@ -56,7 +56,7 @@ def partitions_to_run(lake: Lake, start: datetime, end: datetime) -> dict[str, l
     days = sorted({start.date() + timedelta(days=i) for i in range((end - start).days or 1)})
     return {
         "historian_extract_job": [d.isoformat() for d in days],
-        "landing_telemetry_job": [h.strftime("%Y-%m-%d-%H:%M") for h in hours],
+        "telemetry_hourly_job": [h.strftime("%Y-%m-%d-%H:%M") for h in hours],
         "landing_weather_job": [d.isoformat() for d in weather_days],
     }
 
@@ -119,7 +119,7 @@ def main(days: int, devices: int, seed: int, start_day: str | None) -> None:
     Console().print(table)
     for job_name, key, run_id in failures:
         console.print(f"[red]FAILED[/] {job_name} {key} run {run_id}")
-    if failures or not plan["landing_telemetry_job"]:
+    if failures or not plan["telemetry_hourly_job"]:
         sys.exit(1)
 
 

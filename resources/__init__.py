@@ -12,6 +12,7 @@ from dagster import ConfigurableResource, EnvVar
 from iot_lake.lake import Lake
 from iot_lake.settings import Settings
 from iot_lake.sources.historian import create_engine
+from resources.spark import SparkRunner
 
 
 class LakeResource(ConfigurableResource):
@@ -56,8 +57,10 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             "lake": LakeResource(root=settings.lake_root, region=settings.aws_region, kms_key_id=settings.kms_key_id),
             # EnvVar keeps the DSN (and its password) out of the run config and the UI.
             "historian": HistorianResource(url=EnvVar("IOT_LAKE_HISTORIAN_URL")),
+            "spark": SparkRunner(mode="emr-serverless"),
         }
     return {
         "lake": LakeResource(root=settings.lake_root),
         "historian": HistorianResource(url=settings.historian_url),
+        "spark": SparkRunner(mode="local"),
     }

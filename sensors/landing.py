@@ -28,7 +28,7 @@ from assets.landing.weather import WEATHER_KEY
 from assets.partitions import daily_partitions, hourly_partitions
 from iot_lake.lake import TELEMETRY_PREFIX, WEATHER_PREFIX, Lake, ObjectInfo, telemetry_hour_of_key, weather_day_of_key
 from iot_lake.sources.telemetry import quick_check
-from jobs import landing_telemetry_job, landing_weather_job
+from jobs import telemetry_hourly_job, landing_weather_job
 from resources import LakeResource
 
 GRACE_SECONDS = 900.0
@@ -78,19 +78,19 @@ def _readability(lake: Lake, obj: ObjectInfo) -> str | None:
 def _partition_of(obj: ObjectInfo) -> tuple[str, str] | None:
     """(job name, partition key) a landing object belongs to, if its key has a known layout."""
     if (hour := telemetry_hour_of_key(obj.key)) is not None:
-        return landing_telemetry_job.name, hour.strftime("%Y-%m-%d-%H:%M")
+        return telemetry_hourly_job.name, hour.strftime("%Y-%m-%d-%H:%M")
     if (day := weather_day_of_key(obj.key)) is not None:
         return landing_weather_job.name, day.strftime("%Y-%m-%d")
     return None
 
 
-_JOB_ASSET = {landing_telemetry_job.name: TELEMETRY_KEY, landing_weather_job.name: WEATHER_KEY}
-_JOB_PARTITIONS = {landing_telemetry_job.name: hourly_partitions, landing_weather_job.name: daily_partitions}
+_JOB_ASSET = {telemetry_hourly_job.name: TELEMETRY_KEY, landing_weather_job.name: WEATHER_KEY}
+_JOB_PARTITIONS = {telemetry_hourly_job.name: hourly_partitions, landing_weather_job.name: daily_partitions}
 
 
 @sensor(
     name="landing_sensor",
-    jobs=[landing_telemetry_job, landing_weather_job],
+    jobs=[telemetry_hourly_job, landing_weather_job],
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description="New landing objects (telemetry, weather) -> runs for the partitions they touch.",

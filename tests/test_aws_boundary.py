@@ -344,7 +344,7 @@ def test_landing_sensor_on_s3(bucket, moto_endpoint):
     Simulator(SimConfig(devices=2, seed=7, truncated_rate=0), writer).backfill(START, START + timedelta(hours=2))
     first = tick(empty.cursor)
     assert [(r.job_name, r.partition_key, r.tags["iot_lake/new_objects"]) for r in first.run_requests] == [
-        ("landing_telemetry_job", "2026-11-20-00:00", "12"), ("landing_telemetry_job", "2026-11-20-01:00", "12")]
+        ("telemetry_hourly_job", "2026-11-20-00:00", "12"), ("telemetry_hourly_job", "2026-11-20-01:00", "12")]
     assert first.asset_events == []
 
     second = tick(first.cursor)

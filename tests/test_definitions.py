@@ -30,14 +30,18 @@ def test_definitions_load_with_every_asset_described():
 
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"landing/telemetry", "landing/weather", "landing/device_registry", "landing/historical_readings"}
+    assert keys == {"landing/telemetry", "landing/weather", "landing/device_registry", "landing/historical_readings",
+                    "curated/telemetry"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.group_name == "landing"
+        assert node.group_name == key.path[0]
         assert node.owners == ["team:data-platform"]
         assert node.description and len(node.description) > 40
         assert "s3" in {t.removeprefix("dagster/kind/") for t in node.tags if t.startswith("dagster/kind/")}
-    assert {j.name for j in defs.jobs} == {"landing_telemetry_job", "landing_weather_job", "historian_extract_job"}
+    curated = graph.get(AssetKey(["curated", "telemetry"]))
+    assert {p.to_user_string() for p in curated.parent_keys} == {"landing/telemetry", "landing/device_registry"}
+    assert {"spark", "delta"} <= {t.removeprefix("dagster/kind/") for t in curated.tags if t.startswith("dagster/kind/")}
+    assert {j.name for j in defs.jobs} == {"telemetry_hourly_job", "landing_weather_job", "historian_extract_job"}
     assert defs.resolve_sensor_def("landing_sensor")
 
 

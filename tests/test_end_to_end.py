@@ -21,6 +21,7 @@ from dagster import AssetKey, DagsterInstance
 from iot_lake.lake import Lake
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
+from iot_lake.sources.historian import create_engine, land_registry
 from tests.conftest import START
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,6 +48,9 @@ def test_main_job_end_to_end(tmp_path):
             return instance.get_materialized_partitions(AssetKey(key))
 
         assert len(partitions(["landing", "telemetry"])) == 24
+        assert partitions(["curated", "telemetry"]) == partitions(["landing", "telemetry"])
+        curated = instance.get_latest_materialization_event(AssetKey(["curated", "telemetry"])).asset_materialization
+        assert curated.metadata["curated_new"].value > 0 and curated.metadata["lines_landed"].value > 0
         assert partitions(["landing", "weather"]) == {"2026-11-20"}
         assert partitions(["landing", "device_registry"]) == {"2026-11-20"}
         assert partitions(["landing", "historical_readings"]) == {"2026-11-20"}
@@ -106,9 +110,15 @@ def test_dagster_dev_serves_the_ui_and_the_sensor_runs_new_landing_data(tmp_path
         assert {"/".join(n["assetKey"]["path"]) for n in nodes} >= {"landing/telemetry", "landing/weather"}
         assert (project / ".dagster" / "storage").is_dir()  # storage under the project, not a temp dir
 
-        # New landing objects: the daemon's sensor must notice them and run their partition.
-        Simulator(SimConfig(devices=2, seed=3), Lake(str(lake_root))).backfill(START, START + timedelta(hours=1))
-        query = '{ runsOrError(filter: {pipelineName: "landing_telemetry_job"}) { ... on Runs { results { status tags { key value } } } } }'
+        # A registry, then new landing objects: the daemon's sensor must notice them and run their partition.
+        lake = Lake(str(lake_root))
+        sim = Simulator(SimConfig(devices=2, seed=3, history_days=1), lake)
+        sim.seed_historian(f"sqlite:///{tmp_path}/historian.sqlite", START.date())
+        engine = create_engine(f"sqlite:///{tmp_path}/historian.sqlite")
+        land_registry(lake, engine, START.date())
+        engine.dispose()
+        sim.backfill(START, START + timedelta(hours=1))
+        query = '{ runsOrError(filter: {pipelineName: "telemetry_hourly_job"}) { ... on Runs { results { status tags { key value } } } } }'
 
         def succeeded():
             runs = _graphql(port, query)["runsOrError"]["results"]
@@ -116,10 +126,12 @@ def test_dagster_dev_serves_the_ui_and_the_sensor_runs_new_landing_data(tmp_path
 
         runs = _wait(succeeded, 180, "the sensor's run to succeed")
         tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
+        mats = _graphql(port, '{ assetNodes(assetKeys: [{path: ["curated", "telemetry"]}]) { assetMaterializations { partition } } }')
+        assert [m["partition"] for m in mats["assetNodes"][0]["assetMaterializations"]] == ["2026-11-20-00:00"]
         assert tags["dagster/partition"] == "2026-11-20-00:00" and tags["dagster/sensor_name"] == "landing_sensor"
         # The run is persisted in the project's .dagster/, not in dagster dev's scratch directory.
         with sqlite3.connect(project / ".dagster" / "storage" / "history" / "runs.db") as db:
-            stored = db.execute("select count(*) from runs where pipeline_name = 'landing_telemetry_job'").fetchone()[0]
+            stored = db.execute("select count(*) from runs where pipeline_name = 'telemetry_hourly_job'").fetchone()[0]
         assert stored >= 1
     finally:
         os.killpg(proc.pid, signal.SIGINT)

@@ -24,7 +24,7 @@ def test_requests_each_touched_partition_once_and_remembers(tmp_path):
     lake, _ = simulate(tmp_path, hours=48, devices=3)
     instance = DagsterInstance.ephemeral()
     first = tick(lake, None, instance)
-    telemetry = [r for r in first.run_requests if r.job_name == "landing_telemetry_job"]
+    telemetry = [r for r in first.run_requests if r.job_name == "telemetry_hourly_job"]
     weather = [r for r in first.run_requests if r.job_name == "landing_weather_job"]
     assert sorted(r.partition_key for r in telemetry) == [
         f"2026-11-{20 + h // 24}-{h % 24:02d}:00" for h in range(48)
@@ -64,13 +64,13 @@ def test_unreadable_and_misplaced_objects_are_recorded_never_fatal(tmp_path):
     assert reasons["a.gz"] == "not gzip (bad magic bytes)"
     assert reasons["b.gz"] == "empty object"
     assert reasons["stray-object.gz"] == "key does not follow the landing layout"
-    assert reasons["old.gz"].startswith("outside the partitions of landing_telemetry_job")
+    assert reasons["old.gz"].startswith("outside the partitions of telemetry_hourly_job")
     assert reasons["readme.txt"] == "not a .csv or .json file"
     assert "c.gz" not in reasons
     # Unreadable objects still reach their partition's inventory; misplaced ones start no run.
     assert sorted((r.job_name, r.partition_key, r.tags["iot_lake/new_objects"]) for r in result.run_requests) == [
-        ("landing_telemetry_job", "2026-11-20-00:00", "3"),
         ("landing_weather_job", "2026-11-20", "1"),
+        ("telemetry_hourly_job", "2026-11-20-00:00", "3"),
     ]
     assert tick(lake, result.cursor, DagsterInstance.ephemeral()).asset_events == []
 

@@ -190,7 +190,8 @@ def _manifests(lake: Lake) -> dict[date, ReadingsExtract]:
     return out
 
 
-_EMPTY = datetime(1970, 1, 1, tzinfo=timezone.utc)  # (x, x] selects nothing
+_EMPTY = datetime(1970, 1, 1, tzinfo=timezone.utc)
+COMMIT_LAG = timedelta(minutes=5)  # (x, x] selects nothing
 
 
 def extract_bounds(lake: Lake, day: date, now: datetime) -> tuple[datetime | None, datetime]:
@@ -208,7 +209,9 @@ def extract_bounds(lake: Lake, day: date, now: datetime) -> tuple[datetime | Non
     if any(m.low is None for m in later):
         # A later day already took everything up to its high bound: this day's range is empty.
         return _EMPTY, _EMPTY
-    high = min([end_of_day, now.astimezone(timezone.utc), *(datetime.fromisoformat(m.low) for m in later)])
+    # Stay COMMIT_LAG behind the clock: a transaction still open at extract time may commit rows
+    # whose loaded_at is already in the past, and they must fall into the next range, not be skipped.
+    high = min([end_of_day, now.astimezone(timezone.utc) - COMMIT_LAG, *(datetime.fromisoformat(m.low) for m in later)])
     if low is not None and high < low:
         high = low
     return low, high

@@ -1,0 +1,5 @@
+"""Curated layer: validated, deduplicated Delta tables built by Spark job scripts via Pipes."""
+
+from assets.curated.telemetry import curated_telemetry
+
+curated_assets = [curated_telemetry]
