@@ -9,8 +9,15 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+# Sail logs every session at INFO (and its normal shutdown at WARN) through Rust's env_logger;
+# job output should show our lines and real warnings only.
+os.environ.setdefault("RUST_LOG", "warn,sail_common::actor=error")
+# pyspark-client 4.2 warns about pandas 3 on import; the jobs exchange Arrow, not pandas.
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
 
 
 @contextmanager
