@@ -93,6 +93,17 @@ def test_rerunning_an_hour_changes_nothing(landed, spark):
     assert _table(landed, QUARANTINE_TELEMETRY).num_rows == before_quarantine
 
 
+def test_rerun_is_idempotent_whatever_the_session_time_zone(landed, spark):
+    curate_hour(spark, landed, START)
+    before = _rows(landed, QUARANTINE_TELEMETRY)
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")  # as a cluster might be set up
+    try:
+        curate_hour(spark, landed, START)
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+    assert _rows(landed, QUARANTINE_TELEMETRY) == before
+
+
 def test_missing_inputs_fail_with_a_clear_message(tmp_path, spark):
     lake, _ = simulate(tmp_path, hours=1, devices=2)
     with pytest.raises(RuntimeError, match="materialize landing/telemetry"):

@@ -197,7 +197,8 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     q_target = lake.uri(QUARANTINE_TELEMETRY)
     if _delta_exists(lake, QUARANTINE_TELEMETRY):
         (quarantine.write.format("delta").mode("overwrite")
-         .option("replaceWhere", f"landing_hour = timestamp'{hour:%Y-%m-%d %H:%M:%S}'").save(q_target))
+         # An explicit offset makes the literal one instant whatever the session's time zone.
+         .option("replaceWhere", f"landing_hour = timestamp'{hour:%Y-%m-%d %H:%M:%S}+00:00'").save(q_target))
     else:
         quarantine.write.format("delta").partitionBy("landing_date").save(q_target)
     lake.delete(staging, recursive=True)

@@ -20,18 +20,24 @@ os.environ.setdefault("RUST_LOG", "warn,sail_common::actor=error")
 warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
 
 
+def _utc(spark):
+    # Timestamp literals (replaceWhere predicates, date casts) must mean UTC on every cluster.
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    return spark
+
+
 @contextmanager
 def spark_session(app_name: str = "iot-lake") -> Iterator[object]:
     from pyspark.sql import SparkSession
 
     remote = os.environ.get("SPARK_REMOTE")
     if remote:
-        yield SparkSession.builder.remote(remote).getOrCreate()
+        yield _utc(SparkSession.builder.remote(remote).getOrCreate())
         return
     if os.environ.get("IOT_LAKE_SPARK", "sail") == "classic":
         spark = SparkSession.builder.appName(app_name).getOrCreate()
         try:
-            yield spark
+            yield _utc(spark)
         finally:
             spark.stop()
         return
@@ -42,7 +48,7 @@ def spark_session(app_name: str = "iot-lake") -> Iterator[object]:
     host, port = server.listening_address
     spark = SparkSession.builder.remote(f"sc://{host}:{port}").getOrCreate()
     try:
-        yield spark
+        yield _utc(spark)
     finally:
         spark.stop()
         server.stop()
