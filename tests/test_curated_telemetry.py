@@ -122,3 +122,13 @@ def test_job_script_runs_standalone(landed):
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["lines_landed"] == report["curated_new"] + report["duplicates_in_batch"] + report["duplicates_existing"] + report["quarantined"]
     assert report["curated_new"] > 0
+
+
+def test_registry_is_the_newest_snapshot_on_or_before_the_hour(landed):
+    from iot_lake.sources.historian import latest_registry_day
+
+    for later in (START.date() + timedelta(days=2), START.date() + timedelta(days=9)):
+        landed.write_bytes(f"landing/historical/device_registry/{later:%Y/%m/%d}/devices.parquet", b"not read")
+    assert latest_registry_day(landed, START.date()) == START.date()
+    assert latest_registry_day(landed, START.date() + timedelta(days=5)) == START.date() + timedelta(days=2)
+    assert latest_registry_day(landed, START.date() - timedelta(days=1)) is None

@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 from dagster_pipes import open_dagster_pipes
 
 from iot_lake.curated.records import Record, Registry, parse_line
-from iot_lake.lake import HISTORIAN_PREFIX, Lake
+from iot_lake.lake import Lake
+from iot_lake.sources.historian import latest_registry_day, registry_key
 from iot_lake.sources.telemetry import UnreadableObject, inventory_key, iter_lines
 from iot_lake.spark.session import spark_session
 
@@ -69,16 +70,15 @@ QUARANTINE_COLUMNS = ["landing_hour", "source_object", "line_number", "reason", 
 
 def load_registry(lake: Lake, day) -> Registry:
     """The newest registry snapshot landed on or before ``day``."""
-    snapshots = sorted(
-        p for p in lake.fs.glob(lake.path(f"{HISTORIAN_PREFIX}/device_registry/*/*/*/devices.parquet"))
-        if lake.key_of(p).split("/")[3:6] <= [f"{day:%Y}", f"{day:%m}", f"{day:%d}"]
-    )
-    if not snapshots:
+    snapshot = latest_registry_day(lake, day)
+    if snapshot is None:
         raise RuntimeError(f"no device registry landed on or before {day}: materialize landing/device_registry first")
-    folder = snapshots[-1].rsplit("/", 1)[0]
-    devices = pq.read_table(lake.fs.open(f"{folder}/devices.parquet")).to_pylist()
-    metrics = pq.read_table(lake.fs.open(f"{folder}/device_metrics.parquet")).to_pylist()
-    return Registry.from_rows(devices, metrics)
+
+    def rows(table: str) -> list[dict]:
+        with lake.open(registry_key(snapshot, table)) as f:
+            return pq.read_table(f).to_pylist()
+
+    return Registry.from_rows(rows("devices"), rows("device_metrics"))
 
 
 def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
@@ -166,11 +166,16 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     valid = parsed.where(F.col("status") == "ok").select(*CURATED_COLUMNS, "line_number")
     first = Window.partitionBy(*NATURAL_KEY).orderBy("ingested_at", "source_object", "line_number")
     unique = valid.withColumn("_rank", F.row_number().over(first)).where(F.col("_rank") == 1).select(*CURATED_COLUMNS)
-    dates = sorted(r["event_date"] for r in unique.select("event_date").distinct().collect())
-    unique_count = unique.count()
+    # One pass over the deduplicated rows for everything the report needs from them.
+    stats = unique.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.collect_set("event_date").alias("dates"),
+        F.sum(F.when(F.col("event_ts") < F.lit(hour - LATE_AFTER), 1).otherwise(0)).alias("late"),
+    ).first()
+    unique_count, dates = stats["rows"], sorted(stats["dates"])
     report.duplicates_in_batch = valid_count - unique_count
     report.event_dates = [d.isoformat() for d in dates]
-    report.late_records = unique.where(F.col("event_ts") < F.lit(hour - LATE_AFTER)).count()
+    report.late_records = int(stats["late"] or 0)
 
     target = lake.uri(CURATED_TELEMETRY)
     if _delta_exists(lake, CURATED_TELEMETRY):

@@ -86,8 +86,20 @@ def create_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+REGISTRY_PREFIX = f"{HISTORIAN_PREFIX}/device_registry"
+
+
 def registry_key(day: date, table: str) -> str:
-    return f"{HISTORIAN_PREFIX}/device_registry/{day:%Y/%m/%d}/{table}.parquet"
+    return f"{REGISTRY_PREFIX}/{day:%Y/%m/%d}/{table}.parquet"
+
+
+def latest_registry_day(lake: Lake, day: date) -> date | None:
+    """The newest day on or before ``day`` whose registry snapshot has landed."""
+    days = sorted(
+        d for path in lake.fs.glob(lake.path(f"{REGISTRY_PREFIX}/*/*/*/devices.parquet"))
+        if (d := date(*map(int, lake.key_of(path).split("/")[-4:-1]))) <= day
+    )
+    return days[-1] if days else None
 
 
 def readings_prefix(day: date) -> str:
@@ -190,8 +202,8 @@ def _manifests(lake: Lake) -> dict[date, ReadingsExtract]:
     return out
 
 
-_EMPTY = datetime(1970, 1, 1, tzinfo=timezone.utc)
-COMMIT_LAG = timedelta(minutes=5)  # (x, x] selects nothing
+_EMPTY = datetime(1970, 1, 1, tzinfo=timezone.utc)  # (x, x] selects nothing
+COMMIT_LAG = timedelta(minutes=5)
 
 
 def extract_bounds(lake: Lake, day: date, now: datetime) -> tuple[datetime | None, datetime]:
