@@ -4,8 +4,10 @@ from dagster import AssetSelection, DefaultScheduleStatus, build_schedule_from_p
 
 telemetry_hourly_job = define_asset_job(
     "telemetry_hourly_job",
-    selection=AssetSelection.assets(["landing", "telemetry"], ["curated", "telemetry"]),
-    description="One arrival hour of telemetry: inventory the landing objects, then curate them.",
+    selection=AssetSelection.assets(
+        ["landing", "telemetry"], ["curated", "telemetry"], ["curated", "telemetry_1min"], ["curated", "telemetry_5min"]
+    ),
+    description="One arrival hour of telemetry: inventory the landing objects, curate them, refresh the aggregates.",
 )
 landing_weather_job = define_asset_job(
     "landing_weather_job",

@@ -13,26 +13,8 @@ from deltalake import DeltaTable
 from iot_lake.curated.records import Record, parse_line
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY, curate_hour, load_registry
 from iot_lake.lake import TELEMETRY_PREFIX
-from iot_lake.simulate.historian import seed_historian
-from iot_lake.sources.historian import create_engine, land_registry
 from iot_lake.sources.telemetry import UnreadableObject, iter_lines, land_inventory
-from tests.conftest import START, simulate
-
-HOURS = 3
-
-
-@pytest.fixture
-def landed(tmp_path):
-    lake, sim = simulate(tmp_path, hours=HOURS, devices=6, bad_rate=0.04, duplicate_rate=0.05, late_rate=0.03,
-                         truncated_rate=0.1)
-    url = f"sqlite:///{tmp_path}/historian.sqlite"
-    seed_historian(url, sim.fleet, sim.cfg, START.date())
-    engine = create_engine(url)
-    land_registry(lake, engine, START.date())
-    engine.dispose()
-    for h in range(HOURS):
-        land_inventory(lake, START + timedelta(hours=h))
-    return lake
+from tests.conftest import HOURS, START, simulate
 
 
 def _table(lake, key):

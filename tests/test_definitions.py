@@ -31,7 +31,7 @@ def test_definitions_load_with_every_asset_described():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"landing/telemetry", "landing/weather", "landing/device_registry", "landing/historical_readings",
-                    "curated/telemetry"}
+                    "curated/telemetry", "curated/telemetry_1min", "curated/telemetry_5min"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.group_name == key.path[0]

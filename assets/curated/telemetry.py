@@ -1,27 +1,46 @@
-from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, AssetSpec, multi_asset
 
 from assets.landing.telemetry import OWNERS, TELEMETRY_KEY
 from assets.partitions import hourly_partitions
+from iot_lake.curated.aggregates import AGGREGATE_TABLES
 from resources import LakeResource
 from resources.spark import SparkRunner
 
 CURATED_TELEMETRY_KEY = ["curated", "telemetry"]
+AGGREGATE_KEYS = {grain: table.split("/") for grain, table in AGGREGATE_TABLES.items()}
+_AGGREGATE_DOC = (
+    "{grain} aggregates of curated telemetry per device and metric: readings, mean, min, max, sample "
+    "stddev, last value and its time. Delta Lake at curated/telemetry_{grain}, partitioned by event_date. "
+    "A landing hour recomputes exactly the buckets its records fall in, from all curated rows in them, "
+    "so buckets reopened by late records are updated and re-runs give the same table."
+)
 
 
-@asset(
-    key=CURATED_TELEMETRY_KEY,
-    deps=[AssetKey(TELEMETRY_KEY), AssetKey(["landing", "device_registry"])],
+@multi_asset(
+    specs=[
+        AssetSpec(
+            CURATED_TELEMETRY_KEY,
+            deps=[AssetKey(TELEMETRY_KEY), AssetKey(["landing", "device_registry"])],
+            kinds={"spark", "delta", "s3"},
+            owners=OWNERS,
+            description=(
+                "Validated telemetry in canonical units, one row per (device, metric, event time, message id), "
+                "Delta Lake at curated/telemetry partitioned by event_date. A partition is a landing hour: its "
+                "records are MERGEd into their event-time partitions, so late records land where they belong. "
+                "Rejected lines go to quarantine/telemetry with reason, raw line and source object. Built by "
+                "the Spark job iot_lake/curated/telemetry_job.py through Dagster Pipes."
+            ),
+            skippable=True,
+        ),
+        *(
+            AssetSpec(key, deps=[AssetKey(CURATED_TELEMETRY_KEY)], kinds={"spark", "delta", "s3"},
+                      owners=OWNERS, description=_AGGREGATE_DOC.format(grain=grain), skippable=True)
+            for grain, key in AGGREGATE_KEYS.items()
+        ),
+    ],
     partitions_def=hourly_partitions,
     group_name="curated",
-    owners=OWNERS,
-    kinds={"spark", "delta", "s3"},
-    description=(
-        "Validated telemetry in canonical units, one row per (device, metric, event time, message id), "
-        "Delta Lake at curated/telemetry partitioned by event_date. A partition is a landing hour: its "
-        "records are MERGEd into their event-time partitions, so late records land where they belong. "
-        "Rejected lines go to quarantine/telemetry with reason, raw line and source object. Built by "
-        "the Spark job iot_lake/curated/telemetry_job.py through Dagster Pipes."
-    ),
+    can_subset=True,
     check_specs=[
         AssetCheckSpec(
             "row_accounting", asset=CURATED_TELEMETRY_KEY, blocking=True,
@@ -29,8 +48,14 @@ CURATED_TELEMETRY_KEY = ["curated", "telemetry"]
         )
     ],
 )
-def curated_telemetry(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner) -> MaterializeResult:
+def curated_telemetry(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner):
+    """One Spark session per landing hour curates the records and refreshes the aggregates they touch."""
     hour = context.partition_time_window.start
-    return spark.run(
-        context, "iot_lake.curated.telemetry_job", ["--lake", lake.root, "--hour", hour.isoformat()]
-    ).get_materialize_result()
+    selected = context.selected_asset_keys
+    steps = (["curate"] if AssetKey(CURATED_TELEMETRY_KEY) in selected else []) + [
+        grain for grain, key in AGGREGATE_KEYS.items() if AssetKey(key) in selected
+    ]
+    yield from spark.run(
+        context, "iot_lake.curated.telemetry_job",
+        ["--lake", lake.root, "--hour", hour.isoformat(), "--steps", ",".join(steps)],
+    ).get_results()

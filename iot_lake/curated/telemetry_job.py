@@ -13,6 +13,8 @@
    hour's quarantine is replaced, so re-runs are idempotent.
 5. Row accounting: lines landed = curated new + duplicates + quarantined, reported through
    Dagster Pipes with the rest of the metadata.
+6. 1- and 5-minute aggregates of every bucket those records fall in (iot_lake.curated.aggregates),
+   in the same Spark session.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster_pipes import open_dagster_pipes
 
+from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
 from iot_lake.curated.records import Record, Registry, parse_line
 from iot_lake.lake import Lake
 from iot_lake.sources.historian import latest_registry_day, registry_key
@@ -210,31 +213,72 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     return report
 
 
+STEPS = ("curate", *GRAINS)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lake", required=True)
     parser.add_argument("--hour", required=True, help="landing hour, ISO 8601 (UTC)")
+    parser.add_argument("--steps", default=",".join(STEPS),
+                        help="comma-separated subset of curate,1min,5min (aggregates alone rebuild from curated rows)")
     args = parser.parse_args(argv)
     hour = datetime.fromisoformat(args.hour).astimezone(timezone.utc)
+    steps = set(args.steps.split(","))
+    if not steps or not steps <= set(STEPS):
+        parser.error(f"--steps must be a subset of {','.join(STEPS)}")
     with open_dagster_pipes() as pipes:
         lake = Lake(args.lake)
         with spark_session("curate-telemetry") as spark:
-            report = curate_hour(spark, lake, hour)
-        pipes.log.info(f"curated {report.hour}: {json.dumps(asdict(report))}")
-        metadata = {k: v for k, v in asdict(report).items() if isinstance(v, int)}
-        pipes.report_asset_materialization(
-            metadata={**metadata, "dagster/row_count": report.curated_new,
-                      "event_dates": ", ".join(report.event_dates),
-                      "quarantine_reasons": {"raw_value": report.quarantine_reasons, "type": "json"}},
-        )
-        pipes.report_asset_check(
-            check_name="row_accounting",
-            passed=report.accounted,
-            metadata={"lines_landed": report.lines_landed,
-                      "curated_new + duplicates + quarantined": report.curated_new + report.duplicates_in_batch
-                      + report.duplicates_existing + report.quarantined},
-        )
-        print(json.dumps(asdict(report)))
+            if "curate" in steps:
+                report = curate_hour(spark, lake, hour)
+                report_curated(pipes, report)
+                event_dates = report.event_dates
+            else:
+                event_dates = landed_event_dates(spark, lake, hour)
+            grains = [g for g in GRAINS if g in steps]
+            if grains:
+                aggregates = refresh_aggregates(spark, lake, hour, event_dates, CURATED_TELEMETRY, grains)
+                pipes.log.info(f"aggregated {aggregates.hour}: {json.dumps(aggregates.buckets)}")
+                for grain in grains:
+                    pipes.report_asset_materialization(
+                        asset_key=AGGREGATE_TABLES[grain],
+                        metadata={"buckets_written": aggregates.buckets.get(grain, 0),
+                                  "dagster/row_count": aggregates.buckets.get(grain, 0),
+                                  "event_dates": ", ".join(event_dates)},
+                    )
+
+
+def landed_event_dates(spark, lake: Lake, hour: datetime) -> list[str]:
+    """Event dates of the curated rows that came from this landing hour's objects."""
+    from pyspark.sql import functions as F
+
+    keys = [o["key"] for o in json.loads(lake.read_bytes(inventory_key(hour)))["objects"]]
+    if not keys or not _delta_exists(lake, CURATED_TELEMETRY):
+        return []
+    rows = (spark.read.format("delta").load(lake.uri(CURATED_TELEMETRY)).where(F.col("source_object").isin(keys))
+            .select("event_date").distinct().collect())
+    return sorted(r["event_date"].isoformat() for r in rows)
+
+
+def report_curated(pipes, report: CurateReport) -> None:
+    pipes.log.info(f"curated {report.hour}: {json.dumps(asdict(report))}")
+    metadata = {k: v for k, v in asdict(report).items() if isinstance(v, int)}
+    pipes.report_asset_materialization(
+        asset_key=CURATED_TELEMETRY,
+        metadata={**metadata, "dagster/row_count": report.curated_new,
+                  "event_dates": ", ".join(report.event_dates),
+                  "quarantine_reasons": {"raw_value": report.quarantine_reasons, "type": "json"}},
+    )
+    pipes.report_asset_check(
+        asset_key=CURATED_TELEMETRY,
+        check_name="row_accounting",
+        passed=report.accounted,
+        metadata={"lines_landed": report.lines_landed,
+                  "curated_new + duplicates + quarantined": report.curated_new + report.duplicates_in_batch
+                  + report.duplicates_existing + report.quarantined},
+    )
+    print(json.dumps(asdict(report)))
 
 
 if __name__ == "__main__":
