@@ -9,10 +9,15 @@ telemetry_hourly_job = define_asset_job(
     ),
     description="One arrival hour of telemetry: inventory the landing objects, curate them, refresh the aggregates.",
 )
-landing_weather_job = define_asset_job(
-    "landing_weather_job",
-    selection=AssetSelection.assets(["landing", "weather"]),
-    description="Validate one day of third-party weather files.",
+weather_daily_job = define_asset_job(
+    "weather_daily_job",
+    selection=AssetSelection.assets(["landing", "weather"], ["curated", "weather"]),
+    description="Validate one day of third-party weather files and curate their rows.",
+)
+features_daily_job = define_asset_job(
+    "features_daily_job",
+    selection=AssetSelection.assets(["curated", "features"]),
+    description="Build one day of the forecasting feature table.",
 )
 historian_extract_job = define_asset_job(
     "historian_extract_job",
@@ -27,5 +32,13 @@ historian_extract_schedule = build_schedule_from_partitioned_job(
     description="Nightly extract of the previous day's registry snapshot and new readings (00:30 UTC).",
 )
 
-all_jobs = [telemetry_hourly_job, landing_weather_job, historian_extract_job]
-all_schedules = [historian_extract_schedule]
+features_daily_schedule = build_schedule_from_partitioned_job(
+    features_daily_job,
+    hour_of_day=1,
+    minute_of_hour=15,
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Features of the previous day once its last landing hour and the registry snapshot are in (01:15 UTC).",
+)
+
+all_jobs = [telemetry_hourly_job, weather_daily_job, features_daily_job, historian_extract_job]
+all_schedules = [historian_extract_schedule, features_daily_schedule]

@@ -57,7 +57,8 @@ def partitions_to_run(lake: Lake, start: datetime, end: datetime) -> dict[str, l
     return {
         "historian_extract_job": [d.isoformat() for d in days],
         "telemetry_hourly_job": [h.strftime("%Y-%m-%d-%H:%M") for h in hours],
-        "landing_weather_job": [d.isoformat() for d in weather_days],
+        "weather_daily_job": [d.isoformat() for d in weather_days],
+        "features_daily_job": [d.isoformat() for d in days],
     }
 
 

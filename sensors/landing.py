@@ -28,7 +28,7 @@ from assets.landing.weather import WEATHER_KEY
 from assets.partitions import daily_partitions, hourly_partitions
 from iot_lake.lake import TELEMETRY_PREFIX, WEATHER_PREFIX, Lake, ObjectInfo, telemetry_hour_of_key, weather_day_of_key
 from iot_lake.sources.telemetry import quick_check
-from jobs import telemetry_hourly_job, landing_weather_job
+from jobs import telemetry_hourly_job, weather_daily_job
 from resources import LakeResource
 
 GRACE_SECONDS = 900.0
@@ -80,17 +80,17 @@ def _partition_of(obj: ObjectInfo) -> tuple[str, str] | None:
     if (hour := telemetry_hour_of_key(obj.key)) is not None:
         return telemetry_hourly_job.name, hour.strftime("%Y-%m-%d-%H:%M")
     if (day := weather_day_of_key(obj.key)) is not None:
-        return landing_weather_job.name, day.strftime("%Y-%m-%d")
+        return weather_daily_job.name, day.strftime("%Y-%m-%d")
     return None
 
 
-_JOB_ASSET = {telemetry_hourly_job.name: TELEMETRY_KEY, landing_weather_job.name: WEATHER_KEY}
-_JOB_PARTITIONS = {telemetry_hourly_job.name: hourly_partitions, landing_weather_job.name: daily_partitions}
+_JOB_ASSET = {telemetry_hourly_job.name: TELEMETRY_KEY, weather_daily_job.name: WEATHER_KEY}
+_JOB_PARTITIONS = {telemetry_hourly_job.name: hourly_partitions, weather_daily_job.name: daily_partitions}
 
 
 @sensor(
     name="landing_sensor",
-    jobs=[telemetry_hourly_job, landing_weather_job],
+    jobs=[telemetry_hourly_job, weather_daily_job],
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description="New landing objects (telemetry, weather) -> runs for the partitions they touch.",

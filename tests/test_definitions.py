@@ -31,7 +31,8 @@ def test_definitions_load_with_every_asset_described():
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"landing/telemetry", "landing/weather", "landing/device_registry", "landing/historical_readings",
-                    "curated/telemetry", "curated/telemetry_1min", "curated/telemetry_5min"}
+                    "curated/telemetry", "curated/telemetry_1min", "curated/telemetry_5min",
+                    "curated/weather", "curated/features"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.group_name == key.path[0]
@@ -41,7 +42,8 @@ def test_definitions_load_with_every_asset_described():
     curated = graph.get(AssetKey(["curated", "telemetry"]))
     assert {p.to_user_string() for p in curated.parent_keys} == {"landing/telemetry", "landing/device_registry"}
     assert {"spark", "delta"} <= {t.removeprefix("dagster/kind/") for t in curated.tags if t.startswith("dagster/kind/")}
-    assert {j.name for j in defs.jobs} == {"telemetry_hourly_job", "landing_weather_job", "historian_extract_job"}
+    assert {j.name for j in defs.jobs} == {"telemetry_hourly_job", "weather_daily_job", "features_daily_job",
+                                              "historian_extract_job"}
     assert defs.resolve_sensor_def("landing_sensor")
 
 

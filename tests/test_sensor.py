@@ -25,7 +25,7 @@ def test_requests_each_touched_partition_once_and_remembers(tmp_path):
     instance = DagsterInstance.ephemeral()
     first = tick(lake, None, instance)
     telemetry = [r for r in first.run_requests if r.job_name == "telemetry_hourly_job"]
-    weather = [r for r in first.run_requests if r.job_name == "landing_weather_job"]
+    weather = [r for r in first.run_requests if r.job_name == "weather_daily_job"]
     assert sorted(r.partition_key for r in telemetry) == [
         f"2026-11-{20 + h // 24}-{h % 24:02d}:00" for h in range(48)
     ]
@@ -69,8 +69,8 @@ def test_unreadable_and_misplaced_objects_are_recorded_never_fatal(tmp_path):
     assert "c.gz" not in reasons
     # Unreadable objects still reach their partition's inventory; misplaced ones start no run.
     assert sorted((r.job_name, r.partition_key, r.tags["iot_lake/new_objects"]) for r in result.run_requests) == [
-        ("landing_weather_job", "2026-11-20", "1"),
         ("telemetry_hourly_job", "2026-11-20-00:00", "3"),
+        ("weather_daily_job", "2026-11-20", "1"),
     ]
     assert tick(lake, result.cursor, DagsterInstance.ephemeral()).asset_events == []
 

@@ -1,0 +1,54 @@
+"""Daily curated assets: site weather and the forecasting feature table."""
+
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
+
+from assets.landing.telemetry import OWNERS
+from assets.partitions import daily_partitions
+from resources import LakeResource
+from resources.spark import SparkRunner
+
+CURATED_WEATHER_KEY = ["curated", "weather"]
+FEATURES_KEY = ["curated", "features"]
+REGISTRY_KEY = AssetKey(["landing", "device_registry"])
+
+
+@asset(
+    key=CURATED_WEATHER_KEY,
+    deps=[AssetKey(["landing", "weather"]), REGISTRY_KEY],
+    partitions_def=daily_partitions,
+    group_name="curated",
+    owners=OWNERS,
+    kinds={"spark", "delta", "s3"},
+    description=(
+        "Hourly weather per registered site, Delta Lake at curated/weather partitioned by observed_date. "
+        "Rows need a site in the device registry, an observation on the file's day and every value in "
+        "its physical range; a (site, hour) reported twice keeps the later file. Rejected rows and "
+        "unusable files go to quarantine/weather with a reason."
+    ),
+    check_specs=[AssetCheckSpec("row_accounting", asset=CURATED_WEATHER_KEY, blocking=True,
+                                description="Rows read = curated + duplicates + quarantined, exactly.")],
+)
+def curated_weather(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner):
+    day = context.partition_time_window.start.date()
+    yield from spark.run(context, "iot_lake.curated.weather_job", ["--lake", lake.root, "--day", day.isoformat()]).get_results()
+
+
+@asset(
+    key=FEATURES_KEY,
+    deps=[AssetKey(["curated", "telemetry_5min"]), AssetKey(CURATED_WEATHER_KEY), REGISTRY_KEY],
+    partitions_def=daily_partitions,
+    group_name="curated",
+    owners=OWNERS,
+    kinds={"spark", "delta", "s3"},
+    description=(
+        "Forecasting features, one row per (device, metric, 5-minute bucket) of the day: the bucket's "
+        "aggregates, calendar in UTC and site-local time, device attributes from the registry and the "
+        "site's weather of that hour. Delta Lake at curated/features partitioned by event_date; a "
+        "rebuild replaces the day."
+    ),
+)
+def curated_features(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner) -> MaterializeResult:
+    day = context.partition_time_window.start.date()
+    return spark.run(
+        context, "iot_lake.curated.features_job", ["--lake", lake.root, "--day", day.isoformat()]
+    ).get_materialize_result()
