@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 console = Console(stderr=True)
 # The UI keeps every event; the terminal only needs warnings and the progress bar.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The run tags a backfill of a partition range carries (what the UI's "single run" backfill sets).
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 @contextmanager
@@ -50,7 +52,7 @@ def repo_instance():
 
 
 def partitions_to_run(lake: Lake, start: datetime, end: datetime) -> dict[str, list[str]]:
-    """Partition keys per job for everything that landed for the simulated window."""
+    """Partition keys per job for everything that landed for the simulated window, in run order."""
     hours = sorted({h for o in lake.list(TELEMETRY_PREFIX) if (h := telemetry_hour_of_key(o.key)) and start <= h < end})
     weather_days = sorted({d for o in lake.list(WEATHER_PREFIX) if (d := weather_day_of_key(o.key)) and start.date() <= d < end.date()})
     days = sorted({start.date() + timedelta(days=i) for i in range((end - start).days or 1)})
@@ -62,20 +64,40 @@ def partitions_to_run(lake: Lake, start: datetime, end: datetime) -> dict[str, l
     }
 
 
+def runs(defs, plan: dict[str, list[str]]) -> list[tuple[str, str | None, dict[str, str]]]:
+    """(job, partition key, run tags): one run per partition, or one run per range where the job's assets
+    backfill a range in a single run (the hourly telemetry: one Spark session for the whole day)."""
+    out = []
+    for job_name, keys in plan.items():
+        if not keys:
+            continue
+        job = defs.resolve_job_def(job_name)
+        single_run = all(
+            (node := defs.resolve_assets_def(key)).backfill_policy is not None
+            and node.backfill_policy.max_partitions_per_run is None
+            for key in job.asset_layer.executable_asset_keys
+        )
+        if single_run and len(keys) > 1:
+            out.append((job_name, None, {RANGE_START: keys[0], RANGE_END: keys[-1]}))
+        else:
+            out.extend((job_name, key, {}) for key in keys)
+    return out
+
+
 def run_jobs(defs, instance, plan: dict[str, list[str]]) -> list[tuple[str, str, str]]:
     failures = []
-    total = sum(len(v) for v in plan.values())
+    todo = runs(defs, plan)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
-        task = progress.add_task("materializing", total=total)
-        for job_name, keys in plan.items():
-            job = defs.resolve_job_def(job_name)
-            for key in keys:
-                progress.update(task, description=f"{job_name} {key}")
-                result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET)
-                if not result.success:
-                    failures.append((job_name, key, result.run_id))
-                progress.advance(task)
+        task = progress.add_task("materializing", total=len(todo))
+        for job_name, key, tags in todo:
+            label = key or f"{tags[RANGE_START]}...{tags[RANGE_END]}"
+            progress.update(task, description=f"{job_name} {label}")
+            result = defs.resolve_job_def(job_name).execute_in_process(
+                partition_key=key, tags=tags, instance=instance, raise_on_error=False, run_config=QUIET)
+            if not result.success:
+                failures.append((job_name, label, result.run_id))
+            progress.advance(task)
     return failures
 
 

@@ -8,9 +8,13 @@ the same script on S3, are issue 4's production half and not wired yet.)
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 
 from dagster import AssetExecutionContext, ConfigurableResource, PipesSubprocessClient
+
+# Dagster's own Pipes machinery calls this preview API on every run; it is not ours to act on.
+warnings.filterwarnings("ignore", message="Function `PipesMessageReader.expected_writer_count` is currently in preview")
 
 
 class SparkRunner(ConfigurableResource):

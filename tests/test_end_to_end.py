@@ -49,6 +49,15 @@ def test_main_job_end_to_end(tmp_path):
 
         assert len(partitions(["landing", "telemetry"])) == 24
         assert partitions(["curated", "telemetry"]) == partitions(["landing", "telemetry"])
+        for grain in ("1min", "5min"):
+            assert partitions(["curated", f"telemetry_{grain}"]) == partitions(["landing", "telemetry"])
+        # The day's 24 hours ran as one single-run backfill: one Spark session, not 24.
+        runs = instance.get_run_records()
+        assert sum(r.dagster_run.job_name == "telemetry_hourly_job" for r in runs) == 1
+        for key in (["curated", "weather"], ["curated", "features"]):
+            assert partitions(key) == {"2026-11-20"}
+        features = instance.get_latest_materialization_event(AssetKey(["curated", "features"])).asset_materialization
+        assert features.metadata["dagster/row_count"].value == 4 * 4 * 288  # devices x metrics x 5-min buckets
         curated = instance.get_latest_materialization_event(AssetKey(["curated", "telemetry"])).asset_materialization
         assert curated.metadata["curated_new"].value > 0 and curated.metadata["lines_landed"].value > 0
         assert partitions(["landing", "weather"]) == {"2026-11-20"}

@@ -1,6 +1,6 @@
-from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, AssetSpec, multi_asset
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, AssetSpec, BackfillPolicy, multi_asset
 
-from assets.landing.telemetry import OWNERS, TELEMETRY_KEY
+from assets.landing.telemetry import OWNERS, TELEMETRY_KEY, partition_hours
 from assets.partitions import hourly_partitions
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
 from resources import LakeResource
@@ -39,6 +39,7 @@ _AGGREGATE_DOC = (
         ),
     ],
     partitions_def=hourly_partitions,
+    backfill_policy=BackfillPolicy.single_run(),  # one Spark session for a whole range of hours
     group_name="curated",
     can_subset=True,
     check_specs=[
@@ -49,13 +50,13 @@ _AGGREGATE_DOC = (
     ],
 )
 def curated_telemetry(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner):
-    """One Spark session per landing hour curates the records and refreshes the aggregates they touch."""
-    hour = context.partition_time_window.start
+    """One Spark session curates the landing hours of the run and refreshes the aggregates they touch."""
+    hours = partition_hours(context)
     selected = context.selected_asset_keys
     steps = (["curate"] if AssetKey(CURATED_TELEMETRY_KEY) in selected else []) + [
         grain for grain, key in AGGREGATE_KEYS.items() if AssetKey(key) in selected
     ]
     yield from spark.run(
         context, "iot_lake.curated.telemetry_job",
-        ["--lake", lake.root, "--hour", hour.isoformat(), "--steps", ",".join(steps)],
+        ["--lake", lake.root, "--steps", ",".join(steps), *(a for h in hours for a in ("--hour", h.isoformat()))],
     ).get_results()

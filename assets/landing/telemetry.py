@@ -1,8 +1,11 @@
+from datetime import timedelta
+
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    BackfillPolicy,
     MaterializeResult,
     MetadataValue,
     TableColumn,
@@ -12,6 +15,7 @@ from dagster import (
 )
 
 from assets.partitions import hourly_partitions
+from iot_lake.lake import TELEMETRY_PREFIX
 from iot_lake.sources.telemetry import inventory_key, land_inventory
 from resources import LakeResource
 
@@ -33,6 +37,8 @@ _OBJECT_SCHEMA = TableSchema(
 @asset(
     key=TELEMETRY_KEY,
     partitions_def=hourly_partitions,
+    # A backfill of many hours is one run: one step instead of a run per hour.
+    backfill_policy=BackfillPolicy.single_run(),
     group_name="landing",
     owners=OWNERS,
     kinds={"s3", "kinesis"},
@@ -51,38 +57,45 @@ _OBJECT_SCHEMA = TableSchema(
     ],
 )
 def landing_telemetry(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
-    hour = context.partition_time_window.start
     the_lake = lake.lake()
-    inv = land_inventory(the_lake, hour)
-    totals = inv.totals
-    for bad in inv.unreadable:
+    hours = partition_hours(context)
+    inventories = [land_inventory(the_lake, hour) for hour in hours]
+    objects = [o for inv in inventories for o in inv.objects]
+    unreadable = [o for inv in inventories for o in inv.unreadable]
+    totals = {k: sum(inv.totals[k] for inv in inventories) for k in inventories[0].totals}
+    for bad in unreadable:
         context.log.warning(f"unreadable landing object {bad.key}: {bad.error} ({bad.records} records before the error)")
     rows = [
         TableRecord(
-            {"key": o.key.rsplit("/", 1)[-1], "bytes": o.bytes, "records": o.records,
+            {"key": o.key.split("/", 2)[-1], "bytes": o.bytes, "records": o.records,
              "malformed_lines": o.malformed_lines, "readable": o.readable, "error": o.error or ""}
         )
-        for o in inv.objects
+        for o in objects
     ]
     return MaterializeResult(
         metadata={
             **{k: MetadataValue.int(v) for k, v in totals.items()},
             "dagster/row_count": MetadataValue.int(totals["records"]),
-            "prefix": MetadataValue.path(the_lake.uri(inv.prefix)),
-            "inventory": MetadataValue.path(the_lake.uri(inventory_key(hour))),
+            "hours": MetadataValue.int(len(hours)),
+            "prefix": MetadataValue.path(the_lake.uri(inventories[0].prefix if len(hours) == 1 else TELEMETRY_PREFIX)),
+            "inventory": MetadataValue.path(the_lake.uri(inventory_key(hours[0]))),
             "objects_table": MetadataValue.table(rows, schema=_OBJECT_SCHEMA),
         },
         check_results=[
             AssetCheckResult(
                 check_name="objects_readable",
-                passed=not inv.unreadable,
+                passed=not unreadable,
                 severity=AssetCheckSeverity.WARN,
                 metadata={
-                    "unreadable_objects": MetadataValue.int(len(inv.unreadable)),
-                    "reasons": MetadataValue.md(
-                        "\n".join(f"- `{o.key}`: {o.error}" for o in inv.unreadable) or "none"
-                    ),
+                    "unreadable_objects": MetadataValue.int(len(unreadable)),
+                    "reasons": MetadataValue.md("\n".join(f"- `{o.key}`: {o.error}" for o in unreadable) or "none"),
                 },
             )
         ],
     )
+
+
+def partition_hours(context: AssetExecutionContext) -> list:
+    """The hours of the run's partition or, for a single-run backfill, of its partition range."""
+    window = context.partition_time_window
+    return [window.start + timedelta(hours=i) for i in range(int((window.end - window.start) / timedelta(hours=1)))]

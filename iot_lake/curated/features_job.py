@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from datetime import date
 
 import pyarrow.parquet as pq
-from dagster_pipes import open_dagster_pipes
+from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
 from iot_lake.curated.weather_job import CURATED_WEATHER, replace_day
@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
             metadata={"dagster/row_count": report.rows, "devices": report.devices,
                       "weather_coverage": report.weather_coverage},
         )
-        print(json.dumps(asdict(report)))
+        if not PipesEnvVarParamsLoader().is_dagster_pipes_process():  # run by hand: show the report
+            print(json.dumps(asdict(report)))
 
 
 if __name__ == "__main__":

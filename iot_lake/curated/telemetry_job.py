@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster_pipes import open_dagster_pipes
+from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
 from iot_lake.curated.records import Record, Registry, parse_line
@@ -219,34 +219,40 @@ STEPS = ("curate", *GRAINS)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lake", required=True)
-    parser.add_argument("--hour", required=True, help="landing hour, ISO 8601 (UTC)")
+    parser.add_argument("--hour", required=True, action="append", dest="hours",
+                        help="landing hour, ISO 8601 (UTC); repeat it to run a range of hours in one session")
     parser.add_argument("--steps", default=",".join(STEPS),
                         help="comma-separated subset of curate,1min,5min (aggregates alone rebuild from curated rows)")
     args = parser.parse_args(argv)
-    hour = datetime.fromisoformat(args.hour).astimezone(timezone.utc)
+    hours = sorted({datetime.fromisoformat(h).astimezone(timezone.utc) for h in args.hours})
     steps = set(args.steps.split(","))
     if not steps or not steps <= set(STEPS):
         parser.error(f"--steps must be a subset of {','.join(STEPS)}")
+    grains = [g for g in GRAINS if g in steps]
+    reports: list[CurateReport] = []
+    buckets = dict.fromkeys(grains, 0)
     with open_dagster_pipes() as pipes:
         lake = Lake(args.lake)
         with spark_session("curate-telemetry") as spark:
-            if "curate" in steps:
-                report = curate_hour(spark, lake, hour)
-                report_curated(pipes, report)
-                event_dates = report.event_dates
-            else:
-                event_dates = landed_event_dates(spark, lake, hour)
-            grains = [g for g in GRAINS if g in steps]
-            if grains:
-                aggregates = refresh_aggregates(spark, lake, hour, event_dates, CURATED_TELEMETRY, grains)
-                pipes.log.info(f"aggregated {aggregates.hour}: {json.dumps(aggregates.buckets)}")
-                for grain in grains:
-                    pipes.report_asset_materialization(
-                        asset_key=AGGREGATE_TABLES[grain],
-                        metadata={"buckets_written": aggregates.buckets.get(grain, 0),
-                                  "dagster/row_count": aggregates.buckets.get(grain, 0),
-                                  "event_dates": ", ".join(event_dates)},
-                    )
+            for hour in hours:
+                if "curate" in steps:
+                    reports.append(curate_hour(spark, lake, hour))
+                    event_dates = reports[-1].event_dates
+                    pipes.log.info(f"curated {hour:%Y-%m-%d %H:00}: {json.dumps(asdict(reports[-1]))}")
+                else:
+                    event_dates = landed_event_dates(spark, lake, hour)
+                if grains:
+                    aggregated = refresh_aggregates(spark, lake, hour, event_dates, CURATED_TELEMETRY, grains)
+                    pipes.log.info(f"aggregated {hour:%Y-%m-%d %H:00}: {json.dumps(aggregated.buckets)}")
+                    for grain in grains:
+                        buckets[grain] += aggregated.buckets.get(grain, 0)
+        if reports:
+            report_curated(pipes, reports)
+        for grain in grains:
+            pipes.report_asset_materialization(
+                asset_key=AGGREGATE_TABLES[grain],
+                metadata={"buckets_written": buckets[grain], "dagster/row_count": buckets[grain], "hours": len(hours)},
+            )
 
 
 def landed_event_dates(spark, lake: Lake, hour: datetime) -> list[str]:
@@ -261,24 +267,34 @@ def landed_event_dates(spark, lake: Lake, hour: datetime) -> list[str]:
     return sorted(r["event_date"].isoformat() for r in rows)
 
 
-def report_curated(pipes, report: CurateReport) -> None:
-    pipes.log.info(f"curated {report.hour}: {json.dumps(asdict(report))}")
-    metadata = {k: v for k, v in asdict(report).items() if isinstance(v, int)}
+def report_curated(pipes, reports: list[CurateReport]) -> None:
+    """One materialization for the run: counts summed over its hours, each hour's own in a table."""
+    counts = {k: sum(getattr(r, k) for r in reports) for k, v in asdict(reports[0]).items() if isinstance(v, int)}
+    reasons = Counter()
+    for r in reports:
+        reasons.update(r.quarantine_reasons)
+    dates = sorted({d for r in reports for d in r.event_dates})
     pipes.report_asset_materialization(
         asset_key=CURATED_TELEMETRY,
-        metadata={**metadata, "dagster/row_count": report.curated_new,
-                  "event_dates": ", ".join(report.event_dates),
-                  "quarantine_reasons": {"raw_value": report.quarantine_reasons, "type": "json"}},
+        metadata={**counts, "dagster/row_count": counts["curated_new"], "hours": len(reports),
+                  "event_dates": ", ".join(dates),
+                  "quarantine_reasons": {"raw_value": dict(sorted(reasons.items())), "type": "json"},
+                  "per_hour": {"raw_value": [{"hour": r.hour, **{k: getattr(r, k) for k in counts}} for r in reports],
+                               "type": "json"}},
     )
+    unaccounted = [r.hour for r in reports if not r.accounted]
     pipes.report_asset_check(
         asset_key=CURATED_TELEMETRY,
         check_name="row_accounting",
-        passed=report.accounted,
-        metadata={"lines_landed": report.lines_landed,
-                  "curated_new + duplicates + quarantined": report.curated_new + report.duplicates_in_batch
-                  + report.duplicates_existing + report.quarantined},
+        passed=not unaccounted,
+        metadata={"lines_landed": counts["lines_landed"],
+                  "curated_new + duplicates + quarantined": counts["curated_new"] + counts["duplicates_in_batch"]
+                  + counts["duplicates_existing"] + counts["quarantined"],
+                  "hours_not_accounted": ", ".join(unaccounted) or "none"},
     )
-    print(json.dumps(asdict(report)))
+    if not PipesEnvVarParamsLoader().is_dagster_pipes_process():  # run by hand: show the reports
+        for r in reports:
+            print(json.dumps(asdict(r)))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from datetime import date
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from dagster_pipes import open_dagster_pipes
+from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.lake import Lake, weather_day_prefix
 from iot_lake.sources.historian import latest_registry_day, registry_key
@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
             metadata={"rows_read": report.rows_read, "curated + duplicates + quarantined":
                       report.curated + report.duplicates + report.quarantined},
         )
-        print(json.dumps(asdict(report)))
+        if not PipesEnvVarParamsLoader().is_dagster_pipes_process():  # run by hand: show the report
+            print(json.dumps(asdict(report)))
 
 
 if __name__ == "__main__":
