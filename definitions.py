@@ -2,7 +2,7 @@
 
 from dagster import Definitions
 
-from assets.curated import curated_assets
+from assets.curated import curated_assets, curated_checks
 from assets.landing import landing_assets
 from iot_lake.settings import load_settings
 from jobs import all_jobs, all_schedules
@@ -13,6 +13,7 @@ settings = load_settings()
 
 defs = Definitions(
     assets=[*landing_assets, *curated_assets],
+    asset_checks=curated_checks,
     jobs=all_jobs,
     schedules=all_schedules,
     sensors=[landing_sensor],

@@ -2,6 +2,7 @@
 
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
 
+from assets.curated.freshness import DAILY_FRESHNESS
 from assets.landing.telemetry import OWNERS
 from assets.partitions import daily_partitions
 from resources import LakeResource
@@ -19,6 +20,7 @@ REGISTRY_KEY = AssetKey(["landing", "device_registry"])
     group_name="curated",
     owners=OWNERS,
     kinds={"spark", "delta", "s3"},
+    freshness_policy=DAILY_FRESHNESS,
     description=(
         "Hourly weather per registered site, Delta Lake at curated/weather partitioned by observed_date. "
         "Rows need a site in the device registry, an observation on the file's day and every value in "
@@ -40,6 +42,7 @@ def curated_weather(context: AssetExecutionContext, lake: LakeResource, spark: S
     group_name="curated",
     owners=OWNERS,
     kinds={"spark", "delta", "s3"},
+    freshness_policy=DAILY_FRESHNESS,
     description=(
         "Forecasting features, one row per (device, metric, 5-minute bucket) of the day: the bucket's "
         "aggregates, calendar in UTC and site-local time, device attributes from the registry and the "

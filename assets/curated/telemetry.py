@@ -1,5 +1,6 @@
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, AssetSpec, BackfillPolicy, multi_asset
 
+from assets.curated.freshness import HOURLY_FRESHNESS
 from assets.landing.telemetry import OWNERS, TELEMETRY_KEY, partition_hours
 from assets.partitions import hourly_partitions
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
@@ -23,6 +24,7 @@ _AGGREGATE_DOC = (
             deps=[AssetKey(TELEMETRY_KEY), AssetKey(["landing", "device_registry"])],
             kinds={"spark", "delta", "s3"},
             owners=OWNERS,
+            freshness_policy=HOURLY_FRESHNESS,
             description=(
                 "Validated telemetry in canonical units, one row per (device, metric, event time, message id), "
                 "Delta Lake at curated/telemetry partitioned by event_date. A partition is a landing hour: its "
@@ -34,7 +36,8 @@ _AGGREGATE_DOC = (
         ),
         *(
             AssetSpec(key, deps=[AssetKey(CURATED_TELEMETRY_KEY)], kinds={"spark", "delta", "s3"},
-                      owners=OWNERS, description=_AGGREGATE_DOC.format(grain=grain), skippable=True)
+                      owners=OWNERS, description=_AGGREGATE_DOC.format(grain=grain), skippable=True,
+                      freshness_policy=HOURLY_FRESHNESS)
             for grain, key in AGGREGATE_KEYS.items()
         ),
     ],
