@@ -2,6 +2,8 @@
 
 from dagster import AssetSelection, DefaultScheduleStatus, build_schedule_from_partitioned_job, define_asset_job
 
+from jobs.maintenance import delta_maintenance_job, delta_maintenance_schedule
+
 telemetry_hourly_job = define_asset_job(
     "telemetry_hourly_job",
     selection=AssetSelection.assets(
@@ -40,5 +42,5 @@ features_daily_schedule = build_schedule_from_partitioned_job(
     description="Features of the previous day once its last landing hour and the registry snapshot are in (01:15 UTC).",
 )
 
-all_jobs = [telemetry_hourly_job, weather_daily_job, features_daily_job, historian_extract_job]
-all_schedules = [historian_extract_schedule, features_daily_schedule]
+all_jobs = [telemetry_hourly_job, weather_daily_job, features_daily_job, historian_extract_job, delta_maintenance_job]
+all_schedules = [historian_extract_schedule, features_daily_schedule, delta_maintenance_schedule]

@@ -35,6 +35,10 @@ class LakeResource(ConfigurableResource):
     def lake(self) -> Lake:
         return Lake(self.root, self.storage_options())
 
+    def delta_storage_options(self) -> dict[str, str] | None:
+        """Options for delta-rs (`deltalake`), which names them differently from s3fs."""
+        return {"AWS_REGION": self.region} if self.root.startswith("s3://") and self.region else None
+
 
 class HistorianResource(ConfigurableResource):
     """The historical database (device registry, past readings): any SQLAlchemy URL."""

@@ -52,8 +52,7 @@ def read_delta(lake: LakeResource, key: str, partition_column: str, dates: Seque
     the_lake = lake.lake()
     if not the_lake.exists(f"{key}/_delta_log"):
         return pd.DataFrame()
-    options = {"AWS_REGION": lake.region} if lake.region else None
-    table = DeltaTable(the_lake.uri(key), storage_options=options)
+    table = DeltaTable(the_lake.uri(key), storage_options=lake.delta_storage_options())
     dataset = table.to_pyarrow_dataset(file_pruning_predicate=[(partition_column, "in", [d.isoformat() for d in dates])])
     return dataset.to_table(filter=row_filter).to_pandas()
 

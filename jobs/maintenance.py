@@ -1,0 +1,98 @@
+"""Delta table maintenance: compaction, checkpoints and vacuum, nightly.
+
+Hourly MERGEs leave many small files per event date; compaction rewrites the recent partitions
+into few large ones (readers then open a handful of files instead of hundreds), a checkpoint
+keeps the log short, and vacuum deletes files no version within the retention still needs.
+Sail has no OPTIMIZE or VACUUM, so this uses delta-rs (`deltalake`), which reads and writes
+the same tables; it runs at 03:00 UTC, outside the hourly runs' busy minutes, and a commit
+conflict with a concurrent writer is retried.
+"""
+
+from datetime import date, datetime, timedelta, timezone
+
+from dagster import (
+    Config,
+    DefaultScheduleStatus,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    RetryPolicy,
+    ScheduleDefinition,
+    job,
+    op,
+)
+
+from resources import LakeResource
+
+# Table key -> its date partition column.
+TABLES = {
+    "curated/telemetry": "event_date",
+    "curated/telemetry_1min": "event_date",
+    "curated/telemetry_5min": "event_date",
+    "curated/weather": "observed_date",
+    "curated/features": "event_date",
+    "quarantine/telemetry": "landing_date",
+    "quarantine/weather": "landing_date",
+}
+
+
+class MaintenanceConfig(Config):
+    compact_days: int = 3  # late records keep touching the last few partitions; older ones are settled
+    retention_hours: int = 168  # time travel and readers of older versions keep a week
+    target_file_mb: int = 128
+
+
+def maintain_table(lake: LakeResource, key: str, partition_column: str, config: MaintenanceConfig,
+                   today: date) -> dict | None:
+    from deltalake import DeltaTable
+
+    the_lake = lake.lake()
+    if not the_lake.exists(f"{key}/_delta_log"):
+        return None
+    table = DeltaTable(the_lake.uri(key), storage_options=lake.delta_storage_options())
+    since = (today - timedelta(days=config.compact_days)).isoformat()
+    compacted = table.optimize.compact(partition_filters=[(partition_column, ">=", since)],
+                                       target_size=config.target_file_mb * 1024 * 1024)
+    table.create_checkpoint()
+    # The retention is our own setting (a week by default), so it is applied as configured.
+    vacuumed = table.vacuum(retention_hours=config.retention_hours, dry_run=False, enforce_retention_duration=False)
+    table.cleanup_metadata()
+    return {"files_added": compacted.get("numFilesAdded", 0), "files_removed": compacted.get("numFilesRemoved", 0),
+            "files_vacuumed": len(vacuumed), "version": table.version()}
+
+
+@op(retry_policy=RetryPolicy(max_retries=3, delay=60), description="Compact, checkpoint and vacuum every lake Delta table.")
+def maintain_delta_tables(context: OpExecutionContext, config: MaintenanceConfig, lake: LakeResource):
+    today = datetime.now(timezone.utc).date()
+    results = {}
+    for key, column in TABLES.items():
+        result = maintain_table(lake, key, column, config, today)
+        if result is None:
+            context.log.info(f"{key}: no table yet")
+            continue
+        context.log.info(f"{key}: {result}")
+        results[key] = result
+    yield Output(
+        None,
+        metadata={
+            "tables": MetadataValue.int(len(results)),
+            "files_removed": MetadataValue.int(sum(r["files_removed"] for r in results.values())),
+            "files_added": MetadataValue.int(sum(r["files_added"] for r in results.values())),
+            "files_vacuumed": MetadataValue.int(sum(r["files_vacuumed"] for r in results.values())),
+            "per_table": MetadataValue.json(results),
+        },
+    )
+
+
+@job(description="Nightly Delta maintenance of the lake's tables (delta-rs compaction, checkpoint, vacuum).")
+def delta_maintenance_job():
+    maintain_delta_tables()
+
+
+delta_maintenance_schedule = ScheduleDefinition(
+    job=delta_maintenance_job,
+    cron_schedule="0 3 * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Compact the last days' partitions, checkpoint and vacuum every night at 03:00 UTC.",
+)
