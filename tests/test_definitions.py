@@ -43,7 +43,7 @@ def test_definitions_load_with_every_asset_described():
     assert {p.to_user_string() for p in curated.parent_keys} == {"landing/telemetry", "landing/device_registry"}
     assert {"spark", "delta"} <= {t.removeprefix("dagster/kind/") for t in curated.tags if t.startswith("dagster/kind/")}
     assert {j.name for j in defs.jobs} == {"telemetry_hourly_job", "weather_daily_job", "features_daily_job",
-                                              "historian_extract_job"}
+                                              "historian_extract_job", "delta_maintenance_job"}
     assert defs.resolve_sensor_def("landing_sensor")
 
 
