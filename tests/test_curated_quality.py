@@ -117,3 +117,17 @@ def test_a_failing_blocking_suite_stops_downstream_assets(landed, spark):
     assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR
     assert "| **FAIL** | error | `expect_compound_columns_to_be_unique`" in evaluation.metadata["results"].value
     assert ran == []  # the blocking check stopped the downstream asset
+
+
+def test_suites_run_in_a_python_dash_c_process_like_dagsters_step_workers():
+    """pyspark-client exits `python -c` processes that import it; GX must not drag it in there."""
+    import subprocess
+    import sys
+
+    from tests.test_end_to_end import REPO
+
+    code = ("from assets.curated.quality import run_suite, aggregate_expectations; import pandas as pd; "
+            "r = run_suite('t', pd.DataFrame({'readings': [1]}), aggregate_expectations()); "
+            "print('severity', r.severity.value); import pyspark")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "severity ERROR" in out.stdout, out.stderr[-2000:]

@@ -10,6 +10,7 @@ when the definitions load.
 """
 
 import json
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
@@ -69,9 +70,28 @@ def registry_metrics(lake: LakeResource, day: date) -> pd.DataFrame:
                                                                              max_value=("max_value", "max"))
 
 
+def import_gx():
+    """Great Expectations, imported without its optional Spark support.
+
+    GX probes pyspark on import; pyspark-client (installed for Sail) takes a `python -c` process,
+    which is what Dagster's step workers are, for a doctest run and exits it. The suites validate
+    pandas frames, so GX is imported with pyspark hidden, and pyspark stays importable afterwards.
+    """
+    if "great_expectations" in sys.modules or "pyspark" in sys.modules:
+        import great_expectations
+
+        return great_expectations
+    sys.modules["pyspark"] = None  # type: ignore[assignment]  # makes `import pyspark` raise ImportError
+    try:
+        import great_expectations
+    finally:
+        del sys.modules["pyspark"]
+    return great_expectations
+
+
 def run_suite(name: str, frame: pd.DataFrame, expectations: list) -> AssetCheckResult:
     """Validate a DataFrame with an ephemeral GX context; summarise per expectation."""
-    import great_expectations as gx
+    gx = import_gx()
 
     context = gx.get_context(mode="ephemeral")
     batch = (context.data_sources.add_pandas(name).add_dataframe_asset(name)
@@ -106,9 +126,7 @@ def run_suite(name: str, frame: pd.DataFrame, expectations: list) -> AssetCheckR
 
 
 def _e(name: str, severity: str = ERROR, **kwargs: Any):
-    import great_expectations.expectations as gxe
-
-    return getattr(gxe, name)(meta={"severity": severity}, **kwargs)
+    return getattr(import_gx().expectations, name)(meta={"severity": severity}, **kwargs)
 
 
 def _not_null(*columns: str, severity: str = ERROR, **kwargs: Any) -> list:
@@ -116,6 +134,7 @@ def _not_null(*columns: str, severity: str = ERROR, **kwargs: Any) -> list:
 
 
 def telemetry_expectations(metrics: pd.DataFrame) -> list:
+    import_gx()
     from great_expectations.expectations.row_conditions import Column
 
     out = [
