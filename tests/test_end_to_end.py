@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
 from iot_lake.lake import Lake
 from iot_lake.simulate.deliveries import SimConfig
@@ -58,6 +58,11 @@ def test_main_job_end_to_end(tmp_path):
             assert partitions(key) == {"2026-11-20"}
         features = instance.get_latest_materialization_event(AssetKey(["curated", "features"])).asset_materialization
         assert features.metadata["dagster/row_count"].value == 4 * 4 * 288  # devices x metrics x 5-min buckets
+        # Every data-quality check ran in the main job's runs and passed.
+        for key in ("telemetry", "telemetry_1min", "telemetry_5min", "weather", "features"):
+            check = AssetCheckKey(AssetKey(["curated", key]), "gx_suite")
+            latest = instance.event_log_storage.get_asset_check_execution_history(check, limit=1)
+            assert latest and latest[0].status.value == "SUCCEEDED", (key, latest)
         curated = instance.get_latest_materialization_event(AssetKey(["curated", "telemetry"])).asset_materialization
         assert curated.metadata["curated_new"].value > 0 and curated.metadata["lines_landed"].value > 0
         assert partitions(["landing", "weather"]) == {"2026-11-20"}
