@@ -92,8 +92,11 @@ def import_gx():
 def run_suite(name: str, frame: pd.DataFrame, expectations: list) -> AssetCheckResult:
     """Validate a DataFrame with an ephemeral GX context; summarise per expectation."""
     gx = import_gx()
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
+    # Progress bars would interleave with Dagster's logs (and the main job's own progress bar).
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     batch = (context.data_sources.add_pandas(name).add_dataframe_asset(name)
              .add_batch_definition_whole_dataframe("partition"))
     suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
