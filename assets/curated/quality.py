@@ -32,6 +32,7 @@ from dagster import (
 
 from assets.curated.daily import CURATED_WEATHER_KEY, FEATURES_KEY
 from assets.curated.telemetry import AGGREGATE_KEYS, CURATED_TELEMETRY_KEY
+from assets.landing.telemetry import partition_hours
 from assets.partitions import daily_partitions, hourly_partitions
 from iot_lake.sources.historian import latest_registry_day, registry_key
 from iot_lake.sources.telemetry import inventory_key
@@ -186,11 +187,6 @@ def features_expectations() -> list:
     ]
 
 
-def _hours(context: AssetCheckExecutionContext) -> list[datetime]:
-    window = context.partition_time_window
-    return [window.start + timedelta(hours=i) for i in range(int((window.end - window.start) / timedelta(hours=1)))]
-
-
 def _dates_back(first: date, last: date, days: int = LATE_DAYS) -> list[date]:
     return [first - timedelta(days=days) + timedelta(days=i) for i in range((last - first).days + days + 1)]
 
@@ -207,7 +203,7 @@ def _landed_keys(lake: LakeResource, hours: list[datetime]) -> list[str]:
 @asset_check(asset=AssetKey(CURATED_TELEMETRY_KEY), name="gx_suite", blocking=True, partitions_def=hourly_partitions,
              description="Great Expectations suite on the curated rows the hour's landing objects produced.")
 def curated_telemetry_suite(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-    hours = _hours(context)
+    hours = partition_hours(context)
     keys = _landed_keys(lake, hours)
     rows = read_delta(lake, "curated/telemetry", "event_date", _dates_back(hours[0].date(), hours[-1].date()),
                       ds.field("source_object").isin(pa.array(keys or [""], pa.string())))
@@ -221,7 +217,7 @@ def _aggregate_suite(grain: str) -> Callable:
                  partitions_def=hourly_partitions,
                  description=f"Great Expectations suite on the {grain} buckets of the hour and the hour before.")
     def suite(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
-        hours = _hours(context)
+        hours = partition_hours(context)
         start, end = hours[0] - timedelta(hours=1), hours[-1] + timedelta(hours=1)
         rows = read_delta(lake, f"curated/telemetry_{grain}", "event_date", _dates_back(hours[0].date(), end.date()),
                           (ds.field("bucket_start") >= pa.scalar(start)) & (ds.field("bucket_start") < pa.scalar(end)))

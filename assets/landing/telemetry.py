@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from dagster import (
     AssetCheckResult,
@@ -95,7 +95,7 @@ def landing_telemetry(context: AssetExecutionContext, lake: LakeResource) -> Mat
     )
 
 
-def partition_hours(context: AssetExecutionContext) -> list:
+def partition_hours(context) -> list[datetime]:
     """The hours of the run's partition or, for a single-run backfill, of its partition range."""
     window = context.partition_time_window
     return [window.start + timedelta(hours=i) for i in range(int((window.end - window.start) / timedelta(hours=1)))]
