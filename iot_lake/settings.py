@@ -22,9 +22,26 @@ PROD_REQUIRED: dict[str, str] = {
     "IOT_LAKE_BUCKET": "S3 bucket that holds the lake (landing/, curated/, ...)",
     "AWS_REGION": "AWS region of the bucket and the services",
     "IOT_LAKE_HISTORIAN_URL": "SQLAlchemy URL of the historical database (device registry, readings)",
-    "IOT_LAKE_EMR_APPLICATION_ID": "EMR Serverless application that runs the Spark job scripts",
-    "IOT_LAKE_EMR_JOB_ROLE_ARN": "IAM role the EMR Serverless job runs as",
     "IOT_LAKE_SAGEMAKER_ROLE_ARN": "IAM role SageMaker training and batch jobs run as",
+}
+
+# Where the Spark job scripts run in prod (IOT_LAKE_SPARK_MODE), and what each service needs.
+SPARK_MODE_VAR = "IOT_LAKE_SPARK_MODE"
+DEFAULT_SPARK_MODE = "emr-serverless"
+_ENV_ARCHIVE = "S3 URI of the packed Python environment the Spark driver and executors run (deploy/spark-env/)"
+SPARK_MODE_REQUIRED: dict[str, dict[str, str]] = {
+    "emr-serverless": {
+        "IOT_LAKE_EMR_APPLICATION_ID": "EMR Serverless application that runs the Spark job scripts",
+        "IOT_LAKE_EMR_JOB_ROLE_ARN": "IAM role the EMR Serverless job runs as",
+        "IOT_LAKE_SPARK_ENV_ARCHIVE": _ENV_ARCHIVE,
+    },
+    "glue": {
+        "IOT_LAKE_GLUE_JOB_NAME": "Glue Spark job whose script is the published entry point <lake>/_code/glue/entrypoint.py",
+    },
+    "emr": {
+        "IOT_LAKE_EMR_CLUSTER_ID": "running EMR cluster the Spark job scripts are added to as steps",
+        "IOT_LAKE_SPARK_ENV_ARCHIVE": _ENV_ARCHIVE,
+    },
 }
 
 
@@ -40,8 +57,12 @@ class Settings:
     aws_region: str | None = None
     s3_prefix: str = ""
     kms_key_id: str | None = None
+    spark_mode: str = "local"
+    spark_env_archive: str | None = None
     emr_application_id: str | None = None
     emr_job_role_arn: str | None = None
+    emr_cluster_id: str | None = None
+    glue_job_name: str | None = None
     sagemaker_role_arn: str | None = None
 
     @property
@@ -67,11 +88,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             historian_url=env.get("IOT_LAKE_HISTORIAN_URL") or local_historian_url(root),
         )
 
-    missing = [var for var in PROD_REQUIRED if not env.get(var)]
+    spark_mode = (env.get(SPARK_MODE_VAR) or DEFAULT_SPARK_MODE).strip().lower()
+    if spark_mode not in SPARK_MODE_REQUIRED:
+        raise SettingsError(f"{SPARK_MODE_VAR}={spark_mode!r} is not one of {', '.join(SPARK_MODE_REQUIRED)}")
+    required = {**PROD_REQUIRED, **SPARK_MODE_REQUIRED[spark_mode]}
+    missing = [var for var in required if not env.get(var)]
     if missing:
-        lines = "\n".join(f"  {var}: {PROD_REQUIRED[var]}" for var in missing)
+        lines = "\n".join(f"  {var}: {required[var]}" for var in missing)
         raise SettingsError(
-            f"{ENV_VAR}=prod but these environment variables are not set:\n{lines}\n"
+            f"{ENV_VAR}=prod ({SPARK_MODE_VAR}={spark_mode}) but these environment variables are not set:\n{lines}\n"
             "Set them (see README, 'Switching to prod') or unset IOT_LAKE_ENV for the embedded default."
         )
     prefix = env.get("IOT_LAKE_PREFIX", "").strip("/")
@@ -83,7 +108,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         aws_region=env["AWS_REGION"],
         s3_prefix=prefix,
         kms_key_id=env.get("IOT_LAKE_KMS_KEY_ID") or None,
-        emr_application_id=env["IOT_LAKE_EMR_APPLICATION_ID"],
-        emr_job_role_arn=env["IOT_LAKE_EMR_JOB_ROLE_ARN"],
+        spark_mode=spark_mode,
+        spark_env_archive=env.get("IOT_LAKE_SPARK_ENV_ARCHIVE") or None,
+        emr_application_id=env.get("IOT_LAKE_EMR_APPLICATION_ID") or None,
+        emr_job_role_arn=env.get("IOT_LAKE_EMR_JOB_ROLE_ARN") or None,
+        emr_cluster_id=env.get("IOT_LAKE_EMR_CLUSTER_ID") or None,
+        glue_job_name=env.get("IOT_LAKE_GLUE_JOB_NAME") or None,
         sagemaker_role_arn=env["IOT_LAKE_SAGEMAKER_ROLE_ARN"],
     )

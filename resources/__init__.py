@@ -61,7 +61,12 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
             "lake": LakeResource(root=settings.lake_root, region=settings.aws_region, kms_key_id=settings.kms_key_id),
             # EnvVar keeps the DSN (and its password) out of the run config and the UI.
             "historian": HistorianResource(url=EnvVar("IOT_LAKE_HISTORIAN_URL")),
-            "spark": SparkRunner(mode="emr-serverless"),
+            "spark": SparkRunner(
+                mode=settings.spark_mode, lake_root=settings.lake_root, region=settings.aws_region,
+                kms_key_id=settings.kms_key_id, env_archive=settings.spark_env_archive,
+                emr_application_id=settings.emr_application_id, emr_job_role_arn=settings.emr_job_role_arn,
+                emr_cluster_id=settings.emr_cluster_id, glue_job_name=settings.glue_job_name,
+            ),
         }
     return {
         "lake": LakeResource(root=settings.lake_root),
