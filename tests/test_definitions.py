@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, build_schedule_context
 
-from iot_lake.settings import PROD_REQUIRED, SettingsError, load_settings
+from iot_lake.settings import PROD_REQUIRED, SPARK_MODE_REQUIRED, SettingsError, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 PROD_ENV = {
@@ -21,6 +21,7 @@ PROD_ENV = {
     "IOT_LAKE_HISTORIAN_URL": "postgresql://reader:s3cret@historian.internal:5432/plant",
     "IOT_LAKE_EMR_APPLICATION_ID": "00fabc123",
     "IOT_LAKE_EMR_JOB_ROLE_ARN": "arn:aws:iam::123456789012:role/iot-lake-emr",
+    "IOT_LAKE_SPARK_ENV_ARCHIVE": "s3://acme-iot-artifacts/spark-env/iot-lake-env.tar.gz",
     "IOT_LAKE_SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/iot-lake-sagemaker",
 }
 
@@ -69,6 +70,24 @@ def test_prod_names_every_missing_variable():
     message = str(err.value)
     for var in PROD_REQUIRED:
         assert (var in message) == (var != "AWS_REGION"), var
+    # EMR Serverless is the default Spark service: its variables, and only its, are named too.
+    for var in SPARK_MODE_REQUIRED["emr-serverless"]:
+        assert var in message, var
+    assert "IOT_LAKE_GLUE_JOB_NAME" not in message and "IOT_LAKE_EMR_CLUSTER_ID" not in message
+
+
+@pytest.mark.parametrize("mode", ["glue", "emr"])
+def test_prod_names_what_the_chosen_spark_service_needs(mode):
+    common = {k: v for k, v in PROD_ENV.items() if k in PROD_REQUIRED or k == "IOT_LAKE_ENV"}
+    with pytest.raises(SettingsError) as err:
+        load_settings({**common, "IOT_LAKE_SPARK_MODE": mode})
+    message = str(err.value)
+    assert f"IOT_LAKE_SPARK_MODE={mode}" in message
+    others = {var for m, needs in SPARK_MODE_REQUIRED.items() if m != mode for var in needs} - set(SPARK_MODE_REQUIRED[mode])
+    assert all(var in message for var in SPARK_MODE_REQUIRED[mode])
+    assert not any(var in message for var in others | set(PROD_REQUIRED))
+    with pytest.raises(SettingsError, match="IOT_LAKE_SPARK_MODE='databricks' is not one of emr-serverless, glue, emr"):
+        load_settings({**PROD_ENV, "IOT_LAKE_SPARK_MODE": "databricks"})
 
 
 def test_prod_settings_and_resources_come_from_the_environment(monkeypatch):
@@ -83,6 +102,15 @@ def test_prod_settings_and_resources_come_from_the_environment(monkeypatch):
     assert resources["lake"].storage_options()["client_kwargs"] == {"region_name": "eu-west-1"}
     # The DSN is an EnvVar reference, so its password never lands in run config or the UI.
     assert "s3cret" not in repr(resources["historian"])
+    spark = resources["spark"]
+    assert (spark.mode, spark.lake_root, spark.region) == ("emr-serverless", "s3://acme-iot-lake", "eu-west-1")
+    assert (spark.emr_application_id, spark.emr_job_role_arn, spark.env_archive) == (
+        "00fabc123", "arn:aws:iam::123456789012:role/iot-lake-emr", "s3://acme-iot-artifacts/spark-env/iot-lake-env.tar.gz")
+
+    monkeypatch.setenv("IOT_LAKE_SPARK_MODE", "glue")
+    monkeypatch.setenv("IOT_LAKE_GLUE_JOB_NAME", "iot-lake-spark")
+    spark = build_resources(load_settings())["spark"]
+    assert (spark.mode, spark.glue_job_name, spark.lake_root) == ("glue", "iot-lake-spark", "s3://acme-iot-lake")
 
 
 def test_unknown_environment_is_rejected():
