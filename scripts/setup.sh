@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (only Python 3.11 needed): .venv with everything installed.
 #   scripts/setup.sh          the platform and its tools
-#   scripts/setup.sh --test   also the PostgreSQL server the test suite starts (Debian package)
+#   scripts/setup.sh --test   also the PostgreSQL server the test suite starts (Debian package) and
+#                             .venv-jvm, classic PySpark for the JVM parity test (tests/test_jvm_parity.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -22,4 +23,24 @@ if [ "${1:-}" = "--test" ]; then
       echo "setup: no PostgreSQL server found; install Debian's postgresql to run the Postgres tests" >&2
     fi
   fi
+
+  # Classic (JVM) PySpark conflicts with pyspark-client in .venv, so it gets a venv of its own holding
+  # just it and the data plane. PyPI has pyspark only as a ~450 MB sdist, which uv downloads and
+  # rebuilds on every install (adding ~1.4 GB to its cache each time): build the wheel once per user.
+  PYSPARK_JVM='pyspark>=4.2,<4.3'
+  WHEELS="${XDG_CACHE_HOME:-$HOME/.cache}/iot-lake/wheels"
+  wheel=$(ls -t "$WHEELS"/pyspark-4.2.*-py2.py3-none-any.whl 2>/dev/null | head -n 1 || true)
+  if [ -z "$wheel" ]; then
+    mkdir -p "$WHEELS"
+    build=$(mktemp -d "$WHEELS/.build.XXXXXX")
+    .venv/bin/python -m pip wheel --quiet --disable-pip-version-check --no-cache-dir --no-deps \
+      -w "$build" "$PYSPARK_JVM"
+    mv "$build"/pyspark-*.whl "$WHEELS"/ && rmdir "$build"
+    wheel=$(ls -t "$WHEELS"/pyspark-4.2.*-py2.py3-none-any.whl | head -n 1)
+  fi
+  if [ ! -x .venv-jvm/bin/python ]; then
+    .venv/bin/uv venv --quiet --python "$PY" .venv-jvm
+  fi
+  .venv/bin/uv pip install --quiet --python .venv-jvm/bin/python "$wheel" -e .
+  command -v java >/dev/null || echo "setup: no java on PATH; the JVM parity test needs a JDK 17+" >&2
 fi

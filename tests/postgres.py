@@ -18,9 +18,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import sqlalchemy as sa
+
+from tests.unavailable import unavailable
 
 DATABASE = "iot_lake_test"
 SUPERUSER = "postgres"
@@ -48,10 +51,8 @@ def find_server_bindir() -> str | None:
     return None
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(f"{reason} (CI is set: the PostgreSQL tests must run there)", pytrace=False)
-    pytest.skip(reason)
+def _unavailable(reason: str) -> NoReturn:
+    unavailable(reason, "the PostgreSQL tests")
 
 
 def server_bindir() -> str:

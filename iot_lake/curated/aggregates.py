@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from iot_lake.lake import Lake
+from iot_lake.spark.tables import open_table
 from iot_lake.sources.telemetry import inventory_key
 
 GRAINS = {"1min": 60, "5min": 300}
@@ -64,15 +65,16 @@ class AggregateReport:
 
 
 def refresh_aggregates(spark, lake: Lake, hour: datetime, event_dates: list[str], curated_key: str,
-                       grains: list[str] | None = None) -> AggregateReport:
+                       grains: list[str] | None = None, table_format: str = "delta") -> AggregateReport:
     """Recompute and MERGE every bucket that the records landed in ``hour`` fall in."""
     from pyspark.sql import functions as F
 
     report = AggregateReport(hour=hour.isoformat())
     keys = [o["key"] for o in json.loads(lake.read_bytes(inventory_key(hour)))["objects"]]
-    if not keys or not event_dates or not lake.exists(f"{curated_key}/_delta_log"):
+    curated_table = open_table(spark, lake, curated_key, "event_date", table_format)
+    if not keys or not event_dates or not curated_table.exists():
         return report
-    curated = spark.read.format("delta").load(lake.uri(curated_key)).where(F.col("event_date").isin(event_dates))
+    curated = curated_table.read().where(F.col("event_date").isin(event_dates))
     landed = curated.where(F.col("source_object").isin(keys))
     # Bounding the reread by time lets the engine skip files of other hours in the same dates.
     lo, hi = landed.agg(F.min("event_ts"), F.max("event_ts")).first()
@@ -84,7 +86,8 @@ def refresh_aggregates(spark, lake: Lake, hour: datetime, event_dates: list[str]
         window_rows = with_bucket(curated.where(F.col("event_ts").between(_floor(lo, seconds), hi)), seconds)
         rows = window_rows.join(touched, list(BUCKET_KEY), "left_semi").drop("bucket_start")
         aggregates = aggregate(rows, seconds)
-        report.buckets[grain] = merge_aggregates(spark, lake, AGGREGATE_TABLES[grain], aggregates)
+        table = open_table(spark, lake, AGGREGATE_TABLES[grain], "event_date", table_format)
+        report.buckets[grain] = merge_aggregates(table, aggregates)
     return report
 
 
@@ -92,17 +95,12 @@ def _floor(ts: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(int(ts.timestamp()) // seconds * seconds, tz=ts.tzinfo)
 
 
-def merge_aggregates(spark, lake: Lake, key: str, aggregates) -> int:
+def merge_aggregates(table, aggregates) -> int:
     """Upsert buckets by (event_date, device, metric, bucket_start); returns how many were written."""
-    target = lake.uri(key)
     # MERGE's own metrics differ between engines (Sail reports rows rewritten), so count the source.
     written = aggregates.count()
-    if not lake.exists(f"{key}/_delta_log"):
-        aggregates.write.format("delta").partitionBy("event_date").save(target)
-        return written
-    view = f"aggregates_{key.rsplit('_', 1)[-1]}"
-    aggregates.createOrReplaceTempView(view)
-    condition = " AND ".join(f"t.{c} = s.{c}" for c in ("event_date", *BUCKET_KEY))
-    spark.sql(f"MERGE INTO delta.`{target}` t USING {view} s ON {condition} "
-              "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *").collect()
+    if table.exists():
+        table.upsert(aggregates, on=("event_date", *BUCKET_KEY))
+    else:
+        table.create(aggregates)
     return written

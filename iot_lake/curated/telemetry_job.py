@@ -35,6 +35,7 @@ from iot_lake.lake import Lake
 from iot_lake.sources.historian import latest_registry_day, registry_key
 from iot_lake.sources.telemetry import UnreadableObject, inventory_key, iter_lines
 from iot_lake.spark.session import spark_session
+from iot_lake.spark.tables import TABLE_FORMATS, open_table
 
 CURATED_TELEMETRY = "curated/telemetry"
 QUARANTINE_TELEMETRY = "quarantine/telemetry"
@@ -134,11 +135,8 @@ class CurateReport:
         return self.lines_landed == self.curated_new + self.duplicates_in_batch + self.duplicates_existing + self.quarantined
 
 
-def _delta_exists(lake: Lake, key: str) -> bool:
-    return lake.exists(f"{key}/_delta_log")
-
-
-def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None = None) -> CurateReport:
+def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None = None,
+                table_format: str = "delta") -> CurateReport:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -180,19 +178,15 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     report.event_dates = [d.isoformat() for d in dates]
     report.late_records = int(stats["late"] or 0)
 
-    target = lake.uri(CURATED_TELEMETRY)
-    if _delta_exists(lake, CURATED_TELEMETRY):
-        existing = spark.read.format("delta").load(target).where(F.col("event_date").isin(dates)).select(*NATURAL_KEY)
+    curated = open_table(spark, lake, CURATED_TELEMETRY, "event_date", table_format)
+    if curated.exists():
+        existing = curated.read().where(F.col("event_date").isin(dates)).select(*NATURAL_KEY)
         new = unique.join(existing, list(NATURAL_KEY), "left_anti")
         report.curated_new = new.count()
         if report.curated_new:
-            new.createOrReplaceTempView("curated_telemetry_new")
-            condition = " AND ".join(f"t.{c} = s.{c}" for c in ("event_date", *NATURAL_KEY))
-            # MERGE, not append: a concurrent run of the same hour still cannot insert a row twice.
-            spark.sql(f"MERGE INTO delta.`{target}` t USING curated_telemetry_new s ON {condition} "
-                      "WHEN NOT MATCHED THEN INSERT *").collect()
+            curated.insert_new(new, on=("event_date", *NATURAL_KEY))
     else:
-        unique.write.format("delta").partitionBy("event_date").save(target)
+        curated.create(unique)
         report.curated_new = unique_count
     report.duplicates_existing = unique_count - report.curated_new
 
@@ -202,13 +196,12 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
         .withColumn("landing_date", F.lit(hour.date()))
         .select(*QUARANTINE_COLUMNS)
     )
-    q_target = lake.uri(QUARANTINE_TELEMETRY)
-    if _delta_exists(lake, QUARANTINE_TELEMETRY):
-        (quarantine.write.format("delta").mode("overwrite")
-         # An explicit offset makes the literal one instant whatever the session's time zone.
-         .option("replaceWhere", f"landing_hour = timestamp'{hour:%Y-%m-%d %H:%M:%S}+00:00'").save(q_target))
+    quarantined = open_table(spark, lake, QUARANTINE_TELEMETRY, "landing_date", table_format)
+    if quarantined.exists():
+        # An explicit offset makes the literal one instant whatever the session's time zone.
+        quarantined.replace(quarantine, where=f"landing_hour = timestamp'{hour:%Y-%m-%d %H:%M:%S}+00:00'")
     else:
-        quarantine.write.format("delta").partitionBy("landing_date").save(q_target)
+        quarantined.create(quarantine)
     lake.delete(staging, recursive=True)
     return report
 
@@ -223,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="landing hour, ISO 8601 (UTC); repeat it to run a range of hours in one session")
     parser.add_argument("--steps", default=",".join(STEPS),
                         help="comma-separated subset of curate,1min,5min (aggregates alone rebuild from curated rows)")
+    parser.add_argument("--table-format", choices=TABLE_FORMATS, default="delta",
+                        help="parquet only for a Spark without Delta (the JVM parity test), never for the lake")
     args = parser.parse_args(argv)
     hours = sorted({datetime.fromisoformat(h).astimezone(timezone.utc) for h in args.hours})
     steps = set(args.steps.split(","))
@@ -236,13 +231,14 @@ def main(argv: list[str] | None = None) -> None:
         with spark_session("curate-telemetry") as spark:
             for hour in hours:
                 if "curate" in steps:
-                    reports.append(curate_hour(spark, lake, hour))
+                    reports.append(curate_hour(spark, lake, hour, table_format=args.table_format))
                     event_dates = reports[-1].event_dates
                     pipes.log.info(f"curated {hour:%Y-%m-%d %H:00}: {json.dumps(asdict(reports[-1]))}")
                 else:
-                    event_dates = landed_event_dates(spark, lake, hour)
+                    event_dates = landed_event_dates(spark, lake, hour, args.table_format)
                 if grains:
-                    aggregated = refresh_aggregates(spark, lake, hour, event_dates, CURATED_TELEMETRY, grains)
+                    aggregated = refresh_aggregates(spark, lake, hour, event_dates, CURATED_TELEMETRY, grains,
+                                                    table_format=args.table_format)
                     pipes.log.info(f"aggregated {hour:%Y-%m-%d %H:00}: {json.dumps(aggregated.buckets)}")
                     for grain in grains:
                         buckets[grain] += aggregated.buckets.get(grain, 0)
@@ -255,15 +251,15 @@ def main(argv: list[str] | None = None) -> None:
             )
 
 
-def landed_event_dates(spark, lake: Lake, hour: datetime) -> list[str]:
+def landed_event_dates(spark, lake: Lake, hour: datetime, table_format: str = "delta") -> list[str]:
     """Event dates of the curated rows that came from this landing hour's objects."""
     from pyspark.sql import functions as F
 
     keys = [o["key"] for o in json.loads(lake.read_bytes(inventory_key(hour)))["objects"]]
-    if not keys or not _delta_exists(lake, CURATED_TELEMETRY):
+    curated = open_table(spark, lake, CURATED_TELEMETRY, "event_date", table_format)
+    if not keys or not curated.exists():
         return []
-    rows = (spark.read.format("delta").load(lake.uri(CURATED_TELEMETRY)).where(F.col("source_object").isin(keys))
-            .select("event_date").distinct().collect())
+    rows = curated.read().where(F.col("source_object").isin(keys)).select("event_date").distinct().collect()
     return sorted(r["event_date"].isoformat() for r in rows)
 
 

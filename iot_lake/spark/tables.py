@@ -1,0 +1,111 @@
+"""The few table operations the Spark jobs do, in the lake's format (Delta) or in plain Parquet.
+
+Delta is the lake's format on every engine: Sail locally, delta-spark on EMR Serverless and Glue.
+Parquet exists so the same job code also runs on a classic Spark that has no Delta jars, which is
+how tests/test_jvm_parity.py compares Sail with the JVM engine: the table format is then the only
+difference. It has no transaction log, so its writes are not atomic and its updates rewrite the
+table; it is a stand-in for tests, never a format for the lake.
+
+    table = open_table(spark, lake, "curated/telemetry", partition_by="event_date", table_format="delta")
+    if table.exists(): table.insert_new(rows, on=("event_date", "device_id", ...))
+    else: table.create(rows)
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from iot_lake.lake import Lake
+
+TABLE_FORMATS = ("delta", "parquet")
+
+
+@dataclass(frozen=True)
+class _Table:
+    spark: object
+    lake: Lake
+    key: str
+    partition_by: str
+
+    @property
+    def uri(self) -> str:
+        return self.lake.uri(self.key)
+
+
+class SparkDeltaTable(_Table):
+    def exists(self) -> bool:
+        return self.lake.exists(f"{self.key}/_delta_log")
+
+    def read(self):
+        return self.spark.read.format("delta").load(self.uri)
+
+    def create(self, df) -> None:
+        df.write.format("delta").partitionBy(self.partition_by).save(self.uri)
+
+    def insert_new(self, df, on: Sequence[str]) -> None:
+        """Insert the rows of ``df`` whose ``on`` columns match no row of the table."""
+        # MERGE, not append: a concurrent run writing the same rows still cannot insert one twice.
+        self._merge(df, on, "WHEN NOT MATCHED THEN INSERT *")
+
+    def upsert(self, df, on: Sequence[str]) -> None:
+        """Rows of ``df`` replace the table's rows with the same ``on`` columns; the others are inserted."""
+        self._merge(df, on, "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
+
+    def replace(self, df, where: str) -> None:
+        """The table's rows for which the SQL predicate ``where`` is true become the rows of ``df``."""
+        # delta-spark keeps a row whose predicate is NULL (as DELETE does); Sail 0.7 deletes it.
+        # IS TRUE makes every engine keep it.
+        df.write.format("delta").mode("overwrite").option("replaceWhere", f"({where}) IS TRUE").save(self.uri)
+
+    def _merge(self, df, on: Sequence[str], clauses: str) -> None:
+        view = "merge_source_" + re.sub(r"\W", "_", self.key)
+        df.createOrReplaceTempView(view)
+        condition = " AND ".join(f"t.{c} = s.{c}" for c in on)
+        self.spark.sql(f"MERGE INTO delta.`{self.uri}` t USING {view} s ON {condition} {clauses}").collect()
+
+
+class SparkParquetTable(_Table):
+    def exists(self) -> bool:
+        # Data files and partition folders appear when a write commits; until then the folder
+        # holds only hidden ones (_temporary/); Sail writes no _SUCCESS marker to go by.
+        path = self.lake.path(self.key)
+        return self.lake.fs.isdir(path) and any(
+            not posixpath.basename(p.rstrip("/")).startswith(("_", ".")) for p in self.lake.fs.ls(path, detail=False))
+
+    def read(self):
+        return self.spark.read.parquet(self.uri)
+
+    def create(self, df) -> None:
+        # Overwrite: whatever is there was left by a write that never committed.
+        df.write.mode("overwrite").partitionBy(self.partition_by).parquet(self.uri)
+
+    def insert_new(self, df, on: Sequence[str]) -> None:
+        new = df.join(self.read().select(*on), list(on), "left_anti")
+        new.write.mode("append").partitionBy(self.partition_by).parquet(self.uri)
+
+    def upsert(self, df, on: Sequence[str]) -> None:
+        self._rewrite(self.read().join(df.select(*on), list(on), "left_anti"), df)
+
+    def replace(self, df, where: str) -> None:
+        self._rewrite(self.read().where(f"NOT (({where}) IS TRUE)"), df)
+
+    def _rewrite(self, kept, df) -> None:
+        # Parquet files cannot lose rows, so the whole table is rewritten. Spark refuses to overwrite
+        # files its plan still reads: write beside the table, then swap (not atomic).
+        folder, name = posixpath.split(self.key)
+        scratch = posixpath.join(folder, f"_{name}_rewrite")
+        kept.unionByName(df).write.mode("overwrite").partitionBy(self.partition_by).parquet(self.lake.uri(scratch))
+        self.lake.delete(self.key, recursive=True)
+        self.lake.fs.mv(self.lake.path(scratch), self.lake.path(self.key), recursive=True)
+
+
+def open_table(spark, lake: Lake, key: str, partition_by: str,
+               table_format: str = "delta") -> SparkDeltaTable | SparkParquetTable:
+    if table_format == "delta":
+        return SparkDeltaTable(spark, lake, key, partition_by)
+    if table_format == "parquet":
+        return SparkParquetTable(spark, lake, key, partition_by)
+    raise ValueError(f"unknown table format {table_format!r}; expected one of {', '.join(TABLE_FORMATS)}")

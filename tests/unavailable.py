@@ -1,0 +1,20 @@
+"""What a test does when something it needs is not on the machine: skip, with the reason, except
+under CI (``CI`` set), where that is a failure: CI must never pass without having run it."""
+
+from __future__ import annotations
+
+import os
+from typing import NoReturn
+
+import pytest
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(reason: str, tests: str) -> NoReturn:
+    """``tests`` names what must run in CI, e.g. "the PostgreSQL tests"."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI is set: {tests} must run there)", pytrace=False)
+    pytest.skip(reason)
