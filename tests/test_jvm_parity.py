@@ -105,7 +105,10 @@ def test_jvm_spark_on_parquet_matches_sail_on_delta(landed, tmp_path_factory):
     jvm_lake = Lake(str(tmp_path_factory.mktemp("jvm_lake")))
     shutil.copytree(landed.path(""), jvm_lake.path(""), dirs_exist_ok=True)
 
-    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "IOT_LAKE_SPARK", "PYSPARK_SUBMIT_ARGS")}
+    # pyspark's Connect client sets SPARK_CONNECT_MODE_ENABLED in this process once any test has opened
+    # a Sail session; inherited, it would turn the classic job into a Connect client too.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "IOT_LAKE_SPARK", "PYSPARK_SUBMIT_ARGS")}
     # Neither engine may depend on the machine's time zone: both run in one that is not UTC.
     env.update(TZ="America/New_York", PYTHONPATH=str(ROOT))
     jvm_env = {**env, "IOT_LAKE_SPARK": "classic", "PYSPARK_PYTHON": str(python), "SPARK_LOCAL_IP": "127.0.0.1",
