@@ -1,0 +1,3 @@
+from benchmarks.curate.run import main
+
+main()

@@ -1,0 +1,165 @@
+"""Curated telemetry throughput vs a DuckDB reference, and the cost of a late hour of the day.
+
+    .venv/bin/python -m benchmarks.curate            # 2 million records in 20 objects (a few minutes)
+    .venv/bin/python -m benchmarks.curate --quick    # a small run, under a minute once the data is cached
+
+1. Throughput: one landing hour of ``--records`` simulator lines in ``--objects`` gzip NDJSON
+   objects (2% duplicate deliveries). Ours: telemetry_hourly_job materialized through Dagster in a
+   fresh lake and DAGSTER_HOME (landing inventory, curated table and its aggregates, the curated
+   job in a Pipes subprocess on Sail). DuckDB: the same data path in SQL (benchmarks/curate/duck.py).
+   Target: ours / DuckDB <= 2.0 in wall time.
+2. Incremental cost: a smaller fleet's simulated day, hour by hour on one table: the first hour,
+   hours 2-23 as one single-run backfill, then the 24th hour. Target: 24th / 1st <= 1.3.
+
+Each side runs in its own process; peak memory is the largest summed RSS of that process and its
+descendants (the Pipes subprocess running Sail included), sampled every 50 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.curate.data import Source, fresh_lake, incremental_source, throughput_source
+
+REPO = Path(__file__).resolve().parents[2]
+THROUGHPUT_TARGET = 2.0
+INCREMENTAL_TARGET = 1.3
+console = Console(stderr=True)
+
+
+@dataclass
+class Measured:
+    output: object  # the child's JSON
+    wall: float  # the child process, start to exit
+    peak_mib: float
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def measure(args: list[str], env: dict[str, str]) -> Measured:
+    """Run a child module, sampling its process tree's memory until it exits."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    stop = threading.Event()
+
+    def sample():
+        nonlocal peak
+        try:
+            ps = psutil.Process(proc.pid)
+            while not stop.is_set():
+                peak = max(peak, _tree_rss(ps))
+                stop.wait(0.05)
+        except psutil.Error:
+            pass
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    stop.set()
+    sampler.join()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:1])} failed ({proc.returncode}):\n{stderr[-4000:]}")
+    return Measured(json.loads(stdout.strip().splitlines()[-1]), wall, peak / 2**20)
+
+
+def _ours_env(lake: Path, home: Path) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    return {"IOT_LAKE_ENV": "local", "IOT_LAKE_ROOT": str(lake), "DAGSTER_HOME": str(home)}
+
+
+def _key(hour) -> str:
+    return hour.strftime("%Y-%m-%d-%H:%M")
+
+
+def run_ours(source: Source, work: Path, runs: list[str]) -> Measured:
+    lake = fresh_lake(source, work / "lake")
+    return measure(["benchmarks.curate.ours", *(a for r in runs for a in ("--run", r))],
+                   _ours_env(lake, work / "dagster_home"))
+
+
+def run_duckdb(source: Source, work: Path) -> Measured:
+    lake = fresh_lake(source, work / "lake")
+    return measure(["benchmarks.curate.duck", "--lake", str(lake), "--hour", source.hours[0].isoformat()], {})
+
+
+def _verdict(ratio: float, target: float) -> str:
+    return f"[green]{ratio:.2f} <= {target}[/]" if ratio <= target else f"[red]{ratio:.2f} > {target}[/]"
+
+
+@click.command()
+@click.option("--records", default=2_000_000, show_default=True, help="Records in the throughput hour.")
+@click.option("--objects", default=20, show_default=True, help="Gzip NDJSON objects they are packed in.")
+@click.option("--day-devices", default=20, show_default=True, help="Fleet of the simulated day (10 s sampling).")
+@click.option("--quick", is_flag=True, help="100k records and a 3-device day: a smoke run.")
+@click.option("--skip", type=click.Choice(["throughput", "incremental"]), multiple=True, help="Leave a part out.")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(tempfile.gettempdir()) / "iot-lake-bench",
+              show_default=True, help="Cached inputs and the runs' lakes.")
+def main(records: int, objects: int, day_devices: int, quick: bool, skip: tuple[str, ...], workdir: Path) -> None:
+    if quick:
+        records, day_devices = 100_000, 3
+    out = Console(width=None if sys.stdout.isatty() else 120)
+    table = Table(title=f"curated telemetry benchmark ({os.cpu_count()} cores)")
+    for column in ("run", "records", "seconds", "records/s", "peak MiB", "vs target"):
+        table.add_column(column, justify="left" if column in ("run", "vs target") else "right")
+
+    if "throughput" not in skip:
+        with console.status(f"simulating {records:,} records in {objects} objects (cached after the first run)"):
+            source = throughput_source(workdir, records, objects)
+        with console.status("ours: telemetry_hourly_job through Dagster + Pipes + Sail"):
+            ours = run_ours(source, workdir / "runs" / "ours", [_key(source.hours[0])])
+        with console.status("DuckDB reference"):
+            duck = run_duckdb(source, workdir / "runs" / "duckdb")
+        ours_s, duck_s = ours.output[0]["seconds"], duck.output["seconds"]
+        steps = ", ".join(f"{k} {v:.1f}s" for k, v in ours.output[0]["steps"].items())
+        table.add_row("ours (Dagster run)", f"{source.lines:,}", f"{ours_s:.1f}", f"{source.lines / ours_s:,.0f}",
+                      f"{ours.peak_mib:,.0f}", "")
+        table.add_row("DuckDB reference", f"{source.lines:,}", f"{duck_s:.1f}", f"{source.lines / duck_s:,.0f}",
+                      f"{duck.peak_mib:,.0f}", "")
+        table.add_row("ratio ours / DuckDB", "", f"{ours_s / duck_s:.2f}", "", "", _verdict(ours_s / duck_s, THROUGHPUT_TARGET))
+        console.print(f"ours: steps {steps}; process wall {ours.wall:.1f}s (DuckDB {duck.wall:.1f}s); "
+                      f"DuckDB curated {duck.output['curated']:,} rows, {duck.output['buckets_1min']:,} 1-min buckets")
+
+    if "incremental" not in skip:
+        with console.status(f"simulating a day of {day_devices} devices (cached after the first run)"):
+            day = incremental_source(workdir, day_devices)
+        keys = [_key(h) for h in day.hours]
+        with console.status("ours: hour 1, hours 2-23 as one backfill, hour 24"):
+            inc = run_ours(day, workdir / "runs" / "incremental", [keys[0], f"{keys[1]}...{keys[-2]}", keys[-1]])
+        first, middle, last = inc.output
+        per_hour = day.lines / 24
+        table.add_row("day: hour 1", f"~{per_hour:,.0f}", f"{first['seconds']:.1f}", "", f"{inc.peak_mib:,.0f}", "")
+        table.add_row("day: hours 2-23 (one backfill run)", f"~{per_hour * 22:,.0f}", f"{middle['seconds']:.1f}", "", "", "")
+        table.add_row("day: hour 24", f"~{per_hour:,.0f}", f"{last['seconds']:.1f}", "", "", "")
+        ratio = last["seconds"] / first["seconds"]
+        table.add_row("ratio hour 24 / hour 1", "", f"{ratio:.2f}", "", "", _verdict(ratio, INCREMENTAL_TARGET))
+        console.print("day steps: " + "; ".join(
+            f"{r['run']}: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["steps"].items()) for r in inc.output))
+    out.print(table)
+
+
+if __name__ == "__main__":
+    main()
