@@ -26,14 +26,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
 from iot_lake.curated.records import Record, Registry, parse_line
+from iot_lake.curated.typical import RegistryIndex, parse_typical
 from iot_lake.lake import Lake
 from iot_lake.sources.historian import latest_registry_day, registry_key
-from iot_lake.sources.telemetry import UnreadableObject, inventory_key, iter_lines
+from iot_lake.sources.telemetry import UnreadableObject, block_lines, inventory_key, iter_blocks
 from iot_lake.spark.session import spark_session
 
 CURATED_TELEMETRY = "curated/telemetry"
@@ -85,34 +87,62 @@ def load_registry(lake: Lake, day) -> Registry:
 
 
 def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
-    """A mapInArrow function: batches of object keys in, parsed rows out."""
+    """A mapInArrow function: batches of object keys in, parsed rows out.
+
+    A block of lines at a time: typical lines are validated column-wise (curated.typical), the
+    rest one by one with parse_line, which alone words the rejections.
+    """
 
     def run(batches):
         lake = Lake(lake_root, storage_options)
+        index = RegistryIndex.of(registry)
         for batch in batches:
             for key in batch.column("key").to_pylist():
-                rows: list[dict] = []
+                number = 0  # lines before this block
                 try:
-                    for number, raw in enumerate(iter_lines(lake, key), start=1):
-                        text = raw.decode("utf-8", errors="replace")
-                        result = parse_line(text, registry)
-                        if isinstance(result, Record):
-                            row = asdict(result)
-                            row.update(status="ok", event_date=result.event_ts.date())
-                        else:
-                            row = {"status": "rejected", "reason": result.reason, "detail": result.detail,
-                                   "device_id": result.device_id, "metric": result.metric, "raw_line": text}
-                        row.update(source_object=key, line_number=number)
-                        rows.append(row)
-                        if len(rows) >= 20_000:
-                            yield pa.RecordBatch.from_pylist(rows, schema=PARSED)
-                            rows = []
+                    for block in iter_blocks(lake, key):
+                        lines = block_lines(block)
+                        typical = parse_typical(lines, index)
+                        yield _typical_rows(typical.records, key, number)
+                        rest = [_parsed_row(raw, registry, key, number + 1 + int(i))
+                                for i, raw in zip(typical.rest, lines.take(typical.rest).to_pylist())]
+                        if rest:
+                            yield pa.RecordBatch.from_pylist(rest, schema=PARSED)
+                        number += len(lines)
                 except UnreadableObject as exc:
-                    rows.append({"status": "unreadable", "reason": "unreadable_object", "detail": str(exc), "source_object": key})
-                if rows:
-                    yield pa.RecordBatch.from_pylist(rows, schema=PARSED)
+                    yield pa.RecordBatch.from_pylist(
+                        [{"status": "unreadable", "reason": "unreadable_object", "detail": str(exc), "source_object": key}],
+                        schema=PARSED)
 
     return run
+
+
+def _parsed_row(raw: bytes, registry: Registry, key: str, number: int) -> dict:
+    text = raw.decode("utf-8", errors="replace")
+    result = parse_line(text, registry)
+    if isinstance(result, Record):
+        row = asdict(result)
+        row.update(status="ok", event_date=result.event_ts.date())
+    else:
+        row = {"status": "rejected", "reason": result.reason, "detail": result.detail,
+               "device_id": result.device_id, "metric": result.metric, "raw_line": text}
+    row.update(source_object=key, line_number=number)
+    return row
+
+
+def _typical_rows(records: pa.RecordBatch, key: str, number: int) -> pa.RecordBatch:
+    def constant(value: str) -> pa.Array:
+        return pc.fill_null(pa.nulls(records.num_rows, pa.string()), value)
+
+    columns = {
+        **dict(zip(records.schema.names, records.columns)),
+        "status": constant("ok"),
+        "event_date": pc.cast(records.column("event_ts"), pa.date32()),
+        "source_object": constant(key),
+        "line_number": pc.add(records.column("position"), number + 1),
+    }
+    return pa.RecordBatch.from_arrays([columns.get(f.name, pa.nulls(records.num_rows, f.type)) for f in PARSED],
+                                      schema=PARSED)
 
 
 @dataclass
