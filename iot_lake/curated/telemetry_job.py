@@ -168,8 +168,25 @@ def _delta_exists(lake: Lake, key: str) -> bool:
     return lake.exists(f"{key}/_delta_log")
 
 
-def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None = None) -> CurateReport:
+def first_per_key(valid):
+    """One row per natural key: its first ingestion (then by source object and line number).
+
+    Most keys occur once; only the rows of repeated keys go through the sorting window, the rest
+    pass a hash anti-join, which is much cheaper than sorting every row by the key.
+    """
     from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    key = list(NATURAL_KEY)
+    repeated = valid.groupBy(*key).count().where(F.col("count") > 1).select(*key)
+    first = Window.partitionBy(*key).orderBy("ingested_at", "source_object", "line_number")
+    ranked = (valid.join(repeated, key, "left_semi").withColumn("_rank", F.row_number().over(first))
+              .where(F.col("_rank") == 1))
+    once = valid.join(repeated, key, "left_anti")
+    return once.select(*CURATED_COLUMNS).unionByName(ranked.select(*CURATED_COLUMNS))
+
+
+def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None = None) -> CurateReport:
     from pyspark.sql import functions as F
 
     inv_key = inventory_key(hour)
@@ -187,8 +204,8 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     staging = f"curated/_staging/telemetry/{hour:%Y%m%dT%H}"
     keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(max(1, min(len(keys), 64)))
     parsed = keys_df.mapInArrow(parse_objects(lake.url, storage_options or {}, registry), PARSED_DDL)
-    parsed.write.mode("overwrite").parquet(lake.uri(staging))
-    parsed = spark.read.parquet(lake.uri(staging))
+    parsed.write.mode("overwrite").parquet(lake.uri(f"{staging}/parsed"))
+    parsed = spark.read.parquet(lake.uri(f"{staging}/parsed"))
 
     counts = {(r["status"], r["reason"]): r["count"] for r in parsed.groupBy("status", "reason").count().collect()}
     report.quarantined = sum(n for (status, _), n in counts.items() if status == "rejected")
@@ -197,8 +214,9 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     valid_count = counts.get(("ok", None), 0)
 
     valid = parsed.where(F.col("status") == "ok").select(*CURATED_COLUMNS, "line_number")
-    first = Window.partitionBy(*NATURAL_KEY).orderBy("ingested_at", "source_object", "line_number")
-    unique = valid.withColumn("_rank", F.row_number().over(first)).where(F.col("_rank") == 1).select(*CURATED_COLUMNS)
+    # Deduplicated once into staging too: the report, the anti-join and the write all read it.
+    first_per_key(valid).write.mode("overwrite").parquet(lake.uri(f"{staging}/unique"))
+    unique = spark.read.parquet(lake.uri(f"{staging}/unique"))
     # One pass over the deduplicated rows for everything the report needs from them.
     stats = unique.agg(
         F.count(F.lit(1)).alias("rows"),
