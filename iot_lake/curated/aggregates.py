@@ -34,24 +34,34 @@ def with_bucket(df, seconds: int):
 
 
 def aggregate(rows, seconds: int):
-    """Curated rows -> one row per (device, metric, bucket). A pure transform, engine-independent."""
+    """Curated rows -> one row per (device, metric, bucket). A pure transform, engine-independent.
+
+    The last value (and the site and unit beside it) is the reading with the greatest
+    (event_ts, message_id). Ordering by that pair as a struct (max_by over a struct) is several
+    times slower on Sail than everything else here together, so: the bucket's latest event time
+    comes with the other aggregates, and only the rows at that time (one, bar ties) are ordered by
+    message_id, which is unique among them (event time and message id are half the natural key).
+    """
     from pyspark.sql import functions as F
 
-    latest = F.struct("event_ts", "message_id")  # message_id breaks ties between equal event times
+    bucketed = with_bucket(rows, seconds)
+    stats = bucketed.groupBy(*BUCKET_KEY).agg(
+        F.count(F.lit(1)).alias("readings"),
+        F.avg("value").alias("mean"),
+        F.min("value").alias("min"),
+        F.max("value").alias("max"),
+        F.stddev_samp("value").alias("stddev"),
+        F.max("event_ts").alias("last_ts"),
+    )
+    latest = bucketed.join(stats.select(*BUCKET_KEY, F.col("last_ts").alias("event_ts")), [*BUCKET_KEY, "event_ts"],
+                           "left_semi")
+    last = latest.groupBy(*BUCKET_KEY).agg(
+        F.max_by("site_id", "message_id").alias("site_id"),
+        F.max_by("unit", "message_id").alias("unit"),
+        F.max_by("value", "message_id").alias("last"),
+    )
     return (
-        with_bucket(rows, seconds)
-        .groupBy(*BUCKET_KEY)
-        .agg(
-            F.max_by("site_id", latest).alias("site_id"),
-            F.max_by("unit", latest).alias("unit"),
-            F.count(F.lit(1)).alias("readings"),
-            F.avg("value").alias("mean"),
-            F.min("value").alias("min"),
-            F.max("value").alias("max"),
-            F.stddev_samp("value").alias("stddev"),
-            F.max_by("value", latest).alias("last"),
-            F.max("event_ts").alias("last_ts"),
-        )
+        stats.join(last, list(BUCKET_KEY))
         .withColumn("event_date", F.to_date("bucket_start"))
         .select(*AGGREGATE_COLUMNS)
     )
