@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from iot_lake.lake import Lake
 from iot_lake.sources.telemetry import inventory_key
@@ -91,10 +91,15 @@ def refresh_aggregates(spark, lake: Lake, hour: datetime, event_dates: list[str]
     for grain in grains or list(GRAINS):
         seconds = GRAINS[grain]
         touched = with_bucket(landed, seconds).select(*BUCKET_KEY).distinct()
-        window_rows = with_bucket(curated.where(F.col("event_ts").between(_floor(lo, seconds), hi)), seconds)
+        # Whole buckets: the last one also holds readings later than the hour's latest.
+        start, end = _floor(lo, seconds), _floor(hi, seconds) + timedelta(seconds=seconds)
+        window_rows = with_bucket(curated.where((F.col("event_ts") >= start) & (F.col("event_ts") < end)), seconds)
         rows = window_rows.join(touched, list(BUCKET_KEY), "left_semi").drop("bucket_start")
         aggregates = aggregate(rows, seconds)
-        report.buckets[grain] = merge_aggregates(spark, lake, AGGREGATE_TABLES[grain], aggregates)
+        # Each touched bucket has readings, so it yields exactly one aggregate row: counting the
+        # buckets is much cheaper than running the aggregation once more just to count it.
+        report.buckets[grain] = merge_aggregates(spark, lake, AGGREGATE_TABLES[grain], aggregates,
+                                                 written=touched.count())
     return report
 
 
@@ -102,11 +107,13 @@ def _floor(ts: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(int(ts.timestamp()) // seconds * seconds, tz=ts.tzinfo)
 
 
-def merge_aggregates(spark, lake: Lake, key: str, aggregates) -> int:
-    """Upsert buckets by (event_date, device, metric, bucket_start); returns how many were written."""
+def merge_aggregates(spark, lake: Lake, key: str, aggregates, written: int | None = None) -> int:
+    """Upsert buckets by (event_date, device, metric, bucket_start); returns how many were written
+    (``written`` when the caller knows it)."""
     target = lake.uri(key)
     # MERGE's own metrics differ between engines (Sail reports rows rewritten), so count the source.
-    written = aggregates.count()
+    if written is None:
+        written = aggregates.count()
     if not lake.exists(f"{key}/_delta_log"):
         aggregates.write.format("delta").partitionBy("event_date").save(target)
         return written
