@@ -222,6 +222,8 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
         F.count(F.lit(1)).alias("rows"),
         F.collect_set("event_date").alias("dates"),
         F.sum(F.when(F.col("event_ts") < F.lit(hour - LATE_AFTER), 1).otherwise(0)).alias("late"),
+        F.min("event_ts").alias("first_ts"),
+        F.max("event_ts").alias("last_ts"),
     ).first()
     unique_count, dates = stats["rows"], sorted(stats["dates"])
     report.duplicates_in_batch = valid_count - unique_count
@@ -230,7 +232,9 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
 
     target = lake.uri(CURATED_TELEMETRY)
     if _delta_exists(lake, CURATED_TELEMETRY):
-        existing = spark.read.format("delta").load(target).where(F.col("event_date").isin(dates)).select(*NATURAL_KEY)
+        # Only rows in the batch's event-time range can match: file statistics skip the rest of the dates.
+        existing = (spark.read.format("delta").load(target).where(F.col("event_date").isin(dates))
+                    .where(F.col("event_ts").between(stats["first_ts"], stats["last_ts"])).select(*NATURAL_KEY))
         new = unique.join(existing, list(NATURAL_KEY), "left_anti")
         report.curated_new = new.count()
         if report.curated_new:
