@@ -106,3 +106,52 @@ def test_aggregates_alone_rebuild_through_dagster(landed, spark):
         assert keys[f"curated/telemetry_{grain}"].metadata["buckets_written"].value == len(_actual(landed, grain)) > 0
         pd.testing.assert_frame_equal(_actual(landed, grain), _expected(curated, GRAINS[grain]),
                                       check_dtype=False, check_exact=False, rtol=1e-9)
+
+
+def test_last_is_the_reading_with_the_latest_event_time_then_message_id(spark):
+    from datetime import datetime, timezone
+
+    from iot_lake.curated.aggregates import aggregate
+
+    t = datetime(2026, 11, 20, 10, 0, 30, tzinfo=timezone.utc)
+    rows = [  # (site, unit, value, event time, message id)
+        ("site-01", "degC", 1.0, t, "m-b"),
+        ("site-02", "degF", 2.0, t, "m-c"),  # tied event time, greatest message id: the last
+        ("site-03", "degC", 3.0, t, "m-a"),
+        ("site-04", "degC", 4.0, t - timedelta(seconds=20), "m-z"),
+    ]
+    df = spark.createDataFrame(
+        [("dev-0001", "temperature", s, u, v, ts, m) for s, u, v, ts, m in rows],
+        "device_id string, metric string, site_id string, unit string, value double, event_ts timestamp, message_id string",
+    )
+    (row,) = aggregate(df, 60).collect()
+    assert (row["last"], row["site_id"], row["unit"], row["last_ts"]) == (2.0, "site-02", "degF", t.replace(tzinfo=None))
+    assert (row["readings"], row["min"], row["max"], row["mean"]) == (4, 1.0, 4.0, 2.5)
+
+
+
+def test_a_refresh_counts_the_later_readings_of_its_last_bucket(tmp_path, spark):
+    """The hour's last bucket also holds readings that landed in the next hour (after its latest
+    reading): recomputing the bucket must count them."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from iot_lake.lake import Lake
+    from iot_lake.sources.telemetry import inventory_key
+
+    lake = Lake(str(tmp_path))
+    hour = datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
+    ts = [hour.replace(minute=59, second=10), hour.replace(minute=59, second=50)]
+    objects = ["landing/telemetry/2026/11/20/10/a.gz", "landing/telemetry/2026/11/20/11/b.gz"]
+    write_deltalake(lake.path(CURATED_TELEMETRY), pa.table({
+        "device_id": ["dev-0001"] * 2, "site_id": ["site-01"] * 2, "metric": ["power"] * 2, "value": [1.0, 3.0],
+        "unit": ["kW"] * 2, "event_ts": pa.array(ts, pa.timestamp("us", tz="UTC")), "message_id": ["m1", "m2"],
+        "source_object": objects, "event_date": pa.array([hour.date()] * 2, pa.date32()),
+    }), partition_by=["event_date"])
+    lake.write_text(inventory_key(hour), json.dumps({"objects": [{"key": objects[0]}]}))
+    refresh_aggregates(spark, lake, hour, [hour.date().isoformat()], CURATED_TELEMETRY)
+    for grain in GRAINS:
+        (bucket,) = _frame(lake, AGGREGATE_TABLES[grain]).to_dict("records")
+        assert (bucket["readings"], bucket["mean"], bucket["last"]) == (2, 2.0, 3.0), grain

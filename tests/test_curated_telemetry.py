@@ -114,3 +114,33 @@ def test_registry_is_the_newest_snapshot_on_or_before_the_hour(landed):
     assert latest_registry_day(landed, START.date()) == START.date()
     assert latest_registry_day(landed, START.date() + timedelta(days=5)) == START.date() + timedelta(days=2)
     assert latest_registry_day(landed, START.date() - timedelta(days=1)) is None
+
+
+def test_the_first_ingestion_of_a_key_is_the_one_kept(spark):
+    from datetime import datetime, timezone
+
+    from iot_lake.curated.telemetry_job import CURATED_COLUMNS, first_per_key
+
+    t = datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
+    late, later = t + timedelta(minutes=1), t + timedelta(minutes=2)
+    rows = [  # (message id, ingested_at, source object, line number, value)
+        ("a", later, "obj-1", 1, 1.0),
+        ("a", late, "obj-2", 9, 2.0),  # first ingestion of a
+        ("b", late, "obj-2", 5, 3.0),
+        ("b", late, "obj-1", 7, 4.0),  # same ingestion time: the first object
+        ("c", late, "obj-1", 8, 5.0),
+        ("c", late, "obj-1", 3, 6.0),  # same object: the first line
+        ("d", None, "obj-3", 1, 7.0),  # no ingestion time sorts first
+        ("d", t, "obj-1", 1, 8.0),
+        ("e", later, "obj-1", 2, 9.0),  # once
+    ]
+    valid = spark.createDataFrame(
+        [("dev-0001", "site-01", "temperature", v, "degC", v, "degC", t, m, ing, src, t.date(), n)
+         for m, ing, src, n, v in rows],
+        ", ".join(f"{c} {ty}" for c, ty in zip(
+            [*CURATED_COLUMNS, "line_number"],
+            ["string", "string", "string", "double", "string", "double", "string", "timestamp", "string", "timestamp",
+             "string", "date", "bigint"])),
+    )
+    kept = {r["message_id"]: r["value"] for r in first_per_key(valid).collect()}
+    assert kept == {"a": 2.0, "b": 4.0, "c": 6.0, "d": 7.0, "e": 9.0}

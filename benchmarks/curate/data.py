@@ -3,8 +3,8 @@
 - ``throughput_source``: one landing hour holding ``records`` simulator lines (a day of events of
   a fleet sized for it, 10 s sampling, 2% duplicate deliveries and the simulator's usual bad
   input) re-packed into ``objects`` Firehose-named gzip objects, plus the registry snapshot.
-- ``incremental_source``: a smaller fleet's day exactly as the simulator lands it (one object per
-  5-minute buffer window), for the first-hour vs 24th-hour comparison.
+- ``incremental_source``: a smaller fleet's days exactly as the simulator lands them (one object
+  per 5-minute buffer window), for the first-hour vs 24th-hour comparison.
 
 Each source is built once under the work directory; every measured run gets a fresh lake whose
 landing objects are hard links to it, so no run sees another's curated tables.
@@ -93,17 +93,18 @@ def throughput_source(workdir: Path, records: int, objects: int = 20, seed: int 
     return Source(root, [hour], len(lines))
 
 
-def incremental_source(workdir: Path, devices: int, seed: int = 42) -> Source:
+def incremental_source(workdir: Path, devices: int, seed: int = 42, days: int = 2) -> Source:
+    """``days`` days as the simulator lands them: the first warms the tables up, the last is measured."""
     start = datetime.combine(EVENT_DAY, datetime.min.time(), tzinfo=timezone.utc)
-    hours = [start + timedelta(hours=h) for h in range(24)]
-    root = workdir / "sources" / f"incremental-{devices}-{seed}"
+    hours = [start + timedelta(hours=h) for h in range(24 * days)]
+    root = workdir / "sources" / f"incremental-{devices}-{seed}-{days}"
     lines_file = root / ".lines"
     if _cached(root):
         return Source(root, hours, int(lines_file.read_text()))
     lake = _fresh(root)
     cfg = SimConfig(devices=devices, seed=seed, interval_s=SAMPLE_S, duplicate_rate=DUPLICATE_RATE, history_days=0)
     sim = Simulator(cfg, lake)
-    report = sim.backfill(start, start + timedelta(days=1))
+    report = sim.backfill(start, start + timedelta(days=days))
     _land_registry(sim, lake, EVENT_DAY)
     lines_file.write_text(str(report.lines))
     (root / _READY).touch()

@@ -26,14 +26,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
 from iot_lake.curated.records import Record, Registry, parse_line
+from iot_lake.curated.typical import RegistryIndex, parse_typical
 from iot_lake.lake import Lake
 from iot_lake.sources.historian import latest_registry_day, registry_key
-from iot_lake.sources.telemetry import UnreadableObject, inventory_key, iter_lines
+from iot_lake.sources.telemetry import UnreadableObject, block_lines, inventory_key, iter_blocks
 from iot_lake.spark.session import spark_session
 from iot_lake.spark.tables import TABLE_FORMATS, open_table
 
@@ -86,34 +88,62 @@ def load_registry(lake: Lake, day) -> Registry:
 
 
 def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
-    """A mapInArrow function: batches of object keys in, parsed rows out."""
+    """A mapInArrow function: batches of object keys in, parsed rows out.
+
+    A block of lines at a time: typical lines are validated column-wise (curated.typical), the
+    rest one by one with parse_line, which alone words the rejections.
+    """
 
     def run(batches):
         lake = Lake(lake_root, storage_options)
+        index = RegistryIndex.of(registry)
         for batch in batches:
             for key in batch.column("key").to_pylist():
-                rows: list[dict] = []
+                number = 0  # lines before this block
                 try:
-                    for number, raw in enumerate(iter_lines(lake, key), start=1):
-                        text = raw.decode("utf-8", errors="replace")
-                        result = parse_line(text, registry)
-                        if isinstance(result, Record):
-                            row = asdict(result)
-                            row.update(status="ok", event_date=result.event_ts.date())
-                        else:
-                            row = {"status": "rejected", "reason": result.reason, "detail": result.detail,
-                                   "device_id": result.device_id, "metric": result.metric, "raw_line": text}
-                        row.update(source_object=key, line_number=number)
-                        rows.append(row)
-                        if len(rows) >= 20_000:
-                            yield pa.RecordBatch.from_pylist(rows, schema=PARSED)
-                            rows = []
+                    for block in iter_blocks(lake, key):
+                        lines = block_lines(block)
+                        typical = parse_typical(lines, index)
+                        yield _typical_rows(typical.records, key, number)
+                        rest = [_parsed_row(raw, registry, key, number + 1 + int(i))
+                                for i, raw in zip(typical.rest, lines.take(typical.rest).to_pylist())]
+                        if rest:
+                            yield pa.RecordBatch.from_pylist(rest, schema=PARSED)
+                        number += len(lines)
                 except UnreadableObject as exc:
-                    rows.append({"status": "unreadable", "reason": "unreadable_object", "detail": str(exc), "source_object": key})
-                if rows:
-                    yield pa.RecordBatch.from_pylist(rows, schema=PARSED)
+                    yield pa.RecordBatch.from_pylist(
+                        [{"status": "unreadable", "reason": "unreadable_object", "detail": str(exc), "source_object": key}],
+                        schema=PARSED)
 
     return run
+
+
+def _parsed_row(raw: bytes, registry: Registry, key: str, number: int) -> dict:
+    text = raw.decode("utf-8", errors="replace")
+    result = parse_line(text, registry)
+    if isinstance(result, Record):
+        row = asdict(result)
+        row.update(status="ok", event_date=result.event_ts.date())
+    else:
+        row = {"status": "rejected", "reason": result.reason, "detail": result.detail,
+               "device_id": result.device_id, "metric": result.metric, "raw_line": text}
+    row.update(source_object=key, line_number=number)
+    return row
+
+
+def _typical_rows(records: pa.RecordBatch, key: str, number: int) -> pa.RecordBatch:
+    def constant(value: str) -> pa.Array:
+        return pc.fill_null(pa.nulls(records.num_rows, pa.string()), value)
+
+    columns = {
+        **dict(zip(records.schema.names, records.columns)),
+        "status": constant("ok"),
+        "event_date": pc.cast(records.column("event_ts"), pa.date32()),
+        "source_object": constant(key),
+        "line_number": pc.add(records.column("position"), number + 1),
+    }
+    return pa.RecordBatch.from_arrays([columns.get(f.name, pa.nulls(records.num_rows, f.type)) for f in PARSED],
+                                      schema=PARSED)
 
 
 @dataclass
@@ -135,9 +165,26 @@ class CurateReport:
         return self.lines_landed == self.curated_new + self.duplicates_in_batch + self.duplicates_existing + self.quarantined
 
 
+def first_per_key(valid):
+    """One row per natural key: its first ingestion (then by source object and line number).
+
+    Most keys occur once; only the rows of repeated keys go through the sorting window, the rest
+    pass a hash anti-join, which is much cheaper than sorting every row by the key.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    key = list(NATURAL_KEY)
+    repeated = valid.groupBy(*key).count().where(F.col("count") > 1).select(*key)
+    first = Window.partitionBy(*key).orderBy("ingested_at", "source_object", "line_number")
+    ranked = (valid.join(repeated, key, "left_semi").withColumn("_rank", F.row_number().over(first))
+              .where(F.col("_rank") == 1))
+    once = valid.join(repeated, key, "left_anti")
+    return once.select(*CURATED_COLUMNS).unionByName(ranked.select(*CURATED_COLUMNS))
+
+
 def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None = None,
                 table_format: str = "delta") -> CurateReport:
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     inv_key = inventory_key(hour)
@@ -155,8 +202,8 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     staging = f"curated/_staging/telemetry/{hour:%Y%m%dT%H}"
     keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(max(1, min(len(keys), 64)))
     parsed = keys_df.mapInArrow(parse_objects(lake.url, storage_options or {}, registry), PARSED_DDL)
-    parsed.write.mode("overwrite").parquet(lake.uri(staging))
-    parsed = spark.read.parquet(lake.uri(staging))
+    parsed.write.mode("overwrite").parquet(lake.uri(f"{staging}/parsed"))
+    parsed = spark.read.parquet(lake.uri(f"{staging}/parsed"))
 
     counts = {(r["status"], r["reason"]): r["count"] for r in parsed.groupBy("status", "reason").count().collect()}
     report.quarantined = sum(n for (status, _), n in counts.items() if status == "rejected")
@@ -165,13 +212,16 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     valid_count = counts.get(("ok", None), 0)
 
     valid = parsed.where(F.col("status") == "ok").select(*CURATED_COLUMNS, "line_number")
-    first = Window.partitionBy(*NATURAL_KEY).orderBy("ingested_at", "source_object", "line_number")
-    unique = valid.withColumn("_rank", F.row_number().over(first)).where(F.col("_rank") == 1).select(*CURATED_COLUMNS)
+    # Deduplicated once into staging too: the report, the anti-join and the write all read it.
+    first_per_key(valid).write.mode("overwrite").parquet(lake.uri(f"{staging}/unique"))
+    unique = spark.read.parquet(lake.uri(f"{staging}/unique"))
     # One pass over the deduplicated rows for everything the report needs from them.
     stats = unique.agg(
         F.count(F.lit(1)).alias("rows"),
         F.collect_set("event_date").alias("dates"),
         F.sum(F.when(F.col("event_ts") < F.lit(hour - LATE_AFTER), 1).otherwise(0)).alias("late"),
+        F.min("event_ts").alias("first_ts"),
+        F.max("event_ts").alias("last_ts"),
     ).first()
     unique_count, dates = stats["rows"], sorted(stats["dates"])
     report.duplicates_in_batch = valid_count - unique_count
@@ -180,7 +230,9 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
 
     curated = open_table(spark, lake, CURATED_TELEMETRY, "event_date", table_format)
     if curated.exists():
-        existing = curated.read().where(F.col("event_date").isin(dates)).select(*NATURAL_KEY)
+        # Only rows in the batch's event-time range can match: file statistics skip the rest of the dates.
+        existing = (curated.read().where(F.col("event_date").isin(dates))
+                    .where(F.col("event_ts").between(stats["first_ts"], stats["last_ts"])).select(*NATURAL_KEY))
         new = unique.join(existing, list(NATURAL_KEY), "left_anti")
         report.curated_new = new.count()
         if report.curated_new:
