@@ -81,6 +81,24 @@ def landed(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def moto_endpoint():
+    """One moto server (HTTP, like AWS) for the run; tests isolate themselves by bucket and resource names."""
+    import logging
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def spark():
     """One Sail (in-process Spark Connect) session for the whole test run."""
     from iot_lake.spark.session import spark_session

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import logging
 import re
-import socket
 import time
 import uuid
 from collections import Counter
@@ -23,7 +21,6 @@ from botocore.stub import Stubber
 from click.testing import CliRunner
 from dagster import AssetObservation, DagsterInstance, build_sensor_context
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
 
 from iot_lake.cli import main
 from iot_lake.fleet import build_fleet
@@ -263,18 +260,6 @@ def test_batches_split_at_five_mib_counting_partition_keys():
 # --------------------------------------------------------------------------------------------
 # S3 (moto server; s3fs talks HTTP to it like to S3)
 # --------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
 
 @pytest.fixture
 def bucket(moto_endpoint, monkeypatch) -> str:

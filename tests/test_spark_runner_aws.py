@@ -10,10 +10,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import logging
 import os
 import shlex
-import socket
 import uuid
 import zipfile
 
@@ -22,7 +20,6 @@ import pytest
 from dagster import AssetKey, materialize
 from dagster_pipes import decode_param
 from deltalake import DeltaTable
-from moto.server import ThreadedMotoServer
 
 from assets.curated.telemetry import curated_telemetry
 from iot_lake.lake import Lake
@@ -50,18 +47,6 @@ EMR_DELTA_JARS = "/usr/share/aws/delta/lib/delta-spark.jar,/usr/share/aws/delta/
 def module_args(lake_root: str) -> list[str]:
     """What the curated asset passes for one hour, in local mode as ``python -m`` arguments."""
     return ["--lake", lake_root, "--steps", "curate,1min,5min", "--hour", START.isoformat()]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
