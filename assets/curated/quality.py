@@ -35,7 +35,7 @@ from assets.curated.telemetry import AGGREGATE_KEYS, CURATED_TELEMETRY_KEY
 from assets.landing.telemetry import partition_hours
 from assets.partitions import daily_partitions, hourly_partitions
 from iot_lake.sources.historian import latest_registry_day, registry_key
-from iot_lake.sources.telemetry import inventory_key
+from iot_lake.sources.telemetry import inventoried_keys, inventory_key
 from iot_lake.sources.weather import RANGES
 from resources import LakeResource
 
@@ -196,7 +196,7 @@ def _landed_keys(lake: LakeResource, hours: list[datetime]) -> list[str]:
     keys = []
     for hour in hours:
         if the_lake.exists(inventory_key(hour)):
-            keys += [o["key"] for o in json.loads(the_lake.read_bytes(inventory_key(hour)))["objects"]]
+            keys += inventoried_keys(the_lake, hour)
     return keys
 
 

@@ -13,13 +13,12 @@ same on every engine.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from iot_lake.lake import Lake
 from iot_lake.spark.tables import open_table
-from iot_lake.sources.telemetry import inventory_key
+from iot_lake.sources.telemetry import inventoried_keys
 
 GRAINS = {"1min": 60, "5min": 300}
 AGGREGATE_TABLES = {grain: f"curated/telemetry_{grain}" for grain in GRAINS}
@@ -80,7 +79,7 @@ def refresh_aggregates(spark, lake: Lake, hour: datetime, event_dates: list[str]
     from pyspark.sql import functions as F
 
     report = AggregateReport(hour=hour.isoformat())
-    keys = [o["key"] for o in json.loads(lake.read_bytes(inventory_key(hour)))["objects"]]
+    keys = inventoried_keys(lake, hour)
     curated_table = open_table(spark, lake, curated_key, "event_date", table_format)
     if not keys or not event_dates or not curated_table.exists():
         return report

@@ -35,7 +35,7 @@ from iot_lake.curated.records import Record, Registry, parse_line
 from iot_lake.curated.typical import RegistryIndex, parse_typical
 from iot_lake.lake import Lake
 from iot_lake.sources.historian import latest_registry_day, registry_key
-from iot_lake.sources.telemetry import UnreadableObject, block_lines, inventory_key, iter_blocks
+from iot_lake.sources.telemetry import UnreadableObject, block_lines, inventoried_keys, inventory_key, iter_blocks
 from iot_lake.spark.session import spark_session
 from iot_lake.spark.tables import TABLE_FORMATS, open_table
 
@@ -307,7 +307,7 @@ def landed_event_dates(spark, lake: Lake, hour: datetime, table_format: str = "d
     """Event dates of the curated rows that came from this landing hour's objects."""
     from pyspark.sql import functions as F
 
-    keys = [o["key"] for o in json.loads(lake.read_bytes(inventory_key(hour)))["objects"]]
+    keys = inventoried_keys(lake, hour)
     curated = open_table(spark, lake, CURATED_TELEMETRY, "event_date", table_format)
     if not keys or not curated.exists():
         return []

@@ -67,6 +67,11 @@ def inventory_key(hour: datetime) -> str:
     return f"{INVENTORY_PREFIX}/telemetry/{hour:%Y/%m/%d/%H}.json"
 
 
+def inventoried_keys(lake: Lake, hour: datetime) -> list[str]:
+    """The object keys the landing inventory of ``hour`` lists: what that hour's runs process."""
+    return [o["key"] for o in json.loads(lake.read_bytes(inventory_key(hour)))["objects"]]
+
+
 def quick_check(lake: Lake, obj: ObjectInfo) -> str | None:
     """Cheap readability check for a sensor: the reason an object is unreadable, or None."""
     if obj.size == 0:
