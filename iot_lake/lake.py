@@ -25,6 +25,7 @@ WEATHER_PREFIX = "landing/thirdparty/weather"
 HISTORIAN_PREFIX = "landing/historical"
 INVENTORY_PREFIX = "landing/_inventory"
 SIMULATOR_PREFIX = "landing/_simulator"
+REGISTRY_PREFIX = f"{HISTORIAN_PREFIX}/device_registry"
 
 _TELEMETRY_KEY = re.compile(
     r"^landing/telemetry/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/[^/]+$"
@@ -152,3 +153,16 @@ def _mtime(info: dict[str, Any]) -> float:
     if isinstance(modified, datetime):
         return modified.timestamp()
     return float(modified or 0.0)
+
+
+def registry_key(day: date, table: str) -> str:
+    return f"{REGISTRY_PREFIX}/{day:%Y/%m/%d}/{table}.parquet"
+
+
+def latest_registry_day(lake: Lake, day: date) -> date | None:
+    """The newest day on or before ``day`` whose registry snapshot has landed."""
+    days = sorted(
+        d for path in lake.fs.glob(lake.path(f"{REGISTRY_PREFIX}/*/*/*/devices.parquet"))
+        if (d := date(*map(int, lake.key_of(path).split("/")[-4:-1]))) <= day
+    )
+    return days[-1] if days else None

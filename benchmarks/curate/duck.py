@@ -17,8 +17,7 @@ import json
 import time
 from datetime import datetime
 
-from iot_lake.lake import Lake, telemetry_hour_prefix
-from iot_lake.sources.historian import latest_registry_day, registry_key
+from iot_lake.lake import Lake, latest_registry_day, registry_key, telemetry_hour_prefix
 from iot_lake.units import UNITS
 
 COLUMNS = {"device_id": "VARCHAR", "metric": "VARCHAR", "value": "DOUBLE", "unit": "VARCHAR", "ts": "VARCHAR",

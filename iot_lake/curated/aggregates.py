@@ -94,9 +94,10 @@ def refresh_aggregates(spark, lake: Lake, hour: datetime, event_dates: list[str]
         touched = with_bucket(landed, seconds).select(*BUCKET_KEY).distinct()
         # Whole buckets: the last one also holds readings later than the hour's latest.
         start, end = _floor(lo, seconds), _floor(hi, seconds) + timedelta(seconds=seconds)
-        window_rows = with_bucket(curated.where((F.col("event_ts") >= start) & (F.col("event_ts") < end)), seconds)
-        rows = window_rows.join(touched, list(BUCKET_KEY), "left_semi").drop("bucket_start")
-        aggregates = aggregate(rows, seconds)
+        window_rows = curated.where((F.col("event_ts") >= start) & (F.col("event_ts") < end))
+        # Aggregate every bucket of the window, then keep the touched ones: the semi-join then
+        # matches buckets against buckets instead of every reading against them.
+        aggregates = aggregate(window_rows, seconds).join(touched, list(BUCKET_KEY), "left_semi")
         table = open_table(spark, lake, AGGREGATE_TABLES[grain], "event_date", table_format)
         # Each touched bucket has readings, so it yields exactly one aggregate row: counting the
         # buckets is much cheaper than running the aggregation once more just to count it.

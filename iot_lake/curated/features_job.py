@@ -21,8 +21,7 @@ from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
 from iot_lake.curated.weather_job import CURATED_WEATHER, replace_day
-from iot_lake.lake import Lake
-from iot_lake.sources.historian import latest_registry_day, registry_key
+from iot_lake.lake import Lake, latest_registry_day, registry_key
 from iot_lake.spark.session import spark_session
 
 FEATURES = "curated/features"

@@ -33,8 +33,7 @@ from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
 from iot_lake.curated.records import Record, Registry, parse_line
 from iot_lake.curated.typical import RegistryIndex, parse_typical
-from iot_lake.lake import Lake
-from iot_lake.sources.historian import latest_registry_day, registry_key
+from iot_lake.lake import Lake, latest_registry_day, registry_key
 from iot_lake.sources.telemetry import UnreadableObject, block_lines, inventoried_keys, inventory_key, iter_blocks
 from iot_lake.spark.session import spark_session
 from iot_lake.spark.tables import TABLE_FORMATS, open_table
@@ -168,8 +167,9 @@ class CurateReport:
 def first_per_key(valid):
     """One row per natural key: its first ingestion (then by source object and line number).
 
-    Most keys occur once; only the rows of repeated keys go through the sorting window, the rest
-    pass a hash anti-join, which is much cheaper than sorting every row by the key.
+    Most keys occur once, so only the rows of repeated keys are ranked; the later copies are then
+    dropped by their row identity (source object, line number) in one anti-join. That reads the
+    batch once more instead of splitting it in two and sorting all of it by the key.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -177,10 +177,16 @@ def first_per_key(valid):
     key = list(NATURAL_KEY)
     repeated = valid.groupBy(*key).count().where(F.col("count") > 1).select(*key)
     first = Window.partitionBy(*key).orderBy("ingested_at", "source_object", "line_number")
-    ranked = (valid.join(repeated, key, "left_semi").withColumn("_rank", F.row_number().over(first))
-              .where(F.col("_rank") == 1))
-    once = valid.join(repeated, key, "left_anti")
-    return once.select(*CURATED_COLUMNS).unionByName(ranked.select(*CURATED_COLUMNS))
+    later = (valid.join(repeated, key, "left_semi").withColumn("_rank", F.row_number().over(first))
+             .where(F.col("_rank") > 1).select("source_object", "line_number"))
+    return valid.join(later, ["source_object", "line_number"], "left_anti").select(*CURATED_COLUMNS)
+
+
+def _staged(spark, df, uri: str):
+    """Write an intermediate result once and read it back, so later steps do not recompute it."""
+    # Snappy: staging lives for one run, so writing fast beats the lake's denser default codec.
+    df.write.mode("overwrite").option("compression", "snappy").parquet(uri)
+    return spark.read.parquet(uri)
 
 
 def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None = None,
@@ -202,8 +208,7 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     staging = f"curated/_staging/telemetry/{hour:%Y%m%dT%H}"
     keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(max(1, min(len(keys), 64)))
     parsed = keys_df.mapInArrow(parse_objects(lake.url, storage_options or {}, registry), PARSED_DDL)
-    parsed.write.mode("overwrite").parquet(lake.uri(f"{staging}/parsed"))
-    parsed = spark.read.parquet(lake.uri(f"{staging}/parsed"))
+    parsed = _staged(spark, parsed, lake.uri(f"{staging}/parsed"))
 
     counts = {(r["status"], r["reason"]): r["count"] for r in parsed.groupBy("status", "reason").count().collect()}
     report.quarantined = sum(n for (status, _), n in counts.items() if status == "rejected")
@@ -212,11 +217,9 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     valid_count = counts.get(("ok", None), 0)
 
     valid = parsed.where(F.col("status") == "ok").select(*CURATED_COLUMNS, "line_number")
-    # Deduplicated once into staging too: the report, the anti-join and the write all read it.
-    first_per_key(valid).write.mode("overwrite").parquet(lake.uri(f"{staging}/unique"))
-    unique = spark.read.parquet(lake.uri(f"{staging}/unique"))
-    # One pass over the deduplicated rows for everything the report needs from them.
-    stats = unique.agg(
+    # The report needs the deduplicated rows' count, dates and time range: one row per natural key
+    # gives them all (event time is part of the key) without writing the deduplicated rows out.
+    stats = valid.groupBy(*NATURAL_KEY, "event_date").agg(F.count(F.lit(1)).alias("n")).agg(
         F.count(F.lit(1)).alias("rows"),
         F.collect_set("event_date").alias("dates"),
         F.sum(F.when(F.col("event_ts") < F.lit(hour - LATE_AFTER), 1).otherwise(0)).alias("late"),
@@ -228,12 +231,14 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     report.event_dates = [d.isoformat() for d in dates]
     report.late_records = int(stats["late"] or 0)
 
+    unique = first_per_key(valid)
     curated = open_table(spark, lake, CURATED_TELEMETRY, "event_date", table_format)
     if curated.exists():
         # Only rows in the batch's event-time range can match: file statistics skip the rest of the dates.
         existing = (curated.read().where(F.col("event_date").isin(dates))
                     .where(F.col("event_ts").between(stats["first_ts"], stats["last_ts"])).select(*NATURAL_KEY))
-        new = unique.join(existing, list(NATURAL_KEY), "left_anti")
+        # Staged: counting the new rows and inserting them would otherwise deduplicate twice.
+        new = _staged(spark, unique.join(existing, list(NATURAL_KEY), "left_anti"), lake.uri(f"{staging}/new"))
         report.curated_new = new.count()
         if report.curated_new:
             curated.insert_new(new, on=("event_date", *NATURAL_KEY))

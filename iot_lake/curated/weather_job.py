@@ -22,8 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-from iot_lake.lake import Lake, weather_day_prefix
-from iot_lake.sources.historian import latest_registry_day, registry_key
+from iot_lake.lake import Lake, latest_registry_day, registry_key, weather_day_prefix
 from iot_lake.sources.weather import RANGES, SCHEMA, WeatherFileError, read_weather_bytes
 from iot_lake.spark.session import spark_session
 

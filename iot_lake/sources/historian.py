@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from iot_lake.lake import HISTORIAN_PREFIX, Lake
+# Where the registry snapshots live is lake layout, importable by Spark jobs without SQLAlchemy.
+from iot_lake.lake import HISTORIAN_PREFIX, REGISTRY_PREFIX, Lake, latest_registry_day, registry_key  # noqa: F401
 
 metadata = sa.MetaData()
 
@@ -84,22 +85,6 @@ def create_engine(url: str) -> sa.Engine:
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3, not the legacy psycopg2
     return sa.create_engine(url, pool_pre_ping=True)
-
-
-REGISTRY_PREFIX = f"{HISTORIAN_PREFIX}/device_registry"
-
-
-def registry_key(day: date, table: str) -> str:
-    return f"{REGISTRY_PREFIX}/{day:%Y/%m/%d}/{table}.parquet"
-
-
-def latest_registry_day(lake: Lake, day: date) -> date | None:
-    """The newest day on or before ``day`` whose registry snapshot has landed."""
-    days = sorted(
-        d for path in lake.fs.glob(lake.path(f"{REGISTRY_PREFIX}/*/*/*/devices.parquet"))
-        if (d := date(*map(int, lake.key_of(path).split("/")[-4:-1]))) <= day
-    )
-    return days[-1] if days else None
 
 
 def readings_prefix(day: date) -> str:
