@@ -56,7 +56,7 @@ def test_incremental_aggregates_equal_a_full_recompute(landed, spark, grain):
     assert actual["readings"].sum() == len(curated)
     # A bucket with one reading has no sample stddev; min <= mean <= max everywhere.
     assert actual.loc[actual["readings"] == 1, "stddev"].isna().all()
-    assert ((actual["min"] <= actual["mean"] + 1e-9) & (actual["mean"] <= actual["max"] + 1e-9)).all()
+    assert ((actual["min"] <= actual["mean"]) & (actual["mean"] <= actual["max"])).all()
 
 
 def test_rerun_and_out_of_order_hours_give_the_same_tables(landed, spark):
@@ -128,6 +128,23 @@ def test_last_is_the_reading_with_the_latest_event_time_then_message_id(spark):
     assert (row["last"], row["site_id"], row["unit"], row["last_ts"]) == (2.0, "site-02", "degF", t.replace(tzinfo=None))
     assert (row["readings"], row["min"], row["max"], row["mean"]) == (4, 1.0, 4.0, 2.5)
 
+
+
+def test_the_mean_of_equal_readings_is_that_reading(spark):
+    """0.1 + 0.1 + 0.1 = 0.30000000000000004: a stuck sensor's mean must not leave [min, max],
+    which the blocking GX suite enforces exactly."""
+    from datetime import datetime, timezone
+
+    from iot_lake.curated.aggregates import aggregate
+
+    t = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+    df = spark.createDataFrame(
+        [("dev-0001", "temperature", "site-01", "degC", 0.1, t + timedelta(seconds=s), f"m-{s}") for s in (1, 2, 3)],
+        "device_id string, metric string, site_id string, unit string, value double, event_ts timestamp, message_id string",
+    )
+    assert sum([0.1] * 3) / 3 > 0.1  # what an unclamped mean would store
+    (row,) = aggregate(df, 60).collect()
+    assert row["min"] == row["mean"] == row["max"] == 0.1
 
 
 def test_a_refresh_counts_the_later_readings_of_its_last_bucket(tmp_path, spark):
