@@ -1,0 +1,1 @@
+"""Forecasting device metrics: training data, models, training and batch-forecast entry points."""

@@ -1,0 +1,69 @@
+"""Batch forecast with a trained model: a SageMaker Processing entry point (a local subprocess locally).
+
+    python -m iot_lake.forecast.batch_forecast --model DIR --history DIR --output DIR \
+        --origin 2026-11-21T06:00:00+00:00
+
+``--model`` holds model.tar.gz (or its contents), ``--history`` the recent training-data rows
+(iot_lake.forecast.training_data_job) and ``--output`` receives forecasts.parquet: per device,
+metric and step of the horizon after ``--origin``, the forecast and its prediction intervals,
+with the model's version. History at or after the origin is ignored, so re-running an origin
+later forecasts exactly what it forecast then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+from iot_lake.forecast.model import load, prepare
+from iot_lake.forecast.train import read_rows
+
+
+def forecast(model_dir: Path, history_dir: Path, origin: datetime) -> tuple[pd.DataFrame, dict]:
+    model, meta = load(model_dir)
+    rows = read_rows(history_dir)
+    rows = rows[pd.to_datetime(rows["bucket_start"], utc=True) < pd.Timestamp(origin)]
+    series = prepare(rows, model.hp.freq)
+    fc = model.predict(series, model.hp.horizon)
+    ids = series.statics.set_index("unique_id")
+    out = fc.assign(
+        device_id=fc["unique_id"].map(ids["device_id"]),
+        metric=fc["unique_id"].map(ids["metric"]),
+        bucket_start=pd.to_datetime(fc["ds"]).dt.tz_localize("UTC"),
+        origin=pd.Timestamp(origin),
+        model_version=meta.get("version") or "unversioned",
+        method=model.name,
+    ).drop(columns=["unique_id", "ds"])
+    # Series whose history stops before the origin would forecast a past they missed.
+    out = out[out["bucket_start"] >= pd.Timestamp(origin)]
+    report = {"rows": len(out), "series": int(out.groupby(["device_id", "metric"]).ngroups),
+              "series_in_history": int(series.statics["unique_id"].nunique()),
+              "model_version": meta.get("version"), "method": model.name, "origin": origin.isoformat()}
+    return out.reset_index(drop=True), report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--history", required=True, type=Path)
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--origin", required=True, help="ISO 8601; forecasts start here")
+    args = parser.parse_args(argv)
+    origin = datetime.fromisoformat(args.origin).astimezone(timezone.utc)
+    with open_dagster_pipes() as pipes:
+        out, report = forecast(args.model, args.history, origin)
+        args.output.mkdir(parents=True, exist_ok=True)
+        out.to_parquet(args.output / "forecasts.parquet", index=False)
+        pipes.log.info(f"forecast {report['series']} series from {report['origin']} with {report['model_version']}")
+        pipes.report_asset_materialization(metadata={**report, "dagster/row_count": report["rows"]})
+        if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+            print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Train the forecaster: a SageMaker script-mode entry point (a local subprocess on the embedded default).
+
+    SM_CHANNEL_TRAIN=... SM_MODEL_DIR=... SM_OUTPUT_DATA_DIR=... SM_HPS='{"freq": "5min"}' \
+        python -m iot_lake.forecast.train
+
+Channels: ``train`` (parquet files of iot_lake.forecast.training_data_job) and, optionally,
+``champion`` (the current champion's model.tar.gz), which is scored on the same hold-out day.
+Hyperparameters (iot_lake.forecast.model.Hyperparameters) come from ``SM_HPS`` or
+``<SM_INPUT_CONFIG_DIR>/hyperparameters.json``, as SageMaker provides them.
+
+1. Backtest every candidate on the most recent day of each series (fitted on the days before).
+2. Refit the best candidate by MASE on all days, with conformal prediction intervals.
+3. Write it to ``SM_MODEL_DIR`` (model.pkl, model.json with its metrics and data range), and the
+   backtest table, the hold-out forecasts and metrics.json to ``SM_OUTPUT_DATA_DIR``.
+4. Report the metrics through Dagster Pipes when an orchestrator launched it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
+
+from iot_lake.forecast.model import Hyperparameters, backtest, best_candidate, load, make, prepare, save
+
+HOLDOUT_SAMPLE_SERIES = 6  # series whose hold-out forecasts are kept for the forecast-vs-actual plot
+
+
+@dataclass(frozen=True)
+class TrainingEnvironment:
+    """What SageMaker's script mode hands a training script."""
+
+    channels: dict[str, Path]
+    model_dir: Path
+    output_data_dir: Path
+    hyperparameters: dict[str, str]
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str] | None = None) -> TrainingEnvironment:
+        env = dict(os.environ if environ is None else environ)
+        missing = [k for k in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR", "SM_CHANNEL_TRAIN") if not env.get(k)]
+        if missing:
+            raise SystemExit(f"not a SageMaker training environment: {', '.join(missing)} unset")
+        if "SM_HPS" in env:
+            hps = json.loads(env["SM_HPS"])
+        else:
+            path = Path(env.get("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config")) / "hyperparameters.json"
+            hps = json.loads(path.read_text()) if path.exists() else {}
+        channels = {k[len("SM_CHANNEL_"):].lower(): Path(v) for k, v in env.items() if k.startswith("SM_CHANNEL_")}
+        return cls(channels, Path(env["SM_MODEL_DIR"]), Path(env["SM_OUTPUT_DATA_DIR"]),
+                   {k: v if isinstance(v, str) else json.dumps(v) for k, v in hps.items()})
+
+
+def read_rows(directory: Path) -> pd.DataFrame:
+    files = sorted(p for p in directory.rglob("*.parquet") if not p.name.startswith(("_", ".")))
+    if not files:
+        raise SystemExit(f"no parquet files in the train channel {directory}")
+    return pd.concat((pd.read_parquet(f) for f in files), ignore_index=True)
+
+
+def train(env: TrainingEnvironment) -> dict:
+    hp = Hyperparameters.from_strings(env.hyperparameters)
+    series = prepare(read_rows(env.channels["train"]), hp.freq)
+    champion, champion_meta = None, {}
+    if "champion" in env.channels:
+        champion, champion_meta = load(env.channels["champion"])
+    result = backtest(series, hp, champion=champion)
+    chosen = best_candidate(result.table)
+    model = make(chosen, hp).fit(series)
+    data_range = {"first": series.values["ds"].min().isoformat() + "Z", "last": series.last_ds.isoformat() + "Z",
+                  "series": int(series.values["unique_id"].nunique()), "rows": len(series.values)}
+    table = result.table.round(4)
+    metrics = {
+        "method": chosen,
+        "data_range": data_range,
+        "holdout_start": result.holdout_start.isoformat() + "Z",
+        "backtest": table.to_dict(orient="records"),
+        "skipped": result.skipped,
+        "champion_version": champion_meta.get("version"),
+    }
+    # SageMaker names the job in the container's environment: the job name is the model's version.
+    save(model, env.model_dir, {"version": os.environ.get("TRAINING_JOB_NAME"), "data_range": data_range,
+                                "backtest": metrics["backtest"]})
+    env.output_data_dir.mkdir(parents=True, exist_ok=True)
+    (env.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    table.to_csv(env.output_data_dir / "backtest.csv", index=False)
+    sample = sorted(result.forecasts["unique_id"].unique())[:HOLDOUT_SAMPLE_SERIES] if len(result.forecasts) else []
+    result.forecasts[result.forecasts["unique_id"].isin(sample)].to_parquet(env.output_data_dir / "holdout_sample.parquet")
+    return metrics
+
+
+def main() -> None:
+    env = TrainingEnvironment.from_environ()
+    with open_dagster_pipes() as pipes:
+        metrics = train(env)
+        chosen = next(r for r in metrics["backtest"] if r["model"] == metrics["method"])
+        pipes.log.info(f"trained {metrics['method']}: MASE {chosen['mase']} on the hold-out from {metrics['holdout_start']}")
+        pipes.report_asset_materialization(metadata={
+            "method": metrics["method"],
+            "mase": chosen["mase"],
+            "holdout_start": metrics["holdout_start"],
+            "data_range": {"raw_value": metrics["data_range"], "type": "json"},
+            "backtest": {"raw_value": metrics["backtest"], "type": "json"},
+        })
+        if not PipesEnvVarParamsLoader().is_dagster_pipes_process():  # run by hand: show the metrics
+            print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    main()
