@@ -42,5 +42,31 @@ features_daily_schedule = build_schedule_from_partitioned_job(
     description="Features of the previous day once its last landing hour and the registry snapshot are in (01:15 UTC).",
 )
 
-all_jobs = [telemetry_hourly_job, weather_daily_job, features_daily_job, historian_extract_job, delta_maintenance_job]
-all_schedules = [historian_extract_schedule, features_daily_schedule, delta_maintenance_schedule]
+forecast_training_job = define_asset_job(
+    "forecast_training_job",
+    selection=AssetSelection.assets(["ml", "forecast_training_data"], ["ml", "forecast_model"]),
+    description="Snapshot the training window ending with the day, train a challenger, promote it if it beats the champion.",
+)
+forecast_training_schedule = build_schedule_from_partitioned_job(
+    forecast_training_job,
+    hour_of_day=2,
+    minute_of_hour=0,
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Nightly retraining on the rolling window ending with the previous day (02:00 UTC, after its features).",
+)
+forecast_refresh_job = define_asset_job(
+    "forecast_refresh_job",
+    selection=AssetSelection.assets(["ml", "batch_forecast"]),
+    description="Forecast the next 24 hours from the end of the hour with the champion model.",
+)
+forecast_refresh_schedule = build_schedule_from_partitioned_job(
+    forecast_refresh_job,
+    minute_of_hour=20,
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Hourly forecasts with the champion, 20 minutes past the hour (after the hour's curated telemetry).",
+)
+
+all_jobs = [telemetry_hourly_job, weather_daily_job, features_daily_job, historian_extract_job, delta_maintenance_job,
+            forecast_training_job, forecast_refresh_job]
+all_schedules = [historian_extract_schedule, features_daily_schedule, delta_maintenance_schedule,
+                 forecast_training_schedule, forecast_refresh_schedule]

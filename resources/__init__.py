@@ -12,6 +12,7 @@ from dagster import ConfigurableResource, EnvVar
 from iot_lake.lake import Lake
 from iot_lake.settings import Settings
 from iot_lake.sources.historian import create_engine
+from resources.sagemaker import SageMakerRunner
 from resources.spark import SparkRunner
 
 
@@ -72,4 +73,5 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
         "lake": LakeResource(root=settings.lake_root),
         "historian": HistorianResource(url=settings.historian_url),
         "spark": SparkRunner(mode="local"),
+        "sagemaker": SageMakerRunner(mode="local"),
     }

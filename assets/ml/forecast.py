@@ -1,0 +1,204 @@
+"""Forecasting as assets: training data -> model (daily, champion/challenger) -> batch forecasts (hourly).
+
+Training and batch forecasting are SageMaker jobs in production and local subprocesses with the
+same contract on the embedded default (resources/sagemaker.py); the training data is a Spark job.
+"""
+
+import base64
+import io
+import json
+import tarfile
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    LastPartitionMapping,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from assets.partitions import daily_partitions, hourly_partitions
+from iot_lake.forecast import registry
+from resources import LakeResource
+from resources.sagemaker import SageMakerRunner, job_name
+from resources.spark import SparkRunner
+
+ML_OWNERS = ["team:ml-platform"]
+TRAINING_DATA_KEY = AssetKey(["ml", "forecast_training_data"])
+MODEL_KEY = AssetKey(["ml", "forecast_model"])
+BATCH_FORECAST_KEY = AssetKey(["ml", "batch_forecast"])
+FORECASTS_TABLE = "forecasts/telemetry_5min"
+TRAINING_DAYS = 14
+HISTORY_DAYS = 3  # the model's longest lag is two days (iot_lake.forecast.model.LightGBM.fit)
+HYPERPARAMETERS = {"freq": "5min", "horizon_hours": 24, "levels": [80, 95]}
+
+
+@asset(
+    key=TRAINING_DATA_KEY,
+    deps=[AssetKey(["curated", "features"])],
+    partitions_def=daily_partitions,
+    group_name="ml",
+    owners=ML_OWNERS,
+    kinds={"spark", "parquet", "s3"},
+    description=(
+        f"The {TRAINING_DAYS} days of 5-minute features up to the partition's day, as a Parquet snapshot "
+        "under models/forecast/training_data/<day>/ (a SageMaker channel). Periods of cases confirmed as "
+        "anomalies are left out; periods of false positives are kept."
+    ),
+)
+def forecast_training_data(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner) -> MaterializeResult:
+    day = context.partition_time_window.start.date()
+    return spark.run(context, "iot_lake.forecast.training_data_job", [
+        "--lake", lake.root, "--day", day.isoformat(), "--days", str(TRAINING_DAYS),
+        "--output", registry.training_data_key(day),
+    ]).get_materialize_result()
+
+
+@asset(
+    key=MODEL_KEY,
+    deps=[TRAINING_DATA_KEY],
+    partitions_def=daily_partitions,
+    group_name="ml",
+    owners=ML_OWNERS,
+    kinds={"sagemaker", "lightgbm"},
+    description=(
+        "A forecaster trained on the day's training data (iot_lake.forecast.train, a SageMaker training "
+        "job): candidates backtested on the most recent day, the best refitted with conformal intervals. "
+        "Promoted to champion only if its MASE is at least as good as the champion's on the same day."
+    ),
+)
+def forecast_model(context: AssetExecutionContext, lake: LakeResource, sagemaker: SageMakerRunner) -> MaterializeResult:
+    day = context.partition_time_window.start.date()
+    the_lake = lake.lake()
+    channels = {"train": registry.training_data_key(day)}
+    current = registry.champion(the_lake)
+    if current:
+        channels["champion"] = current["model_key"]
+    run = sagemaker.train(context, lake=the_lake, job_name=job_name("forecast", day.isoformat()),
+                          module="iot_lake.forecast.train", channels=channels, hyperparameters=HYPERPARAMETERS,
+                          output_key=registry.jobs_key())
+    metrics, sample = _training_outputs(the_lake, run.outputs["output"])
+    promote, reason = registry.should_promote(metrics["backtest"], metrics["method"])
+    chosen = next(r for r in metrics["backtest"] if r["model"] == metrics["method"])
+    registry.record(the_lake, registry.ModelVersion(
+        version=run.job_name, model_key=run.outputs["model"], method=metrics["method"], mase=chosen["mase"],
+        data_first=metrics["data_range"]["first"], data_last=metrics["data_range"]["last"],
+        trained_for=day.isoformat(), backtest=metrics["backtest"], promoted=promote, reason=reason))
+    context.log.info(f"{run.job_name}: {'promoted' if promote else 'kept as challenger'} ({reason})")
+    return MaterializeResult(metadata={
+        "method": metrics["method"],
+        "mase": MetadataValue.float(chosen["mase"]),
+        **{f"coverage_{k.split('_')[1]}": MetadataValue.float(v) for k, v in chosen.items() if k.startswith("coverage_")},
+        "training_data_first": metrics["data_range"]["first"],
+        "training_data_last": metrics["data_range"]["last"],
+        "series": metrics["data_range"]["series"],
+        "holdout_start": metrics["holdout_start"],
+        "backtest": MetadataValue.md(pd.DataFrame(metrics["backtest"]).to_markdown(index=False)),
+        "forecast_vs_actual": MetadataValue.md(_plot(sample)),
+        "model_uri": MetadataValue.path(the_lake.uri(run.outputs["model"])),
+        "job_name": run.job_name,
+        "logs": run.logs,
+        "promoted": promote,
+        "promotion_reason": reason,
+        "champion_before": current["version"] if current else "none",
+    })
+
+
+@asset(
+    key=BATCH_FORECAST_KEY,
+    deps=[AssetKey(["curated", "telemetry_5min"]),
+          AssetDep(MODEL_KEY, partition_mapping=LastPartitionMapping())],
+    partitions_def=hourly_partitions,
+    group_name="ml",
+    owners=ML_OWNERS,
+    kinds={"sagemaker", "delta"},
+    description=(
+        "The champion's forecast of the next 24 hours per device and metric, made at the end of the "
+        f"partition's hour (iot_lake.forecast.batch_forecast, a SageMaker Processing job), with 80% and 95% "
+        f"intervals. Delta Lake at {FORECASTS_TABLE}, partitioned by origin_date; a re-run replaces its origin."
+    ),
+)
+def batch_forecast(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner,
+                   sagemaker: SageMakerRunner) -> MaterializeResult:
+    origin = context.partition_time_window.end.astimezone(timezone.utc)
+    the_lake = lake.lake()
+    current = registry.champion(the_lake)
+    if current is None:
+        raise RuntimeError("no champion model yet: materialize ml/forecast_model for a day first")
+    # History back to the champion's last training day, so the model can catch up from its own tail.
+    since = datetime.fromisoformat(current["data_last"].replace("Z", "+00:00")).date()
+    days = max(HISTORY_DAYS, (origin.date() - since).days + HISTORY_DAYS)
+    history = registry.history_key(origin)
+    spark.run(context, "iot_lake.forecast.training_data_job", [
+        "--lake", lake.root, "--day", (origin - timedelta(minutes=5)).date().isoformat(), "--days", str(days),
+        "--source", "aggregates", "--output", f"{history}/rows",
+    ])
+    output = f"{history}/forecasts"
+    run = sagemaker.process(
+        context, lake=the_lake, job_name=job_name("forecast", origin.strftime("%Y%m%dT%H")),
+        module="iot_lake.forecast.batch_forecast", inputs={"model": current["model_key"], "history": f"{history}/rows"},
+        outputs={"forecasts": output},
+        arguments=["--model", "{input:model}", "--history", "{input:history}", "--output", "{output:forecasts}",
+                   "--origin", origin.isoformat()])
+    with the_lake.open(f"{output}/forecasts.parquet") as f:
+        forecasts = pd.read_parquet(f)
+    written = _replace_origin(lake, forecasts, origin)
+    the_lake.delete(history, recursive=True)
+    return MaterializeResult(metadata={
+        "dagster/row_count": written, "origin": origin.isoformat(), "model_version": current["version"],
+        "series": int(forecasts.groupby(["device_id", "metric"]).ngroups), "job_name": run.job_name,
+        "table": MetadataValue.path(the_lake.uri(FORECASTS_TABLE)),
+    })
+
+
+def _replace_origin(lake: LakeResource, forecasts: pd.DataFrame, origin: datetime) -> int:
+    """Write the origin's forecasts, replacing any from an earlier run of the same origin."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    forecasts = forecasts.assign(origin_date=pd.Timestamp(origin).date())
+    table = pa.Table.from_pandas(forecasts, preserve_index=False)
+    write_deltalake(lake.lake().uri(FORECASTS_TABLE), table, mode="overwrite", partition_by=["origin_date"],
+                    predicate=f"origin_date = '{origin.date().isoformat()}' AND origin = '{origin.isoformat()}'",
+                    storage_options=lake.delta_storage_options())
+    return len(forecasts)
+
+
+def _training_outputs(lake, key: str) -> tuple[dict, pd.DataFrame]:
+    """metrics.json and the hold-out sample from the job's output.tar.gz."""
+    with lake.open(key) as f, tarfile.open(fileobj=io.BytesIO(f.read()), mode="r:gz") as tar:
+        metrics = json.load(tar.extractfile("metrics.json"))
+        sample = pd.read_parquet(io.BytesIO(tar.extractfile("holdout_sample.parquet").read()))
+    return metrics, sample
+
+
+def _plot(sample: pd.DataFrame) -> str:
+    """A forecast-vs-actual chart of the hold-out day for a few series, as Markdown with an inline PNG."""
+    if sample.empty:
+        return "no hold-out forecasts"
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in a run worker
+    import matplotlib.pyplot as plt
+
+    ids = sorted(sample["unique_id"].unique())
+    fig, axes = plt.subplots(len(ids), 1, figsize=(9, 2.2 * len(ids)), sharex=True, squeeze=False)
+    for ax, uid in zip(axes[:, 0], ids):
+        for model, rows in sample[sample["unique_id"] == uid].groupby("model"):
+            rows = rows.sort_values("ds")
+            if model == sample["model"].iloc[0]:
+                ax.plot(rows["ds"], rows["y"], color="black", linewidth=1, label="actual")
+            ax.plot(rows["ds"], rows["yhat"], linewidth=1, label=model)
+            if "hi_80" in rows and model != "seasonal_naive":
+                ax.fill_between(rows["ds"], rows["lo_80"], rows["hi_80"], alpha=0.2)
+        ax.set_title(uid, fontsize=9)
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=70)
+    plt.close(fig)
+    return f"![forecast vs actual](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
