@@ -82,7 +82,8 @@ def forecast_model(context: AssetExecutionContext, lake: LakeResource, sagemaker
                           module="iot_lake.forecast.train", channels=channels, hyperparameters=HYPERPARAMETERS,
                           output_key=registry.jobs_key())
     metrics, sample = _training_outputs(the_lake, run.outputs["output"])
-    promote, reason = registry.should_promote(metrics["backtest"], metrics["method"])
+    recorded = registry.version(the_lake, current["version"])["mase"] if current else None
+    promote, reason = registry.should_promote(metrics["backtest"], metrics["method"], recorded)
     chosen = next(r for r in metrics["backtest"] if r["model"] == metrics["method"])
     registry.record(the_lake, registry.ModelVersion(
         version=run.job_name, model_key=run.outputs["model"], method=metrics["method"], mase=chosen["mase"],

@@ -263,11 +263,11 @@ def backtest(series: Series, hp: Hyperparameters, champion=None) -> Backtest:
         runs.append(("champion", lambda: champion))
     for label, fitted in runs:
         try:
-            model = fitted()
-        except ValueError as exc:  # e.g. too little history for its lags
+            # Too little history for a candidate's lags; a champion that was fitted on the hold-out.
+            fc = actual.merge(fitted().predict(train, hp.horizon), on=["unique_id", "ds"], how="inner")
+        except ValueError as exc:
             skipped[label] = str(exc)
             continue
-        fc = actual.merge(model.predict(train, hp.horizon), on=["unique_id", "ds"], how="inner")
         per_series = mase(fc, models=["yhat"], seasonality=hp.steps_per_day, train_df=train.values[["unique_id", "ds", "y"]],
                           target_col="y")
         finite = per_series["yhat"].replace([np.inf, -np.inf], np.nan).dropna()

@@ -13,7 +13,6 @@ is promoted because there is nothing to beat. Every version is kept, promoted or
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 
 from iot_lake.lake import Lake
@@ -52,18 +51,23 @@ class ModelVersion:
     reason: str = ""
 
 
-def should_promote(backtest: list[dict], method: str) -> tuple[bool, str]:
-    """(promote?, why) from train.py's backtest rows: the chosen method against the champion's row."""
+def should_promote(backtest: list[dict], method: str, champion_mase: float | None = None) -> tuple[bool, str]:
+    """(promote?, why) from train.py's backtest rows: the chosen method against the champion's row.
+
+    Without a champion row (the champion was fitted on this very hold-out, e.g. a re-run of its
+    day) the champion's own recorded MASE stands in for it.
+    """
     rows = {r["model"]: r for r in backtest}
     challenger = rows[method]["mase"]
-    if "champion" not in rows:
+    if "champion" in rows:
+        champion, where = rows["champion"]["mase"], "on the same hold-out"
+    elif champion_mase is not None:
+        champion, where = champion_mase, "as recorded on its own hold-out"
+    else:
         return True, "no champion to compare with"
-    champion = rows["champion"]["mase"]
-    if champion is None or (isinstance(champion, float) and math.isnan(champion)):
-        return True, "the champion could not be scored on this hold-out"
     if challenger <= champion:
-        return True, f"MASE {challenger:.4f} <= champion's {champion:.4f} on the same hold-out"
-    return False, f"MASE {challenger:.4f} > champion's {champion:.4f} on the same hold-out"
+        return True, f"MASE {challenger:.4f} <= champion's {champion:.4f} {where}"
+    return False, f"MASE {challenger:.4f} > champion's {champion:.4f} {where}"
 
 
 def record(lake: Lake, version: ModelVersion) -> None:
@@ -76,3 +80,7 @@ def record(lake: Lake, version: ModelVersion) -> None:
 
 def champion(lake: Lake) -> dict | None:
     return json.loads(lake.read_bytes(CHAMPION_KEY)) if lake.exists(CHAMPION_KEY) else None
+
+
+def version(lake: Lake, name: str) -> dict:
+    return json.loads(lake.read_bytes(version_key(name)))
