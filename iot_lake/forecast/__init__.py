@@ -1,0 +1,1 @@
+"""Forecasting: the training data, the models and their forecasts."""
