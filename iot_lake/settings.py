@@ -23,6 +23,12 @@ PROD_REQUIRED: dict[str, str] = {
     "AWS_REGION": "AWS region of the bucket and the services",
     "IOT_LAKE_HISTORIAN_URL": "SQLAlchemy URL of the historical database (device registry, readings)",
     "IOT_LAKE_SAGEMAKER_ROLE_ARN": "IAM role SageMaker training and batch jobs run as",
+    "IOT_LAKE_SAGEMAKER_IMAGE_URI": "ECR image SageMaker training and batch jobs run in (Python with the data plane's ML dependencies)",
+}
+# Optional, with SageMakerRunner's defaults when unset.
+SAGEMAKER_OPTIONAL: dict[str, str] = {
+    "IOT_LAKE_SAGEMAKER_TRAINING_INSTANCE_TYPE": "instance type of training jobs",
+    "IOT_LAKE_SAGEMAKER_PROCESSING_INSTANCE_TYPE": "instance type of batch forecast (processing) jobs",
 }
 
 # Where the Spark job scripts run in prod (IOT_LAKE_SPARK_MODE), and what each service needs.
@@ -64,6 +70,9 @@ class Settings:
     emr_cluster_id: str | None = None
     glue_job_name: str | None = None
     sagemaker_role_arn: str | None = None
+    sagemaker_image_uri: str | None = None
+    sagemaker_training_instance_type: str | None = None
+    sagemaker_processing_instance_type: str | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -115,4 +124,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         emr_cluster_id=env.get("IOT_LAKE_EMR_CLUSTER_ID") or None,
         glue_job_name=env.get("IOT_LAKE_GLUE_JOB_NAME") or None,
         sagemaker_role_arn=env["IOT_LAKE_SAGEMAKER_ROLE_ARN"],
+        sagemaker_image_uri=env["IOT_LAKE_SAGEMAKER_IMAGE_URI"],
+        sagemaker_training_instance_type=env.get("IOT_LAKE_SAGEMAKER_TRAINING_INSTANCE_TYPE") or None,
+        sagemaker_processing_instance_type=env.get("IOT_LAKE_SAGEMAKER_PROCESSING_INSTANCE_TYPE") or None,
     )

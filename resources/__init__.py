@@ -68,6 +68,14 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
                 emr_application_id=settings.emr_application_id, emr_job_role_arn=settings.emr_job_role_arn,
                 emr_cluster_id=settings.emr_cluster_id, glue_job_name=settings.glue_job_name,
             ),
+            "sagemaker": SageMakerRunner(
+                mode="sagemaker", lake_root=settings.lake_root, region=settings.aws_region,
+                kms_key_id=settings.kms_key_id, role_arn=settings.sagemaker_role_arn,
+                image_uri=settings.sagemaker_image_uri, **_set({
+                    "training_instance_type": settings.sagemaker_training_instance_type,
+                    "processing_instance_type": settings.sagemaker_processing_instance_type,
+                }),
+            ),
         }
     return {
         "lake": LakeResource(root=settings.lake_root),
@@ -75,3 +83,8 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
         "spark": SparkRunner(mode="local"),
         "sagemaker": SageMakerRunner(mode="local"),
     }
+
+
+def _set(fields: dict[str, Any]) -> dict[str, Any]:
+    """The optional settings that are set; the others keep the resource's defaults."""
+    return {k: v for k, v in fields.items() if v is not None}

@@ -2,15 +2,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import boto3
 import pytest
 
 from iot_lake.lake import TELEMETRY_PREFIX, Lake
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
 
+REGION = "us-east-1"  # of the moto tests
 START = datetime(2026, 11, 20, tzinfo=timezone.utc)  # a Friday: two days cover a weekday and a Saturday
 
 
@@ -105,3 +108,29 @@ def spark():
 
     with spark_session("tests") as session:
         yield session
+
+
+@pytest.fixture
+def aws(moto_endpoint, monkeypatch, tmp_path) -> boto3.Session:
+    """Every AWS client in this process and its subprocesses talks to moto; none can reach an account.
+
+    The runner's clients come from boto3's default session, replaced here by one the twins hook.
+    """
+    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ENDPOINT_URL": moto_endpoint,
+                       "AWS_ALLOW_HTTP": "true",  # Sail's object store, in the twins' subprocesses
+                       "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+                       "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials")}.items():
+        monkeypatch.setenv(var, value)
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    session = boto3.Session(region_name=REGION)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
+    return session
+
+
+@pytest.fixture
+def lake_root(aws) -> str:
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    aws.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/lake"

@@ -23,6 +23,7 @@ PROD_ENV = {
     "IOT_LAKE_EMR_JOB_ROLE_ARN": "arn:aws:iam::123456789012:role/iot-lake-emr",
     "IOT_LAKE_SPARK_ENV_ARCHIVE": "s3://acme-iot-artifacts/spark-env/iot-lake-env.tar.gz",
     "IOT_LAKE_SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/iot-lake-sagemaker",
+    "IOT_LAKE_SAGEMAKER_IMAGE_URI": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/iot-lake-ml:1.4",
 }
 
 
@@ -62,6 +63,11 @@ def test_local_is_the_default(tmp_path):
     assert s.historian_url.endswith("/.lake/_sources/historian.sqlite")
     s = load_settings({"IOT_LAKE_ROOT": str(tmp_path)})
     assert s.lake_root == str(tmp_path)
+    from resources import build_resources
+
+    resources = build_resources(s)
+    assert {name: getattr(r, "mode", None) for name, r in resources.items()} == {
+        "lake": None, "historian": None, "spark": "local", "sagemaker": "local"}
 
 
 def test_prod_names_every_missing_variable():
@@ -106,6 +112,18 @@ def test_prod_settings_and_resources_come_from_the_environment(monkeypatch):
     assert (spark.mode, spark.lake_root, spark.region) == ("emr-serverless", "s3://acme-iot-lake", "eu-west-1")
     assert (spark.emr_application_id, spark.emr_job_role_arn, spark.env_archive) == (
         "00fabc123", "arn:aws:iam::123456789012:role/iot-lake-emr", "s3://acme-iot-artifacts/spark-env/iot-lake-env.tar.gz")
+
+    sagemaker = resources["sagemaker"]
+    assert (sagemaker.mode, sagemaker.lake_root, sagemaker.region) == ("sagemaker", "s3://acme-iot-lake", "eu-west-1")
+    assert (sagemaker.role_arn, sagemaker.image_uri) == (
+        "arn:aws:iam::123456789012:role/iot-lake-sagemaker", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/iot-lake-ml:1.4")
+    assert (sagemaker.training_instance_type, sagemaker.processing_instance_type) == ("ml.m5.xlarge", "ml.m5.large")
+
+    monkeypatch.setenv("IOT_LAKE_SAGEMAKER_TRAINING_INSTANCE_TYPE", "ml.c5.4xlarge")
+    monkeypatch.setenv("IOT_LAKE_KMS_KEY_ID", "alias/iot-lake")
+    sagemaker = build_resources(load_settings())["sagemaker"]
+    assert (sagemaker.training_instance_type, sagemaker.processing_instance_type) == ("ml.c5.4xlarge", "ml.m5.large")
+    assert sagemaker.kms_key_id == "alias/iot-lake"
 
     monkeypatch.setenv("IOT_LAKE_SPARK_MODE", "glue")
     monkeypatch.setenv("IOT_LAKE_GLUE_JOB_NAME", "iot-lake-spark")

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import shlex
-import uuid
 import zipfile
 
 import boto3
@@ -31,10 +30,9 @@ from resources import LakeResource
 from resources.spark import SparkRunner
 from resources.spark_aws import SparkJobFailed
 from resources.spark_code import ENTRYPOINT_SOURCE, PACKAGE_DIR, glue_entrypoint_uri, publish_code, split_s3_uri
-from tests.conftest import START
+from tests.conftest import REGION, START
 from tests.spark_twins import EMRServerlessTwin, EMRStepsTwin, GlueTwin, parse_confs
 
-REGION = "us-east-1"
 PARTITION = START.strftime("%Y-%m-%d-%H:%M")
 MODULE = "iot_lake.curated.telemetry_job"
 ROLE = "arn:aws:iam::123456789012:role/iot-lake-spark"
@@ -47,32 +45,6 @@ EMR_DELTA_JARS = "/usr/share/aws/delta/lib/delta-spark.jar,/usr/share/aws/delta/
 def module_args(lake_root: str) -> list[str]:
     """What the curated asset passes for one hour, in local mode as ``python -m`` arguments."""
     return ["--lake", lake_root, "--steps", "curate,1min,5min", "--hour", START.isoformat()]
-
-
-@pytest.fixture
-def aws(moto_endpoint, monkeypatch, tmp_path) -> boto3.Session:
-    """Every AWS client in this process and its subprocesses talks to moto; none can reach an account.
-
-    The runner's clients come from boto3's default session, replaced here by one the twins hook.
-    """
-    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ENDPOINT_URL": moto_endpoint,
-                       "AWS_ALLOW_HTTP": "true",  # Sail's object store, in the twins' subprocesses
-                       "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-                       "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials")}.items():
-        monkeypatch.setenv(var, value)
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    session = boto3.Session(region_name=REGION)
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
-    return session
-
-
-@pytest.fixture
-def lake_root(aws) -> str:
-    bucket = f"lake-{uuid.uuid4().hex[:12]}"
-    aws.client("s3").create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/lake"
 
 
 @pytest.fixture
