@@ -193,3 +193,51 @@ def test_job_script_runs_standalone(lake):
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["rows"] == len(_output(lake)) > 0 and report["grain"] == "5min" and report["days"] == 2
+
+
+def test_fresh_source_builds_the_features_rows_from_the_hourly_aggregates(lake, spark):
+    """A forecast made during a day needs its hours before curated/features has the day: the
+    aggregates source builds the same rows as the feature table, from curated/telemetry_5min."""
+    from_table = build_training_data(spark, lake, LAST, 2, "5min", OUTPUT)
+    rows = sorted(_output(lake), key=_key)
+    fresh = build_training_data(spark, lake, LAST, 2, "5min", OUTPUT, source="aggregates")
+    assert (fresh.rows, fresh.series, fresh.last_bucket) == (from_table.rows, from_table.series, from_table.last_bucket)
+    assert sorted(_output(lake), key=_key) == rows
+
+
+def test_batch_forecast_asset_replaces_its_origin_in_the_forecasts_table(lake, tmp_path):
+    """The hourly asset end to end on the local twins: history from the aggregates (Spark on Sail),
+    the champion's forecast as a processing job (a Pipes subprocess), the Delta table replaced by origin."""
+    import tarfile
+
+    from dagster import materialize
+
+    from assets.ml.forecast import FORECASTS_TABLE, batch_forecast
+    from iot_lake.forecast import registry
+    from iot_lake.forecast.model import Hyperparameters, make, save
+    from resources import LakeResource
+    from resources.sagemaker import SageMakerRunner
+    from resources.spark import SparkRunner
+
+    model_dir = tmp_path / "model"
+    save(make("seasonal_naive", Hyperparameters()), model_dir, {"version": "v-naive"})
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in model_dir.iterdir():
+            tar.add(path, arcname=path.name)
+    model_key = "models/forecast/jobs/v-naive/output/model.tar.gz"
+    lake.write_bytes(model_key, archive.read_bytes())
+    registry.record(lake, registry.ModelVersion("v-naive", model_key, "seasonal_naive", 1.0,
+                                                f"{FIRST}T00:00:00Z", f"{FIRST}T23:55:00Z", FIRST.isoformat(), [], True))
+
+    resources = {"lake": LakeResource(root=lake.url), "spark": SparkRunner(), "sagemaker": SageMakerRunner()}
+    partition = f"{LAST}-03:00"  # origin 04:00 on the second day
+    for _ in range(2):  # a re-run replaces its origin's rows
+        result = materialize([batch_forecast], partition_key=partition, resources=resources)
+        meta = result.asset_materializations_for_node("ml__batch_forecast")[0].metadata
+    table = DeltaTable(lake.path(FORECASTS_TABLE)).to_pandas()
+    origin = datetime(LAST.year, LAST.month, LAST.day, 4, tzinfo=timezone.utc)
+    assert meta["model_version"].value == "v-naive" and meta["dagster/row_count"].value == len(table)
+    assert len(table) == table.groupby(["device_id", "metric"]).ngroups * 288
+    assert table["bucket_start"].min() == origin and set(table["origin"]) == {origin}
+    assert not lake.exists(registry.history_key(origin))  # the exported history is cleaned up

@@ -29,7 +29,7 @@ from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.cases_feedback import CASES_FEEDBACK, CONFIRMED, FALSE_POSITIVE
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS
-from iot_lake.curated.features_job import FEATURES
+from iot_lake.curated.features_job import FEATURES, build_features
 from iot_lake.lake import Lake, latest_registry_day, registry_key
 from iot_lake.spark.session import spark_session
 
@@ -70,7 +70,22 @@ def site_timezones(spark, lake: Lake, day: date):
         return spark.createDataFrame(pq.read_table(f, columns=["site_id", "timezone"]))
 
 
-def window_rows(spark, lake: Lake, grain: str, first: date, last: date):
+SOURCES = ("features", "aggregates")
+
+
+def fresh_features(spark, lake: Lake, first: date, last: date):
+    """The features rows of the window built now from the hourly aggregates, as features_job builds a
+    day: the feature table is only written after a day ends, a forecast made at 10:00 needs 09:55."""
+    from functools import reduce
+
+    # Days before the first registry snapshot have no devices to build rows for (a new platform).
+    days = [d for n in range((last - first).days + 1) if latest_registry_day(lake, d := first + timedelta(days=n))]
+    if not days:
+        raise RuntimeError(f"no device registry landed on or before {last}: materialize landing/device_registry first")
+    return reduce(lambda a, b: a.unionByName(b), (build_features(spark, lake, d) for d in days))
+
+
+def window_rows(spark, lake: Lake, grain: str, first: date, last: date, source: str = "features"):
     """Every bucket of the window at ``grain``, with the attributes of its features row."""
     from pyspark.sql import functions as F
 
@@ -78,7 +93,7 @@ def window_rows(spark, lake: Lake, grain: str, first: date, last: date):
         require_table(lake, key, first, last)
         return spark.read.format("delta").load(lake.uri(key)).where(F.col("event_date").between(first, last))
 
-    features = read(FEATURES)
+    features = read(FEATURES) if source == "features" else fresh_features(spark, lake, first, last)
     if grain == "5min":
         return features.select("device_id", "metric", "site_id", "model", "bucket_start", F.col("mean").alias("y"),
                                "readings", "temperature_c", "event_date")
@@ -169,13 +184,14 @@ def sort_files(lake: Lake, staging: str, report: TrainingDataReport) -> set[str]
     return written
 
 
-def build_training_data(spark, lake: Lake, day: date, days: int, grain: str, output: str) -> TrainingDataReport:
+def build_training_data(spark, lake: Lake, day: date, days: int, grain: str, output: str,
+                        source: str = "features") -> TrainingDataReport:
     from pyspark.sql import functions as F
 
     first = day - timedelta(days=days - 1)
     report = TrainingDataReport(day=day.isoformat(), days=days, grain=grain)
     zones = site_timezones(spark, lake, day)  # before the window is counted: a missing registry fails fast
-    rows = window_rows(spark, lake, grain, first, day)
+    rows = window_rows(spark, lake, grain, first, day, source)
     total = rows.count()
     if not total:
         source = FEATURES if grain == "5min" else AGGREGATE_TABLES[grain]
@@ -199,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--day", required=True, type=date.fromisoformat)
     parser.add_argument("--days", required=True, type=int)
     parser.add_argument("--grain", choices=list(GRAINS), default="5min")
+    parser.add_argument("--source", choices=SOURCES, default="features",
+                        help="aggregates: build the features rows from curated/telemetry_5min now (for today's hours)")
     parser.add_argument("--output", required=True,
                         help="key under the lake root, e.g. models/forecast/training_data/DAY")
     args = parser.parse_args(argv)
@@ -206,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--days must be at least 1")
     with open_dagster_pipes() as pipes:
         with spark_session("training-data") as spark:
-            report = build_training_data(spark, Lake(args.lake), args.day, args.days, args.grain, args.output)
+            report = build_training_data(spark, Lake(args.lake), args.day, args.days, args.grain, args.output,
+                                         args.source)
         pipes.log.info(f"training data {report.day}: {json.dumps(asdict(report))}")
         pipes.report_asset_materialization(
             metadata={"dagster/row_count": report.rows, "series": report.series, "first_bucket": report.first_bucket,
