@@ -1,6 +1,16 @@
 """Jobs and schedules over the assets."""
 
-from dagster import AssetSelection, DefaultScheduleStatus, build_schedule_from_partitioned_job, define_asset_job
+from datetime import timedelta, timezone
+
+from dagster import (
+    AssetSelection,
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleEvaluationContext,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+    schedule,
+)
 
 from jobs.maintenance import delta_maintenance_job, delta_maintenance_schedule
 
@@ -59,12 +69,19 @@ forecast_refresh_job = define_asset_job(
     selection=AssetSelection.assets(["ml", "batch_forecast"]),
     description="Forecast the next 24 hours from the end of the hour with the champion model.",
 )
-forecast_refresh_schedule = build_schedule_from_partitioned_job(
-    forecast_refresh_job,
-    minute_of_hour=20,
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="Hourly forecasts with the champion, 20 minutes past the hour (after the hour's curated telemetry).",
-)
+
+
+@schedule(job=forecast_refresh_job, cron_schedule="20 * * * *", execution_timezone="UTC",
+          default_status=DefaultScheduleStatus.RUNNING,
+          description="Hourly forecasts with the champion from the end of the hour that just ended, 20 minutes past "
+                      "the hour (after its curated telemetry).")
+def forecast_refresh_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    # Hourly partitions end with the hour in progress (the sensor needs it); a forecast is made
+    # from the end of the hour that has ended.
+    hour = context.scheduled_execution_time.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    key = (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
+    return RunRequest(run_key=key, partition_key=key)
+
 
 all_jobs = [telemetry_hourly_job, weather_daily_job, features_daily_job, historian_extract_job, delta_maintenance_job,
             forecast_training_job, forecast_refresh_job]

@@ -34,18 +34,24 @@ def test_definitions_load_with_every_asset_described():
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {"landing/telemetry", "landing/weather", "landing/device_registry", "landing/historical_readings",
                     "curated/telemetry", "curated/telemetry_1min", "curated/telemetry_5min",
-                    "curated/weather", "curated/features"}
+                    "curated/weather", "curated/features",
+                    "ml/forecast_training_data", "ml/forecast_model", "ml/batch_forecast"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
+        kinds = {t.removeprefix("dagster/kind/") for t in node.tags if t.startswith("dagster/kind/")}
         assert node.group_name == key.path[0]
-        assert node.owners == ["team:data-platform"]
+        assert node.owners == (["team:ml-platform"] if key.path[0] == "ml" else ["team:data-platform"])
         assert node.description and len(node.description) > 40
-        assert "s3" in {t.removeprefix("dagster/kind/") for t in node.tags if t.startswith("dagster/kind/")}
+        assert kinds & {"s3", "sagemaker"}, key
     curated = graph.get(AssetKey(["curated", "telemetry"]))
     assert {p.to_user_string() for p in curated.parent_keys} == {"landing/telemetry", "landing/device_registry"}
     assert {"spark", "delta"} <= {t.removeprefix("dagster/kind/") for t in curated.tags if t.startswith("dagster/kind/")}
     assert {j.name for j in defs.jobs} == {"telemetry_hourly_job", "weather_daily_job", "features_daily_job",
-                                              "historian_extract_job", "delta_maintenance_job"}
+                                              "historian_extract_job", "delta_maintenance_job",
+                                              "forecast_training_job", "forecast_refresh_job"}
+    model = graph.get(AssetKey(["ml", "forecast_model"]))
+    assert {p.to_user_string() for p in model.parent_keys} == {"ml/forecast_training_data"}
+    assert "ml/forecast_model" in {p.to_user_string() for p in graph.get(AssetKey(["ml", "batch_forecast"])).parent_keys}
     assert defs.resolve_sensor_def("landing_sensor")
 
 
@@ -55,6 +61,19 @@ def test_nightly_extract_targets_the_day_that_just_ended():
     schedule = defs.resolve_schedule_def("historian_extract_job_schedule")
     tick = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=datetime(2026, 11, 25, 0, 30, tzinfo=timezone.utc)))
     assert [r.partition_key for r in tick.run_requests] == ["2026-11-24"]
+
+
+def test_nightly_training_targets_the_day_that_ended_and_forecasts_the_hour_that_ended():
+    from definitions import defs
+
+    training = defs.resolve_schedule_def("forecast_training_job_schedule")
+    tick = training.evaluate_tick(build_schedule_context(scheduled_execution_time=datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc)))
+    assert [r.partition_key for r in tick.run_requests] == ["2026-11-24"]
+    refresh = defs.resolve_schedule_def("forecast_refresh_schedule")
+    tick = refresh.evaluate_tick(build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 25, 10, 20, tzinfo=timezone.utc), repository_def=defs.get_repository_def()))
+    # The 09:00 partition: its forecast starts at 10:00, the end of the hour that has just ended.
+    assert [r.partition_key for r in tick.run_requests] == ["2026-11-25-09:00"]
 
 
 def test_local_is_the_default(tmp_path):

@@ -15,6 +15,7 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetKey,
+    Config,
     LastPartitionMapping,
     MaterializeResult,
     MetadataValue,
@@ -34,7 +35,13 @@ BATCH_FORECAST_KEY = AssetKey(["ml", "batch_forecast"])
 FORECASTS_TABLE = "forecasts/telemetry_5min"
 TRAINING_DAYS = 14
 HISTORY_DAYS = 3  # the model's longest lag is two days (iot_lake.forecast.model.LightGBM.fit)
-HYPERPARAMETERS = {"freq": "5min", "horizon_hours": 24, "levels": [80, 95]}
+HYPERPARAMETERS = {"horizon_hours": 24, "levels": [80, 95]}
+
+
+class ForecastGrain(Config):
+    """The series' resolution: 5-minute buckets, or 1-minute where asked (from curated/telemetry_1min)."""
+
+    grain: str = "5min"
 
 
 @asset(
@@ -50,10 +57,11 @@ HYPERPARAMETERS = {"freq": "5min", "horizon_hours": 24, "levels": [80, 95]}
         "anomalies are left out; periods of false positives are kept."
     ),
 )
-def forecast_training_data(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner) -> MaterializeResult:
+def forecast_training_data(context: AssetExecutionContext, config: ForecastGrain, lake: LakeResource,
+                           spark: SparkRunner) -> MaterializeResult:
     day = context.partition_time_window.start.date()
     return spark.run(context, "iot_lake.forecast.training_data_job", [
-        "--lake", lake.root, "--day", day.isoformat(), "--days", str(TRAINING_DAYS),
+        "--lake", lake.root, "--day", day.isoformat(), "--days", str(TRAINING_DAYS), "--grain", config.grain,
         "--output", registry.training_data_key(day),
     ]).get_materialize_result()
 
@@ -71,7 +79,8 @@ def forecast_training_data(context: AssetExecutionContext, lake: LakeResource, s
         "Promoted to champion only if its MASE is at least as good as the champion's on the same day."
     ),
 )
-def forecast_model(context: AssetExecutionContext, lake: LakeResource, sagemaker: SageMakerRunner) -> MaterializeResult:
+def forecast_model(context: AssetExecutionContext, config: ForecastGrain, lake: LakeResource,
+                   sagemaker: SageMakerRunner) -> MaterializeResult:
     day = context.partition_time_window.start.date()
     the_lake = lake.lake()
     channels = {"train": registry.training_data_key(day)}
@@ -79,7 +88,8 @@ def forecast_model(context: AssetExecutionContext, lake: LakeResource, sagemaker
     if current:
         channels["champion"] = current["model_key"]
     run = sagemaker.train(context, lake=the_lake, job_name=job_name("forecast", day.isoformat()),
-                          module="iot_lake.forecast.train", channels=channels, hyperparameters=HYPERPARAMETERS,
+                          module="iot_lake.forecast.train", channels=channels,
+                          hyperparameters={**HYPERPARAMETERS, "freq": config.grain},
                           output_key=registry.jobs_key())
     metrics, sample = _training_outputs(the_lake, run.outputs["output"])
     recorded = registry.version(the_lake, current["version"])["mase"] if current else None
@@ -88,7 +98,7 @@ def forecast_model(context: AssetExecutionContext, lake: LakeResource, sagemaker
     registry.record(the_lake, registry.ModelVersion(
         version=run.job_name, model_key=run.outputs["model"], method=metrics["method"], mase=chosen["mase"],
         data_first=metrics["data_range"]["first"], data_last=metrics["data_range"]["last"],
-        trained_for=day.isoformat(), backtest=metrics["backtest"], promoted=promote, reason=reason))
+        trained_for=day.isoformat(), backtest=metrics["backtest"], promoted=promote, reason=reason, freq=config.grain))
     context.log.info(f"{run.job_name}: {'promoted' if promote else 'kept as challenger'} ({reason})")
     return MaterializeResult(metadata={
         "method": metrics["method"],
@@ -136,7 +146,7 @@ def batch_forecast(context: AssetExecutionContext, lake: LakeResource, spark: Sp
     history = registry.history_key(origin)
     spark.run(context, "iot_lake.forecast.training_data_job", [
         "--lake", lake.root, "--day", (origin - timedelta(minutes=5)).date().isoformat(), "--days", str(days),
-        "--source", "aggregates", "--output", f"{history}/rows",
+        "--grain", current.get("freq", "5min"), "--source", "aggregates", "--output", f"{history}/rows",
     ])
     output = f"{history}/forecasts"
     run = sagemaker.process(

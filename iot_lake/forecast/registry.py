@@ -49,6 +49,7 @@ class ModelVersion:
     backtest: list[dict]
     promoted: bool = False
     reason: str = ""
+    freq: str = "5min"  # the series' resolution: batch forecasts need history at the same one
 
 
 def should_promote(backtest: list[dict], method: str, champion_mase: float | None = None) -> tuple[bool, str]:
@@ -75,7 +76,7 @@ def record(lake: Lake, version: ModelVersion) -> None:
     lake.write_text(version_key(version.version), json.dumps(asdict(version), indent=2))
     if version.promoted:
         lake.write_text(CHAMPION_KEY, json.dumps({"version": version.version, "model_key": version.model_key,
-                                                  "data_last": version.data_last}, indent=2))
+                                                  "data_last": version.data_last, "freq": version.freq}, indent=2))
 
 
 def champion(lake: Lake) -> dict | None:

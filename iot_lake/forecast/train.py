@@ -107,7 +107,7 @@ def main() -> None:
             "backtest": {"raw_value": metrics["backtest"], "type": "json"},
         })
         if not PipesEnvVarParamsLoader().is_dagster_pipes_process():  # run by hand: show the metrics
-            print(json.dumps(metrics, indent=2))
+            print(json.dumps(metrics))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,3 @@
+from benchmarks.forecast.run import main
+
+main()
