@@ -1,6 +1,6 @@
 """The one switch between the embedded default and AWS: ``IOT_LAKE_ENV``.
 
-``local`` (the default) needs nothing: the lake is a directory and the historian a SQLite file.
+``local`` (the default) needs nothing: the lake is a directory, the historian and the case store SQLite files.
 ``prod`` reads every setting from the environment and refuses to start with a message that names
 each missing variable, so a half-configured deployment fails at load time, not mid-run.
 Secrets (DSNs) are only ever read from the environment, never written to config files.
@@ -24,11 +24,20 @@ PROD_REQUIRED: dict[str, str] = {
     "IOT_LAKE_HISTORIAN_URL": "SQLAlchemy URL of the historical database (device registry, readings)",
     "IOT_LAKE_SAGEMAKER_ROLE_ARN": "IAM role SageMaker training and batch jobs run as",
     "IOT_LAKE_SAGEMAKER_IMAGE_URI": "ECR image SageMaker training and batch jobs run in (Python with the data plane's ML dependencies)",
+    "IOT_LAKE_CASES_URL": "SQLAlchemy URL of the case store (PostgreSQL)",
+    "IOT_LAKE_SNS_TOPIC_ARN": "SNS topic every case event is published to (the paging channel)",
 }
 # Optional, with SageMakerRunner's defaults when unset.
 SAGEMAKER_OPTIONAL: dict[str, str] = {
     "IOT_LAKE_SAGEMAKER_TRAINING_INSTANCE_TYPE": "instance type of training jobs",
     "IOT_LAKE_SAGEMAKER_PROCESSING_INSTANCE_TYPE": "instance type of batch forecast (processing) jobs",
+}
+
+# Optional case sinks: each is on when its variable is set (the webhook in either environment).
+CASES_OPTIONAL: dict[str, str] = {
+    "IOT_LAKE_EVENT_BUS_NAME": "EventBridge bus case events are put on",
+    "IOT_LAKE_INCIDENT_RESPONSE_PLAN_ARN": "Incident Manager response plan a new or reopened case starts an incident with",
+    "IOT_LAKE_CASES_WEBHOOK_URL": "URL case events are POSTed to as JSON",
 }
 
 # Where the Spark job scripts run in prod (IOT_LAKE_SPARK_MODE), and what each service needs.
@@ -73,6 +82,11 @@ class Settings:
     sagemaker_image_uri: str | None = None
     sagemaker_training_instance_type: str | None = None
     sagemaker_processing_instance_type: str | None = None
+    cases_url: str = ""
+    cases_webhook_url: str | None = None
+    sns_topic_arn: str | None = None
+    event_bus_name: str | None = None
+    incident_response_plan_arn: str | None = None
 
     @property
     def is_prod(self) -> bool:
@@ -82,6 +96,11 @@ class Settings:
 def local_historian_url(lake_root: str) -> str:
     """The embedded stand-in for the external historian: a SQLite file beside the lake tree."""
     return "sqlite:///" + str(Path(lake_root) / "_sources" / "historian.sqlite")
+
+
+def local_cases_url(lake_root: str) -> str:
+    """The embedded case store: a SQLite file beside the historian's."""
+    return "sqlite:///" + str(Path(lake_root) / "_sources" / "cases.sqlite")
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +114,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env="local",
             lake_root=root,
             historian_url=env.get("IOT_LAKE_HISTORIAN_URL") or local_historian_url(root),
+            cases_url=env.get("IOT_LAKE_CASES_URL") or local_cases_url(root),
+            cases_webhook_url=env.get("IOT_LAKE_CASES_WEBHOOK_URL") or None,
         )
 
     spark_mode = (env.get(SPARK_MODE_VAR) or DEFAULT_SPARK_MODE).strip().lower()
@@ -127,4 +148,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sagemaker_image_uri=env["IOT_LAKE_SAGEMAKER_IMAGE_URI"],
         sagemaker_training_instance_type=env.get("IOT_LAKE_SAGEMAKER_TRAINING_INSTANCE_TYPE") or None,
         sagemaker_processing_instance_type=env.get("IOT_LAKE_SAGEMAKER_PROCESSING_INSTANCE_TYPE") or None,
+        cases_url=env["IOT_LAKE_CASES_URL"],
+        cases_webhook_url=env.get("IOT_LAKE_CASES_WEBHOOK_URL") or None,
+        sns_topic_arn=env["IOT_LAKE_SNS_TOPIC_ARN"],
+        event_bus_name=env.get("IOT_LAKE_EVENT_BUS_NAME") or None,
+        incident_response_plan_arn=env.get("IOT_LAKE_INCIDENT_RESPONSE_PLAN_ARN") or None,
     )

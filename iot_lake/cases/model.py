@@ -1,0 +1,123 @@
+"""What the case store speaks: deviations in, cases and events out, and the policy in between."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+OPEN, ACKNOWLEDGED, RESOLVED, FALSE_POSITIVE = "open", "acknowledged", "resolved", "false_positive"
+STATUSES = (OPEN, ACKNOWLEDGED, RESOLVED, FALSE_POSITIVE)
+ACTIVE = (OPEN, ACKNOWLEDGED)
+
+SEVERITIES = ("info", "warning", "critical")  # in rising order: a case's severity only ever rises
+
+# Outbox event types. "updated" is a severity escalation; new points that change nothing else
+# only update the case row, so sinks are not paged once per reading.
+OPENED, UPDATED, ACKNOWLEDGED_EVENT, RESOLVED_EVENT, REOPENED = "opened", "updated", "acknowledged", "resolved", "reopened"
+EVENTS = frozenset({OPENED, UPDATED, ACKNOWLEDGED_EVENT, RESOLVED_EVENT, REOPENED})
+
+DETECTOR = "detector"  # the actor of history rows written by observe()
+AUTO_RESOLVE = "auto-resolve"
+
+
+def utc(value: datetime) -> datetime:
+    """An aware UTC datetime; naive ones are taken to be UTC already."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One scored point of a series, as a detector hands it to ``CaseStore.observe``."""
+
+    device_id: str
+    metric: str
+    site_id: str | None
+    ts: datetime
+    actual: float
+    expected_lo: float
+    expected_hi: float
+    score: float
+    is_anomalous: bool
+
+
+@dataclass(frozen=True)
+class CasePolicy:
+    resolve_after: timedelta = timedelta(minutes=30)  # back in band this long: auto-resolve
+    reopen_within: timedelta = timedelta(hours=2)  # a relapse this soon after an auto-resolve reopens
+    warning_score: float = 3.0  # severity thresholds on the case's max score
+    critical_score: float = 6.0
+
+    def severity(self, score: float) -> str:
+        if score >= self.critical_score:
+            return "critical"
+        return "warning" if score >= self.warning_score else "info"
+
+
+@dataclass(frozen=True)
+class Case:
+    case_key: str
+    device_id: str
+    metric: str
+    site_id: str | None
+    incident_start: datetime
+    last_seen: datetime
+    back_in_band_since: datetime | None  # first in-band point after last_seen, once seen
+    severity: str
+    status: str
+    auto_resolved: bool
+    evidence: dict[str, Any]
+    opened_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None
+    reopen_count: int
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    case_key: str
+    at: datetime
+    from_status: str | None
+    to_status: str
+    actor: str
+    note: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``observe`` did with a point: opened, updated, reopened, resolved, unchanged or ignored."""
+
+    action: str
+    case_key: str | None = None
+
+
+def case_key(device_id: str, metric: str, incident_start: datetime) -> str:
+    return f"{device_id}|{metric}|{utc(incident_start).isoformat()}"
+
+
+def start_evidence(d: Deviation) -> dict[str, Any]:
+    ts = utc(d.ts).isoformat()
+    return {"window_start": ts, "window_end": ts, "expected_lo": d.expected_lo, "expected_hi": d.expected_hi,
+            "max_score": d.score, "actual_values": [[ts, d.actual]]}
+
+
+MAX_EVIDENCE_VALUES = 100  # the latest anomalous values kept; a case can last days
+
+
+def merge_evidence(evidence: dict[str, Any], d: Deviation) -> dict[str, Any]:
+    """The evidence with one more anomalous point; merging the same point twice changes nothing."""
+    ts = utc(d.ts).isoformat()
+    values = dict(map(tuple, evidence["actual_values"]))
+    values[ts] = d.actual
+    by_time = datetime.fromisoformat  # ISO strings with and without microseconds do not sort as text
+    merged = {**evidence,
+              "window_start": min(evidence["window_start"], ts, key=by_time),
+              "window_end": max(evidence["window_end"], ts, key=by_time),
+              "actual_values": [[t, v] for t, v in sorted(values.items(), key=lambda tv: by_time(tv[0]))][-MAX_EVIDENCE_VALUES:]}
+    if d.score > evidence["max_score"]:  # the band shown is the one the worst point broke
+        merged.update(max_score=d.score, expected_lo=d.expected_lo, expected_hi=d.expected_hi)
+    return merged

@@ -1,0 +1,86 @@
+"""Delivering the outbox: each due row to its sink, with exponential backoff for failures.
+
+A row is never dropped: a failure records the attempt, the error and when to try next, and the
+row waits. Per sink, a case's events go out in order: while one waits, the case's later events
+for that sink wait behind it. A row is claimed (its next attempt pushed a lease ahead) before
+its sink is called, so two deliverers never send it at once, and one that dies mid-delivery
+only delays it by the lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from iot_lake.cases.model import utc
+from iot_lake.cases.schema import outbox
+from iot_lake.cases.sinks import OutboxEvent, Sink
+from iot_lake.cases.store import CaseStore
+
+FIRST_RETRY = timedelta(seconds=30)
+MAX_RETRY = timedelta(hours=1)
+LEASE = timedelta(minutes=5)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """After the n-th failed attempt: 30 s, 1 min, 2 min, ... capped at an hour."""
+    return min(FIRST_RETRY * 2 ** (attempts - 1), MAX_RETRY)
+
+
+@dataclass
+class DeliveryReport:
+    delivered: int = 0
+    failed: int = 0
+    waiting: int = 0  # not due yet, or behind an earlier event of the same case and sink
+    errors: list[str] = field(default_factory=list)
+
+
+def deliver_pending(store: CaseStore, sinks: Iterable[Sink], now: datetime) -> DeliveryReport:
+    by_name = {sink.name: sink for sink in sinks}
+    now = utc(now)
+    report = DeliveryReport()
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(outbox.c.id, outbox.c.case_key, outbox.c.event, outbox.c.payload, outbox.c.sink,
+                      outbox.c.attempts, outbox.c.next_attempt_at)
+            .where(outbox.c.delivered_at.is_(None), outbox.c.sink.in_(by_name))
+            .order_by(outbox.c.id)
+        ).all()
+    held: set[tuple[str, str]] = set()  # (sink, case) whose earlier event has not gone out
+    for row in rows:
+        stream = (row.sink, row.case_key)
+        if stream in held or row.next_attempt_at > now or not _claim(store, row.id, now):
+            held.add(stream)
+            report.waiting += 1
+            continue
+        event = OutboxEvent(id=row.id, case_key=row.case_key, event=row.event, payload=row.payload)
+        try:
+            by_name[row.sink].deliver(event)
+        except Exception as exc:  # any failure of a sink is retried, whatever raised it
+            held.add(stream)
+            report.failed += 1
+            report.errors.append(f"{row.sink} {row.event} {row.case_key}: {exc}")
+            _finish(store, row.id, attempts=row.attempts + 1, next_attempt_at=now + retry_delay(row.attempts + 1),
+                    last_error=f"{type(exc).__name__}: {exc}"[:2000])
+        else:
+            report.delivered += 1
+            _finish(store, row.id, attempts=row.attempts + 1, delivered_at=now, last_error=None)
+    return report
+
+
+def _claim(store: CaseStore, row_id: int, now: datetime) -> bool:
+    with store.engine.begin() as conn:
+        claimed = conn.execute(
+            sa.update(outbox)
+            .where(outbox.c.id == row_id, outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now)
+            .values(next_attempt_at=now + LEASE)
+        )
+    return claimed.rowcount == 1
+
+
+def _finish(store: CaseStore, row_id: int, **values) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(outbox).where(outbox.c.id == row_id).values(**values))

@@ -1,0 +1,239 @@
+"""Where case events go, per environment: locally a log, a JSON-lines file and optionally a webhook;
+in prod CloudWatch and SNS, optionally EventBridge, Incident Manager and a webhook.
+
+A sink's ``deliver`` raises when the event did not get through; the outbox then retries it later.
+Delivery is at least once: every event carries ``event_id`` (the outbox row's id), by which a
+consumer can drop a repeat. AWS clients are created on first use, so building the sinks (at
+definitions load, in the CLI) needs no credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import urllib.request
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from iot_lake.cases.model import ACTIVE, EVENTS, OPENED, REOPENED, CasePolicy
+from iot_lake.settings import Settings
+
+JSONL_KEY = "cases/_events/events.jsonl"  # under a local lake root
+CLOUDWATCH_NAMESPACE = "IoTLake/Cases"
+EVENT_SOURCE = "iot-lake.cases"
+INCIDENT_IMPACT = {"critical": 1, "warning": 3, "info": 4}  # Incident Manager: 1 critical .. 5 no impact
+
+logger = logging.getLogger("iot_lake.cases")
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    id: int
+    case_key: str
+    event: str
+    payload: dict[str, Any]
+
+    def document(self) -> dict[str, Any]:
+        return {"event_id": self.id, **self.payload}
+
+    def json(self) -> str:
+        return json.dumps(self.document(), sort_keys=True)
+
+
+class Sink(ABC):
+    name: str
+    events: frozenset[str] = EVENTS  # the outbox only gets rows for these
+
+    @abstractmethod
+    def deliver(self, event: OutboxEvent) -> None: ...
+
+
+class LogSink(Sink):
+    name = "log"
+
+    def deliver(self, event: OutboxEvent) -> None:
+        p = event.payload
+        logger.info("case %s %s: %s %s at %s, severity %s, status %s", event.event, event.case_key, p["device_id"],
+                    p["metric"], p["site_id"], p["severity"], p["status"])
+
+
+class JsonLinesSink(Sink):
+    name = "jsonl"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def deliver(self, event: OutboxEvent) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(event.json() + "\n")
+
+
+class WebhookSink(Sink):
+    name = "webhook"
+
+    def __init__(self, url: str, timeout_s: float = 10.0):
+        self.url, self.timeout_s = url, timeout_s
+
+    def deliver(self, event: OutboxEvent) -> None:
+        request = urllib.request.Request(self.url, data=event.json().encode("utf-8"), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        # urlopen raises HTTPError for every status >= 400; redirects are followed.
+        with urllib.request.urlopen(request, timeout=self.timeout_s):
+            pass
+
+
+class _AwsSink(Sink):
+    service: str
+
+    def __init__(self, region: str | None = None, client: Any = None):
+        self.region, self._client = region, client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client(self.service, region_name=self.region)
+        return self._client
+
+
+class CloudWatchSink(_AwsSink):
+    """Per series (``DeviceId``, ``Metric``): ``DeviationScore``, the case's max score, and
+    ``ActiveCase``, 1 while a case is open or acknowledged; a new or reopened case (re)defines the
+    series' alarm on the score."""
+
+    name, service = "cloudwatch", "cloudwatch"
+
+    def __init__(self, region: str | None = None, client: Any = None, policy: CasePolicy = CasePolicy(),
+                 alarm_actions: tuple[str, ...] = ()):
+        super().__init__(region, client)
+        self.policy, self.alarm_actions = policy, alarm_actions
+
+    def deliver(self, event: OutboxEvent) -> None:
+        p = event.payload
+        at, dimensions = datetime.fromisoformat(p["at"]), _dimensions(p["device_id"], p["metric"])
+        self.client.put_metric_data(Namespace=CLOUDWATCH_NAMESPACE, MetricData=[
+            {"MetricName": "DeviationScore", "Dimensions": dimensions, "Timestamp": at,
+             "Value": float(p["evidence"]["max_score"]), "Unit": "None"},
+            {"MetricName": "ActiveCase", "Dimensions": dimensions, "Timestamp": at,
+             "Value": 1.0 if p["status"] in ACTIVE else 0.0, "Unit": "Count"},
+        ])
+        if event.event in (OPENED, REOPENED):
+            self.ensure_alarm(p["device_id"], p["metric"])
+
+    def alarm_definition(self, device_id: str, metric: str) -> dict[str, Any]:
+        """The ``put_metric_alarm`` arguments of a series' alarm: critical score within 5 minutes."""
+        return {
+            "AlarmName": f"iot-lake-deviation-{device_id}-{metric}",
+            "AlarmDescription": f"Deviation score of {device_id} {metric} at or above {self.policy.critical_score}",
+            "Namespace": CLOUDWATCH_NAMESPACE, "MetricName": "DeviationScore",
+            "Dimensions": _dimensions(device_id, metric), "Statistic": "Maximum", "Period": 300,
+            "EvaluationPeriods": 1, "Threshold": self.policy.critical_score,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "TreatMissingData": "notBreaching",  # scores are only sent on case events
+            "AlarmActions": list(self.alarm_actions), "ActionsEnabled": bool(self.alarm_actions),
+        }
+
+    def ensure_alarm(self, device_id: str, metric: str) -> dict[str, Any]:
+        """Create or update the series' alarm (``put_metric_alarm`` replaces one of the same name)."""
+        definition = self.alarm_definition(device_id, metric)
+        self.client.put_metric_alarm(**definition)
+        return definition
+
+
+def _dimensions(device_id: str, metric: str) -> list[dict[str, str]]:
+    return [{"Name": "DeviceId", "Value": device_id}, {"Name": "Metric", "Value": metric}]
+
+
+class IncidentManagerSink(_AwsSink):
+    """A new or reopened case starts an incident; the client token makes a redelivery start none."""
+
+    name, service = "incident-manager", "ssm-incidents"
+    events = frozenset({OPENED, REOPENED})
+
+    def __init__(self, response_plan_arn: str, region: str | None = None, client: Any = None):
+        super().__init__(region, client)
+        self.response_plan_arn = response_plan_arn
+
+    def deliver(self, event: OutboxEvent) -> None:
+        p = event.payload
+        self.client.start_incident(
+            clientToken=client_token(event.case_key, p["reopen_count"]),
+            responsePlanArn=self.response_plan_arn,
+            title=f"{p['severity']}: {p['device_id']} {p['metric']} out of band at {p['site_id']}"[:200],
+            impact=INCIDENT_IMPACT[p["severity"]],
+            triggerDetails={"source": EVENT_SOURCE, "timestamp": datetime.fromisoformat(p["at"]),
+                            "rawData": event.json()[:10_000]},
+        )
+
+
+def client_token(case_key: str, reopen_count: int) -> str:
+    """The case key (one incident per case and reopening), hashed if over the API's 128 characters."""
+    token = case_key if reopen_count == 0 else f"{case_key}|reopened-{reopen_count}"
+    return token if len(token) <= 128 else hashlib.sha256(token.encode()).hexdigest()
+
+
+class SnsSink(_AwsSink):
+    name, service = "sns", "sns"
+
+    def __init__(self, topic_arn: str, region: str | None = None, client: Any = None):
+        super().__init__(region, client)
+        self.topic_arn = topic_arn
+
+    def deliver(self, event: OutboxEvent) -> None:
+        p = event.payload
+        # Subscription filter policies match on these.
+        attributes = {"case_key": event.case_key, "event": event.event, "severity": p["severity"]}
+        if p["site_id"]:
+            attributes["site_id"] = p["site_id"]
+        self.client.publish(
+            TopicArn=self.topic_arn, Message=event.json(),
+            Subject=f"[iot-lake] case {event.event}: {p['device_id']} {p['metric']} ({p['severity']})"[:100],
+            MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+        )
+
+
+class EventBridgeSink(_AwsSink):
+    name, service = "eventbridge", "events"
+
+    def __init__(self, bus_name: str, region: str | None = None, client: Any = None):
+        super().__init__(region, client)
+        self.bus_name = bus_name
+
+    def deliver(self, event: OutboxEvent) -> None:
+        response = self.client.put_events(Entries=[{
+            "Source": EVENT_SOURCE, "DetailType": f"Case {event.event}", "Detail": event.json(),
+            "EventBusName": self.bus_name,
+        }])
+        # PutEvents reports a rejected entry in its response, not as an error.
+        if response.get("FailedEntryCount"):
+            entry = response["Entries"][0]
+            raise RuntimeError(f"EventBridge rejected the event: {entry.get('ErrorCode')} {entry.get('ErrorMessage')}")
+
+
+def build_sinks(env: str, *, lake_root: str, region: str | None = None, webhook_url: str | None = None,
+                sns_topic_arn: str | None = None, event_bus_name: str | None = None,
+                incident_response_plan_arn: str | None = None, policy: CasePolicy = CasePolicy()) -> list[Sink]:
+    if env == "prod":
+        sinks: list[Sink] = [CloudWatchSink(region, policy=policy), SnsSink(sns_topic_arn, region)]
+        if event_bus_name:
+            sinks.append(EventBridgeSink(event_bus_name, region))
+        if incident_response_plan_arn:
+            sinks.append(IncidentManagerSink(incident_response_plan_arn, region))
+    else:
+        sinks = [LogSink(), JsonLinesSink(Path(lake_root) / JSONL_KEY)]
+    if webhook_url:
+        sinks.append(WebhookSink(webhook_url))
+    return sinks
+
+
+def sinks_for(settings: Settings, policy: CasePolicy = CasePolicy()) -> list[Sink]:
+    return build_sinks(settings.env, lake_root=settings.lake_root, region=settings.aws_region,
+                       webhook_url=settings.cases_webhook_url, sns_topic_arn=settings.sns_topic_arn,
+                       event_bus_name=settings.event_bus_name,
+                       incident_response_plan_arn=settings.incident_response_plan_arn, policy=policy)
