@@ -7,8 +7,10 @@ Lifecycle (times are the points' event times, so re-running a detector replays t
   (``device|metric|point time``) when the series has none, or when its latest case is closed and
   the point is a new excursion (below). At most one case per series is active (open or
   acknowledged), which a unique partial index enforces.
-- Active case: anomalous points at or after its start update ``last_seen`` and the evidence;
-  the severity follows the max score and only rises (a rise is an ``updated`` event). An
+- Active case: anomalous points update ``last_seen`` and the evidence; one that arrives late,
+  before the case's start but less than ``policy.resolve_after`` before it, moves the start back
+  (older ones are ignored). The severity follows the max score and only rises (a rise is an
+  ``updated`` event). An
   acknowledged case stays acknowledged. In-band points after ``last_seen`` start the in-band
   clock (``back_in_band_since``); an anomalous point at or after it stops the clock. In band for
   ``policy.resolve_after`` (to the point that shows it): auto-resolved, ``resolved_at`` = that point.
@@ -130,9 +132,12 @@ class CaseStore:
     def _track(self, conn: sa.Connection, case: Case, d: Deviation) -> Outcome:
         ts = utc(d.ts)
         if d.is_anomalous:
-            if ts < case.incident_start:
+            if ts < case.incident_start - self.policy.resolve_after:
                 return Outcome("unchanged", case.case_key)
-            changes: dict[str, Any] = {"last_seen": max(case.last_seen, ts), "evidence": merge_evidence(case.evidence, d)}
+            # A late point shortly before the start belongs to the same excursion: the start moves
+            # back (the key keeps naming the case by the first point observed).
+            changes: dict[str, Any] = {"incident_start": min(case.incident_start, ts),
+                                       "last_seen": max(case.last_seen, ts), "evidence": merge_evidence(case.evidence, d)}
             if case.back_in_band_since and ts >= case.back_in_band_since:
                 changes["back_in_band_since"] = None
             severity = self.policy.severity(changes["evidence"]["max_score"])
