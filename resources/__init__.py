@@ -12,6 +12,7 @@ from dagster import ConfigurableResource, EnvVar
 from iot_lake.lake import Lake
 from iot_lake.settings import Settings
 from iot_lake.sources.historian import create_engine
+from resources.cases import CasesResource
 from resources.sagemaker import SageMakerRunner
 from resources.spark import SparkRunner
 
@@ -76,12 +77,18 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
                     "processing_instance_type": settings.sagemaker_processing_instance_type,
                 }),
             ),
+            "cases": CasesResource(
+                env="prod", url=EnvVar("IOT_LAKE_CASES_URL"), lake_root=settings.lake_root, region=settings.aws_region,
+                sns_topic_arn=settings.sns_topic_arn, event_bus_name=settings.event_bus_name,
+                incident_response_plan_arn=settings.incident_response_plan_arn, webhook_url=settings.cases_webhook_url,
+            ),
         }
     return {
         "lake": LakeResource(root=settings.lake_root),
         "historian": HistorianResource(url=settings.historian_url),
         "spark": SparkRunner(mode="local"),
         "sagemaker": SageMakerRunner(mode="local"),
+        "cases": CasesResource(url=settings.cases_url, lake_root=settings.lake_root, webhook_url=settings.cases_webhook_url),
     }
 
 

@@ -20,7 +20,8 @@ START = datetime(2026, 11, 20, tzinfo=timezone.utc)  # a Friday: two days cover 
 @pytest.fixture(autouse=True)
 def _embedded_default(monkeypatch):
     """Every test starts on the embedded default, whatever the developer's shell exports."""
-    for var in ("IOT_LAKE_ENV", "IOT_LAKE_ROOT", "IOT_LAKE_HISTORIAN_URL", "DAGSTER_HOME"):
+    for var in ("IOT_LAKE_ENV", "IOT_LAKE_ROOT", "IOT_LAKE_HISTORIAN_URL", "IOT_LAKE_CASES_URL",
+                "IOT_LAKE_CASES_WEBHOOK_URL", "DAGSTER_HOME"):
         monkeypatch.delenv(var, raising=False)
 
 

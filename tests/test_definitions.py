@@ -24,6 +24,8 @@ PROD_ENV = {
     "IOT_LAKE_SPARK_ENV_ARCHIVE": "s3://acme-iot-artifacts/spark-env/iot-lake-env.tar.gz",
     "IOT_LAKE_SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/iot-lake-sagemaker",
     "IOT_LAKE_SAGEMAKER_IMAGE_URI": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/iot-lake-ml:1.4",
+    "IOT_LAKE_CASES_URL": "postgresql://cases:c4ses@cases.internal:5432/cases",
+    "IOT_LAKE_SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:iot-lake-cases",
 }
 
 
@@ -86,7 +88,9 @@ def test_local_is_the_default(tmp_path):
 
     resources = build_resources(s)
     assert {name: getattr(r, "mode", None) for name, r in resources.items()} == {
-        "lake": None, "historian": None, "spark": "local", "sagemaker": "local"}
+        "lake": None, "historian": None, "spark": "local", "sagemaker": "local", "cases": None}
+    assert resources["cases"].url == f"sqlite:///{tmp_path}/_sources/cases.sqlite"
+    assert [s.name for s in resources["cases"].sinks()] == ["log", "jsonl"]
 
 
 def test_prod_names_every_missing_variable():
@@ -137,6 +141,14 @@ def test_prod_settings_and_resources_come_from_the_environment(monkeypatch):
     assert (sagemaker.role_arn, sagemaker.image_uri) == (
         "arn:aws:iam::123456789012:role/iot-lake-sagemaker", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/iot-lake-ml:1.4")
     assert (sagemaker.training_instance_type, sagemaker.processing_instance_type) == ("ml.m5.xlarge", "ml.m5.large")
+
+    cases = resources["cases"]
+    assert "c4ses" not in repr(cases)
+    assert [s.name for s in cases.sinks()] == ["cloudwatch", "sns"]
+    monkeypatch.setenv("IOT_LAKE_EVENT_BUS_NAME", "iot-lake")
+    monkeypatch.setenv("IOT_LAKE_INCIDENT_RESPONSE_PLAN_ARN", "arn:aws:ssm-incidents::123456789012:response-plan/iot")
+    assert [s.name for s in build_resources(load_settings())["cases"].sinks()] == [
+        "cloudwatch", "sns", "eventbridge", "incident-manager"]
 
     monkeypatch.setenv("IOT_LAKE_SAGEMAKER_TRAINING_INSTANCE_TYPE", "ml.c5.4xlarge")
     monkeypatch.setenv("IOT_LAKE_KMS_KEY_ID", "alias/iot-lake")
