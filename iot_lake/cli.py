@@ -1,7 +1,9 @@
-"""``iot-lake``: the work that is not an asset (simulating sources; later, working cases)."""
+"""``iot-lake``: the work that is not an asset (simulating sources, working cases)."""
 
 from __future__ import annotations
 
+import getpass
+import json
 import sys
 from datetime import date, datetime, timedelta, timezone
 
@@ -10,6 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from iot_lake.cases.model import STATUSES, Case
+from iot_lake.cases.sinks import sinks_for
+from iot_lake.cases.store import CaseError, CaseNotFound, CaseStore
 from iot_lake.lake import Lake
 from iot_lake.settings import SettingsError, load_settings, local_historian_url
 from iot_lake.simulate.deliveries import SimConfig
@@ -108,6 +113,115 @@ def _print_report(report: SimulationReport, root: str, target) -> None:
     for name in ("objects", "lines", "bytes", "published", "weather_files", "anomalies"):
         table.add_row(name, f"{getattr(report, name):,}")
     Console().print(table)
+
+
+@main.group()
+def cases() -> None:
+    """Work anomaly cases: list, show, acknowledge, resolve."""
+
+
+_db_option = click.option("--db", "db_url", default=None,
+                          help="Case store SQLAlchemy URL. Default: IOT_LAKE_CASES_URL or the lake's embedded SQLite.")
+
+
+def _open_store(db_url: str | None) -> CaseStore:
+    """The store with this environment's sinks, so the changes made here reach them through the outbox."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    return CaseStore(db_url or settings.cases_url, sinks=sinks_for(settings))
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S}" if value else ""
+
+
+@cases.command("list")
+@click.option("--status", type=click.Choice(STATUSES), default=None, help="Only cases with this status.")
+@_db_option
+def list_cases(status, db_url):
+    """Cases, newest incident first."""
+    with _open_store(db_url) as store:
+        found = store.list_cases(status)
+    table = Table(title=f"{len(found)} case(s)" + (f" {status}" if status else ""))
+    table.add_column("case", no_wrap=True)  # the key is what ack/resolve/show take: never broken
+    for column in ("status", "severity", "site", "start (UTC)", "last seen (UTC)", "score", "reopens"):
+        table.add_column(column)
+    for case in found:
+        table.add_row(case.case_key, case.status + (" (auto)" if case.auto_resolved else ""), case.severity,
+                      case.site_id or "", _when(case.incident_start), _when(case.last_seen),
+                      f"{case.evidence['max_score']:.2f}", str(case.reopen_count))
+    Console().print(table)
+
+
+@cases.command()
+@click.argument("key")
+@_db_option
+def show(key, db_url):
+    """One case: its fields, evidence and history."""
+    with _open_store(db_url) as store:
+        case, history = store.get(key), store.history(key)
+    if case is None:
+        raise click.ClickException(f"no case {key}")
+    _print_case(case)
+    table = Table(title="history")
+    for column in ("at (UTC)", "from", "to", "actor", "note"):
+        table.add_column(column, overflow="fold")
+    for h in history:
+        table.add_row(_when(h.at), h.from_status or "", h.to_status, h.actor, h.note or "")
+    Console().print(table)
+
+
+def _print_case(case: Case) -> None:
+    table = Table(title=case.case_key, show_header=False)
+    evidence = case.evidence
+    for name, value in (
+        ("status", case.status + (" (auto-resolved)" if case.auto_resolved else "")), ("severity", case.severity),
+        ("device / metric / site", f"{case.device_id} / {case.metric} / {case.site_id or '-'}"),
+        ("incident start", _when(case.incident_start)), ("last seen", _when(case.last_seen)),
+        ("back in band since", _when(case.back_in_band_since)), ("resolved at", _when(case.resolved_at)),
+        ("reopened", str(case.reopen_count)), ("max score", f"{evidence['max_score']:.2f}"),
+        ("expected band", f"{evidence['expected_lo']:.3g} .. {evidence['expected_hi']:.3g}"),
+        ("actual values", json.dumps(evidence["actual_values"][-10:])),
+    ):
+        table.add_row(name, value)
+    Console().print(table)
+
+
+@cases.command()
+@click.argument("key")
+@click.option("--note", default=None, help="Why, for the history.")
+@click.option("--actor", default=getpass.getuser, show_default="your user name", help="Who does it.")
+@_db_option
+def ack(key, note, actor, db_url):
+    """Acknowledge an open case (it stays acknowledged while the detector updates it)."""
+    with _open_store(db_url) as store:
+        try:
+            case = store.acknowledge(key, actor, note)
+        except CaseError as exc:
+            raise click.ClickException(_error(exc)) from None
+    _print_case(case)
+
+
+@cases.command()
+@click.argument("key")
+@click.option("--false-positive", is_flag=True, help="Not an anomaly after all (kept in training data).")
+@click.option("--note", default=None, help="Why, for the history.")
+@click.option("--actor", default=getpass.getuser, show_default="your user name", help="Who does it.")
+@_db_option
+def resolve(key, false_positive, note, actor, db_url):
+    """Close a case as a real anomaly (or a false positive); confirms an auto-resolved one. Never reopened."""
+    with _open_store(db_url) as store:
+        try:
+            case = store.resolve(key, actor, note, false_positive=false_positive)
+        except CaseError as exc:
+            raise click.ClickException(_error(exc)) from None
+    _print_case(case)
+
+
+def _error(exc: CaseError) -> str:
+    return f"no case {exc.args[0]}" if isinstance(exc, CaseNotFound) else str(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,83 @@
+"""`iot-lake cases` as a user calls it, against a SQLite store."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from iot_lake.cases.model import case_key
+from iot_lake.cases.schema import outbox
+from iot_lake.cases.store import CaseStore
+from iot_lake.cli import main
+from tests.cases_helpers import T0, point
+
+KEY = case_key("dev-001", "temperature", T0)
+OTHER = case_key("dev-002", "temperature", T0)
+
+
+@pytest.fixture
+def db(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cases.sqlite'}"
+    with CaseStore(url) as store:
+        store.observe(point(0, score=7.5))
+        store.observe(point(0, device="dev-002"))
+    return url
+
+
+def cli(*args: str):
+    # Wide enough that rich never folds a case key in the tables.
+    return CliRunner(env={"COLUMNS": "250"}).invoke(main, ["cases", *args])
+
+
+def test_list_show_ack_and_resolve(db):
+    listed = cli("list", "--db", db)
+    assert listed.exit_code == 0, listed.output
+    assert KEY in listed.output and OTHER in listed.output and "2 case(s)" in listed.output
+
+    acked = cli("ack", KEY, "--note", "crew on site", "--actor", "ana", "--db", db)
+    assert acked.exit_code == 0, acked.output
+    assert "acknowledged" in acked.output
+    only_open = cli("list", "--status", "open", "--db", db)
+    assert OTHER in only_open.output and KEY not in only_open.output
+
+    shown = cli("show", KEY, "--db", db)
+    assert shown.exit_code == 0, shown.output
+    for text in ("critical", "dev-001 / temperature / site-1", "7.50", "10 .. 20", "crew on site", "ana", "detector"):
+        assert text in shown.output, text
+
+    resolved = cli("resolve", OTHER, "--false-positive", "--note", "calibration", "--db", db)
+    assert resolved.exit_code == 0, resolved.output
+    with CaseStore(db) as store:
+        assert store.get(OTHER).status == "false_positive"
+        assert store.history(OTHER)[-1].note == "calibration"
+    assert OTHER in cli("list", "--status", "false_positive", "--db", db).output
+
+
+def test_errors_are_clear(db):
+    for args, message in [
+        (["show", "nope"], "no case nope"),
+        (["ack", "nope"], "no case nope"),
+        (["resolve", "nope"], "no case nope"),
+    ]:
+        result = cli(*args, "--db", db)
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+    assert cli("resolve", KEY, "--db", db).exit_code == 0
+    again = cli("ack", KEY, "--db", db)
+    assert again.exit_code == 1 and "only an open case can be acknowledged" in again.output
+    bad = cli("list", "--status", "closed", "--db", db)
+    assert bad.exit_code == 2 and "'closed' is not one of" in bad.output
+
+
+def test_the_default_store_is_the_lakes_embedded_sqlite(tmp_path, monkeypatch):
+    monkeypatch.setenv("IOT_LAKE_ROOT", str(tmp_path / "lake"))
+    with CaseStore(f"sqlite:///{tmp_path / 'lake' / '_sources' / 'cases.sqlite'}") as store:
+        store.observe(point(0))
+    result = cli("list")
+    assert result.exit_code == 0 and KEY in result.output, result.output
+    # Changes made here reach the environment's sinks (locally the log and JSON lines) through the outbox.
+    assert cli("ack", KEY).exit_code == 0
+    with CaseStore(f"sqlite:///{tmp_path / 'lake' / '_sources' / 'cases.sqlite'}") as store, \
+            store.engine.connect() as conn:
+        rows = conn.execute(sa.select(outbox.c.sink, outbox.c.event)).all()
+    assert [tuple(r) for r in rows] == [("log", "acknowledged"), ("jsonl", "acknowledged")]
