@@ -7,7 +7,6 @@ import uuid
 from datetime import timedelta
 
 import boto3
-import pytest
 from botocore.stub import ANY, Stubber
 
 from iot_lake.cases.model import case_key

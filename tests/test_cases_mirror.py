@@ -78,7 +78,7 @@ def test_mirroring_again_replaces_the_tables(tmp_path):
         store.resolve(key("dev-003"), actor="ana", note="confirmed after the fact")  # the auto-resolved one
         mirror_to_lake(store, lake)
     feedback = table(lake, CASES_FEEDBACK)
-    assert sorted(r["case_id"] for r in feedback) == sorted(key(d) for d in ("dev-001", "dev-002", "dev-003", "dev-005"))
+    assert sorted(r["case_id"] for r in feedback) == [key(d) for d in ("dev-001", "dev-002", "dev-003", "dev-005")]
     assert len(table(lake, CASES_TABLE)) == 5
 
 

@@ -91,6 +91,8 @@ def test_local_is_the_default(tmp_path):
         "lake": None, "historian": None, "spark": "local", "sagemaker": "local", "cases": None}
     assert resources["cases"].url == f"sqlite:///{tmp_path}/_sources/cases.sqlite"
     assert [s.name for s in resources["cases"].sinks()] == ["log", "jsonl"]
+    with resources["cases"].store() as store:
+        assert store.list_cases() == [] and (tmp_path / "_sources" / "cases.sqlite").exists()
 
 
 def test_prod_names_every_missing_variable():

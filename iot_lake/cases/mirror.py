@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from iot_lake.cases.model import FALSE_POSITIVE, RESOLVED, Case, HistoryEntry
+from iot_lake.cases.model import FALSE_POSITIVE, RESOLVED, Case
 from iot_lake.cases.store import CaseStore
 from iot_lake.cases_feedback import CASES_FEEDBACK, CONFIRMED
 from iot_lake.cases_feedback import FALSE_POSITIVE as FEEDBACK_FALSE_POSITIVE

@@ -14,7 +14,8 @@ SEVERITIES = ("info", "warning", "critical")  # in rising order: a case's severi
 
 # Outbox event types. "updated" is a severity escalation; new points that change nothing else
 # only update the case row, so sinks are not paged once per reading.
-OPENED, UPDATED, ACKNOWLEDGED_EVENT, RESOLVED_EVENT, REOPENED = "opened", "updated", "acknowledged", "resolved", "reopened"
+OPENED, UPDATED, REOPENED = "opened", "updated", "reopened"
+ACKNOWLEDGED_EVENT, RESOLVED_EVENT = "acknowledged", "resolved"
 EVENTS = frozenset({OPENED, UPDATED, ACKNOWLEDGED_EVENT, RESOLVED_EVENT, REOPENED})
 
 DETECTOR = "detector"  # the actor of history rows written by observe()
@@ -114,10 +115,11 @@ def merge_evidence(evidence: dict[str, Any], d: Deviation) -> dict[str, Any]:
     values = dict(map(tuple, evidence["actual_values"]))
     values[ts] = d.actual
     by_time = datetime.fromisoformat  # ISO strings with and without microseconds do not sort as text
+    latest = sorted(values, key=by_time)[-MAX_EVIDENCE_VALUES:]
     merged = {**evidence,
               "window_start": min(evidence["window_start"], ts, key=by_time),
               "window_end": max(evidence["window_end"], ts, key=by_time),
-              "actual_values": [[t, v] for t, v in sorted(values.items(), key=lambda tv: by_time(tv[0]))][-MAX_EVIDENCE_VALUES:]}
+              "actual_values": [[t, values[t]] for t in latest]}
     if d.score > evidence["max_score"]:  # the band shown is the one the worst point broke
         merged.update(max_score=d.score, expected_lo=d.expected_lo, expected_hi=d.expected_hi)
     return merged

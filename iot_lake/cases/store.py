@@ -137,7 +137,8 @@ class CaseStore:
             # A late point shortly before the start belongs to the same excursion: the start moves
             # back (the key keeps naming the case by the first point observed).
             changes: dict[str, Any] = {"incident_start": min(case.incident_start, ts),
-                                       "last_seen": max(case.last_seen, ts), "evidence": merge_evidence(case.evidence, d)}
+                                       "last_seen": max(case.last_seen, ts),
+                                       "evidence": merge_evidence(case.evidence, d)}
             if case.back_in_band_since and ts >= case.back_in_band_since:
                 changes["back_in_band_since"] = None
             severity = self.policy.severity(changes["evidence"]["max_score"])
