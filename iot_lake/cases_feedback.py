@@ -1,6 +1,6 @@
 """The contract of cases/feedback: how resolved anomaly cases flow back into forecasting.
 
-A Delta table at ``cases/feedback`` (written by the cases feature; absent until it runs), one row
+A Delta table at ``cases/feedback`` (written by iot_lake.cases.mirror; absent until it runs), one row
 per resolved case:
 
     case_id     string     the case's id
@@ -8,7 +8,7 @@ per resolved case:
     metric      string     the metric of that series
     start_ts    timestamp  first instant of the case (UTC, inclusive)
     end_ts      timestamp  end of the case (UTC, exclusive); start_ts < end_ts, both set
-    resolution  string     CONFIRMED or FALSE_POSITIVE
+    resolution  string     "confirmed" (CONFIRMED) or "false_positive" (FALSE_POSITIVE)
 
 Training data drops the rows of a CONFIRMED case's series whose bucket overlaps
 [start_ts, end_ts): a confirmed anomaly must not be learnt as normal behaviour. A FALSE_POSITIVE
