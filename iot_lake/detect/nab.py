@@ -1,0 +1,279 @@
+"""A streaming anomaly scorer for one metric series, tuned on the Numenta Anomaly Benchmark (NAB).
+
+Pieces (each usable on its own, all causal: what they say about point t uses points 0..t only):
+
+* `OnlineForecaster` -- per series, predicts the next value before seeing it: an exponentially
+  weighted level, a seasonal (daily) profile from the same phase in past periods, and a fast/slow
+  pair of weighted means for sustained shifts.
+* `TailCalibrator` -- turns a residual into a surprise, -ln P(residual this large), against the
+  series' own recent residuals: the empirical rank inside the observed range and a fitted
+  exponential tail (peaks over threshold) beyond it, so an unprecedented deviation keeps scoring
+  higher the larger it is.  Surprises are comparable across series whatever their scale.
+* `DeviationScorer` -- the per-series state: forecaster + one calibrator per residual channel and
+  direction; `update(timestamp, value) -> score in [0, 1]`.  It is quiet during a learning period
+  and raises one alert per incident (after a score >= `alert_level` it stays quiet for
+  `suppress` points unless something clearly bigger happens).
+* `nab_detector(series)` -- runs a fresh scorer over a whole series (the NAB tool's interface).
+
+The defaults of `NabParams` are the values tuned on the NAB development subset.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class NabParams:
+    """All knobs of the scorer; the defaults are the tuned values."""
+
+    # forecaster
+    level_alpha: float = 0.1         # EW level: weight of the newest point
+    fast_alpha: float = 0.2          # fast/slow EW means for sustained shifts
+    slow_alpha: float = 0.01
+    spread_alpha: float = 0.05       # EW mean of |level residual| (volatility changes)
+    season_seconds: float = 86400.0  # seasonal period (0 disables the seasonal channel)
+    season_count: int = 3            # past periods whose same-phase values give the seasonal forecast
+    # calibration
+    history: int = 2000              # residuals kept per calibrator (points)
+    min_history: int = 100           # fewer than this: no surprise yet
+    tail_frac: float = 0.05          # share of the history used to fit the exponential tail
+    # scoring
+    warmup: int = 150                # points scored 0 while the forecaster learns
+    half_surprise: float = 12.0      # surprise (nats) that maps to score 0.5
+    alert_level: float = 0.4         # a score >= this is an alert
+    suppress: int = 150              # points after an alert that stay quiet (one alert per incident)
+    rearm_factor: float = 1e9        # ...unless the surprise exceeds the alert's by this factor
+
+    def with_(self, **kw) -> "NabParams":
+        return replace(self, **kw)
+
+
+# ------------------------------------------------------------------------------------------------
+# Calibration
+# ------------------------------------------------------------------------------------------------
+class TailCalibrator:
+    """Surprise of a non-negative deviation against a sliding window of past deviations.
+
+    For x inside the observed range: p = (#past >= x + 1) / (n + 1) (empirical tail).  Above the
+    threshold u (the top `tail_frac` of the window): p = (k / n) * exp(-(x - u) / beta), beta the
+    mean excess over u (a peaks-over-threshold exponential tail), floored so a perfectly regular
+    history does not make every tiny deviation infinitely surprising."""
+
+    __slots__ = ("history", "min_history", "tail_frac", "floor", "_window", "_sorted")
+
+    def __init__(self, history: int, min_history: int, tail_frac: float, floor: float = 0.0):
+        self.history = history
+        self.min_history = min_history
+        self.tail_frac = tail_frac
+        self.floor = floor
+        self._window: deque = deque()
+        self._sorted: list = []
+
+    def __len__(self) -> int:
+        return len(self._window)
+
+    def surprise(self, x: float, floor: float | None = None) -> float:
+        """-ln of the tail probability of a deviation >= x (0 while the history is short)."""
+        n = len(self._sorted)
+        if n < self.min_history or x <= 0.0:
+            return 0.0
+        s = self._sorted
+        k = max(5, int(self.tail_frac * n))
+        u = s[n - k]
+        if x <= u:
+            ge = n - bisect.bisect_left(s, x)
+            return -math.log((ge + 1) / (n + 1))
+        beta = (math.fsum(s[n - k:]) / k) - u
+        fl = self.floor if floor is None else floor
+        beta = max(beta, fl, 1e-12)
+        return -math.log((k + 1) / (n + 1)) + (x - u) / beta
+
+    def push(self, x: float) -> None:
+        self._window.append(x)
+        bisect.insort(self._sorted, x)
+        if len(self._window) > self.history:
+            old = self._window.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+
+
+class SignedCalibrator:
+    """Two `TailCalibrator`s, for positive and for negative residuals (spiky metrics are often
+    one-sided: a spike up is routine where a dip is not)."""
+
+    __slots__ = ("up", "down")
+
+    def __init__(self, history: int, min_history: int, tail_frac: float):
+        self.up = TailCalibrator(history, min_history, tail_frac)
+        self.down = TailCalibrator(history, min_history, tail_frac)
+
+    def surprise(self, r: float, floor: float) -> float:
+        return self.up.surprise(r, floor) if r >= 0 else self.down.surprise(-r, floor)
+
+    def push(self, r: float) -> None:
+        self.up.push(max(r, 0.0))
+        self.down.push(max(-r, 0.0))
+
+
+# ------------------------------------------------------------------------------------------------
+# Forecasting
+# ------------------------------------------------------------------------------------------------
+class OnlineForecaster:
+    """Streaming one-step forecasts of one series.  `residuals(x)` compares x with the forecasts
+    made before seeing it; `update(x)` then learns from x."""
+
+    def __init__(self, p: NabParams):
+        self.p = p
+        self.n = 0
+        self.level = math.nan
+        self.fast = math.nan
+        self.slow = math.nan
+        self.spread = math.nan      # EW mean of |x - level|
+        self.scale = math.nan       # EW mean of |x| (a floor for the calibrators' tail scale)
+        self.period = 0             # seasonal period in points, 0 until known / disabled
+        self._season: deque = deque()
+
+    def set_period(self, period: int) -> None:
+        self.period = period
+        self._season = deque(maxlen=period * self.p.season_count) if period > 0 else deque()
+
+    def seasonal_forecast(self) -> float:
+        P = self.period
+        if P <= 0 or len(self._season) < P:
+            return math.nan
+        buf = self._season
+        m = len(buf)
+        vals = [buf[m - j * P] for j in range(1, self.p.season_count + 1) if j * P <= m]
+        # same phase in the last periods, shifted by how far today's level is from theirs
+        return float(np.median(vals))
+
+    def residuals(self, x: float) -> dict:
+        if self.n == 0:
+            return {}
+        r = {"level": x - self.level,
+             "shift": (self.fast + self.p.fast_alpha * (x - self.fast)) - self.slow}
+        sf = self.seasonal_forecast()
+        if not math.isnan(sf):
+            r["season"] = x - sf
+        new_spread = self.spread + self.p.spread_alpha * (abs(x - self.level) - self.spread)
+        r["spread"] = new_spread - self.spread_ref if self.n > 1 else 0.0
+        return r
+
+    @property
+    def spread_ref(self) -> float:
+        return self._spread_slow
+
+    def update(self, x: float) -> None:
+        p = self.p
+        if self.n == 0:
+            self.level = self.fast = self.slow = x
+            self.spread = 0.0
+            self._spread_slow = 0.0
+            self.scale = abs(x)
+        else:
+            dev = abs(x - self.level)
+            self.spread += p.spread_alpha * (dev - self.spread)
+            self._spread_slow += p.slow_alpha * (dev - self._spread_slow)
+            self.level += p.level_alpha * (x - self.level)
+            self.fast += p.fast_alpha * (x - self.fast)
+            self.slow += p.slow_alpha * (x - self.slow)
+            self.scale += 0.01 * (abs(x) - self.scale)
+        if self.period > 0:
+            self._season.append(x)
+        self.n += 1
+
+
+# ------------------------------------------------------------------------------------------------
+# The scorer
+# ------------------------------------------------------------------------------------------------
+CHANNELS = ("level", "season", "shift", "spread")
+
+
+class DeviationScorer:
+    """Streaming anomaly score of one series: `update(timestamp, value) -> score in [0, 1]`."""
+
+    def __init__(self, params: NabParams | None = None, **overrides):
+        p = params or NabParams()
+        if overrides:
+            p = replace(p, **overrides)
+        self.p = p
+        self.forecaster = OnlineForecaster(p)
+        self.calibrators = {c: SignedCalibrator(p.history, p.min_history, p.tail_frac)
+                            for c in CHANNELS}
+        self.n = 0
+        self._t0 = None
+        self._dts: list = []
+        self._last_t = None
+        self._quiet_until = -1       # index of the last point an alert keeps quiet
+        self._alert_surprise = 0.0
+        self.last_surprises: dict = {}
+
+    # -- timestamps: the sampling step (median of the first steps) fixes the seasonal period ----
+    def _observe_time(self, timestamp) -> None:
+        if self.forecaster.period or self.p.season_seconds <= 0 or timestamp is None:
+            return
+        t = pd.Timestamp(timestamp).value / 1e9
+        if self._last_t is not None and t > self._last_t:
+            self._dts.append(t - self._last_t)
+        self._last_t = t
+        if len(self._dts) >= 10:
+            step = float(np.median(self._dts))
+            period = int(round(self.p.season_seconds / step))
+            self.forecaster.set_period(period if period >= 4 else -1)
+
+    def surprise(self, value: float) -> float:
+        """Combined surprise (nats) of `value`, without learning from it."""
+        f = self.forecaster
+        res = f.residuals(value)
+        floor = 1e-6 * (abs(f.scale) + 1e-9) if f.n else 0.0
+        out = {c: self.calibrators[c].surprise(r, floor) for c, r in res.items()}
+        self.last_surprises = out
+        self._last_res = res
+        return max(out.values(), default=0.0)
+
+    def update(self, timestamp, value: float) -> float:
+        """Score `value` observed at `timestamp` (then learn from it)."""
+        x = float(value)
+        if not math.isfinite(x):
+            return 0.0
+        self._observe_time(timestamp)
+        p = self.p
+        s = self.surprise(x)
+        for c, r in self._last_res.items():
+            self.calibrators[c].push(r)
+        self.forecaster.update(x)
+        i = self.n
+        self.n += 1
+        if i < p.warmup:
+            return 0.0
+        score = s / (s + p.half_surprise) if s > 0 else 0.0
+        if i <= self._quiet_until:
+            if s <= p.rearm_factor * self._alert_surprise:
+                return 0.0
+        if score >= p.alert_level:
+            self._quiet_until = i + p.suppress
+            self._alert_surprise = s
+        return score
+
+
+def nab_detector(series: pd.Series, **params) -> np.ndarray:
+    """NAB interface: anomaly scores in [0, 1] for every row of `series` (indexed by timestamp),
+    each from the rows up to it only.  Keyword arguments override `NabParams` fields."""
+    scorer = DeviationScorer(NabParams(**params) if params else None)
+    values = np.asarray(series.to_numpy(), dtype=float)
+    index = series.index
+    times = index if isinstance(index, pd.DatetimeIndex) else [None] * len(values)
+    out = np.empty(len(values))
+    for i, (t, v) in enumerate(zip(times, values)):
+        out[i] = scorer.update(t, v)
+    return out
+
+
+__all__ = ["NabParams", "TailCalibrator", "SignedCalibrator", "OnlineForecaster",
+           "DeviationScorer", "nab_detector", "CHANNELS", "asdict"]
