@@ -39,17 +39,24 @@ class NabParams:
     slow_alpha: float = 0.01
     spread_alpha: float = 0.05       # EW mean of |level residual| (volatility changes)
     season_seconds: float = 86400.0  # seasonal period (0 disables the seasonal channel)
-    season_count: int = 3            # past periods whose same-phase values give the seasonal forecast
+    season_halfwidth: int = 0        # ...and this many points either side of that phase
+    season_count: int = 1            # past periods whose same-phase values give the seasonal forecast
+    channels: str = "level,season,shift"   # residual channels in use (see CHANNELS)
+    run: int = 4                     # *_run channels: smallest deviation over the last `run` points
     # calibration
     history: int = 2000              # residuals kept per calibrator (points)
     min_history: int = 100           # fewer than this: no surprise yet
     tail_frac: float = 0.05          # share of the history used to fit the exponential tail
+    rel_floor: float = 0.1           # the tail scale is at least this share of the largest past deviation
+    tail_power: float = 0.0          # >0: beyond the max, surprise grows as power*ln(1+excess/beta)
+    burst_window: int = 0           # points averaged for the burst stage (0: off)
+    burst_weight: float = 1.0        # burst surprise counts this much in the combined surprise
     # scoring
     warmup: int = 150                # points scored 0 while the forecaster learns
     half_surprise: float = 12.0      # surprise (nats) that maps to score 0.5
     alert_level: float = 0.4         # a score >= this is an alert
-    suppress: int = 150              # points after an alert that stay quiet (one alert per incident)
-    rearm_factor: float = 1e9        # ...unless the surprise exceeds the alert's by this factor
+    suppress: int = 400              # points after an alert that stay quiet (one alert per incident)
+    rearm_factor: float = 1.3        # ...unless the surprise exceeds the alert's by this factor
 
     def with_(self, **kw) -> "NabParams":
         return replace(self, **kw)
@@ -66,13 +73,15 @@ class TailCalibrator:
     mean excess over u (a peaks-over-threshold exponential tail), floored so a perfectly regular
     history does not make every tiny deviation infinitely surprising."""
 
-    __slots__ = ("history", "min_history", "tail_frac", "floor", "_window", "_sorted")
+    __slots__ = ("history", "min_history", "tail_frac", "floor", "power", "rel_floor", "_window", "_sorted")
 
     def __init__(self, history: int, min_history: int, tail_frac: float, floor: float = 0.0):
         self.history = history
         self.min_history = min_history
         self.tail_frac = tail_frac
         self.floor = floor
+        self.power = 0.0
+        self.rel_floor = 0.0
         self._window: deque = deque()
         self._sorted: list = []
 
@@ -85,15 +94,19 @@ class TailCalibrator:
         if n < self.min_history or x <= 0.0:
             return 0.0
         s = self._sorted
-        k = max(5, int(self.tail_frac * n))
-        u = s[n - k]
-        if x <= u:
+        top = s[-1]
+        if x <= top:
             ge = n - bisect.bisect_left(s, x)
             return -math.log((ge + 1) / (n + 1))
+        k = max(5, int(self.tail_frac * n))
+        u = s[n - k]
         beta = (math.fsum(s[n - k:]) / k) - u
         fl = self.floor if floor is None else floor
-        beta = max(beta, fl, 1e-12)
-        return -math.log((k + 1) / (n + 1)) + (x - u) / beta
+        beta = max(beta, self.rel_floor * top, fl, 1e-12)
+        z = (x - top) / beta
+        if self.power > 0:
+            z = self.power * math.log1p(z)
+        return math.log(n + 1) + z
 
     def push(self, x: float) -> None:
         self._window.append(x)
@@ -144,13 +157,15 @@ class OnlineForecaster:
         self._season = deque(maxlen=period * self.p.season_count) if period > 0 else deque()
 
     def seasonal_forecast(self) -> float:
-        P = self.period
-        if P <= 0 or len(self._season) < P:
+        """Median of the values around the same phase in each of the last `season_count` periods
+        (nan until that many periods are known): a one-off event on one day does not move it."""
+        P, K, h = self.period, self.p.season_count, self.p.season_halfwidth
+        if P <= 0 or len(self._season) < K * P:
             return math.nan
         buf = self._season
         m = len(buf)
-        vals = [buf[m - j * P] for j in range(1, self.p.season_count + 1) if j * P <= m]
-        # same phase in the last periods, shifted by how far today's level is from theirs
+        vals = [buf[m - j * P + d] for j in range(1, K + 1) for d in range(-h, h + 1)
+                if 0 <= m - j * P + d < m]
         return float(np.median(vals))
 
     def residuals(self, x: float) -> dict:
@@ -192,7 +207,8 @@ class OnlineForecaster:
 # ------------------------------------------------------------------------------------------------
 # The scorer
 # ------------------------------------------------------------------------------------------------
-CHANNELS = ("level", "season", "shift", "spread")
+CHANNELS = ("level", "season", "shift", "spread", "level_run", "season_run")
+TWO_SIDED = {"level", "season", "shift", "level_run", "season_run"}   # "spread" counts increases of volatility only
 
 
 class DeviationScorer:
@@ -206,8 +222,16 @@ class DeviationScorer:
         self.forecaster = OnlineForecaster(p)
         self.calibrators = {c: SignedCalibrator(p.history, p.min_history, p.tail_frac)
                             for c in CHANNELS}
+        self._use = set(p.channels.split(","))
+        self._recent = {b: deque(maxlen=p.run) for b in ("level", "season")}
+        for cal in self.calibrators.values():
+            cal.up.power = cal.down.power = p.tail_power
+            cal.up.rel_floor = cal.down.rel_floor = p.rel_floor
+        self.burst_cal = TailCalibrator(p.history, p.min_history, p.tail_frac)
+        self.burst_cal.power = p.tail_power
+        self.burst_cal.rel_floor = p.rel_floor
+        self._burst: deque = deque(maxlen=max(p.burst_window, 1))
         self.n = 0
-        self._t0 = None
         self._dts: list = []
         self._last_t = None
         self._quiet_until = -1       # index of the last point an alert keeps quiet
@@ -231,8 +255,17 @@ class DeviationScorer:
         """Combined surprise (nats) of `value`, without learning from it."""
         f = self.forecaster
         res = f.residuals(value)
+        for base in ("level", "season"):
+            if base in res:
+                recent = self._recent[base]
+                recent.append(res[base])
+                if len(recent) == recent.maxlen:
+                    pos = min(recent)
+                    neg = max(recent)
+                    res[base + "_run"] = pos if pos > 0 else (neg if neg < 0 else 0.0)
         floor = 1e-6 * (abs(f.scale) + 1e-9) if f.n else 0.0
-        out = {c: self.calibrators[c].surprise(r, floor) for c, r in res.items()}
+        out = {c: self.calibrators[c].surprise(r, floor) for c, r in res.items()
+               if c in self._use and (r >= 0 or c in TWO_SIDED)}
         self.last_surprises = out
         self._last_res = res
         return max(out.values(), default=0.0)
@@ -247,6 +280,13 @@ class DeviationScorer:
         s = self.surprise(x)
         for c, r in self._last_res.items():
             self.calibrators[c].push(r)
+        if p.burst_window > 0:
+            self._burst.append(s)
+            m = sum(self._burst) / len(self._burst)
+            b = self.burst_cal.surprise(m)
+            self.burst_cal.push(m)
+            self.last_surprises["burst"] = b
+            s = max(s, p.burst_weight * b)
         self.forecaster.update(x)
         i = self.n
         self.n += 1
