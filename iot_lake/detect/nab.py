@@ -57,6 +57,7 @@ class NabParams:
     alert_level: float = 0.4         # a score >= this is an alert
     suppress: int = 400              # points after an alert that stay quiet (one alert per incident)
     rearm_factor: float = 1.3        # ...unless the surprise exceeds the alert's by this factor
+    rearm_after: int = 0             # ...and that many points have passed (the same incident escalating)
 
     def with_(self, **kw) -> "NabParams":
         return replace(self, **kw)
@@ -294,7 +295,8 @@ class DeviationScorer:
             return 0.0
         score = s / (s + p.half_surprise) if s > 0 else 0.0
         if i <= self._quiet_until:
-            if s <= p.rearm_factor * self._alert_surprise:
+            since = i - (self._quiet_until - p.suppress)
+            if since < p.rearm_after or s <= p.rearm_factor * self._alert_surprise:
                 return 0.0
         if score >= p.alert_level:
             self._quiet_until = i + p.suppress
