@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -35,14 +35,15 @@ class NabParams:
 
     # forecaster
     level_alpha: float = 0.1         # EW level: weight of the newest point
-    fast_alpha: float = 0.2          # fast/slow EW means for sustained shifts
-    slow_alpha: float = 0.01
+    fast_alpha: float = 0.1          # fast/slow EW means for sustained shifts
+    slow_alpha: float = 0.005
     spread_alpha: float = 0.05       # EW mean of |level residual| (volatility changes)
     season_seconds: float = 86400.0  # seasonal period (0 disables the seasonal channel)
     season_halfwidth: int = 0        # ...and this many points either side of that phase
     season_count: int = 1            # past periods whose same-phase values give the seasonal forecast
     channels: str = "level,season,shift"   # residual channels in use (see CHANNELS)
     run: int = 4                     # *_run channels: smallest deviation over the last `run` points
+    agree_weight: float = 0.0        # weight of the other channels' surprises added to the largest
     # calibration
     history: int = 2000              # residuals kept per calibrator (points)
     min_history: int = 100           # fewer than this: no surprise yet
@@ -69,10 +70,12 @@ class NabParams:
 class TailCalibrator:
     """Surprise of a non-negative deviation against a sliding window of past deviations.
 
-    For x inside the observed range: p = (#past >= x + 1) / (n + 1) (empirical tail).  Above the
-    threshold u (the top `tail_frac` of the window): p = (k / n) * exp(-(x - u) / beta), beta the
-    mean excess over u (a peaks-over-threshold exponential tail), floored so a perfectly regular
-    history does not make every tiny deviation infinitely surprising."""
+    Up to the largest past deviation: p = (#past >= x + 1) / (n + 1), the empirical tail (a spike
+    like the ones the series has had before is only as surprising as it is rare).  Beyond it the
+    tail is extrapolated exponentially, p = exp(-(x - max) / beta) / (n + 1), with beta the mean
+    excess over the top `tail_frac` of the window (peaks over threshold), floored at `rel_floor`
+    times the max so that a barely-new maximum of a very regular history is not infinitely
+    surprising.  Surprise = -ln p, in nats."""
 
     __slots__ = ("history", "min_history", "tail_frac", "floor", "power", "rel_floor", "_window", "_sorted")
 
@@ -269,7 +272,11 @@ class DeviationScorer:
                if c in self._use and (r >= 0 or c in TWO_SIDED)}
         self.last_surprises = out
         self._last_res = res
-        return max(out.values(), default=0.0)
+        if not out:
+            return 0.0
+        top = max(out.values())
+        # channels agreeing is evidence too: the others add with weight `agree_weight`
+        return top + self.p.agree_weight * (sum(out.values()) - top)
 
     def update(self, timestamp, value: float) -> float:
         """Score `value` observed at `timestamp` (then learn from it)."""
@@ -318,4 +325,4 @@ def nab_detector(series: pd.Series, **params) -> np.ndarray:
 
 
 __all__ = ["NabParams", "TailCalibrator", "SignedCalibrator", "OnlineForecaster",
-           "DeviationScorer", "nab_detector", "CHANNELS", "asdict"]
+           "DeviationScorer", "nab_detector", "CHANNELS"]
