@@ -9,6 +9,7 @@ from assets.ops import ops_assets
 from iot_lake.settings import load_settings
 from jobs import all_jobs, all_schedules
 from resources import build_resources
+from sensors.automation import ops_automation_sensor
 from sensors.landing import landing_sensor
 
 settings = load_settings()
@@ -18,6 +19,6 @@ defs = Definitions(
     asset_checks=curated_checks,
     jobs=all_jobs,
     schedules=all_schedules,
-    sensors=[landing_sensor],
+    sensors=[landing_sensor, ops_automation_sensor],
     resources=build_resources(settings),
 )

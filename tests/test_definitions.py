@@ -37,14 +37,14 @@ def test_definitions_load_with_every_asset_described():
     assert keys == {"landing/telemetry", "landing/weather", "landing/device_registry", "landing/historical_readings",
                     "curated/telemetry", "curated/telemetry_1min", "curated/telemetry_5min",
                     "curated/weather", "curated/features",
-                    "ml/forecast_training_data", "ml/forecast_model", "ml/batch_forecast"}
+                    "ml/forecast_training_data", "ml/forecast_model", "ml/batch_forecast", "ops/deviations"}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         kinds = {t.removeprefix("dagster/kind/") for t in node.tags if t.startswith("dagster/kind/")}
         assert node.group_name == key.path[0]
-        assert node.owners == (["team:ml-platform"] if key.path[0] == "ml" else ["team:data-platform"])
+        assert node.owners == (["team:ml-platform"] if key.path[0] in ("ml", "ops") else ["team:data-platform"])
         assert node.description and len(node.description) > 40
-        assert kinds & {"s3", "sagemaker"}, key
+        assert kinds & {"s3", "sagemaker", "delta"}, key
     curated = graph.get(AssetKey(["curated", "telemetry"]))
     assert {p.to_user_string() for p in curated.parent_keys} == {"landing/telemetry", "landing/device_registry"}
     assert {"spark", "delta"} <= {t.removeprefix("dagster/kind/") for t in curated.tags if t.startswith("dagster/kind/")}
@@ -55,6 +55,7 @@ def test_definitions_load_with_every_asset_described():
     assert {p.to_user_string() for p in model.parent_keys} == {"ml/forecast_training_data"}
     assert "ml/forecast_model" in {p.to_user_string() for p in graph.get(AssetKey(["ml", "batch_forecast"])).parent_keys}
     assert defs.resolve_sensor_def("landing_sensor")
+    assert defs.resolve_sensor_def("ops_automation_sensor").default_status.value == "RUNNING"
 
 
 def test_nightly_extract_targets_the_day_that_just_ended():

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from dagster import materialize
+from dagster import AssetSelection, materialize
 from deltalake import DeltaTable, write_deltalake
 
 from assets.ops.deviations import DEVIATIONS_TABLE, FORECASTS_TABLE, deviations
@@ -111,3 +111,34 @@ def test_scores_are_causal_and_calibrated_per_series():
     # The same residuals ten times larger (a noisier series): the same scores.
     scaled = SeriesScorer(DeviationParams(floor=params.floor * 10))
     assert np.allclose([scaled.update(r * 10, abs(r) > 1.96)[0] for r in residuals], scores)
+
+
+def test_new_curated_minutes_of_the_hour_request_its_deviations(tmp_path):
+    """The automation condition: once the forecast made at the hour's start exists, each new
+    materialization of the hour's curated minutes asks for the hour's deviations again."""
+    from dagster import DagsterInstance, evaluate_automation_conditions
+    from dagster._core.definitions.events import AssetMaterialization
+
+    from definitions import defs
+
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    key, before = hour.strftime("%Y-%m-%d-%H:%M"), (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
+    deviations_key = deviations.key
+    with DagsterInstance.ephemeral() as instance:
+        def requested(cursor=None):
+            result = evaluate_automation_conditions(defs, instance, asset_selection=AssetSelection.assets(deviations_key),
+                                                    cursor=cursor)
+            return result.get_requested_partitions(deviations_key), result.cursor
+
+        instance.report_runless_asset_event(AssetMaterialization(["curated", "telemetry_1min"], partition=key))
+        asked, cursor = requested()
+        assert asked == set()  # no forecast for the hour yet
+        instance.report_runless_asset_event(AssetMaterialization(["ml", "batch_forecast"], partition=before))
+        asked, cursor = requested(cursor)
+        assert asked == {key}
+        instance.report_runless_asset_event(AssetMaterialization(deviations_key, partition=key))
+        asked, cursor = requested(cursor)
+        assert asked == set()  # up to date
+        instance.report_runless_asset_event(AssetMaterialization(["curated", "telemetry_1min"], partition=key))
+        asked, _ = requested(cursor)
+        assert asked == {key}  # newer minutes: score the hour again

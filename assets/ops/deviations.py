@@ -1,7 +1,8 @@
 """Deviations and cases: each hour's 1-minute actuals against the champion's forecast band.
 
-``ops/deviations`` materializes itself (an eager automation condition) when the hour's curated
-aggregates or forecasts are new: it scores every minute (iot_lake.detect.deviations), replaces
+``ops/deviations`` materializes itself (an eager automation condition, evaluated by Dagster's
+automation sensor) whenever the hour's curated aggregates or the forecast made at its start are
+new, so the hour in progress is re-scored as its objects land: it scores every minute (iot_lake.detect.deviations), replaces
 the hour in the Delta table ``ops/deviations``, hands the points to the case store (one case per
 incident, auto-resolve, reopen: iot_lake.cases), delivers the store's outbox to the sinks and
 mirrors the cases to the lake. Re-running an hour rewrites the same rows and changes no case.
@@ -12,7 +13,16 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
-from dagster import AssetExecutionContext, AssetKey, AutomationCondition, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AutomationCondition,
+    MaterializeResult,
+    MetadataValue,
+    TimeWindowPartitionMapping,
+    asset,
+)
 
 from assets.curated.quality import read_delta
 from assets.partitions import hourly_partitions
@@ -39,7 +49,10 @@ def _dates(start: datetime, end: datetime) -> list:
 
 @asset(
     key=["ops", "deviations"],
-    deps=[AssetKey(["curated", "telemetry_1min"]), AssetKey(["ml", "batch_forecast"])],
+    # An hour is scored against the forecast made at its start: batch_forecast of the hour before.
+    deps=[AssetKey(["curated", "telemetry_1min"]),
+          AssetDep(AssetKey(["ml", "batch_forecast"]),
+                   partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=-1))],
     partitions_def=hourly_partitions,
     group_name="ops",
     owners=["team:ml-platform"],
