@@ -104,13 +104,24 @@ def test_scores_are_causal_and_calibrated_per_series():
     residuals = rng.normal(0, 1, 400)
     scorer = SeriesScorer(params)
     scores = [scorer.update(r, abs(r) > 1.96)[0] for r in residuals]
-    assert all(s == 0 for s in scores[: params.min_history])  # learning
-    assert max(scores[params.min_history:]) < params.alert_score  # ordinary noise never alerts
+    assert max(scores) < params.alert_score  # ordinary noise never alerts, learning or not
     assert scorer.update(12.0, True) [1] and scorer.update(12.0, True)[1]  # an incident, still on
     assert scorer.update(0.1, False) == (pytest.approx(0.0, abs=0.2), False)  # back in band: over
-    # The same residuals ten times larger (a noisier series): the same scores.
-    scaled = SeriesScorer(DeviationParams(floor=params.floor * 10))
-    assert np.allclose([scaled.update(r * 10, abs(r) > 1.96)[0] for r in residuals], scores)
+    # A series whose band is three times too narrow: calibrated on its own residuals, its ordinary
+    # noise does not alert either, while the same noise judged by the band alone would.
+    narrow = SeriesScorer(params)
+    narrow.warm(residuals * 3, [False] * len(residuals))
+    later = rng.normal(0, 1, 300) * 3
+    assert max(narrow.update(r, abs(r) > 1.96)[0] for r in later) < params.alert_score
+    assert max(SeriesScorer(params).update(r, abs(r) > 1.96)[0] for r in later) >= params.alert_score
+
+
+def test_a_series_without_history_is_judged_by_the_band():
+    """The first hour of forecasts: no past residuals yet, so the band's normal tail decides."""
+    scorer = SeriesScorer(DeviationParams())
+    assert scorer.update(2.5, True) == (pytest.approx(0.0, abs=0.4), False)  # outside, but ordinary
+    score, anomalous = scorer.update(15.0, True)
+    assert anomalous and score > 0.9
 
 
 def test_new_curated_minutes_of_the_hour_request_its_deviations(tmp_path):

@@ -31,7 +31,7 @@ COLUMNS = ["device_id", "metric", "site_id", "ts", "actual", "expected", "expect
 class DeviationParams:
     band: int = 95  # the forecast interval that is the expected band
     history: int = 1440  # residuals per series the calibration looks back over (a day of minutes)
-    min_history: int = 60  # fewer past residuals: the band alone decides, score 0
+    min_history: int = 60  # fewer past residuals: the band's normal tail gives the surprise
     tail_frac: float = 0.05
     floor: float = 0.5  # the surprise's tail scale, in band half-widths, at least
     half_surprise: float = 8.0  # surprise (nats) that maps to score 0.5
@@ -55,6 +55,15 @@ def standardised(actual, expected, lo, hi, band: int) -> np.ndarray:
     return (np.asarray(actual) - np.asarray(expected)) / sigma
 
 
+def gaussian_surprise(residual: float) -> float:
+    """-ln P(|N(0, 1)| >= |residual|), without underflow far out in the tail."""
+    r = abs(residual)
+    p = math.erfc(r / math.sqrt(2))
+    if p > 1e-300:
+        return -math.log(p)
+    return r * r / 2 + math.log(r * math.sqrt(math.pi / 2))  # Mills' ratio asymptote
+
+
 class SeriesScorer:
     """One series' state: the calibration of its normal residuals and whether an incident is on.
 
@@ -76,7 +85,12 @@ class SeriesScorer:
 
     def update(self, residual: float, outside: bool) -> tuple[float, bool]:
         """(score in [0, 1], anomalous?) of the next minute."""
-        surprise = self.calibrator.surprise(residual, self.params.floor)
+        if len(self.calibrator.up) < self.params.min_history:
+            # Too little of its own history yet (the first hour of forecasts): trust the band's
+            # own normal tail until there is.
+            surprise = gaussian_surprise(residual)
+        else:
+            surprise = self.calibrator.surprise(residual, self.params.floor)
         score = surprise / (surprise + self.params.half_surprise) if surprise > 0 else 0.0
         self.in_incident = outside and (self.in_incident or score >= self.params.alert_score)
         if not self.in_incident:

@@ -1,0 +1,3 @@
+from benchmarks.latency.run import main
+
+main()

@@ -1,0 +1,191 @@
+"""Latency from a landing object to a case in the store, with `dagster dev` running (embedded default).
+
+    .venv/bin/python -m benchmarks.latency [--devices 5]
+
+1. A copy of the control plane and a fresh lake (benchmarks/latency/setup.py): yesterday and the
+   current hour so far curated, a seasonal-naive champion and the forecast made at the hour's start.
+2. `dagster dev` starts with its daemon: landing_sensor (30 s) and ops_automation_sensor (10 s).
+3. The simulator delivers the current hour's objects so far; the benchmark waits until their
+   telemetry run and the hour's deviations run have succeeded (a warm start).
+4. Measured: one more object, a device's temperature 25 degrees off for its last 10 minutes. The
+   clock runs from its write to the first case for that device and metric in the case store.
+
+Target: under 60 s. Reference, from the same run: the wall time of the runs that did the work
+(the telemetry run and the deviations run that opened the case); the rest is polling and launch.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[2]
+TARGET_S = 60.0
+console = Console(stderr=True)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())["data"]
+
+
+def _wait(predicate, timeout: float, what: str, every: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if value := predicate():
+                return value
+        except OSError:
+            pass
+        time.sleep(every)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+RUNS = '{ runsOrError(filter: {pipelineName: "%s", statuses: [SUCCESS]}) { ... on Runs { results { runId startTime endTime tags { key value } } } } }'
+
+
+def _runs(port: int, job: str) -> list[dict]:
+    return _graphql(port, RUNS % job)["runsOrError"]["results"]
+
+
+def _anomalous_object(lake, hour: datetime) -> tuple[str, str]:
+    """Write one object: a degC temperature series' last 10 minutes of the hour so far, 25 degrees up."""
+    lines = []
+    for obj in lake.list(f"landing/telemetry/{hour:%Y/%m/%d/%H}"):
+        lines += gzip.decompress(lake.read_bytes(obj.key)).decode().splitlines()
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # the simulator's malformed lines
+            continue
+    records = [r for r in records if isinstance(r, dict) and r.get("device_id") and r.get("metric") == "temperature"
+               and r.get("unit") == "degC" and isinstance(r.get("value"), (int, float))
+               and isinstance(r.get("ts"), str) and r["ts"].endswith("Z")]  # UTC stamps compare as text
+    device = sorted({r["device_id"] for r in records})[0]
+    series = sorted((r for r in records if r["device_id"] == device), key=lambda r: r["ts"])
+    last = [r for r in series if r["ts"] >= (datetime.fromisoformat(series[-1]["ts"].replace("Z", "+00:00"))
+                                             - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M")]
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    body = "\n".join(json.dumps({**r, "value": round(r["value"] + 25.0, 4), "message_id": str(uuid.uuid4()),
+                                 "ingested_at": now}, separators=(",", ":")) for r in last) + "\n"
+    key = f"landing/telemetry/{hour:%Y/%m/%d/%H}/iot-lake-telemetry-1-{hour:%Y-%m-%d-%H}-59-59-{uuid.uuid4()}.gz"
+    lake.write_bytes(key, gzip.compress(body.encode()))
+    return key, device
+
+
+@click.command()
+@click.option("--devices", default=5, show_default=True)
+@click.option("--workdir", type=click.Path(path_type=Path), default=None, help="default: a temporary directory")
+def main(devices: int, workdir: Path | None) -> None:
+    work = workdir or Path(tempfile.mkdtemp(prefix="iot-lake-latency-"))
+    project, lake_root = work / "project", work / "lake"
+    shutil.rmtree(project, ignore_errors=True)
+    shutil.rmtree(lake_root, ignore_errors=True)
+    project.mkdir(parents=True)
+    for name in ("assets", "resources", "jobs", "sensors"):
+        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("definitions.py", "workspace.yaml", "dagster.yaml"):
+        shutil.copy(REPO / name, project / name)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("IOT_LAKE", "DAGSTER_HOME"))},
+           "IOT_LAKE_ROOT": str(lake_root), "DAGSTER_HOME": str(project), "PYTHONPATH": str(REPO)}
+
+    with console.status("setup: a day of curated telemetry, a champion, the hour's forecast"):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "benchmarks.latency.setup", "--lake", str(lake_root),
+                              "--devices", str(devices)], cwd=project, env=env, capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"setup failed:\n{out.stderr[-4000:]}")
+        setup_s = time.perf_counter() - t0
+    hour = datetime.fromisoformat(json.loads(out.stdout.strip().splitlines()[-1])["hour"])
+
+    from iot_lake.cases.store import CaseStore
+    from iot_lake.lake import Lake
+    from iot_lake.settings import local_cases_url
+    from iot_lake.simulate.deliveries import SimConfig
+    from iot_lake.simulate.runner import SimulationReport, Simulator
+
+    lake = Lake(str(lake_root))
+    port = _port()
+    log = open(work / "dagster-dev.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-p", str(port)], cwd=project, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with console.status("dagster dev starting"):
+            _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).status == 200,
+                  180, "the UI")
+        with console.status("warm start: the hour so far through the sensor, the telemetry run and the deviations"):
+            sim = Simulator(SimConfig(devices=devices, seed=7, history_days=1), lake)
+            now = datetime.now(timezone.utc)
+            upto = now.replace(minute=now.minute // 5 * 5, second=0, microsecond=0)
+            if upto <= hour:  # too early in the hour for a closed 5-minute buffer: take the first one
+                upto = hour + timedelta(minutes=5)
+            sim.emit(hour, upto, SimulationReport(start=hour.isoformat(), end=upto.isoformat()))
+            _wait(lambda: _runs(port, "telemetry_hourly_job"), 300, "the warm-up telemetry run", every=2)
+            _wait(lambda: _runs(port, "__ASSET_JOB"), 300, "the warm-up deviations run", every=2)
+            telemetry_before = {r["runId"] for r in _runs(port, "telemetry_hourly_job")}
+            deviations_before = {r["runId"] for r in _runs(port, "__ASSET_JOB")}
+
+        with CaseStore(local_cases_url(str(lake_root))) as store:
+            before = {c.case_key for c in store.list_cases()}
+        key, device = _anomalous_object(lake, hour)
+        written = time.time()
+
+        def new_case():
+            with CaseStore(local_cases_url(str(lake_root))) as store:
+                return [c for c in store.list_cases() if c.case_key not in before and c.device_id == device
+                        and c.metric == "temperature"]
+
+        with console.status(f"measuring: {key} -> a case for {device} temperature"):
+            cases = _wait(new_case, 600, "the case")
+        latency = time.time() - written
+        work_s = 0.0
+        for job, seen in (("telemetry_hourly_job", telemetry_before), ("__ASSET_JOB", deviations_before)):
+            fresh = [r for r in _runs(port, job) if r["runId"] not in seen and r["startTime"] >= written - 1]
+            work_s += sum(r["endTime"] - r["startTime"] for r in fresh[-1:])
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+    table = Table(title=f"landing object -> case, dagster dev on {os.cpu_count()} cores ({devices} devices)")
+    for column in ("measure", "seconds", "vs target"):
+        table.add_column(column, justify="left" if column != "seconds" else "right")
+    verdict = f"[green]{latency:.0f} s <= {TARGET_S:.0f} s[/]" if latency <= TARGET_S else f"[red]{latency:.0f} s > {TARGET_S:.0f} s[/]"
+    table.add_row("object written -> case in the store", f"{latency:.1f}", verdict)
+    table.add_row("reference: the two runs' own wall time", f"{work_s:.1f}", f"latency / work = {latency / work_s:.1f}"
+                  if work_s else "")
+    table.add_row("setup (not measured)", f"{setup_s:.0f}", "")
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    console.print(f"case {cases[0].case_key}: severity {cases[0].severity}; dagster dev log: {work / 'dagster-dev.log'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Child process of benchmarks.latency, run inside the project copy: yesterday and today so far
+curated, a seasonal-naive champion, and the forecast made at the start of the current hour.
+
+    python -m benchmarks.latency.setup --lake DIR --devices N
+
+Afterwards the landing objects (telemetry and weather) are removed, keeping their inventories and
+everything curated from them: the landing sensor's first tick in the fresh `dagster dev` must see
+only what the benchmark writes next, not a day of objects it would run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tarfile
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lake", required=True)
+    parser.add_argument("--devices", type=int, default=5)
+    args = parser.parse_args()
+    os.environ["IOT_LAKE_ROOT"] = args.lake
+
+    from dagster import DagsterInstance, materialize
+
+    from assets.ml.forecast import batch_forecast
+    from definitions import defs
+    from iot_lake.forecast import registry
+    from iot_lake.forecast.model import Hyperparameters, make, save
+    from iot_lake.lake import Lake
+    from iot_lake.settings import load_settings
+    from iot_lake.simulate.deliveries import SimConfig
+    from iot_lake.simulate.runner import Simulator
+    from iot_lake.sources.historian import create_engine, land_registry
+    from resources import build_resources
+
+    lake = Lake(args.lake)
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    start = (hour - timedelta(days=1)).replace(hour=0)
+    sim = Simulator(SimConfig(devices=args.devices, seed=7, history_days=1), lake)
+    url = f"sqlite:///{Path(args.lake).parent}/historian.sqlite"
+    sim.seed_historian(url, start.date())
+    engine = create_engine(url)
+    land_registry(lake, engine, start.date())
+    engine.dispose()
+    sim.backfill(start, hour)
+
+    with DagsterInstance.get() as instance:
+        last = (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
+        result = defs.resolve_job_def("telemetry_hourly_job").execute_in_process(
+            tags={RANGE_START: start.strftime("%Y-%m-%d-%H:%M"), RANGE_END: last}, instance=instance,
+            run_config=QUIET, raise_on_error=True)
+        # Seasonal naive as the champion: training is not what this benchmark measures.
+        with tempfile.TemporaryDirectory() as tmp:
+            save(make("seasonal_naive", Hyperparameters()), Path(tmp) / "model", {"version": "latency-naive"})
+            with tarfile.open(Path(tmp) / "model.tar.gz", "w:gz") as tar:
+                for path in (Path(tmp) / "model").iterdir():
+                    tar.add(path, arcname=path.name)
+            model_key = f"{registry.jobs_key()}/latency-naive/output/model.tar.gz"
+            lake.write_bytes(model_key, (Path(tmp) / "model.tar.gz").read_bytes())
+        registry.record(lake, registry.ModelVersion("latency-naive", model_key, "seasonal_naive", 1.0,
+                                                    start.isoformat(), (hour - timedelta(minutes=5)).isoformat(),
+                                                    start.date().isoformat(), [], True))
+        materialize([batch_forecast], partition_key=last, instance=instance, run_config=None,
+                    resources=build_resources(load_settings()), raise_on_error=True)
+    for prefix in ("landing/telemetry", "landing/thirdparty/weather"):
+        for obj in list(lake.list(prefix)):
+            lake.delete(obj.key)
+    print(json.dumps({"hour": hour.isoformat(), "setup_run": result.run_id}))
+
+
+if __name__ == "__main__":
+    main()
