@@ -143,3 +143,21 @@ def test_tail_calibrator_ranks_then_extrapolates():
     for _ in range(1000):
         cal.push(10.0)
     assert cal.surprise(1.0) < 0.01
+
+
+def test_level_shift_after_a_giant_spike_still_alerts():
+    """A huge one-point spike must not teach the shift channel that shifts of a few noise units are
+    normal: the fast/slow means see values clipped around the level (`shift_clip`)."""
+    n = 10 * DAY
+    rng = np.random.default_rng(3)
+    values = 14 + rng.normal(0, 0.3, n)
+    values[3 * DAY] += 60                     # a giant spike (alerts on its own)
+    values[3 * DAY + 1] += 50
+    shift_at = 8 * DAY
+    values[shift_at:] += 6                    # much later: a lasting shift, far below the spike
+    s = pd.Series(values, index=pd.date_range("2026-01-05", periods=n, freq="5min"))
+    scores = nab_detector(s)
+    assert scores[3 * DAY] >= ALERT
+    assert scores[shift_at:shift_at + 60].max() >= ALERT
+    unclipped = nab_detector(s, shift_clip=0.0)
+    assert unclipped[shift_at:shift_at + 60].max() < ALERT   # what the unclipped means missed

@@ -4,7 +4,8 @@ Pieces (each usable on its own, all causal: what they say about point t uses poi
 
 * `OnlineForecaster` -- per series, predicts the next value before seeing it: an exponentially
   weighted level, a seasonal (daily) profile from the same phase in past periods, and a fast/slow
-  pair of weighted means for sustained shifts.
+  pair of weighted means for sustained shifts (fed values clipped around the level, so a spike does
+  not register as a shift).
 * `TailCalibrator` -- turns a residual into a surprise, -ln P(residual this large), against the
   series' own recent residuals: the empirical rank inside the observed range and a fitted
   exponential tail (peaks over threshold) beyond it, so an unprecedented deviation keeps scoring
@@ -37,6 +38,8 @@ class NabParams:
     level_alpha: float = 0.1         # EW level: weight of the newest point
     fast_alpha: float = 0.1          # fast/slow EW means for sustained shifts
     slow_alpha: float = 0.005
+    shift_clip: float = 6.0          # the fast/slow means see values clipped to level +- this many
+                                     # spreads (robust: a spike does not move them, a lasting shift does)
     spread_alpha: float = 0.05       # EW mean of |level residual| (volatility changes)
     season_seconds: float = 86400.0  # seasonal period (0 disables the seasonal channel)
     season_halfwidth: int = 0        # ...and this many points either side of that phase
@@ -56,7 +59,7 @@ class NabParams:
     warmup: int = 150                # points scored 0 while the forecaster learns
     half_surprise: float = 12.0      # surprise (nats) that maps to score 0.5
     alert_level: float = 0.4         # a score >= this is an alert
-    suppress: int = 400              # points after an alert that stay quiet (one alert per incident)
+    suppress: int = 425              # points after an alert that stay quiet (one alert per incident)
     rearm_factor: float = 1.3        # ...unless the surprise exceeds the alert's by this factor
     rearm_after: int = 0             # ...and that many points have passed (the same incident escalating)
 
@@ -175,14 +178,26 @@ class OnlineForecaster:
     def residuals(self, x: float) -> dict:
         if self.n == 0:
             return {}
+        xs = self._shift_input(x)
         r = {"level": x - self.level,
-             "shift": (self.fast + self.p.fast_alpha * (x - self.fast)) - self.slow}
+             "shift": (self.fast + self.p.fast_alpha * (xs - self.fast)) - self.slow}
         sf = self.seasonal_forecast()
         if not math.isnan(sf):
             r["season"] = x - sf
         new_spread = self.spread + self.p.spread_alpha * (abs(x - self.level) - self.spread)
         r["spread"] = new_spread - self.spread_ref if self.n > 1 else 0.0
         return r
+
+    def _shift_input(self, x: float) -> float:
+        """x as the fast/slow means see it: clipped to level +- shift_clip spreads (the larger of
+        the fast and slow mean absolute deviation), a Huber-style robust update.  A one- or
+        two-point spike then barely moves them, so it does not inflate the shift channel's history
+        and mask a later level shift; a lasting shift still passes, since the level follows it."""
+        c = self.p.shift_clip
+        if c <= 0 or self.n < 2:
+            return x
+        b = c * max(self.spread, self._spread_slow)
+        return min(max(x, self.level - b), self.level + b)
 
     @property
     def spread_ref(self) -> float:
@@ -196,12 +211,13 @@ class OnlineForecaster:
             self._spread_slow = 0.0
             self.scale = abs(x)
         else:
+            xs = self._shift_input(x)
             dev = abs(x - self.level)
             self.spread += p.spread_alpha * (dev - self.spread)
             self._spread_slow += p.slow_alpha * (dev - self._spread_slow)
             self.level += p.level_alpha * (x - self.level)
-            self.fast += p.fast_alpha * (x - self.fast)
-            self.slow += p.slow_alpha * (x - self.slow)
+            self.fast += p.fast_alpha * (xs - self.fast)
+            self.slow += p.slow_alpha * (xs - self.slow)
             self.scale += 0.01 * (abs(x) - self.scale)
         if self.period > 0:
             self._season.append(x)
