@@ -10,8 +10,9 @@
 4. Measured: one more object, a device's temperature 25 degrees off for its last 10 minutes. The
    clock runs from its write to the first case for that device and metric in the case store.
 
-Target: under 60 s. Reference, from the same run: the wall time of the runs that did the work
-(the telemetry run and the deviations run that opened the case); the rest is polling and launch.
+Target: under 60 s. Reference, from the same run: from the start of the telemetry run that took
+the object in to the end of the deviations run that opened the case; the rest of the latency is
+the landing sensor's polling (every 30 s) and run launches.
 """
 
 from __future__ import annotations
@@ -65,11 +66,18 @@ def _wait(predicate, timeout: float, what: str, every: float = 0.5):
     raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-RUNS = '{ runsOrError(filter: {pipelineName: "%s", statuses: [SUCCESS]}) { ... on Runs { results { runId startTime endTime tags { key value } } } } }'
+RUNS = '{ runsOrError(filter: {pipelineName: "%s"}) { ... on Runs { results { runId status startTime endTime } } } }'
+DEVIATIONS_JOB = "__ASSET_JOB"  # what the automation sensor launches its asset runs as
 
 
-def _runs(port: int, job: str) -> list[dict]:
-    return _graphql(port, RUNS % job)["runsOrError"]["results"]
+def _runs(port: int, job: str, status: str | None = "SUCCESS") -> list[dict]:
+    runs = _graphql(port, RUNS % job)["runsOrError"]["results"]
+    return [r for r in runs if status is None or r["status"] == status]
+
+
+def _idle(port: int) -> bool:
+    return not any(r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
+                   for job in ("telemetry_hourly_job", DEVIATIONS_JOB) for r in _runs(port, job, None))
 
 
 def _anomalous_object(lake, hour: datetime) -> tuple[str, str]:
@@ -146,9 +154,8 @@ def main(devices: int, workdir: Path | None) -> None:
                 upto = hour + timedelta(minutes=5)
             sim.emit(hour, upto, SimulationReport(start=hour.isoformat(), end=upto.isoformat()))
             _wait(lambda: _runs(port, "telemetry_hourly_job"), 300, "the warm-up telemetry run", every=2)
-            _wait(lambda: _runs(port, "__ASSET_JOB"), 300, "the warm-up deviations run", every=2)
-            telemetry_before = {r["runId"] for r in _runs(port, "telemetry_hourly_job")}
-            deviations_before = {r["runId"] for r in _runs(port, "__ASSET_JOB")}
+            _wait(lambda: _runs(port, DEVIATIONS_JOB), 300, "the warm-up deviations run", every=2)
+            _wait(lambda: _idle(port), 300, "the warm-up runs to finish", every=2)
 
         with CaseStore(local_cases_url(str(lake_root))) as store:
             before = {c.case_key for c in store.list_cases()}
@@ -163,10 +170,14 @@ def main(devices: int, workdir: Path | None) -> None:
         with console.status(f"measuring: {key} -> a case for {device} temperature"):
             cases = _wait(new_case, 600, "the case")
         latency = time.time() - written
-        work_s = 0.0
-        for job, seen in (("telemetry_hourly_job", telemetry_before), ("__ASSET_JOB", deviations_before)):
-            fresh = [r for r in _runs(port, job) if r["runId"] not in seen and r["startTime"] >= written - 1]
-            work_s += sum(r["endTime"] - r["startTime"] for r in fresh[-1:])
+        # The work: from the telemetry run that took the object in to the end of the deviations run
+        # that opened the case (its runs end before the case is seen, or the store had no case).
+        telemetry = min((r["startTime"] for r in _runs(port, "telemetry_hourly_job", None)
+                         if (r["startTime"] or 0) >= written), default=None)
+        deviation_ends = [r["endTime"] for r in _runs(port, DEVIATIONS_JOB) if telemetry and r["startTime"] >= telemetry]
+        work_s = min(deviation_ends) - telemetry if telemetry and deviation_ends else 0.0
+        with console.status("letting the runs in flight finish"):
+            _wait(lambda: _idle(port), 300, "the runs to finish", every=2)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -180,8 +191,8 @@ def main(devices: int, workdir: Path | None) -> None:
         table.add_column(column, justify="left" if column != "seconds" else "right")
     verdict = f"[green]{latency:.0f} s <= {TARGET_S:.0f} s[/]" if latency <= TARGET_S else f"[red]{latency:.0f} s > {TARGET_S:.0f} s[/]"
     table.add_row("object written -> case in the store", f"{latency:.1f}", verdict)
-    table.add_row("reference: the two runs' own wall time", f"{work_s:.1f}", f"latency / work = {latency / work_s:.1f}"
-                  if work_s else "")
+    table.add_row("reference: telemetry run start -> deviations run end", f"{work_s:.1f}",
+                  f"latency / work = {latency / work_s:.2f}" if work_s else "")
     table.add_row("setup (not measured)", f"{setup_s:.0f}", "")
     Console(width=None if sys.stdout.isatty() else 120).print(table)
     console.print(f"case {cases[0].case_key}: severity {cases[0].severity}; dagster dev log: {work / 'dagster-dev.log'}")
