@@ -170,14 +170,14 @@ def main(devices: int, workdir: Path | None) -> None:
         with console.status(f"measuring: {key} -> a case for {device} temperature"):
             cases = _wait(new_case, 600, "the case")
         latency = time.time() - written
+        with console.status("letting the runs in flight finish"):
+            _wait(lambda: _idle(port), 300, "the runs to finish", every=2)
         # The work: from the telemetry run that took the object in to the end of the deviations run
-        # that opened the case (its runs end before the case is seen, or the store had no case).
+        # that opened the case (it was still delivering and mirroring when the case appeared).
         telemetry = min((r["startTime"] for r in _runs(port, "telemetry_hourly_job", None)
                          if (r["startTime"] or 0) >= written), default=None)
         deviation_ends = [r["endTime"] for r in _runs(port, DEVIATIONS_JOB) if telemetry and r["startTime"] >= telemetry]
         work_s = min(deviation_ends) - telemetry if telemetry and deviation_ends else 0.0
-        with console.status("letting the runs in flight finish"):
-            _wait(lambda: _idle(port), 300, "the runs to finish", every=2)
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
