@@ -91,7 +91,8 @@ _JOB_PARTITIONS = {telemetry_hourly_job.name: hourly_partitions, weather_daily_j
 @sensor(
     name="landing_sensor",
     jobs=[telemetry_hourly_job, weather_daily_job],
-    minimum_interval_seconds=30,
+    # Half of the landing-object -> case budget (60 s) used to go to waiting for this tick.
+    minimum_interval_seconds=15,
     default_status=DefaultSensorStatus.RUNNING,
     description="New landing objects (telemetry, weather) -> runs for the partitions they touch.",
 )

@@ -4,7 +4,7 @@
 
 1. A copy of the control plane and a fresh lake (benchmarks/latency/setup.py): yesterday and the
    current hour so far curated, a seasonal-naive champion and the forecast made at the hour's start.
-2. `dagster dev` starts with its daemon: landing_sensor (30 s) and ops_automation_sensor (10 s).
+2. `dagster dev` starts with its daemon: landing_sensor (15 s) and ops_automation_sensor (10 s).
 3. The simulator delivers the current hour's objects so far; the benchmark waits until their
    telemetry run and the hour's deviations run have succeeded (a warm start).
 4. Measured: one more object, a device's temperature 25 degrees off for its last 10 minutes. The
@@ -12,7 +12,7 @@
 
 Target: under 60 s. Reference, from the same run: from the start of the telemetry run that took
 the object in to the end of the deviations run that opened the case; the rest of the latency is
-the landing sensor's polling (every 30 s) and run launches.
+the landing sensor's polling (every 15 s) and run launches.
 """
 
 from __future__ import annotations
