@@ -1,17 +1,23 @@
-{#- The partition window a run covers. Dagster passes min_ts/max_ts (naive UTC, end exclusive);
-    without them an incremental model redoes all its rows, so `dbt build` by hand is always correct. -#}
+{#- The partition window a run covers: IOT_LAKE_DBT_MIN_TS and IOT_LAKE_DBT_MAX_TS (naive UTC,
+    end exclusive), which Dagster sets per run. Without them an incremental model redoes all its
+    rows, so `dbt build` by hand is always correct. Environment variables rather than --vars: dbt
+    re-parses the whole project when --vars change (every partition), but only the files that
+    read an environment variable when it changes, which saves seconds on every partition's run. -#}
+
+{% macro min_ts() -%}{{ return(env_var('IOT_LAKE_DBT_MIN_TS', '')) }}{%- endmacro %}
+{% macro max_ts() -%}{{ return(env_var('IOT_LAKE_DBT_MAX_TS', '')) }}{%- endmacro %}
 
 {% macro has_window() -%}
-  {{ return(var('min_ts', none) is not none and var('max_ts', none) is not none) }}
+  {{ return(min_ts() != '' and max_ts() != '') }}
 {%- endmacro %}
 
 {% macro window_start(lookback_hours=0) -%}
-  {%- set start = "cast('" ~ var('min_ts') ~ "' as " ~ dbt.type_timestamp() ~ ")" -%}
+  {%- set start = "cast('" ~ min_ts() ~ "' as " ~ dbt.type_timestamp() ~ ")" -%}
   {%- if lookback_hours -%}{{ dbt.dateadd('hour', -1 * lookback_hours, start) }}{%- else -%}{{ start }}{%- endif -%}
 {%- endmacro %}
 
 {% macro window_end() -%}
-  cast('{{ var("max_ts") }}' as {{ dbt.type_timestamp() }})
+  cast('{{ max_ts() }}' as {{ dbt.type_timestamp() }})
 {%- endmacro %}
 
 {#- `where` clause of an incremental model's new rows: its window on `column`, or everything. -#}
