@@ -37,9 +37,17 @@ def _dbt_cli_class():
     from dagster_dbt import DbtCliResource  # imported per run: it pulls in dbt-core
 
     class DbtCli(DbtCliResource):
-        """dagster-dbt opens a dbt adapter in this process for each invocation (seconds of project
-        and profile loading) only to fetch row counts or column metadata on request, which these
-        assets do not; the dbt process does the work."""
+        """Two per-invocation costs of dagster-dbt that these runs do not need, seconds each on two
+        cores: it runs `dbt --version` to learn dbt's version (it is the dbt-core of this venv), and
+        opens a dbt adapter in this process to fetch row counts or column metadata on request
+        (never requested here; the dbt process does the work)."""
+
+        @property
+        def _cli_version(self):
+            from dbt.version import __version__
+            from packaging import version
+
+            return version.parse(__version__)
 
         def _initialize_dbt_core_adapter(self, args):
             return None
