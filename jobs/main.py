@@ -9,6 +9,8 @@ $DAGSTER_HOME), so they show up in the UI afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 import time
@@ -98,8 +100,11 @@ def run_jobs(defs, instance, plan: dict[str, list[str | None]]) -> list[tuple[st
         for job_name, key, tags in todo:
             label = key or (f"{tags[RANGE_START]}...{tags[RANGE_END]}" if tags else "(unpartitioned)")
             progress.update(task, description=f"{job_name} {label}")
-            result = defs.resolve_job_def(job_name).execute_in_process(
-                partition_key=key, tags=tags, instance=instance, raise_on_error=False, run_config=QUIET)
+            # dagster-dbt echoes dbt's log lines to stdout (compute logs, under dagster dev); the
+            # run's events have them, the terminal keeps the progress bar.
+            with contextlib.redirect_stdout(io.StringIO()):
+                result = defs.resolve_job_def(job_name).execute_in_process(
+                    partition_key=key, tags=tags, instance=instance, raise_on_error=False, run_config=QUIET)
             if not result.success:
                 failures.append((job_name, label, result.run_id))
             progress.advance(task)

@@ -1,9 +1,16 @@
 {#- What DuckDB and Redshift spell differently. dbt's own cross-database macros (dateadd, datediff,
     date_trunc, type_*) cover the rest. -#}
 
-{#- A share as a double in [0, 1]; 0/0 is null. -#}
+{#- 8-byte floating point: dbt.type_float() is a 4-byte REAL in DuckDB. -#}
+{% macro type_double() -%}
+  {{ return(adapter.dispatch('type_double', 'iot_lake')()) }}
+{%- endmacro %}
+{% macro default__type_double() -%}double precision{%- endmacro %}
+{% macro duckdb__type_double() -%}double{%- endmacro %}
+
+{#- A share as a double; 0/0 is null. -#}
 {% macro ratio(numerator, denominator) -%}
-  cast({{ numerator }} as {{ dbt.type_float() }}) / nullif(cast({{ denominator }} as {{ dbt.type_float() }}), 0)
+  cast({{ numerator }} as {{ type_double() }}) / nullif(cast({{ denominator }} as {{ type_double() }}), 0)
 {%- endmacro %}
 
 {#- A surrogate key: md5 of the parts joined with '|' (both engines have md5 over varchar). -#}

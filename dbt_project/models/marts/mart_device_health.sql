@@ -21,7 +21,7 @@ devices as (
 ),
 minutes as (
     select device_id, event_date as day, count(*) as metric_minutes, count(distinct bucket_start) as minutes_up,
-           sum(readings) as readings
+           cast(sum(readings) as {{ dbt.type_bigint() }}) as readings
     from {{ ref('fct_telemetry_minute') }}
     where event_date in (select day from days)
     group by device_id, event_date
@@ -51,7 +51,7 @@ latest_forecast as (
 forecast_error as (
     select a.device_id, a.event_date as day, count(*) as forecast_buckets,
            avg(abs(a.mean_value - f.yhat) / nullif(abs(a.mean_value), 0)) as forecast_mape,
-           avg(cast({{ bool_to_int('a.mean_value between f.lo_95 and f.hi_95') }} as {{ dbt.type_float() }})) as forecast_coverage_95
+           avg(cast({{ bool_to_int('a.mean_value between f.lo_95 and f.hi_95') }} as {{ type_double() }})) as forecast_coverage_95
     from latest_forecast f
     join {{ ref('stg_telemetry_5min') }} a
       on a.device_id = f.device_id and a.metric = f.metric and a.bucket_start = f.bucket_start
