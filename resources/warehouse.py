@@ -23,7 +23,7 @@ from iot_lake.lake import Lake
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 PARTIAL_PARSE = "partial_parse.msgpack"
-
+KEEP_PARSE_STATES = 8  # one per warehouse file seen (tests make many): the newest few are kept
 
 
 def dbt_executable() -> str:
@@ -55,6 +55,12 @@ def _dbt_cli_class():
     return DbtCli
 
 
+def _prune_parse_states() -> None:
+    states = sorted((DBT_PROJECT_DIR / "target").glob("partial_parse-*.msgpack"), key=lambda p: p.stat().st_mtime)
+    for old in states[:-KEEP_PARSE_STATES]:
+        old.unlink(missing_ok=True)
+
+
 class WarehouseResource(ConfigurableResource):
     target: str = "local"  # dbt target: local (DuckDB) | prod (Redshift)
     duckdb_path: str | None = None  # local: the warehouse file
@@ -67,9 +73,9 @@ class WarehouseResource(ConfigurableResource):
             from iot_lake.warehouse.duckdb_views import register_views
 
             return register_views(lake, self._duckdb_path())
-        from iot_lake.warehouse.glue import register_tables
-
         import boto3
+
+        from iot_lake.warehouse.glue import register_tables
 
         return register_tables(lake, boto3.client("glue", region_name=self.region), self.glue_database,
                                storage_options=storage_options)
@@ -83,13 +89,13 @@ class WarehouseResource(ConfigurableResource):
     def dbt(self, window: dict[str, str] | None = None) -> Iterator[tuple["DbtCliResource", Path]]:  # noqa: F821
         """The dbt CLI for this target and a fresh target path for one invocation.
 
-        The profile and the window macros read environment variables when the dbt process starts
-        (and when Dagster opens the adapter), so they are set only meanwhile: the warehouse file
-        locally, and the run's partition window (IOT_LAKE_DBT_MIN_TS/MAX_TS). The target path is
-        seeded with the project's partial-parse state, so dbt re-parses only what changed.
+        The profile and the window macros read environment variables when the dbt process starts,
+        so they are set only meanwhile: the warehouse file locally, and the run's partition window
+        (IOT_LAKE_DBT_MIN_TS/MAX_TS). The target path is seeded with the partial-parse state of the
+        previous run on the same profile, so dbt re-parses only what changed.
         """
         resource = _dbt_cli_class()(project_dir=os.fspath(DBT_PROJECT_DIR), profiles_dir=os.fspath(DBT_PROJECT_DIR),
-                                  target=self.target, dbt_executable=dbt_executable())
+                                    target=self.target, dbt_executable=dbt_executable())
         env = {"IOT_LAKE_DBT_MIN_TS": (window or {}).get("min_ts"), "IOT_LAKE_DBT_MAX_TS": (window or {}).get("max_ts")}
         if self.target == "local":
             env["IOT_LAKE_WAREHOUSE_PATH"] = self._duckdb_path()
@@ -111,6 +117,7 @@ class WarehouseResource(ConfigurableResource):
             yield resource, target_path
             if (target_path / PARTIAL_PARSE).exists():
                 shutil.copy2(target_path / PARTIAL_PARSE, state)
+                _prune_parse_states()
         finally:
             for k, v in before.items():
                 if v is None:

@@ -94,6 +94,9 @@ def test_warehouse_lineage_joins_the_lake_assets_and_its_tests_are_checks():
     assert any(m == "fct_telemetry_hourly" and n.startswith("reconciles_with_curated") for m, n in checks)
     # Every model and snapshot has tests, as checks.
     assert {m for m, _ in checks} == WAREHOUSE_MODELS
+    # Locally the warehouse schedules start stopped (dagster dev keeps its cores for landing -> case).
+    for name in ("warehouse_job_schedule", "warehouse_hourly_schedule", "warehouse_daily_job_schedule"):
+        assert defs.resolve_schedule_def(name).default_status.value == "STOPPED", name
     hourly = defs.resolve_schedule_def("warehouse_hourly_schedule")
     tick = hourly.evaluate_tick(build_schedule_context(
         scheduled_execution_time=datetime(2026, 11, 25, 10, 40, tzinfo=timezone.utc), repository_def=defs.get_repository_def()))

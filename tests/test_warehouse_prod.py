@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from iot_lake.warehouse.tables import TABLES
 from resources.warehouse import DBT_PROJECT_DIR, WarehouseResource, dbt_executable
 from tests.conftest import REGION
 
-REPO = Path(__file__).resolve().parent.parent
 DATABASE = "iot_lake_test"
 
 
