@@ -1,6 +1,6 @@
 """The single Dagster entry point: ``defs``. ``dagster dev`` in the repo root loads it."""
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from assets.curated import curated_assets, curated_checks
 from assets.landing import landing_assets
@@ -22,4 +22,9 @@ defs = Definitions(
     schedules=all_schedules,
     sensors=[landing_sensor, ops_automation_sensor],
     resources=build_resources(settings),
+    # Steps here only orchestrate: the heavy work runs in Spark and SageMaker (Pipes) or in one
+    # Great Expectations validation. A process per step would cost a definitions load each (4-8 s on
+    # 2 cores) and Great Expectations' 9 s import per check, and would compete for the cores the
+    # landing object -> case path needs, so every run executes its steps in its own run process.
+    executor=in_process_executor,
 )
