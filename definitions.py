@@ -6,6 +6,7 @@ from assets.curated import curated_assets, curated_checks
 from assets.landing import landing_assets
 from assets.ml import ml_assets
 from assets.ops import ops_assets
+from assets.warehouse import warehouse_assets
 from iot_lake.settings import load_settings
 from jobs import all_jobs, all_schedules
 from resources import build_resources
@@ -15,7 +16,7 @@ from sensors.landing import landing_sensor
 settings = load_settings()
 
 defs = Definitions(
-    assets=[*landing_assets, *curated_assets, *ml_assets, *ops_assets],
+    assets=[*landing_assets, *curated_assets, *ml_assets, *ops_assets, *warehouse_assets],
     asset_checks=curated_checks,
     jobs=all_jobs,
     schedules=all_schedules,

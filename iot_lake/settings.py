@@ -26,6 +26,18 @@ PROD_REQUIRED: dict[str, str] = {
     "IOT_LAKE_SAGEMAKER_IMAGE_URI": "ECR image SageMaker training and batch jobs run in (Python with the data plane's ML dependencies)",
     "IOT_LAKE_CASES_URL": "SQLAlchemy URL of the case store (PostgreSQL)",
     "IOT_LAKE_SNS_TOPIC_ARN": "SNS topic every case event is published to (the paging channel)",
+    # The warehouse: lake tables in Glue (Athena, Redshift Spectrum), dbt's target in Redshift.
+    "IOT_LAKE_GLUE_DATABASE": "Glue database the lake tables are registered in (the Spectrum external schema's database)",
+    "IOT_LAKE_REDSHIFT_HOST": "Redshift endpoint host dbt builds the warehouse in",
+    "IOT_LAKE_REDSHIFT_DATABASE": "Redshift database of the warehouse",
+    "IOT_LAKE_REDSHIFT_USER": "Redshift user dbt connects as",
+    "IOT_LAKE_REDSHIFT_PASSWORD": "its password (read by dbt from the environment only)",
+}
+# Optional warehouse settings, with the dbt profile's defaults when unset.
+WAREHOUSE_OPTIONAL: dict[str, str] = {
+    "IOT_LAKE_SPECTRUM_SCHEMA": "Redshift external schema over the Glue database (default lake)",
+    "IOT_LAKE_REDSHIFT_SCHEMA": "schema prefix of the warehouse's models in Redshift (default analytics)",
+    "IOT_LAKE_REDSHIFT_PORT": "Redshift port (default 5439)",
 }
 # Optional, with SageMakerRunner's defaults when unset.
 SAGEMAKER_OPTIONAL: dict[str, str] = {
@@ -87,10 +99,16 @@ class Settings:
     sns_topic_arn: str | None = None
     event_bus_name: str | None = None
     incident_response_plan_arn: str | None = None
+    glue_database: str | None = None
 
     @property
     def is_prod(self) -> bool:
         return self.env == "prod"
+
+
+def local_warehouse_path(lake_root: str) -> str:
+    """The embedded warehouse: a DuckDB file in the lake's warehouse/ area."""
+    return str(Path(lake_root) / "warehouse" / "iot_lake.duckdb")
 
 
 def local_historian_url(lake_root: str) -> str:
@@ -153,4 +171,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sns_topic_arn=env["IOT_LAKE_SNS_TOPIC_ARN"],
         event_bus_name=env.get("IOT_LAKE_EVENT_BUS_NAME") or None,
         incident_response_plan_arn=env.get("IOT_LAKE_INCIDENT_RESPONSE_PLAN_ARN") or None,
+        glue_database=env["IOT_LAKE_GLUE_DATABASE"],
     )

@@ -6,12 +6,15 @@ from dagster import (
     AssetSelection,
     DefaultScheduleStatus,
     RunRequest,
+    ScheduleDefinition,
     ScheduleEvaluationContext,
     build_schedule_from_partitioned_job,
     define_asset_job,
     schedule,
 )
 
+from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_models
+from iot_lake.settings import load_settings
 from jobs.maintenance import delta_maintenance_job, delta_maintenance_schedule
 
 telemetry_hourly_job = define_asset_job(
@@ -83,7 +86,51 @@ def forecast_refresh_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     return RunRequest(run_key=key, partition_key=key)
 
 
+warehouse_job = define_asset_job(
+    "warehouse_job",
+    selection=AssetSelection.assets(warehouse_models),
+    description="The warehouse's staging views, device snapshot, dimensions and case facts (dbt, unpartitioned).",
+)
+warehouse_hourly_job = define_asset_job(
+    "warehouse_hourly_job",
+    selection=AssetSelection.assets(warehouse_hourly),
+    description="The incremental hourly warehouse facts of an hour's window (dbt): telemetry, forecasts, deviations.",
+)
+warehouse_daily_job = define_asset_job(
+    "warehouse_daily_job",
+    selection=AssetSelection.assets(warehouse_daily),
+    description="The daily device-health mart (dbt) of one day.",
+)
+# One run at a time per DuckDB file locally, so the three never overlap: the models at :10, the
+# hour that ended at :40 (after its forecast at :20 and deviations), the day at 01:50. Running by
+# default in prod only: under `dagster dev` on a laptop they would take the cores from the landing ->
+# case path every hour; start them in the UI (or run the jobs) when the local warehouse should follow.
+WAREHOUSE_SCHEDULE_STATUS = DefaultScheduleStatus.RUNNING if load_settings().is_prod else DefaultScheduleStatus.STOPPED
+warehouse_schedule = ScheduleDefinition(
+    job=warehouse_job, cron_schedule="10 * * * *", execution_timezone="UTC",
+    default_status=WAREHOUSE_SCHEDULE_STATUS,
+    description="Staging, the device snapshot, dimensions and cases, hourly at :10.")
+
+
+@schedule(job=warehouse_hourly_job, cron_schedule="40 * * * *", execution_timezone="UTC",
+          default_status=WAREHOUSE_SCHEDULE_STATUS,
+          description="The hourly facts of the hour that ended, 40 minutes past the hour.")
+def warehouse_hourly_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+    hour = context.scheduled_execution_time.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    key = (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
+    return RunRequest(run_key=key, partition_key=key)
+
+
+warehouse_daily_schedule = build_schedule_from_partitioned_job(
+    warehouse_daily_job,
+    hour_of_day=1,
+    minute_of_hour=50,
+    default_status=WAREHOUSE_SCHEDULE_STATUS,
+    description="Device health of the previous day (01:50 UTC, after its last hourly facts).",
+)
+
 all_jobs = [telemetry_hourly_job, weather_daily_job, features_daily_job, historian_extract_job, delta_maintenance_job,
-            forecast_training_job, forecast_refresh_job]
+            forecast_training_job, forecast_refresh_job, warehouse_job, warehouse_hourly_job, warehouse_daily_job]
 all_schedules = [historian_extract_schedule, features_daily_schedule, delta_maintenance_schedule,
-                 forecast_training_schedule, forecast_refresh_schedule]
+                 forecast_training_schedule, forecast_refresh_schedule, warehouse_schedule, warehouse_hourly_schedule,
+                 warehouse_daily_schedule]

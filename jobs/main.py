@@ -9,6 +9,8 @@ $DAGSTER_HOME), so they show up in the UI afterwards.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import sys
 import time
@@ -51,7 +53,7 @@ def repo_instance():
         os.chdir(cwd)
 
 
-def partitions_to_run(lake: Lake, start: datetime, end: datetime) -> dict[str, list[str]]:
+def partitions_to_run(lake: Lake, start: datetime, end: datetime) -> dict[str, list[str | None]]:
     """Partition keys per job for everything that landed for the simulated window, in run order."""
     hours = sorted({h for o in lake.list(TELEMETRY_PREFIX) if (h := telemetry_hour_of_key(o.key)) and start <= h < end})
     weather_days = sorted({d for o in lake.list(WEATHER_PREFIX) if (d := weather_day_of_key(o.key)) and start.date() <= d < end.date()})
@@ -61,10 +63,15 @@ def partitions_to_run(lake: Lake, start: datetime, end: datetime) -> dict[str, l
         "telemetry_hourly_job": [h.strftime("%Y-%m-%d-%H:%M") for h in hours],
         "weather_daily_job": [d.isoformat() for d in weather_days],
         "features_daily_job": [d.isoformat() for d in days],
+        # The warehouse last: its unpartitioned models (staging, dimensions) before the hourly facts
+        # that test against them, and the daily mart over both.
+        "warehouse_job": [None],
+        "warehouse_hourly_job": [h.strftime("%Y-%m-%d-%H:%M") for h in hours],
+        "warehouse_daily_job": [d.isoformat() for d in days],
     }
 
 
-def runs(defs, plan: dict[str, list[str]]) -> list[tuple[str, str | None, dict[str, str]]]:
+def runs(defs, plan: dict[str, list[str | None]]) -> list[tuple[str, str | None, dict[str, str]]]:
     """(job, partition key, run tags): one run per partition, or one run per range where the job's assets
     backfill a range in a single run (the hourly telemetry: one Spark session for the whole day)."""
     out = []
@@ -84,17 +91,20 @@ def runs(defs, plan: dict[str, list[str]]) -> list[tuple[str, str | None, dict[s
     return out
 
 
-def run_jobs(defs, instance, plan: dict[str, list[str]]) -> list[tuple[str, str, str]]:
+def run_jobs(defs, instance, plan: dict[str, list[str | None]]) -> list[tuple[str, str, str]]:
     failures = []
     todo = runs(defs, plan)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         task = progress.add_task("materializing", total=len(todo))
         for job_name, key, tags in todo:
-            label = key or f"{tags[RANGE_START]}...{tags[RANGE_END]}"
+            label = key or (f"{tags[RANGE_START]}...{tags[RANGE_END]}" if tags else "(unpartitioned)")
             progress.update(task, description=f"{job_name} {label}")
-            result = defs.resolve_job_def(job_name).execute_in_process(
-                partition_key=key, tags=tags, instance=instance, raise_on_error=False, run_config=QUIET)
+            # dagster-dbt echoes dbt's log lines to stdout (compute logs, under dagster dev); the
+            # run's events have them, the terminal keeps the progress bar.
+            with contextlib.redirect_stdout(io.StringIO()):
+                result = defs.resolve_job_def(job_name).execute_in_process(
+                    partition_key=key, tags=tags, instance=instance, raise_on_error=False, run_config=QUIET)
             if not result.success:
                 failures.append((job_name, label, result.run_id))
             progress.advance(task)
@@ -136,7 +146,7 @@ def main(days: int, devices: int, seed: int, start_day: str | None) -> None:
     table.add_row("simulated objects / lines", f"{report.objects:,} / {report.lines:,}")
     table.add_row("weather files / anomalies", f"{report.weather_files} / {report.anomalies}")
     for job_name, keys in plan.items():
-        table.add_row(job_name, f"{len(keys)} partition(s)")
+        table.add_row(job_name, f"{len(keys)} partition(s)" if keys != [None] else "unpartitioned")
     table.add_row("failed runs", str(len(failures)))
     table.add_row("simulate / total seconds", f"{t_sim:.1f} / {elapsed:.1f}")
     Console().print(table)

@@ -10,11 +10,12 @@ import sqlalchemy as sa
 from dagster import ConfigurableResource, EnvVar
 
 from iot_lake.lake import Lake
-from iot_lake.settings import Settings
+from iot_lake.settings import Settings, local_warehouse_path
 from iot_lake.sources.historian import create_engine
 from resources.cases import CasesResource
 from resources.sagemaker import SageMakerRunner
 from resources.spark import SparkRunner
+from resources.warehouse import WarehouseResource
 
 
 class LakeResource(ConfigurableResource):
@@ -82,6 +83,7 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
                 sns_topic_arn=settings.sns_topic_arn, event_bus_name=settings.event_bus_name,
                 incident_response_plan_arn=settings.incident_response_plan_arn, webhook_url=settings.cases_webhook_url,
             ),
+            "warehouse": WarehouseResource(target="prod", glue_database=settings.glue_database, region=settings.aws_region),
         }
     return {
         "lake": LakeResource(root=settings.lake_root),
@@ -89,6 +91,7 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
         "spark": SparkRunner(mode="local"),
         "sagemaker": SageMakerRunner(mode="local"),
         "cases": CasesResource(url=settings.cases_url, lake_root=settings.lake_root, webhook_url=settings.cases_webhook_url),
+        "warehouse": WarehouseResource(target="local", duckdb_path=local_warehouse_path(settings.lake_root)),
     }
 
 

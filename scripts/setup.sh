@@ -12,6 +12,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
 .venv/bin/uv pip install --quiet --python .venv/bin/python -e '.[dev]'
+# The dbt manifest Dagster loads the warehouse assets from (dbt_project/target/, not in git): parsed
+# once here, offline, so loading the definitions never waits for dbt.
+DBT_SEND_ANONYMOUS_USAGE_STATS=false .venv/bin/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project \
+  --target local --target-path target
 
 if [ "${1:-}" = "--test" ]; then
   # The Postgres extract tests start a real server; install it where we can (root on Debian).

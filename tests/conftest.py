@@ -65,23 +65,28 @@ def two_days(tmp_path_factory) -> tuple[Lake, Simulator]:
 HOURS = 3
 
 
-@pytest.fixture
-def landed(tmp_path):
-    """A few landing hours with every kind of fault, plus the registry and inventories landed."""
+def land_faulty_hours(root: Path, hours: int = HOURS) -> Lake:
+    """Landing hours with every kind of fault, plus the registry and inventories landed."""
     from iot_lake.simulate.historian import seed_historian
     from iot_lake.sources.historian import create_engine, land_registry
     from iot_lake.sources.telemetry import land_inventory
 
-    lake, sim = simulate(tmp_path, hours=HOURS, devices=6, bad_rate=0.04, duplicate_rate=0.05, late_rate=0.03,
+    lake, sim = simulate(root, hours=hours, devices=6, bad_rate=0.04, duplicate_rate=0.05, late_rate=0.03,
                          truncated_rate=0.1)
-    url = f"sqlite:///{tmp_path}/historian.sqlite"
+    url = f"sqlite:///{root}/historian.sqlite"
     seed_historian(url, sim.fleet, sim.cfg, START.date())
     engine = create_engine(url)
     land_registry(lake, engine, START.date())
     engine.dispose()
-    for h in range(HOURS):
+    for h in range(hours):
         land_inventory(lake, START + timedelta(hours=h))
     return lake
+
+
+@pytest.fixture
+def landed(tmp_path):
+    """A few landing hours with every kind of fault, plus the registry and inventories landed."""
+    return land_faulty_hours(tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,16 @@ PROD_ENV = {
     "IOT_LAKE_SAGEMAKER_IMAGE_URI": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/iot-lake-ml:1.4",
     "IOT_LAKE_CASES_URL": "postgresql://cases:c4ses@cases.internal:5432/cases",
     "IOT_LAKE_SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:iot-lake-cases",
+    "IOT_LAKE_GLUE_DATABASE": "iot_lake",
+    "IOT_LAKE_REDSHIFT_HOST": "analytics.abc123.eu-west-1.redshift.amazonaws.com",
+    "IOT_LAKE_REDSHIFT_DATABASE": "analytics",
+    "IOT_LAKE_REDSHIFT_USER": "dbt",
+    "IOT_LAKE_REDSHIFT_PASSWORD": "r3dsh1ft",
 }
+WAREHOUSE_MODELS = {"stg_telemetry_minute", "stg_telemetry_5min", "stg_forecasts", "stg_deviations", "stg_cases",
+                    "stg_case_history", "stg_sites", "stg_devices", "stg_device_metrics", "snap_device", "dim_device",
+                    "dim_site", "fct_telemetry_minute", "fct_telemetry_hourly", "fct_forecast", "fct_deviation",
+                    "fct_case", "mart_device_health"}
 
 
 def test_definitions_load_with_every_asset_described():
@@ -37,25 +46,61 @@ def test_definitions_load_with_every_asset_described():
     assert keys == {"landing/telemetry", "landing/weather", "landing/device_registry", "landing/historical_readings",
                     "curated/telemetry", "curated/telemetry_1min", "curated/telemetry_5min",
                     "curated/weather", "curated/features",
-                    "ml/forecast_training_data", "ml/forecast_model", "ml/batch_forecast", "ops/deviations"}
+                    "ml/forecast_training_data", "ml/forecast_model", "ml/batch_forecast", "ops/deviations",
+                    *(f"warehouse/{m}" for m in WAREHOUSE_MODELS)}
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         kinds = {t.removeprefix("dagster/kind/") for t in node.tags if t.startswith("dagster/kind/")}
         assert node.group_name == key.path[0]
         assert node.owners == (["team:ml-platform"] if key.path[0] in ("ml", "ops") else ["team:data-platform"])
         assert node.description and len(node.description) > 40
-        assert kinds & {"s3", "sagemaker", "delta"}, key
+        assert kinds & ({"dbt", "duckdb"} if key.path[0] == "warehouse" else {"s3", "sagemaker", "delta"}), key
     curated = graph.get(AssetKey(["curated", "telemetry"]))
     assert {p.to_user_string() for p in curated.parent_keys} == {"landing/telemetry", "landing/device_registry"}
     assert {"spark", "delta"} <= {t.removeprefix("dagster/kind/") for t in curated.tags if t.startswith("dagster/kind/")}
     assert {j.name for j in defs.jobs} == {"telemetry_hourly_job", "weather_daily_job", "features_daily_job",
                                               "historian_extract_job", "delta_maintenance_job",
-                                              "forecast_training_job", "forecast_refresh_job"}
+                                              "forecast_training_job", "forecast_refresh_job", "warehouse_job",
+                                              "warehouse_hourly_job", "warehouse_daily_job"}
     model = graph.get(AssetKey(["ml", "forecast_model"]))
     assert {p.to_user_string() for p in model.parent_keys} == {"ml/forecast_training_data"}
     assert "ml/forecast_model" in {p.to_user_string() for p in graph.get(AssetKey(["ml", "batch_forecast"])).parent_keys}
     assert defs.resolve_sensor_def("landing_sensor")
     assert defs.resolve_sensor_def("ops_automation_sensor").default_status.value == "RUNNING"
+
+
+def test_warehouse_lineage_joins_the_lake_assets_and_its_tests_are_checks():
+    from dagster import DailyPartitionsDefinition, HourlyPartitionsDefinition
+
+    from definitions import defs
+
+    graph = defs.resolve_asset_graph()
+
+    def parents(name):
+        return {p.to_user_string() for p in graph.get(AssetKey(["warehouse", name])).parent_keys}
+
+    # landing -> curated -> warehouse, and ML / ops -> warehouse, in one graph.
+    assert parents("stg_telemetry_minute") == {"curated/telemetry_1min"}
+    assert parents("stg_forecasts") == {"ml/batch_forecast"}
+    assert parents("stg_deviations") == parents("stg_cases") == {"ops/deviations"}
+    assert parents("stg_devices") == {"landing/device_registry"}
+    assert parents("dim_device") == {"warehouse/snap_device"}
+    assert {"warehouse/fct_telemetry_minute", "warehouse/fct_case", "warehouse/dim_device"} <= parents("mart_device_health")
+    for name in ("fct_telemetry_minute", "fct_telemetry_hourly", "fct_forecast", "fct_deviation"):
+        assert isinstance(graph.get(AssetKey(["warehouse", name])).partitions_def, HourlyPartitionsDefinition), name
+    assert isinstance(graph.get(AssetKey(["warehouse", "mart_device_health"])).partitions_def, DailyPartitionsDefinition)
+    assert graph.get(AssetKey(["warehouse", "dim_site"])).partitions_def is None
+    checks = {(k.asset_key.path[-1], k.name) for k in graph.asset_check_keys if k.asset_key.path[0] == "warehouse"}
+    assert any(m == "fct_telemetry_hourly" and n.startswith("reconciles_with_curated") for m, n in checks)
+    # Every model and snapshot has tests, as checks.
+    assert {m for m, _ in checks} == WAREHOUSE_MODELS
+    # Locally the warehouse schedules start stopped (dagster dev keeps its cores for landing -> case).
+    for name in ("warehouse_job_schedule", "warehouse_hourly_schedule", "warehouse_daily_job_schedule"):
+        assert defs.resolve_schedule_def(name).default_status.value == "STOPPED", name
+    hourly = defs.resolve_schedule_def("warehouse_hourly_schedule")
+    tick = hourly.evaluate_tick(build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 25, 10, 40, tzinfo=timezone.utc), repository_def=defs.get_repository_def()))
+    assert [r.partition_key for r in tick.run_requests] == ["2026-11-25-09:00"]
 
 
 def test_nightly_extract_targets_the_day_that_just_ended():
@@ -89,7 +134,9 @@ def test_local_is_the_default(tmp_path):
 
     resources = build_resources(s)
     assert {name: getattr(r, "mode", None) for name, r in resources.items()} == {
-        "lake": None, "historian": None, "spark": "local", "sagemaker": "local", "cases": None}
+        "lake": None, "historian": None, "spark": "local", "sagemaker": "local", "cases": None, "warehouse": None}
+    assert (resources["warehouse"].target, resources["warehouse"].duckdb_path) == (
+        "local", str(tmp_path / "warehouse" / "iot_lake.duckdb"))
     assert resources["cases"].url == f"sqlite:///{tmp_path}/_sources/cases.sqlite"
     assert [s.name for s in resources["cases"].sinks()] == ["log", "jsonl"]
     with resources["cases"].store() as store:
@@ -158,6 +205,10 @@ def test_prod_settings_and_resources_come_from_the_environment(monkeypatch):
     sagemaker = build_resources(load_settings())["sagemaker"]
     assert (sagemaker.training_instance_type, sagemaker.processing_instance_type) == ("ml.c5.4xlarge", "ml.m5.large")
     assert sagemaker.kms_key_id == "alias/iot-lake"
+
+    warehouse = resources["warehouse"]
+    assert (warehouse.target, warehouse.glue_database, warehouse.region) == ("prod", "iot_lake", "eu-west-1")
+    assert "r3dsh1ft" not in repr(warehouse)  # dbt reads the password from the environment itself
 
     monkeypatch.setenv("IOT_LAKE_SPARK_MODE", "glue")
     monkeypatch.setenv("IOT_LAKE_GLUE_JOB_NAME", "iot-lake-spark")

@@ -107,8 +107,8 @@ def test_dagster_dev_serves_the_ui_and_the_sensor_runs_new_landing_data(tmp_path
     # A copy of the project's control plane, so the test's .dagster/ does not touch the checkout.
     project = tmp_path / "project"
     project.mkdir()
-    for name in ("assets", "resources", "jobs", "sensors"):
-        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("assets", "resources", "jobs", "sensors", "dbt_project"):  # dbt_project: with its manifest
+        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "runs", "logs"))
     for name in ("definitions.py", "workspace.yaml", "dagster.yaml"):
         shutil.copy(REPO / name, project / name)
     lake_root = tmp_path / "lake"

@@ -1,0 +1,28 @@
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    tags=['hourly'],
+    pre_hook="{{ delete_window('ts') }}",
+) }}
+-- One scored minute per device and metric: the actual against the forecast band.
+select
+    device_id,
+    metric,
+    ts,
+    event_date,
+    site_id,
+    actual,
+    expected,
+    expected_lo,
+    expected_hi,
+    expected_hi - expected_lo as band_width,
+    residual,
+    score,
+    is_anomalous,
+    actual > expected_hi as is_above_band,
+    actual < expected_lo as is_below_band,
+    forecast_origin,
+    model_version
+from {{ ref('stg_deviations') }}
+where {{ in_window('ts') }}

@@ -1,0 +1,202 @@
+"""The lake tables the warehouse reads, each with the columns it relies on (its contract).
+
+The same declaration makes the local DuckDB views (duckdb.py) and the Glue tables Athena and
+Redshift Spectrum read in prod (glue.py), so the dbt sources see one schema, named the same, in
+both. Declared rather than inferred: a table that does not exist yet (forecasts before the first
+champion, cases before the first deviation) still has a typed, empty relation, and a table that
+lost a column fails here by name instead of deep inside a model.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from iot_lake.lake import REGISTRY_PREFIX, Lake
+
+# Warehouse types: what each engine calls them. Timestamps are naive UTC in the warehouse (Redshift
+# Spectrum has no zoned timestamp on external tables), so both engines compute the same buckets.
+TYPES = {
+    "string": {"duckdb": "VARCHAR", "glue": "string"},
+    "double": {"duckdb": "DOUBLE", "glue": "double"},
+    "bigint": {"duckdb": "BIGINT", "glue": "bigint"},
+    "int": {"duckdb": "INTEGER", "glue": "int"},
+    "boolean": {"duckdb": "BOOLEAN", "glue": "boolean"},
+    "date": {"duckdb": "DATE", "glue": "date"},
+    "timestamp": {"duckdb": "TIMESTAMP", "glue": "timestamp"},
+}
+# Reader features a file list cannot honour: the files alone would show deleted or renamed data.
+UNSUPPORTED_READER_FEATURES = {"deletionVectors", "columnMapping"}
+
+
+class CatalogError(RuntimeError):
+    """A lake table the warehouse cannot read as declared."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    optional: bool = False  # may be missing from older files: read as NULL
+
+    def __post_init__(self):
+        if self.type not in TYPES:
+            raise ValueError(f"column {self.name}: unknown warehouse type {self.type!r}")
+
+
+@dataclass(frozen=True)
+class LakeTable:
+    name: str  # relation name in the warehouse's lake schema, e.g. curated_telemetry
+    key: str  # lake key: a Delta table, or the registry table's name under the registry snapshots
+    columns: tuple[Column, ...]
+    partition: str  # partition column (Delta partition, or the registry snapshot's day)
+    format: str = "delta"  # delta | registry
+    description: str = ""
+
+    @property
+    def data_columns(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.name != self.partition)
+
+    @property
+    def partition_column(self) -> Column:
+        return next(c for c in self.columns if c.name == self.partition)
+
+
+@dataclass
+class TableFiles:
+    """A table's current data files grouped by partition value, and the columns the files hold."""
+
+    table: LakeTable
+    partitions: dict[str, list[str]] = field(default_factory=dict)  # partition value (ISO) -> file URIs
+    file_columns: dict[str, Any] = field(default_factory=dict)  # name -> Arrow type, as the files hold it
+    version: int | None = None  # Delta version the file list is of
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.partitions)
+
+
+def _cols(spec: str, optional: tuple[str, ...] = ()) -> tuple[Column, ...]:
+    out = []
+    for item in spec.split(","):
+        name, type_ = item.split()
+        out.append(Column(name, type_, optional=name in optional))
+    return tuple(out)
+
+
+TABLES: tuple[LakeTable, ...] = (
+    LakeTable("curated_telemetry", "curated/telemetry", _cols(
+        "device_id string, site_id string, metric string, value double, unit string, event_ts timestamp, "
+        "message_id string, ingested_at timestamp, source_object string, event_date date"), "event_date",
+        description="Validated telemetry in canonical units, one row per (device, metric, event time, message id)."),
+    *(LakeTable(f"curated_telemetry_{grain}", f"curated/telemetry_{grain}", _cols(
+        "device_id string, site_id string, metric string, unit string, bucket_start timestamp, readings bigint, "
+        "mean double, min double, max double, stddev double, last double, last_ts timestamp, event_date date"),
+        "event_date", description=f"{grain} aggregates of curated telemetry per device and metric.")
+      for grain in ("1min", "5min")),
+    LakeTable("forecasts_telemetry_5min", "forecasts/telemetry_5min", _cols(
+        "device_id string, metric string, bucket_start timestamp, yhat double, lo_80 double, hi_80 double, "
+        "lo_95 double, hi_95 double, origin timestamp, model_version string, method string, origin_date date",
+        optional=("method",)), "origin_date",
+        description="The champion's 24-hour forecasts per device and metric, one set per origin."),
+    LakeTable("ops_deviations", "ops/deviations", _cols(
+        "device_id string, metric string, site_id string, ts timestamp, actual double, expected double, "
+        "expected_lo double, expected_hi double, residual double, score double, is_anomalous boolean, "
+        "forecast_origin timestamp, model_version string, event_date date"), "event_date",
+        description="Every scored minute: actual against the forecast band, score in [0, 1], anomalous or not."),
+    # The case mirror is replaced whole and unpartitioned: the mirror's write time stands in.
+    LakeTable("cases_cases", "cases/cases", _cols(
+        "case_key string, device_id string, metric string, site_id string, incident_start timestamp, "
+        "last_seen timestamp, back_in_band_since timestamp, severity string, status string, auto_resolved boolean, "
+        "opened_at timestamp, updated_at timestamp, resolved_at timestamp, reopen_count int"), "",
+        description="Every case in the case store, as mirrored to the lake."),
+    LakeTable("cases_history", "cases/history", _cols(
+        "case_key string, at timestamp, from_status string, to_status string, actor string, note string"), "",
+        description="Every status change of every case."),
+    LakeTable("registry_sites", "sites", _cols(
+        "site_id string, name string, latitude double, longitude double, timezone string, updated_at timestamp, "
+        "registry_date date"), "registry_date", format="registry",
+        description="Daily snapshots of the registry's sites."),
+    LakeTable("registry_devices", "devices", _cols(
+        "device_id string, site_id string, model string, firmware string, installed_on date, updated_at timestamp, "
+        "registry_date date"), "registry_date", format="registry",
+        description="Daily snapshots of the registry's devices."),
+    LakeTable("registry_device_metrics", "device_metrics", _cols(
+        "device_id string, metric string, unit string, canonical_unit string, min_value double, max_value double, "
+        "updated_at timestamp, registry_date date"), "registry_date", format="registry",
+        description="Daily snapshots of each device metric's unit and physical range."),
+)
+TABLES_BY_NAME = {t.name: t for t in TABLES}
+
+_REGISTRY_FILE = re.compile(r"(\d{4})/(\d{2})/(\d{2})/(?P<table>[^/]+)\.parquet$")
+
+
+def table_files(lake: Lake, table: LakeTable, storage_options: dict[str, str] | None = None) -> TableFiles:
+    if table.format == "registry":
+        return _registry_files(lake, table)
+    return _delta_files(lake, table, storage_options)
+
+
+def _delta_files(lake: Lake, table: LakeTable, storage_options: dict[str, str] | None) -> TableFiles:
+    import pyarrow as pa
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    uri = lake.uri(table.key)
+    try:
+        dt = DeltaTable(uri, storage_options=storage_options)
+    except TableNotFoundError:
+        return TableFiles(table)
+    features = set(dt.protocol().reader_features or ()) & UNSUPPORTED_READER_FEATURES
+    if features:
+        raise CatalogError(f"{uri} uses {', '.join(sorted(features))}: its data files alone are not the table, "
+                           "so neither DuckDB nor Spectrum can read it from a file list")
+    partition_columns = dt.metadata().partition_columns
+    expected = [table.partition] if table.partition else []
+    if partition_columns != expected:
+        raise CatalogError(f"{uri} is partitioned by {partition_columns}, the warehouse expects {expected}")
+    schema = pa.schema(dt.schema().to_arrow())
+    files = TableFiles(table, file_columns={f.name: f.type for f in schema}, version=dt.version())
+    _check_columns(uri, table, files.file_columns)
+    actions = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
+    values = actions.get(f"partition.{table.partition}") if table.partition else None
+    for i, path in enumerate(actions["path"]):
+        value = values[i] if values is not None else None
+        if table.partition and value is None:
+            raise CatalogError(f"{uri}: file {path} has no {table.partition}")
+        file_uri = path if "://" in path else posixpath.join(uri, urllib.parse.unquote(path))
+        files.partitions.setdefault(value.isoformat() if value is not None else "", []).append(file_uri)
+    return files
+
+
+def _registry_files(lake: Lake, table: LakeTable) -> TableFiles:
+    import pyarrow.parquet as pq
+
+    files, newest = TableFiles(table), None
+    for path in sorted(lake.fs.glob(lake.path(f"{REGISTRY_PREFIX}/*/*/*/{table.key}.parquet"))):
+        key = lake.key_of(path)
+        m = _REGISTRY_FILE.search(key)
+        files.partitions[date(int(m[1]), int(m[2]), int(m[3])).isoformat()] = [lake.uri(key)]
+        newest = key
+    if newest:
+        with lake.open(newest) as f:
+            files.file_columns = {f.name: f.type for f in pq.read_schema(f)}
+        _check_columns(lake.uri(newest), table, files.file_columns)
+    return files
+
+
+def _check_columns(where: str, table: LakeTable, present: dict[str, Any]) -> None:
+    missing = [c.name for c in table.columns if not c.optional and c.name not in present and c.name != table.partition]
+    if missing:
+        raise CatalogError(f"{where} lacks the column(s) {', '.join(missing)} that the warehouse table "
+                           f"{table.name} declares (iot_lake/warehouse/tables.py)")
+
+
+def describe(tables: dict[str, TableFiles]) -> dict[str, Any]:
+    """A summary for logs and asset metadata: partitions and files per table."""
+    return {name: {"partitions": len(f.partitions), "files": sum(map(len, f.partitions.values())),
+                   "version": f.version} for name, f in tables.items()}

@@ -1,0 +1,208 @@
+"""The warehouse end to end on the local target: a small simulated lake (curated on Sail, forecasts,
+deviations and cases from the real ops/deviations asset), `dbt build` through the Dagster assets
+into DuckDB, and the warehouse's counts against the curated layer's, read with delta-rs."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from dagster import AssetKey, materialize
+from deltalake import DeltaTable, write_deltalake
+
+from assets.ops.deviations import FORECASTS_TABLE, deviations
+from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_models
+from iot_lake.curated.telemetry_job import CURATED_TELEMETRY
+from iot_lake.lake import Lake
+from iot_lake.warehouse.duckdb_views import register_views
+from iot_lake.warehouse.tables import TABLES_BY_NAME, CatalogError
+from jobs.main import RANGE_END, RANGE_START
+from resources import LakeResource
+from resources.cases import CasesResource
+from resources.warehouse import WarehouseResource
+from tests.conftest import START, land_faulty_hours
+from tests.test_curated_aggregates import _run_hours
+
+HOURS = 3
+SHIFTED = ("power", 1)  # the metric whose forecast is made wrong in this hour: deviations, a case
+HOUR_KEYS = [(START + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in range(HOURS)]
+DAY = START.date().isoformat()
+
+
+def _delta(lake: Lake, key: str) -> pd.DataFrame:
+    return DeltaTable(lake.path(key)).to_pandas()
+
+
+def _write_forecasts(lake: Lake) -> pd.DataFrame:
+    """One forecast per hour's end, from the actual 5-minute means: tight bands, and one series
+    forecast 50% too high during one hour, so its minutes deviate and open a case."""
+    actual = _delta(lake, "curated/telemetry_5min")
+    actual = actual[actual["bucket_start"] >= pd.Timestamp(START)]
+    frames = []
+    for h in range(HOURS + 1):
+        origin = pd.Timestamp(START + timedelta(hours=h))
+        rows = actual[actual["bucket_start"] >= origin]
+        if rows.empty:
+            continue
+        yhat = rows["mean"].to_numpy().copy()
+        metric, hour = SHIFTED
+        device = sorted(actual["device_id"].unique())[0]
+        wrong = ((rows["device_id"] == device) & (rows["metric"] == metric)
+                 & (rows["bucket_start"].dt.hour == hour)).to_numpy()
+        yhat[wrong] *= 1.5
+        half = np.maximum(np.abs(yhat) * 0.05, 0.5)
+        frames.append(pd.DataFrame({
+            "device_id": rows["device_id"].to_numpy(), "metric": rows["metric"].to_numpy(),
+            "bucket_start": rows["bucket_start"].to_numpy(), "yhat": yhat,
+            "lo_80": yhat - half * 0.65, "hi_80": yhat + half * 0.65, "lo_95": yhat - half, "hi_95": yhat + half,
+            "origin": origin, "model_version": "v-test", "method": "seasonal_naive", "origin_date": origin.date()}))
+    forecasts = pd.concat(frames, ignore_index=True)
+    write_deltalake(lake.uri(FORECASTS_TABLE), pa.Table.from_pandas(forecasts, preserve_index=False),
+                    partition_by=["origin_date"])
+    return forecasts
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory, spark) -> Lake:
+    root = tmp_path_factory.mktemp("warehouse")
+    lake = land_faulty_hours(root / "lake", HOURS)
+    _run_hours(spark, lake, range(HOURS))
+    _write_forecasts(lake)
+    resources = {"lake": LakeResource(root=lake.url),
+                 "cases": CasesResource(url=f"sqlite:///{root}/cases.sqlite", lake_root=lake.url)}
+    for key in HOUR_KEYS:
+        assert materialize([deviations], partition_key=key, resources=resources).success
+    return lake
+
+
+def _resources(lake: Lake) -> dict:
+    return {"lake": LakeResource(root=lake.url),
+            "warehouse": WarehouseResource(duckdb_path=lake.path("warehouse/iot_lake.duckdb"))}
+
+
+def _build_all(lake: Lake):
+    resources = _resources(lake)
+    results = [
+        materialize([warehouse_models], resources=resources),
+        materialize([warehouse_hourly], resources=resources, tags={RANGE_START: HOUR_KEYS[0], RANGE_END: HOUR_KEYS[-1]}),
+        materialize([warehouse_daily], resources=resources, partition_key=DAY),
+    ]
+    return results
+
+
+@pytest.fixture(scope="module")
+def built(lake):
+    t0 = time.perf_counter()
+    results = _build_all(lake)
+    print(f"warehouse build (3 dbt runs through Dagster): {time.perf_counter() - t0:.1f} s")
+    return results
+
+
+def _query(lake: Lake, sql: str) -> pd.DataFrame:
+    with duckdb.connect(lake.path("warehouse/iot_lake.duckdb"), read_only=True) as con:
+        return con.execute(sql).df()
+
+
+def _checks(result) -> list:
+    return [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+
+
+def test_dbt_build_passes_every_test_and_counts_match_the_curated_layer(lake, built):
+    assert all(r.success for r in built)
+    checks = [c for r in built for c in _checks(r)]
+    assert len(checks) > 100 and all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
+    materialized = {e.asset_key.path[-1] for r in built for e in r.get_asset_materialization_events()}
+    assert {"fct_telemetry_minute", "fct_telemetry_hourly", "fct_forecast", "fct_deviation", "fct_case", "dim_device",
+            "dim_site", "mart_device_health", "snap_device"} <= materialized
+
+    curated = _delta(lake, CURATED_TELEMETRY)
+    minutes = _delta(lake, "curated/telemetry_1min")
+    assert len(_query(lake, "select * from marts.fct_telemetry_minute")) == len(minutes) > 0
+    # The hourly facts hold every curated reading, hour by hour (independently of the dbt test).
+    hourly = _query(lake, "select device_id, metric, hour_start, readings from marts.fct_telemetry_hourly")
+    expected = (curated.assign(hour_start=curated["event_ts"].dt.floor("h").dt.tz_localize(None))
+                .groupby(["device_id", "metric", "hour_start"]).size().rename("readings").reset_index())
+    got = hourly.sort_values(["device_id", "metric", "hour_start"]).reset_index(drop=True)
+    expected = expected.sort_values(["device_id", "metric", "hour_start"]).reset_index(drop=True)
+    got["hour_start"] = got["hour_start"].astype("datetime64[us]")
+    expected["hour_start"] = expected["hour_start"].astype("datetime64[us]")
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert (curated["event_ts"] < pd.Timestamp(START)).any()  # late records of the day before are there too
+
+    for table, key in [("fct_forecast", FORECASTS_TABLE), ("fct_deviation", "ops/deviations"), ("fct_case", "cases/cases")]:
+        assert len(_query(lake, f"select * from marts.{table}")) == len(_delta(lake, key)) > 0, table
+    dims = _query(lake, "select * from marts.dim_device")
+    assert dims["is_current"].all() and dims["device_id"].is_unique and len(dims) == 6
+
+
+def test_device_health_and_case_lifecycle_are_what_the_lake_says(lake, built):
+    cases = _query(lake, "select * from marts.fct_case")
+    metric, hour = SHIFTED
+    device = _delta(lake, "ops/deviations")["device_id"].min()
+    wrong = cases[(cases["device_id"] == device) & (cases["metric"] == metric)]
+    assert len(wrong) == 1 and wrong["incident_start"].dt.hour.tolist() == [hour]
+    assert set(cases["status"]) <= {"open", "resolved"} and (cases["status_changes"] >= 1).all()
+    assert (cases["is_active"] == cases["closed_at"].isna()).all()
+    health = _query(lake, "select * from marts.mart_device_health where day = DATE '2026-11-20'")
+    assert len(health) == 6 and health["device_id"].is_unique
+    # Three simulated hours of four metrics: uptime about 3/24, completeness no more than that.
+    assert health["uptime"].between(2.5 / 24, 3.01 / 24).all(), health["uptime"].tolist()
+    assert (health["data_completeness"] <= health["uptime"] + 1e-9).all()
+    anomalous = _delta(lake, "ops/deviations").query("is_anomalous").groupby("device_id").size()
+    by_device = health.set_index("device_id")
+    assert by_device.loc[anomalous.index, "anomalous_minutes"].tolist() == anomalous.tolist()
+    assert by_device["cases_opened"].sum() == len(cases)
+    # The wrong forecast hour shows as the worst forecast error, on its device.
+    assert by_device["forecast_mape"].idxmax() == device
+    assert by_device.loc[device, "forecast_coverage_95"] < by_device["forecast_coverage_95"].drop(device).min()
+
+
+def test_rerunning_an_hour_gives_the_same_tables(lake, built):
+    tables = ["fct_telemetry_minute", "fct_telemetry_hourly", "fct_forecast", "fct_deviation"]
+    before = {t: _query(lake, f"select * from marts.{t}") for t in tables}
+    result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[1])
+    assert result.success and all(c.passed for c in _checks(result))
+    for t in tables:
+        after = _query(lake, f"select * from marts.{t}")
+        cols = list(before[t].columns)
+        pd.testing.assert_frame_equal(after.sort_values(cols[:4]).reset_index(drop=True),
+                                      before[t].sort_values(cols[:4]).reset_index(drop=True), obj=t)
+
+
+def test_reconciliation_fails_when_the_warehouse_misses_readings(lake, built):
+    """Drop one device-hour from the minute facts, rebuild the hourly facts only: the check fails."""
+    path = lake.path("warehouse/iot_lake.duckdb")
+    with duckdb.connect(path) as con:
+        device = con.execute("select min(device_id) from marts.fct_telemetry_minute").fetchone()[0]
+        con.execute(f"delete from marts.fct_telemetry_minute where device_id = '{device}' "
+                    f"and hour_start = TIMESTAMP '{START:%Y-%m-%d} 02:00:00'")
+    result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[2],
+                         selection=[AssetKey(["warehouse", "fct_telemetry_hourly"])], raise_on_error=False)
+    failed = {c.check_name for c in _checks(result) if not c.passed}
+    assert any(name.startswith("reconciles_with_curated") for name in failed), failed
+    # Rebuilding the hour's minutes and hours puts it right.
+    result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[2])
+    assert result.success and all(c.passed for c in _checks(result))
+
+
+def test_a_lake_table_without_a_declared_column_is_refused_by_name(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    write_deltalake(lake.uri("cases/history"), pa.table({"case_key": ["a"], "note": ["x"]}))
+    with pytest.raises(CatalogError, match=r"lacks the column\(s\) at, from_status, to_status, actor"):
+        register_views(lake, tmp_path / "w.duckdb", tables=(TABLES_BY_NAME["cases_history"],))
+
+
+def test_tables_not_written_yet_are_typed_and_empty(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    summary = register_views(lake, tmp_path / "w.duckdb")
+    assert all(t["files"] == 0 for t in summary.values())
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        assert con.execute("select count(*) from lake.ops_deviations").fetchone() == (0,)
+        types = dict(con.execute("select column_name, data_type from information_schema.columns "
+                                 "where table_schema = 'lake' and table_name = 'ops_deviations'").fetchall())
+    assert types["ts"] == "TIMESTAMP" and types["is_anomalous"] == "BOOLEAN" and types["event_date"] == "DATE"
