@@ -8,6 +8,6 @@ ops_automation_sensor = AutomationConditionSensorDefinition(
     target=AssetSelection.groups("ops"),
     default_status=DefaultSensorStatus.RUNNING,
     # Dagster's default is 30 s; the deviation -> case latency target is 60 s end to end.
-    minimum_interval_seconds=10,
+    minimum_interval_seconds=5,
     description="Scores an hour's deviations again whenever its curated minutes or its forecast are new.",
 )

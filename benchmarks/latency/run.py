@@ -115,7 +115,7 @@ def main(devices: int, workdir: Path | None) -> None:
     shutil.rmtree(project, ignore_errors=True)
     shutil.rmtree(lake_root, ignore_errors=True)
     project.mkdir(parents=True)
-    for name in ("assets", "resources", "jobs", "sensors"):
+    for name in ("assets", "resources", "jobs", "sensors", "dbt_project"):
         shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("definitions.py", "workspace.yaml", "dagster.yaml"):
         shutil.copy(REPO / name, project / name)
