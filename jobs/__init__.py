@@ -74,16 +74,20 @@ forecast_refresh_job = define_asset_job(
 )
 
 
+def _hour_that_ended(context: ScheduleEvaluationContext) -> RunRequest:
+    # Hourly partitions end with the hour in progress (the sensor needs it); an hourly schedule
+    # runs the hour that has ended.
+    hour = context.scheduled_execution_time.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    key = (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
+    return RunRequest(run_key=key, partition_key=key)
+
+
 @schedule(job=forecast_refresh_job, cron_schedule="20 * * * *", execution_timezone="UTC",
           default_status=DefaultScheduleStatus.RUNNING,
           description="Hourly forecasts with the champion from the end of the hour that just ended, 20 minutes past "
                       "the hour (after its curated telemetry).")
 def forecast_refresh_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    # Hourly partitions end with the hour in progress (the sensor needs it); a forecast is made
-    # from the end of the hour that has ended.
-    hour = context.scheduled_execution_time.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    key = (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
-    return RunRequest(run_key=key, partition_key=key)
+    return _hour_that_ended(context)
 
 
 warehouse_job = define_asset_job(
@@ -116,9 +120,7 @@ warehouse_schedule = ScheduleDefinition(
           default_status=WAREHOUSE_SCHEDULE_STATUS,
           description="The hourly facts of the hour that ended, 40 minutes past the hour.")
 def warehouse_hourly_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-    hour = context.scheduled_execution_time.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    key = (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
-    return RunRequest(run_key=key, partition_key=key)
+    return _hour_that_ended(context)
 
 
 warehouse_daily_schedule = build_schedule_from_partitioned_job(

@@ -61,6 +61,15 @@ def _prune_parse_states() -> None:
         old.unlink(missing_ok=True)
 
 
+def _set_environ(values: dict[str, str | None]) -> None:
+    """Set each variable, or unset it where the value is None."""
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 class WarehouseResource(ConfigurableResource):
     target: str = "local"  # dbt target: local (DuckDB) | prod (Redshift)
     duckdb_path: str | None = None  # local: the warehouse file
@@ -109,19 +118,11 @@ class WarehouseResource(ConfigurableResource):
             shutil.copy2(state, target_path / PARTIAL_PARSE)
         before = {k: os.environ.get(k) for k in env}
         try:
-            for k, v in env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            _set_environ(env)
             yield resource, target_path
             if (target_path / PARTIAL_PARSE).exists():
                 shutil.copy2(target_path / PARTIAL_PARSE, state)
                 _prune_parse_states()
         finally:
-            for k, v in before.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            _set_environ(before)
             shutil.rmtree(target_path, ignore_errors=True)
