@@ -1,6 +1,6 @@
 """Child process: the DuckDB reference implementation of the curated transform, timed.
 
-    python -m benchmarks.curate.duck --lake DIR --hour 2026-11-21T00:00:00+00:00
+    python -m benchmarks.curate.duck --lake DIR --hour 2026-11-21T00:00:00+00:00 [--hour ...]
 
 Same input (the hour's gzip NDJSON objects and the registry snapshot), the same valid-record
 definition where SQL makes it cheap (required fields, known device and metric, convertible unit,
@@ -30,11 +30,12 @@ def _ts(column: str) -> str:
             f"ELSE TRY_CAST({column} AS TIMESTAMPTZ) END")
 
 
-def transform(con, lake: Lake, hour: datetime) -> dict[str, int]:
+def transform(con, lake: Lake, *hours: datetime) -> dict[str, int]:
+    """The hours' objects in one pass (the registry of the first hour's day)."""
     from deltalake import write_deltalake
 
-    files = [lake.path(o.key) for o in lake.list(telemetry_hour_prefix(hour))]
-    day = latest_registry_day(lake, hour.date())
+    files = [lake.path(o.key) for hour in hours for o in lake.list(telemetry_hour_prefix(hour))]
+    day = latest_registry_day(lake, hours[0].date())
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"CREATE TEMP TABLE devices AS SELECT device_id, site_id FROM read_parquet('{lake.path(registry_key(day, 'devices'))}')")
     con.execute(f"CREATE TEMP TABLE rules AS SELECT * FROM read_parquet('{lake.path(registry_key(day, 'device_metrics'))}')")
@@ -85,13 +86,13 @@ def transform(con, lake: Lake, hour: datetime) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lake", required=True)
-    parser.add_argument("--hour", required=True)
+    parser.add_argument("--hour", required=True, action="append")
     args = parser.parse_args()
     import duckdb
 
     t0 = time.perf_counter()
     with duckdb.connect() as con:
-        counts = transform(con, Lake(args.lake), datetime.fromisoformat(args.hour))
+        counts = transform(con, Lake(args.lake), *map(datetime.fromisoformat, args.hour))
     print(json.dumps({"seconds": time.perf_counter() - t0, **counts}))
 
 

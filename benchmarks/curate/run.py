@@ -41,6 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.curate.data import Source, fresh_lake, incremental_source, throughput_source
+from benchmarks.results import Result, write
 
 REPO = Path(__file__).resolve().parents[2]
 THROUGHPUT_TARGET = 2.0
@@ -135,10 +136,14 @@ def _verdict(ratio: float, target: float) -> str:
 @click.option("--skip", type=click.Choice(["throughput", "incremental"]), multiple=True, help="Leave a part out.")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path(tempfile.gettempdir()) / "iot-lake-bench",
               show_default=True, help="Cached inputs and the runs' lakes.")
-def main(records: int, objects: int, day_devices: int, quick: bool, skip: tuple[str, ...], workdir: Path) -> None:
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the results there (for python -m benchmarks).")
+def main(records: int, objects: int, day_devices: int, quick: bool, skip: tuple[str, ...], workdir: Path,
+         json_path: Path | None) -> None:
     if quick:
         records, day_devices = 100_000, 3
     out = Console(width=None if sys.stdout.isatty() else 120)
+    results: list[Result] = []
     table = Table(title=f"curated telemetry benchmark ({os.cpu_count()} cores)")
     for column in ("run", "records", "seconds", "records/s", "peak MiB", "CPU s", "vs target"):
         table.add_column(column, justify="left" if column in ("run", "vs target") else "right")
@@ -163,6 +168,15 @@ def main(records: int, objects: int, day_devices: int, quick: bool, skip: tuple[
                       f"{duck.peak_mib:,.0f}", f"{duck.cpu:.0f}", "")
         table.add_row("ratio curated / DuckDB", "", f"{ours_s / duck_s:.2f}", "", "", "", _verdict(ours_s / duck_s, THROUGHPUT_TARGET))
         table.add_row("ratio landing + curated / DuckDB", "", f"{(landing_s + ours_s) / duck_s:.2f}", "", "", "", "")
+        reference = f"DuckDB, same {source.lines:,} records"
+        results += [
+            Result("curate", f"curated materialization, {source.lines:,} records", ours_s, reference=reference,
+                   reference_value=duck_s, target=THROUGHPUT_TARGET),
+            Result("curate", "landing inventory + curated materialization", landing_s + ours_s, reference=reference,
+                   reference_value=duck_s),
+            Result("curate", "peak memory, the three runs' process tree", ours.peak_mib, "MiB",
+                   reference="DuckDB's peak", reference_value=duck.peak_mib),
+        ]
         console.print(f"ours: steps {steps}; process wall {ours.wall:.1f}s (DuckDB {duck.wall:.1f}s)")
         # The same valid-record definition on both sides: the curated tables must agree.
         ours_rows = {t: _rows(workdir / "runs" / "ours" / "lake" / t) for t in ("curated/telemetry", "curated/telemetry_1min")}
@@ -192,11 +206,15 @@ def main(records: int, objects: int, day_devices: int, quick: bool, skip: tuple[
                           f"{inc.peak_mib:,.0f}" if run is fresh else "", f"{inc.cpu:.0f}" if run is fresh else "", "")
         ratio = last["seconds"] / first["seconds"]
         table.add_row(f"ratio day {n_days}: hour 24 / hour 1", "", f"{ratio:.2f}", "", "", "", _verdict(ratio, INCREMENTAL_TARGET))
+        results.append(Result("incremental", f"hour 24 of day {n_days} (a day of rows in its tables)", last["seconds"],
+                              reference=f"hour 1 of day {n_days}", reference_value=first["seconds"],
+                              target=INCREMENTAL_TARGET))
         if n_days == 2:
             table.add_row("ratio hour 24 / hour 1 of new tables", "", f"{last['seconds'] / fresh['seconds']:.2f}", "", "", "", "")
         console.print("day steps: " + "; ".join(
             f"{r['run']}: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["steps"].items()) for r in inc.output))
     out.print(table)
+    write(json_path, results)
     # Other work on the machine slows the Spark side most: say how busy it was.
     console.print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 

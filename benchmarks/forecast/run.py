@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.curate.run import measure
+from benchmarks.results import Result, write
 from iot_lake.simulate.training_rows import training_rows
 
 START = date(2026, 11, 2)
@@ -62,7 +63,9 @@ def reference_seconds(rows: pd.DataFrame) -> float:
 @click.option("--quick", is_flag=True, help="20 devices")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path(tempfile.gettempdir()) / "iot-lake-bench" / "forecast",
               show_default=True)
-def main(devices: int, days: int, quick: bool, workdir: Path) -> None:
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the results there (for python -m benchmarks).")
+def main(devices: int, days: int, quick: bool, workdir: Path, json_path: Path | None) -> None:
     if quick:
         devices = 20
     with console.status(f"simulating {devices} devices x {days} days of 1-minute readings (cached)"):
@@ -102,6 +105,18 @@ def main(devices: int, days: int, quick: bool, workdir: Path) -> None:
         f"{name} MASE {r['mase']:.3f}, 80% cover {r['coverage_80']:.2f}, 95% cover {r['coverage_95']:.2f}"
         for name, r in backtest.items()))
     console.print(f"forecast: {json.dumps(forecast.output)}")
+    reference_label = f"seasonal naive over the same {series} series"
+    results = [
+        Result("forecast", f"training, {series} series x {days} days", train.wall, reference=reference_label,
+               reference_value=reference, target=TRAIN_TARGET_S, target_on="value"),
+        Result("forecast", "batch forecast, next 24 h", forecast.wall, reference=reference_label,
+               reference_value=reference, target=FORECAST_TARGET_S, target_on="value"),
+    ]
+    if "lightgbm" in backtest and "seasonal_naive" in backtest:
+        results.append(Result("forecast", "backtest MASE, LightGBM", backtest["lightgbm"]["mase"], "MASE",
+                              reference="seasonal naive's MASE", reference_value=backtest["seasonal_naive"]["mase"],
+                              target=1.0))
+    write(json_path, results)
     console.print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 

@@ -4,7 +4,7 @@
 
 1. A copy of the control plane and a fresh lake (benchmarks/latency/setup.py): yesterday and the
    current hour so far curated, a seasonal-naive champion and the forecast made at the hour's start.
-2. `dagster dev` starts with its daemon: landing_sensor (15 s) and ops_automation_sensor (10 s).
+2. `dagster dev` starts with its daemon: landing_sensor and ops_automation_sensor (every 5 s).
 3. The simulator delivers the current hour's objects so far; the benchmark waits until their
    telemetry run and the hour's deviations run have succeeded (a warm start).
 4. Measured: one more object, a device's temperature 25 degrees off for its last 10 minutes. The
@@ -12,7 +12,7 @@
 
 Target: under 60 s. Reference, from the same run: from the start of the telemetry run that took
 the object in to the end of the deviations run that opened the case; the rest of the latency is
-the landing sensor's polling (every 15 s) and run launches.
+the landing sensor's polling (every 5 s) and run launches.
 """
 
 from __future__ import annotations
@@ -21,13 +21,10 @@ import gzip
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,42 +33,17 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[2]
+from benchmarks.dagster_dev import clean_env, copy_control_plane, dagster_dev, graphql, served, wait
+from benchmarks.results import Result, write
+
 TARGET_S = 60.0
 console = Console(stderr=True)
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())["data"]
-
-
-def _wait(predicate, timeout: float, what: str, every: float = 0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if value := predicate():
-                return value
-        except OSError:
-            pass
-        time.sleep(every)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 RUNS = '{ runsOrError(filter: {pipelineName: "%s"}) { ... on Runs { results { runId status startTime endTime } } } }'
 DEVIATIONS_JOB = "__ASSET_JOB"  # what the automation sensor launches its asset runs as
 
 
 def _runs(port: int, job: str, status: str | None = "SUCCESS") -> list[dict]:
-    runs = _graphql(port, RUNS % job)["runsOrError"]["results"]
+    runs = graphql(port, RUNS % job)["runsOrError"]["results"]
     return [r for r in runs if status is None or r["status"] == status]
 
 
@@ -109,18 +81,14 @@ def _anomalous_object(lake, hour: datetime) -> tuple[str, str]:
 @click.command()
 @click.option("--devices", default=5, show_default=True)
 @click.option("--workdir", type=click.Path(path_type=Path), default=None, help="default: a temporary directory")
-def main(devices: int, workdir: Path | None) -> None:
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the results there (for python -m benchmarks).")
+def main(devices: int, workdir: Path | None, json_path: Path | None) -> None:
     work = workdir or Path(tempfile.mkdtemp(prefix="iot-lake-latency-"))
     project, lake_root = work / "project", work / "lake"
-    shutil.rmtree(project, ignore_errors=True)
     shutil.rmtree(lake_root, ignore_errors=True)
-    project.mkdir(parents=True)
-    for name in ("assets", "resources", "jobs", "sensors", "dbt_project"):
-        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("definitions.py", "workspace.yaml", "dagster.yaml"):
-        shutil.copy(REPO / name, project / name)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("IOT_LAKE", "DAGSTER_HOME"))},
-           "IOT_LAKE_ROOT": str(lake_root), "DAGSTER_HOME": str(project), "PYTHONPATH": str(REPO)}
+    copy_control_plane(project)
+    env = clean_env(IOT_LAKE_ROOT=str(lake_root), DAGSTER_HOME=str(project))
 
     with console.status("setup: a day of curated telemetry, a champion, the hour's forecast"):
         t0 = time.perf_counter()
@@ -138,14 +106,9 @@ def main(devices: int, workdir: Path | None) -> None:
     from iot_lake.simulate.runner import SimulationReport, Simulator
 
     lake = Lake(str(lake_root))
-    port = _port()
-    log = open(work / "dagster-dev.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-p", str(port)], cwd=project, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with dagster_dev(project, env, work / "dagster-dev.log") as port:
         with console.status("dagster dev starting"):
-            _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).status == 200,
-                  180, "the UI")
+            wait(lambda: served(port), 180, "the UI")
         with console.status("warm start: the hour so far through the sensor, the telemetry run and the deviations"):
             sim = Simulator(SimConfig(devices=devices, seed=7, history_days=1), lake)
             now = datetime.now(timezone.utc)
@@ -153,9 +116,9 @@ def main(devices: int, workdir: Path | None) -> None:
             if upto <= hour:  # too early in the hour for a closed 5-minute buffer: take the first one
                 upto = hour + timedelta(minutes=5)
             sim.emit(hour, upto, SimulationReport(start=hour.isoformat(), end=upto.isoformat()))
-            _wait(lambda: _runs(port, "telemetry_hourly_job"), 300, "the warm-up telemetry run", every=2)
-            _wait(lambda: _runs(port, DEVIATIONS_JOB), 300, "the warm-up deviations run", every=2)
-            _wait(lambda: _idle(port), 300, "the warm-up runs to finish", every=2)
+            wait(lambda: _runs(port, "telemetry_hourly_job"), 300, "the warm-up telemetry run", every=2)
+            wait(lambda: _runs(port, DEVIATIONS_JOB), 300, "the warm-up deviations run", every=2)
+            wait(lambda: _idle(port), 300, "the warm-up runs to finish", every=2)
 
         with CaseStore(local_cases_url(str(lake_root))) as store:
             before = {c.case_key for c in store.list_cases()}
@@ -168,23 +131,16 @@ def main(devices: int, workdir: Path | None) -> None:
                         and c.metric == "temperature"]
 
         with console.status(f"measuring: {key} -> a case for {device} temperature"):
-            cases = _wait(new_case, 600, "the case")
+            cases = wait(new_case, 600, "the case")
         latency = time.time() - written
         with console.status("letting the runs in flight finish"):
-            _wait(lambda: _idle(port), 300, "the runs to finish", every=2)
+            wait(lambda: _idle(port), 300, "the runs to finish", every=2)
         # The work: from the telemetry run that took the object in to the end of the deviations run
         # that opened the case (it was still delivering and mirroring when the case appeared).
         telemetry = min((r["startTime"] for r in _runs(port, "telemetry_hourly_job", None)
                          if (r["startTime"] or 0) >= written), default=None)
         deviation_ends = [r["endTime"] for r in _runs(port, DEVIATIONS_JOB) if telemetry and r["startTime"] >= telemetry]
         work_s = min(deviation_ends) - telemetry if telemetry and deviation_ends else 0.0
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
     table = Table(title=f"landing object -> case, dagster dev on {os.cpu_count()} cores ({devices} devices)")
     for column in ("measure", "seconds", "vs target"):
@@ -195,6 +151,9 @@ def main(devices: int, workdir: Path | None) -> None:
                   f"latency / work = {latency / work_s:.2f}" if work_s else "")
     table.add_row("setup (not measured)", f"{setup_s:.0f}", "")
     Console(width=None if sys.stdout.isatty() else 120).print(table)
+    write(json_path, [Result("latency", "landing object written -> case in the store", latency,
+                             reference="telemetry run start -> deviations run end (the work)",
+                             reference_value=work_s or None, target=TARGET_S, target_on="value")])
     console.print(f"case {cases[0].case_key}: severity {cases[0].severity}; dagster dev log: {work / 'dagster-dev.log'}")
 
 

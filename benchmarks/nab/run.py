@@ -20,6 +20,8 @@ from pathlib import Path
 
 import click
 
+from benchmarks.results import Result, write
+
 REPO = Path(__file__).resolve().parents[2]
 DETECTOR = "iot_lake.detect.nab:nab_detector"
 
@@ -57,7 +59,8 @@ def run(params: dict | None = None, out: str | None = None, jobs: int = 2,
 @click.option("--jobs", default=2, show_default=True)
 @click.option("--check-causal", default=5, show_default=True,
               help="files re-run on prefixes to verify streaming honesty (0: skip)")
-def main(params, out, jobs, check_causal):
+@click.option("--json", "json_path", default=None, help="Also write the results there (for python -m benchmarks).")
+def main(params, out, jobs, check_causal, json_path):
     parsed = {}
     for item in params:
         k, v = item.split("=", 1)
@@ -69,6 +72,10 @@ def main(params, out, jobs, check_causal):
     print()
     for name, s in scores.items():
         print(f"NAB {name:20s} {s:6.2f}")
+    # NAB normalises each profile so that a perfect detector scores 100 and the null detector 0: that
+    # scale is the reference.
+    write(json_path, [Result("nab", f"NAB score, {name}", s, "score", reference="perfect detector",
+                             reference_value=100.0, higher_is_better=True) for name, s in scores.items()])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,106 @@
+"""Every benchmark of the project, one after the other, and one table of what they measured.
+
+    .venv/bin/python -m benchmarks                 # the full set: ~25 min on 2 cores
+    .venv/bin/python -m benchmarks --quick         # smoke sizes: ~8 min
+    .venv/bin/python -m benchmarks --only curate --only latency
+
+Each benchmark runs in its own process (`python -m benchmarks.NAME --json ...`) so none inherits
+another's imports or memory; its own output goes to a log file whose path the table's footer
+prints. Every figure stands beside the reference measured in the same run, and the ratio is what
+the targets judge where a target is on the ratio. Wall times move with other load on the cores,
+so the load average is printed with each benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.results import Result, load_average, read
+
+REPO = Path(__file__).resolve().parents[1]
+# name -> (full arguments, --quick arguments); run in this order, the UI's cold start first while
+# the machine is quietest.
+BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
+    "ui": (["--repeat", "3"], ["--repeat", "1"]),
+    "demo": ([], ["--devices", "10"]),
+    "curate": ([], ["--quick"]),
+    "forecast": ([], ["--quick"]),
+    "latency": ([], []),
+    "nab": ([], ["--check-causal", "0"]),
+}
+console = Console(stderr=True)
+
+
+def _ratio(r: Result) -> str:
+    return "" if r.ratio is None else f"{r.ratio:.2f}"
+
+
+def _verdict(r: Result) -> str:
+    if r.met is None:
+        return ""
+    judged = "ratio" if r.target_on == "ratio" else f"{r.unit}"
+    sign = (">=" if r.met else "<") if r.higher_is_better else ("<=" if r.met else ">")
+    colour = "green" if r.met else "red"
+    return f"[{colour}]{judged} {sign} {r.target:g}[/]"
+
+
+def _value(r: Result) -> str:
+    return f"{r.value:,.2f}" if r.unit in ("MASE", "score") else f"{r.value:,.1f}"
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Smoke sizes of every benchmark.")
+@click.option("--only", type=click.Choice(list(BENCHMARKS)), multiple=True, help="Run just these (repeatable).")
+@click.option("--skip", type=click.Choice(list(BENCHMARKS)), multiple=True, help="Leave these out (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write every result there as JSON.")
+@click.option("--logs", type=click.Path(path_type=Path), default=Path(tempfile.gettempdir()) / "iot-lake-bench" / "logs",
+              show_default=True, help="Each benchmark's own output.")
+def main(quick: bool, only: tuple[str, ...], skip: tuple[str, ...], out: Path | None, logs: Path) -> None:
+    names = [n for n in BENCHMARKS if (not only or n in only) and n not in skip]
+    logs.mkdir(parents=True, exist_ok=True)
+    results: list[Result] = []
+    rows: list[tuple[str, float, float, int]] = []  # name, seconds, load average at its end, exit code
+    for name in names:
+        full, smoke = BENCHMARKS[name]
+        json_path, log = logs / f"{name}.json", logs / f"{name}.log"
+        json_path.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        with console.status(f"benchmark {name} (output: {log})"), open(log, "w") as out_file:
+            code = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *(smoke if quick else full),
+                                   "--json", str(json_path)], cwd=REPO, stdout=out_file, stderr=subprocess.STDOUT).returncode
+        rows.append((name, time.perf_counter() - t0, load_average(), code))
+        if code == 0 and json_path.exists():
+            results += read(json_path)
+            console.print(f"[green]done[/] {name} in {rows[-1][1]:.0f} s")
+        else:
+            console.print(f"[red]failed[/] {name} (exit {code}); see {log}")
+
+    table = Table(title=f"iot-lake benchmarks{' (--quick)' if quick else ''} on {os.cpu_count()} cores")
+    for column in ("benchmark", "measure", "value", "unit", "reference", "ref value", "ratio", "target"):
+        table.add_column(column, justify="right" if column in ("value", "ref value", "ratio") else "left")
+    for r in results:
+        table.add_row(r.benchmark, r.measure, _value(r), r.unit, r.reference or "",
+                      "" if r.reference_value is None else f"{r.reference_value:,.2f}", _ratio(r), _verdict(r))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    console.print("; ".join(f"{n} {s:.0f} s (load {load:.1f})" + (f" FAILED exit {c}" if c else "")
+                            for n, s, load, c in rows) + f"; logs in {logs}")
+    if out:
+        import json
+
+        out.write_text(json.dumps([{**asdict(r), "ratio": r.ratio, "met": r.met} for r in results], indent=1))
+    if any(c for *_, c in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
