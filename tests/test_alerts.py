@@ -51,6 +51,18 @@ def checked() -> MaterializeResult:
     ])
 
 
+@asset(key=["curated", "blocked"], check_specs=[AssetCheckSpec("row_accounting", asset=["curated", "blocked"],
+                                                                 blocking=True)])
+def blocked() -> MaterializeResult:
+    return MaterializeResult(check_results=[
+        AssetCheckResult(check_name="row_accounting", passed=False, description="3 lines unaccounted for")])
+
+
+@asset(key=["curated", "downstream"], deps=[blocked])
+def downstream() -> None:
+    pass
+
+
 @pytest.fixture
 def instance(tmp_path):
     (tmp_path / "dagster").mkdir()
@@ -121,6 +133,20 @@ def test_an_error_check_failure_is_alerted_once_and_warnings_are_not(instance, c
     later = materialize([checked], instance=instance)  # a second run failing the same check: its own alert
     check_failure_alerts(build_sensor_context(instance=instance, cursor=cursor, resources={"cases": cases}))
     assert [a["run_id"] for a in jsonl_alerts(tmp_path)] == [earlier.run_id, later.run_id]
+
+
+def test_a_blocking_check_that_stops_its_run_is_a_run_alert_and_a_check_alert(instance, cases, tmp_path):
+    cursor = check_failure_alerts(build_sensor_context(instance=instance, resources={"cases": cases})).cursor
+    result = materialize([blocked, downstream], instance=instance, raise_on_error=False)
+    assert not result.success
+    run_failure_alerts(failure_context(instance, result.run_id, cases))
+    check_failure_alerts(build_sensor_context(instance=instance, cursor=cursor, resources={"cases": cases}))
+    run, check = jsonl_alerts(tmp_path)
+    assert run["alert_kind"] == "run_failure" and run["step"] == "curated__blocked"
+    assert "1 blocking asset check failed with ERROR severity" in run["message"] and "row_accounting" in run["message"]
+    assert (check["alert_kind"], check["check"], check["message"]) == ("check_failure", "row_accounting",
+                                                                        "3 lines unaccounted for")
+    assert run["run_id"] == check["run_id"] == result.run_id
 
 
 def test_a_failed_run_reaches_sns_in_prod(aws, instance, tmp_path):
