@@ -149,14 +149,23 @@ def test_a_blocking_check_that_stops_its_run_is_a_run_alert_and_a_check_alert(in
     assert run["run_id"] == check["run_id"] == result.run_id
 
 
-def test_a_failed_run_reaches_sns_in_prod(aws, instance, tmp_path):
-    sns, sqs = aws.client("sns"), aws.client("sqs")
+def _queue(sqs) -> tuple[str, str]:
+    url = sqs.create_queue(QueueName=f"alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    return url, sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def test_a_failed_run_reaches_sns_eventbridge_and_cloudwatch_in_prod(aws, instance, tmp_path):
+    sns, sqs, events = aws.client("sns"), aws.client("sqs"), aws.client("events")
     topic = sns.create_topic(Name=f"alerts-{uuid.uuid4().hex[:8]}")["TopicArn"]
-    queue = sqs.create_queue(QueueName=f"alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue, arn = _queue(sqs)
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    bus = f"alerts-{uuid.uuid4().hex[:8]}"
+    events.create_event_bus(Name=bus)
+    bus_queue, bus_arn = _queue(sqs)
+    events.put_rule(Name="alerts", EventBusName=bus, EventPattern=json.dumps({"source": [ALERT_SOURCE]}))
+    events.put_targets(Rule="alerts", EventBusName=bus, Targets=[{"Id": "queue", "Arn": bus_arn}])
     cases = CasesResource(env="prod", url=f"sqlite:///{tmp_path}/cases.sqlite", lake_root="s3://lake", region=REGION,
-                          sns_topic_arn=topic, ui_url=UI)
+                          sns_topic_arn=topic, event_bus_name=bus, ui_url=UI)
     result = materialize([boom], instance=instance, raise_on_error=False)
     for _ in range(2):
         run_failure_alerts(failure_context(instance, result.run_id, cases))
@@ -167,6 +176,10 @@ def test_a_failed_run_reaches_sns_in_prod(aws, instance, tmp_path):
     assert body["event_id"] == f"run_failure|{result.run_id}" and body["url"] == f"{UI}/runs/{result.run_id}"
     assert envelope["Subject"] == "[iot-lake] run failed: __ephemeral_asset_job__ at ops__boom"
     assert envelope["MessageAttributes"]["alert_kind"]["Value"] == "run_failure"
+    [event] = [json.loads(m["Body"]) for m in sqs.receive_message(
+        QueueUrl=bus_queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])]
+    assert (event["source"], event["detail-type"], event["detail"]["run_id"]) == (ALERT_SOURCE, "Run failure",
+                                                                                 result.run_id)
     # CloudWatch, the other prod sink, counts it per job.
     listed = aws.client("cloudwatch").list_metrics(Namespace="IoTLake/Alerts")["Metrics"]
     assert [(m["MetricName"], m["Dimensions"]) for m in listed] == [("RunFailures", [{"Name": "Job", "Value": "__ephemeral_asset_job__"}])]
@@ -186,3 +199,30 @@ def test_incident_manager_starts_one_incident_per_alert_with_the_run_link():
             "relatedItems": [{"identifier": {"type": "OTHER", "value": {"url": f"{UI}/runs/r1"}}, "title": "Dagster run"}]})
         sink.deliver(OutboxEvent(id=1, case_key="run_failure|r1", event="alert", payload=payload, kind="alert"))
         stub.assert_no_pending_responses()
+
+
+def test_an_alert_a_sink_refuses_is_retried_with_backoff(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from iot_lake.cases.alerts import RUN_FAILURE, Alert, raise_alert
+    from iot_lake.cases.outbox import deliver_pending
+
+    class Flaky:
+        name, events, calls = "flaky", frozenset({"alert"}), []
+
+        def deliver(self, event):
+            self.calls.append(event.case_key)
+            if len(self.calls) == 1:
+                raise ConnectionError("topic unreachable")
+
+    t0 = datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
+    sink = Flaky()
+    with CaseStore(f"sqlite:///{tmp_path}/cases.sqlite", sinks=[sink], clock=lambda: t0) as store:
+        alert = Alert(key="run_failure|r1", kind=RUN_FAILURE, severity="error", title="run failed: job",
+                      message="boom", run_id="r1", job="job", url=f"{UI}/runs/r1", at=t0)
+        assert raise_alert(store, alert) and not raise_alert(store, alert)
+        assert deliver_pending(store, [sink], t0).failed == 1
+        assert deliver_pending(store, [sink], t0 + timedelta(seconds=10)).waiting == 1  # backing off
+        assert deliver_pending(store, [sink], t0 + timedelta(seconds=31)).delivered == 1
+        assert deliver_pending(store, [sink], t0 + timedelta(hours=1)).delivered == 0
+    assert sink.calls == ["run_failure|r1", "run_failure|r1"]

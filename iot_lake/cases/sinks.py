@@ -3,9 +3,9 @@ JSON-lines file and optionally a webhook; in prod CloudWatch and SNS, optionally
 Incident Manager and a webhook.
 
 A sink's ``deliver`` raises when the event did not get through; the outbox then retries it later.
-Delivery is at least once: every event carries ``event_id`` (the outbox row's id; an alert's
-key for alerts), by which a consumer can drop a repeat. AWS clients are created on first use, so building the sinks (at
-definitions load, in the CLI) needs no credentials.
+Delivery is at least once: every event carries ``event_id`` (the outbox row's id; for an alert,
+its key), by which a consumer can drop a repeat. AWS clients are created on first use, so
+building the sinks (at definitions load, in the CLI) needs no credentials.
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ def _dimensions(device_id: str, metric: str) -> list[dict[str, str]]:
 
 
 class IncidentManagerSink(_AwsSink):
-    """A new or reopened case starts an incident; the client token makes a redelivery start none."""
+    """A new or reopened case, or an alert, starts an incident; the client token makes a redelivery
+    start none."""
 
     name, service = "incident-manager", "ssm-incidents"
     events = frozenset({OPENED, REOPENED, ALERT})
