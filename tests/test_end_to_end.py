@@ -72,7 +72,8 @@ def test_main_job_end_to_end(tmp_path):
         assert curated.metadata["curated_new"].value > 0 and curated.metadata["lines_landed"].value > 0
         # The simulator's bad input is quarantined, and the share of it is in the metadata.
         quarantined, landed = curated.metadata["quarantined"].value, curated.metadata["lines_landed"].value
-        assert 0 < curated.metadata["quarantine_rate"].value == pytest.approx(quarantined / landed, abs=1e-6) < 0.2
+        rate = curated.metadata["quarantine_rate"].value
+        assert rate == pytest.approx(quarantined / landed, abs=1e-6) and 0 < rate < 0.2
         weather = instance.get_latest_materialization_event(AssetKey(["curated", "weather"])).asset_materialization
         rows_read = weather.metadata["rows_read"].value
         assert weather.metadata["quarantine_rate"].value == pytest.approx(
