@@ -10,6 +10,7 @@ from assets.warehouse import warehouse_assets
 from iot_lake.settings import load_settings
 from jobs import all_jobs, all_schedules
 from resources import build_resources
+from sensors.alerts import alert_sensors
 from sensors.automation import ops_automation_sensor
 from sensors.landing import landing_sensor
 
@@ -20,7 +21,7 @@ defs = Definitions(
     asset_checks=curated_checks,
     jobs=all_jobs,
     schedules=all_schedules,
-    sensors=[landing_sensor, ops_automation_sensor],
+    sensors=[landing_sensor, ops_automation_sensor, *alert_sensors],
     resources=build_resources(settings),
     # Steps here only orchestrate: the heavy work runs in Spark and SageMaker (Pipes) or in one
     # Great Expectations validation. A process per step would cost a definitions load each (4-8 s on

@@ -16,6 +16,7 @@ from pathlib import Path
 ENV_VAR = "IOT_LAKE_ENV"
 ENVIRONMENTS = ("local", "prod")
 DEFAULT_LOCAL_ROOT = ".lake"
+DEFAULT_UI_URL = "http://127.0.0.1:3000"  # `dagster dev` on the embedded default
 
 # Variable -> what it is for; all required when IOT_LAKE_ENV=prod.
 PROD_REQUIRED: dict[str, str] = {
@@ -100,10 +101,15 @@ class Settings:
     event_bus_name: str | None = None
     incident_response_plan_arn: str | None = None
     glue_database: str | None = None
+    ui_url: str = DEFAULT_UI_URL  # where alerts link runs to: the Dagster UI
 
     @property
     def is_prod(self) -> bool:
         return self.env == "prod"
+
+
+def _ui_url(env: Mapping[str, str]) -> str:
+    return (env.get("IOT_LAKE_UI_URL") or DEFAULT_UI_URL).rstrip("/")
 
 
 def local_warehouse_path(lake_root: str) -> str:
@@ -134,6 +140,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             historian_url=env.get("IOT_LAKE_HISTORIAN_URL") or local_historian_url(root),
             cases_url=env.get("IOT_LAKE_CASES_URL") or local_cases_url(root),
             cases_webhook_url=env.get("IOT_LAKE_CASES_WEBHOOK_URL") or None,
+            ui_url=_ui_url(env),
         )
 
     spark_mode = (env.get(SPARK_MODE_VAR) or DEFAULT_SPARK_MODE).strip().lower()
@@ -172,4 +179,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         event_bus_name=env.get("IOT_LAKE_EVENT_BUS_NAME") or None,
         incident_response_plan_arn=env.get("IOT_LAKE_INCIDENT_RESPONSE_PLAN_ARN") or None,
         glue_database=env["IOT_LAKE_GLUE_DATABASE"],
+        ui_url=_ui_url(env),
     )

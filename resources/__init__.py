@@ -82,6 +82,7 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
                 env="prod", url=EnvVar("IOT_LAKE_CASES_URL"), lake_root=settings.lake_root, region=settings.aws_region,
                 sns_topic_arn=settings.sns_topic_arn, event_bus_name=settings.event_bus_name,
                 incident_response_plan_arn=settings.incident_response_plan_arn, webhook_url=settings.cases_webhook_url,
+                ui_url=settings.ui_url,
             ),
             "warehouse": WarehouseResource(target="prod", glue_database=settings.glue_database, region=settings.aws_region),
         }
@@ -90,7 +91,8 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
         "historian": HistorianResource(url=settings.historian_url),
         "spark": SparkRunner(mode="local"),
         "sagemaker": SageMakerRunner(mode="local"),
-        "cases": CasesResource(url=settings.cases_url, lake_root=settings.lake_root, webhook_url=settings.cases_webhook_url),
+        "cases": CasesResource(url=settings.cases_url, lake_root=settings.lake_root, webhook_url=settings.cases_webhook_url,
+                               ui_url=settings.ui_url),
         "warehouse": WarehouseResource(target="local", duckdb_path=local_warehouse_path(settings.lake_root)),
     }
 

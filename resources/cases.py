@@ -4,7 +4,7 @@ Locally a SQLite file under the lake's ``_sources/`` with the log and JSON-lines
 PostgreSQL with CloudWatch and SNS, plus EventBridge and Incident Manager when configured.
 Sensors and assets open the store per tick or step (``with cases.store() as store``), deliver
 its outbox with ``deliver_pending(store, cases.sinks(), now)`` and mirror it with
-``mirror_to_lake``.
+``mirror_to_lake``. The alert sensors (sensors/alerts.py) raise alerts into the same store.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class CasesResource(ConfigurableResource):
     sns_topic_arn: str | None = None
     event_bus_name: str | None = None
     incident_response_plan_arn: str | None = None
+    ui_url: str = "http://127.0.0.1:3000"  # alerts link to their runs there
     resolve_after_minutes: int = 30
     reopen_within_minutes: int = 120
 

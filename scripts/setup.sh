@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (only Python 3.11 needed): .venv with everything installed.
 #   scripts/setup.sh          the platform and its tools
-#   scripts/setup.sh --test   also the PostgreSQL server the test suite starts (Debian package) and
+#   scripts/setup.sh --test   also the PostgreSQL server the test suite starts and Chromium for the UI
+#                             screenshot (Debian packages), and
 #                             .venv-jvm, classic PySpark for the JVM parity test (tests/test_jvm_parity.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,16 @@ if [ "${1:-}" = "--test" ]; then
         || echo "setup: could not install postgresql; the Postgres tests will be skipped" >&2
     else
       echo "setup: no PostgreSQL server found; install Debian's postgresql to run the Postgres tests" >&2
+    fi
+  fi
+
+  # The UI test screenshots the asset graph with a headless Chromium (Debian's, never a downloaded one).
+  if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        || echo "setup: could not install chromium; the UI screenshot test will be skipped" >&2
+    else
+      echo "setup: no /usr/bin/chromium; install Debian's chromium to run the UI screenshot test" >&2
     fi
   fi
 

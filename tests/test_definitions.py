@@ -67,6 +67,50 @@ def test_definitions_load_with_every_asset_described():
     assert "ml/forecast_model" in {p.to_user_string() for p in graph.get(AssetKey(["ml", "batch_forecast"])).parent_keys}
     assert defs.resolve_sensor_def("landing_sensor")
     assert defs.resolve_sensor_def("ops_automation_sensor").default_status.value == "RUNNING"
+    for name in ("run_failure_alerts", "check_failure_alerts"):
+        assert defs.resolve_sensor_def(name).default_status.value == "RUNNING", name
+
+
+# The three sources and the landing assets they deliver.
+SOURCES = {"telemetry": {"landing/telemetry"}, "historian": {"landing/device_registry", "landing/historical_readings"},
+           "weather": {"landing/weather"}}
+
+
+def test_every_asset_is_catalogued_and_the_lineage_is_one_graph_from_the_three_sources():
+    from definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = set(graph.get_all_asset_keys())
+    for key in keys:
+        node = graph.get(key)
+        assert node.group_name in {"landing", "curated", "ml", "ops", "warehouse"}, key
+        assert node.owners and all(o.startswith("team:") for o in node.owners), key
+        assert node.description and node.description.strip(), key
+        assert {t for t in node.tags if t.startswith("dagster/kind/")}, key
+    sources = {AssetKey.from_user_string(k) for ks in SOURCES.values() for k in ks}
+    # The landing assets are the graph's only roots...
+    assert {k for k in keys if not graph.get(k).parent_keys} == sources
+    # ... and every other asset is downstream of them, through curated, ML, ops and the warehouse.
+    reached, frontier = set(sources), list(sources)
+    while frontier:
+        for child in graph.get(frontier.pop()).child_keys:
+            if child not in reached:
+                reached.add(child)
+                frontier.append(child)
+    assert keys - reached == set()
+    # Each source feeds the graph beyond landing (the historian through the registry).
+    def downstream(key):
+        out, todo = set(), [key]
+        while todo:
+            for child in graph.get(todo.pop()).child_keys:
+                if child not in out:
+                    out.add(child)
+                    todo.append(child)
+        return {k.path[0] for k in out}
+    for source, landed in SOURCES.items():
+        layers = set().union(*(downstream(AssetKey.from_user_string(k)) for k in landed))
+        assert {"curated", "warehouse"} <= layers, source
+    assert {"ml", "ops", "warehouse"} <= downstream(AssetKey(["landing", "telemetry"]))
 
 
 def test_warehouse_lineage_joins_the_lake_assets_and_its_tests_are_checks():

@@ -79,6 +79,8 @@ def test_one_case_per_incident_and_reruns_change_nothing(run):
     assert list(flagged["ts"]) == list(pd.date_range(SPIKE[0], SPIKE[1], freq="1min", inclusive="left"))
     assert metas[2]["recall"].value == 1.0 and metas[2]["precision"].value == 1.0
     assert metas[2]["median_detection_delay_s"].value == 0.0
+    # The hour's chart: actuals against the band, the flagged minutes marked (an inline PNG).
+    assert metas[2]["deviations_plot"].value.startswith("![deviations](data:image/png;base64,")
 
     with CaseStore(f"sqlite:///{db}") as store:
         cases = store.list_cases()

@@ -1,9 +1,12 @@
-"""The main job as the README runs it, and `dagster dev` serving the platform with its daemon."""
+"""The main job as the README runs it, and `dagster dev` serving the platform with its daemon: its
+sensor runs new landing data, and a headless Chromium screenshots the asset graph it draws
+(test-artifacts/asset-graph.png)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -12,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
 from iot_lake.sources.historian import create_engine, land_registry
 from tests.conftest import START
+from tests.unavailable import unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -65,6 +70,14 @@ def test_main_job_end_to_end(tmp_path):
             assert latest and latest[0].status.value == "SUCCEEDED", (key, latest)
         curated = instance.get_latest_materialization_event(AssetKey(["curated", "telemetry"])).asset_materialization
         assert curated.metadata["curated_new"].value > 0 and curated.metadata["lines_landed"].value > 0
+        # The simulator's bad input is quarantined, and the share of it is in the metadata.
+        quarantined, landed = curated.metadata["quarantined"].value, curated.metadata["lines_landed"].value
+        rate = curated.metadata["quarantine_rate"].value
+        assert rate == pytest.approx(quarantined / landed, abs=1e-6) and 0 < rate < 0.2
+        weather = instance.get_latest_materialization_event(AssetKey(["curated", "weather"])).asset_materialization
+        rows_read = weather.metadata["rows_read"].value
+        assert weather.metadata["quarantine_rate"].value == pytest.approx(
+            weather.metadata["quarantined"].value / rows_read, abs=1e-6)
         assert partitions(["landing", "weather"]) == {"2026-11-20"}
         assert partitions(["landing", "device_registry"]) == {"2026-11-20"}
         assert partitions(["landing", "historical_readings"]) == {"2026-11-20"}
@@ -103,50 +116,36 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def test_dagster_dev_serves_the_ui_and_the_sensor_runs_new_landing_data(tmp_path):
-    # A copy of the project's control plane, so the test's .dagster/ does not touch the checkout.
-    project = tmp_path / "project"
+@dataclass
+class DevServer:
+    port: int
+    project: Path
+    lake_root: Path
+    log: Path
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory) -> DevServer:
+    """One `dagster dev` for the module's tests: a copy of the project's control plane, so its
+    .dagster/ does not touch the checkout, on the embedded default with a fresh lake."""
+    tmp = tmp_path_factory.mktemp("dagster_dev")
+    project = tmp / "project"
     project.mkdir()
     for name in ("assets", "resources", "jobs", "sensors", "dbt_project"):  # dbt_project: with its manifest
         shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "runs", "logs"))
     for name in ("definitions.py", "workspace.yaml", "dagster.yaml"):
         shutil.copy(REPO / name, project / name)
-    lake_root = tmp_path / "lake"
-    port = _free_port()
-    log = open(tmp_path / "dagster-dev.log", "w")
+    server = DevServer(port=_free_port(), project=project, lake_root=tmp / "lake", log=tmp / "dagster-dev.log", tmp=tmp)
+    log = open(server.log, "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-p", str(port)], cwd=project,
-        env=_env(IOT_LAKE_ROOT=str(lake_root)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "dagster", "dev", "-p", str(server.port)], cwd=project,
+        env=_env(IOT_LAKE_ROOT=str(server.lake_root)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).status == 200, 120, "the UI")
-        nodes = _graphql(port, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
-        assert {"/".join(n["assetKey"]["path"]) for n in nodes} >= {"landing/telemetry", "landing/weather"}
-        assert (project / ".dagster" / "storage").is_dir()  # storage under the project, not a temp dir
-
-        # A registry, then new landing objects: the daemon's sensor must notice them and run their partition.
-        lake = Lake(str(lake_root))
-        sim = Simulator(SimConfig(devices=2, seed=3, history_days=1), lake)
-        sim.seed_historian(f"sqlite:///{tmp_path}/historian.sqlite", START.date())
-        engine = create_engine(f"sqlite:///{tmp_path}/historian.sqlite")
-        land_registry(lake, engine, START.date())
-        engine.dispose()
-        sim.backfill(START, START + timedelta(hours=1))
-        query = '{ runsOrError(filter: {pipelineName: "telemetry_hourly_job"}) { ... on Runs { results { status tags { key value } } } } }'
-
-        def succeeded():
-            runs = _graphql(port, query)["runsOrError"]["results"]
-            return [r for r in runs if r["status"] == "SUCCESS"]
-
-        runs = _wait(succeeded, 180, "the sensor's run to succeed")
-        tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
-        mats = _graphql(port, '{ assetNodes(assetKeys: [{path: ["curated", "telemetry"]}]) { assetMaterializations { partition } } }')
-        assert [m["partition"] for m in mats["assetNodes"][0]["assetMaterializations"]] == ["2026-11-20-00:00"]
-        assert tags["dagster/partition"] == "2026-11-20-00:00" and tags["dagster/sensor_name"] == "landing_sensor"
-        # The run is persisted in the project's .dagster/, not in dagster dev's scratch directory.
-        with sqlite3.connect(project / ".dagster" / "storage" / "history" / "runs.db") as db:
-            stored = db.execute("select count(*) from runs where pipeline_name = 'telemetry_hourly_job'").fetchone()[0]
-        assert stored >= 1
+        _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{server.port}/server_info", timeout=5).status == 200,
+              120, "the UI")
+        yield server
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -154,5 +153,112 @@ def test_dagster_dev_serves_the_ui_and_the_sensor_runs_new_landing_data(tmp_path
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
-    text = (tmp_path / "dagster-dev.log").read_text()
-    assert f"Serving dagster-webserver on http://127.0.0.1:{port}" in text
+
+
+RUNS_QUERY = ('{ runsOrError(filter: {pipelineName: "telemetry_hourly_job"}) '
+              '{ ... on Runs { results { status tags { key value } } } } }')
+
+
+@pytest.fixture(scope="module")
+def sensed_lake(dagster_dev) -> list[dict]:
+    """A registry, then new landing objects: the daemon's sensor must notice them and run their
+    partition. The run(s) that succeeded."""
+    lake = Lake(str(dagster_dev.lake_root))
+    sim = Simulator(SimConfig(devices=2, seed=3, history_days=1), lake)
+    historian = dagster_dev.tmp / "historian.sqlite"
+    sim.seed_historian(f"sqlite:///{historian}", START.date())
+    engine = create_engine(f"sqlite:///{historian}")
+    land_registry(lake, engine, START.date())
+    engine.dispose()
+    sim.backfill(START, START + timedelta(hours=1))
+
+    def succeeded():
+        runs = _graphql(dagster_dev.port, RUNS_QUERY)["runsOrError"]["results"]
+        return [r for r in runs if r["status"] == "SUCCESS"]
+
+    return _wait(succeeded, 180, "the sensor's run to succeed")
+
+
+def test_dagster_dev_serves_the_ui_and_the_sensor_runs_new_landing_data(dagster_dev, sensed_lake):
+    port, project = dagster_dev.port, dagster_dev.project
+    nodes = _graphql(port, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
+    assert {"/".join(n["assetKey"]["path"]) for n in nodes} >= {"landing/telemetry", "landing/weather"}
+    assert (project / ".dagster" / "storage").is_dir()  # storage under the project, not a temp dir
+
+    tags = {t["key"]: t["value"] for t in sensed_lake[0]["tags"]}
+    mats = _graphql(port, '{ assetNodes(assetKeys: [{path: ["curated", "telemetry"]}]) { assetMaterializations { partition } } }')
+    assert [m["partition"] for m in mats["assetNodes"][0]["assetMaterializations"]] == ["2026-11-20-00:00"]
+    assert tags["dagster/partition"] == "2026-11-20-00:00" and tags["dagster/sensor_name"] == "landing_sensor"
+    # The run is persisted in the project's .dagster/, not in dagster dev's scratch directory.
+    with sqlite3.connect(project / ".dagster" / "storage" / "history" / "runs.db") as db:
+        stored = db.execute("select count(*) from runs where pipeline_name = 'telemetry_hourly_job'").fetchone()[0]
+    assert stored >= 1
+    # The alert sensors run with the daemon too (and have nothing to say about a run that succeeded).
+    sensors = _graphql(port, '{ sensorsOrError(repositorySelector: {repositoryName: "__repository__", '
+                             'repositoryLocationName: "iot_lake"}) { ... on Sensors { results { name sensorState '
+                             '{ status } } } } }')["sensorsOrError"]["results"]
+    assert {s["name"]: s["sensorState"]["status"] for s in sensors if s["name"].endswith("_alerts")} == {
+        "run_failure_alerts": "RUNNING", "check_failure_alerts": "RUNNING"}
+    events = dagster_dev.lake_root / "cases" / "_events" / "events.jsonl"
+    lines = events.read_text().splitlines() if events.exists() else []
+    assert [line for line in lines if json.loads(line).get("kind") == "alert"] == []
+    assert f"Serving dagster-webserver on http://127.0.0.1:{port}" in dagster_dev.log.read_text()
+
+
+GROUPS = ("landing", "curated", "ml", "ops", "warehouse")
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def chromium_binary() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.access(path, os.X_OK):
+        unavailable("chromium not found at /usr/bin/chromium (install Debian's 'chromium' package; "
+                    "scripts/setup.sh --test does as root)", "the UI screenshot test")
+    return path
+
+
+def _chromium(binary: str, profile: Path, url: str, *args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium on the page until its scripts are idle (or 20 s of virtual time have passed)."""
+    sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium's sandbox refuses to run as root
+    return subprocess.run(
+        [binary, "--headless", *sandbox, "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+         "--no-first-run", f"--user-data-dir={profile}", "--window-size=1600,1000", "--virtual-time-budget=20000",
+         *args, url],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "HOME": str(profile)},
+    )
+
+
+def _graph_labels(dom: str) -> list[str]:
+    """The text of the lineage graph's nodes: the SVG's foreignObjects, not the sidebar's tree."""
+    return [" ".join(re.sub(r"<[^>]+>", " ", m).split())
+            for m in re.findall(r"<foreignObject\b.*?</foreignObject>", dom, flags=re.S)]
+
+
+def test_the_ui_draws_the_asset_graph_with_its_groups(dagster_dev, sensed_lake):
+    binary = chromium_binary()
+    ARTIFACTS.mkdir(exist_ok=True)
+    png = ARTIFACTS / "asset-graph.png"
+    png.unlink(missing_ok=True)
+    url = f"http://127.0.0.1:{dagster_dev.port}/asset-groups"
+    profile = dagster_dev.tmp / "chromium"
+    shot = _chromium(binary, profile, url, f"--screenshot={png}")
+    assert shot.returncode == 0 and png.exists(), shot.stderr[-2000:]
+    print(f"asset graph screenshot: {png}")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000  # not a blank page
+
+    dom = _chromium(binary, profile, url, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "Global asset lineage" in dom.stdout
+    # Every group is a node of the drawn graph.
+    assert sorted(_graph_labels(dom.stdout)) == sorted(GROUPS), _graph_labels(dom.stdout)
+
+
+def test_missing_chromium_is_a_visible_skip_locally_and_a_failure_in_ci(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium not found at /usr/bin/chromium"):
+        chromium_binary()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="chromium not found"):
+        chromium_binary()

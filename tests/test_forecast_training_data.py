@@ -238,6 +238,7 @@ def test_batch_forecast_asset_replaces_its_origin_in_the_forecasts_table(lake, t
     table = DeltaTable(lake.path(FORECASTS_TABLE)).to_pandas()
     origin = datetime(LAST.year, LAST.month, LAST.day, 4, tzinfo=timezone.utc)
     assert meta["model_version"].value == "v-naive" and meta["dagster/row_count"].value == len(table)
+    assert meta["forecast_vs_actual"].value.startswith("![actuals and forecast](data:image/png;base64,")
     assert len(table) == table.groupby(["device_id", "metric"]).ngroups * 288
     assert table["bucket_start"].min() == origin and set(table["origin"]) == {origin}
     assert not lake.exists(registry.history_key(origin))  # the exported history is cleaned up

@@ -4,7 +4,6 @@ Training and batch forecasting are SageMaker jobs in production and local subpro
 same contract on the embedded default (resources/sagemaker.py); the training data is a Spark job.
 """
 
-import base64
 import io
 import json
 import tarfile
@@ -23,6 +22,7 @@ from dagster import (
 )
 
 from assets.partitions import daily_partitions, hourly_partitions
+from assets.plots import batch_forecast_plot, png_markdown
 from iot_lake.forecast import registry
 from resources import LakeResource
 from resources.sagemaker import SageMakerRunner, job_name
@@ -158,12 +158,28 @@ def batch_forecast(context: AssetExecutionContext, lake: LakeResource, spark: Sp
     with the_lake.open(f"{output}/forecasts.parquet") as f:
         forecasts = pd.read_parquet(f)
     written = _replace_origin(lake, forecasts, origin)
+    plot = batch_forecast_plot(_recent_history(the_lake, f"{history}/rows", origin), forecasts, pd.Timestamp(origin))
     the_lake.delete(history, recursive=True)
     return MaterializeResult(metadata={
         "dagster/row_count": written, "origin": origin.isoformat(), "model_version": current["version"],
         "series": int(forecasts.groupby(["device_id", "metric"]).ngroups), "job_name": run.job_name,
+        "horizon_end": forecasts["bucket_start"].max().isoformat() if len(forecasts) else "none",
         "table": MetadataValue.path(the_lake.uri(FORECASTS_TABLE)),
+        "forecast_vs_actual": MetadataValue.md(plot),
     })
+
+
+def _recent_history(lake, key: str, origin: datetime) -> pd.DataFrame:
+    """The exported history's last 12 hours before the origin: the actuals the chart leads in with."""
+    import pyarrow.dataset as ds
+
+    files = [p for p in lake.fs.find(lake.path(key)) if p.endswith(".parquet")]
+    if not files:
+        return pd.DataFrame(columns=["device_id", "metric", "bucket_start", "y"])
+    rows = ds.dataset(files, format="parquet", filesystem=lake.fs).to_table(
+        columns=["device_id", "metric", "bucket_start", "y"]).to_pandas()
+    times = pd.to_datetime(rows["bucket_start"], utc=True)
+    return rows[times >= pd.Timestamp(origin) - pd.Timedelta(hours=12)].assign(bucket_start=times)
 
 
 def _replace_origin(lake: LakeResource, forecasts: pd.DataFrame, origin: datetime) -> int:
@@ -208,8 +224,4 @@ def _plot(sample: pd.DataFrame) -> str:
                 ax.fill_between(rows["ds"], rows["lo_80"], rows["hi_80"], alpha=0.2)
         ax.set_title(uid, fontsize=9)
     axes[0, 0].legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=70)
-    plt.close(fig)
-    return f"![forecast vs actual](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
+    return png_markdown(fig, "forecast vs actual")

@@ -26,6 +26,7 @@ from dagster import (
 
 from assets.curated.quality import read_delta
 from assets.partitions import hourly_partitions
+from assets.plots import deviations_plot
 from iot_lake.cases.model import Deviation
 from iot_lake.cases.mirror import mirror_to_lake
 from iot_lake.cases.outbox import deliver_pending
@@ -95,6 +96,7 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
         "outbox": MetadataValue.json({"delivered": delivered.delivered, "failed": delivered.failed,
                                       "waiting": delivered.waiting, "errors": delivered.errors[:10]}),
         "cases_mirrored": MetadataValue.json(mirrored),
+        "deviations_plot": MetadataValue.md(deviations_plot(scored)),
     }
     metadata.update(_accuracy_metadata(lake, scored, start))
     return MaterializeResult(metadata=metadata)

@@ -18,6 +18,9 @@ OPENED, UPDATED, REOPENED = "opened", "updated", "reopened"
 ACKNOWLEDGED_EVENT, RESOLVED_EVENT = "acknowledged", "resolved"
 EVENTS = frozenset({OPENED, UPDATED, ACKNOWLEDGED_EVENT, RESOLVED_EVENT, REOPENED})
 
+# An alert about the platform (iot_lake.cases.alerts) rather than a case; sinks subscribe to it too.
+ALERT = "alert"
+
 DETECTOR = "detector"  # the actor of history rows written by observe()
 AUTO_RESOLVE = "auto-resolve"
 

@@ -4,7 +4,8 @@ A row is never dropped: a failure records the attempt, the error and when to try
 row waits. Per sink, a case's events go out in order: while one waits, the case's later events
 for that sink wait behind it. A row is claimed (its next attempt pushed a lease ahead) before
 its sink is called, so two deliverers never send it at once, and one that dies mid-delivery
-only delays it by the lease.
+only delays it by the lease. Alerts (iot_lake.cases.alerts) have an outbox of their own, delivered
+the same way.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from iot_lake.cases.model import utc
-from iot_lake.cases.schema import outbox
+from iot_lake.cases.model import ALERT, utc
+from iot_lake.cases.schema import alert_outbox, outbox
 from iot_lake.cases.sinks import OutboxEvent, Sink
 from iot_lake.cases.store import CaseStore
 
@@ -39,48 +40,55 @@ class DeliveryReport:
 
 
 def deliver_pending(store: CaseStore, sinks: Iterable[Sink], now: datetime) -> DeliveryReport:
+    """Send the due rows of the case outbox and of the alert outbox (iot_lake.cases.alerts)."""
     by_name = {sink.name: sink for sink in sinks}
     now = utc(now)
     report = DeliveryReport()
+    for table, key_column, kind in ((outbox, "case_key", "case"), (alert_outbox, "alert_key", ALERT)):
+        _deliver(store, by_name, now, report, table, key_column, kind)
+    return report
+
+
+def _deliver(store: CaseStore, by_name: dict[str, Sink], now: datetime, report: DeliveryReport,
+             table: sa.Table, key_column: str, kind: str) -> None:
     with store.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(outbox.c.id, outbox.c.case_key, outbox.c.event, outbox.c.payload, outbox.c.sink,
-                      outbox.c.attempts, outbox.c.next_attempt_at)
-            .where(outbox.c.delivered_at.is_(None), outbox.c.sink.in_(by_name))
-            .order_by(outbox.c.id)
+            sa.select(table.c.id, table.c[key_column].label("key"), table.c.event, table.c.payload, table.c.sink,
+                      table.c.attempts, table.c.next_attempt_at)
+            .where(table.c.delivered_at.is_(None), table.c.sink.in_(by_name))
+            .order_by(table.c.id)
         ).all()
     held: set[tuple[str, str]] = set()  # (sink, case) whose earlier event has not gone out
     for row in rows:
-        stream = (row.sink, row.case_key)
-        if stream in held or row.next_attempt_at > now or not _claim(store, row.id, now):
+        stream = (row.sink, row.key)
+        if stream in held or row.next_attempt_at > now or not _claim(store, table, row.id, now):
             held.add(stream)
             report.waiting += 1
             continue
-        event = OutboxEvent(id=row.id, case_key=row.case_key, event=row.event, payload=row.payload)
+        event = OutboxEvent(id=row.id, case_key=row.key, event=row.event, payload=row.payload, kind=kind)
         try:
             by_name[row.sink].deliver(event)
         except Exception as exc:  # any failure of a sink is retried, whatever raised it
             held.add(stream)
             report.failed += 1
-            report.errors.append(f"{row.sink} {row.event} {row.case_key}: {exc}")
-            _finish(store, row.id, attempts=row.attempts + 1, next_attempt_at=now + retry_delay(row.attempts + 1),
-                    last_error=f"{type(exc).__name__}: {exc}"[:2000])
+            report.errors.append(f"{row.sink} {row.event} {row.key}: {exc}")
+            _finish(store, table, row.id, attempts=row.attempts + 1,
+                    next_attempt_at=now + retry_delay(row.attempts + 1), last_error=f"{type(exc).__name__}: {exc}"[:2000])
         else:
             report.delivered += 1
-            _finish(store, row.id, attempts=row.attempts + 1, delivered_at=now, last_error=None)
-    return report
+            _finish(store, table, row.id, attempts=row.attempts + 1, delivered_at=now, last_error=None)
 
 
-def _claim(store: CaseStore, row_id: int, now: datetime) -> bool:
+def _claim(store: CaseStore, table: sa.Table, row_id: int, now: datetime) -> bool:
     with store.engine.begin() as conn:
         claimed = conn.execute(
-            sa.update(outbox)
-            .where(outbox.c.id == row_id, outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= now)
+            sa.update(table)
+            .where(table.c.id == row_id, table.c.delivered_at.is_(None), table.c.next_attempt_at <= now)
             .values(next_attempt_at=now + LEASE)
         )
     return claimed.rowcount == 1
 
 
-def _finish(store: CaseStore, row_id: int, **values) -> None:
+def _finish(store: CaseStore, table: sa.Table, row_id: int, **values) -> None:
     with store.engine.begin() as conn:
-        conn.execute(sa.update(outbox).where(outbox.c.id == row_id).values(**values))
+        conn.execute(sa.update(table).where(table.c.id == row_id).values(**values))

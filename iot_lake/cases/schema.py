@@ -86,6 +86,35 @@ outbox = sa.Table(
     sa.Index("outbox_pending", "sink", "delivered_at"),
 )
 
+# Alerts about the platform itself (a failed run, a failed data-quality check) go to the same sinks
+# through an outbox of their own: an alert is not a case of a series, and tables of their own leave
+# existing stores' tables as they are (create_all adds new tables, it never alters).
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("alert_key", sa.String(200), primary_key=True),  # what makes a re-raise a no-op
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("title", sa.String(300), nullable=False),
+    sa.Column("payload", JSON, nullable=False),
+    sa.Column("raised_at", UtcDateTime, nullable=False),
+)
+
+alert_outbox = sa.Table(
+    "alert_outbox",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    sa.Column("alert_key", sa.String(200), sa.ForeignKey("alerts.alert_key"), nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("payload", JSON, nullable=False),
+    sa.Column("sink", sa.String(64), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    sa.Column("delivered_at", UtcDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Index("alert_outbox_pending", "sink", "delivered_at"),
+)
+
 _SCHEMA_LOCK = 7_041_990  # an arbitrary pg_advisory_xact_lock key: one process creates the tables at a time
 
 

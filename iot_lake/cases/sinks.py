@@ -1,10 +1,11 @@
-"""Where case events go, per environment: locally a log, a JSON-lines file and optionally a webhook;
-in prod CloudWatch and SNS, optionally EventBridge, Incident Manager and a webhook.
+"""Where case events (and alerts, iot_lake.cases.alerts) go, per environment: locally a log, a
+JSON-lines file and optionally a webhook; in prod CloudWatch and SNS, optionally EventBridge,
+Incident Manager and a webhook.
 
 A sink's ``deliver`` raises when the event did not get through; the outbox then retries it later.
-Delivery is at least once: every event carries ``event_id`` (the outbox row's id), by which a
-consumer can drop a repeat. AWS clients are created on first use, so building the sinks (at
-definitions load, in the CLI) needs no credentials.
+Delivery is at least once: every event carries ``event_id`` (the outbox row's id; for an alert,
+its key), by which a consumer can drop a repeat. AWS clients are created on first use, so
+building the sinks (at definitions load, in the CLI) needs no credentials.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from iot_lake.cases.model import ACTIVE, EVENTS, OPENED, REOPENED, CasePolicy
+from iot_lake.cases.model import ACTIVE, ALERT, EVENTS, OPENED, REOPENED, CasePolicy
 from iot_lake.settings import Settings
 
 JSONL_KEY = "cases/_events/events.jsonl"  # under a local lake root
 CLOUDWATCH_NAMESPACE = "IoTLake/Cases"
+ALERTS_NAMESPACE = "IoTLake/Alerts"
 EVENT_SOURCE = "iot-lake.cases"
-INCIDENT_IMPACT = {"critical": 1, "warning": 3, "info": 4}  # Incident Manager: 1 critical .. 5 no impact
+ALERT_SOURCE = "iot-lake.alerts"
+# Incident Manager: 1 critical .. 5 no impact. Alerts: "error" (a failed run or ERROR check), "warning".
+INCIDENT_IMPACT = {"critical": 1, "error": 2, "warning": 3, "info": 4}
 
 logger = logging.getLogger("iot_lake.cases")
 
@@ -33,12 +37,18 @@ logger = logging.getLogger("iot_lake.cases")
 @dataclass(frozen=True)
 class OutboxEvent:
     id: int
-    case_key: str
+    case_key: str  # for an alert, its key
     event: str
     payload: dict[str, Any]
+    kind: str = "case"  # or ALERT
+
+    @property
+    def is_alert(self) -> bool:
+        return self.kind == ALERT
 
     def document(self) -> dict[str, Any]:
-        return {"event_id": self.id, **self.payload}
+        # An alert's key is its identity in every sink (alert outbox ids would repeat case ones).
+        return {"event_id": self.case_key if self.is_alert else self.id, **self.payload}
 
     def json(self) -> str:
         return json.dumps(self.document(), sort_keys=True)
@@ -46,7 +56,7 @@ class OutboxEvent:
 
 class Sink(ABC):
     name: str
-    events: frozenset[str] = EVENTS  # the outbox only gets rows for these
+    events: frozenset[str] = EVENTS | {ALERT}  # the outbox only gets rows for these
 
     @abstractmethod
     def deliver(self, event: OutboxEvent) -> None: ...
@@ -57,6 +67,9 @@ class LogSink(Sink):
 
     def deliver(self, event: OutboxEvent) -> None:
         p = event.payload
+        if event.is_alert:
+            logger.error("alert %s: %s (%s) %s", p["alert_kind"], p["title"], p["url"], p["message"])
+            return
         logger.info("case %s %s: %s %s at %s, severity %s, status %s", event.event, event.case_key, p["device_id"],
                     p["metric"], p["site_id"], p["severity"], p["status"])
 
@@ -116,6 +129,13 @@ class CloudWatchSink(_AwsSink):
 
     def deliver(self, event: OutboxEvent) -> None:
         p = event.payload
+        if event.is_alert:
+            # A count per kind and job, for dashboards and alarms on failure rates.
+            self.client.put_metric_data(Namespace=ALERTS_NAMESPACE, MetricData=[{
+                "MetricName": "RunFailures" if p["alert_kind"] == "run_failure" else "CheckFailures",
+                "Dimensions": [{"Name": "Job", "Value": p["job"] or "none"}],
+                "Timestamp": datetime.fromisoformat(p["at"]), "Value": 1.0, "Unit": "Count"}])
+            return
         at, dimensions = datetime.fromisoformat(p["at"]), _dimensions(p["device_id"], p["metric"])
         self.client.put_metric_data(Namespace=CLOUDWATCH_NAMESPACE, MetricData=[
             {"MetricName": "DeviationScore", "Dimensions": dimensions, "Timestamp": at,
@@ -151,10 +171,11 @@ def _dimensions(device_id: str, metric: str) -> list[dict[str, str]]:
 
 
 class IncidentManagerSink(_AwsSink):
-    """A new or reopened case starts an incident; the client token makes a redelivery start none."""
+    """A new or reopened case, or an alert, starts an incident; the client token makes a redelivery
+    start none."""
 
     name, service = "incident-manager", "ssm-incidents"
-    events = frozenset({OPENED, REOPENED})
+    events = frozenset({OPENED, REOPENED, ALERT})
 
     def __init__(self, response_plan_arn: str, region: str | None = None, client: Any = None):
         super().__init__(region, client)
@@ -162,6 +183,15 @@ class IncidentManagerSink(_AwsSink):
 
     def deliver(self, event: OutboxEvent) -> None:
         p = event.payload
+        if event.is_alert:
+            self.client.start_incident(
+                clientToken=client_token(event.case_key, 0), responsePlanArn=self.response_plan_arn,
+                title=p["title"][:200], impact=INCIDENT_IMPACT[p["severity"]],
+                triggerDetails={"source": ALERT_SOURCE, "timestamp": datetime.fromisoformat(p["at"]),
+                                "rawData": event.json()[:10_000]},
+                relatedItems=[{"identifier": {"type": "OTHER", "value": {"url": p["url"]}}, "title": "Dagster run"}],
+            )
+            return
         self.client.start_incident(
             clientToken=client_token(event.case_key, p["reopen_count"]),
             responsePlanArn=self.response_plan_arn,
@@ -187,6 +217,13 @@ class SnsSink(_AwsSink):
 
     def deliver(self, event: OutboxEvent) -> None:
         p = event.payload
+        if event.is_alert:
+            attributes = {"kind": ALERT, "event": ALERT, "alert_kind": p["alert_kind"], "severity": p["severity"],
+                          "job": p["job"] or "none"}
+            self.client.publish(
+                TopicArn=self.topic_arn, Message=event.json(), Subject=f"[iot-lake] {p['title']}"[:100],
+                MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()})
+            return
         # Subscription filter policies match on these.
         attributes = {"case_key": event.case_key, "event": event.event, "severity": p["severity"]}
         if p["site_id"]:
@@ -206,10 +243,11 @@ class EventBridgeSink(_AwsSink):
         self.bus_name = bus_name
 
     def deliver(self, event: OutboxEvent) -> None:
-        response = self.client.put_events(Entries=[{
-            "Source": EVENT_SOURCE, "DetailType": f"Case {event.event}", "Detail": event.json(),
-            "EventBusName": self.bus_name,
-        }])
+        if event.is_alert:
+            entry = {"Source": ALERT_SOURCE, "DetailType": event.payload["alert_kind"].replace("_", " ").capitalize()}
+        else:
+            entry = {"Source": EVENT_SOURCE, "DetailType": f"Case {event.event}"}
+        response = self.client.put_events(Entries=[{**entry, "Detail": event.json(), "EventBusName": self.bus_name}])
         # PutEvents reports a rejected entry in its response, not as an error.
         if response.get("FailedEntryCount"):
             entry = response["Entries"][0]

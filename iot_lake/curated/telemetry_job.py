@@ -320,6 +320,11 @@ def landed_event_dates(spark, lake: Lake, hour: datetime, table_format: str = "d
     return sorted(r["event_date"].isoformat() for r in rows)
 
 
+def quarantine_rate(quarantined: int, read: int) -> float:
+    """The share of what was read that went to quarantine (0 when nothing was read)."""
+    return round(quarantined / read, 6) if read else 0.0
+
+
 def report_curated(pipes, reports: list[CurateReport]) -> None:
     """One materialization for the run: counts summed over its hours, each hour's own in a table."""
     counts = {k: sum(getattr(r, k) for r in reports) for k, v in asdict(reports[0]).items() if isinstance(v, int)}
@@ -330,6 +335,7 @@ def report_curated(pipes, reports: list[CurateReport]) -> None:
     pipes.report_asset_materialization(
         asset_key=CURATED_TELEMETRY,
         metadata={**counts, "dagster/row_count": counts["curated_new"], "hours": len(reports),
+                  "quarantine_rate": quarantine_rate(counts["quarantined"], counts["lines_landed"]),
                   "event_dates": ", ".join(dates),
                   "quarantine_reasons": {"raw_value": dict(sorted(reasons.items())), "type": "json"},
                   "per_hour": {"raw_value": [{"hour": r.hour, **{k: getattr(r, k) for k in counts}} for r in reports],

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
+from iot_lake.curated.telemetry_job import quarantine_rate
 from iot_lake.lake import Lake, latest_registry_day, registry_key, weather_day_prefix
 from iot_lake.sources.weather import RANGES, SCHEMA, WeatherFileError, read_weather_bytes
 from iot_lake.spark.session import spark_session
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         pipes.report_asset_materialization(
             metadata={**{k: v for k, v in asdict(report).items() if isinstance(v, int)},
                       "dagster/row_count": report.curated,
+                      "quarantine_rate": quarantine_rate(report.quarantined, report.rows_read),
                       "quarantine_reasons": {"raw_value": report.quarantine_reasons, "type": "json"}},
         )
         pipes.report_asset_check(
