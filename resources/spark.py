@@ -22,6 +22,12 @@ from resources.failures import fail_fast, local_process_failures
 warnings.filterwarnings("ignore", message="Function `PipesMessageReader.expected_writer_count` is currently in preview")
 
 MODES = ("local", "emr-serverless", "glue", "emr")
+LOCAL_ENV = {"IOT_LAKE_SPARK": "sail"}
+
+
+def local_command(module: str, args: Sequence[str]) -> list[str]:
+    """What ``local`` mode runs: the module in this Python, starting its own Sail."""
+    return [sys.executable, "-m", module, *args]
 
 
 class SparkRunner(ConfigurableResource):
@@ -41,11 +47,7 @@ class SparkRunner(ConfigurableResource):
     def run(self, context: AssetExecutionContext, module: str, args: Sequence[str]):
         if self.mode == "local":
             with local_process_failures(f"Spark job {module}"):
-                return PipesSubprocessClient().run(
-                    command=[sys.executable, "-m", module, *args],
-                    context=context,
-                    env={"IOT_LAKE_SPARK": "sail"},
-                )
+                return PipesSubprocessClient().run(command=local_command(module, args), context=context, env=LOCAL_ENV)
         launch = {"emr-serverless": self._emr_serverless, "glue": self._glue, "emr": self._emr_steps}.get(self.mode)
         if launch is None:
             raise ValueError(f"SparkRunner mode {self.mode!r} is not one of {', '.join(MODES)}")

@@ -17,12 +17,13 @@ permanent, at the boto3 boundary and through Dagster's retry policy.
 from __future__ import annotations
 
 import json
+from collections import Counter
 import os
 import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,141 @@ from dagster import (
     define_asset_job,
 )
 
+from deltalake import DeltaTable
+
 from iot_lake import aws
+from iot_lake.curated.aggregates import AGGREGATE_TABLES
+from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY
 from iot_lake.lake import Lake
+from iot_lake.sources.telemetry import inventoried_keys
 from resources.failures import RETRY_POLICY, JobFailed, retry_policy
+from resources.spark import LOCAL_ENV, local_command
 from resources.warehouse import WarehouseResource
-from tests.conftest import REGION
+from tests.conftest import REGION, START, land_faulty_hours
+from tests.test_curated_telemetry import _expected_keys, _rows, _table
+
+TABLES = (CURATED_TELEMETRY, QUARANTINE_TELEMETRY, *AGGREGATE_TABLES.values())
+KEY = ("device_id", "metric", "event_ts", "message_id")
+
+
+def start_job(lake: Lake, *hours: datetime) -> subprocess.Popen:
+    """The curated hourly job as SparkRunner's local mode runs it, in a process group of its own."""
+    args = ["--lake", lake.url, *(a for h in hours for a in ("--hour", h.isoformat()))]
+    return subprocess.Popen(local_command("iot_lake.curated.telemetry_job", args), env={**os.environ, **LOCAL_ENV},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def run_job(lake: Lake, *hours: datetime) -> list[dict]:
+    """Run the job to its end; its per-hour reports (printed when no orchestrator launched it)."""
+    proc = start_job(lake, *hours)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return [json.loads(line) for line in out.splitlines() if line.startswith('{"hour"')]
+
+
+def _accounted(report: dict) -> bool:
+    return report["lines_landed"] == (report["curated_new"] + report["duplicates_in_batch"]
+                                      + report["duplicates_existing"] + report["quarantined"])
+
+
+# --------------------------------------------------------------------------------------------
+# A Spark job killed mid-write
+# --------------------------------------------------------------------------------------------
+
+
+def _files(lake: Lake, key: str) -> set[str]:
+    """Every data file under a table's folder, committed or not (relative paths, as the log has them)."""
+    root = Path(lake.path(key))
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "_delta_log" not in p.parts} if root.exists() else set()
+
+
+def _log(lake: Lake, key: str) -> set[str]:
+    root = Path(lake.path(key)) / "_delta_log"
+    return {p.name for p in root.iterdir()} if root.exists() else set()
+
+
+def _ever_added(lake: Lake, key: str) -> set[str]:
+    from urllib.parse import unquote
+
+    added = set()
+    for entry in sorted((Path(lake.path(key)) / "_delta_log").glob("*.json")):
+        for line in entry.read_text().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                added.add(unquote(action["add"]["path"]))
+    return added
+
+
+def _snapshot(lake: Lake) -> dict[str, tuple[set, set]]:
+    return {key: (_files(lake, key), _log(lake, key)) for key in TABLES}
+
+
+def kill_mid_write(lake: Lake, hour: datetime, attempts: int = 3) -> tuple[str, set[str]]:
+    """Run the job for ``hour`` and SIGKILL its whole process group the moment a table has a new data
+    file but no new log entry yet: a write in flight. (table, its new files) at the kill.
+
+    The window between a writer's first data file and its commit is tens of milliseconds, and not
+    every write opens one; a run that ends before one is seen is simply run again (re-runs are
+    idempotent, and the quarantine and aggregate writes of a re-run give new windows).
+    """
+    for _ in range(attempts):
+        before = _snapshot(lake)
+        proc = start_job(lake, hour)
+        while proc.poll() is None:
+            for key, (files, log) in before.items():
+                new = _files(lake, key) - files
+                if new and not _log(lake, key) - log:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=30)
+                    return key, new
+            time.sleep(0.002)
+        assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    raise AssertionError(f"no write in flight seen in {attempts} runs")
+
+
+def test_a_job_killed_mid_write_leaves_every_table_consistent_and_the_rerun_accounts_exactly(tmp_path, spark):
+    lake = land_faulty_hours(tmp_path, hours=2)
+    first, second = START, START + timedelta(hours=1)
+    run_job(lake, first)
+    rows_before = {key: _rows(lake, key) for key in TABLES}
+
+    killed_in, in_flight = kill_mid_write(lake, second)
+    print(f"killed while writing {killed_in}: {sorted(in_flight)}")
+
+    # Every table opens at a committed version; files the killed writer left behind are in no
+    # version, so neither delta-rs nor Sail reads them.
+    after_kill, orphans = {}, {}
+    for key in TABLES:
+        committed = {uri.rsplit("/", 1)[-1] for uri in DeltaTable(lake.path(key)).file_uris()}
+        on_disk = _files(lake, key)
+        orphans[key] = {f for f in on_disk if f not in _ever_added(lake, key)}
+        assert committed <= {Path(f).name for f in on_disk} and not {Path(f).name for f in orphans[key]} & committed
+        after_kill[key] = _rows(lake, key)
+        assert spark.read.format("delta").load(lake.uri(key)).count() == len(after_kill[key])
+    assert in_flight <= orphans[killed_in] and in_flight, killed_in  # left behind, and in no version
+
+    second_keys = set(inventoried_keys(lake, second))
+
+    def curated_from_second() -> int:
+        return sum(s in second_keys for s in _table(lake, CURATED_TELEMETRY).column("source_object").to_pylist())
+
+    committed_by_killed_run = curated_from_second()  # all of the hour's new rows, or none
+    reports = run_job(lake, second)
+    [report] = reports
+    assert _accounted(report)
+    final = {key: _rows(lake, key) for key in TABLES}
+    for key in TABLES:  # the killed run's rows are either all there or none: never part of them
+        assert after_kill[key] in (rows_before[key], final[key]), key
+
+    # Every landed line is curated (once), a duplicate, or quarantined with its reason.
+    curated = _table(lake, CURATED_TELEMETRY)
+    keys = list(zip(*(curated.column(c).to_pylist() for c in KEY)))
+    assert len(keys) == len(set(keys)) and set(keys) == _expected_keys(lake)
+    assert curated_from_second() == committed_by_killed_run + report["curated_new"] > 0
+    assert report["curated_new"] == 0 or committed_by_killed_run == 0
+    quarantined = [q for q in _table(lake, QUARANTINE_TELEMETRY).to_pylist() if q["source_object"] in second_keys]
+    assert len(quarantined) == report["quarantined"] + report["unreadable_objects"]
+    assert all(q["reason"] and q["detail"] for q in quarantined)
 
 # --------------------------------------------------------------------------------------------
 # AWS errors: transient ones retried (botocore, then Dagster's policy), permanent ones fail fast
@@ -172,3 +303,178 @@ def test_the_retry_policy_retries_transient_errors_and_not_permanent_ones(aws_se
 @pytest.fixture
 def aws_session(aws):
     return aws
+
+
+# --------------------------------------------------------------------------------------------
+# Landing faults, each through the curated hourly job on Sail, on one shared landed lake
+# --------------------------------------------------------------------------------------------
+
+import gzip  # noqa: E402
+
+from iot_lake.curated.records import CLOCK_TOLERANCE, MAX_LATENESS, Record, parse_line  # noqa: E402
+from iot_lake.curated.telemetry_job import load_registry  # noqa: E402
+from iot_lake.lake import telemetry_hour_prefix  # noqa: E402
+from iot_lake.sources.telemetry import iter_lines, land_inventory  # noqa: E402
+
+HOUR_0, HOUR_1 = START, START + timedelta(hours=1)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Landing:
+    """Crafted landing objects, each line with what must become of it: curated, or a quarantine reason."""
+
+    def __init__(self, lake: Lake, template: dict):
+        self.lake, self.template, self.n = lake, template, 0
+        self.expected: dict[tuple[str, int], str] = {}  # (object, line number) -> "curated" | reason
+        self.message_ids: dict[tuple[str, int], str] = {}
+
+    def record(self, at: datetime, **fields) -> dict:
+        self.n += 1
+        rec = {**self.template, "ts": _iso(at), "message_id": f"fault-{self.n:04d}", "ingested_at": _iso(at + timedelta(seconds=1))}
+        rec.update(fields)
+        return {k: v for k, v in rec.items() if v is not ...}
+
+    def put(self, hour: datetime, name: str, lines: list[tuple[dict | str, str]], data: bytes | None = None) -> str:
+        key = f"{telemetry_hour_prefix(hour)}/iot-lake-telemetry-1-{hour:%Y-%m-%d-%H}-59-00-{name}.gz"
+        texts = [line if isinstance(line, str) else json.dumps(line, separators=(",", ":")) for line, _ in lines]
+        self.lake.write_bytes(key, gzip.compress("\n".join(texts).encode() + b"\n") if data is None else data)
+        for number, ((line, fate), text) in enumerate(zip(lines, texts), start=1):
+            self.expected[(key, number)] = fate
+            if isinstance(line, dict) and isinstance(line.get("message_id"), str):
+                self.message_ids[(key, number)] = line["message_id"]
+        return key
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory):
+    """Two landed hours of simulated faulty telemetry plus one crafted object per named fault, curated
+    by one run of the job over both hours."""
+    lake = land_faulty_hours(tmp_path_factory.mktemp("faults"), hours=2)
+    registry = load_registry(lake, HOUR_0.date())
+    good = next(json.loads(raw) for obj in lake.list(telemetry_hour_prefix(HOUR_0)) if obj.key.endswith(".gz")
+                for raw in iter_lines(lake, obj.key) if isinstance(parse_line(raw.decode(), registry), Record))
+    landing = Landing(lake, {k: good[k] for k in ("device_id", "site_id", "metric", "value", "unit")})
+    t0 = HOUR_0 + timedelta(minutes=30)
+
+    # Schema drift: a field the contract does not know is ignored, the record kept; a changed type
+    # is quarantined with what it was.
+    landing.put(HOUR_0, "drift-new-field", [
+        (landing.record(t0, firmware="2.1.0", battery_pct=87), "curated"),
+        (landing.record(t0, tags={"line": "A", "shift": 2}), "curated"),
+    ])
+    landing.put(HOUR_0, "drift-types", [
+        (landing.record(t0, value=str(good["value"])), "mistyped_field"),
+        (landing.record(t0, value={"v": good["value"], "q": "good"}), "mistyped_field"),
+        (landing.record(t0, value=[good["value"]]), "mistyped_field"),
+        (landing.record(t0, device_id=4), "mistyped_field"),
+        (landing.record(t0, unit={"si": "kPa"}), "mistyped_field"),
+        (landing.record(t0, ts={"epoch_ms": 1763632800000}), "bad_timestamp"),
+        (landing.record(t0, ingested_at=True), "bad_timestamp"),
+        (landing.record(t0, message_id=None), "missing_field"),
+    ])
+    # Truncated and corrupt objects: the lines before the cut are kept, the object is quarantined.
+    lines = [(landing.record(t0 + timedelta(seconds=i)), "curated") for i in range(40)]
+    whole = gzip.compress("\n".join(json.dumps(r) for r, _ in lines).encode() + b"\n", mtime=0)
+    truncated = landing.put(HOUR_0, "truncated", lines, data=whole[: len(whole) * 2 // 3])
+    corrupt = landing.put(HOUR_0, "not-gzip", [], data=b"PK\x03\x04 a zip, not gzip" * 20)
+    landing.put(HOUR_0, "binary-noise", [("\x00\x01\xfe{\"device_id", "malformed_json"), ("{" * 3, "malformed_json")])
+    # Duplicate deliveries: one object delivered twice under two keys; one record in two objects.
+    twice = [(landing.record(t0 + timedelta(minutes=1, seconds=i)), "curated") for i in range(5)]
+    landing.put(HOUR_0, "delivered-twice-a", twice)
+    landing.put(HOUR_0, "delivered-twice-b", twice)
+    again = landing.record(t0 + timedelta(minutes=2))
+    landing.put(HOUR_0, "record-once", [(again, "curated")])
+    landing.put(HOUR_1, "record-again", [(again, "curated")])  # the next hour: against the table
+    # Clock skew, judged against the arrival time (ingested_at, else the landing hour).
+    arrival = t0
+    landing.put(HOUR_0, "clock-skew", [
+        (landing.record(arrival + CLOCK_TOLERANCE - timedelta(seconds=2), ingested_at=_iso(arrival)), "curated"),
+        (landing.record(arrival + timedelta(days=2), ingested_at=_iso(arrival)), "clock_skew"),
+        (landing.record(arrival + timedelta(days=400), ingested_at=_iso(arrival)), "clock_skew"),
+        (landing.record(arrival - timedelta(days=6), ingested_at=_iso(arrival)), "curated"),  # a backlog: late
+        (landing.record(arrival - MAX_LATENESS - timedelta(hours=1), ingested_at=_iso(arrival)), "clock_skew"),
+        (landing.record(datetime(1970, 1, 1, 0, 5, tzinfo=timezone.utc), ingested_at=_iso(arrival)), "clock_skew"),
+        (landing.record(HOUR_0 + timedelta(days=3), ingested_at=...), "clock_skew"),  # no ingested_at
+        (landing.record(HOUR_0 + timedelta(minutes=50), ingested_at=...), "curated"),
+    ])
+    for hour in (HOUR_0, HOUR_1):
+        land_inventory(lake, hour)
+    reports = {r["hour"]: r for r in run_job(lake, HOUR_0, HOUR_1)}
+    return lake, landing, reports, {"truncated": truncated, "corrupt": corrupt}
+
+
+def _quarantine(lake: Lake) -> dict[tuple[str, int | None], dict]:
+    return {(q["source_object"], q["line_number"]): q for q in _table(lake, QUARANTINE_TELEMETRY).to_pylist()}
+
+
+def test_no_row_is_lost_or_duplicated_and_every_hour_is_accounted(faults):
+    lake, _, reports, _ = faults
+    assert [_accounted(r) for r in reports.values()] == [True, True]
+    curated = _table(lake, CURATED_TELEMETRY)
+    keys = list(zip(*(curated.column(c).to_pylist() for c in KEY)))
+    assert len(keys) == len(set(keys)) == sum(r["curated_new"] for r in reports.values())
+    assert set(keys) == _expected_keys(lake)  # every valid line in everything readable, once
+    quarantine = _table(lake, QUARANTINE_TELEMETRY).to_pylist()
+    assert len(quarantine) == sum(r["quarantined"] + r["unreadable_objects"] for r in reports.values())
+
+
+def test_each_crafted_fault_is_curated_or_quarantined_with_its_reason(faults):
+    lake, landing, _, objects = faults
+    curated_ids = set(_table(lake, CURATED_TELEMETRY).column("message_id").to_pylist())
+    quarantine = _quarantine(lake)
+    for (key, number), fate in landing.expected.items():
+        if key == objects["truncated"]:
+            continue  # below
+        if fate == "curated":
+            assert landing.message_ids[(key, number)] in curated_ids, (key, number)
+            assert (key, number) not in quarantine
+        else:
+            q = quarantine[(key, number)]
+            assert (q["reason"], q["raw_line"] is not None, bool(q["detail"])) == (fate, True, True), q
+            assert landing.message_ids.get((key, number)) not in curated_ids
+    # A changed type says what it was.
+    assert {q["detail"] for q in quarantine.values() if "drift-types" in q["source_object"]} >= {
+        "value is str, expected a number", "value is dict, expected a number", "value is list, expected a number"}
+
+
+def test_truncated_and_corrupt_objects_keep_what_was_readable(faults):
+    lake, landing, _, objects = faults
+    quarantine = _quarantine(lake)
+    for key in objects.values():
+        q = quarantine[(key, None)]
+        assert q["reason"] == "unreadable_object" and q["detail"]
+    assert "truncated" in quarantine[(objects["truncated"], None)]["detail"]
+    curated = _table(lake, CURATED_TELEMETRY).to_pylist()
+    kept = sorted(r["message_id"] for r in curated if r["source_object"] == objects["truncated"])
+    sent = [landing.message_ids[k] for k in sorted(landing.expected) if k[0] == objects["truncated"]]
+    assert 0 < len(kept) < len(sent) and kept == sorted(sent[: len(kept)])  # a prefix, up to the cut
+
+
+def test_duplicate_deliveries_are_curated_once(faults):
+    lake, landing, reports, _ = faults
+    curated = _table(lake, CURATED_TELEMETRY).to_pylist()
+    by_id = Counter(r["message_id"] for r in curated)
+    twice = {landing.message_ids[k] for k in landing.expected if "delivered-twice" in k[0]}
+    assert len(twice) == 5 and all(by_id[m] == 1 for m in twice)
+    kept_from = {r["source_object"].rsplit("-", 1)[-1] for r in curated if r["message_id"] in twice}
+    assert kept_from == {"a.gz"}  # the first copy's object: by ingestion time, then key
+    again = next(landing.message_ids[k] for k in landing.expected if "record-again" in k[0])
+    assert [r["source_object"] for r in curated if r["message_id"] == again] == [
+        next(k for k, _ in landing.expected if "record-once" in k)]  # the first delivery's row, untouched
+    assert reports[HOUR_1.isoformat()]["duplicates_existing"] >= 1
+
+
+def test_clock_skew_beyond_tolerance_is_quarantined_and_arrival_time_is_kept(faults):
+    lake, landing, _, _ = faults
+    curated = {r["message_id"]: r for r in _table(lake, CURATED_TELEMETRY).to_pylist()}
+    skewed = [k for k in landing.expected if "clock-skew" in k[0]]
+    kept = [curated[landing.message_ids[k]] for k in skewed if landing.expected[k] == "curated"]
+    assert len(kept) == 3
+    # Kept rows keep both clocks: the device's event time (the partition) and the arrival time.
+    backlog = next(r for r in kept if r["event_ts"] < HOUR_0)
+    assert backlog["event_date"] == date(2026, 11, 14) and backlog["ingested_at"] == HOUR_0 + timedelta(minutes=30)
+    details = [_quarantine(lake)[k]["detail"] for k in skewed if landing.expected[k] == "clock_skew"]
+    assert len(details) == 5 and any("landing hour" in d for d in details) and any("days before" in d for d in details)
