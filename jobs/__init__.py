@@ -15,8 +15,8 @@ from dagster import (
 
 from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_models
 from iot_lake.settings import load_settings
-from resources.failures import RETRY_POLICY
 from jobs.maintenance import delta_maintenance_job, delta_maintenance_schedule
+from resources.failures import RETRY_POLICY
 
 telemetry_hourly_job = define_asset_job(
     "telemetry_hourly_job",

@@ -33,7 +33,7 @@ PERMANENT_CODES = frozenset({
     "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException", "SignatureDoesNotMatch",
     "ValidationException", "ValidationError", "InvalidParameterValue", "InvalidParameterException",
     "InvalidRequestException", "InvalidInputException", "EntityNotFoundException", "ResourceNotFoundException",
-    "ResourceNotFound", "NoSuchBucket", "NoSuchKey", "NotFoundException", "ResourceInUse", "ResourceInUseException",
+    "ResourceNotFound", "NoSuchBucket", "NoSuchKey", "NotFoundException",
 })
 # Words of a service's failure text that mean the run could succeed when started again.
 TRANSIENT_FAILURE = re.compile(

@@ -48,7 +48,7 @@ from jobs.maintenance import TABLES as MAINTAINED
 from jobs.maintenance import MaintenanceConfig, maintain_table
 from resources import LakeResource
 from resources.failures import RETRY_POLICY, JobFailed, retry_policy
-from resources.spark import LOCAL_ENV, local_command
+from resources.spark import LOCAL_ENV, SparkRunner, local_command
 from resources.warehouse import WarehouseResource
 from tests.conftest import REGION, START, land_faulty_hours
 from tests.test_curated_telemetry import _expected_keys, _rows, _table
@@ -307,6 +307,20 @@ def test_the_retry_policy_retries_transient_errors_and_not_permanent_ones(aws_se
         assert not result.success and _attempts(result) == 1
         [failure] = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
         assert "not authorized to perform: glue:GetDatabase" in failure.step_failure_data.error.message
+
+
+def test_a_local_script_that_raises_fails_fast_with_its_exit_code():
+    @asset(key=["faults", "local_script"])
+    def local_script(context, spark: SparkRunner):
+        spark.run(context, "json.tool", ["/nonexistent/landing.json"])  # argparse exits 2: no such file
+
+    job = define_asset_job("local_job", selection=[local_script.key],
+                           op_retry_policy=retry_policy({"IOT_LAKE_RETRY_DELAY_SECONDS": "0"}))
+    job = Definitions(assets=[local_script], jobs=[job], resources={"spark": SparkRunner()}).resolve_job_def("local_job")
+    result = job.execute_in_process(raise_on_error=False)
+    assert not result.success and _attempts(result) == 1
+    [failure] = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    assert "Spark job json.tool exited with code 2" in failure.step_failure_data.error.message
 
 
 @pytest.fixture
