@@ -16,7 +16,6 @@ import sys
 
 def open_pipes():
     """The Pipes context over S3, or None when no orchestrator launched this run."""
-    import boto3
     from dagster_pipes import (
         DAGSTER_PIPES_CONTEXT_CLI_ARGUMENT,
         PipesCliArgsParamsLoader,
@@ -26,11 +25,13 @@ def open_pipes():
         open_dagster_pipes,
     )
 
+    from iot_lake.aws import client
+
     # Glue hands the bootstrap parameters over as arguments; the EMRs and SageMaker as environment variables.
     params = PipesCliArgsParamsLoader() if DAGSTER_PIPES_CONTEXT_CLI_ARGUMENT in sys.argv else PipesEnvVarParamsLoader()
     if not params.is_dagster_pipes_process():
         return None
-    s3 = boto3.client("s3")
+    s3 = client("s3")
     return open_dagster_pipes(params_loader=params, context_loader=PipesS3ContextLoader(s3),
                               message_writer=PipesS3MessageWriter(s3))
 

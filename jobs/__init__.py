@@ -16,6 +16,7 @@ from dagster import (
 from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_models
 from iot_lake.settings import load_settings
 from jobs.maintenance import delta_maintenance_job, delta_maintenance_schedule
+from resources.failures import RETRY_POLICY
 
 telemetry_hourly_job = define_asset_job(
     "telemetry_hourly_job",
@@ -23,21 +24,25 @@ telemetry_hourly_job = define_asset_job(
         ["landing", "telemetry"], ["curated", "telemetry"], ["curated", "telemetry_1min"], ["curated", "telemetry_5min"]
     ),
     description="One arrival hour of telemetry: inventory the landing objects, curate them, refresh the aggregates.",
+    op_retry_policy=RETRY_POLICY,
 )
 weather_daily_job = define_asset_job(
     "weather_daily_job",
     selection=AssetSelection.assets(["landing", "weather"], ["curated", "weather"]),
     description="Validate one day of third-party weather files and curate their rows.",
+    op_retry_policy=RETRY_POLICY,
 )
 features_daily_job = define_asset_job(
     "features_daily_job",
     selection=AssetSelection.assets(["curated", "features"]),
     description="Build one day of the forecasting feature table.",
+    op_retry_policy=RETRY_POLICY,
 )
 historian_extract_job = define_asset_job(
     "historian_extract_job",
     selection=AssetSelection.assets(["landing", "device_registry"], ["landing", "historical_readings"]),
     description="Snapshot the device registry and extract new historical readings for one day.",
+    op_retry_policy=RETRY_POLICY,
 )
 historian_extract_schedule = build_schedule_from_partitioned_job(
     historian_extract_job,
@@ -59,6 +64,7 @@ forecast_training_job = define_asset_job(
     "forecast_training_job",
     selection=AssetSelection.assets(["ml", "forecast_training_data"], ["ml", "forecast_model"]),
     description="Snapshot the training window ending with the day, train a challenger, promote it if it beats the champion.",
+    op_retry_policy=RETRY_POLICY,
 )
 forecast_training_schedule = build_schedule_from_partitioned_job(
     forecast_training_job,
@@ -71,6 +77,7 @@ forecast_refresh_job = define_asset_job(
     "forecast_refresh_job",
     selection=AssetSelection.assets(["ml", "batch_forecast"]),
     description="Forecast the next 24 hours from the end of the hour with the champion model.",
+    op_retry_policy=RETRY_POLICY,
 )
 
 
@@ -94,16 +101,19 @@ warehouse_job = define_asset_job(
     "warehouse_job",
     selection=AssetSelection.assets(warehouse_models),
     description="The warehouse's staging views, device snapshot, dimensions and case facts (dbt, unpartitioned).",
+    op_retry_policy=RETRY_POLICY,
 )
 warehouse_hourly_job = define_asset_job(
     "warehouse_hourly_job",
     selection=AssetSelection.assets(warehouse_hourly),
     description="The incremental hourly warehouse facts of an hour's window (dbt): telemetry, forecasts, deviations.",
+    op_retry_policy=RETRY_POLICY,
 )
 warehouse_daily_job = define_asset_job(
     "warehouse_daily_job",
     selection=AssetSelection.assets(warehouse_daily),
     description="The daily device-health mart (dbt) of one day.",
+    op_retry_policy=RETRY_POLICY,
 )
 # One run at a time per DuckDB file locally, so the three never overlap: the models at :10, the
 # hour that ended at :40 (after its forecast at :20 and deviations), the day at 01:50. Running by

@@ -54,8 +54,11 @@ def maintain_table(lake: LakeResource, key: str, partition_column: str, config: 
     compacted = table.optimize.compact(partition_filters=[(partition_column, ">=", since)],
                                        target_size=config.target_file_mb * 1024 * 1024)
     table.create_checkpoint()
-    # The retention is our own setting (a week by default), so it is applied as configured.
-    vacuumed = table.vacuum(retention_hours=config.retention_hours, dry_run=False, enforce_retention_duration=False)
+    # The retention is our own setting (a week by default), so it is applied as configured. Full:
+    # also the files in no version at all, which a writer killed before its commit leaves behind
+    # (once older than the retention, so a concurrent writer's files in flight are never touched).
+    vacuumed = table.vacuum(retention_hours=config.retention_hours, dry_run=False, enforce_retention_duration=False,
+                            full=True)
     table.cleanup_metadata()
     return {"files_added": compacted.get("numFilesAdded", 0), "files_removed": compacted.get("numFilesRemoved", 0),
             "files_vacuumed": len(vacuumed), "version": table.version()}

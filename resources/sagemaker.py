@@ -35,6 +35,7 @@ from typing import Any
 from dagster import AssetExecutionContext, ConfigurableResource, PipesSubprocessClient
 
 from iot_lake.lake import Lake
+from resources.failures import fail_fast, local_process_failures
 
 MODES = ("local", "sagemaker")
 _PLACEHOLDER = re.compile(r"\{(input|output):([A-Za-z0-9_-]+)\}")
@@ -119,8 +120,9 @@ class SageMakerRunner(ConfigurableResource):
         if self.mode == "sagemaker":
             from resources.sagemaker_aws import train_on_sagemaker
 
-            return train_on_sagemaker(self, context, lake=lake, job_name=job_name, module=module, channels=channels,
-                                      hyperparameters=hyperparameters, output_key=output_key)
+            with fail_fast(f"SageMaker training job {job_name}"):
+                return train_on_sagemaker(self, context, lake=lake, job_name=job_name, module=module, channels=channels,
+                                          hyperparameters=hyperparameters, output_key=output_key)
         raise ValueError(f"SageMakerRunner mode {self.mode!r} is not one of {', '.join(MODES)}")
 
     def process(self, context: AssetExecutionContext, *, lake: Lake, job_name: str, module: str,
@@ -131,8 +133,9 @@ class SageMakerRunner(ConfigurableResource):
         if self.mode == "sagemaker":
             from resources.sagemaker_aws import process_on_sagemaker
 
-            return process_on_sagemaker(self, context, lake=lake, job_name=job_name, module=module, inputs=inputs,
-                                        outputs=outputs, arguments=arguments)
+            with fail_fast(f"SageMaker processing job {job_name}"):
+                return process_on_sagemaker(self, context, lake=lake, job_name=job_name, module=module, inputs=inputs,
+                                            outputs=outputs, arguments=arguments)
         raise ValueError(f"SageMakerRunner mode {self.mode!r} is not one of {', '.join(MODES)}")
 
     # --- the local twin -------------------------------------------------------------------------
@@ -183,6 +186,7 @@ class SageMakerRunner(ConfigurableResource):
                           pipes_results=results)
 
     def _run_local(self, context, module: str, args: list[str], env: dict[str, str]) -> list:
-        invocation = PipesSubprocessClient().run(command=[sys.executable, "-m", module, *args], context=context,
-                                                 env=env)
+        with local_process_failures(f"SageMaker script {module}"):
+            invocation = PipesSubprocessClient().run(command=[sys.executable, "-m", module, *args], context=context,
+                                                     env=env)
         return list(invocation.get_results())

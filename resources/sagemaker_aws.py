@@ -30,7 +30,9 @@ from dagster import AssetExecutionContext
 from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.pipes.utils import open_pipes_session
 
+from iot_lake.aws import client as aws_client
 from iot_lake.lake import Lake
+from resources.failures import JobFailed
 from resources.sagemaker import JobRun, SageMakerRunner, hyperparameter_strings, resolve_arguments
 from resources.spark_aws import lake_prefix, pipes_over_s3
 from resources.spark_code import PublishedCode, publish_code
@@ -46,7 +48,7 @@ STAGING_AREA = "_code/sagemaker"  # the SDK's per-job drivers
 TERMINAL = ("Completed", "Failed", "Stopped")
 
 
-class SageMakerJobFailed(RuntimeError):
+class SageMakerJobFailed(JobFailed):
     """A training or processing job ended other than Completed."""
 
 
@@ -91,12 +93,13 @@ def train_on_sagemaker(runner: SageMakerRunner, context: AssetExecutionContext, 
     _require(runner)
     _require_inputs(lake, channels.values())
     aws = _aws_session(runner)
-    sm = aws.client("sagemaker", region_name=runner.region)
-    code = publish_code(aws.client("s3", region_name=runner.region), runner.lake_root, kms_key_id=runner.kms_key_id)
+    sm = aws_client("sagemaker", runner.region, session=aws)
+    code = publish_code(aws_client("s3", runner.region, session=aws), runner.lake_root, kms_key_id=runner.kms_key_id)
     bucket, staging = lake_prefix(runner.lake_root, STAGING_AREA)
     with _pipes_session(runner, aws, context) as session:
         trainer = ModelTrainer(
-            sagemaker_session=Session(boto_session=aws, default_bucket=bucket, default_bucket_prefix=staging),
+            sagemaker_session=Session(boto_session=aws, sagemaker_client=sm, default_bucket=bucket,
+                                      default_bucket_prefix=staging),
             role=runner.role_arn,
             training_image=runner.image_uri,
             base_job_name=job_name,
@@ -131,8 +134,8 @@ def process_on_sagemaker(runner: SageMakerRunner, context: AssetExecutionContext
     _require_inputs(lake, inputs.values())
     args = resolve_arguments(arguments, inputs, outputs, CONTAINER_ROOT)
     aws = _aws_session(runner)
-    sm = aws.client("sagemaker", region_name=runner.region)
-    code = publish_code(aws.client("s3", region_name=runner.region), runner.lake_root, kms_key_id=runner.kms_key_id)
+    sm = aws_client("sagemaker", runner.region, session=aws)
+    code = publish_code(aws_client("s3", runner.region, session=aws), runner.lake_root, kms_key_id=runner.kms_key_id)
     with _pipes_session(runner, aws, context) as session:
         sm.create_processing_job(**processing_request(
             runner, job_name=job_name, module=module, inputs=inputs, outputs=outputs, arguments=args, code=code,
@@ -235,7 +238,7 @@ def _require_inputs(lake: Lake, prefixes: Iterable[str]) -> None:
 
 
 def _aws_session(runner: SageMakerRunner):
-    """boto3's default session, the one boto3.client() and so the Spark runner use; the SDK needs a session."""
+    """boto3's default session, the one the Spark runner's clients come from; the SDK needs a session."""
     import boto3
 
     if boto3.DEFAULT_SESSION is None:
@@ -245,6 +248,6 @@ def _aws_session(runner: SageMakerRunner):
 
 @contextmanager
 def _pipes_session(runner: SageMakerRunner, aws, context: AssetExecutionContext) -> Iterator[Any]:
-    injector, reader = pipes_over_s3(aws.client("s3", region_name=runner.region), runner.lake_root)
+    injector, reader = pipes_over_s3(aws_client("s3", runner.region, session=aws), runner.lake_root)
     with open_pipes_session(context=context, context_injector=injector, message_reader=reader) as session:
         yield session

@@ -16,10 +16,18 @@ from collections.abc import Sequence
 
 from dagster import AssetExecutionContext, ConfigurableResource, PipesSubprocessClient
 
+from resources.failures import fail_fast, local_process_failures
+
 # Dagster's own Pipes machinery calls this preview API on every run; it is not ours to act on.
 warnings.filterwarnings("ignore", message="Function `PipesMessageReader.expected_writer_count` is currently in preview")
 
 MODES = ("local", "emr-serverless", "glue", "emr")
+LOCAL_ENV = {"IOT_LAKE_SPARK": "sail"}
+
+
+def local_command(module: str, args: Sequence[str]) -> list[str]:
+    """What ``local`` mode runs: the module in this Python, starting its own Sail."""
+    return [sys.executable, "-m", module, *args]
 
 
 class SparkRunner(ConfigurableResource):
@@ -38,15 +46,13 @@ class SparkRunner(ConfigurableResource):
 
     def run(self, context: AssetExecutionContext, module: str, args: Sequence[str]):
         if self.mode == "local":
-            return PipesSubprocessClient().run(
-                command=[sys.executable, "-m", module, *args],
-                context=context,
-                env={"IOT_LAKE_SPARK": "sail"},
-            )
+            with local_process_failures(f"Spark job {module}"):
+                return PipesSubprocessClient().run(command=local_command(module, args), context=context, env=LOCAL_ENV)
         launch = {"emr-serverless": self._emr_serverless, "glue": self._glue, "emr": self._emr_steps}.get(self.mode)
         if launch is None:
             raise ValueError(f"SparkRunner mode {self.mode!r} is not one of {', '.join(MODES)}")
-        return launch(context, module, list(args))
+        with fail_fast(f"Spark job {module} on {self.mode}"):
+            return launch(context, module, list(args))
 
     # --- AWS ------------------------------------------------------------------------------------
     # Imported per run: dagster_aws would add about 1.5 s to every load of the definitions.
@@ -57,9 +63,9 @@ class SparkRunner(ConfigurableResource):
             raise ValueError(f"SparkRunner mode {self.mode!r} needs {', '.join(missing)} (see iot_lake.settings)")
 
     def _client(self, service: str):
-        import boto3
+        from iot_lake.aws import client
 
-        return boto3.client(service, region_name=self.region)
+        return client(service, self.region)
 
     def _publish(self, s3, glue: bool = False):
         from resources.spark_code import publish_code

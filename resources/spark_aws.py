@@ -36,6 +36,7 @@ from dagster_aws.pipes import (
 )
 
 from iot_lake.spark.entrypoint import ARGS_FLAG, MODULE_FLAG
+from resources.failures import JobFailed
 from resources.spark_code import PublishedCode, cluster_requirements, split_s3_uri
 
 DELTA_CONF = {
@@ -48,7 +49,7 @@ EMR_DELTA_JARS = "/usr/share/aws/delta/lib/delta-spark.jar,/usr/share/aws/delta/
 ENV_PYTHON = "./environment/bin/python"
 
 
-class SparkJobFailed(RuntimeError):
+class SparkJobFailed(JobFailed):
     """A job run ended in a state other than success."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 
 from iot_lake.lake import Lake
+from resources.failures import fail_fast
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 PARTIAL_PARSE = "partial_parse.msgpack"
@@ -82,12 +83,12 @@ class WarehouseResource(ConfigurableResource):
             from iot_lake.warehouse.duckdb_views import register_views
 
             return register_views(lake, self._duckdb_path())
-        import boto3
-
+        from iot_lake.aws import client
         from iot_lake.warehouse.glue import register_tables
 
-        return register_tables(lake, boto3.client("glue", region_name=self.region), self.glue_database,
-                               storage_options=storage_options)
+        with fail_fast(f"registering the lake tables in Glue database {self.glue_database}"):
+            return register_tables(lake, client("glue", self.region), self.glue_database,
+                                       storage_options=storage_options)
 
     def _duckdb_path(self) -> str:
         if not self.duckdb_path:

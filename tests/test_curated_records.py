@@ -81,6 +81,8 @@ def test_imperial_units_are_normalised_to_canonical():
         (line(device_id=IMPERIAL.device_id, unit="degC", value=900.0), "out_of_range"),
         (line(value=-41.0), "out_of_range"),
         (line(ts="2026-11-20T11:00:00Z"), "clock_skew"),
+        (line(ts="2026-11-13T09:59:00Z"), "clock_skew"),  # more than 7 days before its ingestion
+        (line(ts=0), "clock_skew"),  # a clock reset to the epoch
     ],
 )
 def test_each_defect_is_rejected_with_its_reason(text, reason):
@@ -123,3 +125,16 @@ def test_parse_time_rejects_what_is_not_a_time():
     for bad in ("", "2026-13-01T00:00:00Z", 1.5, None, [2026]):
         with pytest.raises((ValueError, TypeError)):
             parse_time(bad)
+
+
+def test_a_line_without_ingested_at_is_judged_against_its_landing_hour():
+    from datetime import datetime, timezone
+
+    hour = datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
+    record = json.loads(line())
+    del record["ingested_at"]
+    at = {ts: parse_line(json.dumps({**record, "ts": ts}), REGISTRY, hour) for ts in
+          ("2026-11-20T11:05:00Z", "2026-11-20T11:05:01Z", "2026-11-13T10:00:00Z", "2026-11-13T09:59:59Z")}
+    assert [isinstance(r, Record) for r in at.values()] == [True, False, True, False]
+    assert "landing hour" in at["2026-11-20T11:05:01Z"].detail
+    assert isinstance(parse_line(json.dumps({**record, "ts": "2026-11-20T11:05:01Z"}), REGISTRY), Record)  # no hour: no judge

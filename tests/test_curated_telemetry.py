@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 
 from iot_lake.curated.records import Record, parse_line
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY, curate_hour, load_registry
-from iot_lake.lake import TELEMETRY_PREFIX
+from iot_lake.lake import TELEMETRY_PREFIX, telemetry_hour_of_key
 from iot_lake.sources.telemetry import UnreadableObject, iter_lines, land_inventory
 from tests.conftest import HOURS, START, simulate
 
@@ -32,7 +32,7 @@ def _expected_keys(lake):
     for obj in lake.list(TELEMETRY_PREFIX):
         try:
             for raw in iter_lines(lake, obj.key):
-                r = parse_line(raw.decode(), registry)
+                r = parse_line(raw.decode(), registry, telemetry_hour_of_key(obj.key))
                 if isinstance(r, Record):
                     keys.add((r.device_id, r.metric, r.event_ts, r.message_id))
         except UnreadableObject:

@@ -159,6 +159,7 @@ def test_failed_training_job_says_why_and_where_the_logs_are(aws, lake_root, lak
     message = str(err.value)
     # FailureReason: what the SDK's driver wrote to /opt/ml/output/failure when the command failed.
     assert f"SageMaker training job {name} ended Failed: AlgorithmError: Training Execution failed" in message
+    assert err.value.allow_retries is False  # the script's own error: the retry policy skips it
     assert f"TrainingJob - {name}" in message
     assert f"Logs: CloudWatch log group /aws/sagemaker/TrainingJobs, log streams {name}/*" in message
     logs = aws.client("logs")

@@ -283,6 +283,7 @@ def test_failed_emr_serverless_run_says_why_and_where_the_logs_are(aws, lake_roo
     message = str(err.value)
     assert f"job run {run_id}" in message and "ended FAILED" in message
     assert "RuntimeError: no landing inventory for 2026-11-20 00:00" in message  # stateDetails
+    assert err.value.allow_retries is False  # the job's own error: a retry would fail the same way
     logs = f"{lake_root}/_logs/emr-serverless/applications/{application_id}/jobs/{run_id}/SPARK_DRIVER/"
     assert f"Driver logs: {logs}" in message
     stderr = gzip.decompress(objects(aws, logs.rstrip("/"))["stderr.gz"]).decode()

@@ -34,6 +34,7 @@ from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, score
 from iot_lake.simulate.runner import anomalies_key
 from resources import LakeResource
 from resources.cases import CasesResource
+from resources.failures import RETRY_POLICY
 
 DEVIATIONS_TABLE = "ops/deviations"
 FORECASTS_TABLE = "forecasts/telemetry_5min"
@@ -56,6 +57,8 @@ def _dates(start: datetime, end: datetime) -> list:
                    partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=-1))],
     partitions_def=hourly_partitions,
     group_name="ops",
+    # The automation sensor launches it outside any job, so the jobs' op_retry_policy never applies.
+    retry_policy=RETRY_POLICY,
     owners=["team:ml-platform"],
     kinds={"delta", "python"},
     # Eager, but not waiting for the telemetry run to finish: its curated minutes are committed when

@@ -109,9 +109,9 @@ class _AwsSink(Sink):
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
+            from iot_lake.aws import client
 
-            self._client = boto3.client(self.service, region_name=self.region)
+            self._client = client(self.service, self.region)
         return self._client
 
 

@@ -28,10 +28,20 @@ REASONS = (
     "unknown_metric",  # the device has no such metric in the registry
     "unknown_unit",  # a unit that does not convert to the metric's canonical unit
     "out_of_range",  # outside the metric's physical range (canonical units)
-    "clock_skew",  # event time later than its ingestion time (beyond tolerance)
+    "clock_skew",  # event time after its arrival (beyond tolerance) or too long before it
 )
 REQUIRED = ("device_id", "metric", "value", "ts", "message_id")
+# Clock skew. A device's clock is judged against the arrival time, IoT Core's ingested_at (or, for
+# a line without one, the landing hour it arrived in), which the platform trusts and keeps:
+# - an event up to CLOCK_TOLERANCE after its arrival is a clock running slightly fast: kept, with
+#   its own event time (curated rows are partitioned and aggregated by event time);
+# - later than that, the event cannot have happened yet: quarantined as clock_skew;
+# - more than MAX_LATENESS before its arrival is no buffered backlog (devices hold hours, not
+#   weeks) but a clock that was reset or never set (1970, 2000): quarantined as clock_skew too, as
+#   such rows would land in long-settled partitions and aggregates. The raw line stays in
+#   quarantine, to be replayed once the device's offset is known.
 CLOCK_TOLERANCE = timedelta(minutes=5)
+MAX_LATENESS = timedelta(days=7)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -98,7 +108,8 @@ def parse_time(value) -> datetime:
     raise ValueError(f"{type(value).__name__} is not a time")
 
 
-def parse_line(line: str, registry: Registry) -> Record | Rejection:
+def parse_line(line: str, registry: Registry, landing_hour: datetime | None = None) -> Record | Rejection:
+    """``landing_hour``: the arrival hour of the line's object, judging the clock of a line without ingested_at."""
     try:
         raw = json.loads(line)
     except (ValueError, RecursionError) as exc:
@@ -139,7 +150,23 @@ def parse_line(line: str, registry: Registry) -> Record | Rejection:
         return Rejection("unknown_unit", str(exc), **ids)
     if not rule.min_value <= canonical <= rule.max_value:
         return Rejection("out_of_range", f"{canonical:g} {rule.canonical_unit} outside [{rule.min_value:g}, {rule.max_value:g}]", **ids)
-    if ingested_at is not None and event_ts > ingested_at + CLOCK_TOLERANCE:
-        return Rejection("clock_skew", f"event {event_ts.isoformat()} after ingestion {ingested_at.isoformat()}", **ids)
+    skew = _clock_skew(event_ts, ingested_at, landing_hour)
+    if skew:
+        return Rejection("clock_skew", skew, **ids)
     return Record(device_id, site_id, metric, canonical, rule.canonical_unit, float(value), reported_unit,
                   event_ts, raw["message_id"], ingested_at)
+
+
+def _clock_skew(event_ts: datetime, ingested_at: datetime | None, landing_hour: datetime | None) -> str | None:
+    if ingested_at is not None:
+        earliest, latest, arrival = ingested_at, ingested_at, f"ingestion {ingested_at.isoformat()}"
+    elif landing_hour is not None:
+        earliest, latest = landing_hour, landing_hour + timedelta(hours=1)
+        arrival = f"its landing hour {landing_hour.isoformat()}"
+    else:
+        return None
+    if event_ts > latest + CLOCK_TOLERANCE:
+        return f"event {event_ts.isoformat()} after {arrival}"
+    if event_ts < earliest - MAX_LATENESS:
+        return f"event {event_ts.isoformat()} more than {MAX_LATENESS.days} days before {arrival}"
+    return None

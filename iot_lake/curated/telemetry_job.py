@@ -86,7 +86,7 @@ def load_registry(lake: Lake, day) -> Registry:
     return Registry.from_rows(rows("devices"), rows("device_metrics"))
 
 
-def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
+def parse_objects(lake_root: str, storage_options: dict, registry: Registry, landing_hour: datetime | None = None):
     """A mapInArrow function: batches of object keys in, parsed rows out.
 
     A block of lines at a time: typical lines are validated column-wise (curated.typical), the
@@ -104,7 +104,7 @@ def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
                         lines = block_lines(block)
                         typical = parse_typical(lines, index)
                         yield _typical_rows(typical.records, key, number)
-                        rest = [_parsed_row(raw, registry, key, number + 1 + int(i))
+                        rest = [_parsed_row(raw, registry, key, number + 1 + int(i), landing_hour)
                                 for i, raw in zip(typical.rest, lines.take(typical.rest).to_pylist())]
                         if rest:
                             yield pa.RecordBatch.from_pylist(rest, schema=PARSED)
@@ -117,9 +117,9 @@ def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
     return run
 
 
-def _parsed_row(raw: bytes, registry: Registry, key: str, number: int) -> dict:
+def _parsed_row(raw: bytes, registry: Registry, key: str, number: int, landing_hour: datetime | None = None) -> dict:
     text = raw.decode("utf-8", errors="replace")
-    result = parse_line(text, registry)
+    result = parse_line(text, registry, landing_hour)
     if isinstance(result, Record):
         row = asdict(result)
         row.update(status="ok", event_date=result.event_ts.date())
@@ -207,7 +207,7 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     # Parse once into a staging table; every later step reads it instead of re-parsing.
     staging = f"curated/_staging/telemetry/{hour:%Y%m%dT%H}"
     keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(max(1, min(len(keys), 64)))
-    parsed = keys_df.mapInArrow(parse_objects(lake.url, storage_options or {}, registry), PARSED_DDL)
+    parsed = keys_df.mapInArrow(parse_objects(lake.url, storage_options or {}, registry, hour), PARSED_DDL)
     parsed = _staged(spark, parsed, lake.uri(f"{staging}/parsed"))
 
     counts = {(r["status"], r["reason"]): r["count"] for r in parsed.groupBy("status", "reason").count().collect()}

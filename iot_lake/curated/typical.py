@@ -17,13 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from iot_lake.curated.records import CLOCK_TOLERANCE, Registry
+from iot_lake.curated.records import CLOCK_TOLERANCE, MAX_LATENESS, Registry
 from iot_lake.sources.telemetry import TYPICAL_LINE
 from iot_lake.units import UNITS
 
 _SEP = "\x1f"  # joins key parts; TYPICAL_LINE's strings cannot contain it
 _UTC_US = pa.timestamp("us", tz="UTC")
 _TOLERANCE_US = CLOCK_TOLERANCE // timedelta(microseconds=1)
+_LATENESS_US = MAX_LATENESS // timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,9 @@ def parse_typical(lines: pa.Array, index: RegistryIndex) -> Typical:
             pc.and_kleene(pc.greater_equal(canonical, pc.take(index.rule_min, rule_at)),
                           pc.less_equal(canonical, pc.take(index.rule_max, rule_at))),
         ),
-        pc.and_kleene(site_at.is_valid(), pc.less_equal(event_us, pc.add(ingested_us, _TOLERANCE_US))),
+        pc.and_kleene(site_at.is_valid(), pc.and_kleene(
+            pc.less_equal(event_us, pc.add(ingested_us, _TOLERANCE_US)),  # records._clock_skew
+            pc.greater_equal(event_us, pc.subtract(ingested_us, _LATENESS_US)))),
     )
     accepted = pc.fill_null(accepted, False)  # an unknown device, metric or unit: parse_line says which
     ok = accepted.to_numpy(zero_copy_only=False)

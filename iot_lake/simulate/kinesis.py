@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import boto3
+from iot_lake.aws import client as aws_client
 
 MAX_RECORDS = 500  # PutRecords limits
 MAX_BYTES = 5 * 1024 * 1024
@@ -14,7 +14,7 @@ MAX_BYTES = 5 * 1024 * 1024
 class KinesisPublisher:
     def __init__(self, stream: str, client=None, max_attempts: int = 6, sleep=time.sleep):
         self.stream = stream
-        self.client = client or boto3.client("kinesis")
+        self.client = client or aws_client("kinesis")
         self.max_attempts = max_attempts
         self.sleep = sleep
         self.sent = 0
