@@ -13,10 +13,8 @@ import shlex
 
 import pyarrow as pa
 import pytest
-from dagster import materialize
 from deltalake import write_deltalake
 
-from assets.curated.telemetry import curated_telemetry
 from iot_lake.encryption import KMS_KEY_VAR, encrypt_writes
 from iot_lake.lake import Lake
 from iot_lake.spark.entrypoint import split_argv
@@ -24,9 +22,9 @@ from resources import LakeResource, build_resources
 from resources.spark_aws import emr_step, glue_params
 from resources.spark_code import PublishedCode, publish_code, split_s3_uri
 from tests.conftest import REGION
-from tests.spark_twins import EMRServerlessTwin, parse_confs
-from tests.test_sagemaker_runner_aws import lake, materialize_one, process, runner as sagemaker_runner, train, twin  # noqa: F401
-from tests.test_spark_runner_aws import ARCHIVE, PARTITION, ROLE, landed, runner as spark_runner  # noqa: F401
+from tests.spark_twins import parse_confs
+from tests.test_sagemaker_runner_aws import lake, materialize_one, process, runner as sagemaker_runner, twin  # noqa: F401
+from tests.test_spark_runner_aws import ARCHIVE
 
 CODE = PublishedCode("s3://b/lake/_code/iot_lake-1.zip", "s3://b/lake/_code/entrypoint-1.py")
 
@@ -125,41 +123,14 @@ def test_spark_requests_carry_sse_kms_for_emrfs_s3a_and_the_data_plane(kms_key):
     assert not any("Encryption" in a or "encryption" in a or KMS_KEY_VAR in a for a in plain["HadoopJarStep"]["Args"])
 
 
-def test_emr_serverless_run_writes_pipes_objects_with_the_key(aws, lake_root, landed, kms_key, tmp_path):  # noqa: F811
-    """The real curated job through the twins: the control plane's context and code, and the job's own
-    message chunks (written in the job's process with the key it was handed), are all SSE-KMS."""
-    app = aws.client("emr-serverless").create_application(name="iot-lake", releaseLabel="emr-7.5.0", type="SPARK")
-    emr = EMRServerlessTwin(aws, tmp_path / "emr")
-    result = materialize([curated_telemetry], partition_key=PARTITION, resources=spark_runner(
-        "emr-serverless", lake_root, emr_application_id=app["applicationId"], emr_job_role_arn=ROLE,
-        env_archive=ARCHIVE, kms_key_id=kms_key))
-    assert result.success
-    request = emr.last("StartJobRun")
-    confs = parse_confs(shlex.split(request["jobDriver"]["sparkSubmit"]["sparkSubmitParameters"]))
-    assert confs["spark.hadoop.fs.s3.serverSideEncryption.kms.keyId"] == kms_key
-    assert confs[f"spark.emr-serverless.driverEnv.{KMS_KEY_VAR}"] == kms_key
-    assert request["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"][
-        "encryptionKeyArn"] == kms_key
-    pipes = encryption_of(aws, lake_root, "_pipes")
-    assert any("/messages/" in k for k in pipes)
-    assert_all_kms(pipes, kms_key)
-    assert_all_kms(encryption_of(aws, lake_root, "_code"), kms_key)
-
-
-def test_sagemaker_jobs_request_the_key_and_their_objects_use_it(aws, lake_root, lake, twin, kms_key):  # noqa: F811
-    result, _, _ = materialize_one(train({"scale": 2}), lake_root, sagemaker_runner(lake_root, kms_key_id=kms_key))
-    assert result.success
-    training = twin.last("CreateTrainingJob")
-    assert training["OutputDataConfig"]["KmsKeyId"] == kms_key
-    assert training["Environment"][KMS_KEY_VAR] == kms_key
-
+def test_processing_job_requests_the_key_for_its_outputs_and_its_script(aws, lake_root, lake, twin, kms_key):  # noqa: F811
+    # Training: tests/test_sagemaker_runner_aws.py (OutputDataConfig, the SDK's staging); EMR
+    # Serverless: tests/test_spark_runner_aws.py (the confs, the job's own message chunks).
     result, _, _ = materialize_one(process, lake_root, sagemaker_runner(lake_root, kms_key_id=kms_key))
     assert result.success
     processing = twin.last("CreateProcessingJob")
     assert processing["ProcessingOutputConfig"]["KmsKeyId"] == kms_key
     assert processing["Environment"][KMS_KEY_VAR] == kms_key
-
-    # The SDK's staged drivers, the code zip, the Pipes context and the containers' message chunks.
     written = {**encryption_of(aws, lake_root, "_code"), **encryption_of(aws, lake_root, "_pipes")}
-    assert any("/_code/sagemaker/" in k for k in written) and any("/messages/" in k for k in written)
+    assert any("/messages/" in k for k in written)  # written by the container's script
     assert_all_kms(written, kms_key)
