@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from iot_lake.lake import TELEMETRY_PREFIX, Lake
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
+from tests.iam_audit import CallRecorder
 
 REGION = "us-east-1"  # of the moto tests
 START = datetime(2026, 11, 20, tzinfo=timezone.utc)  # a Friday: two days cover a weekday and a Saturday
@@ -117,7 +119,7 @@ def spark():
 
 
 @pytest.fixture
-def aws(moto_endpoint, monkeypatch, tmp_path) -> boto3.Session:
+def aws(moto_endpoint, monkeypatch, tmp_path) -> Iterator[boto3.Session]:
     """Every AWS client in this process and its subprocesses talks to moto; none can reach an account.
 
     The runner's clients come from boto3's default session, replaced here by one the twins hook.
@@ -132,11 +134,18 @@ def aws(moto_endpoint, monkeypatch, tmp_path) -> boto3.Session:
         monkeypatch.delenv(var, raising=False)
     session = boto3.Session(region_name=REGION)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
-    return session
+    # Every call production code makes here must be allowed by the control plane's IAM policy.
+    session.iam_recorder = CallRecorder()
+    session.iam_recorder.attach(session)
+    yield session
+    denied = session.iam_recorder.denied("dagster")
+    assert not denied, "deploy/iam/dagster.policy.json denies calls the code made:\n" + "\n".join(
+        f"  {r.call}: {r.action} on {r.resource} {dict(r.context) or ''}" for r in denied)
 
 
 @pytest.fixture
 def lake_root(aws) -> str:
     bucket = f"lake-{uuid.uuid4().hex[:12]}"
     aws.client("s3").create_bucket(Bucket=bucket)
+    aws.iam_recorder.lake_buckets.append(bucket)
     return f"s3://{bucket}/lake"
