@@ -99,3 +99,12 @@ def test_case_keys_and_alarm_names_refuse_hostile_ids():
     sink = CloudWatchSink("us-east-1")
     with pytest.raises(InvalidIdentifier, match=r"invalid metric id 'temperature\\n'"):
         sink.alarm_definition("dev-0001", "temperature\n")
+
+
+def test_dbt_window_bounds_must_be_timestamps_before_they_reach_the_sql():
+    from resources.warehouse import _timestamp
+
+    assert _timestamp("2026-11-20 05:00:00") == "2026-11-20 05:00:00" and _timestamp(None) is None
+    for hostile in ("2026-11-20' or '1'='1", "2026-11-20;drop table x", "../2026"):
+        with pytest.raises(ValueError, match="not an ISO timestamp"):
+            _timestamp(hostile)
