@@ -6,6 +6,10 @@ tests/ (calls the tests make to set up or to look, and the service twins' own ca
 Each call becomes the IAM requests it needs, ``(action, resource, context)``: an S3 HeadObject needs
 ``s3:GetObject`` on the object, StartJobRun with an execution role also ``iam:PassRole`` on it.
 
+``S3RequestLog`` sits in front of the moto server and keeps the S3 requests signed with a job role's
+access key (``ROLE_KEYS``: the service twins sign as the role, and so do the job processes they
+start), whatever the client: boto3, s3fs or Sail's object store.
+
 ``Policy.allows`` evaluates Allow/Deny statements with ``*``/``?`` wildcards in Action and Resource
 and the StringEquals/StringLike conditions the policies use (an unknown condition fails closed).
 """
@@ -13,12 +17,15 @@ and the StringEquals/StringLike conditions the policies use (an unknown conditio
 from __future__ import annotations
 
 import fnmatch
+import io
 import json
+import re
 import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
@@ -176,6 +183,70 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
             passed_to = {"emr-serverless": "emr-serverless", "glue": "glue", "sagemaker": "sagemaker"}.get(service, service)
             out.append(Request("iam:PassRole", role, (("iam:PassedToService", f"{passed_to}.amazonaws.com"),), call))
     return out
+
+
+# The access key each job role's stand-in (the service twins and the job processes they start) signs
+# with; moto accepts any key, and tells them apart in the request log below.
+ROLE_KEYS = {"emr-serverless-job": "AKIAEMRSERVERLESSJOB", "glue-job": "AKIAGLUEJOBROLE00000"}
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+
+class S3RequestLog:
+    """WSGI middleware on the moto server: the S3 requests signed with a job role's key, from any
+    process (boto3, s3fs, Sail's object store), as (role, operation, params) like botocore's."""
+
+    def __init__(self, app):
+        self.app = app
+        self.roles = {key: role for role, key in ROLE_KEYS.items()}
+        self.calls: list[tuple[str, str, dict]] = []
+
+    def __call__(self, environ, start_response):
+        found = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+        role = self.roles.get(found.group(1)) if found else None
+        if role and not environ.get("HTTP_X_AMZ_TARGET") and "Action=" not in environ.get("QUERY_STRING", ""):
+            body = b""
+            if environ["REQUEST_METHOD"] == "POST" and "delete" in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+                body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                environ["wsgi.input"] = io.BytesIO(body)
+            call = s3_call(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""),
+                           environ.get("HTTP_X_AMZ_COPY_SOURCE"), body)
+            if call:
+                self.calls.append((role, *call))
+        return self.app(environ, start_response)
+
+    def denied(self, bucket: str) -> list[Request]:
+        out = set()
+        for role, operation, params in self.calls:
+            policy = Policy(rendered_policies(Bucket=bucket)[f"{role}.policy"])
+            out |= {Request(r.action, r.resource, r.context, f"{role}: {r.call}")
+                    for r in requests_of("s3", operation, params) if not policy.allows(r)}
+        return sorted(out, key=lambda r: (r.call, r.resource))
+
+
+def s3_call(method: str, path: str, query: str, copy_source: str | None, body: bytes) -> tuple[str, dict] | None:
+    """The S3 operation and parameters of a path-style REST request (what the policies need of it)."""
+    q = parse_qs(query, keep_blank_values=True)
+    bucket, _, key = unquote(path).lstrip("/").partition("/")
+    if not bucket or not query and method == "PUT" and not key:
+        return None  # the service root, or CreateBucket
+    if not key:
+        if method == "POST" and "delete" in q:
+            keys = re.findall(rb"<Key>(.*?)</Key>", body)
+            return "DeleteObjects", {"Bucket": bucket, "Delete": {"Objects": [{"Key": k.decode()} for k in keys]}}
+        if "location" in q:
+            return "GetBucketLocation", {"Bucket": bucket}
+        if method in ("GET", "HEAD"):
+            return "ListObjectsV2", {"Bucket": bucket, "Prefix": q.get("prefix", [""])[0]}
+        return f"{method}Bucket", {"Bucket": bucket}
+    params = {"Bucket": bucket, "Key": key}
+    if "uploadId" in q:
+        return ("AbortMultipartUpload" if method == "DELETE" else "UploadPart"), params
+    if "uploads" in q:
+        return "CreateMultipartUpload", params
+    if method == "PUT" and copy_source:
+        return "CopyObject", {**params, "CopySource": unquote(copy_source).split("?")[0]}
+    return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject", "DELETE": "DeleteObject"}.get(
+        method, f"{method}Object"), params
 
 
 def _from_production_code() -> bool:

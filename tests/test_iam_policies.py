@@ -1,10 +1,12 @@
 """The IAM policies in deploy/iam/: least privilege, and enough for what the code does.
 
-Every moto-based test also checks the control plane's role: the ``aws`` fixture (tests/conftest.py)
-records each AWS call production code makes and fails the test if deploy/iam/dagster.policy.json,
-rendered for that test's lake, denies one (tests/iam_audit.py). Here: the policies' shape, the
-evaluator itself, and the lake keys each role writes, built by the code's own key functions (the
-fsspec writes, which the botocore hook cannot see, and the jobs' writes on EMR, Glue and SageMaker).
+Every moto-based test also checks the roles (tests/conftest.py, tests/iam_audit.py): the ``aws``
+fixture records each AWS call production code makes in the test process and fails the test if
+deploy/iam/dagster.policy.json, rendered for that test's lake, denies one; and the moto server logs
+the S3 requests the EMR Serverless and Glue twins and their job processes (boto3, s3fs, Sail) sign
+with those roles' keys, checked against the job roles' policies. Here: the policies' shape, the
+evaluator itself, and the lake keys built by the code's own key functions for what those two cannot
+see: the control plane's fsspec writes, and the SageMaker role (its twin's tests use made-up prefixes).
 """
 
 from __future__ import annotations
@@ -163,3 +165,13 @@ def test_the_renderer_fills_every_placeholder_and_handles_a_bucket_root(tmp_path
     assert "arn:aws:s3:::b/landing/*" in resources and not any("//" in r.removeprefix("arn:aws:") for r in resources)
     with pytest.raises(ValueError, match=r"\$\{Bucket\}"):
         render.render({"Resource": "arn:aws:s3:::${Bucket}/x"}, {})
+
+
+def test_each_role_may_delete_only_what_its_code_deletes(policies):
+    # sources/historian.py replaces a day's stale extract files; curated/telemetry_job.py removes its staging.
+    assert policies["dagster"].allows(s3("DeleteObject", f"{readings_prefix(DAY)}/part-0.parquet"))
+    assert not policies["dagster"].allows(s3("DeleteObject", "landing/telemetry/2026/11/20/05/a.gz"))
+    for role in ("emr-serverless-job", "glue-job"):
+        assert policies[role].allows(s3("DeleteObject", "curated/_staging/telemetry/20261120T05/parsed/p.parquet"))
+        assert not policies[role].allows(s3("DeleteObject", "curated/telemetry/event_date=2026-11-20/p.parquet"))
+    assert not any(policies["sagemaker"].allows(s3("DeleteObject", k)) for k in ("models/forecast/champion.json", "_code/x"))

@@ -197,6 +197,14 @@ def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, la
     assert any("/messages/" in k for k in pipes)
     assert_all_kms({**pipes, **encryption_of(aws, lake_root, "_code")}, key)
 
+    # The job's own S3 requests were signed as its role, and so are checked against
+    # deploy/iam/emr-serverless-job.policy.json when this test ends (tests/conftest.py).
+    from tests.conftest import _s3_request_log
+
+    job_writes = {p["Key"].split("/")[1] for role, op, p in _s3_request_log().calls
+                  if role == "emr-serverless-job" and op in ("PutObject", "CreateMultipartUpload")}
+    assert {"curated", "_pipes", "_logs"} <= job_writes
+
     [run_id] = twin.outcomes
     assert curated["AWS EMR Serverless Job Run ID"].value == run_id
     assert_ran_from_published_zip(twin, run_id, confs["spark.submit.pyFiles"])
