@@ -120,6 +120,11 @@ def test_dagster_dev_serves_the_ui_and_the_sensor_runs_new_landing_data(tmp_path
     )
     try:
         _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).status == 200, 120, "the UI")
+        # Without --host, the UI listens on loopback only (README, "Operating in production").
+        import psutil
+
+        bound = {c.laddr.ip for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        assert bound == {"127.0.0.1"}, bound
         nodes = _graphql(port, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
         assert {"/".join(n["assetKey"]["path"]) for n in nodes} >= {"landing/telemetry", "landing/weather"}
         assert (project / ".dagster" / "storage").is_dir()  # storage under the project, not a temp dir
