@@ -17,6 +17,8 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from iot_lake.encryption import kms_key_id, s3fs_options
+
 # Top-level areas; identical under ./.lake and s3://bucket.
 AREAS = ("landing", "curated", "warehouse", "models", "forecasts", "cases", "quarantine")
 
@@ -76,6 +78,9 @@ class Lake:
             # Other processes (Firehose, runs) write the bucket: a listing cached in this process
             # would hide their new objects from info()/open() (s3fs never refreshes a cached dir).
             options.setdefault("use_listings_cache", False)
+            # Jobs on EMR, Glue and SageMaker get the lake's KMS key in their environment.
+            if "s3_additional_kwargs" not in options:
+                options.update(s3fs_options(kms_key_id()))
         self.fs, base = fsspec.core.url_to_fs(self.url, **options)
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if self.is_local:

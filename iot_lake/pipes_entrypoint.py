@@ -31,7 +31,9 @@ def open_pipes():
     params = PipesCliArgsParamsLoader() if DAGSTER_PIPES_CONTEXT_CLI_ARGUMENT in sys.argv else PipesEnvVarParamsLoader()
     if not params.is_dagster_pipes_process():
         return None
-    s3 = client("s3")
+    from iot_lake.encryption import encrypt_writes, kms_key_id
+
+    s3 = encrypt_writes(client("s3"), kms_key_id())  # the message chunks are lake objects too
     return open_dagster_pipes(params_loader=params, context_loader=PipesS3ContextLoader(s3),
                               message_writer=PipesS3MessageWriter(s3))
 

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from dagster import ConfigurableResource, EnvVar
 
+from iot_lake.encryption import delta_storage_options, s3_put_params
 from iot_lake.lake import Lake
 from iot_lake.settings import Settings, local_warehouse_path
 from iot_lake.sources.historian import create_engine
@@ -31,8 +32,8 @@ class LakeResource(ConfigurableResource):
         options: dict[str, Any] = {}
         if self.region:
             options["client_kwargs"] = {"region_name": self.region}
-        if self.kms_key_id:
-            options["s3_additional_kwargs"] = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.kms_key_id}
+        # Always set, so a Lake made here never falls back to the environment's key.
+        options["s3_additional_kwargs"] = s3_put_params(self.kms_key_id)
         return options
 
     def lake(self) -> Lake:
@@ -40,7 +41,10 @@ class LakeResource(ConfigurableResource):
 
     def delta_storage_options(self) -> dict[str, str] | None:
         """Options for delta-rs (`deltalake`), which names them differently from s3fs."""
-        return {"AWS_REGION": self.region} if self.root.startswith("s3://") and self.region else None
+        if not self.root.startswith("s3://"):
+            return None
+        options = {"AWS_REGION": self.region} if self.region else {}
+        return {**options, **delta_storage_options(self.kms_key_id)} or None
 
 
 class HistorianResource(ConfigurableResource):

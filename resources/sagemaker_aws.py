@@ -31,6 +31,7 @@ from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.pipes.utils import open_pipes_session
 
 from iot_lake.aws import client as aws_client
+from iot_lake.encryption import KMS_KEY_VAR, encrypt_writes
 from iot_lake.lake import Lake
 from resources.failures import JobFailed
 from resources.sagemaker import JobRun, SageMakerRunner, hyperparameter_strings, resolve_arguments
@@ -110,7 +111,8 @@ def train_on_sagemaker(runner: SageMakerRunner, context: AssetExecutionContext, 
             stopping_condition=StoppingCondition(max_runtime_in_seconds=runner.max_runtime_seconds),
             output_data_config=OutputDataConfig(s3_output_path=s3_uri(runner.lake_root, output_key),
                                                 kms_key_id=runner.kms_key_id),
-            environment={"PYTHONPATH": f"{TRAINING_CODE_DIR}/{_zip_name(code)}", **session.get_bootstrap_env_vars()},
+            environment={"PYTHONPATH": f"{TRAINING_CODE_DIR}/{_zip_name(code)}", **_kms_env(runner),
+                         **session.get_bootstrap_env_vars()},
             hyperparameters=hyperparameter_strings(hyperparameters),
             tags=[Tag(key="dagster/run-id", value=context.run.run_id)],
         )
@@ -172,7 +174,7 @@ def processing_request(runner: SageMakerRunner, *, job_name: str, module: str, i
         "StoppingCondition": {"MaxRuntimeInSeconds": runner.max_runtime_seconds},
         # PROCESSING_JOB_NAME: the local twin sets it too, so scripts can name what they write.
         "Environment": {"PYTHONPATH": f"{PROCESSING_CODE_DIR}/{_zip_name(code)}", "PROCESSING_JOB_NAME": job_name,
-                        **environment},
+                        **_kms_env(runner), **environment},
         "Tags": [{"Key": "dagster/run-id", "Value": run_id}],
     }
     if outputs:
@@ -224,6 +226,11 @@ def job_failure(kind: JobKind, job: Mapping[str, Any]) -> str:
     return message + f"\nLogs: CloudWatch log group {kind.log_group}, log streams {name}/*"
 
 
+def _kms_env(runner: SageMakerRunner) -> dict[str, str]:
+    """The key for what the script writes to the lake itself (Lake, its Pipes messages)."""
+    return {KMS_KEY_VAR: runner.kms_key_id} if runner.kms_key_id else {}
+
+
 def _require(runner: SageMakerRunner) -> None:
     missing = [f for f in ("lake_root", "role_arn", "image_uri") if not getattr(runner, f)]
     if missing:
@@ -243,11 +250,12 @@ def _aws_session(runner: SageMakerRunner):
 
     if boto3.DEFAULT_SESSION is None:
         boto3.setup_default_session(region_name=runner.region)
-    return boto3.DEFAULT_SESSION
+    # The SDK stages its drivers with clients of its own from this session.
+    return encrypt_writes(boto3.DEFAULT_SESSION, runner.kms_key_id)
 
 
 @contextmanager
 def _pipes_session(runner: SageMakerRunner, aws, context: AssetExecutionContext) -> Iterator[Any]:
-    injector, reader = pipes_over_s3(aws_client("s3", runner.region, session=aws), runner.lake_root)
+    injector, reader = pipes_over_s3(aws_client("s3", runner.region, session=aws), runner.lake_root, runner.kms_key_id)
     with open_pipes_session(context=context, context_injector=injector, message_reader=reader) as session:
         yield session

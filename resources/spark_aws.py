@@ -35,7 +35,9 @@ from dagster_aws.pipes import (
     PipesS3MessageReader,
 )
 
-from iot_lake.spark.entrypoint import ARGS_FLAG, MODULE_FLAG
+from iot_lake import encryption
+from iot_lake.encryption import encrypt_writes
+from iot_lake.spark.entrypoint import ARGS_FLAG, ENV_FLAG, MODULE_FLAG
 from resources.failures import JobFailed
 from resources.spark_code import PublishedCode, cluster_requirements, split_s3_uri
 
@@ -74,7 +76,9 @@ class LakeS3MessageReader(PipesS3MessageReader):
             yield {**params, "key_prefix": f"{self.key_prefix}/{params['key_prefix']}"}
 
 
-def pipes_over_s3(s3, lake_root: str) -> tuple[PipesS3ContextInjector, LakeS3MessageReader]:
+def pipes_over_s3(s3, lake_root: str, kms_key_id: str | None = None,
+                  ) -> tuple[PipesS3ContextInjector, LakeS3MessageReader]:
+    encrypt_writes(s3, kms_key_id)  # the injector PUTs the context object
     bucket, prefix = lake_prefix(lake_root, "_pipes")
     return (PipesS3ContextInjector(bucket=bucket, client=s3, key_prefix=f"{prefix}/context/"),
             LakeS3MessageReader(bucket=bucket, client=s3, key_prefix=f"{prefix}/messages"))
@@ -82,9 +86,18 @@ def pipes_over_s3(s3, lake_root: str) -> tuple[PipesS3ContextInjector, LakeS3Mes
 
 # --- What each service is asked to run ----------------------------------------------------------
 
-def spark_confs(code: PublishedCode, env_archive: str, driver_env: str) -> dict[str, str]:
+def kms_confs(kms_key_id: str | None, driver_env: str) -> dict[str, str]:
+    """SSE-KMS for what Spark writes (EMRFS/S3A), and the key for the data plane's own writes (Lake)."""
+    if not kms_key_id:
+        return {}
+    return {**encryption.spark_confs(kms_key_id), f"{driver_env}{encryption.KMS_KEY_VAR}": kms_key_id,
+            f"spark.executorEnv.{encryption.KMS_KEY_VAR}": kms_key_id}
+
+
+def spark_confs(code: PublishedCode, env_archive: str, driver_env: str, kms_key_id: str | None = None) -> dict[str, str]:
     """spark-submit confs shared by the EMRs; ``driver_env`` is the conf prefix for driver env vars."""
     return {
+        **kms_confs(kms_key_id, driver_env),
         "spark.submit.pyFiles": code.package_uri,
         "spark.archives": f"{env_archive}#environment",
         f"{driver_env}PYSPARK_DRIVER_PYTHON": ENV_PYTHON,
@@ -97,8 +110,12 @@ def spark_confs(code: PublishedCode, env_archive: str, driver_env: str) -> dict[
 
 
 def emr_serverless_params(*, application_id: str, role_arn: str, env_archive: str, code: PublishedCode,
-                          module: str, args: Sequence[str], log_uri: str) -> dict[str, Any]:
-    confs = spark_confs(code, env_archive, driver_env="spark.emr-serverless.driverEnv.")
+                          module: str, args: Sequence[str], log_uri: str, kms_key_id: str | None = None,
+                          ) -> dict[str, Any]:
+    confs = spark_confs(code, env_archive, driver_env="spark.emr-serverless.driverEnv.", kms_key_id=kms_key_id)
+    s3_logs: dict[str, Any] = {"logUri": log_uri}
+    if kms_key_id and kms_key_id.startswith("arn:"):  # the API takes a key ARN only
+        s3_logs["encryptionKeyArn"] = kms_key_id  # the driver and executor logs EMR Serverless uploads
     return {
         "applicationId": application_id,
         "executionRoleArn": role_arn,
@@ -108,28 +125,30 @@ def emr_serverless_params(*, application_id: str, role_arn: str, env_archive: st
             "entryPointArguments": [module, *args],
             "sparkSubmitParameters": " ".join(f"--conf {k}={v}" for k, v in confs.items()),
         }},
-        "configurationOverrides": {"monitoringConfiguration": {"s3MonitoringConfiguration": {"logUri": log_uri}}},
+        "configurationOverrides": {"monitoringConfiguration": {"s3MonitoringConfiguration": s3_logs}},
     }
 
 
-def glue_params(*, job_name: str, code: PublishedCode, module: str, args: Sequence[str]) -> dict[str, Any]:
-    return {
-        "JobName": job_name,
-        "Arguments": {
-            MODULE_FLAG: module,
-            ARGS_FLAG: json.dumps(list(args)),
-            "--extra-py-files": code.package_uri,
-            "--additional-python-modules": ",".join(cluster_requirements()),
-            "--datalake-formats": "delta",
-            # Glue takes further confs chained inside the one --conf value.
-            "--conf": " --conf ".join(f"{k}={v}" for k, v in DELTA_CONF.items()),
-        },
+def glue_params(*, job_name: str, code: PublishedCode, module: str, args: Sequence[str],
+                kms_key_id: str | None = None) -> dict[str, Any]:
+    confs = {**DELTA_CONF, **encryption.spark_confs(kms_key_id)}
+    arguments = {
+        MODULE_FLAG: module,
+        ARGS_FLAG: json.dumps(list(args)),
+        "--extra-py-files": code.package_uri,
+        "--additional-python-modules": ",".join(cluster_requirements()),
+        "--datalake-formats": "delta",
+        # Glue takes further confs chained inside the one --conf value.
+        "--conf": " --conf ".join(f"{k}={v}" for k, v in confs.items()),
     }
+    if kms_key_id:
+        arguments[ENV_FLAG] = json.dumps({encryption.KMS_KEY_VAR: kms_key_id})
+    return {"JobName": job_name, "Arguments": arguments}
 
 
 def emr_step(*, code: PublishedCode, env_archive: str, module: str, args: Sequence[str],
-             pipes_env: Mapping[str, str]) -> dict[str, Any]:
-    confs = spark_confs(code, env_archive, driver_env="spark.yarn.appMasterEnv.")
+             pipes_env: Mapping[str, str], kms_key_id: str | None = None) -> dict[str, Any]:
+    confs = spark_confs(code, env_archive, driver_env="spark.yarn.appMasterEnv.", kms_key_id=kms_key_id)
     confs.update({f"spark.yarn.appMasterEnv.{k}": v for k, v in pipes_env.items()})
     submit = ["spark-submit", "--deploy-mode", "cluster"]
     for k, v in confs.items():

@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -71,6 +72,19 @@ def _set_environ(values: dict[str, str | None]) -> None:
             os.environ[k] = v
 
 
+def _timestamp(value: str | None) -> str | None:
+    """A window bound, checked: the dbt macros put it in SQL as a literal (dbt_project/macros/window.sql)."""
+    if value is None:
+        return None
+    try:
+        datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"dbt window bound {value!r} is not an ISO timestamp") from None
+    if not set(value) <= set("0123456789-:T. +"):
+        raise ValueError(f"dbt window bound {value!r} is not an ISO timestamp")
+    return value
+
+
 class WarehouseResource(ConfigurableResource):
     target: str = "local"  # dbt target: local (DuckDB) | prod (Redshift)
     duckdb_path: str | None = None  # local: the warehouse file
@@ -106,7 +120,8 @@ class WarehouseResource(ConfigurableResource):
         """
         resource = _dbt_cli_class()(project_dir=os.fspath(DBT_PROJECT_DIR), profiles_dir=os.fspath(DBT_PROJECT_DIR),
                                     target=self.target, dbt_executable=dbt_executable())
-        env = {"IOT_LAKE_DBT_MIN_TS": (window or {}).get("min_ts"), "IOT_LAKE_DBT_MAX_TS": (window or {}).get("max_ts")}
+        env = {"IOT_LAKE_DBT_MIN_TS": _timestamp((window or {}).get("min_ts")),
+               "IOT_LAKE_DBT_MAX_TS": _timestamp((window or {}).get("max_ts"))}
         if self.target == "local":
             env["IOT_LAKE_WAREHOUSE_PATH"] = self._duckdb_path()
         target_path = DBT_PROJECT_DIR / "target" / "runs" / uuid.uuid4().hex[:12]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from iot_lake.lake import TELEMETRY_PREFIX, Lake
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
+from tests.iam_audit import CallRecorder, S3RequestLog
 
 REGION = "us-east-1"  # of the moto tests
 START = datetime(2026, 11, 20, tzinfo=timezone.utc)  # a Friday: two days cover a weekday and a Saturday
@@ -103,6 +105,8 @@ def moto_endpoint():
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    server._server.app = S3RequestLog(server._server.app)  # what the job roles' stand-ins do in S3
+    _S3_LOG[:] = [server._server.app]
     yield f"http://127.0.0.1:{port}"
     server.stop()
 
@@ -117,7 +121,7 @@ def spark():
 
 
 @pytest.fixture
-def aws(moto_endpoint, monkeypatch, tmp_path) -> boto3.Session:
+def aws(moto_endpoint, monkeypatch, tmp_path) -> Iterator[boto3.Session]:
     """Every AWS client in this process and its subprocesses talks to moto; none can reach an account.
 
     The runner's clients come from boto3's default session, replaced here by one the twins hook.
@@ -132,11 +136,31 @@ def aws(moto_endpoint, monkeypatch, tmp_path) -> boto3.Session:
         monkeypatch.delenv(var, raising=False)
     session = boto3.Session(region_name=REGION)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
-    return session
+    # Every call production code makes here must be allowed by the control plane's IAM policy.
+    session.iam_recorder = CallRecorder()
+    session.iam_recorder.attach(session)
+    jobs = _s3_request_log()
+    jobs.calls.clear()
+    yield session
+    denied = session.iam_recorder.denied("dagster")
+    for bucket in session.iam_recorder.lake_buckets:  # the jobs' S3 requests, against their roles' policies
+        denied += jobs.denied(bucket)
+    jobs.calls.clear()
+    assert not denied, "deploy/iam/ denies calls the code made:\n" + "\n".join(
+        f"  {r.call}: {r.action} on {r.resource} {dict(r.context) or ''}" for r in denied)
+
+
+def _s3_request_log() -> S3RequestLog:
+    """The moto server's request log (one server per run: moto_endpoint)."""
+    return _S3_LOG[0]
+
+
+_S3_LOG: list = []
 
 
 @pytest.fixture
 def lake_root(aws) -> str:
     bucket = f"lake-{uuid.uuid4().hex[:12]}"
     aws.client("s3").create_bucket(Bucket=bucket)
+    aws.iam_recorder.lake_buckets.append(bucket)
     return f"s3://{bucket}/lake"

@@ -28,6 +28,7 @@ import boto3
 from botocore.awsrequest import AWSResponse
 
 from resources.spark_code import split_s3_uri
+from tests.iam_audit import ROLE_KEYS
 
 WHERE_IS_IOT_LAKE = "import iot_lake, sys; sys.stdout.write(iot_lake.__file__)"
 
@@ -56,10 +57,14 @@ def parse_confs(submit_args: list[str]) -> dict[str, str]:
 
 class ServiceTwin:
     service: str
+    role: str | None = None  # the deploy/iam/ role the service and the job act as (tests/iam_audit.py)
 
     def __init__(self, session: boto3.Session, workdir: Path):
         self.session = session
-        self.s3 = session.client("s3")
+        # What the service itself does in S3 (fetch the script, write the logs) it does as the job's role.
+        self.role_env = {"AWS_ACCESS_KEY_ID": ROLE_KEYS[self.role], "AWS_SECRET_ACCESS_KEY": "testing"} if self.role else {}
+        self.s3 = session.client("s3", aws_access_key_id=self.role_env.get("AWS_ACCESS_KEY_ID"),
+                                 aws_secret_access_key=self.role_env.get("AWS_SECRET_ACCESS_KEY"))
         self.workdir = workdir
         self.requests: list[dict] = []
         self.outcomes: dict[str, Outcome] = {}
@@ -80,7 +85,7 @@ class ServiceTwin:
 
     def execute(self, entrypoint_uri: str, code_uri: str, argv: list[str], env: dict[str, str]) -> Outcome:
         script, code = self._download(entrypoint_uri), self._download(code_uri)
-        full_env = {**os.environ, **env, "PYTHONPATH": str(code), "IOT_LAKE_SPARK": "sail"}
+        full_env = {**os.environ, **env, **self.role_env, "PYTHONPATH": str(code), "IOT_LAKE_SPARK": "sail"}
         cwd = script.parent  # not the repo: iot_lake must come from the zip
         where = subprocess.run([sys.executable, "-c", WHERE_IS_IOT_LAKE], env=full_env, cwd=cwd,
                                capture_output=True, text=True, check=True).stdout
@@ -100,6 +105,7 @@ def _answer(parsed: dict):
 
 class EMRServerlessTwin(ServiceTwin):
     service = "emr-serverless"
+    role = "emr-serverless-job"
 
     def __init__(self, session, workdir):
         super().__init__(session, workdir)
@@ -135,6 +141,7 @@ class EMRServerlessTwin(ServiceTwin):
 
 class GlueTwin(ServiceTwin):
     service = "glue"
+    role = "glue-job"
     LOG_GROUP = "/aws-glue/jobs"
 
     def __init__(self, session, workdir):

@@ -145,6 +145,12 @@ def dagster_dev(tmp_path_factory) -> DevServer:
     try:
         _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{server.port}/server_info", timeout=5).status == 200,
               120, "the UI")
+        # Without --host, the UI listens on loopback only (README, "Operating in production").
+        import psutil
+
+        bound = {c.laddr.ip for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == server.port}
+        assert bound == {"127.0.0.1"}, bound
         yield server
     finally:
         os.killpg(proc.pid, signal.SIGINT)

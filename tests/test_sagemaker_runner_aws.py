@@ -131,6 +131,7 @@ def test_training_job_runs_the_module_in_script_mode_and_reports_back(aws, lake_
     assert {c["S3DataType"] for c in channels.values()} == {"S3Prefix"}
     environment = request["Environment"]
     assert environment["PYTHONPATH"] == f"/opt/ml/input/data/code/{code_uri.rsplit('/', 1)[-1]}"
+    assert environment["IOT_LAKE_KMS_KEY_ID"] == key  # for what the script writes to the lake itself
     assert_pipes_on_s3(lake_root, environment)
 
     # The SDK's drivers run the command from the code channel; the job runs our entry point with the module.
@@ -150,6 +151,13 @@ def test_training_job_runs_the_module_in_script_mode_and_reports_back(aws, lake_
     assert run.logs == f"/aws/sagemaker/TrainingJobs:{name}"
     assert f"SageMaker training job {name}: Completed / Completed" in log
     assert "mean of 4 values: 5.0" in log  # the script's own log line, through Pipes
+
+    # SSE-KMS with the key: the SDK's staged drivers, the code zip, and the container's message chunks.
+    from tests.test_encryption import assert_all_kms, encryption_of
+
+    written = {**encryption_of(aws, lake_root, "_code"), **encryption_of(aws, lake_root, "_pipes")}
+    assert any("/_code/sagemaker/" in k for k in written) and any("/messages/" in k for k in written)
+    assert_all_kms(written, key)
 
 
 def test_failed_training_job_says_why_and_where_the_logs_are(aws, lake_root, lake, twin):

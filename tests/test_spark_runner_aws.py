@@ -159,8 +159,10 @@ def emr_serverless(aws, tmp_path):
 
 def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, landed, emr_serverless):
     application_id, twin = emr_serverless
+    key = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
     result = materialize([curated_telemetry], partition_key=PARTITION, resources=runner(
-        "emr-serverless", lake_root, emr_application_id=application_id, emr_job_role_arn=ROLE, env_archive=ARCHIVE))
+        "emr-serverless", lake_root, emr_application_id=application_id, emr_job_role_arn=ROLE, env_archive=ARCHIVE,
+        kms_key_id=key))
     curated = assert_curated_round_trip(result, landed)
 
     request = twin.last("StartJobRun")
@@ -175,11 +177,33 @@ def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, la
                              "spark.executorEnv.PYSPARK_PYTHON": "./environment/bin/python",
                              "spark.emr-serverless.driverEnv.IOT_LAKE_SPARK": "classic"}.items()
     assert confs["spark.submit.pyFiles"].startswith(f"{lake_root}/_code/iot_lake-")
-    assert request["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"]["logUri"] == \
-        f"{lake_root}/_logs/emr-serverless/"
+    assert request["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"] == \
+        {"logUri": f"{lake_root}/_logs/emr-serverless/", "encryptionKeyArn": key}
+    # SSE-KMS: EMRFS and S3A for what Spark writes, the key in the driver's and executors' environment.
+    assert confs.items() >= {"spark.hadoop.fs.s3.enableServerSideEncryption": "true",
+                             "spark.hadoop.fs.s3.serverSideEncryption.kms.keyId": key,
+                             "spark.hadoop.fs.s3a.encryption.algorithm": "SSE-KMS",
+                             "spark.hadoop.fs.s3a.encryption.key": key,
+                             "spark.emr-serverless.driverEnv.IOT_LAKE_KMS_KEY_ID": key,
+                             "spark.executorEnv.IOT_LAKE_KMS_KEY_ID": key}.items()
     assert request["tags"]["dagster/run-id"] == result.run_id
     assert_pipes_on_s3(aws, lake_root, confs["spark.emr-serverless.driverEnv.DAGSTER_PIPES_CONTEXT"],
                        confs["spark.emr-serverless.driverEnv.DAGSTER_PIPES_MESSAGES"])
+
+    # The code and the job's own message chunks (written in the job's process with the key) are SSE-KMS.
+    from tests.test_encryption import assert_all_kms, encryption_of
+
+    pipes = encryption_of(aws, lake_root, "_pipes")
+    assert any("/messages/" in k for k in pipes)
+    assert_all_kms({**pipes, **encryption_of(aws, lake_root, "_code")}, key)
+
+    # The job's own S3 requests were signed as its role, and so are checked against
+    # deploy/iam/emr-serverless-job.policy.json when this test ends (tests/conftest.py).
+    from tests.conftest import _s3_request_log
+
+    job_writes = {p["Key"].split("/")[1] for role, op, p in _s3_request_log().calls
+                  if role == "emr-serverless-job" and op in ("PutObject", "CreateMultipartUpload")}
+    assert {"curated", "_pipes", "_logs"} <= job_writes
 
     [run_id] = twin.outcomes
     assert curated["AWS EMR Serverless Job Run ID"].value == run_id

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from iot_lake.ids import validate_id
+
 OPEN, ACKNOWLEDGED, RESOLVED, FALSE_POSITIVE = "open", "acknowledged", "resolved", "false_positive"
 STATUSES = (OPEN, ACKNOWLEDGED, RESOLVED, FALSE_POSITIVE)
 ACTIVE = (OPEN, ACKNOWLEDGED)
@@ -100,7 +102,8 @@ class Outcome:
 
 
 def case_key(device_id: str, metric: str, incident_start: datetime) -> str:
-    return f"{device_id}|{metric}|{utc(incident_start).isoformat()}"
+    # '|' separates the parts, and the ids end up in alarm names and incident titles.
+    return f"{validate_id('device', device_id)}|{validate_id('metric', metric)}|{utc(incident_start).isoformat()}"
 
 
 def start_evidence(d: Deviation) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from iot_lake.cases.model import ACTIVE, ALERT, EVENTS, OPENED, REOPENED, CasePolicy
+from iot_lake.ids import validate_id
 from iot_lake.settings import Settings
 
 JSONL_KEY = "cases/_events/events.jsonl"  # under a local lake root
@@ -149,7 +150,7 @@ class CloudWatchSink(_AwsSink):
     def alarm_definition(self, device_id: str, metric: str) -> dict[str, Any]:
         """The ``put_metric_alarm`` arguments of a series' alarm: critical score within 5 minutes."""
         return {
-            "AlarmName": f"iot-lake-deviation-{device_id}-{metric}",
+            "AlarmName": f"iot-lake-deviation-{validate_id('device', device_id)}-{validate_id('metric', metric)}",
             "AlarmDescription": f"Deviation score of {device_id} {metric} at or above {self.policy.critical_score}",
             "Namespace": CLOUDWATCH_NAMESPACE, "MetricName": "DeviationScore",
             "Dimensions": _dimensions(device_id, metric), "Statistic": "Maximum", "Period": 300,

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from iot_lake.ids import id_problem
 from iot_lake.units import UnitError, to_canonical
 
 # Quarantine reason codes, in the order they are checked.
@@ -22,6 +23,7 @@ REASONS = (
     "malformed_json",  # not a JSON object
     "missing_field",  # a required field is absent or null
     "mistyped_field",  # a field has the wrong JSON type
+    "invalid_id",  # a device, site or metric id that may not reach a path, key or query (iot_lake.ids)
     "bad_timestamp",  # ts or ingested_at cannot be read as a time
     "non_finite_value",  # NaN or +-Infinity
     "unknown_device",  # not in the device registry
@@ -124,6 +126,9 @@ def parse_line(line: str, registry: Registry, landing_hour: datetime | None = No
     for name in ("device_id", "metric", "message_id"):
         if not isinstance(raw[name], str) or not raw[name]:
             return Rejection("mistyped_field", f"{name} is {type(raw[name]).__name__}, expected a string", **ids)
+    for kind, name in (("device", "device_id"), ("metric", "metric")):
+        if problem := id_problem(kind, raw[name]):
+            return Rejection("invalid_id", problem, **ids)
     value = raw["value"]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return Rejection("mistyped_field", f"value is {type(value).__name__}, expected a number", **ids)
@@ -140,6 +145,8 @@ def parse_line(line: str, registry: Registry, landing_hour: datetime | None = No
     site_id = registry.sites.get(device_id)
     if site_id is None:
         return Rejection("unknown_device", device_id, **ids)
+    if problem := id_problem("site", site_id):
+        return Rejection("invalid_id", f"the registry's site of {device_id}: {problem}", **ids)
     rule = registry.rules.get((device_id, metric))
     if rule is None:
         return Rejection("unknown_metric", f"{device_id} has no metric {metric!r}", **ids)

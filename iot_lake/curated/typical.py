@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from iot_lake.curated.records import CLOCK_TOLERANCE, MAX_LATENESS, Registry
+from iot_lake.ids import id_problem
 from iot_lake.sources.telemetry import TYPICAL_LINE
 from iot_lake.units import UNITS
 
@@ -43,10 +44,12 @@ class RegistryIndex:
 
     @classmethod
     def of(cls, registry: Registry) -> RegistryIndex:
-        rules = list(registry.rules.items())
+        # Devices whose ids may not be used are left out: their lines go to parse_line, which rejects them.
+        sites = {d: s for d, s in registry.sites.items() if not id_problem("device", d) and not id_problem("site", s)}
+        rules = [((d, m), r) for (d, m), r in registry.rules.items() if d in sites and not id_problem("metric", m)]
         return cls(
-            device_ids=pa.array(list(registry.sites), pa.string()),
-            site_ids=pa.array(list(registry.sites.values()), pa.string()),
+            device_ids=pa.array(list(sites), pa.string()),
+            site_ids=pa.array(list(sites.values()), pa.string()),
             rule_keys=pa.array([f"{d}{_SEP}{m}" for (d, m), _ in rules], pa.string()),
             rule_canonical=pa.array([r.canonical_unit for _, r in rules], pa.string()),
             rule_min=pa.array([r.min_value for _, r in rules], pa.float64()),

@@ -18,7 +18,6 @@ from iot_lake.simulate import anomalies as anomaly_model
 from iot_lake.simulate.faults import BAD_KINDS, corrupt
 from iot_lake.units import from_canonical
 from iot_lake.simulate.signals import (
-    MS_PER_DAY,
     STREAM_ANOMALY,
     STREAM_DELIVERY,
     STREAM_FAULT,

@@ -14,6 +14,7 @@ from datetime import date, datetime, timezone
 import numpy as np
 
 from iot_lake.fleet import Fleet, Site
+from iot_lake.ids import validate_id
 from iot_lake.lake import weather_day_prefix
 from iot_lake.simulate.signals import STREAM_WEATHER_FILE, day_start_ms, rng_for, weather_at
 
@@ -69,5 +70,5 @@ def weather_file(fleet: Fleet, site: Site, day: date, bad_rate: float) -> Weathe
     if defect == "garbled":
         body = body[: len(body) // 3] + "\x00\x00<html>502 Bad Gateway</html>"
     ext = "json" if as_json else "csv"
-    key = f"{weather_day_prefix(day)}/weather_{site.site_id}_{day:%Y%m%d}.{ext}"
+    key = f"{weather_day_prefix(day)}/weather_{validate_id('site', site.site_id)}_{day:%Y%m%d}.{ext}"
     return WeatherFile(key=key, body=body.encode("utf-8"), defect=defect)

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from iot_lake.ids import ARROW_PATTERNS
 from iot_lake.lake import INVENTORY_PREFIX, Lake, weather_day_prefix
 
 SCHEMA = pa.schema(
@@ -97,9 +98,13 @@ def read_weather_bytes(key: str, data: bytes) -> pa.Table:
 
 
 def valid_rows_mask(table: pa.Table) -> tuple[pa.ChunkedArray, list[str]]:
-    """Rows inside every physical range and with a site and time; and the reasons for the rest."""
+    """Rows inside every physical range and with a valid site id and a time; and the reasons for the rest."""
     mask = pc.and_(pc.is_valid(table["site_id"]), pc.is_valid(table["observed_at"]))
     reasons = []
+    valid_site = pc.fill_null(pc.match_substring_regex(table["site_id"], ARROW_PATTERNS["site"]), False)
+    if bad := table.num_rows - pc.sum(pc.cast(valid_site, pa.int64())).as_py():
+        reasons.append(f"{bad} row(s) with a missing or invalid site id (iot_lake.ids)")
+    mask = pc.and_(mask, valid_site)
     for name, (lo, hi) in RANGES.items():
         in_range = pc.and_(pc.greater_equal(table[name], lo), pc.less_equal(table[name], hi))
         in_range = pc.fill_null(in_range, False)

@@ -21,23 +21,28 @@ from iot_lake.pipes_entrypoint import run_module
 
 MODULE_FLAG = "--iot-lake-module"
 ARGS_FLAG = "--iot-lake-args"
+# Glue cannot set the driver's environment either: variables come as a JSON object (the KMS key).
+ENV_FLAG = "--iot-lake-env"
 
 
-def split_argv(argv: list[str]) -> tuple[str, list[str]]:
-    """(module, its arguments) from this script's command line, in either of the two forms."""
+def split_argv(argv: list[str]) -> tuple[str, list[str], dict[str, str]]:
+    """(module, its arguments, environment to set) from this script's command line, in either form."""
     if MODULE_FLAG in argv:
         parser = argparse.ArgumentParser(allow_abbrev=False)
         parser.add_argument(MODULE_FLAG, dest="module", required=True)
         parser.add_argument(ARGS_FLAG, dest="args", default="[]")
+        parser.add_argument(ENV_FLAG, dest="env", default="{}")
         known, _service_arguments = parser.parse_known_args(argv)
-        return known.module, list(json.loads(known.args))
+        return known.module, list(json.loads(known.args)), dict(json.loads(known.env))
     if not argv:
         raise SystemExit(f"usage: entrypoint.py MODULE [ARG...] | {MODULE_FLAG} MODULE {ARGS_FLAG} JSON_LIST")
-    return argv[0], argv[1:]
+    return argv[0], argv[1:], {}
 
 
 def main(argv: list[str]) -> None:
-    module, args = split_argv(argv)
+    module, args, env = split_argv(argv)
+    for name, value in env.items():
+        os.environ.setdefault(name, str(value))
     # Glue has no way to set the driver's environment; this script only ever runs on a cluster.
     os.environ.setdefault("IOT_LAKE_SPARK", "classic")
     run_module(module, args)

@@ -63,8 +63,10 @@ class SparkDeltaTable(_Table):
     def _merge(self, df, on: Sequence[str], clauses: str) -> None:
         view = "merge_source_" + re.sub(r"\W", "_", self.key)
         df.createOrReplaceTempView(view)
+        # The columns are the job's own constants; the path is quoted (a backtick is doubled).
         condition = " AND ".join(f"t.{c} = s.{c}" for c in on)
-        self.spark.sql(f"MERGE INTO delta.`{self.uri}` t USING {view} s ON {condition} {clauses}").collect()
+        path = self.uri.replace("`", "``")
+        self.spark.sql(f"MERGE INTO delta.`{path}` t USING {view} s ON {condition} {clauses}").collect()
 
 
 class SparkParquetTable(_Table):

@@ -1,0 +1,290 @@
+"""Checks AWS calls against the IAM policies in deploy/iam/: a small evaluator and a call recorder.
+
+``CallRecorder`` hooks a boto3 session (botocore's ``before-parameter-build`` event) and keeps every
+call that production code made: the innermost frame of this repository on the stack is not under
+tests/ (calls the tests make to set up or to look, and the service twins' own calls, are skipped).
+Each call becomes the IAM requests it needs, ``(action, resource, context)``: an S3 HeadObject needs
+``s3:GetObject`` on the object, StartJobRun with an execution role also ``iam:PassRole`` on it.
+
+``S3RequestLog`` sits in front of the moto server and keeps the S3 requests signed with a job role's
+access key (``ROLE_KEYS``: the service twins sign as the role, and so do the job processes they
+start), whatever the client: boto3, s3fs or Sail's object store.
+
+``Policy.allows`` evaluates Allow/Deny statements with ``*``/``?`` wildcards in Action and Resource
+and the StringEquals/StringLike conditions the policies use (an unknown condition fails closed).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+import re
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
+IAM_DIR = REPO / "deploy" / "iam"
+ACCOUNT = "123456789012"  # moto's
+REGION = "us-east-1"
+
+# botocore service id (hyphenized) -> IAM action prefix, where they differ.
+IAM_PREFIX = {"eventbridge": "events", "emr": "elasticmapreduce", "cloudwatch-logs": "logs"}
+# S3 operations -> the IAM action they need.
+S3_ACTION = {
+    "HeadObject": "s3:GetObject", "GetObject": "s3:GetObject", "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject", "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload", "DeleteObject": "s3:DeleteObject", "DeleteObjects": "s3:DeleteObject",
+    "ListObjectsV2": "s3:ListBucket", "ListObjects": "s3:ListBucket", "HeadBucket": "s3:ListBucket",
+    "GetBucketLocation": "s3:GetBucketLocation", "CopyObject": "s3:PutObject",
+}
+# Parameters that hand a role to a service: each needs iam:PassRole on it.
+ROLE_PARAMS = ("executionRoleArn", "RoleArn", "Role")
+
+
+def load_iam_renderer():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("iot_lake_iam_render", IAM_DIR / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rendered_policies(**values: str) -> dict[str, dict]:
+    """Every document of deploy/iam/ rendered with the tests' world (moto's account, the tests' names)."""
+    render = load_iam_renderer()
+    world = {"Bucket": "no-lake-bucket", "Prefix": "lake", "Region": REGION, "AccountId": ACCOUNT,
+             "KmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/*",
+             # ids and names that the tests create at random match any; the rest are exact.
+             "EmrApplicationId": "*", "EmrClusterId": "*", "GlueJobName": "*",
+             "GlueDatabase": "iot_lake_test", "SnsTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:cases-*",
+             "EventBusName": "cases-*", "ResponsePlanArn": f"arn:aws:ssm-incidents::{ACCOUNT}:response-plan/iot-lake",
+             "SparkEnvArchiveArn": "arn:aws:s3:::iot-lake-artifacts/spark-env/iot-lake-env.tar.gz",
+             "EcrRepositoryArn": f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/iot-lake-ml",
+             "ComputeLogBucket": "no-log-bucket", "ComputeLogPrefix": "dagster/compute-logs",
+             "EmrJobRoleName": "iot-lake-spark", "GlueJobRoleName": "iot-lake-spark",
+             "SageMakerRoleName": "iot-lake-sagemaker", **values}
+    values = render.values_from(world)
+    return {name: render.render(doc, values) for name, doc in render.documents().items()}
+
+
+def _listify(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _like(pattern: str, value: str, case: bool = True) -> bool:
+    if not case:
+        pattern, value = pattern.lower(), value.lower()
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+@dataclass(frozen=True)
+class Request:
+    action: str
+    resource: str
+    context: tuple[tuple[str, str], ...] = ()
+    call: str = ""  # the call it came from, for messages
+
+
+class Policy:
+    def __init__(self, document: dict):
+        self.statements = _listify(document["Statement"])
+
+    def _matches(self, statement: dict, request: Request) -> bool:
+        if not any(_like(a, request.action, case=False) for a in _listify(statement["Action"])):
+            return False
+        if not any(_like(r, request.resource) for r in _listify(statement["Resource"])):
+            return False
+        context = dict(request.context)
+        for operator, conditions in statement.get("Condition", {}).items():
+            if operator not in ("StringEquals", "StringLike"):
+                return False  # fail closed
+            for key, allowed in conditions.items():
+                if key not in context:
+                    return False
+                test = (lambda p, v: p == v) if operator == "StringEquals" else _like
+                if not any(test(p, context[key]) for p in _listify(allowed)):
+                    return False
+        return True
+
+    def allows(self, request: Request) -> bool:
+        matched = [s for s in self.statements if self._matches(s, request)]
+        return any(s["Effect"] == "Allow" for s in matched) and not any(s["Effect"] == "Deny" for s in matched)
+
+
+def requests_of(service: str, operation: str, params: dict[str, Any], region: str = REGION) -> list[Request]:
+    """The IAM requests one API call makes."""
+    call = f"{service}.{operation}"
+    arn = f"{region}:{ACCOUNT}"
+    if service == "s3":
+        if operation == "ListBuckets":  # names only; IAM has no narrower resource for it
+            return [Request("s3:ListAllMyBuckets", "arn:aws:s3:::*", (), call)]
+        action = S3_ACTION.get(operation, f"s3:{operation}")
+        bucket = params.get("Bucket", "")
+        if action in ("s3:ListBucket", "s3:GetBucketLocation"):
+            return [Request(action, f"arn:aws:s3:::{bucket}", (("s3:prefix", params.get("Prefix", "")),), call)]
+        keys = [o["Key"] for o in params.get("Delete", {}).get("Objects", [])] or [params.get("Key", "")]
+        out = [Request(action, f"arn:aws:s3:::{bucket}/{k}", (), call) for k in keys]
+        if operation == "CopyObject":
+            source = params["CopySource"]
+            source = f"{source['Bucket']}/{source['Key']}" if isinstance(source, dict) else source.lstrip("/")
+            out.append(Request("s3:GetObject", f"arn:aws:s3:::{source}", (), call))
+        return out
+    prefix = IAM_PREFIX.get(service, service)
+    action = f"{prefix}:{operation}"
+    resource = "*"
+    context: tuple = ()
+    if service == "emr-serverless":
+        app = params.get("applicationId", "")
+        run = params.get("jobRunId")
+        resource = f"arn:aws:emr-serverless:{arn}:/applications/{app}" + (f"/jobruns/{run}" if run else "")
+    elif service == "glue" and ("JobName" in params or operation == "BatchStopJobRun"):
+        resource = f"arn:aws:glue:{arn}:job/{params['JobName']}"
+    elif service == "glue":
+        database = params.get("DatabaseName") or params.get("Name") or params.get("DatabaseInput", {}).get("Name")
+        table = params.get("TableName") or params.get("TableInput", {}).get("Name") or (
+            params.get("Name") if "DatabaseName" in params else None)
+        resource = (f"arn:aws:glue:{arn}:table/{database}/{table}" if table
+                    else f"arn:aws:glue:{arn}:database/{database}")
+    elif service == "emr":
+        resource = f"arn:aws:elasticmapreduce:{arn}:cluster/{params.get('ClusterId') or params.get('JobFlowId')}"
+    elif service == "sagemaker":
+        if "TrainingJobName" in params:
+            resource = f"arn:aws:sagemaker:{arn}:training-job/{params['TrainingJobName'].lower()}"
+        elif "ProcessingJobName" in params:
+            resource = f"arn:aws:sagemaker:{arn}:processing-job/{params['ProcessingJobName'].lower()}"
+        elif "ResourceArn" in params:
+            resource = params["ResourceArn"]
+    elif service == "sns":
+        resource = params.get("TopicArn", "*")
+    elif service == "eventbridge":
+        buses = {e.get("EventBusName", "default") for e in params.get("Entries", [])}
+        return [Request(action, b if b.startswith("arn:") else f"arn:aws:events:{arn}:event-bus/{b}", (), call)
+                for b in sorted(buses)]
+    elif service == "ssm-incidents":
+        resource = params.get("responsePlanArn", "*")
+    elif service == "cloudwatch":
+        if operation == "PutMetricAlarm":
+            resource = f"arn:aws:cloudwatch:{arn}:alarm:{params['AlarmName']}"
+        elif operation == "PutMetricData":
+            context = (("cloudwatch:namespace", params.get("Namespace", "")),)
+    elif service == "iam":
+        resource = params.get("PolicySourceArn") or f"arn:aws:iam::{ACCOUNT}:role/{params.get('RoleName', '')}"
+    out = [Request(action, resource, context, call)]
+    for name in ROLE_PARAMS:
+        role = params.get(name)
+        if isinstance(role, str) and role.startswith("arn:aws:iam::"):
+            passed_to = {"emr-serverless": "emr-serverless", "glue": "glue", "sagemaker": "sagemaker"}.get(service, service)
+            out.append(Request("iam:PassRole", role, (("iam:PassedToService", f"{passed_to}.amazonaws.com"),), call))
+    return out
+
+
+# The access key each job role's stand-in (the service twins and the job processes they start) signs
+# with; moto accepts any key, and tells them apart in the request log below.
+ROLE_KEYS = {"emr-serverless-job": "AKIAEMRSERVERLESSJOB", "glue-job": "AKIAGLUEJOBROLE00000"}
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+
+
+class S3RequestLog:
+    """WSGI middleware on the moto server: the S3 requests signed with a job role's key, from any
+    process (boto3, s3fs, Sail's object store), as (role, operation, params) like botocore's."""
+
+    def __init__(self, app):
+        self.app = app
+        self.roles = {key: role for role, key in ROLE_KEYS.items()}
+        self.calls: list[tuple[str, str, dict]] = []
+
+    def __call__(self, environ, start_response):
+        found = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
+        role = self.roles.get(found.group(1)) if found else None
+        if role and not environ.get("HTTP_X_AMZ_TARGET") and "Action=" not in environ.get("QUERY_STRING", ""):
+            body = b""
+            if environ["REQUEST_METHOD"] == "POST" and "delete" in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+                body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                environ["wsgi.input"] = io.BytesIO(body)
+            call = s3_call(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""),
+                           environ.get("HTTP_X_AMZ_COPY_SOURCE"), body)
+            if call:
+                self.calls.append((role, *call))
+        return self.app(environ, start_response)
+
+    def denied(self, bucket: str) -> list[Request]:
+        out = set()
+        for role, operation, params in self.calls:
+            policy = Policy(rendered_policies(Bucket=bucket)[f"{role}.policy"])
+            out |= {Request(r.action, r.resource, r.context, f"{role}: {r.call}")
+                    for r in requests_of("s3", operation, params) if not policy.allows(r)}
+        return sorted(out, key=lambda r: (r.call, r.resource))
+
+
+def s3_call(method: str, path: str, query: str, copy_source: str | None, body: bytes) -> tuple[str, dict] | None:
+    """The S3 operation and parameters of a path-style REST request (what the policies need of it)."""
+    q = parse_qs(query, keep_blank_values=True)
+    bucket, _, key = unquote(path).lstrip("/").partition("/")
+    if not bucket or not query and method == "PUT" and not key:
+        return None  # the service root, or CreateBucket
+    if not key:
+        if method == "POST" and "delete" in q:
+            keys = re.findall(rb"<Key>(.*?)</Key>", body)
+            return "DeleteObjects", {"Bucket": bucket, "Delete": {"Objects": [{"Key": k.decode()} for k in keys]}}
+        if "location" in q:
+            return "GetBucketLocation", {"Bucket": bucket}
+        if method in ("GET", "HEAD"):
+            return "ListObjectsV2", {"Bucket": bucket, "Prefix": q.get("prefix", [""])[0]}
+        return f"{method}Bucket", {"Bucket": bucket}
+    params = {"Bucket": bucket, "Key": key}
+    if "uploadId" in q:
+        return ("AbortMultipartUpload" if method == "DELETE" else "UploadPart"), params
+    if "uploads" in q:
+        return "CreateMultipartUpload", params
+    if method == "PUT" and copy_source:
+        return "CopyObject", {**params, "CopySource": unquote(copy_source).split("?")[0]}
+    return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject", "DELETE": "DeleteObject"}.get(
+        method, f"{method}Object"), params
+
+
+def _from_production_code() -> bool:
+    """Whether the innermost frame of this repository on the stack is outside tests/."""
+    for frame in reversed(traceback.extract_stack()):
+        path = Path(frame.filename)
+        if REPO in path.parents and ".venv" not in path.parts:
+            if path == Path(__file__):
+                continue
+            return TESTS not in path.parents
+    return False
+
+
+@dataclass
+class CallRecorder:
+    calls: list[tuple[str, str, dict]] = field(default_factory=list)
+    lake_buckets: list[str] = field(default_factory=list)  # the lake_root fixture's bucket, prefix lake/
+
+    def attach(self, session) -> None:
+        session.events.register("before-parameter-build", self._record, unique_id="iot-lake-iam-audit")
+
+    def _record(self, params, model, **_):
+        if _from_production_code():
+            service = model.service_model.service_id.hyphenize()
+            self.calls.append((service, model.name, json.loads(json.dumps(params, default=str))))
+
+    def denied(self, role: str = "dagster") -> list[Request]:
+        """The recorded calls' requests that the role's policy, rendered for this test's lake, denies."""
+        out = []
+        for bucket in self.lake_buckets or ["no-lake-bucket"]:
+            policy = Policy(rendered_policies(Bucket=bucket)[f"{role}.policy"])
+            out.append({r for s, op, p in self.calls for r in requests_of(s, op, p) if not policy.allows(r)})
+        return sorted(set.intersection(*out), key=lambda r: (r.action, r.resource)) if out else []
+
+
+def statements(document: dict) -> list[dict]:
+    return _listify(document["Statement"])
+
+
+if __name__ == "__main__":  # print the rendered policies, for a look
+    json.dump(rendered_policies(), sys.stdout, indent=1)

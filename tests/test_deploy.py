@@ -1,0 +1,150 @@
+"""The production deployment files in deploy/, each exercised against what it configures: the Dagster
+instance on a real PostgreSQL server and moto's S3, the EMR Serverless application and Glue job
+created on moto, the web UI's bind address."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy as sa
+from dagster import DagsterInstance, job, op
+
+from resources.spark_aws import DELTA_CONF, EMR_DELTA_JARS
+from resources.spark_code import glue_entrypoint_uri
+from tests.postgres import postgres_url  # noqa: F401
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+@op
+def say_hello(context):
+    print("hello from the production instance")  # stdout: the compute log
+    context.log.info("logged through the instance")
+
+
+@job
+def hello_job():
+    say_hello()
+
+
+@pytest.fixture
+def production_instance(aws, postgres_url, tmp_path, monkeypatch):  # noqa: F811
+    """DAGSTER_HOME with deploy/dagster.yaml, its environment pointing at the test PostgreSQL and moto."""
+    url = urlsplit(postgres_url)
+    bucket = "dagster-logs-" + tmp_path.name.lower().replace("_", "-")[-20:]
+    aws.client("s3").create_bucket(Bucket=bucket)
+    key = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
+    env = {"DAGSTER_PG_HOST": url.hostname, "DAGSTER_PG_PORT": str(url.port), "DAGSTER_PG_DB": url.path.lstrip("/"),
+           "DAGSTER_PG_USER": url.username, "DAGSTER_PG_PASSWORD": "unused-trust-auth",
+           "DAGSTER_COMPUTE_LOG_BUCKET": bucket, "DAGSTER_COMPUTE_LOG_PREFIX": "dagster/compute-logs",
+           "IOT_LAKE_KMS_KEY_ID": key}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
+    instance = DagsterInstance.from_config(str(home))
+    yield instance, env
+    instance.dispose()
+
+
+@pytest.mark.postgres
+def test_production_instance_keeps_runs_in_postgres_and_compute_logs_in_s3(aws, production_instance, postgres_url):  # noqa: F811
+    instance, env = production_instance
+    assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+    assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+    coordinator = instance.run_coordinator
+    assert type(coordinator).__name__ == "QueuedRunCoordinator"
+    assert coordinator.get_run_queue_config().max_concurrent_runs == 8
+
+    result = hello_job.execute_in_process(instance=instance)
+    assert result.success
+
+    # The run and its events are rows in PostgreSQL, seen from a fresh connection.
+    engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        status = conn.execute(sa.text("SELECT status FROM runs WHERE run_id = :id"), {"id": result.run_id}).scalar()
+        events = conn.execute(sa.text("SELECT dagster_event_type FROM event_logs WHERE run_id = :id"),
+                              {"id": result.run_id}).scalars().all()
+    engine.dispose()
+    assert status == "SUCCESS"
+    assert {"PIPELINE_START", "STEP_SUCCESS", "PIPELINE_SUCCESS"} <= set(events)  # run events keep their old names
+
+    # The step's stdout is in the bucket, SSE-KMS with the lake's key.
+    s3 = aws.client("s3")
+    listed = s3.list_objects_v2(Bucket=env["DAGSTER_COMPUTE_LOG_BUCKET"], Prefix="dagster/compute-logs/")
+    keys = [o["Key"] for o in listed.get("Contents", [])]
+    [stdout] = [k for k in keys if result.run_id in k and k.endswith(".out")]
+    body = s3.get_object(Bucket=env["DAGSTER_COMPUTE_LOG_BUCKET"], Key=stdout)["Body"].read().decode()
+    assert "hello from the production instance" in body
+    head = s3.head_object(Bucket=env["DAGSTER_COMPUTE_LOG_BUCKET"], Key=stdout)
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", env["IOT_LAKE_KMS_KEY_ID"])
+
+
+def test_production_instance_file_holds_no_secrets():
+    text = (DEPLOY / "dagster.yaml").read_text()
+    for setting in ("hostname", "port", "db_name", "username", "password", "bucket", "prefix", "kms_key_id"):
+        [line] = [line for line in text.splitlines() if line.strip().startswith(f"{setting}:")]
+        assert "{env: " in line, line
+
+
+# --- EMR Serverless and Glue ------------------------------------------------------------------------
+
+def _deploy_json(path: str, **values: str) -> dict:
+    text = (DEPLOY / path).read_text()
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", value)
+    assert "${" not in text, f"{path}: a placeholder left without a value"
+    return json.loads(text)
+
+
+def test_emr_serverless_application_is_created_as_the_runner_expects(aws):
+    request = _deploy_json("emr-serverless/application.json")
+    assert request["releaseLabel"].startswith("emr-7.") and request["type"] == "SPARK"
+    assert request["autoStopConfiguration"]["enabled"] and request["maximumCapacity"]["cpu"]
+    # Delta: the runner puts EMR's jars on the classpath and sets the extension; the application agrees.
+    [defaults] = [c for c in request["runtimeConfiguration"] if c["classification"] == "spark-defaults"]
+    assert defaults["properties"]["spark.jars"] == EMR_DELTA_JARS
+    assert defaults["properties"].items() >= DELTA_CONF.items()
+
+    client = aws.client("emr-serverless")
+    app_id = client.create_application(**request)["applicationId"]
+    app = client.get_application(applicationId=app_id)["application"]
+    assert app["releaseLabel"] == request["releaseLabel"] and app["type"].upper() == "SPARK"
+    assert app["maximumCapacity"] == request["maximumCapacity"]
+
+
+def test_glue_job_is_created_with_the_script_the_runner_checks(aws, lake_root):
+    role = "arn:aws:iam::123456789012:role/iot-lake-glue-job"
+    request = _deploy_json("glue/job.json", LakeRoot=lake_root, GlueJobRoleArn=role)
+    assert request["GlueVersion"] == "5.0" and request["Command"]["Name"] == "glueetl"
+    assert request["DefaultArguments"]["--datalake-formats"] == "delta"
+    # resources/spark.py refuses a job whose script is not the published Glue entry point.
+    assert request["Command"]["ScriptLocation"] == glue_entrypoint_uri(lake_root)
+
+    glue = aws.client("glue")
+    glue.create_job(**request)
+    created = glue.get_job(JobName=request["Name"])["Job"]
+    assert created["Command"]["ScriptLocation"] == glue_entrypoint_uri(lake_root)
+    assert created["GlueVersion"] == "5.0" and created["WorkerType"] == request["WorkerType"]
+    assert created["DefaultArguments"]["--datalake-formats"] == "delta"
+
+
+# --- The UI -------------------------------------------------------------------------------------------
+
+def test_the_ui_binds_to_loopback_by_default_and_in_the_production_unit():
+    from dagster_webserver.cli import dagster_webserver
+
+    # `dagster dev` passes --host only when given one, so its webserver gets this default too.
+    [host] = [p for p in dagster_webserver.params if p.name == "host"]
+    assert host.default == "127.0.0.1"
+    unit = (DEPLOY / "systemd" / "iot-lake-webserver.service").read_text()
+    [exec_start] = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")]
+    argv = shlex.split(exec_start)
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"

@@ -1,0 +1,177 @@
+"""The IAM policies in deploy/iam/: least privilege, and enough for what the code does.
+
+Every moto-based test also checks the roles (tests/conftest.py, tests/iam_audit.py): the ``aws``
+fixture records each AWS call production code makes in the test process and fails the test if
+deploy/iam/dagster.policy.json, rendered for that test's lake, denies one; and the moto server logs
+the S3 requests the EMR Serverless and Glue twins and their job processes (boto3, s3fs, Sail) sign
+with those roles' keys, checked against the job roles' policies. Here: the policies' shape, the
+evaluator itself, and the lake keys built by the code's own key functions for what those two cannot
+see: the control plane's fsspec writes, and the SageMaker role (its twin's tests use made-up prefixes).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timezone
+
+import pytest
+
+from iot_lake.forecast import registry
+from iot_lake.lake import registry_key
+from iot_lake.sources.historian import readings_prefix
+from iot_lake.sources.telemetry import inventory_key
+from iot_lake.sources.weather import weather_inventory_key
+from iot_lake.warehouse.glue import MANIFESTS_PREFIX
+from tests.iam_audit import IAM_DIR, Policy, Request, load_iam_renderer, rendered_policies, requests_of, statements
+
+BUCKET = "acme-lake"
+LAKE = f"arn:aws:s3:::{BUCKET}/lake"
+HOUR = datetime(2026, 11, 20, 5, tzinfo=timezone.utc)
+DAY = date(2026, 11, 20)
+ROLES = ("dagster", "emr-serverless-job", "glue-job", "sagemaker")
+SERVICES = {"dagster": {"ec2.amazonaws.com", "ecs-tasks.amazonaws.com"}, "emr-serverless-job": {"emr-serverless.amazonaws.com"},
+            "glue-job": {"glue.amazonaws.com"}, "sagemaker": {"sagemaker.amazonaws.com"}}
+
+
+@pytest.fixture(scope="module")
+def policies() -> dict[str, Policy]:
+    docs = rendered_policies(Bucket=BUCKET)
+    return {role: Policy(docs[f"{role}.policy"]) for role in ROLES}
+
+
+def s3(action: str, key: str) -> Request:
+    return Request(f"s3:{action}", f"{LAKE}/{key}")
+
+
+def test_every_role_has_a_policy_and_a_trust_policy_for_its_service_only():
+    docs = rendered_policies(Bucket=BUCKET)
+    assert set(docs) == {f"{r}.{kind}" for r in ROLES for kind in ("policy", "trust")}
+    for role in ROLES:
+        [trust] = statements(docs[f"{role}.trust"])
+        assert trust["Action"] == "sts:AssumeRole" and trust["Effect"] == "Allow"
+        principals = trust["Principal"]["Service"]
+        assert set(principals if isinstance(principals, list) else [principals]) == SERVICES[role]
+        assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012"
+
+
+def test_no_wildcard_actions_and_no_s3_access_beyond_the_lake():
+    for name, doc in rendered_policies(Bucket=BUCKET).items():
+        if not name.endswith(".policy"):
+            continue
+        for st in statements(doc):
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            assert st["Effect"] == "Allow"
+            assert all(a != "*" and not a.endswith(":*") for a in actions), (name, st["Sid"])
+            if any(a.startswith("s3:") for a in actions):
+                assert "*" not in resources, (name, st["Sid"])
+                for r in resources:
+                    # The lake bucket (prefix-scoped where it is objects), the env archive, the compute logs;
+                    # bucket names only for the SageMaker SDK's check.
+                    assert (r == f"arn:aws:s3:::{BUCKET}" or r.startswith(f"{LAKE}/") or r.startswith("arn:aws:s3:::iot-lake-artifacts/")
+                            or r.startswith("arn:aws:s3:::no-log-bucket") or (r == "arn:aws:s3:::*" and actions == ["s3:ListAllMyBuckets"])), (name, r)
+            if "*" in resources:  # only actions IAM cannot scope to a resource, and narrowed by a condition where it can be
+                assert set(actions) <= {"cloudwatch:PutMetricData", "ecr:GetAuthorizationToken"}, (name, st["Sid"])
+
+
+def test_pass_role_only_in_the_control_plane_and_only_for_the_job_roles():
+    docs = rendered_policies(Bucket=BUCKET)
+    passing = [(name, st) for name, doc in docs.items() if name.endswith(".policy") for st in statements(doc)
+               if any("PassRole" in a or a.startswith("iam:*") for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]]))]
+    [(name, st)] = passing
+    assert name == "dagster.policy"
+    assert sorted(st["Resource"]) == sorted(f"arn:aws:iam::123456789012:role/{r}" for r in
+                                            ("iot-lake-spark", "iot-lake-spark", "iot-lake-sagemaker"))
+    assert set(st["Condition"]["StringEquals"]["iam:PassedToService"]) == {
+        "emr-serverless.amazonaws.com", "glue.amazonaws.com", "sagemaker.amazonaws.com"}
+    policy = Policy(docs["dagster.policy"])
+    [run] = [r for r in requests_of("emr-serverless", "StartJobRun", {"applicationId": "a", "executionRoleArn":
+             "arn:aws:iam::123456789012:role/iot-lake-admin"}) if r.action == "iam:PassRole"]
+    assert not policy.allows(run)  # any other role: denied
+
+
+def test_the_evaluator_matches_wildcards_and_conditions(policies):
+    dagster = policies["dagster"]
+    assert dagster.allows(s3("PutObject", "landing/_inventory/telemetry/x.json"))
+    assert not dagster.allows(s3("PutObject", "landing/telemetry/2026/11/20/05/x.gz"))  # Firehose's, read only
+    assert not dagster.allows(Request("s3:PutObject", "arn:aws:s3:::other-bucket/lake/curated/x"))
+    assert not dagster.allows(Request("s3:PutObject", f"arn:aws:s3:::{BUCKET}/curated/x"))  # outside the prefix
+    listing = requests_of("s3", "ListObjectsV2", {"Bucket": BUCKET, "Prefix": "lake/landing/"})
+    assert all(dagster.allows(r) for r in listing)
+    assert not any(dagster.allows(r) for r in requests_of("s3", "ListObjectsV2", {"Bucket": BUCKET, "Prefix": "other/"}))
+    assert dagster.allows(Request("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", "IoTLake/Cases"),)))
+    assert not dagster.allows(Request("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", "AWS/EC2"),)))
+    assert not dagster.allows(Request("cloudwatch:PutMetricData", "*"))  # condition key absent: fails closed
+
+
+def test_the_control_plane_may_write_what_its_assets_write_through_fsspec(policies):
+    dagster = policies["dagster"]
+    keys = [inventory_key(HOUR), weather_inventory_key(DAY), registry_key(DAY, "devices"), f"{readings_prefix(DAY)}/part-0.parquet",
+            registry.version_key("v1"), registry.CHAMPION_KEY, f"{registry.history_key(HOUR)}/rows/part.parquet",
+            f"{MANIFESTS_PREFIX}/curated_telemetry/event_date=2026-11-20/manifest",
+            "forecasts/telemetry_5min/_delta_log/00000000000000000000.json", "ops/deviations/part-0.parquet",
+            "cases/cases/_delta_log/00000000000000000001.json", "curated/telemetry/_delta_log/00000000000000000002.checkpoint.parquet"]
+    denied = [k for k in keys if not dagster.allows(s3("PutObject", k))]
+    assert not denied
+    # It never writes what others land, nor the jobs' own outputs' messages.
+    for key in ("landing/telemetry/2026/11/20/05/a.gz", "landing/thirdparty/weather/2026/11/20/w.csv", "_pipes/messages/x/1.json"):
+        assert not dagster.allows(s3("PutObject", key)), key
+
+
+@pytest.mark.parametrize("role", ["emr-serverless-job", "glue-job"])
+def test_the_spark_job_roles_read_inputs_and_write_only_their_tables(policies, role):
+    policy = policies[role]
+    reads = ["landing/telemetry/2026/11/20/05/a.gz", inventory_key(HOUR), registry_key(DAY, "devices"),
+             "curated/telemetry_5min/event_date=2026-11-20/p.parquet", "_code/iot_lake-abc.zip", "_code/glue/entrypoint.py",
+             "_pipes/context/x/context.json"]
+    writes = ["curated/telemetry/event_date=2026-11-20/p.parquet", "curated/telemetry/_delta_log/00000000000000000003.json",
+              "quarantine/telemetry/event_date=2026-11-20/p.parquet", f"{registry.training_data_key(DAY)}/part-0.parquet",
+              "_pipes/messages/x/1.json"]
+    assert [k for k in reads if not policy.allows(s3("GetObject", k))] == []
+    assert [k for k in writes if not policy.allows(s3("PutObject", k))] == []
+    for key in ("landing/telemetry/2026/11/20/05/a.gz", inventory_key(HOUR), "_code/iot_lake-abc.zip", "models/forecast/champion.json",
+                "cases/cases/p.parquet", "_pipes/context/x/context.json"):
+        assert not policy.allows(s3("PutObject", key)), key
+    assert policy.allows(s3("PutObject", "_logs/emr-serverless/applications/a/jobs/j/SPARK_DRIVER/stderr.gz")) == (
+        role == "emr-serverless-job")
+    assert policy.allows(Request("s3:GetObject", "arn:aws:s3:::iot-lake-artifacts/spark-env/iot-lake-env.tar.gz")) == (
+        role == "emr-serverless-job")
+
+
+def test_the_sagemaker_role_reads_its_channels_and_writes_models_and_messages(policies):
+    policy = policies["sagemaker"]
+    day_model = f"{registry.jobs_key()}/train-1/output/model.tar.gz"
+    assert policy.allows(s3("GetObject", f"{registry.training_data_key(DAY)}/part-0.parquet"))
+    assert policy.allows(s3("GetObject", f"{registry.history_key(HOUR)}/rows/part.parquet"))
+    assert policy.allows(s3("PutObject", day_model))
+    assert policy.allows(s3("PutObject", f"{registry.history_key(HOUR)}/forecasts/forecasts.parquet"))
+    assert policy.allows(s3("PutObject", "_pipes/messages/x/1.json"))
+    assert not policy.allows(s3("GetObject", "landing/telemetry/2026/11/20/05/a.gz"))
+    assert not policy.allows(s3("PutObject", "curated/telemetry/p.parquet"))
+    assert policy.allows(Request("ecr:BatchGetImage", "arn:aws:ecr:us-east-1:123456789012:repository/iot-lake-ml"))
+
+
+def test_the_renderer_fills_every_placeholder_and_handles_a_bucket_root(tmp_path):
+    render = load_iam_renderer()
+    render.main(["--out", str(tmp_path), "--bucket", "b", "--region", "eu-west-1", "--account-id", "111122223333",
+                 "--kms-key-arn", "arn:aws:kms:eu-west-1:111122223333:key/k", "--sns-topic-arn", "arn:aws:sns:eu-west-1:111122223333:t",
+                 "--spark-env-archive", "s3://art/env.tar.gz", "--ecr-repository-arn", "arn:aws:ecr:eu-west-1:111122223333:repository/r",
+                 "--compute-log-bucket", "b"])
+    written = {p.name: p.read_text() for p in tmp_path.glob("*.json")}
+    assert len(written) == len(list(IAM_DIR.glob("*.json"))) == 8
+    assert not any("${" in text for text in written.values())
+    dagster = json.loads(written["dagster.policy.json"])
+    resources = [r for st in statements(dagster) for r in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]])]
+    assert "arn:aws:s3:::b/landing/*" in resources and not any("//" in r.removeprefix("arn:aws:") for r in resources)
+    with pytest.raises(ValueError, match=r"\$\{Bucket\}"):
+        render.render({"Resource": "arn:aws:s3:::${Bucket}/x"}, {})
+
+
+def test_each_role_may_delete_only_what_its_code_deletes(policies):
+    # sources/historian.py replaces a day's stale extract files; curated/telemetry_job.py removes its staging.
+    assert policies["dagster"].allows(s3("DeleteObject", f"{readings_prefix(DAY)}/part-0.parquet"))
+    assert not policies["dagster"].allows(s3("DeleteObject", "landing/telemetry/2026/11/20/05/a.gz"))
+    for role in ("emr-serverless-job", "glue-job"):
+        assert policies[role].allows(s3("DeleteObject", "curated/_staging/telemetry/20261120T05/parsed/p.parquet"))
+        assert not policies[role].allows(s3("DeleteObject", "curated/telemetry/event_date=2026-11-20/p.parquet"))
+    assert not any(policies["sagemaker"].allows(s3("DeleteObject", k)) for k in ("models/forecast/champion.json", "_code/x"))
