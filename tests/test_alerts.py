@@ -156,10 +156,10 @@ def _queue(sqs) -> tuple[str, str]:
 
 def test_a_failed_run_reaches_sns_eventbridge_and_cloudwatch_in_prod(aws, instance, tmp_path):
     sns, sqs, events = aws.client("sns"), aws.client("sqs"), aws.client("events")
-    topic = sns.create_topic(Name=f"alerts-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    topic = sns.create_topic(Name=f"cases-{uuid.uuid4().hex[:8]}")["TopicArn"]
     queue, arn = _queue(sqs)
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
-    bus = f"alerts-{uuid.uuid4().hex[:8]}"
+    bus = f"cases-{uuid.uuid4().hex[:8]}"
     events.create_event_bus(Name=bus)
     bus_queue, bus_arn = _queue(sqs)
     events.put_rule(Name="alerts", EventBusName=bus, EventPattern=json.dumps({"source": [ALERT_SOURCE]}))

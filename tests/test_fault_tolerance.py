@@ -255,7 +255,7 @@ def test_throttled_twice_then_served(aws_session):
 def test_access_denied_fails_on_the_first_attempt_with_the_services_message(aws_session, tmp_path):
     glue = Faults(aws_session, "glue").fail(1, 400, "AccessDeniedException",
                                             "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: glue:GetDatabase")
-    warehouse = WarehouseResource(target="prod", glue_database="iot_lake_faults", region=REGION)
+    warehouse = WarehouseResource(target="prod", glue_database="iot_lake_test", region=REGION)
     with pytest.raises(Failure) as err:
         warehouse.register_lake_tables(Lake(str(tmp_path)))
     assert glue.attempts == 1
@@ -279,7 +279,7 @@ def _register_job(policy_env: dict[str, str]):
 
     job = define_asset_job("faults_job", selection=[registration.key], op_retry_policy=retry_policy(policy_env))
     defs = Definitions(assets=[registration], jobs=[job], resources={
-        "warehouse": WarehouseResource(target="prod", glue_database="iot_lake_faults_dagster", region=REGION)})
+        "warehouse": WarehouseResource(target="prod", glue_database="iot_lake_test", region=REGION)})
     return defs.resolve_job_def("faults_job")
 
 
