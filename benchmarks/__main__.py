@@ -48,10 +48,9 @@ def _ratio(r: Result) -> str:
 def _verdict(r: Result) -> str:
     if r.met is None:
         return ""
-    judged = "ratio" if r.target_on == "ratio" else f"{r.unit}"
-    sign = (">=" if r.met else "<") if r.higher_is_better else ("<=" if r.met else ">")
-    colour = "green" if r.met else "red"
-    return f"[{colour}]{judged} {sign} {r.target:g}[/]"
+    judged = "ratio" if r.target_on == "ratio" else r.unit
+    want = ">=" if r.higher_is_better else "<="
+    return f"[green]met: {judged} {want} {r.target:g}[/]" if r.met else f"[red]MISSED: {judged} {want} {r.target:g}[/]"
 
 
 def _value(r: Result) -> str:
