@@ -71,20 +71,26 @@ case_history = sa.Table(
     sa.Column("note", sa.Text),
 )
 
-outbox = sa.Table(
-    "outbox",
-    metadata,
-    sa.Column("id", ID, primary_key=True, autoincrement=True),
-    sa.Column("case_key", sa.String(200), sa.ForeignKey("cases.case_key"), nullable=False),
-    sa.Column("event", sa.String(32), nullable=False),
-    sa.Column("payload", JSON, nullable=False),
-    sa.Column("sink", sa.String(64), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
-    sa.Column("delivered_at", UtcDateTime),
-    sa.Column("last_error", sa.Text),
-    sa.Index("outbox_pending", "sink", "delivered_at"),
-)
+
+def _outbox(name: str, key: str, parent: str) -> sa.Table:
+    """Events waiting for, or delivered to, each sink: one row per event and sink, retried until delivered."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("id", ID, primary_key=True, autoincrement=True),
+        sa.Column(key, sa.String(200), sa.ForeignKey(f"{parent}.{key}"), nullable=False),
+        sa.Column("event", sa.String(32), nullable=False),
+        sa.Column("payload", JSON, nullable=False),
+        sa.Column("sink", sa.String(64), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, default=0),
+        sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+        sa.Column("delivered_at", UtcDateTime),
+        sa.Column("last_error", sa.Text),
+        sa.Index(f"{name}_pending", "sink", "delivered_at"),
+    )
+
+
+outbox = _outbox("outbox", "case_key", "cases")
 
 # Alerts about the platform itself (a failed run, a failed data-quality check) go to the same sinks
 # through an outbox of their own: an alert is not a case of a series, and tables of their own leave
@@ -100,20 +106,7 @@ alerts = sa.Table(
     sa.Column("raised_at", UtcDateTime, nullable=False),
 )
 
-alert_outbox = sa.Table(
-    "alert_outbox",
-    metadata,
-    sa.Column("id", ID, primary_key=True, autoincrement=True),
-    sa.Column("alert_key", sa.String(200), sa.ForeignKey("alerts.alert_key"), nullable=False),
-    sa.Column("event", sa.String(32), nullable=False),
-    sa.Column("payload", JSON, nullable=False),
-    sa.Column("sink", sa.String(64), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
-    sa.Column("delivered_at", UtcDateTime),
-    sa.Column("last_error", sa.Text),
-    sa.Index("alert_outbox_pending", "sink", "delivered_at"),
-)
+alert_outbox = _outbox("alert_outbox", "alert_key", "alerts")
 
 _SCHEMA_LOCK = 7_041_990  # an arbitrary pg_advisory_xact_lock key: one process creates the tables at a time
 
