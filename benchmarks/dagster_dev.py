@@ -50,7 +50,8 @@ def copy_control_plane(project: Path) -> None:
     shutil.rmtree(project, ignore_errors=True)
     project.mkdir(parents=True)
     for name in CONTROL_PLANE:
-        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+        # dbt_project's target/ keeps the manifest; its per-run dirs and logs stay behind.
+        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "runs", "logs"))
     for name in PROJECT_FILES:
         shutil.copy(REPO / name, project / name)
 

@@ -8,13 +8,9 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,12 +18,16 @@ from pathlib import Path
 import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance
 
+from benchmarks.dagster_dev import copy_control_plane, free_port, served
+from benchmarks.dagster_dev import dagster_dev as start_dagster_dev
+from benchmarks.dagster_dev import graphql as _graphql
+from benchmarks.dagster_dev import wait as _wait
 from iot_lake.lake import Lake
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
 from iot_lake.sources.historian import create_engine, land_registry
 from tests.conftest import START
-from tests.unavailable import unavailable
+from tests.unavailable import assert_skipped_locally_and_failed_in_ci, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -88,34 +88,6 @@ def test_main_job_end_to_end(tmp_path):
         ["landing", "curated", "warehouse", "models", "forecasts", "cases", "quarantine"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())["data"]
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except OSError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 @dataclass
 class DevServer:
     port: int
@@ -131,20 +103,10 @@ def dagster_dev(tmp_path_factory) -> DevServer:
     .dagster/ does not touch the checkout, on the embedded default with a fresh lake."""
     tmp = tmp_path_factory.mktemp("dagster_dev")
     project = tmp / "project"
-    project.mkdir()
-    for name in ("assets", "resources", "jobs", "sensors", "dbt_project"):  # dbt_project: with its manifest
-        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__", "runs", "logs"))
-    for name in ("definitions.py", "workspace.yaml", "dagster.yaml"):
-        shutil.copy(REPO / name, project / name)
-    server = DevServer(port=_free_port(), project=project, lake_root=tmp / "lake", log=tmp / "dagster-dev.log", tmp=tmp)
-    log = open(server.log, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-p", str(server.port)], cwd=project,
-        env=_env(IOT_LAKE_ROOT=str(server.lake_root)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{server.port}/server_info", timeout=5).status == 200,
-              120, "the UI")
+    copy_control_plane(project)
+    server = DevServer(port=free_port(), project=project, lake_root=tmp / "lake", log=tmp / "dagster-dev.log", tmp=tmp)
+    with start_dagster_dev(project, _env(IOT_LAKE_ROOT=str(server.lake_root)), server.log, server.port):
+        _wait(lambda: served(server.port), 120, "the UI")
         # Without --host, the UI listens on loopback only (README, "Operating in production").
         import psutil
 
@@ -152,13 +114,6 @@ def dagster_dev(tmp_path_factory) -> DevServer:
                  if c.status == psutil.CONN_LISTEN and c.laddr.port == server.port}
         assert bound == {"127.0.0.1"}, bound
         yield server
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 RUNS_QUERY = ('{ runsOrError(filter: {pipelineName: "telemetry_hourly_job"}) '
@@ -262,9 +217,5 @@ def test_the_ui_draws_the_asset_graph_with_its_groups(dagster_dev, sensed_lake):
 def test_missing_chromium_is_a_visible_skip_locally_and_a_failure_in_ci(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr(os, "access", lambda path, mode: False)
-    monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="chromium not found at /usr/bin/chromium"):
-        chromium_binary()
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="chromium not found"):
-        chromium_binary()
+    assert_skipped_locally_and_failed_in_ci(monkeypatch, chromium_binary, skip="chromium not found at /usr/bin/chromium",
+                                            fail="chromium not found")

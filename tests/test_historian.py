@@ -33,6 +33,7 @@ from iot_lake.sources.historian import (
 from resources import HistorianResource, LakeResource
 from tests import postgres
 from tests.postgres import postgres_url  # noqa: F401  (session fixture: a real server)
+from tests.unavailable import assert_skipped_locally_and_failed_in_ci
 
 CFG = SimConfig(devices=4, seed=1, history_days=2)  # seed 1: one of the four devices is imperial
 START = date(2026, 11, 20)  # seeded history: Nov 18 and 19; extracting Nov 20 takes all of it
@@ -450,14 +451,10 @@ def test_registry_check_fails_on_an_empty_registry(db_url, engine, tmp_path):
 
 def test_missing_server_binary_is_a_visible_skip_locally_and_a_failure_in_ci(monkeypatch):
     monkeypatch.setattr(postgres, "find_server_bindir", lambda: None)
-    monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="PostgreSQL server binary not found"):
-        postgres.server_bindir()
+    assert_skipped_locally_and_failed_in_ci(monkeypatch, postgres.server_bindir,
+                                            skip="PostgreSQL server binary not found", fail="PostgreSQL server binary not found")
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception):
-        postgres.server_bindir()
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="PostgreSQL server binary not found"):
         postgres.server_bindir()
 
 

@@ -30,7 +30,7 @@ from iot_lake.curated.aggregates import AGGREGATE_TABLES
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY
 from iot_lake.lake import Lake
 from tests.conftest import START
-from tests.unavailable import unavailable
+from tests.unavailable import assert_skipped_locally_and_failed_in_ci, unavailable
 
 pytestmark = pytest.mark.jvm
 
@@ -145,9 +145,5 @@ def test_jvm_spark_on_parquet_matches_sail_on_delta(landed, tmp_path_factory):
 
 def test_missing_jvm_venv_is_a_visible_skip_locally_and_a_failure_in_ci(monkeypatch, tmp_path):
     monkeypatch.setattr(sys.modules[__name__], "JVM_PYTHON", tmp_path / "missing" / "python")
-    monkeypatch.delenv("CI", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="run scripts/setup.sh --test"):
-        jvm_python()
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="the JVM parity test must run there"):
-        jvm_python()
+    assert_skipped_locally_and_failed_in_ci(monkeypatch, jvm_python, skip="run scripts/setup.sh --test",
+                                            fail="the JVM parity test must run there")

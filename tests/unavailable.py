@@ -18,3 +18,14 @@ def unavailable(reason: str, tests: str) -> NoReturn:
     if in_ci():
         pytest.fail(f"{reason} (CI is set: {tests} must run there)", pytrace=False)
     pytest.skip(reason)
+
+
+def assert_skipped_locally_and_failed_in_ci(monkeypatch, probe, skip: str, fail: str) -> None:
+    """``probe()``, with what it looks for missing, skips (message matching ``skip``) without CI and
+    fails (matching ``fail``) under CI."""
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=skip):
+        probe()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=fail):
+        probe()
