@@ -53,7 +53,9 @@ def batch_forecast_plot(history: pd.DataFrame, forecasts: pd.DataFrame, origin: 
     for ax, (device, metric) in zip(axes, series):
         past = history[(history["device_id"] == device) & (history["metric"] == metric)]
         past = past[pd.to_datetime(past["bucket_start"], utc=True) >= since].sort_values("bucket_start")
-        ahead = forecasts[(forecasts["device_id"] == device) & (forecasts["metric"] == metric)].sort_values("bucket_start")
+        ahead = forecasts[(forecasts["device_id"] == device) & (forecasts["metric"] == metric)].sort_values(
+            "bucket_start"
+        )
         ax.plot(pd.to_datetime(past["bucket_start"], utc=True), past["y"], color="black", linewidth=1, label="actual")
         ax.plot(ahead["bucket_start"], ahead["yhat"], linewidth=1, label="forecast")
         ax.fill_between(ahead["bucket_start"], ahead["lo_95"], ahead["hi_95"], alpha=0.15, label="95%")

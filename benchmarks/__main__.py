@@ -62,8 +62,13 @@ def _value(r: Result) -> str:
 @click.option("--only", type=click.Choice(list(BENCHMARKS)), multiple=True, help="Run just these (repeatable).")
 @click.option("--skip", type=click.Choice(list(BENCHMARKS)), multiple=True, help="Leave these out (repeatable).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write every result there as JSON.")
-@click.option("--logs", type=click.Path(path_type=Path), default=Path(tempfile.gettempdir()) / "iot-lake-bench" / "logs",
-              show_default=True, help="Each benchmark's own output.")
+@click.option(
+    "--logs",
+    type=click.Path(path_type=Path),
+    default=Path(tempfile.gettempdir()) / "iot-lake-bench" / "logs",
+    show_default=True,
+    help="Each benchmark's own output.",
+)
 def main(quick: bool, only: tuple[str, ...], skip: tuple[str, ...], out: Path | None, logs: Path) -> None:
     names = [n for n in BENCHMARKS if (not only or n in only) and n not in skip]
     logs.mkdir(parents=True, exist_ok=True)
@@ -75,8 +80,12 @@ def main(quick: bool, only: tuple[str, ...], skip: tuple[str, ...], out: Path | 
         json_path.unlink(missing_ok=True)
         t0 = time.perf_counter()
         with console.status(f"benchmark {name} (output: {log})"), open(log, "w") as out_file:
-            code = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *(smoke if quick else full),
-                                   "--json", str(json_path)], cwd=REPO, stdout=out_file, stderr=subprocess.STDOUT).returncode
+            code = subprocess.run(
+                [sys.executable, "-m", f"benchmarks.{name}", *(smoke if quick else full), "--json", str(json_path)],
+                cwd=REPO,
+                stdout=out_file,
+                stderr=subprocess.STDOUT,
+            ).returncode
         rows.append((name, time.perf_counter() - t0, load_average(), code))
         if code == 0 and json_path.exists():
             results += read(json_path)
@@ -88,11 +97,21 @@ def main(quick: bool, only: tuple[str, ...], skip: tuple[str, ...], out: Path | 
     for column in ("benchmark", "measure", "value", "unit", "reference", "ref value", "ratio", "target"):
         table.add_column(column, justify="right" if column in ("value", "ref value", "ratio") else "left")
     for r in results:
-        table.add_row(r.benchmark, r.measure, _value(r), r.unit, r.reference or "",
-                      "" if r.reference_value is None else f"{r.reference_value:,.2f}", _ratio(r), _verdict(r))
+        table.add_row(
+            r.benchmark,
+            r.measure,
+            _value(r),
+            r.unit,
+            r.reference or "",
+            "" if r.reference_value is None else f"{r.reference_value:,.2f}",
+            _ratio(r),
+            _verdict(r),
+        )
     Console(width=None if sys.stdout.isatty() else 200).print(table)
-    console.print("; ".join(f"{n} {s:.0f} s (load {load:.1f})" + (f" FAILED exit {c}" if c else "")
-                            for n, s, load, c in rows) + f"; logs in {logs}")
+    console.print(
+        "; ".join(f"{n} {s:.0f} s (load {load:.1f})" + (f" FAILED exit {c}" if c else "") for n, s, load, c in rows)
+        + f"; logs in {logs}"
+    )
     if out:
         import json
 

@@ -27,8 +27,11 @@ def free_port() -> int:
 
 
 def graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())["data"]
 
@@ -71,8 +74,14 @@ def dagster_dev(project: Path, env: dict[str, str], log: Path, port: int | None 
     # from `timeout`, unwind through the `finally` below instead of leaving it and its daemon running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-p", str(port)], cwd=project, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-p", str(port)],
+            cwd=project,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             yield port
         finally:

@@ -18,5 +18,6 @@ case was normal after all, so its rows stay in.
 CASES_FEEDBACK = "cases/feedback"
 CONFIRMED = "confirmed"
 FALSE_POSITIVE = "false_positive"
-FEEDBACK_SCHEMA = ("case_id string, device_id string, metric string, start_ts timestamp, end_ts timestamp, "
-                   "resolution string")
+FEEDBACK_SCHEMA = (
+    "case_id string, device_id string, metric string, start_ts timestamp, end_ts timestamp, resolution string"
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import click
 from rich.console import Console
@@ -37,8 +37,16 @@ def _utc_day(value: str | None) -> date | None:
 @click.option("--days", default=1.0, show_default=True, type=float, help="Days of arrivals to generate.")
 @click.option("--start", "start_day", default=None, help="First UTC day (YYYY-MM-DD). Default: --days before today.")
 @click.option("--seed", default=42, show_default=True, help="Same seed, same bytes.")
-@click.option("--lake", "lake_root", envvar="IOT_LAKE_ROOT", default=None, help="Lake root (dir or s3://bucket). Env: IOT_LAKE_ROOT.")
-@click.option("--db", "db_url", default=None, help="Historian SQLAlchemy URL to seed. Default: the lake's embedded SQLite.")
+@click.option(
+    "--lake",
+    "lake_root",
+    envvar="IOT_LAKE_ROOT",
+    default=None,
+    help="Lake root (dir or s3://bucket). Env: IOT_LAKE_ROOT.",
+)
+@click.option(
+    "--db", "db_url", default=None, help="Historian SQLAlchemy URL to seed. Default: the lake's embedded SQLite."
+)
 @click.option("--no-db", is_flag=True, help="Do not seed the historian.")
 @click.option("--interval", "interval_s", default=60, show_default=True, help="Seconds between samples per metric.")
 @click.option("--buffer", "buffer_s", default=300, show_default=True, help="Firehose buffer interval in seconds.")
@@ -50,19 +58,54 @@ def _utc_day(value: str | None) -> date | None:
 @click.option("--bad-weather-rate", default=0.05, show_default=True, help="Share of weather files with a defect.")
 @click.option("--history-days", default=7, show_default=True, help="Days of past readings in the historian.")
 @click.option("--follow", is_flag=True, help="After the backfill, keep delivering in real time until Ctrl-C.")
-@click.option("--to", "target", nargs=2, type=(click.Choice(["kinesis"]), str), default=None,
-              metavar="kinesis STREAM", help="Publish records to a Kinesis stream instead of writing objects.")
-def simulate(devices, days, start_day, seed, lake_root, db_url, no_db, interval_s, buffer_s, bad_rate,
-             duplicate_rate, late_rate, anomaly_rate, truncated_rate, bad_weather_rate, history_days, follow, target):
+@click.option(
+    "--to",
+    "target",
+    nargs=2,
+    type=(click.Choice(["kinesis"]), str),
+    default=None,
+    metavar="kinesis STREAM",
+    help="Publish records to a Kinesis stream instead of writing objects.",
+)
+def simulate(
+    devices,
+    days,
+    start_day,
+    seed,
+    lake_root,
+    db_url,
+    no_db,
+    interval_s,
+    buffer_s,
+    bad_rate,
+    duplicate_rate,
+    late_rate,
+    anomaly_rate,
+    truncated_rate,
+    bad_weather_rate,
+    history_days,
+    follow,
+    target,
+):
     """Generate telemetry as IoT Core + Firehose land it, plus historian rows and weather files."""
     try:
         settings = load_settings()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        cfg = SimConfig(devices=devices, seed=seed, interval_s=interval_s, buffer_s=buffer_s, bad_rate=bad_rate,
-                        duplicate_rate=duplicate_rate, late_rate=late_rate, anomaly_rate=anomaly_rate,
-                        truncated_rate=truncated_rate, bad_weather_rate=bad_weather_rate, history_days=history_days)
+        cfg = SimConfig(
+            devices=devices,
+            seed=seed,
+            interval_s=interval_s,
+            buffer_s=buffer_s,
+            bad_rate=bad_rate,
+            duplicate_rate=duplicate_rate,
+            late_rate=late_rate,
+            anomaly_rate=anomaly_rate,
+            truncated_rate=truncated_rate,
+            bad_weather_rate=bad_weather_rate,
+            history_days=history_days,
+        )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     if days <= 0:
@@ -74,13 +117,13 @@ def simulate(devices, days, start_day, seed, lake_root, db_url, no_db, interval_
         from iot_lake.simulate.kinesis import KinesisPublisher
 
         publisher = KinesisPublisher(target[1])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if follow and not start_day:
         start = now - timedelta(days=days)
-        end = datetime.fromtimestamp(int(now.timestamp()) // buffer_s * buffer_s, tz=timezone.utc)
+        end = datetime.fromtimestamp(int(now.timestamp()) // buffer_s * buffer_s, tz=UTC)
     else:
         first = _utc_day(start_day) or (now.date() - timedelta(days=int(-(-days // 1))))
-        start = datetime.combine(first, datetime.min.time(), tzinfo=timezone.utc)
+        start = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
         end = start + timedelta(days=days)
     sim = Simulator(cfg, lake, publisher)
     if not no_db:
@@ -95,15 +138,26 @@ def simulate(devices, days, start_day, seed, lake_root, db_url, no_db, interval_
     if follow:
         console.print(f"following in real time (one object per {buffer_s} s); Ctrl-C to stop")
         try:
-            sim.follow(end, on_window=lambda closed, r: console.print(
-                f"{closed:%H:%M:%S} objects={r.objects} lines={r.lines} published={r.published}"))
+            sim.follow(
+                end,
+                on_window=lambda closed, r: console.print(
+                    f"{closed:%H:%M:%S} objects={r.objects} lines={r.lines} published={r.published}"
+                ),
+            )
         except KeyboardInterrupt:
             console.print("stopped")
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("hours"),
-                    TimeElapsedColumn(), console=console, transient=not sys.stderr.isatty())
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("hours"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=not sys.stderr.isatty(),
+    )
 
 
 def _print_report(report: SimulationReport, root: str, target) -> None:
@@ -120,8 +174,12 @@ def cases() -> None:
     """Work anomaly cases: list, show, acknowledge, resolve."""
 
 
-_db_option = click.option("--db", "db_url", default=None,
-                          help="Case store SQLAlchemy URL. Default: IOT_LAKE_CASES_URL or the lake's embedded SQLite.")
+_db_option = click.option(
+    "--db",
+    "db_url",
+    default=None,
+    help="Case store SQLAlchemy URL. Default: IOT_LAKE_CASES_URL or the lake's embedded SQLite.",
+)
 
 
 def _open_store(db_url: str | None) -> CaseStore:
@@ -149,9 +207,16 @@ def list_cases(status, db_url):
     for column in ("status", "severity", "site", "start (UTC)", "last seen (UTC)", "score", "reopens"):
         table.add_column(column)
     for case in found:
-        table.add_row(case.case_key, case.status + (" (auto)" if case.auto_resolved else ""), case.severity,
-                      case.site_id or "", _when(case.incident_start), _when(case.last_seen),
-                      f"{case.evidence['max_score']:.2f}", str(case.reopen_count))
+        table.add_row(
+            case.case_key,
+            case.status + (" (auto)" if case.auto_resolved else ""),
+            case.severity,
+            case.site_id or "",
+            _when(case.incident_start),
+            _when(case.last_seen),
+            f"{case.evidence['max_score']:.2f}",
+            str(case.reopen_count),
+        )
     Console().print(table)
 
 
@@ -177,11 +242,15 @@ def _print_case(case: Case) -> None:
     table = Table(title=case.case_key, show_header=False)
     evidence = case.evidence
     for name, value in (
-        ("status", case.status + (" (auto-resolved)" if case.auto_resolved else "")), ("severity", case.severity),
+        ("status", case.status + (" (auto-resolved)" if case.auto_resolved else "")),
+        ("severity", case.severity),
         ("device / metric / site", f"{case.device_id} / {case.metric} / {case.site_id or '-'}"),
-        ("incident start", _when(case.incident_start)), ("last seen", _when(case.last_seen)),
-        ("back in band since", _when(case.back_in_band_since)), ("resolved at", _when(case.resolved_at)),
-        ("reopened", str(case.reopen_count)), ("max score", f"{evidence['max_score']:.2f}"),
+        ("incident start", _when(case.incident_start)),
+        ("last seen", _when(case.last_seen)),
+        ("back in band since", _when(case.back_in_band_since)),
+        ("resolved at", _when(case.resolved_at)),
+        ("reopened", str(case.reopen_count)),
+        ("max score", f"{evidence['max_score']:.2f}"),
         ("expected band", f"{evidence['expected_lo']:.3g} .. {evidence['expected_hi']:.3g}"),
         ("actual values", json.dumps(evidence["actual_values"][-10:])),
     ):

@@ -97,9 +97,7 @@ def build_fleet(n_devices: int = 50, seed: int = 42) -> Fleet:
         raise ValueError("a fleet needs at least one device")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
     n_sites = max(1, min(len(_SITE_CATALOGUE), -(-n_devices // 10)))
-    sites = [
-        Site(f"site-{i + 1:02d}", *_SITE_CATALOGUE[i]) for i in range(n_sites)
-    ]
+    sites = [Site(f"site-{i + 1:02d}", *_SITE_CATALOGUE[i]) for i in range(n_sites)]
     devices = []
     for i in range(n_devices):
         imperial = rng.random() < 0.12

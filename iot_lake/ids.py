@@ -38,8 +38,11 @@ def id_problem(kind: str, value: object) -> str | None:
     if not isinstance(value, str):
         return f"{kind} id {value!r} is a {type(value).__name__}, not a string"
     if PATTERNS[kind].fullmatch(value) is None or ".." in value:
-        rule = ("lower-case letters, digits and '_', starting with a letter" if kind == "metric"
-                else "letters, digits, '-', '_', '.' and ':', starting with a letter or digit, without '..'")
+        rule = (
+            "lower-case letters, digits and '_', starting with a letter"
+            if kind == "metric"
+            else "letters, digits, '-', '_', '.' and ':', starting with a letter or digit, without '..'"
+        )
         return f"invalid {kind} id {value!r}: 1-64 characters of {rule}"
     return None
 

@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import fsspec
@@ -29,9 +29,7 @@ INVENTORY_PREFIX = "landing/_inventory"
 SIMULATOR_PREFIX = "landing/_simulator"
 REGISTRY_PREFIX = f"{HISTORIAN_PREFIX}/device_registry"
 
-_TELEMETRY_KEY = re.compile(
-    r"^landing/telemetry/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/[^/]+$"
-)
+_TELEMETRY_KEY = re.compile(r"^landing/telemetry/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/[^/]+$")
 _WEATHER_KEY = re.compile(r"^landing/thirdparty/weather/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/[^/]+$")
 
 
@@ -48,7 +46,7 @@ def telemetry_hour_of_key(key: str) -> datetime | None:
     m = _TELEMETRY_KEY.match(key)
     if not m:
         return None
-    return datetime(int(m["y"]), int(m["m"]), int(m["d"]), int(m["h"]), tzinfo=timezone.utc)
+    return datetime(int(m["y"]), int(m["m"]), int(m["d"]), int(m["h"]), tzinfo=UTC)
 
 
 def weather_day_of_key(key: str) -> date | None:
@@ -167,7 +165,8 @@ def registry_key(day: date, table: str) -> str:
 def latest_registry_day(lake: Lake, day: date) -> date | None:
     """The newest day on or before ``day`` whose registry snapshot has landed."""
     days = sorted(
-        d for path in lake.fs.glob(lake.path(f"{REGISTRY_PREFIX}/*/*/*/devices.parquet"))
+        d
+        for path in lake.fs.glob(lake.path(f"{REGISTRY_PREFIX}/*/*/*/devices.parquet"))
         if (d := date(*map(int, lake.key_of(path).split("/")[-4:-1]))) <= day
     )
     return days[-1] if days else None

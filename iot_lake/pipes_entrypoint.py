@@ -34,8 +34,9 @@ def open_pipes():
     from iot_lake.encryption import encrypt_writes, kms_key_id
 
     s3 = encrypt_writes(client("s3"), kms_key_id())  # the message chunks are lake objects too
-    return open_dagster_pipes(params_loader=params, context_loader=PipesS3ContextLoader(s3),
-                              message_writer=PipesS3MessageWriter(s3))
+    return open_dagster_pipes(
+        params_loader=params, context_loader=PipesS3ContextLoader(s3), message_writer=PipesS3MessageWriter(s3)
+    )
 
 
 def run_module(module: str, args: list[str]) -> None:

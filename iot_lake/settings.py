@@ -24,11 +24,11 @@ PROD_REQUIRED: dict[str, str] = {
     "AWS_REGION": "AWS region of the bucket and the services",
     "IOT_LAKE_HISTORIAN_URL": "SQLAlchemy URL of the historical database (device registry, readings)",
     "IOT_LAKE_SAGEMAKER_ROLE_ARN": "IAM role SageMaker training and batch jobs run as",
-    "IOT_LAKE_SAGEMAKER_IMAGE_URI": "ECR image SageMaker training and batch jobs run in (Python with the data plane's ML dependencies)",
+    "IOT_LAKE_SAGEMAKER_IMAGE_URI": "ECR image SageMaker jobs run in (Python with the data plane's ML dependencies)",
     "IOT_LAKE_CASES_URL": "SQLAlchemy URL of the case store (PostgreSQL)",
     "IOT_LAKE_SNS_TOPIC_ARN": "SNS topic every case event is published to (the paging channel)",
     # The warehouse: lake tables in Glue (Athena, Redshift Spectrum), dbt's target in Redshift.
-    "IOT_LAKE_GLUE_DATABASE": "Glue database the lake tables are registered in (the Spectrum external schema's database)",
+    "IOT_LAKE_GLUE_DATABASE": "Glue database of the lake tables (the Spectrum external schema's database)",
     "IOT_LAKE_REDSHIFT_HOST": "Redshift endpoint host dbt builds the warehouse in",
     "IOT_LAKE_REDSHIFT_DATABASE": "Redshift database of the warehouse",
     "IOT_LAKE_REDSHIFT_USER": "Redshift user dbt connects as",
@@ -49,7 +49,7 @@ SAGEMAKER_OPTIONAL: dict[str, str] = {
 # Optional case sinks: each is on when its variable is set (the webhook in either environment).
 CASES_OPTIONAL: dict[str, str] = {
     "IOT_LAKE_EVENT_BUS_NAME": "EventBridge bus case events are put on",
-    "IOT_LAKE_INCIDENT_RESPONSE_PLAN_ARN": "Incident Manager response plan a new or reopened case starts an incident with",
+    "IOT_LAKE_INCIDENT_RESPONSE_PLAN_ARN": "Incident Manager response plan that new or reopened cases start",
     "IOT_LAKE_CASES_WEBHOOK_URL": "URL case events are POSTed to as JSON",
 }
 
@@ -64,7 +64,7 @@ SPARK_MODE_REQUIRED: dict[str, dict[str, str]] = {
         "IOT_LAKE_SPARK_ENV_ARCHIVE": _ENV_ARCHIVE,
     },
     "glue": {
-        "IOT_LAKE_GLUE_JOB_NAME": "Glue Spark job whose script is the published entry point <lake>/_code/glue/entrypoint.py",
+        "IOT_LAKE_GLUE_JOB_NAME": "Glue Spark job running the published entry point <lake>/_code/glue/entrypoint.py",
     },
     "emr": {
         "IOT_LAKE_EMR_CLUSTER_ID": "running EMR cluster the Spark job scripts are added to as steps",

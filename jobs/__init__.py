@@ -1,6 +1,6 @@
 """Jobs and schedules over the assets."""
 
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 from dagster import (
     AssetSelection,
@@ -63,7 +63,9 @@ features_daily_schedule = build_schedule_from_partitioned_job(
 forecast_training_job = define_asset_job(
     "forecast_training_job",
     selection=AssetSelection.assets(["ml", "forecast_training_data"], ["ml", "forecast_model"]),
-    description="Snapshot the training window ending with the day, train a challenger, promote it if it beats the champion.",
+    description=(
+        "Snapshot the training window ending with the day, train a challenger, promote it if it beats the champion."
+    ),
     op_retry_policy=RETRY_POLICY,
 )
 forecast_training_schedule = build_schedule_from_partitioned_job(
@@ -71,7 +73,9 @@ forecast_training_schedule = build_schedule_from_partitioned_job(
     hour_of_day=2,
     minute_of_hour=0,
     default_status=DefaultScheduleStatus.RUNNING,
-    description="Nightly retraining on the rolling window ending with the previous day (02:00 UTC, after its features).",
+    description=(
+        "Nightly retraining on the rolling window ending with the previous day (02:00 UTC, after its features)."
+    ),
 )
 forecast_refresh_job = define_asset_job(
     "forecast_refresh_job",
@@ -84,15 +88,19 @@ forecast_refresh_job = define_asset_job(
 def _hour_that_ended(context: ScheduleEvaluationContext) -> RunRequest:
     # Hourly partitions end with the hour in progress (the sensor needs it); an hourly schedule
     # runs the hour that has ended.
-    hour = context.scheduled_execution_time.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    hour = context.scheduled_execution_time.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     key = (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
     return RunRequest(run_key=key, partition_key=key)
 
 
-@schedule(job=forecast_refresh_job, cron_schedule="20 * * * *", execution_timezone="UTC",
-          default_status=DefaultScheduleStatus.RUNNING,
-          description="Hourly forecasts with the champion from the end of the hour that just ended, 20 minutes past "
-                      "the hour (after its curated telemetry).")
+@schedule(
+    job=forecast_refresh_job,
+    cron_schedule="20 * * * *",
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Hourly forecasts with the champion from the end of the hour that just ended, 20 minutes past "
+    "the hour (after its curated telemetry).",
+)
 def forecast_refresh_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     return _hour_that_ended(context)
 
@@ -121,14 +129,21 @@ warehouse_daily_job = define_asset_job(
 # case path every hour; start them in the UI (or run the jobs) when the local warehouse should follow.
 WAREHOUSE_SCHEDULE_STATUS = DefaultScheduleStatus.RUNNING if load_settings().is_prod else DefaultScheduleStatus.STOPPED
 warehouse_schedule = ScheduleDefinition(
-    job=warehouse_job, cron_schedule="10 * * * *", execution_timezone="UTC",
+    job=warehouse_job,
+    cron_schedule="10 * * * *",
+    execution_timezone="UTC",
     default_status=WAREHOUSE_SCHEDULE_STATUS,
-    description="Staging, the device snapshot, dimensions and cases, hourly at :10.")
+    description="Staging, the device snapshot, dimensions and cases, hourly at :10.",
+)
 
 
-@schedule(job=warehouse_hourly_job, cron_schedule="40 * * * *", execution_timezone="UTC",
-          default_status=WAREHOUSE_SCHEDULE_STATUS,
-          description="The hourly facts of the hour that ended, 40 minutes past the hour.")
+@schedule(
+    job=warehouse_hourly_job,
+    cron_schedule="40 * * * *",
+    execution_timezone="UTC",
+    default_status=WAREHOUSE_SCHEDULE_STATUS,
+    description="The hourly facts of the hour that ended, 40 minutes past the hour.",
+)
 def warehouse_hourly_schedule(context: ScheduleEvaluationContext) -> RunRequest:
     return _hour_that_ended(context)
 
@@ -141,8 +156,25 @@ warehouse_daily_schedule = build_schedule_from_partitioned_job(
     description="Device health of the previous day (01:50 UTC, after its last hourly facts).",
 )
 
-all_jobs = [telemetry_hourly_job, weather_daily_job, features_daily_job, historian_extract_job, delta_maintenance_job,
-            forecast_training_job, forecast_refresh_job, warehouse_job, warehouse_hourly_job, warehouse_daily_job]
-all_schedules = [historian_extract_schedule, features_daily_schedule, delta_maintenance_schedule,
-                 forecast_training_schedule, forecast_refresh_schedule, warehouse_schedule, warehouse_hourly_schedule,
-                 warehouse_daily_schedule]
+all_jobs = [
+    telemetry_hourly_job,
+    weather_daily_job,
+    features_daily_job,
+    historian_extract_job,
+    delta_maintenance_job,
+    forecast_training_job,
+    forecast_refresh_job,
+    warehouse_job,
+    warehouse_hourly_job,
+    warehouse_daily_job,
+]
+all_schedules = [
+    historian_extract_schedule,
+    features_daily_schedule,
+    delta_maintenance_schedule,
+    forecast_training_schedule,
+    forecast_refresh_schedule,
+    warehouse_schedule,
+    warehouse_hourly_schedule,
+    warehouse_daily_schedule,
+]

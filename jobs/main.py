@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -56,7 +56,9 @@ def repo_instance():
 def partitions_to_run(lake: Lake, start: datetime, end: datetime) -> dict[str, list[str | None]]:
     """Partition keys per job for everything that landed for the simulated window, in run order."""
     hours = sorted({h for o in lake.list(TELEMETRY_PREFIX) if (h := telemetry_hour_of_key(o.key)) and start <= h < end})
-    weather_days = sorted({d for o in lake.list(WEATHER_PREFIX) if (d := weather_day_of_key(o.key)) and start.date() <= d < end.date()})
+    weather_days = sorted(
+        {d for o in lake.list(WEATHER_PREFIX) if (d := weather_day_of_key(o.key)) and start.date() <= d < end.date()}
+    )
     days = sorted({start.date() + timedelta(days=i) for i in range((end - start).days or 1)})
     return {
         "historian_extract_job": [d.isoformat() for d in days],
@@ -94,8 +96,9 @@ def runs(defs, plan: dict[str, list[str | None]]) -> list[tuple[str, str | None,
 def run_jobs(defs, instance, plan: dict[str, list[str | None]]) -> list[tuple[str, str, str]]:
     failures = []
     todo = runs(defs, plan)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         task = progress.add_task("materializing", total=len(todo))
         for job_name, key, tags in todo:
             label = key or (f"{tags[RANGE_START]}...{tags[RANGE_END]}" if tags else "(unpartitioned)")
@@ -104,7 +107,8 @@ def run_jobs(defs, instance, plan: dict[str, list[str | None]]) -> list[tuple[st
             # run's events have them, the terminal keeps the progress bar.
             with contextlib.redirect_stdout(io.StringIO()):
                 result = defs.resolve_job_def(job_name).execute_in_process(
-                    partition_key=key, tags=tags, instance=instance, raise_on_error=False, run_config=QUIET)
+                    partition_key=key, tags=tags, instance=instance, raise_on_error=False, run_config=QUIET
+                )
             if not result.success:
                 failures.append((job_name, label, result.run_id))
             progress.advance(task)
@@ -120,17 +124,22 @@ def main(days: int, devices: int, seed: int, start_day: str | None) -> None:
     from definitions import defs, settings
 
     t0 = time.perf_counter()
-    first = date.fromisoformat(start_day) if start_day else datetime.now(timezone.utc).date() - timedelta(days=days)
-    start = datetime.combine(first, datetime.min.time(), tzinfo=timezone.utc)
+    first = date.fromisoformat(start_day) if start_day else datetime.now(UTC).date() - timedelta(days=days)
+    start = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
     end = start + timedelta(days=days)
     lake = Lake(settings.lake_root)
     lake.ensure_layout()
-    console.print(f"[bold]iot-lake main job[/] env={settings.env} lake={settings.lake_root} window={start:%Y-%m-%d}..{end:%Y-%m-%d}")
+    console.print(
+        f"[bold]iot-lake main job[/] env={settings.env} "
+        f"lake={settings.lake_root} window={start:%Y-%m-%d}..{end:%Y-%m-%d}"
+    )
 
     sim = Simulator(SimConfig(devices=devices, seed=seed), lake)
     if not settings.is_prod:  # in prod the historian is a real database, not ours to seed
         sim.seed_historian(settings.historian_url, start.date())
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as p:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as p:
         task = p.add_task(f"simulating {devices} devices", total=days * 24)
         report = sim.backfill(start, end, on_hour=lambda _: p.advance(task))
     t_sim = time.perf_counter() - t0

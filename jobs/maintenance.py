@@ -8,7 +8,7 @@ the same tables; it runs at 03:00 UTC, outside the hourly runs' busy minutes, an
 conflict with a concurrent writer is retried.
 """
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
     Config,
@@ -42,8 +42,9 @@ class MaintenanceConfig(Config):
     target_file_mb: int = 128
 
 
-def maintain_table(lake: LakeResource, key: str, partition_column: str, config: MaintenanceConfig,
-                   today: date) -> dict | None:
+def maintain_table(
+    lake: LakeResource, key: str, partition_column: str, config: MaintenanceConfig, today: date
+) -> dict | None:
     from deltalake import DeltaTable
 
     the_lake = lake.lake()
@@ -51,22 +52,31 @@ def maintain_table(lake: LakeResource, key: str, partition_column: str, config: 
         return None
     table = DeltaTable(the_lake.uri(key), storage_options=lake.delta_storage_options())
     since = (today - timedelta(days=config.compact_days)).isoformat()
-    compacted = table.optimize.compact(partition_filters=[(partition_column, ">=", since)],
-                                       target_size=config.target_file_mb * 1024 * 1024)
+    compacted = table.optimize.compact(
+        partition_filters=[(partition_column, ">=", since)], target_size=config.target_file_mb * 1024 * 1024
+    )
     table.create_checkpoint()
     # The retention is our own setting (a week by default), so it is applied as configured. Full:
     # also the files in no version at all, which a writer killed before its commit leaves behind
     # (once older than the retention, so a concurrent writer's files in flight are never touched).
-    vacuumed = table.vacuum(retention_hours=config.retention_hours, dry_run=False, enforce_retention_duration=False,
-                            full=True)
+    vacuumed = table.vacuum(
+        retention_hours=config.retention_hours, dry_run=False, enforce_retention_duration=False, full=True
+    )
     table.cleanup_metadata()
-    return {"files_added": compacted.get("numFilesAdded", 0), "files_removed": compacted.get("numFilesRemoved", 0),
-            "files_vacuumed": len(vacuumed), "version": table.version()}
+    return {
+        "files_added": compacted.get("numFilesAdded", 0),
+        "files_removed": compacted.get("numFilesRemoved", 0),
+        "files_vacuumed": len(vacuumed),
+        "version": table.version(),
+    }
 
 
-@op(retry_policy=RetryPolicy(max_retries=3, delay=60), description="Compact, checkpoint and vacuum every lake Delta table.")
+@op(
+    retry_policy=RetryPolicy(max_retries=3, delay=60),
+    description="Compact, checkpoint and vacuum every lake Delta table.",
+)
 def maintain_delta_tables(context: OpExecutionContext, config: MaintenanceConfig, lake: LakeResource):
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     results = {}
     for key, column in TABLES.items():
         result = maintain_table(lake, key, column, config, today)

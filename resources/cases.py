@@ -34,14 +34,23 @@ class CasesResource(ConfigurableResource):
     reopen_within_minutes: int = 120
 
     def policy(self) -> CasePolicy:
-        return CasePolicy(resolve_after=timedelta(minutes=self.resolve_after_minutes),
-                          reopen_within=timedelta(minutes=self.reopen_within_minutes))
+        return CasePolicy(
+            resolve_after=timedelta(minutes=self.resolve_after_minutes),
+            reopen_within=timedelta(minutes=self.reopen_within_minutes),
+        )
 
     def sinks(self) -> list[Sink]:
         """New sink objects; their AWS clients are created on first delivery."""
-        return build_sinks(self.env, lake_root=self.lake_root, region=self.region, webhook_url=self.webhook_url,
-                           sns_topic_arn=self.sns_topic_arn, event_bus_name=self.event_bus_name,
-                           incident_response_plan_arn=self.incident_response_plan_arn, policy=self.policy())
+        return build_sinks(
+            self.env,
+            lake_root=self.lake_root,
+            region=self.region,
+            webhook_url=self.webhook_url,
+            sns_topic_arn=self.sns_topic_arn,
+            event_bus_name=self.event_bus_name,
+            incident_response_plan_arn=self.incident_response_plan_arn,
+            policy=self.policy(),
+        )
 
     @contextmanager
     def store(self) -> Iterator[CaseStore]:

@@ -28,24 +28,47 @@ from dagster import Backoff, Failure, Jitter, RetryPolicy
 MAX_RETRIES_VAR, DELAY_VAR = "IOT_LAKE_RETRY_MAX_RETRIES", "IOT_LAKE_RETRY_DELAY_SECONDS"
 
 # Error codes that mean the request itself is wrong or not allowed: the same call fails again.
-PERMANENT_CODES = frozenset({
-    "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException",
-    "InvalidClientTokenId", "ExpiredToken", "ExpiredTokenException", "SignatureDoesNotMatch",
-    "ValidationException", "ValidationError", "InvalidParameterValue", "InvalidParameterException",
-    "InvalidRequestException", "InvalidInputException", "EntityNotFoundException", "ResourceNotFoundException",
-    "ResourceNotFound", "NoSuchBucket", "NoSuchKey", "NotFoundException",
-})
+PERMANENT_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "SignatureDoesNotMatch",
+        "ValidationException",
+        "ValidationError",
+        "InvalidParameterValue",
+        "InvalidParameterException",
+        "InvalidRequestException",
+        "InvalidInputException",
+        "EntityNotFoundException",
+        "ResourceNotFoundException",
+        "ResourceNotFound",
+        "NoSuchBucket",
+        "NoSuchKey",
+        "NotFoundException",
+    }
+)
 # Words of a service's failure text that mean the run could succeed when started again.
 TRANSIENT_FAILURE = re.compile(
     r"throttl|rate exceeded|too many requests|insufficient capacity|capacity (?:error|exceeded|unavailable)"
     r"|service ?unavailable|internal ?(?:server ?)?(?:error|failure)|slow ?down|try again|spot instance"
-    r"|connection (?:reset|refused)|timed out", re.IGNORECASE)
+    r"|connection (?:reset|refused)|timed out",
+    re.IGNORECASE,
+)
 
 
 def retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy:
     env = os.environ if environ is None else environ
-    return RetryPolicy(max_retries=int(env.get(MAX_RETRIES_VAR) or 3), delay=float(env.get(DELAY_VAR) or 30),
-                       backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+    return RetryPolicy(
+        max_retries=int(env.get(MAX_RETRIES_VAR) or 3),
+        delay=float(env.get(DELAY_VAR) or 30),
+        backoff=Backoff.EXPONENTIAL,
+        jitter=Jitter.PLUS_MINUS,
+    )
 
 
 RETRY_POLICY = retry_policy()

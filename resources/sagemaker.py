@@ -62,8 +62,9 @@ def hyperparameter_strings(hyperparameters: Mapping[str, Any]) -> dict[str, str]
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in hyperparameters.items()}
 
 
-def resolve_arguments(arguments: Sequence[str], inputs: Mapping[str, str], outputs: Mapping[str, str],
-                      root: str) -> list[str]:
+def resolve_arguments(
+    arguments: Sequence[str], inputs: Mapping[str, str], outputs: Mapping[str, str], root: str
+) -> list[str]:
     """Replace ``{input:NAME}`` / ``{output:NAME}`` with the job's directories under ``root``."""
 
     def directory(m: re.Match) -> str:
@@ -81,7 +82,7 @@ def _download(lake: Lake, prefix: str, dest: Path) -> None:
     if not keys:
         raise FileNotFoundError(f"nothing in the lake under {prefix!r} to hand to the job")
     for key in keys:
-        rel = key[len(prefix):].lstrip("/") or Path(key).name
+        rel = key[len(prefix) :].lstrip("/") or Path(key).name
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         with lake.open(key) as src, open(target, "wb") as out:
@@ -112,8 +113,17 @@ class SageMakerRunner(ConfigurableResource):
     max_runtime_seconds: int = 3600
     poll_interval: float = 15.0
 
-    def train(self, context: AssetExecutionContext, *, lake: Lake, job_name: str, module: str,
-              channels: Mapping[str, str], hyperparameters: Mapping[str, Any], output_key: str) -> JobRun:
+    def train(
+        self,
+        context: AssetExecutionContext,
+        *,
+        lake: Lake,
+        job_name: str,
+        module: str,
+        channels: Mapping[str, str],
+        hyperparameters: Mapping[str, Any],
+        output_key: str,
+    ) -> JobRun:
         """Run a training module; its model and output data end up under ``output_key/job_name/output/``."""
         if self.mode == "local":
             return self._train_local(context, lake, job_name, module, channels, hyperparameters, output_key)
@@ -121,12 +131,29 @@ class SageMakerRunner(ConfigurableResource):
             from resources.sagemaker_aws import train_on_sagemaker
 
             with fail_fast(f"SageMaker training job {job_name}"):
-                return train_on_sagemaker(self, context, lake=lake, job_name=job_name, module=module, channels=channels,
-                                          hyperparameters=hyperparameters, output_key=output_key)
+                return train_on_sagemaker(
+                    self,
+                    context,
+                    lake=lake,
+                    job_name=job_name,
+                    module=module,
+                    channels=channels,
+                    hyperparameters=hyperparameters,
+                    output_key=output_key,
+                )
         raise ValueError(f"SageMakerRunner mode {self.mode!r} is not one of {', '.join(MODES)}")
 
-    def process(self, context: AssetExecutionContext, *, lake: Lake, job_name: str, module: str,
-                inputs: Mapping[str, str], outputs: Mapping[str, str], arguments: Sequence[str] = ()) -> JobRun:
+    def process(
+        self,
+        context: AssetExecutionContext,
+        *,
+        lake: Lake,
+        job_name: str,
+        module: str,
+        inputs: Mapping[str, str],
+        outputs: Mapping[str, str],
+        arguments: Sequence[str] = (),
+    ) -> JobRun:
         """Run a processing module over lake inputs; each output directory is uploaded to its lake prefix."""
         if self.mode == "local":
             return self._process_local(context, lake, job_name, module, inputs, outputs, arguments)
@@ -134,8 +161,16 @@ class SageMakerRunner(ConfigurableResource):
             from resources.sagemaker_aws import process_on_sagemaker
 
             with fail_fast(f"SageMaker processing job {job_name}"):
-                return process_on_sagemaker(self, context, lake=lake, job_name=job_name, module=module, inputs=inputs,
-                                            outputs=outputs, arguments=arguments)
+                return process_on_sagemaker(
+                    self,
+                    context,
+                    lake=lake,
+                    job_name=job_name,
+                    module=module,
+                    inputs=inputs,
+                    outputs=outputs,
+                    arguments=arguments,
+                )
         raise ValueError(f"SageMakerRunner mode {self.mode!r} is not one of {', '.join(MODES)}")
 
     # --- the local twin -------------------------------------------------------------------------
@@ -182,11 +217,13 @@ class SageMakerRunner(ConfigurableResource):
             results = self._run_local(context, module, args, {"PROCESSING_JOB_NAME": job_name})
             for name, prefix in outputs.items():
                 _upload_dir(lake, ml / "processing" / "output" / name, prefix)
-            return JobRun(job_name, dict(outputs), logs="the step's stdout/stderr (local subprocess)",
-                          pipes_results=results)
+            return JobRun(
+                job_name, dict(outputs), logs="the step's stdout/stderr (local subprocess)", pipes_results=results
+            )
 
     def _run_local(self, context, module: str, args: list[str], env: dict[str, str]) -> list:
         with local_process_failures(f"SageMaker script {module}"):
-            invocation = PipesSubprocessClient().run(command=[sys.executable, "-m", module, *args], context=context,
-                                                     env=env)
+            invocation = PipesSubprocessClient().run(
+                command=[sys.executable, "-m", module, *args], context=context, env=env
+            )
         return list(invocation.get_results())

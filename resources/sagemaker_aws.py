@@ -83,13 +83,22 @@ def _zip_name(code: PublishedCode) -> str:
 
 # --- Training -----------------------------------------------------------------------------------
 
-def train_on_sagemaker(runner: SageMakerRunner, context: AssetExecutionContext, *, lake: Lake, job_name: str,
-                       module: str, channels: Mapping[str, str], hyperparameters: Mapping[str, Any],
-                       output_key: str) -> JobRun:
+
+def train_on_sagemaker(
+    runner: SageMakerRunner,
+    context: AssetExecutionContext,
+    *,
+    lake: Lake,
+    job_name: str,
+    module: str,
+    channels: Mapping[str, str],
+    hyperparameters: Mapping[str, Any],
+    output_key: str,
+) -> JobRun:
     # Imported per run: the SDK takes seconds to import.
     from sagemaker.core.helper.session_helper import Session
-    from sagemaker.train import ModelTrainer
     from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig, SourceCode, StoppingCondition, Tag
+    from sagemaker.train import ModelTrainer
 
     _require(runner)
     _require_inputs(lake, channels.values())
@@ -99,39 +108,62 @@ def train_on_sagemaker(runner: SageMakerRunner, context: AssetExecutionContext, 
     bucket, staging = lake_prefix(runner.lake_root, STAGING_AREA)
     with _pipes_session(runner, aws, context) as session:
         trainer = ModelTrainer(
-            sagemaker_session=Session(boto_session=aws, sagemaker_client=sm, default_bucket=bucket,
-                                      default_bucket_prefix=staging),
+            sagemaker_session=Session(
+                boto_session=aws, sagemaker_client=sm, default_bucket=bucket, default_bucket_prefix=staging
+            ),
             role=runner.role_arn,
             training_image=runner.image_uri,
             base_job_name=job_name,
             # The zip's S3 URI is a prefix that matches only it: the code channel holds just the zip.
-            source_code=SourceCode(source_dir=code.package_uri,
-                                   command=shlex.join([*ENTRYPOINT, module])),
+            source_code=SourceCode(source_dir=code.package_uri, command=shlex.join([*ENTRYPOINT, module])),
             compute=Compute(instance_type=runner.training_instance_type, instance_count=1),
             stopping_condition=StoppingCondition(max_runtime_in_seconds=runner.max_runtime_seconds),
-            output_data_config=OutputDataConfig(s3_output_path=s3_uri(runner.lake_root, output_key),
-                                                kms_key_id=runner.kms_key_id),
-            environment={"PYTHONPATH": f"{TRAINING_CODE_DIR}/{_zip_name(code)}", **_kms_env(runner),
-                         **session.get_bootstrap_env_vars()},
+            output_data_config=OutputDataConfig(
+                s3_output_path=s3_uri(runner.lake_root, output_key), kms_key_id=runner.kms_key_id
+            ),
+            environment={
+                "PYTHONPATH": f"{TRAINING_CODE_DIR}/{_zip_name(code)}",
+                **_kms_env(runner),
+                **session.get_bootstrap_env_vars(),
+            },
             hyperparameters=hyperparameter_strings(hyperparameters),
             tags=[Tag(key="dagster/run-id", value=context.run.run_id)],
         )
-        trainer.train(input_data_config=[InputData(channel_name=name, data_source=s3_uri(runner.lake_root, prefix))
-                                         for name, prefix in channels.items()], wait=False, logs=False)
+        trainer.train(
+            input_data_config=[
+                InputData(channel_name=name, data_source=s3_uri(runner.lake_root, prefix))
+                for name, prefix in channels.items()
+            ],
+            wait=False,
+            logs=False,
+        )
         # The SDK documents the created job as _latest_training_job.
         name = trainer._latest_training_job.training_job_name
         context.log.info(f"SageMaker training job {name} created; logs: {TRAINING.logs(name)}")
         wait_for_job(sm, TRAINING, name, context, runner.poll_interval)
     base = f"{output_key}/{name}/output"
-    return JobRun(name, {"model": f"{base}/model.tar.gz", "output": f"{base}/output.tar.gz"},
-                  logs=TRAINING.logs(name), pipes_results=list(session.get_results()))
+    return JobRun(
+        name,
+        {"model": f"{base}/model.tar.gz", "output": f"{base}/output.tar.gz"},
+        logs=TRAINING.logs(name),
+        pipes_results=list(session.get_results()),
+    )
 
 
 # --- Processing ---------------------------------------------------------------------------------
 
-def process_on_sagemaker(runner: SageMakerRunner, context: AssetExecutionContext, *, lake: Lake, job_name: str,
-                         module: str, inputs: Mapping[str, str], outputs: Mapping[str, str],
-                         arguments: Sequence[str] = ()) -> JobRun:
+
+def process_on_sagemaker(
+    runner: SageMakerRunner,
+    context: AssetExecutionContext,
+    *,
+    lake: Lake,
+    job_name: str,
+    module: str,
+    inputs: Mapping[str, str],
+    outputs: Mapping[str, str],
+    arguments: Sequence[str] = (),
+) -> JobRun:
     _require(runner)
     _require_inputs(lake, inputs.values())
     args = resolve_arguments(arguments, inputs, outputs, CONTAINER_ROOT)
@@ -139,23 +171,44 @@ def process_on_sagemaker(runner: SageMakerRunner, context: AssetExecutionContext
     sm = aws_client("sagemaker", runner.region, session=aws)
     code = publish_code(aws_client("s3", runner.region, session=aws), runner.lake_root, kms_key_id=runner.kms_key_id)
     with _pipes_session(runner, aws, context) as session:
-        sm.create_processing_job(**processing_request(
-            runner, job_name=job_name, module=module, inputs=inputs, outputs=outputs, arguments=args, code=code,
-            environment=session.get_bootstrap_env_vars(), run_id=context.run.run_id))
+        sm.create_processing_job(
+            **processing_request(
+                runner,
+                job_name=job_name,
+                module=module,
+                inputs=inputs,
+                outputs=outputs,
+                arguments=args,
+                code=code,
+                environment=session.get_bootstrap_env_vars(),
+                run_id=context.run.run_id,
+            )
+        )
         context.log.info(f"SageMaker processing job {job_name} created; logs: {PROCESSING.logs(job_name)}")
         wait_for_job(sm, PROCESSING, job_name, context, runner.poll_interval)
     return JobRun(job_name, dict(outputs), logs=PROCESSING.logs(job_name), pipes_results=list(session.get_results()))
 
 
-def processing_request(runner: SageMakerRunner, *, job_name: str, module: str, inputs: Mapping[str, str],
-                       outputs: Mapping[str, str], arguments: Sequence[str], code: PublishedCode,
-                       environment: Mapping[str, str], run_id: str) -> dict[str, Any]:
+def processing_request(
+    runner: SageMakerRunner,
+    *,
+    job_name: str,
+    module: str,
+    inputs: Mapping[str, str],
+    outputs: Mapping[str, str],
+    arguments: Sequence[str],
+    code: PublishedCode,
+    environment: Mapping[str, str],
+    run_id: str,
+) -> dict[str, Any]:
     """CreateProcessingJob's request; ``arguments`` already name the container's directories."""
     root = runner.lake_root
 
     def s3_input(name: str, uri: str, local_path: str) -> dict[str, Any]:
-        return {"InputName": name, "S3Input": {"S3Uri": uri, "LocalPath": local_path, "S3DataType": "S3Prefix",
-                                               "S3InputMode": "File"}}
+        return {
+            "InputName": name,
+            "S3Input": {"S3Uri": uri, "LocalPath": local_path, "S3DataType": "S3Prefix", "S3InputMode": "File"},
+        }
 
     app: dict[str, Any] = {"ImageUri": runner.image_uri, "ContainerEntrypoint": [*ENTRYPOINT, module]}
     if arguments:
@@ -166,24 +219,38 @@ def processing_request(runner: SageMakerRunner, *, job_name: str, module: str, i
         "AppSpecification": app,
         "ProcessingInputs": [
             s3_input(PROCESSING_CODE_INPUT, code.package_uri, PROCESSING_CODE_DIR),
-            *(s3_input(name, s3_uri(root, prefix), f"{CONTAINER_ROOT}/processing/input/{name}")
-              for name, prefix in inputs.items()),
+            *(
+                s3_input(name, s3_uri(root, prefix), f"{CONTAINER_ROOT}/processing/input/{name}")
+                for name, prefix in inputs.items()
+            ),
         ],
-        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": runner.processing_instance_type,
-                                                  "VolumeSizeInGB": 30}},
+        "ProcessingResources": {
+            "ClusterConfig": {"InstanceCount": 1, "InstanceType": runner.processing_instance_type, "VolumeSizeInGB": 30}
+        },
         "StoppingCondition": {"MaxRuntimeInSeconds": runner.max_runtime_seconds},
         # PROCESSING_JOB_NAME: the local twin sets it too, so scripts can name what they write.
-        "Environment": {"PYTHONPATH": f"{PROCESSING_CODE_DIR}/{_zip_name(code)}", "PROCESSING_JOB_NAME": job_name,
-                        **_kms_env(runner), **environment},
+        "Environment": {
+            "PYTHONPATH": f"{PROCESSING_CODE_DIR}/{_zip_name(code)}",
+            "PROCESSING_JOB_NAME": job_name,
+            **_kms_env(runner),
+            **environment,
+        },
         "Tags": [{"Key": "dagster/run-id", "Value": run_id}],
     }
     if outputs:
-        request["ProcessingOutputConfig"] = {"Outputs": [
-            {"OutputName": name, "S3Output": {"S3Uri": s3_uri(root, prefix),
-                                              "LocalPath": f"{CONTAINER_ROOT}/processing/output/{name}",
-                                              "S3UploadMode": "EndOfJob"}}
-            for name, prefix in outputs.items()
-        ]}
+        request["ProcessingOutputConfig"] = {
+            "Outputs": [
+                {
+                    "OutputName": name,
+                    "S3Output": {
+                        "S3Uri": s3_uri(root, prefix),
+                        "LocalPath": f"{CONTAINER_ROOT}/processing/output/{name}",
+                        "S3UploadMode": "EndOfJob",
+                    },
+                }
+                for name, prefix in outputs.items()
+            ]
+        }
         if runner.kms_key_id:
             request["ProcessingOutputConfig"]["KmsKeyId"] = runner.kms_key_id
     return request
@@ -191,8 +258,10 @@ def processing_request(runner: SageMakerRunner, *, job_name: str, module: str, i
 
 # --- Shared -------------------------------------------------------------------------------------
 
-def wait_for_job(sm, kind: JobKind, job_name: str, context: AssetExecutionContext,
-                 poll_interval: float) -> Mapping[str, Any]:
+
+def wait_for_job(
+    sm, kind: JobKind, job_name: str, context: AssetExecutionContext, poll_interval: float
+) -> Mapping[str, Any]:
     """Polls until the job ends; stops it if the run is interrupted, raises unless it Completed."""
     describe = getattr(sm, f"describe_{kind.api}")
     key = {f"{kind.field}JobName": job_name}
@@ -219,8 +288,10 @@ def wait_for_job(sm, kind: JobKind, job_name: str, context: AssetExecutionContex
 
 def job_failure(kind: JobKind, job: Mapping[str, Any]) -> str:
     name = job[f"{kind.field}JobName"]
-    message = (f"SageMaker {kind.noun} job {name} ended {job[f'{kind.field}JobStatus']}: "
-               f"{job.get('FailureReason') or 'no FailureReason given'}")
+    message = (
+        f"SageMaker {kind.noun} job {name} ended {job[f'{kind.field}JobStatus']}: "
+        f"{job.get('FailureReason') or 'no FailureReason given'}"
+    )
     if job.get("ExitMessage"):  # processing: the container's last words
         message += f"\nExit message: {job['ExitMessage']}"
     return message + f"\nLogs: CloudWatch log group {kind.log_group}, log streams {name}/*"

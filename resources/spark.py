@@ -81,10 +81,21 @@ class SparkRunner(ConfigurableResource):
         injector, reader = pipes_over_s3(s3, self.lake_root, self.kms_key_id)
         bucket, logs = lake_prefix(self.lake_root, "_logs/emr-serverless")
         params = emr_serverless_params(
-            application_id=self.emr_application_id, role_arn=self.emr_job_role_arn, env_archive=self.env_archive,
-            code=code, module=module, args=args, log_uri=f"s3://{bucket}/{logs}/", kms_key_id=self.kms_key_id)
-        client = EMRServerlessPipesClient(client=self._client("emr-serverless"), context_injector=injector,
-                                          message_reader=reader, poll_interval=self.poll_interval)
+            application_id=self.emr_application_id,
+            role_arn=self.emr_job_role_arn,
+            env_archive=self.env_archive,
+            code=code,
+            module=module,
+            args=args,
+            log_uri=f"s3://{bucket}/{logs}/",
+            kms_key_id=self.kms_key_id,
+        )
+        client = EMRServerlessPipesClient(
+            client=self._client("emr-serverless"),
+            context_injector=injector,
+            message_reader=reader,
+            poll_interval=self.poll_interval,
+        )
         return client.run(context=context, start_job_run_params=params)
 
     def _glue(self, context, module, args):
@@ -95,12 +106,18 @@ class SparkRunner(ConfigurableResource):
         code = self._publish(s3, glue=True)
         script = glue.get_job(JobName=self.glue_job_name)["Job"]["Command"].get("ScriptLocation")
         if script != code.entrypoint_uri:
-            raise ValueError(f"Glue job {self.glue_job_name} runs {script}, not the iot-lake entry point: "
-                             f"set its script location (Command.ScriptLocation) to {code.entrypoint_uri}")
+            raise ValueError(
+                f"Glue job {self.glue_job_name} runs {script}, not the iot-lake entry point: "
+                f"set its script location (Command.ScriptLocation) to {code.entrypoint_uri}"
+            )
         injector, reader = pipes_over_s3(s3, self.lake_root, self.kms_key_id)
         client = GluePipesClient(client=glue, context_injector=injector, message_reader=reader)
-        return client.run(context=context, start_job_run_params=glue_params(
-            job_name=self.glue_job_name, code=code, module=module, args=args, kms_key_id=self.kms_key_id))
+        return client.run(
+            context=context,
+            start_job_run_params=glue_params(
+                job_name=self.glue_job_name, code=code, module=module, args=args, kms_key_id=self.kms_key_id
+            ),
+        )
 
     def _emr_steps(self, context, module, args):
         from resources.spark_aws import PipesEMRStepClient, emr_step, pipes_over_s3
@@ -109,8 +126,21 @@ class SparkRunner(ConfigurableResource):
         s3 = self._client("s3")
         code = self._publish(s3)
         injector, reader = pipes_over_s3(s3, self.lake_root, self.kms_key_id)
-        client = PipesEMRStepClient(client=self._client("emr"), context_injector=injector, message_reader=reader,
-                                    poll_interval=self.poll_interval)
-        return client.run(context=context, cluster_id=self.emr_cluster_id, make_step=lambda pipes_env: emr_step(
-            code=code, env_archive=self.env_archive, module=module, args=args, pipes_env=pipes_env,
-            kms_key_id=self.kms_key_id))
+        client = PipesEMRStepClient(
+            client=self._client("emr"),
+            context_injector=injector,
+            message_reader=reader,
+            poll_interval=self.poll_interval,
+        )
+        return client.run(
+            context=context,
+            cluster_id=self.emr_cluster_id,
+            make_step=lambda pipes_env: emr_step(
+                code=code,
+                env_archive=self.env_archive,
+                module=module,
+                args=args,
+                pipes_env=pipes_env,
+                kms_key_id=self.kms_key_id,
+            ),
+        )

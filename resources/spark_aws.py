@@ -63,6 +63,7 @@ def lake_prefix(lake_root: str, area: str) -> tuple[str, str]:
 
 # --- Pipes over S3 ------------------------------------------------------------------------------
 
+
 class LakeS3MessageReader(PipesS3MessageReader):
     """PipesS3MessageReader whose message chunks land under the lake's prefix, not the bucket root."""
 
@@ -76,25 +77,36 @@ class LakeS3MessageReader(PipesS3MessageReader):
             yield {**params, "key_prefix": f"{self.key_prefix}/{params['key_prefix']}"}
 
 
-def pipes_over_s3(s3, lake_root: str, kms_key_id: str | None = None,
-                  ) -> tuple[PipesS3ContextInjector, LakeS3MessageReader]:
+def pipes_over_s3(
+    s3,
+    lake_root: str,
+    kms_key_id: str | None = None,
+) -> tuple[PipesS3ContextInjector, LakeS3MessageReader]:
     encrypt_writes(s3, kms_key_id)  # the injector PUTs the context object
     bucket, prefix = lake_prefix(lake_root, "_pipes")
-    return (PipesS3ContextInjector(bucket=bucket, client=s3, key_prefix=f"{prefix}/context/"),
-            LakeS3MessageReader(bucket=bucket, client=s3, key_prefix=f"{prefix}/messages"))
+    return (
+        PipesS3ContextInjector(bucket=bucket, client=s3, key_prefix=f"{prefix}/context/"),
+        LakeS3MessageReader(bucket=bucket, client=s3, key_prefix=f"{prefix}/messages"),
+    )
 
 
 # --- What each service is asked to run ----------------------------------------------------------
+
 
 def kms_confs(kms_key_id: str | None, driver_env: str) -> dict[str, str]:
     """SSE-KMS for what Spark writes (EMRFS/S3A), and the key for the data plane's own writes (Lake)."""
     if not kms_key_id:
         return {}
-    return {**encryption.spark_confs(kms_key_id), f"{driver_env}{encryption.KMS_KEY_VAR}": kms_key_id,
-            f"spark.executorEnv.{encryption.KMS_KEY_VAR}": kms_key_id}
+    return {
+        **encryption.spark_confs(kms_key_id),
+        f"{driver_env}{encryption.KMS_KEY_VAR}": kms_key_id,
+        f"spark.executorEnv.{encryption.KMS_KEY_VAR}": kms_key_id,
+    }
 
 
-def spark_confs(code: PublishedCode, env_archive: str, driver_env: str, kms_key_id: str | None = None) -> dict[str, str]:
+def spark_confs(
+    code: PublishedCode, env_archive: str, driver_env: str, kms_key_id: str | None = None
+) -> dict[str, str]:
     """spark-submit confs shared by the EMRs; ``driver_env`` is the conf prefix for driver env vars."""
     return {
         **kms_confs(kms_key_id, driver_env),
@@ -109,9 +121,17 @@ def spark_confs(code: PublishedCode, env_archive: str, driver_env: str, kms_key_
     }
 
 
-def emr_serverless_params(*, application_id: str, role_arn: str, env_archive: str, code: PublishedCode,
-                          module: str, args: Sequence[str], log_uri: str, kms_key_id: str | None = None,
-                          ) -> dict[str, Any]:
+def emr_serverless_params(
+    *,
+    application_id: str,
+    role_arn: str,
+    env_archive: str,
+    code: PublishedCode,
+    module: str,
+    args: Sequence[str],
+    log_uri: str,
+    kms_key_id: str | None = None,
+) -> dict[str, Any]:
     confs = spark_confs(code, env_archive, driver_env="spark.emr-serverless.driverEnv.", kms_key_id=kms_key_id)
     s3_logs: dict[str, Any] = {"logUri": log_uri}
     if kms_key_id and kms_key_id.startswith("arn:"):  # the API takes a key ARN only
@@ -120,17 +140,20 @@ def emr_serverless_params(*, application_id: str, role_arn: str, env_archive: st
         "applicationId": application_id,
         "executionRoleArn": role_arn,
         "name": module,
-        "jobDriver": {"sparkSubmit": {
-            "entryPoint": code.entrypoint_uri,
-            "entryPointArguments": [module, *args],
-            "sparkSubmitParameters": " ".join(f"--conf {k}={v}" for k, v in confs.items()),
-        }},
+        "jobDriver": {
+            "sparkSubmit": {
+                "entryPoint": code.entrypoint_uri,
+                "entryPointArguments": [module, *args],
+                "sparkSubmitParameters": " ".join(f"--conf {k}={v}" for k, v in confs.items()),
+            }
+        },
         "configurationOverrides": {"monitoringConfiguration": {"s3MonitoringConfiguration": s3_logs}},
     }
 
 
-def glue_params(*, job_name: str, code: PublishedCode, module: str, args: Sequence[str],
-                kms_key_id: str | None = None) -> dict[str, Any]:
+def glue_params(
+    *, job_name: str, code: PublishedCode, module: str, args: Sequence[str], kms_key_id: str | None = None
+) -> dict[str, Any]:
     confs = {**DELTA_CONF, **encryption.spark_confs(kms_key_id)}
     arguments = {
         MODULE_FLAG: module,
@@ -146,8 +169,15 @@ def glue_params(*, job_name: str, code: PublishedCode, module: str, args: Sequen
     return {"JobName": job_name, "Arguments": arguments}
 
 
-def emr_step(*, code: PublishedCode, env_archive: str, module: str, args: Sequence[str],
-             pipes_env: Mapping[str, str], kms_key_id: str | None = None) -> dict[str, Any]:
+def emr_step(
+    *,
+    code: PublishedCode,
+    env_archive: str,
+    module: str,
+    args: Sequence[str],
+    pipes_env: Mapping[str, str],
+    kms_key_id: str | None = None,
+) -> dict[str, Any]:
     confs = spark_confs(code, env_archive, driver_env="spark.yarn.appMasterEnv.", kms_key_id=kms_key_id)
     confs.update({f"spark.yarn.appMasterEnv.{k}": v for k, v in pipes_env.items()})
     submit = ["spark-submit", "--deploy-mode", "cluster"]
@@ -164,6 +194,7 @@ def emr_step(*, code: PublishedCode, env_archive: str, module: str, args: Sequen
 # dagster-aws raises a bare "job failed" (EMR Serverless) or leaves out the logs (Glue). These
 # override its wait methods, which are private: tests/test_spark_runner_aws.py fails if they move.
 
+
 class EMRServerlessPipesClient(PipesEMRServerlessClient):
     """dagster-aws's client, raising with the run's state, stateDetails and S3 log location."""
 
@@ -171,8 +202,9 @@ class EMRServerlessPipesClient(PipesEMRServerlessClient):
         try:
             return super()._wait_for_completion(context, start_response)
         except RuntimeError as err:
-            run = self.client.get_job_run(applicationId=start_response["applicationId"],
-                                          jobRunId=start_response["jobRunId"])["jobRun"]
+            run = self.client.get_job_run(
+                applicationId=start_response["applicationId"], jobRunId=start_response["jobRunId"]
+            )["jobRun"]
             if run["state"] not in ("FAILED", "CANCELLING", "CANCELLED"):
                 raise
             raise SparkJobFailed(emr_serverless_failure(run)) from err
@@ -191,7 +223,9 @@ def emr_serverless_failure(run: Mapping[str, Any]) -> str:
     log_uri = monitoring.get("s3MonitoringConfiguration", {}).get("logUri")
     if log_uri:
         attempt = run.get("attempt") or 1
-        where = f"{log_uri.rstrip('/')}/applications/{app}/jobs/{run_id}/" + (f"attempts/{attempt}/" if attempt > 1 else "")
+        where = f"{log_uri.rstrip('/')}/applications/{app}/jobs/{run_id}/" + (
+            f"attempts/{attempt}/" if attempt > 1 else ""
+        )
         message += f"\nDriver logs: {where}SPARK_DRIVER/ (stderr.gz, stdout.gz)"
     if monitoring.get("cloudWatchLoggingConfiguration", {}).get("enabled"):
         group = monitoring["cloudWatchLoggingConfiguration"].get("logGroupName") or "/aws/emr-serverless"
@@ -211,8 +245,11 @@ class GluePipesClient(PipesGlueClient):
 
 def glue_failure(run: Mapping[str, Any]) -> str:
     group = run.get("LogGroupName") or "/aws-glue/jobs"
-    return (f"Glue job {run['JobName']} run {run['Id']} ended {run['JobRunState']}: {run.get('ErrorMessage') or 'no details'}"
-            f"\nLogs: CloudWatch log groups {group}/error and {group}/output, log stream {run['Id']}")
+    return (
+        f"Glue job {run['JobName']} run {run['Id']} ended "
+        f"{run['JobRunState']}: {run.get('ErrorMessage') or 'no details'}"
+        f"\nLogs: CloudWatch log groups {group}/error and {group}/output, log stream {run['Id']}"
+    )
 
 
 class PipesEMRStepClient(PipesClient):
@@ -231,11 +268,17 @@ class PipesEMRStepClient(PipesClient):
         self.message_reader = message_reader
         self.poll_interval = poll_interval
 
-    def run(self, *, context: AssetExecutionContext, cluster_id: str,
-            make_step: Callable[[Mapping[str, str]], dict[str, Any]], extras: dict[str, Any] | None = None,
-            ) -> PipesClientCompletedInvocation:
-        with open_pipes_session(context=context, context_injector=self.context_injector,
-                                message_reader=self.message_reader, extras=extras) as session:
+    def run(
+        self,
+        *,
+        context: AssetExecutionContext,
+        cluster_id: str,
+        make_step: Callable[[Mapping[str, str]], dict[str, Any]],
+        extras: dict[str, Any] | None = None,
+    ) -> PipesClientCompletedInvocation:
+        with open_pipes_session(
+            context=context, context_injector=self.context_injector, message_reader=self.message_reader, extras=extras
+        ) as session:
             step = make_step(session.get_bootstrap_env_vars())
             [step_id] = self.client.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step])["StepIds"]
             context.log.info(f"[pipes] EMR step {step_id} added to cluster {cluster_id}")
@@ -248,7 +291,8 @@ class PipesEMRStepClient(PipesClient):
             if status["State"] != "COMPLETED":
                 raise SparkJobFailed(self._failure(cluster_id, step_id, status))
             return PipesClientCompletedInvocation(
-                session, metadata={"AWS EMR Cluster ID": cluster_id, "AWS EMR Step ID": step_id})
+                session, metadata={"AWS EMR Cluster ID": cluster_id, "AWS EMR Step ID": step_id}
+            )
 
     def _wait(self, cluster_id: str, step_id: str) -> Mapping[str, Any]:
         while True:
@@ -259,8 +303,11 @@ class PipesEMRStepClient(PipesClient):
 
     def _failure(self, cluster_id: str, step_id: str, status: Mapping[str, Any]) -> str:
         details = status.get("FailureDetails") or {}
-        why = ": ".join(filter(None, (details.get("Reason"), details.get("Message")))) \
-            or (status.get("StateChangeReason") or {}).get("Message") or "no details"
+        why = (
+            ": ".join(filter(None, (details.get("Reason"), details.get("Message"))))
+            or (status.get("StateChangeReason") or {}).get("Message")
+            or "no details"
+        )
         logs = details.get("LogFile")
         if not logs:
             log_uri = self.client.describe_cluster(ClusterId=cluster_id)["Cluster"].get("LogUri")

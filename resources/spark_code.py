@@ -70,8 +70,9 @@ def glue_entrypoint_uri(lake_root: str) -> str:
     return f"s3://{bucket}/{prefix}/{GLUE_ENTRYPOINT}"
 
 
-def publish_code(s3, lake_root: str, *, glue: bool = False, kms_key_id: str | None = None,
-                 package_dir: Path = PACKAGE_DIR) -> PublishedCode:
+def publish_code(
+    s3, lake_root: str, *, glue: bool = False, kms_key_id: str | None = None, package_dir: Path = PACKAGE_DIR
+) -> PublishedCode:
     """Upload what is not there yet; returns where the package and the entry point are."""
     bucket, prefix = code_prefix(lake_root)
     extra: dict[str, Any] = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id} if kms_key_id else {}

@@ -101,8 +101,9 @@ class WarehouseResource(ConfigurableResource):
         from iot_lake.warehouse.glue import register_tables
 
         with fail_fast(f"registering the lake tables in Glue database {self.glue_database}"):
-            return register_tables(lake, client("glue", self.region), self.glue_database,
-                                       storage_options=storage_options)
+            return register_tables(
+                lake, client("glue", self.region), self.glue_database, storage_options=storage_options
+            )
 
     def _duckdb_path(self) -> str:
         if not self.duckdb_path:
@@ -110,7 +111,7 @@ class WarehouseResource(ConfigurableResource):
         return self.duckdb_path
 
     @contextmanager
-    def dbt(self, window: dict[str, str] | None = None) -> Iterator[tuple["DbtCliResource", Path]]:  # noqa: F821
+    def dbt(self, window: dict[str, str] | None = None) -> Iterator[tuple[DbtCliResource, Path]]:  # noqa: F821
         """The dbt CLI for this target and a fresh target path for one invocation.
 
         The profile and the window macros read environment variables when the dbt process starts,
@@ -118,10 +119,16 @@ class WarehouseResource(ConfigurableResource):
         (IOT_LAKE_DBT_MIN_TS/MAX_TS). The target path is seeded with the partial-parse state of the
         previous run on the same profile, so dbt re-parses only what changed.
         """
-        resource = _dbt_cli_class()(project_dir=os.fspath(DBT_PROJECT_DIR), profiles_dir=os.fspath(DBT_PROJECT_DIR),
-                                    target=self.target, dbt_executable=dbt_executable())
-        env = {"IOT_LAKE_DBT_MIN_TS": _timestamp((window or {}).get("min_ts")),
-               "IOT_LAKE_DBT_MAX_TS": _timestamp((window or {}).get("max_ts"))}
+        resource = _dbt_cli_class()(
+            project_dir=os.fspath(DBT_PROJECT_DIR),
+            profiles_dir=os.fspath(DBT_PROJECT_DIR),
+            target=self.target,
+            dbt_executable=dbt_executable(),
+        )
+        env = {
+            "IOT_LAKE_DBT_MIN_TS": _timestamp((window or {}).get("min_ts")),
+            "IOT_LAKE_DBT_MAX_TS": _timestamp((window or {}).get("max_ts")),
+        }
         if self.target == "local":
             env["IOT_LAKE_WAREHOUSE_PATH"] = self._duckdb_path()
         target_path = DBT_PROJECT_DIR / "target" / "runs" / uuid.uuid4().hex[:12]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import (
     AssetCheckEvaluation,
@@ -33,7 +33,15 @@ from dagster import (
     sensor,
 )
 
-from iot_lake.cases.alerts import CHECK_FAILURE, ERROR, RUN_FAILURE, Alert, check_failure_key, raise_alert, run_failure_key
+from iot_lake.cases.alerts import (
+    CHECK_FAILURE,
+    ERROR,
+    RUN_FAILURE,
+    Alert,
+    check_failure_key,
+    raise_alert,
+    run_failure_key,
+)
 from iot_lake.cases.outbox import DeliveryReport, deliver_pending
 from resources.cases import CasesResource
 
@@ -45,18 +53,25 @@ def run_url(ui_url: str, run_id: str) -> str:
     return f"{ui_url.rstrip('/')}/runs/{run_id}"
 
 
-def run_failure_alert(run: DagsterRun, failure: DagsterEvent, step_failures: Sequence[DagsterEvent],
-                      ui_url: str) -> Alert:
+def run_failure_alert(
+    run: DagsterRun, failure: DagsterEvent, step_failures: Sequence[DagsterEvent], ui_url: str
+) -> Alert:
     steps = [e.step_key for e in step_failures if e.step_key]
     errors = [f"{e.step_key}: {_error(e)}" for e in step_failures]
     partition = run.tags.get("dagster/partition") or _range(run)
     where = f" ({partition})" if partition else ""
     return Alert(
-        key=run_failure_key(run.run_id), kind=RUN_FAILURE, severity=ERROR,
+        key=run_failure_key(run.run_id),
+        kind=RUN_FAILURE,
+        severity=ERROR,
         title=f"run failed: {run.job_name}{where}" + (f" at {', '.join(steps)}" if steps else ""),
         message="\n".join(errors) or (failure.message or "run failed"),
-        run_id=run.run_id, job=run.job_name, url=run_url(ui_url, run.run_id), at=datetime.now(timezone.utc),
-        step=", ".join(steps) or None, partition=partition,
+        run_id=run.run_id,
+        job=run.job_name,
+        url=run_url(ui_url, run.run_id),
+        at=datetime.now(UTC),
+        step=", ".join(steps) or None,
+        partition=partition,
         details={"run_failure": failure.message, "steps": {e.step_key: _error(e) for e in step_failures}},
     )
 
@@ -87,15 +102,26 @@ def check_failure_alerts_of_run(instance: DagsterInstance, run: DagsterRun, ui_u
         asset, check = evaluation.asset_key.to_user_string(), evaluation.check_name
         partition = evaluation.partition or run.tags.get("dagster/partition") or _range(run)
         metadata = {k: _plain(v) for k, v in evaluation.metadata.items()}
-        alerts.append(Alert(
-            key=check_failure_key(run.run_id, record.storage_id), kind=CHECK_FAILURE, severity=ERROR,
-            title=f"check failed: {asset} {check}" + (f" ({partition})" if partition else ""),
-            message=evaluation.description or _summary(metadata) or f"{check} on {asset} failed with ERROR severity",
-            run_id=run.run_id, job=run.job_name, url=run_url(ui_url, run.run_id),
-            at=datetime.fromtimestamp(record.event_log_entry.timestamp, timezone.utc),
-            step=record.event_log_entry.step_key, asset=asset, check=check, partition=partition,
-            details={"metadata": metadata},
-        ))
+        alerts.append(
+            Alert(
+                key=check_failure_key(run.run_id, record.storage_id),
+                kind=CHECK_FAILURE,
+                severity=ERROR,
+                title=f"check failed: {asset} {check}" + (f" ({partition})" if partition else ""),
+                message=evaluation.description
+                or _summary(metadata)
+                or f"{check} on {asset} failed with ERROR severity",
+                run_id=run.run_id,
+                job=run.job_name,
+                url=run_url(ui_url, run.run_id),
+                at=datetime.fromtimestamp(record.event_log_entry.timestamp, UTC),
+                step=record.event_log_entry.step_key,
+                asset=asset,
+                check=check,
+                partition=partition,
+                details={"metadata": metadata},
+            )
+        )
     return alerts
 
 
@@ -116,7 +142,7 @@ def _raise_and_deliver(cases: CasesResource, alerts: Sequence[Alert], log) -> tu
             if raise_alert(store, alert):
                 raised += 1
                 log.info(f"alert raised: {alert.title} ({alert.url})")
-        report = deliver_pending(store, cases.sinks(), datetime.now(timezone.utc))
+        report = deliver_pending(store, cases.sinks(), datetime.now(UTC))
     if report.failed:
         log.warning(f"{report.failed} alert or case deliveries failed, retried later: {report.errors[:5]}")
     return raised, report
@@ -129,8 +155,9 @@ def _raise_and_deliver(cases: CasesResource, alerts: Sequence[Alert], log) -> tu
     description="Every failed run -> one alert (job, failing steps, errors, link to the run) through the case sinks.",
 )
 def run_failure_alerts(context: RunFailureSensorContext, cases: CasesResource) -> None:
-    alert = run_failure_alert(context.dagster_run, context.failure_event, context.get_step_failure_events(),
-                              cases.ui_url)
+    alert = run_failure_alert(
+        context.dagster_run, context.failure_event, context.get_step_failure_events(), cases.ui_url
+    )
     _raise_and_deliver(cases, [alert], context.log)
 
 
@@ -168,7 +195,9 @@ def check_failure_alerts(context: SensorEvaluationContext, cases: CasesResource)
     for event_type in ENDED:
         result = instance.fetch_run_status_changes(
             RunStatusChangeRecordsFilter(event_type, after_storage_id=cursor.after.get(event_type.value, -1)),
-            limit=RUNS_PER_TICK, ascending=True)
+            limit=RUNS_PER_TICK,
+            ascending=True,
+        )
         for record in result.records:
             run = instance.get_run_by_id(record.run_id)
             if run is not None:
@@ -176,7 +205,9 @@ def check_failure_alerts(context: SensorEvaluationContext, cases: CasesResource)
                 alerts += check_failure_alerts_of_run(instance, run, cases.ui_url)
             cursor.after[event_type.value] = record.storage_id
     raised, report = _raise_and_deliver(cases, alerts, context.log)
-    summary = f"{runs} ended runs, {raised} new check failure alerts, {report.delivered} deliveries, {report.failed} failed"
+    summary = (
+        f"{runs} ended runs, {raised} new check failure alerts, {report.delivered} deliveries, {report.failed} failed"
+    )
     return SensorResult(cursor=str(cursor), skip_reason=None if raised else SkipReason(summary))
 
 

@@ -114,16 +114,23 @@ def landing_sensor(context: SensorEvaluationContext, lake: LakeResource) -> Sens
                 AssetObservation(
                     asset_key=_JOB_ASSET[target[0]] if target else TELEMETRY_KEY,
                     partition=target[1] if target else None,
-                    metadata={"object": MetadataValue.path(the_lake.uri(obj.key)), "unreadable_reason": MetadataValue.text(reason)},
+                    metadata={
+                        "object": MetadataValue.path(the_lake.uri(obj.key)),
+                        "unreadable_reason": MetadataValue.text(reason),
+                    },
                 )
             )
         if target is None:
             if not reason:
                 context.log.warning(f"landing object {obj.key}: key does not follow the landing layout; not processed")
                 observations.append(
-                    AssetObservation(asset_key=TELEMETRY_KEY, metadata={
-                        "object": MetadataValue.path(the_lake.uri(obj.key)),
-                        "unreadable_reason": MetadataValue.text("key does not follow the landing layout")})
+                    AssetObservation(
+                        asset_key=TELEMETRY_KEY,
+                        metadata={
+                            "object": MetadataValue.path(the_lake.uri(obj.key)),
+                            "unreadable_reason": MetadataValue.text("key does not follow the landing layout"),
+                        },
+                    )
                 )
             continue
         touched[target].append(obj.key)  # unreadable objects still go to their partition's inventory

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from iot_lake.cases.model import Deviation
-from tests.postgres import postgres_url  # noqa: F401  (session fixture: a real server)
 
-T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -28,9 +27,23 @@ def store_url(request, tmp_path):
     return server.rsplit("/", 1)[0] + "/" + name
 
 
-def point(minute: float, anomalous: bool = True, score: float = 4.0, device: str = "dev-001",
-          metric: str = "temperature", actual: float | None = None) -> Deviation:
+def point(
+    minute: float,
+    anomalous: bool = True,
+    score: float = 4.0,
+    device: str = "dev-001",
+    metric: str = "temperature",
+    actual: float | None = None,
+) -> Deviation:
     """A point ``minute`` minutes after T0; anomalous ones are above the band [10, 20]."""
-    return Deviation(device_id=device, metric=metric, site_id="site-1", ts=T0 + timedelta(minutes=minute),
-                     actual=actual if actual is not None else (30.0 if anomalous else 15.0),
-                     expected_lo=10.0, expected_hi=20.0, score=score if anomalous else 0.5, is_anomalous=anomalous)
+    return Deviation(
+        device_id=device,
+        metric=metric,
+        site_id="site-1",
+        ts=T0 + timedelta(minutes=minute),
+        actual=actual if actual is not None else (30.0 if anomalous else 15.0),
+        expected_lo=10.0,
+        expected_hi=20.0,
+        score=score if anomalous else 0.5,
+        is_anomalous=anomalous,
+    )

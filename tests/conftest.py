@@ -4,7 +4,7 @@ import gzip
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
@@ -13,17 +13,25 @@ import pytest
 from iot_lake.lake import TELEMETRY_PREFIX, Lake
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
+from tests.cases_helpers import store_url  # noqa: F401  (fixture: an empty case store, SQLite or PostgreSQL)
 from tests.iam_audit import CallRecorder, S3RequestLog
+from tests.postgres import postgres_url  # noqa: F401  (session fixture: a real PostgreSQL server)
 
 REGION = "us-east-1"  # of the moto tests
-START = datetime(2026, 11, 20, tzinfo=timezone.utc)  # a Friday: two days cover a weekday and a Saturday
+START = datetime(2026, 11, 20, tzinfo=UTC)  # a Friday: two days cover a weekday and a Saturday
 
 
 @pytest.fixture(autouse=True)
 def _embedded_default(monkeypatch):
     """Every test starts on the embedded default, whatever the developer's shell exports."""
-    for var in ("IOT_LAKE_ENV", "IOT_LAKE_ROOT", "IOT_LAKE_HISTORIAN_URL", "IOT_LAKE_CASES_URL",
-                "IOT_LAKE_CASES_WEBHOOK_URL", "DAGSTER_HOME"):
+    for var in (
+        "IOT_LAKE_ENV",
+        "IOT_LAKE_ROOT",
+        "IOT_LAKE_HISTORIAN_URL",
+        "IOT_LAKE_CASES_URL",
+        "IOT_LAKE_CASES_WEBHOOK_URL",
+        "DAGSTER_HOME",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -59,8 +67,13 @@ def truth_objects(lake: Lake) -> dict[str, dict]:
 def two_days(tmp_path_factory) -> tuple[Lake, Simulator]:
     """Two simulated days with generous fault rates, shared by read-only tests."""
     return simulate(
-        tmp_path_factory.mktemp("two_days"), hours=48, bad_rate=0.05, duplicate_rate=0.03, late_rate=0.02,
-        truncated_rate=0.05, anomaly_rate=0.5,
+        tmp_path_factory.mktemp("two_days"),
+        hours=48,
+        bad_rate=0.05,
+        duplicate_rate=0.03,
+        late_rate=0.02,
+        truncated_rate=0.05,
+        anomaly_rate=0.5,
     )
 
 
@@ -73,8 +86,9 @@ def land_faulty_hours(root: Path, hours: int = HOURS) -> Lake:
     from iot_lake.sources.historian import create_engine, land_registry
     from iot_lake.sources.telemetry import land_inventory
 
-    lake, sim = simulate(root, hours=hours, devices=6, bad_rate=0.04, duplicate_rate=0.05, late_rate=0.03,
-                         truncated_rate=0.1)
+    lake, sim = simulate(
+        root, hours=hours, devices=6, bad_rate=0.04, duplicate_rate=0.05, late_rate=0.03, truncated_rate=0.1
+    )
     url = f"sqlite:///{root}/historian.sqlite"
     seed_historian(url, sim.fleet, sim.cfg, START.date())
     engine = create_engine(url)
@@ -126,11 +140,16 @@ def aws(moto_endpoint, monkeypatch, tmp_path) -> Iterator[boto3.Session]:
 
     The runner's clients come from boto3's default session, replaced here by one the twins hook.
     """
-    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ENDPOINT_URL": moto_endpoint,
-                       "AWS_ALLOW_HTTP": "true",  # Sail's object store, in the twins' subprocesses
-                       "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-                       "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials")}.items():
+    for var, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ALLOW_HTTP": "true",  # Sail's object store, in the twins' subprocesses
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+    }.items():
         monkeypatch.setenv(var, value)
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(var, raising=False)
@@ -147,7 +166,8 @@ def aws(moto_endpoint, monkeypatch, tmp_path) -> Iterator[boto3.Session]:
         denied += jobs.denied(bucket)
     jobs.calls.clear()
     assert not denied, "deploy/iam/ denies calls the code made:\n" + "\n".join(
-        f"  {r.call}: {r.action} on {r.resource} {dict(r.context) or ''}" for r in denied)
+        f"  {r.call}: {r.action} on {r.resource} {dict(r.context) or ''}" for r in denied
+    )
 
 
 def _s3_request_log() -> S3RequestLog:

@@ -37,11 +37,20 @@ REGION = "us-east-1"
 IAM_PREFIX = {"eventbridge": "events", "emr": "elasticmapreduce", "cloudwatch-logs": "logs"}
 # S3 operations -> the IAM action they need.
 S3_ACTION = {
-    "HeadObject": "s3:GetObject", "GetObject": "s3:GetObject", "PutObject": "s3:PutObject",
-    "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject", "CompleteMultipartUpload": "s3:PutObject",
-    "AbortMultipartUpload": "s3:AbortMultipartUpload", "DeleteObject": "s3:DeleteObject", "DeleteObjects": "s3:DeleteObject",
-    "ListObjectsV2": "s3:ListBucket", "ListObjects": "s3:ListBucket", "HeadBucket": "s3:ListBucket",
-    "GetBucketLocation": "s3:GetBucketLocation", "CopyObject": "s3:PutObject",
+    "HeadObject": "s3:GetObject",
+    "GetObject": "s3:GetObject",
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "DeleteObject": "s3:DeleteObject",
+    "DeleteObjects": "s3:DeleteObject",
+    "ListObjectsV2": "s3:ListBucket",
+    "ListObjects": "s3:ListBucket",
+    "HeadBucket": "s3:ListBucket",
+    "GetBucketLocation": "s3:GetBucketLocation",
+    "CopyObject": "s3:PutObject",
 }
 # Parameters that hand a role to a service: each needs iam:PassRole on it.
 ROLE_PARAMS = ("executionRoleArn", "RoleArn", "Role")
@@ -59,17 +68,29 @@ def load_iam_renderer():
 def rendered_policies(**values: str) -> dict[str, dict]:
     """Every document of deploy/iam/ rendered with the tests' world (moto's account, the tests' names)."""
     render = load_iam_renderer()
-    world = {"Bucket": "no-lake-bucket", "Prefix": "lake", "Region": REGION, "AccountId": ACCOUNT,
-             "KmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/*",
-             # ids and names that the tests create at random match any; the rest are exact.
-             "EmrApplicationId": "*", "EmrClusterId": "*", "GlueJobName": "*",
-             "GlueDatabase": "iot_lake_test", "SnsTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:cases-*",
-             "EventBusName": "cases-*", "ResponsePlanArn": f"arn:aws:ssm-incidents::{ACCOUNT}:response-plan/iot-lake",
-             "SparkEnvArchiveArn": "arn:aws:s3:::iot-lake-artifacts/spark-env/iot-lake-env.tar.gz",
-             "EcrRepositoryArn": f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/iot-lake-ml",
-             "ComputeLogBucket": "no-log-bucket", "ComputeLogPrefix": "dagster/compute-logs",
-             "EmrJobRoleName": "iot-lake-spark", "GlueJobRoleName": "iot-lake-spark",
-             "SageMakerRoleName": "iot-lake-sagemaker", **values}
+    world = {
+        "Bucket": "no-lake-bucket",
+        "Prefix": "lake",
+        "Region": REGION,
+        "AccountId": ACCOUNT,
+        "KmsKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/*",
+        # ids and names that the tests create at random match any; the rest are exact.
+        "EmrApplicationId": "*",
+        "EmrClusterId": "*",
+        "GlueJobName": "*",
+        "GlueDatabase": "iot_lake_test",
+        "SnsTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:cases-*",
+        "EventBusName": "cases-*",
+        "ResponsePlanArn": f"arn:aws:ssm-incidents::{ACCOUNT}:response-plan/iot-lake",
+        "SparkEnvArchiveArn": "arn:aws:s3:::iot-lake-artifacts/spark-env/iot-lake-env.tar.gz",
+        "EcrRepositoryArn": f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/iot-lake-ml",
+        "ComputeLogBucket": "no-log-bucket",
+        "ComputeLogPrefix": "dagster/compute-logs",
+        "EmrJobRoleName": "iot-lake-spark",
+        "GlueJobRoleName": "iot-lake-spark",
+        "SageMakerRoleName": "iot-lake-sagemaker",
+        **values,
+    }
     values = render.values_from(world)
     return {name: render.render(doc, values) for name, doc in render.documents().items()}
 
@@ -148,10 +169,14 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
         resource = f"arn:aws:glue:{arn}:job/{params['JobName']}"
     elif service == "glue":
         database = params.get("DatabaseName") or params.get("Name") or params.get("DatabaseInput", {}).get("Name")
-        table = params.get("TableName") or params.get("TableInput", {}).get("Name") or (
-            params.get("Name") if "DatabaseName" in params else None)
-        resource = (f"arn:aws:glue:{arn}:table/{database}/{table}" if table
-                    else f"arn:aws:glue:{arn}:database/{database}")
+        table = (
+            params.get("TableName")
+            or params.get("TableInput", {}).get("Name")
+            or (params.get("Name") if "DatabaseName" in params else None)
+        )
+        resource = (
+            f"arn:aws:glue:{arn}:table/{database}/{table}" if table else f"arn:aws:glue:{arn}:database/{database}"
+        )
     elif service == "emr":
         resource = f"arn:aws:elasticmapreduce:{arn}:cluster/{params.get('ClusterId') or params.get('JobFlowId')}"
     elif service == "sagemaker":
@@ -165,8 +190,10 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
         resource = params.get("TopicArn", "*")
     elif service == "eventbridge":
         buses = {e.get("EventBusName", "default") for e in params.get("Entries", [])}
-        return [Request(action, b if b.startswith("arn:") else f"arn:aws:events:{arn}:event-bus/{b}", (), call)
-                for b in sorted(buses)]
+        return [
+            Request(action, b if b.startswith("arn:") else f"arn:aws:events:{arn}:event-bus/{b}", (), call)
+            for b in sorted(buses)
+        ]
     elif service == "ssm-incidents":
         resource = params.get("responsePlanArn", "*")
     elif service == "cloudwatch":
@@ -180,7 +207,9 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
     for name in ROLE_PARAMS:
         role = params.get(name)
         if isinstance(role, str) and role.startswith("arn:aws:iam::"):
-            passed_to = {"emr-serverless": "emr-serverless", "glue": "glue", "sagemaker": "sagemaker"}.get(service, service)
+            passed_to = {"emr-serverless": "emr-serverless", "glue": "glue", "sagemaker": "sagemaker"}.get(
+                service, service
+            )
             out.append(Request("iam:PassRole", role, (("iam:PassedToService", f"{passed_to}.amazonaws.com"),), call))
     return out
 
@@ -205,11 +234,18 @@ class S3RequestLog:
         role = self.roles.get(found.group(1)) if found else None
         if role and not environ.get("HTTP_X_AMZ_TARGET") and "Action=" not in environ.get("QUERY_STRING", ""):
             body = b""
-            if environ["REQUEST_METHOD"] == "POST" and "delete" in parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+            if environ["REQUEST_METHOD"] == "POST" and "delete" in parse_qs(
+                environ.get("QUERY_STRING", ""), keep_blank_values=True
+            ):
                 body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
                 environ["wsgi.input"] = io.BytesIO(body)
-            call = s3_call(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""),
-                           environ.get("HTTP_X_AMZ_COPY_SOURCE"), body)
+            call = s3_call(
+                environ["REQUEST_METHOD"],
+                environ.get("PATH_INFO", ""),
+                environ.get("QUERY_STRING", ""),
+                environ.get("HTTP_X_AMZ_COPY_SOURCE"),
+                body,
+            )
             if call:
                 self.calls.append((role, *call))
         return self.app(environ, start_response)
@@ -218,8 +254,11 @@ class S3RequestLog:
         out = set()
         for role, operation, params in self.calls:
             policy = Policy(rendered_policies(Bucket=bucket)[f"{role}.policy"])
-            out |= {Request(r.action, r.resource, r.context, f"{role}: {r.call}")
-                    for r in requests_of("s3", operation, params) if not policy.allows(r)}
+            out |= {
+                Request(r.action, r.resource, r.context, f"{role}: {r.call}")
+                for r in requests_of("s3", operation, params)
+                if not policy.allows(r)
+            }
         return sorted(out, key=lambda r: (r.call, r.resource))
 
 
@@ -246,7 +285,8 @@ def s3_call(method: str, path: str, query: str, copy_source: str | None, body: b
     if method == "PUT" and copy_source:
         return "CopyObject", {**params, "CopySource": unquote(copy_source).split("?")[0]}
     return {"GET": "GetObject", "HEAD": "HeadObject", "PUT": "PutObject", "DELETE": "DeleteObject"}.get(
-        method, f"{method}Object"), params
+        method, f"{method}Object"
+    ), params
 
 
 def _from_production_code() -> bool:

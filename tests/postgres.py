@@ -1,6 +1,6 @@
 """A real PostgreSQL server for the test session, started by the suite itself (initdb + pg_ctl).
 
-Use it with ``from tests.postgres import postgres_url`` and mark the tests ``pytest.mark.postgres``.
+tests/conftest.py shares the fixture with every test: mark the tests ``pytest.mark.postgres``.
 Without a server binary the tests are skipped with a visible reason, except under CI (``CI`` set),
 where that is a failure: CI must never pass without having run them.
 """
@@ -105,33 +105,41 @@ class _Server:
         if self.user:
             env.update(HOME=self.base, USER=self.user.pw_name, LOGNAME=self.user.pw_name)
         return subprocess.run(
-            [os.path.join(self.bindir, tool), *args], cwd=self.base, env=env,
-            capture_output=True, text=True, timeout=120, **kwargs,
+            [os.path.join(self.bindir, tool), *args],
+            cwd=self.base,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            **kwargs,
         )
 
     def _check(self, proc: subprocess.CompletedProcess, what: str) -> None:
         if proc.returncode != 0:
             log = Path(self.log).read_text(errors="replace")[-4000:] if os.path.exists(self.log) else ""
-            raise RuntimeError(
-                f"{what} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\nserver log:\n{log}"
-            )
+            raise RuntimeError(f"{what} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\nserver log:\n{log}")
 
     def initdb(self) -> None:
         self._check(
-            self.run("initdb", "-D", self.data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8",
-                     "--locale=C", "--no-sync"),
+            self.run(
+                "initdb", "-D", self.data, "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"
+            ),
             "initdb",
         )
 
     def start(self, attempts: int = 3) -> None:
         for attempt in range(attempts):
             self.port = _free_port()
-            options = " ".join([
-                f"-p {self.port}",
-                "-c listen_addresses=127.0.0.1",
-                f"-c unix_socket_directories={self.sockets}",
-                "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
-            ])
+            options = " ".join(
+                [
+                    f"-p {self.port}",
+                    "-c listen_addresses=127.0.0.1",
+                    f"-c unix_socket_directories={self.sockets}",
+                    "-c fsync=off",
+                    "-c synchronous_commit=off",
+                    "-c full_page_writes=off",
+                ]
+            )
             proc = self.run("pg_ctl", "-D", self.data, "-o", options, "-l", self.log, "-w", "-t", "60", "start")
             if proc.returncode == 0:
                 self.running = True

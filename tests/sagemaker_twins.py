@@ -87,7 +87,7 @@ class SageMakerTwin:
         listed = self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
         assert listed, f"nothing under {uri}: SageMaker would fail the job"
         for obj in listed:
-            rel = obj["Key"][len(prefix):].lstrip("/") or obj["Key"].rsplit("/", 1)[-1]
+            rel = obj["Key"][len(prefix) :].lstrip("/") or obj["Key"].rsplit("/", 1)[-1]
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             (dest / rel).write_bytes(self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
 
@@ -95,17 +95,21 @@ class SageMakerTwin:
         bucket, key = split_s3_uri(uri)
         self.s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
 
-    def _run(self, name: str, root: Path, command: list[str], environment: dict[str, str],
-             log_group: str) -> Container:
+    def _run(self, name: str, root: Path, command: list[str], environment: dict[str, str], log_group: str) -> Container:
         here = lambda value: value.replace("/opt/ml", str(root))  # noqa: E731
-        env = {**os.environ, **{k: here(v) for k, v in environment.items()},
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        env = {
+            **os.environ,
+            **{k: here(v) for k, v in environment.items()},
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        }
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (env.get("PYTHONPATH"), str(SCRIPTS))))
         cwd = root.parent  # not the repo: iot_lake must come from the code zip
-        where = subprocess.run([sys.executable, "-c", WHERE_IS_IOT_LAKE], env=env, cwd=cwd, capture_output=True,
-                               text=True).stdout
-        done = subprocess.run([here(part) for part in command], env=env, cwd=cwd, capture_output=True, text=True,
-                              timeout=600)
+        where = subprocess.run(
+            [sys.executable, "-c", WHERE_IS_IOT_LAKE], env=env, cwd=cwd, capture_output=True, text=True
+        ).stdout
+        done = subprocess.run(
+            [here(part) for part in command], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
+        )
         self._put_logs(log_group, f"{name}/algo-1-{int(time.time())}", done.stdout + done.stderr)
         container = Container(done.returncode, done.stdout, done.stderr, where, root)
         self.containers[name] = container
@@ -116,8 +120,9 @@ class SageMakerTwin:
             self.logs.create_log_group(logGroupName=group)
         self.logs.create_log_stream(logGroupName=group, logStreamName=stream)
         now = int(time.time() * 1000)
-        events = [{"timestamp": now, "message": line} for line in text.splitlines() if line] or \
-            [{"timestamp": now, "message": "-"}]
+        events = [{"timestamp": now, "message": line} for line in text.splitlines() if line] or [
+            {"timestamp": now, "message": "-"}
+        ]
         self.logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
 
     # --- training ---------------------------------------------------------------------------
@@ -128,17 +133,29 @@ class SageMakerTwin:
         root = self.workdir / uuid.uuid4().hex / "opt" / "ml"
         channels = {}
         for channel in request["InputDataConfig"]:
-            self._download(channel["DataSource"]["S3DataSource"]["S3Uri"],
-                           root / "input" / "data" / channel["ChannelName"])
-            channels[channel["ChannelName"]] = {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated",
-                                                "RecordWrapperType": "None"}
+            self._download(
+                channel["DataSource"]["S3DataSource"]["S3Uri"], root / "input" / "data" / channel["ChannelName"]
+            )
+            channels[channel["ChannelName"]] = {
+                "TrainingInputMode": "File",
+                "S3DistributionType": "FullyReplicated",
+                "RecordWrapperType": "None",
+            }
         config = root / "input" / "config"
         config.mkdir(parents=True)
         (config / "hyperparameters.json").write_text(json.dumps(request.get("HyperParameters", {})))
         (config / "inputdataconfig.json").write_text(json.dumps(channels))
-        (config / "resourceconfig.json").write_text(json.dumps({
-            "current_host": "algo-1", "current_instance_type": request["ResourceConfig"]["InstanceType"],
-            "current_group_name": "homogeneousCluster", "hosts": ["algo-1"], "network_interface_name": "eth0"}))
+        (config / "resourceconfig.json").write_text(
+            json.dumps(
+                {
+                    "current_host": "algo-1",
+                    "current_instance_type": request["ResourceConfig"]["InstanceType"],
+                    "current_group_name": "homogeneousCluster",
+                    "hosts": ["algo-1"],
+                    "network_interface_name": "eth0",
+                }
+            )
+        )
         for directory in ("model", "output/data"):
             (root / directory).mkdir(parents=True)
         # The SDK's drivers name /opt/ml in their code.
@@ -146,9 +163,18 @@ class SageMakerTwin:
             if path.is_file() and path.suffix in (".py", ".sh", ".json"):
                 path.write_text(path.read_text().replace("/opt/ml", str(root)))
         spec = request["AlgorithmSpecification"]
-        env = {**request.get("Environment", {}), "TRAINING_JOB_NAME": name, "TRAINING_JOB_ARN": parsed["TrainingJobArn"]}
-        container = self._run(name, root, [*spec["ContainerEntrypoint"], *spec.get("ContainerArguments", [])], env,
-                              "/aws/sagemaker/TrainingJobs")
+        env = {
+            **request.get("Environment", {}),
+            "TRAINING_JOB_NAME": name,
+            "TRAINING_JOB_ARN": parsed["TrainingJobArn"],
+        }
+        container = self._run(
+            name,
+            root,
+            [*spec["ContainerEntrypoint"], *spec.get("ContainerArguments", [])],
+            env,
+            "/aws/sagemaker/TrainingJobs",
+        )
         if container.returncode == 0:
             output = f"{request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{name}/output"
             for archive, directory in (("model.tar.gz", root / "model"), ("output.tar.gz", root / "output" / "data")):
@@ -179,8 +205,13 @@ class SageMakerTwin:
         for item in outputs:
             here(item["S3Output"]["LocalPath"]).mkdir(parents=True)
         app = request["AppSpecification"]
-        container = self._run(name, root, [*app["ContainerEntrypoint"], *app.get("ContainerArguments", [])],
-                              request.get("Environment", {}), "/aws/sagemaker/ProcessingJobs")
+        container = self._run(
+            name,
+            root,
+            [*app["ContainerEntrypoint"], *app.get("ContainerArguments", [])],
+            request.get("Environment", {}),
+            "/aws/sagemaker/ProcessingJobs",
+        )
         if container.returncode == 0:
             for item in outputs:
                 local = here(item["S3Output"]["LocalPath"])
@@ -192,5 +223,8 @@ class SageMakerTwin:
         if container.returncode == 0:
             parsed["ProcessingJobStatus"] = "Completed"
         else:
-            parsed.update(ProcessingJobStatus="Failed", FailureReason="AlgorithmError: See job logs for more information",
-                          ExitMessage=container.last_exception)
+            parsed.update(
+                ProcessingJobStatus="Failed",
+                FailureReason="AlgorithmError: See job logs for more information",
+                ExitMessage=container.last_exception,
+            )

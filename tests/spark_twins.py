@@ -62,9 +62,14 @@ class ServiceTwin:
     def __init__(self, session: boto3.Session, workdir: Path):
         self.session = session
         # What the service itself does in S3 (fetch the script, write the logs) it does as the job's role.
-        self.role_env = {"AWS_ACCESS_KEY_ID": ROLE_KEYS[self.role], "AWS_SECRET_ACCESS_KEY": "testing"} if self.role else {}
-        self.s3 = session.client("s3", aws_access_key_id=self.role_env.get("AWS_ACCESS_KEY_ID"),
-                                 aws_secret_access_key=self.role_env.get("AWS_SECRET_ACCESS_KEY"))
+        self.role_env = (
+            {"AWS_ACCESS_KEY_ID": ROLE_KEYS[self.role], "AWS_SECRET_ACCESS_KEY": "testing"} if self.role else {}
+        )
+        self.s3 = session.client(
+            "s3",
+            aws_access_key_id=self.role_env.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=self.role_env.get("AWS_SECRET_ACCESS_KEY"),
+        )
         self.workdir = workdir
         self.requests: list[dict] = []
         self.outcomes: dict[str, Outcome] = {}
@@ -87,10 +92,12 @@ class ServiceTwin:
         script, code = self._download(entrypoint_uri), self._download(code_uri)
         full_env = {**os.environ, **env, **self.role_env, "PYTHONPATH": str(code), "IOT_LAKE_SPARK": "sail"}
         cwd = script.parent  # not the repo: iot_lake must come from the zip
-        where = subprocess.run([sys.executable, "-c", WHERE_IS_IOT_LAKE], env=full_env, cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout
-        done = subprocess.run([sys.executable, str(script), *argv], env=full_env, cwd=cwd,
-                              capture_output=True, text=True, timeout=600)
+        where = subprocess.run(
+            [sys.executable, "-c", WHERE_IS_IOT_LAKE], env=full_env, cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout
+        done = subprocess.run(
+            [sys.executable, str(script), *argv], env=full_env, cwd=cwd, capture_output=True, text=True, timeout=600
+        )
         return Outcome(done.returncode, done.stdout, done.stderr, where)
 
     def put_log(self, uri: str, text: str) -> None:
@@ -112,8 +119,9 @@ class EMRServerlessTwin(ServiceTwin):
         session.events.register("after-call.emr-serverless.StartJobRun", self._run)
         session.events.register("after-call.emr-serverless.GetJobRun", self._poll)
         # moto has no dashboards; the Pipes client asks for one when a run ends other than SUCCESS.
-        session.events.register("before-call.emr-serverless.GetDashboardForJobRun",
-                                lambda **_: _answer({"url": "https://twin/dashboard"}))
+        session.events.register(
+            "before-call.emr-serverless.GetDashboardForJobRun", lambda **_: _answer({"url": "https://twin/dashboard"})
+        )
 
     def _run(self, parsed, **_):
         request = self.last("StartJobRun")
@@ -124,7 +132,9 @@ class EMRServerlessTwin(ServiceTwin):
         outcome = self.execute(driver["entryPoint"], confs["spark.submit.pyFiles"], driver["entryPointArguments"], env)
         self.outcomes[parsed["jobRunId"]] = outcome
         log_uri = request["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"]["logUri"]
-        driver_logs = f"{log_uri.rstrip('/')}/applications/{parsed['applicationId']}/jobs/{parsed['jobRunId']}/SPARK_DRIVER"
+        driver_logs = (
+            f"{log_uri.rstrip('/')}/applications/{parsed['applicationId']}/jobs/{parsed['jobRunId']}/SPARK_DRIVER"
+        )
         self.put_log(f"{driver_logs}/stdout.gz", outcome.stdout)
         self.put_log(f"{driver_logs}/stderr.gz", outcome.stderr)
 
@@ -135,8 +145,10 @@ class EMRServerlessTwin(ServiceTwin):
             run["state"] = "SUCCESS"
         else:
             run["state"] = "FAILED"
-            run["stateDetails"] = ("Job failed, please check complete logs in configured logging destination. "
-                                   f"ExitCode: {outcome.returncode}. Last few exceptions: {outcome.last_exception}")
+            run["stateDetails"] = (
+                "Job failed, please check complete logs in configured logging destination. "
+                f"ExitCode: {outcome.returncode}. Last few exceptions: {outcome.last_exception}"
+            )
 
 
 class GlueTwin(ServiceTwin):
@@ -155,8 +167,13 @@ class GlueTwin(ServiceTwin):
         run_id = parsed["JobRunId"]
         arguments = request["Arguments"]
         # Glue passes every job argument, and its own, to the script as --key value.
-        glue_own = {"--JOB_ID": "j_twin", "--JOB_RUN_ID": run_id, "--JOB_NAME": request["JobName"],
-                    "--TempDir": "s3://aws-glue-assets-twin/temporary/", "--job-bookmark-option": "job-bookmark-disable"}
+        glue_own = {
+            "--JOB_ID": "j_twin",
+            "--JOB_RUN_ID": run_id,
+            "--JOB_NAME": request["JobName"],
+            "--TempDir": "s3://aws-glue-assets-twin/temporary/",
+            "--job-bookmark-option": "job-bookmark-disable",
+        }
         argv = [part for item in {**glue_own, **arguments}.items() for part in item]
         script = self.session.client("glue").get_job(JobName=request["JobName"])["Job"]["Command"]["ScriptLocation"]
         outcome = self.execute(script, arguments["--extra-py-files"], argv, env={})
@@ -197,7 +214,7 @@ class EMRStepsTwin(ServiceTwin):
         confs = parse_confs(args[:entry])
         env_prefix = "spark.yarn.appMasterEnv."
         env = {k.removeprefix(env_prefix): v for k, v in confs.items() if k.startswith(env_prefix)}
-        outcome = self.execute(args[entry], confs["spark.submit.pyFiles"], args[entry + 1:], env)
+        outcome = self.execute(args[entry], confs["spark.submit.pyFiles"], args[entry + 1 :], env)
         self.outcomes[step_id] = outcome
         cluster = self.session.client("emr").describe_cluster(ClusterId=request["JobFlowId"])["Cluster"]
         self.stderr_logs[step_id] = f"{cluster['LogUri'].rstrip('/')}/{cluster['Id']}/steps/{step_id}/stderr.gz"
@@ -210,5 +227,8 @@ class EMRStepsTwin(ServiceTwin):
             step["Status"]["State"] = "COMPLETED"
         else:
             step["Status"]["State"] = "FAILED"
-            step["Status"]["FailureDetails"] = {"Reason": "Unknown Error.", "Message": outcome.last_exception,
-                                                "LogFile": self.stderr_logs[step["Id"]]}
+            step["Status"]["FailureDetails"] = {
+                "Reason": "Unknown Error.",
+                "Message": outcome.last_exception,
+                "LogFile": self.stderr_logs[step["Id"]],
+            }

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from datetime import UTC
 
 import pytest
+from botocore.stub import ANY, Stubber
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -20,7 +22,6 @@ from dagster import (
     build_sensor_context,
     materialize,
 )
-from botocore.stub import ANY, Stubber
 
 from iot_lake.cases.alerts import list_alerts
 from iot_lake.cases.sinks import ALERT_SOURCE, IncidentManagerSink, OutboxEvent
@@ -37,25 +38,40 @@ def boom() -> None:
     raise ValueError("the forecast table has no rows for 2026-11-20")
 
 
-@asset(key=["curated", "checked"], check_specs=[
-    AssetCheckSpec("rows_balance", asset=["curated", "checked"]),
-    AssetCheckSpec("plausible", asset=["curated", "checked"]),
-    AssetCheckSpec("present", asset=["curated", "checked"]),
-])
+@asset(
+    key=["curated", "checked"],
+    check_specs=[
+        AssetCheckSpec("rows_balance", asset=["curated", "checked"]),
+        AssetCheckSpec("plausible", asset=["curated", "checked"]),
+        AssetCheckSpec("present", asset=["curated", "checked"]),
+    ],
+)
 def checked() -> MaterializeResult:
-    return MaterializeResult(check_results=[
-        AssetCheckResult(check_name="rows_balance", passed=False, severity=AssetCheckSeverity.ERROR,
-                         metadata={"lines_landed": 10, "accounted": 9}, description="1 line unaccounted for"),
-        AssetCheckResult(check_name="plausible", passed=False, severity=AssetCheckSeverity.WARN),
-        AssetCheckResult(check_name="present", passed=True),
-    ])
+    return MaterializeResult(
+        check_results=[
+            AssetCheckResult(
+                check_name="rows_balance",
+                passed=False,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={"lines_landed": 10, "accounted": 9},
+                description="1 line unaccounted for",
+            ),
+            AssetCheckResult(check_name="plausible", passed=False, severity=AssetCheckSeverity.WARN),
+            AssetCheckResult(check_name="present", passed=True),
+        ]
+    )
 
 
-@asset(key=["curated", "blocked"], check_specs=[AssetCheckSpec("row_accounting", asset=["curated", "blocked"],
-                                                                 blocking=True)])
+@asset(
+    key=["curated", "blocked"],
+    check_specs=[AssetCheckSpec("row_accounting", asset=["curated", "blocked"], blocking=True)],
+)
 def blocked() -> MaterializeResult:
-    return MaterializeResult(check_results=[
-        AssetCheckResult(check_name="row_accounting", passed=False, description="3 lines unaccounted for")])
+    return MaterializeResult(
+        check_results=[
+            AssetCheckResult(check_name="row_accounting", passed=False, description="3 lines unaccounted for")
+        ]
+    )
 
 
 @asset(key=["curated", "downstream"], deps=[blocked])
@@ -77,14 +93,19 @@ def cases(tmp_path) -> CasesResource:
 
 def jsonl_alerts(tmp_path) -> list[dict]:
     path = tmp_path / "lake" / "cases" / "_events" / "events.jsonl"
-    return [d for d in map(json.loads, path.read_text().splitlines()) if d.get("kind") == "alert"] if path.exists() else []
+    return (
+        [d for d in map(json.loads, path.read_text().splitlines()) if d.get("kind") == "alert"] if path.exists() else []
+    )
 
 
 def failure_context(instance, run_id: str, cases: CasesResource):
     record = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_FAILURE).records[0]
     return build_run_status_sensor_context(
-        sensor_name="run_failure_alerts", dagster_event=record.event_log_entry.dagster_event,
-        dagster_instance=instance, dagster_run=instance.get_run_by_id(run_id), resources={"cases": cases},
+        sensor_name="run_failure_alerts",
+        dagster_event=record.event_log_entry.dagster_event,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run_id),
+        resources={"cases": cases},
     ).for_run_failure()
 
 
@@ -103,7 +124,9 @@ def test_a_failed_run_is_alerted_once_with_its_step_error_and_link(instance, cas
     assert alert["url"] == f"{UI}/runs/{result.run_id}"
     assert alert["title"] == "run failed: __ephemeral_asset_job__ at ops__boom"
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("alert run_failure")] == [
-        f"alert run_failure: run failed: __ephemeral_asset_job__ at ops__boom ({UI}/runs/{result.run_id}) {alert['message']}"]
+        f"alert run_failure: run failed: __ephemeral_asset_job__ at "
+        f"ops__boom ({UI}/runs/{result.run_id}) {alert['message']}"
+    ]
     with CaseStore(cases.url) as store:
         assert [a["alert_key"] for a in list_alerts(store)] == [f"run_failure|{result.run_id}"]
         assert store.list_cases() == []  # an alert is not a case
@@ -115,17 +138,22 @@ def test_an_error_check_failure_is_alerted_once_and_warnings_are_not(instance, c
     earlier = materialize([checked], instance=instance)
     assert earlier.success  # the checks are not blocking: the run succeeds, the failure must still page
 
-    cursor = check_failure_alerts(build_sensor_context(instance=instance, cursor=first.cursor,
-                                                       resources={"cases": cases})).cursor
+    cursor = check_failure_alerts(
+        build_sensor_context(instance=instance, cursor=first.cursor, resources={"cases": cases})
+    ).cursor
     [alert] = jsonl_alerts(tmp_path)
     assert (alert["alert_kind"], alert["asset"], alert["check"]) == ("check_failure", "curated/checked", "rows_balance")
     assert alert["run_id"] == earlier.run_id and alert["url"] == f"{UI}/runs/{earlier.run_id}"
-    assert alert["message"] == "1 line unaccounted for" and alert["details"]["metadata"] == {"lines_landed": 10,
-                                                                                              "accounted": 9}
+    assert alert["message"] == "1 line unaccounted for" and alert["details"]["metadata"] == {
+        "lines_landed": 10,
+        "accounted": 9,
+    }
     assert alert["step"] == "curated__checked" and alert["event_id"].startswith(f"check_failure|{earlier.run_id}|")
 
     # The tick evaluated again from the same cursor (a lost cursor update), then onwards: nothing new.
-    again = check_failure_alerts(build_sensor_context(instance=instance, cursor=first.cursor, resources={"cases": cases}))
+    again = check_failure_alerts(
+        build_sensor_context(instance=instance, cursor=first.cursor, resources={"cases": cases})
+    )
     assert again.cursor == cursor
     check_failure_alerts(build_sensor_context(instance=instance, cursor=cursor, resources={"cases": cases}))
     assert len(jsonl_alerts(tmp_path)) == 1
@@ -144,8 +172,11 @@ def test_a_blocking_check_that_stops_its_run_is_a_run_alert_and_a_check_alert(in
     run, check = jsonl_alerts(tmp_path)
     assert run["alert_kind"] == "run_failure" and run["step"] == "curated__blocked"
     assert "1 blocking asset check failed with ERROR severity" in run["message"] and "row_accounting" in run["message"]
-    assert (check["alert_kind"], check["check"], check["message"]) == ("check_failure", "row_accounting",
-                                                                        "3 lines unaccounted for")
+    assert (check["alert_kind"], check["check"], check["message"]) == (
+        "check_failure",
+        "row_accounting",
+        "3 lines unaccounted for",
+    )
     assert run["run_id"] == check["run_id"] == result.run_id
 
 
@@ -164,8 +195,15 @@ def test_a_failed_run_reaches_sns_eventbridge_and_cloudwatch_in_prod(aws, instan
     bus_queue, bus_arn = _queue(sqs)
     events.put_rule(Name="alerts", EventBusName=bus, EventPattern=json.dumps({"source": [ALERT_SOURCE]}))
     events.put_targets(Rule="alerts", EventBusName=bus, Targets=[{"Id": "queue", "Arn": bus_arn}])
-    cases = CasesResource(env="prod", url=f"sqlite:///{tmp_path}/cases.sqlite", lake_root="s3://lake", region=REGION,
-                          sns_topic_arn=topic, event_bus_name=bus, ui_url=UI)
+    cases = CasesResource(
+        env="prod",
+        url=f"sqlite:///{tmp_path}/cases.sqlite",
+        lake_root="s3://lake",
+        region=REGION,
+        sns_topic_arn=topic,
+        event_bus_name=bus,
+        ui_url=UI,
+    )
     result = materialize([boom], instance=instance, raise_on_error=False)
     for _ in range(2):
         run_failure_alerts(failure_context(instance, result.run_id, cases))
@@ -176,13 +214,20 @@ def test_a_failed_run_reaches_sns_eventbridge_and_cloudwatch_in_prod(aws, instan
     assert body["event_id"] == f"run_failure|{result.run_id}" and body["url"] == f"{UI}/runs/{result.run_id}"
     assert envelope["Subject"] == "[iot-lake] run failed: __ephemeral_asset_job__ at ops__boom"
     assert envelope["MessageAttributes"]["alert_kind"]["Value"] == "run_failure"
-    [event] = [json.loads(m["Body"]) for m in sqs.receive_message(
-        QueueUrl=bus_queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])]
-    assert (event["source"], event["detail-type"], event["detail"]["run_id"]) == (ALERT_SOURCE, "Run failure",
-                                                                                 result.run_id)
+    [event] = [
+        json.loads(m["Body"])
+        for m in sqs.receive_message(QueueUrl=bus_queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    ]
+    assert (event["source"], event["detail-type"], event["detail"]["run_id"]) == (
+        ALERT_SOURCE,
+        "Run failure",
+        result.run_id,
+    )
     # CloudWatch, the other prod sink, counts it per job.
     listed = aws.client("cloudwatch").list_metrics(Namespace="IoTLake/Alerts")["Metrics"]
-    assert [(m["MetricName"], m["Dimensions"]) for m in listed] == [("RunFailures", [{"Name": "Job", "Value": "__ephemeral_asset_job__"}])]
+    assert [(m["MetricName"], m["Dimensions"]) for m in listed] == [
+        ("RunFailures", [{"Name": "Job", "Value": "__ephemeral_asset_job__"}])
+    ]
 
 
 def test_incident_manager_starts_one_incident_per_alert_with_the_run_link():
@@ -190,19 +235,35 @@ def test_incident_manager_starts_one_incident_per_alert_with_the_run_link():
 
     client = boto3.client("ssm-incidents", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     sink = IncidentManagerSink("arn:aws:ssm-incidents::123456789012:response-plan/iot", client=client)
-    payload = {"kind": "alert", "alert_kind": "run_failure", "severity": "error", "title": "run failed: job",
-               "url": f"{UI}/runs/r1", "at": "2026-11-20T10:00:00+00:00"}
+    payload = {
+        "kind": "alert",
+        "alert_kind": "run_failure",
+        "severity": "error",
+        "title": "run failed: job",
+        "url": f"{UI}/runs/r1",
+        "at": "2026-11-20T10:00:00+00:00",
+    }
     with Stubber(client) as stub:  # Stubber checks the request against the API's model
-        stub.add_response("start_incident", {"incidentRecordArn": "arn:incident/1"}, {
-            "clientToken": "run_failure|r1", "responsePlanArn": ANY, "title": "run failed: job", "impact": 2,
-            "triggerDetails": {"source": ALERT_SOURCE, "timestamp": ANY, "rawData": ANY},
-            "relatedItems": [{"identifier": {"type": "OTHER", "value": {"url": f"{UI}/runs/r1"}}, "title": "Dagster run"}]})
+        stub.add_response(
+            "start_incident",
+            {"incidentRecordArn": "arn:incident/1"},
+            {
+                "clientToken": "run_failure|r1",
+                "responsePlanArn": ANY,
+                "title": "run failed: job",
+                "impact": 2,
+                "triggerDetails": {"source": ALERT_SOURCE, "timestamp": ANY, "rawData": ANY},
+                "relatedItems": [
+                    {"identifier": {"type": "OTHER", "value": {"url": f"{UI}/runs/r1"}}, "title": "Dagster run"}
+                ],
+            },
+        )
         sink.deliver(OutboxEvent(id=1, case_key="run_failure|r1", event="alert", payload=payload, kind="alert"))
         stub.assert_no_pending_responses()
 
 
 def test_an_alert_a_sink_refuses_is_retried_with_backoff(tmp_path):
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from iot_lake.cases.alerts import RUN_FAILURE, Alert, raise_alert
     from iot_lake.cases.outbox import deliver_pending
@@ -215,11 +276,20 @@ def test_an_alert_a_sink_refuses_is_retried_with_backoff(tmp_path):
             if len(self.calls) == 1:
                 raise ConnectionError("topic unreachable")
 
-    t0 = datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
+    t0 = datetime(2026, 11, 20, 10, tzinfo=UTC)
     sink = Flaky()
     with CaseStore(f"sqlite:///{tmp_path}/cases.sqlite", sinks=[sink], clock=lambda: t0) as store:
-        alert = Alert(key="run_failure|r1", kind=RUN_FAILURE, severity="error", title="run failed: job",
-                      message="boom", run_id="r1", job="job", url=f"{UI}/runs/r1", at=t0)
+        alert = Alert(
+            key="run_failure|r1",
+            kind=RUN_FAILURE,
+            severity="error",
+            title="run failed: job",
+            message="boom",
+            run_id="r1",
+            job="job",
+            url=f"{UI}/runs/r1",
+            at=t0,
+        )
         assert raise_alert(store, alert) and not raise_alert(store, alert)
         assert deliver_pending(store, [sink], t0).failed == 1
         assert deliver_pending(store, [sink], t0 + timedelta(seconds=10)).waiting == 1  # backing off

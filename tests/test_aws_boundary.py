@@ -40,13 +40,23 @@ STREAM = "iot-lake-test"
 @pytest.fixture(autouse=True)
 def _fake_aws(monkeypatch, tmp_path):
     """Fake credentials and no developer AWS config, so nothing here can reach a real account."""
-    for var, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
-                       "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-                       "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials")}.items():
+    for var, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+    }.items():
         monkeypatch.setenv(var, value)
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL",
-                "AWS_ENDPOINT_URL_KINESIS", "AWS_ENDPOINT_URL_S3"):
+    for var in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_KINESIS",
+        "AWS_ENDPOINT_URL_S3",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -54,12 +64,14 @@ def _fake_aws(monkeypatch, tmp_path):
 # Kinesis
 # --------------------------------------------------------------------------------------------
 
+
 def read_stream(client, stream: str) -> list[tuple[str, str, bytes]]:
     """Every record of every shard: (shard id, partition key, data), in shard order."""
     out = []
     for shard in client.list_shards(StreamName=stream)["Shards"]:
-        it = client.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                       ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        it = client.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
         while True:
             resp = client.get_records(ShardIterator=it, Limit=10_000)
             if not resp["Records"]:
@@ -75,13 +87,25 @@ def report_value(output: str, name: str) -> int:
     return int(m[1].replace(",", ""))
 
 
-SIM_ARGS = ["--devices", "2", "--days", "0.05", "--start", "2026-11-20", "--seed", "7", "--no-db",
-            "--truncated-rate", "0"]  # 0.05 days = 72 min: two hours, so two publish calls
+SIM_ARGS = [
+    "--devices",
+    "2",
+    "--days",
+    "0.05",
+    "--start",
+    "2026-11-20",
+    "--seed",
+    "7",
+    "--no-db",
+    "--truncated-rate",
+    "0",
+]  # 0.05 days = 72 min: two hours, so two publish calls
 
 
 def cli_to_stream(tmp_path, stream: str, *extra: str) -> str:
-    result = CliRunner().invoke(main, ["simulate", *SIM_ARGS, *extra, "--lake", str(tmp_path / stream),
-                                       "--to", "kinesis", stream])
+    result = CliRunner().invoke(
+        main, ["simulate", *SIM_ARGS, *extra, "--lake", str(tmp_path / stream), "--to", "kinesis", stream]
+    )
     assert result.exit_code == 0, result.output + repr(result.exception)
     return result.output
 
@@ -91,8 +115,11 @@ def test_cli_publishes_every_simulated_record_to_kinesis(tmp_path):
     result = CliRunner().invoke(main, ["simulate", *SIM_ARGS, "--lake", str(tmp_path / "firehose")])
     assert result.exit_code == 0, result.output
     firehose = Lake(str(tmp_path / "firehose"))
-    expected = [line for obj in firehose.list(TELEMETRY_PREFIX)
-                for line in gzip.decompress(firehose.read_bytes(obj.key)).decode().splitlines()]
+    expected = [
+        line
+        for obj in firehose.list(TELEMETRY_PREFIX)
+        for line in gzip.decompress(firehose.read_bytes(obj.key)).decode().splitlines()
+    ]
     assert len(expected) == report_value(result.output, "lines") > 500  # more than one PutRecords batch
 
     with mock_aws():
@@ -144,7 +171,8 @@ def test_simulator_report_counts_each_published_record_once(tmp_path):
         client.create_stream(StreamName=STREAM, ShardCount=1)
         publisher = KinesisPublisher(STREAM, client=client)
         report = Simulator(SimConfig(devices=2, seed=7), Lake(str(tmp_path)), publisher).backfill(
-            START, START + timedelta(hours=3))
+            START, START + timedelta(hours=3)
+        )
         in_stream = len(read_stream(client, STREAM))
     assert report.lines == in_stream == publisher.sent == report.published
 
@@ -169,10 +197,12 @@ def test_partial_failure_resends_only_the_failed_entries():
     lines = [json.dumps({"n": i}) for i in range(5)]
     keys = [f"dev-000{i}" for i in range(5)]
     sent = entries(lines, keys)
-    stubber.add_response("put_records", {"FailedRecordCount": 2, "Records": [OK, THROTTLED, OK, THROTTLED, OK]},
-                         {"StreamName": STREAM, "Records": sent})
-    stubber.add_response("put_records", {"Records": [OK, OK]},
-                         {"StreamName": STREAM, "Records": [sent[1], sent[3]]})
+    stubber.add_response(
+        "put_records",
+        {"FailedRecordCount": 2, "Records": [OK, THROTTLED, OK, THROTTLED, OK]},
+        {"StreamName": STREAM, "Records": sent},
+    )
+    stubber.add_response("put_records", {"Records": [OK, OK]}, {"StreamName": STREAM, "Records": [sent[1], sent[3]]})
     sleeps = []
     publisher = KinesisPublisher(STREAM, client=client, sleep=sleeps.append)
     with stubber:
@@ -189,12 +219,16 @@ def test_failures_across_batches_and_calls_are_counted_once():
     sent = entries(lines, keys)
     first = [OK] * MAX_RECORDS
     first[7] = THROTTLED
-    stubber.add_response("put_records", {"FailedRecordCount": 1, "Records": first},
-                         {"StreamName": STREAM, "Records": sent[:MAX_RECORDS]})
+    stubber.add_response(
+        "put_records", {"FailedRecordCount": 1, "Records": first}, {"StreamName": STREAM, "Records": sent[:MAX_RECORDS]}
+    )
     stubber.add_response("put_records", {"Records": [OK]}, {"StreamName": STREAM, "Records": [sent[7]]})
     stubber.add_response("put_records", {"Records": [OK, OK]}, {"StreamName": STREAM, "Records": sent[MAX_RECORDS:]})
-    stubber.add_response("put_records", {"Records": [OK]},  # an empty key is sent as "unknown"
-                         {"StreamName": STREAM, "Records": [{"Data": b"again\n", "PartitionKey": "unknown"}]})
+    stubber.add_response(
+        "put_records",
+        {"Records": [OK]},  # an empty key is sent as "unknown"
+        {"StreamName": STREAM, "Records": [{"Data": b"again\n", "PartitionKey": "unknown"}]},
+    )
     publisher = KinesisPublisher(STREAM, client=client, sleep=lambda s: None)
     with stubber:
         assert publisher.publish(lines, keys) == MAX_RECORDS + 2
@@ -207,11 +241,15 @@ def test_persistent_failure_raises_naming_the_error_code():
     client, stubber = stubbed_client()
     lines, keys = ["a", "b", "c"], ["dev-0001", "dev-0002", "dev-0003"]
     sent = entries(lines, keys)
-    stubber.add_response("put_records", {"FailedRecordCount": 1, "Records": [OK, THROTTLED, OK]},
-                         {"StreamName": STREAM, "Records": sent})
+    stubber.add_response(
+        "put_records", {"FailedRecordCount": 1, "Records": [OK, THROTTLED, OK]}, {"StreamName": STREAM, "Records": sent}
+    )
     for _ in range(2):
-        stubber.add_response("put_records", {"FailedRecordCount": 1, "Records": [THROTTLED]},
-                             {"StreamName": STREAM, "Records": [sent[1]]})
+        stubber.add_response(
+            "put_records",
+            {"FailedRecordCount": 1, "Records": [THROTTLED]},
+            {"StreamName": STREAM, "Records": [sent[1]]},
+        )
     publisher = KinesisPublisher(STREAM, client=client, max_attempts=3, sleep=lambda s: None)
     with stubber, pytest.raises(RuntimeError, match="ProvisionedThroughputExceededException") as exc:
         publisher.publish(lines, keys)
@@ -222,10 +260,12 @@ def test_persistent_failure_raises_naming_the_error_code():
 
 # --- PutRecords limits, enforced by moto as by Kinesis ----------------------------------------
 
+
 def record_batches(client) -> list[list[dict]]:
     batches: list[list[dict]] = []
-    client.meta.events.register("before-parameter-build.kinesis.PutRecords",
-                                lambda params, **_: batches.append(list(params["Records"])))
+    client.meta.events.register(
+        "before-parameter-build.kinesis.PutRecords", lambda params, **_: batches.append(list(params["Records"]))
+    )
     return batches
 
 
@@ -261,6 +301,7 @@ def test_batches_split_at_five_mib_counting_partition_keys():
 # S3 (moto server; s3fs talks HTTP to it like to S3)
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def bucket(moto_endpoint, monkeypatch) -> str:
     """A fresh bucket; boto3 and s3fs clients without an explicit endpoint go to moto too."""
@@ -275,8 +316,14 @@ def s3():
 
 
 def s3_lake(bucket: str, endpoint: str) -> Lake:
-    return Lake(f"s3://{bucket}/lake", storage_options={
-        "key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint, "region_name": REGION}})
+    return Lake(
+        f"s3://{bucket}/lake",
+        storage_options={
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": REGION},
+        },
+    )
 
 
 def test_simulator_writes_firehose_objects_to_s3(bucket, moto_endpoint, tmp_path):
@@ -298,7 +345,9 @@ def test_simulator_writes_firehose_objects_to_s3(bucket, moto_endpoint, tmp_path
     assert sum(o.size for o in listed) == report.bytes
 
     # The objects are where boto3 finds them, under the lake's prefix, with the same bytes.
-    in_bucket = {o["Key"]: o["Size"] for o in s3().list_objects_v2(Bucket=bucket, Prefix="lake/landing/telemetry/")["Contents"]}
+    in_bucket = {
+        o["Key"]: o["Size"] for o in s3().list_objects_v2(Bucket=bucket, Prefix="lake/landing/telemetry/")["Contents"]
+    }
     assert in_bucket == {f"lake/{o.key}": o.size for o in listed}
     first = listed[0].key
     assert s3().get_object(Bucket=bucket, Key=f"lake/{first}")["Body"].read() == local.read_bytes(first)
@@ -308,8 +357,9 @@ def test_simulator_writes_firehose_objects_to_s3(bucket, moto_endpoint, tmp_path
     for hour in (START, START + timedelta(hours=1)):
         remote, here = inventory_hour(lake, hour), inventory_hour(local, hour)
         assert remote.totals == here.totals
-        assert [(o.key, o.records, o.readable, o.error) for o in remote.objects] == \
-               [(o.key, o.records, o.readable, o.error) for o in here.objects]
+        assert [(o.key, o.records, o.readable, o.error) for o in remote.objects] == [
+            (o.key, o.records, o.readable, o.error) for o in here.objects
+        ]
         total_records += remote.totals["records"] + remote.totals["malformed_lines"]
     assert any(not o.readable for h in (START, START + timedelta(hours=1)) for o in inventory_hour(lake, h).objects)
     assert total_records > 0.5 * report.lines
@@ -329,7 +379,9 @@ def test_landing_sensor_on_s3(bucket, moto_endpoint):
     Simulator(SimConfig(devices=2, seed=7, truncated_rate=0), writer).backfill(START, START + timedelta(hours=2))
     first = tick(empty.cursor)
     assert [(r.job_name, r.partition_key, r.tags["iot_lake/new_objects"]) for r in first.run_requests] == [
-        ("telemetry_hourly_job", "2026-11-20-00:00", "12"), ("telemetry_hourly_job", "2026-11-20-01:00", "12")]
+        ("telemetry_hourly_job", "2026-11-20-00:00", "12"),
+        ("telemetry_hourly_job", "2026-11-20-01:00", "12"),
+    ]
     assert first.asset_events == []
 
     second = tick(first.cursor)
@@ -338,7 +390,9 @@ def test_landing_sensor_on_s3(bucket, moto_endpoint):
     junk = f"{telemetry_hour_prefix(START)}/iot-lake-telemetry-1-2026-11-20-00-59-59-junk.gz"
     s3().put_object(Bucket=bucket, Key=f"lake/{junk}", Body=b"this is not gzip\n")
     third = tick(second.cursor)
-    assert [(r.partition_key, r.tags["iot_lake/new_objects"]) for r in third.run_requests] == [("2026-11-20-00:00", "1")]
+    assert [(r.partition_key, r.tags["iot_lake/new_objects"]) for r in third.run_requests] == [
+        ("2026-11-20-00:00", "1")
+    ]
     assert third.run_requests[0].run_key != first.run_requests[0].run_key
     [event] = third.asset_events
     assert isinstance(event, AssetObservation) and event.partition == "2026-11-20-00:00"
@@ -349,7 +403,9 @@ def test_landing_sensor_on_s3(bucket, moto_endpoint):
     late = f"{telemetry_hour_prefix(START)}/iot-lake-telemetry-1-2026-11-20-00-59-59-late.gz"
     s3().put_object(Bucket=bucket, Key=f"lake/{late}", Body=gzip.compress(b'{"device_id": "dev-0001"}\n'))
     fourth = tick(third.cursor)
-    assert [(r.partition_key, r.tags["iot_lake/new_objects"]) for r in fourth.run_requests] == [("2026-11-20-00:00", "1")]
+    assert [(r.partition_key, r.tags["iot_lake/new_objects"]) for r in fourth.run_requests] == [
+        ("2026-11-20-00:00", "1")
+    ]
     assert fourth.asset_events == []
 
     assert tick(fourth.cursor).run_requests == []

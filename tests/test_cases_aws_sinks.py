@@ -12,7 +12,13 @@ from botocore.stub import ANY, Stubber
 from iot_lake.cases.model import case_key
 from iot_lake.cases.outbox import deliver_pending
 from iot_lake.cases.sinks import (
-    CLOUDWATCH_NAMESPACE, CloudWatchSink, EventBridgeSink, IncidentManagerSink, SnsSink, build_sinks, client_token,
+    CLOUDWATCH_NAMESPACE,
+    CloudWatchSink,
+    EventBridgeSink,
+    IncidentManagerSink,
+    SnsSink,
+    build_sinks,
+    client_token,
 )
 from iot_lake.cases.store import CaseStore
 from tests.cases_helpers import T0, point
@@ -53,19 +59,30 @@ def test_cloudwatch_gets_the_scores_and_the_series_alarm(aws, tmp_path):
     dimensions = [{"Name": "DeviceId", "Value": "dev-001"}, {"Name": "Metric", "Value": "temperature"}]
     listed = cloudwatch.list_metrics(Namespace=CLOUDWATCH_NAMESPACE)["Metrics"]
     assert {(m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"]))) for m in listed} == {
-        (name, (("DeviceId", "dev-001"), ("Metric", "temperature"))) for name in ("DeviationScore", "ActiveCase")}
+        (name, (("DeviceId", "dev-001"), ("Metric", "temperature"))) for name in ("DeviationScore", "ActiveCase")
+    }
     stats = cloudwatch.get_metric_statistics(
-        Namespace=CLOUDWATCH_NAMESPACE, MetricName="DeviationScore", Dimensions=dimensions,
-        StartTime=T0 - timedelta(minutes=5), EndTime=T0 + timedelta(minutes=5), Period=60,
-        Statistics=["Maximum", "SampleCount"])["Datapoints"]
+        Namespace=CLOUDWATCH_NAMESPACE,
+        MetricName="DeviationScore",
+        Dimensions=dimensions,
+        StartTime=T0 - timedelta(minutes=5),
+        EndTime=T0 + timedelta(minutes=5),
+        Period=60,
+        Statistics=["Maximum", "SampleCount"],
+    )["Datapoints"]
     assert [(p["Maximum"], p["SampleCount"]) for p in stats] == [(7.0, 2.0)]  # opened, acknowledged
 
     [alarm] = cloudwatch.describe_alarms(AlarmNamePrefix="iot-lake-deviation-")["MetricAlarms"]
     definition = sink.alarm_definition("dev-001", "temperature")
     assert alarm["AlarmName"] == definition["AlarmName"] == "iot-lake-deviation-dev-001-temperature"
-    assert (alarm["MetricName"], alarm["Namespace"], alarm["Threshold"], alarm["ComparisonOperator"],
-            alarm["Statistic"], alarm["Period"]) == (
-        "DeviationScore", CLOUDWATCH_NAMESPACE, 6.0, "GreaterThanOrEqualToThreshold", "Maximum", 300)
+    assert (
+        alarm["MetricName"],
+        alarm["Namespace"],
+        alarm["Threshold"],
+        alarm["ComparisonOperator"],
+        alarm["Statistic"],
+        alarm["Period"],
+    ) == ("DeviationScore", CLOUDWATCH_NAMESPACE, 6.0, "GreaterThanOrEqualToThreshold", "Maximum", 300)
     assert sorted(alarm["Dimensions"], key=lambda d: d["Name"]) == dimensions
 
 
@@ -79,8 +96,10 @@ def test_sns_publishes_every_event_with_the_case_key_attribute(aws, tmp_path):
     assert sorted(json.loads(n["Message"])["event"] for n in notes) == ["acknowledged", "opened"]
     assert {n["MessageAttributes"]["case_key"]["Value"] for n in notes} == {KEY}
     assert {n["MessageAttributes"]["severity"]["Value"] for n in notes} == {"critical"}
-    assert {n["Subject"] for n in notes} == {"[iot-lake] case opened: dev-001 temperature (critical)",
-                                            "[iot-lake] case acknowledged: dev-001 temperature (critical)"}
+    assert {n["Subject"] for n in notes} == {
+        "[iot-lake] case opened: dev-001 temperature (critical)",
+        "[iot-lake] case acknowledged: dev-001 temperature (critical)",
+    }
 
 
 def test_eventbridge_puts_the_events_on_the_bus(aws, tmp_path):
@@ -93,14 +112,18 @@ def test_eventbridge_puts_the_events_on_the_bus(aws, tmp_path):
     assert report.delivered == 2, report.errors
     got = [json.loads(m["Body"]) for m in received(aws, url, 2)]
     assert sorted((e["source"], e["detail-type"], e["detail"]["case_key"]) for e in got) == [
-        ("iot-lake.cases", "Case acknowledged", KEY), ("iot-lake.cases", "Case opened", KEY)]
+        ("iot-lake.cases", "Case acknowledged", KEY),
+        ("iot-lake.cases", "Case opened", KEY),
+    ]
 
 
 def test_eventbridge_rejected_entry_is_a_failure(tmp_path):
     client = boto3.client("events", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     with Stubber(client) as stub:
-        stub.add_response("put_events", {"FailedEntryCount": 1, "Entries": [
-            {"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}]})
+        stub.add_response(
+            "put_events",
+            {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}]},
+        )
         sink = EventBridgeSink("bus", client=client)
         with CaseStore(f"sqlite:///{tmp_path / 'cases.sqlite'}", sinks=[sink], clock=lambda: T0) as store:
             store.observe(point(0))
@@ -111,13 +134,20 @@ def test_eventbridge_rejected_entry_is_a_failure(tmp_path):
 def test_incident_manager_starts_one_incident_per_case_and_reopening(tmp_path):
     client = boto3.client("ssm-incidents", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
     sink = IncidentManagerSink(PLAN, client=client)
-    with Stubber(client) as stub, CaseStore(f"sqlite:///{tmp_path / 'cases.sqlite'}", sinks=[sink],
-                                            clock=lambda: T0) as store:
-        expected = {"responsePlanArn": PLAN, "title": "critical: dev-001 temperature out of band at site-1",
-                    "impact": 1, "triggerDetails": {"source": "iot-lake.cases", "timestamp": T0, "rawData": ANY}}
+    with (
+        Stubber(client) as stub,
+        CaseStore(f"sqlite:///{tmp_path / 'cases.sqlite'}", sinks=[sink], clock=lambda: T0) as store,
+    ):
+        expected = {
+            "responsePlanArn": PLAN,
+            "title": "critical: dev-001 temperature out of band at site-1",
+            "impact": 1,
+            "triggerDetails": {"source": "iot-lake.cases", "timestamp": T0, "rawData": ANY},
+        }
         stub.add_response("start_incident", {"incidentRecordArn": "arn:incident/1"}, {**expected, "clientToken": KEY})
-        stub.add_response("start_incident", {"incidentRecordArn": "arn:incident/2"},
-                          {**expected, "clientToken": f"{KEY}|reopened-1"})
+        stub.add_response(
+            "start_incident", {"incidentRecordArn": "arn:incident/2"}, {**expected, "clientToken": f"{KEY}|reopened-1"}
+        )
         store.observe(point(0, score=7.0))
         store.acknowledge(KEY, actor="ana")  # not an incident event: no outbox row for this sink
         store.observe(point(1, anomalous=False))
@@ -142,6 +172,13 @@ def test_prod_sinks_are_built_without_touching_aws(monkeypatch):
     monkeypatch.setattr(boto3, "client", no_clients)
     sinks = build_sinks("prod", lake_root="s3://lake", region=REGION, sns_topic_arn="arn:aws:sns:us-east-1:1:t")
     assert [s.name for s in sinks] == ["cloudwatch", "sns"]
-    sinks = build_sinks("prod", lake_root="s3://lake", region=REGION, sns_topic_arn="arn:aws:sns:us-east-1:1:t",
-                        event_bus_name="bus", incident_response_plan_arn=PLAN, webhook_url="https://hooks/x")
+    sinks = build_sinks(
+        "prod",
+        lake_root="s3://lake",
+        region=REGION,
+        sns_topic_arn="arn:aws:sns:us-east-1:1:t",
+        event_bus_name="bus",
+        incident_response_plan_arn=PLAN,
+        webhook_url="https://hooks/x",
+    )
     assert [s.name for s in sinks] == ["cloudwatch", "sns", "eventbridge", "incident-manager", "webhook"]

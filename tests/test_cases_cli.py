@@ -77,7 +77,9 @@ def test_the_default_store_is_the_lakes_embedded_sqlite(tmp_path, monkeypatch):
     assert result.exit_code == 0 and KEY in result.output, result.output
     # Changes made here reach the environment's sinks (locally the log and JSON lines) through the outbox.
     assert cli("ack", KEY).exit_code == 0
-    with CaseStore(f"sqlite:///{tmp_path / 'lake' / '_sources' / 'cases.sqlite'}") as store, \
-            store.engine.connect() as conn:
+    with (
+        CaseStore(f"sqlite:///{tmp_path / 'lake' / '_sources' / 'cases.sqlite'}") as store,
+        store.engine.connect() as conn,
+    ):
         rows = conn.execute(sa.select(outbox.c.sink, outbox.c.event)).all()
     assert [tuple(r) for r in rows] == [("log", "acknowledged"), ("jsonl", "acknowledged")]

@@ -12,7 +12,7 @@ from iot_lake.cases.model import case_key
 from iot_lake.cases.store import CaseStore
 from iot_lake.cases_feedback import CASES_FEEDBACK
 from iot_lake.lake import Lake
-from tests.cases_helpers import T0, point, postgres_url, store_url  # noqa: F401  (fixtures)
+from tests.cases_helpers import T0, point
 
 
 def key(device: str):
@@ -43,28 +43,62 @@ def test_feedback_holds_what_people_closed_and_nothing_else(store_url, tmp_path)
         build_cases(store)
         written = mirror_to_lake(store, lake)
     assert written == {CASES_TABLE: 5, HISTORY_TABLE: 5 + 3 + 1 + 1 + 1, CASES_FEEDBACK: 3}
-    assert table(lake, CASES_FEEDBACK) == sorted([
-        {"case_id": key("dev-001"), "device_id": "dev-001", "metric": "temperature", "start_ts": T0,
-         "end_ts": T0 + timedelta(minutes=5), "resolution": "confirmed"},
-        {"case_id": key("dev-002"), "device_id": "dev-002", "metric": "temperature", "start_ts": T0,
-         "end_ts": T0 + timedelta(minutes=5), "resolution": "false_positive"},
-        # Still out of band when confirmed: the case ends just after its last anomalous point.
-        {"case_id": key("dev-005"), "device_id": "dev-005", "metric": "temperature", "start_ts": T0,
-         "end_ts": T0 + timedelta(minutes=4, microseconds=1), "resolution": "confirmed"},
-    ], key=lambda r: json.dumps(r, default=str))
+    assert table(lake, CASES_FEEDBACK) == sorted(
+        [
+            {
+                "case_id": key("dev-001"),
+                "device_id": "dev-001",
+                "metric": "temperature",
+                "start_ts": T0,
+                "end_ts": T0 + timedelta(minutes=5),
+                "resolution": "confirmed",
+            },
+            {
+                "case_id": key("dev-002"),
+                "device_id": "dev-002",
+                "metric": "temperature",
+                "start_ts": T0,
+                "end_ts": T0 + timedelta(minutes=5),
+                "resolution": "false_positive",
+            },
+            # Still out of band when confirmed: the case ends just after its last anomalous point.
+            {
+                "case_id": key("dev-005"),
+                "device_id": "dev-005",
+                "metric": "temperature",
+                "start_ts": T0,
+                "end_ts": T0 + timedelta(minutes=4, microseconds=1),
+                "resolution": "confirmed",
+            },
+        ],
+        key=lambda r: json.dumps(r, default=str),
+    )
     schema = DeltaTable(lake.path(CASES_FEEDBACK)).to_pyarrow_table().schema
     assert [(f.name, str(f.type)) for f in schema] == [
-        ("case_id", "string"), ("device_id", "string"), ("metric", "string"), ("start_ts", "timestamp[us, tz=UTC]"),
-        ("end_ts", "timestamp[us, tz=UTC]"), ("resolution", "string")]
+        ("case_id", "string"),
+        ("device_id", "string"),
+        ("metric", "string"),
+        ("start_ts", "timestamp[us, tz=UTC]"),
+        ("end_ts", "timestamp[us, tz=UTC]"),
+        ("resolution", "string"),
+    ]
 
     cases = {r["case_key"]: r for r in table(lake, CASES_TABLE)}
     assert {k.split("|")[0]: (r["status"], r["auto_resolved"]) for k, r in cases.items()} == {
-        "dev-001": ("resolved", False), "dev-002": ("false_positive", False), "dev-003": ("resolved", True),
-        "dev-004": ("open", False), "dev-005": ("resolved", False)}
+        "dev-001": ("resolved", False),
+        "dev-002": ("false_positive", False),
+        "dev-003": ("resolved", True),
+        "dev-004": ("open", False),
+        "dev-005": ("resolved", False),
+    }
     assert json.loads(cases[key("dev-004")]["evidence"])["window_end"] == (T0 + timedelta(minutes=4)).isoformat()
     assert {(r["from_status"], r["to_status"], r["actor"]) for r in table(lake, HISTORY_TABLE)} == {
-        (None, "open", "detector"), ("open", "resolved", "auto-resolve"), ("resolved", "resolved", "ana"),
-        ("resolved", "false_positive", "ana"), ("open", "resolved", "ana")}
+        (None, "open", "detector"),
+        ("open", "resolved", "auto-resolve"),
+        ("resolved", "resolved", "ana"),
+        ("resolved", "false_positive", "ana"),
+        ("open", "resolved", "ana"),
+    }
 
 
 def test_mirroring_again_replaces_the_tables(tmp_path):
@@ -93,4 +127,7 @@ def test_an_empty_store_writes_empty_tables_the_training_data_job_can_read(tmp_p
         mirror_to_lake(store, lake)
     rows = window_cases(spark, lake, T0.date(), T0.date()).collect()
     assert sorted((r.device_id, r.resolution) for r in rows) == [
-        ("dev-001", "confirmed"), ("dev-002", "false_positive"), ("dev-005", "confirmed")]
+        ("dev-001", "confirmed"),
+        ("dev-002", "false_positive"),
+        ("dev-005", "confirmed"),
+    ]

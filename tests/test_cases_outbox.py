@@ -16,7 +16,7 @@ from iot_lake.cases.outbox import deliver_pending, retry_delay
 from iot_lake.cases.schema import outbox
 from iot_lake.cases.sinks import JsonLinesSink, LogSink, OutboxEvent, Sink, WebhookSink
 from iot_lake.cases.store import CaseStore
-from tests.cases_helpers import T0, point, postgres_url, store_url  # noqa: F401  (fixtures)
+from tests.cases_helpers import T0, point
 
 KEY = case_key("dev-001", "temperature", T0)
 
@@ -48,7 +48,11 @@ def test_a_failing_sink_is_retried_with_backoff_and_delivered_once(store_url):
         assert (report.delivered, report.failed) == (1, 1) and "flaky is down" in report.errors[0]
         row = rows(store)[0]
         assert (row["sink"], row["attempts"], row["next_attempt_at"], row["delivered_at"]) == (
-            "flaky", 1, now + timedelta(seconds=30), None)
+            "flaky",
+            1,
+            now + timedelta(seconds=30),
+            None,
+        )
         assert row["last_error"] == "ConnectionError: flaky is down"
 
         assert deliver_pending(store, [flaky, steady], now + timedelta(seconds=29)).waiting == 1  # not due yet
@@ -59,7 +63,9 @@ def test_a_failing_sink_is_retried_with_backoff_and_delivered_once(store_url):
         now += timedelta(minutes=1)
         assert deliver_pending(store, [flaky, steady], now).delivered == 1
         assert [(r["sink"], r["attempts"], r["delivered_at"]) for r in rows(store)] == [
-            ("flaky", 3, now), ("steady", 1, T0)]
+            ("flaky", 3, now),
+            ("steady", 1, T0),
+        ]
         assert rows(store)[0]["last_error"] is None
         for later in (now, now + timedelta(days=1)):
             report = deliver_pending(store, [flaky, steady], later)
@@ -124,7 +130,9 @@ def test_local_sinks_write_the_log_and_json_lines(tmp_path, caplog):
     ]
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(e["event"], e["status"], e["actor"]) for e in lines] == [
-        ("opened", "open", "detector"), ("resolved", "false_positive", "ana")]
+        ("opened", "open", "detector"),
+        ("resolved", "false_positive", "ana"),
+    ]
     assert lines[0]["event_id"] < lines[1]["event_id"] and lines[0]["evidence"]["max_score"] == 4.0
 
 
@@ -161,4 +169,5 @@ def test_webhook_posts_json_and_a_server_error_is_retried(tmp_path, webhook):
         assert report.failed == 1 and "503" in rows(store)[0]["last_error"]
         assert deliver_pending(store, [sink], T0 + timedelta(seconds=30)).delivered == 1
     assert [(ctype, doc["event"], doc["case_key"]) for ctype, doc in received] == [
-        ("application/json", "opened", KEY)] * 2
+        ("application/json", "opened", KEY)
+    ] * 2

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from iot_lake.cases.model import EVENTS, CasePolicy, case_key
 from iot_lake.cases.schema import case_history, cases, outbox
 from iot_lake.cases.store import CaseNotFound, CaseStateError, CaseStore
-from tests.cases_helpers import T0, point, postgres_url, store_url  # noqa: F401  (fixtures)
+from tests.cases_helpers import T0, point
 
 EVERYTHING = SimpleNamespace(name="everything", events=EVENTS)
 PAGER = SimpleNamespace(name="pager", events=frozenset({"opened", "reopened"}))
@@ -27,14 +27,17 @@ def store(store_url):
 
 def outbox_rows(store) -> list[tuple[str, str, str]]:
     with store.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(sa.select(outbox.c.sink, outbox.c.event, outbox.c.case_key)
-                                               .order_by(outbox.c.id))]
+        return [
+            tuple(r)
+            for r in conn.execute(sa.select(outbox.c.sink, outbox.c.event, outbox.c.case_key).order_by(outbox.c.id))
+        ]
 
 
 def counts(store) -> tuple[int, int, int]:
     with store.engine.connect() as conn:
-        return tuple(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-                     for t in (cases, case_history, outbox))
+        return tuple(
+            conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one() for t in (cases, case_history, outbox)
+        )
 
 
 def transitions(store, key=KEY) -> list[tuple[str | None, str, str]]:
@@ -55,10 +58,16 @@ def test_an_excursion_is_one_case_however_often_its_points_arrive(store):
     [case] = store.list_cases()
     assert (case.case_key, case.status, case.severity, case.site_id) == (KEY, "open", "warning", "site-1")
     assert (case.incident_start, case.last_seen, case.back_in_band_since) == (
-        T0, T0 + timedelta(minutes=2), T0 + timedelta(minutes=3))
+        T0,
+        T0 + timedelta(minutes=2),
+        T0 + timedelta(minutes=3),
+    )
     assert case.evidence == {
-        "window_start": T0.isoformat(), "window_end": (T0 + timedelta(minutes=2)).isoformat(),
-        "expected_lo": 10.0, "expected_hi": 20.0, "max_score": 5.0,
+        "window_start": T0.isoformat(),
+        "window_end": (T0 + timedelta(minutes=2)).isoformat(),
+        "expected_lo": 10.0,
+        "expected_hi": 20.0,
+        "max_score": 5.0,
         "actual_values": [[(T0 + timedelta(minutes=m)).isoformat(), v] for m, v in ((0, 30.0), (1, 33.0), (2, 30.0))],
     }
     assert transitions(store) == [(None, "open", "detector")]
@@ -72,7 +81,10 @@ def test_a_late_point_shortly_before_the_start_moves_it_back_an_older_one_is_ign
     assert store.observe(point(60 - 30)).action == "updated"
     [case] = store.list_cases()
     assert (case.case_key, case.incident_start, case.evidence["window_start"]) == (
-        key, T0 + timedelta(minutes=30), (T0 + timedelta(minutes=30)).isoformat())
+        key,
+        T0 + timedelta(minutes=30),
+        (T0 + timedelta(minutes=30)).isoformat(),
+    )
 
 
 def test_severity_only_rises_and_a_rise_is_an_event(store):
@@ -98,7 +110,11 @@ def test_auto_resolve_after_30_minutes_in_band_and_a_relapse_restarts_the_clock(
     assert store.observe(point(62, anomalous=False)).action == "resolved"
     case = store.get(KEY)
     assert (case.status, case.auto_resolved, case.resolved_at, case.back_in_band_since) == (
-        "resolved", True, T0 + timedelta(minutes=62), T0 + timedelta(minutes=32))
+        "resolved",
+        True,
+        T0 + timedelta(minutes=62),
+        T0 + timedelta(minutes=32),
+    )
     assert transitions(store) == [(None, "open", "detector"), ("open", "resolved", "auto-resolve")]
     assert [e for s, e, _ in outbox_rows(store) if s == "everything"] == ["opened", "resolved"]
     assert store.observe(point(63, anomalous=False)).action == "unchanged"
@@ -111,7 +127,12 @@ def test_a_relapse_within_two_hours_of_an_auto_resolve_reopens_the_same_case(sto
     assert store.observe(point(35 + 120, score=6.5)).action == "reopened"  # exactly 2 h after the auto-resolve
     case = store.get(KEY)
     assert (case.status, case.reopen_count, case.resolved_at, case.auto_resolved, case.severity) == (
-        "open", 1, None, False, "critical")
+        "open",
+        1,
+        None,
+        False,
+        "critical",
+    )
     assert len(store.list_cases()) == 1
     assert transitions(store)[-1] == ("resolved", "open", "detector")
     assert outbox_rows(store)[-2:] == [("everything", "reopened", KEY), ("pager", "reopened", KEY)]
@@ -133,7 +154,10 @@ def test_a_case_closed_by_a_person_is_never_reopened(store, false_positive):
     # The excursion goes on after the person closed it: no new case, no page, the evidence grows.
     assert store.observe(point(1, score=9.0)).action == "updated"
     assert (store.get(KEY).status, store.get(KEY).last_seen, len(store.list_cases())) == (
-        closed.status, T0 + timedelta(minutes=1), 1)
+        closed.status,
+        T0 + timedelta(minutes=1),
+        1,
+    )
     # Back in band, then out again within two hours: a new case, the closed one untouched.
     store.observe(point(2, anomalous=False))
     new = store.observe(point(10))
@@ -152,9 +176,12 @@ def test_an_acknowledged_case_stays_acknowledged_while_updated_and_can_still_aut
     assert (store.get(KEY).status, store.get(KEY).severity) == ("acknowledged", "critical")
     store.observe(point(2, anomalous=False))
     assert store.observe(point(32, anomalous=False)).action == "resolved"
-    assert transitions(store) == [(None, "open", "detector"), ("open", "acknowledged", "ana"),
-                                  ("acknowledged", "acknowledged", "detector"),
-                                  ("acknowledged", "resolved", "auto-resolve")]
+    assert transitions(store) == [
+        (None, "open", "detector"),
+        ("open", "acknowledged", "ana"),
+        ("acknowledged", "acknowledged", "detector"),
+        ("acknowledged", "resolved", "auto-resolve"),
+    ]
     assert store.history(KEY)[1].note == "on it"
     with pytest.raises(CaseStateError, match="only an open case"):
         store.acknowledge(KEY, actor="ana")

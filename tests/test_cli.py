@@ -10,8 +10,24 @@ from iot_lake.lake import TELEMETRY_PREFIX, Lake
 
 
 def test_simulate_into_a_lake_seeds_the_historian(tmp_path):
-    result = CliRunner().invoke(main, ["simulate", "--devices", "3", "--days", "0.25", "--start", "2026-11-20",
-                                       "--seed", "9", "--history-days", "1", "--lake", str(tmp_path)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "simulate",
+            "--devices",
+            "3",
+            "--days",
+            "0.25",
+            "--start",
+            "2026-11-20",
+            "--seed",
+            "9",
+            "--history-days",
+            "1",
+            "--lake",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert len(list(Lake(str(tmp_path)).list(TELEMETRY_PREFIX))) == 6 * 12
     engine = sa.create_engine(f"sqlite:///{tmp_path}/_sources/historian.sqlite")
@@ -22,7 +38,9 @@ def test_simulate_into_a_lake_seeds_the_historian(tmp_path):
 
 def test_lake_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("IOT_LAKE_ROOT", str(tmp_path / "from-env"))
-    result = CliRunner().invoke(main, ["simulate", "--devices", "1", "--days", "0.05", "--start", "2026-11-20", "--no-db"])
+    result = CliRunner().invoke(
+        main, ["simulate", "--devices", "1", "--days", "0.05", "--start", "2026-11-20", "--no-db"]
+    )
     assert result.exit_code == 0, result.output
     assert any(Lake(str(tmp_path / "from-env")).list(TELEMETRY_PREFIX))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import numpy as np
 import pandas as pd
@@ -74,8 +74,11 @@ def test_five_minute_buckets_roll_up_the_minute_buckets(landed, spark):
     one, five = _actual(landed, "1min"), _actual(landed, "5min")
     one["bucket_start"] = one["bucket_start"].dt.floor("5min")
     one["total"] = one["mean"] * one["readings"]
-    rolled = one.groupby(["device_id", "metric", "bucket_start"]).agg(
-        readings=("readings", "sum"), min=("min", "min"), max=("max", "max"), total=("total", "sum")).reset_index()
+    rolled = (
+        one.groupby(["device_id", "metric", "bucket_start"])
+        .agg(readings=("readings", "sum"), min=("min", "min"), max=("max", "max"), total=("total", "sum"))
+        .reset_index()
+    )
     five["total"] = five["mean"] * five["readings"]
     columns = ["device_id", "metric", "bucket_start", "readings", "min", "max"]
     pd.testing.assert_frame_equal(rolled[columns], five[columns], check_dtype=False)
@@ -94,7 +97,9 @@ def test_aggregates_alone_rebuild_through_dagster(landed, spark):
     partition = START.strftime("%Y-%m-%d-%H:%M")
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
-            [curated_telemetry], partition_key=partition, instance=instance,
+            [curated_telemetry],
+            partition_key=partition,
+            instance=instance,
             selection=[AssetKey(["curated", "telemetry_1min"]), AssetKey(["curated", "telemetry_5min"])],
             resources={"lake": LakeResource(root=landed.url), "spark": SparkRunner(mode="local")},
         )
@@ -104,16 +109,17 @@ def test_aggregates_alone_rebuild_through_dagster(landed, spark):
     curated = _frame(landed, CURATED_TELEMETRY)
     for grain in GRAINS:
         assert keys[f"curated/telemetry_{grain}"].metadata["buckets_written"].value == len(_actual(landed, grain)) > 0
-        pd.testing.assert_frame_equal(_actual(landed, grain), _expected(curated, GRAINS[grain]),
-                                      check_dtype=False, check_exact=False, rtol=1e-9)
+        pd.testing.assert_frame_equal(
+            _actual(landed, grain), _expected(curated, GRAINS[grain]), check_dtype=False, check_exact=False, rtol=1e-9
+        )
 
 
 def test_last_is_the_reading_with_the_latest_event_time_then_message_id(spark):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from iot_lake.curated.aggregates import aggregate
 
-    t = datetime(2026, 11, 20, 10, 0, 30, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 20, 10, 0, 30, tzinfo=UTC)
     rows = [  # (site, unit, value, event time, message id)
         ("site-01", "degC", 1.0, t, "m-b"),
         ("site-02", "degF", 2.0, t, "m-c"),  # tied event time, greatest message id: the last
@@ -122,25 +128,31 @@ def test_last_is_the_reading_with_the_latest_event_time_then_message_id(spark):
     ]
     df = spark.createDataFrame(
         [("dev-0001", "temperature", s, u, v, ts, m) for s, u, v, ts, m in rows],
-        "device_id string, metric string, site_id string, unit string, value double, event_ts timestamp, message_id string",
+        "device_id string, metric string, site_id string, unit string, value double, event_ts timestamp, "
+        "message_id string",
     )
     (row,) = aggregate(df, 60).collect()
-    assert (row["last"], row["site_id"], row["unit"], row["last_ts"]) == (2.0, "site-02", "degF", t.replace(tzinfo=None))
+    assert (row["last"], row["site_id"], row["unit"], row["last_ts"]) == (
+        2.0,
+        "site-02",
+        "degF",
+        t.replace(tzinfo=None),
+    )
     assert (row["readings"], row["min"], row["max"], row["mean"]) == (4, 1.0, 4.0, 2.5)
-
 
 
 def test_the_mean_of_equal_readings_is_that_reading(spark):
     """0.1 + 0.1 + 0.1 = 0.30000000000000004: a stuck sensor's mean must not leave [min, max],
     which the blocking GX suite enforces exactly."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from iot_lake.curated.aggregates import aggregate
 
-    t = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
     df = spark.createDataFrame(
         [("dev-0001", "temperature", "site-01", "degC", 0.1, t + timedelta(seconds=s), f"m-{s}") for s in (1, 2, 3)],
-        "device_id string, metric string, site_id string, unit string, value double, event_ts timestamp, message_id string",
+        "device_id string, metric string, site_id string, unit string, value double, event_ts timestamp, "
+        "message_id string",
     )
     assert sum([0.1] * 3) / 3 > 0.1  # what an unclamped mean would store
     (row,) = aggregate(df, 60).collect()
@@ -150,7 +162,7 @@ def test_the_mean_of_equal_readings_is_that_reading(spark):
 def test_a_refresh_counts_the_later_readings_of_its_last_bucket(tmp_path, spark):
     """The hour's last bucket also holds readings that landed in the next hour (after its latest
     reading): recomputing the bucket must count them."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import pyarrow as pa
     from deltalake import write_deltalake
@@ -159,14 +171,26 @@ def test_a_refresh_counts_the_later_readings_of_its_last_bucket(tmp_path, spark)
     from iot_lake.sources.telemetry import inventory_key
 
     lake = Lake(str(tmp_path))
-    hour = datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
+    hour = datetime(2026, 11, 20, 10, tzinfo=UTC)
     ts = [hour.replace(minute=59, second=10), hour.replace(minute=59, second=50)]
     objects = ["landing/telemetry/2026/11/20/10/a.gz", "landing/telemetry/2026/11/20/11/b.gz"]
-    write_deltalake(lake.path(CURATED_TELEMETRY), pa.table({
-        "device_id": ["dev-0001"] * 2, "site_id": ["site-01"] * 2, "metric": ["power"] * 2, "value": [1.0, 3.0],
-        "unit": ["kW"] * 2, "event_ts": pa.array(ts, pa.timestamp("us", tz="UTC")), "message_id": ["m1", "m2"],
-        "source_object": objects, "event_date": pa.array([hour.date()] * 2, pa.date32()),
-    }), partition_by=["event_date"])
+    write_deltalake(
+        lake.path(CURATED_TELEMETRY),
+        pa.table(
+            {
+                "device_id": ["dev-0001"] * 2,
+                "site_id": ["site-01"] * 2,
+                "metric": ["power"] * 2,
+                "value": [1.0, 3.0],
+                "unit": ["kW"] * 2,
+                "event_ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
+                "message_id": ["m1", "m2"],
+                "source_object": objects,
+                "event_date": pa.array([hour.date()] * 2, pa.date32()),
+            }
+        ),
+        partition_by=["event_date"],
+    )
     lake.write_text(inventory_key(hour), json.dumps({"objects": [{"key": objects[0]}]}))
     refresh_aggregates(spark, lake, hour, [hour.date().isoformat()], CURATED_TELEMETRY)
     for grain in GRAINS:

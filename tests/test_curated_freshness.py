@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from dagster import AssetKey, AssetMaterialization
 from dagster._core.definitions.freshness import FreshnessState
@@ -17,8 +17,10 @@ FEATURES = AssetKey(["curated", "features"])
 
 
 def test_curated_assets_go_stale_when_the_feed_stops():
-    now = datetime.now(timezone.utc)
-    target = ModuleTarget(module_name="definitions", attribute="defs", working_directory=str(REPO), location_name="iot_lake")
+    now = datetime.now(UTC)
+    target = ModuleTarget(
+        module_name="definitions", attribute="defs", working_directory=str(REPO), location_name="iot_lake"
+    )
     with instance_for_test() as instance, create_test_daemon_workspace_context(target, instance) as context:
 
         def _evaluate(instance, at: datetime) -> dict[AssetKey, FreshnessState]:
@@ -31,8 +33,10 @@ def test_curated_assets_go_stale_when_the_feed_stops():
         with freeze_time(now):
             instance.report_runless_asset_event(AssetMaterialization(CURATED))
             instance.report_runless_asset_event(AssetMaterialization(FEATURES))
-        assert _evaluate(instance, now + timedelta(minutes=30)) == {CURATED: FreshnessState.PASS,
-                                                                    FEATURES: FreshnessState.PASS}
+        assert _evaluate(instance, now + timedelta(minutes=30)) == {
+            CURATED: FreshnessState.PASS,
+            FEATURES: FreshnessState.PASS,
+        }
         # The hourly feed stalls: warn after 75 minutes, fail after two hours; the daily table is still fresh.
         assert _evaluate(instance, now + timedelta(minutes=80))[CURATED] == FreshnessState.WARN
         states = _evaluate(instance, now + timedelta(hours=3))

@@ -23,17 +23,30 @@ from resources import LakeResource
 from resources.spark import SparkRunner
 from tests.conftest import START
 
-METRICS = pd.DataFrame({"metric": ["temperature", "pressure"], "canonical_unit": ["degC", "kPa"],
-                        "min_value": [-40.0, 0.0], "max_value": [150.0, 2000.0]})
+METRICS = pd.DataFrame(
+    {
+        "metric": ["temperature", "pressure"],
+        "canonical_unit": ["degC", "kPa"],
+        "min_value": [-40.0, 0.0],
+        "max_value": [150.0, 2000.0],
+    }
+)
 
 
 def _telemetry(**overrides) -> pd.DataFrame:
     ts = pd.date_range(START, periods=4, freq="min", tz="UTC")
-    frame = pd.DataFrame({
-        "device_id": ["D1"] * 4, "site_id": ["S1"] * 4, "metric": ["temperature", "temperature", "pressure", "pressure"],
-        "value": [20.0, 21.0, 100.0, 101.0], "unit": ["degC", "degC", "kPa", "kPa"], "event_ts": ts,
-        "message_id": ["m1", "m2", "m3", "m4"], "event_date": ts.date,
-    })
+    frame = pd.DataFrame(
+        {
+            "device_id": ["D1"] * 4,
+            "site_id": ["S1"] * 4,
+            "metric": ["temperature", "temperature", "pressure", "pressure"],
+            "value": [20.0, 21.0, 100.0, 101.0],
+            "unit": ["degC", "degC", "kPa", "kPa"],
+            "event_ts": ts,
+            "message_id": ["m1", "m2", "m3", "m4"],
+            "event_date": ts.date,
+        }
+    )
     for column, values in overrides.items():
         frame[column] = values
     frame["event_ts_date"] = frame["event_ts"].dt.date
@@ -50,13 +63,21 @@ def test_clean_rows_pass():
     assert passed and metadata["rows_validated"].value == 4 and metadata["failed_error"].value == 0
 
 
-@pytest.mark.parametrize("overrides, severity", [
-    ({"message_id": ["m1", "m1", "m3", "m4"], "event_ts": [pd.Timestamp(START)] * 2 + list(
-        pd.date_range(START, periods=2, freq="min", tz="UTC"))}, AssetCheckSeverity.ERROR),  # duplicate natural key
-    ({"value": [20.0, None, 100.0, 101.0]}, AssetCheckSeverity.ERROR),  # a null value
-    ({"metric": ["temperature", "humidity", "pressure", "pressure"]}, AssetCheckSeverity.ERROR),  # unknown metric
-    ({"value": [20.0, 21.0, 100.0, 5000.0]}, AssetCheckSeverity.WARN),  # implausible, not broken
-])
+@pytest.mark.parametrize(
+    "overrides, severity",
+    [
+        (
+            {
+                "message_id": ["m1", "m1", "m3", "m4"],
+                "event_ts": [pd.Timestamp(START)] * 2 + list(pd.date_range(START, periods=2, freq="min", tz="UTC")),
+            },
+            AssetCheckSeverity.ERROR,
+        ),  # duplicate natural key
+        ({"value": [20.0, None, 100.0, 101.0]}, AssetCheckSeverity.ERROR),  # a null value
+        ({"metric": ["temperature", "humidity", "pressure", "pressure"]}, AssetCheckSeverity.ERROR),  # unknown metric
+        ({"value": [20.0, 21.0, 100.0, 5000.0]}, AssetCheckSeverity.WARN),  # implausible, not broken
+    ],
+)
 def test_defects_fail_with_their_severity(overrides, severity):
     passed, got, metadata = _check(_telemetry(**overrides), telemetry_expectations(METRICS))
     assert not passed and got == severity
@@ -65,9 +86,20 @@ def test_defects_fail_with_their_severity(overrides, severity):
 
 def test_aggregate_suite_catches_an_inconsistent_bucket():
     ts = pd.Timestamp(START)
-    good = pd.DataFrame({"device_id": ["D1"], "metric": ["temperature"], "bucket_start": [ts], "readings": [3],
-                         "mean": [2.0], "min": [1.0], "max": [3.0], "stddev": [1.0], "last": [3.0],
-                         "last_ts": [ts + pd.Timedelta(seconds=50)]})
+    good = pd.DataFrame(
+        {
+            "device_id": ["D1"],
+            "metric": ["temperature"],
+            "bucket_start": [ts],
+            "readings": [3],
+            "mean": [2.0],
+            "min": [1.0],
+            "max": [3.0],
+            "stddev": [1.0],
+            "last": [3.0],
+            "last_ts": [ts + pd.Timedelta(seconds=50)],
+        }
+    )
     assert _check(good, aggregate_expectations())[0]
     bad = good.assign(mean=[5.0])  # mean above max
     passed, severity, _ = _check(bad, aggregate_expectations())
@@ -80,10 +112,18 @@ def _resources(lake):
 
 def test_suites_pass_on_what_the_hourly_job_writes(landed):
     with DagsterInstance.ephemeral() as instance:
-        result = materialize([landing_telemetry, curated_telemetry, *curated_checks], instance=instance,
-                             partition_key=START.strftime("%Y-%m-%d-%H:%M"), resources=_resources(landed),
-                             selection=[AssetKey(["landing", "telemetry"]), AssetKey(["curated", "telemetry"]),
-                                        AssetKey(["curated", "telemetry_1min"]), AssetKey(["curated", "telemetry_5min"])])
+        result = materialize(
+            [landing_telemetry, curated_telemetry, *curated_checks],
+            instance=instance,
+            partition_key=START.strftime("%Y-%m-%d-%H:%M"),
+            resources=_resources(landed),
+            selection=[
+                AssetKey(["landing", "telemetry"]),
+                AssetKey(["curated", "telemetry"]),
+                AssetKey(["curated", "telemetry_1min"]),
+                AssetKey(["curated", "telemetry_5min"]),
+            ],
+        )
     assert result.success
     evaluations = {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
     for key in ("curated/telemetry", "curated/telemetry_1min", "curated/telemetry_5min"):
@@ -110,9 +150,14 @@ def test_a_failing_blocking_suite_stops_downstream_assets(landed, spark):
         ran.append(True)
 
     with DagsterInstance.ephemeral() as instance:
-        result = materialize([curated_features, forecast_inputs, *curated_checks], instance=instance,
-                             partition_key=START.date().isoformat(), resources=_resources(landed), raise_on_error=False,
-                             selection=[AssetKey(["curated", "features"]), AssetKey(["forecast_inputs"])])
+        result = materialize(
+            [curated_features, forecast_inputs, *curated_checks],
+            instance=instance,
+            partition_key=START.date().isoformat(),
+            resources=_resources(landed),
+            raise_on_error=False,
+            selection=[AssetKey(["curated", "features"]), AssetKey(["forecast_inputs"])],
+        )
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "gx_suite")
     assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR
     assert "| **FAIL** | error | `expect_compound_columns_to_be_unique`" in evaluation.metadata["results"].value
@@ -126,8 +171,10 @@ def test_suites_run_in_a_python_dash_c_process_like_dagsters_step_workers():
 
     from tests.test_end_to_end import REPO
 
-    code = ("from assets.curated.quality import run_suite, aggregate_expectations; import pandas as pd; "
-            "r = run_suite('t', pd.DataFrame({'readings': [1]}), aggregate_expectations()); "
-            "print('severity', r.severity.value); import pyspark")
+    code = (
+        "from assets.curated.quality import run_suite, aggregate_expectations; import pandas as pd; "
+        "r = run_suite('t', pd.DataFrame({'readings': [1]}), aggregate_expectations()); "
+        "print('severity', r.severity.value); import pyspark"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "severity ERROR" in out.stdout, out.stderr[-2000:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -20,9 +20,18 @@ from tests.conftest import simulate, truth_objects
 def registry_of(fleet) -> Registry:
     return Registry.from_rows(
         [{"device_id": d.device_id, "site_id": d.site_id} for d in fleet.devices],
-        [{"device_id": d.device_id, "metric": m.metric, "unit": m.unit, "canonical_unit": METRICS[m.metric].unit,
-          "min_value": METRICS[m.metric].min_value, "max_value": METRICS[m.metric].max_value}
-         for d in fleet.devices for m in d.metrics.values()],
+        [
+            {
+                "device_id": d.device_id,
+                "metric": m.metric,
+                "unit": m.unit,
+                "canonical_unit": METRICS[m.metric].unit,
+                "min_value": METRICS[m.metric].min_value,
+                "max_value": METRICS[m.metric].max_value,
+            }
+            for d in fleet.devices
+            for m in d.metrics.values()
+        ],
     )
 
 
@@ -33,17 +42,29 @@ METRIC_DEVICE = next(d for d in FLEET.devices if d.metrics["temperature"].unit =
 
 
 def line(**fields) -> str:
-    base = {"device_id": METRIC_DEVICE.device_id, "site_id": METRIC_DEVICE.site_id, "metric": "temperature",
-            "value": 48.5, "unit": "degC", "ts": "2026-11-20T10:00:00.250Z",
-            "message_id": "6f1c1a52-0c3f-4b53-a2a4-1e1a8d3f0c11", "ingested_at": "2026-11-20T10:00:00.900Z"}
+    base = {
+        "device_id": METRIC_DEVICE.device_id,
+        "site_id": METRIC_DEVICE.site_id,
+        "metric": "temperature",
+        "value": 48.5,
+        "unit": "degC",
+        "ts": "2026-11-20T10:00:00.250Z",
+        "message_id": "6f1c1a52-0c3f-4b53-a2a4-1e1a8d3f0c11",
+        "ingested_at": "2026-11-20T10:00:00.900Z",
+    }
     base.update(fields)
     return json.dumps({k: v for k, v in base.items() if v is not ...})
 
 
 def test_every_timestamp_format_normalises_to_the_same_utc_instant():
-    instant = datetime(2026, 11, 20, 10, 0, 0, 250000, tzinfo=timezone.utc)
-    for ts in ("2026-11-20T10:00:00.250Z", "2026-11-20T15:30:00.250+05:30", "2026-11-20T04:00:00.250-06:00",
-               int(instant.timestamp() * 1000), "2026-11-20T10:00:00.250"):
+    instant = datetime(2026, 11, 20, 10, 0, 0, 250000, tzinfo=UTC)
+    for ts in (
+        "2026-11-20T10:00:00.250Z",
+        "2026-11-20T15:30:00.250+05:30",
+        "2026-11-20T04:00:00.250-06:00",
+        int(instant.timestamp() * 1000),
+        "2026-11-20T10:00:00.250",
+    ):
         rec = parse_line(line(ts=ts), REGISTRY)
         assert isinstance(rec, Record) and rec.event_ts == instant, ts
 
@@ -99,9 +120,14 @@ def test_rejections_keep_the_ids_they_could_read():
 
 def test_every_simulated_fault_is_caught():
     record = json.loads(line())
-    expected = {"malformed_json": {"malformed_json"}, "missing_field": {"missing_field"},
-                "mistyped_field": {"mistyped_field", "bad_timestamp"}, "non_finite": {"non_finite_value"},
-                "impossible_value": {"out_of_range"}, "unknown_device": {"unknown_device"}}
+    expected = {
+        "malformed_json": {"malformed_json"},
+        "missing_field": {"missing_field"},
+        "mistyped_field": {"mistyped_field", "bad_timestamp"},
+        "non_finite": {"non_finite_value"},
+        "impossible_value": {"out_of_range"},
+        "unknown_device": {"unknown_device"},
+    }
     for kind in BAD_KINDS:
         for seed in range(40):
             result = parse_line(corrupt(record, kind, np.random.default_rng(seed)), REGISTRY)
@@ -118,7 +144,14 @@ def test_parse_verdicts_match_the_simulators_truth(tmp_path):
         rejected = [r for r in results if isinstance(r, Rejection)]
         assert len(rejected) == sum(truth[obj.key]["bad"].values()), obj.key  # no false positive, none missed
         reasons.update(r.reason for r in rejected)
-    assert set(reasons) >= {"malformed_json", "missing_field", "mistyped_field", "non_finite_value", "out_of_range", "unknown_device"}
+    assert set(reasons) >= {
+        "malformed_json",
+        "missing_field",
+        "mistyped_field",
+        "non_finite_value",
+        "out_of_range",
+        "unknown_device",
+    }
 
 
 def test_parse_time_rejects_what_is_not_a_time():
@@ -128,13 +161,17 @@ def test_parse_time_rejects_what_is_not_a_time():
 
 
 def test_a_line_without_ingested_at_is_judged_against_its_landing_hour():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    hour = datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
+    hour = datetime(2026, 11, 20, 10, tzinfo=UTC)
     record = json.loads(line())
     del record["ingested_at"]
-    at = {ts: parse_line(json.dumps({**record, "ts": ts}), REGISTRY, hour) for ts in
-          ("2026-11-20T11:05:00Z", "2026-11-20T11:05:01Z", "2026-11-13T10:00:00Z", "2026-11-13T09:59:59Z")}
+    at = {
+        ts: parse_line(json.dumps({**record, "ts": ts}), REGISTRY, hour)
+        for ts in ("2026-11-20T11:05:00Z", "2026-11-20T11:05:01Z", "2026-11-13T10:00:00Z", "2026-11-13T09:59:59Z")
+    }
     assert [isinstance(r, Record) for r in at.values()] == [True, False, True, False]
     assert "landing hour" in at["2026-11-20T11:05:01Z"].detail
-    assert isinstance(parse_line(json.dumps({**record, "ts": "2026-11-20T11:05:01Z"}), REGISTRY), Record)  # no hour: no judge
+    assert isinstance(
+        parse_line(json.dumps({**record, "ts": "2026-11-20T11:05:01Z"}), REGISTRY), Record
+    )  # no hour: no judge

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 
 import pytest
 from deltalake import DeltaTable
@@ -98,11 +98,16 @@ def test_missing_inputs_fail_with_a_clear_message(tmp_path, spark):
 def test_job_script_runs_standalone(landed):
     out = subprocess.run(
         [sys.executable, "-m", "iot_lake.curated.telemetry_job", "--lake", landed.url, "--hour", START.isoformat()],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["lines_landed"] == report["curated_new"] + report["duplicates_in_batch"] + report["duplicates_existing"] + report["quarantined"]
+    assert (
+        report["lines_landed"]
+        == report["curated_new"] + report["duplicates_in_batch"] + report["duplicates_existing"] + report["quarantined"]
+    )
     assert report["curated_new"] > 0
 
 
@@ -117,11 +122,11 @@ def test_registry_is_the_newest_snapshot_on_or_before_the_hour(landed):
 
 
 def test_the_first_ingestion_of_a_key_is_the_one_kept(spark):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from iot_lake.curated.telemetry_job import CURATED_COLUMNS, first_per_key
 
-    t = datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 20, 10, tzinfo=UTC)
     late, later = t + timedelta(minutes=1), t + timedelta(minutes=2)
     rows = [  # (message id, ingested_at, source object, line number, value)
         ("a", later, "obj-1", 1, 1.0),
@@ -135,12 +140,31 @@ def test_the_first_ingestion_of_a_key_is_the_one_kept(spark):
         ("e", later, "obj-1", 2, 9.0),  # once
     ]
     valid = spark.createDataFrame(
-        [("dev-0001", "site-01", "temperature", v, "degC", v, "degC", t, m, ing, src, t.date(), n)
-         for m, ing, src, n, v in rows],
-        ", ".join(f"{c} {ty}" for c, ty in zip(
-            [*CURATED_COLUMNS, "line_number"],
-            ["string", "string", "string", "double", "string", "double", "string", "timestamp", "string", "timestamp",
-             "string", "date", "bigint"])),
+        [
+            ("dev-0001", "site-01", "temperature", v, "degC", v, "degC", t, m, ing, src, t.date(), n)
+            for m, ing, src, n, v in rows
+        ],
+        ", ".join(
+            f"{c} {ty}"
+            for c, ty in zip(
+                [*CURATED_COLUMNS, "line_number"],
+                [
+                    "string",
+                    "string",
+                    "string",
+                    "double",
+                    "string",
+                    "double",
+                    "string",
+                    "timestamp",
+                    "string",
+                    "timestamp",
+                    "string",
+                    "date",
+                    "bigint",
+                ],
+            )
+        ),
     )
     kept = {r["message_id"]: r["value"] for r in first_per_key(valid).collect()}
     assert kept == {"a": 2.0, "b": 4.0, "c": 6.0, "d": 7.0, "e": 9.0}

@@ -22,12 +22,21 @@ INDEX = RegistryIndex.of(REGISTRY)
 
 def typical_line(**fields) -> str:
     """A line the way firmware writes it: fixed field order, no whitespace (json.dumps would add some)."""
-    base = {"device_id": METRIC_DEVICE.device_id, "site_id": METRIC_DEVICE.site_id, "metric": "temperature",
-            "value": "48.5", "unit": "degC", "ts": '"2026-11-20T10:00:00.250Z"',
-            "message_id": "6f1c1a52-0c3f-4b53-a2a4-1e1a8d3f0c11", "ingested_at": "2026-11-20T10:00:00.900Z"}
+    base = {
+        "device_id": METRIC_DEVICE.device_id,
+        "site_id": METRIC_DEVICE.site_id,
+        "metric": "temperature",
+        "value": "48.5",
+        "unit": "degC",
+        "ts": '"2026-11-20T10:00:00.250Z"',
+        "message_id": "6f1c1a52-0c3f-4b53-a2a4-1e1a8d3f0c11",
+        "ingested_at": "2026-11-20T10:00:00.900Z",
+    }
     base.update(fields)
-    return ('{"device_id":"%(device_id)s","site_id":"%(site_id)s","metric":"%(metric)s","value":%(value)s,'
-            '"unit":"%(unit)s","ts":%(ts)s,"message_id":"%(message_id)s","ingested_at":"%(ingested_at)s"}' % base)
+    return (
+        '{{"device_id":"{device_id}","site_id":"{site_id}","metric":"{metric}","value":{value},'
+        '"unit":"{unit}","ts":{ts},"message_id":"{message_id}","ingested_at":"{ingested_at}"}}'
+    ).format(**base)
 
 
 def fast_records(lines: list[str]) -> dict[int, dict]:
@@ -111,11 +120,19 @@ def _reference_rows(lake, registry, keys) -> list[dict]:
                 if isinstance(result, Record):
                     row = {**asdict(result), "status": "ok", "event_date": result.event_ts.date()}
                 else:
-                    row = {"status": "rejected", "reason": result.reason, "detail": result.detail,
-                           "device_id": result.device_id, "metric": result.metric, "raw_line": text}
+                    row = {
+                        "status": "rejected",
+                        "reason": result.reason,
+                        "detail": result.detail,
+                        "device_id": result.device_id,
+                        "metric": result.metric,
+                        "raw_line": text,
+                    }
                 rows.append({**row, "source_object": key, "line_number": number})
         except UnreadableObject as exc:
-            rows.append({"status": "unreadable", "reason": "unreadable_object", "detail": str(exc), "source_object": key})
+            rows.append(
+                {"status": "unreadable", "reason": "unreadable_object", "detail": str(exc), "source_object": key}
+            )
     return pa.Table.from_pylist(rows, schema=PARSED).to_pylist()
 
 
@@ -128,7 +145,10 @@ def test_parse_objects_gives_every_line_the_verdict_parse_line_gives(landed):
     keys = [o.key for o in landed.list(TELEMETRY_PREFIX)]
     # A hand-made object too: blank and whitespace lines, CRLF, bad UTF-8, no final newline.
     odd = f"{TELEMETRY_PREFIX}/{START:%Y/%m/%d/%H}/odd.gz"
-    body = "\n".join([typical_line(), "", "  ", typical_line(value="-0") + "\r", EDGE_CASES[1]]).encode() + b"\n\xff{}\n \t"
+    body = (
+        "\n".join([typical_line(), "", "  ", typical_line(value="-0") + "\r", EDGE_CASES[1]]).encode()
+        + b"\n\xff{}\n \t"
+    )
     landed.write_bytes(odd, gzip.compress(body + b"\n" + typical_line(value="1").encode()))
     keys.append(odd)
     batches = list(parse_objects(landed.url, {}, registry)([pa.record_batch({"key": keys})]))

@@ -55,12 +55,17 @@ def test_weather_is_validated_deduplicated_and_accounted(day_lake, spark):
     site = sim.fleet.sites[0].site_id
     prefix = weather_day_prefix(DAY)
     base = {"temperature_c": 4.5, "humidity_pct": 80, "wind_speed_ms": 3, "precipitation_mm": 0}
-    lake.write_bytes(f"{prefix}/zz_correction_{site}.csv", _csv([
-        {"site_id": site, "observed_at": f"{DAY}T05:00:00Z", **base},  # corrects a row of the site's own file
-        {"site_id": "SITE-NOWHERE", "observed_at": f"{DAY}T05:00:00Z", **base},
-        {"site_id": site, "observed_at": f"{DAY - timedelta(days=1)}T23:00:00Z", **base},
-        {"site_id": site, "observed_at": f"{DAY}T06:00:00Z", **{**base, "humidity_pct": 180}},
-    ]))
+    lake.write_bytes(
+        f"{prefix}/zz_correction_{site}.csv",
+        _csv(
+            [
+                {"site_id": site, "observed_at": f"{DAY}T05:00:00Z", **base},  # corrects a row of the site's own file
+                {"site_id": "SITE-NOWHERE", "observed_at": f"{DAY}T05:00:00Z", **base},
+                {"site_id": site, "observed_at": f"{DAY - timedelta(days=1)}T23:00:00Z", **base},
+                {"site_id": site, "observed_at": f"{DAY}T06:00:00Z", **{**base, "humidity_pct": 180}},
+            ]
+        ),
+    )
     lake.write_bytes(f"{prefix}/zz_garbled.json", b"\x00<html>502</html>")
     try:
         report = curate_weather_day(spark, lake, DAY)
@@ -76,7 +81,9 @@ def test_weather_is_validated_deduplicated_and_accounted(day_lake, spark):
     weather = _table(lake, CURATED_WEATHER).to_pylist()
     assert len(weather) == sites * 24  # the re-run replaced the day, it did not append
     corrected = [w for w in weather if w["site_id"] == site and w["observed_at"].hour == 5]
-    assert len(corrected) == 1 and corrected[0]["temperature_c"] == 4.5 and "zz_correction" in corrected[0]["source_file"]
+    assert (
+        len(corrected) == 1 and corrected[0]["temperature_c"] == 4.5 and "zz_correction" in corrected[0]["source_file"]
+    )
     quarantine = _table(lake, QUARANTINE_WEATHER).to_pylist()
     assert sorted(q["reason"] for q in quarantine) == ["out_of_range", "unknown_site", "unusable_file", "wrong_day"]
     assert next(q for q in quarantine if q["reason"] == "out_of_range")["detail"] == "humidity_pct"

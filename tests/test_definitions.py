@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -32,10 +32,26 @@ PROD_ENV = {
     "IOT_LAKE_REDSHIFT_USER": "dbt",
     "IOT_LAKE_REDSHIFT_PASSWORD": "r3dsh1ft",
 }
-WAREHOUSE_MODELS = {"stg_telemetry_minute", "stg_telemetry_5min", "stg_forecasts", "stg_deviations", "stg_cases",
-                    "stg_case_history", "stg_sites", "stg_devices", "stg_device_metrics", "snap_device", "dim_device",
-                    "dim_site", "fct_telemetry_minute", "fct_telemetry_hourly", "fct_forecast", "fct_deviation",
-                    "fct_case", "mart_device_health"}
+WAREHOUSE_MODELS = {
+    "stg_telemetry_minute",
+    "stg_telemetry_5min",
+    "stg_forecasts",
+    "stg_deviations",
+    "stg_cases",
+    "stg_case_history",
+    "stg_sites",
+    "stg_devices",
+    "stg_device_metrics",
+    "snap_device",
+    "dim_device",
+    "dim_site",
+    "fct_telemetry_minute",
+    "fct_telemetry_hourly",
+    "fct_forecast",
+    "fct_deviation",
+    "fct_case",
+    "mart_device_health",
+}
 
 
 def test_definitions_load_with_every_asset_described():
@@ -43,11 +59,22 @@ def test_definitions_load_with_every_asset_described():
 
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"landing/telemetry", "landing/weather", "landing/device_registry", "landing/historical_readings",
-                    "curated/telemetry", "curated/telemetry_1min", "curated/telemetry_5min",
-                    "curated/weather", "curated/features",
-                    "ml/forecast_training_data", "ml/forecast_model", "ml/batch_forecast", "ops/deviations",
-                    *(f"warehouse/{m}" for m in WAREHOUSE_MODELS)}
+    assert keys == {
+        "landing/telemetry",
+        "landing/weather",
+        "landing/device_registry",
+        "landing/historical_readings",
+        "curated/telemetry",
+        "curated/telemetry_1min",
+        "curated/telemetry_5min",
+        "curated/weather",
+        "curated/features",
+        "ml/forecast_training_data",
+        "ml/forecast_model",
+        "ml/batch_forecast",
+        "ops/deviations",
+        *(f"warehouse/{m}" for m in WAREHOUSE_MODELS),
+    }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         kinds = {t.removeprefix("dagster/kind/") for t in node.tags if t.startswith("dagster/kind/")}
@@ -57,14 +84,26 @@ def test_definitions_load_with_every_asset_described():
         assert kinds & ({"dbt", "duckdb"} if key.path[0] == "warehouse" else {"s3", "sagemaker", "delta"}), key
     curated = graph.get(AssetKey(["curated", "telemetry"]))
     assert {p.to_user_string() for p in curated.parent_keys} == {"landing/telemetry", "landing/device_registry"}
-    assert {"spark", "delta"} <= {t.removeprefix("dagster/kind/") for t in curated.tags if t.startswith("dagster/kind/")}
-    assert {j.name for j in defs.jobs} == {"telemetry_hourly_job", "weather_daily_job", "features_daily_job",
-                                              "historian_extract_job", "delta_maintenance_job",
-                                              "forecast_training_job", "forecast_refresh_job", "warehouse_job",
-                                              "warehouse_hourly_job", "warehouse_daily_job"}
+    assert {"spark", "delta"} <= {
+        t.removeprefix("dagster/kind/") for t in curated.tags if t.startswith("dagster/kind/")
+    }
+    assert {j.name for j in defs.jobs} == {
+        "telemetry_hourly_job",
+        "weather_daily_job",
+        "features_daily_job",
+        "historian_extract_job",
+        "delta_maintenance_job",
+        "forecast_training_job",
+        "forecast_refresh_job",
+        "warehouse_job",
+        "warehouse_hourly_job",
+        "warehouse_daily_job",
+    }
     model = graph.get(AssetKey(["ml", "forecast_model"]))
     assert {p.to_user_string() for p in model.parent_keys} == {"ml/forecast_training_data"}
-    assert "ml/forecast_model" in {p.to_user_string() for p in graph.get(AssetKey(["ml", "batch_forecast"])).parent_keys}
+    assert "ml/forecast_model" in {
+        p.to_user_string() for p in graph.get(AssetKey(["ml", "batch_forecast"])).parent_keys
+    }
     assert defs.resolve_sensor_def("landing_sensor")
     assert defs.resolve_sensor_def("ops_automation_sensor").default_status.value == "RUNNING"
     for name in ("run_failure_alerts", "check_failure_alerts"):
@@ -72,8 +111,11 @@ def test_definitions_load_with_every_asset_described():
 
 
 # The three sources and the landing assets they deliver.
-SOURCES = {"telemetry": {"landing/telemetry"}, "historian": {"landing/device_registry", "landing/historical_readings"},
-           "weather": {"landing/weather"}}
+SOURCES = {
+    "telemetry": {"landing/telemetry"},
+    "historian": {"landing/device_registry", "landing/historical_readings"},
+    "weather": {"landing/weather"},
+}
 
 
 def test_every_asset_is_catalogued_and_the_lineage_is_one_graph_from_the_three_sources():
@@ -98,6 +140,7 @@ def test_every_asset_is_catalogued_and_the_lineage_is_one_graph_from_the_three_s
                 reached.add(child)
                 frontier.append(child)
     assert keys - reached == set()
+
     # Each source feeds the graph beyond landing (the historian through the registry).
     def downstream(key):
         out, todo = set(), [key]
@@ -107,6 +150,7 @@ def test_every_asset_is_catalogued_and_the_lineage_is_one_graph_from_the_three_s
                     out.add(child)
                     todo.append(child)
         return {k.path[0] for k in out}
+
     for source, landed in SOURCES.items():
         layers = set().union(*(downstream(AssetKey.from_user_string(k)) for k in landed))
         assert {"curated", "warehouse"} <= layers, source
@@ -129,10 +173,14 @@ def test_warehouse_lineage_joins_the_lake_assets_and_its_tests_are_checks():
     assert parents("stg_deviations") == parents("stg_cases") == {"ops/deviations"}
     assert parents("stg_devices") == {"landing/device_registry"}
     assert parents("dim_device") == {"warehouse/snap_device"}
-    assert {"warehouse/fct_telemetry_minute", "warehouse/fct_case", "warehouse/dim_device"} <= parents("mart_device_health")
+    assert {"warehouse/fct_telemetry_minute", "warehouse/fct_case", "warehouse/dim_device"} <= parents(
+        "mart_device_health"
+    )
     for name in ("fct_telemetry_minute", "fct_telemetry_hourly", "fct_forecast", "fct_deviation"):
         assert isinstance(graph.get(AssetKey(["warehouse", name])).partitions_def, HourlyPartitionsDefinition), name
-    assert isinstance(graph.get(AssetKey(["warehouse", "mart_device_health"])).partitions_def, DailyPartitionsDefinition)
+    assert isinstance(
+        graph.get(AssetKey(["warehouse", "mart_device_health"])).partitions_def, DailyPartitionsDefinition
+    )
     assert graph.get(AssetKey(["warehouse", "dim_site"])).partitions_def is None
     checks = {(k.asset_key.path[-1], k.name) for k in graph.asset_check_keys if k.asset_key.path[0] == "warehouse"}
     assert any(m == "fct_telemetry_hourly" and n.startswith("reconciles_with_curated") for m, n in checks)
@@ -142,8 +190,12 @@ def test_warehouse_lineage_joins_the_lake_assets_and_its_tests_are_checks():
     for name in ("warehouse_job_schedule", "warehouse_hourly_schedule", "warehouse_daily_job_schedule"):
         assert defs.resolve_schedule_def(name).default_status.value == "STOPPED", name
     hourly = defs.resolve_schedule_def("warehouse_hourly_schedule")
-    tick = hourly.evaluate_tick(build_schedule_context(
-        scheduled_execution_time=datetime(2026, 11, 25, 10, 40, tzinfo=timezone.utc), repository_def=defs.get_repository_def()))
+    tick = hourly.evaluate_tick(
+        build_schedule_context(
+            scheduled_execution_time=datetime(2026, 11, 25, 10, 40, tzinfo=UTC),
+            repository_def=defs.get_repository_def(),
+        )
+    )
     assert [r.partition_key for r in tick.run_requests] == ["2026-11-25-09:00"]
 
 
@@ -151,7 +203,9 @@ def test_nightly_extract_targets_the_day_that_just_ended():
     from definitions import defs
 
     schedule = defs.resolve_schedule_def("historian_extract_job_schedule")
-    tick = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=datetime(2026, 11, 25, 0, 30, tzinfo=timezone.utc)))
+    tick = schedule.evaluate_tick(
+        build_schedule_context(scheduled_execution_time=datetime(2026, 11, 25, 0, 30, tzinfo=UTC))
+    )
     assert [r.partition_key for r in tick.run_requests] == ["2026-11-24"]
 
 
@@ -159,11 +213,17 @@ def test_nightly_training_targets_the_day_that_ended_and_forecasts_the_hour_that
     from definitions import defs
 
     training = defs.resolve_schedule_def("forecast_training_job_schedule")
-    tick = training.evaluate_tick(build_schedule_context(scheduled_execution_time=datetime(2026, 11, 25, 2, 0, tzinfo=timezone.utc)))
+    tick = training.evaluate_tick(
+        build_schedule_context(scheduled_execution_time=datetime(2026, 11, 25, 2, 0, tzinfo=UTC))
+    )
     assert [r.partition_key for r in tick.run_requests] == ["2026-11-24"]
     refresh = defs.resolve_schedule_def("forecast_refresh_schedule")
-    tick = refresh.evaluate_tick(build_schedule_context(
-        scheduled_execution_time=datetime(2026, 11, 25, 10, 20, tzinfo=timezone.utc), repository_def=defs.get_repository_def()))
+    tick = refresh.evaluate_tick(
+        build_schedule_context(
+            scheduled_execution_time=datetime(2026, 11, 25, 10, 20, tzinfo=UTC),
+            repository_def=defs.get_repository_def(),
+        )
+    )
     # The 09:00 partition: its forecast starts at 10:00, the end of the hour that has just ended.
     assert [r.partition_key for r in tick.run_requests] == ["2026-11-25-09:00"]
 
@@ -178,9 +238,17 @@ def test_local_is_the_default(tmp_path):
 
     resources = build_resources(s)
     assert {name: getattr(r, "mode", None) for name, r in resources.items()} == {
-        "lake": None, "historian": None, "spark": "local", "sagemaker": "local", "cases": None, "warehouse": None}
+        "lake": None,
+        "historian": None,
+        "spark": "local",
+        "sagemaker": "local",
+        "cases": None,
+        "warehouse": None,
+    }
     assert (resources["warehouse"].target, resources["warehouse"].duckdb_path) == (
-        "local", str(tmp_path / "warehouse" / "iot_lake.duckdb"))
+        "local",
+        str(tmp_path / "warehouse" / "iot_lake.duckdb"),
+    )
     assert resources["cases"].url == f"sqlite:///{tmp_path}/_sources/cases.sqlite"
     assert [s.name for s in resources["cases"].sinks()] == ["log", "jsonl"]
     with resources["cases"].store() as store:
@@ -206,7 +274,9 @@ def test_prod_names_what_the_chosen_spark_service_needs(mode):
         load_settings({**common, "IOT_LAKE_SPARK_MODE": mode})
     message = str(err.value)
     assert f"IOT_LAKE_SPARK_MODE={mode}" in message
-    others = {var for m, needs in SPARK_MODE_REQUIRED.items() if m != mode for var in needs} - set(SPARK_MODE_REQUIRED[mode])
+    others = {var for m, needs in SPARK_MODE_REQUIRED.items() if m != mode for var in needs} - set(
+        SPARK_MODE_REQUIRED[mode]
+    )
     assert all(var in message for var in SPARK_MODE_REQUIRED[mode])
     assert not any(var in message for var in others | set(PROD_REQUIRED))
     with pytest.raises(SettingsError, match="IOT_LAKE_SPARK_MODE='databricks' is not one of emr-serverless, glue, emr"):
@@ -228,12 +298,17 @@ def test_prod_settings_and_resources_come_from_the_environment(monkeypatch):
     spark = resources["spark"]
     assert (spark.mode, spark.lake_root, spark.region) == ("emr-serverless", "s3://acme-iot-lake", "eu-west-1")
     assert (spark.emr_application_id, spark.emr_job_role_arn, spark.env_archive) == (
-        "00fabc123", "arn:aws:iam::123456789012:role/iot-lake-emr", "s3://acme-iot-artifacts/spark-env/iot-lake-env.tar.gz")
+        "00fabc123",
+        "arn:aws:iam::123456789012:role/iot-lake-emr",
+        "s3://acme-iot-artifacts/spark-env/iot-lake-env.tar.gz",
+    )
 
     sagemaker = resources["sagemaker"]
     assert (sagemaker.mode, sagemaker.lake_root, sagemaker.region) == ("sagemaker", "s3://acme-iot-lake", "eu-west-1")
     assert (sagemaker.role_arn, sagemaker.image_uri) == (
-        "arn:aws:iam::123456789012:role/iot-lake-sagemaker", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/iot-lake-ml:1.4")
+        "arn:aws:iam::123456789012:role/iot-lake-sagemaker",
+        "123456789012.dkr.ecr.eu-west-1.amazonaws.com/iot-lake-ml:1.4",
+    )
     assert (sagemaker.training_instance_type, sagemaker.processing_instance_type) == ("ml.m5.xlarge", "ml.m5.large")
 
     cases = resources["cases"]
@@ -242,7 +317,11 @@ def test_prod_settings_and_resources_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("IOT_LAKE_EVENT_BUS_NAME", "iot-lake")
     monkeypatch.setenv("IOT_LAKE_INCIDENT_RESPONSE_PLAN_ARN", "arn:aws:ssm-incidents::123456789012:response-plan/iot")
     assert [s.name for s in build_resources(load_settings())["cases"].sinks()] == [
-        "cloudwatch", "sns", "eventbridge", "incident-manager"]
+        "cloudwatch",
+        "sns",
+        "eventbridge",
+        "incident-manager",
+    ]
 
     monkeypatch.setenv("IOT_LAKE_SAGEMAKER_TRAINING_INSTANCE_TYPE", "ml.c5.4xlarge")
     monkeypatch.setenv("IOT_LAKE_KMS_KEY_ID", "alias/iot-lake")
@@ -269,7 +348,11 @@ def _load_definitions(env: dict[str, str]) -> subprocess.CompletedProcess:
     base = {k: v for k, v in __import__("os").environ.items() if not k.startswith("IOT_LAKE")}
     return subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO, env={**base, **env}, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -293,7 +376,9 @@ def test_data_plane_never_imports_dagster():
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] in {"dagster_pipes"} or not name.startswith("dagster"), f"{path}: {name}"
-    probe = "import sys, iot_lake.cli, iot_lake.simulate.runner, iot_lake.sources.telemetry, iot_lake.sources.weather, " \
-            "iot_lake.sources.historian; print(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'))"
+    probe = (
+        "import sys, iot_lake.cli, iot_lake.simulate.runner, iot_lake.sources.telemetry, iot_lake.sources.weather, "
+        "iot_lake.sources.historian; print(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -16,7 +16,6 @@ from dagster import DagsterInstance, job, op
 
 from resources.spark_aws import DELTA_CONF, EMR_DELTA_JARS
 from resources.spark_code import glue_entrypoint_uri
-from tests.postgres import postgres_url  # noqa: F401
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
@@ -39,10 +38,16 @@ def production_instance(aws, postgres_url, tmp_path, monkeypatch):  # noqa: F811
     bucket = "dagster-logs-" + tmp_path.name.lower().replace("_", "-")[-20:]
     aws.client("s3").create_bucket(Bucket=bucket)
     key = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
-    env = {"DAGSTER_PG_HOST": url.hostname, "DAGSTER_PG_PORT": str(url.port), "DAGSTER_PG_DB": url.path.lstrip("/"),
-           "DAGSTER_PG_USER": url.username, "DAGSTER_PG_PASSWORD": "unused-trust-auth",
-           "DAGSTER_COMPUTE_LOG_BUCKET": bucket, "DAGSTER_COMPUTE_LOG_PREFIX": "dagster/compute-logs",
-           "IOT_LAKE_KMS_KEY_ID": key}
+    env = {
+        "DAGSTER_PG_HOST": url.hostname,
+        "DAGSTER_PG_PORT": str(url.port),
+        "DAGSTER_PG_DB": url.path.lstrip("/"),
+        "DAGSTER_PG_USER": url.username,
+        "DAGSTER_PG_PASSWORD": "unused-trust-auth",
+        "DAGSTER_COMPUTE_LOG_BUCKET": bucket,
+        "DAGSTER_COMPUTE_LOG_PREFIX": "dagster/compute-logs",
+        "IOT_LAKE_KMS_KEY_ID": key,
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     home = tmp_path / "dagster_home"
@@ -70,8 +75,11 @@ def test_production_instance_keeps_runs_in_postgres_and_compute_logs_in_s3(aws, 
     engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
         status = conn.execute(sa.text("SELECT status FROM runs WHERE run_id = :id"), {"id": result.run_id}).scalar()
-        events = conn.execute(sa.text("SELECT dagster_event_type FROM event_logs WHERE run_id = :id"),
-                              {"id": result.run_id}).scalars().all()
+        events = (
+            conn.execute(sa.text("SELECT dagster_event_type FROM event_logs WHERE run_id = :id"), {"id": result.run_id})
+            .scalars()
+            .all()
+        )
     engine.dispose()
     assert status == "SUCCESS"
     assert {"PIPELINE_START", "STEP_SUCCESS", "PIPELINE_SUCCESS"} <= set(events)  # run events keep their old names
@@ -95,6 +103,7 @@ def test_production_instance_file_holds_no_secrets():
 
 
 # --- EMR Serverless and Glue ------------------------------------------------------------------------
+
 
 def _deploy_json(path: str, **values: str) -> dict:
     text = (DEPLOY / path).read_text()
@@ -137,6 +146,7 @@ def test_glue_job_is_created_with_the_script_the_runner_checks(aws, lake_root):
 
 
 # --- The UI -------------------------------------------------------------------------------------------
+
 
 def test_the_ui_binds_to_loopback_by_default_and_in_the_production_unit():
     from dagster_webserver.cli import dagster_webserver

@@ -1,7 +1,7 @@
 """ops/deviations on real Delta tables and a real SQLite case store: scoring, idempotent re-runs,
 one case per incident, accuracy against injected ground truth."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -18,7 +18,7 @@ from iot_lake.simulate.runner import anomalies_key
 from resources import LakeResource
 from resources.cases import CasesResource
 
-START = datetime(2026, 11, 20, 8, tzinfo=timezone.utc)
+START = datetime(2026, 11, 20, 8, tzinfo=UTC)
 SIGMA = 0.5
 SPIKE = (START + timedelta(hours=2, minutes=20), START + timedelta(hours=2, minutes=35))  # dev-2 power
 
@@ -36,29 +36,61 @@ def _lake(root) -> Lake:
         values = _clean(minutes) + rng.normal(0, SIGMA, len(minutes))
         if device == "dev-2":
             values[(minutes >= SPIKE[0]) & (minutes < SPIKE[1])] += 8  # 16 sigma
-        rows.append(pd.DataFrame({"device_id": device, "metric": "power", "site_id": "site-1", "bucket_start": minutes,
-                                  "mean": values, "event_date": minutes.date}))
-    write_deltalake(lake.uri("curated/telemetry_1min"), pa.Table.from_pandas(pd.concat(rows), preserve_index=False),
-                    partition_by=["event_date"])
+        rows.append(
+            pd.DataFrame(
+                {
+                    "device_id": device,
+                    "metric": "power",
+                    "site_id": "site-1",
+                    "bucket_start": minutes,
+                    "mean": values,
+                    "event_date": minutes.date,
+                }
+            )
+        )
+    write_deltalake(
+        lake.uri("curated/telemetry_1min"),
+        pa.Table.from_pandas(pd.concat(rows), preserve_index=False),
+        partition_by=["event_date"],
+    )
     buckets = pd.date_range(START, START + timedelta(hours=3), freq="5min", inclusive="left")
     yhat = _clean(buckets)
-    forecasts = pd.concat(pd.DataFrame({
-        "device_id": device, "metric": "power", "bucket_start": buckets, "yhat": yhat,
-        "lo_80": yhat - 1.28 * SIGMA, "hi_80": yhat + 1.28 * SIGMA, "lo_95": yhat - 1.96 * SIGMA,
-        "hi_95": yhat + 1.96 * SIGMA, "origin": START - timedelta(hours=1), "model_version": "v1",
-        "origin_date": (START - timedelta(hours=1)).date()}) for device in ("dev-1", "dev-2"))
-    write_deltalake(lake.uri(FORECASTS_TABLE), pa.Table.from_pandas(forecasts, preserve_index=False),
-                    partition_by=["origin_date"])
-    lake.write_text(anomalies_key(START.date()), "device_id,site_id,metric,kind,start,end,magnitude\n"
-                    f"dev-2,site-1,power,spike,{SPIKE[0].isoformat()},{SPIKE[1].isoformat()},8\n")
+    forecasts = pd.concat(
+        pd.DataFrame(
+            {
+                "device_id": device,
+                "metric": "power",
+                "bucket_start": buckets,
+                "yhat": yhat,
+                "lo_80": yhat - 1.28 * SIGMA,
+                "hi_80": yhat + 1.28 * SIGMA,
+                "lo_95": yhat - 1.96 * SIGMA,
+                "hi_95": yhat + 1.96 * SIGMA,
+                "origin": START - timedelta(hours=1),
+                "model_version": "v1",
+                "origin_date": (START - timedelta(hours=1)).date(),
+            }
+        )
+        for device in ("dev-1", "dev-2")
+    )
+    write_deltalake(
+        lake.uri(FORECASTS_TABLE), pa.Table.from_pandas(forecasts, preserve_index=False), partition_by=["origin_date"]
+    )
+    lake.write_text(
+        anomalies_key(START.date()),
+        "device_id,site_id,metric,kind,start,end,magnitude\n"
+        f"dev-2,site-1,power,spike,{SPIKE[0].isoformat()},{SPIKE[1].isoformat()},8\n",
+    )
     return lake
 
 
 @pytest.fixture
 def run(tmp_path):
     lake = _lake(tmp_path / "lake")
-    resources = {"lake": LakeResource(root=lake.url),
-                 "cases": CasesResource(url=f"sqlite:///{tmp_path}/cases.sqlite", lake_root=lake.url)}
+    resources = {
+        "lake": LakeResource(root=lake.url),
+        "cases": CasesResource(url=f"sqlite:///{tmp_path}/cases.sqlite", lake_root=lake.url),
+    }
 
     def materialize_hour(h: int):
         key = (START + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M")
@@ -107,7 +139,7 @@ def test_scores_are_causal_and_calibrated_per_series():
     scorer = SeriesScorer(params)
     scores = [scorer.update(r, abs(r) > 1.96)[0] for r in residuals]
     assert max(scores) < params.alert_score  # ordinary noise never alerts, learning or not
-    assert scorer.update(12.0, True) [1] and scorer.update(12.0, True)[1]  # an incident, still on
+    assert scorer.update(12.0, True)[1] and scorer.update(12.0, True)[1]  # an incident, still on
     assert scorer.update(0.1, False) == (pytest.approx(0.0, abs=0.2), False)  # back in band: over
     # A series whose band is three times too narrow: calibrated on its own residuals, its ordinary
     # noise does not alert either, while the same noise judged by the band alone would.
@@ -134,13 +166,15 @@ def test_new_curated_minutes_of_the_hour_request_its_deviations(tmp_path):
 
     from definitions import defs
 
-    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     key, before = hour.strftime("%Y-%m-%d-%H:%M"), (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
     deviations_key = deviations.key
     with DagsterInstance.ephemeral() as instance:
+
         def requested(cursor=None):
-            result = evaluate_automation_conditions(defs, instance, asset_selection=AssetSelection.assets(deviations_key),
-                                                    cursor=cursor)
+            result = evaluate_automation_conditions(
+                defs, instance, asset_selection=AssetSelection.assets(deviations_key), cursor=cursor
+            )
             return result.get_requested_partitions(deviations_key), result.cursor
 
         instance.report_runless_asset_event(AssetMaterialization(["curated", "telemetry_1min"], partition=key))

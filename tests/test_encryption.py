@@ -22,7 +22,8 @@ from resources.spark_aws import emr_step, glue_params
 from resources.spark_code import PublishedCode, publish_code, split_s3_uri
 from tests.conftest import REGION
 from tests.spark_twins import parse_confs
-from tests.test_sagemaker_runner_aws import lake, materialize_one, process, runner as sagemaker_runner, twin  # noqa: F401
+from tests.test_sagemaker_runner_aws import lake, materialize_one, process, twin  # noqa: F401
+from tests.test_sagemaker_runner_aws import runner as sagemaker_runner
 from tests.test_spark_runner_aws import ARCHIVE
 
 CODE = PublishedCode("s3://b/lake/_code/iot_lake-1.zip", "s3://b/lake/_code/entrypoint-1.py")
@@ -81,37 +82,62 @@ def test_boto3_writes_through_an_encrypted_client(aws, lake_root, kms_key):
     s3 = encrypt_writes(aws.client("s3"), kms_key)
     s3.put_object(Bucket=bucket, Key=f"{prefix}/_pipes/a.json", Body=b"{}")
     s3.upload_fileobj(io.BytesIO(os.urandom(9 * 2**20)), bucket, f"{prefix}/_pipes/big.bin")  # multipart
-    s3.copy_object(Bucket=bucket, Key=f"{prefix}/_pipes/copy.json", CopySource={"Bucket": bucket, "Key": f"{prefix}/_pipes/a.json"})
+    s3.copy_object(
+        Bucket=bucket, Key=f"{prefix}/_pipes/copy.json", CopySource={"Bucket": bucket, "Key": f"{prefix}/_pipes/a.json"}
+    )
     publish_code(aws.client("s3"), lake_root, kms_key_id=kms_key)
     assert len(found := encryption_of(aws, lake_root)) == 5
     assert_all_kms(found, kms_key)
 
 
 def test_prod_resources_hand_the_key_to_every_writer(monkeypatch):
-    env = {"IOT_LAKE_ENV": "prod", "IOT_LAKE_BUCKET": "b", "AWS_REGION": REGION, "IOT_LAKE_HISTORIAN_URL": "sqlite://",
-           "IOT_LAKE_SAGEMAKER_ROLE_ARN": "arn:aws:iam::1:role/sm", "IOT_LAKE_SAGEMAKER_IMAGE_URI": "img",
-           "IOT_LAKE_CASES_URL": "sqlite://", "IOT_LAKE_SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:1:t",
-           "IOT_LAKE_GLUE_DATABASE": "iot_lake", "IOT_LAKE_REDSHIFT_HOST": "h", "IOT_LAKE_REDSHIFT_DATABASE": "d",
-           "IOT_LAKE_REDSHIFT_USER": "u", "IOT_LAKE_REDSHIFT_PASSWORD": "p", "IOT_LAKE_EMR_APPLICATION_ID": "app",
-           "IOT_LAKE_EMR_JOB_ROLE_ARN": "arn:aws:iam::1:role/emr", "IOT_LAKE_SPARK_ENV_ARCHIVE": "s3://b/env.tgz",
-           KMS_KEY_VAR: "alias/iot-lake"}
+    env = {
+        "IOT_LAKE_ENV": "prod",
+        "IOT_LAKE_BUCKET": "b",
+        "AWS_REGION": REGION,
+        "IOT_LAKE_HISTORIAN_URL": "sqlite://",
+        "IOT_LAKE_SAGEMAKER_ROLE_ARN": "arn:aws:iam::1:role/sm",
+        "IOT_LAKE_SAGEMAKER_IMAGE_URI": "img",
+        "IOT_LAKE_CASES_URL": "sqlite://",
+        "IOT_LAKE_SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:1:t",
+        "IOT_LAKE_GLUE_DATABASE": "iot_lake",
+        "IOT_LAKE_REDSHIFT_HOST": "h",
+        "IOT_LAKE_REDSHIFT_DATABASE": "d",
+        "IOT_LAKE_REDSHIFT_USER": "u",
+        "IOT_LAKE_REDSHIFT_PASSWORD": "p",
+        "IOT_LAKE_EMR_APPLICATION_ID": "app",
+        "IOT_LAKE_EMR_JOB_ROLE_ARN": "arn:aws:iam::1:role/emr",
+        "IOT_LAKE_SPARK_ENV_ARCHIVE": "s3://b/env.tgz",
+        KMS_KEY_VAR: "alias/iot-lake",
+    }
     from iot_lake.settings import load_settings
 
     res = build_resources(load_settings(env))
-    assert res["lake"].storage_options()["s3_additional_kwargs"] == {"ServerSideEncryption": "aws:kms",
-                                                                     "SSEKMSKeyId": "alias/iot-lake"}
+    assert res["lake"].storage_options()["s3_additional_kwargs"] == {
+        "ServerSideEncryption": "aws:kms",
+        "SSEKMSKeyId": "alias/iot-lake",
+    }
     assert res["lake"].delta_storage_options()["aws_sse_kms_key_id"] == "alias/iot-lake"
     assert res["spark"].kms_key_id == res["sagemaker"].kms_key_id == "alias/iot-lake"
 
 
 def test_spark_requests_carry_sse_kms_for_emrfs_s3a_and_the_data_plane(kms_key):
-    expected = {"spark.hadoop.fs.s3.enableServerSideEncryption": "true",
-                "spark.hadoop.fs.s3.serverSideEncryption.kms.keyId": kms_key,
-                "spark.hadoop.fs.s3a.encryption.algorithm": "SSE-KMS", "spark.hadoop.fs.s3a.encryption.key": kms_key}
+    expected = {
+        "spark.hadoop.fs.s3.enableServerSideEncryption": "true",
+        "spark.hadoop.fs.s3.serverSideEncryption.kms.keyId": kms_key,
+        "spark.hadoop.fs.s3a.encryption.algorithm": "SSE-KMS",
+        "spark.hadoop.fs.s3a.encryption.key": kms_key,
+    }
     step = emr_step(code=CODE, env_archive=ARCHIVE, module="m", args=[], pipes_env={}, kms_key_id=kms_key)
     confs = parse_confs(step["HadoopJarStep"]["Args"])
-    assert confs.items() >= {**expected, f"spark.yarn.appMasterEnv.{KMS_KEY_VAR}": kms_key,
-                             f"spark.executorEnv.{KMS_KEY_VAR}": kms_key}.items()
+    assert (
+        confs.items()
+        >= {
+            **expected,
+            f"spark.yarn.appMasterEnv.{KMS_KEY_VAR}": kms_key,
+            f"spark.executorEnv.{KMS_KEY_VAR}": kms_key,
+        }.items()
+    )
 
     arguments = glue_params(job_name="j", code=CODE, module="m", args=["--x"], kms_key_id=kms_key)["Arguments"]
     assert parse_confs(["--conf", *shlex.split(arguments["--conf"])]).items() >= expected.items()

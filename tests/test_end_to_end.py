@@ -43,12 +43,16 @@ def test_main_job_end_to_end(tmp_path):
     home.mkdir()
     out = subprocess.run(
         [sys.executable, "-m", "jobs.main", "--devices", "4", "--days", "1", "--start", "2026-11-20"],
-        cwd=REPO, env=_env(IOT_LAKE_ROOT=str(tmp_path / "lake"), DAGSTER_HOME=str(home)),
-        capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=_env(IOT_LAKE_ROOT=str(tmp_path / "lake"), DAGSTER_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "failed runs" in out.stdout
     with DagsterInstance.from_config(str(home)) as instance:
+
         def partitions(key):
             return instance.get_materialized_partitions(AssetKey(key))
 
@@ -77,7 +81,8 @@ def test_main_job_end_to_end(tmp_path):
         weather = instance.get_latest_materialization_event(AssetKey(["curated", "weather"])).asset_materialization
         rows_read = weather.metadata["rows_read"].value
         assert weather.metadata["quarantine_rate"].value == pytest.approx(
-            weather.metadata["quarantined"].value / rows_read, abs=1e-6)
+            weather.metadata["quarantined"].value / rows_read, abs=1e-6
+        )
         assert partitions(["landing", "weather"]) == {"2026-11-20"}
         assert partitions(["landing", "device_registry"]) == {"2026-11-20"}
         assert partitions(["landing", "historical_readings"]) == {"2026-11-20"}
@@ -85,7 +90,8 @@ def test_main_job_end_to_end(tmp_path):
         assert event.asset_materialization.metadata["rows"].value == 4 * 4 * 7 * 96  # a week of 15-min means
     assert (tmp_path / "lake" / "landing" / "_inventory" / "telemetry" / "2026" / "11" / "20" / "23.json").exists()
     assert sorted(p.name for p in (tmp_path / "lake").iterdir() if not p.name.startswith("_")) == sorted(
-        ["landing", "curated", "warehouse", "models", "forecasts", "cases", "quarantine"])
+        ["landing", "curated", "warehouse", "models", "forecasts", "cases", "quarantine"]
+    )
 
 
 @dataclass
@@ -110,14 +116,19 @@ def dagster_dev(tmp_path_factory) -> DevServer:
         # Without --host, the UI listens on loopback only (README, "Operating in production").
         import psutil
 
-        bound = {c.laddr.ip for c in psutil.net_connections("tcp")
-                 if c.status == psutil.CONN_LISTEN and c.laddr.port == server.port}
+        bound = {
+            c.laddr.ip
+            for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == server.port
+        }
         assert bound == {"127.0.0.1"}, bound
         yield server
 
 
-RUNS_QUERY = ('{ runsOrError(filter: {pipelineName: "telemetry_hourly_job"}) '
-              '{ ... on Runs { results { status tags { key value } } } } }')
+RUNS_QUERY = (
+    '{ runsOrError(filter: {pipelineName: "telemetry_hourly_job"}) '
+    "{ ... on Runs { results { status tags { key value } } } } }"
+)
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +158,9 @@ def test_dagster_dev_serves_the_ui_and_the_sensor_runs_new_landing_data(dagster_
     assert (project / ".dagster" / "storage").is_dir()  # storage under the project, not a temp dir
 
     tags = {t["key"]: t["value"] for t in sensed_lake[0]["tags"]}
-    mats = _graphql(port, '{ assetNodes(assetKeys: [{path: ["curated", "telemetry"]}]) { assetMaterializations { partition } } }')
+    mats = _graphql(
+        port, '{ assetNodes(assetKeys: [{path: ["curated", "telemetry"]}]) { assetMaterializations { partition } } }'
+    )
     assert [m["partition"] for m in mats["assetNodes"][0]["assetMaterializations"]] == ["2026-11-20-00:00"]
     assert tags["dagster/partition"] == "2026-11-20-00:00" and tags["dagster/sensor_name"] == "landing_sensor"
     # The run is persisted in the project's .dagster/, not in dagster dev's scratch directory.
@@ -155,11 +168,16 @@ def test_dagster_dev_serves_the_ui_and_the_sensor_runs_new_landing_data(dagster_
         stored = db.execute("select count(*) from runs where pipeline_name = 'telemetry_hourly_job'").fetchone()[0]
     assert stored >= 1
     # The alert sensors run with the daemon too (and have nothing to say about a run that succeeded).
-    sensors = _graphql(port, '{ sensorsOrError(repositorySelector: {repositoryName: "__repository__", '
-                             'repositoryLocationName: "iot_lake"}) { ... on Sensors { results { name sensorState '
-                             '{ status } } } } }')["sensorsOrError"]["results"]
+    sensors = _graphql(
+        port,
+        '{ sensorsOrError(repositorySelector: {repositoryName: "__repository__", '
+        'repositoryLocationName: "iot_lake"}) { ... on Sensors { results { name sensorState '
+        "{ status } } } } }",
+    )["sensorsOrError"]["results"]
     assert {s["name"]: s["sensorState"]["status"] for s in sensors if s["name"].endswith("_alerts")} == {
-        "run_failure_alerts": "RUNNING", "check_failure_alerts": "RUNNING"}
+        "run_failure_alerts": "RUNNING",
+        "check_failure_alerts": "RUNNING",
+    }
     events = dagster_dev.lake_root / "cases" / "_events" / "events.jsonl"
     lines = events.read_text().splitlines() if events.exists() else []
     assert [line for line in lines if json.loads(line).get("kind") == "alert"] == []
@@ -173,8 +191,11 @@ ARTIFACTS = REPO / "test-artifacts"
 def chromium_binary() -> str:
     path = shutil.which("chromium") or "/usr/bin/chromium"
     if not os.access(path, os.X_OK):
-        unavailable("chromium not found at /usr/bin/chromium (install Debian's 'chromium' package; "
-                    "scripts/setup.sh --test does as root)", "the UI screenshot test")
+        unavailable(
+            "chromium not found at /usr/bin/chromium (install Debian's 'chromium' package; "
+            "scripts/setup.sh --test does as root)",
+            "the UI screenshot test",
+        )
     return path
 
 
@@ -182,17 +203,33 @@ def _chromium(binary: str, profile: Path, url: str, *args: str) -> subprocess.Co
     """Headless Chromium on the page until its scripts are idle (or 20 s of virtual time have passed)."""
     sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium's sandbox refuses to run as root
     return subprocess.run(
-        [binary, "--headless", *sandbox, "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-         "--no-first-run", f"--user-data-dir={profile}", "--window-size=1600,1000", "--virtual-time-budget=20000",
-         *args, url],
-        capture_output=True, text=True, timeout=180, env={**os.environ, "HOME": str(profile)},
+        [
+            binary,
+            "--headless",
+            *sandbox,
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            "--window-size=1600,1000",
+            "--virtual-time-budget=20000",
+            *args,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "HOME": str(profile)},
     )
 
 
 def _graph_labels(dom: str) -> list[str]:
     """The text of the lineage graph's nodes: the SVG's foreignObjects, not the sidebar's tree."""
-    return [" ".join(re.sub(r"<[^>]+>", " ", m).split())
-            for m in re.findall(r"<foreignObject\b.*?</foreignObject>", dom, flags=re.S)]
+    return [
+        " ".join(re.sub(r"<[^>]+>", " ", m).split())
+        for m in re.findall(r"<foreignObject\b.*?</foreignObject>", dom, flags=re.S)
+    ]
 
 
 def test_the_ui_draws_the_asset_graph_with_its_groups(dagster_dev, sensed_lake):
@@ -217,5 +254,6 @@ def test_the_ui_draws_the_asset_graph_with_its_groups(dagster_dev, sensed_lake):
 def test_missing_chromium_is_a_visible_skip_locally_and_a_failure_in_ci(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     monkeypatch.setattr(os, "access", lambda path, mode: False)
-    assert_skipped_locally_and_failed_in_ci(monkeypatch, chromium_binary, skip="chromium not found at /usr/bin/chromium",
-                                            fail="chromium not found")
+    assert_skipped_locally_and_failed_in_ci(
+        monkeypatch, chromium_binary, skip="chromium not found at /usr/bin/chromium", fail="chromium not found"
+    )

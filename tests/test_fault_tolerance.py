@@ -23,7 +23,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -60,8 +60,14 @@ KEY = ("device_id", "metric", "event_ts", "message_id")
 def start_job(lake: Lake, *hours: datetime) -> subprocess.Popen:
     """The curated hourly job as SparkRunner's local mode runs it, in a process group of its own."""
     args = ["--lake", lake.url, *(a for h in hours for a in ("--hour", h.isoformat()))]
-    return subprocess.Popen(local_command("iot_lake.curated.telemetry_job", args), env={**os.environ, **LOCAL_ENV},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        local_command("iot_lake.curated.telemetry_job", args),
+        env={**os.environ, **LOCAL_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def run_job(lake: Lake, *hours: datetime) -> list[dict]:
@@ -73,8 +79,9 @@ def run_job(lake: Lake, *hours: datetime) -> list[dict]:
 
 
 def _accounted(report: dict) -> bool:
-    return report["lines_landed"] == (report["curated_new"] + report["duplicates_in_batch"]
-                                      + report["duplicates_existing"] + report["quarantined"])
+    return report["lines_landed"] == (
+        report["curated_new"] + report["duplicates_in_batch"] + report["duplicates_existing"] + report["quarantined"]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,8 +188,13 @@ def test_a_job_killed_mid_write_leaves_every_table_consistent_and_the_rerun_acco
 
     # The nightly maintenance deletes what the killed writer left, once past the retention (here 0 h).
     rows = _rows(lake, killed_in)
-    maintain_table(LakeResource(root=lake.url), killed_in, MAINTAINED[killed_in], MaintenanceConfig(retention_hours=0),
-                   today=second.date())
+    maintain_table(
+        LakeResource(root=lake.url),
+        killed_in,
+        MAINTAINED[killed_in],
+        MaintenanceConfig(retention_hours=0),
+        today=second.date(),
+    )
     assert not {f for f in _files(lake, killed_in) if f in in_flight} and _rows(lake, killed_in) == rows
 
 
@@ -232,14 +244,19 @@ def test_every_client_gets_the_shared_retry_config(monkeypatch):
     config = aws.client_config({})
     assert config.retries == {"mode": "standard", "total_max_attempts": aws.DEFAULT_MAX_ATTEMPTS}
     assert aws.client_config({aws.MAX_ATTEMPTS_VAR: "2", aws.RETRY_MODE_VAR: "adaptive"}).retries == {
-        "mode": "adaptive", "total_max_attempts": 2}
+        "mode": "adaptive",
+        "total_max_attempts": 2,
+    }
     with pytest.raises(ValueError, match="IOT_LAKE_AWS_MAX_ATTEMPTS"):
         aws.client_config({aws.MAX_ATTEMPTS_VAR: "0"})
     # No client is made anywhere but through iot_lake.aws.client.
     repo = Path(__file__).resolve().parent.parent
-    offenders = [str(p.relative_to(repo)) for folder in ("iot_lake", "resources", "assets", "sensors", "jobs")
-                 for p in (repo / folder).rglob("*.py") if p.name != "aws.py"
-                 and any(s in p.read_text() for s in ("boto3.client(", ".client(\"", "Session().client"))]
+    offenders = [
+        str(p.relative_to(repo))
+        for folder in ("iot_lake", "resources", "assets", "sensors", "jobs")
+        for p in (repo / folder).rglob("*.py")
+        if p.name != "aws.py" and any(s in p.read_text() for s in ("boto3.client(", '.client("', "Session().client"))
+    ]
     assert offenders == []
 
 
@@ -253,8 +270,12 @@ def test_throttled_twice_then_served(aws_session):
 
 
 def test_access_denied_fails_on_the_first_attempt_with_the_services_message(aws_session, tmp_path):
-    glue = Faults(aws_session, "glue").fail(1, 400, "AccessDeniedException",
-                                            "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: glue:GetDatabase")
+    glue = Faults(aws_session, "glue").fail(
+        1,
+        400,
+        "AccessDeniedException",
+        "User: arn:aws:iam::123456789012:user/ci is not authorized to perform: glue:GetDatabase",
+    )
     warehouse = WarehouseResource(target="prod", glue_database="iot_lake_test", region=REGION)
     with pytest.raises(Failure) as err:
         warehouse.register_lake_tables(Lake(str(tmp_path)))
@@ -278,8 +299,11 @@ def _register_job(policy_env: dict[str, str]):
         return warehouse.register_lake_tables(Lake(os.environ["FAULTS_LAKE"]))
 
     job = define_asset_job("faults_job", selection=[registration.key], op_retry_policy=retry_policy(policy_env))
-    defs = Definitions(assets=[registration], jobs=[job], resources={
-        "warehouse": WarehouseResource(target="prod", glue_database="iot_lake_test", region=REGION)})
+    defs = Definitions(
+        assets=[registration],
+        jobs=[job],
+        resources={"warehouse": WarehouseResource(target="prod", glue_database="iot_lake_test", region=REGION)},
+    )
     return defs.resolve_job_def("faults_job")
 
 
@@ -317,8 +341,9 @@ def test_a_local_script_that_raises_fails_fast_with_its_exit_code():
     def local_script(context, spark: SparkRunner):
         spark.run(context, "json.tool", ["/nonexistent/landing.json"])  # argparse exits 2: no such file
 
-    job = define_asset_job("local_job", selection=[local_script.key],
-                           op_retry_policy=retry_policy({"IOT_LAKE_RETRY_DELAY_SECONDS": "0"}))
+    job = define_asset_job(
+        "local_job", selection=[local_script.key], op_retry_policy=retry_policy({"IOT_LAKE_RETRY_DELAY_SECONDS": "0"})
+    )
     defs = Definitions(assets=[local_script], jobs=[job], resources={"spark": SparkRunner()})
     job = defs.resolve_job_def("local_job")
     result = job.execute_in_process(raise_on_error=False)
@@ -338,12 +363,11 @@ def aws_session(aws):
 # --------------------------------------------------------------------------------------------
 
 
-
 HOUR_0, HOUR_1 = START, START + timedelta(hours=1)
 
 
 def _iso(t: datetime) -> str:
-    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Landing:
@@ -356,8 +380,12 @@ class Landing:
 
     def record(self, at: datetime, **fields) -> dict:
         self.n += 1
-        rec = {**self.template, "ts": _iso(at), "message_id": f"fault-{self.n:04d}",
-               "ingested_at": _iso(at + timedelta(seconds=1))}
+        rec = {
+            **self.template,
+            "ts": _iso(at),
+            "message_id": f"fault-{self.n:04d}",
+            "ingested_at": _iso(at + timedelta(seconds=1)),
+        }
         rec.update(fields)
         return {k: v for k, v in rec.items() if v is not ...}
 
@@ -365,7 +393,7 @@ class Landing:
         key = f"{telemetry_hour_prefix(hour)}/iot-lake-telemetry-1-{hour:%Y-%m-%d-%H}-59-00-{name}.gz"
         texts = [line if isinstance(line, str) else json.dumps(line, separators=(",", ":")) for line, _ in lines]
         self.lake.write_bytes(key, gzip.compress("\n".join(texts).encode() + b"\n") if data is None else data)
-        for number, ((line, fate), text) in enumerate(zip(lines, texts), start=1):
+        for number, (line, fate) in enumerate(lines, start=1):
             self.expected[(key, number)] = fate
             if isinstance(line, dict) and isinstance(line.get("message_id"), str):
                 self.message_ids[(key, number)] = line["message_id"]
@@ -378,33 +406,46 @@ def faults(tmp_path_factory):
     by one run of the job over both hours."""
     lake = land_faulty_hours(tmp_path_factory.mktemp("faults"), hours=2)
     registry = load_registry(lake, HOUR_0.date())
-    good = next(json.loads(raw) for obj in lake.list(telemetry_hour_prefix(HOUR_0)) if obj.key.endswith(".gz")
-                for raw in iter_lines(lake, obj.key) if isinstance(parse_line(raw.decode(), registry), Record))
+    good = next(
+        json.loads(raw)
+        for obj in lake.list(telemetry_hour_prefix(HOUR_0))
+        if obj.key.endswith(".gz")
+        for raw in iter_lines(lake, obj.key)
+        if isinstance(parse_line(raw.decode(), registry), Record)
+    )
     landing = Landing(lake, {k: good[k] for k in ("device_id", "site_id", "metric", "value", "unit")})
     t0 = HOUR_0 + timedelta(minutes=30)
 
     # Schema drift: a field the contract does not know is ignored, the record kept; a changed type
     # is quarantined with what it was.
-    landing.put(HOUR_0, "drift-new-field", [
-        (landing.record(t0, firmware="2.1.0", battery_pct=87), "curated"),
-        (landing.record(t0, tags={"line": "A", "shift": 2}), "curated"),
-    ])
-    landing.put(HOUR_0, "drift-types", [
-        (landing.record(t0, value=str(good["value"])), "mistyped_field"),
-        (landing.record(t0, value={"v": good["value"], "q": "good"}), "mistyped_field"),
-        (landing.record(t0, value=[good["value"]]), "mistyped_field"),
-        (landing.record(t0, device_id=4), "mistyped_field"),
-        (landing.record(t0, unit={"si": "kPa"}), "mistyped_field"),
-        (landing.record(t0, ts={"epoch_ms": 1763632800000}), "bad_timestamp"),
-        (landing.record(t0, ingested_at=True), "bad_timestamp"),
-        (landing.record(t0, message_id=None), "missing_field"),
-    ])
+    landing.put(
+        HOUR_0,
+        "drift-new-field",
+        [
+            (landing.record(t0, firmware="2.1.0", battery_pct=87), "curated"),
+            (landing.record(t0, tags={"line": "A", "shift": 2}), "curated"),
+        ],
+    )
+    landing.put(
+        HOUR_0,
+        "drift-types",
+        [
+            (landing.record(t0, value=str(good["value"])), "mistyped_field"),
+            (landing.record(t0, value={"v": good["value"], "q": "good"}), "mistyped_field"),
+            (landing.record(t0, value=[good["value"]]), "mistyped_field"),
+            (landing.record(t0, device_id=4), "mistyped_field"),
+            (landing.record(t0, unit={"si": "kPa"}), "mistyped_field"),
+            (landing.record(t0, ts={"epoch_ms": 1763632800000}), "bad_timestamp"),
+            (landing.record(t0, ingested_at=True), "bad_timestamp"),
+            (landing.record(t0, message_id=None), "missing_field"),
+        ],
+    )
     # Truncated and corrupt objects: the lines before the cut are kept, the object is quarantined.
     lines = [(landing.record(t0 + timedelta(seconds=i)), "curated") for i in range(40)]
     whole = gzip.compress("\n".join(json.dumps(r) for r, _ in lines).encode() + b"\n", mtime=0)
     truncated = landing.put(HOUR_0, "truncated", lines, data=whole[: len(whole) * 2 // 3])
     corrupt = landing.put(HOUR_0, "not-gzip", [], data=b"PK\x03\x04 a zip, not gzip" * 20)
-    landing.put(HOUR_0, "binary-noise", [("\x00\x01\xfe{\"device_id", "malformed_json"), ("{" * 3, "malformed_json")])
+    landing.put(HOUR_0, "binary-noise", [('\x00\x01\xfe{"device_id', "malformed_json"), ("{" * 3, "malformed_json")])
     # Duplicate deliveries: one object delivered twice under two keys; one record in two objects.
     twice = [(landing.record(t0 + timedelta(minutes=1, seconds=i)), "curated") for i in range(5)]
     landing.put(HOUR_0, "delivered-twice-a", twice)
@@ -414,16 +455,20 @@ def faults(tmp_path_factory):
     landing.put(HOUR_1, "record-again", [(again, "curated")])  # the next hour: against the table
     # Clock skew, judged against the arrival time (ingested_at, else the landing hour).
     arrival = t0
-    landing.put(HOUR_0, "clock-skew", [
-        (landing.record(arrival + CLOCK_TOLERANCE - timedelta(seconds=2), ingested_at=_iso(arrival)), "curated"),
-        (landing.record(arrival + timedelta(days=2), ingested_at=_iso(arrival)), "clock_skew"),
-        (landing.record(arrival + timedelta(days=400), ingested_at=_iso(arrival)), "clock_skew"),
-        (landing.record(arrival - timedelta(days=6), ingested_at=_iso(arrival)), "curated"),  # a backlog: late
-        (landing.record(arrival - MAX_LATENESS - timedelta(hours=1), ingested_at=_iso(arrival)), "clock_skew"),
-        (landing.record(datetime(1970, 1, 1, 0, 5, tzinfo=timezone.utc), ingested_at=_iso(arrival)), "clock_skew"),
-        (landing.record(HOUR_0 + timedelta(days=3), ingested_at=...), "clock_skew"),  # no ingested_at
-        (landing.record(HOUR_0 + timedelta(minutes=50), ingested_at=...), "curated"),
-    ])
+    landing.put(
+        HOUR_0,
+        "clock-skew",
+        [
+            (landing.record(arrival + CLOCK_TOLERANCE - timedelta(seconds=2), ingested_at=_iso(arrival)), "curated"),
+            (landing.record(arrival + timedelta(days=2), ingested_at=_iso(arrival)), "clock_skew"),
+            (landing.record(arrival + timedelta(days=400), ingested_at=_iso(arrival)), "clock_skew"),
+            (landing.record(arrival - timedelta(days=6), ingested_at=_iso(arrival)), "curated"),  # a backlog: late
+            (landing.record(arrival - MAX_LATENESS - timedelta(hours=1), ingested_at=_iso(arrival)), "clock_skew"),
+            (landing.record(datetime(1970, 1, 1, 0, 5, tzinfo=UTC), ingested_at=_iso(arrival)), "clock_skew"),
+            (landing.record(HOUR_0 + timedelta(days=3), ingested_at=...), "clock_skew"),  # no ingested_at
+            (landing.record(HOUR_0 + timedelta(minutes=50), ingested_at=...), "curated"),
+        ],
+    )
     for hour in (HOUR_0, HOUR_1):
         land_inventory(lake, hour)
     reports = {r["hour"]: r for r in run_job(lake, HOUR_0, HOUR_1)}
@@ -461,7 +506,10 @@ def test_each_crafted_fault_is_curated_or_quarantined_with_its_reason(faults):
             assert landing.message_ids.get((key, number)) not in curated_ids
     # A changed type says what it was.
     assert {q["detail"] for q in quarantine.values() if "drift-types" in q["source_object"]} >= {
-        "value is str, expected a number", "value is dict, expected a number", "value is list, expected a number"}
+        "value is str, expected a number",
+        "value is dict, expected a number",
+        "value is list, expected a number",
+    }
 
 
 def test_truncated_and_corrupt_objects_keep_what_was_readable(faults):
@@ -487,7 +535,8 @@ def test_duplicate_deliveries_are_curated_once(faults):
     assert kept_from == {"a.gz"}  # the first copy's object: by ingestion time, then key
     again = next(landing.message_ids[k] for k in landing.expected if "record-again" in k[0])
     assert [r["source_object"] for r in curated if r["message_id"] == again] == [
-        next(k for k, _ in landing.expected if "record-once" in k)]  # the first delivery's row, untouched
+        next(k for k, _ in landing.expected if "record-once" in k)
+    ]  # the first delivery's row, untouched
     assert reports[HOUR_1.isoformat()]["duplicates_existing"] >= 1
 
 
@@ -523,10 +572,10 @@ def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition
     """
     from dagster import DagsterRunStatus
     from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
     from dagster._core.scheduler.instigation import TickStatus
     from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_KEY_TAG
     from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time, instance_for_test
-    from dagster._core.remote_origin import InProcessCodeLocationOrigin
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
     from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
     from dagster._daemon.sensor import execute_sensor_iteration
@@ -538,20 +587,33 @@ def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition
     # The project's definitions, loaded in this process (a code server would load them again, for
     # half a minute), with the sensor's lake pointed at the faults' lake and no other sensor or schedule.
     global SENSOR_DEFS
-    SENSOR_DEFS = Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs,
-                              sensors=[landing_sensor], resources={**defs.resources, "lake": LakeResource(root=lake.url)})
-    target = InProcessWorkspaceLoadTarget(InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(module_name=__name__, attribute="SENSOR_DEFS"), location_name="iot_lake"))
+    SENSOR_DEFS = Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=defs.jobs,
+        sensors=[landing_sensor],
+        resources={**defs.resources, "lake": LakeResource(root=lake.url)},
+    )
+    target = InProcessWorkspaceLoadTarget(
+        InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(module_name=__name__, attribute="SENSOR_DEFS"), location_name="iot_lake"
+        )
+    )
     launcher = {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}  # records, runs nothing
     logger = __import__("logging").getLogger("faults.sensor_daemon")
-    now = datetime.now(timezone.utc)
-    with instance_for_test(overrides={"run_launcher": launcher}) as instance, \
-            create_test_daemon_workspace_context(target, instance) as workspace:
+    now = datetime.now(UTC)
+    with (
+        instance_for_test(overrides={"run_launcher": launcher}) as instance,
+        create_test_daemon_workspace_context(target, instance) as workspace,
+    ):
 
         def tick(at: datetime, crash: dict | None = None) -> None:
             with freeze_time(at):
-                list(execute_sensor_iteration(workspace, logger, None, None,
-                                              debug_crash_flags={"landing_sensor": crash} if crash else None))
+                list(
+                    execute_sensor_iteration(
+                        workspace, logger, None, None, debug_crash_flags={"landing_sensor": crash} if crash else None
+                    )
+                )
 
         def runs() -> list:
             return [r for r in instance.get_runs() if r.tags.get("dagster/sensor_name") == "landing_sensor"]
@@ -559,8 +621,11 @@ def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition
         # The daemon dies right after launching the tick's first run.
         tick(now, {"RUN_LAUNCHED": RuntimeError("daemon restarted")})
         assert len(runs()) == 1
-        [state] = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-                   if s.name == "landing_sensor"]
+        [state] = [
+            s
+            for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+            if s.name == "landing_sensor"
+        ]
         assert state.instigator_data.cursor is None  # never stored
 
         tick(now + timedelta(seconds=30))
@@ -569,10 +634,16 @@ def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition
         launched = runs()
         partitions = sorted((r.job_name, r.tags[PARTITION_NAME_TAG]) for r in launched)
         assert len(set(partitions)) == len(partitions)  # none twice
-        landed = {("telemetry_hourly_job", f"{h:%Y-%m-%d-%H:%M}") for o in lake.list(TELEMETRY_PREFIX)
-                  if (h := telemetry_hour_of_key(o.key))}
-        landed |= {("weather_daily_job", f"{d:%Y-%m-%d}") for o in lake.list(WEATHER_PREFIX)
-                   if (d := weather_day_of_key(o.key))}
+        landed = {
+            ("telemetry_hourly_job", f"{h:%Y-%m-%d-%H:%M}")
+            for o in lake.list(TELEMETRY_PREFIX)
+            if (h := telemetry_hour_of_key(o.key))
+        }
+        landed |= {
+            ("weather_daily_job", f"{d:%Y-%m-%d}")
+            for o in lake.list(WEATHER_PREFIX)
+            if (d := weather_day_of_key(o.key))
+        }
         assert set(partitions) == landed and len(landed) >= 2  # none missed
         assert len({r.tags[RUN_KEY_TAG] for r in launched}) == len(launched)
         assert all(r.status != DagsterRunStatus.NOT_STARTED for r in launched)

@@ -3,7 +3,7 @@ the SageMaker contract run as local Pipes subprocesses."""
 
 import json
 import tarfile
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -29,8 +29,9 @@ def rows() -> pd.DataFrame:
 
 
 def test_hyperparameters_arrive_as_sagemaker_strings():
-    hp = Hyperparameters.from_strings({"freq": "1min", "levels": "[80, 95]", "n_estimators": "50",
-                                       "candidates": "seasonal_naive,lightgbm"})
+    hp = Hyperparameters.from_strings(
+        {"freq": "1min", "levels": "[80, 95]", "n_estimators": "50", "candidates": "seasonal_naive,lightgbm"}
+    )
     assert (hp.freq, hp.levels, hp.n_estimators, hp.steps_per_day, hp.horizon) == ("1min", (80, 95), 50, 1440, 1440)
     with pytest.raises(ValueError, match="unknown hyperparameters: depth"):
         Hyperparameters.from_strings({"depth": "3"})
@@ -70,8 +71,11 @@ def _write_training_data(lake: Lake, rows: pd.DataFrame, day: date) -> None:
 
 
 def _train(lake_root: Path):
-    return materialize([forecast_model], partition_key=DAY.isoformat(),
-                       resources={"lake": LakeResource(root=str(lake_root)), "sagemaker": SageMakerRunner()})
+    return materialize(
+        [forecast_model],
+        partition_key=DAY.isoformat(),
+        resources={"lake": LakeResource(root=str(lake_root)), "sagemaker": SageMakerRunner()},
+    )
 
 
 def test_model_asset_trains_through_the_sagemaker_contract_and_keeps_every_version(tmp_path, rows):
@@ -111,8 +115,9 @@ def test_a_worse_challenger_is_not_promoted(tmp_path):
     assert registry.should_promote(backtest_rows[:1], "lightgbm", champion_mase=0.6)[0]
     assert registry.should_promote(backtest_rows[:1], "lightgbm") == (True, "no champion to compare with")
     registry.record(lake, registry.ModelVersion("v1", "k1", "lightgbm", 0.4, "a", "b", "2026-11-13", [], True))
-    registry.record(lake, registry.ModelVersion("v2", "k2", "lightgbm", 0.5, "a", "b", "2026-11-14", backtest_rows,
-                                                promote, reason))
+    registry.record(
+        lake, registry.ModelVersion("v2", "k2", "lightgbm", 0.5, "a", "b", "2026-11-14", backtest_rows, promote, reason)
+    )
     assert registry.champion(lake)["version"] == "v1"
     assert json.loads(lake.read_bytes(registry.version_key("v2")))["reason"] == reason
 
@@ -127,7 +132,7 @@ def test_batch_forecast_covers_the_horizon_from_the_origin_with_nested_intervals
     history.mkdir()
     rows.to_parquet(history / "rows.parquet", index=False)
 
-    origin = datetime(2026, 11, 14, 6, tzinfo=timezone.utc)
+    origin = datetime(2026, 11, 14, 6, tzinfo=UTC)
     out, report = forecast(tmp_path / "model", history, origin)
     assert report["series"] == 16 and len(out) == 16 * 288
     assert out["bucket_start"].min() == pd.Timestamp(origin)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,9 +29,16 @@ FIRST, LAST = START.date(), START.date() + timedelta(days=1)
 HOURS = 30  # the whole first day (with its weather) and the morning of the second (no weather yet)
 OUTPUT = "models/forecast/training_data/test"
 EXPECTED_TYPES = [
-    ("device_id", pa.string()), ("metric", pa.string()), ("site_id", pa.string()), ("timezone", pa.string()),
-    ("model", pa.string()), ("bucket_start", pa.timestamp("us", tz="UTC")), ("y", pa.float64()),
-    ("readings", pa.int64()), ("temperature_c", pa.float64()), ("event_date", pa.date32()),
+    ("device_id", pa.string()),
+    ("metric", pa.string()),
+    ("site_id", pa.string()),
+    ("timezone", pa.string()),
+    ("model", pa.string()),
+    ("bucket_start", pa.timestamp("us", tz="UTC")),
+    ("y", pa.float64()),
+    ("readings", pa.int64()),
+    ("temperature_c", pa.float64()),
+    ("event_date", pa.date32()),
 ]
 
 
@@ -111,7 +118,12 @@ def test_rows_columns_and_files(lake, lake_with_features, spark, monkeypatch):
         feature = features[_key(row)]
         assert row["timezone"] == zones[row["site_id"]]
         assert (row["model"], row["y"], row["readings"], row["temperature_c"], row["event_date"]) == (
-            feature["model"], feature["mean"], feature["readings"], feature["temperature_c"], feature["event_date"])
+            feature["model"],
+            feature["mean"],
+            feature["readings"],
+            feature["temperature_c"],
+            feature["event_date"],
+        )
     assert {r["temperature_c"] is None for r in rows} == {False, True}  # the second day has no weather yet
 
     one_day = build_training_data(spark, lake, LAST, 1, "5min", OUTPUT)
@@ -121,7 +133,7 @@ def test_rows_columns_and_files(lake, lake_with_features, spark, monkeypatch):
 def test_confirmed_cases_drop_their_overlapping_rows_and_nothing_else(lake, spark):
     baseline = {_key(r) for r in _delta_rows(lake, FEATURES)}
     (device, metric, _), (other_device, other_metric, _) = min(baseline), max(baseline)
-    at = datetime(FIRST.year, FIRST.month, FIRST.day, tzinfo=timezone.utc)
+    at = datetime(FIRST.year, FIRST.month, FIRST.day, tzinfo=UTC)
     start, end = at + timedelta(hours=10, minutes=2), at + timedelta(hours=10, minutes=31)
     cases = [
         ("case-1", device, metric, start, end, CONFIRMED),
@@ -133,8 +145,7 @@ def test_confirmed_cases_drop_their_overlapping_rows_and_nothing_else(lake, spar
     report = build_training_data(spark, lake, LAST, 2, "5min", OUTPUT)
 
     # Buckets 10:00 .. 10:30 each share some time with [10:02, 10:31).
-    overlapping = {k for k in baseline
-                   if k[:2] == (device, metric) and start - timedelta(minutes=5) < k[2] < end}
+    overlapping = {k for k in baseline if k[:2] == (device, metric) and start - timedelta(minutes=5) < k[2] < end}
     assert len(overlapping) == 7
     assert {_key(r) for r in _output(lake)} == baseline - overlapping
     assert (report.excluded_rows, report.confirmed_cases, report.false_positive_cases_kept) == (7, 1, 1)
@@ -186,9 +197,22 @@ def test_missing_sources_fail_with_a_clear_message(lake, tmp_path, spark):
 
 def test_job_script_runs_standalone(lake):
     out = subprocess.run(
-        [sys.executable, "-m", "iot_lake.forecast.training_data_job", "--lake", lake.url, "--day", LAST.isoformat(),
-         "--days", "2", "--output", OUTPUT],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "iot_lake.forecast.training_data_job",
+            "--lake",
+            lake.url,
+            "--day",
+            LAST.isoformat(),
+            "--days",
+            "2",
+            "--output",
+            OUTPUT,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -227,8 +251,20 @@ def test_batch_forecast_asset_replaces_its_origin_in_the_forecasts_table(lake, t
             tar.add(path, arcname=path.name)
     model_key = "models/forecast/jobs/v-naive/output/model.tar.gz"
     lake.write_bytes(model_key, archive.read_bytes())
-    registry.record(lake, registry.ModelVersion("v-naive", model_key, "seasonal_naive", 1.0,
-                                                f"{FIRST}T00:00:00Z", f"{FIRST}T23:55:00Z", FIRST.isoformat(), [], True))
+    registry.record(
+        lake,
+        registry.ModelVersion(
+            "v-naive",
+            model_key,
+            "seasonal_naive",
+            1.0,
+            f"{FIRST}T00:00:00Z",
+            f"{FIRST}T23:55:00Z",
+            FIRST.isoformat(),
+            [],
+            True,
+        ),
+    )
 
     resources = {"lake": LakeResource(root=lake.url), "spark": SparkRunner(), "sagemaker": SageMakerRunner()}
     partition = f"{LAST}-03:00"  # origin 04:00 on the second day
@@ -236,7 +272,7 @@ def test_batch_forecast_asset_replaces_its_origin_in_the_forecasts_table(lake, t
         result = materialize([batch_forecast], partition_key=partition, resources=resources)
         meta = result.asset_materializations_for_node("ml__batch_forecast")[0].metadata
     table = DeltaTable(lake.path(FORECASTS_TABLE)).to_pandas()
-    origin = datetime(LAST.year, LAST.month, LAST.day, 4, tzinfo=timezone.utc)
+    origin = datetime(LAST.year, LAST.month, LAST.day, 4, tzinfo=UTC)
     assert meta["model_version"].value == "v-naive" and meta["dagster/row_count"].value == len(table)
     assert meta["forecast_vs_actual"].value.startswith("![actuals and forecast](data:image/png;base64,")
     assert len(table) == table.groupby(["device_id", "metric"]).ngroups * 288

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
@@ -32,18 +32,17 @@ from iot_lake.sources.historian import (
 )
 from resources import HistorianResource, LakeResource
 from tests import postgres
-from tests.postgres import postgres_url  # noqa: F401  (session fixture: a real server)
 from tests.unavailable import assert_skipped_locally_and_failed_in_ci
 
 CFG = SimConfig(devices=4, seed=1, history_days=2)  # seed 1: one of the four devices is imperial
 START = date(2026, 11, 20)  # seeded history: Nov 18 and 19; extracting Nov 20 takes all of it
 DAY1, DAY2, DAY3, DAY4 = (START + timedelta(days=i) for i in range(4))
-LATER = datetime(2026, 12, 1, tzinfo=timezone.utc)  # "now" for extracts: after every day used here
+LATER = datetime(2026, 12, 1, tzinfo=UTC)  # "now" for extracts: after every day used here
 HOSTILE = "x'; DROP TABLE readings; --"  # 27 characters: fits VARCHAR(32) on PostgreSQL
 
 
 def midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +115,14 @@ _SECONDS = itertools.count(1)
 def add_readings(engine, loaded_at: list[datetime], device_id: str = "dev-0001") -> set[int]:
     """Insert one row per loaded_at (naive UTC, as the database keeps it); their new reading_ids."""
     rows = [
-        {"device_id": device_id, "metric": "power", "recorded_at": RECORDED + timedelta(seconds=next(_SECONDS)),
-         "value": 40.0 + i, "unit": "kW", "loaded_at": t}
+        {
+            "device_id": device_id,
+            "metric": "power",
+            "recorded_at": RECORDED + timedelta(seconds=next(_SECONDS)),
+            "value": 40.0 + i,
+            "unit": "kW",
+            "loaded_at": t,
+        }
         for i, t in enumerate(loaded_at)
     ]
     before = all_ids(engine)
@@ -145,8 +150,17 @@ def test_seed_is_idempotent_and_registry_lands_as_parquet(db_url, engine, lake, 
             return {
                 t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
                 for t in (sites, devices, device_metrics, readings)
-            }, set(conn.execute(sa.select(readings.c.device_id, readings.c.metric, readings.c.recorded_at,
-                                          readings.c.value, readings.c.loaded_at)).all())
+            }, set(
+                conn.execute(
+                    sa.select(
+                        readings.c.device_id,
+                        readings.c.metric,
+                        readings.c.recorded_at,
+                        readings.c.value,
+                        readings.c.loaded_at,
+                    )
+                ).all()
+            )
 
     counts, content = snapshot()
     assert counts == {"sites": 1, "devices": 4, "device_metrics": 16, "readings": expected_readings}
@@ -155,10 +169,13 @@ def test_seed_is_idempotent_and_registry_lands_as_parquet(db_url, engine, lake, 
 
     # loaded_at = recorded_at + 35 minutes, all inside the history window
     with engine.connect() as conn:
-        lo, hi, bad = conn.execute(sa.select(
-            sa.func.min(readings.c.recorded_at), sa.func.max(readings.c.loaded_at),
-            sa.func.count().filter(readings.c.loaded_at <= readings.c.recorded_at),
-        )).one()
+        lo, hi, bad = conn.execute(
+            sa.select(
+                sa.func.min(readings.c.recorded_at),
+                sa.func.max(readings.c.loaded_at),
+                sa.func.count().filter(readings.c.loaded_at <= readings.c.recorded_at),
+            )
+        ).one()
     assert (lo, hi, bad) == (datetime(2026, 11, 18), datetime(2026, 11, 20, 0, 20), 0)  # 23:45 + 35 min
 
     result = land_registry(lake, engine, START)
@@ -169,7 +186,7 @@ def test_seed_is_idempotent_and_registry_lands_as_parquet(db_url, engine, lake, 
 
     site_rows = pq.read_table(lake.path(f"{prefix}/sites.parquet")).to_pylist()
     assert [s["site_id"] for s in site_rows] == [s.site_id for s in fleet.sites]
-    assert site_rows[0]["updated_at"] == datetime(2026, 11, 18, tzinfo=timezone.utc)  # tz-aware UTC
+    assert site_rows[0]["updated_at"] == datetime(2026, 11, 18, tzinfo=UTC)  # tz-aware UTC
 
     device_rows = pq.read_table(lake.path(f"{prefix}/devices.parquet")).to_pylist()
     assert [(d["device_id"], d["model"], d["installed_on"]) for d in device_rows] == [
@@ -184,7 +201,9 @@ def test_seed_is_idempotent_and_registry_lands_as_parquet(db_url, engine, lake, 
             m = by_key[(d.device_id, name)]
             assert m["unit"] == spec.unit  # the unit the device reports in
             assert (m["canonical_unit"], m["min_value"], m["max_value"]) == (
-                METRICS[name].unit, METRICS[name].min_value, METRICS[name].max_value
+                METRICS[name].unit,
+                METRICS[name].min_value,
+                METRICS[name].max_value,
             )
     imperial = next(d for d in fleet.devices if d.model == "TX-200US")
     assert by_key[(imperial.device_id, "temperature")]["unit"] == "degF"
@@ -211,8 +230,15 @@ def test_first_extract_takes_all_history_and_next_day_exactly_the_new_rows(db_ur
     landed_rows = sorted(tuple(r.values()) for f in m1.files for r in pq.read_table(lake.path(f)).to_pylist())
     with engine.connect() as conn:
         db_rows = sorted(
-            (r.reading_id, r.device_id, r.metric, r.recorded_at.replace(tzinfo=timezone.utc), r.value, r.unit,
-             r.loaded_at.replace(tzinfo=timezone.utc))
+            (
+                r.reading_id,
+                r.device_id,
+                r.metric,
+                r.recorded_at.replace(tzinfo=UTC),
+                r.value,
+                r.unit,
+                r.loaded_at.replace(tzinfo=UTC),
+            )
             for r in conn.execute(sa.select(readings))
         )
     assert landed_rows == db_rows
@@ -246,7 +272,9 @@ def test_extract_streams_in_chunks_ordered_by_loaded_at(db_url, engine, fleet):
     batches = list(hist.extract_readings(engine, None, midnight(DAY2), chunk_rows=100))
     assert len(batches) == -(-seeded // 100) and all(b.num_rows <= 100 for b in batches)
     assert all(b.schema.equals(READINGS_SCHEMA) for b in batches)
-    keys = [(t, i) for b in batches for t, i in zip(b.column("loaded_at").to_pylist(), b.column("reading_id").to_pylist())]
+    keys = [
+        (t, i) for b in batches for t, i in zip(b.column("loaded_at").to_pylist(), b.column("reading_id").to_pylist())
+    ]
     assert len(keys) == seeded and keys == sorted(keys)
     # (low, high]: a bound exactly on a loaded_at excludes it below and includes it above
     first_loaded = keys[0][0]
@@ -284,8 +312,9 @@ ORDERS = {
 def test_days_in_any_order_leave_no_gap_and_no_overlap(db_url, engine, lake, fleet, order):
     seed_historian(db_url, fleet, CFG, START)
     days = {1: DAY1, 2: DAY2, 3: DAY3, 4: DAY4}
-    new = {n: add_readings(engine, [at(days[n], 3), at(days[n], 15), at(days[n] + timedelta(days=1))])
-           for n in (2, 3, 4)}  # each day's last row is loaded exactly at its midnight: still that day's
+    new = {
+        n: add_readings(engine, [at(days[n], 3), at(days[n], 15), at(days[n] + timedelta(days=1))]) for n in (2, 3, 4)
+    }  # each day's last row is loaded exactly at its midnight: still that day's
     expected_total = all_ids(engine)
 
     for n in order:
@@ -353,10 +382,16 @@ def test_a_clock_behind_the_watermark_gives_an_empty_range_never_an_inverted_one
 def test_hostile_device_id_round_trips_as_data(db_url, engine, lake, fleet):
     seed_historian(db_url, fleet, CFG, START)
     with engine.begin() as conn:
-        conn.execute(devices.insert().values(
-            device_id=HOSTILE, site_id=fleet.sites[0].site_id, model="TX-100", firmware="1.0.0",
-            installed_on=date(2024, 1, 1), updated_at=datetime(2026, 11, 1),
-        ))
+        conn.execute(
+            devices.insert().values(
+                device_id=HOSTILE,
+                site_id=fleet.sites[0].site_id,
+                model="TX-100",
+                firmware="1.0.0",
+                installed_on=date(2024, 1, 1),
+                updated_at=datetime(2026, 11, 1),
+            )
+        )
     hostile_ids = add_readings(engine, [at(DAY1, 10), at(DAY1, 11)], device_id=HOSTILE)
     total = count(engine, readings)
 
@@ -398,16 +433,21 @@ def test_extract_bounds_are_bound_parameters(db_url, engine, lake, fleet):
 
 def test_historian_assets_materialize_a_daily_partition(db_url, engine, tmp_path, fleet):
     # A complete past day, so the asset's real "now" never cuts the extract short.
-    day = datetime.now(timezone.utc).date() - timedelta(days=3)
+    day = datetime.now(UTC).date() - timedelta(days=3)
     seeded = seed_historian(db_url, fleet, CFG, day)
     resources = {"lake": LakeResource(root=str(tmp_path / "lake")), "historian": HistorianResource(url=db_url)}
 
     def run():
-        result = materialize([device_registry, historical_readings], partition_key=day.isoformat(),
-                             resources=resources, instance=DagsterInstance.ephemeral())
+        result = materialize(
+            [device_registry, historical_readings],
+            partition_key=day.isoformat(),
+            resources=resources,
+            instance=DagsterInstance.ephemeral(),
+        )
         assert result.success
-        mats = {m.asset_key.to_user_string(): m.materialization.metadata
-                for m in result.get_asset_materialization_events()}
+        mats = {
+            m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()
+        }
         checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
         return mats, checks
 
@@ -429,15 +469,19 @@ def test_historian_assets_materialize_a_daily_partition(db_url, engine, tmp_path
     mats2, _ = run()  # re-materializing the partition is idempotent
     r2 = mats2["landing/historical_readings"]
     assert (r2["rows"].value, r2["watermark_low"].value, r2["watermark_high"].value) == (
-        r["rows"].value, r["watermark_low"].value, r["watermark_high"].value
+        r["rows"].value,
+        r["watermark_low"].value,
+        r["watermark_high"].value,
     )
 
 
 def test_registry_check_fails_on_an_empty_registry(db_url, engine, tmp_path):
     metadata.create_all(engine)  # schema, but nothing seeded
-    day = datetime.now(timezone.utc).date() - timedelta(days=3)
+    day = datetime.now(UTC).date() - timedelta(days=3)
     result = materialize(
-        [device_registry], partition_key=day.isoformat(), raise_on_error=False,
+        [device_registry],
+        partition_key=day.isoformat(),
+        raise_on_error=False,
         resources={"lake": LakeResource(root=str(tmp_path / "lake")), "historian": HistorianResource(url=db_url)},
         instance=DagsterInstance.ephemeral(),
     )
@@ -451,8 +495,12 @@ def test_registry_check_fails_on_an_empty_registry(db_url, engine, tmp_path):
 
 def test_missing_server_binary_is_a_visible_skip_locally_and_a_failure_in_ci(monkeypatch):
     monkeypatch.setattr(postgres, "find_server_bindir", lambda: None)
-    assert_skipped_locally_and_failed_in_ci(monkeypatch, postgres.server_bindir,
-                                            skip="PostgreSQL server binary not found", fail="PostgreSQL server binary not found")
+    assert_skipped_locally_and_failed_in_ci(
+        monkeypatch,
+        postgres.server_bindir,
+        skip="PostgreSQL server binary not found",
+        fail="PostgreSQL server binary not found",
+    )
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception):
         postgres.server_bindir()

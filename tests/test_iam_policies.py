@@ -12,7 +12,7 @@ see: the control plane's fsspec writes, and the SageMaker role (its twin's tests
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -26,11 +26,15 @@ from tests.iam_audit import IAM_DIR, Policy, Request, load_iam_renderer, rendere
 
 BUCKET = "acme-lake"
 LAKE = f"arn:aws:s3:::{BUCKET}/lake"
-HOUR = datetime(2026, 11, 20, 5, tzinfo=timezone.utc)
+HOUR = datetime(2026, 11, 20, 5, tzinfo=UTC)
 DAY = date(2026, 11, 20)
 ROLES = ("dagster", "emr-serverless-job", "glue-job", "sagemaker")
-SERVICES = {"dagster": {"ec2.amazonaws.com", "ecs-tasks.amazonaws.com"}, "emr-serverless-job": {"emr-serverless.amazonaws.com"},
-            "glue-job": {"glue.amazonaws.com"}, "sagemaker": {"sagemaker.amazonaws.com"}}
+SERVICES = {
+    "dagster": {"ec2.amazonaws.com", "ecs-tasks.amazonaws.com"},
+    "emr-serverless-job": {"emr-serverless.amazonaws.com"},
+    "glue-job": {"glue.amazonaws.com"},
+    "sagemaker": {"sagemaker.amazonaws.com"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,25 +72,51 @@ def test_no_wildcard_actions_and_no_s3_access_beyond_the_lake():
                 for r in resources:
                     # The lake bucket (prefix-scoped where it is objects), the env archive, the compute logs;
                     # bucket names only for the SageMaker SDK's check.
-                    assert (r == f"arn:aws:s3:::{BUCKET}" or r.startswith(f"{LAKE}/") or r.startswith("arn:aws:s3:::iot-lake-artifacts/")
-                            or r.startswith("arn:aws:s3:::no-log-bucket") or (r == "arn:aws:s3:::*" and actions == ["s3:ListAllMyBuckets"])), (name, r)
-            if "*" in resources:  # only actions IAM cannot scope to a resource, and narrowed by a condition where it can be
+                    assert (
+                        r == f"arn:aws:s3:::{BUCKET}"
+                        or r.startswith(f"{LAKE}/")
+                        or r.startswith("arn:aws:s3:::iot-lake-artifacts/")
+                        or r.startswith("arn:aws:s3:::no-log-bucket")
+                        or (r == "arn:aws:s3:::*" and actions == ["s3:ListAllMyBuckets"])
+                    ), (name, r)
+            if (
+                "*" in resources
+            ):  # only actions IAM cannot scope to a resource, and narrowed by a condition where it can be
                 assert set(actions) <= {"cloudwatch:PutMetricData", "ecr:GetAuthorizationToken"}, (name, st["Sid"])
 
 
 def test_pass_role_only_in_the_control_plane_and_only_for_the_job_roles():
     docs = rendered_policies(Bucket=BUCKET)
-    passing = [(name, st) for name, doc in docs.items() if name.endswith(".policy") for st in statements(doc)
-               if any("PassRole" in a or a.startswith("iam:*") for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]]))]
+    passing = [
+        (name, st)
+        for name, doc in docs.items()
+        if name.endswith(".policy")
+        for st in statements(doc)
+        if any(
+            "PassRole" in a or a.startswith("iam:*")
+            for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+        )
+    ]
     [(name, st)] = passing
     assert name == "dagster.policy"
-    assert sorted(st["Resource"]) == sorted(f"arn:aws:iam::123456789012:role/{r}" for r in
-                                            ("iot-lake-spark", "iot-lake-spark", "iot-lake-sagemaker"))
+    assert sorted(st["Resource"]) == sorted(
+        f"arn:aws:iam::123456789012:role/{r}" for r in ("iot-lake-spark", "iot-lake-spark", "iot-lake-sagemaker")
+    )
     assert set(st["Condition"]["StringEquals"]["iam:PassedToService"]) == {
-        "emr-serverless.amazonaws.com", "glue.amazonaws.com", "sagemaker.amazonaws.com"}
+        "emr-serverless.amazonaws.com",
+        "glue.amazonaws.com",
+        "sagemaker.amazonaws.com",
+    }
     policy = Policy(docs["dagster.policy"])
-    [run] = [r for r in requests_of("emr-serverless", "StartJobRun", {"applicationId": "a", "executionRoleArn":
-             "arn:aws:iam::123456789012:role/iot-lake-admin"}) if r.action == "iam:PassRole"]
+    [run] = [
+        r
+        for r in requests_of(
+            "emr-serverless",
+            "StartJobRun",
+            {"applicationId": "a", "executionRoleArn": "arn:aws:iam::123456789012:role/iot-lake-admin"},
+        )
+        if r.action == "iam:PassRole"
+    ]
     assert not policy.allows(run)  # any other role: denied
 
 
@@ -98,7 +128,9 @@ def test_the_evaluator_matches_wildcards_and_conditions(policies):
     assert not dagster.allows(Request("s3:PutObject", f"arn:aws:s3:::{BUCKET}/curated/x"))  # outside the prefix
     listing = requests_of("s3", "ListObjectsV2", {"Bucket": BUCKET, "Prefix": "lake/landing/"})
     assert all(dagster.allows(r) for r in listing)
-    assert not any(dagster.allows(r) for r in requests_of("s3", "ListObjectsV2", {"Bucket": BUCKET, "Prefix": "other/"}))
+    assert not any(
+        dagster.allows(r) for r in requests_of("s3", "ListObjectsV2", {"Bucket": BUCKET, "Prefix": "other/"})
+    )
     assert dagster.allows(Request("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", "IoTLake/Cases"),)))
     assert not dagster.allows(Request("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", "AWS/EC2"),)))
     assert not dagster.allows(Request("cloudwatch:PutMetricData", "*"))  # condition key absent: fails closed
@@ -106,36 +138,67 @@ def test_the_evaluator_matches_wildcards_and_conditions(policies):
 
 def test_the_control_plane_may_write_what_its_assets_write_through_fsspec(policies):
     dagster = policies["dagster"]
-    keys = [inventory_key(HOUR), weather_inventory_key(DAY), registry_key(DAY, "devices"), f"{readings_prefix(DAY)}/part-0.parquet",
-            registry.version_key("v1"), registry.CHAMPION_KEY, f"{registry.history_key(HOUR)}/rows/part.parquet",
-            f"{MANIFESTS_PREFIX}/curated_telemetry/event_date=2026-11-20/manifest",
-            "forecasts/telemetry_5min/_delta_log/00000000000000000000.json", "ops/deviations/part-0.parquet",
-            "cases/cases/_delta_log/00000000000000000001.json", "curated/telemetry/_delta_log/00000000000000000002.checkpoint.parquet"]
+    keys = [
+        inventory_key(HOUR),
+        weather_inventory_key(DAY),
+        registry_key(DAY, "devices"),
+        f"{readings_prefix(DAY)}/part-0.parquet",
+        registry.version_key("v1"),
+        registry.CHAMPION_KEY,
+        f"{registry.history_key(HOUR)}/rows/part.parquet",
+        f"{MANIFESTS_PREFIX}/curated_telemetry/event_date=2026-11-20/manifest",
+        "forecasts/telemetry_5min/_delta_log/00000000000000000000.json",
+        "ops/deviations/part-0.parquet",
+        "cases/cases/_delta_log/00000000000000000001.json",
+        "curated/telemetry/_delta_log/00000000000000000002.checkpoint.parquet",
+    ]
     denied = [k for k in keys if not dagster.allows(s3("PutObject", k))]
     assert not denied
     # It never writes what others land, nor the jobs' own outputs' messages.
-    for key in ("landing/telemetry/2026/11/20/05/a.gz", "landing/thirdparty/weather/2026/11/20/w.csv", "_pipes/messages/x/1.json"):
+    for key in (
+        "landing/telemetry/2026/11/20/05/a.gz",
+        "landing/thirdparty/weather/2026/11/20/w.csv",
+        "_pipes/messages/x/1.json",
+    ):
         assert not dagster.allows(s3("PutObject", key)), key
 
 
 @pytest.mark.parametrize("role", ["emr-serverless-job", "glue-job"])
 def test_the_spark_job_roles_read_inputs_and_write_only_their_tables(policies, role):
     policy = policies[role]
-    reads = ["landing/telemetry/2026/11/20/05/a.gz", inventory_key(HOUR), registry_key(DAY, "devices"),
-             "curated/telemetry_5min/event_date=2026-11-20/p.parquet", "_code/iot_lake-abc.zip", "_code/glue/entrypoint.py",
-             "_pipes/context/x/context.json"]
-    writes = ["curated/telemetry/event_date=2026-11-20/p.parquet", "curated/telemetry/_delta_log/00000000000000000003.json",
-              "quarantine/telemetry/event_date=2026-11-20/p.parquet", f"{registry.training_data_key(DAY)}/part-0.parquet",
-              "_pipes/messages/x/1.json"]
+    reads = [
+        "landing/telemetry/2026/11/20/05/a.gz",
+        inventory_key(HOUR),
+        registry_key(DAY, "devices"),
+        "curated/telemetry_5min/event_date=2026-11-20/p.parquet",
+        "_code/iot_lake-abc.zip",
+        "_code/glue/entrypoint.py",
+        "_pipes/context/x/context.json",
+    ]
+    writes = [
+        "curated/telemetry/event_date=2026-11-20/p.parquet",
+        "curated/telemetry/_delta_log/00000000000000000003.json",
+        "quarantine/telemetry/event_date=2026-11-20/p.parquet",
+        f"{registry.training_data_key(DAY)}/part-0.parquet",
+        "_pipes/messages/x/1.json",
+    ]
     assert [k for k in reads if not policy.allows(s3("GetObject", k))] == []
     assert [k for k in writes if not policy.allows(s3("PutObject", k))] == []
-    for key in ("landing/telemetry/2026/11/20/05/a.gz", inventory_key(HOUR), "_code/iot_lake-abc.zip", "models/forecast/champion.json",
-                "cases/cases/p.parquet", "_pipes/context/x/context.json"):
+    for key in (
+        "landing/telemetry/2026/11/20/05/a.gz",
+        inventory_key(HOUR),
+        "_code/iot_lake-abc.zip",
+        "models/forecast/champion.json",
+        "cases/cases/p.parquet",
+        "_pipes/context/x/context.json",
+    ):
         assert not policy.allows(s3("PutObject", key)), key
     assert policy.allows(s3("PutObject", "_logs/emr-serverless/applications/a/jobs/j/SPARK_DRIVER/stderr.gz")) == (
-        role == "emr-serverless-job")
+        role == "emr-serverless-job"
+    )
     assert policy.allows(Request("s3:GetObject", "arn:aws:s3:::iot-lake-artifacts/spark-env/iot-lake-env.tar.gz")) == (
-        role == "emr-serverless-job")
+        role == "emr-serverless-job"
+    )
 
 
 def test_the_sagemaker_role_reads_its_channels_and_writes_models_and_messages(policies):
@@ -153,15 +216,37 @@ def test_the_sagemaker_role_reads_its_channels_and_writes_models_and_messages(po
 
 def test_the_renderer_fills_every_placeholder_and_handles_a_bucket_root(tmp_path):
     render = load_iam_renderer()
-    render.main(["--out", str(tmp_path), "--bucket", "b", "--region", "eu-west-1", "--account-id", "111122223333",
-                 "--kms-key-arn", "arn:aws:kms:eu-west-1:111122223333:key/k", "--sns-topic-arn", "arn:aws:sns:eu-west-1:111122223333:t",
-                 "--spark-env-archive", "s3://art/env.tar.gz", "--ecr-repository-arn", "arn:aws:ecr:eu-west-1:111122223333:repository/r",
-                 "--compute-log-bucket", "b"])
+    render.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--bucket",
+            "b",
+            "--region",
+            "eu-west-1",
+            "--account-id",
+            "111122223333",
+            "--kms-key-arn",
+            "arn:aws:kms:eu-west-1:111122223333:key/k",
+            "--sns-topic-arn",
+            "arn:aws:sns:eu-west-1:111122223333:t",
+            "--spark-env-archive",
+            "s3://art/env.tar.gz",
+            "--ecr-repository-arn",
+            "arn:aws:ecr:eu-west-1:111122223333:repository/r",
+            "--compute-log-bucket",
+            "b",
+        ]
+    )
     written = {p.name: p.read_text() for p in tmp_path.glob("*.json")}
     assert len(written) == len(list(IAM_DIR.glob("*.json"))) == 8
     assert not any("${" in text for text in written.values())
     dagster = json.loads(written["dagster.policy.json"])
-    resources = [r for st in statements(dagster) for r in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]])]
+    resources = [
+        r
+        for st in statements(dagster)
+        for r in (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]])
+    ]
     assert "arn:aws:s3:::b/landing/*" in resources and not any("//" in r.removeprefix("arn:aws:") for r in resources)
     with pytest.raises(ValueError, match=r"\$\{Bucket\}"):
         render.render({"Resource": "arn:aws:s3:::${Bucket}/x"}, {})
@@ -174,4 +259,6 @@ def test_each_role_may_delete_only_what_its_code_deletes(policies):
     for role in ("emr-serverless-job", "glue-job"):
         assert policies[role].allows(s3("DeleteObject", "curated/_staging/telemetry/20261120T05/parsed/p.parquet"))
         assert not policies[role].allows(s3("DeleteObject", "curated/telemetry/event_date=2026-11-20/p.parquet"))
-    assert not any(policies["sagemaker"].allows(s3("DeleteObject", k)) for k in ("models/forecast/champion.json", "_code/x"))
+    assert not any(
+        policies["sagemaker"].allows(s3("DeleteObject", k)) for k in ("models/forecast/champion.json", "_code/x")
+    )

@@ -37,20 +37,35 @@ pytestmark = pytest.mark.jvm
 ROOT = Path(__file__).resolve().parents[1]
 JVM_PYTHON = ROOT / ".venv-jvm" / "bin" / "python"
 # (table, partition column): everything the job writes.
-TABLES = [(CURATED_TELEMETRY, "event_date"), (QUARANTINE_TELEMETRY, "landing_date"),
-          *((key, "event_date") for key in AGGREGATE_TABLES.values())]
+TABLES = [
+    (CURATED_TELEMETRY, "event_date"),
+    (QUARANTINE_TELEMETRY, "landing_date"),
+    *((key, "event_date") for key in AGGREGATE_TABLES.values()),
+]
 # Each argument is one main() call in the same process: two hours, then the first one again.
-RUNS = [["--hour", START.isoformat(), "--hour", (START + timedelta(hours=1)).isoformat()],
-        ["--hour", START.isoformat()]]
+RUNS = [
+    ["--hour", START.isoformat(), "--hour", (START + timedelta(hours=1)).isoformat()],
+    ["--hour", START.isoformat()],
+]
 JVM_SPARK_ARGS = [
-    "--master", "local[2]", "--driver-memory", "1g",
+    "--master",
+    "local[2]",
+    "--driver-memory",
+    "1g",
     # A short job: the quick JIT tier and a simple GC start faster (~35 s instead of ~50 s here).
-    "--driver-java-options", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-    "--conf", "spark.sql.shuffle.partitions=4",
-    "--conf", "spark.ui.enabled=false", "--conf", "spark.ui.showConsoleProgress=false",
-    "--conf", "spark.log.level=ERROR",
+    "--driver-java-options",
+    "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+    "--conf",
+    "spark.sql.shuffle.partitions=4",
+    "--conf",
+    "spark.ui.enabled=false",
+    "--conf",
+    "spark.ui.showConsoleProgress=false",
+    "--conf",
+    "spark.log.level=ERROR",
     # Spark's default INT96 reads back as naive nanoseconds; micros in UTC is the type Delta stores.
-    "--conf", "spark.sql.parquet.outputTimestampType=TIMESTAMP_MICROS",
+    "--conf",
+    "spark.sql.parquet.outputTimestampType=TIMESTAMP_MICROS",
 ]
 
 
@@ -64,8 +79,14 @@ def jvm_python() -> Path:
 
 def _start(python: Path, lake: Lake, table_format: str, env: dict[str, str]) -> subprocess.Popen:
     runs = [json.dumps(["--lake", lake.url, *run, "--table-format", table_format]) for run in RUNS]
-    return subprocess.Popen([str(python), "-m", "tests.job_runs", *runs], env=env, cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [str(python), "-m", "tests.job_runs", *runs],
+        env=env,
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _reports(proc: subprocess.Popen, engine: str) -> list[dict]:
@@ -89,8 +110,10 @@ def _nullable(schema: pa.Schema) -> pa.Schema:
 
 def _sorted_rows(table: pa.Table, columns: list[str]) -> list[tuple]:
     # Ordered by the values that must be equal (every table has a key among them), not by floats.
-    return sorted(zip(*(table.column(c).to_pylist() for c in columns)),
-                  key=lambda row: repr([v for v in row if not isinstance(v, float)]))
+    return sorted(
+        zip(*(table.column(c).to_pylist() for c in columns)),
+        key=lambda row: repr([v for v in row if not isinstance(v, float)]),
+    )
 
 
 def _same_value(a, b) -> bool:
@@ -107,20 +130,29 @@ def test_jvm_spark_on_parquet_matches_sail_on_delta(landed, tmp_path_factory):
 
     # pyspark's Connect client sets SPARK_CONNECT_MODE_ENABLED in this process once any test has opened
     # a Sail session; inherited, it would turn the classic job into a Connect client too.
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "IOT_LAKE_SPARK", "PYSPARK_SUBMIT_ARGS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "IOT_LAKE_SPARK", "PYSPARK_SUBMIT_ARGS")
+    }
     # Neither engine may depend on the machine's time zone: both run in one that is not UTC.
     env.update(TZ="America/New_York", PYTHONPATH=str(ROOT))
-    jvm_env = {**env, "IOT_LAKE_SPARK": "classic", "PYSPARK_PYTHON": str(python), "SPARK_LOCAL_IP": "127.0.0.1",
-               "PYSPARK_SUBMIT_ARGS": shlex.join([*JVM_SPARK_ARGS, "pyspark-shell"])}
+    jvm_env = {
+        **env,
+        "IOT_LAKE_SPARK": "classic",
+        "PYSPARK_PYTHON": str(python),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_SUBMIT_ARGS": shlex.join([*JVM_SPARK_ARGS, "pyspark-shell"]),
+    }
     sail, jvm = _start(Path(sys.executable), landed, "delta", env), _start(python, jvm_lake, "parquet", jvm_env)
     sail_reports, jvm_reports = _reports(sail, "Sail"), _reports(jvm, "classic Spark")
 
     # The run covered what it is meant to, so agreement means something.
     first, rerun = sail_reports[:2], sail_reports[2]
     assert len(sail_reports) == 3 and all(r["lines_landed"] > 0 for r in sail_reports)
-    assert all(r["duplicates_in_batch"] and r["quarantined"] and r["unreadable_objects"] and r["late_records"]
-               for r in first)
+    assert all(
+        r["duplicates_in_batch"] and r["quarantined"] and r["unreadable_objects"] and r["late_records"] for r in first
+    )
     assert rerun["curated_new"] == 0 and rerun["duplicates_existing"] > 0
     assert len(first[0]["event_dates"]) == 2
     assert jvm_reports == sail_reports
@@ -145,5 +177,6 @@ def test_jvm_spark_on_parquet_matches_sail_on_delta(landed, tmp_path_factory):
 
 def test_missing_jvm_venv_is_a_visible_skip_locally_and_a_failure_in_ci(monkeypatch, tmp_path):
     monkeypatch.setattr(sys.modules[__name__], "JVM_PYTHON", tmp_path / "missing" / "python")
-    assert_skipped_locally_and_failed_in_ci(monkeypatch, jvm_python, skip="run scripts/setup.sh --test",
-                                            fail="the JVM parity test must run there")
+    assert_skipped_locally_and_failed_in_ci(
+        monkeypatch, jvm_python, skip="run scripts/setup.sh --test", fail="the JVM parity test must run there"
+    )

@@ -89,9 +89,11 @@ def test_weather_validation_reports_each_defect(tmp_path, monkeypatch, defect, o
 
 def test_weather_day_keeps_good_files_when_one_is_bad(tmp_path):
     lake = Lake(str(tmp_path))
-    lake.write_bytes("landing/thirdparty/weather/2026/11/20/weather_site-01_20261120.csv",
-                     b"site_id,observed_at,temperature_c,humidity_pct,wind_speed_ms,precipitation_mm\n"
-                     b"site-01,2026-11-20T00:00:00Z,4.5,80,3.1,0\nsite-01,2026-11-20T01:00:00Z,4.1,82,2.9,0.2\n")
+    lake.write_bytes(
+        "landing/thirdparty/weather/2026/11/20/weather_site-01_20261120.csv",
+        b"site_id,observed_at,temperature_c,humidity_pct,wind_speed_ms,precipitation_mm\n"
+        b"site-01,2026-11-20T00:00:00Z,4.5,80,3.1,0\nsite-01,2026-11-20T01:00:00Z,4.1,82,2.9,0.2\n",
+    )
     lake.write_bytes("landing/thirdparty/weather/2026/11/20/weather_site-02_20261120.json", b'{"observations": 5}')
     day = land_weather_day(lake, date(2026, 11, 20))
     assert day.table.num_rows == 2

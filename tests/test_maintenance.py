@@ -32,7 +32,9 @@ def test_compaction_and_vacuum_keep_every_row_and_sail_keeps_writing(landed, spa
     files_before = {k: len(DeltaTable(landed.path(k)).file_uris()) for k in keys}
 
     config = {"ops": {"maintain_delta_tables": {"config": {"compact_days": 30, "retention_hours": 0}}}}
-    result = delta_maintenance_job.execute_in_process(run_config=config, resources={"lake": LakeResource(root=landed.url)})
+    result = delta_maintenance_job.execute_in_process(
+        run_config=config, resources={"lake": LakeResource(root=landed.url)}
+    )
     assert result.success
     output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
     metadata = output.step_output_data.metadata

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iot_lake.detect.nab import (DeviationScorer, NabParams, TailCalibrator, nab_detector)
+from iot_lake.detect.nab import DeviationScorer, NabParams, TailCalibrator, nab_detector
 
 DAY = 288  # 5-minute points
 ALERT = NabParams().alert_level
@@ -34,23 +34,25 @@ def test_clear_change_scores_high_and_normal_stretches_low(kind):
     elif kind == "shift":
         s.iloc[AT:] += 15
     else:
-        s.iloc[AT:AT + 30] -= 20
+        s.iloc[AT : AT + 30] -= 20
     scores = nab_detector(s)
-    at_change = scores[AT:AT + 3].max()
-    assert at_change >= ALERT + 0.1, scores[AT - 2:AT + 5]
-    normal = scores[DAY:AT]                      # after warm-up, before the change
+    at_change = scores[AT : AT + 3].max()
+    assert at_change >= ALERT + 0.1, scores[AT - 2 : AT + 5]
+    normal = scores[DAY:AT]  # after warm-up, before the change
     assert np.quantile(normal, 0.99) < 0.35
     assert normal.max() < at_change - 0.15
-    assert (normal >= ALERT).sum() <= 2           # the rare noise maximum, not a stream of alerts
+    assert (normal >= ALERT).sum() <= 2  # the rare noise maximum, not a stream of alerts
 
 
 def test_scores_in_unit_interval_on_awkward_input():
     n = 3 * DAY
     idx = pd.date_range("2026-01-05", periods=n, freq="5min")
-    for values in (np.full(n, 45.0),                                   # flatline
-                   np.r_[np.zeros(n - 10), np.full(10, 1e12)],        # huge jump
-                   np.where(np.arange(n) % 97 == 0, 20.0, 0.0),       # regular spikes
-                   np.r_[np.full(100, np.nan), np.random.default_rng(1).normal(size=n - 100)]):
+    for values in (
+        np.full(n, 45.0),  # flatline
+        np.r_[np.zeros(n - 10), np.full(10, 1e12)],  # huge jump
+        np.where(np.arange(n) % 97 == 0, 20.0, 0.0),  # regular spikes
+        np.r_[np.full(100, np.nan), np.random.default_rng(1).normal(size=n - 100)],
+    ):
         scores = nab_detector(pd.Series(values, index=idx))
         assert scores.shape == (n,)
         assert np.isfinite(scores).all()
@@ -59,50 +61,50 @@ def test_scores_in_unit_interval_on_awkward_input():
     flat = np.full(n, 45.0)
     flat[2 * DAY] = 46.0
     scores = nab_detector(pd.Series(flat, index=idx))
-    assert scores[2 * DAY] >= ALERT and scores[:2 * DAY].max() == 0.0
+    assert scores[2 * DAY] >= ALERT and scores[: 2 * DAY].max() == 0.0
 
 
 def test_quiet_during_warmup():
     s = seasonal(days=2)
     s.iloc[50] += 100
     scores = nab_detector(s)
-    assert scores[:NabParams().warmup].max() == 0.0
+    assert scores[: NabParams().warmup].max() == 0.0
 
 
 def test_causal_prefix_scores_unchanged_by_later_points():
     s = seasonal(seed=3)
-    s.iloc[AT:AT + 50] += 10
+    s.iloc[AT : AT + 50] += 10
     full = nab_detector(s)
     for cut in (DAY + 1, AT + 1, AT + 25, len(s) - 7):
         np.testing.assert_array_equal(nab_detector(s.iloc[:cut]), full[:cut])
     # and a different future leaves the past alone
     other = s.copy()
-    other.iloc[AT + 100:] = 0.0
-    np.testing.assert_array_equal(nab_detector(other)[:AT + 100], full[:AT + 100])
+    other.iloc[AT + 100 :] = 0.0
+    np.testing.assert_array_equal(nab_detector(other)[: AT + 100], full[: AT + 100])
 
 
 def test_one_alert_per_incident():
     s = seasonal(seed=2)
     # a long incident: stuck sensor for 100 points, then a noisy plateau for 250
-    s.iloc[AT:AT + 100] = s.iloc[AT]
+    s.iloc[AT : AT + 100] = s.iloc[AT]
     rng = np.random.default_rng(5)
-    s.iloc[AT + 100:AT + 350] += 12 + rng.normal(0, 4, 250)
+    s.iloc[AT + 100 : AT + 350] += 12 + rng.normal(0, 4, 250)
     scores = nab_detector(s)
-    alerts = np.nonzero(scores[AT:AT + 350] >= ALERT)[0]
-    assert len(alerts) >= 1                      # the incident is seen...
-    assert len(alerts) <= 2                      # ...once (at most once more if it gets much worse)
-    assert not np.any(np.diff(alerts) == 1)      # never a burst of consecutive alerts
+    alerts = np.nonzero(scores[AT : AT + 350] >= ALERT)[0]
+    assert len(alerts) >= 1  # the incident is seen...
+    assert len(alerts) <= 2  # ...once (at most once more if it gets much worse)
+    assert not np.any(np.diff(alerts) == 1)  # never a burst of consecutive alerts
 
 
 def test_suppression_is_what_prevents_the_burst():
     """Without the incident window the same series does fire repeatedly: the test above can fail."""
     s = seasonal(seed=2)
     rng = np.random.default_rng(5)
-    s.iloc[AT:AT + 250] += 12 + rng.normal(0, 4, 250)
+    s.iloc[AT : AT + 250] += 12 + rng.normal(0, 4, 250)
     loud = nab_detector(s, suppress=0)
     quiet = nab_detector(s)
-    assert (loud[AT:AT + 250] >= ALERT).sum() > 3
-    assert (quiet[AT:AT + 250] >= ALERT).sum() <= 2
+    assert (loud[AT : AT + 250] >= ALERT).sum() > 3
+    assert (quiet[AT : AT + 250] >= ALERT).sum() <= 2
 
 
 def test_streaming_update_equals_batch():
@@ -116,8 +118,8 @@ def test_streaming_update_equals_batch():
     s2 = seasonal(days=5, seed=7)
     s2.iloc[3 * DAY] += 30
     s2.iloc[4 * DAY + 10] -= 40
-    more = [scorer.update(t, v) for t, v in s2.iloc[len(s):].items()]
-    np.testing.assert_array_equal(np.asarray(more), nab_detector(s2)[len(s):])
+    more = [scorer.update(t, v) for t, v in s2.iloc[len(s) :].items()]
+    np.testing.assert_array_equal(np.asarray(more), nab_detector(s2)[len(s) :])
 
 
 def test_params_override_and_defaults_are_the_dataclass():
@@ -130,7 +132,7 @@ def test_params_override_and_defaults_are_the_dataclass():
 
 def test_tail_calibrator_ranks_then_extrapolates():
     cal = TailCalibrator(history=1000, min_history=10, tail_frac=0.05)
-    assert cal.surprise(5.0) == 0.0              # no history yet
+    assert cal.surprise(5.0) == 0.0  # no history yet
     for x in np.linspace(0.0, 1.0, 1000):
         cal.push(float(x))
     inside = cal.surprise(0.5)
@@ -151,13 +153,13 @@ def test_level_shift_after_a_giant_spike_still_alerts():
     n = 10 * DAY
     rng = np.random.default_rng(3)
     values = 14 + rng.normal(0, 0.3, n)
-    values[3 * DAY] += 60                     # a giant spike (alerts on its own)
+    values[3 * DAY] += 60  # a giant spike (alerts on its own)
     values[3 * DAY + 1] += 50
     shift_at = 8 * DAY
-    values[shift_at:] += 6                    # much later: a lasting shift, far below the spike
+    values[shift_at:] += 6  # much later: a lasting shift, far below the spike
     s = pd.Series(values, index=pd.date_range("2026-01-05", periods=n, freq="5min"))
     scores = nab_detector(s)
     assert scores[3 * DAY] >= ALERT
-    assert scores[shift_at:shift_at + 60].max() >= ALERT
+    assert scores[shift_at : shift_at + 60].max() >= ALERT
     unclipped = nab_detector(s, shift_clip=0.0)
-    assert unclipped[shift_at:shift_at + 60].max() < ALERT   # what the unclipped means missed
+    assert unclipped[shift_at : shift_at + 60].max() < ALERT  # what the unclipped means missed

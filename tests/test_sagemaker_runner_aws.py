@@ -29,8 +29,10 @@ from tests.sagemaker_twins import SageMakerTwin
 
 ROLE = "arn:aws:iam::123456789012:role/iot-lake-sagemaker"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/iot-lake-ml:1.0"
-TRUST = {"Version": "2012-10-17", "Statement": [
-    {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
 
 
 @pytest.fixture
@@ -53,8 +55,15 @@ def twin(aws, tmp_path) -> SageMakerTwin:
 
 
 def runner(lake_root: str, **kwargs) -> SageMakerRunner:
-    return SageMakerRunner(mode="sagemaker", lake_root=lake_root, region=REGION, role_arn=ROLE, image_uri=IMAGE,
-                           poll_interval=0.05, **kwargs)
+    return SageMakerRunner(
+        mode="sagemaker",
+        lake_root=lake_root,
+        region=REGION,
+        role_arn=ROLE,
+        image_uri=IMAGE,
+        poll_interval=0.05,
+        **kwargs,
+    )
 
 
 def materialize_one(fn, lake_root: str, sagemaker: SageMakerRunner):
@@ -67,21 +76,36 @@ def materialize_one(fn, lake_root: str, sagemaker: SageMakerRunner):
         return runs[-1].pipes_results[0]
 
     instance = DagsterInstance.ephemeral()
-    result = materialize([forecast], instance=instance,
-                         resources={"sagemaker": sagemaker, "lake": LakeResource(root=lake_root, region=REGION)})
+    result = materialize(
+        [forecast],
+        instance=instance,
+        resources={"sagemaker": sagemaker, "lake": LakeResource(root=lake_root, region=REGION)},
+    )
     return result, runs[-1], [e.user_message for e in instance.all_logs(result.run_id)]
 
 
 def train(hyperparameters):
     return lambda context, sm, lake: sm.train(
-        context, lake=lake, job_name=job_name("mean-model", "2026-11-20"), module="mean_model",
-        channels={"train": "curated/readings"}, hyperparameters=hyperparameters, output_key="models/mean")
+        context,
+        lake=lake,
+        job_name=job_name("mean-model", "2026-11-20"),
+        module="mean_model",
+        channels={"train": "curated/readings"},
+        hyperparameters=hyperparameters,
+        output_key="models/mean",
+    )
 
 
 def process(context, sm, lake):
-    return sm.process(context, lake=lake, job_name=job_name("scale-readings"), module="scale_readings",
-                      inputs={"readings": "curated/readings"}, outputs={"scaled": "forecasts/scaled"},
-                      arguments=["--factor", "10", "{input:readings}", "{output:scaled}"])
+    return sm.process(
+        context,
+        lake=lake,
+        job_name=job_name("scale-readings"),
+        module="scale_readings",
+        inputs={"readings": "curated/readings"},
+        outputs={"scaled": "forecasts/scaled"},
+        arguments=["--factor", "10", "{input:readings}", "{output:scaled}"],
+    )
 
 
 def materialization(result) -> dict:
@@ -91,7 +115,10 @@ def materialization(result) -> dict:
 
 def assert_pipes_on_s3(lake_root: str, environment: dict) -> None:
     bucket, prefix = split_s3_uri(lake_root)
-    context, messages = decode_param(environment["DAGSTER_PIPES_CONTEXT"]), decode_param(environment["DAGSTER_PIPES_MESSAGES"])
+    context, messages = (
+        decode_param(environment["DAGSTER_PIPES_CONTEXT"]),
+        decode_param(environment["DAGSTER_PIPES_MESSAGES"]),
+    )
     assert context["bucket"] == messages["bucket"] == bucket
     assert context["key"].startswith(f"{prefix}/_pipes/context/")
     assert messages["key_prefix"].startswith(f"{prefix}/_pipes/messages/")
@@ -106,10 +133,14 @@ def untar(data: bytes) -> dict[str, bytes]:
 # Training
 # --------------------------------------------------------------------------------------------
 
+
 def test_training_job_runs_the_module_in_script_mode_and_reports_back(aws, lake_root, lake, twin):
     key = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
-    result, run, log = materialize_one(train({"scale": 2}), lake_root, runner(
-        lake_root, training_instance_type="ml.c5.2xlarge", max_runtime_seconds=900, kms_key_id=key))
+    result, run, log = materialize_one(
+        train({"scale": 2}),
+        lake_root,
+        runner(lake_root, training_instance_type="ml.c5.2xlarge", max_runtime_seconds=900, kms_key_id=key),
+    )
     assert result.success
 
     request = twin.last("CreateTrainingJob")
@@ -117,7 +148,9 @@ def test_training_job_runs_the_module_in_script_mode_and_reports_back(aws, lake_
     assert name == run.job_name and name.startswith("mean-model-2026-11-20-")
     assert request["AlgorithmSpecification"]["TrainingImage"] == IMAGE
     assert request["RoleArn"] == ROLE
-    assert request["ResourceConfig"]["InstanceType"] == "ml.c5.2xlarge" and request["ResourceConfig"]["InstanceCount"] == 1
+    assert (
+        request["ResourceConfig"]["InstanceType"] == "ml.c5.2xlarge" and request["ResourceConfig"]["InstanceCount"] == 1
+    )
     assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == 900
     assert request["HyperParameters"] == {"scale": "2"}
     assert request["OutputDataConfig"]["S3OutputPath"] == f"{lake_root}/models/mean"
@@ -171,7 +204,9 @@ def test_failed_training_job_says_why_and_where_the_logs_are(aws, lake_root, lak
     assert f"TrainingJob - {name}" in message
     assert f"Logs: CloudWatch log group /aws/sagemaker/TrainingJobs, log streams {name}/*" in message
     logs = aws.client("logs")
-    [stream] = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name)["logStreams"]
+    [stream] = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name)[
+        "logStreams"
+    ]
     events = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream["logStreamName"])
     assert any("asked to fail by the fail hyperparameter" in e["message"] for e in events["events"])
 
@@ -185,13 +220,20 @@ def test_missing_channel_data_fails_before_any_job(aws, lake_root, twin):
 def test_sagemaker_mode_names_what_it_is_missing(lake_root):
     with pytest.raises(ValueError, match="needs role_arn, image_uri"):
         SageMakerRunner(mode="sagemaker", lake_root=lake_root).train(
-            build_asset_context(), lake=Lake(lake_root), job_name="j", module="m", channels={}, hyperparameters={},
-            output_key="models")
+            build_asset_context(),
+            lake=Lake(lake_root),
+            job_name="j",
+            module="m",
+            channels={},
+            hyperparameters={},
+            output_key="models",
+        )
 
 
 # --------------------------------------------------------------------------------------------
 # Processing (batch forecasts)
 # --------------------------------------------------------------------------------------------
+
 
 def test_processing_job_maps_lake_prefixes_and_resolves_placeholders(aws, lake_root, lake, twin):
     result, run, log = materialize_one(process, lake_root, runner(lake_root, processing_instance_type="ml.m5.4xlarge"))
@@ -203,17 +245,30 @@ def test_processing_job_maps_lake_prefixes_and_resolves_placeholders(aws, lake_r
     app = request["AppSpecification"]
     assert app["ImageUri"] == IMAGE
     assert app["ContainerEntrypoint"] == ["python3", "-m", "iot_lake.pipes_entrypoint", "scale_readings"]
-    assert app["ContainerArguments"] == ["--factor", "10", "/opt/ml/processing/input/readings",
-                                         "/opt/ml/processing/output/scaled"]
+    assert app["ContainerArguments"] == [
+        "--factor",
+        "10",
+        "/opt/ml/processing/input/readings",
+        "/opt/ml/processing/output/scaled",
+    ]
     inputs = {i["InputName"]: i["S3Input"] for i in request["ProcessingInputs"]}
-    assert inputs["readings"] == {"S3Uri": f"{lake_root}/curated/readings", "LocalPath": "/opt/ml/processing/input/readings",
-                                  "S3DataType": "S3Prefix", "S3InputMode": "File"}
+    assert inputs["readings"] == {
+        "S3Uri": f"{lake_root}/curated/readings",
+        "LocalPath": "/opt/ml/processing/input/readings",
+        "S3DataType": "S3Prefix",
+        "S3InputMode": "File",
+    }
     code_uri = inputs["iot_lake_code"]["S3Uri"]
     assert code_uri.startswith(f"{lake_root}/_code/iot_lake-") and code_uri.endswith(".zip")
     [output] = request["ProcessingOutputConfig"]["Outputs"]
-    assert output == {"OutputName": "scaled", "S3Output": {"S3Uri": f"{lake_root}/forecasts/scaled",
-                                                           "LocalPath": "/opt/ml/processing/output/scaled",
-                                                           "S3UploadMode": "EndOfJob"}}
+    assert output == {
+        "OutputName": "scaled",
+        "S3Output": {
+            "S3Uri": f"{lake_root}/forecasts/scaled",
+            "LocalPath": "/opt/ml/processing/output/scaled",
+            "S3UploadMode": "EndOfJob",
+        },
+    }
     assert request["ProcessingResources"]["ClusterConfig"]["InstanceType"] == "ml.m5.4xlarge"
     assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == 3600
     assert request["RoleArn"] == ROLE
@@ -233,9 +288,19 @@ def test_processing_job_maps_lake_prefixes_and_resolves_placeholders(aws, lake_r
 
 def test_unknown_placeholder_fails_before_any_job(aws, lake_root, lake, twin):
     with pytest.raises(ValueError, match=r"\{output:forecast\}"):
-        materialize_one(lambda context, sm, lake: sm.process(
-            context, lake=lake, job_name="j", module="scale_readings", inputs={"readings": "curated/readings"},
-            outputs={"scaled": "forecasts/scaled"}, arguments=["{output:forecast}"]), lake_root, runner(lake_root))
+        materialize_one(
+            lambda context, sm, lake: sm.process(
+                context,
+                lake=lake,
+                job_name="j",
+                module="scale_readings",
+                inputs={"readings": "curated/readings"},
+                outputs={"scaled": "forecasts/scaled"},
+                arguments=["{output:forecast}"],
+            ),
+            lake_root,
+            runner(lake_root),
+        )
     assert not [r for r in twin.requests if r["operation"].startswith("Create")]
 
 
@@ -245,14 +310,19 @@ def stuck(aws):
     answer: dict = {"ProcessingJobStatus": "InProgress"}
     requests: list[tuple[str, dict]] = []
     aws.events.register("after-call.sagemaker.DescribeProcessingJob", lambda parsed, **_: parsed.update(answer))
-    aws.events.register("before-parameter-build.sagemaker", lambda model, params, **_: requests.append((model.name, params)))
+    aws.events.register(
+        "before-parameter-build.sagemaker", lambda model, params, **_: requests.append((model.name, params))
+    )
     return answer, requests
 
 
 def test_failed_processing_job_says_why_and_where_the_logs_are(aws, lake_root, lake, stuck):
     answer, requests = stuck
-    answer.update(ProcessingJobStatus="Failed", FailureReason="ClientError: Failed to download data.",
-                  ExitMessage="KeyError: 'device_id'")
+    answer.update(
+        ProcessingJobStatus="Failed",
+        FailureReason="ClientError: Failed to download data.",
+        ExitMessage="KeyError: 'device_id'",
+    )
     with pytest.raises(SageMakerJobFailed) as err:
         materialize_one(process, lake_root, runner(lake_root))
     [name] = [params["ProcessingJobName"] for operation, params in requests if operation == "CreateProcessingJob"]

@@ -26,9 +26,7 @@ def test_requests_each_touched_partition_once_and_remembers(tmp_path):
     first = tick(lake, None, instance)
     telemetry = [r for r in first.run_requests if r.job_name == "telemetry_hourly_job"]
     weather = [r for r in first.run_requests if r.job_name == "weather_daily_job"]
-    assert sorted(r.partition_key for r in telemetry) == [
-        f"2026-11-{20 + h // 24}-{h % 24:02d}:00" for h in range(48)
-    ]
+    assert sorted(r.partition_key for r in telemetry) == [f"2026-11-{20 + h // 24}-{h % 24:02d}:00" for h in range(48)]
     assert [r.partition_key for r in weather] == ["2026-11-20", "2026-11-21"]
     assert all(r.tags["iot_lake/new_objects"] == "12" for r in telemetry)
 
@@ -43,7 +41,9 @@ def test_requests_each_touched_partition_once_and_remembers(tmp_path):
     late_key = f"{telemetry_hour_prefix(START)}/iot-lake-telemetry-1-2026-11-20-00-59-00-late.gz"
     lake.write_bytes(late_key, gzip.compress(b'{"device_id": "dev-0001"}\n'))
     third = tick(lake, again.cursor, instance)
-    assert [(r.partition_key, r.tags["iot_lake/new_objects"]) for r in third.run_requests] == [("2026-11-20-00:00", "1")]
+    assert [(r.partition_key, r.tags["iot_lake/new_objects"]) for r in third.run_requests] == [
+        ("2026-11-20-00:00", "1")
+    ]
     original = next(r for r in first.run_requests if r.partition_key == "2026-11-20-00:00")
     assert third.run_requests[0].run_key != original.run_key
     assert tick(lake, third.cursor, instance).run_requests == []
@@ -60,7 +60,9 @@ def test_unreadable_and_misplaced_objects_are_recorded_never_fatal(tmp_path):
     lake.write_bytes("landing/thirdparty/weather/2026/11/20/readme.txt", b"hello")
     result = tick(lake, None, DagsterInstance.ephemeral())
 
-    reasons = {e.metadata["object"].value.rsplit("/", 1)[1]: e.metadata["unreadable_reason"].value for e in result.asset_events}
+    reasons = {
+        e.metadata["object"].value.rsplit("/", 1)[1]: e.metadata["unreadable_reason"].value for e in result.asset_events
+    }
     assert reasons["a.gz"] == "not gzip (bad magic bytes)"
     assert reasons["b.gz"] == "empty object"
     assert reasons["stray-object.gz"] == "key does not follow the landing layout"

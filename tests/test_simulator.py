@@ -8,19 +8,19 @@ import json
 import math
 import re
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from iot_lake.fleet import METRICS, build_fleet
-from iot_lake.units import to_canonical
 from iot_lake.lake import TELEMETRY_PREFIX, Lake
 from iot_lake.simulate.anomalies import KINDS
 from iot_lake.simulate.deliveries import SimConfig, series_day
 from iot_lake.simulate.runner import Simulator, anomalies_key
 from iot_lake.simulate.signals import plant_load, weather_at
+from iot_lake.units import to_canonical
 from tests.conftest import START, read_lines, simulate, truth_objects
 
 FIREHOSE_KEY = re.compile(
@@ -78,7 +78,14 @@ def test_bad_input_rates_are_as_configured(tmp_path):
     verdicts = Counter(classify(line, sim.fleet) for line in lines)
     bad = sum(v for k, v in verdicts.items() if k != "ok")
     assert bad / len(lines) == pytest.approx(0.05, rel=0.1)
-    for kind in ("malformed_json", "missing_field", "mistyped_field", "non_finite", "impossible_value", "unknown_device"):
+    for kind in (
+        "malformed_json",
+        "missing_field",
+        "mistyped_field",
+        "non_finite",
+        "impossible_value",
+        "unknown_device",
+    ):
         assert verdicts[kind] / len(lines) == pytest.approx(0.05 / 6, rel=0.35), kind
 
     ids = Counter()
@@ -117,7 +124,7 @@ def test_late_records_arrive_out_of_order_in_later_hours(two_days):
             recs = [json.loads(x) for x in gzip.decompress(lake.read_bytes(obj.key)).decode().splitlines()]
         except (EOFError, ValueError):
             continue
-        hour_start = datetime.strptime("/".join(obj.key.split("/")[2:6]), "%Y/%m/%d/%H").replace(tzinfo=timezone.utc)
+        hour_start = datetime.strptime("/".join(obj.key.split("/")[2:6]), "%Y/%m/%d/%H").replace(tzinfo=UTC)
         for r in recs:
             if isinstance(r, dict) and "ts" in r:
                 try:
@@ -187,7 +194,10 @@ def test_anomalies_are_labelled_exactly_where_injected(tmp_path):
 
     def inside(rec, kinds=None):
         t = _ts_ms(rec["ts"])
-        return any(s <= t < e and (kinds is None or k in kinds) for s, e, k in windows.get((rec["device_id"], rec["metric"]), []))
+        return any(
+            s <= t < e and (kinds is None or k in kinds)
+            for s, e, k in windows.get((rec["device_id"], rec["metric"]), [])
+        )
 
     changed = [r for mid, r in after.items() if r["value"] != before[mid]["value"]]
     missing = [r for mid, r in before.items() if mid not in after]
@@ -198,8 +208,11 @@ def test_anomalies_are_labelled_exactly_where_injected(tmp_path):
     # ...and every labelled anomaly actually shows in the data.
     for (device, metric), spans in windows.items():
         for s, e, kind in spans:
-            hit = [r for r in (missing if kind == "dropout" else changed)
-                   if r["device_id"] == device and r["metric"] == metric and s <= _ts_ms(r["ts"]) < e]
+            hit = [
+                r
+                for r in (missing if kind == "dropout" else changed)
+                if r["device_id"] == device and r["metric"] == metric and s <= _ts_ms(r["ts"]) < e
+            ]
             assert hit, (device, metric, kind)
 
 

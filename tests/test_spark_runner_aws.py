@@ -37,8 +37,10 @@ PARTITION = START.strftime("%Y-%m-%d-%H:%M")
 MODULE = "iot_lake.curated.telemetry_job"
 ROLE = "arn:aws:iam::123456789012:role/iot-lake-spark"
 ARCHIVE = "s3://iot-lake-artifacts/spark-env/iot-lake-env.tar.gz"
-DELTA = {"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"}
+DELTA = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
 EMR_DELTA_JARS = "/usr/share/aws/delta/lib/delta-spark.jar,/usr/share/aws/delta/lib/delta-storage.jar"
 
 
@@ -65,20 +67,27 @@ def objects(session: boto3.Session, uri: str) -> dict[str, bytes]:
     bucket, prefix = split_s3_uri(uri)
     s3 = session.client("s3")
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", [])
-    return {o["Key"].removeprefix(prefix + "/"): s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed}
+    return {
+        o["Key"].removeprefix(prefix + "/"): s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read() for o in listed
+    }
 
 
 def runner(mode: str, lake_root: str, **kwargs) -> dict:
-    return {"lake": LakeResource(root=lake_root, region=REGION),
-            "spark": SparkRunner(mode=mode, lake_root=lake_root, region=REGION, poll_interval=0.1, **kwargs)}
+    return {
+        "lake": LakeResource(root=lake_root, region=REGION),
+        "spark": SparkRunner(mode=mode, lake_root=lake_root, region=REGION, poll_interval=0.1, **kwargs),
+    }
 
 
 def assert_curated_round_trip(result, totals: dict) -> dict:
     """The job's own report came back through the S3 message reader: metadata and the blocking check."""
     assert result.success
     by_key = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
-    assert set(by_key) == {AssetKey(["curated", "telemetry"]), AssetKey(["curated", "telemetry_1min"]),
-                           AssetKey(["curated", "telemetry_5min"])}
+    assert set(by_key) == {
+        AssetKey(["curated", "telemetry"]),
+        AssetKey(["curated", "telemetry_1min"]),
+        AssetKey(["curated", "telemetry_5min"]),
+    }
     curated = by_key[AssetKey(["curated", "telemetry"])]
     assert curated["lines_landed"].value == totals["records"] + totals["malformed_lines"] > 0
     assert curated["curated_new"].value > 0 and curated["quarantined"].value > 0
@@ -110,6 +119,7 @@ def assert_pipes_on_s3(session, lake_root: str, context_param: str, messages_par
 # Publishing the code
 # --------------------------------------------------------------------------------------------
 
+
 def test_code_is_published_content_addressed_and_only_once(aws, lake_root, tmp_path):
     s3 = aws.client("s3")
     puts: list[str] = []
@@ -123,8 +133,11 @@ def test_code_is_published_content_addressed_and_only_once(aws, lake_root, tmp_p
     with zipfile.ZipFile(io.BytesIO(published[code.package_uri.rsplit("/", 1)[-1]])) as zf:
         names = set(zf.namelist())
         assert zf.read("iot_lake/curated/telemetry_job.py") == (PACKAGE_DIR / "curated/telemetry_job.py").read_bytes()
-    assert names == {f"iot_lake/{p.relative_to(PACKAGE_DIR).as_posix()}" for p in PACKAGE_DIR.rglob("*.py")
-                     if "__pycache__" not in p.parts}
+    assert names == {
+        f"iot_lake/{p.relative_to(PACKAGE_DIR).as_posix()}"
+        for p in PACKAGE_DIR.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     assert len(puts) == 2
 
     assert publish_code(s3, lake_root) == code  # unchanged code: found by HEAD, nothing uploaded
@@ -151,6 +164,7 @@ def test_code_is_published_content_addressed_and_only_once(aws, lake_root, tmp_p
 # EMR Serverless
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def emr_serverless(aws, tmp_path):
     app = aws.client("emr-serverless").create_application(name="iot-lake", releaseLabel="emr-7.5.0", type="SPARK")
@@ -160,9 +174,18 @@ def emr_serverless(aws, tmp_path):
 def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, landed, emr_serverless):
     application_id, twin = emr_serverless
     key = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
-    result = materialize([curated_telemetry], partition_key=PARTITION, resources=runner(
-        "emr-serverless", lake_root, emr_application_id=application_id, emr_job_role_arn=ROLE, env_archive=ARCHIVE,
-        kms_key_id=key))
+    result = materialize(
+        [curated_telemetry],
+        partition_key=PARTITION,
+        resources=runner(
+            "emr-serverless",
+            lake_root,
+            emr_application_id=application_id,
+            emr_job_role_arn=ROLE,
+            env_archive=ARCHIVE,
+            kms_key_id=key,
+        ),
+    )
     curated = assert_curated_round_trip(result, landed)
 
     request = twin.last("StartJobRun")
@@ -171,24 +194,41 @@ def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, la
     assert driver["entryPoint"].startswith(f"{lake_root}/_code/entrypoint-")
     assert driver["entryPointArguments"] == [MODULE, *module_args(lake_root)]
     confs = parse_confs(shlex.split(driver["sparkSubmitParameters"]))
-    assert confs.items() >= {**DELTA, "spark.jars": EMR_DELTA_JARS,
-                             "spark.archives": f"{ARCHIVE}#environment",
-                             "spark.emr-serverless.driverEnv.PYSPARK_PYTHON": "./environment/bin/python",
-                             "spark.executorEnv.PYSPARK_PYTHON": "./environment/bin/python",
-                             "spark.emr-serverless.driverEnv.IOT_LAKE_SPARK": "classic"}.items()
+    assert (
+        confs.items()
+        >= {
+            **DELTA,
+            "spark.jars": EMR_DELTA_JARS,
+            "spark.archives": f"{ARCHIVE}#environment",
+            "spark.emr-serverless.driverEnv.PYSPARK_PYTHON": "./environment/bin/python",
+            "spark.executorEnv.PYSPARK_PYTHON": "./environment/bin/python",
+            "spark.emr-serverless.driverEnv.IOT_LAKE_SPARK": "classic",
+        }.items()
+    )
     assert confs["spark.submit.pyFiles"].startswith(f"{lake_root}/_code/iot_lake-")
-    assert request["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"] == \
-        {"logUri": f"{lake_root}/_logs/emr-serverless/", "encryptionKeyArn": key}
+    assert request["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"] == {
+        "logUri": f"{lake_root}/_logs/emr-serverless/",
+        "encryptionKeyArn": key,
+    }
     # SSE-KMS: EMRFS and S3A for what Spark writes, the key in the driver's and executors' environment.
-    assert confs.items() >= {"spark.hadoop.fs.s3.enableServerSideEncryption": "true",
-                             "spark.hadoop.fs.s3.serverSideEncryption.kms.keyId": key,
-                             "spark.hadoop.fs.s3a.encryption.algorithm": "SSE-KMS",
-                             "spark.hadoop.fs.s3a.encryption.key": key,
-                             "spark.emr-serverless.driverEnv.IOT_LAKE_KMS_KEY_ID": key,
-                             "spark.executorEnv.IOT_LAKE_KMS_KEY_ID": key}.items()
+    assert (
+        confs.items()
+        >= {
+            "spark.hadoop.fs.s3.enableServerSideEncryption": "true",
+            "spark.hadoop.fs.s3.serverSideEncryption.kms.keyId": key,
+            "spark.hadoop.fs.s3a.encryption.algorithm": "SSE-KMS",
+            "spark.hadoop.fs.s3a.encryption.key": key,
+            "spark.emr-serverless.driverEnv.IOT_LAKE_KMS_KEY_ID": key,
+            "spark.executorEnv.IOT_LAKE_KMS_KEY_ID": key,
+        }.items()
+    )
     assert request["tags"]["dagster/run-id"] == result.run_id
-    assert_pipes_on_s3(aws, lake_root, confs["spark.emr-serverless.driverEnv.DAGSTER_PIPES_CONTEXT"],
-                       confs["spark.emr-serverless.driverEnv.DAGSTER_PIPES_MESSAGES"])
+    assert_pipes_on_s3(
+        aws,
+        lake_root,
+        confs["spark.emr-serverless.driverEnv.DAGSTER_PIPES_CONTEXT"],
+        confs["spark.emr-serverless.driverEnv.DAGSTER_PIPES_MESSAGES"],
+    )
 
     # The code and the job's own message chunks (written in the job's process with the key) are SSE-KMS.
     from tests.test_encryption import assert_all_kms, encryption_of
@@ -201,15 +241,20 @@ def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, la
     # deploy/iam/emr-serverless-job.policy.json when this test ends (tests/conftest.py).
     from tests.conftest import _s3_request_log
 
-    job_writes = {p["Key"].split("/")[1] for role, op, p in _s3_request_log().calls
-                  if role == "emr-serverless-job" and op in ("PutObject", "CreateMultipartUpload")}
+    job_writes = {
+        p["Key"].split("/")[1]
+        for role, op, p in _s3_request_log().calls
+        if role == "emr-serverless-job" and op in ("PutObject", "CreateMultipartUpload")
+    }
     assert {"curated", "_pipes", "_logs"} <= job_writes
 
     [run_id] = twin.outcomes
     assert curated["AWS EMR Serverless Job Run ID"].value == run_id
     assert_ran_from_published_zip(twin, run_id, confs["spark.submit.pyFiles"])
     # What the job reported is what it wrote: the Delta table on S3 holds exactly the new rows.
-    table = DeltaTable(f"{lake_root}/curated/telemetry", storage_options={"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]})
+    table = DeltaTable(
+        f"{lake_root}/curated/telemetry", storage_options={"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]}
+    )
     assert table.to_pyarrow_table().num_rows == curated["curated_new"].value
 
 
@@ -217,18 +262,24 @@ def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, la
 # Glue
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def glue_job(aws, lake_root, tmp_path):
     name = "iot-lake-spark"
-    aws.client("glue").create_job(Name=name, Role=ROLE, GlueVersion="5.0", Command={
-        "Name": "glueetl", "ScriptLocation": glue_entrypoint_uri(lake_root), "PythonVersion": "3"})
+    aws.client("glue").create_job(
+        Name=name,
+        Role=ROLE,
+        GlueVersion="5.0",
+        Command={"Name": "glueetl", "ScriptLocation": glue_entrypoint_uri(lake_root), "PythonVersion": "3"},
+    )
     return name, GlueTwin(aws, tmp_path / "twin")
 
 
 def test_glue_runs_the_same_module_with_the_same_arguments(aws, lake_root, landed, glue_job):
     name, twin = glue_job
-    result = materialize([curated_telemetry], partition_key=PARTITION,
-                         resources=runner("glue", lake_root, glue_job_name=name))
+    result = materialize(
+        [curated_telemetry], partition_key=PARTITION, resources=runner("glue", lake_root, glue_job_name=name)
+    )
     curated = assert_curated_round_trip(result, landed)
 
     arguments = twin.last("StartJobRun")["Arguments"]
@@ -248,11 +299,17 @@ def test_glue_runs_the_same_module_with_the_same_arguments(aws, lake_root, lande
 
 def test_glue_job_must_run_the_published_entry_point(aws, lake_root, glue_job):
     _, twin = glue_job
-    aws.client("glue").create_job(Name="someone-elses", Role=ROLE, Command={
-        "Name": "glueetl", "ScriptLocation": "s3://elsewhere/script.py", "PythonVersion": "3"})
+    aws.client("glue").create_job(
+        Name="someone-elses",
+        Role=ROLE,
+        Command={"Name": "glueetl", "ScriptLocation": "s3://elsewhere/script.py", "PythonVersion": "3"},
+    )
     with pytest.raises(ValueError) as err:
-        materialize([curated_telemetry], partition_key=PARTITION,
-                    resources=runner("glue", lake_root, glue_job_name="someone-elses"))
+        materialize(
+            [curated_telemetry],
+            partition_key=PARTITION,
+            resources=runner("glue", lake_root, glue_job_name="someone-elses"),
+        )
     assert "s3://elsewhere/script.py" in str(err.value) and glue_entrypoint_uri(lake_root) in str(err.value)
     assert not twin.outcomes  # never started
 
@@ -261,20 +318,28 @@ def test_glue_job_must_run_the_published_entry_point(aws, lake_root, glue_job):
 # Steps on an EMR cluster
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def emr_cluster(aws, lake_root, tmp_path):
     bucket, _ = split_s3_uri(lake_root)
     cluster = aws.client("emr").run_job_flow(
-        Name="iot-lake", ReleaseLabel="emr-7.5.0", LogUri=f"s3://{bucket}/emr-logs/", JobFlowRole="EMR_EC2_DefaultRole",
-        ServiceRole="EMR_DefaultRole", Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1,
-                                                  "KeepJobFlowAliveWhenNoSteps": True})
+        Name="iot-lake",
+        ReleaseLabel="emr-7.5.0",
+        LogUri=f"s3://{bucket}/emr-logs/",
+        JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole",
+        Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
+    )
     return cluster["JobFlowId"], EMRStepsTwin(aws, tmp_path / "twin")
 
 
 def test_emr_step_runs_the_same_module_with_the_same_arguments(aws, lake_root, landed, emr_cluster):
     cluster_id, twin = emr_cluster
-    result = materialize([curated_telemetry], partition_key=PARTITION, resources=runner(
-        "emr", lake_root, emr_cluster_id=cluster_id, env_archive=ARCHIVE))
+    result = materialize(
+        [curated_telemetry],
+        partition_key=PARTITION,
+        resources=runner("emr", lake_root, emr_cluster_id=cluster_id, env_archive=ARCHIVE),
+    )
     curated = assert_curated_round_trip(result, landed)
 
     request = twin.last("AddJobFlowSteps")
@@ -282,13 +347,27 @@ def test_emr_step_runs_the_same_module_with_the_same_arguments(aws, lake_root, l
     assert request["JobFlowId"] == cluster_id and step["ActionOnFailure"] == "CONTINUE"
     args = step["HadoopJarStep"]["Args"]
     entry = args.index(next(a for a in args if a.startswith(f"{lake_root}/_code/entrypoint-")))
-    assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"] and args[entry + 1:] == [MODULE, *module_args(lake_root)]
+    assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"] and args[entry + 1 :] == [
+        MODULE,
+        *module_args(lake_root),
+    ]
     confs = parse_confs(args[:entry])
-    assert confs.items() >= {**DELTA, "spark.jars": EMR_DELTA_JARS, "spark.archives": f"{ARCHIVE}#environment",
-                             "spark.yarn.appMasterEnv.PYSPARK_PYTHON": "./environment/bin/python",
-                             "spark.yarn.appMasterEnv.IOT_LAKE_SPARK": "classic"}.items()
-    assert_pipes_on_s3(aws, lake_root, confs["spark.yarn.appMasterEnv.DAGSTER_PIPES_CONTEXT"],
-                       confs["spark.yarn.appMasterEnv.DAGSTER_PIPES_MESSAGES"])
+    assert (
+        confs.items()
+        >= {
+            **DELTA,
+            "spark.jars": EMR_DELTA_JARS,
+            "spark.archives": f"{ARCHIVE}#environment",
+            "spark.yarn.appMasterEnv.PYSPARK_PYTHON": "./environment/bin/python",
+            "spark.yarn.appMasterEnv.IOT_LAKE_SPARK": "classic",
+        }.items()
+    )
+    assert_pipes_on_s3(
+        aws,
+        lake_root,
+        confs["spark.yarn.appMasterEnv.DAGSTER_PIPES_CONTEXT"],
+        confs["spark.yarn.appMasterEnv.DAGSTER_PIPES_MESSAGES"],
+    )
     [step_id] = twin.outcomes
     assert curated["AWS EMR Step ID"].value == step_id
     assert_ran_from_published_zip(twin, step_id, confs["spark.submit.pyFiles"])
@@ -298,11 +377,21 @@ def test_emr_step_runs_the_same_module_with_the_same_arguments(aws, lake_root, l
 # Failures name the state, the service's message and where the logs are
 # --------------------------------------------------------------------------------------------
 
+
 def test_failed_emr_serverless_run_says_why_and_where_the_logs_are(aws, lake_root, emr_serverless):
     application_id, twin = emr_serverless  # nothing landed: the job fails for want of an inventory
     with pytest.raises(SparkJobFailed) as err:
-        materialize([curated_telemetry], partition_key=PARTITION, resources=runner(
-            "emr-serverless", lake_root, emr_application_id=application_id, emr_job_role_arn=ROLE, env_archive=ARCHIVE))
+        materialize(
+            [curated_telemetry],
+            partition_key=PARTITION,
+            resources=runner(
+                "emr-serverless",
+                lake_root,
+                emr_application_id=application_id,
+                emr_job_role_arn=ROLE,
+                env_archive=ARCHIVE,
+            ),
+        )
     [run_id] = twin.outcomes
     message = str(err.value)
     assert f"job run {run_id}" in message and "ended FAILED" in message
@@ -317,7 +406,9 @@ def test_failed_emr_serverless_run_says_why_and_where_the_logs_are(aws, lake_roo
 def test_failed_glue_run_says_why_and_where_the_logs_are(aws, lake_root, glue_job):
     name, twin = glue_job
     with pytest.raises(SparkJobFailed) as err:
-        materialize([curated_telemetry], partition_key=PARTITION, resources=runner("glue", lake_root, glue_job_name=name))
+        materialize(
+            [curated_telemetry], partition_key=PARTITION, resources=runner("glue", lake_root, glue_job_name=name)
+        )
     [run_id] = twin.outcomes
     message = str(err.value)
     assert f"Glue job {name} run {run_id} ended FAILED: RuntimeError: no landing inventory" in message
@@ -329,8 +420,11 @@ def test_failed_glue_run_says_why_and_where_the_logs_are(aws, lake_root, glue_jo
 def test_failed_emr_step_says_why_and_where_the_logs_are(aws, lake_root, emr_cluster):
     cluster_id, twin = emr_cluster
     with pytest.raises(SparkJobFailed) as err:
-        materialize([curated_telemetry], partition_key=PARTITION, resources=runner(
-            "emr", lake_root, emr_cluster_id=cluster_id, env_archive=ARCHIVE))
+        materialize(
+            [curated_telemetry],
+            partition_key=PARTITION,
+            resources=runner("emr", lake_root, emr_cluster_id=cluster_id, env_archive=ARCHIVE),
+        )
     [step_id] = twin.outcomes
     message = str(err.value)
     assert f"EMR step {step_id} on cluster {cluster_id} ended FAILED" in message

@@ -52,18 +52,33 @@ def _write_forecasts(lake: Lake) -> pd.DataFrame:
         yhat = rows["mean"].to_numpy().copy()
         metric, hour = SHIFTED
         device = sorted(actual["device_id"].unique())[0]
-        wrong = ((rows["device_id"] == device) & (rows["metric"] == metric)
-                 & (rows["bucket_start"].dt.hour == hour)).to_numpy()
+        wrong = (
+            (rows["device_id"] == device) & (rows["metric"] == metric) & (rows["bucket_start"].dt.hour == hour)
+        ).to_numpy()
         yhat[wrong] *= 1.5
         half = np.maximum(np.abs(yhat) * 0.05, 0.5)
-        frames.append(pd.DataFrame({
-            "device_id": rows["device_id"].to_numpy(), "metric": rows["metric"].to_numpy(),
-            "bucket_start": rows["bucket_start"].to_numpy(), "yhat": yhat,
-            "lo_80": yhat - half * 0.65, "hi_80": yhat + half * 0.65, "lo_95": yhat - half, "hi_95": yhat + half,
-            "origin": origin, "model_version": "v-test", "method": "seasonal_naive", "origin_date": origin.date()}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "device_id": rows["device_id"].to_numpy(),
+                    "metric": rows["metric"].to_numpy(),
+                    "bucket_start": rows["bucket_start"].to_numpy(),
+                    "yhat": yhat,
+                    "lo_80": yhat - half * 0.65,
+                    "hi_80": yhat + half * 0.65,
+                    "lo_95": yhat - half,
+                    "hi_95": yhat + half,
+                    "origin": origin,
+                    "model_version": "v-test",
+                    "method": "seasonal_naive",
+                    "origin_date": origin.date(),
+                }
+            )
+        )
     forecasts = pd.concat(frames, ignore_index=True)
-    write_deltalake(lake.uri(FORECASTS_TABLE), pa.Table.from_pandas(forecasts, preserve_index=False),
-                    partition_by=["origin_date"])
+    write_deltalake(
+        lake.uri(FORECASTS_TABLE), pa.Table.from_pandas(forecasts, preserve_index=False), partition_by=["origin_date"]
+    )
     return forecasts
 
 
@@ -73,23 +88,29 @@ def lake(tmp_path_factory, spark) -> Lake:
     lake = land_faulty_hours(root / "lake", HOURS)
     _run_hours(spark, lake, range(HOURS))
     _write_forecasts(lake)
-    resources = {"lake": LakeResource(root=lake.url),
-                 "cases": CasesResource(url=f"sqlite:///{root}/cases.sqlite", lake_root=lake.url)}
+    resources = {
+        "lake": LakeResource(root=lake.url),
+        "cases": CasesResource(url=f"sqlite:///{root}/cases.sqlite", lake_root=lake.url),
+    }
     for key in HOUR_KEYS:
         assert materialize([deviations], partition_key=key, resources=resources).success
     return lake
 
 
 def _resources(lake: Lake) -> dict:
-    return {"lake": LakeResource(root=lake.url),
-            "warehouse": WarehouseResource(duckdb_path=lake.path("warehouse/iot_lake.duckdb"))}
+    return {
+        "lake": LakeResource(root=lake.url),
+        "warehouse": WarehouseResource(duckdb_path=lake.path("warehouse/iot_lake.duckdb")),
+    }
 
 
 def _build_all(lake: Lake):
     resources = _resources(lake)
     results = [
         materialize([warehouse_models], resources=resources),
-        materialize([warehouse_hourly], resources=resources, tags={RANGE_START: HOUR_KEYS[0], RANGE_END: HOUR_KEYS[-1]}),
+        materialize(
+            [warehouse_hourly], resources=resources, tags={RANGE_START: HOUR_KEYS[0], RANGE_END: HOUR_KEYS[-1]}
+        ),
         materialize([warehouse_daily], resources=resources, partition_key=DAY),
     ]
     return results
@@ -117,16 +138,30 @@ def test_dbt_build_passes_every_test_and_counts_match_the_curated_layer(lake, bu
     checks = [c for r in built for c in _checks(r)]
     assert len(checks) > 100 and all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
     materialized = {e.asset_key.path[-1] for r in built for e in r.get_asset_materialization_events()}
-    assert {"fct_telemetry_minute", "fct_telemetry_hourly", "fct_forecast", "fct_deviation", "fct_case", "dim_device",
-            "dim_site", "mart_device_health", "snap_device"} <= materialized
+    assert {
+        "fct_telemetry_minute",
+        "fct_telemetry_hourly",
+        "fct_forecast",
+        "fct_deviation",
+        "fct_case",
+        "dim_device",
+        "dim_site",
+        "mart_device_health",
+        "snap_device",
+    } <= materialized
 
     curated = _delta(lake, CURATED_TELEMETRY)
     minutes = _delta(lake, "curated/telemetry_1min")
     assert len(_query(lake, "select * from marts.fct_telemetry_minute")) == len(minutes) > 0
     # The hourly facts hold every curated reading, hour by hour (independently of the dbt test).
     hourly = _query(lake, "select device_id, metric, hour_start, readings from marts.fct_telemetry_hourly")
-    expected = (curated.assign(hour_start=curated["event_ts"].dt.floor("h").dt.tz_localize(None))
-                .groupby(["device_id", "metric", "hour_start"]).size().rename("readings").reset_index())
+    expected = (
+        curated.assign(hour_start=curated["event_ts"].dt.floor("h").dt.tz_localize(None))
+        .groupby(["device_id", "metric", "hour_start"])
+        .size()
+        .rename("readings")
+        .reset_index()
+    )
     got = hourly.sort_values(["device_id", "metric", "hour_start"]).reset_index(drop=True)
     expected = expected.sort_values(["device_id", "metric", "hour_start"]).reset_index(drop=True)
     got["hour_start"] = got["hour_start"].astype("datetime64[us]")
@@ -134,7 +169,11 @@ def test_dbt_build_passes_every_test_and_counts_match_the_curated_layer(lake, bu
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     assert (curated["event_ts"] < pd.Timestamp(START)).any()  # late records of the day before are there too
 
-    for table, key in [("fct_forecast", FORECASTS_TABLE), ("fct_deviation", "ops/deviations"), ("fct_case", "cases/cases")]:
+    for table, key in [
+        ("fct_forecast", FORECASTS_TABLE),
+        ("fct_deviation", "ops/deviations"),
+        ("fct_case", "cases/cases"),
+    ]:
         assert len(_query(lake, f"select * from marts.{table}")) == len(_delta(lake, key)) > 0, table
     dims = _query(lake, "select * from marts.dim_device")
     assert dims["is_current"].all() and dims["device_id"].is_unique and len(dims) == 6
@@ -170,8 +209,11 @@ def test_rerunning_an_hour_gives_the_same_tables(lake, built):
     for t in tables:
         after = _query(lake, f"select * from marts.{t}")
         cols = list(before[t].columns)
-        pd.testing.assert_frame_equal(after.sort_values(cols[:4]).reset_index(drop=True),
-                                      before[t].sort_values(cols[:4]).reset_index(drop=True), obj=t)
+        pd.testing.assert_frame_equal(
+            after.sort_values(cols[:4]).reset_index(drop=True),
+            before[t].sort_values(cols[:4]).reset_index(drop=True),
+            obj=t,
+        )
 
 
 def test_reconciliation_fails_when_the_warehouse_misses_readings(lake, built):
@@ -179,10 +221,17 @@ def test_reconciliation_fails_when_the_warehouse_misses_readings(lake, built):
     path = lake.path("warehouse/iot_lake.duckdb")
     with duckdb.connect(path) as con:
         device = con.execute("select min(device_id) from marts.fct_telemetry_minute").fetchone()[0]
-        con.execute(f"delete from marts.fct_telemetry_minute where device_id = '{device}' "
-                    f"and hour_start = TIMESTAMP '{START:%Y-%m-%d} 02:00:00'")
-    result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[2],
-                         selection=[AssetKey(["warehouse", "fct_telemetry_hourly"])], raise_on_error=False)
+        con.execute(
+            f"delete from marts.fct_telemetry_minute where device_id = '{device}' "
+            f"and hour_start = TIMESTAMP '{START:%Y-%m-%d} 02:00:00'"
+        )
+    result = materialize(
+        [warehouse_hourly],
+        resources=_resources(lake),
+        partition_key=HOUR_KEYS[2],
+        selection=[AssetKey(["warehouse", "fct_telemetry_hourly"])],
+        raise_on_error=False,
+    )
     failed = {c.check_name for c in _checks(result) if not c.passed}
     assert any(name.startswith("reconciles_with_curated") for name in failed), failed
     # Rebuilding the hour's minutes and hours puts it right.
@@ -203,6 +252,10 @@ def test_tables_not_written_yet_are_typed_and_empty(tmp_path):
     assert all(t["files"] == 0 for t in summary.values())
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
         assert con.execute("select count(*) from lake.ops_deviations").fetchone() == (0,)
-        types = dict(con.execute("select column_name, data_type from information_schema.columns "
-                                 "where table_schema = 'lake' and table_name = 'ops_deviations'").fetchall())
+        types = dict(
+            con.execute(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema = 'lake' and table_name = 'ops_deviations'"
+            ).fetchall()
+        )
     assert types["ts"] == "TIMESTAMP" and types["is_anomalous"] == "BOOLEAN" and types["event_date"] == "DATE"

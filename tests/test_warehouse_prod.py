@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,18 +27,36 @@ DATABASE = "iot_lake_test"
 
 
 def _delta_options() -> dict[str, str]:
-    return {"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"], "AWS_ALLOW_HTTP": "true", "AWS_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+    return {
+        "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"],
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
 
 
 def _minutes(day: date, n: int) -> pa.Table:
-    start = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
+    start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
     ts = pa.array([start + timedelta(minutes=i) for i in range(n)], pa.timestamp("us", tz="UTC"))
-    return pa.table({
-        "device_id": ["dev-0001"] * n, "site_id": ["site-01"] * n, "metric": ["power"] * n, "unit": ["kW"] * n,
-        "bucket_start": ts, "readings": pa.array([1] * n, pa.int64()), "mean": [1.0] * n, "min": [1.0] * n,
-        "max": [1.0] * n, "stddev": pa.array([None] * n, pa.float64()), "last": [1.0] * n, "last_ts": ts,
-        "event_date": pa.array([day] * n, pa.date32())})
+    return pa.table(
+        {
+            "device_id": ["dev-0001"] * n,
+            "site_id": ["site-01"] * n,
+            "metric": ["power"] * n,
+            "unit": ["kW"] * n,
+            "bucket_start": ts,
+            "readings": pa.array([1] * n, pa.int64()),
+            "mean": [1.0] * n,
+            "min": [1.0] * n,
+            "max": [1.0] * n,
+            "stddev": pa.array([None] * n, pa.float64()),
+            "last": [1.0] * n,
+            "last_ts": ts,
+            "event_date": pa.array([day] * n, pa.date32()),
+        }
+    )
 
 
 def _read_manifest_rows(lake: Lake, key: str) -> int:
@@ -53,12 +71,27 @@ def _read_manifest_rows(lake: Lake, key: str) -> int:
 def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_partition(aws, lake_root):
     lake = Lake(lake_root)
     table_uri = lake.uri("curated/telemetry_1min")
-    write_deltalake(table_uri, pa.concat_tables([_minutes(date(2026, 11, 20), 30), _minutes(date(2026, 11, 21), 20)]),
-                    partition_by=["event_date"], storage_options=_delta_options())
-    lake.write_bytes(registry_key(date(2026, 11, 20), "devices"), _parquet(pa.table({
-        "device_id": ["dev-0001"], "site_id": ["site-01"], "model": ["TX-200"], "firmware": ["1.0"],
-        "installed_on": [date(2025, 1, 1)],
-        "updated_at": pa.array([datetime(2026, 1, 1, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC"))})))
+    write_deltalake(
+        table_uri,
+        pa.concat_tables([_minutes(date(2026, 11, 20), 30), _minutes(date(2026, 11, 21), 20)]),
+        partition_by=["event_date"],
+        storage_options=_delta_options(),
+    )
+    lake.write_bytes(
+        registry_key(date(2026, 11, 20), "devices"),
+        _parquet(
+            pa.table(
+                {
+                    "device_id": ["dev-0001"],
+                    "site_id": ["site-01"],
+                    "model": ["TX-200"],
+                    "firmware": ["1.0"],
+                    "installed_on": [date(2025, 1, 1)],
+                    "updated_at": pa.array([datetime(2026, 1, 1, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+                }
+            )
+        ),
+    )
 
     warehouse = WarehouseResource(target="prod", glue_database=DATABASE, region=REGION)
     summary = warehouse.register_lake_tables(lake, _delta_options())
@@ -70,10 +103,18 @@ def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_
     sd = table["StorageDescriptor"]
     assert sd["InputFormat"] == SYMLINK_INPUT and sd["SerdeInfo"]["SerializationLibrary"].endswith("ParquetHiveSerDe")
     assert [(c["Name"], c["Type"]) for c in sd["Columns"]][:6] == [
-        ("device_id", "string"), ("site_id", "string"), ("metric", "string"), ("unit", "string"),
-        ("bucket_start", "timestamp"), ("readings", "bigint")]
+        ("device_id", "string"),
+        ("site_id", "string"),
+        ("metric", "string"),
+        ("unit", "string"),
+        ("bucket_start", "timestamp"),
+        ("readings", "bigint"),
+    ]
     assert table["PartitionKeys"] == [{"Name": "event_date", "Type": "date"}]
-    partitions = {p["Values"][0]: p for p in glue.get_partitions(DatabaseName=DATABASE, TableName="curated_telemetry_1min")["Partitions"]}
+    partitions = {
+        p["Values"][0]: p
+        for p in glue.get_partitions(DatabaseName=DATABASE, TableName="curated_telemetry_1min")["Partitions"]
+    }
     assert set(partitions) == {"2026-11-20", "2026-11-21"}
     # Each partition's manifest lists exactly the Delta version's files, which hold its rows.
     delta = DeltaTable(table_uri, storage_options=_delta_options())
@@ -83,8 +124,14 @@ def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_
         listed = set(lake.read_bytes(key).decode().split())
         assert listed == {u for u in delta.file_uris() if f"event_date={value}" in u}
         assert _read_manifest_rows(lake, key) == rows
-    assert summary["curated_telemetry_1min"] == {"partitions": 2, "files": 2, "version": 0, "written": 2,
-                                                      "unchanged": 0, "dropped": 0}
+    assert summary["curated_telemetry_1min"] == {
+        "partitions": 2,
+        "files": 2,
+        "version": 0,
+        "written": 2,
+        "unchanged": 0,
+        "dropped": 0,
+    }
     devices = glue.get_partitions(DatabaseName=DATABASE, TableName="registry_devices")["Partitions"]
     assert [p["Values"] for p in devices] == [["2026-11-20"]]
 
@@ -93,11 +140,19 @@ def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_
     again = warehouse.register_lake_tables(lake, _delta_options())["curated_telemetry_1min"]
     assert (again["written"], again["unchanged"], again["dropped"]) == (1, 1, 0)
     assert _read_manifest_rows(lake, f"{MANIFESTS_PREFIX}/curated_telemetry_1min/event_date=2026-11-21/manifest") == 25
-    write_deltalake(table_uri, _minutes(date(2026, 11, 21), 3), mode="overwrite", partition_by=["event_date"],
-                    storage_options=_delta_options())
+    write_deltalake(
+        table_uri,
+        _minutes(date(2026, 11, 21), 3),
+        mode="overwrite",
+        partition_by=["event_date"],
+        storage_options=_delta_options(),
+    )
     last = warehouse.register_lake_tables(lake, _delta_options())["curated_telemetry_1min"]
     assert (last["written"], last["dropped"]) == (1, 1)
-    assert [p["Values"] for p in glue.get_partitions(DatabaseName=DATABASE, TableName="curated_telemetry_1min")["Partitions"]] == [["2026-11-21"]]
+    assert [
+        p["Values"]
+        for p in glue.get_partitions(DatabaseName=DATABASE, TableName="curated_telemetry_1min")["Partitions"]
+    ] == [["2026-11-21"]]
     assert not lake.exists(f"{MANIFESTS_PREFIX}/curated_telemetry_1min/event_date=2026-11-20/manifest")
 
 
@@ -123,15 +178,39 @@ def compiled_prod(tmp_path_factory) -> dict[str, Path]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("IOT_LAKE", "DBT_"))}
     for mode in ("full", "incremental"):
         target = tmp_path_factory.mktemp(f"prod-{mode}")
-        env = {**base, "IOT_LAKE_REDSHIFT_HOST": "127.0.0.1", "IOT_LAKE_REDSHIFT_PORT": "9",
-               "IOT_LAKE_REDSHIFT_DATABASE": "analytics", "IOT_LAKE_REDSHIFT_USER": "dbt",
-               "IOT_LAKE_REDSHIFT_PASSWORD": "unused", "IOT_LAKE_SPECTRUM_SCHEMA": "spectrum_lake",
-               "IOT_LAKE_DBT_OFFLINE": mode, "IOT_LAKE_DBT_MIN_TS": "2026-11-20 10:00:00",
-               "IOT_LAKE_DBT_MAX_TS": "2026-11-20 11:00:00", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+        env = {
+            **base,
+            "IOT_LAKE_REDSHIFT_HOST": "127.0.0.1",
+            "IOT_LAKE_REDSHIFT_PORT": "9",
+            "IOT_LAKE_REDSHIFT_DATABASE": "analytics",
+            "IOT_LAKE_REDSHIFT_USER": "dbt",
+            "IOT_LAKE_REDSHIFT_PASSWORD": "unused",
+            "IOT_LAKE_SPECTRUM_SCHEMA": "spectrum_lake",
+            "IOT_LAKE_DBT_OFFLINE": mode,
+            "IOT_LAKE_DBT_MIN_TS": "2026-11-20 10:00:00",
+            "IOT_LAKE_DBT_MAX_TS": "2026-11-20 11:00:00",
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        }
         result = subprocess.run(
-            [dbt_executable(), "compile", "--target", "prod", "--project-dir", str(DBT_PROJECT_DIR),
-             "--profiles-dir", str(DBT_PROJECT_DIR), "--target-path", str(target), "--no-populate-cache",
-             "--no-introspect"], env=env, capture_output=True, text=True, timeout=300)
+            [
+                dbt_executable(),
+                "compile",
+                "--target",
+                "prod",
+                "--project-dir",
+                str(DBT_PROJECT_DIR),
+                "--profiles-dir",
+                str(DBT_PROJECT_DIR),
+                "--target-path",
+                str(target),
+                "--no-populate-cache",
+                "--no-introspect",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
         out[mode] = target / "compiled" / "iot_lake"
     return out
@@ -141,8 +220,16 @@ def compiled_prod(tmp_path_factory) -> dict[str, Path]:
 def test_every_model_and_test_compiles_for_redshift_and_parses_as_redshift_sql(compiled_prod, mode):
     files = sorted(compiled_prod[mode].rglob("*.sql"))
     models = {f.stem for f in files if "models" in f.parts and "marts" in f.parts}
-    assert {"fct_telemetry_minute", "fct_telemetry_hourly", "fct_forecast", "fct_deviation", "fct_case",
-            "dim_device", "dim_site", "mart_device_health"} <= models
+    assert {
+        "fct_telemetry_minute",
+        "fct_telemetry_hourly",
+        "fct_forecast",
+        "fct_deviation",
+        "fct_case",
+        "dim_device",
+        "dim_site",
+        "mart_device_health",
+    } <= models
     assert len(files) > 140  # the models, the snapshot and every test
     unknown = {}
     for path in files:

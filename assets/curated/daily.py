@@ -27,12 +27,20 @@ REGISTRY_KEY = AssetKey(["landing", "device_registry"])
         "its physical range; a (site, hour) reported twice keeps the later file. Rejected rows and "
         "unusable files go to quarantine/weather with a reason."
     ),
-    check_specs=[AssetCheckSpec("row_accounting", asset=CURATED_WEATHER_KEY, blocking=True,
-                                description="Rows read = curated + duplicates + quarantined, exactly.")],
+    check_specs=[
+        AssetCheckSpec(
+            "row_accounting",
+            asset=CURATED_WEATHER_KEY,
+            blocking=True,
+            description="Rows read = curated + duplicates + quarantined, exactly.",
+        )
+    ],
 )
 def curated_weather(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner):
     day = context.partition_time_window.start.date()
-    yield from spark.run(context, "iot_lake.curated.weather_job", ["--lake", lake.root, "--day", day.isoformat()]).get_results()
+    yield from spark.run(
+        context, "iot_lake.curated.weather_job", ["--lake", lake.root, "--day", day.isoformat()]
+    ).get_results()
 
 
 @asset(

@@ -46,8 +46,9 @@ ERROR, WARN = "error", "warn"
 LATE_DAYS = 1  # records landed in an hour are checked in their event dates back to the day before
 
 
-def read_delta(lake: LakeResource, key: str, partition_column: str, dates: Sequence[date],
-               row_filter: pc.Expression | None = None) -> pd.DataFrame:
+def read_delta(
+    lake: LakeResource, key: str, partition_column: str, dates: Sequence[date], row_filter: pc.Expression | None = None
+) -> pd.DataFrame:
     """Rows of a Delta table in some date partitions, through delta-rs (no Spark in the Dagster process)."""
     from deltalake import DeltaTable
 
@@ -55,7 +56,9 @@ def read_delta(lake: LakeResource, key: str, partition_column: str, dates: Seque
     if not the_lake.exists(f"{key}/_delta_log"):
         return pd.DataFrame()
     table = DeltaTable(the_lake.uri(key), storage_options=lake.delta_storage_options())
-    dataset = table.to_pyarrow_dataset(file_pruning_predicate=[(partition_column, "in", [d.isoformat() for d in dates])])
+    dataset = table.to_pyarrow_dataset(
+        file_pruning_predicate=[(partition_column, "in", [d.isoformat() for d in dates])]
+    )
     return dataset.to_table(filter=row_filter).to_pandas()
 
 
@@ -67,8 +70,9 @@ def registry_metrics(lake: LakeResource, day: date) -> pd.DataFrame:
         return pd.DataFrame(columns=["metric", "canonical_unit", "min_value", "max_value"])
     with the_lake.open(registry_key(snapshot, "device_metrics")) as f:
         metrics = pq.read_table(f).to_pandas()
-    return metrics.groupby(["metric", "canonical_unit"], as_index=False).agg(min_value=("min_value", "min"),
-                                                                             max_value=("max_value", "max"))
+    return metrics.groupby(["metric", "canonical_unit"], as_index=False).agg(
+        min_value=("min_value", "min"), max_value=("max_value", "max")
+    )
 
 
 def import_gx():
@@ -98,8 +102,11 @@ def run_suite(name: str, frame: pd.DataFrame, expectations: list) -> AssetCheckR
     context = gx.get_context(mode="ephemeral")
     # Progress bars would interleave with Dagster's logs (and the main job's own progress bar).
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    batch = (context.data_sources.add_pandas(name).add_dataframe_asset(name)
-             .add_batch_definition_whole_dataframe("partition"))
+    batch = (
+        context.data_sources.add_pandas(name)
+        .add_dataframe_asset(name)
+        .add_batch_definition_whole_dataframe("partition")
+    )
     suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
     validation = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
     with warnings.catch_warnings():
@@ -115,17 +122,21 @@ def run_suite(name: str, frame: pd.DataFrame, expectations: list) -> AssetCheckR
             failed[severity] += 1
         kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id",)}
         unexpected = r.result.get("unexpected_count", r.result.get("observed_value", ""))
-        rows.append(f"| {'pass' if r.success else '**FAIL**'} | {severity} | `{config.type}` | "
-                    f"`{json.dumps(kwargs, default=str)[:120]}` | {unexpected} |")
+        rows.append(
+            f"| {'pass' if r.success else '**FAIL**'} | {severity} | `{config.type}` | "
+            f"`{json.dumps(kwargs, default=str)[:120]}` | {unexpected} |"
+        )
     table = "| result | severity | expectation | arguments | unexpected |\n|---|---|---|---|---|\n" + "\n".join(rows)
     return AssetCheckResult(
         passed=not (failed[ERROR] or failed[WARN]),
         severity=AssetCheckSeverity.ERROR if failed[ERROR] else AssetCheckSeverity.WARN,
-        metadata={"rows_validated": MetadataValue.int(len(frame)),
-                  "expectations": MetadataValue.int(len(rows)),
-                  "failed_error": MetadataValue.int(failed[ERROR]),
-                  "failed_warn": MetadataValue.int(failed[WARN]),
-                  "results": MetadataValue.md(table)},
+        metadata={
+            "rows_validated": MetadataValue.int(len(frame)),
+            "expectations": MetadataValue.int(len(rows)),
+            "failed_error": MetadataValue.int(failed[ERROR]),
+            "failed_warn": MetadataValue.int(failed[WARN]),
+            "results": MetadataValue.md(table),
+        },
     )
 
 
@@ -149,8 +160,16 @@ def telemetry_expectations(metrics: pd.DataFrame) -> list:
         _e("ExpectColumnPairValuesToBeEqual", column_A="event_date", column_B="event_ts_date"),
     ]
     for m in metrics.itertuples():
-        out.append(_e("ExpectColumnValuesToBeBetween", WARN, column="value", min_value=m.min_value,
-                      max_value=m.max_value, row_condition=Column("metric") == m.metric))
+        out.append(
+            _e(
+                "ExpectColumnValuesToBeBetween",
+                WARN,
+                column="value",
+                min_value=m.min_value,
+                max_value=m.max_value,
+                row_condition=Column("metric") == m.metric,
+            )
+        )
     return out
 
 
@@ -200,27 +219,46 @@ def _landed_keys(lake: LakeResource, hours: list[datetime]) -> list[str]:
     return keys
 
 
-@asset_check(asset=AssetKey(CURATED_TELEMETRY_KEY), name="gx_suite", blocking=True, partitions_def=hourly_partitions,
-             description="Great Expectations suite on the curated rows the hour's landing objects produced.")
+@asset_check(
+    asset=AssetKey(CURATED_TELEMETRY_KEY),
+    name="gx_suite",
+    blocking=True,
+    partitions_def=hourly_partitions,
+    description="Great Expectations suite on the curated rows the hour's landing objects produced.",
+)
 def curated_telemetry_suite(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
     hours = partition_hours(context)
     keys = _landed_keys(lake, hours)
-    rows = read_delta(lake, "curated/telemetry", "event_date", _dates_back(hours[0].date(), hours[-1].date()),
-                      ds.field("source_object").isin(pa.array(keys or [""], pa.string())))
+    rows = read_delta(
+        lake,
+        "curated/telemetry",
+        "event_date",
+        _dates_back(hours[0].date(), hours[-1].date()),
+        ds.field("source_object").isin(pa.array(keys or [""], pa.string())),
+    )
     if not rows.empty:
         rows["event_ts_date"] = rows["event_ts"].dt.date
     return run_suite("curated_telemetry", rows, telemetry_expectations(registry_metrics(lake, hours[-1].date())))
 
 
 def _aggregate_suite(grain: str) -> Callable:
-    @asset_check(asset=AssetKey(AGGREGATE_KEYS[grain]), name="gx_suite", blocking=True,
-                 partitions_def=hourly_partitions,
-                 description=f"Great Expectations suite on the {grain} buckets of the hour and the hour before.")
+    @asset_check(
+        asset=AssetKey(AGGREGATE_KEYS[grain]),
+        name="gx_suite",
+        blocking=True,
+        partitions_def=hourly_partitions,
+        description=f"Great Expectations suite on the {grain} buckets of the hour and the hour before.",
+    )
     def suite(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
         hours = partition_hours(context)
         start, end = hours[0] - timedelta(hours=1), hours[-1] + timedelta(hours=1)
-        rows = read_delta(lake, f"curated/telemetry_{grain}", "event_date", _dates_back(hours[0].date(), end.date()),
-                          (ds.field("bucket_start") >= pa.scalar(start)) & (ds.field("bucket_start") < pa.scalar(end)))
+        rows = read_delta(
+            lake,
+            f"curated/telemetry_{grain}",
+            "event_date",
+            _dates_back(hours[0].date(), end.date()),
+            (ds.field("bucket_start") >= pa.scalar(start)) & (ds.field("bucket_start") < pa.scalar(end)),
+        )
         return run_suite(f"curated_telemetry_{grain}", rows, aggregate_expectations())
 
     suite.__name__ = f"curated_telemetry_{grain}_suite"
@@ -228,8 +266,9 @@ def _aggregate_suite(grain: str) -> Callable:
 
 
 def _daily_suite(key: list[str], partition_column: str, expectations: Callable[[], list], description: str):
-    @asset_check(asset=AssetKey(key), name="gx_suite", blocking=True, partitions_def=daily_partitions,
-                 description=description)
+    @asset_check(
+        asset=AssetKey(key), name="gx_suite", blocking=True, partitions_def=daily_partitions, description=description
+    )
     def suite(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
         day = context.partition_time_window.start.date()
         return run_suite("_".join(key), read_delta(lake, "/".join(key), partition_column, [day]), expectations())
@@ -241,8 +280,16 @@ def _daily_suite(key: list[str], partition_column: str, expectations: Callable[[
 quality_checks = [
     curated_telemetry_suite,
     *(_aggregate_suite(grain) for grain in AGGREGATE_KEYS),
-    _daily_suite(CURATED_WEATHER_KEY, "observed_date", weather_expectations,
-                 "Great Expectations suite on the day's curated weather."),
-    _daily_suite(FEATURES_KEY, "event_date", features_expectations,
-                 "Great Expectations suite on the day's feature rows; weather and registry gaps only warn."),
+    _daily_suite(
+        CURATED_WEATHER_KEY,
+        "observed_date",
+        weather_expectations,
+        "Great Expectations suite on the day's curated weather.",
+    ),
+    _daily_suite(
+        FEATURES_KEY,
+        "event_date",
+        features_expectations,
+        "Great Expectations suite on the day's feature rows; weather and registry gaps only warn.",
+    ),
 ]

@@ -35,9 +35,15 @@ _AGGREGATE_DOC = (
             skippable=True,
         ),
         *(
-            AssetSpec(key, deps=[AssetKey(CURATED_TELEMETRY_KEY)], kinds={"spark", "delta", "s3"},
-                      owners=OWNERS, description=_AGGREGATE_DOC.format(grain=grain), skippable=True,
-                      freshness_policy=HOURLY_FRESHNESS)
+            AssetSpec(
+                key,
+                deps=[AssetKey(CURATED_TELEMETRY_KEY)],
+                kinds={"spark", "delta", "s3"},
+                owners=OWNERS,
+                description=_AGGREGATE_DOC.format(grain=grain),
+                skippable=True,
+                freshness_policy=HOURLY_FRESHNESS,
+            )
             for grain, key in AGGREGATE_KEYS.items()
         ),
     ],
@@ -47,7 +53,9 @@ _AGGREGATE_DOC = (
     can_subset=True,
     check_specs=[
         AssetCheckSpec(
-            "row_accounting", asset=CURATED_TELEMETRY_KEY, blocking=True,
+            "row_accounting",
+            asset=CURATED_TELEMETRY_KEY,
+            blocking=True,
             description="Lines landed = curated new + duplicates + quarantined, exactly.",
         )
     ],
@@ -60,6 +68,7 @@ def curated_telemetry(context: AssetExecutionContext, lake: LakeResource, spark:
         grain for grain, key in AGGREGATE_KEYS.items() if AssetKey(key) in selected
     ]
     yield from spark.run(
-        context, "iot_lake.curated.telemetry_job",
+        context,
+        "iot_lake.curated.telemetry_job",
         ["--lake", lake.root, "--steps", ",".join(steps), *(a for h in hours for a in ("--hour", h.isoformat()))],
     ).get_results()

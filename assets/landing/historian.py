@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from dagster import (
     AssetCheckResult,
@@ -29,11 +29,17 @@ REGISTRY_KEY = ["landing", "device_registry"]
         "landing/historical/device_registry/YYYY/MM/DD/."
     ),
     check_specs=[
-        AssetCheckSpec("registry_complete", asset=REGISTRY_KEY, blocking=True,
-                       description="Sites, devices and metric ranges are all present: validation depends on them.")
+        AssetCheckSpec(
+            "registry_complete",
+            asset=REGISTRY_KEY,
+            blocking=True,
+            description="Sites, devices and metric ranges are all present: validation depends on them.",
+        )
     ],
 )
-def device_registry(context: AssetExecutionContext, lake: LakeResource, historian: HistorianResource) -> MaterializeResult:
+def device_registry(
+    context: AssetExecutionContext, lake: LakeResource, historian: HistorianResource
+) -> MaterializeResult:
     day = context.partition_time_window.start.date()
     the_lake = lake.lake()
     with historian.engine() as engine:
@@ -47,8 +53,11 @@ def device_registry(context: AssetExecutionContext, lake: LakeResource, historia
             "database": MetadataValue.text(engine.url.render_as_string(hide_password=True)),
         },
         check_results=[
-            AssetCheckResult(check_name="registry_complete", passed=not empty,
-                             metadata={"empty_tables": MetadataValue.text(", ".join(empty) or "none")})
+            AssetCheckResult(
+                check_name="registry_complete",
+                passed=not empty,
+                metadata={"empty_tables": MetadataValue.text(", ".join(empty) or "none")},
+            )
         ],
     )
 
@@ -65,11 +74,13 @@ def device_registry(context: AssetExecutionContext, lake: LakeResource, historia
         "rows; days run out of order leave no gaps and no overlaps."
     ),
 )
-def historical_readings(context: AssetExecutionContext, lake: LakeResource, historian: HistorianResource) -> MaterializeResult:
+def historical_readings(
+    context: AssetExecutionContext, lake: LakeResource, historian: HistorianResource
+) -> MaterializeResult:
     day = context.partition_time_window.start.date()
     the_lake = lake.lake()
     with historian.engine() as engine:
-        m = land_readings(the_lake, engine, day, now=datetime.now(timezone.utc))
+        m = land_readings(the_lake, engine, day, now=datetime.now(UTC))
     context.log.info(f"extracted {m.rows} readings with {m.low or '-inf'} < loaded_at <= {m.high}")
     return MaterializeResult(
         metadata={

@@ -52,7 +52,10 @@ _OBJECT_SCHEMA = TableSchema(
         AssetCheckSpec(
             "objects_readable",
             asset=TELEMETRY_KEY,
-            description="Every landing object of the hour decompresses to its end (warns; the curated layer salvages what it can).",
+            description=(
+                "Every landing object of the hour decompresses to its end "
+                "(warns; the curated layer salvages what it can)."
+            ),
         )
     ],
 )
@@ -64,11 +67,19 @@ def landing_telemetry(context: AssetExecutionContext, lake: LakeResource) -> Mat
     unreadable = [o for inv in inventories for o in inv.unreadable]
     totals = {k: sum(inv.totals[k] for inv in inventories) for k in inventories[0].totals}
     for bad in unreadable:
-        context.log.warning(f"unreadable landing object {bad.key}: {bad.error} ({bad.records} records before the error)")
+        context.log.warning(
+            f"unreadable landing object {bad.key}: {bad.error} ({bad.records} records before the error)"
+        )
     rows = [
         TableRecord(
-            {"key": o.key.split("/", 2)[-1], "bytes": o.bytes, "records": o.records,
-             "malformed_lines": o.malformed_lines, "readable": o.readable, "error": o.error or ""}
+            {
+                "key": o.key.split("/", 2)[-1],
+                "bytes": o.bytes,
+                "records": o.records,
+                "malformed_lines": o.malformed_lines,
+                "readable": o.readable,
+                "error": o.error or "",
+            }
         )
         for o in objects
     ]

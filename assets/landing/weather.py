@@ -28,7 +28,9 @@ WEATHER_KEY = ["landing", "weather"]
         "landing/thirdparty/weather/YYYY/MM/DD/. Each file is validated against the weather schema; "
         "unusable files and out-of-range rows are reported with reasons, never fatal."
     ),
-    check_specs=[AssetCheckSpec("files_valid", asset=WEATHER_KEY, description="Every weather file of the day is usable.")],
+    check_specs=[
+        AssetCheckSpec("files_valid", asset=WEATHER_KEY, description="Every weather file of the day is usable.")
+    ],
 )
 def landing_weather(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     day = context.partition_time_window.start.date()
@@ -38,8 +40,11 @@ def landing_weather(context: AssetExecutionContext, lake: LakeResource) -> Mater
         if f.errors:
             context.log.warning(f"weather file {f.key}: {'; '.join(f.errors)}")
     sites = sorted(set(result.table.column("site_id").to_pylist()))
-    problems = "\n".join(f"- `{f.key}` ({'rejected' if not f.ok else 'rows rejected'}): {'; '.join(f.errors)}"
-                         for f in result.files if f.errors)
+    problems = "\n".join(
+        f"- `{f.key}` ({'rejected' if not f.ok else 'rows rejected'}): {'; '.join(f.errors)}"
+        for f in result.files
+        if f.errors
+    )
     return MaterializeResult(
         metadata={
             "files": MetadataValue.int(len(result.files)),
@@ -57,7 +62,10 @@ def landing_weather(context: AssetExecutionContext, lake: LakeResource) -> Mater
                 check_name="files_valid",
                 passed=not problems,
                 severity=AssetCheckSeverity.WARN,
-                metadata={"bad_files": MetadataValue.int(len(result.bad_files)), "problems": MetadataValue.md(problems or "none")},
+                metadata={
+                    "bad_files": MetadataValue.int(len(result.bad_files)),
+                    "problems": MetadataValue.md(problems or "none"),
+                },
             )
         ],
     )

@@ -7,7 +7,7 @@ same contract on the embedded default (resources/sagemaker.py); the training dat
 import io
 import json
 import tarfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 from dagster import (
@@ -57,13 +57,26 @@ class ForecastGrain(Config):
         "anomalies are left out; periods of false positives are kept."
     ),
 )
-def forecast_training_data(context: AssetExecutionContext, config: ForecastGrain, lake: LakeResource,
-                           spark: SparkRunner) -> MaterializeResult:
+def forecast_training_data(
+    context: AssetExecutionContext, config: ForecastGrain, lake: LakeResource, spark: SparkRunner
+) -> MaterializeResult:
     day = context.partition_time_window.start.date()
-    return spark.run(context, "iot_lake.forecast.training_data_job", [
-        "--lake", lake.root, "--day", day.isoformat(), "--days", str(TRAINING_DAYS), "--grain", config.grain,
-        "--output", registry.training_data_key(day),
-    ]).get_materialize_result()
+    return spark.run(
+        context,
+        "iot_lake.forecast.training_data_job",
+        [
+            "--lake",
+            lake.root,
+            "--day",
+            day.isoformat(),
+            "--days",
+            str(TRAINING_DAYS),
+            "--grain",
+            config.grain,
+            "--output",
+            registry.training_data_key(day),
+        ],
+    ).get_materialize_result()
 
 
 @asset(
@@ -79,50 +92,73 @@ def forecast_training_data(context: AssetExecutionContext, config: ForecastGrain
         "Promoted to champion only if its MASE is at least as good as the champion's on the same day."
     ),
 )
-def forecast_model(context: AssetExecutionContext, config: ForecastGrain, lake: LakeResource,
-                   sagemaker: SageMakerRunner) -> MaterializeResult:
+def forecast_model(
+    context: AssetExecutionContext, config: ForecastGrain, lake: LakeResource, sagemaker: SageMakerRunner
+) -> MaterializeResult:
     day = context.partition_time_window.start.date()
     the_lake = lake.lake()
     channels = {"train": registry.training_data_key(day)}
     current = registry.champion(the_lake)
     if current:
         channels["champion"] = current["model_key"]
-    run = sagemaker.train(context, lake=the_lake, job_name=job_name("forecast", day.isoformat()),
-                          module="iot_lake.forecast.train", channels=channels,
-                          hyperparameters={**HYPERPARAMETERS, "freq": config.grain},
-                          output_key=registry.jobs_key())
+    run = sagemaker.train(
+        context,
+        lake=the_lake,
+        job_name=job_name("forecast", day.isoformat()),
+        module="iot_lake.forecast.train",
+        channels=channels,
+        hyperparameters={**HYPERPARAMETERS, "freq": config.grain},
+        output_key=registry.jobs_key(),
+    )
     metrics, sample = _training_outputs(the_lake, run.outputs["output"])
     recorded = registry.version(the_lake, current["version"])["mase"] if current else None
     promote, reason = registry.should_promote(metrics["backtest"], metrics["method"], recorded)
     chosen = next(r for r in metrics["backtest"] if r["model"] == metrics["method"])
-    registry.record(the_lake, registry.ModelVersion(
-        version=run.job_name, model_key=run.outputs["model"], method=metrics["method"], mase=chosen["mase"],
-        data_first=metrics["data_range"]["first"], data_last=metrics["data_range"]["last"],
-        trained_for=day.isoformat(), backtest=metrics["backtest"], promoted=promote, reason=reason, freq=config.grain))
+    registry.record(
+        the_lake,
+        registry.ModelVersion(
+            version=run.job_name,
+            model_key=run.outputs["model"],
+            method=metrics["method"],
+            mase=chosen["mase"],
+            data_first=metrics["data_range"]["first"],
+            data_last=metrics["data_range"]["last"],
+            trained_for=day.isoformat(),
+            backtest=metrics["backtest"],
+            promoted=promote,
+            reason=reason,
+            freq=config.grain,
+        ),
+    )
     context.log.info(f"{run.job_name}: {'promoted' if promote else 'kept as challenger'} ({reason})")
-    return MaterializeResult(metadata={
-        "method": metrics["method"],
-        "mase": MetadataValue.float(chosen["mase"]),
-        **{f"coverage_{k.split('_')[1]}": MetadataValue.float(v) for k, v in chosen.items() if k.startswith("coverage_")},
-        "training_data_first": metrics["data_range"]["first"],
-        "training_data_last": metrics["data_range"]["last"],
-        "series": metrics["data_range"]["series"],
-        "holdout_start": metrics["holdout_start"],
-        "backtest": MetadataValue.md(pd.DataFrame(metrics["backtest"]).to_markdown(index=False)),
-        "forecast_vs_actual": MetadataValue.md(_plot(sample)),
-        "model_uri": MetadataValue.path(the_lake.uri(run.outputs["model"])),
-        "job_name": run.job_name,
-        "logs": run.logs,
-        "promoted": promote,
-        "promotion_reason": reason,
-        "champion_before": current["version"] if current else "none",
-    })
+    return MaterializeResult(
+        metadata={
+            "method": metrics["method"],
+            "mase": MetadataValue.float(chosen["mase"]),
+            **{
+                f"coverage_{k.split('_')[1]}": MetadataValue.float(v)
+                for k, v in chosen.items()
+                if k.startswith("coverage_")
+            },
+            "training_data_first": metrics["data_range"]["first"],
+            "training_data_last": metrics["data_range"]["last"],
+            "series": metrics["data_range"]["series"],
+            "holdout_start": metrics["holdout_start"],
+            "backtest": MetadataValue.md(pd.DataFrame(metrics["backtest"]).to_markdown(index=False)),
+            "forecast_vs_actual": MetadataValue.md(_plot(sample)),
+            "model_uri": MetadataValue.path(the_lake.uri(run.outputs["model"])),
+            "job_name": run.job_name,
+            "logs": run.logs,
+            "promoted": promote,
+            "promotion_reason": reason,
+            "champion_before": current["version"] if current else "none",
+        }
+    )
 
 
 @asset(
     key=BATCH_FORECAST_KEY,
-    deps=[AssetKey(["curated", "telemetry_5min"]),
-          AssetDep(MODEL_KEY, partition_mapping=LastPartitionMapping())],
+    deps=[AssetKey(["curated", "telemetry_5min"]), AssetDep(MODEL_KEY, partition_mapping=LastPartitionMapping())],
     partitions_def=hourly_partitions,
     group_name="ml",
     owners=ML_OWNERS,
@@ -133,9 +169,10 @@ def forecast_model(context: AssetExecutionContext, config: ForecastGrain, lake: 
         f"intervals. Delta Lake at {FORECASTS_TABLE}, partitioned by origin_date; a re-run replaces its origin."
     ),
 )
-def batch_forecast(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner,
-                   sagemaker: SageMakerRunner) -> MaterializeResult:
-    origin = context.partition_time_window.end.astimezone(timezone.utc)
+def batch_forecast(
+    context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner, sagemaker: SageMakerRunner
+) -> MaterializeResult:
+    origin = context.partition_time_window.end.astimezone(UTC)
     the_lake = lake.lake()
     current = registry.champion(the_lake)
     if current is None:
@@ -144,29 +181,60 @@ def batch_forecast(context: AssetExecutionContext, lake: LakeResource, spark: Sp
     since = datetime.fromisoformat(current["data_last"].replace("Z", "+00:00")).date()
     days = max(HISTORY_DAYS, (origin.date() - since).days + HISTORY_DAYS)
     history = registry.history_key(origin)
-    spark.run(context, "iot_lake.forecast.training_data_job", [
-        "--lake", lake.root, "--day", (origin - timedelta(minutes=5)).date().isoformat(), "--days", str(days),
-        "--grain", current.get("freq", "5min"), "--source", "aggregates", "--output", f"{history}/rows",
-    ])
+    spark.run(
+        context,
+        "iot_lake.forecast.training_data_job",
+        [
+            "--lake",
+            lake.root,
+            "--day",
+            (origin - timedelta(minutes=5)).date().isoformat(),
+            "--days",
+            str(days),
+            "--grain",
+            current.get("freq", "5min"),
+            "--source",
+            "aggregates",
+            "--output",
+            f"{history}/rows",
+        ],
+    )
     output = f"{history}/forecasts"
     run = sagemaker.process(
-        context, lake=the_lake, job_name=job_name("forecast", origin.strftime("%Y%m%dT%H")),
-        module="iot_lake.forecast.batch_forecast", inputs={"model": current["model_key"], "history": f"{history}/rows"},
+        context,
+        lake=the_lake,
+        job_name=job_name("forecast", origin.strftime("%Y%m%dT%H")),
+        module="iot_lake.forecast.batch_forecast",
+        inputs={"model": current["model_key"], "history": f"{history}/rows"},
         outputs={"forecasts": output},
-        arguments=["--model", "{input:model}", "--history", "{input:history}", "--output", "{output:forecasts}",
-                   "--origin", origin.isoformat()])
+        arguments=[
+            "--model",
+            "{input:model}",
+            "--history",
+            "{input:history}",
+            "--output",
+            "{output:forecasts}",
+            "--origin",
+            origin.isoformat(),
+        ],
+    )
     with the_lake.open(f"{output}/forecasts.parquet") as f:
         forecasts = pd.read_parquet(f)
     written = _replace_origin(lake, forecasts, origin)
     plot = batch_forecast_plot(_recent_history(the_lake, f"{history}/rows", origin), forecasts, pd.Timestamp(origin))
     the_lake.delete(history, recursive=True)
-    return MaterializeResult(metadata={
-        "dagster/row_count": written, "origin": origin.isoformat(), "model_version": current["version"],
-        "series": int(forecasts.groupby(["device_id", "metric"]).ngroups), "job_name": run.job_name,
-        "horizon_end": forecasts["bucket_start"].max().isoformat() if len(forecasts) else "none",
-        "table": MetadataValue.path(the_lake.uri(FORECASTS_TABLE)),
-        "forecast_vs_actual": MetadataValue.md(plot),
-    })
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": written,
+            "origin": origin.isoformat(),
+            "model_version": current["version"],
+            "series": int(forecasts.groupby(["device_id", "metric"]).ngroups),
+            "job_name": run.job_name,
+            "horizon_end": forecasts["bucket_start"].max().isoformat() if len(forecasts) else "none",
+            "table": MetadataValue.path(the_lake.uri(FORECASTS_TABLE)),
+            "forecast_vs_actual": MetadataValue.md(plot),
+        }
+    )
 
 
 def _recent_history(lake, key: str, origin: datetime) -> pd.DataFrame:
@@ -176,8 +244,11 @@ def _recent_history(lake, key: str, origin: datetime) -> pd.DataFrame:
     files = [p for p in lake.fs.find(lake.path(key)) if p.endswith(".parquet")]
     if not files:
         return pd.DataFrame(columns=["device_id", "metric", "bucket_start", "y"])
-    rows = ds.dataset(files, format="parquet", filesystem=lake.fs).to_table(
-        columns=["device_id", "metric", "bucket_start", "y"]).to_pandas()
+    rows = (
+        ds.dataset(files, format="parquet", filesystem=lake.fs)
+        .to_table(columns=["device_id", "metric", "bucket_start", "y"])
+        .to_pandas()
+    )
     times = pd.to_datetime(rows["bucket_start"], utc=True)
     return rows[times >= pd.Timestamp(origin) - pd.Timedelta(hours=12)].assign(bucket_start=times)
 
@@ -189,9 +260,14 @@ def _replace_origin(lake: LakeResource, forecasts: pd.DataFrame, origin: datetim
 
     forecasts = forecasts.assign(origin_date=pd.Timestamp(origin).date())
     table = pa.Table.from_pandas(forecasts, preserve_index=False)
-    write_deltalake(lake.lake().uri(FORECASTS_TABLE), table, mode="overwrite", partition_by=["origin_date"],
-                    predicate=f"origin_date = '{origin.date().isoformat()}' AND origin = '{origin.isoformat()}'",
-                    storage_options=lake.delta_storage_options())
+    write_deltalake(
+        lake.lake().uri(FORECASTS_TABLE),
+        table,
+        mode="overwrite",
+        partition_by=["origin_date"],
+        predicate=f"origin_date = '{origin.date().isoformat()}' AND origin = '{origin.isoformat()}'",
+        storage_options=lake.delta_storage_options(),
+    )
     return len(forecasts)
 
 

@@ -2,13 +2,14 @@
 
 ``ops/deviations`` materializes itself (an eager automation condition, evaluated by Dagster's
 automation sensor) whenever the hour's curated aggregates or the forecast made at its start are
-new, so the hour in progress is re-scored as its objects land: it scores every minute (iot_lake.detect.deviations), replaces
-the hour in the Delta table ``ops/deviations``, hands the points to the case store (one case per
-incident, auto-resolve, reopen: iot_lake.cases), delivers the store's outbox to the sinks and
-mirrors the cases to the lake. Re-running an hour rewrites the same rows and changes no case.
+new, so the hour in progress is re-scored as its objects land: it scores every minute
+(iot_lake.detect.deviations), replaces the hour in the Delta table ``ops/deviations``, hands the
+points to the case store (one case per incident, auto-resolve, reopen: iot_lake.cases), delivers
+the store's outbox to the sinks and mirrors the cases to the lake. Re-running an hour rewrites the
+same rows and changes no case.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
@@ -27,8 +28,8 @@ from dagster import (
 from assets.curated.quality import read_delta
 from assets.partitions import hourly_partitions
 from assets.plots import deviations_plot
-from iot_lake.cases.model import Deviation
 from iot_lake.cases.mirror import mirror_to_lake
+from iot_lake.cases.model import Deviation
 from iot_lake.cases.outbox import deliver_pending
 from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, score, with_forecasts
 from iot_lake.simulate.runner import anomalies_key
@@ -52,9 +53,13 @@ def _dates(start: datetime, end: datetime) -> list:
 @asset(
     key=["ops", "deviations"],
     # An hour is scored against the forecast made at its start: batch_forecast of the hour before.
-    deps=[AssetKey(["curated", "telemetry_1min"]),
-          AssetDep(AssetKey(["ml", "batch_forecast"]),
-                   partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=-1))],
+    deps=[
+        AssetKey(["curated", "telemetry_1min"]),
+        AssetDep(
+            AssetKey(["ml", "batch_forecast"]),
+            partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=-1),
+        ),
+    ],
     partitions_def=hourly_partitions,
     group_name="ops",
     # The automation sensor launches it outside any job, so the jobs' op_retry_policy never applies.
@@ -63,7 +68,8 @@ def _dates(start: datetime, end: datetime) -> list:
     kinds={"delta", "python"},
     # Eager, but not waiting for the telemetry run to finish: its curated minutes are committed when
     # materialized, and the run's remaining GX steps took 25 s of the 60 s object -> case budget.
-    automation_condition=AutomationCondition.eager().without(~AutomationCondition.any_deps_in_progress())
+    automation_condition=AutomationCondition.eager()
+    .without(~AutomationCondition.any_deps_in_progress())
     .with_label("eager, without waiting for upstream runs in progress"),
     description=(
         "Every minute of the hour against the forecast band: residual, a score in [0, 1] calibrated on the "
@@ -73,14 +79,22 @@ def _dates(start: datetime, end: datetime) -> list:
 )
 def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesResource) -> MaterializeResult:
     window = context.partition_time_window
-    start, end = window.start.astimezone(timezone.utc), window.end.astimezone(timezone.utc)
-    actuals = read_delta(lake, "curated/telemetry_1min", "event_date", _dates(start, end),
-                         _between("bucket_start", start, end))
-    forecasts = read_delta(lake, FORECASTS_TABLE, "origin_date", _dates(start - timedelta(days=1), end),
-                           _between("bucket_start", start, end) & (ds.field("origin") <= pa.scalar(start)))
+    start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
+    actuals = read_delta(
+        lake, "curated/telemetry_1min", "event_date", _dates(start, end), _between("bucket_start", start, end)
+    )
+    forecasts = read_delta(
+        lake,
+        FORECASTS_TABLE,
+        "origin_date",
+        _dates(start - timedelta(days=1), end),
+        _between("bucket_start", start, end) & (ds.field("origin") <= pa.scalar(start)),
+    )
     if actuals.empty or forecasts.empty:
-        context.log.info(f"nothing to score for {start:%Y-%m-%d %H:00}: "
-                         f"{len(actuals)} actual minutes, {len(forecasts)} forecast steps")
+        context.log.info(
+            f"nothing to score for {start:%Y-%m-%d %H:00}: "
+            f"{len(actuals)} actual minutes, {len(forecasts)} forecast steps"
+        )
         return MaterializeResult(metadata={"dagster/row_count": 0, "anomalous": 0})
     since = start - timedelta(minutes=PARAMS.history)
     history = read_delta(lake, DEVIATIONS_TABLE, "event_date", _dates(since, start), _between("ts", since, start))
@@ -89,15 +103,21 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
 
     outcomes = _observe(cases, scored)
     with cases.store() as store:
-        delivered = deliver_pending(store, cases.sinks(), datetime.now(timezone.utc))
+        delivered = deliver_pending(store, cases.sinks(), datetime.now(UTC))
         mirrored = mirror_to_lake(store, lake.lake(), lake.delta_storage_options())
     metadata = {
         "dagster/row_count": len(scored),
         "series": int(scored.groupby(["device_id", "metric"]).ngroups),
         "anomalous": int(scored["is_anomalous"].sum()),
         "cases": MetadataValue.json(outcomes),
-        "outbox": MetadataValue.json({"delivered": delivered.delivered, "failed": delivered.failed,
-                                      "waiting": delivered.waiting, "errors": delivered.errors[:10]}),
+        "outbox": MetadataValue.json(
+            {
+                "delivered": delivered.delivered,
+                "failed": delivered.failed,
+                "waiting": delivered.waiting,
+                "errors": delivered.errors[:10],
+            }
+        ),
         "cases_mirrored": MetadataValue.json(mirrored),
         "deviations_plot": MetadataValue.md(deviations_plot(scored)),
     }
@@ -109,10 +129,14 @@ def _replace_hour(lake: LakeResource, scored: pd.DataFrame, start: datetime, end
     from deltalake import write_deltalake
 
     days = ", ".join(f"'{d.isoformat()}'" for d in _dates(start, end - timedelta(microseconds=1)))
-    write_deltalake(lake.lake().uri(DEVIATIONS_TABLE), pa.Table.from_pandas(scored[COLUMNS], preserve_index=False),
-                    mode="overwrite", partition_by=["event_date"],
-                    predicate=f"event_date IN ({days}) AND ts >= '{start.isoformat()}' AND ts < '{end.isoformat()}'",
-                    storage_options=lake.delta_storage_options())
+    write_deltalake(
+        lake.lake().uri(DEVIATIONS_TABLE),
+        pa.Table.from_pandas(scored[COLUMNS], preserve_index=False),
+        mode="overwrite",
+        partition_by=["event_date"],
+        predicate=f"event_date IN ({days}) AND ts >= '{start.isoformat()}' AND ts < '{end.isoformat()}'",
+        storage_options=lake.delta_storage_options(),
+    )
 
 
 def _observe(cases: CasesResource, scored: pd.DataFrame) -> dict[str, int]:
@@ -121,14 +145,25 @@ def _observe(cases: CasesResource, scored: pd.DataFrame) -> dict[str, int]:
     counts: dict[str, int] = {}
     with cases.store() as store:
         active = {(c.device_id, c.metric) for c in store.list_cases() if c.status in ("open", "acknowledged")}
-        relevant = scored[scored["is_anomalous"] | pd.Series(
-            [k in active for k in zip(scored["device_id"], scored["metric"])], index=scored.index)]
+        relevant = scored[
+            scored["is_anomalous"]
+            | pd.Series([k in active for k in zip(scored["device_id"], scored["metric"])], index=scored.index)
+        ]
         for row in relevant.sort_values("ts").itertuples():
             # The store's severity reads the score as band standard deviations (3 warning, 6 critical).
-            outcome = store.observe(Deviation(
-                device_id=row.device_id, metric=row.metric, site_id=row.site_id, ts=row.ts.to_pydatetime(),
-                actual=float(row.actual), expected_lo=float(row.expected_lo), expected_hi=float(row.expected_hi),
-                score=float(abs(row.residual)), is_anomalous=bool(row.is_anomalous)))
+            outcome = store.observe(
+                Deviation(
+                    device_id=row.device_id,
+                    metric=row.metric,
+                    site_id=row.site_id,
+                    ts=row.ts.to_pydatetime(),
+                    actual=float(row.actual),
+                    expected_lo=float(row.expected_lo),
+                    expected_hi=float(row.expected_hi),
+                    score=float(abs(row.residual)),
+                    is_anomalous=bool(row.is_anomalous),
+                )
+            )
             counts[outcome.action] = counts.get(outcome.action, 0) + 1
     return counts
 
@@ -136,7 +171,9 @@ def _observe(cases: CasesResource, scored: pd.DataFrame) -> dict[str, int]:
 def _accuracy_metadata(lake: LakeResource, scored: pd.DataFrame, start: datetime) -> dict:
     """Precision, recall and delay against the simulator's injected anomalies, when it left them."""
     the_lake = lake.lake()
-    keys = [anomalies_key(d) for d in {start.date() - timedelta(days=1), start.date()} if the_lake.exists(anomalies_key(d))]
+    keys = [
+        anomalies_key(d) for d in {start.date() - timedelta(days=1), start.date()} if the_lake.exists(anomalies_key(d))
+    ]
     if not keys:
         return {}
     frames = []
@@ -146,7 +183,10 @@ def _accuracy_metadata(lake: LakeResource, scored: pd.DataFrame, start: datetime
     truth = pd.concat(frames, ignore_index=True)
     truth["start"], truth["end"] = pd.to_datetime(truth["start"], utc=True), pd.to_datetime(truth["end"], utc=True)
     result = accuracy(scored, truth)
-    return {"injected_anomalies": result.anomalies, "detected": result.detected,
-            "precision": MetadataValue.float(round(result.precision, 4)) if result.flagged else "no minute flagged",
-            "recall": MetadataValue.float(round(result.recall, 4)) if result.anomalies else "no anomaly injected",
-            "median_detection_delay_s": MetadataValue.float(result.median_delay_s) if result.delays_s else "none detected"}
+    return {
+        "injected_anomalies": result.anomalies,
+        "detected": result.detected,
+        "precision": MetadataValue.float(round(result.precision, 4)) if result.flagged else "no minute flagged",
+        "recall": MetadataValue.float(round(result.recall, 4)) if result.anomalies else "no anomaly injected",
+        "median_detection_delay_s": MetadataValue.float(result.median_delay_s) if result.delays_s else "none detected",
+    }

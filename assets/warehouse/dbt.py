@@ -7,10 +7,9 @@ every dbt test is an asset check of the model it tests. A partitioned run passes
 to dbt (``min_ts``/``max_ts``), and the incremental models rebuild exactly that window.
 """
 
-
 import json
 from collections.abc import Mapping
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, BackfillPolicy
@@ -32,8 +31,10 @@ class WarehouseTranslator(DagsterDbtTranslator):
         if dbt_resource_props["resource_type"] == "source":
             key = (dbt_resource_props.get("meta") or {}).get("dagster", {}).get("asset_key")
             if not key:
-                raise ValueError(f"dbt source {dbt_resource_props['unique_id']} names no Dagster asset "
-                                 "(meta.dagster.asset_key in models/staging/_sources.yml)")
+                raise ValueError(
+                    f"dbt source {dbt_resource_props['unique_id']} names no Dagster asset "
+                    "(meta.dagster.asset_key in models/staging/_sources.yml)"
+                )
             return AssetKey(key)
         return AssetKey(["warehouse", dbt_resource_props["name"]])
 
@@ -44,8 +45,9 @@ class WarehouseTranslator(DagsterDbtTranslator):
         return OWNERS
 
 
-TRANSLATOR = WarehouseTranslator(DagsterDbtTranslatorSettings(enable_asset_checks=True,
-                                                              enable_duplicate_source_asset_keys=True))
+TRANSLATOR = WarehouseTranslator(
+    DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_duplicate_source_asset_keys=True)
+)
 
 
 def _window(context: AssetExecutionContext) -> dict[str, str]:
@@ -53,36 +55,60 @@ def _window(context: AssetExecutionContext) -> dict[str, str]:
         return {}
     window = context.partition_time_window
     fmt = "%Y-%m-%d %H:%M:%S"  # naive UTC, as the warehouse keeps timestamps
-    return {"min_ts": window.start.astimezone(timezone.utc).strftime(fmt),
-            "max_ts": window.end.astimezone(timezone.utc).strftime(fmt)}
+    return {
+        "min_ts": window.start.astimezone(UTC).strftime(fmt),
+        "max_ts": window.end.astimezone(UTC).strftime(fmt),
+    }
 
 
 def _build(context: AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
     catalogued = warehouse.register_lake_tables(lake.lake(), lake.delta_storage_options())
     context.log.info("lake tables catalogued: " + json.dumps(catalogued))
     with warehouse.dbt(_window(context)) as (dbt, target_path):
-        yield from dbt.cli(["build"], context=context, manifest=dbt_project.manifest_path,
-                           dagster_dbt_translator=TRANSLATOR, target_path=target_path).stream()
+        yield from dbt.cli(
+            ["build"],
+            context=context,
+            manifest=dbt_project.manifest_path,
+            dagster_dbt_translator=TRANSLATOR,
+            target_path=target_path,
+        ).stream()
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
-            exclude=f"{HOURLY} {DAILY}", name="warehouse_models")
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=TRANSLATOR,
+    exclude=f"{HOURLY} {DAILY}",
+    name="warehouse_models",
+)
 def warehouse_models(context: AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
     """Staging views over the lake tables, the device snapshot, dimensions and the case facts."""
     yield from _build(context, lake, warehouse)
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
-            select=HOURLY, partitions_def=hourly_partitions, backfill_policy=BackfillPolicy.single_run(),
-            name="warehouse_hourly")
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=TRANSLATOR,
+    select=HOURLY,
+    partitions_def=hourly_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    name="warehouse_hourly",
+)
 def warehouse_hourly(context: AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
     """The incremental hourly facts: a range of hours is one dbt run over its window."""
     yield from _build(context, lake, warehouse)
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, dagster_dbt_translator=TRANSLATOR,
-            select=DAILY, partitions_def=daily_partitions, backfill_policy=BackfillPolicy.single_run(),
-            name="warehouse_daily")
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=TRANSLATOR,
+    select=DAILY,
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    name="warehouse_daily",
+)
 def warehouse_daily(context: AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
     """The daily device-health mart."""
     yield from _build(context, lake, warehouse)

@@ -51,10 +51,24 @@ def parse(project: DbtProject) -> Path:
     import subprocess
 
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-    out = subprocess.run([dbt_executable(), "parse", "--quiet", "--project-dir", os.fspath(project.project_dir),
-                          "--profiles-dir", os.fspath(project.profiles_dir), "--target", project.target or "local",
-                          "--target-path", os.fspath(project.target_path)],
-                         env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            dbt_executable(),
+            "parse",
+            "--quiet",
+            "--project-dir",
+            os.fspath(project.project_dir),
+            "--profiles-dir",
+            os.fspath(project.profiles_dir),
+            "--target",
+            project.target or "local",
+            "--target-path",
+            os.fspath(project.target_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0 or not project.manifest_path.exists():
         raise RuntimeError(f"dbt parse of {project.project_dir} failed:\n{out.stdout[-4000:]}{out.stderr[-4000:]}")
     return project.manifest_path

@@ -18,7 +18,7 @@ import os
 import shutil
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from iot_lake.lake import Lake, telemetry_hour_prefix
@@ -63,16 +63,22 @@ def _fresh(root: Path) -> Lake:
 
 
 def throughput_source(workdir: Path, records: int, objects: int = 20, seed: int = 42) -> Source:
-    hour = datetime.combine(EVENT_DAY + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+    hour = datetime.combine(EVENT_DAY + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     root = workdir / "sources" / f"throughput-{records}-{objects}-{seed}"
     if _cached(root):
         return Source(root, [hour], records)
     lake = _fresh(root)
     per_device = METRICS_PER_DEVICE * 86_400 // SAMPLE_S
-    cfg = SimConfig(devices=max(1, math.ceil(records / per_device)), seed=seed, interval_s=SAMPLE_S,
-                    duplicate_rate=DUPLICATE_RATE, truncated_rate=0.0, history_days=0)
+    cfg = SimConfig(
+        devices=max(1, math.ceil(records / per_device)),
+        seed=seed,
+        interval_s=SAMPLE_S,
+        duplicate_rate=DUPLICATE_RATE,
+        truncated_rate=0.0,
+        history_days=0,
+    )
     sim = Simulator(cfg, lake)
-    start = datetime.combine(EVENT_DAY, datetime.min.time(), tzinfo=timezone.utc)
+    start = datetime.combine(EVENT_DAY, datetime.min.time(), tzinfo=UTC)
     # Everything that arrived during the event day (late records of the day before included), in
     # arrival order, cut to the requested count: one landing hour that is a day's backlog.
     frame = sim.windows.between(int(start.timestamp() * 1000), int(hour.timestamp() * 1000))
@@ -81,11 +87,12 @@ def throughput_source(workdir: Path, records: int, objects: int = 20, seed: int 
         raise RuntimeError(f"the simulated day has {len(lines)} lines, fewer than {records}")
     per_object = math.ceil(len(lines) / objects)
     for part in range(objects):
-        chunk = lines[part * per_object:(part + 1) * per_object]
+        chunk = lines[part * per_object : (part + 1) * per_object]
         if not chunk:
             break
         opened = hour + timedelta(seconds=part * 3600 // objects)
-        name = f"{cfg.stream_name}-1-{opened:%Y-%m-%d-%H-%M-%S}-{uuid.UUID(bytes=rng_for(seed, 99, part).bytes(16), version=4)}.gz"
+        object_id = uuid.UUID(bytes=rng_for(seed, 99, part).bytes(16), version=4)
+        name = f"{cfg.stream_name}-1-{opened:%Y-%m-%d-%H-%M-%S}-{object_id}.gz"
         body = gzip.compress(("\n".join(chunk) + "\n").encode(), compresslevel=6, mtime=0)
         lake.write_bytes(f"{telemetry_hour_prefix(hour)}/{name}", body)
     _land_registry(sim, lake, hour.date())
@@ -95,7 +102,7 @@ def throughput_source(workdir: Path, records: int, objects: int = 20, seed: int 
 
 def incremental_source(workdir: Path, devices: int, seed: int = 42, days: int = 2) -> Source:
     """``days`` days as the simulator lands them: the first warms the tables up, the last is measured."""
-    start = datetime.combine(EVENT_DAY, datetime.min.time(), tzinfo=timezone.utc)
+    start = datetime.combine(EVENT_DAY, datetime.min.time(), tzinfo=UTC)
     hours = [start + timedelta(hours=h) for h in range(24 * days)]
     root = workdir / "sources" / f"incremental-{devices}-{seed}-{days}"
     lines_file = root / ".lines"

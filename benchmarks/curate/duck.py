@@ -20,14 +20,23 @@ from datetime import datetime
 from iot_lake.lake import Lake, latest_registry_day, registry_key, telemetry_hour_prefix
 from iot_lake.units import UNITS
 
-COLUMNS = {"device_id": "VARCHAR", "metric": "VARCHAR", "value": "DOUBLE", "unit": "VARCHAR", "ts": "VARCHAR",
-           "message_id": "VARCHAR", "ingested_at": "VARCHAR"}
+COLUMNS = {
+    "device_id": "VARCHAR",
+    "metric": "VARCHAR",
+    "value": "DOUBLE",
+    "unit": "VARCHAR",
+    "ts": "VARCHAR",
+    "message_id": "VARCHAR",
+    "ingested_at": "VARCHAR",
+}
 
 
 def _ts(column: str) -> str:
     # Devices stamp ISO 8601 with Z or an offset, or epoch milliseconds (a JSON number, read as text).
-    return (f"CASE WHEN regexp_full_match({column}, '-?[0-9]+') THEN make_timestamptz({column}::BIGINT * 1000) "
-            f"ELSE TRY_CAST({column} AS TIMESTAMPTZ) END")
+    return (
+        f"CASE WHEN regexp_full_match({column}, '-?[0-9]+') THEN make_timestamptz({column}::BIGINT * 1000) "
+        f"ELSE TRY_CAST({column} AS TIMESTAMPTZ) END"
+    )
 
 
 def transform(con, lake: Lake, *hours: datetime) -> dict[str, int]:
@@ -37,16 +46,21 @@ def transform(con, lake: Lake, *hours: datetime) -> dict[str, int]:
     files = [lake.path(o.key) for hour in hours for o in lake.list(telemetry_hour_prefix(hour))]
     day = latest_registry_day(lake, hours[0].date())
     con.execute("SET TimeZone = 'UTC'")
-    con.execute(f"CREATE TEMP TABLE devices AS SELECT device_id, site_id FROM read_parquet('{lake.path(registry_key(day, 'devices'))}')")
-    con.execute(f"CREATE TEMP TABLE rules AS SELECT * FROM read_parquet('{lake.path(registry_key(day, 'device_metrics'))}')")
-    con.execute("CREATE TEMP TABLE units (unit VARCHAR, canonical_unit VARCHAR, scale DOUBLE, \"offset\" DOUBLE)")
+    con.execute(
+        f"CREATE TEMP TABLE devices AS SELECT device_id, site_id FROM "
+        f"read_parquet('{lake.path(registry_key(day, 'devices'))}')"
+    )
+    con.execute(
+        f"CREATE TEMP TABLE rules AS SELECT * FROM read_parquet('{lake.path(registry_key(day, 'device_metrics'))}')"
+    )
+    con.execute('CREATE TEMP TABLE units (unit VARCHAR, canonical_unit VARCHAR, scale DOUBLE, "offset" DOUBLE)')
     con.executemany("INSERT INTO units VALUES (?, ?, ?, ?)", [(u, c, s, o) for u, (c, s, o) in UNITS.items()])
     columns = "{" + ", ".join(f"'{k}': '{v}'" for k, v in COLUMNS.items()) + "}"
     file_list = "[" + ", ".join(f"'{f}'" for f in files) + "]"
     con.execute(f"""
         CREATE TEMP TABLE curated AS
         WITH raw AS (
-            SELECT *, {_ts('ts')} AS event_ts, {_ts('ingested_at')} AS ingested
+            SELECT *, {_ts("ts")} AS event_ts, {_ts("ingested_at")} AS ingested
             FROM read_json({file_list}, format = 'newline_delimited', compression = 'gzip', columns = {columns},
                            ignore_errors = true, filename = 'source_object')
         ), valid AS (
@@ -78,8 +92,10 @@ def transform(con, lake: Lake, *hours: datetime) -> dict[str, int]:
     """).to_arrow_reader()
     write_deltalake(lake.path("curated/telemetry_1min"), minute, partition_by=["event_date"])
     curated_rows = con.execute("SELECT count(*) FROM curated").fetchone()[0]
-    buckets = con.execute("SELECT count(*) FROM (SELECT DISTINCT device_id, metric, "
-                          "time_bucket(INTERVAL 1 MINUTE, event_ts) FROM curated)").fetchone()[0]
+    buckets = con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT device_id, metric, "
+        "time_bucket(INTERVAL 1 MINUTE, event_ts) FROM curated)"
+    ).fetchone()[0]
     return {"curated": curated_rows, "buckets_1min": buckets}
 
 

@@ -34,8 +34,12 @@ def subsets(job) -> dict[str, object]:
     curated = assets - landing
     in_job = {c for c in checks if c.name != "gx_suite"}  # reported by the step that materializes
     return {
-        "landing": job.get_subset(asset_selection=landing, asset_check_selection={c for c in in_job if c.asset_key in landing}),
-        "curated": job.get_subset(asset_selection=curated, asset_check_selection={c for c in in_job if c.asset_key in curated}),
+        "landing": job.get_subset(
+            asset_selection=landing, asset_check_selection={c for c in in_job if c.asset_key in landing}
+        ),
+        "curated": job.get_subset(
+            asset_selection=curated, asset_check_selection={c for c in in_job if c.asset_key in curated}
+        ),
         "checks": job.get_subset(asset_selection=set(), asset_check_selection=checks - in_job),
     }
 
@@ -58,11 +62,17 @@ def main() -> None:
             run = {"run": spec, "steps": {}}
             for part in PARTS:
                 t0 = time.perf_counter()
-                result = parts[part].execute_in_process(partition_key=key, tags=tags, instance=instance,
-                                                        run_config=QUIET, raise_on_error=True)
+                result = parts[part].execute_in_process(
+                    partition_key=key, tags=tags, instance=instance, run_config=QUIET, raise_on_error=True
+                )
                 run[part] = time.perf_counter() - t0
-                run["steps"].update({s.step_key: round(s.end_time - s.start_time, 2)
-                                     for s in instance.get_run_step_stats(result.run_id) if s.end_time and s.start_time})
+                run["steps"].update(
+                    {
+                        s.step_key: round(s.end_time - s.start_time, 2)
+                        for s in instance.get_run_step_stats(result.run_id)
+                        if s.end_time and s.start_time
+                    }
+                )
             run["seconds"] = run["curated"]
             out.append(run)
     print(json.dumps(out))

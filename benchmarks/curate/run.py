@@ -70,8 +70,14 @@ def _tree_rss(proc: psutil.Process) -> int:
 def measure(args: list[str], env: dict[str, str]) -> Measured:
     """Run a child module, sampling its process tree's memory until it exits."""
     t0, usage0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env={**os.environ, **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak = 0
     stop = threading.Event()
 
@@ -115,8 +121,9 @@ def _key(hour) -> str:
 
 def run_ours(source: Source, work: Path, runs: list[str]) -> Measured:
     lake = fresh_lake(source, work / "lake")
-    return measure(["benchmarks.curate.ours", *(a for r in runs for a in ("--run", r))],
-                   _ours_env(lake, work / "dagster_home"))
+    return measure(
+        ["benchmarks.curate.ours", *(a for r in runs for a in ("--run", r))], _ours_env(lake, work / "dagster_home")
+    )
 
 
 def run_duckdb(source: Source, work: Path) -> Measured:
@@ -134,12 +141,29 @@ def _verdict(ratio: float, target: float) -> str:
 @click.option("--day-devices", default=20, show_default=True, help="Fleet of the simulated day (10 s sampling).")
 @click.option("--quick", is_flag=True, help="100k records and one 3-device day (no warm-up day): a smoke run.")
 @click.option("--skip", type=click.Choice(["throughput", "incremental"]), multiple=True, help="Leave a part out.")
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path(tempfile.gettempdir()) / "iot-lake-bench",
-              show_default=True, help="Cached inputs and the runs' lakes.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
-              help="Also write the results there (for python -m benchmarks).")
-def main(records: int, objects: int, day_devices: int, quick: bool, skip: tuple[str, ...], workdir: Path,
-         json_path: Path | None) -> None:
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=Path(tempfile.gettempdir()) / "iot-lake-bench",
+    show_default=True,
+    help="Cached inputs and the runs' lakes.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the results there (for python -m benchmarks).",
+)
+def main(
+    records: int,
+    objects: int,
+    day_devices: int,
+    quick: bool,
+    skip: tuple[str, ...],
+    workdir: Path,
+    json_path: Path | None,
+) -> None:
     if quick:
         records, day_devices = 100_000, 3
     out = Console(width=None if sys.stdout.isatty() else 120)
@@ -158,30 +182,70 @@ def main(records: int, objects: int, day_devices: int, quick: bool, skip: tuple[
         run, duck_s = ours.output[0], duck.output["seconds"]
         ours_s, landing_s = run["curated"], run["landing"]
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in run["steps"].items())
-        for label, seconds in (("ours: landing inventory", landing_s), ("ours: curated materialization", ours_s),
-                               ("ours: GX checks (no counterpart)", run["checks"])):
+        for label, seconds in (
+            ("ours: landing inventory", landing_s),
+            ("ours: curated materialization", ours_s),
+            ("ours: GX checks (no counterpart)", run["checks"]),
+        ):
             table.add_row(label, f"{source.lines:,}", f"{seconds:.1f}", f"{source.lines / seconds:,.0f}", "", "", "")
         # Memory and CPU are sampled per process tree, so they cover all three runs.
-        table.add_row("ours: the three runs' process", "", f"{ours.wall:.1f}", "", f"{ours.peak_mib:,.0f}",
-                      f"{ours.cpu:.0f}", "")
-        table.add_row("DuckDB reference", f"{source.lines:,}", f"{duck_s:.1f}", f"{source.lines / duck_s:,.0f}",
-                      f"{duck.peak_mib:,.0f}", f"{duck.cpu:.0f}", "")
-        table.add_row("ratio curated / DuckDB", "", f"{ours_s / duck_s:.2f}", "", "", "", _verdict(ours_s / duck_s, THROUGHPUT_TARGET))
+        table.add_row(
+            "ours: the three runs' process", "", f"{ours.wall:.1f}", "", f"{ours.peak_mib:,.0f}", f"{ours.cpu:.0f}", ""
+        )
+        table.add_row(
+            "DuckDB reference",
+            f"{source.lines:,}",
+            f"{duck_s:.1f}",
+            f"{source.lines / duck_s:,.0f}",
+            f"{duck.peak_mib:,.0f}",
+            f"{duck.cpu:.0f}",
+            "",
+        )
+        table.add_row(
+            "ratio curated / DuckDB",
+            "",
+            f"{ours_s / duck_s:.2f}",
+            "",
+            "",
+            "",
+            _verdict(ours_s / duck_s, THROUGHPUT_TARGET),
+        )
         table.add_row("ratio landing + curated / DuckDB", "", f"{(landing_s + ours_s) / duck_s:.2f}", "", "", "", "")
         reference = f"DuckDB, same {source.lines:,} records"
         results += [
-            Result("curate", f"curated materialization, {source.lines:,} records", ours_s, reference=reference,
-                   reference_value=duck_s, target=THROUGHPUT_TARGET),
-            Result("curate", "landing inventory + curated materialization", landing_s + ours_s, reference=reference,
-                   reference_value=duck_s),
-            Result("curate", "peak memory, the three runs' process tree", ours.peak_mib, "MiB",
-                   reference="DuckDB's peak", reference_value=duck.peak_mib),
+            Result(
+                "curate",
+                f"curated materialization, {source.lines:,} records",
+                ours_s,
+                reference=reference,
+                reference_value=duck_s,
+                target=THROUGHPUT_TARGET,
+            ),
+            Result(
+                "curate",
+                "landing inventory + curated materialization",
+                landing_s + ours_s,
+                reference=reference,
+                reference_value=duck_s,
+            ),
+            Result(
+                "curate",
+                "peak memory, the three runs' process tree",
+                ours.peak_mib,
+                "MiB",
+                reference="DuckDB's peak",
+                reference_value=duck.peak_mib,
+            ),
         ]
         console.print(f"ours: steps {steps}; process wall {ours.wall:.1f}s (DuckDB {duck.wall:.1f}s)")
         # The same valid-record definition on both sides: the curated tables must agree.
-        ours_rows = {t: _rows(workdir / "runs" / "ours" / "lake" / t) for t in ("curated/telemetry", "curated/telemetry_1min")}
-        console.print(f"curated rows: ours {ours_rows['curated/telemetry']:,}, DuckDB {duck.output['curated']:,}; "
-                      f"1-min buckets: ours {ours_rows['curated/telemetry_1min']:,}, DuckDB {duck.output['buckets_1min']:,}")
+        ours_rows = {
+            t: _rows(workdir / "runs" / "ours" / "lake" / t) for t in ("curated/telemetry", "curated/telemetry_1min")
+        }
+        console.print(
+            f"curated rows: ours {ours_rows['curated/telemetry']:,}, DuckDB {duck.output['curated']:,}; "
+            f"1-min buckets: ours {ours_rows['curated/telemetry_1min']:,}, DuckDB {duck.output['buckets_1min']:,}"
+        )
 
     if "incremental" not in skip:
         # --quick leaves out the warm-up day: its first hour is then the one that creates the tables.
@@ -190,29 +254,59 @@ def main(records: int, objects: int, day_devices: int, quick: bool, skip: tuple[
             days = incremental_source(workdir, day_devices, days=n_days)
         keys = [_key(h) for h in days.hours]
         day = keys[-24:]
-        runs = ([keys[0], f"{keys[1]}...{keys[23]}"] if n_days == 2 else []) + [day[0], f"{day[1]}...{day[22]}", day[23]]
-        with console.status("ours: " + ("day 1 hour 1, the rest of day 1; " if n_days == 2 else "")
-                            + "the measured day's hour 1, hours 2-23, hour 24"):
+        runs = ([keys[0], f"{keys[1]}...{keys[23]}"] if n_days == 2 else []) + [
+            day[0],
+            f"{day[1]}...{day[22]}",
+            day[23],
+        ]
+        with console.status(
+            "ours: "
+            + ("day 1 hour 1, the rest of day 1; " if n_days == 2 else "")
+            + "the measured day's hour 1, hours 2-23, hour 24"
+        ):
             inc = run_ours(days, workdir / "runs" / "incremental", runs)
         first, middle, last = inc.output[-3:]
         fresh = inc.output[0]
         per_hour = days.lines / len(days.hours)
         rows = [("day 1, hour 1 (new tables)", fresh)] if n_days == 2 else []
-        rows += [(f"day {n_days}, hour 1" + (" (new tables)" if n_days == 1 else ""), first),
-                 (f"day {n_days}, hours 2-23 (one backfill run)", middle), (f"day {n_days}, hour 24", last)]
+        rows += [
+            (f"day {n_days}, hour 1" + (" (new tables)" if n_days == 1 else ""), first),
+            (f"day {n_days}, hours 2-23 (one backfill run)", middle),
+            (f"day {n_days}, hour 24", last),
+        ]
         for label, run in rows:
             n = per_hour * (22 if run is middle else 1)
-            table.add_row(label, f"~{n:,.0f}", f"{run['seconds']:.1f}", "",
-                          f"{inc.peak_mib:,.0f}" if run is fresh else "", f"{inc.cpu:.0f}" if run is fresh else "", "")
+            table.add_row(
+                label,
+                f"~{n:,.0f}",
+                f"{run['seconds']:.1f}",
+                "",
+                f"{inc.peak_mib:,.0f}" if run is fresh else "",
+                f"{inc.cpu:.0f}" if run is fresh else "",
+                "",
+            )
         ratio = last["seconds"] / first["seconds"]
-        table.add_row(f"ratio day {n_days}: hour 24 / hour 1", "", f"{ratio:.2f}", "", "", "", _verdict(ratio, INCREMENTAL_TARGET))
-        results.append(Result("incremental", f"hour 24 of day {n_days} (a day of rows in its tables)", last["seconds"],
-                              reference=f"hour 1 of day {n_days}", reference_value=first["seconds"],
-                              target=INCREMENTAL_TARGET))
+        table.add_row(
+            f"ratio day {n_days}: hour 24 / hour 1", "", f"{ratio:.2f}", "", "", "", _verdict(ratio, INCREMENTAL_TARGET)
+        )
+        results.append(
+            Result(
+                "incremental",
+                f"hour 24 of day {n_days} (a day of rows in its tables)",
+                last["seconds"],
+                reference=f"hour 1 of day {n_days}",
+                reference_value=first["seconds"],
+                target=INCREMENTAL_TARGET,
+            )
+        )
         if n_days == 2:
-            table.add_row("ratio hour 24 / hour 1 of new tables", "", f"{last['seconds'] / fresh['seconds']:.2f}", "", "", "", "")
-        console.print("day steps: " + "; ".join(
-            f"{r['run']}: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["steps"].items()) for r in inc.output))
+            table.add_row(
+                "ratio hour 24 / hour 1 of new tables", "", f"{last['seconds'] / fresh['seconds']:.2f}", "", "", "", ""
+            )
+        console.print(
+            "day steps: "
+            + "; ".join(f"{r['run']}: " + ", ".join(f"{k} {v:.1f}s" for k, v in r["steps"].items()) for r in inc.output)
+        )
     out.print(table)
     write(json_path, results)
     # Other work on the machine slows the Spark side most: say how busy it was.

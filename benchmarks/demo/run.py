@@ -60,8 +60,13 @@ def reference_lake(lake_root: Path, root: Path) -> Path:
 @click.command()
 @click.option("--days", default=1, show_default=True)
 @click.option("--devices", default=50, show_default=True)
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
-              help="Also write the results there (for python -m benchmarks).")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the results there (for python -m benchmarks).",
+)
 def main(days: int, devices: int, json_path: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="iot-lake-demo-") as tmp:
         work = Path(tmp)
@@ -69,28 +74,45 @@ def main(days: int, devices: int, json_path: Path | None) -> None:
         env = clean_env(IOT_LAKE_ROOT=str(work / "lake"), DAGSTER_HOME=str(work / "home"))
         with console.status(f"python -m jobs.main --days {days} --devices {devices} on a fresh lake"):
             t0 = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "jobs.main", "--days", str(days), "--devices", str(devices)],
-                                  cwd=REPO, env=env, capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "jobs.main", "--days", str(days), "--devices", str(devices)],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             demo_s = time.perf_counter() - t0
         if done.returncode:
             raise SystemExit(f"the main job failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         hours = landed_hours(work / "lake")
         ref = reference_lake(work / "lake", work / "reference")
         with console.status(f"DuckDB reference over the same {len(hours)} hours"):
-            duck = measure(["benchmarks.curate.duck", "--lake", str(ref), *[a for h in hours for a in ("--hour", h)]], {})
+            duck = measure(
+                ["benchmarks.curate.duck", "--lake", str(ref), *[a for h in hours for a in ("--hour", h)]], {}
+            )
 
     table = Table(title=f"end-to-end demo: {days} day(s), {devices} devices ({os.cpu_count()} cores)")
     for column in ("run", "seconds", "x reference"):
         table.add_column(column, justify="left" if column == "run" else "right")
     table.add_row(f"reference: DuckDB curated path, {len(hours)} hours in one pass", f"{duck.wall:.1f}", "1.0")
-    table.add_row("python -m jobs.main (simulate + every asset through Dagster)", f"{demo_s:.1f}",
-                  f"{demo_s / duck.wall:.1f}")
+    table.add_row(
+        "python -m jobs.main (simulate + every asset through Dagster)", f"{demo_s:.1f}", f"{demo_s / duck.wall:.1f}"
+    )
     Console(width=None if sys.stdout.isatty() else 120).print(table)
     console.print(done.stdout.strip())
     console.print(f"load average at the end: {load_average():.1f} on {os.cpu_count()} cores")
-    write(json_path, [Result("demo", f"python -m jobs.main, {days} day(s) x {devices} devices, fresh lake", demo_s,
-                             reference=f"DuckDB curated path over the same {len(hours)} hours",
-                             reference_value=duck.wall)])
+    write(
+        json_path,
+        [
+            Result(
+                "demo",
+                f"python -m jobs.main, {days} day(s) x {devices} devices, fresh lake",
+                demo_s,
+                reference=f"DuckDB curated path over the same {len(hours)} hours",
+                reference_value=duck.wall,
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

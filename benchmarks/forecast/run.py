@@ -61,10 +61,19 @@ def reference_seconds(rows: pd.DataFrame) -> float:
 @click.option("--devices", default=200, show_default=True)
 @click.option("--days", default=14, show_default=True)
 @click.option("--quick", is_flag=True, help="20 devices")
-@click.option("--workdir", type=click.Path(path_type=Path), default=Path(tempfile.gettempdir()) / "iot-lake-bench" / "forecast",
-              show_default=True)
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
-              help="Also write the results there (for python -m benchmarks).")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=Path(tempfile.gettempdir()) / "iot-lake-bench" / "forecast",
+    show_default=True,
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the results there (for python -m benchmarks).",
+)
 def main(devices: int, days: int, quick: bool, workdir: Path, json_path: Path | None) -> None:
     if quick:
         devices = 20
@@ -82,40 +91,91 @@ def main(devices: int, days: int, quick: bool, workdir: Path, json_path: Path | 
 
     with console.status("reference: seasonal naive over the same series"):
         reference = reference_seconds(rows)
-    env = {"SM_CHANNEL_TRAIN": str(run / "train"), "SM_MODEL_DIR": str(run / "model"),
-           "SM_OUTPUT_DATA_DIR": str(run / "output"), "SM_HPS": "{}", "TRAINING_JOB_NAME": "benchmark"}
+    env = {
+        "SM_CHANNEL_TRAIN": str(run / "train"),
+        "SM_MODEL_DIR": str(run / "model"),
+        "SM_OUTPUT_DATA_DIR": str(run / "output"),
+        "SM_HPS": "{}",
+        "TRAINING_JOB_NAME": "benchmark",
+    }
     with console.status("training (backtest + refit with intervals)"):
         train = measure(["iot_lake.forecast.train"], env)
     with console.status("batch forecast of the next 24 hours"):
-        forecast = measure(["iot_lake.forecast.batch_forecast", "--model", str(run / "model"), "--history",
-                            str(run / "history"), "--output", str(run / "forecasts"), "--origin", origin], {})
+        forecast = measure(
+            [
+                "iot_lake.forecast.batch_forecast",
+                "--model",
+                str(run / "model"),
+                "--history",
+                str(run / "history"),
+                "--output",
+                str(run / "forecasts"),
+                "--origin",
+                origin,
+            ],
+            {},
+        )
 
     series = rows.groupby(["device_id", "metric"]).ngroups
     out = Console(width=None if sys.stdout.isatty() else 120)
-    table = Table(title=f"forecast benchmark: {series} series x {days} days, {len(rows):,} 5-minute rows ({os.cpu_count()} cores)")
+    table = Table(
+        title=f"forecast benchmark: {series} series x {days} days, {len(rows):,} 5-minute rows ({os.cpu_count()} cores)"
+    )
     for column in ("run", "seconds", "peak MiB", "CPU s", "x reference", "vs target"):
         table.add_column(column, justify="left" if column in ("run", "vs target") else "right")
     table.add_row("reference: seasonal naive", f"{reference:.1f}", "", "", "1.0", "")
     for label, m, target in (("training", train, TRAIN_TARGET_S), ("batch forecast", forecast, FORECAST_TARGET_S)):
-        verdict = f"[green]{m.wall:.0f} s <= {target} s[/]" if m.wall <= target else f"[red]{m.wall:.0f} s > {target} s[/]"
-        table.add_row(label, f"{m.wall:.1f}", f"{m.peak_mib:,.0f}", f"{m.cpu:.0f}", f"{m.wall / reference:.1f}", verdict)
+        verdict = (
+            f"[green]{m.wall:.0f} s <= {target} s[/]" if m.wall <= target else f"[red]{m.wall:.0f} s > {target} s[/]"
+        )
+        table.add_row(
+            label, f"{m.wall:.1f}", f"{m.peak_mib:,.0f}", f"{m.cpu:.0f}", f"{m.wall / reference:.1f}", verdict
+        )
     out.print(table)
     backtest = {r["model"]: r for r in train.output["backtest"]}
-    console.print("backtest on the hold-out day " + train.output["holdout_start"] + ": " + "; ".join(
-        f"{name} MASE {r['mase']:.3f}, 80% cover {r['coverage_80']:.2f}, 95% cover {r['coverage_95']:.2f}"
-        for name, r in backtest.items()))
+    console.print(
+        "backtest on the hold-out day "
+        + train.output["holdout_start"]
+        + ": "
+        + "; ".join(
+            f"{name} MASE {r['mase']:.3f}, 80% cover {r['coverage_80']:.2f}, 95% cover {r['coverage_95']:.2f}"
+            for name, r in backtest.items()
+        )
+    )
     console.print(f"forecast: {json.dumps(forecast.output)}")
     reference_label = f"seasonal naive over the same {series} series"
     results = [
-        Result("forecast", f"training, {series} series x {days} days", train.wall, reference=reference_label,
-               reference_value=reference, target=TRAIN_TARGET_S, target_on="value"),
-        Result("forecast", "batch forecast, next 24 h", forecast.wall, reference=reference_label,
-               reference_value=reference, target=FORECAST_TARGET_S, target_on="value"),
+        Result(
+            "forecast",
+            f"training, {series} series x {days} days",
+            train.wall,
+            reference=reference_label,
+            reference_value=reference,
+            target=TRAIN_TARGET_S,
+            target_on="value",
+        ),
+        Result(
+            "forecast",
+            "batch forecast, next 24 h",
+            forecast.wall,
+            reference=reference_label,
+            reference_value=reference,
+            target=FORECAST_TARGET_S,
+            target_on="value",
+        ),
     ]
     if "lightgbm" in backtest and "seasonal_naive" in backtest:
-        results.append(Result("forecast", "backtest MASE, LightGBM", backtest["lightgbm"]["mase"], "MASE",
-                              reference="seasonal naive's MASE", reference_value=backtest["seasonal_naive"]["mase"],
-                              target=1.0))
+        results.append(
+            Result(
+                "forecast",
+                "backtest MASE, LightGBM",
+                backtest["lightgbm"]["mase"],
+                "MASE",
+                reference="seasonal naive's MASE",
+                reference_value=backtest["seasonal_naive"]["mase"],
+                target=1.0,
+            )
+        )
     write(json_path, results)
     console.print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -48,8 +48,11 @@ def _runs(port: int, job: str, status: str | None = "SUCCESS") -> list[dict]:
 
 
 def _idle(port: int) -> bool:
-    return not any(r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
-                   for job in ("telemetry_hourly_job", DEVIATIONS_JOB) for r in _runs(port, job, None))
+    return not any(
+        r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED")
+        for job in ("telemetry_hourly_job", DEVIATIONS_JOB)
+        for r in _runs(port, job, None)
+    )
 
 
 def _anomalous_object(lake, hour: datetime) -> tuple[str, str]:
@@ -63,16 +66,38 @@ def _anomalous_object(lake, hour: datetime) -> tuple[str, str]:
             records.append(json.loads(line))
         except ValueError:  # the simulator's malformed lines
             continue
-    records = [r for r in records if isinstance(r, dict) and r.get("device_id") and r.get("metric") == "temperature"
-               and r.get("unit") == "degC" and isinstance(r.get("value"), (int, float))
-               and isinstance(r.get("ts"), str) and r["ts"].endswith("Z")]  # UTC stamps compare as text
+    records = [
+        r
+        for r in records
+        if isinstance(r, dict)
+        and r.get("device_id")
+        and r.get("metric") == "temperature"
+        and r.get("unit") == "degC"
+        and isinstance(r.get("value"), (int, float))
+        and isinstance(r.get("ts"), str)
+        and r["ts"].endswith("Z")
+    ]  # UTC stamps compare as text
     device = sorted({r["device_id"] for r in records})[0]
     series = sorted((r for r in records if r["device_id"] == device), key=lambda r: r["ts"])
-    last = [r for r in series if r["ts"] >= (datetime.fromisoformat(series[-1]["ts"].replace("Z", "+00:00"))
-                                             - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M")]
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    body = "\n".join(json.dumps({**r, "value": round(r["value"] + 25.0, 4), "message_id": str(uuid.uuid4()),
-                                 "ingested_at": now}, separators=(",", ":")) for r in last) + "\n"
+    last = [
+        r
+        for r in series
+        if r["ts"]
+        >= (datetime.fromisoformat(series[-1]["ts"].replace("Z", "+00:00")) - timedelta(minutes=10)).strftime(
+            "%Y-%m-%dT%H:%M"
+        )
+    ]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    body = (
+        "\n".join(
+            json.dumps(
+                {**r, "value": round(r["value"] + 25.0, 4), "message_id": str(uuid.uuid4()), "ingested_at": now},
+                separators=(",", ":"),
+            )
+            for r in last
+        )
+        + "\n"
+    )
     key = f"landing/telemetry/{hour:%Y/%m/%d/%H}/iot-lake-telemetry-1-{hour:%Y-%m-%d-%H}-59-59-{uuid.uuid4()}.gz"
     lake.write_bytes(key, gzip.compress(body.encode()))
     return key, device
@@ -81,8 +106,13 @@ def _anomalous_object(lake, hour: datetime) -> tuple[str, str]:
 @click.command()
 @click.option("--devices", default=5, show_default=True)
 @click.option("--workdir", type=click.Path(path_type=Path), default=None, help="default: a temporary directory")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
-              help="Also write the results there (for python -m benchmarks).")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the results there (for python -m benchmarks).",
+)
 def main(devices: int, workdir: Path | None, json_path: Path | None) -> None:
     work = workdir or Path(tempfile.mkdtemp(prefix="iot-lake-latency-"))
     project, lake_root = work / "project", work / "lake"
@@ -92,8 +122,13 @@ def main(devices: int, workdir: Path | None, json_path: Path | None) -> None:
 
     with console.status("setup: a day of curated telemetry, a champion, the hour's forecast"):
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "benchmarks.latency.setup", "--lake", str(lake_root),
-                              "--devices", str(devices)], cwd=project, env=env, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.latency.setup", "--lake", str(lake_root), "--devices", str(devices)],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if out.returncode:
             raise SystemExit(f"setup failed:\n{out.stderr[-4000:]}")
         setup_s = time.perf_counter() - t0
@@ -111,7 +146,7 @@ def main(devices: int, workdir: Path | None, json_path: Path | None) -> None:
             wait(lambda: served(port), 180, "the UI")
         with console.status("warm start: the hour so far through the sensor, the telemetry run and the deviations"):
             sim = Simulator(SimConfig(devices=devices, seed=7, history_days=1), lake)
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             upto = now.replace(minute=now.minute // 5 * 5, second=0, microsecond=0)
             if upto <= hour:  # too early in the hour for a closed 5-minute buffer: take the first one
                 upto = hour + timedelta(minutes=5)
@@ -127,8 +162,11 @@ def main(devices: int, workdir: Path | None, json_path: Path | None) -> None:
 
         def new_case():
             with CaseStore(local_cases_url(str(lake_root))) as store:
-                return [c for c in store.list_cases() if c.case_key not in before and c.device_id == device
-                        and c.metric == "temperature"]
+                return [
+                    c
+                    for c in store.list_cases()
+                    if c.case_key not in before and c.device_id == device and c.metric == "temperature"
+                ]
 
         with console.status(f"measuring: {key} -> a case for {device} temperature"):
             cases = wait(new_case, 600, "the case")
@@ -137,24 +175,48 @@ def main(devices: int, workdir: Path | None, json_path: Path | None) -> None:
             wait(lambda: _idle(port), 300, "the runs to finish", every=2)
         # The work: from the telemetry run that took the object in to the end of the deviations run
         # that opened the case (it was still delivering and mirroring when the case appeared).
-        telemetry = min((r["startTime"] for r in _runs(port, "telemetry_hourly_job", None)
-                         if (r["startTime"] or 0) >= written), default=None)
-        deviation_ends = [r["endTime"] for r in _runs(port, DEVIATIONS_JOB) if telemetry and r["startTime"] >= telemetry]
+        telemetry = min(
+            (r["startTime"] for r in _runs(port, "telemetry_hourly_job", None) if (r["startTime"] or 0) >= written),
+            default=None,
+        )
+        deviation_ends = [
+            r["endTime"] for r in _runs(port, DEVIATIONS_JOB) if telemetry and r["startTime"] >= telemetry
+        ]
         work_s = min(deviation_ends) - telemetry if telemetry and deviation_ends else 0.0
 
     table = Table(title=f"landing object -> case, dagster dev on {os.cpu_count()} cores ({devices} devices)")
     for column in ("measure", "seconds", "vs target"):
         table.add_column(column, justify="left" if column != "seconds" else "right")
-    verdict = f"[green]{latency:.0f} s <= {TARGET_S:.0f} s[/]" if latency <= TARGET_S else f"[red]{latency:.0f} s > {TARGET_S:.0f} s[/]"
+    verdict = (
+        f"[green]{latency:.0f} s <= {TARGET_S:.0f} s[/]"
+        if latency <= TARGET_S
+        else f"[red]{latency:.0f} s > {TARGET_S:.0f} s[/]"
+    )
     table.add_row("object written -> case in the store", f"{latency:.1f}", verdict)
-    table.add_row("reference: telemetry run start -> deviations run end", f"{work_s:.1f}",
-                  f"latency / work = {latency / work_s:.2f}" if work_s else "")
+    table.add_row(
+        "reference: telemetry run start -> deviations run end",
+        f"{work_s:.1f}",
+        f"latency / work = {latency / work_s:.2f}" if work_s else "",
+    )
     table.add_row("setup (not measured)", f"{setup_s:.0f}", "")
     Console(width=None if sys.stdout.isatty() else 120).print(table)
-    write(json_path, [Result("latency", "landing object written -> case in the store", latency,
-                             reference="telemetry run start -> deviations run end (the work)",
-                             reference_value=work_s or None, target=TARGET_S, target_on="value")])
-    console.print(f"case {cases[0].case_key}: severity {cases[0].severity}; dagster dev log: {work / 'dagster-dev.log'}")
+    write(
+        json_path,
+        [
+            Result(
+                "latency",
+                "landing object written -> case in the store",
+                latency,
+                reference="telemetry run start -> deviations run end (the work)",
+                reference_value=work_s or None,
+                target=TARGET_S,
+                target_on="value",
+            )
+        ],
+    )
+    console.print(
+        f"case {cases[0].case_key}: severity {cases[0].severity}; dagster dev log: {work / 'dagster-dev.log'}"
+    )
 
 
 if __name__ == "__main__":

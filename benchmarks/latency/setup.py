@@ -15,7 +15,7 @@ import json
 import os
 import tarfile
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -43,7 +43,7 @@ def main() -> None:
     from resources import build_resources
 
     lake = Lake(args.lake)
-    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = (hour - timedelta(days=1)).replace(hour=0)
     sim = Simulator(SimConfig(devices=args.devices, seed=7, history_days=1), lake)
     url = f"sqlite:///{Path(args.lake).parent}/historian.sqlite"
@@ -56,8 +56,11 @@ def main() -> None:
     with DagsterInstance.get() as instance:
         last = (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
         result = defs.resolve_job_def("telemetry_hourly_job").execute_in_process(
-            tags={RANGE_START: start.strftime("%Y-%m-%d-%H:%M"), RANGE_END: last}, instance=instance,
-            run_config=QUIET, raise_on_error=True)
+            tags={RANGE_START: start.strftime("%Y-%m-%d-%H:%M"), RANGE_END: last},
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=True,
+        )
         # Seasonal naive as the champion: training is not what this benchmark measures.
         with tempfile.TemporaryDirectory() as tmp:
             save(make("seasonal_naive", Hyperparameters()), Path(tmp) / "model", {"version": "latency-naive"})
@@ -66,11 +69,28 @@ def main() -> None:
                     tar.add(path, arcname=path.name)
             model_key = f"{registry.jobs_key()}/latency-naive/output/model.tar.gz"
             lake.write_bytes(model_key, (Path(tmp) / "model.tar.gz").read_bytes())
-        registry.record(lake, registry.ModelVersion("latency-naive", model_key, "seasonal_naive", 1.0,
-                                                    start.isoformat(), (hour - timedelta(minutes=5)).isoformat(),
-                                                    start.date().isoformat(), [], True))
-        materialize([batch_forecast], partition_key=last, instance=instance, run_config=None,
-                    resources=build_resources(load_settings()), raise_on_error=True)
+        registry.record(
+            lake,
+            registry.ModelVersion(
+                "latency-naive",
+                model_key,
+                "seasonal_naive",
+                1.0,
+                start.isoformat(),
+                (hour - timedelta(minutes=5)).isoformat(),
+                start.date().isoformat(),
+                [],
+                True,
+            ),
+        )
+        materialize(
+            [batch_forecast],
+            partition_key=last,
+            instance=instance,
+            run_config=None,
+            resources=build_resources(load_settings()),
+            raise_on_error=True,
+        )
     for prefix in ("landing/telemetry", "landing/thirdparty/weather"):
         for obj in list(lake.list(prefix)):
             lake.delete(obj.key)

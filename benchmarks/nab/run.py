@@ -30,8 +30,7 @@ def tool_dir() -> Path:
     return Path(os.environ.get("NAB_TOOL", REPO.parent / "shared" / "tools" / "nab")).resolve()
 
 
-def run(params: dict | None = None, out: str | None = None, jobs: int = 2,
-        check_causal: int = 5) -> dict:
+def run(params: dict | None = None, out: str | None = None, jobs: int = 2, check_causal: int = 5) -> dict:
     """Score the detector with the NAB tool; returns {profile: normalised score}."""
     tool = tool_dir()
     if not (tool / "run_detector.py").exists():
@@ -40,11 +39,20 @@ def run(params: dict | None = None, out: str | None = None, jobs: int = 2,
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     os.environ["PYTHONPATH"] = os.pathsep.join(  # the tool's worker processes import the detector
-        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p
+    )
     import run_detector  # the shared tool
 
-    argv = ["--detector", DETECTOR, "--name", "iot_lake_nab", "--jobs", str(jobs),
-            "--out", out or os.path.join(tempfile.gettempdir(), "nab-results")]
+    argv = [
+        "--detector",
+        DETECTOR,
+        "--name",
+        "iot_lake_nab",
+        "--jobs",
+        str(jobs),
+        "--out",
+        out or os.path.join(tempfile.gettempdir(), "nab-results"),
+    ]
     if check_causal:
         argv += ["--check-causal", str(check_causal)]
     for k, v in (params or {}).items():
@@ -57,8 +65,12 @@ def run(params: dict | None = None, out: str | None = None, jobs: int = 2,
 @click.option("-p", "--param", "params", multiple=True, help="NabParams field=value (repeatable)")
 @click.option("--out", default=None, help="results directory (default: $TMPDIR/nab-results)")
 @click.option("--jobs", default=2, show_default=True)
-@click.option("--check-causal", default=5, show_default=True,
-              help="files re-run on prefixes to verify streaming honesty (0: skip)")
+@click.option(
+    "--check-causal",
+    default=5,
+    show_default=True,
+    help="files re-run on prefixes to verify streaming honesty (0: skip)",
+)
 @click.option("--json", "json_path", default=None, help="Also write the results there (for python -m benchmarks).")
 def main(params, out, jobs, check_causal, json_path):
     parsed = {}
@@ -74,8 +86,21 @@ def main(params, out, jobs, check_causal, json_path):
         print(f"NAB {name:20s} {s:6.2f}")
     # NAB normalises each profile so that a perfect detector scores 100 and the null detector 0: that
     # scale is the reference.
-    write(json_path, [Result("nab", f"NAB score, {name}", s, "score", reference="perfect detector",
-                             reference_value=100.0, higher_is_better=True) for name, s in scores.items()])
+    write(
+        json_path,
+        [
+            Result(
+                "nab",
+                f"NAB score, {name}",
+                s,
+                "score",
+                reference="perfect detector",
+                reference_value=100.0,
+                higher_is_better=True,
+            )
+            for name, s in scores.items()
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from benchmarks.results import Result, load_average, write
 
 console = Console(stderr=True)
 ASSETS = "{ assetNodes { assetKey { path } } }"
-ONE_ASSET = '''from dagster import Definitions, asset
+ONE_ASSET = """from dagster import Definitions, asset
 
 
 @asset
@@ -40,7 +40,7 @@ def one():
 
 
 defs = Definitions(assets=[one])
-'''
+"""
 WORKSPACE = "load_from:\n  - python_file:\n      relative_path: definitions.py\n      working_directory: .\n"
 
 
@@ -66,8 +66,13 @@ def ours_asset_count() -> int:
 
 @click.command()
 @click.option("--repeat", default=2, show_default=True, help="Starts of each project; the median is reported.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
-              help="Also write the results there (for python -m benchmarks).")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the results there (for python -m benchmarks).",
+)
 def main(repeat: int, json_path: Path | None) -> None:
     expect = ours_asset_count()
     ours, reference = [], []
@@ -91,12 +96,26 @@ def main(repeat: int, json_path: Path | None) -> None:
     for column in ("project", "seconds", "starts", "x reference"):
         table.add_column(column, justify="left" if column == "project" else "right")
     table.add_row("reference: one asset", f"{reference_s:.1f}", ", ".join(f"{s:.1f}" for s in reference), "1.0")
-    table.add_row(f"iot-lake ({expect} assets)", f"{ours_s:.1f}", ", ".join(f"{s:.1f}" for s in ours),
-                  f"{ours_s / reference_s:.2f}")
+    table.add_row(
+        f"iot-lake ({expect} assets)",
+        f"{ours_s:.1f}",
+        ", ".join(f"{s:.1f}" for s in ours),
+        f"{ours_s / reference_s:.2f}",
+    )
     Console(width=None if sys.stdout.isatty() else 120).print(table)
     console.print(f"load average at the end: {load_average():.1f} on {os.cpu_count()} cores")
-    write(json_path, [Result("ui", f"dagster dev cold start to the asset graph ({expect} assets)", ours_s,
-                             reference="the same for a one-asset project", reference_value=reference_s)])
+    write(
+        json_path,
+        [
+            Result(
+                "ui",
+                f"dagster dev cold start to the asset graph ({expect} assets)",
+                ours_s,
+                reference="the same for a one-asset project",
+                reference_value=reference_s,
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,15 @@ class Alert:
     def payload(self) -> dict[str, Any]:
         """What sinks receive (JSON-ready); ``kind`` "alert" tells it from a case event."""
         body = {k: v for k, v in asdict(self).items() if k not in ("key", "kind", "at")}
-        return {"kind": ALERT, "event": ALERT, "alert_key": self.key, "alert_kind": self.kind, **body,
-                "message": self.message[:MAX_MESSAGE], "at": utc(self.at).isoformat()}
+        return {
+            "kind": ALERT,
+            "event": ALERT,
+            "alert_key": self.key,
+            "alert_kind": self.kind,
+            **body,
+            "message": self.message[:MAX_MESSAGE],
+            "at": utc(self.at).isoformat(),
+        }
 
 
 def run_failure_key(run_id: str) -> str:
@@ -66,12 +73,31 @@ def raise_alert(store: CaseStore, alert: Alert) -> bool:
         with store.engine.begin() as conn:
             if conn.execute(sa.select(alerts.c.alert_key).where(alerts.c.alert_key == alert.key)).first():
                 return False
-            conn.execute(sa.insert(alerts).values(alert_key=alert.key, kind=alert.kind, severity=alert.severity,
-                                                  title=alert.title[:300], payload=payload, raised_at=now))
+            conn.execute(
+                sa.insert(alerts).values(
+                    alert_key=alert.key,
+                    kind=alert.kind,
+                    severity=alert.severity,
+                    title=alert.title[:300],
+                    payload=payload,
+                    raised_at=now,
+                )
+            )
             if sinks:
-                conn.execute(sa.insert(alert_outbox), [
-                    {"alert_key": alert.key, "event": ALERT, "payload": payload, "sink": sink, "attempts": 0,
-                     "next_attempt_at": now} for sink in sinks])
+                conn.execute(
+                    sa.insert(alert_outbox),
+                    [
+                        {
+                            "alert_key": alert.key,
+                            "event": ALERT,
+                            "payload": payload,
+                            "sink": sink,
+                            "attempts": 0,
+                            "next_attempt_at": now,
+                        }
+                        for sink in sinks
+                    ],
+                )
     except sa.exc.IntegrityError:
         return False  # raised concurrently by another process: the primary key let one of them in
     return True
@@ -80,5 +106,7 @@ def raise_alert(store: CaseStore, alert: Alert) -> bool:
 def list_alerts(store: CaseStore) -> list[dict[str, Any]]:
     """Every alert raised, oldest first, as its payload."""
     with store.engine.connect() as conn:
-        return [row.payload for row in conn.execute(sa.select(alerts.c.payload).order_by(alerts.c.raised_at,
-                                                                                          alerts.c.alert_key))]
+        return [
+            row.payload
+            for row in conn.execute(sa.select(alerts.c.payload).order_by(alerts.c.raised_at, alerts.c.alert_key))
+        ]

@@ -33,20 +33,45 @@ HISTORY_TABLE = "cases/history"
 _JUST_AFTER = timedelta(microseconds=1)  # end_ts is exclusive; Delta timestamps are microseconds
 
 _TS = pa.timestamp("us", tz="UTC")
-CASES_SCHEMA = pa.schema([
-    ("case_key", pa.string()), ("device_id", pa.string()), ("metric", pa.string()), ("site_id", pa.string()),
-    ("incident_start", _TS), ("last_seen", _TS), ("back_in_band_since", _TS), ("severity", pa.string()),
-    ("status", pa.string()), ("auto_resolved", pa.bool_()), ("evidence", pa.string()), ("opened_at", _TS),
-    ("updated_at", _TS), ("resolved_at", _TS), ("reopen_count", pa.int32()),
-])
-HISTORY_SCHEMA = pa.schema([
-    ("case_key", pa.string()), ("at", _TS), ("from_status", pa.string()), ("to_status", pa.string()),
-    ("actor", pa.string()), ("note", pa.string()),
-])
-FEEDBACK_SCHEMA = pa.schema([
-    ("case_id", pa.string()), ("device_id", pa.string()), ("metric", pa.string()), ("start_ts", _TS),
-    ("end_ts", _TS), ("resolution", pa.string()),
-])
+CASES_SCHEMA = pa.schema(
+    [
+        ("case_key", pa.string()),
+        ("device_id", pa.string()),
+        ("metric", pa.string()),
+        ("site_id", pa.string()),
+        ("incident_start", _TS),
+        ("last_seen", _TS),
+        ("back_in_band_since", _TS),
+        ("severity", pa.string()),
+        ("status", pa.string()),
+        ("auto_resolved", pa.bool_()),
+        ("evidence", pa.string()),
+        ("opened_at", _TS),
+        ("updated_at", _TS),
+        ("resolved_at", _TS),
+        ("reopen_count", pa.int32()),
+    ]
+)
+HISTORY_SCHEMA = pa.schema(
+    [
+        ("case_key", pa.string()),
+        ("at", _TS),
+        ("from_status", pa.string()),
+        ("to_status", pa.string()),
+        ("actor", pa.string()),
+        ("note", pa.string()),
+    ]
+)
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("device_id", pa.string()),
+        ("metric", pa.string()),
+        ("start_ts", _TS),
+        ("end_ts", _TS),
+        ("resolution", pa.string()),
+    ]
+)
 
 
 def feedback_rows(cases: list[Case]) -> list[dict[str, Any]]:
@@ -58,9 +83,16 @@ def feedback_rows(cases: list[Case]) -> list[dict[str, Any]]:
             resolution = CONFIRMED
         else:
             continue
-        rows.append({"case_id": case.case_key, "device_id": case.device_id, "metric": case.metric,
-                     "start_ts": case.incident_start,
-                     "end_ts": case.back_in_band_since or case.last_seen + _JUST_AFTER, "resolution": resolution})
+        rows.append(
+            {
+                "case_id": case.case_key,
+                "device_id": case.device_id,
+                "metric": case.metric,
+                "start_ts": case.incident_start,
+                "end_ts": case.back_in_band_since or case.last_seen + _JUST_AFTER,
+                "resolution": resolution,
+            }
+        )
     return rows
 
 
@@ -76,6 +108,7 @@ def mirror_to_lake(store: CaseStore, lake: Lake, storage_options: dict[str, str]
         CASES_FEEDBACK: pa.Table.from_pylist(feedback_rows(cases), FEEDBACK_SCHEMA),
     }
     for key, table in tables.items():
-        write_deltalake(lake.uri(key), table, mode="overwrite", schema_mode="overwrite",
-                        storage_options=storage_options)
+        write_deltalake(
+            lake.uri(key), table, mode="overwrite", schema_mode="overwrite", storage_options=storage_options
+        )
     return {key: table.num_rows for key, table in tables.items()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from iot_lake.ids import validate_id
@@ -29,11 +29,11 @@ AUTO_RESOLVE = "auto-resolve"
 
 def utc(value: datetime) -> datetime:
     """An aware UTC datetime; naive ones are taken to be UTC already."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,14 @@ def case_key(device_id: str, metric: str, incident_start: datetime) -> str:
 
 def start_evidence(d: Deviation) -> dict[str, Any]:
     ts = utc(d.ts).isoformat()
-    return {"window_start": ts, "window_end": ts, "expected_lo": d.expected_lo, "expected_hi": d.expected_hi,
-            "max_score": d.score, "actual_values": [[ts, d.actual]]}
+    return {
+        "window_start": ts,
+        "window_end": ts,
+        "expected_lo": d.expected_lo,
+        "expected_hi": d.expected_hi,
+        "max_score": d.score,
+        "actual_values": [[ts, d.actual]],
+    }
 
 
 MAX_EVIDENCE_VALUES = 100  # the latest anomalous values kept; a case can last days
@@ -122,10 +128,12 @@ def merge_evidence(evidence: dict[str, Any], d: Deviation) -> dict[str, Any]:
     values[ts] = d.actual
     by_time = datetime.fromisoformat  # ISO strings with and without microseconds do not sort as text
     latest = sorted(values, key=by_time)[-MAX_EVIDENCE_VALUES:]
-    merged = {**evidence,
-              "window_start": min(evidence["window_start"], ts, key=by_time),
-              "window_end": max(evidence["window_end"], ts, key=by_time),
-              "actual_values": [[t, values[t]] for t in latest]}
+    merged = {
+        **evidence,
+        "window_start": min(evidence["window_start"], ts, key=by_time),
+        "window_end": max(evidence["window_end"], ts, key=by_time),
+        "actual_values": [[t, values[t]] for t in latest],
+    }
     if d.score > evidence["max_score"]:  # the band shown is the one the worst point broke
         merged.update(max_score=d.score, expected_lo=d.expected_lo, expected_hi=d.expected_hi)
     return merged

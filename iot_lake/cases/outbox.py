@@ -49,12 +49,26 @@ def deliver_pending(store: CaseStore, sinks: Iterable[Sink], now: datetime) -> D
     return report
 
 
-def _deliver(store: CaseStore, by_name: dict[str, Sink], now: datetime, report: DeliveryReport,
-             table: sa.Table, key_column: str, kind: str) -> None:
+def _deliver(
+    store: CaseStore,
+    by_name: dict[str, Sink],
+    now: datetime,
+    report: DeliveryReport,
+    table: sa.Table,
+    key_column: str,
+    kind: str,
+) -> None:
     with store.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(table.c.id, table.c[key_column].label("key"), table.c.event, table.c.payload, table.c.sink,
-                      table.c.attempts, table.c.next_attempt_at)
+            sa.select(
+                table.c.id,
+                table.c[key_column].label("key"),
+                table.c.event,
+                table.c.payload,
+                table.c.sink,
+                table.c.attempts,
+                table.c.next_attempt_at,
+            )
             .where(table.c.delivered_at.is_(None), table.c.sink.in_(by_name))
             .order_by(table.c.id)
         ).all()
@@ -72,8 +86,14 @@ def _deliver(store: CaseStore, by_name: dict[str, Sink], now: datetime, report: 
             held.add(stream)
             report.failed += 1
             report.errors.append(f"{row.sink} {row.event} {row.key}: {exc}")
-            _finish(store, table, row.id, attempts=row.attempts + 1,
-                    next_attempt_at=now + retry_delay(row.attempts + 1), last_error=f"{type(exc).__name__}: {exc}"[:2000])
+            _finish(
+                store,
+                table,
+                row.id,
+                attempts=row.attempts + 1,
+                next_attempt_at=now + retry_delay(row.attempts + 1),
+                last_error=f"{type(exc).__name__}: {exc}"[:2000],
+            )
         else:
             report.delivered += 1
             _finish(store, table, row.id, attempts=row.attempts + 1, delivered_at=now, last_error=None)

@@ -55,8 +55,14 @@ cases = sa.Table(
     sa.Index("cases_by_series", "device_id", "metric", "incident_start"),
     # The database, not the code path, guarantees one active case per series: two observers
     # racing to open different incidents for it cannot both commit.
-    sa.Index("one_active_case_per_series", "device_id", "metric", unique=True,
-             sqlite_where=sa.text(_in("status", ACTIVE)), postgresql_where=sa.text(_in("status", ACTIVE))),
+    sa.Index(
+        "one_active_case_per_series",
+        "device_id",
+        "metric",
+        unique=True,
+        sqlite_where=sa.text(_in("status", ACTIVE)),
+        postgresql_where=sa.text(_in("status", ACTIVE)),
+    ),
 )
 
 case_history = sa.Table(

@@ -71,8 +71,16 @@ class LogSink(Sink):
         if event.is_alert:
             logger.error("alert %s: %s (%s) %s", p["alert_kind"], p["title"], p["url"], p["message"])
             return
-        logger.info("case %s %s: %s %s at %s, severity %s, status %s", event.event, event.case_key, p["device_id"],
-                    p["metric"], p["site_id"], p["severity"], p["status"])
+        logger.info(
+            "case %s %s: %s %s at %s, severity %s, status %s",
+            event.event,
+            event.case_key,
+            p["device_id"],
+            p["metric"],
+            p["site_id"],
+            p["severity"],
+            p["status"],
+        )
 
 
 class JsonLinesSink(Sink):
@@ -94,8 +102,9 @@ class WebhookSink(Sink):
         self.url, self.timeout_s = url, timeout_s
 
     def deliver(self, event: OutboxEvent) -> None:
-        request = urllib.request.Request(self.url, data=event.json().encode("utf-8"), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url, data=event.json().encode("utf-8"), method="POST", headers={"Content-Type": "application/json"}
+        )
         # urlopen raises HTTPError for every status >= 400; redirects are followed.
         with urllib.request.urlopen(request, timeout=self.timeout_s):
             pass
@@ -123,8 +132,13 @@ class CloudWatchSink(_AwsSink):
 
     name, service = "cloudwatch", "cloudwatch"
 
-    def __init__(self, region: str | None = None, client: Any = None, policy: CasePolicy = CasePolicy(),
-                 alarm_actions: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        region: str | None = None,
+        client: Any = None,
+        policy: CasePolicy = CasePolicy(),
+        alarm_actions: tuple[str, ...] = (),
+    ):
         super().__init__(region, client)
         self.policy, self.alarm_actions = policy, alarm_actions
 
@@ -132,18 +146,39 @@ class CloudWatchSink(_AwsSink):
         p = event.payload
         if event.is_alert:
             # A count per kind and job, for dashboards and alarms on failure rates.
-            self.client.put_metric_data(Namespace=ALERTS_NAMESPACE, MetricData=[{
-                "MetricName": "RunFailures" if p["alert_kind"] == "run_failure" else "CheckFailures",
-                "Dimensions": [{"Name": "Job", "Value": p["job"] or "none"}],
-                "Timestamp": datetime.fromisoformat(p["at"]), "Value": 1.0, "Unit": "Count"}])
+            self.client.put_metric_data(
+                Namespace=ALERTS_NAMESPACE,
+                MetricData=[
+                    {
+                        "MetricName": "RunFailures" if p["alert_kind"] == "run_failure" else "CheckFailures",
+                        "Dimensions": [{"Name": "Job", "Value": p["job"] or "none"}],
+                        "Timestamp": datetime.fromisoformat(p["at"]),
+                        "Value": 1.0,
+                        "Unit": "Count",
+                    }
+                ],
+            )
             return
         at, dimensions = datetime.fromisoformat(p["at"]), _dimensions(p["device_id"], p["metric"])
-        self.client.put_metric_data(Namespace=CLOUDWATCH_NAMESPACE, MetricData=[
-            {"MetricName": "DeviationScore", "Dimensions": dimensions, "Timestamp": at,
-             "Value": float(p["evidence"]["max_score"]), "Unit": "None"},
-            {"MetricName": "ActiveCase", "Dimensions": dimensions, "Timestamp": at,
-             "Value": 1.0 if p["status"] in ACTIVE else 0.0, "Unit": "Count"},
-        ])
+        self.client.put_metric_data(
+            Namespace=CLOUDWATCH_NAMESPACE,
+            MetricData=[
+                {
+                    "MetricName": "DeviationScore",
+                    "Dimensions": dimensions,
+                    "Timestamp": at,
+                    "Value": float(p["evidence"]["max_score"]),
+                    "Unit": "None",
+                },
+                {
+                    "MetricName": "ActiveCase",
+                    "Dimensions": dimensions,
+                    "Timestamp": at,
+                    "Value": 1.0 if p["status"] in ACTIVE else 0.0,
+                    "Unit": "Count",
+                },
+            ],
+        )
         if event.event in (OPENED, REOPENED):
             self.ensure_alarm(p["device_id"], p["metric"])
 
@@ -152,12 +187,17 @@ class CloudWatchSink(_AwsSink):
         return {
             "AlarmName": f"iot-lake-deviation-{validate_id('device', device_id)}-{validate_id('metric', metric)}",
             "AlarmDescription": f"Deviation score of {device_id} {metric} at or above {self.policy.critical_score}",
-            "Namespace": CLOUDWATCH_NAMESPACE, "MetricName": "DeviationScore",
-            "Dimensions": _dimensions(device_id, metric), "Statistic": "Maximum", "Period": 300,
-            "EvaluationPeriods": 1, "Threshold": self.policy.critical_score,
+            "Namespace": CLOUDWATCH_NAMESPACE,
+            "MetricName": "DeviationScore",
+            "Dimensions": _dimensions(device_id, metric),
+            "Statistic": "Maximum",
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "Threshold": self.policy.critical_score,
             "ComparisonOperator": "GreaterThanOrEqualToThreshold",
             "TreatMissingData": "notBreaching",  # scores are only sent on case events
-            "AlarmActions": list(self.alarm_actions), "ActionsEnabled": bool(self.alarm_actions),
+            "AlarmActions": list(self.alarm_actions),
+            "ActionsEnabled": bool(self.alarm_actions),
         }
 
     def ensure_alarm(self, device_id: str, metric: str) -> dict[str, Any]:
@@ -186,10 +226,15 @@ class IncidentManagerSink(_AwsSink):
         p = event.payload
         if event.is_alert:
             self.client.start_incident(
-                clientToken=client_token(event.case_key, 0), responsePlanArn=self.response_plan_arn,
-                title=p["title"][:200], impact=INCIDENT_IMPACT[p["severity"]],
-                triggerDetails={"source": ALERT_SOURCE, "timestamp": datetime.fromisoformat(p["at"]),
-                                "rawData": event.json()[:10_000]},
+                clientToken=client_token(event.case_key, 0),
+                responsePlanArn=self.response_plan_arn,
+                title=p["title"][:200],
+                impact=INCIDENT_IMPACT[p["severity"]],
+                triggerDetails={
+                    "source": ALERT_SOURCE,
+                    "timestamp": datetime.fromisoformat(p["at"]),
+                    "rawData": event.json()[:10_000],
+                },
                 relatedItems=[{"identifier": {"type": "OTHER", "value": {"url": p["url"]}}, "title": "Dagster run"}],
             )
             return
@@ -198,8 +243,11 @@ class IncidentManagerSink(_AwsSink):
             responsePlanArn=self.response_plan_arn,
             title=f"{p['severity']}: {p['device_id']} {p['metric']} out of band at {p['site_id']}"[:200],
             impact=INCIDENT_IMPACT[p["severity"]],
-            triggerDetails={"source": EVENT_SOURCE, "timestamp": datetime.fromisoformat(p["at"]),
-                            "rawData": event.json()[:10_000]},
+            triggerDetails={
+                "source": EVENT_SOURCE,
+                "timestamp": datetime.fromisoformat(p["at"]),
+                "rawData": event.json()[:10_000],
+            },
         )
 
 
@@ -219,18 +267,27 @@ class SnsSink(_AwsSink):
     def deliver(self, event: OutboxEvent) -> None:
         p = event.payload
         if event.is_alert:
-            attributes = {"kind": ALERT, "event": ALERT, "alert_kind": p["alert_kind"], "severity": p["severity"],
-                          "job": p["job"] or "none"}
+            attributes = {
+                "kind": ALERT,
+                "event": ALERT,
+                "alert_kind": p["alert_kind"],
+                "severity": p["severity"],
+                "job": p["job"] or "none",
+            }
             self.client.publish(
-                TopicArn=self.topic_arn, Message=event.json(), Subject=f"[iot-lake] {p['title']}"[:100],
-                MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()})
+                TopicArn=self.topic_arn,
+                Message=event.json(),
+                Subject=f"[iot-lake] {p['title']}"[:100],
+                MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
+            )
             return
         # Subscription filter policies match on these.
         attributes = {"case_key": event.case_key, "event": event.event, "severity": p["severity"]}
         if p["site_id"]:
             attributes["site_id"] = p["site_id"]
         self.client.publish(
-            TopicArn=self.topic_arn, Message=event.json(),
+            TopicArn=self.topic_arn,
+            Message=event.json(),
             Subject=f"[iot-lake] case {event.event}: {p['device_id']} {p['metric']} ({p['severity']})"[:100],
             MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
         )
@@ -255,9 +312,17 @@ class EventBridgeSink(_AwsSink):
             raise RuntimeError(f"EventBridge rejected the event: {entry.get('ErrorCode')} {entry.get('ErrorMessage')}")
 
 
-def build_sinks(env: str, *, lake_root: str, region: str | None = None, webhook_url: str | None = None,
-                sns_topic_arn: str | None = None, event_bus_name: str | None = None,
-                incident_response_plan_arn: str | None = None, policy: CasePolicy = CasePolicy()) -> list[Sink]:
+def build_sinks(
+    env: str,
+    *,
+    lake_root: str,
+    region: str | None = None,
+    webhook_url: str | None = None,
+    sns_topic_arn: str | None = None,
+    event_bus_name: str | None = None,
+    incident_response_plan_arn: str | None = None,
+    policy: CasePolicy = CasePolicy(),
+) -> list[Sink]:
     if env == "prod":
         sinks: list[Sink] = [CloudWatchSink(region, policy=policy), SnsSink(sns_topic_arn, region)]
         if event_bus_name:
@@ -272,7 +337,13 @@ def build_sinks(env: str, *, lake_root: str, region: str | None = None, webhook_
 
 
 def sinks_for(settings: Settings, policy: CasePolicy = CasePolicy()) -> list[Sink]:
-    return build_sinks(settings.env, lake_root=settings.lake_root, region=settings.aws_region,
-                       webhook_url=settings.cases_webhook_url, sns_topic_arn=settings.sns_topic_arn,
-                       event_bus_name=settings.event_bus_name,
-                       incident_response_plan_arn=settings.incident_response_plan_arn, policy=policy)
+    return build_sinks(
+        settings.env,
+        lake_root=settings.lake_root,
+        region=settings.aws_region,
+        webhook_url=settings.cases_webhook_url,
+        sns_topic_arn=settings.sns_topic_arn,
+        event_bus_name=settings.event_bus_name,
+        incident_response_plan_arn=settings.incident_response_plan_arn,
+        policy=policy,
+    )

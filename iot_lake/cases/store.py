@@ -37,9 +37,29 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 
 from iot_lake.cases.model import (
-    ACKNOWLEDGED, ACKNOWLEDGED_EVENT, ACTIVE, AUTO_RESOLVE, DETECTOR, FALSE_POSITIVE, OPEN, OPENED, REOPENED,
-    RESOLVED, RESOLVED_EVENT, SEVERITIES, UPDATED, Case, CasePolicy, Deviation, HistoryEntry, Outcome, case_key,
-    merge_evidence, start_evidence, utc, utcnow,
+    ACKNOWLEDGED,
+    ACKNOWLEDGED_EVENT,
+    ACTIVE,
+    AUTO_RESOLVE,
+    DETECTOR,
+    FALSE_POSITIVE,
+    OPEN,
+    OPENED,
+    REOPENED,
+    RESOLVED,
+    RESOLVED_EVENT,
+    SEVERITIES,
+    UPDATED,
+    Case,
+    CasePolicy,
+    Deviation,
+    HistoryEntry,
+    Outcome,
+    case_key,
+    merge_evidence,
+    start_evidence,
+    utc,
+    utcnow,
 )
 from iot_lake.cases.schema import case_history, cases, create_engine, create_tables, outbox
 
@@ -66,8 +86,13 @@ class Subscriber(Protocol):
 
 
 class CaseStore:
-    def __init__(self, url: str, sinks: Iterable[Subscriber] = (), policy: CasePolicy = CasePolicy(),
-                 clock: Callable[[], datetime] = utcnow):
+    def __init__(
+        self,
+        url: str,
+        sinks: Iterable[Subscriber] = (),
+        policy: CasePolicy = CasePolicy(),
+        clock: Callable[[], datetime] = utcnow,
+    ):
         _make_sqlite_directory(url)
         self.engine = create_engine(url)
         self.policy = policy
@@ -119,8 +144,11 @@ class CaseStore:
 
     def _observe(self, conn: sa.Connection, d: Deviation) -> Outcome:
         latest = conn.execute(
-            sa.select(cases).where(cases.c.device_id == d.device_id, cases.c.metric == d.metric)
-            .order_by(cases.c.incident_start.desc()).limit(1).with_for_update()
+            sa.select(cases)
+            .where(cases.c.device_id == d.device_id, cases.c.metric == d.metric)
+            .order_by(cases.c.incident_start.desc())
+            .limit(1)
+            .with_for_update()
         ).first()
         if latest is None:
             return self._open(conn, d) if d.is_anomalous else Outcome("unchanged")
@@ -136,9 +164,11 @@ class CaseStore:
                 return Outcome("unchanged", case.case_key)
             # A late point shortly before the start belongs to the same excursion: the start moves
             # back (the key keeps naming the case by the first point observed).
-            changes: dict[str, Any] = {"incident_start": min(case.incident_start, ts),
-                                       "last_seen": max(case.last_seen, ts),
-                                       "evidence": merge_evidence(case.evidence, d)}
+            changes: dict[str, Any] = {
+                "incident_start": min(case.incident_start, ts),
+                "last_seen": max(case.last_seen, ts),
+                "evidence": merge_evidence(case.evidence, d),
+            }
             if case.back_in_band_since and ts >= case.back_in_band_since:
                 changes["back_in_band_since"] = None
             severity = self.policy.severity(changes["evidence"]["max_score"])
@@ -147,8 +177,15 @@ class CaseStore:
             if not self._update(conn, case, changes):
                 return Outcome("unchanged", case.case_key)
             if "severity" in changes:
-                self._record(conn, case.case_key, case.status, case.status, DETECTOR,
-                             f"severity {case.severity} -> {severity}", UPDATED)
+                self._record(
+                    conn,
+                    case.case_key,
+                    case.status,
+                    case.status,
+                    DETECTOR,
+                    f"severity {case.severity} -> {severity}",
+                    UPDATED,
+                )
             return Outcome("updated", case.case_key)
         if ts <= case.last_seen:
             return Outcome("unchanged", case.case_key)
@@ -156,10 +193,18 @@ class CaseStore:
         if ts - since < self.policy.resolve_after:
             changed = self._update(conn, case, {"back_in_band_since": since})
             return Outcome("updated" if changed else "unchanged", case.case_key)
-        self._update(conn, case, {"status": RESOLVED, "auto_resolved": True, "resolved_at": ts,
-                                  "back_in_band_since": since})
-        self._record(conn, case.case_key, case.status, RESOLVED, AUTO_RESOLVE,
-                     f"back in band since {since.isoformat()}", RESOLVED_EVENT)
+        self._update(
+            conn, case, {"status": RESOLVED, "auto_resolved": True, "resolved_at": ts, "back_in_band_since": since}
+        )
+        self._record(
+            conn,
+            case.case_key,
+            case.status,
+            RESOLVED,
+            AUTO_RESOLVE,
+            f"back in band since {since.isoformat()}",
+            RESOLVED_EVENT,
+        )
         return Outcome("resolved", case.case_key)
 
     def _after_close(self, conn: sa.Connection, case: Case, d: Deviation) -> Outcome:
@@ -184,25 +229,54 @@ class CaseStore:
     def _open(self, conn: sa.Connection, d: Deviation) -> Outcome:
         now, start = self.clock(), utc(d.ts)
         key = case_key(d.device_id, d.metric, start)
-        conn.execute(sa.insert(cases).values(
-            case_key=key, device_id=d.device_id, metric=d.metric, site_id=d.site_id, incident_start=start,
-            last_seen=start, back_in_band_since=None, severity=self.policy.severity(d.score), status=OPEN,
-            auto_resolved=False, evidence=start_evidence(d), opened_at=now, updated_at=now, resolved_at=None,
-            reopen_count=0,
-        ))
+        conn.execute(
+            sa.insert(cases).values(
+                case_key=key,
+                device_id=d.device_id,
+                metric=d.metric,
+                site_id=d.site_id,
+                incident_start=start,
+                last_seen=start,
+                back_in_band_since=None,
+                severity=self.policy.severity(d.score),
+                status=OPEN,
+                auto_resolved=False,
+                evidence=start_evidence(d),
+                opened_at=now,
+                updated_at=now,
+                resolved_at=None,
+                reopen_count=0,
+            )
+        )
         self._record(conn, key, None, OPEN, DETECTOR, None, OPENED)
         return Outcome("opened", key)
 
     def _reopen(self, conn: sa.Connection, case: Case, d: Deviation) -> Outcome:
         evidence = merge_evidence(case.evidence, d)
         severity = max(case.severity, self.policy.severity(evidence["max_score"]), key=SEVERITIES.index)
-        self._update(conn, case, {
-            "status": OPEN, "auto_resolved": False, "resolved_at": None, "back_in_band_since": None,
-            "last_seen": utc(d.ts), "evidence": evidence, "severity": severity, "reopen_count": case.reopen_count + 1,
-        })
-        self._record(conn, case.case_key, case.status, OPEN, DETECTOR,
-                     f"relapsed {utc(d.ts).isoformat()}, within {self.policy.reopen_within} of the auto-resolve",
-                     REOPENED)
+        self._update(
+            conn,
+            case,
+            {
+                "status": OPEN,
+                "auto_resolved": False,
+                "resolved_at": None,
+                "back_in_band_since": None,
+                "last_seen": utc(d.ts),
+                "evidence": evidence,
+                "severity": severity,
+                "reopen_count": case.reopen_count + 1,
+            },
+        )
+        self._record(
+            conn,
+            case.case_key,
+            case.status,
+            OPEN,
+            DETECTOR,
+            f"relapsed {utc(d.ts).isoformat()}, within {self.policy.reopen_within} of the auto-resolve",
+            REOPENED,
+        )
         return Outcome("reopened", case.case_key)
 
     # -- people
@@ -223,8 +297,9 @@ class CaseStore:
             if not (case.status in ACTIVE or case.auto_resolved):
                 raise CaseStateError(f"case {key} was already closed as {case.status} by a person")
             status = FALSE_POSITIVE if false_positive else RESOLVED
-            self._update(conn, case, {"status": status, "auto_resolved": False,
-                                      "resolved_at": case.resolved_at or self.clock()})
+            self._update(
+                conn, case, {"status": status, "auto_resolved": False, "resolved_at": case.resolved_at or self.clock()}
+            )
             self._record(conn, key, case.status, status, actor, note, RESOLVED_EVENT)
             return _case(conn, key)
 
@@ -235,35 +310,66 @@ class CaseStore:
         changes = {k: v for k, v in changes.items() if getattr(case, k) != v}
         if not changes:
             return False
-        conn.execute(sa.update(cases).where(cases.c.case_key == case.case_key)
-                     .values(**changes, updated_at=self.clock()))
+        conn.execute(
+            sa.update(cases).where(cases.c.case_key == case.case_key).values(**changes, updated_at=self.clock())
+        )
         return True
 
-    def _record(self, conn: sa.Connection, key: str, from_status: str | None, to_status: str, actor: str,
-                note: str | None, event: str) -> None:
+    def _record(
+        self,
+        conn: sa.Connection,
+        key: str,
+        from_status: str | None,
+        to_status: str,
+        actor: str,
+        note: str | None,
+        event: str,
+    ) -> None:
         """The history row and the outbox rows of one change, in the change's transaction."""
         now = self.clock()
-        conn.execute(sa.insert(case_history).values(case_key=key, at=now, from_status=from_status,
-                                                    to_status=to_status, actor=actor, note=note))
+        conn.execute(
+            sa.insert(case_history).values(
+                case_key=key, at=now, from_status=from_status, to_status=to_status, actor=actor, note=note
+            )
+        )
         sinks = [name for name, events in self.subscriptions.items() if event in events]
         if not sinks:
             return
         payload = event_payload(_case(conn, key), event, actor, note, now)
-        conn.execute(sa.insert(outbox), [
-            {"case_key": key, "event": event, "payload": payload, "sink": sink, "attempts": 0,
-             "next_attempt_at": now} for sink in sinks
-        ])
+        conn.execute(
+            sa.insert(outbox),
+            [
+                {
+                    "case_key": key,
+                    "event": event,
+                    "payload": payload,
+                    "sink": sink,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                }
+                for sink in sinks
+            ],
+        )
 
 
 def event_payload(case: Case, event: str, actor: str, note: str | None, at: datetime) -> dict[str, Any]:
     """What sinks receive: the case as the change left it (JSON-ready)."""
     return {
-        "event": event, "case_key": case.case_key, "device_id": case.device_id, "metric": case.metric,
-        "site_id": case.site_id, "status": case.status, "severity": case.severity,
-        "auto_resolved": case.auto_resolved, "incident_start": case.incident_start.isoformat(),
+        "event": event,
+        "case_key": case.case_key,
+        "device_id": case.device_id,
+        "metric": case.metric,
+        "site_id": case.site_id,
+        "status": case.status,
+        "severity": case.severity,
+        "auto_resolved": case.auto_resolved,
+        "incident_start": case.incident_start.isoformat(),
         "last_seen": case.last_seen.isoformat(),
         "resolved_at": case.resolved_at.isoformat() if case.resolved_at else None,
-        "reopen_count": case.reopen_count, "evidence": case.evidence, "actor": actor, "note": note,
+        "reopen_count": case.reopen_count,
+        "evidence": case.evidence,
+        "actor": actor,
+        "note": note,
         "at": at.isoformat(),
     }
 

@@ -17,14 +17,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from iot_lake.lake import Lake
-from iot_lake.spark.tables import open_table
 from iot_lake.sources.telemetry import inventoried_keys
+from iot_lake.spark.tables import open_table
 
 GRAINS = {"1min": 60, "5min": 300}
 AGGREGATE_TABLES = {grain: f"curated/telemetry_{grain}" for grain in GRAINS}
 BUCKET_KEY = ("device_id", "metric", "bucket_start")
-AGGREGATE_COLUMNS = ["device_id", "site_id", "metric", "unit", "bucket_start", "readings", "mean", "min", "max",
-                     "stddev", "last", "last_ts", "event_date"]
+AGGREGATE_COLUMNS = [
+    "device_id",
+    "site_id",
+    "metric",
+    "unit",
+    "bucket_start",
+    "readings",
+    "mean",
+    "min",
+    "max",
+    "stddev",
+    "last",
+    "last_ts",
+    "event_date",
+]
 
 
 def with_bucket(df, seconds: int):
@@ -53,8 +66,9 @@ def aggregate(rows, seconds: int):
         F.stddev_samp("value").alias("stddev"),
         F.max("event_ts").alias("last_ts"),
     )
-    latest = bucketed.join(stats.select(*BUCKET_KEY, F.col("last_ts").alias("event_ts")), [*BUCKET_KEY, "event_ts"],
-                           "left_semi")
+    latest = bucketed.join(
+        stats.select(*BUCKET_KEY, F.col("last_ts").alias("event_ts")), [*BUCKET_KEY, "event_ts"], "left_semi"
+    )
     last = latest.groupBy(*BUCKET_KEY).agg(
         F.max_by("site_id", "message_id").alias("site_id"),
         F.max_by("unit", "message_id").alias("unit"),
@@ -75,8 +89,15 @@ class AggregateReport:
     buckets: dict[str, int] = field(default_factory=dict)  # grain -> buckets written (new or updated)
 
 
-def refresh_aggregates(spark, lake: Lake, hour: datetime, event_dates: list[str], curated_key: str,
-                       grains: list[str] | None = None, table_format: str = "delta") -> AggregateReport:
+def refresh_aggregates(
+    spark,
+    lake: Lake,
+    hour: datetime,
+    event_dates: list[str],
+    curated_key: str,
+    grains: list[str] | None = None,
+    table_format: str = "delta",
+) -> AggregateReport:
     """Recompute and MERGE every bucket that the records landed in ``hour`` fall in."""
     from pyspark.sql import functions as F
 

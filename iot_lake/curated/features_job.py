@@ -28,10 +28,29 @@ FEATURES = "curated/features"
 SOURCE = AGGREGATE_TABLES["5min"]
 WEATHER_COLUMNS = ["temperature_c", "humidity_pct", "wind_speed_ms", "precipitation_mm"]
 FEATURE_COLUMNS = [
-    "device_id", "metric", "bucket_start", "site_id", "unit", "readings", "mean", "min", "max", "stddev", "last",
-    "hour_of_day", "day_of_week", "local_hour", "local_day_of_week", "is_weekend_local",
-    "model", "firmware", "device_age_days", "latitude", "longitude",
-    *WEATHER_COLUMNS, "event_date",
+    "device_id",
+    "metric",
+    "bucket_start",
+    "site_id",
+    "unit",
+    "readings",
+    "mean",
+    "min",
+    "max",
+    "stddev",
+    "last",
+    "hour_of_day",
+    "day_of_week",
+    "local_hour",
+    "local_day_of_week",
+    "is_weekend_local",
+    "model",
+    "firmware",
+    "device_age_days",
+    "latitude",
+    "longitude",
+    *WEATHER_COLUMNS,
+    "event_date",
 ]
 
 
@@ -61,17 +80,21 @@ def build_features(spark, lake: Lake, day: date):
     buckets = spark.read.format("delta").load(lake.uri(SOURCE)).where(F.col("event_date") == F.lit(day))
     features = buckets.join(devices, "device_id", "left").join(sites, "site_id", "left")
     if lake.exists(f"{CURATED_WEATHER}/_delta_log"):
-        weather = (spark.read.format("delta").load(lake.uri(CURATED_WEATHER)).where(F.col("observed_date") == F.lit(day))
-                   .select("site_id", F.date_trunc("hour", "observed_at").alias("weather_hour"), *WEATHER_COLUMNS))
+        weather = (
+            spark.read.format("delta")
+            .load(lake.uri(CURATED_WEATHER))
+            .where(F.col("observed_date") == F.lit(day))
+            .select("site_id", F.date_trunc("hour", "observed_at").alias("weather_hour"), *WEATHER_COLUMNS)
+        )
         features = features.withColumn("weather_hour", F.date_trunc("hour", "bucket_start")).join(
-            weather, ["site_id", "weather_hour"], "left")
+            weather, ["site_id", "weather_hour"], "left"
+        )
     else:
         for column in WEATHER_COLUMNS:
             features = features.withColumn(column, F.lit(None).cast("double"))
     local = F.from_utc_timestamp("bucket_start", F.col("timezone"))
     return (
-        features
-        .withColumn("hour_of_day", F.hour("bucket_start"))
+        features.withColumn("hour_of_day", F.hour("bucket_start"))
         .withColumn("day_of_week", F.dayofweek("bucket_start"))
         .withColumn("local_hour", F.hour(local))
         .withColumn("local_day_of_week", F.dayofweek(local))
@@ -85,11 +108,23 @@ def build_features_day(spark, lake: Lake, day: date) -> FeaturesReport:
     from pyspark.sql import functions as F
 
     replace_day(lake, FEATURES, build_features(spark, lake, day), "event_date", day)
-    stats = spark.read.format("delta").load(lake.uri(FEATURES)).where(F.col("event_date") == F.lit(day)).agg(
-        F.count(F.lit(1)).alias("rows"), F.countDistinct("device_id").alias("devices"),
-        F.avg(F.col("temperature_c").isNotNull().cast("double")).alias("coverage")).first()
-    return FeaturesReport(day=day.isoformat(), rows=stats["rows"], devices=stats["devices"],
-                          weather_coverage=round(float(stats["coverage"] or 0.0), 4))
+    stats = (
+        spark.read.format("delta")
+        .load(lake.uri(FEATURES))
+        .where(F.col("event_date") == F.lit(day))
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.countDistinct("device_id").alias("devices"),
+            F.avg(F.col("temperature_c").isNotNull().cast("double")).alias("coverage"),
+        )
+        .first()
+    )
+    return FeaturesReport(
+        day=day.isoformat(),
+        rows=stats["rows"],
+        devices=stats["devices"],
+        weather_coverage=round(float(stats["coverage"] or 0.0), 4),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,8 +137,11 @@ def main(argv: list[str] | None = None) -> None:
             report = build_features_day(spark, Lake(args.lake), args.day)
         pipes.log.info(f"features {report.day}: {json.dumps(asdict(report))}")
         pipes.report_asset_materialization(
-            metadata={"dagster/row_count": report.rows, "devices": report.devices,
-                      "weather_coverage": report.weather_coverage},
+            metadata={
+                "dagster/row_count": report.rows,
+                "devices": report.devices,
+                "weather_coverage": report.weather_coverage,
+            },
         )
         if not PipesEnvVarParamsLoader().is_dagster_pipes_process():  # run by hand: show the report
             print(json.dumps(asdict(report)))

@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from iot_lake.ids import id_problem
 from iot_lake.units import UnitError, to_canonical
@@ -44,7 +44,7 @@ REQUIRED = ("device_id", "metric", "value", "ts", "message_id")
 #   quarantine, to be replayed once the device's offset is known.
 CLOCK_TOLERANCE = timedelta(minutes=5)
 MAX_LATENESS = timedelta(days=7)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,9 @@ class Registry:
         return cls(
             sites={d["device_id"]: d["site_id"] for d in devices},
             rules={
-                (m["device_id"], m["metric"]): MetricRule(m["unit"], m["canonical_unit"], float(m["min_value"]), float(m["max_value"]))
+                (m["device_id"], m["metric"]): MetricRule(
+                    m["unit"], m["canonical_unit"], float(m["min_value"]), float(m["max_value"])
+                )
                 for m in device_metrics
             },
         )
@@ -105,8 +107,8 @@ def parse_time(value) -> datetime:
             text = text[:-1] + "+00:00"
         parsed = datetime.fromisoformat(text)
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
     raise ValueError(f"{type(value).__name__} is not a time")
 
 
@@ -119,7 +121,10 @@ def parse_line(line: str, registry: Registry, landing_hour: datetime | None = No
     if not isinstance(raw, dict):
         return Rejection("malformed_json", f"a JSON {type(raw).__name__}, not an object")
     device_id, metric = raw.get("device_id"), raw.get("metric")
-    ids = {"device_id": device_id if isinstance(device_id, str) else None, "metric": metric if isinstance(metric, str) else None}
+    ids = {
+        "device_id": device_id if isinstance(device_id, str) else None,
+        "metric": metric if isinstance(metric, str) else None,
+    }
     missing = [f for f in REQUIRED if raw.get(f) is None]
     if missing:
         return Rejection("missing_field", ", ".join(missing), **ids)
@@ -156,12 +161,26 @@ def parse_line(line: str, registry: Registry, landing_hour: datetime | None = No
     except UnitError as exc:
         return Rejection("unknown_unit", str(exc), **ids)
     if not rule.min_value <= canonical <= rule.max_value:
-        return Rejection("out_of_range", f"{canonical:g} {rule.canonical_unit} outside [{rule.min_value:g}, {rule.max_value:g}]", **ids)
+        return Rejection(
+            "out_of_range",
+            f"{canonical:g} {rule.canonical_unit} outside [{rule.min_value:g}, {rule.max_value:g}]",
+            **ids,
+        )
     skew = _clock_skew(event_ts, ingested_at, landing_hour)
     if skew:
         return Rejection("clock_skew", skew, **ids)
-    return Record(device_id, site_id, metric, canonical, rule.canonical_unit, float(value), reported_unit,
-                  event_ts, raw["message_id"], ingested_at)
+    return Record(
+        device_id,
+        site_id,
+        metric,
+        canonical,
+        rule.canonical_unit,
+        float(value),
+        reported_unit,
+        event_ts,
+        raw["message_id"],
+        ingested_at,
+    )
 
 
 def _clock_skew(event_ts: datetime, ingested_at: datetime | None, landing_hour: datetime | None) -> str | None:

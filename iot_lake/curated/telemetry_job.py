@@ -23,7 +23,7 @@ import argparse
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -64,13 +64,39 @@ PARSED = pa.schema(
         ("line_number", pa.int64()),
     ]
 )
-_DDL_TYPES = {pa.string(): "string", pa.float64(): "double", pa.int64(): "bigint", pa.date32(): "date",
-              pa.timestamp("us", tz="UTC"): "timestamp"}
+_DDL_TYPES = {
+    pa.string(): "string",
+    pa.float64(): "double",
+    pa.int64(): "bigint",
+    pa.date32(): "date",
+    pa.timestamp("us", tz="UTC"): "timestamp",
+}
 PARSED_DDL = ", ".join(f"{f.name} {_DDL_TYPES[f.type]}" for f in PARSED)
-CURATED_COLUMNS = ["device_id", "site_id", "metric", "value", "unit", "reported_value", "reported_unit",
-                   "event_ts", "message_id", "ingested_at", "source_object", "event_date"]
-QUARANTINE_COLUMNS = ["landing_hour", "source_object", "line_number", "reason", "detail", "raw_line",
-                      "device_id", "metric", "landing_date"]
+CURATED_COLUMNS = [
+    "device_id",
+    "site_id",
+    "metric",
+    "value",
+    "unit",
+    "reported_value",
+    "reported_unit",
+    "event_ts",
+    "message_id",
+    "ingested_at",
+    "source_object",
+    "event_date",
+]
+QUARANTINE_COLUMNS = [
+    "landing_hour",
+    "source_object",
+    "line_number",
+    "reason",
+    "detail",
+    "raw_line",
+    "device_id",
+    "metric",
+    "landing_date",
+]
 
 
 def load_registry(lake: Lake, day) -> Registry:
@@ -104,15 +130,25 @@ def parse_objects(lake_root: str, storage_options: dict, registry: Registry, lan
                         lines = block_lines(block)
                         typical = parse_typical(lines, index)
                         yield _typical_rows(typical.records, key, number)
-                        rest = [_parsed_row(raw, registry, key, number + 1 + int(i), landing_hour)
-                                for i, raw in zip(typical.rest, lines.take(typical.rest).to_pylist())]
+                        rest = [
+                            _parsed_row(raw, registry, key, number + 1 + int(i), landing_hour)
+                            for i, raw in zip(typical.rest, lines.take(typical.rest).to_pylist())
+                        ]
                         if rest:
                             yield pa.RecordBatch.from_pylist(rest, schema=PARSED)
                         number += len(lines)
                 except UnreadableObject as exc:
                     yield pa.RecordBatch.from_pylist(
-                        [{"status": "unreadable", "reason": "unreadable_object", "detail": str(exc), "source_object": key}],
-                        schema=PARSED)
+                        [
+                            {
+                                "status": "unreadable",
+                                "reason": "unreadable_object",
+                                "detail": str(exc),
+                                "source_object": key,
+                            }
+                        ],
+                        schema=PARSED,
+                    )
 
     return run
 
@@ -124,8 +160,14 @@ def _parsed_row(raw: bytes, registry: Registry, key: str, number: int, landing_h
         row = asdict(result)
         row.update(status="ok", event_date=result.event_ts.date())
     else:
-        row = {"status": "rejected", "reason": result.reason, "detail": result.detail,
-               "device_id": result.device_id, "metric": result.metric, "raw_line": text}
+        row = {
+            "status": "rejected",
+            "reason": result.reason,
+            "detail": result.detail,
+            "device_id": result.device_id,
+            "metric": result.metric,
+            "raw_line": text,
+        }
     row.update(source_object=key, line_number=number)
     return row
 
@@ -141,8 +183,9 @@ def _typical_rows(records: pa.RecordBatch, key: str, number: int) -> pa.RecordBa
         "source_object": constant(key),
         "line_number": pc.add(records.column("position"), number + 1),
     }
-    return pa.RecordBatch.from_arrays([columns.get(f.name, pa.nulls(records.num_rows, f.type)) for f in PARSED],
-                                      schema=PARSED)
+    return pa.RecordBatch.from_arrays(
+        [columns.get(f.name, pa.nulls(records.num_rows, f.type)) for f in PARSED], schema=PARSED
+    )
 
 
 @dataclass
@@ -161,7 +204,10 @@ class CurateReport:
 
     @property
     def accounted(self) -> bool:
-        return self.lines_landed == self.curated_new + self.duplicates_in_batch + self.duplicates_existing + self.quarantined
+        return (
+            self.lines_landed
+            == self.curated_new + self.duplicates_in_batch + self.duplicates_existing + self.quarantined
+        )
 
 
 def first_per_key(valid):
@@ -177,8 +223,12 @@ def first_per_key(valid):
     key = list(NATURAL_KEY)
     repeated = valid.groupBy(*key).count().where(F.col("count") > 1).select(*key)
     first = Window.partitionBy(*key).orderBy("ingested_at", "source_object", "line_number")
-    later = (valid.join(repeated, key, "left_semi").withColumn("_rank", F.row_number().over(first))
-             .where(F.col("_rank") > 1).select("source_object", "line_number"))
+    later = (
+        valid.join(repeated, key, "left_semi")
+        .withColumn("_rank", F.row_number().over(first))
+        .where(F.col("_rank") > 1)
+        .select("source_object", "line_number")
+    )
     return valid.join(later, ["source_object", "line_number"], "left_anti").select(*CURATED_COLUMNS)
 
 
@@ -189,17 +239,23 @@ def _staged(spark, df, uri: str):
     return spark.read.parquet(uri)
 
 
-def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None = None,
-                table_format: str = "delta") -> CurateReport:
+def curate_hour(
+    spark, lake: Lake, hour: datetime, storage_options: dict | None = None, table_format: str = "delta"
+) -> CurateReport:
     from pyspark.sql import functions as F
 
     inv_key = inventory_key(hour)
     if not lake.exists(inv_key):
-        raise RuntimeError(f"no landing inventory for {hour:%Y-%m-%d %H:00}: materialize landing/telemetry for it first")
+        raise RuntimeError(
+            f"no landing inventory for {hour:%Y-%m-%d %H:00}: materialize landing/telemetry for it first"
+        )
     inventory = json.loads(lake.read_bytes(inv_key))
     keys = [o["key"] for o in inventory["objects"]]
-    report = CurateReport(hour=hour.isoformat(), objects=len(keys),
-                          lines_landed=sum(o["records"] + o["malformed_lines"] for o in inventory["objects"]))
+    report = CurateReport(
+        hour=hour.isoformat(),
+        objects=len(keys),
+        lines_landed=sum(o["records"] + o["malformed_lines"] for o in inventory["objects"]),
+    )
     if not keys:
         return report
     registry = load_registry(lake, hour.date())
@@ -219,13 +275,18 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     valid = parsed.where(F.col("status") == "ok").select(*CURATED_COLUMNS, "line_number")
     # The report needs the deduplicated rows' count, dates and time range: one row per natural key
     # gives them all (event time is part of the key) without writing the deduplicated rows out.
-    stats = valid.groupBy(*NATURAL_KEY, "event_date").agg(F.count(F.lit(1)).alias("n")).agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.collect_set("event_date").alias("dates"),
-        F.sum(F.when(F.col("event_ts") < F.lit(hour - LATE_AFTER), 1).otherwise(0)).alias("late"),
-        F.min("event_ts").alias("first_ts"),
-        F.max("event_ts").alias("last_ts"),
-    ).first()
+    stats = (
+        valid.groupBy(*NATURAL_KEY, "event_date")
+        .agg(F.count(F.lit(1)).alias("n"))
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.collect_set("event_date").alias("dates"),
+            F.sum(F.when(F.col("event_ts") < F.lit(hour - LATE_AFTER), 1).otherwise(0)).alias("late"),
+            F.min("event_ts").alias("first_ts"),
+            F.max("event_ts").alias("last_ts"),
+        )
+        .first()
+    )
     unique_count, dates = stats["rows"], sorted(stats["dates"])
     report.duplicates_in_batch = valid_count - unique_count
     report.event_dates = [d.isoformat() for d in dates]
@@ -235,8 +296,12 @@ def curate_hour(spark, lake: Lake, hour: datetime, storage_options: dict | None 
     curated = open_table(spark, lake, CURATED_TELEMETRY, "event_date", table_format)
     if curated.exists():
         # Only rows in the batch's event-time range can match: file statistics skip the rest of the dates.
-        existing = (curated.read().where(F.col("event_date").isin(dates))
-                    .where(F.col("event_ts").between(stats["first_ts"], stats["last_ts"])).select(*NATURAL_KEY))
+        existing = (
+            curated.read()
+            .where(F.col("event_date").isin(dates))
+            .where(F.col("event_ts").between(stats["first_ts"], stats["last_ts"]))
+            .select(*NATURAL_KEY)
+        )
         # Staged: counting the new rows and inserting them would otherwise deduplicate twice.
         new = _staged(spark, unique.join(existing, list(NATURAL_KEY), "left_anti"), lake.uri(f"{staging}/new"))
         report.curated_new = new.count()
@@ -269,14 +334,26 @@ STEPS = ("curate", *GRAINS)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lake", required=True)
-    parser.add_argument("--hour", required=True, action="append", dest="hours",
-                        help="landing hour, ISO 8601 (UTC); repeat it to run a range of hours in one session")
-    parser.add_argument("--steps", default=",".join(STEPS),
-                        help="comma-separated subset of curate,1min,5min (aggregates alone rebuild from curated rows)")
-    parser.add_argument("--table-format", choices=TABLE_FORMATS, default="delta",
-                        help="parquet only for a Spark without Delta (the JVM parity test), never for the lake")
+    parser.add_argument(
+        "--hour",
+        required=True,
+        action="append",
+        dest="hours",
+        help="landing hour, ISO 8601 (UTC); repeat it to run a range of hours in one session",
+    )
+    parser.add_argument(
+        "--steps",
+        default=",".join(STEPS),
+        help="comma-separated subset of curate,1min,5min (aggregates alone rebuild from curated rows)",
+    )
+    parser.add_argument(
+        "--table-format",
+        choices=TABLE_FORMATS,
+        default="delta",
+        help="parquet only for a Spark without Delta (the JVM parity test), never for the lake",
+    )
     args = parser.parse_args(argv)
-    hours = sorted({datetime.fromisoformat(h).astimezone(timezone.utc) for h in args.hours})
+    hours = sorted({datetime.fromisoformat(h).astimezone(UTC) for h in args.hours})
     steps = set(args.steps.split(","))
     if not steps or not steps <= set(STEPS):
         parser.error(f"--steps must be a subset of {','.join(STEPS)}")
@@ -294,8 +371,9 @@ def main(argv: list[str] | None = None) -> None:
                 else:
                     event_dates = landed_event_dates(spark, lake, hour, args.table_format)
                 if grains:
-                    aggregated = refresh_aggregates(spark, lake, hour, event_dates, CURATED_TELEMETRY, grains,
-                                                    table_format=args.table_format)
+                    aggregated = refresh_aggregates(
+                        spark, lake, hour, event_dates, CURATED_TELEMETRY, grains, table_format=args.table_format
+                    )
                     pipes.log.info(f"aggregated {hour:%Y-%m-%d %H:00}: {json.dumps(aggregated.buckets)}")
                     for grain in grains:
                         buckets[grain] += aggregated.buckets.get(grain, 0)
@@ -334,22 +412,32 @@ def report_curated(pipes, reports: list[CurateReport]) -> None:
     dates = sorted({d for r in reports for d in r.event_dates})
     pipes.report_asset_materialization(
         asset_key=CURATED_TELEMETRY,
-        metadata={**counts, "dagster/row_count": counts["curated_new"], "hours": len(reports),
-                  "quarantine_rate": quarantine_rate(counts["quarantined"], counts["lines_landed"]),
-                  "event_dates": ", ".join(dates),
-                  "quarantine_reasons": {"raw_value": dict(sorted(reasons.items())), "type": "json"},
-                  "per_hour": {"raw_value": [{"hour": r.hour, **{k: getattr(r, k) for k in counts}} for r in reports],
-                               "type": "json"}},
+        metadata={
+            **counts,
+            "dagster/row_count": counts["curated_new"],
+            "hours": len(reports),
+            "quarantine_rate": quarantine_rate(counts["quarantined"], counts["lines_landed"]),
+            "event_dates": ", ".join(dates),
+            "quarantine_reasons": {"raw_value": dict(sorted(reasons.items())), "type": "json"},
+            "per_hour": {
+                "raw_value": [{"hour": r.hour, **{k: getattr(r, k) for k in counts}} for r in reports],
+                "type": "json",
+            },
+        },
     )
     unaccounted = [r.hour for r in reports if not r.accounted]
     pipes.report_asset_check(
         asset_key=CURATED_TELEMETRY,
         check_name="row_accounting",
         passed=not unaccounted,
-        metadata={"lines_landed": counts["lines_landed"],
-                  "curated_new + duplicates + quarantined": counts["curated_new"] + counts["duplicates_in_batch"]
-                  + counts["duplicates_existing"] + counts["quarantined"],
-                  "hours_not_accounted": ", ".join(unaccounted) or "none"},
+        metadata={
+            "lines_landed": counts["lines_landed"],
+            "curated_new + duplicates + quarantined": counts["curated_new"]
+            + counts["duplicates_in_batch"]
+            + counts["duplicates_existing"]
+            + counts["quarantined"],
+            "hours_not_accounted": ", ".join(unaccounted) or "none",
+        },
     )
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():  # run by hand: show the reports
         for r in reports:

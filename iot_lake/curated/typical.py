@@ -61,10 +61,23 @@ class RegistryIndex:
 
 
 _EMPTY = pa.RecordBatch.from_pydict(
-    {name: pa.array([], t) for name, t in [("device_id", pa.string()), ("site_id", pa.string()), ("metric", pa.string()),
-                                          ("value", pa.float64()), ("unit", pa.string()), ("reported_value", pa.float64()),
-                                          ("reported_unit", pa.string()), ("event_ts", _UTC_US), ("message_id", pa.string()),
-                                          ("ingested_at", _UTC_US), ("position", pa.int64())]})
+    {
+        name: pa.array([], t)
+        for name, t in [
+            ("device_id", pa.string()),
+            ("site_id", pa.string()),
+            ("metric", pa.string()),
+            ("value", pa.float64()),
+            ("unit", pa.string()),
+            ("reported_value", pa.float64()),
+            ("reported_unit", pa.string()),
+            ("event_ts", _UTC_US),
+            ("message_id", pa.string()),
+            ("ingested_at", _UTC_US),
+            ("position", pa.int64()),
+        ]
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -91,8 +104,10 @@ def parse_typical(lines: pa.Array, index: RegistryIndex) -> Typical:
     position = pa.array(everything).filter(shaped)
     fields = fields.filter(shaped)
     try:
-        text = {name: pc.cast(fields.field(name), pa.string()) for name in
-                ("device_id", "metric", "value", "unit", "ts_ms", "ts_iso", "message_id", "ingested_at")}
+        text = {
+            name: pc.cast(fields.field(name), pa.string())
+            for name in ("device_id", "metric", "value", "unit", "ts_ms", "ts_iso", "message_id", "ingested_at")
+        }
         value = pc.cast(text["value"], pa.float64())
         event_ts = _timestamps(text["ts_iso"], text["ts_ms"])
         ingested_at = pc.cast(text["ingested_at"], _UTC_US)
@@ -112,29 +127,37 @@ def parse_typical(lines: pa.Array, index: RegistryIndex) -> Typical:
         pc.and_kleene(
             # "-0" is the integer 0 to Python's json (no sign), but -0.0 to a float cast.
             pc.not_equal(text["value"], "-0"),
-            pc.and_kleene(pc.greater_equal(canonical, pc.take(index.rule_min, rule_at)),
-                          pc.less_equal(canonical, pc.take(index.rule_max, rule_at))),
+            pc.and_kleene(
+                pc.greater_equal(canonical, pc.take(index.rule_min, rule_at)),
+                pc.less_equal(canonical, pc.take(index.rule_max, rule_at)),
+            ),
         ),
-        pc.and_kleene(site_at.is_valid(), pc.and_kleene(
-            pc.less_equal(event_us, pc.add(ingested_us, _TOLERANCE_US)),  # records._clock_skew
-            pc.greater_equal(event_us, pc.subtract(ingested_us, _LATENESS_US)))),
+        pc.and_kleene(
+            site_at.is_valid(),
+            pc.and_kleene(
+                pc.less_equal(event_us, pc.add(ingested_us, _TOLERANCE_US)),  # records._clock_skew
+                pc.greater_equal(event_us, pc.subtract(ingested_us, _LATENESS_US)),
+            ),
+        ),
     )
     accepted = pc.fill_null(accepted, False)  # an unknown device, metric or unit: parse_line says which
     ok = accepted.to_numpy(zero_copy_only=False)
     kept = accepted
-    records = pa.RecordBatch.from_pydict({
-        "device_id": device.filter(kept),
-        "site_id": pc.take(index.site_ids, site_at).filter(kept),
-        "metric": metric.filter(kept),
-        "value": canonical.filter(kept),
-        "unit": canonical_unit.filter(kept),
-        "reported_value": value.filter(kept),
-        "reported_unit": unit.filter(kept),
-        "event_ts": event_ts.filter(kept),
-        "message_id": text["message_id"].filter(kept),
-        "ingested_at": ingested_at.filter(kept),
-        "position": position.filter(kept),
-    })
+    records = pa.RecordBatch.from_pydict(
+        {
+            "device_id": device.filter(kept),
+            "site_id": pc.take(index.site_ids, site_at).filter(kept),
+            "metric": metric.filter(kept),
+            "value": canonical.filter(kept),
+            "unit": canonical_unit.filter(kept),
+            "reported_value": value.filter(kept),
+            "reported_unit": unit.filter(kept),
+            "event_ts": event_ts.filter(kept),
+            "message_id": text["message_id"].filter(kept),
+            "ingested_at": ingested_at.filter(kept),
+            "position": position.filter(kept),
+        }
+    )
     taken = np.zeros(len(lines), bool)
     taken[np.asarray(position)[ok]] = True
     return Typical(records, everything[~taken])

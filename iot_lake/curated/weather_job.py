@@ -29,8 +29,16 @@ from iot_lake.spark.session import spark_session
 
 CURATED_WEATHER = "curated/weather"
 QUARANTINE_WEATHER = "quarantine/weather"
-QUARANTINE_SCHEMA = pa.schema([("source_file", pa.string()), ("row_number", pa.int64()), ("reason", pa.string()),
-                               ("detail", pa.string()), ("raw_row", pa.string()), ("landing_date", pa.date32())])
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("source_file", pa.string()),
+        ("row_number", pa.int64()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("raw_row", pa.string()),
+        ("landing_date", pa.date32()),
+    ]
+)
 
 
 @dataclass
@@ -62,7 +70,9 @@ def row_reasons(table: pa.Table, day: date, sites: set[str]) -> list[str | None]
     """The first reason each row cannot be curated, in a fixed order; None for a good row."""
     checks = [("missing_field", pc.and_(pc.is_valid(table["site_id"]), pc.is_valid(table["observed_at"])))]
     for name, (lo, hi) in RANGES.items():
-        checks.append((f"out_of_range:{name}", pc.and_(pc.greater_equal(table[name], lo), pc.less_equal(table[name], hi))))
+        checks.append(
+            (f"out_of_range:{name}", pc.and_(pc.greater_equal(table[name], lo), pc.less_equal(table[name], hi)))
+        )
     checks.append(("unknown_site", pc.is_in(table["site_id"], pa.array(sorted(sites), pa.string()))))
     observed_day = pc.cast(table["observed_at"], pa.date32())
     checks.append(("wrong_day", pc.equal(observed_day, pa.scalar(day, pa.date32()))))
@@ -81,8 +91,15 @@ def split_day(lake: Lake, day: date, sites: set[str]) -> tuple[pa.Table, pa.Tabl
             table = read_weather_bytes(obj.key, lake.read_bytes(obj.key))
         except WeatherFileError as exc:
             report.unusable_files += 1
-            rejected.append({"source_file": obj.key, "row_number": None, "reason": "unusable_file", "detail": str(exc),
-                             "raw_row": None})
+            rejected.append(
+                {
+                    "source_file": obj.key,
+                    "row_number": None,
+                    "reason": "unusable_file",
+                    "detail": str(exc),
+                    "raw_row": None,
+                }
+            )
             continue
         report.rows_read += table.num_rows
         reasons = row_reasons(table, day, sites)
@@ -90,8 +107,15 @@ def split_day(lake: Lake, day: date, sites: set[str]) -> tuple[pa.Table, pa.Tabl
         for number, (row, reason) in enumerate(zip(rows, reasons), start=1):
             if reason:
                 code, _, column = reason.partition(":")
-                rejected.append({"source_file": obj.key, "row_number": number, "reason": code,
-                                 "detail": column or row.get("site_id") or "", "raw_row": json.dumps(row, default=str)})
+                rejected.append(
+                    {
+                        "source_file": obj.key,
+                        "row_number": number,
+                        "reason": code,
+                        "detail": column or row.get("site_id") or "",
+                        "raw_row": json.dumps(row, default=str),
+                    }
+                )
         mask = pa.array([r is None for r in reasons])
         good.append(table.filter(mask).append_column("source_file", pa.array([obj.key] * table.num_rows).filter(mask)))
     curated = pa.concat_tables(good) if good else SCHEMA.append(pa.field("source_file", pa.string())).empty_table()
@@ -123,8 +147,12 @@ def replace_day(lake: Lake, key: str, df, column: str, day: date) -> None:
     if not lake.exists(f"{key}/_delta_log"):
         df.write.format("delta").partitionBy(column).save(lake.uri(key))
         return
-    (df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = date'{day.isoformat()}'")
-     .save(lake.uri(key)))
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"{column} = date'{day.isoformat()}'")
+        .save(lake.uri(key))
+    )
 
 
 def arrow_frame(spark, table: pa.Table):
@@ -154,15 +182,20 @@ def main(argv: list[str] | None = None) -> None:
             report = curate_weather_day(spark, lake, args.day)
         pipes.log.info(f"curated weather {report.day}: {json.dumps(asdict(report))}")
         pipes.report_asset_materialization(
-            metadata={**{k: v for k, v in asdict(report).items() if isinstance(v, int)},
-                      "dagster/row_count": report.curated,
-                      "quarantine_rate": quarantine_rate(report.quarantined, report.rows_read),
-                      "quarantine_reasons": {"raw_value": report.quarantine_reasons, "type": "json"}},
+            metadata={
+                **{k: v for k, v in asdict(report).items() if isinstance(v, int)},
+                "dagster/row_count": report.curated,
+                "quarantine_rate": quarantine_rate(report.quarantined, report.rows_read),
+                "quarantine_reasons": {"raw_value": report.quarantine_reasons, "type": "json"},
+            },
         )
         pipes.report_asset_check(
-            check_name="row_accounting", passed=report.accounted,
-            metadata={"rows_read": report.rows_read, "curated + duplicates + quarantined":
-                      report.curated + report.duplicates + report.quarantined},
+            check_name="row_accounting",
+            passed=report.accounted,
+            metadata={
+                "rows_read": report.rows_read,
+                "curated + duplicates + quarantined": report.curated + report.duplicates + report.quarantined,
+            },
         )
         if not PipesEnvVarParamsLoader().is_dagster_pipes_process():  # run by hand: show the report
             print(json.dumps(asdict(report)))

@@ -23,8 +23,22 @@ from iot_lake.detect.nab import SignedCalibrator
 
 Z = {80: 1.2815515655446004, 95: 1.959963984540054}
 KEY = ["device_id", "metric"]
-COLUMNS = ["device_id", "metric", "site_id", "ts", "actual", "expected", "expected_lo", "expected_hi",
-           "residual", "score", "is_anomalous", "forecast_origin", "model_version", "event_date"]
+COLUMNS = [
+    "device_id",
+    "metric",
+    "site_id",
+    "ts",
+    "actual",
+    "expected",
+    "expected_lo",
+    "expected_hi",
+    "residual",
+    "score",
+    "is_anomalous",
+    "forecast_origin",
+    "model_version",
+    "event_date",
+]
 
 
 @dataclass(frozen=True)
@@ -42,9 +56,11 @@ def with_forecasts(actuals: pd.DataFrame, forecasts: pd.DataFrame) -> pd.DataFra
     """Each 1-minute actual (device_id, metric, site_id, bucket_start, mean) beside the forecast of
     its 5-minute bucket from the latest origin at or before the minute; minutes without one are dropped."""
     actuals = actuals.assign(bucket_5min=actuals["bucket_start"].dt.floor("5min"))
-    latest = (forecasts.sort_values("origin")
-              .drop_duplicates(["device_id", "metric", "bucket_start"], keep="last")
-              .rename(columns={"bucket_start": "bucket_5min"}))
+    latest = (
+        forecasts.sort_values("origin")
+        .drop_duplicates(["device_id", "metric", "bucket_start"], keep="last")
+        .rename(columns={"bucket_start": "bucket_5min"})
+    )
     joined = actuals.merge(latest, on=["device_id", "metric", "bucket_5min"], how="inner")
     return joined[joined["origin"] <= joined["bucket_start"]]
 
@@ -98,7 +114,9 @@ class SeriesScorer:
         return score, self.in_incident
 
 
-def score(joined: pd.DataFrame, history: pd.DataFrame | None, params: DeviationParams = DeviationParams()) -> pd.DataFrame:
+def score(
+    joined: pd.DataFrame, history: pd.DataFrame | None, params: DeviationParams = DeviationParams()
+) -> pd.DataFrame:
     """Scored deviations (COLUMNS) of the joined minutes; ``history`` holds earlier scored rows
     (device_id, metric, ts, residual, is_anomalous) that warm each series' state."""
     lo, hi = f"lo_{params.band}", f"hi_{params.band}"
@@ -106,21 +124,35 @@ def score(joined: pd.DataFrame, history: pd.DataFrame | None, params: DeviationP
     residual = standardised(frame["mean"], frame["yhat"], frame[lo], frame[hi], params.band)
     outside = ((frame["mean"] < frame[lo]) | (frame["mean"] > frame[hi])).to_numpy()
     scores, anomalous = np.zeros(len(frame)), np.zeros(len(frame), bool)
-    past = {} if history is None or history.empty else {
-        k: g.sort_values("ts").tail(params.history) for k, g in history.groupby(KEY)}
+    past = (
+        {}
+        if history is None or history.empty
+        else {k: g.sort_values("ts").tail(params.history) for k, g in history.groupby(KEY)}
+    )
     for key, index in frame.groupby(KEY).indices.items():
         scorer = SeriesScorer(params)
         if key in past:
             scorer.warm(past[key]["residual"].to_numpy(), past[key]["is_anomalous"].to_numpy())
         for i in index:
             scores[i], anomalous[i] = scorer.update(float(residual[i]), bool(outside[i]))
-    return pd.DataFrame({
-        "device_id": frame["device_id"], "metric": frame["metric"], "site_id": frame["site_id"],
-        "ts": frame["bucket_start"], "actual": frame["mean"], "expected": frame["yhat"],
-        "expected_lo": frame[lo], "expected_hi": frame[hi], "residual": residual, "score": scores,
-        "is_anomalous": anomalous, "forecast_origin": frame["origin"],
-        "model_version": frame["model_version"], "event_date": frame["bucket_start"].dt.date,
-    })[COLUMNS]
+    return pd.DataFrame(
+        {
+            "device_id": frame["device_id"],
+            "metric": frame["metric"],
+            "site_id": frame["site_id"],
+            "ts": frame["bucket_start"],
+            "actual": frame["mean"],
+            "expected": frame["yhat"],
+            "expected_lo": frame[lo],
+            "expected_hi": frame[hi],
+            "residual": residual,
+            "score": scores,
+            "is_anomalous": anomalous,
+            "forecast_origin": frame["origin"],
+            "model_version": frame["model_version"],
+            "event_date": frame["bucket_start"].dt.date,
+        }
+    )[COLUMNS]
 
 
 @dataclass

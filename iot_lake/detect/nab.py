@@ -35,35 +35,35 @@ class NabParams:
     """All knobs of the scorer; the defaults are the tuned values."""
 
     # forecaster
-    level_alpha: float = 0.1         # EW level: weight of the newest point
-    fast_alpha: float = 0.1          # fast/slow EW means for sustained shifts
+    level_alpha: float = 0.1  # EW level: weight of the newest point
+    fast_alpha: float = 0.1  # fast/slow EW means for sustained shifts
     slow_alpha: float = 0.005
-    shift_clip: float = 6.0          # the fast/slow means see values clipped to level +- this many
-                                     # spreads (robust: a spike does not move them, a lasting shift does)
-    spread_alpha: float = 0.05       # EW mean of |level residual| (volatility changes)
+    shift_clip: float = 6.0  # the fast/slow means see values clipped to level +- this many
+    # spreads (robust: a spike does not move them, a lasting shift does)
+    spread_alpha: float = 0.05  # EW mean of |level residual| (volatility changes)
     season_seconds: float = 86400.0  # seasonal period (0 disables the seasonal channel)
-    season_halfwidth: int = 0        # ...and this many points either side of that phase
-    season_count: int = 1            # past periods whose same-phase values give the seasonal forecast
-    channels: str = "level,season,shift"   # residual channels in use (see CHANNELS)
-    run: int = 4                     # *_run channels: smallest deviation over the last `run` points
-    agree_weight: float = 0.0        # weight of the other channels' surprises added to the largest
+    season_halfwidth: int = 0  # ...and this many points either side of that phase
+    season_count: int = 1  # past periods whose same-phase values give the seasonal forecast
+    channels: str = "level,season,shift"  # residual channels in use (see CHANNELS)
+    run: int = 4  # *_run channels: smallest deviation over the last `run` points
+    agree_weight: float = 0.0  # weight of the other channels' surprises added to the largest
     # calibration
-    history: int = 2000              # residuals kept per calibrator (points)
-    min_history: int = 100           # fewer than this: no surprise yet
-    tail_frac: float = 0.05          # share of the history used to fit the exponential tail
-    rel_floor: float = 0.1           # the tail scale is at least this share of the largest past deviation
-    tail_power: float = 0.0          # >0: beyond the max, surprise grows as power*ln(1+excess/beta)
-    burst_window: int = 0           # points averaged for the burst stage (0: off)
-    burst_weight: float = 1.0        # burst surprise counts this much in the combined surprise
+    history: int = 2000  # residuals kept per calibrator (points)
+    min_history: int = 100  # fewer than this: no surprise yet
+    tail_frac: float = 0.05  # share of the history used to fit the exponential tail
+    rel_floor: float = 0.1  # the tail scale is at least this share of the largest past deviation
+    tail_power: float = 0.0  # >0: beyond the max, surprise grows as power*ln(1+excess/beta)
+    burst_window: int = 0  # points averaged for the burst stage (0: off)
+    burst_weight: float = 1.0  # burst surprise counts this much in the combined surprise
     # scoring
-    warmup: int = 150                # points scored 0 while the forecaster learns
-    half_surprise: float = 12.0      # surprise (nats) that maps to score 0.5
-    alert_level: float = 0.4         # a score >= this is an alert
-    suppress: int = 425              # points after an alert that stay quiet (one alert per incident)
-    rearm_factor: float = 1.3        # ...unless the surprise exceeds the alert's by this factor
-    rearm_after: int = 0             # ...and that many points have passed (the same incident escalating)
+    warmup: int = 150  # points scored 0 while the forecaster learns
+    half_surprise: float = 12.0  # surprise (nats) that maps to score 0.5
+    alert_level: float = 0.4  # a score >= this is an alert
+    suppress: int = 425  # points after an alert that stay quiet (one alert per incident)
+    rearm_factor: float = 1.3  # ...unless the surprise exceeds the alert's by this factor
+    rearm_after: int = 0  # ...and that many points have passed (the same incident escalating)
 
-    def with_(self, **kw) -> "NabParams":
+    def with_(self, **kw) -> NabParams:
         return replace(self, **kw)
 
 
@@ -107,7 +107,7 @@ class TailCalibrator:
             return -math.log((ge + 1) / (n + 1))
         k = max(5, int(self.tail_frac * n))
         u = s[n - k]
-        beta = (math.fsum(s[n - k:]) / k) - u
+        beta = (math.fsum(s[n - k :]) / k) - u
         fl = self.floor if floor is None else floor
         beta = max(beta, self.rel_floor * top, fl, 1e-12)
         z = (x - top) / beta
@@ -154,9 +154,9 @@ class OnlineForecaster:
         self.level = math.nan
         self.fast = math.nan
         self.slow = math.nan
-        self.spread = math.nan      # EW mean of |x - level|
-        self.scale = math.nan       # EW mean of |x| (a floor for the calibrators' tail scale)
-        self.period = 0             # seasonal period in points, 0 until known / disabled
+        self.spread = math.nan  # EW mean of |x - level|
+        self.scale = math.nan  # EW mean of |x| (a floor for the calibrators' tail scale)
+        self.period = 0  # seasonal period in points, 0 until known / disabled
         self._season: deque = deque()
 
     def set_period(self, period: int) -> None:
@@ -171,16 +171,14 @@ class OnlineForecaster:
             return math.nan
         buf = self._season
         m = len(buf)
-        vals = [buf[m - j * P + d] for j in range(1, K + 1) for d in range(-h, h + 1)
-                if 0 <= m - j * P + d < m]
+        vals = [buf[m - j * P + d] for j in range(1, K + 1) for d in range(-h, h + 1) if 0 <= m - j * P + d < m]
         return float(np.median(vals))
 
     def residuals(self, x: float) -> dict:
         if self.n == 0:
             return {}
         xs = self._shift_input(x)
-        r = {"level": x - self.level,
-             "shift": (self.fast + self.p.fast_alpha * (xs - self.fast)) - self.slow}
+        r = {"level": x - self.level, "shift": (self.fast + self.p.fast_alpha * (xs - self.fast)) - self.slow}
         sf = self.seasonal_forecast()
         if not math.isnan(sf):
             r["season"] = x - sf
@@ -228,7 +226,7 @@ class OnlineForecaster:
 # The scorer
 # ------------------------------------------------------------------------------------------------
 CHANNELS = ("level", "season", "shift", "spread", "level_run", "season_run")
-TWO_SIDED = {"level", "season", "shift", "level_run", "season_run"}   # "spread" counts increases of volatility only
+TWO_SIDED = {"level", "season", "shift", "level_run", "season_run"}  # "spread" counts increases of volatility only
 
 
 class DeviationScorer:
@@ -240,8 +238,7 @@ class DeviationScorer:
             p = replace(p, **overrides)
         self.p = p
         self.forecaster = OnlineForecaster(p)
-        self.calibrators = {c: SignedCalibrator(p.history, p.min_history, p.tail_frac)
-                            for c in CHANNELS}
+        self.calibrators = {c: SignedCalibrator(p.history, p.min_history, p.tail_frac) for c in CHANNELS}
         self._use = set(p.channels.split(","))
         self._recent = {b: deque(maxlen=p.run) for b in ("level", "season")}
         for cal in self.calibrators.values():
@@ -254,7 +251,7 @@ class DeviationScorer:
         self.n = 0
         self._dts: list = []
         self._last_t = None
-        self._quiet_until = -1       # index of the last point an alert keeps quiet
+        self._quiet_until = -1  # index of the last point an alert keeps quiet
         self._alert_surprise = 0.0
         self.last_surprises: dict = {}
 
@@ -284,8 +281,11 @@ class DeviationScorer:
                     neg = max(recent)
                     res[base + "_run"] = pos if pos > 0 else (neg if neg < 0 else 0.0)
         floor = 1e-6 * (abs(f.scale) + 1e-9) if f.n else 0.0
-        out = {c: self.calibrators[c].surprise(r, floor) for c, r in res.items()
-               if c in self._use and (r >= 0 or c in TWO_SIDED)}
+        out = {
+            c: self.calibrators[c].surprise(r, floor)
+            for c, r in res.items()
+            if c in self._use and (r >= 0 or c in TWO_SIDED)
+        }
         self.last_surprises = out
         self._last_res = res
         if not out:
@@ -340,5 +340,12 @@ def nab_detector(series: pd.Series, **params) -> np.ndarray:
     return out
 
 
-__all__ = ["NabParams", "TailCalibrator", "SignedCalibrator", "OnlineForecaster",
-           "DeviationScorer", "nab_detector", "CHANNELS"]
+__all__ = [
+    "NabParams",
+    "TailCalibrator",
+    "SignedCalibrator",
+    "OnlineForecaster",
+    "DeviationScorer",
+    "nab_detector",
+    "CHANNELS",
+]

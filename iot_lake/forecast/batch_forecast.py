@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -41,9 +41,14 @@ def forecast(model_dir: Path, history_dir: Path, origin: datetime) -> tuple[pd.D
     ).drop(columns=["unique_id", "ds"])
     # Series whose history stops before the origin would forecast a past they missed.
     out = out[out["bucket_start"] >= pd.Timestamp(origin)]
-    report = {"rows": len(out), "series": int(out.groupby(["device_id", "metric"]).ngroups),
-              "series_in_history": int(series.statics["unique_id"].nunique()),
-              "model_version": meta.get("version"), "method": model.name, "origin": origin.isoformat()}
+    report = {
+        "rows": len(out),
+        "series": int(out.groupby(["device_id", "metric"]).ngroups),
+        "series_in_history": int(series.statics["unique_id"].nunique()),
+        "model_version": meta.get("version"),
+        "method": model.name,
+        "origin": origin.isoformat(),
+    }
     return out.reset_index(drop=True), report
 
 
@@ -54,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", required=True, type=Path)
     parser.add_argument("--origin", required=True, help="ISO 8601; forecasts start here")
     args = parser.parse_args(argv)
-    origin = datetime.fromisoformat(args.origin).astimezone(timezone.utc)
+    origin = datetime.fromisoformat(args.origin).astimezone(UTC)
     with open_dagster_pipes() as pipes:
         out, report = forecast(args.model, args.history, origin)
         args.output.mkdir(parents=True, exist_ok=True)

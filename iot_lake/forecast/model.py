@@ -108,10 +108,17 @@ def prepare(rows: pd.DataFrame, freq: str) -> Series:
     if rows.empty:
         raise ValueError("no training rows: nothing to forecast from")
     rows = rows.assign(ds=_naive_utc(rows["bucket_start"]), unique_id=rows["device_id"] + "|" + rows["metric"])
-    statics = (rows.sort_values("ds").groupby("unique_id", as_index=False)
-               [["device_id", "metric", "site_id", "timezone", "model"]].last())
-    weather = (rows.dropna(subset=["temperature_c"]).assign(hour=lambda f: f["ds"].dt.floor("h"))
-               .groupby(["site_id", "hour"], as_index=False)["temperature_c"].mean())
+    statics = (
+        rows.sort_values("ds")
+        .groupby("unique_id", as_index=False)[["device_id", "metric", "site_id", "timezone", "model"]]
+        .last()
+    )
+    weather = (
+        rows.dropna(subset=["temperature_c"])
+        .assign(hour=lambda f: f["ds"].dt.floor("h"))
+        .groupby(["site_id", "hour"], as_index=False)["temperature_c"]
+        .mean()
+    )
     values = rows.groupby(["unique_id", "ds"], as_index=False)["y"].mean()
     values = fill_gaps(values, freq=freq, id_col="unique_id", time_col="ds")
     values["y"] = values.groupby("unique_id")["y"].transform(lambda s: s.interpolate(limit_direction="both"))
@@ -131,8 +138,11 @@ def with_features(frame: pd.DataFrame, statics: pd.DataFrame, weather: pd.DataFr
     out["local_hour"], out["local_weekday"] = local_hour, local_weekday
     yesterday = weather.rename(columns={"temperature_c": "temperature_lag_1d"})
     yesterday = yesterday.assign(hour=yesterday["hour"] + pd.Timedelta(days=1))
-    out = (out.assign(hour=out["ds"].dt.floor("h")).merge(yesterday, on=["site_id", "hour"], how="left")
-           .drop(columns=["hour", "site_id", "timezone"]))
+    out = (
+        out.assign(hour=out["ds"].dt.floor("h"))
+        .merge(yesterday, on=["site_id", "hour"], how="left")
+        .drop(columns=["hour", "site_id", "timezone"])
+    )
     for column in STATICS:
         out[column] = out[column].astype("category")
     return out.sort_values(["unique_id", "ds"], ignore_index=True)
@@ -142,8 +152,12 @@ def future_features(series: Series, horizon: int, freq: str) -> pd.DataFrame:
     """The exogenous features of the ``horizon`` steps after each series' last value."""
     last = series.values.groupby("unique_id")["ds"].max()
     offsets = pd.to_timedelta(np.arange(1, horizon + 1) * pd.Timedelta(freq))
-    grid = pd.DataFrame({"unique_id": np.repeat(last.index.to_numpy(), horizon),
-                         "ds": np.repeat(last.to_numpy(), horizon) + np.tile(offsets, len(last))})
+    grid = pd.DataFrame(
+        {
+            "unique_id": np.repeat(last.index.to_numpy(), horizon),
+            "ds": np.repeat(last.to_numpy(), horizon) + np.tile(offsets, len(last)),
+        }
+    )
     return with_features(grid, series.statics, series.weather)
 
 
@@ -153,6 +167,7 @@ def _naive_utc(column: pd.Series) -> pd.Series:
 
 
 # --- candidates -----------------------------------------------------------------------------------
+
 
 def _interval_columns(levels: Sequence[int]) -> list[str]:
     return [f"{side}_{level}" for level in levels for side in ("lo", "hi")]
@@ -196,14 +211,25 @@ class LightGBM:
         self.lags = [spd * d for d in (1, 2, 7) if days >= d + 2 + self.hp.conformal_windows * self.hp.horizon / spd]
         if not self.lags:
             raise ValueError(f"lightgbm needs at least {3 + self.hp.conformal_windows} days of history, got {days:.1f}")
-        model = lgb.LGBMRegressor(n_estimators=self.hp.n_estimators, learning_rate=self.hp.learning_rate,
-                                  num_leaves=self.hp.num_leaves, subsample=0.8, subsample_freq=1,
-                                  colsample_bytree=0.9, random_state=self.hp.seed, n_jobs=0, verbose=-1)
-        self.forecaster = MLForecast(models={self.name: model}, freq=self.hp.freq, lags=self.lags,
-                                     target_transforms=[LocalStandardScaler()])
-        self.forecaster.fit(series.values, static_features=STATICS,
-                            prediction_intervals=PredictionIntervals(n_windows=self.hp.conformal_windows,
-                                                                     h=self.hp.horizon))
+        model = lgb.LGBMRegressor(
+            n_estimators=self.hp.n_estimators,
+            learning_rate=self.hp.learning_rate,
+            num_leaves=self.hp.num_leaves,
+            subsample=0.8,
+            subsample_freq=1,
+            colsample_bytree=0.9,
+            random_state=self.hp.seed,
+            n_jobs=0,
+            verbose=-1,
+        )
+        self.forecaster = MLForecast(
+            models={self.name: model}, freq=self.hp.freq, lags=self.lags, target_transforms=[LocalStandardScaler()]
+        )
+        self.forecaster.fit(
+            series.values,
+            static_features=STATICS,
+            prediction_intervals=PredictionIntervals(n_windows=self.hp.conformal_windows, h=self.hp.horizon),
+        )
         return self
 
     def predict(self, history: Series, horizon: int) -> pd.DataFrame:
@@ -227,10 +253,13 @@ class LightGBM:
 
 
 def _standard(fc: pd.DataFrame, column: str, levels: Sequence[int]) -> pd.DataFrame:
-    renames = {column: "yhat", **{f"{column}-{side}-{level}": f"{side}_{level}" for level in levels
-                                  for side in ("lo", "hi")}}
+    renames = {
+        column: "yhat",
+        **{f"{column}-{side}-{level}": f"{side}_{level}" for level in levels for side in ("lo", "hi")},
+    }
     return fc.reset_index(drop="unique_id" in fc.columns).rename(columns=renames)[
-        ["unique_id", "ds", "yhat", *_interval_columns(levels)]]
+        ["unique_id", "ds", "yhat", *_interval_columns(levels)]
+    ]
 
 
 def make(name: str, hp: Hyperparameters):
@@ -238,6 +267,7 @@ def make(name: str, hp: Hyperparameters):
 
 
 # --- backtest -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Backtest:
@@ -268,19 +298,30 @@ def backtest(series: Series, hp: Hyperparameters, champion=None) -> Backtest:
         except ValueError as exc:
             skipped[label] = str(exc)
             continue
-        per_series = mase(fc, models=["yhat"], seasonality=hp.steps_per_day, train_df=train.values[["unique_id", "ds", "y"]],
-                          target_col="y")
+        per_series = mase(
+            fc,
+            models=["yhat"],
+            seasonality=hp.steps_per_day,
+            train_df=train.values[["unique_id", "ds", "y"]],
+            target_col="y",
+        )
         finite = per_series["yhat"].replace([np.inf, -np.inf], np.nan).dropna()
-        row = {"model": label, "mase": float(finite.mean()), "mase_median": float(finite.median()),
-               "mae": float(mae(fc, models=["yhat"], target_col="y")["yhat"].mean()), "series": int(fc["unique_id"].nunique()),
-               "points": len(fc)}
+        row = {
+            "model": label,
+            "mase": float(finite.mean()),
+            "mase_median": float(finite.median()),
+            "mae": float(mae(fc, models=["yhat"], target_col="y")["yhat"].mean()),
+            "series": int(fc["unique_id"].nunique()),
+            "points": len(fc),
+        }
         for level in hp.levels:
             row[f"coverage_{level}"] = float(((fc["y"] >= fc[f"lo_{level}"]) & (fc["y"] <= fc[f"hi_{level}"])).mean())
         scored.append(row)
         forecasts.append(fc.assign(model=label))
     table = pd.DataFrame(scored)
-    return Backtest(table, pd.concat(forecasts, ignore_index=True) if forecasts else pd.DataFrame(),
-                    holdout_start, skipped)
+    return Backtest(
+        table, pd.concat(forecasts, ignore_index=True) if forecasts else pd.DataFrame(), holdout_start, skipped
+    )
 
 
 def best_candidate(table: pd.DataFrame) -> str:
@@ -293,12 +334,14 @@ def best_candidate(table: pd.DataFrame) -> str:
 
 # --- persistence ----------------------------------------------------------------------------------
 
+
 def save(model, directory: Path, metadata: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / MODEL_FILE, "wb") as f:
         pickle.dump(model, f)
-    (directory / META_FILE).write_text(json.dumps({"method": model.name, "hyperparameters": asdict(model.hp),
-                                                   **metadata}, indent=2, default=str))
+    (directory / META_FILE).write_text(
+        json.dumps({"method": model.name, "hyperparameters": asdict(model.hp), **metadata}, indent=2, default=str)
+    )
 
 
 def load(directory: Path):

@@ -75,8 +75,18 @@ def record(lake: Lake, version: ModelVersion) -> None:
     """Write the version's entry and, if it is promoted, make it the champion."""
     lake.write_text(version_key(version.version), json.dumps(asdict(version), indent=2))
     if version.promoted:
-        lake.write_text(CHAMPION_KEY, json.dumps({"version": version.version, "model_key": version.model_key,
-                                                  "data_last": version.data_last, "freq": version.freq}, indent=2))
+        lake.write_text(
+            CHAMPION_KEY,
+            json.dumps(
+                {
+                    "version": version.version,
+                    "model_key": version.model_key,
+                    "data_last": version.data_last,
+                    "freq": version.freq,
+                },
+                indent=2,
+            ),
+        )
 
 
 def champion(lake: Lake) -> dict | None:

@@ -50,9 +50,13 @@ class TrainingEnvironment:
         else:
             path = Path(env.get("SM_INPUT_CONFIG_DIR", "/opt/ml/input/config")) / "hyperparameters.json"
             hps = json.loads(path.read_text()) if path.exists() else {}
-        channels = {k[len("SM_CHANNEL_"):].lower(): Path(v) for k, v in env.items() if k.startswith("SM_CHANNEL_")}
-        return cls(channels, Path(env["SM_MODEL_DIR"]), Path(env["SM_OUTPUT_DATA_DIR"]),
-                   {k: v if isinstance(v, str) else json.dumps(v) for k, v in hps.items()})
+        channels = {k[len("SM_CHANNEL_") :].lower(): Path(v) for k, v in env.items() if k.startswith("SM_CHANNEL_")}
+        return cls(
+            channels,
+            Path(env["SM_MODEL_DIR"]),
+            Path(env["SM_OUTPUT_DATA_DIR"]),
+            {k: v if isinstance(v, str) else json.dumps(v) for k, v in hps.items()},
+        )
 
 
 def read_rows(directory: Path) -> pd.DataFrame:
@@ -71,8 +75,12 @@ def train(env: TrainingEnvironment) -> dict:
     result = backtest(series, hp, champion=champion)
     chosen = best_candidate(result.table)
     model = make(chosen, hp).fit(series)
-    data_range = {"first": series.values["ds"].min().isoformat() + "Z", "last": series.last_ds.isoformat() + "Z",
-                  "series": int(series.values["unique_id"].nunique()), "rows": len(series.values)}
+    data_range = {
+        "first": series.values["ds"].min().isoformat() + "Z",
+        "last": series.last_ds.isoformat() + "Z",
+        "series": int(series.values["unique_id"].nunique()),
+        "rows": len(series.values),
+    }
     table = result.table.round(4)
     metrics = {
         "method": chosen,
@@ -83,13 +91,18 @@ def train(env: TrainingEnvironment) -> dict:
         "champion_version": champion_meta.get("version"),
     }
     # SageMaker names the job in the container's environment: the job name is the model's version.
-    save(model, env.model_dir, {"version": os.environ.get("TRAINING_JOB_NAME"), "data_range": data_range,
-                                "backtest": metrics["backtest"]})
+    save(
+        model,
+        env.model_dir,
+        {"version": os.environ.get("TRAINING_JOB_NAME"), "data_range": data_range, "backtest": metrics["backtest"]},
+    )
     env.output_data_dir.mkdir(parents=True, exist_ok=True)
     (env.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     table.to_csv(env.output_data_dir / "backtest.csv", index=False)
     sample = sorted(result.forecasts["unique_id"].unique())[:HOLDOUT_SAMPLE_SERIES] if len(result.forecasts) else []
-    result.forecasts[result.forecasts["unique_id"].isin(sample)].to_parquet(env.output_data_dir / "holdout_sample.parquet")
+    result.forecasts[result.forecasts["unique_id"].isin(sample)].to_parquet(
+        env.output_data_dir / "holdout_sample.parquet"
+    )
     return metrics
 
 
@@ -98,14 +111,18 @@ def main() -> None:
     with open_dagster_pipes() as pipes:
         metrics = train(env)
         chosen = next(r for r in metrics["backtest"] if r["model"] == metrics["method"])
-        pipes.log.info(f"trained {metrics['method']}: MASE {chosen['mase']} on the hold-out from {metrics['holdout_start']}")
-        pipes.report_asset_materialization(metadata={
-            "method": metrics["method"],
-            "mase": chosen["mase"],
-            "holdout_start": metrics["holdout_start"],
-            "data_range": {"raw_value": metrics["data_range"], "type": "json"},
-            "backtest": {"raw_value": metrics["backtest"], "type": "json"},
-        })
+        pipes.log.info(
+            f"trained {metrics['method']}: MASE {chosen['mase']} on the hold-out from {metrics['holdout_start']}"
+        )
+        pipes.report_asset_materialization(
+            metadata={
+                "method": metrics["method"],
+                "mase": chosen["mase"],
+                "holdout_start": metrics["holdout_start"],
+                "data_range": {"raw_value": metrics["data_range"], "type": "json"},
+                "backtest": {"raw_value": metrics["backtest"], "type": "json"},
+            }
+        )
         if not PipesEnvVarParamsLoader().is_dagster_pipes_process():  # run by hand: show the metrics
             print(json.dumps(metrics))
 

@@ -21,7 +21,7 @@ import json
 import math
 import posixpath
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -34,8 +34,16 @@ from iot_lake.lake import Lake, latest_registry_day, registry_key
 from iot_lake.spark.session import spark_session
 
 OUTPUT_SCHEMA = {
-    "device_id": "string", "metric": "string", "site_id": "string", "timezone": "string", "model": "string",
-    "bucket_start": "timestamp", "y": "double", "readings": "bigint", "temperature_c": "double", "event_date": "date",
+    "device_id": "string",
+    "metric": "string",
+    "site_id": "string",
+    "timezone": "string",
+    "model": "string",
+    "bucket_start": "timestamp",
+    "y": "double",
+    "readings": "bigint",
+    "temperature_c": "double",
+    "event_date": "date",
 }
 SORT_KEY = ["device_id", "metric", "bucket_start"]
 # Bounds the rows the driver holds while it sorts one file.
@@ -95,18 +103,37 @@ def window_rows(spark, lake: Lake, grain: str, first: date, last: date, source: 
 
     features = read(FEATURES) if source == "features" else fresh_features(spark, lake, first, last)
     if grain == "5min":
-        return features.select("device_id", "metric", "site_id", "model", "bucket_start", F.col("mean").alias("y"),
-                               "readings", "temperature_c", "event_date")
+        return features.select(
+            "device_id",
+            "metric",
+            "site_id",
+            "model",
+            "bucket_start",
+            F.col("mean").alias("y"),
+            "readings",
+            "temperature_c",
+            "event_date",
+        )
     five = GRAINS["5min"]
-    attributes = features.select("device_id", "metric", F.col("bucket_start").alias("bucket_5min"), "model",
-                                 "temperature_c")
+    attributes = features.select(
+        "device_id", "metric", F.col("bucket_start").alias("bucket_5min"), "model", "temperature_c"
+    )
     # A left join: a minute whose 5-minute features row is missing still counts, its attributes null.
     return (
         read(AGGREGATE_TABLES[grain])
         .withColumn("bucket_5min", F.timestamp_seconds(F.floor(F.unix_timestamp("bucket_start") / five) * five))
         .join(attributes, ["device_id", "metric", "bucket_5min"], "left")
-        .select("device_id", "metric", "site_id", "model", "bucket_start", F.col("mean").alias("y"), "readings",
-                "temperature_c", "event_date")
+        .select(
+            "device_id",
+            "metric",
+            "site_id",
+            "model",
+            "bucket_start",
+            F.col("mean").alias("y"),
+            "readings",
+            "temperature_c",
+            "event_date",
+        )
     )
 
 
@@ -116,10 +143,13 @@ def window_cases(spark, lake: Lake, first: date, last: date):
 
     if not lake.exists(f"{CASES_FEEDBACK}/_delta_log"):
         return None
-    start = datetime.combine(first, time(), timezone.utc)
-    end = datetime.combine(last + timedelta(days=1), time(), timezone.utc)
-    return (spark.read.format("delta").load(lake.uri(CASES_FEEDBACK))
-            .where((F.col("start_ts") < F.lit(end)) & (F.col("end_ts") > F.lit(start))))
+    start = datetime.combine(first, time(), UTC)
+    end = datetime.combine(last + timedelta(days=1), time(), UTC)
+    return (
+        spark.read.format("delta")
+        .load(lake.uri(CASES_FEEDBACK))
+        .where((F.col("start_ts") < F.lit(end)) & (F.col("end_ts") > F.lit(start)))
+    )
 
 
 def without_confirmed(rows, cases, seconds: int):
@@ -128,10 +158,15 @@ def without_confirmed(rows, cases, seconds: int):
     from pyspark.sql import functions as F
 
     confirmed = cases.where(F.col("resolution") == CONFIRMED).select(
-        F.col("device_id").alias("case_device_id"), F.col("metric").alias("case_metric"), "start_ts", "end_ts")
+        F.col("device_id").alias("case_device_id"), F.col("metric").alias("case_metric"), "start_ts", "end_ts"
+    )
     bucket_end = F.timestamp_seconds(F.unix_timestamp("bucket_start") + seconds)
-    overlaps = ((F.col("device_id") == F.col("case_device_id")) & (F.col("metric") == F.col("case_metric"))
-                & (F.col("bucket_start") < F.col("end_ts")) & (bucket_end > F.col("start_ts")))
+    overlaps = (
+        (F.col("device_id") == F.col("case_device_id"))
+        & (F.col("metric") == F.col("case_metric"))
+        & (F.col("bucket_start") < F.col("end_ts"))
+        & (bucket_end > F.col("start_ts"))
+    )
     return rows.join(confirmed, overlaps, "left_anti")
 
 
@@ -184,8 +219,9 @@ def sort_files(lake: Lake, staging: str, report: TrainingDataReport) -> set[str]
     return written
 
 
-def build_training_data(spark, lake: Lake, day: date, days: int, grain: str, output: str,
-                        source: str = "features") -> TrainingDataReport:
+def build_training_data(
+    spark, lake: Lake, day: date, days: int, grain: str, output: str, source: str = "features"
+) -> TrainingDataReport:
     from pyspark.sql import functions as F
 
     first = day - timedelta(days=days - 1)
@@ -203,7 +239,8 @@ def build_training_data(spark, lake: Lake, day: date, days: int, grain: str, out
         report.false_positive_cases_kept = counts.get(FALSE_POSITIVE, 0)
         rows = without_confirmed(rows, cases, GRAINS[grain])
     training = rows.join(zones, "site_id", "left").select(
-        *(F.col(column).cast(kind).alias(column) for column, kind in OUTPUT_SCHEMA.items()))
+        *(F.col(column).cast(kind).alias(column) for column, kind in OUTPUT_SCHEMA.items())
+    )
     write_files(lake, training, output, math.ceil(total / ROWS_PER_FILE), report)
     report.excluded_rows = total - report.rows
     return report
@@ -215,24 +252,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--day", required=True, type=date.fromisoformat)
     parser.add_argument("--days", required=True, type=int)
     parser.add_argument("--grain", choices=list(GRAINS), default="5min")
-    parser.add_argument("--source", choices=SOURCES, default="features",
-                        help="aggregates: build the features rows from curated/telemetry_5min now (for today's hours)")
-    parser.add_argument("--output", required=True,
-                        help="key under the lake root, e.g. models/forecast/training_data/DAY")
+    parser.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="features",
+        help="aggregates: build the features rows from curated/telemetry_5min now (for today's hours)",
+    )
+    parser.add_argument(
+        "--output", required=True, help="key under the lake root, e.g. models/forecast/training_data/DAY"
+    )
     args = parser.parse_args(argv)
     if args.days < 1:
         parser.error("--days must be at least 1")
     with open_dagster_pipes() as pipes:
         with spark_session("training-data") as spark:
-            report = build_training_data(spark, Lake(args.lake), args.day, args.days, args.grain, args.output,
-                                         args.source)
+            report = build_training_data(
+                spark, Lake(args.lake), args.day, args.days, args.grain, args.output, args.source
+            )
         pipes.log.info(f"training data {report.day}: {json.dumps(asdict(report))}")
         pipes.report_asset_materialization(
-            metadata={"dagster/row_count": report.rows, "series": report.series, "first_bucket": report.first_bucket,
-                      "last_bucket": report.last_bucket, "excluded_rows": report.excluded_rows,
-                      "confirmed_cases": report.confirmed_cases,
-                      "false_positive_cases_kept": report.false_positive_cases_kept, "days": report.days,
-                      "grain": report.grain},
+            metadata={
+                "dagster/row_count": report.rows,
+                "series": report.series,
+                "first_bucket": report.first_bucket,
+                "last_bucket": report.last_bucket,
+                "excluded_rows": report.excluded_rows,
+                "confirmed_cases": report.confirmed_cases,
+                "false_positive_cases_kept": report.false_positive_cases_kept,
+                "days": report.days,
+                "grain": report.grain,
+            },
         )
         if not PipesEnvVarParamsLoader().is_dagster_pipes_process():  # run by hand: show the report
             print(json.dumps(asdict(report)))

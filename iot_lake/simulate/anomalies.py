@@ -14,7 +14,13 @@ KINDS = ("spike", "level_shift", "drift", "stuck", "dropout")
 MINUTE_MS = 60_000
 
 # Duration range in minutes per kind (a spike is one to three samples).
-_DURATION_MIN = {"spike": (1, 3), "level_shift": (60, 360), "drift": (120, 480), "stuck": (60, 240), "dropout": (30, 180)}
+_DURATION_MIN = {
+    "spike": (1, 3),
+    "level_shift": (60, 360),
+    "drift": (120, 480),
+    "stuck": (60, 240),
+    "dropout": (30, 180),
+}
 
 
 @dataclass(frozen=True)

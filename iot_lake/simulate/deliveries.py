@@ -16,7 +16,6 @@ import pandas as pd
 from iot_lake.fleet import METRICS, Device, Fleet
 from iot_lake.simulate import anomalies as anomaly_model
 from iot_lake.simulate.faults import BAD_KINDS, corrupt
-from iot_lake.units import from_canonical
 from iot_lake.simulate.signals import (
     STREAM_ANOMALY,
     STREAM_DELIVERY,
@@ -25,6 +24,7 @@ from iot_lake.simulate.signals import (
     rng_for,
     sample_times,
 )
+from iot_lake.units import from_canonical
 
 MAX_LATE_MS = 6 * 3_600_000  # a device that was offline buffers up to six hours
 MIN_LATE_MS = 10 * 60_000
@@ -155,7 +155,9 @@ def deliveries_for_day(fleet: Fleet, cfg: SimConfig, day: date) -> DayDeliveries
         bad_kind_idx = frng.integers(0, len(BAD_KINDS), n)
 
         unit = d.metrics[s.metric].unit
-        reported = np.round(from_canonical(s.values, METRICS[s.metric].unit, unit), 4).tolist()  # Python floats: repr() is the JSON number
+        reported = np.round(
+            from_canonical(s.values, METRICS[s.metric].unit, unit), 4
+        ).tolist()  # Python floats: repr() is the JSON number
         arrival = s.t_ms + np.where(late, late_delay, latency)
         ts_tok = _ts_tokens(d, fleet, s.t_ms)
         ingested = _iso_ms(arrival)
@@ -166,12 +168,18 @@ def deliveries_for_day(fleet: Fleet, cfg: SimConfig, day: date) -> DayDeliveries
             if bad[i]:
                 kind = BAD_KINDS[bad_kind_idx[i]]
                 record = {
-                    "device_id": d.device_id, "site_id": d.site_id, "metric": s.metric,
-                    "value": reported[i], "unit": unit,
+                    "device_id": d.device_id,
+                    "site_id": d.site_id,
+                    "metric": s.metric,
+                    "value": reported[i],
+                    "unit": unit,
                     "ts": int(s.t_ms[i]) if d.ts_format == "epoch_ms" else str(ts_tok[i]).strip('"'),
-                    "message_id": message_ids[i], "ingested_at": str(ingested[i]),
+                    "message_id": message_ids[i],
+                    "ingested_at": str(ingested[i]),
                 }
-                lines.append(corrupt(record, kind, rng_for(fleet.seed, STREAM_FAULT, d.index, mi, day.toordinal(), int(i))))
+                lines.append(
+                    corrupt(record, kind, rng_for(fleet.seed, STREAM_FAULT, d.index, mi, day.toordinal(), int(i)))
+                )
                 kinds.append(kind)
             else:
                 lines.append(
@@ -181,8 +189,14 @@ def deliveries_for_day(fleet: Fleet, cfg: SimConfig, day: date) -> DayDeliveries
                 kinds.append("")
         idx = np.flatnonzero(s.keep)
         frame = pd.DataFrame(
-            {"arrival_ms": arrival[idx], "line": lines, "device_id": d.device_id, "bad_kind": kinds,
-             "duplicate": False, "late": late[idx]}
+            {
+                "arrival_ms": arrival[idx],
+                "line": lines,
+                "device_id": d.device_id,
+                "bad_kind": kinds,
+                "duplicate": False,
+                "late": late[idx],
+            }
         )
         # A retried publish: same message id and event, new ingestion time.
         redo = dup[idx]

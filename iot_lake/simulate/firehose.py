@@ -12,7 +12,7 @@ import gzip
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 
@@ -49,7 +49,7 @@ def objects_for(deliveries: pd.DataFrame, cfg: SimConfig) -> Iterator[LandingObj
     window_ms = cfg.buffer_s * 1000
     windows = deliveries["arrival_ms"].to_numpy() // window_ms
     for window, group in deliveries.groupby(windows, sort=True):
-        opened = datetime.fromtimestamp(int(window) * cfg.buffer_s, tz=timezone.utc)
+        opened = datetime.fromtimestamp(int(window) * cfg.buffer_s, tz=UTC)
         offset = 0
         for part, lines in enumerate(_split_by_size(group["line"].tolist(), cfg.max_object_bytes)):
             rows = group.iloc[offset : offset + len(lines)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from iot_lake.fleet import METRICS, Fleet
 from iot_lake.simulate.deliveries import SimConfig, series_day
-from iot_lake.units import from_canonical
 from iot_lake.sources.historian import create_engine, device_metrics, devices, metadata, readings, sites
+from iot_lake.units import from_canonical
 
 READING_STEP_MIN = 15  # the historian kept 15-minute means
 LOAD_DELAY = timedelta(minutes=20)  # rows entered the database a little after the period closed
@@ -20,18 +20,37 @@ LOAD_DELAY = timedelta(minutes=20)  # rows entered the database a little after t
 def _registry_rows(fleet: Fleet, as_of: datetime) -> dict[sa.Table, list[dict]]:
     return {
         sites: [
-            {"site_id": s.site_id, "name": s.name, "latitude": s.latitude, "longitude": s.longitude,
-             "timezone": s.timezone, "updated_at": as_of}
+            {
+                "site_id": s.site_id,
+                "name": s.name,
+                "latitude": s.latitude,
+                "longitude": s.longitude,
+                "timezone": s.timezone,
+                "updated_at": as_of,
+            }
             for s in fleet.sites
         ],
         devices: [
-            {"device_id": d.device_id, "site_id": d.site_id, "model": d.model, "firmware": d.firmware,
-             "installed_on": d.installed_on, "updated_at": as_of}
+            {
+                "device_id": d.device_id,
+                "site_id": d.site_id,
+                "model": d.model,
+                "firmware": d.firmware,
+                "installed_on": d.installed_on,
+                "updated_at": as_of,
+            }
             for d in fleet.devices
         ],
         device_metrics: [
-            {"device_id": d.device_id, "metric": m.metric, "unit": m.unit, "canonical_unit": METRICS[m.metric].unit,
-             "min_value": METRICS[m.metric].min_value, "max_value": METRICS[m.metric].max_value, "updated_at": as_of}
+            {
+                "device_id": d.device_id,
+                "metric": m.metric,
+                "unit": m.unit,
+                "canonical_unit": METRICS[m.metric].unit,
+                "min_value": METRICS[m.metric].min_value,
+                "max_value": METRICS[m.metric].max_value,
+                "updated_at": as_of,
+            }
             for d in fleet.devices
             for m in d.metrics.values()
         ],
@@ -60,11 +79,16 @@ def seed_historian(url: str, fleet: Fleet, cfg: SimConfig, start: date) -> dict[
                 uniq, inverse = np.unique(bucket, return_inverse=True)
                 means = np.bincount(inverse, weights=values) / np.bincount(inverse)
                 for b, mean in zip(uniq.tolist(), means.tolist()):
-                    recorded = datetime.fromtimestamp(b * READING_STEP_MIN * 60, tz=timezone.utc).replace(tzinfo=None)
+                    recorded = datetime.fromtimestamp(b * READING_STEP_MIN * 60, tz=UTC).replace(tzinfo=None)
                     rows.append(
-                        {"device_id": d.device_id, "metric": metric, "recorded_at": recorded,
-                         "value": round(mean, 4), "unit": spec.unit,
-                         "loaded_at": recorded + timedelta(minutes=READING_STEP_MIN) + LOAD_DELAY}
+                        {
+                            "device_id": d.device_id,
+                            "metric": metric,
+                            "recorded_at": recorded,
+                            "value": round(mean, 4),
+                            "unit": spec.unit,
+                            "loaded_at": recorded + timedelta(minutes=READING_STEP_MIN) + LOAD_DELAY,
+                        }
                     )
     registry = _registry_rows(fleet, as_of)
     with engine.begin() as conn:
@@ -88,5 +112,9 @@ def seed_historian(url: str, fleet: Fleet, cfg: SimConfig, start: date) -> dict[
             if rows:
                 conn.execute(readings.insert(), rows)
     engine.dispose()
-    return {"sites": len(registry[sites]), "devices": len(registry[devices]),
-            "device_metrics": len(registry[device_metrics]), "readings": len(rows)}
+    return {
+        "sites": len(registry[sites]),
+        "devices": len(registry[devices]),
+        "device_metrics": len(registry[device_metrics]),
+        "readings": len(rows),
+    }

@@ -49,4 +49,6 @@ class KinesisPublisher:
             if attempt + 1 < self.max_attempts:
                 self.sleep(min(0.1 * 2**attempt, 5.0))
         codes = {r.get("ErrorCode") for r in results if r.get("ErrorCode")}
-        raise RuntimeError(f"{len(entries)} records still rejected by Kinesis after {self.max_attempts} attempts: {codes}")
+        raise RuntimeError(
+            f"{len(entries)} records still rejected by Kinesis after {self.max_attempts} attempts: {codes}"
+        )

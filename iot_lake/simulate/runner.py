@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from iot_lake.fleet import Fleet, build_fleet
 from iot_lake.lake import SIMULATOR_PREFIX, TELEMETRY_PREFIX, Lake
@@ -48,7 +48,7 @@ def weather_truth_key(day: date) -> str:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _anomalies_csv(anomalies: list[Anomaly]) -> str:
@@ -56,7 +56,9 @@ def _anomalies_csv(anomalies: list[Anomaly]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["device_id", "site_id", "metric", "kind", "start", "end", "magnitude"])
     for a in sorted(anomalies, key=lambda a: (a.start_ms, a.device_id, a.metric)):
-        writer.writerow([a.device_id, a.site_id, a.metric, a.kind, _iso(a.start_ms), _iso(a.end_ms), round(a.magnitude, 4)])
+        writer.writerow(
+            [a.device_id, a.site_id, a.metric, a.kind, _iso(a.start_ms), _iso(a.end_ms), round(a.magnitude, 4)]
+        )
     return buf.getvalue()
 
 
@@ -85,7 +87,7 @@ class Simulator:
                 report.objects += 1
                 report.lines += obj.truth["lines"]
                 report.bytes += len(obj.body)
-        midnight = datetime.combine(start.date() + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+        midnight = datetime.combine(start.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
         while midnight <= end:  # each day that closed within (start, end]
             self._write_weather(midnight.date() - timedelta(days=1), report)
             midnight += timedelta(days=1)
@@ -131,12 +133,12 @@ class Simulator:
     ) -> SimulationReport:
         """Keep delivering each buffer window as soon as it closes, until stopped."""
         buffer_s = self.cfg.buffer_s
-        cursor = datetime.fromtimestamp(int(start.timestamp()) // buffer_s * buffer_s, tz=timezone.utc)
+        cursor = datetime.fromtimestamp(int(start.timestamp()) // buffer_s * buffer_s, tz=UTC)
         report = SimulationReport(start=cursor.isoformat(), end="")
         windows = 0
         while max_windows is None or windows < max_windows:
             now = clock()
-            closed = datetime.fromtimestamp(int(now) // buffer_s * buffer_s, tz=timezone.utc)
+            closed = datetime.fromtimestamp(int(now) // buffer_s * buffer_s, tz=UTC)
             if closed > cursor:
                 self.emit(cursor, closed, report)
                 cursor = closed

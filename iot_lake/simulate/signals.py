@@ -8,7 +8,7 @@ Time is carried as int64 epoch milliseconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ import pandas as pd
 from iot_lake.fleet import Device, Fleet, Site
 
 MS_PER_DAY = 86_400_000
-_TREND_REF = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp() * 1000.0
+_TREND_REF = datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1000.0
 _SYNOPTIC_PERIODS_DAYS = np.array([2.7, 4.3, 6.1, 9.7])
 
 # Stream ids for SeedSequence, so switching one feature off never shifts another's randomness.
@@ -25,7 +25,7 @@ STREAM_OBJECT, STREAM_WEATHER_FILE = 7, 8
 
 
 def day_start_ms(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
 def rng_for(seed: int, stream: int, *keys: int) -> np.random.Generator:
@@ -106,7 +106,9 @@ def clean_metric(fleet: Fleet, device: Device, metric: str, t_ms: np.ndarray, da
     elif metric == "pressure":
         value = spec.base + 55.0 * load + 0.9 * (outdoor - 15.0)
     elif metric == "power":
-        value = spec.base * (0.1 + 0.9 * load) + 1.3 * np.maximum(outdoor - 20.0, 0) + 0.7 * np.maximum(12.0 - outdoor, 0)
+        value = (
+            spec.base * (0.1 + 0.9 * load) + 1.3 * np.maximum(outdoor - 20.0, 0) + 0.7 * np.maximum(12.0 - outdoor, 0)
+        )
     else:  # pragma: no cover - METRICS is closed
         raise ValueError(metric)
     metric_index = list(device.metrics).index(metric)

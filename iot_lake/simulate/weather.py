@@ -9,7 +9,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def weather_rows(fleet: Fleet, site: Site, day: date) -> list[dict]:
     return [
         {
             "site_id": site.site_id,
-            "observed_at": datetime.fromtimestamp(int(t[i]) / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "observed_at": datetime.fromtimestamp(int(t[i]) / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "temperature_c": round(float(w.temperature_c[i]), 2),
             "humidity_pct": round(float(w.humidity_pct[i]), 1),
             "wind_speed_ms": round(float(w.wind_speed_ms[i]), 2),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -98,11 +98,11 @@ def _manifest_key(day: date) -> str:
 def _utc(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def _naive(dt: datetime | None) -> datetime | None:
-    return None if dt is None else dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return None if dt is None else dt.astimezone(UTC).replace(tzinfo=None)
 
 
 def _write_parquet(lake: Lake, key: str, table: pa.Table) -> None:
@@ -125,10 +125,15 @@ def land_registry(lake: Lake, engine: sa.Engine, day: date) -> RegistryExtract:
         for table in REGISTRY_TABLES:
             result = conn.execute(sa.select(table).order_by(*table.primary_key.columns))
             records = [dict(r._mapping) for r in result]
-            arrow = pa.Table.from_pylist(records) if records else pa.table({c.name: pa.array([], pa.string()) for c in table.columns})
+            arrow = (
+                pa.Table.from_pylist(records)
+                if records
+                else pa.table({c.name: pa.array([], pa.string()) for c in table.columns})
+            )
             if "updated_at" in arrow.column_names and records:
                 arrow = arrow.set_column(
-                    arrow.column_names.index("updated_at"), "updated_at",
+                    arrow.column_names.index("updated_at"),
+                    "updated_at",
                     pa.array([_utc(r["updated_at"]) for r in records], pa.timestamp("us", tz="UTC")),
                 )
             key = registry_key(day, table.name)
@@ -187,7 +192,7 @@ def _manifests(lake: Lake) -> dict[date, ReadingsExtract]:
     return out
 
 
-_EMPTY = datetime(1970, 1, 1, tzinfo=timezone.utc)  # (x, x] selects nothing
+_EMPTY = datetime(1970, 1, 1, tzinfo=UTC)  # (x, x] selects nothing
 COMMIT_LAG = timedelta(minutes=5)
 
 
@@ -201,14 +206,14 @@ def extract_bounds(lake: Lake, day: date, now: datetime) -> tuple[datetime | Non
     else:
         earlier = [datetime.fromisoformat(m.high) for d, m in manifests.items() if d < day]
         low = max(earlier) if earlier else None
-    end_of_day = datetime.combine(day + timedelta(days=1), time(), tzinfo=timezone.utc)
+    end_of_day = datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
     later = [m for d, m in manifests.items() if d > day]
     if any(m.low is None for m in later):
         # A later day already took everything up to its high bound: this day's range is empty.
         return _EMPTY, _EMPTY
     # Stay COMMIT_LAG behind the clock: a transaction still open at extract time may commit rows
     # whose loaded_at is already in the past, and they must fall into the next range, not be skipped.
-    high = min([end_of_day, now.astimezone(timezone.utc) - COMMIT_LAG, *(datetime.fromisoformat(m.low) for m in later)])
+    high = min([end_of_day, now.astimezone(UTC) - COMMIT_LAG, *(datetime.fromisoformat(m.low) for m in later)])
     if low is not None and high < low:
         high = low
     return low, high
@@ -216,7 +221,7 @@ def extract_bounds(lake: Lake, day: date, now: datetime) -> tuple[datetime | Non
 
 def land_readings(lake: Lake, engine: sa.Engine, day: date, now: datetime | None = None) -> ReadingsExtract:
     """Extract the day's new readings into landing/historical/readings/YYYY/MM/DD/ (idempotent)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     low, high = extract_bounds(lake, day, now)
     prefix = readings_prefix(day)
     for stale in lake.list(prefix):
@@ -247,7 +252,7 @@ def land_readings(lake: Lake, engine: sa.Engine, day: date, now: datetime | None
         high=high.isoformat(),
         rows=rows,
         files=files,
-        extracted_at=datetime.now(timezone.utc).isoformat(),
+        extracted_at=datetime.now(UTC).isoformat(),
     )
     lake.write_text(_manifest_key(day), json.dumps(asdict(manifest), indent=1))
     return manifest

@@ -61,8 +61,15 @@ class HourInventory:
         return [o for o in self.objects if not o.readable]
 
     def to_json(self) -> str:
-        return json.dumps({"hour": self.hour, "prefix": self.prefix, "totals": self.totals,
-                           "objects": [asdict(o) for o in self.objects]}, indent=1)
+        return json.dumps(
+            {
+                "hour": self.hour,
+                "prefix": self.prefix,
+                "totals": self.totals,
+                "objects": [asdict(o) for o in self.objects],
+            },
+            indent=1,
+        )
 
 
 def inventory_key(hour: datetime) -> str:
@@ -139,7 +146,8 @@ def block_lines(block: bytes) -> pa.LargeBinaryArray:
     offsets[1:-1] = ends - np.arange(len(ends))
     offsets[-1] = len(buf) - len(ends)
     lines = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(buf[~newline])])
+        pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(buf[~newline])]
+    )
     return lines.filter(pc.invert(pc.match_substring_regex(lines, _BLANK)))
 
 
@@ -149,9 +157,11 @@ _BLANK = r"^[ \t\r\x0b\x0c]*$"  # what bytes.strip() removes, \n aside
 # fast path needs as named groups. A line that matches is certainly one JSON object with these
 # fields and types; anything else (other order, escapes, NaN, a broken line) is read one line at
 # a time by the general path.
-_STR = r'[ !#-\[\]-~]'
-_ISO = (r"[12][0-9]{3}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
-        r"(?:\.[0-9]{3}|\.[0-9]{6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])")
+_STR = r"[ !#-\[\]-~]"
+_ISO = (
+    r"[12][0-9]{3}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.[0-9]{3}|\.[0-9]{6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
 _NUMBER = r"-?(?:0|[1-9][0-9]{0,15})(?:\.[0-9]{1,20})?(?:[eE][+-]?[0-9]{1,2})?"  # finite as a double, always
 TYPICAL_LINE = (
     rf'^\{{"device_id":"(?P<device_id>{_STR}+)","site_id":"{_STR}*","metric":"(?P<metric>{_STR}+)",'

@@ -85,7 +85,9 @@ def read_weather_bytes(key: str, data: bytes) -> pa.Table:
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise WeatherFileError("JSON is not a list of observations")
             names = sorted({k for r in rows for k in r})
-            table = pa.table({n: pa.array([None if r.get(n) is None else str(r.get(n)) for r in rows], pa.string()) for n in names})
+            table = pa.table(
+                {n: pa.array([None if r.get(n) is None else str(r.get(n)) for r in rows], pa.string()) for n in names}
+            )
         else:
             raise WeatherFileError("unknown format (expected .csv or .json)")
     except (pa.ArrowInvalid, ValueError, UnicodeDecodeError) as exc:
@@ -123,8 +125,9 @@ def validate_file(lake: Lake, key: str) -> tuple[WeatherFileReport, pa.Table | N
         return WeatherFileReport(key=key, format=fmt, ok=False, errors=[str(exc)]), None
     mask, reasons = valid_rows_mask(table)
     good = table.filter(mask)
-    report = WeatherFileReport(key=key, format=fmt, ok=True, rows=good.num_rows,
-                               rejected_rows=table.num_rows - good.num_rows, errors=reasons)
+    report = WeatherFileReport(
+        key=key, format=fmt, ok=True, rows=good.num_rows, rejected_rows=table.num_rows - good.num_rows, errors=reasons
+    )
     return report, good
 
 
@@ -139,8 +142,9 @@ class WeatherDay:
         return [f for f in self.files if not f.ok]
 
     def to_json(self) -> str:
-        return json.dumps({"day": self.day, "rows": self.table.num_rows,
-                           "files": [asdict(f) for f in self.files]}, indent=1)
+        return json.dumps(
+            {"day": self.day, "rows": self.table.num_rows, "files": [asdict(f) for f in self.files]}, indent=1
+        )
 
 
 def weather_inventory_key(day: date) -> str:

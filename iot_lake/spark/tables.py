@@ -75,7 +75,8 @@ class SparkParquetTable(_Table):
         # holds only hidden ones (_temporary/); Sail writes no _SUCCESS marker to go by.
         path = self.lake.path(self.key)
         return self.lake.fs.isdir(path) and any(
-            not posixpath.basename(p.rstrip("/")).startswith(("_", ".")) for p in self.lake.fs.ls(path, detail=False))
+            not posixpath.basename(p.rstrip("/")).startswith(("_", ".")) for p in self.lake.fs.ls(path, detail=False)
+        )
 
     def read(self):
         return self.spark.read.parquet(self.uri)
@@ -104,8 +105,9 @@ class SparkParquetTable(_Table):
         self.lake.fs.mv(self.lake.path(scratch), self.lake.path(self.key), recursive=True)
 
 
-def open_table(spark, lake: Lake, key: str, partition_by: str,
-               table_format: str = "delta") -> SparkDeltaTable | SparkParquetTable:
+def open_table(
+    spark, lake: Lake, key: str, partition_by: str, table_format: str = "delta"
+) -> SparkDeltaTable | SparkParquetTable:
     if table_format == "delta":
         return SparkDeltaTable(spark, lake, key, partition_by)
     if table_format == "parquet":

@@ -30,17 +30,23 @@ def view_sql(files: TableFiles, schema: str = LAKE_SCHEMA) -> str:
     table = files.table
     if not files.exists:
         # Not written yet: typed and empty, so models over it build (and say zero rows).
-        select = "SELECT " + ", ".join(f"CAST(NULL AS {TYPES[c.type]['duckdb']}) AS {_ident(c.name)}"
-                                       for c in table.columns) + " WHERE false"
+        select = (
+            "SELECT "
+            + ", ".join(f"CAST(NULL AS {TYPES[c.type]['duckdb']}) AS {_ident(c.name)}" for c in table.columns)
+            + " WHERE false"
+        )
     else:
         parts = []
         for value, uris in sorted(files.partitions.items()):
             cols = [_column(table, c.name, files.file_columns) for c in table.data_columns]
             if table.partition:
-                cols.append(f"CAST({_quote(value)} AS {TYPES[table.partition_column.type]['duckdb']}) "
-                            f"AS {_ident(table.partition)}")
-            parts.append(f"SELECT {', '.join(cols)} FROM read_parquet([{', '.join(map(_quote, uris))}], "
-                         "union_by_name = true)")
+                cols.append(
+                    f"CAST({_quote(value)} AS {TYPES[table.partition_column.type]['duckdb']}) "
+                    f"AS {_ident(table.partition)}"
+                )
+            parts.append(
+                f"SELECT {', '.join(cols)} FROM read_parquet([{', '.join(map(_quote, uris))}], union_by_name = true)"
+            )
         select = "\nUNION ALL\n".join(parts)
     return f"CREATE OR REPLACE VIEW {_ident(schema)}.{_ident(table.name)} AS\n{select}"
 
@@ -55,8 +61,9 @@ def _column(table: LakeTable, name: str, present: dict) -> str:
     return f"CAST({_ident(name)} AS {TYPES[column.type]['duckdb']}) AS {_ident(name)}"
 
 
-def register_views(lake: Lake, database: str | Path, tables: tuple[LakeTable, ...] = TABLES,
-                   schema: str = LAKE_SCHEMA) -> dict:
+def register_views(
+    lake: Lake, database: str | Path, tables: tuple[LakeTable, ...] = TABLES, schema: str = LAKE_SCHEMA
+) -> dict:
     """(Re)make the views of ``tables`` in the DuckDB file ``database``; a summary per table."""
     import duckdb
 

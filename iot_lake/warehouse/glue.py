@@ -42,16 +42,24 @@ def _storage(lake: Lake, table: LakeTable, location_key: str) -> dict[str, Any]:
 
 def _table_input(lake: Lake, files: TableFiles) -> dict[str, Any]:
     table = files.table
-    source = lake.uri(table.key) if table.format == "delta" else lake.uri(f"landing/historical/device_registry/*/{table.key}.parquet")
+    source = (
+        lake.uri(table.key)
+        if table.format == "delta"
+        else lake.uri(f"landing/historical/device_registry/*/{table.key}.parquet")
+    )
     return {
         "Name": table.name,
         "Description": table.description,
         "TableType": "EXTERNAL_TABLE",
-        "Parameters": {"classification": "parquet", "iot_lake.source": source,
-                       "iot_lake.delta_version": "" if files.version is None else str(files.version)},
+        "Parameters": {
+            "classification": "parquet",
+            "iot_lake.source": source,
+            "iot_lake.delta_version": "" if files.version is None else str(files.version),
+        },
         "StorageDescriptor": _storage(lake, table, manifest_prefix(table)),
         "PartitionKeys": [{"Name": table.partition, "Type": TYPES[table.partition_column.type]["glue"]}]
-        if table.partition else [],
+        if table.partition
+        else [],
     }
 
 
@@ -72,7 +80,9 @@ def _ensure_database(glue, database: str) -> None:
     try:
         glue.get_database(Name=database)
     except glue.exceptions.EntityNotFoundException:
-        glue.create_database(DatabaseInput={"Name": database, "Description": "iot-lake: the lake tables (Delta, as symlink manifests)"})
+        glue.create_database(
+            DatabaseInput={"Name": database, "Description": "iot-lake: the lake tables (Delta, as symlink manifests)"}
+        )
 
 
 def _upsert_table(glue, database: str, table_input: dict[str, Any]) -> None:
@@ -102,28 +112,44 @@ def register_table(lake: Lake, glue, database: str, files: TableFiles) -> dict[s
             continue
         key = manifest_prefix(table, value)
         lake.write_text(f"{key}/manifest", text)
-        partition = {"Values": [value], "StorageDescriptor": _storage(lake, table, key),
-                     "Parameters": {"iot_lake.manifest_sha256": digest, "iot_lake.files": str(len(uris))}}
+        partition = {
+            "Values": [value],
+            "StorageDescriptor": _storage(lake, table, key),
+            "Parameters": {"iot_lake.manifest_sha256": digest, "iot_lake.files": str(len(uris))},
+        }
         (updated if value in existing else created).append(partition)
     for i in range(0, len(created), _BATCH):
-        response = glue.batch_create_partition(DatabaseName=database, TableName=table.name,
-                                               PartitionInputList=created[i:i + _BATCH])
+        response = glue.batch_create_partition(
+            DatabaseName=database, TableName=table.name, PartitionInputList=created[i : i + _BATCH]
+        )
         if response.get("Errors"):
             raise RuntimeError(f"Glue refused partitions of {database}.{table.name}: {response['Errors'][:3]}")
     for partition in updated:
-        glue.update_partition(DatabaseName=database, TableName=table.name, PartitionValueList=partition["Values"],
-                              PartitionInput=partition)
+        glue.update_partition(
+            DatabaseName=database,
+            TableName=table.name,
+            PartitionValueList=partition["Values"],
+            PartitionInput=partition,
+        )
     gone = sorted(set(existing) - set(files.partitions))
     for i in range(0, len(gone), _BATCH):
-        glue.batch_delete_partition(DatabaseName=database, TableName=table.name,
-                                    PartitionsToDelete=[{"Values": [v]} for v in gone[i:i + _BATCH]])
+        glue.batch_delete_partition(
+            DatabaseName=database,
+            TableName=table.name,
+            PartitionsToDelete=[{"Values": [v]} for v in gone[i : i + _BATCH]],
+        )
     for value in gone:
         lake.delete(manifest_prefix(table, value), recursive=True)
     return {"written": len(created) + len(updated), "unchanged": unchanged, "dropped": len(gone)}
 
 
-def register_tables(lake: Lake, glue, database: str, tables: tuple[LakeTable, ...] = TABLES,
-                    storage_options: dict[str, str] | None = None) -> dict:
+def register_tables(
+    lake: Lake,
+    glue,
+    database: str,
+    tables: tuple[LakeTable, ...] = TABLES,
+    storage_options: dict[str, str] | None = None,
+) -> dict:
     """Register ``tables`` in the Glue database (created if missing); a summary per table."""
     if not database:
         raise ValueError("the Glue database is not set (IOT_LAKE_GLUE_DATABASE)")

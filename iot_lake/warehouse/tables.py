@@ -89,46 +89,104 @@ def _cols(spec: str, optional: tuple[str, ...] = ()) -> tuple[Column, ...]:
 
 
 TABLES: tuple[LakeTable, ...] = (
-    LakeTable("curated_telemetry", "curated/telemetry", _cols(
-        "device_id string, site_id string, metric string, value double, unit string, event_ts timestamp, "
-        "message_id string, ingested_at timestamp, source_object string, event_date date"), "event_date",
-        description="Validated telemetry in canonical units, one row per (device, metric, event time, message id)."),
-    *(LakeTable(f"curated_telemetry_{grain}", f"curated/telemetry_{grain}", _cols(
-        "device_id string, site_id string, metric string, unit string, bucket_start timestamp, readings bigint, "
-        "mean double, min double, max double, stddev double, last double, last_ts timestamp, event_date date"),
-        "event_date", description=f"{grain} aggregates of curated telemetry per device and metric.")
-      for grain in ("1min", "5min")),
-    LakeTable("forecasts_telemetry_5min", "forecasts/telemetry_5min", _cols(
-        "device_id string, metric string, bucket_start timestamp, yhat double, lo_80 double, hi_80 double, "
-        "lo_95 double, hi_95 double, origin timestamp, model_version string, method string, origin_date date",
-        optional=("method",)), "origin_date",
-        description="The champion's 24-hour forecasts per device and metric, one set per origin."),
-    LakeTable("ops_deviations", "ops/deviations", _cols(
-        "device_id string, metric string, site_id string, ts timestamp, actual double, expected double, "
-        "expected_lo double, expected_hi double, residual double, score double, is_anomalous boolean, "
-        "forecast_origin timestamp, model_version string, event_date date"), "event_date",
-        description="Every scored minute: actual against the forecast band, score in [0, 1], anomalous or not."),
+    LakeTable(
+        "curated_telemetry",
+        "curated/telemetry",
+        _cols(
+            "device_id string, site_id string, metric string, value double, unit string, event_ts timestamp, "
+            "message_id string, ingested_at timestamp, source_object string, event_date date"
+        ),
+        "event_date",
+        description="Validated telemetry in canonical units, one row per (device, metric, event time, message id).",
+    ),
+    *(
+        LakeTable(
+            f"curated_telemetry_{grain}",
+            f"curated/telemetry_{grain}",
+            _cols(
+                "device_id string, site_id string, metric string, unit string, bucket_start timestamp, "
+                "readings bigint, mean double, min double, max double, stddev double, last double, "
+                "last_ts timestamp, event_date date"
+            ),
+            "event_date",
+            description=f"{grain} aggregates of curated telemetry per device and metric.",
+        )
+        for grain in ("1min", "5min")
+    ),
+    LakeTable(
+        "forecasts_telemetry_5min",
+        "forecasts/telemetry_5min",
+        _cols(
+            "device_id string, metric string, bucket_start timestamp, yhat double, lo_80 double, hi_80 double, "
+            "lo_95 double, hi_95 double, origin timestamp, model_version string, method string, origin_date date",
+            optional=("method",),
+        ),
+        "origin_date",
+        description="The champion's 24-hour forecasts per device and metric, one set per origin.",
+    ),
+    LakeTable(
+        "ops_deviations",
+        "ops/deviations",
+        _cols(
+            "device_id string, metric string, site_id string, ts timestamp, actual double, expected double, "
+            "expected_lo double, expected_hi double, residual double, score double, is_anomalous boolean, "
+            "forecast_origin timestamp, model_version string, event_date date"
+        ),
+        "event_date",
+        description="Every scored minute: actual against the forecast band, score in [0, 1], anomalous or not.",
+    ),
     # The case mirror is replaced whole and unpartitioned: the mirror's write time stands in.
-    LakeTable("cases_cases", "cases/cases", _cols(
-        "case_key string, device_id string, metric string, site_id string, incident_start timestamp, "
-        "last_seen timestamp, back_in_band_since timestamp, severity string, status string, auto_resolved boolean, "
-        "opened_at timestamp, updated_at timestamp, resolved_at timestamp, reopen_count int"), "",
-        description="Every case in the case store, as mirrored to the lake."),
-    LakeTable("cases_history", "cases/history", _cols(
-        "case_key string, at timestamp, from_status string, to_status string, actor string, note string"), "",
-        description="Every status change of every case."),
-    LakeTable("registry_sites", "sites", _cols(
-        "site_id string, name string, latitude double, longitude double, timezone string, updated_at timestamp, "
-        "registry_date date"), "registry_date", format="registry",
-        description="Daily snapshots of the registry's sites."),
-    LakeTable("registry_devices", "devices", _cols(
-        "device_id string, site_id string, model string, firmware string, installed_on date, updated_at timestamp, "
-        "registry_date date"), "registry_date", format="registry",
-        description="Daily snapshots of the registry's devices."),
-    LakeTable("registry_device_metrics", "device_metrics", _cols(
-        "device_id string, metric string, unit string, canonical_unit string, min_value double, max_value double, "
-        "updated_at timestamp, registry_date date"), "registry_date", format="registry",
-        description="Daily snapshots of each device metric's unit and physical range."),
+    LakeTable(
+        "cases_cases",
+        "cases/cases",
+        _cols(
+            "case_key string, device_id string, metric string, site_id string, incident_start timestamp, "
+            "last_seen timestamp, back_in_band_since timestamp, severity string, status string, auto_resolved boolean, "
+            "opened_at timestamp, updated_at timestamp, resolved_at timestamp, reopen_count int"
+        ),
+        "",
+        description="Every case in the case store, as mirrored to the lake.",
+    ),
+    LakeTable(
+        "cases_history",
+        "cases/history",
+        _cols("case_key string, at timestamp, from_status string, to_status string, actor string, note string"),
+        "",
+        description="Every status change of every case.",
+    ),
+    LakeTable(
+        "registry_sites",
+        "sites",
+        _cols(
+            "site_id string, name string, latitude double, longitude double, timezone string, updated_at timestamp, "
+            "registry_date date"
+        ),
+        "registry_date",
+        format="registry",
+        description="Daily snapshots of the registry's sites.",
+    ),
+    LakeTable(
+        "registry_devices",
+        "devices",
+        _cols(
+            "device_id string, site_id string, model string, firmware string, installed_on date, updated_at timestamp, "
+            "registry_date date"
+        ),
+        "registry_date",
+        format="registry",
+        description="Daily snapshots of the registry's devices.",
+    ),
+    LakeTable(
+        "registry_device_metrics",
+        "device_metrics",
+        _cols(
+            "device_id string, metric string, unit string, canonical_unit string, min_value double, max_value double, "
+            "updated_at timestamp, registry_date date"
+        ),
+        "registry_date",
+        format="registry",
+        description="Daily snapshots of each device metric's unit and physical range.",
+    ),
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 
@@ -153,8 +211,10 @@ def _delta_files(lake: Lake, table: LakeTable, storage_options: dict[str, str] |
         return TableFiles(table)
     features = set(dt.protocol().reader_features or ()) & UNSUPPORTED_READER_FEATURES
     if features:
-        raise CatalogError(f"{uri} uses {', '.join(sorted(features))}: its data files alone are not the table, "
-                           "so neither DuckDB nor Spectrum can read it from a file list")
+        raise CatalogError(
+            f"{uri} uses {', '.join(sorted(features))}: its data files alone are not the table, "
+            "so neither DuckDB nor Spectrum can read it from a file list"
+        )
     partition_columns = dt.metadata().partition_columns
     expected = [table.partition] if table.partition else []
     if partition_columns != expected:
@@ -192,11 +252,15 @@ def _registry_files(lake: Lake, table: LakeTable) -> TableFiles:
 def _check_columns(where: str, table: LakeTable, present: dict[str, Any]) -> None:
     missing = [c.name for c in table.columns if not c.optional and c.name not in present and c.name != table.partition]
     if missing:
-        raise CatalogError(f"{where} lacks the column(s) {', '.join(missing)} that the warehouse table "
-                           f"{table.name} declares (iot_lake/warehouse/tables.py)")
+        raise CatalogError(
+            f"{where} lacks the column(s) {', '.join(missing)} that the warehouse table "
+            f"{table.name} declares (iot_lake/warehouse/tables.py)"
+        )
 
 
 def describe(tables: dict[str, TableFiles]) -> dict[str, Any]:
     """A summary for logs and asset metadata: partitions and files per table."""
-    return {name: {"partitions": len(f.partitions), "files": sum(map(len, f.partitions.values())),
-                   "version": f.version} for name, f in tables.items()}
+    return {
+        name: {"partitions": len(f.partitions), "files": sum(map(len, f.partitions.values())), "version": f.version}
+        for name, f in tables.items()
+    }

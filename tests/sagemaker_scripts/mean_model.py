@@ -19,14 +19,18 @@ def main() -> None:
         hps = json.loads((Path(os.environ["SM_INPUT_CONFIG_DIR"]) / "hyperparameters.json").read_text())
         if hps.get("fail") == "true":
             raise RuntimeError("asked to fail by the fail hyperparameter")
-        values = [float(v) for path in sorted(Path(os.environ["SM_CHANNEL_TRAIN"]).rglob("*.txt"))
-                  for v in path.read_text().split()]
+        values = [
+            float(v)
+            for path in sorted(Path(os.environ["SM_CHANNEL_TRAIN"]).rglob("*.txt"))
+            for v in path.read_text().split()
+        ]
         mean = sum(values) / len(values) * float(hps["scale"])
         (Path(os.environ["SM_MODEL_DIR"]) / "model.json").write_text(json.dumps({"mean": mean}))
         (Path(os.environ["SM_OUTPUT_DATA_DIR"]) / "metrics.json").write_text(json.dumps({"n": len(values)}))
         pipes.log.info(f"mean of {len(values)} values: {mean}")
-        pipes.report_asset_materialization(metadata={"mean": mean, "values": len(values),
-                                                     "job": os.environ["TRAINING_JOB_NAME"]})
+        pipes.report_asset_materialization(
+            metadata={"mean": mean, "values": len(values), "job": os.environ["TRAINING_JOB_NAME"]}
+        )
 
 
 if __name__ == "__main__":
