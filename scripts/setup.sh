@@ -12,7 +12,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
-.venv/bin/uv pip install --quiet --python .venv/bin/python -e '.[dev]'
+# Exactly the versions in uv.lock, the ones CI tested (`uv lock` after changing pyproject.toml's
+# dependencies; tests/test_style.py fails while the lock is out of date).
+.venv/bin/uv sync --quiet --frozen --extra dev
 # The dbt manifest Dagster loads the warehouse assets from (dbt_project/target/, not in git): parsed
 # once here, offline, so loading the definitions never waits for dbt.
 DBT_SEND_ANONYMOUS_USAGE_STATS=false .venv/bin/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project \

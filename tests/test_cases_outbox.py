@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,7 +15,15 @@ import sqlalchemy as sa
 from iot_lake.cases.model import case_key
 from iot_lake.cases.outbox import deliver_pending, retry_delay
 from iot_lake.cases.schema import outbox
-from iot_lake.cases.sinks import JsonLinesSink, LogSink, OutboxEvent, Sink, WebhookSink
+from iot_lake.cases.sinks import (
+    SIGNATURE_HEADER,
+    JsonLinesSink,
+    LogSink,
+    OutboxEvent,
+    Sink,
+    WebhookSink,
+    webhook_signature,
+)
 from iot_lake.cases.store import CaseStore
 from tests.cases_helpers import T0, point
 
@@ -138,14 +147,34 @@ def test_local_sinks_write_the_log_and_json_lines(tmp_path, caplog):
 
 @pytest.fixture
 def webhook():
-    """A local HTTP endpoint that records JSON POSTs and answers with the next queued status."""
-    received, statuses = [], []
+    """A local HTTP endpoint that records JSON POSTs (and their signatures) and answers with the next
+    queued status: a code, a redirect to /elsewhere, or "slow"."""
+    received, statuses, signatures = [], [], []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.headers["Content-Type"], json.loads(body)))
-            self.send_response(statuses.pop(0) if statuses else 204)
+            if self.path.startswith("/elsewhere"):  # where a redirect points: must never be reached
+                received.append(("redirected", json.loads(body)))
+            else:
+                received.append((self.headers["Content-Type"], json.loads(body)))
+            signatures.append((self.headers.get(SIGNATURE_HEADER), body))
+            status = statuses.pop(0) if statuses else 204
+            if status == "slow":  # answers at once, then trickles its body past the sink's deadline
+                self.send_response(200)
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                try:
+                    for _ in range(10):
+                        self.wfile.write(b"x" * 10)
+                        self.wfile.flush()
+                        time.sleep(0.3)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the sink gave up at its deadline, as it should
+                return
+            self.send_response(status)
+            if status in (301, 302, 307, 308):
+                self.send_header("Location", "/elsewhere")
             self.end_headers()
 
         def log_message(self, *args):
@@ -154,13 +183,13 @@ def webhook():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received, statuses
+    yield f"http://127.0.0.1:{server.server_port}/hook", received, statuses, signatures
     server.shutdown()
     server.server_close()
 
 
 def test_webhook_posts_json_and_a_server_error_is_retried(tmp_path, webhook):
-    url, received, statuses = webhook
+    url, received, statuses, signatures = webhook
     statuses.append(503)
     sink = WebhookSink(url)
     with CaseStore(f"sqlite:///{tmp_path / 'cases.sqlite'}", sinks=[sink], clock=lambda: T0) as store:
@@ -171,3 +200,34 @@ def test_webhook_posts_json_and_a_server_error_is_retried(tmp_path, webhook):
     assert [(ctype, doc["event"], doc["case_key"]) for ctype, doc in received] == [
         ("application/json", "opened", KEY)
     ] * 2
+
+
+def _event() -> OutboxEvent:
+    return OutboxEvent(id=7, case_key=KEY, event="opened", payload={"case_key": KEY, "event": "opened"})
+
+
+def test_webhook_signs_the_body_with_the_secret_from_the_environment(webhook, monkeypatch):
+    url, received, statuses, signatures = webhook
+    monkeypatch.setenv("IOT_LAKE_CASES_WEBHOOK_SECRET", "s3cret")
+    WebhookSink(url).deliver(_event())
+    WebhookSink(url, secret="").deliver(_event())  # no secret: no signature
+    (signature, body), (unsigned, _) = signatures
+    assert signature == webhook_signature("s3cret", body) and signature.startswith("sha256=")
+    assert signature != webhook_signature("other", body) and unsigned is None
+
+
+def test_webhook_never_follows_a_redirect(webhook):
+    url, received, statuses, signatures = webhook
+    statuses.append(307)
+    with pytest.raises(RuntimeError, match="redirect"):
+        WebhookSink(url).deliver(_event())
+    assert [kind for kind, _ in received] == ["application/json"]  # /elsewhere never got the event
+
+
+def test_webhook_has_one_deadline_for_the_whole_exchange(webhook):
+    url, received, statuses, signatures = webhook
+    statuses.append("slow")  # every socket wait is short (0.3 s), the whole answer takes 3 s
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="longer than 1 s"):
+        WebhookSink(url, timeout_s=1.0).deliver(_event())
+    assert time.monotonic() - t0 < 2.5

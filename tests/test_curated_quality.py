@@ -178,3 +178,37 @@ def test_suites_run_in_a_python_dash_c_process_like_dagsters_step_workers():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "severity ERROR" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "failing, passed, severity",
+    [
+        ({"critical"}, False, AssetCheckSeverity.ERROR),
+        ({"critical", "warning"}, False, AssetCheckSeverity.ERROR),
+        ({"warning"}, False, AssetCheckSeverity.WARN),
+        ({"info"}, True, AssetCheckSeverity.WARN),  # reported in the table, fails nothing
+        (set(), True, AssetCheckSeverity.WARN),
+    ],
+)
+def test_great_expectations_severity_decides_the_check(failing, passed, severity):
+    """The check's outcome follows each expectation's own GX severity (critical, warning, info)."""
+    from assets.curated.quality import _e
+
+    frame = _telemetry()
+    expectations = [
+        # value <= 50 fails on the pressure rows (100, 101); value >= 0 always holds.
+        _e(
+            "ExpectColumnValuesToBeBetween",
+            level,
+            column="value",
+            min_value=0,
+            max_value=50 if level in failing else 1e6,
+        )
+        for level in ("critical", "warning", "info")
+    ]
+    result = run_suite("severity", frame, expectations)
+    assert (result.passed, result.severity) == (passed, severity)
+    assert result.metadata["failed_error"].value == int("critical" in failing)
+    assert result.metadata["failed_warn"].value == int("warning" in failing)
+    for level in ("critical", "warning", "info"):
+        assert f"| {level} |" in result.metadata["results"].value

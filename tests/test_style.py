@@ -22,3 +22,9 @@ def test_ruff_lint_is_clean():
 def test_ruff_format_is_clean():
     out = _run(str(BIN / "ruff"), "format", "--check", ".")
     assert out.returncode == 0, "run `.venv/bin/ruff format .`:\n" + out.stdout + out.stderr
+
+
+def test_uv_lock_matches_pyproject():
+    """scripts/setup.sh installs from uv.lock: it must hold what pyproject.toml asks for."""
+    out = _run(str(BIN / "uv"), "lock", "--check")
+    assert out.returncode == 0, "run `.venv/bin/uv lock`:\n" + out.stdout + out.stderr
