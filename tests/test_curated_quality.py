@@ -160,7 +160,7 @@ def test_a_failing_blocking_suite_stops_downstream_assets(landed, spark):
         )
     evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "gx_suite")
     assert not evaluation.passed and evaluation.severity == AssetCheckSeverity.ERROR
-    assert "| **FAIL** | error | `expect_compound_columns_to_be_unique`" in evaluation.metadata["results"].value
+    assert "| **FAIL** | critical | `expect_compound_columns_to_be_unique`" in evaluation.metadata["results"].value
     assert ran == []  # the blocking check stopped the downstream asset
 
 
