@@ -3,12 +3,16 @@
     .venv/bin/python -m benchmarks                 # the full set: ~25 min on 2 cores
     .venv/bin/python -m benchmarks --quick         # smoke sizes: ~8 min
     .venv/bin/python -m benchmarks --only curate --only latency
+    .venv/bin/python -m benchmarks --quick --out benchmarks/results/latest.json --docs docs/benchmarks.md
 
 Each benchmark runs in its own process (`python -m benchmarks.NAME --json ...`) so none inherits
 another's imports or memory; its own output goes to a log file whose path the table's footer
 prints. Every figure stands beside the reference measured in the same run, and the ratio is what
 the targets judge where a target is on the ratio. Wall times move with other load on the cores,
 so the load average is printed with each benchmark.
+
+``--out`` writes the run as JSON: every result and the run's metadata (date, cores, load averages,
+quick or full, git commit); ``--docs`` renders docs/benchmarks.md from it (benchmarks/report.py).
 """
 
 from __future__ import annotations
@@ -18,14 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.results import Result, load_average, read
+from benchmarks.results import Result, load_average, read, run_metadata, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 # name -> (full arguments, --quick arguments); run in this order, the UI's cold start first while
@@ -61,7 +65,18 @@ def _value(r: Result) -> str:
 @click.option("--quick", is_flag=True, help="Smoke sizes of every benchmark.")
 @click.option("--only", type=click.Choice(list(BENCHMARKS)), multiple=True, help="Run just these (repeatable).")
 @click.option("--skip", type=click.Choice(list(BENCHMARKS)), multiple=True, help="Leave these out (repeatable).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write every result there as JSON.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write every result and the run's metadata there as JSON.",
+)
+@click.option(
+    "--docs",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Render the results page there (docs/benchmarks.md); needs --out, which the page is checked against.",
+)
 @click.option(
     "--logs",
     type=click.Path(path_type=Path),
@@ -69,8 +84,13 @@ def _value(r: Result) -> str:
     show_default=True,
     help="Each benchmark's own output.",
 )
-def main(quick: bool, only: tuple[str, ...], skip: tuple[str, ...], out: Path | None, logs: Path) -> None:
+def main(
+    quick: bool, only: tuple[str, ...], skip: tuple[str, ...], out: Path | None, docs: Path | None, logs: Path
+) -> None:
+    if docs and not out:
+        raise click.UsageError("--docs renders the page from the results file: give --out too")
     names = [n for n in BENCHMARKS if (not only or n in only) and n not in skip]
+    metadata = run_metadata(REPO, quick, started=datetime.now(UTC))
     logs.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
     rows: list[tuple[str, float, float, int]] = []  # name, seconds, load average at its end, exit code
@@ -113,9 +133,18 @@ def main(quick: bool, only: tuple[str, ...], skip: tuple[str, ...], out: Path | 
         + f"; logs in {logs}"
     )
     if out:
-        import json
+        metadata["benchmarks"] = [
+            {"name": n, "seconds": round(s, 1), "load_average_end": round(load, 2), "exit_code": c}
+            for n, s, load, c in rows
+        ]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_run(out, results, metadata)
+        console.print(f"results in {out}")
+    if docs:
+        from benchmarks.report import render_file
 
-        out.write_text(json.dumps([{**asdict(r), "ratio": r.ratio, "met": r.met} for r in results], indent=1))
+        docs.write_text(render_file(out))
+        console.print(f"page in {docs}")
     if any(c for *_, c in rows):
         sys.exit(1)
 

@@ -3,14 +3,21 @@
 Each benchmark's ``main`` takes ``--json PATH`` and writes its results there as a JSON list. A result
 is a measured figure next to the reference measured in the same run; the target, where the project
 has one, applies to the ratio (``target_on="ratio"``) or to the figure itself (``"value"``).
+
+``python -m benchmarks --out FILE`` writes a whole run: ``{"metadata": {...}, "results": [...]}``, the
+metadata saying when, where and under what load it ran (``run_metadata``), so a page rendered from
+the file (``benchmarks.report``) carries them. ``read_run`` also reads the older list-only files.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+import subprocess
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -46,8 +53,51 @@ def write(path: str | Path | None, results: list[Result]) -> None:
     Path(path).write_text(json.dumps([asdict(r) for r in results], indent=1))
 
 
+def _result(doc: dict[str, Any]) -> Result:
+    # Whole-run files also hold the derived ``ratio`` and ``met``: recomputed, not read.
+    names = {f.name for f in fields(Result)}
+    return Result(**{k: v for k, v in doc.items() if k in names})
+
+
 def read(path: str | Path) -> list[Result]:
-    return [Result(**r) for r in json.loads(Path(path).read_text())]
+    return read_run(path)[0]
+
+
+def read_run(path: str | Path) -> tuple[list[Result], dict[str, Any]]:
+    """(results, metadata) of a benchmark's list or of a whole run; a list has no metadata."""
+    doc = json.loads(Path(path).read_text())
+    if isinstance(doc, list):
+        return [_result(r) for r in doc], {}
+    return [_result(r) for r in doc["results"]], dict(doc.get("metadata") or {})
+
+
+def write_run(path: str | Path, results: list[Result], metadata: dict[str, Any]) -> None:
+    doc = {"metadata": metadata, "results": [{**asdict(r), "ratio": r.ratio, "met": r.met} for r in results]}
+    Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def git_commit(repo: str | Path) -> str | None:
+    """The checked-out commit, with ``+dirty`` when tracked files have changed; None outside git."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def run_metadata(repo: str | Path, quick: bool, started: datetime | None = None) -> dict[str, Any]:
+    """When, where and how busy: what a reader needs to weigh the figures of a run."""
+    return {
+        "date": (started or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(),
+        "load_average_start": round(load_average(), 2),
+        "quick": quick,
+        "commit": git_commit(repo),
+    }
 
 
 def load_average() -> float:

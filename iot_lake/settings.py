@@ -152,7 +152,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         lines = "\n".join(f"  {var}: {required[var]}" for var in missing)
         raise SettingsError(
             f"{ENV_VAR}=prod ({SPARK_MODE_VAR}={spark_mode}) but these environment variables are not set:\n{lines}\n"
-            "Set them (see README, 'Switching to prod') or unset IOT_LAKE_ENV for the embedded default."
+            "Set them (see docs/production.md, 'Settings') or unset IOT_LAKE_ENV for the embedded default."
         )
     prefix = env.get("IOT_LAKE_PREFIX", "").strip("/")
     bucket = env["IOT_LAKE_BUCKET"].removeprefix("s3://").strip("/")

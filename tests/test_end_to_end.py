@@ -113,7 +113,7 @@ def dagster_dev(tmp_path_factory) -> DevServer:
     server = DevServer(port=free_port(), project=project, lake_root=tmp / "lake", log=tmp / "dagster-dev.log", tmp=tmp)
     with start_dagster_dev(project, _env(IOT_LAKE_ROOT=str(server.lake_root)), server.log, server.port):
         _wait(lambda: served(server.port), 120, "the UI")
-        # Without --host, the UI listens on loopback only (README, "Operating in production").
+        # Without --host, the UI listens on loopback only (docs/production.md).
         import psutil
 
         bound = {

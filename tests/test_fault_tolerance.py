@@ -1,6 +1,6 @@
 """Fault tolerance, end to end on the real engines (Sail, delta-rs, Dagster, botocore against moto).
 
-What each failure does is summed up in README.md, "Fault tolerance" (the curated layer). What other
+What each failure does is summed up in docs/curated.md, "Fault tolerance". What other
 modules already prove is referenced, not repeated:
 
 - every quarantine reason of one line: tests/test_curated_records.py; the fast path agreeing with

@@ -7,7 +7,7 @@ under ``warehouse/_manifests/<table>/``, its columns the declared contract (tabl
 Glue partition per Delta partition. A partition's manifest is rewritten only when its file list
 changed (its hash is kept in the partition's parameters), so a refresh after an hourly MERGE
 touches the few partitions that MERGE changed. The Redshift side is one external schema over the
-Glue database (README, "Warehouse").
+Glue database (docs/warehouse.md, "The same tables in Redshift").
 """
 
 from __future__ import annotations

@@ -1,0 +1,281 @@
+"""docs/benchmarks.md, rendered from a results file so that no figure is ever copied by hand.
+
+    .venv/bin/python -m benchmarks.report benchmarks/results/latest.json --out docs/benchmarks.md
+    .venv/bin/python -m benchmarks.report RESULTS.json            # to stdout
+
+The page is the hand-written introduction below (what each benchmark measures, its target, how to
+run them, how to read the figures), then the run's metadata and one table per benchmark, all from
+the JSON that ``python -m benchmarks --out FILE`` writes (``--docs PAGE`` renders this page at the
+end of a run). ``render`` is a pure function of the file: tests/test_docs.py checks that the
+committed page is exactly the rendering of benchmarks/results/latest.json, so a hand edit fails CI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from benchmarks.results import Result, read_run
+
+COMMAND = "python -m benchmarks.report benchmarks/results/latest.json --out docs/benchmarks.md"
+
+INTRO = """\
+# Benchmarks
+
+Every speed and quality target of the project is a benchmark under `benchmarks/`, never a timed unit
+test. Each one reports its figure beside a **reference measured in the same run** on the same
+machine, so the ratio, not the seconds, is what carries from one machine or load to another; where
+the project has a target, it is on that ratio or on the figure itself, and each table says whether
+it was met.
+
+## How to run them
+
+```bash
+.venv/bin/python -m benchmarks                 # every benchmark at full size (about half an hour on 2 cores)
+.venv/bin/python -m benchmarks --quick         # smoke sizes
+.venv/bin/python -m benchmarks --only curate --only latency     # some of them (--skip leaves some out)
+.venv/bin/python -m benchmarks.curate --quick  # one benchmark on its own, with its own table
+# this page: record a run and render it (commit both files)
+.venv/bin/python -m benchmarks --quick --out benchmarks/results/latest.json --docs docs/benchmarks.md
+# re-render only
+.venv/bin/python -m benchmarks.report benchmarks/results/latest.json --out docs/benchmarks.md
+```
+
+Each benchmark runs in its own process (`python -m benchmarks.NAME --json FILE`), so none inherits
+another's imports or memory; its output goes to a log under `$TMPDIR/iot-lake-bench/logs`
+(`--logs`). The run's JSON holds every result and the run's metadata: date, cores, load average,
+quick or full sizes, git commit.
+
+## What each one measures
+"""
+
+# benchmark -> (what it measures, the reference measured in the same run, the target)
+MEASURES: dict[str, tuple[str, str, str]] = {
+    "ui": (
+        "`dagster dev` cold start until the UI serves every asset of the code location (fresh `DAGSTER_HOME` "
+        "and lake; median of `--repeat` starts)",
+        "the same for a one-asset project: what `dagster dev` itself costs",
+        "",
+    ),
+    "demo": (
+        "the README's main command, `python -m jobs.main`, on a fresh lake and `DAGSTER_HOME` (`--days`, `--devices`)",
+        "DuckDB's curated data path over the same landed hours, in one pass",
+        "",
+    ),
+    "curate": (
+        "the curated materialization of one landing hour of 2M records in 20 gzip objects "
+        "(`telemetry_hourly_job` through Dagster, the Spark job on Sail through Pipes); also with the "
+        "landing inventory, and peak memory of the process tree",
+        "the same data path in DuckDB SQL on the same objects",
+        "ratio <= 2.0",
+    ),
+    "incremental": (
+        "(part of `curate`) the 24th landing hour of a day against the first, on tables that already "
+        "hold a day: the cost of a partition must not grow with the table",
+        "hour 1 of the same day",
+        "ratio <= 1.3",
+    ),
+    "forecast": (
+        "training (backtest of every candidate, refit of the best with conformal intervals) and the batch "
+        "forecast of the next 24 h, 200 devices x 4 metrics x 14 days of 5-minute rows, run as the local "
+        "SageMaker runner runs the entry scripts; the LightGBM model's backtest MASE",
+        "statsforecast's seasonal naive on the same series",
+        "300 s; 60 s; MASE ratio <= 1",
+    ),
+    "latency": (
+        "a landing object written -> its case in the case store, with `dagster dev` and its daemon running "
+        "(landing sensor, telemetry run, deviations run)",
+        "the work inside it: telemetry run start -> deviations run end",
+        "60 s",
+    ),
+    "nab": (
+        "the anomaly scorer's normalised NAB scores (standard, low FP, low FN profiles) on NAB's development subset",
+        "a perfect detector (100)",
+        "",
+    ),
+}
+
+NOTES = """\
+Notes on the individual benchmarks:
+
+- `curate` runs `telemetry_hourly_job` as three runs of its subsets (inventory, curated
+  materialization, Great Expectations checks) in a fresh lake, and the DuckDB reference
+  (`benchmarks/curate/duck.py`) in its own process; the two curated tables must agree. Inputs are
+  cached under `$TMPDIR/iot-lake-bench` (`--workdir`); `--records`, `--objects`, `--day-devices`
+  and `--skip throughput|incremental` change the run. `--quick` is 100k records and a single
+  3-device day (its 24th hour against its first, without the warm-up day): the fixed start-up of
+  Pipes and Sail dominates its ratios.
+- `forecast --quick` simulates 20 devices instead of 200; the data is cached under `--workdir`.
+- `latency` sets up a day of curated telemetry, a seasonal-naive champion and the hour's forecast
+  in a fresh lake, warms `dagster dev` up with the hour so far, then writes one object with a
+  device's temperature 25 degrees off and waits for its case. What lies between the work and the
+  latency is the sensors' polling (every 5 s) and run launches.
+- `nab` needs the shared NAB tool and corpus (`../shared/tools/nab`, `../shared/datasets/nab-dev`;
+  `NAB_TOOL`, `NAB_DATA`). For scale, published standard-profile scores on the *full* corpus:
+  ARTime 74.9, Numenta HTM 70.1, AWS Random Cut Forest 51.7; the development subset is not the
+  full corpus, so they are not directly comparable, and a held-out score will be lower than the
+  development score the detector was tuned on ([forecasting.md](forecasting.md)).
+
+## Reading the figures
+
+- Wall times move with other work on the cores: the load average at the start of the run and at
+  the end of each benchmark is recorded. Compare runs made on a quiet machine, and compare ratios.
+- `--quick` runs are smoke sizes: fixed start-up costs dominate them, so their ratios are not
+  judged against the targets in earnest. The full sizes are what the targets are for.
+- "met" / "MISSED" is the target applied to the ratio or to the figure, as the target column says.
+"""
+
+
+def _measures_table() -> list[str]:
+    return [
+        "| benchmark | measures | reference (same run) | target |",
+        "| --- | --- | --- | --- |",
+        *(f"| `{name}` | {what} | {reference} | {target} |" for name, (what, reference, target) in MEASURES.items()),
+    ]
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _number(value: float, unit: str) -> str:
+    return f"{value:,.2f}" if unit in ("MASE", "score") else f"{value:,.1f}"
+
+
+def _with_unit(value: float, unit: str) -> str:
+    return f"{_number(value, unit)} {unit}".strip()
+
+
+def target_text(r: Result) -> str:
+    if r.target is None:
+        return ""
+    want = ">=" if r.higher_is_better else "<="
+    return f"ratio {want} {r.target:g}" if r.target_on == "ratio" else f"{want} {r.target:g} {r.unit}".strip()
+
+
+def verdict(r: Result) -> str:
+    return "" if r.met is None else ("met" if r.met else "**MISSED**")
+
+
+def _reference(r: Result) -> str:
+    if r.reference_value is None:
+        return r.reference or ""
+    figure = _with_unit(r.reference_value, r.unit)
+    return f"{r.reference}: {figure}" if r.reference else figure
+
+
+def _metadata_section(metadata: dict[str, Any]) -> list[str]:
+    if not metadata:
+        return [
+            "## The run",
+            "",
+            "The results file holds no run metadata (a list-form file, from before `python -m benchmarks`",
+            "recorded it): its date, machine, load and sizes are not known. Record a new run to replace it.",
+            "",
+        ]
+
+    def known(key: str) -> Any:
+        value = metadata.get(key)
+        return "not recorded" if value is None else value
+
+    quick = metadata.get("quick")
+    sizes = "not recorded" if quick is None else ("`--quick` (smoke sizes)" if quick else "full")
+    commit = metadata.get("commit")
+    lines = [
+        "## The run",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| date (UTC) | {_cell(known('date'))} |",
+        f"| machine | {_cell(known('cores'))} cores |",
+        f"| load average (1 min) at the start | {_cell(known('load_average_start'))} |",
+        f"| sizes | {sizes} |",
+        f"| git commit | {f'`{commit}`' if commit else 'not recorded'} |",
+    ]
+    if metadata.get("note"):
+        lines.append(f"| note | {_cell(metadata['note'])} |")
+    lines.append("")
+    runs = metadata.get("benchmarks") or []
+    if runs:
+        lines += [
+            "| benchmark | wall time | load average at its end | exit code |",
+            "| --- | ---: | ---: | ---: |",
+            *(
+                f"| {_cell(b['name'])} | {b['seconds']:.0f} s | {b['load_average_end']:.2f} | "
+                f"{b['exit_code']}{' (no results)' if b['exit_code'] else ''} |"
+                for b in runs
+            ),
+            "",
+        ]
+    return lines
+
+
+def render(results: list[Result], metadata: dict[str, Any]) -> str:
+    """The whole page: the introduction, the run's metadata, a table per benchmark."""
+    lines = [
+        f"<!-- Generated by `{COMMAND}` from the results file; do not edit by hand (tests/test_docs.py). -->",
+        "",
+        INTRO.rstrip("\n"),
+        "",
+        *_measures_table(),
+        "",
+        NOTES.rstrip("\n"),
+        "",
+        *_metadata_section(metadata),
+        "## Results",
+        "",
+    ]
+    if not results:
+        lines += ["The results file holds no results.", ""]
+    by_benchmark: dict[str, list[Result]] = {}
+    for r in results:
+        by_benchmark.setdefault(r.benchmark, []).append(r)
+    for name, rows in by_benchmark.items():
+        lines += [
+            f"### {name}",
+            "",
+            "| measure | value | reference | ratio | target | verdict | note |",
+            "| --- | ---: | --- | ---: | --- | --- | --- |",
+            *(
+                "| "
+                + " | ".join(
+                    _cell(c)
+                    for c in (
+                        r.measure,
+                        _with_unit(r.value, r.unit),
+                        _reference(r),
+                        "" if r.ratio is None else f"{r.ratio:.2f}",
+                        target_text(r),
+                        verdict(r),
+                        r.note,
+                    )
+                )
+                + " |"
+                for r in rows
+            ),
+            "",
+        ]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def render_file(path: str | Path) -> str:
+    return render(*read_run(path))
+
+
+@click.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the page there.")
+def main(results: Path, out: Path | None) -> None:
+    """Render RESULTS (the JSON of `python -m benchmarks --out`) as the Markdown page docs/benchmarks.md."""
+    page = render_file(results)
+    if out is None:
+        click.echo(page, nl=False)
+    else:
+        out.write_text(page)
+        click.echo(f"wrote {out}", err=True)
+
+
+if __name__ == "__main__":
+    main()
