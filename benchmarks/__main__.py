@@ -42,6 +42,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "latency": ([], []),
     "nab": ([], ["--check-causal", "0"]),
 }
+SIMULATING = {"demo", "curate", "forecast", "latency"}  # the ones that take --seed
 console = Console(stderr=True)
 
 
@@ -65,6 +66,7 @@ def _value(r: Result) -> str:
 @click.option("--quick", is_flag=True, help="Smoke sizes of every benchmark.")
 @click.option("--only", type=click.Choice(list(BENCHMARKS)), multiple=True, help="Run just these (repeatable).")
 @click.option("--skip", type=click.Choice(list(BENCHMARKS)), multiple=True, help="Leave these out (repeatable).")
+@click.option("--seed", type=int, default=None, help="Seed of the simulated data, for the benchmarks that simulate.")
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -85,7 +87,13 @@ def _value(r: Result) -> str:
     help="Each benchmark's own output.",
 )
 def main(
-    quick: bool, only: tuple[str, ...], skip: tuple[str, ...], out: Path | None, docs: Path | None, logs: Path
+    quick: bool,
+    only: tuple[str, ...],
+    skip: tuple[str, ...],
+    seed: int | None,
+    out: Path | None,
+    docs: Path | None,
+    logs: Path,
 ) -> None:
     if docs and not out:
         raise click.UsageError("--docs renders the page from the results file: give --out too")
@@ -96,12 +104,21 @@ def main(
     rows: list[tuple[str, float, float, int]] = []  # name, seconds, load average at its end, exit code
     for name in names:
         full, smoke = BENCHMARKS[name]
+        seeded = ["--seed", str(seed)] if seed is not None and name in SIMULATING else []
         json_path, log = logs / f"{name}.json", logs / f"{name}.log"
         json_path.unlink(missing_ok=True)
         t0 = time.perf_counter()
         with console.status(f"benchmark {name} (output: {log})"), open(log, "w") as out_file:
             code = subprocess.run(
-                [sys.executable, "-m", f"benchmarks.{name}", *(smoke if quick else full), "--json", str(json_path)],
+                [
+                    sys.executable,
+                    "-m",
+                    f"benchmarks.{name}",
+                    *(smoke if quick else full),
+                    *seeded,
+                    "--json",
+                    str(json_path),
+                ],
                 cwd=REPO,
                 stdout=out_file,
                 stderr=subprocess.STDOUT,

@@ -36,6 +36,7 @@ it was met.
 .venv/bin/python -m benchmarks                 # every benchmark at full size (about half an hour on 2 cores)
 .venv/bin/python -m benchmarks --quick         # smoke sizes
 .venv/bin/python -m benchmarks --only curate --only latency     # some of them (--skip leaves some out)
+.venv/bin/python -m benchmarks --quick --seed 3     # another simulated fleet (demo, curate, forecast, latency)
 .venv/bin/python -m benchmarks.curate --quick  # one benchmark on its own, with its own table
 # this page: record a run and render it (commit both files)
 .venv/bin/python -m benchmarks --quick --out benchmarks/results/latest.json --docs docs/benchmarks.md

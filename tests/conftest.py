@@ -30,6 +30,7 @@ def _embedded_default(monkeypatch):
         "IOT_LAKE_HISTORIAN_URL",
         "IOT_LAKE_CASES_URL",
         "IOT_LAKE_CASES_WEBHOOK_URL",
+        "IOT_LAKE_CASES_WEBHOOK_SECRET",
         "DAGSTER_HOME",
     ):
         monkeypatch.delenv(var, raising=False)

@@ -140,6 +140,7 @@ def _verdict(ratio: float, target: float) -> str:
 @click.option("--objects", default=20, show_default=True, help="Gzip NDJSON objects they are packed in.")
 @click.option("--day-devices", default=20, show_default=True, help="Fleet of the simulated day (10 s sampling).")
 @click.option("--quick", is_flag=True, help="100k records and one 3-device day (no warm-up day): a smoke run.")
+@click.option("--seed", default=42, show_default=True, help="Seed of the simulated fleet and its data.")
 @click.option("--skip", type=click.Choice(["throughput", "incremental"]), multiple=True, help="Leave a part out.")
 @click.option(
     "--workdir",
@@ -160,6 +161,7 @@ def main(
     objects: int,
     day_devices: int,
     quick: bool,
+    seed: int,
     skip: tuple[str, ...],
     workdir: Path,
     json_path: Path | None,
@@ -174,7 +176,7 @@ def main(
 
     if "throughput" not in skip:
         with console.status(f"simulating {records:,} records in {objects} objects (cached after the first run)"):
-            source = throughput_source(workdir, records, objects)
+            source = throughput_source(workdir, records, objects, seed=seed)
         with console.status("ours: telemetry_hourly_job through Dagster + Pipes + Sail"):
             ours = run_ours(source, workdir / "runs" / "ours", [_key(source.hours[0])])
         with console.status("DuckDB reference"):
@@ -251,7 +253,7 @@ def main(
         # --quick leaves out the warm-up day: its first hour is then the one that creates the tables.
         n_days = 1 if quick else 2
         with console.status(f"simulating {n_days} day(s) of {day_devices} devices (cached after the first run)"):
-            days = incremental_source(workdir, day_devices, days=n_days)
+            days = incremental_source(workdir, day_devices, seed=seed, days=n_days)
         keys = [_key(h) for h in days.hours]
         day = keys[-24:]
         runs = ([keys[0], f"{keys[1]}...{keys[23]}"] if n_days == 2 else []) + [

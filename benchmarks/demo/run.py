@@ -60,6 +60,7 @@ def reference_lake(lake_root: Path, root: Path) -> Path:
 @click.command()
 @click.option("--days", default=1, show_default=True)
 @click.option("--devices", default=50, show_default=True)
+@click.option("--seed", default=42, show_default=True, help="Seed of the simulated fleet and its data.")
 @click.option(
     "--json",
     "json_path",
@@ -67,15 +68,25 @@ def reference_lake(lake_root: Path, root: Path) -> Path:
     default=None,
     help="Also write the results there (for python -m benchmarks).",
 )
-def main(days: int, devices: int, json_path: Path | None) -> None:
+def main(days: int, devices: int, seed: int, json_path: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="iot-lake-demo-") as tmp:
         work = Path(tmp)
         (work / "home").mkdir()
         env = clean_env(IOT_LAKE_ROOT=str(work / "lake"), DAGSTER_HOME=str(work / "home"))
-        with console.status(f"python -m jobs.main --days {days} --devices {devices} on a fresh lake"):
+        with console.status(f"python -m jobs.main --days {days} --devices {devices} --seed {seed} on a fresh lake"):
             t0 = time.perf_counter()
             done = subprocess.run(
-                [sys.executable, "-m", "jobs.main", "--days", str(days), "--devices", str(devices)],
+                [
+                    sys.executable,
+                    "-m",
+                    "jobs.main",
+                    "--days",
+                    str(days),
+                    "--devices",
+                    str(devices),
+                    "--seed",
+                    str(seed),
+                ],
                 cwd=REPO,
                 env=env,
                 capture_output=True,

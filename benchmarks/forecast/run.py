@@ -40,11 +40,11 @@ TRAIN_TARGET_S, FORECAST_TARGET_S = 300, 60
 console = Console(stderr=True)
 
 
-def cached_rows(workdir: Path, devices: int, days: int) -> Path:
-    path = workdir / f"rows-{devices}x{days}.parquet"
+def cached_rows(workdir: Path, devices: int, days: int, seed: int = 42) -> Path:
+    path = workdir / f"rows-{devices}x{days}-{seed}.parquet"
     if not path.exists():
         workdir.mkdir(parents=True, exist_ok=True)
-        training_rows(devices=devices, days=days, start=START).to_parquet(path, index=False)
+        training_rows(devices=devices, days=days, start=START, seed=seed).to_parquet(path, index=False)
     return path
 
 
@@ -61,6 +61,7 @@ def reference_seconds(rows: pd.DataFrame) -> float:
 @click.option("--devices", default=200, show_default=True)
 @click.option("--days", default=14, show_default=True)
 @click.option("--quick", is_flag=True, help="20 devices")
+@click.option("--seed", default=42, show_default=True, help="Seed of the simulated fleet and its data.")
 @click.option(
     "--workdir",
     type=click.Path(path_type=Path),
@@ -74,11 +75,11 @@ def reference_seconds(rows: pd.DataFrame) -> float:
     default=None,
     help="Also write the results there (for python -m benchmarks).",
 )
-def main(devices: int, days: int, quick: bool, workdir: Path, json_path: Path | None) -> None:
+def main(devices: int, days: int, quick: bool, seed: int, workdir: Path, json_path: Path | None) -> None:
     if quick:
         devices = 20
     with console.status(f"simulating {devices} devices x {days} days of 1-minute readings (cached)"):
-        source = cached_rows(workdir, devices, days)
+        source = cached_rows(workdir, devices, days, seed)
     rows = pd.read_parquet(source)
     run = workdir / "run"
     for d in ("train", "model", "output", "history", "forecasts"):

@@ -105,6 +105,7 @@ def _anomalous_object(lake, hour: datetime) -> tuple[str, str]:
 
 @click.command()
 @click.option("--devices", default=5, show_default=True)
+@click.option("--seed", default=7, show_default=True, help="Seed of the simulated fleet and its data.")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None, help="default: a temporary directory")
 @click.option(
     "--json",
@@ -113,7 +114,7 @@ def _anomalous_object(lake, hour: datetime) -> tuple[str, str]:
     default=None,
     help="Also write the results there (for python -m benchmarks).",
 )
-def main(devices: int, workdir: Path | None, json_path: Path | None) -> None:
+def main(devices: int, seed: int, workdir: Path | None, json_path: Path | None) -> None:
     work = workdir or Path(tempfile.mkdtemp(prefix="iot-lake-latency-"))
     project, lake_root = work / "project", work / "lake"
     shutil.rmtree(lake_root, ignore_errors=True)
@@ -145,7 +146,7 @@ def main(devices: int, workdir: Path | None, json_path: Path | None) -> None:
         with console.status("dagster dev starting"):
             wait(lambda: served(port), 180, "the UI")
         with console.status("warm start: the hour so far through the sensor, the telemetry run and the deviations"):
-            sim = Simulator(SimConfig(devices=devices, seed=7, history_days=1), lake)
+            sim = Simulator(SimConfig(devices=devices, seed=seed, history_days=1), lake)
             now = datetime.now(UTC)
             upto = now.replace(minute=now.minute // 5 * 5, second=0, microsecond=0)
             if upto <= hour:  # too early in the hour for a closed 5-minute buffer: take the first one

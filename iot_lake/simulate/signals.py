@@ -83,12 +83,20 @@ def plant_load(site: Site, t_ms: np.ndarray) -> np.ndarray:
     return np.where(weekday < 5, weekday_load, np.where(weekday == 5, saturday_load, sunday_load))
 
 
+JITTER_MS = 250  # a device clock's jitter: [0, 250) ms late
+
+
 def sample_times(device: Device, day: date, interval_s: int) -> np.ndarray:
-    """Event times of a device on one UTC day: its own sampling phase plus clock jitter."""
+    """Event times of a device on one UTC day: its own sampling phase plus clock jitter.
+
+    Every time stays within the day. The phase is capped so that phase + jitter < the interval: a
+    device with a phase near 1 would otherwise put its last sample of a day into the next day, in
+    the same minute (and historian 15-minute reading) as that day's first sample.
+    """
     n = 86_400 // interval_s
-    start = day_start_ms(day) + int(device.sample_phase * interval_s * 1000)
-    jitter = rng_for(0, STREAM_NOISE, device.index, day.toordinal(), 99).integers(0, 250, size=n)
-    return start + np.arange(n, dtype=np.int64) * interval_s * 1000 + jitter
+    phase_ms = min(int(device.sample_phase * interval_s * 1000), interval_s * 1000 - JITTER_MS)
+    jitter = rng_for(0, STREAM_NOISE, device.index, day.toordinal(), 99).integers(0, JITTER_MS, size=n)
+    return day_start_ms(day) + phase_ms + np.arange(n, dtype=np.int64) * interval_s * 1000 + jitter
 
 
 def clean_metric(fleet: Fleet, device: Device, metric: str, t_ms: np.ndarray, day: date) -> np.ndarray:
