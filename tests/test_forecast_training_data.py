@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from iot_lake.cases_feedback import CASES_FEEDBACK, CONFIRMED, FALSE_POSITIVE, FEEDBACK_SCHEMA
+from iot_lake.cases.feedback import CASES_FEEDBACK, CONFIRMED, FALSE_POSITIVE, FEEDBACK_SCHEMA
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, refresh_aggregates
 from iot_lake.curated.features_job import FEATURES, build_features_day
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_hour
