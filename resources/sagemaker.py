@@ -35,7 +35,8 @@ from typing import Any
 from dagster import AssetExecutionContext, ConfigurableResource, PipesSubprocessClient
 
 from iot_lake.lake import Lake
-from resources.failures import fail_fast, local_process_failures
+from lib.retries import fail_fast, local_process_failures
+from lib.sagemaker_jobs import JobRun, hyperparameter_strings, resolve_arguments
 
 MODES = ("local", "sagemaker")
 _PLACEHOLDER = re.compile(r"\{(input|output):([A-Za-z0-9_-]+)\}")

@@ -17,9 +17,10 @@ from deltalake import write_deltalake
 from iot_lake.encryption import KMS_KEY_VAR, encrypt_writes
 from iot_lake.lake import Lake
 from iot_lake.spark.entrypoint import split_argv
-from resources import LakeResource, build_resources
+from lib.code_publishing import PublishedCode, publish_code, split_s3_uri
+from resources.environment import build_resources
+from resources.lake import LakeResource
 from resources.spark_aws import emr_step, glue_params
-from resources.spark_code import PublishedCode, publish_code, split_s3_uri
 from tests.conftest import REGION
 from tests.spark_twins import parse_confs
 from tests.test_sagemaker_runner_aws import lake, materialize_one, process, twin  # noqa: F401

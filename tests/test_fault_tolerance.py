@@ -46,8 +46,8 @@ from iot_lake.lake import (
 from iot_lake.sources.telemetry import inventoried_keys, iter_lines, land_inventory
 from jobs.maintenance import TABLES as MAINTAINED
 from jobs.maintenance import MaintenanceConfig, maintain_table
-from resources import LakeResource
-from resources.failures import RETRY_POLICY, JobFailed, retry_policy
+from lib.retries import RETRY_POLICY, JobFailed, retry_policy
+from resources.lake import LakeResource
 from resources.spark import LOCAL_ENV, SparkRunner, local_command
 from resources.warehouse import WarehouseResource
 from tests.conftest import REGION, START, land_faulty_hours

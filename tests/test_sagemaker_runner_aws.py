@@ -20,10 +20,11 @@ from dagster_pipes import decode_param
 
 import resources.sagemaker_aws as sagemaker_aws
 from iot_lake.lake import Lake
-from resources import LakeResource
-from resources.sagemaker import JobRun, SageMakerRunner, job_name
+from lib.code_publishing import split_s3_uri
+from lib.sagemaker_jobs import JobRun, job_name
+from resources.lake import LakeResource
+from resources.sagemaker import SageMakerRunner
 from resources.sagemaker_aws import SageMakerJobFailed
-from resources.spark_code import split_s3_uri
 from tests.conftest import REGION
 from tests.sagemaker_twins import SageMakerTwin
 

@@ -33,7 +33,7 @@ from iot_lake.cases.model import Deviation
 from iot_lake.cases.outbox import deliver_pending
 from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, score, with_forecasts
 from iot_lake.simulate.runner import anomalies_key
-from resources import LakeResource
+from lib.retries import RETRY_POLICY
 from resources.cases import CasesResource
 from resources.failures import RETRY_POLICY
 
