@@ -9,7 +9,7 @@ from assets.ops import ops_assets
 from assets.warehouse import warehouse_assets
 from iot_lake.settings import load_settings
 from jobs import all_jobs, all_schedules
-from resources import build_resources
+from resources.environment import build_resources
 from sensors.alerts import alert_sensors
 from sensors.automation import ops_automation_sensor
 from sensors.landing import landing_sensor

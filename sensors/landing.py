@@ -28,8 +28,8 @@ from assets.landing.weather import WEATHER_KEY
 from assets.partitions import daily_partitions, hourly_partitions
 from iot_lake.lake import TELEMETRY_PREFIX, WEATHER_PREFIX, Lake, ObjectInfo, telemetry_hour_of_key, weather_day_of_key
 from iot_lake.sources.telemetry import quick_check
-from jobs import telemetry_hourly_job, weather_daily_job
-from resources import LakeResource
+from jobs.ingest import telemetry_hourly_job, weather_daily_job
+from resources.lake import LakeResource
 
 GRACE_SECONDS = 900.0
 

@@ -19,7 +19,7 @@ from assets.partitions import daily_partitions
 from iot_lake.curated.aggregates import refresh_aggregates
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_hour
 from iot_lake.sources.historian import registry_key
-from resources import LakeResource
+from resources.lake import LakeResource
 from resources.spark import SparkRunner
 from tests.conftest import START
 

@@ -234,7 +234,7 @@ def test_local_is_the_default(tmp_path):
     assert s.historian_url.endswith("/.lake/_sources/historian.sqlite")
     s = load_settings({"IOT_LAKE_ROOT": str(tmp_path)})
     assert s.lake_root == str(tmp_path)
-    from resources import build_resources
+    from resources.environment import build_resources
 
     resources = build_resources(s)
     assert {name: getattr(r, "mode", None) for name, r in resources.items()} == {
@@ -288,7 +288,7 @@ def test_prod_settings_and_resources_come_from_the_environment(monkeypatch):
     assert s.lake_root == "s3://acme-iot-lake/lake" and s.aws_region == "eu-west-1"
     for var, value in PROD_ENV.items():
         monkeypatch.setenv(var, value)
-    from resources import build_resources
+    from resources.environment import build_resources
 
     resources = build_resources(load_settings())
     assert resources["lake"].root == "s3://acme-iot-lake"

@@ -16,6 +16,7 @@ from iot_lake.detect.deviations import DeviationParams, SeriesScorer
 from iot_lake.lake import Lake
 from iot_lake.simulate.runner import anomalies_key
 from resources import LakeResource
+from resources.lake import LakeResource
 from resources.cases import CasesResource
 
 START = datetime(2026, 11, 20, 8, tzinfo=UTC)

@@ -239,7 +239,7 @@ def test_batch_forecast_asset_replaces_its_origin_in_the_forecasts_table(lake, t
     from assets.ml.forecast import FORECASTS_TABLE, batch_forecast
     from iot_lake.forecast import registry
     from iot_lake.forecast.model import Hyperparameters, make, save
-    from resources import LakeResource
+    from resources.lake import LakeResource
     from resources.sagemaker import SageMakerRunner
     from resources.spark import SparkRunner
 

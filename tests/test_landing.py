@@ -15,7 +15,7 @@ from iot_lake.lake import Lake, telemetry_hour_prefix
 from iot_lake.simulate.weather import weather_file
 from iot_lake.sources.telemetry import inventory_hour, inventory_key
 from iot_lake.sources.weather import land_weather_day, validate_file
-from resources import LakeResource
+from resources.lake import LakeResource
 from tests.conftest import START, simulate, truth_objects
 
 

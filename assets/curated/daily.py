@@ -5,7 +5,7 @@ from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, Materialize
 from assets.curated.freshness import DAILY_FRESHNESS
 from assets.landing.telemetry import OWNERS
 from assets.partitions import daily_partitions
-from resources import LakeResource
+from resources.lake import LakeResource
 from resources.spark import SparkRunner
 
 CURATED_WEATHER_KEY = ["curated", "weather"]

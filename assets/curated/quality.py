@@ -37,7 +37,7 @@ from assets.partitions import daily_partitions, hourly_partitions
 from iot_lake.sources.historian import latest_registry_day, registry_key
 from iot_lake.sources.telemetry import inventoried_keys, inventory_key
 from iot_lake.sources.weather import RANGES
-from resources import LakeResource
+from resources.lake import LakeResource
 
 # Partitioned checks (a result per partition in the UI) are a preview feature of Dagster 1.13.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec is currently in preview")

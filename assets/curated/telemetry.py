@@ -4,7 +4,7 @@ from assets.curated.freshness import HOURLY_FRESHNESS
 from assets.landing.telemetry import OWNERS, TELEMETRY_KEY, partition_hours
 from assets.partitions import hourly_partitions
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
-from resources import LakeResource
+from resources.lake import LakeResource
 from resources.spark import SparkRunner
 
 CURATED_TELEMETRY_KEY = ["curated", "telemetry"]

@@ -12,7 +12,8 @@ from dagster import (
 from assets.landing.telemetry import OWNERS
 from assets.partitions import daily_partitions
 from iot_lake.sources.historian import land_readings, land_registry, readings_prefix
-from resources import HistorianResource, LakeResource
+from resources.historian import HistorianResource
+from resources.lake import LakeResource
 
 REGISTRY_KEY = ["landing", "device_registry"]
 

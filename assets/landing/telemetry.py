@@ -17,7 +17,7 @@ from dagster import (
 from assets.partitions import hourly_partitions
 from iot_lake.lake import TELEMETRY_PREFIX
 from iot_lake.sources.telemetry import inventory_key, land_inventory
-from resources import LakeResource
+from resources.lake import LakeResource
 
 OWNERS = ["team:data-platform"]
 TELEMETRY_KEY = ["landing", "telemetry"]

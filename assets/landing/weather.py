@@ -12,7 +12,7 @@ from assets.landing.telemetry import OWNERS
 from assets.partitions import daily_partitions
 from iot_lake.lake import weather_day_prefix
 from iot_lake.sources.weather import land_weather_day, weather_inventory_key
-from resources import LakeResource
+from resources.lake import LakeResource
 
 WEATHER_KEY = ["landing", "weather"]
 

@@ -24,8 +24,9 @@ from dagster import (
 from assets.partitions import daily_partitions, hourly_partitions
 from assets.plots import batch_forecast_plot, png_markdown
 from iot_lake.forecast import registry
-from resources import LakeResource
-from resources.sagemaker import SageMakerRunner, job_name
+from lib.sagemaker_jobs import job_name
+from resources.lake import LakeResource
+from resources.sagemaker import SageMakerRunner
 from resources.spark import SparkRunner
 
 ML_OWNERS = ["team:ml-platform"]

@@ -35,7 +35,7 @@ from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, score
 from iot_lake.simulate.runner import anomalies_key
 from lib.retries import RETRY_POLICY
 from resources.cases import CasesResource
-from resources.failures import RETRY_POLICY
+from resources.lake import LakeResource
 
 DEVIATIONS_TABLE = "ops/deviations"
 FORECASTS_TABLE = "forecasts/telemetry_5min"

@@ -40,7 +40,7 @@ def main() -> None:
     from iot_lake.simulate.deliveries import SimConfig
     from iot_lake.simulate.runner import Simulator
     from iot_lake.sources.historian import create_engine, land_registry
-    from resources import build_resources
+    from resources.environment import build_resources
 
     lake = Lake(args.lake)
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
