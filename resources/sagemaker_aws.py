@@ -26,9 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dagster import AssetExecutionContext
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.pipes.utils import open_pipes_session
+from dagster import AssetExecutionContext, DagsterExecutionInterruptedError, open_pipes_session
 
 from iot_lake.aws import client as aws_client
 from iot_lake.encryption import KMS_KEY_VAR, encrypt_writes

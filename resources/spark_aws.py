@@ -24,16 +24,20 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from dagster import AssetExecutionContext, PipesClient
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.pipes.client import PipesClientCompletedInvocation, PipesParams
-from dagster._core.pipes.utils import open_pipes_session
+from dagster import (
+    AssetExecutionContext,
+    DagsterExecutionInterruptedError,
+    PipesClient,
+    PipesClientCompletedInvocation,
+    open_pipes_session,
+)
 from dagster_aws.pipes import (
     PipesEMRServerlessClient,
     PipesGlueClient,
     PipesS3ContextInjector,
     PipesS3MessageReader,
 )
+from dagster_pipes import PipesParams
 
 from iot_lake import encryption
 from iot_lake.encryption import encrypt_writes

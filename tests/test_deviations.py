@@ -162,10 +162,7 @@ def test_a_series_without_history_is_judged_by_the_band():
 def test_new_curated_minutes_of_the_hour_request_its_deviations(tmp_path):
     """The automation condition: once the forecast made at the hour's start exists, each new
     materialization of the hour's curated minutes asks for the hour's deviations again."""
-    from dagster import DagsterInstance, evaluate_automation_conditions
-    from dagster._core.definitions.events import AssetMaterialization
-
-    from definitions import defs
+    from dagster import AssetMaterialization, DagsterInstance, evaluate_automation_conditions
 
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     key, before = hour.strftime("%Y-%m-%d-%H:%M"), (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")

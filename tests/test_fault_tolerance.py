@@ -570,17 +570,9 @@ def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition
     process; a daemon killed there leaves its tick STARTED instead, which the next iteration resumes
     with the run ids it had reserved: the same guarantee, by the same run-key check.
     """
-    from dagster import DagsterRunStatus
-    from dagster._core.definitions.run_request import InstigatorType
-    from dagster._core.remote_origin import InProcessCodeLocationOrigin
-    from dagster._core.scheduler.instigation import TickStatus
-    from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_KEY_TAG
-    from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time, instance_for_test
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-    from dagster._daemon.sensor import execute_sensor_iteration
+    from dagster import DagsterRunStatus, instance_for_test
+    from tests.dagster_daemons import RECORDING_RUN_LAUNCHER, DaemonWorkspace
 
-    from definitions import defs
     from sensors.landing import landing_sensor
 
     lake = faults[0]
@@ -594,45 +586,24 @@ def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition
         sensors=[landing_sensor],
         resources={**defs.resources, "lake": LakeResource(root=lake.url)},
     )
-    target = InProcessWorkspaceLoadTarget(
-        InProcessCodeLocationOrigin(
-            LoadableTargetOrigin(module_name=__name__, attribute="SENSOR_DEFS"), location_name="iot_lake"
-        )
-    )
-    launcher = {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}  # records, runs nothing
-    logger = __import__("logging").getLogger("faults.sensor_daemon")
     now = datetime.now(UTC)
     with (
-        instance_for_test(overrides={"run_launcher": launcher}) as instance,
-        create_test_daemon_workspace_context(target, instance) as workspace,
+        instance_for_test(overrides={"run_launcher": RECORDING_RUN_LAUNCHER}) as instance,
+        DaemonWorkspace.in_process(instance, __name__, "SENSOR_DEFS", "iot_lake") as workspace,
     ):
-
-        def tick(at: datetime, crash: dict | None = None) -> None:
-            with freeze_time(at):
-                list(
-                    execute_sensor_iteration(
-                        workspace, logger, None, None, debug_crash_flags={"landing_sensor": crash} if crash else None
-                    )
-                )
 
         def runs() -> list:
             return [r for r in instance.get_runs() if r.tags.get("dagster/sensor_name") == "landing_sensor"]
 
         # The daemon dies right after launching the tick's first run.
-        tick(now, {"RUN_LAUNCHED": RuntimeError("daemon restarted")})
+        workspace.sensor_iteration(now, {"RUN_LAUNCHED": RuntimeError("daemon restarted")}, sensor="landing_sensor")
         assert len(runs()) == 1
-        [state] = [
-            s
-            for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-            if s.name == "landing_sensor"
-        ]
-        assert state.instigator_data.cursor is None  # never stored
+        assert workspace.cursor("landing_sensor") is None  # never stored
 
-        tick(now + timedelta(seconds=30))
-        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
-        assert [t.status for t in ticks] == [TickStatus.SUCCESS, TickStatus.FAILURE]
+        workspace.sensor_iteration(now + timedelta(seconds=30))
+        assert workspace.tick_statuses("landing_sensor") == ["SUCCESS", "FAILURE"]
         launched = runs()
-        partitions = sorted((r.job_name, r.tags[PARTITION_NAME_TAG]) for r in launched)
+        partitions = sorted((r.job_name, r.tags["dagster/partition"]) for r in launched)
         assert len(set(partitions)) == len(partitions)  # none twice
         landed = {
             ("telemetry_hourly_job", f"{h:%Y-%m-%d-%H:%M}")
@@ -645,8 +616,10 @@ def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition
             if (d := weather_day_of_key(o.key))
         }
         assert set(partitions) == landed and len(landed) >= 2  # none missed
-        assert len({r.tags[RUN_KEY_TAG] for r in launched}) == len(launched)
+        assert len({r.tags["dagster/run_key"] for r in launched}) == len(launched)
         assert all(r.status != DagsterRunStatus.NOT_STARTED for r in launched)
 
-        tick(now + timedelta(seconds=60))  # and the stored cursor now holds: nothing new, nothing more
+        workspace.sensor_iteration(
+            now + timedelta(seconds=60)
+        )  # and the stored cursor now holds: nothing new, nothing more
         assert len(runs()) == len(launched)

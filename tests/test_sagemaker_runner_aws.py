@@ -14,8 +14,7 @@ import tarfile
 from types import SimpleNamespace
 
 import pytest
-from dagster import DagsterInstance, asset, build_asset_context, materialize
-from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster import DagsterExecutionInterruptedError, DagsterInstance, asset, build_asset_context, materialize
 from dagster_pipes import decode_param
 
 import resources.sagemaker_aws as sagemaker_aws
