@@ -186,7 +186,7 @@ def test_training_job_runs_the_module_in_script_mode_and_reports_back(aws, lake_
     assert "mean of 4 values: 5.0" in log  # the script's own log line, through Pipes
 
     # SSE-KMS with the key: the SDK's staged drivers, the code zip, and the container's message chunks.
-    from tests.test_encryption import assert_all_kms, encryption_of
+    from tests.encryption_audit import assert_all_kms, encryption_of
 
     written = {**encryption_of(aws, lake_root, "_code"), **encryption_of(aws, lake_root, "_pipes")}
     assert any("/_code/sagemaker/" in k for k in written) and any("/messages/" in k for k in written)

@@ -231,7 +231,7 @@ def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, la
     )
 
     # The code and the job's own message chunks (written in the job's process with the key) are SSE-KMS.
-    from tests.test_encryption import assert_all_kms, encryption_of
+    from tests.encryption_audit import assert_all_kms, encryption_of
 
     pipes = encryption_of(aws, lake_root, "_pipes")
     assert any("/messages/" in k for k in pipes)
