@@ -10,7 +10,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from dagster import Definitions
 
 from iot_lake.lake import TELEMETRY_PREFIX, Lake
 from iot_lake.simulate.deliveries import SimConfig
@@ -45,8 +44,7 @@ def defs():
     with pytest.MonkeyPatch.context() as mp:
         for var in [v for v in os.environ if v.startswith("IOT_LAKE_")]:
             mp.delenv(var)
-        loaded = definitions.defs
-        return loaded if isinstance(loaded, Definitions) else loaded()
+        return definitions.defs()
 
 
 def simulate(root: Path, hours: int = 48, **overrides) -> tuple[Lake, Simulator]:

@@ -311,10 +311,8 @@ def _attempts(result) -> int:
     return 1 + len([e for e in result.all_events if e.event_type == DagsterEventType.STEP_RESTARTED])
 
 
-def test_the_retry_policy_retries_transient_errors_and_not_permanent_ones(aws_session, tmp_path, monkeypatch):
+def test_the_retry_policy_retries_transient_errors_and_not_permanent_ones(aws_session, tmp_path, monkeypatch, defs):
     # The jobs and the sensor-launched assets all carry the one policy.
-    from definitions import defs
-
     for job in defs.resolve_all_job_defs():
         if not job.name.startswith("__"):
             assert job.op_retry_policy == RETRY_POLICY or job.name == "delta_maintenance_job", job.name
@@ -561,7 +559,7 @@ def test_clock_skew_beyond_tolerance_is_quarantined_and_arrival_time_is_kept(fau
 SENSOR_DEFS = None  # set by the test below: what its in-process code location loads
 
 
-def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition_twice(faults):
+def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition_twice(faults, defs):
     """The real sensor daemon iteration, on a real instance, crashing after the tick's first run was
     launched: its cursor was never stored. The next tick evaluates from the old cursor, asks for the
     same runs under the same run keys, and the daemon launches only the ones it had not.
@@ -571,9 +569,9 @@ def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition
     with the run ids it had reserved: the same guarantee, by the same run-key check.
     """
     from dagster import DagsterRunStatus, instance_for_test
-    from tests.dagster_daemons import RECORDING_RUN_LAUNCHER, DaemonWorkspace
 
     from sensors.landing import landing_sensor
+    from tests.dagster_daemons import RECORDING_RUN_LAUNCHER, DaemonWorkspace
 
     lake = faults[0]
     # The project's definitions, loaded in this process (a code server would load them again, for

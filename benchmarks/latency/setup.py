@@ -55,7 +55,8 @@ def main() -> None:
 
     with DagsterInstance.get() as instance:
         last = (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
-        result = defs.resolve_job_def("telemetry_hourly_job").execute_in_process(
+        job = defs().resolve_job_def("telemetry_hourly_job")
+        result = job.execute_in_process(
             tags={RANGE_START: start.strftime("%Y-%m-%d-%H:%M"), RANGE_END: last},
             instance=instance,
             run_config=QUIET,
