@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CONTROL_PLANE = ("assets", "resources", "jobs", "sensors", "dbt_project")
+CONTROL_PLANE = ("assets", "resources", "jobs", "sensors", "lib", "dbt_project")
 PROJECT_FILES = ("definitions.py", "workspace.yaml", "dagster.yaml")
 
 

@@ -9,7 +9,7 @@ botocore's exponential backoff and jitter, before any caller sees them: ``standa
 
 Errors that no retry can fix (AccessDenied, ValidationException, ResourceNotFound ...) come back
 on the first attempt; the control plane turns them into failures its retry policy skips
-(resources/failures.py).
+(lib/retries.py).
 """
 
 from __future__ import annotations

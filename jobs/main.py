@@ -121,8 +121,10 @@ def run_jobs(defs, instance, plan: dict[str, list[str | None]]) -> list[tuple[st
 @click.option("--seed", default=42, show_default=True)
 @click.option("--start", "start_day", default=None, help="First UTC day; default: the last full day before today.")
 def main(days: int, devices: int, seed: int, start_day: str | None) -> None:
-    from definitions import defs, settings
+    from definitions import defs
+    from iot_lake.settings import load_settings
 
+    settings = load_settings()
     t0 = time.perf_counter()
     first = date.fromisoformat(start_day) if start_day else datetime.now(UTC).date() - timedelta(days=days)
     start = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
@@ -146,7 +148,7 @@ def main(days: int, devices: int, seed: int, start_day: str | None) -> None:
 
     plan = partitions_to_run(lake, start, end)
     with repo_instance() as instance:
-        failures = run_jobs(defs, instance, plan)
+        failures = run_jobs(defs(), instance, plan)
     elapsed = time.perf_counter() - t0
 
     table = Table(title="main job")

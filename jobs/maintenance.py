@@ -22,7 +22,7 @@ from dagster import (
     op,
 )
 
-from resources import LakeResource
+from resources.lake import LakeResource
 
 # Table key -> its date partition column.
 TABLES = {

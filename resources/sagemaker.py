@@ -15,65 +15,28 @@ Two kinds of job, each the same module and arguments in both worlds:
 
 ``local`` (the embedded default) runs the module as a subprocess with that layout under a
 temporary directory instead of ``/opt/ml`` (the SageMaker local twin); ``sagemaker`` runs it as a
-SageMaker training or processing job (resources/sagemaker_aws.py).
+SageMaker training or processing job (resources/sagemaker_aws.py). What both share (the job's
+result, its name, hyperparameters as strings, the argument placeholders) is in lib/sagemaker_jobs.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import sys
 import tarfile
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dagster import AssetExecutionContext, ConfigurableResource, PipesSubprocessClient
 
 from iot_lake.lake import Lake
-from resources.failures import fail_fast, local_process_failures
+from lib.retries import fail_fast, local_process_failures
+from lib.sagemaker_jobs import JobRun, hyperparameter_strings, resolve_arguments
 
 MODES = ("local", "sagemaker")
-_PLACEHOLDER = re.compile(r"\{(input|output):([A-Za-z0-9_-]+)\}")
-
-
-@dataclass
-class JobRun:
-    """What a finished job left behind, for the asset's metadata."""
-
-    job_name: str
-    outputs: dict[str, str]  # name -> lake key (training: "model" and "output" archives)
-    logs: str  # where its logs are: a local file, or the CloudWatch log stream
-    pipes_results: list = field(default_factory=list)  # what the script reported through Pipes
-
-
-def job_name(prefix: str, partition: str | None = None) -> str:
-    """A SageMaker job name (<= 63 characters of [a-zA-Z0-9-]), unique per call."""
-    stem = re.sub(r"[^a-zA-Z0-9-]+", "-", f"{prefix}-{partition}" if partition else prefix).strip("-")
-    return f"{stem[:50]}-{os.urandom(4).hex()}"
-
-
-def hyperparameter_strings(hyperparameters: Mapping[str, Any]) -> dict[str, str]:
-    """SageMaker hands every hyperparameter to the script as a string (JSON for non-strings)."""
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in hyperparameters.items()}
-
-
-def resolve_arguments(
-    arguments: Sequence[str], inputs: Mapping[str, str], outputs: Mapping[str, str], root: str
-) -> list[str]:
-    """Replace ``{input:NAME}`` / ``{output:NAME}`` with the job's directories under ``root``."""
-
-    def directory(m: re.Match) -> str:
-        kind, name = m.groups()
-        if name not in (inputs if kind == "input" else outputs):
-            raise ValueError(f"argument names {m.group(0)} but the job has no {kind} {name!r}")
-        return f"{root}/processing/{kind}/{name}"
-
-    return [_PLACEHOLDER.sub(directory, a) for a in arguments]
 
 
 def _download(lake: Lake, prefix: str, dest: Path) -> None:

@@ -2,7 +2,7 @@
 
 The module and its arguments are the ones the local twin runs (resources/sagemaker.py). The
 container runs them as ``python3 -m iot_lake.pipes_entrypoint MODULE ARG...`` with the code zip
-published for this version (spark_code.publish_code, under ``<lake>/_code/``) on its PYTHONPATH,
+published for this version (lib.code_publishing.publish_code, under ``<lake>/_code/``) on its PYTHONPATH,
 and the Pipes context and messages go through ``<lake>/_pipes/`` as for the Spark jobs.
 
 - Training: the SDK v3's ModelTrainer builds and creates the job. ``SourceCode.command`` makes the
@@ -24,19 +24,20 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dagster import AssetExecutionContext
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.pipes.utils import open_pipes_session
+from dagster import AssetExecutionContext, DagsterExecutionInterruptedError, open_pipes_session
 
 from iot_lake.aws import client as aws_client
 from iot_lake.encryption import KMS_KEY_VAR, encrypt_writes
 from iot_lake.lake import Lake
-from resources.failures import JobFailed
-from resources.sagemaker import JobRun, SageMakerRunner, hyperparameter_strings, resolve_arguments
+from lib.code_publishing import PublishedCode, publish_code
+from lib.retries import JobFailed
+from lib.sagemaker_jobs import JobRun, hyperparameter_strings, resolve_arguments
 from resources.spark_aws import lake_prefix, pipes_over_s3
-from resources.spark_code import PublishedCode, publish_code
+
+if TYPE_CHECKING:  # the runner calls this module, never the other way round
+    from resources.sagemaker import SageMakerRunner
 
 CONTAINER_ROOT = "/opt/ml"
 ENTRYPOINT = ["python3", "-m", "iot_lake.pipes_entrypoint"]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from dagster import AssetExecutionContext, ConfigurableResource, PipesSubprocessClient
 
-from resources.failures import fail_fast, local_process_failures
+from lib.retries import fail_fast, local_process_failures
 
 # Dagster's own Pipes machinery calls this preview API on every run; it is not ours to act on.
 warnings.filterwarnings("ignore", message="Function `PipesMessageReader.expected_writer_count` is currently in preview")
@@ -68,7 +68,7 @@ class SparkRunner(ConfigurableResource):
         return client(service, self.region)
 
     def _publish(self, s3, glue: bool = False):
-        from resources.spark_code import publish_code
+        from lib.code_publishing import publish_code
 
         return publish_code(s3, self.lake_root, glue=glue, kms_key_id=self.kms_key_id)
 

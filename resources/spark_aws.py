@@ -1,7 +1,7 @@
 """Running a job module on AWS through Dagster Pipes: EMR Serverless, Glue, or steps on an EMR cluster.
 
 Every service runs iot_lake/spark/entrypoint.py with the module and arguments the local mode runs
-as ``python -m MODULE ARG...``, against the code zip published for this version (spark_code.py).
+as ``python -m MODULE ARG...``, against the code zip published for this version (lib/code_publishing.py).
 What differs is only how each service is asked:
 
 - EMR Serverless: StartJobRun; Python and the data plane's dependencies come from a packed venv
@@ -24,22 +24,26 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from dagster import AssetExecutionContext, PipesClient
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.pipes.client import PipesClientCompletedInvocation, PipesParams
-from dagster._core.pipes.utils import open_pipes_session
+from dagster import (
+    AssetExecutionContext,
+    DagsterExecutionInterruptedError,
+    PipesClient,
+    PipesClientCompletedInvocation,
+    open_pipes_session,
+)
 from dagster_aws.pipes import (
     PipesEMRServerlessClient,
     PipesGlueClient,
     PipesS3ContextInjector,
     PipesS3MessageReader,
 )
+from dagster_pipes import PipesParams
 
 from iot_lake import encryption
 from iot_lake.encryption import encrypt_writes
 from iot_lake.spark.entrypoint import ARGS_FLAG, ENV_FLAG, MODULE_FLAG
-from resources.failures import JobFailed
-from resources.spark_code import PublishedCode, cluster_requirements, split_s3_uri
+from lib.code_publishing import PublishedCode, cluster_requirements, split_s3_uri
+from lib.retries import JobFailed
 
 DELTA_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",

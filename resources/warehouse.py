@@ -21,7 +21,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 
 from iot_lake.lake import Lake
-from resources.failures import fail_fast
+from lib.retries import fail_fast
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 PARTIAL_PARSE = "partial_parse.msgpack"

@@ -209,6 +209,3 @@ def check_failure_alerts(context: SensorEvaluationContext, cases: CasesResource)
         f"{runs} ended runs, {raised} new check failure alerts, {report.delivered} deliveries, {report.failed} failed"
     )
     return SensorResult(cursor=str(cursor), skip_reason=None if raised else SkipReason(summary))
-
-
-alert_sensors = [run_failure_alerts, check_failure_alerts]

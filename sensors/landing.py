@@ -23,13 +23,13 @@ from dagster import (
     sensor,
 )
 
-from assets.landing.telemetry import TELEMETRY_KEY
-from assets.landing.weather import WEATHER_KEY
+from assets.landing.telemetry import LANDING_TELEMETRY_KEY
+from assets.landing.weather import LANDING_WEATHER_KEY
 from assets.partitions import daily_partitions, hourly_partitions
 from iot_lake.lake import TELEMETRY_PREFIX, WEATHER_PREFIX, Lake, ObjectInfo, telemetry_hour_of_key, weather_day_of_key
 from iot_lake.sources.telemetry import quick_check
-from jobs import telemetry_hourly_job, weather_daily_job
-from resources import LakeResource
+from jobs.ingest import telemetry_hourly_job, weather_daily_job
+from resources.lake import LakeResource
 
 GRACE_SECONDS = 900.0
 
@@ -84,7 +84,7 @@ def _partition_of(obj: ObjectInfo) -> tuple[str, str] | None:
     return None
 
 
-_JOB_ASSET = {telemetry_hourly_job.name: TELEMETRY_KEY, weather_daily_job.name: WEATHER_KEY}
+_JOB_ASSET = {telemetry_hourly_job.name: LANDING_TELEMETRY_KEY, weather_daily_job.name: LANDING_WEATHER_KEY}
 _JOB_PARTITIONS = {telemetry_hourly_job.name: hourly_partitions, weather_daily_job.name: daily_partitions}
 
 
@@ -112,7 +112,7 @@ def landing_sensor(context: SensorEvaluationContext, lake: LakeResource) -> Sens
             context.log.warning(f"landing object {obj.key}: {reason}")
             observations.append(
                 AssetObservation(
-                    asset_key=_JOB_ASSET[target[0]] if target else TELEMETRY_KEY,
+                    asset_key=_JOB_ASSET[target[0]] if target else LANDING_TELEMETRY_KEY,
                     partition=target[1] if target else None,
                     metadata={
                         "object": MetadataValue.path(the_lake.uri(obj.key)),
@@ -125,7 +125,7 @@ def landing_sensor(context: SensorEvaluationContext, lake: LakeResource) -> Sens
                 context.log.warning(f"landing object {obj.key}: key does not follow the landing layout; not processed")
                 observations.append(
                     AssetObservation(
-                        asset_key=TELEMETRY_KEY,
+                        asset_key=LANDING_TELEMETRY_KEY,
                         metadata={
                             "object": MetadataValue.path(the_lake.uri(obj.key)),
                             "unreadable_reason": MetadataValue.text("key does not follow the landing layout"),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,17 @@ def _embedded_default(monkeypatch):
         "DAGSTER_HOME",
     ):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def defs():
+    """The project's Definitions, built once per session on the embedded default."""
+    import definitions
+
+    with pytest.MonkeyPatch.context() as mp:
+        for var in [v for v in os.environ if v.startswith("IOT_LAKE_")]:
+            mp.delenv(var)
+        return definitions.defs()
 
 
 def simulate(root: Path, hours: int = 48, **overrides) -> tuple[Lake, Simulator]:

@@ -27,7 +27,7 @@ from pathlib import Path
 import boto3
 from botocore.awsrequest import AWSResponse
 
-from resources.spark_code import split_s3_uri
+from lib.code_publishing import split_s3_uri
 from tests.iam_audit import ROLE_KEYS
 
 WHERE_IS_IOT_LAKE = "import iot_lake, sys; sys.stdout.write(iot_lake.__file__)"

@@ -29,7 +29,7 @@ from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.kinesis import MAX_BYTES, MAX_RECORDS, KinesisPublisher
 from iot_lake.simulate.runner import Simulator
 from iot_lake.sources.telemetry import inventory_hour
-from resources import LakeResource
+from resources.lake import LakeResource
 from sensors.landing import landing_sensor
 from tests.conftest import START
 

@@ -7,10 +7,10 @@ from datetime import timedelta
 
 from deltalake import DeltaTable
 
+from iot_lake.cases.feedback import CASES_FEEDBACK
 from iot_lake.cases.mirror import CASES_TABLE, HISTORY_TABLE, mirror_to_lake
 from iot_lake.cases.model import case_key
 from iot_lake.cases.store import CaseStore
-from iot_lake.cases_feedback import CASES_FEEDBACK
 from iot_lake.lake import Lake
 from tests.cases_helpers import T0, point
 

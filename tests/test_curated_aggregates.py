@@ -90,7 +90,7 @@ def test_aggregates_alone_rebuild_through_dagster(landed, spark):
     from dagster import AssetKey, DagsterInstance, materialize
 
     from assets.curated.telemetry import curated_telemetry
-    from resources import LakeResource
+    from resources.lake import LakeResource
     from resources.spark import SparkRunner
 
     curate_hour(spark, landed, START)

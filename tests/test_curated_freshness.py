@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from dagster import AssetKey, AssetMaterialization
-from dagster._core.definitions.freshness import FreshnessState
-from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time, instance_for_test
-from dagster._core.workspace.load_target import ModuleTarget
-from dagster._daemon.freshness import FreshnessDaemon
+from dagster import AssetKey, AssetMaterialization, instance_for_test
 
+from tests.dagster_daemons import DaemonWorkspace, freeze_time
 from tests.test_end_to_end import REPO
 
 CURATED = AssetKey(["curated", "telemetry"])
@@ -18,27 +15,21 @@ FEATURES = AssetKey(["curated", "features"])
 
 def test_curated_assets_go_stale_when_the_feed_stops():
     now = datetime.now(UTC)
-    target = ModuleTarget(
-        module_name="definitions", attribute="defs", working_directory=str(REPO), location_name="iot_lake"
-    )
-    with instance_for_test() as instance, create_test_daemon_workspace_context(target, instance) as context:
+    with (
+        instance_for_test() as instance,
+        DaemonWorkspace.of_module(instance, "definitions", "defs", str(REPO), "iot_lake") as workspace,
+    ):
 
-        def _evaluate(instance, at: datetime) -> dict[AssetKey, FreshnessState]:
-            with freeze_time(at):
-                list(FreshnessDaemon().run_iteration(context))
-            records = instance.get_freshness_state_records([CURATED, FEATURES])
-            return {key: record.freshness_state for key, record in records.items()}
+        def _evaluate(at: datetime) -> dict[AssetKey, str]:
+            workspace.freshness_iteration(at)
+            return workspace.freshness_states([CURATED, FEATURES])
 
-        assert _evaluate(instance, now) == {CURATED: FreshnessState.UNKNOWN, FEATURES: FreshnessState.UNKNOWN}
+        assert _evaluate(now) == {CURATED: "UNKNOWN", FEATURES: "UNKNOWN"}
         with freeze_time(now):
             instance.report_runless_asset_event(AssetMaterialization(CURATED))
             instance.report_runless_asset_event(AssetMaterialization(FEATURES))
-        assert _evaluate(instance, now + timedelta(minutes=30)) == {
-            CURATED: FreshnessState.PASS,
-            FEATURES: FreshnessState.PASS,
-        }
+        assert _evaluate(now + timedelta(minutes=30)) == {CURATED: "PASS", FEATURES: "PASS"}
         # The hourly feed stalls: warn after 75 minutes, fail after two hours; the daily table is still fresh.
-        assert _evaluate(instance, now + timedelta(minutes=80))[CURATED] == FreshnessState.WARN
-        states = _evaluate(instance, now + timedelta(hours=3))
-        assert states == {CURATED: FreshnessState.FAIL, FEATURES: FreshnessState.PASS}
-        assert _evaluate(instance, now + timedelta(hours=27))[FEATURES] == FreshnessState.FAIL
+        assert _evaluate(now + timedelta(minutes=80))[CURATED] == "WARN"
+        assert _evaluate(now + timedelta(hours=3)) == {CURATED: "FAIL", FEATURES: "PASS"}
+        assert _evaluate(now + timedelta(hours=27))[FEATURES] == "FAIL"

@@ -10,16 +10,15 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, asset, materialize
 
-from assets.curated import curated_checks
 from assets.curated.daily import curated_features
-from assets.curated.quality import aggregate_expectations, run_suite, telemetry_expectations
+from assets.curated.quality import aggregate_expectations, quality_checks, run_suite, telemetry_expectations
 from assets.curated.telemetry import curated_telemetry
 from assets.landing.telemetry import landing_telemetry
 from assets.partitions import daily_partitions
 from iot_lake.curated.aggregates import refresh_aggregates
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_hour
 from iot_lake.sources.historian import registry_key
-from resources import LakeResource
+from resources.lake import LakeResource
 from resources.spark import SparkRunner
 from tests.conftest import START
 
@@ -113,7 +112,7 @@ def _resources(lake):
 def test_suites_pass_on_what_the_hourly_job_writes(landed):
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
-            [landing_telemetry, curated_telemetry, *curated_checks],
+            [landing_telemetry, curated_telemetry, *quality_checks],
             instance=instance,
             partition_key=START.strftime("%Y-%m-%d-%H:%M"),
             resources=_resources(landed),
@@ -151,7 +150,7 @@ def test_a_failing_blocking_suite_stops_downstream_assets(landed, spark):
 
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
-            [curated_features, forecast_inputs, *curated_checks],
+            [curated_features, forecast_inputs, *quality_checks],
             instance=instance,
             partition_key=START.date().isoformat(),
             resources=_resources(landed),

@@ -12,6 +12,7 @@ import pytest
 from dagster import AssetKey, build_schedule_context
 
 from iot_lake.settings import PROD_REQUIRED, SPARK_MODE_REQUIRED, SettingsError, load_settings
+from jobs.warehouse import schedule_status
 
 REPO = Path(__file__).resolve().parent.parent
 PROD_ENV = {
@@ -32,82 +33,18 @@ PROD_ENV = {
     "IOT_LAKE_REDSHIFT_USER": "dbt",
     "IOT_LAKE_REDSHIFT_PASSWORD": "r3dsh1ft",
 }
-WAREHOUSE_MODELS = {
-    "stg_telemetry_minute",
-    "stg_telemetry_5min",
-    "stg_forecasts",
-    "stg_deviations",
-    "stg_cases",
-    "stg_case_history",
-    "stg_sites",
-    "stg_devices",
-    "stg_device_metrics",
-    "snap_device",
-    "dim_device",
-    "dim_site",
-    "fct_telemetry_minute",
-    "fct_telemetry_hourly",
-    "fct_forecast",
-    "fct_deviation",
-    "fct_case",
-    "mart_device_health",
-}
 
 
-def test_definitions_load_with_every_asset_described():
-    from definitions import defs
-
+def test_every_asset_is_described_owned_and_grouped_by_its_layer(defs):
+    # What the graph is (keys, lineage, jobs, schedules, sensors) is in tests/snapshots/definitions.json.
     graph = defs.resolve_asset_graph()
-    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {
-        "landing/telemetry",
-        "landing/weather",
-        "landing/device_registry",
-        "landing/historical_readings",
-        "curated/telemetry",
-        "curated/telemetry_1min",
-        "curated/telemetry_5min",
-        "curated/weather",
-        "curated/features",
-        "ml/forecast_training_data",
-        "ml/forecast_model",
-        "ml/batch_forecast",
-        "ops/deviations",
-        *(f"warehouse/{m}" for m in WAREHOUSE_MODELS),
-    }
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         kinds = {t.removeprefix("dagster/kind/") for t in node.tags if t.startswith("dagster/kind/")}
-        assert node.group_name == key.path[0]
-        assert node.owners == (["team:ml-platform"] if key.path[0] in ("ml", "ops") else ["team:data-platform"])
-        assert node.description and len(node.description) > 40
+        assert node.group_name == key.path[0], key
+        assert node.owners == (["team:ml-platform"] if key.path[0] in ("ml", "ops") else ["team:data-platform"]), key
+        assert node.description and len(node.description) > 40, key
         assert kinds & ({"dbt", "duckdb"} if key.path[0] == "warehouse" else {"s3", "sagemaker", "delta"}), key
-    curated = graph.get(AssetKey(["curated", "telemetry"]))
-    assert {p.to_user_string() for p in curated.parent_keys} == {"landing/telemetry", "landing/device_registry"}
-    assert {"spark", "delta"} <= {
-        t.removeprefix("dagster/kind/") for t in curated.tags if t.startswith("dagster/kind/")
-    }
-    assert {j.name for j in defs.jobs} == {
-        "telemetry_hourly_job",
-        "weather_daily_job",
-        "features_daily_job",
-        "historian_extract_job",
-        "delta_maintenance_job",
-        "forecast_training_job",
-        "forecast_refresh_job",
-        "warehouse_job",
-        "warehouse_hourly_job",
-        "warehouse_daily_job",
-    }
-    model = graph.get(AssetKey(["ml", "forecast_model"]))
-    assert {p.to_user_string() for p in model.parent_keys} == {"ml/forecast_training_data"}
-    assert "ml/forecast_model" in {
-        p.to_user_string() for p in graph.get(AssetKey(["ml", "batch_forecast"])).parent_keys
-    }
-    assert defs.resolve_sensor_def("landing_sensor")
-    assert defs.resolve_sensor_def("ops_automation_sensor").default_status.value == "RUNNING"
-    for name in ("run_failure_alerts", "check_failure_alerts"):
-        assert defs.resolve_sensor_def(name).default_status.value == "RUNNING", name
 
 
 # The three sources and the landing assets they deliver.
@@ -118,9 +55,7 @@ SOURCES = {
 }
 
 
-def test_every_asset_is_catalogued_and_the_lineage_is_one_graph_from_the_three_sources():
-    from definitions import defs
-
+def test_every_asset_is_catalogued_and_the_lineage_is_one_graph_from_the_three_sources(defs):
     graph = defs.resolve_asset_graph()
     keys = set(graph.get_all_asset_keys())
     for key in keys:
@@ -157,38 +92,20 @@ def test_every_asset_is_catalogued_and_the_lineage_is_one_graph_from_the_three_s
     assert {"ml", "ops", "warehouse"} <= downstream(AssetKey(["landing", "telemetry"]))
 
 
-def test_warehouse_lineage_joins_the_lake_assets_and_its_tests_are_checks():
-    from dagster import DailyPartitionsDefinition, HourlyPartitionsDefinition
-
-    from definitions import defs
-
+def test_every_warehouse_model_is_tested_and_its_schedules_run_in_prod_only(defs):
     graph = defs.resolve_asset_graph()
-
-    def parents(name):
-        return {p.to_user_string() for p in graph.get(AssetKey(["warehouse", name])).parent_keys}
-
-    # landing -> curated -> warehouse, and ML / ops -> warehouse, in one graph.
-    assert parents("stg_telemetry_minute") == {"curated/telemetry_1min"}
-    assert parents("stg_forecasts") == {"ml/batch_forecast"}
-    assert parents("stg_deviations") == parents("stg_cases") == {"ops/deviations"}
-    assert parents("stg_devices") == {"landing/device_registry"}
-    assert parents("dim_device") == {"warehouse/snap_device"}
-    assert {"warehouse/fct_telemetry_minute", "warehouse/fct_case", "warehouse/dim_device"} <= parents(
-        "mart_device_health"
+    warehouse = {k for k in graph.get_all_asset_keys() if k.path[0] == "warehouse"}
+    checks = {(k.asset_key, k.name) for k in graph.asset_check_keys if k.asset_key in warehouse}
+    # Every model and snapshot has dbt tests, as asset checks; the hourly facts reconcile with the lake.
+    assert {key for key, _ in checks} == warehouse
+    assert any(
+        key == AssetKey(["warehouse", "fct_telemetry_hourly"]) and name.startswith("reconciles_with_curated")
+        for key, name in checks
     )
-    for name in ("fct_telemetry_minute", "fct_telemetry_hourly", "fct_forecast", "fct_deviation"):
-        assert isinstance(graph.get(AssetKey(["warehouse", name])).partitions_def, HourlyPartitionsDefinition), name
-    assert isinstance(
-        graph.get(AssetKey(["warehouse", "mart_device_health"])).partitions_def, DailyPartitionsDefinition
-    )
-    assert graph.get(AssetKey(["warehouse", "dim_site"])).partitions_def is None
-    checks = {(k.asset_key.path[-1], k.name) for k in graph.asset_check_keys if k.asset_key.path[0] == "warehouse"}
-    assert any(m == "fct_telemetry_hourly" and n.startswith("reconciles_with_curated") for m, n in checks)
-    # Every model and snapshot has tests, as checks.
-    assert {m for m, _ in checks} == WAREHOUSE_MODELS
     # Locally the warehouse schedules start stopped (dagster dev keeps its cores for landing -> case).
     for name in ("warehouse_job_schedule", "warehouse_hourly_schedule", "warehouse_daily_job_schedule"):
         assert defs.resolve_schedule_def(name).default_status.value == "STOPPED", name
+    assert schedule_status(load_settings(PROD_ENV)).value == "RUNNING"
     hourly = defs.resolve_schedule_def("warehouse_hourly_schedule")
     tick = hourly.evaluate_tick(
         build_schedule_context(
@@ -199,9 +116,7 @@ def test_warehouse_lineage_joins_the_lake_assets_and_its_tests_are_checks():
     assert [r.partition_key for r in tick.run_requests] == ["2026-11-25-09:00"]
 
 
-def test_nightly_extract_targets_the_day_that_just_ended():
-    from definitions import defs
-
+def test_nightly_extract_targets_the_day_that_just_ended(defs):
     schedule = defs.resolve_schedule_def("historian_extract_job_schedule")
     tick = schedule.evaluate_tick(
         build_schedule_context(scheduled_execution_time=datetime(2026, 11, 25, 0, 30, tzinfo=UTC))
@@ -209,9 +124,7 @@ def test_nightly_extract_targets_the_day_that_just_ended():
     assert [r.partition_key for r in tick.run_requests] == ["2026-11-24"]
 
 
-def test_nightly_training_targets_the_day_that_ended_and_forecasts_the_hour_that_ended():
-    from definitions import defs
-
+def test_nightly_training_targets_the_day_that_ended_and_forecasts_the_hour_that_ended(defs):
     training = defs.resolve_schedule_def("forecast_training_job_schedule")
     tick = training.evaluate_tick(
         build_schedule_context(scheduled_execution_time=datetime(2026, 11, 25, 2, 0, tzinfo=UTC))
@@ -234,7 +147,7 @@ def test_local_is_the_default(tmp_path):
     assert s.historian_url.endswith("/.lake/_sources/historian.sqlite")
     s = load_settings({"IOT_LAKE_ROOT": str(tmp_path)})
     assert s.lake_root == str(tmp_path)
-    from resources import build_resources
+    from resources.environment import build_resources
 
     resources = build_resources(s)
     assert {name: getattr(r, "mode", None) for name, r in resources.items()} == {
@@ -288,7 +201,7 @@ def test_prod_settings_and_resources_come_from_the_environment(monkeypatch):
     assert s.lake_root == "s3://acme-iot-lake/lake" and s.aws_region == "eu-west-1"
     for var, value in PROD_ENV.items():
         monkeypatch.setenv(var, value)
-    from resources import build_resources
+    from resources.environment import build_resources
 
     resources = build_resources(load_settings())
     assert resources["lake"].root == "s3://acme-iot-lake"

@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from dagster import DagsterInstance, job, op
 
+from lib.code_publishing import glue_entrypoint_uri
 from resources.spark_aws import DELTA_CONF, EMR_DELTA_JARS
-from resources.spark_code import glue_entrypoint_uri
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

@@ -15,8 +15,8 @@ from iot_lake.cases.store import CaseStore
 from iot_lake.detect.deviations import DeviationParams, SeriesScorer
 from iot_lake.lake import Lake
 from iot_lake.simulate.runner import anomalies_key
-from resources import LakeResource
 from resources.cases import CasesResource
+from resources.lake import LakeResource
 
 START = datetime(2026, 11, 20, 8, tzinfo=UTC)
 SIGMA = 0.5
@@ -158,13 +158,10 @@ def test_a_series_without_history_is_judged_by_the_band():
     assert anomalous and score > 0.9
 
 
-def test_new_curated_minutes_of_the_hour_request_its_deviations(tmp_path):
+def test_new_curated_minutes_of_the_hour_request_its_deviations(tmp_path, defs):
     """The automation condition: once the forecast made at the hour's start exists, each new
     materialization of the hour's curated minutes asks for the hour's deviations again."""
-    from dagster import DagsterInstance, evaluate_automation_conditions
-    from dagster._core.definitions.events import AssetMaterialization
-
-    from definitions import defs
+    from dagster import AssetMaterialization, DagsterInstance, evaluate_automation_conditions
 
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     key, before = hour.strftime("%Y-%m-%d-%H:%M"), (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")

@@ -17,10 +17,12 @@ from deltalake import write_deltalake
 from iot_lake.encryption import KMS_KEY_VAR, encrypt_writes
 from iot_lake.lake import Lake
 from iot_lake.spark.entrypoint import split_argv
-from resources import LakeResource, build_resources
+from lib.code_publishing import PublishedCode, publish_code, split_s3_uri
+from resources.environment import build_resources
+from resources.lake import LakeResource
 from resources.spark_aws import emr_step, glue_params
-from resources.spark_code import PublishedCode, publish_code, split_s3_uri
 from tests.conftest import REGION
+from tests.encryption_audit import assert_all_kms, encryption_of
 from tests.spark_twins import parse_confs
 from tests.test_sagemaker_runner_aws import lake, materialize_one, process, twin  # noqa: F401
 from tests.test_sagemaker_runner_aws import runner as sagemaker_runner
@@ -32,25 +34,6 @@ CODE = PublishedCode("s3://b/lake/_code/iot_lake-1.zip", "s3://b/lake/_code/entr
 @pytest.fixture
 def kms_key(aws) -> str:
     return aws.client("kms").create_key(Description="iot-lake tests")["KeyMetadata"]["Arn"]
-
-
-def encryption_of(aws, uri_or_root: str, under: str = "") -> dict[str, tuple[str | None, str | None]]:
-    """key -> (ServerSideEncryption, SSEKMSKeyId) of every object under a prefix, as head_object reports them."""
-    bucket, prefix = split_s3_uri(uri_or_root)
-    prefix = "/".join(p for p in (prefix, under) if p)
-    s3 = aws.client("s3")
-    out = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            head = s3.head_object(Bucket=bucket, Key=obj["Key"])
-            out[obj["Key"]] = (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId"))
-    return out
-
-
-def assert_all_kms(found: dict, key: str) -> None:
-    assert found, "nothing was written"
-    wrong = {k: v for k, v in found.items() if v != ("aws:kms", key)}
-    assert not wrong, f"objects not SSE-KMS with {key}: {wrong}"
 
 
 def test_lake_writes_through_fsspec_and_delta_rs_are_sse_kms(aws, lake_root, kms_key, moto_endpoint):

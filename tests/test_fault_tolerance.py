@@ -46,8 +46,8 @@ from iot_lake.lake import (
 from iot_lake.sources.telemetry import inventoried_keys, iter_lines, land_inventory
 from jobs.maintenance import TABLES as MAINTAINED
 from jobs.maintenance import MaintenanceConfig, maintain_table
-from resources import LakeResource
-from resources.failures import RETRY_POLICY, JobFailed, retry_policy
+from lib.retries import RETRY_POLICY, JobFailed, retry_policy
+from resources.lake import LakeResource
 from resources.spark import LOCAL_ENV, SparkRunner, local_command
 from resources.warehouse import WarehouseResource
 from tests.conftest import REGION, START, land_faulty_hours
@@ -253,7 +253,7 @@ def test_every_client_gets_the_shared_retry_config(monkeypatch):
     repo = Path(__file__).resolve().parent.parent
     offenders = [
         str(p.relative_to(repo))
-        for folder in ("iot_lake", "resources", "assets", "sensors", "jobs")
+        for folder in ("iot_lake", "resources", "assets", "sensors", "jobs", "lib")
         for p in (repo / folder).rglob("*.py")
         if p.name != "aws.py" and any(s in p.read_text() for s in ("boto3.client(", '.client("', "Session().client"))
     ]
@@ -311,10 +311,8 @@ def _attempts(result) -> int:
     return 1 + len([e for e in result.all_events if e.event_type == DagsterEventType.STEP_RESTARTED])
 
 
-def test_the_retry_policy_retries_transient_errors_and_not_permanent_ones(aws_session, tmp_path, monkeypatch):
+def test_the_retry_policy_retries_transient_errors_and_not_permanent_ones(aws_session, tmp_path, monkeypatch, defs):
     # The jobs and the sensor-launched assets all carry the one policy.
-    from definitions import defs
-
     for job in defs.resolve_all_job_defs():
         if not job.name.startswith("__"):
             assert job.op_retry_policy == RETRY_POLICY or job.name == "delta_maintenance_job", job.name
@@ -561,7 +559,7 @@ def test_clock_skew_beyond_tolerance_is_quarantined_and_arrival_time_is_kept(fau
 SENSOR_DEFS = None  # set by the test below: what its in-process code location loads
 
 
-def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition_twice(faults):
+def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition_twice(faults, defs):
     """The real sensor daemon iteration, on a real instance, crashing after the tick's first run was
     launched: its cursor was never stored. The next tick evaluates from the old cursor, asks for the
     same runs under the same run keys, and the daemon launches only the ones it had not.
@@ -570,18 +568,10 @@ def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition
     process; a daemon killed there leaves its tick STARTED instead, which the next iteration resumes
     with the run ids it had reserved: the same guarantee, by the same run-key check.
     """
-    from dagster import DagsterRunStatus
-    from dagster._core.definitions.run_request import InstigatorType
-    from dagster._core.remote_origin import InProcessCodeLocationOrigin
-    from dagster._core.scheduler.instigation import TickStatus
-    from dagster._core.storage.tags import PARTITION_NAME_TAG, RUN_KEY_TAG
-    from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time, instance_for_test
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
-    from dagster._daemon.sensor import execute_sensor_iteration
+    from dagster import DagsterRunStatus, instance_for_test
 
-    from definitions import defs
     from sensors.landing import landing_sensor
+    from tests.dagster_daemons import RECORDING_RUN_LAUNCHER, DaemonWorkspace
 
     lake = faults[0]
     # The project's definitions, loaded in this process (a code server would load them again, for
@@ -594,45 +584,24 @@ def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition
         sensors=[landing_sensor],
         resources={**defs.resources, "lake": LakeResource(root=lake.url)},
     )
-    target = InProcessWorkspaceLoadTarget(
-        InProcessCodeLocationOrigin(
-            LoadableTargetOrigin(module_name=__name__, attribute="SENSOR_DEFS"), location_name="iot_lake"
-        )
-    )
-    launcher = {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}  # records, runs nothing
-    logger = __import__("logging").getLogger("faults.sensor_daemon")
     now = datetime.now(UTC)
     with (
-        instance_for_test(overrides={"run_launcher": launcher}) as instance,
-        create_test_daemon_workspace_context(target, instance) as workspace,
+        instance_for_test(overrides={"run_launcher": RECORDING_RUN_LAUNCHER}) as instance,
+        DaemonWorkspace.in_process(instance, __name__, "SENSOR_DEFS", "iot_lake") as workspace,
     ):
-
-        def tick(at: datetime, crash: dict | None = None) -> None:
-            with freeze_time(at):
-                list(
-                    execute_sensor_iteration(
-                        workspace, logger, None, None, debug_crash_flags={"landing_sensor": crash} if crash else None
-                    )
-                )
 
         def runs() -> list:
             return [r for r in instance.get_runs() if r.tags.get("dagster/sensor_name") == "landing_sensor"]
 
         # The daemon dies right after launching the tick's first run.
-        tick(now, {"RUN_LAUNCHED": RuntimeError("daemon restarted")})
+        workspace.sensor_iteration(now, {"RUN_LAUNCHED": RuntimeError("daemon restarted")}, sensor="landing_sensor")
         assert len(runs()) == 1
-        [state] = [
-            s
-            for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-            if s.name == "landing_sensor"
-        ]
-        assert state.instigator_data.cursor is None  # never stored
+        assert workspace.cursor("landing_sensor") is None  # never stored
 
-        tick(now + timedelta(seconds=30))
-        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id)
-        assert [t.status for t in ticks] == [TickStatus.SUCCESS, TickStatus.FAILURE]
+        workspace.sensor_iteration(now + timedelta(seconds=30))
+        assert workspace.tick_statuses("landing_sensor") == ["SUCCESS", "FAILURE"]
         launched = runs()
-        partitions = sorted((r.job_name, r.tags[PARTITION_NAME_TAG]) for r in launched)
+        partitions = sorted((r.job_name, r.tags["dagster/partition"]) for r in launched)
         assert len(set(partitions)) == len(partitions)  # none twice
         landed = {
             ("telemetry_hourly_job", f"{h:%Y-%m-%d-%H:%M}")
@@ -645,8 +614,10 @@ def test_a_sensor_tick_cut_short_after_its_runs_were_requested_runs_no_partition
             if (d := weather_day_of_key(o.key))
         }
         assert set(partitions) == landed and len(landed) >= 2  # none missed
-        assert len({r.tags[RUN_KEY_TAG] for r in launched}) == len(launched)
+        assert len({r.tags["dagster/run_key"] for r in launched}) == len(launched)
         assert all(r.status != DagsterRunStatus.NOT_STARTED for r in launched)
 
-        tick(now + timedelta(seconds=60))  # and the stored cursor now holds: nothing new, nothing more
+        workspace.sensor_iteration(
+            now + timedelta(seconds=60)
+        )  # and the stored cursor now holds: nothing new, nothing more
         assert len(runs()) == len(launched)

@@ -16,7 +16,7 @@ from iot_lake.forecast.batch_forecast import forecast
 from iot_lake.forecast.model import Hyperparameters, backtest, prepare
 from iot_lake.lake import Lake
 from iot_lake.simulate.training_rows import training_rows
-from resources import LakeResource
+from resources.lake import LakeResource
 from resources.sagemaker import SageMakerRunner
 
 START = date(2026, 11, 2)  # a Monday: the hold-out of 12 days is a Friday, of 13 a Saturday

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from iot_lake.cases_feedback import CASES_FEEDBACK, CONFIRMED, FALSE_POSITIVE, FEEDBACK_SCHEMA
+from iot_lake.cases.feedback import CASES_FEEDBACK, CONFIRMED, FALSE_POSITIVE, FEEDBACK_SCHEMA
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, refresh_aggregates
 from iot_lake.curated.features_job import FEATURES, build_features_day
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_hour
@@ -239,7 +239,7 @@ def test_batch_forecast_asset_replaces_its_origin_in_the_forecasts_table(lake, t
     from assets.ml.forecast import FORECASTS_TABLE, batch_forecast
     from iot_lake.forecast import registry
     from iot_lake.forecast.model import Hyperparameters, make, save
-    from resources import LakeResource
+    from resources.lake import LakeResource
     from resources.sagemaker import SageMakerRunner
     from resources.spark import SparkRunner
 

@@ -30,7 +30,8 @@ from iot_lake.sources.historian import (
     readings,
     sites,
 )
-from resources import HistorianResource, LakeResource
+from resources.historian import HistorianResource
+from resources.lake import LakeResource
 from tests import postgres
 from tests.unavailable import assert_skipped_locally_and_failed_in_ci
 

@@ -9,13 +9,14 @@ from datetime import date, timedelta
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from assets.landing import landing_telemetry, landing_weather
+from assets.landing.telemetry import landing_telemetry
+from assets.landing.weather import landing_weather
 from iot_lake.fleet import build_fleet
 from iot_lake.lake import Lake, telemetry_hour_prefix
 from iot_lake.simulate.weather import weather_file
 from iot_lake.sources.telemetry import inventory_hour, inventory_key
 from iot_lake.sources.weather import land_weather_day, validate_file
-from resources import LakeResource
+from resources.lake import LakeResource
 from tests.conftest import START, simulate, truth_objects
 
 

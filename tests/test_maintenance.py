@@ -10,7 +10,7 @@ from deltalake import DeltaTable
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, refresh_aggregates
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_hour
 from jobs.maintenance import delta_maintenance_job
-from resources import LakeResource
+from resources.lake import LakeResource
 from tests.conftest import HOURS, START
 
 

@@ -14,16 +14,16 @@ import tarfile
 from types import SimpleNamespace
 
 import pytest
-from dagster import DagsterInstance, asset, build_asset_context, materialize
-from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster import DagsterExecutionInterruptedError, DagsterInstance, asset, build_asset_context, materialize
 from dagster_pipes import decode_param
 
 import resources.sagemaker_aws as sagemaker_aws
 from iot_lake.lake import Lake
-from resources import LakeResource
-from resources.sagemaker import JobRun, SageMakerRunner, job_name
+from lib.code_publishing import split_s3_uri
+from lib.sagemaker_jobs import JobRun, job_name
+from resources.lake import LakeResource
+from resources.sagemaker import SageMakerRunner
 from resources.sagemaker_aws import SageMakerJobFailed
-from resources.spark_code import split_s3_uri
 from tests.conftest import REGION
 from tests.sagemaker_twins import SageMakerTwin
 
@@ -186,7 +186,7 @@ def test_training_job_runs_the_module_in_script_mode_and_reports_back(aws, lake_
     assert "mean of 4 values: 5.0" in log  # the script's own log line, through Pipes
 
     # SSE-KMS with the key: the SDK's staged drivers, the code zip, and the container's message chunks.
-    from tests.test_encryption import assert_all_kms, encryption_of
+    from tests.encryption_audit import assert_all_kms, encryption_of
 
     written = {**encryption_of(aws, lake_root, "_code"), **encryption_of(aws, lake_root, "_pipes")}
     assert any("/_code/sagemaker/" in k for k in written) and any("/messages/" in k for k in written)

@@ -10,7 +10,7 @@ import time
 from dagster import DagsterInstance, build_sensor_context
 
 from iot_lake.lake import Lake, telemetry_hour_prefix
-from resources import LakeResource
+from resources.lake import LakeResource
 from sensors.landing import GRACE_SECONDS, landing_sensor
 from tests.conftest import START, simulate
 

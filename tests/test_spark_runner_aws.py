@@ -26,10 +26,10 @@ from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
 from iot_lake.sources.historian import create_engine, land_registry
 from iot_lake.sources.telemetry import land_inventory
-from resources import LakeResource
+from lib.code_publishing import ENTRYPOINT_SOURCE, PACKAGE_DIR, glue_entrypoint_uri, publish_code, split_s3_uri
+from resources.lake import LakeResource
 from resources.spark import SparkRunner
 from resources.spark_aws import SparkJobFailed
-from resources.spark_code import ENTRYPOINT_SOURCE, PACKAGE_DIR, glue_entrypoint_uri, publish_code, split_s3_uri
 from tests.conftest import REGION, START
 from tests.spark_twins import EMRServerlessTwin, EMRStepsTwin, GlueTwin, parse_confs
 
@@ -231,7 +231,7 @@ def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, la
     )
 
     # The code and the job's own message chunks (written in the job's process with the key) are SSE-KMS.
-    from tests.test_encryption import assert_all_kms, encryption_of
+    from tests.encryption_audit import assert_all_kms, encryption_of
 
     pipes = encryption_of(aws, lake_root, "_pipes")
     assert any("/messages/" in k for k in pipes)

@@ -22,8 +22,8 @@ from iot_lake.lake import Lake
 from iot_lake.warehouse.duckdb_views import register_views
 from iot_lake.warehouse.tables import TABLES_BY_NAME, CatalogError
 from jobs.main import RANGE_END, RANGE_START
-from resources import LakeResource
 from resources.cases import CasesResource
+from resources.lake import LakeResource
 from resources.warehouse import WarehouseResource
 from tests.conftest import START, land_faulty_hours
 from tests.test_curated_aggregates import _run_hours

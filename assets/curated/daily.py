@@ -3,19 +3,21 @@
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
 
 from assets.curated.freshness import DAILY_FRESHNESS
+from assets.curated.telemetry import AGGREGATE_KEYS
+from assets.landing.historian import DEVICE_REGISTRY_KEY
 from assets.landing.telemetry import OWNERS
+from assets.landing.weather import LANDING_WEATHER_KEY
 from assets.partitions import daily_partitions
-from resources import LakeResource
+from resources.lake import LakeResource
 from resources.spark import SparkRunner
 
-CURATED_WEATHER_KEY = ["curated", "weather"]
-FEATURES_KEY = ["curated", "features"]
-REGISTRY_KEY = AssetKey(["landing", "device_registry"])
+CURATED_WEATHER_KEY = AssetKey(["curated", "weather"])
+CURATED_FEATURES_KEY = AssetKey(["curated", "features"])
 
 
 @asset(
     key=CURATED_WEATHER_KEY,
-    deps=[AssetKey(["landing", "weather"]), REGISTRY_KEY],
+    deps=[LANDING_WEATHER_KEY, DEVICE_REGISTRY_KEY],
     partitions_def=daily_partitions,
     group_name="curated",
     owners=OWNERS,
@@ -44,8 +46,8 @@ def curated_weather(context: AssetExecutionContext, lake: LakeResource, spark: S
 
 
 @asset(
-    key=FEATURES_KEY,
-    deps=[AssetKey(["curated", "telemetry_5min"]), AssetKey(CURATED_WEATHER_KEY), REGISTRY_KEY],
+    key=CURATED_FEATURES_KEY,
+    deps=[AGGREGATE_KEYS["5min"], CURATED_WEATHER_KEY, DEVICE_REGISTRY_KEY],
     partitions_def=daily_partitions,
     group_name="curated",
     owners=OWNERS,

@@ -31,14 +31,14 @@ from dagster import (
     asset_check,
 )
 
-from assets.curated.daily import CURATED_WEATHER_KEY, FEATURES_KEY
+from assets.curated.daily import CURATED_FEATURES_KEY, CURATED_WEATHER_KEY
 from assets.curated.telemetry import AGGREGATE_KEYS, CURATED_TELEMETRY_KEY
 from assets.landing.telemetry import partition_hours
 from assets.partitions import daily_partitions, hourly_partitions
 from iot_lake.sources.historian import latest_registry_day, registry_key
 from iot_lake.sources.telemetry import inventoried_keys, inventory_key
 from iot_lake.sources.weather import RANGES
-from resources import LakeResource
+from resources.lake import LakeResource
 
 # Partitioned checks (a result per partition in the UI) are a preview feature of Dagster 1.13.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec is currently in preview")
@@ -223,7 +223,7 @@ def _landed_keys(lake: LakeResource, hours: list[datetime]) -> list[str]:
 
 
 @asset_check(
-    asset=AssetKey(CURATED_TELEMETRY_KEY),
+    asset=CURATED_TELEMETRY_KEY,
     name="gx_suite",
     blocking=True,
     partitions_def=hourly_partitions,
@@ -246,7 +246,7 @@ def curated_telemetry_suite(context: AssetCheckExecutionContext, lake: LakeResou
 
 def _aggregate_suite(grain: str) -> Callable:
     @asset_check(
-        asset=AssetKey(AGGREGATE_KEYS[grain]),
+        asset=AGGREGATE_KEYS[grain],
         name="gx_suite",
         blocking=True,
         partitions_def=hourly_partitions,
@@ -268,15 +268,15 @@ def _aggregate_suite(grain: str) -> Callable:
     return suite
 
 
-def _daily_suite(key: list[str], partition_column: str, expectations: Callable[[], list], description: str):
-    @asset_check(
-        asset=AssetKey(key), name="gx_suite", blocking=True, partitions_def=daily_partitions, description=description
-    )
+def _daily_suite(key: AssetKey, partition_column: str, expectations: Callable[[], list], description: str):
+    @asset_check(asset=key, name="gx_suite", blocking=True, partitions_def=daily_partitions, description=description)
     def suite(context: AssetCheckExecutionContext, lake: LakeResource) -> AssetCheckResult:
         day = context.partition_time_window.start.date()
-        return run_suite("_".join(key), read_delta(lake, "/".join(key), partition_column, [day]), expectations())
+        return run_suite(
+            "_".join(key.path), read_delta(lake, "/".join(key.path), partition_column, [day]), expectations()
+        )
 
-    suite.__name__ = f"{'_'.join(key)}_suite"
+    suite.__name__ = f"{'_'.join(key.path)}_suite"
     return suite
 
 
@@ -290,7 +290,7 @@ quality_checks = [
         "Great Expectations suite on the day's curated weather.",
     ),
     _daily_suite(
-        FEATURES_KEY,
+        CURATED_FEATURES_KEY,
         "event_date",
         features_expectations,
         "Great Expectations suite on the day's feature rows; weather and registry gaps only warn.",

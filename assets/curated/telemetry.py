@@ -1,14 +1,16 @@
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, AssetSpec, BackfillPolicy, multi_asset
 
 from assets.curated.freshness import HOURLY_FRESHNESS
-from assets.landing.telemetry import OWNERS, TELEMETRY_KEY, partition_hours
+from assets.landing.historian import DEVICE_REGISTRY_KEY
+from assets.landing.telemetry import LANDING_TELEMETRY_KEY, OWNERS, partition_hours
 from assets.partitions import hourly_partitions
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
-from resources import LakeResource
+from resources.lake import LakeResource
 from resources.spark import SparkRunner
 
-CURATED_TELEMETRY_KEY = ["curated", "telemetry"]
-AGGREGATE_KEYS = {grain: table.split("/") for grain, table in AGGREGATE_TABLES.items()}
+CURATED_TELEMETRY_KEY = AssetKey(["curated", "telemetry"])
+# The aggregates' keys are their tables' paths: curated/telemetry_1min, curated/telemetry_5min.
+AGGREGATE_KEYS = {grain: AssetKey(table.split("/")) for grain, table in AGGREGATE_TABLES.items()}
 _AGGREGATE_DOC = (
     "{grain} aggregates of curated telemetry per device and metric: readings, mean, min, max, sample "
     "stddev, last value and its time. Delta Lake at curated/telemetry_{grain}, partitioned by event_date. "
@@ -21,7 +23,7 @@ _AGGREGATE_DOC = (
     specs=[
         AssetSpec(
             CURATED_TELEMETRY_KEY,
-            deps=[AssetKey(TELEMETRY_KEY), AssetKey(["landing", "device_registry"])],
+            deps=[LANDING_TELEMETRY_KEY, DEVICE_REGISTRY_KEY],
             kinds={"spark", "delta", "s3"},
             owners=OWNERS,
             freshness_policy=HOURLY_FRESHNESS,
@@ -37,7 +39,7 @@ _AGGREGATE_DOC = (
         *(
             AssetSpec(
                 key,
-                deps=[AssetKey(CURATED_TELEMETRY_KEY)],
+                deps=[CURATED_TELEMETRY_KEY],
                 kinds={"spark", "delta", "s3"},
                 owners=OWNERS,
                 description=_AGGREGATE_DOC.format(grain=grain),
@@ -64,8 +66,8 @@ def curated_telemetry(context: AssetExecutionContext, lake: LakeResource, spark:
     """One Spark session curates the landing hours of the run and refreshes the aggregates they touch."""
     hours = partition_hours(context)
     selected = context.selected_asset_keys
-    steps = (["curate"] if AssetKey(CURATED_TELEMETRY_KEY) in selected else []) + [
-        grain for grain, key in AGGREGATE_KEYS.items() if AssetKey(key) in selected
+    steps = (["curate"] if CURATED_TELEMETRY_KEY in selected else []) + [
+        grain for grain, key in AGGREGATE_KEYS.items() if key in selected
     ]
     yield from spark.run(
         context,

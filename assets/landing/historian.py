@@ -4,6 +4,7 @@ from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -12,13 +13,15 @@ from dagster import (
 from assets.landing.telemetry import OWNERS
 from assets.partitions import daily_partitions
 from iot_lake.sources.historian import land_readings, land_registry, readings_prefix
-from resources import HistorianResource, LakeResource
+from resources.historian import HistorianResource
+from resources.lake import LakeResource
 
-REGISTRY_KEY = ["landing", "device_registry"]
+DEVICE_REGISTRY_KEY = AssetKey(["landing", "device_registry"])
+HISTORICAL_READINGS_KEY = AssetKey(["landing", "historical_readings"])
 
 
 @asset(
-    key=REGISTRY_KEY,
+    key=DEVICE_REGISTRY_KEY,
     partitions_def=daily_partitions,
     group_name="landing",
     owners=OWNERS,
@@ -31,7 +34,7 @@ REGISTRY_KEY = ["landing", "device_registry"]
     check_specs=[
         AssetCheckSpec(
             "registry_complete",
-            asset=REGISTRY_KEY,
+            asset=DEVICE_REGISTRY_KEY,
             blocking=True,
             description="Sites, devices and metric ranges are all present: validation depends on them.",
         )
@@ -63,7 +66,7 @@ def device_registry(
 
 
 @asset(
-    key=["landing", "historical_readings"],
+    key=HISTORICAL_READINGS_KEY,
     partitions_def=daily_partitions,
     group_name="landing",
     owners=OWNERS,

@@ -5,6 +5,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
@@ -17,10 +18,10 @@ from dagster import (
 from assets.partitions import hourly_partitions
 from iot_lake.lake import TELEMETRY_PREFIX
 from iot_lake.sources.telemetry import inventory_key, land_inventory
-from resources import LakeResource
+from resources.lake import LakeResource
 
 OWNERS = ["team:data-platform"]
-TELEMETRY_KEY = ["landing", "telemetry"]
+LANDING_TELEMETRY_KEY = AssetKey(["landing", "telemetry"])
 
 _OBJECT_SCHEMA = TableSchema(
     columns=[
@@ -35,7 +36,7 @@ _OBJECT_SCHEMA = TableSchema(
 
 
 @asset(
-    key=TELEMETRY_KEY,
+    key=LANDING_TELEMETRY_KEY,
     partitions_def=hourly_partitions,
     # A backfill of many hours is one run: one step instead of a run per hour.
     backfill_policy=BackfillPolicy.single_run(),
@@ -51,7 +52,7 @@ _OBJECT_SCHEMA = TableSchema(
     check_specs=[
         AssetCheckSpec(
             "objects_readable",
-            asset=TELEMETRY_KEY,
+            asset=LANDING_TELEMETRY_KEY,
             description=(
                 "Every landing object of the hour decompresses to its end "
                 "(warns; the curated layer salvages what it can)."

@@ -3,6 +3,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -12,13 +13,13 @@ from assets.landing.telemetry import OWNERS
 from assets.partitions import daily_partitions
 from iot_lake.lake import weather_day_prefix
 from iot_lake.sources.weather import land_weather_day, weather_inventory_key
-from resources import LakeResource
+from resources.lake import LakeResource
 
-WEATHER_KEY = ["landing", "weather"]
+LANDING_WEATHER_KEY = AssetKey(["landing", "weather"])
 
 
 @asset(
-    key=WEATHER_KEY,
+    key=LANDING_WEATHER_KEY,
     partitions_def=daily_partitions,
     group_name="landing",
     owners=OWNERS,
@@ -29,7 +30,7 @@ WEATHER_KEY = ["landing", "weather"]
         "unusable files and out-of-range rows are reported with reasons, never fatal."
     ),
     check_specs=[
-        AssetCheckSpec("files_valid", asset=WEATHER_KEY, description="Every weather file of the day is usable.")
+        AssetCheckSpec("files_valid", asset=LANDING_WEATHER_KEY, description="Every weather file of the day is usable.")
     ],
 )
 def landing_weather(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:

@@ -21,11 +21,14 @@ from dagster import (
     asset,
 )
 
+from assets.curated.daily import CURATED_FEATURES_KEY
+from assets.curated.telemetry import AGGREGATE_KEYS
 from assets.partitions import daily_partitions, hourly_partitions
 from assets.plots import batch_forecast_plot, png_markdown
 from iot_lake.forecast import registry
-from resources import LakeResource
-from resources.sagemaker import SageMakerRunner, job_name
+from lib.sagemaker_jobs import job_name
+from resources.lake import LakeResource
+from resources.sagemaker import SageMakerRunner
 from resources.spark import SparkRunner
 
 ML_OWNERS = ["team:ml-platform"]
@@ -46,7 +49,7 @@ class ForecastGrain(Config):
 
 @asset(
     key=TRAINING_DATA_KEY,
-    deps=[AssetKey(["curated", "features"])],
+    deps=[CURATED_FEATURES_KEY],
     partitions_def=daily_partitions,
     group_name="ml",
     owners=ML_OWNERS,
@@ -158,7 +161,7 @@ def forecast_model(
 
 @asset(
     key=BATCH_FORECAST_KEY,
-    deps=[AssetKey(["curated", "telemetry_5min"]), AssetDep(MODEL_KEY, partition_mapping=LastPartitionMapping())],
+    deps=[AGGREGATE_KEYS["5min"], AssetDep(MODEL_KEY, partition_mapping=LastPartitionMapping())],
     partitions_def=hourly_partitions,
     group_name="ml",
     owners=ML_OWNERS,

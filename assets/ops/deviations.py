@@ -26,6 +26,8 @@ from dagster import (
 )
 
 from assets.curated.quality import read_delta
+from assets.curated.telemetry import AGGREGATE_KEYS
+from assets.ml.forecast import BATCH_FORECAST_KEY
 from assets.partitions import hourly_partitions
 from assets.plots import deviations_plot
 from iot_lake.cases.mirror import mirror_to_lake
@@ -33,10 +35,11 @@ from iot_lake.cases.model import Deviation
 from iot_lake.cases.outbox import deliver_pending
 from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, score, with_forecasts
 from iot_lake.simulate.runner import anomalies_key
-from resources import LakeResource
+from lib.retries import RETRY_POLICY
 from resources.cases import CasesResource
-from resources.failures import RETRY_POLICY
+from resources.lake import LakeResource
 
+DEVIATIONS_KEY = AssetKey(["ops", "deviations"])
 DEVIATIONS_TABLE = "ops/deviations"
 FORECASTS_TABLE = "forecasts/telemetry_5min"
 PARAMS = DeviationParams()
@@ -51,12 +54,12 @@ def _dates(start: datetime, end: datetime) -> list:
 
 
 @asset(
-    key=["ops", "deviations"],
+    key=DEVIATIONS_KEY,
     # An hour is scored against the forecast made at its start: batch_forecast of the hour before.
     deps=[
-        AssetKey(["curated", "telemetry_1min"]),
+        AGGREGATE_KEYS["1min"],
         AssetDep(
-            AssetKey(["ml", "batch_forecast"]),
+            BATCH_FORECAST_KEY,
             partition_mapping=TimeWindowPartitionMapping(start_offset=-1, end_offset=-1),
         ),
     ],

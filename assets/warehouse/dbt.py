@@ -17,7 +17,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_
 
 from assets.partitions import daily_partitions, hourly_partitions
 from assets.warehouse.project import dbt_project
-from resources import LakeResource
+from resources.lake import LakeResource
 from resources.warehouse import WarehouseResource
 
 OWNERS = ["team:data-platform"]

@@ -53,7 +53,7 @@ def main() -> None:
 
     from definitions import defs
 
-    parts = subsets(defs.resolve_job_def("telemetry_hourly_job"))
+    parts = subsets(defs().resolve_job_def("telemetry_hourly_job"))
     out = []
     with DagsterInstance.get() as instance:
         for spec in args.runs:

@@ -40,7 +40,7 @@ def main() -> None:
     from iot_lake.simulate.deliveries import SimConfig
     from iot_lake.simulate.runner import Simulator
     from iot_lake.sources.historian import create_engine, land_registry
-    from resources import build_resources
+    from resources.environment import build_resources
 
     lake = Lake(args.lake)
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -55,7 +55,8 @@ def main() -> None:
 
     with DagsterInstance.get() as instance:
         last = (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
-        result = defs.resolve_job_def("telemetry_hourly_job").execute_in_process(
+        job = defs().resolve_job_def("telemetry_hourly_job")
+        result = job.execute_in_process(
             tags={RANGE_START: start.strftime("%Y-%m-%d-%H:%M"), RANGE_END: last},
             instance=instance,
             run_config=QUIET,

@@ -61,7 +61,7 @@ def cold_start(project: Path, env: dict[str, str], expect_assets: int) -> float:
 def ours_asset_count() -> int:
     from definitions import defs
 
-    return len(list(defs.resolve_asset_graph().get_all_asset_keys()))
+    return len(list(defs().resolve_asset_graph().get_all_asset_keys()))
 
 
 @click.command()

@@ -9,7 +9,7 @@ target=${1:?usage: deploy/spark-env/build.sh s3://BUCKET/PATH/iot-lake-env.tar.g
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
 # The same pins Glue installs per run: the data plane's dependencies at the control plane's versions.
-.venv/bin/python -c "from resources.spark_code import cluster_requirements; print(*cluster_requirements(), sep='\n')" \
+.venv/bin/python -c "from lib.code_publishing import cluster_requirements; print(*cluster_requirements(), sep='\n')" \
   > "$here/requirements.txt"
 DOCKER_BUILDKIT=1 docker build --output "$here/out" "$here"
 aws s3 cp "$here/out/iot-lake-env.tar.gz" "$target"

@@ -5,7 +5,7 @@ failed run, leaves the same tables:
 
 - ``cases/cases``: one row per case, the evidence as a JSON string;
 - ``cases/history``: every status change;
-- ``cases/feedback``: the contract of ``iot_lake.cases_feedback``, the cases a person closed.
+- ``cases/feedback``: the contract of ``iot_lake.cases.feedback``, the cases a person closed.
   Resolved by a person (a real anomaly): ``confirmed``; marked a false positive:
   ``false_positive``. Auto-resolved cases are left out: nobody judged them, and a wrong
   "confirmed" would drop normal data from training (``iot-lake cases resolve`` on an
@@ -22,10 +22,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from iot_lake.cases.feedback import CASES_FEEDBACK, CONFIRMED
+from iot_lake.cases.feedback import FALSE_POSITIVE as FEEDBACK_FALSE_POSITIVE
 from iot_lake.cases.model import FALSE_POSITIVE, RESOLVED, Case
 from iot_lake.cases.store import CaseStore
-from iot_lake.cases_feedback import CASES_FEEDBACK, CONFIRMED
-from iot_lake.cases_feedback import FALSE_POSITIVE as FEEDBACK_FALSE_POSITIVE
 from iot_lake.lake import Lake
 
 CASES_TABLE = "cases/cases"

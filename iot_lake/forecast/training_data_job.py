@@ -7,7 +7,7 @@ One row per (device, metric, bucket) of the ``--days`` event dates ending with `
 bucket's mean as the target ``y``, its reading count, the site's time zone, the device model and
 the site's temperature of that hour. The 5-minute grain is curated/features; the 1-minute grain is
 curated/telemetry_1min with the attributes of the features row of the minute's 5-minute bucket.
-Rows of a series inside a confirmed anomaly case (iot_lake.cases_feedback) are left out.
+Rows of a series inside a confirmed anomaly case (iot_lake.cases.feedback) are left out.
 
 Plain Parquet, not Delta: a SageMaker training channel copies every file under its prefix and
 cannot tell a Delta table's removed files from its live ones. The files under ``--output`` are
@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-from iot_lake.cases_feedback import CASES_FEEDBACK, CONFIRMED, FALSE_POSITIVE
+from iot_lake.cases.feedback import CASES_FEEDBACK, CONFIRMED, FALSE_POSITIVE
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS
 from iot_lake.curated.features_job import FEATURES, build_features
 from iot_lake.lake import Lake, latest_registry_day, registry_key

@@ -112,18 +112,20 @@ class JobFailed(Failure):
         super().__init__(description=message, allow_retries=is_transient_failure(message))
 
 
-_EXIT_CODE = re.compile(r"failed with code (-?\d+)")
+# What PipesSubprocessClient raises when the script exits with an error code (its exception class,
+# DagsterPipesExecutionError, is not exported by dagster; its message is the contract used here).
+_EXIT_CODE = re.compile(r"External execution process failed with code (-?\d+)")
 
 
 @contextmanager
 def local_process_failures(what: str) -> Iterator[None]:
     """Around a local Pipes subprocess: an exit with an error code fails fast, a kill is retried."""
-    from dagster._core.errors import DagsterPipesExecutionError
-
     try:
         yield
-    except DagsterPipesExecutionError as exc:
-        match = _EXIT_CODE.search(str(exc))
+    except Failure:
+        raise
+    except Exception as exc:
+        match = _EXIT_CODE.fullmatch(str(exc))
         if match and int(match.group(1)) > 0:  # the script raised: the same input fails again
             raise permanent(f"{what} exited with code {match.group(1)}; its traceback is in the step's stderr") from exc
         raise  # killed by a signal (OOM killer, a restart): worth another attempt
