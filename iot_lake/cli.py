@@ -6,6 +6,7 @@ import getpass
 import json
 import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -19,6 +20,7 @@ from iot_lake.lake import Lake
 from iot_lake.settings import SettingsError, load_settings, local_historian_url
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import SimulationReport, Simulator
+from iot_lake.sources.importer import ImportReport, OptionError, RegistrationError, SeriesError, import_series
 
 console = Console(stderr=True)
 
@@ -167,6 +169,91 @@ def _print_report(report: SimulationReport, root: str, target) -> None:
     for name in ("objects", "lines", "bytes", "published", "weather_files", "anomalies"):
         table.add_row(name, f"{getattr(report, name):,}")
     Console().print(table)
+
+
+def _day(ctx, param, value: str | None) -> date | None:
+    try:
+        return _utc_day(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a day (YYYY-MM-DD)") from None
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--device", "device_id", required=True, help="Device id the series becomes (registered if new).")
+@click.option("--metric", required=True, help="Metric name, e.g. temperature or cpu_utilization (new ones allowed).")
+@click.option("--unit", required=True, help="Unit of the values, e.g. degC or % (a new metric's canonical unit).")
+@click.option("--site", "site_id", default=None, help="Site of a new device. Default: site-import.")
+@click.option("--timestamp-column", default=None, help="Column of the timestamps. Default: detected.")
+@click.option("--value-column", default=None, help="Column of the values. Default: detected.")
+@click.option(
+    "--start",
+    callback=_day,
+    default=None,
+    help="Shift by whole weeks so the first point falls in the 7 days from this UTC day (YYYY-MM-DD).",
+)
+@click.option(
+    "--lake",
+    "lake_root",
+    envvar="IOT_LAKE_ROOT",
+    default=None,
+    help="Lake root (dir or s3://bucket). Env: IOT_LAKE_ROOT.",
+)
+@click.option("--db", "db_url", default=None, help="Historian SQLAlchemy URL. Default: the lake's embedded SQLite.")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def import_command(
+    path, device_id, metric, unit, site_id, timestamp_column, value_column, start, lake_root, db_url, output
+):
+    """Land a CSV or Parquet time series as a device's telemetry, as Firehose delivers it."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    root = lake_root or settings.lake_root
+    if not db_url and lake_root and lake_root.startswith("s3://"):
+        raise click.UsageError("an s3:// lake has no embedded historian: pass --db")
+    url = db_url or (settings.historian_url if not lake_root else local_historian_url(root))
+    try:
+        report = import_series(
+            Lake(root), url, path, device_id, metric, unit, site_id, timestamp_column, value_column, start
+        )
+    except OptionError as exc:
+        raise click.BadParameter(str(exc), param_hint=exc.option) from None
+    except (SeriesError, RegistrationError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if output == "json":
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        _print_import(report)
+
+
+def _print_import(report: ImportReport) -> None:
+    table = Table(title=f"imported {Path(report.path).name}", show_header=False)
+    added = [name for name, new in report.registered.items() if new]
+    for name, value in (
+        ("device / metric / site", f"{report.device_id} / {report.metric} / {report.site_id}"),
+        (
+            "unit",
+            report.unit + (f" (curated in {report.canonical_unit})" if report.canonical_unit != report.unit else ""),
+        ),
+        ("columns", f"{report.timestamp_column}, {report.value_column}"),
+        ("rows landed", f"{report.rows:,} of {report.read:,}"),
+        ("rejected", f"{report.rejected:,}"),
+        ("shifted by", f"{report.shift_seconds // 86_400 // 7} weeks" if report.shift_seconds else "nothing"),
+        ("first (UTC)", report.first),
+        ("last (UTC)", report.last),
+        ("objects", f"{len(report.objects):,}"),
+        ("registered", ", ".join(added) or "nothing new"),
+    ):
+        table.add_row(name, value)
+    Console().print(table)
+    if report.rejected_rows:
+        bad = Table(title="rejected rows" + (" (first 10; --format json lists all)" if report.rejected > 10 else ""))
+        bad.add_column("row", justify="right")
+        bad.add_column("reason")
+        for row in report.rejected_rows[:10]:
+            bad.add_row(str(row["row"]), row["reason"])
+        Console().print(bad)
 
 
 @main.group()
