@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from iot_lake.cases.model import STATUSES, Case
+from iot_lake.cases.model import STATUSES, Case, utc
 from iot_lake.cases.sinks import sinks_for
 from iot_lake.cases.store import CaseError, CaseNotFound, CaseStore
 from iot_lake.lake import Lake
@@ -284,11 +284,15 @@ def _when(value: datetime | None) -> str:
 
 @cases.command("list")
 @click.option("--status", type=click.Choice(STATUSES), default=None, help="Only cases with this status.")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @_db_option
-def list_cases(status, db_url):
+def list_cases(status, output, db_url):
     """Cases, newest incident first."""
     with _open_store(db_url) as store:
         found = store.list_cases(status)
+    if output == "json":
+        click.echo(json.dumps([_case_json(case) for case in found]))
+        return
     table = Table(title=f"{len(found)} case(s)" + (f" {status}" if status else ""))
     table.add_column("case", no_wrap=True)  # the key is what ack/resolve/show take: never broken
     for column in ("status", "severity", "site", "start (UTC)", "last seen (UTC)", "score", "reopens"):
@@ -305,6 +309,27 @@ def list_cases(status, db_url):
             str(case.reopen_count),
         )
     Console().print(table)
+
+
+def _case_json(case: Case) -> dict:
+    """What scripts need of a case; times in ISO 8601, UTC."""
+
+    def iso(value: datetime | None) -> str | None:
+        return utc(value).isoformat() if value else None
+
+    return {
+        "key": case.case_key,
+        "device_id": case.device_id,
+        "metric": case.metric,
+        "site_id": case.site_id,
+        "start": iso(case.incident_start),
+        "last_seen": iso(case.last_seen),
+        "status": case.status,
+        "auto_resolved": case.auto_resolved,
+        "severity": case.severity,
+        "max_score": case.evidence["max_score"],
+        "reopen_count": case.reopen_count,
+    }
 
 
 @cases.command()
