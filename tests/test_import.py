@@ -290,6 +290,9 @@ def test_no_good_rows_or_a_missing_file_or_column_fail_clearly(tmp_path):
     ]:
         result = invoke(path, *[x for kv in {**options, **changed}.items() for x in kv])
         assert result.exit_code == 2 and message in result.output, (changed, result.output)
+    twice = write_csv(tmp_path / "twice.csv", [["2026-11-18 00:00", 1, 2]], header=("timestamp", "value", "value"))
+    result = invoke(twice, *[x for kv in options.items() for x in kv])
+    assert result.exit_code == 1 and "the header names a column twice (timestamp, value, value)" in result.output
     (tmp_path / "series.txt").write_text("timestamp,value\n")
     result = invoke(
         tmp_path / "series.txt", "--device", "d", "--metric", "m", "--unit", "u", "--lake", lake, "--db", db

@@ -138,6 +138,8 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, np.ndarray, list[BadRow]]:
         raise SeriesError(f"{path} is not a readable CSV file (UTF-8, comma-separated): {exc}") from None
     if not header:
         raise SeriesError(f"{path} is empty: a CSV file needs a header row")
+    if len(set(header)) < len(header):
+        raise SeriesError(f"{path}: the header names a column twice ({', '.join(header)})")
     return pd.DataFrame(records, columns=header, dtype=object), np.array(rows, dtype=np.int64), bad
 
 
@@ -234,6 +236,11 @@ def read_series(path: Path, timestamp_column: str | None = None, value_column: s
     series = Series(ts_col, value_col, len(frame) + len(bad), rows, ts_ms, values, tuple(bad))
     reasons = [t or v for t, v in zip(time_reasons, value_reasons)]
     series = series.keep(np.array([not r for r in reasons], dtype=bool), reasons)
+    return _without_repeats(series)
+
+
+def _without_repeats(series: Series) -> Series:
+    """The points in time order, each time once: the file's first row with it is kept."""
     order = np.argsort(series.ts_ms, kind="stable")  # stable: of equal times the file's first comes first
     series = replace(series, rows=series.rows[order], ts_ms=series.ts_ms[order], values=series.values[order])
     repeated = np.zeros(len(order), dtype=bool)
