@@ -448,6 +448,34 @@ def test_imported_lines_take_the_curated_fast_path(tmp_path):
     ]
 
 
+def test_the_landing_sensor_requests_a_run_per_imported_hour(tmp_path):
+    # The control plane, imported here: the other tests of the importer need none of it.
+    from dagster import DagsterInstance, build_sensor_context
+
+    from resources import LakeResource
+    from sensors.landing import landing_sensor
+
+    def tick(lake: str):
+        resources = {"lake": LakeResource(root=lake)}
+        return landing_sensor(build_sensor_context(instance=DagsterInstance.ephemeral(), resources=resources))
+
+    args = ("--device", "nab-net", "--metric", "network_in", "--unit", "B")
+    shifted = run_import(tmp_path, nab(NETWORK), *args, "--start", "2026-11-16")
+    result = tick(str(tmp_path / "lake"))
+    assert sorted(r.partition_key for r in result.run_requests) == sorted(
+        f"{telemetry_hour_of_key(k):%Y-%m-%d-%H:%M}" for k in shifted["objects"]
+    )
+    assert {(r.job_name, r.tags["iot_lake/new_objects"]) for r in result.run_requests} == {
+        ("telemetry_hourly_job", "1")
+    }
+    # Left at its own time (2013), the series is outside the partitions: recorded, never run.
+    run_import(tmp_path, nab(NETWORK), *args, lake=str(tmp_path / "as-recorded"))
+    result = tick(str(tmp_path / "as-recorded"))
+    assert result.run_requests == [] and len(result.asset_events) == len(shifted["objects"])
+    reasons = {e.metadata["unreadable_reason"].value for e in result.asset_events}
+    assert all(r.startswith("outside the partitions of telemetry_hourly_job (2013-10-") for r in reasons)
+
+
 def test_imported_hours_are_inventoried_and_curated_with_every_row_accounted(tmp_path, spark):
     path = nab(CPU)
     args = ("--device", "nab-cpu", "--metric", "cpu_utilization", "--unit", "%", "--start", "2026-11-16")
