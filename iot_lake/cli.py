@@ -6,19 +6,21 @@ import getpass
 import json
 import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from iot_lake.cases.model import STATUSES, Case
+from iot_lake.cases.model import STATUSES, Case, utc
 from iot_lake.cases.sinks import sinks_for
 from iot_lake.cases.store import CaseError, CaseNotFound, CaseStore
 from iot_lake.lake import Lake
 from iot_lake.settings import SettingsError, load_settings, local_historian_url
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import SimulationReport, Simulator
+from iot_lake.sources.importer import ImportReport, OptionError, RegistrationError, SeriesError, import_series
 
 console = Console(stderr=True)
 
@@ -169,6 +171,91 @@ def _print_report(report: SimulationReport, root: str, target) -> None:
     Console().print(table)
 
 
+def _day(ctx, param, value: str | None) -> date | None:
+    try:
+        return _utc_day(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a day (YYYY-MM-DD)") from None
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--device", "device_id", required=True, help="Device id the series becomes (registered if new).")
+@click.option("--metric", required=True, help="Metric name, e.g. temperature or cpu_utilization (new ones allowed).")
+@click.option("--unit", required=True, help="Unit of the values, e.g. degC or % (a new metric's canonical unit).")
+@click.option("--site", "site_id", default=None, help="Site of a new device. Default: site-import.")
+@click.option("--timestamp-column", default=None, help="Column of the timestamps. Default: detected.")
+@click.option("--value-column", default=None, help="Column of the values. Default: detected.")
+@click.option(
+    "--start",
+    callback=_day,
+    default=None,
+    help="Shift by whole weeks so the first point falls in the 7 days from this UTC day (YYYY-MM-DD).",
+)
+@click.option(
+    "--lake",
+    "lake_root",
+    envvar="IOT_LAKE_ROOT",
+    default=None,
+    help="Lake root (dir or s3://bucket). Env: IOT_LAKE_ROOT.",
+)
+@click.option("--db", "db_url", default=None, help="Historian SQLAlchemy URL. Default: the lake's embedded SQLite.")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def import_command(
+    path, device_id, metric, unit, site_id, timestamp_column, value_column, start, lake_root, db_url, output
+):
+    """Land a CSV or Parquet time series as a device's telemetry, as Firehose delivers it."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    root = lake_root or settings.lake_root
+    if not db_url and lake_root and lake_root.startswith("s3://"):
+        raise click.UsageError("an s3:// lake has no embedded historian: pass --db")
+    url = db_url or (settings.historian_url if not lake_root else local_historian_url(root))
+    try:
+        report = import_series(
+            Lake(root), url, path, device_id, metric, unit, site_id, timestamp_column, value_column, start
+        )
+    except OptionError as exc:
+        raise click.BadParameter(str(exc), param_hint=exc.option) from None
+    except (SeriesError, RegistrationError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if output == "json":
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        _print_import(report)
+
+
+def _print_import(report: ImportReport) -> None:
+    table = Table(title=f"imported {Path(report.path).name}", show_header=False)
+    added = [name for name, new in report.registered.items() if new]
+    for name, value in (
+        ("device / metric / site", f"{report.device_id} / {report.metric} / {report.site_id}"),
+        (
+            "unit",
+            report.unit + (f" (curated in {report.canonical_unit})" if report.canonical_unit != report.unit else ""),
+        ),
+        ("columns", f"{report.timestamp_column}, {report.value_column}"),
+        ("rows landed", f"{report.rows:,} of {report.read:,}"),
+        ("rejected", f"{report.rejected:,}"),
+        ("shifted by", f"{report.shift_seconds // 86_400 // 7} weeks" if report.shift_seconds else "nothing"),
+        ("first (UTC)", report.first),
+        ("last (UTC)", report.last),
+        ("objects", f"{len(report.objects):,}"),
+        ("registered", ", ".join(added) or "nothing new"),
+    ):
+        table.add_row(name, value)
+    Console().print(table)
+    if report.rejected_rows:
+        bad = Table(title="rejected rows" + (" (first 10; --format json lists all)" if report.rejected > 10 else ""))
+        bad.add_column("row", justify="right")
+        bad.add_column("reason")
+        for row in report.rejected_rows[:10]:
+            bad.add_row(str(row["row"]), row["reason"])
+        Console().print(bad)
+
+
 @main.group()
 def cases() -> None:
     """Work anomaly cases: list, show, acknowledge, resolve."""
@@ -197,11 +284,15 @@ def _when(value: datetime | None) -> str:
 
 @cases.command("list")
 @click.option("--status", type=click.Choice(STATUSES), default=None, help="Only cases with this status.")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @_db_option
-def list_cases(status, db_url):
+def list_cases(status, output, db_url):
     """Cases, newest incident first."""
     with _open_store(db_url) as store:
         found = store.list_cases(status)
+    if output == "json":
+        click.echo(json.dumps([_case_json(case) for case in found]))
+        return
     table = Table(title=f"{len(found)} case(s)" + (f" {status}" if status else ""))
     table.add_column("case", no_wrap=True)  # the key is what ack/resolve/show take: never broken
     for column in ("status", "severity", "site", "start (UTC)", "last seen (UTC)", "score", "reopens"):
@@ -218,6 +309,27 @@ def list_cases(status, db_url):
             str(case.reopen_count),
         )
     Console().print(table)
+
+
+def _case_json(case: Case) -> dict:
+    """What scripts need of a case; times in ISO 8601, UTC."""
+
+    def iso(value: datetime | None) -> str | None:
+        return utc(value).isoformat() if value else None
+
+    return {
+        "key": case.case_key,
+        "device_id": case.device_id,
+        "metric": case.metric,
+        "site_id": case.site_id,
+        "start": iso(case.incident_start),
+        "last_seen": iso(case.last_seen),
+        "status": case.status,
+        "auto_resolved": case.auto_resolved,
+        "severity": case.severity,
+        "max_score": case.evidence["max_score"],
+        "reopen_count": case.reopen_count,
+    }
 
 
 @cases.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -83,3 +85,29 @@ def test_the_default_store_is_the_lakes_embedded_sqlite(tmp_path, monkeypatch):
     ):
         rows = conn.execute(sa.select(outbox.c.sink, outbox.c.event)).all()
     assert [tuple(r) for r in rows] == [("log", "acknowledged"), ("jsonl", "acknowledged")]
+
+
+def test_list_as_json_for_scripts(db):
+    result = CliRunner().invoke(main, ["cases", "list", "--format", "json", "--db", db])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert [c["key"] for c in found] == [KEY, OTHER]  # same incident start: by key
+    first = found[0]
+    assert first == {
+        "key": KEY,
+        "device_id": "dev-001",
+        "metric": "temperature",
+        "site_id": "site-1",
+        "start": T0.isoformat(),
+        "last_seen": T0.isoformat(),
+        "status": "open",
+        "auto_resolved": False,
+        "severity": "critical",
+        "max_score": 7.5,
+        "reopen_count": 0,
+    }
+    assert cli("ack", KEY, "--db", db).exit_code == 0
+    only_open = CliRunner().invoke(main, ["cases", "list", "--status", "open", "--format", "json", "--db", db])
+    assert [c["key"] for c in json.loads(only_open.stdout)] == [OTHER]
+    empty = CliRunner().invoke(main, ["cases", "list", "--status", "resolved", "--format", "json", "--db", db])
+    assert empty.exit_code == 0 and json.loads(empty.stdout) == []

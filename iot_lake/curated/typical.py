@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from iot_lake.curated.records import CLOCK_TOLERANCE, MAX_LATENESS, Registry
 from iot_lake.ids import id_problem
 from iot_lake.sources.telemetry import TYPICAL_LINE
-from iot_lake.units import UNITS
+from iot_lake.units import conversions
 
 _SEP = "\x1f"  # joins key parts; TYPICAL_LINE's strings cannot contain it
 _UTC_US = pa.timestamp("us", tz="UTC")
@@ -47,6 +47,7 @@ class RegistryIndex:
         # Devices whose ids may not be used are left out: their lines go to parse_line, which rejects them.
         sites = {d: s for d, s in registry.sites.items() if not id_problem("device", d) and not id_problem("site", s)}
         rules = [((d, m), r) for (d, m), r in registry.rules.items() if d in sites and not id_problem("metric", m)]
+        units = conversions({r.canonical_unit for _, r in rules})
         return cls(
             device_ids=pa.array(list(sites), pa.string()),
             site_ids=pa.array(list(sites.values()), pa.string()),
@@ -54,9 +55,9 @@ class RegistryIndex:
             rule_canonical=pa.array([r.canonical_unit for _, r in rules], pa.string()),
             rule_min=pa.array([r.min_value for _, r in rules], pa.float64()),
             rule_max=pa.array([r.max_value for _, r in rules], pa.float64()),
-            unit_keys=pa.array([f"{u}{_SEP}{c}" for u, (c, _, _) in UNITS.items()], pa.string()),
-            unit_scale=pa.array([s for _, s, _ in UNITS.values()], pa.float64()),
-            unit_offset=pa.array([o for _, _, o in UNITS.values()], pa.float64()),
+            unit_keys=pa.array([f"{u}{_SEP}{c}" for u, c in units], pa.string()),
+            unit_scale=pa.array([s for s, _ in units.values()], pa.float64()),
+            unit_offset=pa.array([o for _, o in units.values()], pa.float64()),
         )
 
 

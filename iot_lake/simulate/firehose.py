@@ -28,7 +28,8 @@ class LandingObject:
     truth: dict = field(default_factory=dict)
 
 
-def _split_by_size(lines: list[str], max_bytes: int) -> list[list[str]]:
+def split_by_size(lines: list[str], max_bytes: int) -> list[list[str]]:
+    """Consecutive lines in parts of at most ``max_bytes`` (newlines included), as Firehose caps an object."""
     parts, current, size = [], [], 0
     for line in lines:
         n = len(line) + 1
@@ -51,7 +52,7 @@ def objects_for(deliveries: pd.DataFrame, cfg: SimConfig) -> Iterator[LandingObj
     for window, group in deliveries.groupby(windows, sort=True):
         opened = datetime.fromtimestamp(int(window) * cfg.buffer_s, tz=UTC)
         offset = 0
-        for part, lines in enumerate(_split_by_size(group["line"].tolist(), cfg.max_object_bytes)):
+        for part, lines in enumerate(split_by_size(group["line"].tolist(), cfg.max_object_bytes)):
             rows = group.iloc[offset : offset + len(lines)]
             offset += len(lines)
             rng = rng_for(cfg.seed, STREAM_OBJECT, int(window), part)
