@@ -1,16 +1,18 @@
 {{ config(
     materialized='incremental',
-    incremental_strategy='append',
+    incremental_strategy='microbatch',
+    event_time='day',
+    batch_size='day',
+    begin=var('begin'),
+    lookback=0,
     on_schema_change='fail',
     tags=['daily'],
-    pre_hook="{{ delete_window('day') }}",
 ) }}
 -- One row per device and day, shaped for a QuickSight dataset (flat, no nested types): uptime,
 -- data completeness, anomalies and cases, and the forecast error of the day's 5-minute buckets.
 with days as (
     select distinct event_date as day
     from {{ ref('fct_telemetry_minute') }}
-    where {{ in_window('event_date') }}
 ),
 devices as (
     select d.device_id, d.site_id, d.model, d.firmware, d.installed_on, count(m.metric) as metrics_expected
@@ -45,7 +47,8 @@ latest_forecast as (
     -- Each bucket's most recent forecast, the one an operator looked at.
     select f.device_id, f.metric, f.bucket_start, f.yhat, f.lo_95, f.hi_95,
            row_number() over (partition by f.device_id, f.metric, f.bucket_start order by f.origin desc) as newest
-    from {{ ref('fct_forecast') }} f
+    -- Not the batch's forecasts (dbt would filter on forecast_hour) but every one of its buckets'.
+    from {{ ref('fct_forecast').render() }} f
     where cast(f.bucket_start as date) in (select day from days)
 ),
 forecast_error as (
