@@ -17,7 +17,7 @@ from sensors.landing import landing_sensor
 settings = load_settings()
 
 defs = Definitions(
-    assets=[*landing_assets, *curated_assets, *ml_assets, *ops_assets, *warehouse_assets],
+    assets=[*landing_assets, *curated_assets, *ml_assets, *ops_assets, *warehouse_assets()],
     asset_checks=curated_checks,
     jobs=all_jobs,
     schedules=all_schedules,

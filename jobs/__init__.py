@@ -13,7 +13,7 @@ from dagster import (
     schedule,
 )
 
-from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_models
+from assets.warehouse.dbt import WAREHOUSE_DAILY_SELECTION, WAREHOUSE_HOURLY_SELECTION, WAREHOUSE_MODELS_SELECTION
 from iot_lake.settings import load_settings
 from jobs.maintenance import delta_maintenance_job, delta_maintenance_schedule
 from resources.failures import RETRY_POLICY
@@ -107,19 +107,19 @@ def forecast_refresh_schedule(context: ScheduleEvaluationContext) -> RunRequest:
 
 warehouse_job = define_asset_job(
     "warehouse_job",
-    selection=AssetSelection.assets(warehouse_models),
+    selection=WAREHOUSE_MODELS_SELECTION,
     description="The warehouse's staging views, device snapshot, dimensions and case facts (dbt, unpartitioned).",
     op_retry_policy=RETRY_POLICY,
 )
 warehouse_hourly_job = define_asset_job(
     "warehouse_hourly_job",
-    selection=AssetSelection.assets(warehouse_hourly),
+    selection=WAREHOUSE_HOURLY_SELECTION,
     description="The incremental hourly warehouse facts of an hour's window (dbt): telemetry, forecasts, deviations.",
     op_retry_policy=RETRY_POLICY,
 )
 warehouse_daily_job = define_asset_job(
     "warehouse_daily_job",
-    selection=AssetSelection.assets(warehouse_daily),
+    selection=WAREHOUSE_DAILY_SELECTION,
     description="The daily device-health mart (dbt) of one day.",
     op_retry_policy=RETRY_POLICY,
 )
