@@ -22,3 +22,11 @@ def test_ruff_lint_is_clean():
 def test_ruff_format_is_clean():
     out = _run(str(BIN / "ruff"), "format", "--check", ".")
     assert out.returncode == 0, "run `.venv/bin/ruff format .`:\n" + out.stdout + out.stderr
+
+
+def test_sqlfluff_is_clean():
+    """The dbt models, rendered offline by the jinja templater (dbt_project/.sqlfluff)."""
+    out = _run(str(BIN / "sqlfluff"), "lint", "dbt_project/models")
+    assert out.returncode == 0, (
+        "run `.venv/bin/sqlfluff fix dbt_project/models`, then review:\n" + out.stdout + out.stderr
+    )
