@@ -81,6 +81,10 @@ def lookbacks() -> dict[str, timedelta]:
     for node in manifest()["nodes"].values():
         config = node.get("config") or {}
         if node["resource_type"] == "model" and config.get("incremental_strategy") == "microbatch":
+            if config.get("batch_size") not in BATCH_SIZES:
+                raise ValueError(
+                    f"{node['name']}: batch_size {config.get('batch_size')!r} is not one of {set(BATCH_SIZES)}"
+                )
             out[node["name"]] = (config.get("lookback") or 0) * BATCH_SIZES[config["batch_size"]]
     return out
 
