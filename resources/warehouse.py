@@ -18,15 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from dagster import ConfigurableResource
 
 from iot_lake.lake import Lake
 from resources.failures import fail_fast
-
-if TYPE_CHECKING:
-    from dagster_dbt import DbtCliResource
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parent.parent / "dbt_project"
 PARTIAL_PARSE = "partial_parse.msgpack"
@@ -41,7 +37,7 @@ def dbt_executable() -> str:
 
 
 @functools.cache
-def dbt_cli(target: str) -> DbtCliResource:
+def dbt_cli(target: str) -> DbtCliResource:  # noqa: F821
     """dagster-dbt's CLI resource for the target, one per process.
 
     Only public API: each DbtCliResource runs `dbt --version` once (to learn the dbt version, ~10 s
@@ -121,7 +117,7 @@ class WarehouseResource(ConfigurableResource):
         return self.duckdb_path
 
     @contextmanager
-    def dbt(self) -> Iterator[tuple[DbtCliResource, Path]]:
+    def dbt(self) -> Iterator[tuple[DbtCliResource, Path]]:  # noqa: F821
         """The dbt CLI for this target and a fresh target path for one invocation.
 
         The profile reads the warehouse file's path (locally) from the environment when the dbt

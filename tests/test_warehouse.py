@@ -19,7 +19,7 @@ from dagster import AssetKey, materialize
 from deltalake import DeltaTable, write_deltalake
 
 from assets.ops.deviations import FORECASTS_TABLE, deviations
-from assets.warehouse.dbt import warehouse_assets
+from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_models
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY
 from iot_lake.lake import Lake
 from iot_lake.warehouse.duckdb_views import register_views
@@ -27,11 +27,10 @@ from iot_lake.warehouse.tables import TABLES_BY_NAME, CatalogError
 from jobs.main import RANGE_END, RANGE_START
 from resources import LakeResource
 from resources.cases import CasesResource
-from resources.warehouse import WarehouseResource, event_time_args
+from resources.warehouse import WarehouseResource
 from tests.conftest import START, land_faulty_hours
 from tests.test_curated_aggregates import _run_hours
 
-warehouse_models, warehouse_hourly, warehouse_daily = warehouse_assets()
 REPO = Path(__file__).resolve().parents[1]
 HOURS = 3
 SHIFTED = ("power", 1)  # the metric whose forecast is made wrong in this hour: deviations, a case
@@ -263,6 +262,7 @@ def test_each_job_selection_is_one_dbt_multi_asset_and_its_checks():
         WAREHOUSE_DAILY_SELECTION,
         WAREHOUSE_HOURLY_SELECTION,
         WAREHOUSE_MODELS_SELECTION,
+        warehouse_assets,
     )
 
     pairs = {
@@ -286,6 +286,8 @@ def test_each_job_selection_is_one_dbt_multi_asset_and_its_checks():
 
 def test_importing_the_warehouse_assets_builds_nothing(tmp_path):
     """Importing costs nothing (no dagster-dbt, dbt or manifest); warehouse_assets() builds them once."""
+    from assets.warehouse.dbt import warehouse_assets
+
     probe = (
         "import sys, assets.warehouse, assets.warehouse.dbt as d, assets.warehouse.project as p; "
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster_dbt', 'dbt')); "
@@ -295,6 +297,7 @@ def test_importing_the_warehouse_assets_builds_nothing(tmp_path):
     assert out.stdout.split() == ["[]", "0", "0"], out.stdout + out.stderr
     assert warehouse_assets() is warehouse_assets()
     assert [a.node_def.name for a in warehouse_assets()] == ["warehouse_models", "warehouse_hourly", "warehouse_daily"]
+    assert warehouse_assets() == [warehouse_models, warehouse_hourly, warehouse_daily]  # the module attributes
 
 
 def test_reconciliation_fails_when_the_warehouse_misses_readings(lake, built):
@@ -322,6 +325,8 @@ def test_reconciliation_fails_when_the_warehouse_misses_readings(lake, built):
 
 def test_the_window_reaches_dbt_as_checked_timestamps():
     from datetime import UTC, datetime
+
+    from resources.warehouse import event_time_args
 
     start, end = datetime(2026, 11, 20, 4, tzinfo=UTC), datetime(2026, 11, 20, 11, tzinfo=UTC)
     assert event_time_args(start, end) == [

@@ -153,3 +153,12 @@ def warehouse_assets() -> list["AssetsDefinition"]:
         yield from _build(context, lake, warehouse)
 
     return [warehouse_models, warehouse_hourly, warehouse_daily]
+
+
+def __getattr__(name: str):
+    """``warehouse_models``, ``warehouse_hourly``, ``warehouse_daily`` as module attributes, built on
+    first access (``from assets.warehouse.dbt import warehouse_hourly`` inside a definitions function)."""
+    names = ["warehouse_models", "warehouse_hourly", "warehouse_daily"]
+    if name in names:
+        return warehouse_assets()[names.index(name)]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
