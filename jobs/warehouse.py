@@ -7,7 +7,6 @@ independent of how the dbt assets are built.
 """
 
 from dagster import (
-    AssetSelection,
     DefaultScheduleStatus,
     RunRequest,
     ScheduleDefinition,
@@ -17,29 +16,26 @@ from dagster import (
     schedule,
 )
 
+from assets.warehouse.dbt import WAREHOUSE_DAILY_SELECTION, WAREHOUSE_HOURLY_SELECTION, WAREHOUSE_MODELS_SELECTION
 from iot_lake.settings import Settings
 from lib.retries import RETRY_POLICY
 from lib.schedules import hour_that_ended
 
-WAREHOUSE = AssetSelection.groups("warehouse")
-HOURLY = AssetSelection.tag("hourly", "")
-DAILY = AssetSelection.tag("daily", "")
-
 warehouse_job = define_asset_job(
     "warehouse_job",
-    selection=WAREHOUSE - HOURLY - DAILY,
+    selection=WAREHOUSE_MODELS_SELECTION,
     description="The warehouse's staging views, device snapshot, dimensions and case facts (dbt, unpartitioned).",
     op_retry_policy=RETRY_POLICY,
 )
 warehouse_hourly_job = define_asset_job(
     "warehouse_hourly_job",
-    selection=WAREHOUSE & HOURLY,
+    selection=WAREHOUSE_HOURLY_SELECTION,
     description="The incremental hourly warehouse facts of an hour's window (dbt): telemetry, forecasts, deviations.",
     op_retry_policy=RETRY_POLICY,
 )
 warehouse_daily_job = define_asset_job(
     "warehouse_daily_job",
-    selection=WAREHOUSE & DAILY,
+    selection=WAREHOUSE_DAILY_SELECTION,
     description="The daily device-health mart (dbt) of one day.",
     op_retry_policy=RETRY_POLICY,
 )

@@ -8,6 +8,7 @@ each dbt run, so the run reads the lake tables' current files.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -15,7 +16,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -35,26 +36,25 @@ def dbt_executable() -> str:
     return os.fspath(beside) if beside.exists() else "dbt"
 
 
-def _dbt_cli_class():
+@functools.cache
+def dbt_cli(target: str) -> DbtCliResource:  # noqa: F821
+    """dagster-dbt's CLI resource for the target, one per process.
+
+    Only public API: each DbtCliResource runs `dbt --version` once (to learn the dbt version, ~10 s
+    on two cores, most of it importing dbt and every adapter), so one instance is kept and reused by
+    every dbt run of the process (the main job and the tests run many). Each invocation still opens
+    a dbt adapter in this process (~1 s; ~5 s for the first, which imports dbt-core), which
+    dagster-dbt only uses for row counts or column metadata (never requested here): no public
+    setting turns that off.
+    """
     from dagster_dbt import DbtCliResource  # imported per run: it pulls in dbt-core
 
-    class DbtCli(DbtCliResource):
-        """Two per-invocation costs of dagster-dbt that these runs do not need, seconds each on two
-        cores: it runs `dbt --version` to learn dbt's version (it is the dbt-core of this venv), and
-        opens a dbt adapter in this process to fetch row counts or column metadata on request
-        (never requested here; the dbt process does the work)."""
-
-        @property
-        def _cli_version(self):
-            from dbt.version import __version__
-            from packaging import version
-
-            return version.parse(__version__)
-
-        def _initialize_dbt_core_adapter(self, args):
-            return None
-
-    return DbtCli
+    return DbtCliResource(
+        project_dir=os.fspath(DBT_PROJECT_DIR),
+        profiles_dir=os.fspath(DBT_PROJECT_DIR),
+        target=target,
+        dbt_executable=dbt_executable(),
+    )
 
 
 def _prune_parse_states() -> None:
@@ -72,17 +72,23 @@ def _set_environ(values: dict[str, str | None]) -> None:
             os.environ[k] = v
 
 
-def _timestamp(value: str | None) -> str | None:
-    """A window bound, checked: the dbt macros put it in SQL as a literal (dbt_project/macros/window.sql)."""
-    if value is None:
-        return None
-    try:
-        datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"dbt window bound {value!r} is not an ISO timestamp") from None
-    if not set(value) <= set("0123456789-:T. +"):
-        raise ValueError(f"dbt window bound {value!r} is not an ISO timestamp")
-    return value
+def event_time_args(start: datetime, end: datetime) -> list[str]:
+    """dbt's --event-time-start/--event-time-end for a window, checked: timestamps (dbt parses them
+    as such too), whole hours (the microbatch batches' bounds), start before end. Naive UTC, as
+    the warehouse keeps timestamps."""
+    bounds = []
+    for bound in (start, end):
+        if not isinstance(bound, datetime):
+            raise ValueError(f"dbt window bound {bound!r} is not a datetime")
+        if bound.tzinfo is not None:
+            bound = bound.astimezone(UTC).replace(tzinfo=None)
+        if bound != bound.replace(minute=0, second=0, microsecond=0):
+            raise ValueError(f"dbt window bound {bound} is not a whole hour")
+        bounds.append(bound)
+    if bounds[0] >= bounds[1]:
+        raise ValueError(f"dbt window [{bounds[0]}, {bounds[1]}) is empty")
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    return ["--event-time-start", bounds[0].strftime(fmt), "--event-time-end", bounds[1].strftime(fmt)]
 
 
 class WarehouseResource(ConfigurableResource):
@@ -111,24 +117,16 @@ class WarehouseResource(ConfigurableResource):
         return self.duckdb_path
 
     @contextmanager
-    def dbt(self, window: dict[str, str] | None = None) -> Iterator[tuple[DbtCliResource, Path]]:  # noqa: F821
+    def dbt(self) -> Iterator[tuple[DbtCliResource, Path]]:  # noqa: F821
         """The dbt CLI for this target and a fresh target path for one invocation.
 
-        The profile and the window macros read environment variables when the dbt process starts,
-        so they are set only meanwhile: the warehouse file locally, and the run's partition window
-        (IOT_LAKE_DBT_MIN_TS/MAX_TS). The target path is seeded with the partial-parse state of the
-        previous run on the same profile, so dbt re-parses only what changed.
+        The profile reads the warehouse file's path (locally) from the environment when the dbt
+        process starts, so it is set only meanwhile. The target path is seeded with the
+        partial-parse state of the previous run on the same profile, so dbt re-parses only what
+        changed.
         """
-        resource = _dbt_cli_class()(
-            project_dir=os.fspath(DBT_PROJECT_DIR),
-            profiles_dir=os.fspath(DBT_PROJECT_DIR),
-            target=self.target,
-            dbt_executable=dbt_executable(),
-        )
-        env = {
-            "IOT_LAKE_DBT_MIN_TS": _timestamp((window or {}).get("min_ts")),
-            "IOT_LAKE_DBT_MAX_TS": _timestamp((window or {}).get("max_ts")),
-        }
+        resource = dbt_cli(self.target)
+        env = {}
         if self.target == "local":
             env["IOT_LAKE_WAREHOUSE_PATH"] = self._duckdb_path()
         target_path = DBT_PROJECT_DIR / "target" / "runs" / uuid.uuid4().hex[:12]

@@ -452,7 +452,7 @@ def test_the_landing_sensor_requests_a_run_per_imported_hour(tmp_path):
     # The control plane, imported here: the other tests of the importer need none of it.
     from dagster import DagsterInstance, build_sensor_context
 
-    from resources import LakeResource
+    from resources.lake import LakeResource
     from sensors.landing import landing_sensor
 
     def tick(lake: str):

@@ -14,6 +14,14 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True)
 
 
+def test_sqlfluff_is_clean():
+    """The dbt models, rendered offline by the jinja templater (dbt_project/.sqlfluff)."""
+    out = _run(str(BIN / "sqlfluff"), "lint", "dbt_project/models")
+    assert out.returncode == 0, (
+        "run `.venv/bin/sqlfluff fix dbt_project/models`, then review:\n" + out.stdout + out.stderr
+    )
+
+
 def test_ruff_lint_is_clean():
     out = _run(str(BIN / "ruff"), "check", "--output-format", "concise", ".")
     assert out.returncode == 0, out.stdout + out.stderr

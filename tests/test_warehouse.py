@@ -4,8 +4,11 @@ into DuckDB, and the warehouse's counts against the curated layer's, read with d
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -28,6 +31,7 @@ from resources.warehouse import WarehouseResource
 from tests.conftest import START, land_faulty_hours
 from tests.test_curated_aggregates import _run_hours
 
+REPO = Path(__file__).resolve().parents[1]
 HOURS = 3
 SHIFTED = ("power", 1)  # the metric whose forecast is made wrong in this hour: deviations, a case
 HOUR_KEYS = [(START + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in range(HOURS)]
@@ -216,6 +220,86 @@ def test_rerunning_an_hour_gives_the_same_tables(lake, built):
         )
 
 
+def test_a_late_minute_within_the_lookback_is_picked_up_and_one_before_it_is_not(lake, built):
+    """A landing hour holds records up to `lookback` (6 h) late, so its partition rebuilds the minutes
+    that far back from the lake, and no further. Two minutes the warehouse lacks (as if their
+    records had landed late): partition START+8h restores the one at START+2h30 and leaves the one at
+    START+1h30, which the partitions up to START+7h own."""
+    minute = AssetKey(["warehouse", "fct_telemetry_minute"])
+    inside, outside = START + timedelta(hours=2, minutes=30), START + timedelta(hours=1, minutes=30)
+    path = lake.path("warehouse/iot_lake.duckdb")
+    sql = "select count(*) from marts.fct_telemetry_minute where device_id = ? and bucket_start = ?"
+
+    def count(con, device, ts):
+        return con.execute(sql, [device, ts.replace(tzinfo=None)]).fetchone()[0]
+
+    with duckdb.connect(path) as con:
+        device = con.execute("select min(device_id) from marts.fct_telemetry_minute").fetchone()[0]
+        expected = {ts: count(con, device, ts) for ts in (inside, outside)}
+        assert all(expected.values()), expected
+        for ts in (inside, outside):
+            con.execute(
+                "delete from marts.fct_telemetry_minute where device_id = ? and bucket_start = ?",
+                [device, ts.replace(tzinfo=None)],
+            )
+    late_hour = (START + timedelta(hours=8)).strftime("%Y-%m-%d-%H:%M")
+    result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=late_hour, selection=[minute])
+    assert result.success and all(c.passed for c in _checks(result))
+    with duckdb.connect(path, read_only=True) as con:
+        assert (count(con, device, inside), count(con, device, outside)) == (expected[inside], 0)
+    # The partition of the hour after it (its own landing hour) puts the other one back.
+    result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[1], selection=[minute])
+    assert result.success
+    with duckdb.connect(path, read_only=True) as con:
+        assert count(con, device, outside) == expected[outside]
+
+
+def test_each_job_selection_is_one_dbt_multi_asset_and_its_checks():
+    """The jobs select by group and dbt tag, without the asset objects: the same assets and checks."""
+    from dagster import Definitions, define_asset_job
+
+    from assets.warehouse.dbt import (
+        WAREHOUSE_DAILY_SELECTION,
+        WAREHOUSE_HOURLY_SELECTION,
+        WAREHOUSE_MODELS_SELECTION,
+        warehouse_assets,
+    )
+
+    pairs = {
+        "models": (WAREHOUSE_MODELS_SELECTION, warehouse_models),
+        "hourly": (WAREHOUSE_HOURLY_SELECTION, warehouse_hourly),
+        "daily": (WAREHOUSE_DAILY_SELECTION, warehouse_daily),
+    }
+    defs = Definitions(
+        assets=warehouse_assets(),
+        jobs=[define_asset_job(name, selection=s) for name, (s, _) in pairs.items()],
+        resources={"lake": LakeResource(root="unused"), "warehouse": WarehouseResource()},
+    )
+    graph = defs.resolve_asset_graph()
+    for name, (selection, assets_def) in pairs.items():
+        assert selection.resolve(graph) == set(assets_def.keys), name
+        assert selection.resolve_checks(graph) == set(assets_def.check_keys), name
+        job = defs.resolve_job_def(name)
+        assert set(job.asset_layer.executable_asset_keys) == set(assets_def.keys), name
+        assert job.partitions_def == assets_def.partitions_def, name
+
+
+def test_importing_the_warehouse_assets_builds_nothing(tmp_path):
+    """Importing costs nothing (no dagster-dbt, dbt or manifest); warehouse_assets() builds them once."""
+    from assets.warehouse.dbt import warehouse_assets
+
+    probe = (
+        "import sys, assets.warehouse, assets.warehouse.dbt as d, assets.warehouse.project as p; "
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster_dbt', 'dbt')); "
+        "print(loaded, p.dbt_project.cache_info().currsize, d.warehouse_assets.cache_info().currsize)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "0", "0"], out.stdout + out.stderr
+    assert warehouse_assets() is warehouse_assets()
+    assert [a.node_def.name for a in warehouse_assets()] == ["warehouse_models", "warehouse_hourly", "warehouse_daily"]
+    assert warehouse_assets() == [warehouse_models, warehouse_hourly, warehouse_daily]  # the module attributes
+
+
 def test_reconciliation_fails_when_the_warehouse_misses_readings(lake, built):
     """Drop one device-hour from the minute facts, rebuild the hourly facts only: the check fails."""
     path = lake.path("warehouse/iot_lake.duckdb")
@@ -237,6 +321,23 @@ def test_reconciliation_fails_when_the_warehouse_misses_readings(lake, built):
     # Rebuilding the hour's minutes and hours puts it right.
     result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[2])
     assert result.success and all(c.passed for c in _checks(result))
+
+
+def test_the_window_reaches_dbt_as_checked_timestamps():
+    from datetime import UTC, datetime
+
+    from resources.warehouse import event_time_args
+
+    start, end = datetime(2026, 11, 20, 4, tzinfo=UTC), datetime(2026, 11, 20, 11, tzinfo=UTC)
+    assert event_time_args(start, end) == [
+        "--event-time-start",
+        "2026-11-20T04:00:00",
+        "--event-time-end",
+        "2026-11-20T11:00:00",
+    ]
+    for bad in [("2026-11-20 04:00", end), (start, start), (end, start), (start, end.replace(minute=30))]:
+        with pytest.raises(ValueError, match="dbt window"):
+            event_time_args(*bad)
 
 
 def test_a_lake_table_without_a_declared_column_is_refused_by_name(tmp_path):

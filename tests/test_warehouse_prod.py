@@ -5,6 +5,7 @@ Redshift target offline, its SQL parsed as Redshift's."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +18,7 @@ import sqlglot
 from deltalake import DeltaTable, write_deltalake
 from sqlglot import exp
 
+from assets.partitions import PARTITIONS_START
 from iot_lake.lake import Lake, registry_key
 from iot_lake.warehouse.glue import MANIFESTS_PREFIX, SYMLINK_INPUT
 from iot_lake.warehouse.tables import TABLES
@@ -172,53 +174,47 @@ REDSHIFT_FUNCTIONS = {"MD5"}
 
 
 @pytest.fixture(scope="module")
-def compiled_prod(tmp_path_factory) -> dict[str, Path]:
-    """`dbt compile --target prod` offline, both branches of the incremental models."""
-    out = {}
+def compiled_prod(tmp_path_factory) -> Path:
+    """`dbt compile --target prod` offline (its target path: compiled/ and manifest.json)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("IOT_LAKE", "DBT_"))}
-    for mode in ("full", "incremental"):
-        target = tmp_path_factory.mktemp(f"prod-{mode}")
-        env = {
-            **base,
-            "IOT_LAKE_REDSHIFT_HOST": "127.0.0.1",
-            "IOT_LAKE_REDSHIFT_PORT": "9",
-            "IOT_LAKE_REDSHIFT_DATABASE": "analytics",
-            "IOT_LAKE_REDSHIFT_USER": "dbt",
-            "IOT_LAKE_REDSHIFT_PASSWORD": "unused",
-            "IOT_LAKE_SPECTRUM_SCHEMA": "spectrum_lake",
-            "IOT_LAKE_DBT_OFFLINE": mode,
-            "IOT_LAKE_DBT_MIN_TS": "2026-11-20 10:00:00",
-            "IOT_LAKE_DBT_MAX_TS": "2026-11-20 11:00:00",
-            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        }
-        result = subprocess.run(
-            [
-                dbt_executable(),
-                "compile",
-                "--target",
-                "prod",
-                "--project-dir",
-                str(DBT_PROJECT_DIR),
-                "--profiles-dir",
-                str(DBT_PROJECT_DIR),
-                "--target-path",
-                str(target),
-                "--no-populate-cache",
-                "--no-introspect",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-        out[mode] = target / "compiled" / "iot_lake"
-    return out
+    target = tmp_path_factory.mktemp("prod")
+    env = {
+        **base,
+        "IOT_LAKE_REDSHIFT_HOST": "127.0.0.1",
+        "IOT_LAKE_REDSHIFT_PORT": "9",
+        "IOT_LAKE_REDSHIFT_DATABASE": "analytics",
+        "IOT_LAKE_REDSHIFT_USER": "dbt",
+        "IOT_LAKE_REDSHIFT_PASSWORD": "unused",
+        "IOT_LAKE_SPECTRUM_SCHEMA": "spectrum_lake",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    }
+    result = subprocess.run(
+        [
+            dbt_executable(),
+            "compile",
+            "--target",
+            "prod",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(target),
+            "--no-populate-cache",
+            "--no-introspect",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return target
 
 
-@pytest.mark.parametrize("mode", ["full", "incremental"])
-def test_every_model_and_test_compiles_for_redshift_and_parses_as_redshift_sql(compiled_prod, mode):
-    files = sorted(compiled_prod[mode].rglob("*.sql"))
+def test_every_model_and_test_compiles_for_redshift_and_parses_as_redshift_sql(compiled_prod):
+    compiled = compiled_prod / "compiled" / "iot_lake"
+    files = sorted(compiled.rglob("*.sql"))
     models = {f.stem for f in files if "models" in f.parts and "marts" in f.parts}
     assert {
         "fct_telemetry_minute",
@@ -240,11 +236,64 @@ def test_every_model_and_test_compiles_for_redshift_and_parses_as_redshift_sql(c
             unknown[path.name] = names
         assert "epoch(" not in sql.lower() and "timezone(" not in sql.lower(), path  # DuckDB's, not Redshift's
     assert not unknown, unknown
-    source = (compiled_prod[mode] / "models" / "staging" / "stg_telemetry_minute.sql").read_text()
+    source = (compiled / "models" / "staging" / "stg_telemetry_minute.sql").read_text()
     assert '"analytics"."spectrum_lake"."curated_telemetry_1min"' in source
-    fact = (compiled_prod[mode] / "models" / "marts" / "fct_telemetry_minute.sql").read_text()
-    assert ("'2026-11-20 10:00:00'" in fact) == (mode == "incremental")
+    fact = (compiled / "models" / "marts" / "fct_telemetry_minute.sql").read_text()
     assert '"analytics"."analytics_staging"."stg_telemetry_minute"' in fact
+
+
+MICROBATCH = {"fct_telemetry_minute", "fct_telemetry_hourly", "fct_forecast", "fct_deviation", "mart_device_health"}
+
+
+def test_each_microbatch_batch_is_redshift_sql(compiled_prod):
+    """What dbt runs per batch, which `dbt compile` does not render: the model over its inputs
+    filtered to the batch (dbt-redshift's own relation rendering), and the delete of the batch's rows
+    dbt-redshift writes. Each parses as Redshift, on columns the model and its inputs have."""
+    from dbt.adapters.base.relation import EventTimeFilter
+    from dbt.adapters.redshift.relation import RedshiftRelation
+
+    manifest = json.loads((compiled_prod / "manifest.json").read_text())
+    nodes = {**manifest["nodes"], **manifest["sources"]}
+    batches = {
+        n["name"]: n for n in manifest["nodes"].values() if n["config"].get("incremental_strategy") == "microbatch"
+    }
+    assert set(batches) == MICROBATCH
+    start, end = datetime(2026, 11, 20, 10, tzinfo=UTC), datetime(2026, 11, 20, 11, tzinfo=UTC)
+    for name, node in batches.items():
+        config = node["config"]
+        assert config["batch_size"] == ("day" if name == "mart_device_health" else "hour"), name
+        assert config["begin"].startswith(PARTITIONS_START) and config["lookback"] >= 0, name  # Dagster's first
+        sql, inputs = node["compiled_code"], 0
+        assert config["event_time"] in sqlglot.parse_one(sql, read="redshift").named_selects, name
+        for upstream in node["depends_on"]["nodes"]:
+            parent = nodes[upstream]
+            event_time = (parent.get("config") or {}).get("event_time")
+            if not event_time:
+                continue
+            relation = RedshiftRelation.create(
+                database=parent["database"],
+                schema=parent["schema"],
+                identifier=parent.get("alias") or parent.get("identifier") or parent["name"],
+            )
+            # Its rows in the batch are selected on a column it has.
+            parent_sql = parent.get("compiled_code")
+            if parent_sql:
+                assert event_time in sqlglot.parse_one(parent_sql, read="redshift").named_selects, (name, upstream)
+            filtered = relation.incorporate(
+                event_time_filter=EventTimeFilter(field_name=event_time, start=start, end=end)
+            )
+            assert relation.render() in sql, (name, upstream)
+            sql = sql.replace(relation.render(), str(filtered))
+            inputs += 1
+        assert inputs, name  # each reads at least one input by batch
+        sqlglot.parse_one(sql, read="redshift")
+        target = RedshiftRelation.create(database=node["database"], schema=node["schema"], identifier=node["alias"])
+        # dbt-redshift's redshift__get_incremental_microbatch_sql
+        delete = (
+            f"delete from {target} where ({config['event_time']} >= TIMESTAMP '{start}' "
+            f"and {config['event_time']} < TIMESTAMP '{end}')"
+        )
+        sqlglot.parse_one(delete, read="redshift")
 
 
 def test_a_duckdb_only_function_is_caught():

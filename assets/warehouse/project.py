@@ -1,32 +1,50 @@
 """The dbt project as Dagster sees it, and its manifest.
 
-Loading the definitions must stay fast, so the manifest is read, not made, on import: setup.sh
-parses the project once (``dbt parse``), and it is parsed again here only when it is missing or
-older than a file of the project (an edit, or a fresh clone that skipped setup.sh). Not dagster-dbt's
+Nothing happens on import: ``dbt_project()`` is called by whoever builds the definitions (through
+``assets.warehouse.warehouse_assets()``) and cached for the process, as dagster-open-platform does.
+Loading the definitions must stay fast, so the manifest is read, not made: setup.sh parses the
+project once (``dbt parse``), and it is parsed again here only when it is missing or older than a
+file of the project (an edit, or a fresh clone that skipped setup.sh). Not dagster-dbt's
 ``prepare_if_dev``: under ``dagster dev`` that parses on every load of the definitions, and every
 run worker loads them, which would add a parse (~10 s on two cores) to each run.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from dagster_dbt import DbtProject
-
-from iot_lake.settings import load_settings
 from resources.warehouse import DBT_PROJECT_DIR, dbt_executable
+
+if TYPE_CHECKING:
+    from dagster_dbt import DbtProject
 
 
 def dbt_target() -> str:
+    from iot_lake.settings import load_settings
+
     return "prod" if load_settings().is_prod else "local"
 
 
-def _project() -> DbtProject:
+@functools.cache
+def dbt_project() -> DbtProject:
+    """The project for this environment's target, its manifest parsed if stale (once per process)."""
+    from dagster_dbt import DbtProject  # ~4 s to import on two cores: only when the assets are built
+
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR, target=dbt_target())
     if _stale(project.manifest_path, project.target or "local"):
         parse(project)
     return project
+
+
+@functools.cache
+def manifest() -> dict[str, Any]:
+    """The parsed manifest.json of ``dbt_project()``."""
+    with dbt_project().manifest_path.open() as f:
+        return json.load(f)
 
 
 ADAPTERS = {"local": "duckdb", "prod": "redshift"}
@@ -72,6 +90,3 @@ def parse(project: DbtProject) -> Path:
     if out.returncode != 0 or not project.manifest_path.exists():
         raise RuntimeError(f"dbt parse of {project.project_dir} failed:\n{out.stdout[-4000:]}{out.stderr[-4000:]}")
     return project.manifest_path
-
-
-dbt_project = _project()

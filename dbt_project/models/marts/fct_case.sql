@@ -9,12 +9,16 @@ with history as (
     from {{ ref('stg_case_history') }}
     group by case_key
 ),
+
 closers as (
-    select case_key, actor as closed_by,
-           row_number() over (partition by case_key order by changed_at desc) as newest
+    select
+        case_key,
+        actor as closed_by,
+        row_number() over (partition by case_key order by changed_at desc) as newest
     from {{ ref('stg_case_history') }}
     where to_status in ('resolved', 'false_positive')
 )
+
 select
     c.case_key,
     c.device_id,
@@ -39,9 +43,11 @@ select
     coalesce(h.status_changes, 0) as status_changes,
     {{ minutes_between('c.incident_start', 'coalesce(c.back_in_band_since, c.last_seen)') }} as incident_minutes,
     {{ minutes_between('c.opened_at', 'h.first_acknowledged_at') }} as minutes_to_acknowledge,
-    case when c.status in ('resolved', 'false_positive')
-         then {{ minutes_between('c.opened_at', 'coalesce(c.resolved_at, h.closed_at)') }} end as minutes_to_close,
+    case
+        when c.status in ('resolved', 'false_positive')
+            then {{ minutes_between('c.opened_at', 'coalesce(c.resolved_at, h.closed_at)') }}
+    end as minutes_to_close,
     c.updated_at
-from {{ ref('stg_cases') }} c
-left join history h on h.case_key = c.case_key
-left join closers k on k.case_key = c.case_key and k.newest = 1
+from {{ ref('stg_cases') }} as c
+left join history as h on c.case_key = h.case_key
+left join closers as k on c.case_key = k.case_key and k.newest = 1

@@ -1,9 +1,12 @@
 {{ config(
     materialized='incremental',
-    incremental_strategy='append',
+    incremental_strategy='microbatch',
+    event_time='ts',
+    batch_size='hour',
+    begin=var('begin'),
+    lookback=0,
     on_schema_change='fail',
     tags=['hourly'],
-    pre_hook="{{ delete_window('ts') }}",
 ) }}
 -- One scored minute per device and metric: the actual against the forecast band.
 select
@@ -25,4 +28,3 @@ select
     forecast_origin,
     model_version
 from {{ ref('stg_deviations') }}
-where {{ in_window('ts') }}

@@ -1,17 +1,21 @@
 {{ config(
     materialized='incremental',
-    incremental_strategy='append',
+    incremental_strategy='microbatch',
+    event_time='forecast_hour',
+    batch_size='hour',
+    begin=var('begin'),
+    lookback=0,
     on_schema_change='fail',
     tags=['hourly'],
-    pre_hook="{{ delete_window(dbt.dateadd('hour', -1, 'origin')) }}",
 ) }}
 -- One forecast step per device, metric, origin and 5-minute bucket. The forecast of hourly
--- partition H is made at the end of H: its origin, less an hour, is in the window.
+-- partition H is made at the end of H: its batch is its forecast_hour, the origin less an hour.
 select
     device_id,
     metric,
     origin,
     bucket_start,
+    forecast_hour,
     origin_date,
     {{ minutes_between('origin', 'bucket_start') }} as horizon_minutes,
     yhat,
@@ -23,4 +27,3 @@ select
     model_version,
     method
 from {{ ref('stg_forecasts') }}
-where {{ in_window(dbt.dateadd('hour', -1, 'origin')) }}

@@ -1,12 +1,17 @@
+{#- lookback: a landing hour holds records up to 6 h late (the simulator's and Firehose's bound),
+    so its minutes reach that far back. -#}
 {{ config(
     materialized='incremental',
-    incremental_strategy='append',
+    incremental_strategy='microbatch',
+    event_time='bucket_start',
+    batch_size='hour',
+    begin=var('begin'),
+    lookback=6,
     on_schema_change='fail',
     tags=['hourly'],
-    pre_hook="{{ delete_window('bucket_start', var('late_hours')) }}",
 ) }}
 -- One row per device, metric and minute. A run rebuilds the minutes its landing hours can have
--- changed: the window and the late_hours before it.
+-- changed: its batches, and `lookback` hours before them (a landing hour holds records that late).
 select
     device_id,
     metric,
@@ -23,4 +28,3 @@ select
     last_value,
     last_ts
 from {{ ref('stg_telemetry_minute') }}
-where {{ in_window('bucket_start', var('late_hours')) }}

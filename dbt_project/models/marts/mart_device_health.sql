@@ -1,63 +1,99 @@
 {{ config(
     materialized='incremental',
-    incremental_strategy='append',
+    incremental_strategy='microbatch',
+    event_time='day',
+    batch_size='day',
+    begin=var('begin'),
+    lookback=0,
     on_schema_change='fail',
     tags=['daily'],
-    pre_hook="{{ delete_window('day') }}",
 ) }}
 -- One row per device and day, shaped for a QuickSight dataset (flat, no nested types): uptime,
 -- data completeness, anomalies and cases, and the forecast error of the day's 5-minute buckets.
 with days as (
     select distinct event_date as day
     from {{ ref('fct_telemetry_minute') }}
-    where {{ in_window('event_date') }}
 ),
+
 devices as (
-    select d.device_id, d.site_id, d.model, d.firmware, d.installed_on, count(m.metric) as metrics_expected
-    from {{ ref('dim_device') }} d
-    left join {{ ref('stg_device_metrics') }} m on m.device_id = d.device_id
+    select
+        d.device_id,
+        d.site_id,
+        d.model,
+        d.firmware,
+        d.installed_on,
+        count(m.metric) as metrics_expected
+    from {{ ref('dim_device') }} as d
+    left join {{ ref('stg_device_metrics') }} as m on d.device_id = m.device_id
     where d.is_current
     group by d.device_id, d.site_id, d.model, d.firmware, d.installed_on
 ),
+
 minutes as (
-    select device_id, event_date as day, count(*) as metric_minutes, count(distinct bucket_start) as minutes_up,
-           cast(sum(readings) as {{ dbt.type_bigint() }}) as readings
+    select
+        device_id,
+        event_date as day,
+        count(*) as metric_minutes,
+        count(distinct bucket_start) as minutes_up,
+        cast(sum(readings) as {{ dbt.type_bigint() }}) as readings
     from {{ ref('fct_telemetry_minute') }}
     where event_date in (select day from days)
     group by device_id, event_date
 ),
+
 deviations as (
-    select device_id, event_date as day, count(*) as scored_minutes,
-           sum({{ bool_to_int('is_anomalous') }}) as anomalous_minutes, max(score) as max_score
+    select
+        device_id,
+        event_date as day,
+        count(*) as scored_minutes,
+        sum({{ bool_to_int('is_anomalous') }}) as anomalous_minutes,
+        max(score) as max_score
     from {{ ref('fct_deviation') }}
     where event_date in (select day from days)
     group by device_id, event_date
 ),
+
 cases as (
-    select dd.day, c.device_id,
-           sum({{ bool_to_int("cast(c.incident_start as date) = dd.day") }}) as cases_opened,
-           sum({{ bool_to_int("c.closed_at is null or cast(c.closed_at as date) > dd.day") }}) as cases_open_at_day_end
-    from {{ ref('fct_case') }} c
-    join days dd on cast(c.incident_start as date) <= dd.day
+    select
+        dd.day,
+        c.device_id,
+        sum({{ bool_to_int("cast(c.incident_start as date) = dd.day") }}) as cases_opened,
+        sum({{ bool_to_int("c.closed_at is null or cast(c.closed_at as date) > dd.day") }}) as cases_open_at_day_end
+    from {{ ref('fct_case') }} as c
+    inner join days as dd on cast(c.incident_start as date) <= dd.day
     group by dd.day, c.device_id
 ),
+
 latest_forecast as (
     -- Each bucket's most recent forecast, the one an operator looked at.
-    select f.device_id, f.metric, f.bucket_start, f.yhat, f.lo_95, f.hi_95,
-           row_number() over (partition by f.device_id, f.metric, f.bucket_start order by f.origin desc) as newest
-    from {{ ref('fct_forecast') }} f
+    select
+        f.device_id,
+        f.metric,
+        f.bucket_start,
+        f.yhat,
+        f.lo_95,
+        f.hi_95,
+        row_number() over (partition by f.device_id, f.metric, f.bucket_start order by f.origin desc) as newest
+    -- Not the batch's forecasts (dbt would filter on forecast_hour) but every one of its buckets'.
+    from {{ ref('fct_forecast').render() }} as f
     where cast(f.bucket_start as date) in (select day from days)
 ),
+
 forecast_error as (
-    select a.device_id, a.event_date as day, count(*) as forecast_buckets,
-           avg(abs(a.mean_value - f.yhat) / nullif(abs(a.mean_value), 0)) as forecast_mape,
-           avg(cast({{ bool_to_int('a.mean_value between f.lo_95 and f.hi_95') }} as {{ type_double() }})) as forecast_coverage_95
-    from latest_forecast f
-    join {{ ref('stg_telemetry_5min') }} a
-      on a.device_id = f.device_id and a.metric = f.metric and a.bucket_start = f.bucket_start
+    select
+        a.device_id,
+        a.event_date as day,
+        count(*) as forecast_buckets,
+        avg(abs(a.mean_value - f.yhat) / nullif(abs(a.mean_value), 0)) as forecast_mape,
+        avg(cast({{ bool_to_int('a.mean_value between f.lo_95 and f.hi_95') }} as {{ type_double() }}))
+            as forecast_coverage_95
+    from latest_forecast as f
+    inner join {{ ref('stg_telemetry_5min') }} as a
+        on f.device_id = a.device_id and f.metric = a.metric and f.bucket_start = a.bucket_start
     where f.newest = 1
     group by a.device_id, a.event_date
 )
+
 select
     dd.day,
     d.device_id,
@@ -77,9 +113,9 @@ select
     coalesce(e.forecast_buckets, 0) as forecast_buckets,
     e.forecast_mape,
     e.forecast_coverage_95
-from days dd
-join devices d on d.installed_on <= dd.day
-left join minutes m on m.device_id = d.device_id and m.day = dd.day
-left join deviations v on v.device_id = d.device_id and v.day = dd.day
-left join cases c on c.device_id = d.device_id and c.day = dd.day
-left join forecast_error e on e.device_id = d.device_id and e.day = dd.day
+from days as dd
+inner join devices as d on dd.day >= d.installed_on
+left join minutes as m on d.device_id = m.device_id and dd.day = m.day
+left join deviations as v on d.device_id = v.device_id and dd.day = v.day
+left join cases as c on d.device_id = c.device_id and dd.day = c.day
+left join forecast_error as e on d.device_id = e.device_id and dd.day = e.day

@@ -4,6 +4,7 @@ select
     metric,
     origin,
     bucket_start,
+    {{ dbt.dateadd('hour', -1, 'origin') }} as forecast_hour,
     origin_date,
     yhat,
     lo_80,

@@ -25,21 +25,28 @@ where not ({{ expression }})
 {% endtest %}
 
 {#- The warehouse's hourly counts against the curated layer's readings, hour by hour, over the
-    hours the run rebuilt (all hours without a window): a missing or doubled minute shows here. -#}
+    hours the run rebuilt: its --event-time-start/--event-time-end (Dagster's window, lookback
+    included), or all hours without them. A missing or doubled minute shows here. -#}
 {% test reconciles_with_curated(model, readings_column='readings') %}
+{%- set start = invocation_args_dict.get('event_time_start') -%}
+{%- set end = invocation_args_dict.get('event_time_end') -%}
+{#- dbt's CLI parsed both as datetimes, so only timestamps reach the SQL. -#}
+{%- set fmt = '%Y-%m-%d %H:%M:%S' -%}
 with curated as (
   select device_id, metric, {{ dbt.date_trunc('hour', 'event_ts') }} as hour_start, count(*) as readings
   from {{ source('lake', 'curated_telemetry') }}
-  {% if has_window() %}
-  where event_ts >= {{ window_start(var('late_hours')) }} and event_ts < {{ window_end() }}
+  {% if start and end %}
+  where event_ts >= cast('{{ start.strftime(fmt) }}' as {{ dbt.type_timestamp() }})
+    and event_ts < cast('{{ end.strftime(fmt) }}' as {{ dbt.type_timestamp() }})
   {% endif %}
   group by 1, 2, 3
 ),
 warehouse as (
   select device_id, metric, hour_start, sum({{ readings_column }}) as readings
   from {{ model }}
-  {% if has_window() %}
-  where hour_start >= {{ window_start(var('late_hours')) }} and hour_start < {{ window_end() }}
+  {% if start and end %}
+  where hour_start >= cast('{{ start.strftime(fmt) }}' as {{ dbt.type_timestamp() }})
+    and hour_start < cast('{{ end.strftime(fmt) }}' as {{ dbt.type_timestamp() }})
   {% endif %}
   group by 1, 2, 3
 )
