@@ -38,26 +38,8 @@ STREAM = "iot-lake-test"
 
 
 @pytest.fixture(autouse=True)
-def _fake_aws(monkeypatch, tmp_path):
+def _fake_aws(fake_aws):
     """Fake credentials and no developer AWS config, so nothing here can reach a real account."""
-    for var, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-    }.items():
-        monkeypatch.setenv(var, value)
-    for var in (
-        "AWS_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_SECURITY_TOKEN",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_KINESIS",
-        "AWS_ENDPOINT_URL_S3",
-    ):
-        monkeypatch.delenv(var, raising=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,19 +35,8 @@ REGION = "us-east-1"
 
 
 @pytest.fixture(autouse=True)
-def _fake_aws(monkeypatch, tmp_path):
-    """Fake credentials and region for moto's Kinesis; no developer AWS config can leak in."""
-    for var, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-    }.items():
-        monkeypatch.setenv(var, value)
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KINESIS"):
-        monkeypatch.delenv(var, raising=False)
+def _fake_aws(fake_aws):
+    """Fake credentials and region for moto's Kinesis (tests/conftest.py)."""
 
 
 def _dst_changes(year: int) -> list[date]:

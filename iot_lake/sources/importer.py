@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from iot_lake.curated.records import MetricRule  # the rule curated validation applies
 from iot_lake.fleet import METRICS
 from iot_lake.ids import id_problem
 from iot_lake.lake import Lake, telemetry_hour_prefix
@@ -266,14 +267,6 @@ def week_shift_ms(first_ms: int, start: date | None) -> int:
 
 
 # -- the registry
-
-
-@dataclass(frozen=True)
-class MetricRule:
-    unit: str  # the unit the device reports in
-    canonical_unit: str
-    min_value: float
-    max_value: float
 
 
 @dataclass(frozen=True)
