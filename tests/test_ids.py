@@ -141,10 +141,22 @@ def test_case_keys_and_alarm_names_refuse_hostile_ids():
         sink.alarm_definition("dev-0001", "temperature\n")
 
 
-def test_dbt_window_bounds_must_be_timestamps_before_they_reach_the_sql():
-    from resources.warehouse import _timestamp
+def test_dbt_window_bounds_must_be_timestamps_before_they_reach_dbt():
+    from datetime import datetime
 
-    assert _timestamp("2026-11-20 05:00:00") == "2026-11-20 05:00:00" and _timestamp(None) is None
+    from resources.warehouse import event_time_args
+
+    start, end = datetime(2026, 11, 20, 5), datetime(2026, 11, 20, 6)
+    assert event_time_args(start, end) == [
+        "--event-time-start",
+        "2026-11-20T05:00:00",
+        "--event-time-end",
+        "2026-11-20T06:00:00",
+    ]
     for hostile in ("2026-11-20' or '1'='1", "2026-11-20;drop table x", "../2026"):
-        with pytest.raises(ValueError, match="not an ISO timestamp"):
-            _timestamp(hostile)
+        with pytest.raises(ValueError, match="is not a datetime"):
+            event_time_args(hostile, end)
+    with pytest.raises(ValueError, match="not a whole hour"):
+        event_time_args(start.replace(minute=30), end)
+    with pytest.raises(ValueError, match="is empty"):
+        event_time_args(end, start)
