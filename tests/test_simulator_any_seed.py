@@ -10,7 +10,6 @@ follow loop, and checks that each succeeds and gives the same bytes for the same
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -30,6 +29,7 @@ from iot_lake.settings import local_historian_url
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
 from iot_lake.simulate.signals import day_start_ms, sample_times
+from tests.kinesis_helpers import read_stream, report_value
 
 REGION = "us-east-1"
 
@@ -141,21 +141,9 @@ def test_any_seed_fleet_start_and_window_simulates_deterministically(
         client = boto3.client("kinesis", region_name=REGION)
         client.create_stream(StreamName="any-seed", ShardCount=1)
         out = _simulate(run / "kinesis", *args, "--no-db", "--to", "kinesis", "any-seed")
-        shard = client.list_shards(StreamName="any-seed")["Shards"][0]["ShardId"]
-        it = client.get_shard_iterator(StreamName="any-seed", ShardId=shard, ShardIteratorType="TRIM_HORIZON")
-        iterator, records = it["ShardIterator"], 0
-        while batch := client.get_records(ShardIterator=iterator, Limit=10_000):
-            if not batch["Records"]:
-                break
-            records, iterator = records + len(batch["Records"]), batch["NextShardIterator"]
+        records = len(read_stream(client, "any-seed"))
     assert "kinesis:any-seed" in out
-    assert _report(out, "published") == _report(out, "lines") == records > 0
-
-
-def _report(output: str, name: str) -> int:
-    m = re.search(rf"^\W*{name}\W+([\d,]+)", output, re.MULTILINE)
-    assert m, f"no {name!r} row in:\n{output}"
-    return int(m[1].replace(",", ""))
+    assert report_value(out, "published") == report_value(out, "lines") == records > 0
 
 
 @pytest.mark.parametrize(

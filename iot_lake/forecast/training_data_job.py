@@ -103,17 +103,7 @@ def window_rows(spark, lake: Lake, grain: str, first: date, last: date, source: 
 
     features = read(FEATURES) if source == "features" else fresh_features(spark, lake, first, last)
     if grain == "5min":
-        return features.select(
-            "device_id",
-            "metric",
-            "site_id",
-            "model",
-            "bucket_start",
-            F.col("mean").alias("y"),
-            "readings",
-            "temperature_c",
-            "event_date",
-        )
+        return features.select(*_training_columns())
     five = GRAINS["5min"]
     attributes = features.select(
         "device_id", "metric", F.col("bucket_start").alias("bucket_5min"), "model", "temperature_c"
@@ -123,18 +113,25 @@ def window_rows(spark, lake: Lake, grain: str, first: date, last: date, source: 
         read(AGGREGATE_TABLES[grain])
         .withColumn("bucket_5min", F.timestamp_seconds(F.floor(F.unix_timestamp("bucket_start") / five) * five))
         .join(attributes, ["device_id", "metric", "bucket_5min"], "left")
-        .select(
-            "device_id",
-            "metric",
-            "site_id",
-            "model",
-            "bucket_start",
-            F.col("mean").alias("y"),
-            "readings",
-            "temperature_c",
-            "event_date",
-        )
+        .select(*_training_columns())
     )
+
+
+def _training_columns() -> list:
+    """The training rows' columns, whichever grain they come from: the bucket's mean is the target."""
+    from pyspark.sql import functions as F
+
+    return [
+        "device_id",
+        "metric",
+        "site_id",
+        "model",
+        "bucket_start",
+        F.col("mean").alias("y"),
+        "readings",
+        "temperature_c",
+        "event_date",
+    ]
 
 
 def window_cases(spark, lake: Lake, first: date, last: date):
