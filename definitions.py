@@ -42,6 +42,7 @@ def defs() -> dg.Definitions:
         forecast_training_job,
         forecast_training_schedule,
     )
+    from jobs.ops import deviations_job
     from jobs.warehouse import warehouse_daily_job, warehouse_hourly_job, warehouse_job, warehouse_schedules
     from resources.environment import build_resources
     from sensors.alerts import check_failure_alerts, run_failure_alerts
@@ -79,6 +80,7 @@ def defs() -> dg.Definitions:
             features_daily_job,
             forecast_training_job,
             forecast_refresh_job,
+            deviations_job,
             warehouse_job,
             warehouse_hourly_job,
             warehouse_daily_job,

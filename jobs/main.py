@@ -1,7 +1,17 @@
 """The main job, end to end on whatever IOT_LAKE_ENV selects (the embedded default out of the box):
-simulate the sources, then materialize every asset for the partitions the new data touches.
+the whole loop from sources to cases.
 
-    python -m jobs.main [--days 1] [--devices 50] [--seed 42] [--start YYYY-MM-DD]
+    python -m jobs.main [--days 1] [--history-days 6] [--devices 20] [--seed 42] [--start YYYY-MM-DD]
+    python -m jobs.main --no-simulate --start YYYY-MM-DD --days N [--history-days H]
+
+``--start`` is the first scored day (default: ``--days`` before today). The simulator fills
+``--history-days`` before it and the scored days with the three sources (skipped with
+``--no-simulate``: then whatever already landed there, e.g. ``iot-lake import``, is used). Then,
+through Dagster, in order: landing and curated for the whole window, weather and features; for
+each scored day the nightly training on the days before it and the hourly batch forecasts of the
+day (one run per range); the deviations of the scored hours, which open cases; the warehouse. The
+closing table answers what an operator would ask: cases by severity, how many of them were real
+(the simulator's injected anomalies), how fast, and how good the forecast was.
 
 Runs are recorded in the same Dagster instance `dagster dev` uses (.dagster/ in the repo, or
 $DAGSTER_HOME), so they show up in the UI afterwards.
@@ -22,11 +32,9 @@ import click
 from dagster import DagsterInstance
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from iot_lake.lake import TELEMETRY_PREFIX, WEATHER_PREFIX, Lake, telemetry_hour_of_key, weather_day_of_key
-from iot_lake.simulate.deliveries import SimConfig
-from iot_lake.simulate.runner import Simulator
+from lib.loop_report import closing_table, loop_summary
 
 REPO = Path(__file__).resolve().parent.parent
 console = Console(stderr=True)
@@ -34,6 +42,7 @@ console = Console(stderr=True)
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # The run tags a backfill of a partition range carries (what the UI's "single run" backfill sets).
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+HOUR = "%Y-%m-%d-%H:%M"
 
 
 @contextmanager
@@ -53,31 +62,54 @@ def repo_instance():
         os.chdir(cwd)
 
 
-def partitions_to_run(lake: Lake, start: datetime, end: datetime) -> dict[str, list[str | None]]:
-    """Partition keys per job for everything that landed for the simulated window, in run order."""
-    hours = sorted({h for o in lake.list(TELEMETRY_PREFIX) if (h := telemetry_hour_of_key(o.key)) and start <= h < end})
-    weather_days = sorted(
-        {d for o in lake.list(WEATHER_PREFIX) if (d := weather_day_of_key(o.key)) and start.date() <= d < end.date()}
+def _hours(start: datetime, end: datetime) -> list[str]:
+    return [(start + timedelta(hours=h)).strftime(HOUR) for h in range(int((end - start) / timedelta(hours=1)))]
+
+
+def partitions_to_run(
+    lake: Lake, first: datetime, start: datetime, end: datetime
+) -> list[tuple[str, list[str | None]]]:
+    """(job, partition keys) in run order for the window: ``first``..``start`` is history (sources
+    and curated only), ``start``..``end`` is scored (also forecasts, deviations and cases)."""
+    landed = sorted(
+        {h for o in lake.list(TELEMETRY_PREFIX) if (h := telemetry_hour_of_key(o.key)) and first <= h < end}
     )
-    days = sorted({start.date() + timedelta(days=i) for i in range((end - start).days or 1)})
-    return {
-        "historian_extract_job": [d.isoformat() for d in days],
-        "telemetry_hourly_job": [h.strftime("%Y-%m-%d-%H:%M") for h in hours],
-        "weather_daily_job": [d.isoformat() for d in weather_days],
-        "features_daily_job": [d.isoformat() for d in days],
-        # The warehouse last: its unpartitioned models (staging, dimensions) before the hourly facts
-        # that test against them, and the daily mart over both.
-        "warehouse_job": [None],
-        "warehouse_hourly_job": [h.strftime("%Y-%m-%d-%H:%M") for h in hours],
-        "warehouse_daily_job": [d.isoformat() for d in days],
-    }
+    hours = [h.strftime(HOUR) for h in landed]
+    weather_days = sorted(
+        {d for o in lake.list(WEATHER_PREFIX) if (d := weather_day_of_key(o.key)) and first.date() <= d < end.date()}
+    )
+    days = [(first + timedelta(days=i)).date().isoformat() for i in range((end - first).days or 1)]
+    plan: list[tuple[str, list[str | None]]] = [
+        ("historian_extract_job", days),
+        ("telemetry_hourly_job", hours),
+        ("weather_daily_job", [d.isoformat() for d in weather_days]),
+        ("features_daily_job", days),
+    ]
+    day = start
+    while day < end:
+        # The model trained on the days before ``day`` forecasts from each of its hours' starts: the
+        # forecast made at the end of hour h-1 (batch_forecast's partition h-1) serves hour h.
+        plan.append(("forecast_training_job", [(day - timedelta(days=1)).date().isoformat()]))
+        plan.append(
+            ("forecast_refresh_job", _hours(day - timedelta(hours=1), day + timedelta(days=1) - timedelta(hours=1)))
+        )
+        day += timedelta(days=1)
+    plan += [
+        ("deviations_job", _hours(start, end)),
+        # The warehouse last: its unpartitioned models (staging, dimensions, cases) before the hourly
+        # facts that test against them, and the daily mart over both.
+        ("warehouse_job", [None]),
+        ("warehouse_hourly_job", sorted(set(hours) | set(_hours(start, end)))),
+        ("warehouse_daily_job", days),
+    ]
+    return plan
 
 
-def runs(defs, plan: dict[str, list[str | None]]) -> list[tuple[str, str | None, dict[str, str]]]:
+def runs(defs, plan: list[tuple[str, list[str | None]]]) -> list[tuple[str, str | None, dict[str, str]]]:
     """(job, partition key, run tags): one run per partition, or one run per range where the job's assets
-    backfill a range in a single run (the hourly telemetry: one Spark session for the whole day)."""
+    backfill a range in a single run (the hourly telemetry: one Spark session for the whole window)."""
     out = []
-    for job_name, keys in plan.items():
+    for job_name, keys in plan:
         if not keys:
             continue
         job = defs.resolve_job_def(job_name)
@@ -93,8 +125,9 @@ def runs(defs, plan: dict[str, list[str | None]]) -> list[tuple[str, str | None,
     return out
 
 
-def run_jobs(defs, instance, plan: dict[str, list[str | None]]) -> list[tuple[str, str, str]]:
-    failures = []
+def run_jobs(defs, instance, plan) -> tuple[list[tuple[str, str, str]], dict[str, float]]:
+    """Run the plan in order; (failures, seconds per job)."""
+    failures, seconds = [], {}
     todo = runs(defs, plan)
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -103,68 +136,91 @@ def run_jobs(defs, instance, plan: dict[str, list[str | None]]) -> list[tuple[st
         for job_name, key, tags in todo:
             label = key or (f"{tags[RANGE_START]}...{tags[RANGE_END]}" if tags else "(unpartitioned)")
             progress.update(task, description=f"{job_name} {label}")
+            t0 = time.perf_counter()
             # dagster-dbt echoes dbt's log lines to stdout (compute logs, under dagster dev); the
             # run's events have them, the terminal keeps the progress bar.
             with contextlib.redirect_stdout(io.StringIO()):
                 result = defs.resolve_job_def(job_name).execute_in_process(
                     partition_key=key, tags=tags, instance=instance, raise_on_error=False, run_config=QUIET
                 )
+            seconds[job_name] = seconds.get(job_name, 0.0) + time.perf_counter() - t0
             if not result.success:
                 failures.append((job_name, label, result.run_id))
             progress.advance(task)
-    return failures
+    return failures, seconds
 
 
 @click.command()
-@click.option("--days", default=1, show_default=True, help="Days of telemetry to simulate.")
-@click.option("--devices", default=50, show_default=True)
+@click.option("--days", default=1, show_default=True, help="Days scored: forecast, compared with actuals, cased.")
+@click.option(
+    "--history-days",
+    default=6,
+    show_default=True,
+    help="Days before --start that only feed curated history and training.",
+)
+@click.option("--devices", default=20, show_default=True, help="Simulated devices (4 metrics each).")
 @click.option("--seed", default=42, show_default=True)
-@click.option("--start", "start_day", default=None, help="First UTC day; default: the last full day before today.")
-def main(days: int, devices: int, seed: int, start_day: str | None) -> None:
+@click.option("--start", "start_day", default=None, help="First scored UTC day; default: --days before today.")
+@click.option(
+    "--simulate/--no-simulate",
+    default=True,
+    show_default=True,
+    help="--no-simulate runs the pipeline over what already landed in the window (imported or real data).",
+)
+def main(days: int, history_days: int, devices: int, seed: int, start_day: str | None, simulate: bool) -> None:
     from definitions import defs
     from iot_lake.settings import load_settings
 
+    if days < 1 or history_days < 1:
+        raise click.BadParameter("--days and --history-days must be at least 1 (training needs a day before --start)")
+    if not simulate and not start_day:
+        raise click.BadParameter("--no-simulate needs --start: the first day of the window to score")
     settings = load_settings()
     t0 = time.perf_counter()
-    first = date.fromisoformat(start_day) if start_day else datetime.now(UTC).date() - timedelta(days=days)
-    start = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
-    end = start + timedelta(days=days)
+    scored = date.fromisoformat(start_day) if start_day else datetime.now(UTC).date() - timedelta(days=days)
+    start = datetime.combine(scored, datetime.min.time(), tzinfo=UTC)
+    first, end = start - timedelta(days=history_days), start + timedelta(days=days)
     lake = Lake(settings.lake_root)
     lake.ensure_layout()
     console.print(
-        f"[bold]iot-lake main job[/] env={settings.env} "
-        f"lake={settings.lake_root} window={start:%Y-%m-%d}..{end:%Y-%m-%d}"
+        f"[bold]iot-lake main job[/] env={settings.env} lake={settings.lake_root} "
+        f"history={first:%Y-%m-%d}..{start:%Y-%m-%d} scored={start:%Y-%m-%d}..{end:%Y-%m-%d}"
     )
+    simulated = _simulate(settings, lake, devices, seed, first, end) if simulate else None
+    t_sim = time.perf_counter() - t0
+
+    plan = partitions_to_run(lake, first, start, end)
+    if not dict(plan)["telemetry_hourly_job"]:
+        console.print(f"[red]no telemetry landed in {first:%Y-%m-%d}..{end:%Y-%m-%d}[/]: nothing to run")
+        sys.exit(1)
+    with repo_instance() as instance:
+        failures, seconds = run_jobs(defs(), instance, plan)
+    summary = loop_summary(settings, lake, start, end)
+    elapsed = time.perf_counter() - t0
+    Console().print(closing_table(summary, simulated, plan, failures, seconds, t_sim, elapsed))
+    for job_name, key, run_id in failures:
+        console.print(f"[red]FAILED[/] {job_name} {key} run {run_id}")
+    console.print(
+        "next: [bold]iot-lake cases list[/] (the cases), [bold]dagster dev[/] then http://127.0.0.1:3000 "
+        "(runs, lineage, checks), the warehouse in "
+        f"{Path(settings.lake_root) / 'warehouse'} (fct_forecast, fct_case)"
+    )
+    if failures:
+        sys.exit(1)
+
+
+def _simulate(settings, lake: Lake, devices: int, seed: int, first: datetime, end: datetime):
+    from iot_lake.simulate.deliveries import SimConfig
+    from iot_lake.simulate.runner import Simulator
 
     sim = Simulator(SimConfig(devices=devices, seed=seed), lake)
     if not settings.is_prod:  # in prod the historian is a real database, not ours to seed
-        sim.seed_historian(settings.historian_url, start.date())
+        sim.seed_historian(settings.historian_url, first.date())
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as p:
-        task = p.add_task(f"simulating {devices} devices", total=days * 24)
-        report = sim.backfill(start, end, on_hour=lambda _: p.advance(task))
-    t_sim = time.perf_counter() - t0
-
-    plan = partitions_to_run(lake, start, end)
-    with repo_instance() as instance:
-        failures = run_jobs(defs(), instance, plan)
-    elapsed = time.perf_counter() - t0
-
-    table = Table(title="main job")
-    table.add_column("step")
-    table.add_column("result", justify="right")
-    table.add_row("simulated objects / lines", f"{report.objects:,} / {report.lines:,}")
-    table.add_row("weather files / anomalies", f"{report.weather_files} / {report.anomalies}")
-    for job_name, keys in plan.items():
-        table.add_row(job_name, f"{len(keys)} partition(s)" if keys != [None] else "unpartitioned")
-    table.add_row("failed runs", str(len(failures)))
-    table.add_row("simulate / total seconds", f"{t_sim:.1f} / {elapsed:.1f}")
-    Console().print(table)
-    for job_name, key, run_id in failures:
-        console.print(f"[red]FAILED[/] {job_name} {key} run {run_id}")
-    if failures or not plan["telemetry_hourly_job"]:
-        sys.exit(1)
+        task = p.add_task(f"simulating {devices} devices", total=int((end - first) / timedelta(hours=1)))
+        return sim.backfill(first, end, on_hour=lambda _: p.advance(task))
 
 
 if __name__ == "__main__":

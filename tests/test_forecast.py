@@ -143,3 +143,25 @@ def test_batch_forecast_covers_the_horizon_from_the_origin_with_nested_intervals
     # Rows at or after the origin are ignored: a re-run later forecasts the same.
     again, _ = forecast(tmp_path / "model", history, origin)
     pd.testing.assert_frame_equal(out, again)
+
+
+def test_a_range_of_origins_forecasts_each_as_if_alone(tmp_path, rows):
+    """A backfilled range of hours is one processing job: each origin sees only the history before it,
+    so the range's forecasts equal the ones each hour's own run makes."""
+    from iot_lake.forecast.batch_forecast import forecast_origins
+    from iot_lake.forecast.model import make, save
+
+    hp = Hyperparameters()
+    train = rows[rows["event_date"] < date(2026, 11, 14)]
+    save(make("lightgbm", hp).fit(prepare(train, hp.freq)), tmp_path / "model", {"version": "v-test"})
+    history = tmp_path / "history"
+    history.mkdir()
+    rows.to_parquet(history / "rows.parquet", index=False)
+    origins = [datetime(2026, 11, 14, h, tzinfo=UTC) for h in (6, 7, 8)]
+
+    together, reports = forecast_origins(tmp_path / "model", history, origins)
+    assert [r["origin"] for r in reports] == [o.isoformat() for o in origins]
+    for origin in origins:
+        alone, _ = forecast(tmp_path / "model", history, origin)
+        mine = together[together["origin"] == pd.Timestamp(origin)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine, alone)

@@ -14,7 +14,9 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetKey,
+    BackfillPolicy,
     Config,
+    Failure,
     LastPartitionMapping,
     MaterializeResult,
     MetadataValue,
@@ -131,6 +133,7 @@ def forecast_model(
             promoted=promote,
             reason=reason,
             freq=config.grain,
+            skipped=metrics.get("skipped", {}),
         ),
     )
     context.log.info(f"{run.job_name}: {'promoted' if promote else 'kept as challenger'} ({reason})")
@@ -155,6 +158,8 @@ def forecast_model(
             "promoted": promote,
             "promotion_reason": reason,
             "champion_before": current["version"] if current else "none",
+            # A candidate that could not train (too little history) says why: the fallback is visible.
+            "skipped": MetadataValue.json(metrics.get("skipped", {})),
         }
     )
 
@@ -163,6 +168,9 @@ def forecast_model(
     key=BATCH_FORECAST_KEY,
     deps=[AGGREGATE_KEYS["5min"], AssetDep(MODEL_KEY, partition_mapping=LastPartitionMapping())],
     partitions_def=hourly_partitions,
+    # A backfill of many hours is one run: one history export and one processing job that forecasts
+    # from each hour's end in turn (each from the history before it), not a run per hour.
+    backfill_policy=BackfillPolicy.single_run(),
     group_name="ml",
     owners=ML_OWNERS,
     kinds={"sagemaker", "delta"},
@@ -175,15 +183,19 @@ def forecast_model(
 def batch_forecast(
     context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner, sagemaker: SageMakerRunner
 ) -> MaterializeResult:
-    origin = context.partition_time_window.end.astimezone(UTC)
+    window = context.partition_time_window
+    start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
+    origins = [start + timedelta(hours=h + 1) for h in range(int((end - start) / timedelta(hours=1)))]
     the_lake = lake.lake()
     current = registry.champion(the_lake)
     if current is None:
-        raise RuntimeError("no champion model yet: materialize ml/forecast_model for a day first")
+        # Permanent until someone trains a model: retrying would only wait.
+        raise Failure("no champion model yet: materialize ml/forecast_model for a day first", allow_retries=False)
     # History back to the champion's last training day, so the model can catch up from its own tail.
     since = datetime.fromisoformat(current["data_last"].replace("Z", "+00:00")).date()
-    days = max(HISTORY_DAYS, (origin.date() - since).days + HISTORY_DAYS)
-    history = registry.history_key(origin)
+    last_day = (origins[-1] - timedelta(minutes=5)).date()
+    days = max(HISTORY_DAYS + (last_day - origins[0].date()).days, (last_day - since).days + HISTORY_DAYS)
+    history = registry.history_key(origins[-1])
     spark.run(
         context,
         "iot_lake.forecast.training_data_job",
@@ -191,7 +203,7 @@ def batch_forecast(
             "--lake",
             lake.root,
             "--day",
-            (origin - timedelta(minutes=5)).date().isoformat(),
+            last_day.isoformat(),
             "--days",
             str(days),
             "--grain",
@@ -203,10 +215,11 @@ def batch_forecast(
         ],
     )
     output = f"{history}/forecasts"
+    label = origins[0].strftime("%Y%m%dT%H") + ("" if len(origins) == 1 else origins[-1].strftime("-%Y%m%dT%H"))
     run = sagemaker.process(
         context,
         lake=the_lake,
-        job_name=job_name("forecast", origin.strftime("%Y%m%dT%H")),
+        job_name=job_name("forecast", label),
         module="iot_lake.forecast.batch_forecast",
         inputs={"model": current["model_key"], "history": f"{history}/rows"},
         outputs={"forecasts": output},
@@ -217,20 +230,25 @@ def batch_forecast(
             "{input:history}",
             "--output",
             "{output:forecasts}",
-            "--origin",
-            origin.isoformat(),
+            *[a for o in origins for a in ("--origin", o.isoformat())],
         ],
     )
     with the_lake.open(f"{output}/forecasts.parquet") as f:
         forecasts = pd.read_parquet(f)
-    written = _replace_origin(lake, forecasts, origin)
-    plot = batch_forecast_plot(_recent_history(the_lake, f"{history}/rows", origin), forecasts, pd.Timestamp(origin))
+    written = _replace_origins(lake, forecasts, origins)
+    last = forecasts[forecasts["origin"] == forecasts["origin"].max()] if len(forecasts) else forecasts
+    plot = batch_forecast_plot(
+        _recent_history(the_lake, f"{history}/rows", origins[-1]), last, pd.Timestamp(origins[-1])
+    )
     the_lake.delete(history, recursive=True)
     return MaterializeResult(
         metadata={
             "dagster/row_count": written,
-            "origin": origin.isoformat(),
+            "origin": origins[-1].isoformat(),
+            "origins": len(origins),
+            "first_origin": origins[0].isoformat(),
             "model_version": current["version"],
+            "method": current["method"],
             "series": int(forecasts.groupby(["device_id", "metric"]).ngroups),
             "job_name": run.job_name,
             "horizon_end": forecasts["bucket_start"].max().isoformat() if len(forecasts) else "none",
@@ -256,19 +274,23 @@ def _recent_history(lake, key: str, origin: datetime) -> pd.DataFrame:
     return rows[times >= pd.Timestamp(origin) - pd.Timedelta(hours=12)].assign(bucket_start=times)
 
 
-def _replace_origin(lake: LakeResource, forecasts: pd.DataFrame, origin: datetime) -> int:
-    """Write the origin's forecasts, replacing any from an earlier run of the same origin."""
+def _replace_origins(lake: LakeResource, forecasts: pd.DataFrame, origins: list[datetime]) -> int:
+    """Write the origins' forecasts in one commit, replacing any from an earlier run of the same origins."""
     import pyarrow as pa
     from deltalake import write_deltalake
 
-    forecasts = forecasts.assign(origin_date=pd.Timestamp(origin).date())
+    forecasts = forecasts.assign(origin_date=pd.to_datetime(forecasts["origin"], utc=True).dt.date)
     table = pa.Table.from_pandas(forecasts, preserve_index=False)
+    dates = ", ".join(sorted({f"'{o.date().isoformat()}'" for o in origins}))
     write_deltalake(
         lake.lake().uri(FORECASTS_TABLE),
         table,
         mode="overwrite",
         partition_by=["origin_date"],
-        predicate=f"origin_date = '{origin.date().isoformat()}' AND origin = '{origin.isoformat()}'",
+        predicate=(
+            f"origin_date IN ({dates}) "
+            f"AND origin >= '{origins[0].isoformat()}' AND origin <= '{origins[-1].isoformat()}'"
+        ),
         storage_options=lake.delta_storage_options(),
     )
     return len(forecasts)

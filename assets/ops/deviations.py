@@ -19,6 +19,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AutomationCondition,
+    BackfillPolicy,
     MaterializeResult,
     MetadataValue,
     TimeWindowPartitionMapping,
@@ -64,6 +65,8 @@ def _dates(start: datetime, end: datetime) -> list:
         ),
     ],
     partitions_def=hourly_partitions,
+    # A backfill of many hours is one run: one read, one pass of each series' scorer, one commit.
+    backfill_policy=BackfillPolicy.single_run(),
     group_name="ops",
     # The automation sensor launches it outside any job, so the jobs' op_retry_policy never applies.
     retry_policy=RETRY_POLICY,
@@ -91,11 +94,13 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
         FORECASTS_TABLE,
         "origin_date",
         _dates(start - timedelta(days=1), end),
-        _between("bucket_start", start, end) & (ds.field("origin") <= pa.scalar(start)),
+        # Each minute takes the forecast of the latest origin at or before it (with_forecasts): the
+        # start of its hour, since origins are hourly and forecasts begin at their origin.
+        _between("bucket_start", start, end) & (ds.field("origin") < pa.scalar(end)),
     )
     if actuals.empty or forecasts.empty:
         context.log.info(
-            f"nothing to score for {start:%Y-%m-%d %H:00}: "
+            f"nothing to score for {start:%Y-%m-%d %H:00}..{end:%Y-%m-%d %H:00}: "
             f"{len(actuals)} actual minutes, {len(forecasts)} forecast steps"
         )
         return MaterializeResult(metadata={"dagster/row_count": 0, "anomalous": 0})
@@ -124,7 +129,7 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
         "cases_mirrored": MetadataValue.json(mirrored),
         "deviations_plot": MetadataValue.md(deviations_plot(scored)),
     }
-    metadata.update(_accuracy_metadata(lake, scored, start))
+    metadata.update(_accuracy_metadata(lake, scored, start, end))
     return MaterializeResult(metadata=metadata)
 
 
@@ -171,12 +176,11 @@ def _observe(cases: CasesResource, scored: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
-def _accuracy_metadata(lake: LakeResource, scored: pd.DataFrame, start: datetime) -> dict:
+def _accuracy_metadata(lake: LakeResource, scored: pd.DataFrame, start: datetime, end: datetime) -> dict:
     """Precision, recall and delay against the simulator's injected anomalies, when it left them."""
     the_lake = lake.lake()
-    keys = [
-        anomalies_key(d) for d in {start.date() - timedelta(days=1), start.date()} if the_lake.exists(anomalies_key(d))
-    ]
+    days = _dates(start - timedelta(days=1), end)
+    keys = [anomalies_key(d) for d in days if the_lake.exists(anomalies_key(d))]
     if not keys:
         return {}
     frames = []

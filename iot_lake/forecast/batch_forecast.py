@@ -1,13 +1,14 @@
 """Batch forecast with a trained model: a SageMaker Processing entry point (a local subprocess locally).
 
     python -m iot_lake.forecast.batch_forecast --model DIR --history DIR --output DIR \
-        --origin 2026-11-21T06:00:00+00:00
+        --origin 2026-11-21T06:00:00+00:00 [--origin ...]
 
 ``--model`` holds model.tar.gz (or its contents), ``--history`` the recent training-data rows
 (iot_lake.forecast.training_data_job) and ``--output`` receives forecasts.parquet: per device,
 metric and step of the horizon after ``--origin``, the forecast and its prediction intervals,
 with the model's version. History at or after the origin is ignored, so re-running an origin
-later forecasts exactly what it forecast then.
+later forecasts exactly what it forecast then. Several ``--origin``s (a backfilled range of hours)
+load the model and the history once and forecast from each origin in turn.
 """
 
 from __future__ import annotations
@@ -25,9 +26,24 @@ from iot_lake.forecast.train import read_rows
 
 
 def forecast(model_dir: Path, history_dir: Path, origin: datetime) -> tuple[pd.DataFrame, dict]:
+    out, reports = forecast_origins(model_dir, history_dir, [origin])
+    return out, reports[0]
+
+
+def forecast_origins(model_dir: Path, history_dir: Path, origins: list[datetime]) -> tuple[pd.DataFrame, list[dict]]:
+    """The forecasts from each origin (each from the history before it only), concatenated."""
     model, meta = load(model_dir)
     rows = read_rows(history_dir)
-    rows = rows[pd.to_datetime(rows["bucket_start"], utc=True) < pd.Timestamp(origin)]
+    times = pd.to_datetime(rows["bucket_start"], utc=True)
+    frames, reports = [], []
+    for origin in sorted(origins):
+        out, report = _forecast_one(model, meta, rows[times < pd.Timestamp(origin)], origin)
+        frames.append(out)
+        reports.append(report)
+    return pd.concat(frames, ignore_index=True), reports
+
+
+def _forecast_one(model, meta: dict, rows: pd.DataFrame, origin: datetime) -> tuple[pd.DataFrame, dict]:
     series = prepare(rows, model.hp.freq)
     fc = model.predict(series, model.hp.horizon)
     ids = series.statics.set_index("unique_id")
@@ -57,17 +73,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, type=Path)
     parser.add_argument("--history", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--origin", required=True, help="ISO 8601; forecasts start here")
+    parser.add_argument(
+        "--origin", required=True, action="append", dest="origins", help="ISO 8601; forecasts start here (repeatable)"
+    )
     args = parser.parse_args(argv)
-    origin = datetime.fromisoformat(args.origin).astimezone(UTC)
+    origins = [datetime.fromisoformat(o).astimezone(UTC) for o in args.origins]
     with open_dagster_pipes() as pipes:
-        out, report = forecast(args.model, args.history, origin)
+        out, reports = forecast_origins(args.model, args.history, origins)
         args.output.mkdir(parents=True, exist_ok=True)
         out.to_parquet(args.output / "forecasts.parquet", index=False)
-        pipes.log.info(f"forecast {report['series']} series from {report['origin']} with {report['model_version']}")
-        pipes.report_asset_materialization(metadata={**report, "dagster/row_count": report["rows"]})
+        for report in reports:
+            pipes.log.info(f"forecast {report['series']} series from {report['origin']} with {report['model_version']}")
+        summary = {
+            "rows": len(out),
+            "origins": len(reports),
+            "series": max((r["series"] for r in reports), default=0),
+            "model_version": reports[-1]["model_version"],
+            "method": reports[-1]["method"],
+            "origin": reports[-1]["origin"]
+            if len(reports) == 1
+            else f"{reports[0]['origin']}..{reports[-1]['origin']}",
+        }
+        pipes.report_asset_materialization(metadata={**summary, "dagster/row_count": summary["rows"]})
         if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
-            print(json.dumps(report))
+            print(json.dumps(summary if len(reports) > 1 else reports[0]))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ is promoted because there is nothing to beat. Every version is kept, promoted or
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from iot_lake.lake import Lake
 
@@ -50,6 +50,7 @@ class ModelVersion:
     promoted: bool = False
     reason: str = ""
     freq: str = "5min"  # the series' resolution: batch forecasts need history at the same one
+    skipped: dict[str, str] = field(default_factory=dict)  # candidate -> why it could not train (e.g. history)
 
 
 def should_promote(backtest: list[dict], method: str, champion_mase: float | None = None) -> tuple[bool, str]:

@@ -1,0 +1,3 @@
+from benchmarks.realdata.run import main
+
+main()

@@ -1,0 +1,175 @@
+"""What the main job tells an operator at the end: the loop's outcome, read back from where it lives.
+
+Everything here is read from the lake, the model registry and the case store after the runs, not
+from the runs' own bookkeeping, so the table shows what a user would find there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+from rich.table import Table
+
+from iot_lake.cases.accuracy import CaseAccuracy, case_accuracy
+from iot_lake.cases.model import SEVERITIES
+from iot_lake.forecast import registry
+from iot_lake.lake import Lake
+from iot_lake.simulate.runner import anomalies_key
+
+
+@dataclass
+class LoopSummary:
+    champion: dict = field(default_factory=dict)  # method, version, mase, naive_mase, coverage, skipped
+    models_trained: int = 0
+    forecast_rows: int = 0
+    origins: int = 0
+    minutes_scored: int = 0
+    minutes_anomalous: int = 0
+    series_scored: int = 0
+    cases_by_severity: dict[str, int] = field(default_factory=dict)
+    accuracy: CaseAccuracy | None = None  # None without ground truth (real or imported data)
+
+
+def loop_summary(settings, lake: Lake, start: datetime, end: datetime) -> LoopSummary:
+    from assets.curated.quality import read_delta
+    from resources.environment import build_resources
+
+    resource = build_resources(settings)["lake"]
+    out = LoopSummary()
+    out.champion = _champion(lake)
+    out.models_trained = sum(1 for o in lake.list(f"{registry.PREFIX}/versions") if o.key.endswith(".json"))
+    days = [(start + timedelta(days=d)).date() for d in range(-1, (end - start).days + 1)]
+    window = (ds.field("bucket_start") >= pa.scalar(start)) & (ds.field("bucket_start") < pa.scalar(end))
+    forecasts = read_delta(resource, "forecasts/telemetry_5min", "origin_date", days, window)
+    out.forecast_rows, out.origins = len(forecasts), int(forecasts["origin"].nunique()) if len(forecasts) else 0
+    ts = (ds.field("ts") >= pa.scalar(start)) & (ds.field("ts") < pa.scalar(end))
+    scored = read_delta(resource, "ops/deviations", "event_date", days, ts)
+    if len(scored):
+        out.minutes_scored, out.minutes_anomalous = len(scored), int(scored["is_anomalous"].sum())
+        out.series_scored = int(scored.groupby(["device_id", "metric"]).ngroups)
+    cases = _cases(settings, start, end)
+    out.cases_by_severity = {s: int((cases["severity"] == s).sum()) for s in reversed(SEVERITIES)} if len(cases) else {}
+    truth = _truth(lake, start, end)
+    if truth is not None:
+        series = set(zip(scored["device_id"], scored["metric"])) if len(scored) else set()
+        out.accuracy = case_accuracy(cases, truth, (pd.Timestamp(start), pd.Timestamp(end)), series)
+    return out
+
+
+def _champion(lake: Lake) -> dict:
+    current = registry.champion(lake)
+    if current is None:
+        return {}
+    meta = registry.version(lake, current["version"])
+    rows = {r["model"]: r for r in meta.get("backtest", [])}
+    chosen = rows.get(meta["method"], {})
+    naive = rows.get("seasonal_naive", {})
+    return {
+        "version": meta["version"],
+        "method": meta["method"],
+        "mase": chosen.get("mase", math.nan),
+        "naive_mase": naive.get("mase", math.nan),
+        "coverage_80": chosen.get("coverage_80", math.nan),
+        "coverage_95": chosen.get("coverage_95", math.nan),
+        "skipped": meta.get("skipped", {}),
+        "trained_for": meta.get("trained_for"),
+    }
+
+
+def _cases(settings, start: datetime, end: datetime) -> pd.DataFrame:
+    from iot_lake.cases.store import CaseStore
+
+    with CaseStore(settings.cases_url) as store:
+        found = store.list_cases()
+    rows = [
+        {
+            "case_key": c.case_key,
+            "device_id": c.device_id,
+            "metric": c.metric,
+            "start": pd.Timestamp(c.incident_start).tz_convert("UTC")
+            if pd.Timestamp(c.incident_start).tzinfo
+            else pd.Timestamp(c.incident_start).tz_localize("UTC"),
+            "last_seen": pd.Timestamp(c.last_seen).tz_convert("UTC")
+            if pd.Timestamp(c.last_seen).tzinfo
+            else pd.Timestamp(c.last_seen).tz_localize("UTC"),
+            "severity": c.severity,
+            "status": c.status,
+        }
+        for c in found
+    ]
+    frame = pd.DataFrame(rows, columns=["case_key", "device_id", "metric", "start", "last_seen", "severity", "status"])
+    return frame[(frame["start"] >= pd.Timestamp(start)) & (frame["start"] < pd.Timestamp(end))].reset_index(drop=True)
+
+
+def _truth(lake: Lake, start: datetime, end: datetime) -> pd.DataFrame | None:
+    """The simulator's injected anomalies of the window's days, or None (real data has no truth)."""
+    frames = []
+    for d in range((end - start).days + 1):
+        key = anomalies_key((start + timedelta(days=d)).date())
+        if lake.exists(key):
+            with lake.open(key) as f:
+                frames.append(pd.read_csv(f))
+    if not frames:
+        return None
+    truth = pd.concat(frames, ignore_index=True)
+    truth["start"], truth["end"] = pd.to_datetime(truth["start"], utc=True), pd.to_datetime(truth["end"], utc=True)
+    return truth
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0%}"
+
+
+def _num(x: float, fmt: str = "{:.2f}") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def closing_table(
+    summary: LoopSummary, simulated, plan, failures, seconds: dict, t_sim: float, elapsed: float
+) -> Table:
+    table = Table(title="main job: forecast -> deviation -> case")
+    table.add_column("", style="bold")
+    table.add_column("result")
+    if simulated is not None:
+        table.add_row(
+            "simulated", f"{simulated.objects:,} objects, {simulated.lines:,} lines, {simulated.anomalies} anomalies"
+        )
+    runs = {job: len(keys) for job, keys in plan}
+    table.add_row("curated", f"{runs.get('telemetry_hourly_job', 0)} landing hours")
+    c = summary.champion
+    if c:
+        model = f"{c['method']}: MASE {_num(c['mase'])} (seasonal naive {_num(c['naive_mase'])})"
+        model += f", 80%/95% interval coverage {_pct(c['coverage_80'])}/{_pct(c['coverage_95'])}"
+        for name, why in c["skipped"].items():
+            model += f"\n{name} not trained: {why}"
+        table.add_row("champion model", model)
+    else:
+        table.add_row("champion model", "none trained")
+    table.add_row("forecasts", f"{summary.forecast_rows:,} 5-minute steps from {summary.origins} hourly origins")
+    table.add_row(
+        "deviations",
+        f"{summary.minutes_scored:,} minutes of {summary.series_scored} series, "
+        f"{summary.minutes_anomalous:,} anomalous",
+    )
+    opened = sum(summary.cases_by_severity.values())
+    by = ", ".join(f"{n} {s}" for s, n in summary.cases_by_severity.items() if n)
+    table.add_row("cases opened", f"{opened}" + (f" ({by})" if by else ""))
+    a = summary.accuracy
+    if a is None:
+        table.add_row("against ground truth", "none for this data (no injected anomalies)")
+    else:
+        table.add_row("precision", f"{_pct(a.precision)} ({a.true_cases} of {a.cases} cases match an injected anomaly)")
+        table.add_row("recall", f"{_pct(a.recall)} ({a.detected} of {a.anomalies} injected anomalies have a case)")
+        kinds = ", ".join(f"{k} {d}/{n}" for k, (d, n) in a.by_kind.items())
+        if kinds:
+            table.add_row("recall by kind", kinds)
+        table.add_row("median delay", _num(a.median_delay_s / 60, "{:.1f} min"))
+    table.add_row("failed runs", str(len(failures)))
+    slowest = ", ".join(f"{j} {s:.0f}" for j, s in sorted(seconds.items(), key=lambda kv: -kv[1])[:4])
+    table.add_row("seconds", f"simulate {t_sim:.0f}, total {elapsed:.0f} (slowest: {slowest})")
+    return table
