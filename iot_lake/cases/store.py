@@ -414,7 +414,9 @@ class CaseStore:
         ).first()
         if row is not None:
             return self._link(conn, row.site_incident_key, [case])
-        others = [
+        # The site's active unlinked cases chained to this one by starts at most the window apart: the
+        # same span rule as joining, so the grouping does not depend on which case opened last.
+        candidates = [
             Case(**r._mapping)
             for r in conn.execute(
                 sa.select(cases)
@@ -423,14 +425,22 @@ class CaseStore:
                     cases.c.site_incident_key.is_(None),
                     cases.c.status.in_(ACTIVE),
                     cases.c.case_key != case.case_key,
-                    cases.c.incident_start >= start - window,
-                    cases.c.incident_start <= start + window,
                 )
                 .order_by(cases.c.opened_at, cases.c.incident_start, cases.c.case_key)
                 .with_for_update()
             )
         ]
-        if len({c.device_id for c in others} | {case.device_id}) < self.policy.site_min_devices:
+        others, first, last = [], start, start
+        grew = True
+        while grew:
+            grew = False
+            for other in candidates:
+                if other not in others and first - window <= other.incident_start <= last + window:
+                    others.append(other)
+                    first, last = min(first, other.incident_start), max(last, other.incident_start)
+                    grew = True
+        others.sort(key=lambda c: (c.opened_at, c.incident_start, c.case_key))
+        if not others or len({c.device_id for c in others} | {case.device_id}) < self.policy.site_min_devices:
             return None
         anchor, now = others[0], self.clock()
         key = site_incident_key(case.site_id, anchor.case_key)
