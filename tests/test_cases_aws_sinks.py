@@ -182,3 +182,66 @@ def test_prod_sinks_are_built_without_touching_aws(monkeypatch):
         webhook_url="https://hooks/x",
     )
     assert [s.name for s in sinks] == ["cloudwatch", "sns", "eventbridge", "incident-manager", "webhook"]
+
+
+def test_a_site_incident_starts_one_incident_and_publishes_once(aws, tmp_path):
+    """Three devices of site-1 within 15 minutes: one Incident Manager incident with the other two
+    cases as timeline events on it, one SNS message; the site incident's end is one more of each."""
+    topic = aws.client("sns").create_topic(Name=f"cases-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    url, arn = sqs_queue(aws, f"cases-{uuid.uuid4().hex[:8]}")
+    aws.client("sns").subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    client = boto3.client("ssm-incidents", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    sinks = [IncidentManagerSink(PLAN, client=client), SnsSink(topic, REGION), CloudWatchSink(REGION)]
+    devices = {"dev-001": 0, "dev-002": 5, "dev-003": 12}
+    keys = [case_key(device, "temperature", T0 + timedelta(minutes=m)) for device, m in devices.items()]
+    incident = "arn:aws:ssm-incidents::123456789012:incident-record/iot-lake/1"
+    timeline = {
+        "incidentRecordArn": incident,
+        "eventTime": T0,
+        "eventType": "Custom Event",
+        "eventData": ANY,
+        "clientToken": ANY,
+    }
+    with (
+        Stubber(client) as stub,
+        CaseStore(f"sqlite:///{tmp_path / 'cases.sqlite'}", sinks=sinks, clock=lambda: T0) as store,
+    ):
+        stub.add_response(
+            "start_incident",
+            {"incidentRecordArn": incident},
+            {
+                "responsePlanArn": PLAN,
+                "title": "critical: dev-001 temperature out of band at site-1",
+                "impact": 1,
+                "triggerDetails": ANY,
+                "clientToken": KEY,
+            },
+        )
+        for _ in range(3):  # dev-002 and dev-003 linked, then the site incident resolved
+            stub.add_response("create_timeline_event", {"eventId": "e", "incidentRecordArn": incident}, timeline)
+        for device, minute in devices.items():
+            store.observe(point(minute, score=7.0, device=device))
+        [site] = store.site_incidents()
+        assert site.case_keys == tuple(keys)
+        report = deliver_pending(store, sinks, T0)
+        assert (report.failed, report.waiting) == (0, 0), report.errors
+        # Delivered again later: nothing goes twice.
+        assert deliver_pending(store, sinks, T0 + timedelta(hours=1)).delivered == 0
+
+        messages = [json.loads(json.loads(m["Body"])["Message"]) for m in received(aws, url, 1)]
+        # The page left before there was a site incident; it became the site incident's anchor.
+        assert [(m["event"], m["case_key"], m["site_incident"]) for m in messages] == [("opened", KEY, None)]
+        assert site.anchor_case_key == KEY
+        # CloudWatch does not page: each device has its scores and its alarm.
+        alarms = aws.client("cloudwatch").describe_alarms(AlarmNamePrefix="iot-lake-deviation-")["MetricAlarms"]
+        assert sorted(a["AlarmName"] for a in alarms) == [f"iot-lake-deviation-{d}-temperature" for d in devices]
+
+        for key in keys:
+            store.resolve(key, actor="ana")
+        assert deliver_pending(store, sinks, T0).failed == 0
+        stub.assert_no_pending_responses()
+    last = [json.loads(m["Body"]) for m in received(aws, url, 2)]
+    assert [n["Subject"] for n in last] == [
+        "[iot-lake] case resolved: dev-001 temperature (critical)",
+        "[iot-lake] site incident resolved: site-1 (3 devices)",
+    ]
