@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from iot_lake.cases.model import EVENTS, SITE_EVENTS, CasePolicy, case_key, site_incident_key
+from iot_lake.cases.model import EVENTS, SITE_EVENTS, CasePolicy, case_key
 from iot_lake.cases.schema import outbox, site_incidents
 from iot_lake.cases.store import CaseStore
 from tests.cases_helpers import T0, point
@@ -51,7 +51,7 @@ def test_three_devices_within_15_minutes_are_one_site_incident_paged_once(store)
     anchor = key("dev-001")
     [incident] = store.site_incidents()
     assert (incident.site_incident_key, incident.site_id, incident.anchor_case_key, incident.status) == (
-        site_incident_key("site-1", anchor),
+        f"site-1|{T0.isoformat()}|dev-001|temperature",
         "site-1",
         anchor,
         "open",
@@ -180,3 +180,57 @@ def test_the_site_incidents_table_holds_one_row_per_incident(store):
     observe(store, *THREE)
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(site_incidents)).scalar_one() == 1
+
+
+def test_false_positive_and_confirmed_periods_in_the_detectors_shape(store):
+    """(device_id, metric, start, end), UTC timestamps, end exclusive as in cases/feedback."""
+    for device in ("dev-001", "dev-002", "dev-003", "dev-004", "dev-005"):
+        observe(store, point(0, device=device, site=None), point(4, device=device, site=None))
+    for device in ("dev-001", "dev-002", "dev-003"):
+        observe(store, point(5, anomalous=False, device=device, site=None))
+        observe(store, point(35, anomalous=False, device=device, site=None))  # auto-resolved
+    store.resolve(key("dev-001"), actor="ana", false_positive=True)  # in band again since minute 5
+    store.resolve(key("dev-002"), actor="ana")  # confirms the auto-resolve
+    store.resolve(key("dev-004"), actor="ana", false_positive=True)  # still out of band
+    # dev-003 stays auto-resolved (nobody judged it), dev-005 open: in neither.
+
+    false_positives = store.false_positive_periods()
+    assert list(false_positives.columns) == ["device_id", "metric", "start", "end"]
+    assert [str(false_positives[c].dtype) for c in ("start", "end")] == ["datetime64[us, UTC]"] * 2
+    assert false_positives.to_dict("records") == [
+        {"device_id": "dev-001", "metric": "temperature", "start": T0, "end": T0 + timedelta(minutes=5)},
+        {
+            "device_id": "dev-004",
+            "metric": "temperature",
+            "start": T0,
+            "end": T0 + timedelta(minutes=4, microseconds=1),
+        },
+    ]
+    assert store.confirmed_periods().to_dict("records") == [
+        {"device_id": "dev-002", "metric": "temperature", "start": T0, "end": T0 + timedelta(minutes=5)}
+    ]
+    # since: the periods still going on at or after it (end exclusive).
+    assert list(store.false_positive_periods(since=T0 + timedelta(minutes=4, microseconds=1))["device_id"]) == [
+        "dev-001"
+    ]
+    assert list(store.false_positive_periods(since=T0 + timedelta(minutes=4))["device_id"]) == ["dev-001", "dev-004"]
+    assert list(store.false_positive_periods(since=T0 + timedelta(minutes=5))["device_id"]) == []
+    empty = store.confirmed_periods(since=T0 + timedelta(days=1))
+    assert empty.empty and list(empty.columns) == ["device_id", "metric", "start", "end"]
+    assert [str(empty[c].dtype) for c in ("start", "end")] == ["datetime64[us, UTC]"] * 2
+
+
+def test_the_periods_are_the_feedback_tables_rows(store):
+    """The store's periods and the mirrored cases/feedback contract agree on every case."""
+    from iot_lake.cases.mirror import feedback_rows
+
+    observe(store, point(0), point(3), point(4, anomalous=False), point(0, device="dev-002", site="site-2"))
+    store.resolve(key("dev-001"), actor="ana", false_positive=True)
+    store.resolve(key("dev-002"), actor="ana")
+    feedback = {
+        r["resolution"]: [(r["device_id"], r["metric"], r["start_ts"], r["end_ts"])]
+        for r in feedback_rows(store.list_cases())
+    }
+    as_tuples = lambda frame: [tuple(r) for r in frame.itertuples(index=False)]  # noqa: E731
+    assert as_tuples(store.false_positive_periods()) == feedback["false_positive"]
+    assert as_tuples(store.confirmed_periods()) == feedback["confirmed"]

@@ -105,7 +105,7 @@ JUST_AFTER = timedelta(microseconds=1)  # period ends are exclusive; Delta and p
 class SiteIncident:
     """Cases of several devices of one site that started within ``site_window`` of each other."""
 
-    site_incident_key: str  # site_id|anchor case key
+    site_incident_key: str  # site_id|anchor start|anchor device|anchor metric
     site_id: str
     anchor_case_key: str  # the first case, whose page stands for the site incident
     status: str  # OPEN until every linked case is closed, then RESOLVED
@@ -118,9 +118,11 @@ class SiteIncident:
     devices: tuple[str, ...] = ()
 
 
-def site_incident_key(site_id: str, anchor_case_key: str) -> str:
+def site_incident_key(site_id: str, anchor: Case) -> str:
     # Named by its anchor: unique (a case is in one site incident at most) and it tells the page.
-    return f"{validate_id('site', site_id)}|{anchor_case_key}"
+    # Not the case key as a substring, so searching for a case key finds the case, not its incident.
+    start = utc(anchor.incident_start).isoformat()
+    return f"{validate_id('site', site_id)}|{start}|{anchor.device_id}|{anchor.metric}"
 
 
 @dataclass(frozen=True)

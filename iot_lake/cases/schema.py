@@ -43,7 +43,7 @@ JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
 
 metadata = sa.MetaData()
-SITE_KEY = sa.String(300)  # site id (64) | anchor case key
+SITE_KEY = sa.String(300)  # site id (64) | anchor start | device (64) | metric (64)
 
 # Cases of several devices of one site close together in time (iot_lake.cases.store). Before cases
 # in the metadata: cases.site_incident_key refers to it.

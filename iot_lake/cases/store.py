@@ -443,7 +443,7 @@ class CaseStore:
         if not others or len({c.device_id for c in others} | {case.device_id}) < self.policy.site_min_devices:
             return None
         anchor, now = others[0], self.clock()
-        key = site_incident_key(case.site_id, anchor.case_key)
+        key = site_incident_key(case.site_id, anchor)
         conn.execute(
             sa.insert(site_incidents).values(
                 site_incident_key=key,
