@@ -7,10 +7,12 @@ import uuid
 from datetime import timedelta
 
 import boto3
+import sqlalchemy as sa
 from botocore.stub import ANY, Stubber
 
 from iot_lake.cases.model import case_key
 from iot_lake.cases.outbox import deliver_pending
+from iot_lake.cases.schema import outbox
 from iot_lake.cases.sinks import (
     CLOUDWATCH_NAMESPACE,
     CloudWatchSink,
@@ -245,3 +247,46 @@ def test_a_site_incident_starts_one_incident_and_publishes_once(aws, tmp_path):
         "[iot-lake] case resolved: dev-001 temperature (critical)",
         "[iot-lake] site incident resolved: site-1 (3 devices)",
     ]
+
+
+def test_without_the_anchors_receipt_the_site_incident_starts_its_own_incident_once(tmp_path):
+    """The anchor paged before receipts were kept (version 1 delivered it): the site incident gets an
+    incident of its own, and later events of it go to that one."""
+    client = boto3.client("ssm-incidents", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    sink = IncidentManagerSink(PLAN, client=client)
+    own = "arn:aws:ssm-incidents::123456789012:incident-record/iot-lake/site"
+    with (
+        Stubber(client) as stub,
+        CaseStore(f"sqlite:///{tmp_path / 'cases.sqlite'}", sinks=[sink], clock=lambda: T0) as store,
+    ):
+        store.observe(point(0, device="dev-001"))
+        with store.engine.begin() as conn:  # delivered by version 1: no receipt
+            conn.execute(sa.update(outbox).values(delivered_at=T0, attempts=1))
+        store.observe(point(5, device="dev-002"))
+        store.observe(point(9, device="dev-003"))
+        [site] = store.site_incidents()
+        stub.add_response(
+            "start_incident",
+            {"incidentRecordArn": own},
+            {
+                "responsePlanArn": PLAN,
+                "title": "warning: 2 devices out of band at site-1",
+                "impact": 3,
+                "triggerDetails": ANY,
+                "clientToken": client_token(site.site_incident_key, 0),
+            },
+        )
+        for _ in range(2):
+            stub.add_response(
+                "create_timeline_event",
+                {"eventId": "e", "incidentRecordArn": own},
+                {
+                    "incidentRecordArn": own,
+                    "eventTime": T0,
+                    "eventType": "Custom Event",
+                    "eventData": ANY,
+                    "clientToken": ANY,
+                },
+            )
+        assert deliver_pending(store, [sink], T0).delivered == 2
+        stub.assert_no_pending_responses()
