@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from iot_lake.cases.model import STATUSES, Case, utc
+from iot_lake.cases.model import OPEN, RESOLVED, STATUSES, Case, SiteIncident, utc
 from iot_lake.cases.sinks import sinks_for
 from iot_lake.cases.store import CaseError, CaseNotFound, CaseStore
 from iot_lake.lake import Lake
@@ -258,7 +258,7 @@ def _print_import(report: ImportReport) -> None:
 
 @main.group()
 def cases() -> None:
-    """Work anomaly cases: list, show, acknowledge, resolve."""
+    """Work anomaly cases: list, show, acknowledge, resolve; list site incidents."""
 
 
 _db_option = click.option(
@@ -297,6 +297,7 @@ def list_cases(status, output, db_url):
     table.add_column("case", no_wrap=True)  # the key is what ack/resolve/show take: never broken
     for column in ("status", "severity", "site", "start (UTC)", "last seen (UTC)", "score", "reopens"):
         table.add_column(column)
+    table.add_column("site incident", no_wrap=True)
     for case in found:
         table.add_row(
             case.case_key,
@@ -307,6 +308,7 @@ def list_cases(status, output, db_url):
             _when(case.last_seen),
             f"{case.evidence['max_score']:.2f}",
             str(case.reopen_count),
+            case.site_incident_key or "",
         )
     Console().print(table)
 
@@ -329,6 +331,59 @@ def _case_json(case: Case) -> dict:
         "severity": case.severity,
         "max_score": case.evidence["max_score"],
         "reopen_count": case.reopen_count,
+        "site_incident": case.site_incident_key,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return utc(value).isoformat() if value else None
+
+
+@cases.command("incidents")
+@click.option(
+    "--status", type=click.Choice([OPEN, RESOLVED]), default=None, help="Only site incidents with this status."
+)
+@click.option("--site", "site_id", default=None, help="Only this site's incidents.")
+@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@_db_option
+def incidents(status, site_id, output, db_url):
+    """Site incidents (several devices of one site out of band together), newest first, with their cases."""
+    with _open_store(db_url) as store:
+        found = store.site_incidents(status, site_id)
+    if output == "json":
+        click.echo(json.dumps([_incident_json(incident) for incident in found]))
+        return
+    table = Table(title=f"{len(found)} site incident(s)" + (f" {status}" if status else ""))
+    table.add_column("site incident", no_wrap=True)
+    for column in ("status", "site", "devices", "first start (UTC)", "last start (UTC)", "resolved (UTC)"):
+        table.add_column(column)
+    table.add_column("cases", no_wrap=True)
+    for incident in found:
+        table.add_row(
+            incident.site_incident_key,
+            incident.status,
+            incident.site_id,
+            str(len(incident.devices)),
+            _when(incident.first_start),
+            _when(incident.last_start),
+            _when(incident.resolved_at),
+            "\n".join(incident.case_keys),
+        )
+    Console().print(table)
+
+
+def _incident_json(incident: SiteIncident) -> dict:
+    return {
+        "key": incident.site_incident_key,
+        "site_id": incident.site_id,
+        "status": incident.status,
+        "anchor_case": incident.anchor_case_key,
+        "first_start": _iso(incident.first_start),
+        "last_start": _iso(incident.last_start),
+        "opened_at": _iso(incident.opened_at),
+        "resolved_at": _iso(incident.resolved_at),
+        "devices": list(incident.devices),
+        "cases": list(incident.case_keys),
     }
 
 
@@ -362,6 +417,7 @@ def _print_case(case: Case) -> None:
         ("back in band since", _when(case.back_in_band_since)),
         ("resolved at", _when(case.resolved_at)),
         ("reopened", str(case.reopen_count)),
+        ("site incident", case.site_incident_key or "-"),
         ("max score", f"{evidence['max_score']:.2f}"),
         ("expected band", f"{evidence['expected_lo']:.3g} .. {evidence['expected_hi']:.3g}"),
         ("actual values", json.dumps(evidence["actual_values"][-10:])),

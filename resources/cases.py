@@ -32,11 +32,15 @@ class CasesResource(ConfigurableResource):
     ui_url: str = "http://127.0.0.1:3000"  # alerts link to their runs there
     resolve_after_minutes: int = 30
     reopen_within_minutes: int = 120
+    site_window_minutes: int = 15  # cases of one site starting this close together: one site incident
+    site_min_devices: int = 2
 
     def policy(self) -> CasePolicy:
         return CasePolicy(
             resolve_after=timedelta(minutes=self.resolve_after_minutes),
             reopen_within=timedelta(minutes=self.reopen_within_minutes),
+            site_window=timedelta(minutes=self.site_window_minutes),
+            site_min_devices=self.site_min_devices,
         )
 
     def sinks(self) -> list[Sink]:

@@ -34,12 +34,13 @@ def point(
     device: str = "dev-001",
     metric: str = "temperature",
     actual: float | None = None,
+    site: str | None = "site-1",
 ) -> Deviation:
     """A point ``minute`` minutes after T0; anomalous ones are above the band [10, 20]."""
     return Deviation(
         device_id=device,
         metric=metric,
-        site_id="site-1",
+        site_id=site,
         ts=T0 + timedelta(minutes=minute),
         actual=actual if actual is not None else (30.0 if anomalous else 15.0),
         expected_lo=10.0,

@@ -195,7 +195,7 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
             for b in sorted(buses)
         ]
     elif service == "ssm-incidents":
-        resource = params.get("responsePlanArn", "*")
+        resource = params.get("responsePlanArn") or params.get("incidentRecordArn", "*")
     elif service == "cloudwatch":
         if operation == "PutMetricAlarm":
             resource = f"arn:aws:cloudwatch:{arn}:alarm:{params['AlarmName']}"

@@ -7,10 +7,12 @@ import uuid
 from datetime import timedelta
 
 import boto3
+import sqlalchemy as sa
 from botocore.stub import ANY, Stubber
 
 from iot_lake.cases.model import case_key
 from iot_lake.cases.outbox import deliver_pending
+from iot_lake.cases.schema import outbox
 from iot_lake.cases.sinks import (
     CLOUDWATCH_NAMESPACE,
     CloudWatchSink,
@@ -182,3 +184,109 @@ def test_prod_sinks_are_built_without_touching_aws(monkeypatch):
         webhook_url="https://hooks/x",
     )
     assert [s.name for s in sinks] == ["cloudwatch", "sns", "eventbridge", "incident-manager", "webhook"]
+
+
+def test_a_site_incident_starts_one_incident_and_publishes_once(aws, tmp_path):
+    """Three devices of site-1 within 15 minutes: one Incident Manager incident with the other two
+    cases as timeline events on it, one SNS message; the site incident's end is one more of each."""
+    topic = aws.client("sns").create_topic(Name=f"cases-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    url, arn = sqs_queue(aws, f"cases-{uuid.uuid4().hex[:8]}")
+    aws.client("sns").subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    client = boto3.client("ssm-incidents", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    sinks = [IncidentManagerSink(PLAN, client=client), SnsSink(topic, REGION), CloudWatchSink(REGION)]
+    devices = {"dev-001": 0, "dev-002": 5, "dev-003": 12}
+    keys = [case_key(device, "temperature", T0 + timedelta(minutes=m)) for device, m in devices.items()]
+    incident = "arn:aws:ssm-incidents::123456789012:incident-record/iot-lake/1"
+    timeline = {
+        "incidentRecordArn": incident,
+        "eventTime": T0,
+        "eventType": "Custom Event",
+        "eventData": ANY,
+        "clientToken": ANY,
+    }
+    with (
+        Stubber(client) as stub,
+        CaseStore(f"sqlite:///{tmp_path / 'cases.sqlite'}", sinks=sinks, clock=lambda: T0) as store,
+    ):
+        stub.add_response(
+            "start_incident",
+            {"incidentRecordArn": incident},
+            {
+                "responsePlanArn": PLAN,
+                "title": "critical: dev-001 temperature out of band at site-1",
+                "impact": 1,
+                "triggerDetails": ANY,
+                "clientToken": KEY,
+            },
+        )
+        for _ in range(3):  # dev-002 and dev-003 linked, then the site incident resolved
+            stub.add_response("create_timeline_event", {"eventId": "e", "incidentRecordArn": incident}, timeline)
+        for device, minute in devices.items():
+            store.observe(point(minute, score=7.0, device=device))
+        [site] = store.site_incidents()
+        assert site.case_keys == tuple(keys)
+        report = deliver_pending(store, sinks, T0)
+        assert (report.failed, report.waiting) == (0, 0), report.errors
+        # Delivered again later: nothing goes twice.
+        assert deliver_pending(store, sinks, T0 + timedelta(hours=1)).delivered == 0
+
+        messages = [json.loads(json.loads(m["Body"])["Message"]) for m in received(aws, url, 1)]
+        # The page left before there was a site incident; it became the site incident's anchor.
+        assert [(m["event"], m["case_key"], m["site_incident"]) for m in messages] == [("opened", KEY, None)]
+        assert site.anchor_case_key == KEY
+        # CloudWatch does not page: each device has its scores and its alarm.
+        alarms = aws.client("cloudwatch").describe_alarms(AlarmNamePrefix="iot-lake-deviation-")["MetricAlarms"]
+        assert sorted(a["AlarmName"] for a in alarms) == [f"iot-lake-deviation-{d}-temperature" for d in devices]
+
+        for key in keys:
+            store.resolve(key, actor="ana")
+        assert deliver_pending(store, sinks, T0).failed == 0
+        stub.assert_no_pending_responses()
+    last = [json.loads(m["Body"]) for m in received(aws, url, 2)]
+    assert [n["Subject"] for n in last] == [
+        "[iot-lake] case resolved: dev-001 temperature (critical)",
+        "[iot-lake] site incident resolved: site-1 (3 devices)",
+    ]
+
+
+def test_without_the_anchors_receipt_the_site_incident_starts_its_own_incident_once(tmp_path):
+    """The anchor paged before receipts were kept (version 1 delivered it): the site incident gets an
+    incident of its own, and later events of it go to that one."""
+    client = boto3.client("ssm-incidents", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    sink = IncidentManagerSink(PLAN, client=client)
+    own = "arn:aws:ssm-incidents::123456789012:incident-record/iot-lake/site"
+    with (
+        Stubber(client) as stub,
+        CaseStore(f"sqlite:///{tmp_path / 'cases.sqlite'}", sinks=[sink], clock=lambda: T0) as store,
+    ):
+        store.observe(point(0, device="dev-001"))
+        with store.engine.begin() as conn:  # delivered by version 1: no receipt
+            conn.execute(sa.update(outbox).values(delivered_at=T0, attempts=1))
+        store.observe(point(5, device="dev-002"))
+        store.observe(point(9, device="dev-003"))
+        [site] = store.site_incidents()
+        stub.add_response(
+            "start_incident",
+            {"incidentRecordArn": own},
+            {
+                "responsePlanArn": PLAN,
+                "title": "warning: 2 devices out of band at site-1",
+                "impact": 3,
+                "triggerDetails": ANY,
+                "clientToken": client_token(site.site_incident_key, 0),
+            },
+        )
+        for _ in range(2):
+            stub.add_response(
+                "create_timeline_event",
+                {"eventId": "e", "incidentRecordArn": own},
+                {
+                    "incidentRecordArn": own,
+                    "eventTime": T0,
+                    "eventType": "Custom Event",
+                    "eventData": ANY,
+                    "clientToken": ANY,
+                },
+            )
+        assert deliver_pending(store, [sink], T0).delivered == 2
+        stub.assert_no_pending_responses()

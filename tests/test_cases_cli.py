@@ -16,6 +16,7 @@ from tests.cases_helpers import T0, point
 
 KEY = case_key("dev-001", "temperature", T0)
 OTHER = case_key("dev-002", "temperature", T0)
+SITE = "site-1|2026-11-20T10:00:00+00:00|dev-001|temperature"
 
 
 @pytest.fixture
@@ -105,9 +106,44 @@ def test_list_as_json_for_scripts(db):
         "severity": "critical",
         "max_score": 7.5,
         "reopen_count": 0,
+        "site_incident": SITE,  # two devices of site-1 at the same minute
     }
     assert cli("ack", KEY, "--db", db).exit_code == 0
     only_open = CliRunner().invoke(main, ["cases", "list", "--status", "open", "--format", "json", "--db", db])
     assert [c["key"] for c in json.loads(only_open.stdout)] == [OTHER]
     empty = CliRunner().invoke(main, ["cases", "list", "--status", "resolved", "--format", "json", "--db", db])
     assert empty.exit_code == 0 and json.loads(empty.stdout) == []
+
+
+def test_site_incidents_listed_and_shown_per_case(db):
+    with CaseStore(db) as store:
+        store.observe(point(0, device="dev-009", site="site-9"))  # alone at its site: no site incident
+    listed = cli("list", "--db", db)
+    assert listed.exit_code == 0, listed.output
+    assert "site incident" in listed.output and listed.output.count(SITE) == 2
+    by_key = {c["key"]: c["site_incident"] for c in json.loads(cli("list", "--format", "json", "--db", db).stdout)}
+    assert by_key == {KEY: SITE, OTHER: SITE, case_key("dev-009", "temperature", T0): None}
+    assert SITE in cli("show", OTHER, "--db", db).output
+
+    table = cli("incidents", "--db", db)
+    assert table.exit_code == 0, table.output
+    assert "1 site incident(s)" in table.output and SITE in table.output and OTHER in table.output
+    [incident] = json.loads(cli("incidents", "--format", "json", "--db", db).stdout)
+    assert incident == {
+        "key": SITE,
+        "site_id": "site-1",
+        "status": "open",
+        "anchor_case": KEY,
+        "first_start": T0.isoformat(),
+        "last_start": T0.isoformat(),
+        "opened_at": incident["opened_at"],  # the wall clock
+        "resolved_at": None,
+        "devices": ["dev-001", "dev-002"],
+        "cases": [KEY, OTHER],
+    }
+    for key in (KEY, OTHER):
+        assert cli("resolve", key, "--db", db).exit_code == 0
+    assert json.loads(cli("incidents", "--status", "open", "--format", "json", "--db", db).stdout) == []
+    [resolved] = json.loads(cli("incidents", "--status", "resolved", "--format", "json", "--db", db).stdout)
+    assert resolved["key"] == SITE and resolved["resolved_at"] is not None
+    assert json.loads(cli("incidents", "--site", "site-9", "--format", "json", "--db", db).stdout) == []

@@ -90,7 +90,7 @@ def test_a_case_events_wait_behind_an_undelivered_one_of_the_same_sink(store_url
     down = Recording("down", failures=1)
     with CaseStore(store_url, sinks=[down], clock=lambda: T0) as store:
         store.observe(point(0))
-        store.observe(point(0, device="dev-002"))
+        store.observe(point(0, device="dev-002", site="site-2"))  # another site: no site incident
         store.acknowledge(KEY, actor="ana")
         report = deliver_pending(store, [down], T0)
         # dev-001 "opened" failed, so its "acknowledged" waits; dev-002 goes out.

@@ -65,6 +65,11 @@ def values_from(settings: dict[str, str]) -> dict[str, str]:
     values = dict(settings)
     values["Prefix"] = _prefix(values.get("Prefix", ""))
     values["ComputeLogPrefix"] = _prefix(values.get("ComputeLogPrefix", ""))
+    # The incidents a response plan starts (arn:...:incident-record/PLAN/ID): the case sinks add
+    # timeline events to them (a site incident's later cases).
+    plan = values.get("ResponsePlanArn")
+    if plan and ":response-plan/" in plan:
+        values["ResponsePlanIncidentsArn"] = plan.replace(":response-plan/", ":incident-record/", 1) + "/*"
     if values.get("SparkEnvArchiveArn", "").startswith("s3://"):
         values["SparkEnvArchiveArn"] = _s3_arn(values["SparkEnvArchiveArn"])
     return values

@@ -3,7 +3,7 @@
 Every mirror replaces the tables' contents with the store's, so running it twice, or after a
 failed run, leaves the same tables:
 
-- ``cases/cases``: one row per case, the evidence as a JSON string;
+- ``cases/cases``: one row per case, the evidence as a JSON string, its site incident's key if any;
 - ``cases/history``: every status change;
 - ``cases/feedback``: the contract of ``iot_lake.cases.feedback``, the cases a person closed.
   Resolved by a person (a real anomaly): ``confirmed``; marked a false positive:
@@ -17,7 +17,6 @@ failed run, leaves the same tables:
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -30,7 +29,6 @@ from iot_lake.lake import Lake
 
 CASES_TABLE = "cases/cases"
 HISTORY_TABLE = "cases/history"
-_JUST_AFTER = timedelta(microseconds=1)  # end_ts is exclusive; Delta timestamps are microseconds
 
 _TS = pa.timestamp("us", tz="UTC")
 CASES_SCHEMA = pa.schema(
@@ -50,6 +48,7 @@ CASES_SCHEMA = pa.schema(
         ("updated_at", _TS),
         ("resolved_at", _TS),
         ("reopen_count", pa.int32()),
+        ("site_incident_key", pa.string()),
     ]
 )
 HISTORY_SCHEMA = pa.schema(
@@ -88,8 +87,8 @@ def feedback_rows(cases: list[Case]) -> list[dict[str, Any]]:
                 "case_id": case.case_key,
                 "device_id": case.device_id,
                 "metric": case.metric,
-                "start_ts": case.incident_start,
-                "end_ts": case.back_in_band_since or case.last_seen + _JUST_AFTER,
+                "start_ts": case.period()[0],
+                "end_ts": case.period()[1],
                 "resolution": resolution,
             }
         )

@@ -20,6 +20,11 @@ OPENED, UPDATED, REOPENED = "opened", "updated", "reopened"
 ACKNOWLEDGED_EVENT, RESOLVED_EVENT = "acknowledged", "resolved"
 EVENTS = frozenset({OPENED, UPDATED, ACKNOWLEDGED_EVENT, RESOLVED_EVENT, REOPENED})
 
+# Site incident events, written to the outbox stream of the site incident's anchor case (the case
+# whose page is already out), so per sink they go out after that page and can refer to it.
+SITE_LINKED, SITE_RESOLVED = "site_linked", "site_resolved"
+SITE_EVENTS = frozenset({SITE_LINKED, SITE_RESOLVED})
+
 # An alert about the platform (iot_lake.cases.alerts) rather than a case; sinks subscribe to it too.
 ALERT = "alert"
 
@@ -57,6 +62,10 @@ class CasePolicy:
     reopen_within: timedelta = timedelta(hours=2)  # a relapse this soon after an auto-resolve reopens
     warning_score: float = 3.0  # severity thresholds on the case's max score
     critical_score: float = 6.0
+    # Cases of one site starting this close together are one site incident (weather, a shared feed)
+    # once they come from this many distinct devices.
+    site_window: timedelta = timedelta(minutes=15)
+    site_min_devices: int = 2
 
     def severity(self, score: float) -> str:
         if score >= self.critical_score:
@@ -81,6 +90,39 @@ class Case:
     updated_at: datetime
     resolved_at: datetime | None
     reopen_count: int
+    site_incident_key: str | None = None  # the site incident the case is linked to, if any
+
+    def period(self) -> tuple[datetime, datetime]:
+        """[start, end) of the excursion: the incident start to the first in-band point after the
+        last anomalous one or, before one was seen, just after the last anomalous point."""
+        return self.incident_start, self.back_in_band_since or self.last_seen + JUST_AFTER
+
+
+JUST_AFTER = timedelta(microseconds=1)  # period ends are exclusive; Delta and pandas keep microseconds
+
+
+@dataclass(frozen=True)
+class SiteIncident:
+    """Cases of several devices of one site that started within ``site_window`` of each other."""
+
+    site_incident_key: str  # site_id|anchor start|anchor device|anchor metric
+    site_id: str
+    anchor_case_key: str  # the first case, whose page stands for the site incident
+    status: str  # OPEN until every linked case is closed, then RESOLVED
+    first_start: datetime  # earliest and latest incident start of the linked cases
+    last_start: datetime
+    opened_at: datetime
+    updated_at: datetime
+    resolved_at: datetime | None
+    case_keys: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+
+
+def site_incident_key(site_id: str, anchor: Case) -> str:
+    # Named by its anchor: unique (a case is in one site incident at most) and it tells the page.
+    # Not the case key as a substring, so searching for a case key finds the case, not its incident.
+    start = utc(anchor.incident_start).isoformat()
+    return f"{validate_id('site', site_id)}|{start}|{anchor.device_id}|{anchor.metric}"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,10 @@ for that sink wait behind it. A row is claimed (its next attempt pushed a lease 
 its sink is called, so two deliverers never send it at once, and one that dies mid-delivery
 only delays it by the lease. Alerts (iot_lake.cases.alerts) have an outbox of their own, delivered
 the same way.
+
+What a sink returns on delivery (a receipt: Incident Manager's incident ARN) is kept on the row; a
+site incident event, written to its anchor case's stream, is handed the latest receipt of that
+sink and stream, which the stream's order guarantees is there once the anchor's page went out.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from iot_lake.cases.model import ALERT, utc
+from iot_lake.cases.model import ALERT, SITE_EVENTS, utc
 from iot_lake.cases.schema import alert_outbox, outbox
 from iot_lake.cases.sinks import OutboxEvent, Sink
 from iot_lake.cases.store import CaseStore
@@ -79,9 +83,12 @@ def _deliver(
             held.add(stream)
             report.waiting += 1
             continue
-        event = OutboxEvent(id=row.id, case_key=row.key, event=row.event, payload=row.payload, kind=kind)
+        receipt = _receipt(store, table, key_column, row) if row.event in SITE_EVENTS else None
+        event = OutboxEvent(
+            id=row.id, case_key=row.key, event=row.event, payload=row.payload, kind=kind, receipt=receipt
+        )
         try:
-            by_name[row.sink].deliver(event)
+            answer = by_name[row.sink].deliver(event)
         except Exception as exc:  # any failure of a sink is retried, whatever raised it
             held.add(stream)
             report.failed += 1
@@ -96,7 +103,24 @@ def _deliver(
             )
         else:
             report.delivered += 1
-            _finish(store, table, row.id, attempts=row.attempts + 1, delivered_at=now, last_error=None)
+            answer = answer if isinstance(answer, str) else None  # a receipt, or nothing to keep
+            _finish(store, table, row.id, attempts=row.attempts + 1, delivered_at=now, last_error=None, receipt=answer)
+
+
+def _receipt(store: CaseStore, table: sa.Table, key_column: str, row: sa.Row) -> str | None:
+    with store.engine.connect() as conn:
+        return conn.execute(
+            sa.select(table.c.receipt)
+            .where(
+                table.c.sink == row.sink,
+                table.c[key_column] == row.key,
+                table.c.id < row.id,
+                table.c.delivered_at.is_not(None),
+                table.c.receipt.is_not(None),
+            )
+            .order_by(table.c.id.desc())
+            .limit(1)
+        ).scalar()
 
 
 def _claim(store: CaseStore, table: sa.Table, row_id: int, now: datetime) -> bool:

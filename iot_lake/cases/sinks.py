@@ -4,8 +4,13 @@ Incident Manager and a webhook.
 
 A sink's ``deliver`` raises when the event did not get through; the outbox then retries it later.
 Delivery is at least once: every event carries ``event_id`` (the outbox row's id; for an alert,
-its key), by which a consumer can drop a repeat. AWS clients are created on first use, so
-building the sinks (at definitions load, in the CLI) needs no credentials.
+its key), by which a consumer can drop a repeat. A sink may return a receipt (Incident Manager:
+the incident's ARN), which the outbox keeps and hands to later events of the same stream. AWS
+clients are created on first use, so building the sinks (at definitions load, in the CLI) needs
+no credentials.
+
+Sinks with ``pages = True`` (Incident Manager, SNS) page people: they get one page per site
+incident, then site events instead of the other linked cases' events (iot_lake.cases.store).
 """
 
 from __future__ import annotations
@@ -22,7 +27,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from iot_lake.cases.model import ACTIVE, ALERT, EVENTS, OPENED, REOPENED, CasePolicy
+from iot_lake.cases.model import (
+    ACTIVE,
+    ALERT,
+    EVENTS,
+    OPENED,
+    REOPENED,
+    SITE_EVENTS,
+    SITE_LINKED,
+    SITE_RESOLVED,
+    CasePolicy,
+)
 from iot_lake.ids import validate_id
 from iot_lake.settings import Settings
 
@@ -44,6 +59,7 @@ class OutboxEvent:
     event: str
     payload: dict[str, Any]
     kind: str = "case"  # or ALERT
+    receipt: str | None = None  # of this sink's latest delivered event with one in the same stream
 
     @property
     def is_alert(self) -> bool:
@@ -59,10 +75,12 @@ class OutboxEvent:
 
 class Sink(ABC):
     name: str
-    events: frozenset[str] = EVENTS | {ALERT}  # the outbox only gets rows for these
+    events: frozenset[str] = EVENTS | SITE_EVENTS | {ALERT}  # the outbox only gets rows for these
+    pages = False  # True: one page per site incident (module docstring)
 
     @abstractmethod
-    def deliver(self, event: OutboxEvent) -> None: ...
+    def deliver(self, event: OutboxEvent) -> str | None:
+        """Send the event or raise; optionally return a receipt for the stream's later events."""
 
 
 class LogSink(Sink):
@@ -167,6 +185,7 @@ class CloudWatchSink(_AwsSink):
     series' alarm on the score."""
 
     name, service = "cloudwatch", "cloudwatch"
+    events = EVENTS | {ALERT}  # per series: the device cases' own events carry everything it sends
 
     def __init__(
         self,
@@ -249,19 +268,22 @@ def _dimensions(device_id: str, metric: str) -> list[dict[str, str]]:
 
 class IncidentManagerSink(_AwsSink):
     """A new or reopened case, or an alert, starts an incident; the client token makes a redelivery
-    start none."""
+    start none. A site incident's events become timeline events of its anchor case's incident."""
 
     name, service = "incident-manager", "ssm-incidents"
-    events = frozenset({OPENED, REOPENED, ALERT})
+    events = frozenset({OPENED, REOPENED, ALERT, *SITE_EVENTS})
+    pages = True
 
     def __init__(self, response_plan_arn: str, region: str | None = None, client: Any = None):
         super().__init__(region, client)
         self.response_plan_arn = response_plan_arn
 
-    def deliver(self, event: OutboxEvent) -> None:
+    def deliver(self, event: OutboxEvent) -> str | None:
         p = event.payload
+        if event.event in SITE_EVENTS:
+            return self._timeline_event(event)
         if event.is_alert:
-            self.client.start_incident(
+            return self.client.start_incident(
                 clientToken=client_token(event.case_key, 0),
                 responsePlanArn=self.response_plan_arn,
                 title=p["title"][:200],
@@ -272,9 +294,8 @@ class IncidentManagerSink(_AwsSink):
                     "rawData": event.json()[:10_000],
                 },
                 relatedItems=[{"identifier": {"type": "OTHER", "value": {"url": p["url"]}}, "title": "Dagster run"}],
-            )
-            return
-        self.client.start_incident(
+            )["incidentRecordArn"]
+        return self.client.start_incident(
             clientToken=client_token(event.case_key, p["reopen_count"]),
             responsePlanArn=self.response_plan_arn,
             title=f"{p['severity']}: {p['device_id']} {p['metric']} out of band at {p['site_id']}"[:200],
@@ -284,7 +305,48 @@ class IncidentManagerSink(_AwsSink):
                 "timestamp": datetime.fromisoformat(p["at"]),
                 "rawData": event.json()[:10_000],
             },
+        )["incidentRecordArn"]
+
+    def _timeline_event(self, event: OutboxEvent) -> str:
+        """A case linked to the site incident, or its resolution, on the anchor's incident."""
+        p, site = event.payload, event.payload["site"]
+        arn = event.receipt
+        if arn is None:
+            # The anchor's page left before receipts were kept (a store migrated meanwhile): the
+            # site incident gets an incident of its own, once (its key is the token).
+            arn = self.client.start_incident(
+                clientToken=client_token(site["key"], 0),
+                responsePlanArn=self.response_plan_arn,
+                title=f"{p['severity']}: {len(site['devices'])} devices out of band at {site['site_id']}"[:200],
+                impact=INCIDENT_IMPACT[p["severity"]],
+                triggerDetails={
+                    "source": EVENT_SOURCE,
+                    "timestamp": datetime.fromisoformat(p["at"]),
+                    "rawData": event.json()[:10_000],
+                },
+            )["incidentRecordArn"]
+        if event.event == SITE_LINKED:
+            summary = f"{p['device_id']} {p['metric']} out of band too ({p['severity']}), since {p['incident_start']}"
+        else:
+            summary = f"all {len(site['case_keys'])} cases of site incident {site['key']} are closed"
+        self.client.create_timeline_event(
+            clientToken=client_token(f"{event.event}|{p['case_key']}|{site['key']}", 0),
+            incidentRecordArn=arn,
+            eventTime=datetime.fromisoformat(p["at"]),
+            eventType="Custom Event",
+            # Small: the whole event (with its evidence) could pass the API's 12,000 characters.
+            eventData=json.dumps(
+                {
+                    "summary": summary,
+                    "event_id": event.id,
+                    "case_key": p["case_key"],
+                    "site_incident": site["key"],
+                    "devices": site["devices"],
+                },
+                sort_keys=True,
+            ),
         )
+        return arn
 
 
 def client_token(case_key: str, reopen_count: int) -> str:
@@ -294,7 +356,12 @@ def client_token(case_key: str, reopen_count: int) -> str:
 
 
 class SnsSink(_AwsSink):
+    """Every event of a standalone case or a site incident's anchor; of a site incident, its
+    resolution (a case joining one is no new page)."""
+
     name, service = "sns", "sns"
+    events = EVENTS | {ALERT, SITE_RESOLVED}
+    pages = True
 
     def __init__(self, topic_arn: str, region: str | None = None, client: Any = None):
         super().__init__(region, client)
@@ -321,10 +388,17 @@ class SnsSink(_AwsSink):
         attributes = {"case_key": event.case_key, "event": event.event, "severity": p["severity"]}
         if p["site_id"]:
             attributes["site_id"] = p["site_id"]
+        if p.get("site_incident"):
+            attributes["site_incident"] = p["site_incident"]
+        if event.event == SITE_RESOLVED:
+            devices = len(p["site"]["devices"])
+            subject = f"[iot-lake] site incident resolved: {p['site_id']} ({devices} devices)"
+        else:
+            subject = f"[iot-lake] case {event.event}: {p['device_id']} {p['metric']} ({p['severity']})"
         self.client.publish(
             TopicArn=self.topic_arn,
             Message=event.json(),
-            Subject=f"[iot-lake] case {event.event}: {p['device_id']} {p['metric']} ({p['severity']})"[:100],
+            Subject=subject[:100],
             MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()},
         )
 
@@ -339,6 +413,9 @@ class EventBridgeSink(_AwsSink):
     def deliver(self, event: OutboxEvent) -> None:
         if event.is_alert:
             entry = {"Source": ALERT_SOURCE, "DetailType": event.payload["alert_kind"].replace("_", " ").capitalize()}
+        elif event.event in SITE_EVENTS:
+            detail = "Site incident case linked" if event.event == SITE_LINKED else "Site incident resolved"
+            entry = {"Source": EVENT_SOURCE, "DetailType": detail}
         else:
             entry = {"Source": EVENT_SOURCE, "DetailType": f"Case {event.event}"}
         response = self.client.put_events(Entries=[{**entry, "Detail": event.json(), "EventBusName": self.bus_name}])

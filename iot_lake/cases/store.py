@@ -25,15 +25,38 @@ Lifecycle (times are the points' event times, so re-running a detector replays t
 
 Every status change (and severity rise) writes a ``case_history`` row and one ``outbox`` row per
 sink subscribed to the event, in the transaction that makes the change.
+
+Site incidents (several devices of one site out of band together: weather, a shared feed):
+
+- A new case of a site joins the site's open incident when its start lies within
+  ``policy.site_window`` of the incident's linked starts (no earlier than the first start minus the
+  window, no later than the latest plus it). Without one, it opens one with the site's active,
+  unlinked cases starting within the window of it, if together they come from at least
+  ``policy.site_min_devices`` distinct devices. Linking happens only when a case opens, so re-runs
+  change nothing.
+- The first of those cases (by opening) is the incident's *anchor*: its page is already out, and
+  it stands for the incident. Paging sinks (``pages = True``: Incident Manager, SNS) get no events
+  of the other linked cases while the incident is open; instead a ``site_linked`` event per linked
+  case goes into the anchor's outbox stream (after the anchor's page, per sink), which Incident
+  Manager adds to the anchor's incident as a timeline event. Operators are paged once, at once:
+  holding the first page back for a grouping delay would delay every single-device page too, and
+  a 15-minute window cannot be waited for.
+- The incident resolves when all its linked cases are closed (``resolved_at`` the latest of
+  theirs); a ``site_resolved`` event goes into the anchor's stream. A resolved incident takes no
+  more cases; its cases page on their own again (a relapse after that is news).
+- Every other sink (CloudWatch, the log, JSON lines, EventBridge, a webhook) and the lake mirror
+  still see each device case's own events.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import pandas as pd
 import sqlalchemy as sa
 
 from iot_lake.cases.model import (
@@ -49,21 +72,29 @@ from iot_lake.cases.model import (
     RESOLVED,
     RESOLVED_EVENT,
     SEVERITIES,
+    SITE_LINKED,
+    SITE_RESOLVED,
     UPDATED,
     Case,
     CasePolicy,
     Deviation,
     HistoryEntry,
     Outcome,
+    SiteIncident,
     case_key,
     merge_evidence,
+    site_incident_key,
     start_evidence,
     utc,
     utcnow,
 )
-from iot_lake.cases.schema import case_history, cases, create_engine, create_tables, outbox
+from iot_lake.cases.schema import case_history, cases, create_engine, create_tables, outbox, site_incidents
 
 _RACE_RETRIES = 5  # a lost race to open a case is retried on the winner's committed state
+# PostgreSQL: a deadlock or serialization failure aborts one transaction, which is retried like a lost race.
+_RETRIED_SQLSTATES = ("40P01", "40001")
+_SITE_LOCK = 7_041_991  # pg_advisory_xact_lock(namespace, site): one case of a site links at a time
+PERIOD_COLUMNS = ["device_id", "metric", "start", "end"]
 
 
 class CaseError(Exception):
@@ -83,6 +114,7 @@ class Subscriber(Protocol):
 
     name: str
     events: Collection[str]
+    # Optional ``pages: bool``: a sink that pages people gets one page per site incident (module docstring).
 
 
 class CaseStore:
@@ -97,6 +129,7 @@ class CaseStore:
         self.engine = create_engine(url)
         self.policy = policy
         self.subscriptions = {sink.name: frozenset(sink.events) for sink in sinks}
+        self.paging = frozenset(sink.name for sink in sinks if getattr(sink, "pages", False))
         self.clock = clock
         create_tables(self.engine)
 
@@ -129,6 +162,47 @@ class CaseStore:
         with self.engine.connect() as conn:
             return [HistoryEntry(**row._mapping) for row in conn.execute(query)]
 
+    def site_incident(self, key: str) -> SiteIncident | None:
+        with self.engine.connect() as conn:
+            return _site_incident(conn, key)
+
+    def site_incidents(self, status: str | None = None, site_id: str | None = None) -> list[SiteIncident]:
+        """Site incidents, newest first, with their linked cases."""
+        query = sa.select(site_incidents).order_by(
+            site_incidents.c.first_start.desc(), site_incidents.c.site_incident_key
+        )
+        if status:
+            query = query.where(site_incidents.c.status == status)
+        if site_id:
+            query = query.where(site_incidents.c.site_id == site_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            linked = _linked(conn, [row.site_incident_key for row in rows])
+        return [_with_cases(row, linked.get(row.site_incident_key, [])) for row in rows]
+
+    def false_positive_periods(self, since: datetime | None = None) -> pd.DataFrame:
+        """The periods of cases people marked false positive: normal behaviour after all, which a
+        re-score may learn as such (``iot_lake.detect.deviations.score(..., normal=...)``)."""
+        return self._periods(cases.c.status == FALSE_POSITIVE, since)
+
+    def confirmed_periods(self, since: datetime | None = None) -> pd.DataFrame:
+        """The periods of cases a person resolved as real anomalies (auto-resolved ones are not
+        judged; ``resolve`` on one confirms it): what training data leaves out."""
+        return self._periods((cases.c.status == RESOLVED) & ~cases.c.auto_resolved, since)
+
+    def _periods(self, condition, since: datetime | None) -> pd.DataFrame:
+        """(device_id, metric, start, end) per case, end exclusive (``Case.period``, as in cases/feedback),
+        UTC timestamps; with ``since``, the periods ending after it. Sorted by series and start."""
+        with self.engine.connect() as conn:
+            found = [Case(**row._mapping) for row in conn.execute(sa.select(cases).where(condition))]
+        rows = [(c.device_id, c.metric, *c.period()) for c in found]
+        if since is not None:
+            rows = [r for r in rows if r[3] > utc(since)]
+        frame = pd.DataFrame(sorted(rows), columns=PERIOD_COLUMNS)
+        for column in ("start", "end"):
+            frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[us, UTC]")
+        return frame.astype({"device_id": "str", "metric": "str"})  # the same dtype when empty
+
     # -- detectors
 
     def observe(self, deviation: Deviation) -> Outcome:
@@ -137,9 +211,13 @@ class CaseStore:
             try:
                 with self.engine.begin() as conn:
                     return self._observe(conn, deviation)
-            except sa.exc.IntegrityError:
-                # Another observer opened a case for the series since we looked: look again.
-                if attempt == _RACE_RETRIES:
+            except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+                # Another observer opened a case for the series (or a site incident) since we looked,
+                # or PostgreSQL picked this transaction to end a deadlock: look again.
+                retried = isinstance(exc, sa.exc.IntegrityError) or (
+                    getattr(exc.orig, "sqlstate", None) in _RETRIED_SQLSTATES
+                )
+                if attempt == _RACE_RETRIES or not retried:
                     raise
 
     def _observe(self, conn: sa.Connection, d: Deviation) -> Outcome:
@@ -205,6 +283,7 @@ class CaseStore:
             f"back in band since {since.isoformat()}",
             RESOLVED_EVENT,
         )
+        self._settle_site(conn, case.case_key, AUTO_RESOLVE, None)
         return Outcome("resolved", case.case_key)
 
     def _after_close(self, conn: sa.Connection, case: Case, d: Deviation) -> Outcome:
@@ -248,7 +327,10 @@ class CaseStore:
                 reopen_count=0,
             )
         )
+        linked = self._join_site(conn, _case(conn, key))
         self._record(conn, key, None, OPEN, DETECTOR, None, OPENED)
+        if linked:
+            self._enqueue_linked(conn, *linked)
         return Outcome("opened", key)
 
     def _reopen(self, conn: sa.Connection, case: Case, d: Deviation) -> Outcome:
@@ -301,7 +383,129 @@ class CaseStore:
                 conn, case, {"status": status, "auto_resolved": False, "resolved_at": case.resolved_at or self.clock()}
             )
             self._record(conn, key, case.status, status, actor, note, RESOLVED_EVENT)
+            self._settle_site(conn, key, actor, note)
             return _case(conn, key)
+
+    # -- site incidents
+
+    def _join_site(self, conn: sa.Connection, case: Case) -> tuple[SiteIncident, list[Case]] | None:
+        """Link a new case to its site's open incident, or open one with the site's recent cases
+        (module docstring). The incident and the cases newly linked besides its anchor, or None."""
+        if case.site_id is None:
+            return None
+        if conn.dialect.name == "postgresql":
+            # Serialise the site's linking: two cases opening at once would each miss the other.
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:namespace, :site)"),
+                {"namespace": _SITE_LOCK, "site": zlib.crc32(case.site_id.encode()) - 2**31},
+            )
+        window, start = self.policy.site_window, case.incident_start
+        row = conn.execute(
+            sa.select(site_incidents)
+            .where(
+                site_incidents.c.site_id == case.site_id,
+                site_incidents.c.status == OPEN,
+                site_incidents.c.first_start <= start + window,
+                site_incidents.c.last_start >= start - window,
+            )
+            .order_by(site_incidents.c.last_start.desc())
+            .limit(1)
+            .with_for_update()
+        ).first()
+        if row is not None:
+            return self._link(conn, row.site_incident_key, [case])
+        # The site's active unlinked cases chained to this one by starts at most the window apart: the
+        # same span rule as joining, so the grouping does not depend on which case opened last.
+        candidates = [
+            Case(**r._mapping)
+            for r in conn.execute(
+                sa.select(cases)
+                .where(
+                    cases.c.site_id == case.site_id,
+                    cases.c.site_incident_key.is_(None),
+                    cases.c.status.in_(ACTIVE),
+                    cases.c.case_key != case.case_key,
+                )
+                .order_by(cases.c.opened_at, cases.c.incident_start, cases.c.case_key)
+                .with_for_update()
+            )
+        ]
+        others, first, last = [], start, start
+        grew = True
+        while grew:
+            grew = False
+            for other in candidates:
+                if other not in others and first - window <= other.incident_start <= last + window:
+                    others.append(other)
+                    first, last = min(first, other.incident_start), max(last, other.incident_start)
+                    grew = True
+        others.sort(key=lambda c: (c.opened_at, c.incident_start, c.case_key))
+        if not others or len({c.device_id for c in others} | {case.device_id}) < self.policy.site_min_devices:
+            return None
+        anchor, now = others[0], self.clock()
+        key = site_incident_key(case.site_id, anchor)
+        conn.execute(
+            sa.insert(site_incidents).values(
+                site_incident_key=key,
+                site_id=case.site_id,
+                anchor_case_key=anchor.case_key,
+                status=OPEN,
+                first_start=anchor.incident_start,
+                last_start=anchor.incident_start,
+                opened_at=now,
+                updated_at=now,
+                resolved_at=None,
+            )
+        )
+        conn.execute(sa.update(cases).where(cases.c.case_key == anchor.case_key).values(site_incident_key=key))
+        return self._link(conn, key, [*others[1:], case])
+
+    def _link(self, conn: sa.Connection, key: str, linking: list[Case]) -> tuple[SiteIncident, list[Case]]:
+        conn.execute(
+            sa.update(cases).where(cases.c.case_key.in_([c.case_key for c in linking])).values(site_incident_key=key)
+        )
+        incident = _site_incident(conn, key)
+        starts = [incident.first_start, incident.last_start, *(c.incident_start for c in linking)]
+        conn.execute(
+            sa.update(site_incidents)
+            .where(site_incidents.c.site_incident_key == key)
+            .values(first_start=min(starts), last_start=max(starts), updated_at=self.clock())
+        )
+        return _site_incident(conn, key), linking
+
+    def _enqueue_linked(self, conn: sa.Connection, incident: SiteIncident, linked: list[Case]) -> None:
+        now = self.clock()
+        for case in linked:
+            payload = site_payload(_case(conn, case.case_key), incident, SITE_LINKED, DETECTOR, None, now)
+            self._enqueue(conn, incident.anchor_case_key, SITE_LINKED, payload, self._subscribed(SITE_LINKED))
+
+    def _settle_site(self, conn: sa.Connection, key: str, actor: str, note: str | None) -> None:
+        """Resolve the case's site incident once none of its cases is active (after a case closed)."""
+        case = _case(conn, key)
+        if case.site_incident_key is None:
+            return
+        incident = conn.execute(
+            sa.select(site_incidents)
+            .where(site_incidents.c.site_incident_key == case.site_incident_key)
+            .with_for_update()
+        ).first()
+        if incident.status != OPEN:
+            return
+        linked = conn.execute(
+            sa.select(cases.c.status, cases.c.resolved_at).where(cases.c.site_incident_key == case.site_incident_key)
+        ).all()
+        if any(status in ACTIVE for status, _ in linked):
+            return
+        now = self.clock()
+        resolved_at = max(at for _, at in linked if at is not None)  # event times: a re-run ends it the same
+        conn.execute(
+            sa.update(site_incidents)
+            .where(site_incidents.c.site_incident_key == case.site_incident_key)
+            .values(status=RESOLVED, resolved_at=resolved_at, updated_at=now)
+        )
+        incident = _site_incident(conn, case.site_incident_key)
+        payload = site_payload(_case(conn, incident.anchor_case_key), incident, SITE_RESOLVED, actor, note, now)
+        self._enqueue(conn, incident.anchor_case_key, SITE_RESOLVED, payload, self._subscribed(SITE_RESOLVED))
 
     # -- writing
 
@@ -332,10 +536,28 @@ class CaseStore:
                 case_key=key, at=now, from_status=from_status, to_status=to_status, actor=actor, note=note
             )
         )
-        sinks = [name for name, events in self.subscriptions.items() if event in events]
+        sinks = self._subscribed(event)
         if not sinks:
             return
-        payload = event_payload(_case(conn, key), event, actor, note, now)
+        case = _case(conn, key)
+        if case.site_incident_key and self.paging & set(sinks):
+            status, anchor = conn.execute(
+                sa.select(site_incidents.c.status, site_incidents.c.anchor_case_key).where(
+                    site_incidents.c.site_incident_key == case.site_incident_key
+                )
+            ).one()
+            if status == OPEN and anchor != key:  # the anchor's page stands for the site incident
+                sinks = [sink for sink in sinks if sink not in self.paging]
+        self._enqueue(conn, key, event, event_payload(case, event, actor, note, now), sinks)
+
+    def _subscribed(self, event: str) -> list[str]:
+        return [name for name, events in self.subscriptions.items() if event in events]
+
+    def _enqueue(self, conn: sa.Connection, key: str, event: str, payload: dict[str, Any], sinks: list[str]) -> None:
+        """One outbox row per sink, in the stream of case ``key``."""
+        if not sinks:
+            return
+        now = self.clock()
         conn.execute(
             sa.insert(outbox),
             [
@@ -368,15 +590,61 @@ def event_payload(case: Case, event: str, actor: str, note: str | None, at: date
         "resolved_at": case.resolved_at.isoformat() if case.resolved_at else None,
         "reopen_count": case.reopen_count,
         "evidence": case.evidence,
+        "site_incident": case.site_incident_key,
         "actor": actor,
         "note": note,
         "at": at.isoformat(),
     }
 
 
+def site_payload(
+    case: Case, incident: SiteIncident, event: str, actor: str, note: str | None, at: datetime
+) -> dict[str, Any]:
+    """A site incident event: the case it is about (the linked one, or the anchor) and the incident."""
+    return {
+        **event_payload(case, event, actor, note, at),
+        "site": {
+            "key": incident.site_incident_key,
+            "site_id": incident.site_id,
+            "anchor_case_key": incident.anchor_case_key,
+            "status": incident.status,
+            "first_start": incident.first_start.isoformat(),
+            "last_start": incident.last_start.isoformat(),
+            "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
+            "case_keys": list(incident.case_keys),
+            "devices": list(incident.devices),
+        },
+    }
+
+
 def _case(conn: sa.Connection, key: str) -> Case | None:
     row = conn.execute(sa.select(cases).where(cases.c.case_key == key)).first()
     return Case(**row._mapping) if row else None
+
+
+def _linked(conn: sa.Connection, keys: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """(case key, device) of the cases linked to each site incident, by incident start."""
+    linked: dict[str, list[tuple[str, str]]] = {}
+    if not keys:
+        return linked
+    rows = conn.execute(
+        sa.select(cases.c.site_incident_key, cases.c.case_key, cases.c.device_id)
+        .where(cases.c.site_incident_key.in_(keys))
+        .order_by(cases.c.incident_start, cases.c.case_key)
+    )
+    for incident, key, device in rows:
+        linked.setdefault(incident, []).append((key, device))
+    return linked
+
+
+def _with_cases(row: sa.Row, linked: list[tuple[str, str]]) -> SiteIncident:
+    devices = tuple(dict.fromkeys(device for _, device in linked))
+    return SiteIncident(**row._mapping, case_keys=tuple(key for key, _ in linked), devices=devices)
+
+
+def _site_incident(conn: sa.Connection, key: str) -> SiteIncident | None:
+    row = conn.execute(sa.select(site_incidents).where(site_incidents.c.site_incident_key == key)).first()
+    return _with_cases(row, _linked(conn, [key]).get(key, [])) if row else None
 
 
 def _locked_case(conn: sa.Connection, key: str) -> Case:
