@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from iot_lake.lake import TELEMETRY_PREFIX, WEATHER_PREFIX, Lake, telemetry_hour_of_key, weather_day_of_key
+from iot_lake.simulate.deliveries import SimConfig
 from lib.loop_report import closing_table, loop_summary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,6 +161,12 @@ def run_jobs(defs, instance, plan) -> tuple[list[tuple[str, str, str]], dict[str
 )
 @click.option("--devices", default=20, show_default=True, help="Simulated devices (4 metrics each).")
 @click.option("--seed", default=42, show_default=True)
+@click.option(
+    "--anomaly-rate",
+    default=0.2,
+    show_default=True,
+    help="Injected anomalies per device metric and day (the ground truth the closing table scores cases on).",
+)
 @click.option("--start", "start_day", default=None, help="First scored UTC day; default: --days before today.")
 @click.option(
     "--simulate/--no-simulate",
@@ -167,7 +174,9 @@ def run_jobs(defs, instance, plan) -> tuple[list[tuple[str, str, str]], dict[str
     show_default=True,
     help="--no-simulate runs the pipeline over what already landed in the window (imported or real data).",
 )
-def main(days: int, history_days: int, devices: int, seed: int, start_day: str | None, simulate: bool) -> None:
+def main(
+    days: int, history_days: int, devices: int, seed: int, anomaly_rate: float, start_day: str | None, simulate: bool
+) -> None:
     from definitions import defs
     from iot_lake.settings import load_settings
 
@@ -186,7 +195,10 @@ def main(days: int, history_days: int, devices: int, seed: int, start_day: str |
         f"[bold]iot-lake main job[/] env={settings.env} lake={settings.lake_root} "
         f"history={first:%Y-%m-%d}..{start:%Y-%m-%d} scored={start:%Y-%m-%d}..{end:%Y-%m-%d}"
     )
-    simulated = _simulate(settings, lake, devices, seed, first, end) if simulate else None
+    simulated = None
+    if simulate:
+        cfg = SimConfig(devices=devices, seed=seed, anomaly_rate=anomaly_rate)
+        simulated = _simulate(settings, lake, cfg, first, end)
     t_sim = time.perf_counter() - t0
 
     plan = partitions_to_run(lake, first, start, end)
@@ -209,17 +221,16 @@ def main(days: int, history_days: int, devices: int, seed: int, start_day: str |
         sys.exit(1)
 
 
-def _simulate(settings, lake: Lake, devices: int, seed: int, first: datetime, end: datetime):
-    from iot_lake.simulate.deliveries import SimConfig
+def _simulate(settings, lake: Lake, cfg: SimConfig, first: datetime, end: datetime):
     from iot_lake.simulate.runner import Simulator
 
-    sim = Simulator(SimConfig(devices=devices, seed=seed), lake)
+    sim = Simulator(cfg, lake)
     if not settings.is_prod:  # in prod the historian is a real database, not ours to seed
         sim.seed_historian(settings.historian_url, first.date())
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as p:
-        task = p.add_task(f"simulating {devices} devices", total=int((end - first) / timedelta(hours=1)))
+        task = p.add_task(f"simulating {cfg.devices} devices", total=int((end - first) / timedelta(hours=1)))
         return sim.backfill(first, end, on_hour=lambda _: p.advance(task))
 
 

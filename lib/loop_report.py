@@ -32,6 +32,8 @@ class LoopSummary:
     minutes_anomalous: int = 0
     series_scored: int = 0
     cases_by_severity: dict[str, int] = field(default_factory=dict)
+    site_incidents: int = 0  # several devices of one site at once: paged once
+    site_incident_cases: int = 0
     accuracy: CaseAccuracy | None = None  # None without ground truth (real or imported data)
 
 
@@ -52,7 +54,9 @@ def loop_summary(settings, lake: Lake, start: datetime, end: datetime) -> LoopSu
     if len(scored):
         out.minutes_scored, out.minutes_anomalous = len(scored), int(scored["is_anomalous"].sum())
         out.series_scored = int(scored.groupby(["device_id", "metric"]).ngroups)
-    cases = _cases(settings, start, end)
+    cases, incidents = _cases(settings, start, end)
+    out.site_incidents = len(incidents)
+    out.site_incident_cases = sum(len(i.case_keys) for i in incidents)
     out.cases_by_severity = {s: int((cases["severity"] == s).sum()) for s in reversed(SEVERITIES)} if len(cases) else {}
     truth = _truth(lake, start, end)
     if truth is not None:
@@ -81,29 +85,34 @@ def _champion(lake: Lake) -> dict:
     }
 
 
-def _cases(settings, start: datetime, end: datetime) -> pd.DataFrame:
+def _cases(settings, start: datetime, end: datetime) -> tuple[pd.DataFrame, list]:
     from iot_lake.cases.store import CaseStore
 
     with CaseStore(settings.cases_url) as store:
         found = store.list_cases()
+        incidents = [
+            i for i in store.site_incidents() if pd.Timestamp(start) <= _utc(i.first_start) < pd.Timestamp(end)
+        ]
     rows = [
         {
             "case_key": c.case_key,
             "device_id": c.device_id,
             "metric": c.metric,
-            "start": pd.Timestamp(c.incident_start).tz_convert("UTC")
-            if pd.Timestamp(c.incident_start).tzinfo
-            else pd.Timestamp(c.incident_start).tz_localize("UTC"),
-            "last_seen": pd.Timestamp(c.last_seen).tz_convert("UTC")
-            if pd.Timestamp(c.last_seen).tzinfo
-            else pd.Timestamp(c.last_seen).tz_localize("UTC"),
+            "start": _utc(c.incident_start),
+            "last_seen": _utc(c.last_seen),
             "severity": c.severity,
             "status": c.status,
         }
         for c in found
     ]
     frame = pd.DataFrame(rows, columns=["case_key", "device_id", "metric", "start", "last_seen", "severity", "status"])
-    return frame[(frame["start"] >= pd.Timestamp(start)) & (frame["start"] < pd.Timestamp(end))].reset_index(drop=True)
+    inside = (frame["start"] >= pd.Timestamp(start)) & (frame["start"] < pd.Timestamp(end))
+    return frame[inside].reset_index(drop=True), incidents
+
+
+def _utc(value: datetime) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")
 
 
 def _truth(lake: Lake, start: datetime, end: datetime) -> pd.DataFrame | None:
@@ -159,6 +168,11 @@ def closing_table(
     opened = sum(summary.cases_by_severity.values())
     by = ", ".join(f"{n} {s}" for s, n in summary.cases_by_severity.items() if n)
     table.add_row("cases opened", f"{opened}" + (f" ({by})" if by else ""))
+    if summary.site_incidents:
+        table.add_row(
+            "site incidents",
+            f"{summary.site_incidents} (paged once each for {summary.site_incident_cases} device cases)",
+        )
     a = summary.accuracy
     if a is None:
         table.add_row("against ground truth", "none for this data (no injected anomalies)")

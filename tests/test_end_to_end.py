@@ -39,34 +39,50 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def test_main_job_end_to_end(tmp_path):
+    """The whole loop after one command: sources, curated, training, forecasts, deviations, cases and the
+    warehouse, with the closing table an operator reads."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     # Seed 130: a 4-device fleet with a device whose sampling phase once put a day's last sample
     # into the next day (the historian seed then failed on a duplicate reading): any seed must work.
+    # Two days of history, one scored day, anomalies dense enough that some are injected in it.
+    command = ["--devices", "4", "--days", "1", "--history-days", "2", "--start", "2026-11-20", "--seed", "130"]
     out = subprocess.run(
-        [sys.executable, "-m", "jobs.main", "--devices", "4", "--days", "1", "--start", "2026-11-20", "--seed", "130"],
+        [sys.executable, "-m", "jobs.main", *command, "--anomaly-rate", "0.5"],
         cwd=REPO,
         env=_env(IOT_LAKE_ROOT=str(tmp_path / "lake"), DAGSTER_HOME=str(home)),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "failed runs" in out.stdout
+    for row in ("champion model", "forecasts", "deviations", "cases opened", "precision", "recall", "failed runs"):
+        assert row in out.stdout, (row, out.stdout)
+    assert "iot-lake cases list" in out.stderr
+    days = {"2026-11-18", "2026-11-19", "2026-11-20"}
     with DagsterInstance.from_config(str(home)) as instance:
 
         def partitions(key):
             return instance.get_materialized_partitions(AssetKey(key))
 
-        assert len(partitions(["landing", "telemetry"])) == 24
+        assert len(partitions(["landing", "telemetry"])) == 72
         assert partitions(["curated", "telemetry"]) == partitions(["landing", "telemetry"])
         for grain in ("1min", "5min"):
             assert partitions(["curated", f"telemetry_{grain}"]) == partitions(["landing", "telemetry"])
-        # The day's 24 hours ran as one single-run backfill: one Spark session, not 24.
         runs = instance.get_run_records()
-        assert sum(r.dagster_run.job_name == "telemetry_hourly_job" for r in runs) == 1
+
+        def count(job):
+            return sum(r.dagster_run.job_name == job for r in runs)
+
+        # Every hourly asset of the chain backfilled its range in one run, not one run per hour.
+        assert count("telemetry_hourly_job") == 1
+        assert count("forecast_refresh_job") == 1 and count("deviations_job") == 1
+        assert len(partitions(["ml", "batch_forecast"])) == 24
+        assert "2026-11-19-23:00" in partitions(["ml", "batch_forecast"])
+        assert partitions(["ops", "deviations"]) == {f"2026-11-20-{h:02d}:00" for h in range(24)}
+        assert partitions(["ml", "forecast_model"]) == {"2026-11-19"}
         for key in (["curated", "weather"], ["curated", "features"]):
-            assert partitions(key) == {"2026-11-20"}
+            assert partitions(key) == days
         features = instance.get_latest_materialization_event(AssetKey(["curated", "features"])).asset_materialization
         assert features.metadata["dagster/row_count"].value == 4 * 4 * 288  # devices x metrics x 5-min buckets
         # Every data-quality check ran in the main job's runs and passed.
@@ -85,15 +101,40 @@ def test_main_job_end_to_end(tmp_path):
         assert weather.metadata["quarantine_rate"].value == pytest.approx(
             weather.metadata["quarantined"].value / rows_read, abs=1e-6
         )
-        assert partitions(["landing", "weather"]) == {"2026-11-20"}
-        assert partitions(["landing", "device_registry"]) == {"2026-11-20"}
-        assert partitions(["landing", "historical_readings"]) == {"2026-11-20"}
-        event = instance.get_latest_materialization_event(AssetKey(["landing", "historical_readings"]))
-        assert event.asset_materialization.metadata["rows"].value == 4 * 4 * 7 * 96  # a week of 15-min means
+        assert partitions(["landing", "weather"]) == days
+        assert partitions(["landing", "device_registry"]) == days
+        assert partitions(["landing", "historical_readings"]) == days
+        model = instance.get_latest_materialization_event(AssetKey(["ml", "forecast_model"])).asset_materialization
+        assert model.metadata["method"].value in ("lightgbm", "seasonal_naive")
+        deviations = instance.get_latest_materialization_event(AssetKey(["ops", "deviations"])).asset_materialization
+        # Every minute of the scored day of every series (less the few the simulator lost).
+        assert deviations.metadata["dagster/row_count"].value > 0.9 * 16 * 1440
     assert (tmp_path / "lake" / "landing" / "_inventory" / "telemetry" / "2026" / "11" / "20" / "23.json").exists()
     assert sorted(p.name for p in (tmp_path / "lake").iterdir() if not p.name.startswith("_")) == sorted(
-        ["landing", "curated", "warehouse", "models", "forecasts", "cases", "quarantine"]
+        ["landing", "curated", "warehouse", "models", "forecasts", "cases", "quarantine", "ops"]
     )
+    # The cases reached the case store, the CLI and the warehouse; the forecasts the warehouse too.
+    listed = subprocess.run(
+        [sys.executable, "-m", "iot_lake.cli", "cases", "list", "--format", "json"],
+        cwd=REPO,
+        env=_env(IOT_LAKE_ROOT=str(tmp_path / "lake")),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads(listed.stdout)
+    assert found and all(c["start"] >= "2026-11-20" for c in found)
+    import duckdb
+
+    warehouse = next((tmp_path / "lake" / "warehouse").glob("*.duckdb"))
+    with duckdb.connect(str(warehouse), read_only=True) as db:
+        tables = {
+            name: schema
+            for schema, name in db.sql("select table_schema, table_name from information_schema.tables").fetchall()
+        }
+        n_forecast = db.sql(f"select count(*) from {tables['fct_forecast']}.fct_forecast").fetchone()[0]
+        n_case = db.sql(f"select count(*) from {tables['fct_case']}.fct_case").fetchone()[0]
+    assert n_forecast > 0 and n_case == len(found)
 
 
 @dataclass
