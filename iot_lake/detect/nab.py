@@ -51,6 +51,8 @@ class NabParams:
     slow_half_life: float = 41484.8  # ... and 0.005 per 5-min point, ~11.5 h)
     shift_clip: float = 6.0  # the fast/slow means see values clipped to level +- this many
     # spreads (robust: a spike does not move them, a lasting shift does)
+    warm_means: bool = False  # the slow EW means start as the running mean of the first points
+    # (weight max(EW weight, 1/n)) rather than anchored on the first point for hours
     spread_half_life: float = 4054.0  # EW mean of |level residual| (volatility changes; 0.05)
     season_seconds: float = 86400.0  # seasonal period (0 disables the seasonal channel)
     season_halfwidth: float = 0.0  # seconds either side of that phase (0: the nearest point)
@@ -61,10 +63,14 @@ class NabParams:
     agree_weight: float = 0.0  # weight of the other channels' surprises added to the largest
     band_z: float = Z95  # the external band's half-width in standard deviations (a 95% band)
     band_floor: float = 0.5  # the band channel's tail scale is at least this many band sigmas
+    band_detrend: bool = False  # with a band: the own channels follow value - expected (what the
+    # external forecast leaves unexplained), not the raw value
     # calibration
     history: float = 600000.0  # seconds of residuals kept per calibrator (~6.9 days: 2000 points)
     min_history: int = 100  # fewer residuals than this: no surprise yet.  A count, not a span: a
     # tail rank needs that many samples to mean anything whatever time they cover
+    lag: float = 0.0  # residuals join the calibration this many seconds late, so that a developing
+    # shift or drift is judged against the time before it began, not against its own last minutes
     tail_frac: float = 0.05  # share of the history used to fit the exponential tail
     rel_floor: float = 0.1  # the tail scale is at least this share of the largest past deviation
     tail_power: float = 0.0  # >0: beyond the max, surprise grows as power*ln(1+excess/beta)
@@ -163,21 +169,65 @@ class TailCalibrator:
 
 
 class SignedCalibrator:
-    """Two `TailCalibrator`s, for positive and for negative residuals (spiky metrics are often
-    one-sided: a spike up is routine where a dip is not)."""
+    """Two tails, of positive and of negative residuals (spiky metrics are often one-sided: a spike
+    up is routine where a dip is not), over one window of the last `history` seconds.  Each tail is
+    a `TailCalibrator` of max(r, 0) resp. max(-r, 0) -- the same numbers -- but the zeros (the
+    other side's residuals) are only counted, not sorted: half the work per push."""
 
-    __slots__ = ("up", "down")
+    __slots__ = ("history", "min_history", "tail_frac", "power", "rel_floor", "_times", "_window", "_pos", "_neg")
 
     def __init__(self, history: float, min_history: int, tail_frac: float):
-        self.up = TailCalibrator(history, min_history, tail_frac)
-        self.down = TailCalibrator(history, min_history, tail_frac)
+        self.history = history
+        self.min_history = min_history
+        self.tail_frac = tail_frac
+        self.power = 0.0
+        self.rel_floor = 0.0
+        self._times: deque = deque()
+        self._window: deque = deque()
+        self._pos: list = []  # sorted positive residuals
+        self._neg: list = []  # sorted magnitudes of negative residuals
+
+    def __len__(self) -> int:
+        return len(self._window)
 
     def surprise(self, r: float, floor: float) -> float:
-        return self.up.surprise(r, floor) if r >= 0 else self.down.surprise(-r, floor)
+        """As `TailCalibrator.surprise` of |r| against the residuals of r's sign."""
+        n = len(self._window)
+        if n < self.min_history or r == 0.0:
+            return 0.0
+        s, x = (self._pos, r) if r > 0 else (self._neg, -r)
+        m = len(s)
+        top = s[-1] if m else 0.0
+        if x <= top:
+            return -math.log((m - bisect.bisect_left(s, x) + 1) / (n + 1))
+        k = max(5, int(self.tail_frac * n))
+        if m >= k:
+            u = s[m - k]
+            beta = math.fsum(s[m - k :]) / k - u
+        else:  # the top k reach into the zeros
+            beta = math.fsum(s) / k
+        beta = max(beta, self.rel_floor * top, floor, 1e-12)
+        z = (x - top) / beta
+        if self.power > 0:
+            z = self.power * math.log1p(z)
+        return math.log(n + 1) + z
 
     def push(self, r: float, t: float) -> None:
-        self.up.push(r if r > 0.0 else 0.0, t)
-        self.down.push(-r if r < 0.0 else 0.0, t)
+        self._times.append(t)
+        self._window.append(r)
+        if r > 0.0:
+            bisect.insort(self._pos, r)
+        elif r < 0.0:
+            bisect.insort(self._neg, -r)
+        old_before = t - self.history
+        times, window = self._times, self._window
+        while times[0] <= old_before:
+            times.popleft()
+            o = window.popleft()
+            if o > 0.0:
+                del self._pos[bisect.bisect_left(self._pos, o)]
+            elif o < 0.0:
+                del self._neg[bisect.bisect_left(self._neg, -o)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,6 +253,7 @@ class OnlineForecaster:
         self._st: list = []  # times and values of the last season_count periods
         self._sv: list = []
         self._dt = math.nan
+        self._xs = self._xs_of = math.nan
         self.a_level = self.a_fast = self.a_slow = self.a_spread = self.a_scale = 0.0
 
     def set_step(self, dt: float) -> None:
@@ -243,7 +294,8 @@ class OnlineForecaster:
     def residuals(self, x: float, t: float) -> dict:
         if self.n == 0:
             return {}
-        xs = self._shift_input(x)
+        xs = self._xs = self._shift_input(x)
+        self._xs_of = x
         r = {"level": x - self.level, "shift": (self.fast + self.a_fast * (xs - self.fast)) - self.slow}
         if self.period > 0:
             sf = self.seasonal_forecast(t)
@@ -275,13 +327,15 @@ class OnlineForecaster:
             self._spread_slow = 0.0
             self.scale = abs(x)
         else:
-            xs = self._shift_input(x)
+            # the clipped input residuals() computed for this very x (the state has not moved since)
+            xs = self._xs if self._xs_of == x else self._shift_input(x)
             dev = abs(x - self.level)
+            a_slow = max(self.a_slow, 1.0 / (self.n + 1)) if self.p.warm_means else self.a_slow
             self.spread += self.a_spread * (dev - self.spread)
-            self._spread_slow += self.a_slow * (dev - self._spread_slow)
+            self._spread_slow += a_slow * (dev - self._spread_slow)
             self.level += self.a_level * (x - self.level)
             self.fast += self.a_fast * (xs - self.fast)
-            self.slow += self.a_slow * (xs - self.slow)
+            self.slow += a_slow * (xs - self.slow)
             self.scale += self.a_scale * (abs(x) - self.scale)
         if self.period > 0:
             st, sv = self._st, self._sv
@@ -328,8 +382,8 @@ class DeviationScorer:
         self._recent = {b: deque() for b in ("level", "season")}
         self._runs = tuple(b for b in ("level", "season") if b + "_run" in self._use)
         for cal in self.calibrators.values():
-            cal.up.power = cal.down.power = p.tail_power
-            cal.up.rel_floor = cal.down.rel_floor = p.rel_floor
+            cal.power = p.tail_power
+            cal.rel_floor = p.rel_floor
         self.burst_cal = TailCalibrator(p.history, p.min_history, p.tail_frac)
         self.burst_cal.power = p.tail_power
         self.burst_cal.rel_floor = p.rel_floor
@@ -345,6 +399,7 @@ class DeviationScorer:
         self._alert_surprise = 0.0
         self.last_surprises: dict = {}
         self._last_res: dict = {}
+        self._lagged: deque = deque()  # residuals waiting `lag` seconds to join the calibration
         self._pending = None  # (t, x, residuals, burst value) of the assessed, not yet learnt point
         self.surprise_value = 0.0  # combined surprise (nats) of the last assessed point
 
@@ -384,7 +439,10 @@ class DeviationScorer:
         f = self.forecaster
         f.set_step(dt)
         p = self.p
-        res = f.residuals(x, t)
+        if band is not None and not all(map(math.isfinite, band)):
+            band = None
+        own = x - band[0] if band is not None and p.band_detrend else x
+        res = f.residuals(own, t)
         for base in self._runs:
             if base in res:
                 recent = self._recent[base]
@@ -399,7 +457,7 @@ class DeviationScorer:
         if band is not None:
             expected, lo, hi = band
             width = (hi - lo) / (2 * p.band_z)
-            if width > 0 and math.isfinite(width) and math.isfinite(expected):
+            if width > 0:
                 res["band"] = (x - expected) / width
         floor = 1e-6 * (abs(f.scale) + 1e-9) if f.n else 0.0
         cals = self.calibrators
@@ -408,9 +466,9 @@ class DeviationScorer:
         for c, r in res.items():
             if c in use and (r >= 0 or c in TWO_SIDED):
                 if c == "band":
-                    cal = cals[c].up if r >= 0 else cals[c].down
+                    cal = cals[c]
                     # until the band's own residuals are known, trust its normal tail
-                    out[c] = cal.surprise(abs(r), p.band_floor) if len(cal) >= p.min_history else gaussian_surprise(r)
+                    out[c] = cal.surprise(r, p.band_floor) if len(cal) >= p.min_history else gaussian_surprise(r)
                 else:
                     out[c] = cals[c].surprise(r, floor)
         self.last_surprises = out
@@ -438,23 +496,33 @@ class DeviationScorer:
         if s > 0:
             s = max(s - self._rate_shift, 0.0)
         self.surprise_value = s
-        self._pending = (t, x, res, m)
+        self._pending = (t, own, res, m)
         return s / (s + p.half_surprise) if s > 0 else 0.0
 
-    def learn(self, calibrate: bool = True) -> None:
+    def _calibrate(self, t: float, res: dict, skip, m) -> None:
+        cals = self.calibrators
+        for c, r in res.items():
+            if c in self._use and c not in skip:
+                cals[c].push(r, t)
+        if m is not None:
+            self.burst_cal.push(m, t)
+
+    def learn(self, skip: frozenset | tuple = ()) -> None:
         """Learn from the point just assessed: the forecaster always (it follows the series), the
-        calibrators only if `calibrate` (an incident kept out of them does not become normal)."""
+        calibrators of every channel but those in `skip` ("all": none), so that, say, an incident
+        kept out of the band channel's calibration does not become normal."""
         if self._pending is None:
             return
         t, x, res, m = self._pending
         self._pending = None
-        if calibrate:
-            cals = self.calibrators
-            for c, r in res.items():
-                if c in self._use:
-                    cals[c].push(r, t)
-            if m is not None:
-                self.burst_cal.push(m, t)
+        if skip != "all":
+            if self.p.lag > 0:
+                self._lagged.append((t, res, skip, m))
+            else:
+                self._calibrate(t, res, skip, m)
+        lagged = self._lagged
+        while lagged and lagged[0][0] <= t - self.p.lag:
+            self._calibrate(*lagged.popleft())
         self.forecaster.update(x, t)
         if self._t0 is None:
             self._t0 = t
@@ -467,7 +535,7 @@ class DeviationScorer:
         unless the surprise grows by `rearm_factor` (after `rearm_after` seconds)."""
         raw = self.assess(timestamp, value, band)
         pending = self._pending
-        self.learn(learn)
+        self.learn(() if learn else "all")
         if pending is None:
             return 0.0
         t = pending[0]
