@@ -11,6 +11,9 @@ or too wide band is judged by how the series usually sits in it.
 An incident (``is_anomalous``) starts at a minute whose score reaches the alert level
 (``params.detector.alert_level``) and goes on while the following minutes stay outside the band or
 score at the alert level themselves; it ends at the first minute back in band that scores below it.
+Within ``suppress`` seconds (an hour) of its end, an alert starts a new incident only if its
+surprise exceeds the last incident's peak by ``rearm_factor`` (the own channels' means settle after
+a big excursion: that aftershock is not news).
 Incident minutes are kept out of the band channel's calibration, so a long excursion does not
 become normal (the scorer's own channels measure against a forecaster that follows the series, so
 they keep learning: frozen, they would lock an incident on).
@@ -55,7 +58,8 @@ COLUMNS = [
 # profile: the own channels follow actual - expected (a level shift or drift of a few sigma shows
 # there whatever the band's width or bias), and no seasonal channel (it would need a day of replay
 # before it says anything); residuals join the calibration an hour late, so a slow drift or a
-# stuck sensor is judged against the hour before it, not against its own last minutes; the
+# stuck sensor is judged against the hour before it, not against its own last minutes; the own
+# channels speak once 6 hours of residuals are calibrated (the band's normal tail meanwhile); the
 # calibration looks back over the day that is replayed; a short warm-up since the band, the one
 # channel trusted from the first minute, covers a new series meanwhile.  Spread: a noise-variance
 # increase inside a wide band.
@@ -64,6 +68,8 @@ PRODUCTION = NabParams(
     band_detrend=True,
     lag=3600.0,
     warm_means=True,
+    suppress=3600.0,
+    min_history=360,
     season_seconds=0.0,
     history=86400.0,
     warmup=7200.0,
@@ -113,12 +119,23 @@ class SeriesScorer:
         self.scorer = DeviationScorer(replace_z(params.detector, params.band))
         self.alert = params.detector.alert_level
         self.in_incident = False
+        self._peak = 0.0  # the last incident's largest surprise, and when it ended
+        self._ended = -math.inf
 
     def update(self, t: float, actual: float, band: tuple | None) -> tuple[float, bool]:
         """(score in [0, 1], anomalous?) of the minute at t (seconds), then learn from it."""
         s = self.scorer.assess(t, actual, band)
         outside = band is not None and not (band[1] <= actual <= band[2])
-        self.in_incident = s >= self.alert or (self.in_incident and outside)
+        surprise = self.scorer.surprise_value
+        p = self.params.detector
+        if self.in_incident:
+            self.in_incident = outside or s >= self.alert
+            self._peak = max(self._peak, surprise)
+            self._ended = t
+        elif s >= self.alert and (t > self._ended + p.suppress or surprise > p.rearm_factor * self._peak):
+            # an incident's aftershock (the own channels' means still settling after it) within
+            # `suppress` seconds of its end is the same incident, unless clearly bigger
+            self.in_incident, self._peak = True, surprise
         self.scorer.learn(BAND if self.in_incident else ())
         return s, self.in_incident
 
@@ -126,6 +143,11 @@ class SeriesScorer:
         """Learn from a stored minute without scoring it: its stored flag says whether it was an
         incident (kept out of the calibration) unless an operator marked it normal."""
         self.scorer.assess(t, actual, band)
+        if anomalous:
+            self._peak = (
+                self.scorer.surprise_value if not self.in_incident else max(self._peak, self.scorer.surprise_value)
+            )
+            self._ended = t
         self.in_incident = bool(anomalous) and not normal
         self.scorer.learn(BAND if self.in_incident else ())
 
