@@ -40,7 +40,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "curate": ([], ["--quick"]),
     "forecast": ([], ["--quick"]),
     "latency": ([], []),
-    "nab": ([], ["--check-causal", "0"]),
+    "nab": (["--loco"], ["--check-causal", "0"]),  # full: + leave-one-category-out (~3 min)
 }
 SIMULATING = {"demo", "curate", "forecast", "latency"}  # the ones that take --seed
 console = Console(stderr=True)

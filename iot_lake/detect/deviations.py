@@ -1,25 +1,39 @@
-"""Forecast deviations: 1-minute actuals against the champion's forecast band, scored causally.
+"""Forecast deviations: 1-minute actuals against the champion forecast's band, scored causally.
 
 Each minute of a series is compared with the forecast of its 5-minute bucket (the latest forecast
-made before the hour it is in): its residual, standardised by the 95% band's width, is turned
-into a surprise against the series' own recent residuals (iot_lake.detect.nab's calibrators, the
-code the NAB detector scores with), so a score means the same on every device and metric. An
-incident starts at a minute outside the band whose score reaches ``alert_score`` and lasts while
-the series stays outside it (SeriesScorer); the case store turns it into one case.
+made before the hour it is in).  One `iot_lake.detect.nab.DeviationScorer` per (device, metric)
+series -- the detector NAB is scored with -- is fed the minute, its timestamp and the band
+(expected, lo, hi): the residual standardised by the band's width is one residual channel, beside
+the scorer's own level, shift and volatility channels, each calibrated against the series' own
+recent residuals, so a score means the same on every device and metric and a biased, too narrow
+or too wide band is judged by how the series usually sits in it.
 
-Causal and repeatable: a minute's score uses the residuals before it only, and an hour is scored
-after warming the calibrators with the residuals stored for the hours before it.
+An incident (``is_anomalous``) starts at a minute whose score reaches the alert level
+(``params.detector.alert_level``) and goes on while the following minutes stay outside the band or
+score at the alert level themselves; it ends at the first minute back in band that scores below it.
+Within ``suppress`` seconds (an hour) of its end, an alert starts a new incident only if its
+surprise exceeds the last incident's peak by ``rearm_factor`` (the own channels' means settle after
+a big excursion: that aftershock is not news).
+Incident minutes are kept out of the band channel's calibration, so a long excursion does not
+become normal (the scorer's own channels measure against a forecaster that follows the series, so
+they keep learning: frozen, they would lock an incident on).
+
+Causal and repeatable: a minute's score uses the minutes before it only, and an hour is scored
+after replaying the series' stored rows of the hours before it (``history``) through a fresh
+scorer, so re-scoring an hour gives the same rows.  Periods an operator marked as normal (false
+positives) are learnt as normal in that replay even where they were flagged, so the same deviation
+is less surprising next time.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from iot_lake.detect.nab import SignedCalibrator
+from iot_lake.detect.nab import DeviationScorer, NabParams
 
 Z = {80: 1.2815515655446004, 95: 1.959963984540054}
 KEY = ["device_id", "metric"]
@@ -40,16 +54,39 @@ COLUMNS = [
     "event_date",
 ]
 
+# The detector as production runs it on 1-minute actuals.  The band already carries the daily
+# profile: the own channels follow actual - expected (a level shift or drift of a few sigma shows
+# there whatever the band's width or bias), and no seasonal channel (it would need a day of replay
+# before it says anything); residuals join the calibration an hour late, so a slow drift or a
+# stuck sensor is judged against the hour before it, not against its own last minutes; the own
+# channels speak once 6 hours of residuals are calibrated (the band's normal tail meanwhile); the
+# calibration looks back over the day that is replayed; a short warm-up since the band, the one
+# channel trusted from the first minute, covers a new series meanwhile.  Spread: a noise-variance
+# increase inside a wide band.
+PRODUCTION = NabParams(
+    channels="level,shift,spread,band",
+    band_detrend=True,
+    lag=3600.0,
+    warm_means=True,
+    suppress=3600.0,
+    min_history=360,
+    season_seconds=0.0,
+    history=86400.0,
+    warmup=7200.0,
+    half_surprise=8.0,
+    alert_level=0.5,
+)
+
 
 @dataclass(frozen=True)
 class DeviationParams:
     band: int = 95  # the forecast interval that is the expected band
-    history: int = 1440  # residuals per series the calibration looks back over (a day of minutes)
-    min_history: int = 60  # fewer past residuals: the band's normal tail gives the surprise
-    tail_frac: float = 0.05
-    floor: float = 0.5  # the surprise's tail scale, in band half-widths, at least
-    half_surprise: float = 8.0  # surprise (nats) that maps to score 0.5
-    alert_score: float = 0.5
+    history: int = 1440  # minutes of stored rows replayed per series before an hour is scored
+    detector: NabParams = field(default_factory=lambda: PRODUCTION)
+
+    @property
+    def alert_score(self) -> float:
+        return self.detector.alert_level
 
 
 def with_forecasts(actuals: pd.DataFrame, forecasts: pd.DataFrame) -> pd.DataFrame:
@@ -71,70 +108,106 @@ def standardised(actual, expected, lo, hi, band: int) -> np.ndarray:
     return (np.asarray(actual) - np.asarray(expected)) / sigma
 
 
-def gaussian_surprise(residual: float) -> float:
-    """-ln P(|N(0, 1)| >= |residual|), without underflow far out in the tail."""
-    r = abs(residual)
-    p = math.erfc(r / math.sqrt(2))
-    if p > 1e-300:
-        return -math.log(p)
-    return r * r / 2 + math.log(r * math.sqrt(math.pi / 2))  # Mills' ratio asymptote
+BAND = ("band",)
 
 
 class SeriesScorer:
-    """One series' state: the calibration of its normal residuals and whether an incident is on.
+    """One series' state: its `DeviationScorer` and whether an incident is on (module docstring)."""
 
-    An incident starts at a minute outside the band whose score reaches ``alert_score`` and lasts
-    while the series stays outside the band, whatever the later minutes score: a long excursion is
-    one incident, and its minutes stay out of the calibration so that it does not become normal.
-    """
-
-    def __init__(self, params: DeviationParams):
+    def __init__(self, params: DeviationParams = DeviationParams()):
         self.params = params
-        self.calibrator = SignedCalibrator(params.history, params.min_history, params.tail_frac)
+        self.scorer = DeviationScorer(replace_z(params.detector, params.band))
+        self.alert = params.detector.alert_level
         self.in_incident = False
+        self._peak = 0.0  # the last incident's largest surprise, and when it ended
+        self._ended = -math.inf
 
-    def warm(self, residuals, anomalous) -> None:
-        for r, a in zip(residuals, anomalous):
-            self.in_incident = bool(a)
-            if not a:
-                self.calibrator.push(float(r))
+    def update(self, t: float, actual: float, band: tuple | None) -> tuple[float, bool]:
+        """(score in [0, 1], anomalous?) of the minute at t (seconds), then learn from it."""
+        s = self.scorer.assess(t, actual, band)
+        outside = band is not None and not (band[1] <= actual <= band[2])
+        surprise = self.scorer.surprise_value
+        p = self.params.detector
+        if self.in_incident:
+            self.in_incident = outside or s >= self.alert
+            self._peak = max(self._peak, surprise)
+            self._ended = t
+        elif s >= self.alert and (t > self._ended + p.suppress or surprise > p.rearm_factor * self._peak):
+            # an incident's aftershock (the own channels' means still settling after it) within
+            # `suppress` seconds of its end is the same incident, unless clearly bigger
+            self.in_incident, self._peak = True, surprise
+        self.scorer.learn(BAND if self.in_incident else ())
+        return s, self.in_incident
 
-    def update(self, residual: float, outside: bool) -> tuple[float, bool]:
-        """(score in [0, 1], anomalous?) of the next minute."""
-        if len(self.calibrator.up) < self.params.min_history:
-            # Too little of its own history yet (the first hour of forecasts): trust the band's
-            # own normal tail until there is.
-            surprise = gaussian_surprise(residual)
-        else:
-            surprise = self.calibrator.surprise(residual, self.params.floor)
-        score = surprise / (surprise + self.params.half_surprise) if surprise > 0 else 0.0
-        self.in_incident = outside and (self.in_incident or score >= self.params.alert_score)
-        if not self.in_incident:
-            self.calibrator.push(residual)
-        return score, self.in_incident
+    def replay(self, t: float, actual: float, band: tuple | None, anomalous: bool, normal: bool = False) -> None:
+        """Learn from a stored minute without scoring it: its stored flag says whether it was an
+        incident (kept out of the calibration) unless an operator marked it normal."""
+        self.scorer.assess(t, actual, band)
+        if anomalous:
+            self._peak = (
+                self.scorer.surprise_value if not self.in_incident else max(self._peak, self.scorer.surprise_value)
+            )
+            self._ended = t
+        self.in_incident = bool(anomalous) and not normal
+        self.scorer.learn(BAND if self.in_incident else ())
+
+
+def replace_z(p: NabParams, band: int) -> NabParams:
+    return p.with_(band_z=Z[band]) if p.band_z != Z[band] else p
+
+
+def _seconds(ts: pd.Series) -> np.ndarray:
+    return pd.DatetimeIndex(ts).as_unit("ns").asi8 / 1e9
+
+
+def _in_periods(ts: np.ndarray, periods: pd.DataFrame | None) -> np.ndarray:
+    """Which of the times (seconds) fall inside any [start, end] of `periods`."""
+    inside = np.zeros(len(ts), bool)
+    if periods is not None:
+        for a, b in zip(_seconds(periods["start"]), _seconds(periods["end"])):
+            inside |= (ts >= a) & (ts <= b)
+    return inside
 
 
 def score(
-    joined: pd.DataFrame, history: pd.DataFrame | None, params: DeviationParams = DeviationParams()
+    joined: pd.DataFrame,
+    history: pd.DataFrame | None,
+    params: DeviationParams = DeviationParams(),
+    normal: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Scored deviations (COLUMNS) of the joined minutes; ``history`` holds earlier scored rows
-    (device_id, metric, ts, residual, is_anomalous) that warm each series' state."""
+    """Scored deviations (COLUMNS) of the joined minutes (``with_forecasts``).
+
+    ``history``: earlier scored rows of ops/deviations (device_id, metric, ts, actual, expected,
+    expected_lo, expected_hi, is_anomalous), replayed per series through its scorer before its
+    new minutes (only rows before the series' first new minute, so re-scoring an hour with the
+    same history gives the same rows).  ``normal``: (device_id, metric, start, end) periods an
+    operator marked as false positives; replayed minutes inside them are learnt as normal."""
     lo, hi = f"lo_{params.band}", f"hi_{params.band}"
     frame = joined.sort_values(["device_id", "metric", "bucket_start"]).reset_index(drop=True)
-    residual = standardised(frame["mean"], frame["yhat"], frame[lo], frame[hi], params.band)
-    outside = ((frame["mean"] < frame[lo]) | (frame["mean"] > frame[hi])).to_numpy()
+    actual = frame["mean"].to_numpy(float)
+    expected, lower, upper = (frame[c].to_numpy(float) for c in ("yhat", lo, hi))
+    residual = standardised(actual, expected, lower, upper, params.band)
+    times = _seconds(frame["bucket_start"])
     scores, anomalous = np.zeros(len(frame)), np.zeros(len(frame), bool)
-    past = (
-        {}
-        if history is None or history.empty
-        else {k: g.sort_values("ts").tail(params.history) for k, g in history.groupby(KEY)}
-    )
+    past = {} if history is None or history.empty else dict(list(history.groupby(KEY)))
+    marked = {} if normal is None or normal.empty else dict(list(normal.groupby(KEY)))
     for key, index in frame.groupby(KEY).indices.items():
         scorer = SeriesScorer(params)
+        first = times[index[0]]
         if key in past:
-            scorer.warm(past[key]["residual"].to_numpy(), past[key]["is_anomalous"].to_numpy())
-        for i in index:
-            scores[i], anomalous[i] = scorer.update(float(residual[i]), bool(outside[i]))
+            rows = past[key].sort_values("ts")
+            t_past = _seconds(rows["ts"])
+            keep = t_past < first
+            t_past = t_past[keep]
+            cols = [rows[c].to_numpy(float)[keep] for c in ("actual", "expected", "expected_lo", "expected_hi")]
+            flags = rows["is_anomalous"].to_numpy(bool)[keep]
+            ok = _in_periods(t_past, marked.get(key))
+            for t, x, e, a, b, f, n in zip(t_past.tolist(), *(c.tolist() for c in cols), flags.tolist(), ok.tolist()):
+                scorer.replay(t, x, (e, a, b) if e == e else None, f, n)
+        for i, t, x, e, a, b in zip(
+            index.tolist(), times[index].tolist(), *(c[index].tolist() for c in (actual, expected, lower, upper))
+        ):
+            scores[i], anomalous[i] = scorer.update(t, x, (e, a, b) if e == e else None)
     return pd.DataFrame(
         {
             "device_id": frame["device_id"],
