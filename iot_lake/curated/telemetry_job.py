@@ -339,7 +339,6 @@ def curate_batch(
     if len({latest_registry_day(lake, day) for day in {hour.date() for hour in landed}}) > 1:
         raise ValueError("the hours of a batch must share a registry snapshot: cut them with plan_batches")
     registry = load_registry(lake, landed[0].date())
-    keys = [o["key"] for hour in landed for o in inventories[hour]["objects"]]
     # Rows are assigned to their hour by their object's key; an inventory lists its hour's keys.
     if strays := [
         k for hour in landed for k in inventories[hour]["objects"] if telemetry_hour_of_key(k["key"]) != hour
@@ -347,6 +346,7 @@ def curate_batch(
         raise RuntimeError(
             f"inventoried objects outside their hour's key layout: {', '.join(k['key'] for k in strays[:5])}"
         )
+    keys = [o["key"] for hour in landed for o in inventories[hour]["objects"]]
 
     # Parse once into a staging table; every later step reads it instead of re-parsing.
     staging = f"curated/_staging/telemetry/{landed[0]:%Y%m%dT%H}-{landed[-1]:%Y%m%dT%H}"
@@ -424,9 +424,9 @@ def curate_batch(
 
     quarantine = (
         parsed.where(F.col("status") != "ok")
-        # Sail types the parsed timestamps by the session time zone of the run that wrote them, and
-        # its replaceWhere refuses to union them with the table's UTC ones when the two differ; the
-        # hour rebuilt from its epoch seconds (whole) is the same instant in a type that always fits.
+        # In a session whose time zone is not UTC, Sail's replaceWhere refuses to union the staged
+        # column with the table's UTC one (tests/test_curated_telemetry.py, any session time zone);
+        # rebuilt from its (whole) epoch seconds, the hour is the same instant in a type that fits.
         .withColumn("landing_hour", F.timestamp_seconds(F.unix_timestamp("landing_hour")))
         .select(*QUARANTINE_COLUMNS)
     )
