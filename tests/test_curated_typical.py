@@ -12,7 +12,7 @@ import pytest
 from iot_lake.curated.records import Record, parse_line
 from iot_lake.curated.telemetry_job import PARSED, load_registry, parse_objects
 from iot_lake.curated.typical import RegistryIndex, parse_typical
-from iot_lake.lake import TELEMETRY_PREFIX
+from iot_lake.lake import TELEMETRY_PREFIX, telemetry_hour_of_key
 from iot_lake.sources.telemetry import UnreadableObject, block_lines, iter_lines
 from tests.conftest import START
 from tests.test_curated_records import IMPERIAL, METRIC_DEVICE, REGISTRY
@@ -110,13 +110,15 @@ def _exactly(row: dict) -> dict:
 
 
 def _reference_rows(lake, registry, keys) -> list[dict]:
-    """What parse_objects produced line by line before the fast path."""
+    """What parse_objects produced line by line before the fast path (each object with its landing hour)."""
     rows = []
     for key in keys:
+        hour = telemetry_hour_of_key(key)
+        origin = {"source_object": key, "landing_hour": hour, "landing_date": hour.date()}
         try:
             for number, raw in enumerate(iter_lines(lake, key), start=1):
                 text = raw.decode("utf-8", errors="replace")
-                result = parse_line(text, registry)
+                result = parse_line(text, registry, hour)
                 if isinstance(result, Record):
                     row = {**asdict(result), "status": "ok", "event_date": result.event_ts.date()}
                 else:
@@ -128,11 +130,9 @@ def _reference_rows(lake, registry, keys) -> list[dict]:
                         "metric": result.metric,
                         "raw_line": text,
                     }
-                rows.append({**row, "source_object": key, "line_number": number})
+                rows.append({**row, **origin, "line_number": number})
         except UnreadableObject as exc:
-            rows.append(
-                {"status": "unreadable", "reason": "unreadable_object", "detail": str(exc), "source_object": key}
-            )
+            rows.append({"status": "unreadable", "reason": "unreadable_object", "detail": str(exc), **origin})
     return pa.Table.from_pylist(rows, schema=PARSED).to_pylist()
 
 

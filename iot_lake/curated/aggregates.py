@@ -13,6 +13,7 @@ same on every engine.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -85,24 +86,30 @@ def aggregate(rows, seconds: int):
 
 @dataclass
 class AggregateReport:
-    hour: str
+    hours: list[str]
     buckets: dict[str, int] = field(default_factory=dict)  # grain -> buckets written (new or updated)
 
 
 def refresh_aggregates(
     spark,
     lake: Lake,
-    hour: datetime,
+    hours: datetime | Sequence[datetime],
     event_dates: list[str],
     curated_key: str,
     grains: list[str] | None = None,
     table_format: str = "delta",
 ) -> AggregateReport:
-    """Recompute and MERGE every bucket that the records landed in ``hour`` fall in."""
+    """Recompute and MERGE every bucket that the records landed in ``hours`` (one or several) fall in.
+
+    Several hours at once (a batch of the telemetry job) leave the same tables as one refresh per
+    hour: each bucket is recomputed from all its curated rows either way, and a batch writes a
+    bucket its hours share once instead of once per hour.
+    """
     from pyspark.sql import functions as F
 
-    report = AggregateReport(hour=hour.isoformat())
-    keys = inventoried_keys(lake, hour)
+    hours = [hours] if isinstance(hours, datetime) else list(hours)
+    report = AggregateReport(hours=[hour.isoformat() for hour in hours])
+    keys = [key for hour in hours for key in inventoried_keys(lake, hour)]
     curated_table = open_table(spark, lake, curated_key, "event_date", table_format)
     if not keys or not event_dates or not curated_table.exists():
         return report

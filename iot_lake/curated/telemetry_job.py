@@ -1,20 +1,25 @@
-"""Curated telemetry for one landing hour, as a Spark job (Sail locally, EMR Serverless / Glue in prod).
+"""Curated telemetry for landing hours, as a Spark job (Sail locally, EMR Serverless / Glue in prod).
 
-    python -m iot_lake.curated.telemetry_job --lake ROOT --hour 2026-11-20T05:00:00+00:00
+    python -m iot_lake.curated.telemetry_job --lake ROOT --hour 2026-11-20T05:00:00+00:00 [--hour ...]
 
-1. Take exactly the objects the landing inventory of that hour listed.
+The hours of a run are curated in batches (plan_batches): consecutive hours that share a registry
+snapshot, up to MAX_BATCH_HOURS hours and MAX_BATCH_LINES lines. A batch is one pass:
+
+1. Take exactly the objects the landing inventories of its hours listed.
 2. Read and parse them in Python inside Spark (mapInArrow, one task per object), with
    iot_lake.curated.records deciding what is valid: the same verdicts on every engine, and a
-   truncated object still yields the lines before its cut.
+   truncated object still yields the lines before its cut. Each object's landing hour comes from
+   its key (for the clock-skew rule, the reports and the quarantine).
 3. Valid records: deduplicate on (device_id, metric, event_ts, message_id) within the batch and
    against the table, then MERGE the new ones into curated/telemetry, partitioned by event_date, so
    late records land in their event-time partition.
 4. Everything else goes to quarantine/telemetry with its reason, raw line and source object; the
-   hour's quarantine is replaced, so re-runs are idempotent.
-5. Row accounting: lines landed = curated new + duplicates + quarantined, reported through
-   Dagster Pipes with the rest of the metadata.
-6. 1- and 5-minute aggregates of every bucket those records fall in (iot_lake.curated.aggregates),
-   in the same Spark session.
+   quarantine of the batch's hours is replaced, so re-runs are idempotent.
+5. Row accounting, per landing hour exactly as curating the hours one by one would count it:
+   lines landed = curated new + duplicates + quarantined, reported through Dagster Pipes with the
+   rest of the metadata.
+6. 1- and 5-minute aggregates of every bucket the batch's records fall in
+   (iot_lake.curated.aggregates), in the same Spark session.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
 from iot_lake.curated.records import Record, Registry, parse_line
 from iot_lake.curated.typical import RegistryIndex, parse_typical
-from iot_lake.lake import Lake, latest_registry_day, registry_key
+from iot_lake.lake import Lake, latest_registry_day, registry_key, telemetry_hour_of_key
 from iot_lake.sources.telemetry import UnreadableObject, block_lines, inventoried_keys, inventory_key, iter_blocks
 from iot_lake.spark.session import spark_session
 from iot_lake.spark.tables import TABLE_FORMATS, open_table
@@ -42,6 +47,13 @@ CURATED_TELEMETRY = "curated/telemetry"
 QUARANTINE_TELEMETRY = "quarantine/telemetry"
 NATURAL_KEY = ("device_id", "metric", "event_ts", "message_id")
 LATE_AFTER = timedelta(minutes=10)
+# The first delivery of a natural key is kept: its first ingestion, then object and line.
+FIRST_BY = ("ingested_at", "source_object", "line_number")
+# A batch's bounds. A day of hours shares a registry snapshot and turns ~25 hours' fixed Spark and
+# Delta costs into one; the line budget keeps a batch's staging and shuffles to a few hours of a
+# large fleet (an hour over the budget is still a batch of its own).
+MAX_BATCH_HOURS = 24
+MAX_BATCH_LINES = 2_000_000
 
 PARSED = pa.schema(
     [
@@ -62,6 +74,8 @@ PARSED = pa.schema(
         ("raw_line", pa.string()),
         ("source_object", pa.string()),
         ("line_number", pa.int64()),
+        ("landing_hour", pa.timestamp("us", tz="UTC")),  # of the source object, from its key
+        ("landing_date", pa.date32()),  # its UTC date, computed here: Spark's to_date follows the session time zone
     ]
 )
 _DDL_TYPES = {
@@ -112,11 +126,12 @@ def load_registry(lake: Lake, day) -> Registry:
     return Registry.from_rows(rows("devices"), rows("device_metrics"))
 
 
-def parse_objects(lake_root: str, storage_options: dict, registry: Registry, landing_hour: datetime | None = None):
+def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
     """A mapInArrow function: batches of object keys in, parsed rows out.
 
     A block of lines at a time: typical lines are validated column-wise (curated.typical), the
-    rest one by one with parse_line, which alone words the rejections.
+    rest one by one with parse_line, which alone words the rejections. Each object's landing hour
+    is that of its key (a batch spans hours): it judges the clock of lines without ingested_at.
     """
 
     def run(batches):
@@ -124,14 +139,20 @@ def parse_objects(lake_root: str, storage_options: dict, registry: Registry, lan
         index = RegistryIndex.of(registry)
         for batch in batches:
             for key in batch.column("key").to_pylist():
+                landing_hour = telemetry_hour_of_key(key)
+                origin = {
+                    "source_object": key,
+                    "landing_hour": landing_hour,
+                    "landing_date": landing_hour.date() if landing_hour else None,
+                }
                 number = 0  # lines before this block
                 try:
                     for block in iter_blocks(lake, key):
                         lines = block_lines(block)
                         typical = parse_typical(lines, index)
-                        yield _typical_rows(typical.records, key, number)
+                        yield _typical_rows(typical.records, origin, number)
                         rest = [
-                            _parsed_row(raw, registry, key, number + 1 + int(i), landing_hour)
+                            _parsed_row(raw, registry, origin, number + 1 + int(i))
                             for i, raw in zip(typical.rest, lines.take(typical.rest).to_pylist())
                         ]
                         if rest:
@@ -139,23 +160,16 @@ def parse_objects(lake_root: str, storage_options: dict, registry: Registry, lan
                         number += len(lines)
                 except UnreadableObject as exc:
                     yield pa.RecordBatch.from_pylist(
-                        [
-                            {
-                                "status": "unreadable",
-                                "reason": "unreadable_object",
-                                "detail": str(exc),
-                                "source_object": key,
-                            }
-                        ],
+                        [{"status": "unreadable", "reason": "unreadable_object", "detail": str(exc), **origin}],
                         schema=PARSED,
                     )
 
     return run
 
 
-def _parsed_row(raw: bytes, registry: Registry, key: str, number: int, landing_hour: datetime | None = None) -> dict:
+def _parsed_row(raw: bytes, registry: Registry, origin: dict, number: int) -> dict:
     text = raw.decode("utf-8", errors="replace")
-    result = parse_line(text, registry, landing_hour)
+    result = parse_line(text, registry, origin["landing_hour"])
     if isinstance(result, Record):
         row = asdict(result)
         row.update(status="ok", event_date=result.event_ts.date())
@@ -168,19 +182,19 @@ def _parsed_row(raw: bytes, registry: Registry, key: str, number: int, landing_h
             "metric": result.metric,
             "raw_line": text,
         }
-    row.update(source_object=key, line_number=number)
+    row.update(origin, line_number=number)
     return row
 
 
-def _typical_rows(records: pa.RecordBatch, key: str, number: int) -> pa.RecordBatch:
-    def constant(value: str) -> pa.Array:
-        return pc.fill_null(pa.nulls(records.num_rows, pa.string()), value)
+def _typical_rows(records: pa.RecordBatch, origin: dict, number: int) -> pa.RecordBatch:
+    def constant(name: str, value) -> pa.Array:
+        return pa.repeat(pa.scalar(value, PARSED.field(name).type), records.num_rows)
 
     columns = {
         **dict(zip(records.schema.names, records.columns)),
-        "status": constant("ok"),
+        "status": constant("status", "ok"),
         "event_date": pc.cast(records.column("event_ts"), pa.date32()),
-        "source_object": constant(key),
+        **{name: constant(name, value) for name, value in origin.items()},
         "line_number": pc.add(records.column("position"), number + 1),
     }
     return pa.RecordBatch.from_arrays(
@@ -210,8 +224,9 @@ class CurateReport:
         )
 
 
-def first_per_key(valid):
-    """One row per natural key: its first ingestion (then by source object and line number).
+def first_per_key(valid, order: tuple[str, ...] = FIRST_BY):
+    """One row per natural key, the first by ``order`` (default: its first ingestion, then source
+    object and line number); the rows keep every column of ``valid``.
 
     Most keys occur once, so only the rows of repeated keys are ranked; the later copies are then
     dropped by their row identity (source object, line number) in one anti-join. That reads the
@@ -222,110 +237,211 @@ def first_per_key(valid):
 
     key = list(NATURAL_KEY)
     repeated = valid.groupBy(*key).count().where(F.col("count") > 1).select(*key)
-    first = Window.partitionBy(*key).orderBy("ingested_at", "source_object", "line_number")
+    first = Window.partitionBy(*key).orderBy(*order)
     later = (
         valid.join(repeated, key, "left_semi")
         .withColumn("_rank", F.row_number().over(first))
         .where(F.col("_rank") > 1)
         .select("source_object", "line_number")
     )
-    return valid.join(later, ["source_object", "line_number"], "left_anti").select(*CURATED_COLUMNS)
+    return valid.join(later, ["source_object", "line_number"], "left_anti")
 
 
 def _staged(spark, df, uri: str):
     """Write an intermediate result once and read it back, so later steps do not recompute it."""
     # Snappy: staging lives for one run, so writing fast beats the lake's denser default codec.
     df.write.mode("overwrite").option("compression", "snappy").parquet(uri)
-    return spark.read.parquet(uri)
+    staged = spark.read.parquet(uri)
+    # Sail writes an empty result as no file, which reads back without columns. (Reading with the
+    # schema instead would type its timestamps by the session time zone, not as the files have them,
+    # and Sail's Delta writes then refuse to mix the two.)
+    return staged if staged.columns else spark.createDataFrame([], df.schema)
 
 
-def curate_hour(
-    spark, lake: Lake, hour: datetime, storage_options: dict | None = None, table_format: str = "delta"
-) -> CurateReport:
-    from pyspark.sql import functions as F
-
+def read_inventory(lake: Lake, hour: datetime) -> dict:
     inv_key = inventory_key(hour)
     if not lake.exists(inv_key):
         raise RuntimeError(
             f"no landing inventory for {hour:%Y-%m-%d %H:00}: materialize landing/telemetry for it first"
         )
-    inventory = json.loads(lake.read_bytes(inv_key))
-    keys = [o["key"] for o in inventory["objects"]]
-    report = CurateReport(
-        hour=hour.isoformat(),
-        objects=len(keys),
-        lines_landed=sum(o["records"] + o["malformed_lines"] for o in inventory["objects"]),
-    )
-    if not keys:
-        return report
-    registry = load_registry(lake, hour.date())
+    return json.loads(lake.read_bytes(inv_key))
+
+
+def _lines(inventory: dict) -> int:
+    return sum(o["records"] + o["malformed_lines"] for o in inventory["objects"])
+
+
+def plan_batches(
+    lake: Lake, hours: list[datetime], max_hours: int = MAX_BATCH_HOURS, max_lines: int = MAX_BATCH_LINES
+) -> list[list[datetime]]:
+    """The hours in order, cut into batches that curate_batch takes: runs of consecutive hours with
+    the same registry snapshot (in practice a UTC day), at most ``max_hours`` hours and, unless one
+    hour alone exceeds it, ``max_lines`` landed lines each."""
+    snapshots: dict = {}  # UTC date -> its registry snapshot day (a listing each)
+    batches: list[list[datetime]] = []
+    batch_snapshot, batch_lines = None, 0
+    for hour in sorted(hours):
+        day = hour.date()
+        if day not in snapshots:
+            snapshots[day] = latest_registry_day(lake, day)
+        lines = _lines(read_inventory(lake, hour))
+        if (
+            not batches
+            or snapshots[day] != batch_snapshot
+            or len(batches[-1]) >= max_hours
+            or batch_lines + lines > max_lines
+        ):
+            batches.append([])
+            batch_snapshot, batch_lines = snapshots[day], 0
+        batches[-1].append(hour)
+        batch_lines += lines
+    return batches
+
+
+def curate_hour(
+    spark, lake: Lake, hour: datetime, storage_options: dict | None = None, table_format: str = "delta"
+) -> CurateReport:
+    """One landing hour: a batch of one."""
+    [report] = curate_batch(spark, lake, [hour], storage_options, table_format)
+    return report
+
+
+def _hour_id(column: str):
+    """A landing hour as epoch seconds: collected, it is one instant whatever the session time zone."""
+    from pyspark.sql import functions as F
+
+    return F.unix_timestamp(column).alias("hour")
+
+
+def curate_batch(
+    spark, lake: Lake, hours: list[datetime], storage_options: dict | None = None, table_format: str = "delta"
+) -> list[CurateReport]:
+    """Curate landing hours that share a registry snapshot in one pass; one report per hour, the
+    same as curating them one by one in order would give (tests/test_curated_batches.py).
+
+    A key first seen in an earlier hour of the batch is, for a later hour, a duplicate of an
+    existing row, as it would be once that earlier hour had been curated: the kept copy of a key is
+    the first by landing hour, then by FIRST_BY.
+    """
+    from pyspark.sql import functions as F
+
+    hours = sorted(set(hours))
+    inventories = {hour: read_inventory(lake, hour) for hour in hours}
+    reports = {
+        hour: CurateReport(
+            hour=hour.isoformat(), objects=len(inventories[hour]["objects"]), lines_landed=_lines(inventories[hour])
+        )
+        for hour in hours
+    }
+    landed = [hour for hour in hours if inventories[hour]["objects"]]
+    if not landed:
+        return list(reports.values())
+    if len({latest_registry_day(lake, day) for day in {hour.date() for hour in landed}}) > 1:
+        raise ValueError("the hours of a batch must share a registry snapshot: cut them with plan_batches")
+    registry = load_registry(lake, landed[0].date())
+    # Rows are assigned to their hour by their object's key; an inventory lists its hour's keys.
+    if strays := [
+        k for hour in landed for k in inventories[hour]["objects"] if telemetry_hour_of_key(k["key"]) != hour
+    ]:
+        raise RuntimeError(
+            f"inventoried objects outside their hour's key layout: {', '.join(k['key'] for k in strays[:5])}"
+        )
+    keys = [o["key"] for hour in landed for o in inventories[hour]["objects"]]
 
     # Parse once into a staging table; every later step reads it instead of re-parsing.
-    staging = f"curated/_staging/telemetry/{hour:%Y%m%dT%H}"
+    staging = f"curated/_staging/telemetry/{landed[0]:%Y%m%dT%H}-{landed[-1]:%Y%m%dT%H}"
     keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(max(1, min(len(keys), 64)))
-    parsed = keys_df.mapInArrow(parse_objects(lake.url, storage_options or {}, registry, hour), PARSED_DDL)
+    parsed = keys_df.mapInArrow(parse_objects(lake.url, storage_options or {}, registry), PARSED_DDL)
     parsed = _staged(spark, parsed, lake.uri(f"{staging}/parsed"))
+    by_id = {int(hour.timestamp()): reports[hour] for hour in landed}
 
-    counts = {(r["status"], r["reason"]): r["count"] for r in parsed.groupBy("status", "reason").count().collect()}
-    report.quarantined = sum(n for (status, _), n in counts.items() if status == "rejected")
-    report.unreadable_objects = sum(n for (status, _), n in counts.items() if status == "unreadable")
-    report.quarantine_reasons = dict(sorted(Counter({r: n for (s, r), n in counts.items() if s != "ok"}).items()))
-    valid_count = counts.get(("ok", None), 0)
+    valid_counts = Counter()
+    reasons: dict[int, Counter] = {h: Counter() for h in by_id}
+    for r in parsed.groupBy(_hour_id("landing_hour"), "status", "reason").count().collect():
+        report = by_id[r["hour"]]
+        if r["status"] == "ok":
+            valid_counts[r["hour"]] += r["count"]
+        else:
+            reasons[r["hour"]][r["reason"]] += r["count"]
+            if r["status"] == "rejected":
+                report.quarantined += r["count"]
+            else:
+                report.unreadable_objects += r["count"]
+    for hour_id, report in by_id.items():
+        report.quarantine_reasons = dict(sorted(reasons[hour_id].items()))
 
-    valid = parsed.where(F.col("status") == "ok").select(*CURATED_COLUMNS, "line_number")
-    # The report needs the deduplicated rows' count, dates and time range: one row per natural key
-    # gives them all (event time is part of the key) without writing the deduplicated rows out.
+    valid = parsed.where(F.col("status") == "ok").select(*CURATED_COLUMNS, "line_number", "landing_hour")
+    # The reports need each hour's deduplicated rows' count, dates and time range: one row per hour
+    # and natural key gives them all (event time is part of the key) without writing those rows out.
+    late_before = F.unix_timestamp("landing_hour") - int(LATE_AFTER.total_seconds())
     stats = (
-        valid.groupBy(*NATURAL_KEY, "event_date")
+        valid.groupBy("landing_hour", *NATURAL_KEY, "event_date")
         .agg(F.count(F.lit(1)).alias("n"))
+        .groupBy(_hour_id("landing_hour"))
         .agg(
             F.count(F.lit(1)).alias("rows"),
             F.collect_set("event_date").alias("dates"),
-            F.sum(F.when(F.col("event_ts") < F.lit(hour - LATE_AFTER), 1).otherwise(0)).alias("late"),
+            # Whole seconds on both sides: the bound is a whole second, so this is event_ts < bound.
+            F.sum(F.when(F.unix_timestamp("event_ts") < late_before, 1).otherwise(0)).alias("late"),
             F.min("event_ts").alias("first_ts"),
             F.max("event_ts").alias("last_ts"),
         )
-        .first()
+        .collect()
     )
-    unique_count, dates = stats["rows"], sorted(stats["dates"])
-    report.duplicates_in_batch = valid_count - unique_count
-    report.event_dates = [d.isoformat() for d in dates]
-    report.late_records = int(stats["late"] or 0)
+    unique_counts = Counter()
+    for s in stats:
+        report = by_id[s["hour"]]
+        unique_counts[s["hour"]] = s["rows"]
+        report.event_dates = sorted(d.isoformat() for d in s["dates"])
+        report.late_records = int(s["late"] or 0)
+    for hour_id, report in by_id.items():
+        report.duplicates_in_batch = valid_counts[hour_id] - unique_counts[hour_id]
 
-    unique = first_per_key(valid)
+    # Earliest landing hour first: what hour-by-hour runs keep, the earlier hour's copy.
+    unique = first_per_key(valid, ("landing_hour", *FIRST_BY)).select(*CURATED_COLUMNS, "landing_hour")
     curated = open_table(spark, lake, CURATED_TELEMETRY, "event_date", table_format)
-    if curated.exists():
+    exists = curated.exists()
+    if exists and stats:
+        dates = sorted({d for s in stats for d in s["dates"]})
         # Only rows in the batch's event-time range can match: file statistics skip the rest of the dates.
         existing = (
             curated.read()
             .where(F.col("event_date").isin(dates))
-            .where(F.col("event_ts").between(stats["first_ts"], stats["last_ts"]))
+            .where(F.col("event_ts").between(min(s["first_ts"] for s in stats), max(s["last_ts"] for s in stats)))
             .select(*NATURAL_KEY)
         )
-        # Staged: counting the new rows and inserting them would otherwise deduplicate twice.
-        new = _staged(spark, unique.join(existing, list(NATURAL_KEY), "left_anti"), lake.uri(f"{staging}/new"))
-        report.curated_new = new.count()
-        if report.curated_new:
-            curated.insert_new(new, on=("event_date", *NATURAL_KEY))
-    else:
-        curated.create(unique)
-        report.curated_new = unique_count
-    report.duplicates_existing = unique_count - report.curated_new
+        unique = unique.join(existing, list(NATURAL_KEY), "left_anti")
+    # Staged: counting the new rows per hour and writing them would otherwise deduplicate twice.
+    new = _staged(spark, unique, lake.uri(f"{staging}/new"))
+    new_counts = {r["hour"]: r["count"] for r in new.groupBy(_hour_id("landing_hour")).count().collect()}
+    for hour_id, report in by_id.items():
+        report.curated_new = new_counts.get(hour_id, 0)
+        report.duplicates_existing = unique_counts[hour_id] - report.curated_new
+    if not exists:
+        curated.create(new.select(*CURATED_COLUMNS))
+    elif new_counts:
+        curated.insert_new(new.select(*CURATED_COLUMNS), on=("event_date", *NATURAL_KEY))
 
     quarantine = (
         parsed.where(F.col("status") != "ok")
-        .withColumn("landing_hour", F.lit(hour))
-        .withColumn("landing_date", F.lit(hour.date()))
+        # In a session whose time zone is not UTC, Sail's replaceWhere refuses to union the staged
+        # column with the table's UTC one (tests/test_curated_telemetry.py, any session time zone);
+        # rebuilt from its (whole) epoch seconds, the hour is the same instant in a type that fits.
+        .withColumn("landing_hour", F.timestamp_seconds(F.unix_timestamp("landing_hour")))
         .select(*QUARANTINE_COLUMNS)
     )
     quarantined = open_table(spark, lake, QUARANTINE_TELEMETRY, "landing_date", table_format)
     if quarantined.exists():
-        # An explicit offset makes the literal one instant whatever the session's time zone.
-        quarantined.replace(quarantine, where=f"landing_hour = timestamp'{hour:%Y-%m-%d %H:%M:%S}+00:00'")
+        # Explicit offsets make the literals instants whatever the session's time zone; the dates
+        # let the engine skip other partitions. Hours without objects keep what they have, as a
+        # run of that hour alone would.
+        landing_dates = ", ".join(f"date'{d:%Y-%m-%d}'" for d in sorted({hour.date() for hour in landed}))
+        instants = ", ".join(f"timestamp'{hour:%Y-%m-%d %H:%M:%S}+00:00'" for hour in landed)
+        quarantined.replace(quarantine, where=f"landing_date IN ({landing_dates}) AND landing_hour IN ({instants})")
     else:
         quarantined.create(quarantine)
     lake.delete(staging, recursive=True)
-    return report
+    return list(reports.values())
 
 
 STEPS = ("curate", *GRAINS)
@@ -352,29 +468,43 @@ def main(argv: list[str] | None = None) -> None:
         default="delta",
         help="parquet only for a Spark without Delta (the JVM parity test), never for the lake",
     )
+    parser.add_argument(
+        "--batch-hours",
+        type=int,
+        default=MAX_BATCH_HOURS,
+        help="at most this many landing hours in one pass (1: hour by hour)",
+    )
+    parser.add_argument(
+        "--batch-lines", type=int, default=MAX_BATCH_LINES, help="at most this many landed lines in one pass"
+    )
     args = parser.parse_args(argv)
     hours = sorted({datetime.fromisoformat(h).astimezone(UTC) for h in args.hours})
     steps = set(args.steps.split(","))
     if not steps or not steps <= set(STEPS):
         parser.error(f"--steps must be a subset of {','.join(STEPS)}")
+    if args.batch_hours < 1 or args.batch_lines < 1:
+        parser.error("--batch-hours and --batch-lines must be positive")
     grains = [g for g in GRAINS if g in steps]
     reports: list[CurateReport] = []
     buckets = dict.fromkeys(grains, 0)
     with open_dagster_pipes() as pipes:
         lake = Lake(args.lake)
         with spark_session("curate-telemetry") as spark:
-            for hour in hours:
+            for batch in plan_batches(lake, hours, args.batch_hours, args.batch_lines):
+                span = f"{batch[0]:%Y-%m-%d %H:00}" + (f"..{batch[-1]:%Y-%m-%d %H:00}" if len(batch) > 1 else "")
                 if "curate" in steps:
-                    reports.append(curate_hour(spark, lake, hour, table_format=args.table_format))
-                    event_dates = reports[-1].event_dates
-                    pipes.log.info(f"curated {hour:%Y-%m-%d %H:00}: {json.dumps(asdict(reports[-1]))}")
+                    curated = curate_batch(spark, lake, batch, table_format=args.table_format)
+                    for hour, report in zip(batch, curated):
+                        pipes.log.info(f"curated {hour:%Y-%m-%d %H:00}: {json.dumps(asdict(report))}")
+                    reports += curated
+                    event_dates = sorted({d for r in curated for d in r.event_dates})
                 else:
-                    event_dates = landed_event_dates(spark, lake, hour, args.table_format)
+                    event_dates = landed_event_dates(spark, lake, batch, args.table_format)
                 if grains:
                     aggregated = refresh_aggregates(
-                        spark, lake, hour, event_dates, CURATED_TELEMETRY, grains, table_format=args.table_format
+                        spark, lake, batch, event_dates, CURATED_TELEMETRY, grains, table_format=args.table_format
                     )
-                    pipes.log.info(f"aggregated {hour:%Y-%m-%d %H:00}: {json.dumps(aggregated.buckets)}")
+                    pipes.log.info(f"aggregated {span}: {json.dumps(aggregated.buckets)}")
                     for grain in grains:
                         buckets[grain] += aggregated.buckets.get(grain, 0)
         if reports:
@@ -386,11 +516,11 @@ def main(argv: list[str] | None = None) -> None:
             )
 
 
-def landed_event_dates(spark, lake: Lake, hour: datetime, table_format: str = "delta") -> list[str]:
-    """Event dates of the curated rows that came from this landing hour's objects."""
+def landed_event_dates(spark, lake: Lake, hours: list[datetime], table_format: str = "delta") -> list[str]:
+    """Event dates of the curated rows that came from these landing hours' objects."""
     from pyspark.sql import functions as F
 
-    keys = inventoried_keys(lake, hour)
+    keys = [key for hour in hours for key in inventoried_keys(lake, hour)]
     curated = open_table(spark, lake, CURATED_TELEMETRY, "event_date", table_format)
     if not keys or not curated.exists():
         return []
