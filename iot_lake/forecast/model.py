@@ -211,8 +211,10 @@ class Calibration:
         offsets = pd.DataFrame(index=pd.Index(sorted(e["unique_id"].unique()), name="unique_id"))
         for level in levels:
             alpha = 1 - level / 100
-            offsets[f"lo_{level}"] = grouped.quantile(alpha / 2, interpolation="lower")
-            offsets[f"hi_{level}"] = grouped.quantile(1 - alpha / 2, interpolation="higher")
+            # Clipped at 0: after biased days the band still holds the point forecast (deviations
+            # are scored by the distance from it in band widths); that only ever widens it.
+            offsets[f"lo_{level}"] = grouped.quantile(alpha / 2, interpolation="lower").clip(upper=0)
+            offsets[f"hi_{level}"] = grouped.quantile(1 - alpha / 2, interpolation="higher").clip(lower=0)
         days = e["origin"].nunique() if "origin" in e else e["ds"].dt.floor("D").nunique()
         return cls(offsets, int(days))
 
