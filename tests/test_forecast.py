@@ -3,9 +3,10 @@ the SageMaker contract run as local Pipes subprocesses."""
 
 import json
 import tarfile
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from dagster import materialize
@@ -13,7 +14,9 @@ from dagster import materialize
 from assets.ml.forecast import forecast_model
 from iot_lake.forecast import registry
 from iot_lake.forecast.batch_forecast import forecast
-from iot_lake.forecast.model import Hyperparameters, backtest, prepare
+from iot_lake.forecast.evaluation import coverage, rolling_backtest
+from iot_lake.forecast.model import Calibration, Hyperparameters, Series, load, make, prepare
+from iot_lake.forecast.train import TrainingEnvironment, train
 from iot_lake.lake import Lake
 from iot_lake.simulate.training_rows import training_rows
 from resources.lake import LakeResource
@@ -39,24 +42,114 @@ def test_hyperparameters_arrive_as_sagemaker_strings():
         Hyperparameters.from_strings({"freq": "15min"})
 
 
-def test_lightgbm_beats_seasonal_naive_on_a_simulated_weekend(rows):
-    """The hold-out is a Saturday: yesterday (a Friday shift pattern) is a poor guess for it, while the
-    model has the site's local weekday and hour."""
-    series = prepare(rows, "5min")
-    result = backtest(series, Hyperparameters())
+def test_rolling_backtest_scores_lightgbm_against_both_naives_on_every_origin(rows):
+    """Three origins (Thu, Fri, Sat): yesterday (a Friday shift pattern) is a poor guess for the
+    Saturday, while the model has the site's local weekday and hour."""
+    result = rolling_backtest(prepare(rows, "5min", interpolate=False), Hyperparameters(), origins=3)
     table = result.table.set_index("model")
-    assert result.holdout_start == pd.Timestamp("2026-11-14")
-    assert table.loc["lightgbm", "mase"] < 1 < table.loc["seasonal_naive", "mase"]
-    assert table.loc["lightgbm", "points"] == 16 * 288  # every series, every step of the hold-out day
+    assert result.origins == [pd.Timestamp(f"2026-11-{d}") for d in (12, 13, 14)]
+    assert set(table.index) == {"seasonal_naive", "seasonal_naive_weekly", "lightgbm"}
+    assert (table["origins"] == 3).all() and (table["points"] == 3 * 16 * 288).all()
+    assert table.loc["lightgbm", "mase"] < min(table.loc["seasonal_naive", "mase"], 1)
+    saturday = result.per_origin.set_index(["model", "origin"])["mase"]
+    assert saturday["lightgbm", pd.Timestamp("2026-11-14")] < 1 < saturday["seasonal_naive", pd.Timestamp("2026-11-14")]
+    for model in table.index:
+        assert table.loc[model, "coverage_80"] <= table.loc[model, "coverage_95"]
     assert 0.8 <= table.loc["lightgbm", "coverage_95"] <= 1
-    assert table.loc["lightgbm", "coverage_80"] <= table.loc["lightgbm", "coverage_95"]
 
 
-def test_too_little_history_skips_lightgbm_and_says_why(rows):
-    short = rows[rows["event_date"] >= date(2026, 11, 10)]
-    result = backtest(prepare(short, "5min"), Hyperparameters())
-    assert list(result.table["model"]) == ["seasonal_naive"]
-    assert "needs at least" in result.skipped["lightgbm"]
+def _poisoned(series: Series, origin: pd.Timestamp) -> Series:
+    """The same series with every value at or after ``origin`` replaced by nonsense, and a gap
+    just before it, which only a value after the origin could fill differently."""
+    values = series.values.copy()
+    after = values["ds"] >= origin
+    values.loc[after, "y"] = 1e6 + values.loc[after, "y"] * 37
+    return Series(values, series.statics, series.weather)
+
+
+def test_the_backtest_never_uses_data_at_or_after_the_origin(rows):
+    """Forecasts, intervals and the MASE scale at an origin are the same whatever comes after it:
+    fitting, interpolation and calibration see only the past."""
+    hp = Hyperparameters(n_estimators=20, conformal_windows=2)
+    holed = rows.drop(rows[(rows["bucket_start"] >= "2026-11-13 22:00") & (rows["bucket_start"] < "2026-11-14")].index)
+    series = prepare(holed, "5min", interpolate=False)
+    origin = pd.Timestamp("2026-11-14")
+    # The gap before the origin is still missing: interpolation happens per training part.
+    assert series.values.loc[series.values["ds"] == pd.Timestamp("2026-11-13 23:55"), "y"].isna().all()
+    clean = rolling_backtest(series.until(origin + pd.Timedelta(days=1)), hp, origins=2)
+    poisoned_series = _poisoned(series.until(origin + pd.Timedelta(days=1)), origin)
+    poisoned = rolling_backtest(poisoned_series, hp, origins=2)
+    first = clean.forecasts["origin"] == pd.Timestamp("2026-11-13")
+    columns = ["model", "unique_id", "ds", "yhat", "lo_80", "hi_80", "lo_95", "hi_95"]
+    pd.testing.assert_frame_equal(
+        clean.forecasts.loc[first, columns].reset_index(drop=True),
+        poisoned.forecasts.loc[poisoned.forecasts["origin"] == pd.Timestamp("2026-11-13"), columns].reset_index(
+            drop=True
+        ),
+    )
+    # The origin itself: its forecasts and intervals are unchanged, only the scored actuals differ.
+    at = clean.forecasts["origin"] == origin
+    pd.testing.assert_frame_equal(
+        clean.forecasts.loc[at, columns].reset_index(drop=True),
+        poisoned.forecasts.loc[poisoned.forecasts["origin"] == origin, columns].reset_index(drop=True),
+    )
+    assert not clean.per_origin["mase"].equals(poisoned.per_origin["mase"])  # the poison did reach the scores
+
+
+def test_weekly_naive_repeats_the_week_before_and_daily_the_day_before():
+    steps = 288
+    ds = pd.date_range("2026-11-02", periods=8 * steps, freq="5min")
+    values = pd.DataFrame({"unique_id": "a|m", "ds": ds, "y": np.arange(len(ds), dtype=float)})
+    series = Series(values, pd.DataFrame({"unique_id": ["a|m"]}), pd.DataFrame())
+    hp = Hyperparameters()
+    weekly = make("seasonal_naive_weekly", hp).point(series, steps)
+    daily = make("seasonal_naive", hp).point(series, steps)
+    assert weekly["ds"].iloc[0] == pd.Timestamp("2026-11-10") and len(weekly) == steps
+    # y is the step number: a week back from step 8 * 288 + h is step 288 + h, a day back 7 * 288 + h.
+    np.testing.assert_array_equal(weekly["yhat"], np.arange(steps) + steps)
+    np.testing.assert_array_equal(daily["yhat"], np.arange(steps) + 7 * steps)
+    with pytest.raises(ValueError, match="needs at least 7 days"):
+        make("seasonal_naive_weekly", hp).point(Series(values.iloc[: 6 * steps], series.statics, series.weather), 1)
+
+
+def test_coverage_and_calibration_count_what_they_say():
+    fc = pd.DataFrame(
+        {"y": [1.0, 2.0, 3.0, 4.0, np.nan], "lo_80": [0.0, 2.5, 3.0, np.nan, 0.0], "hi_80": [2.0, 3.0, 3.0, 5.0, 9.0]}
+    )
+    # Inside, below, on both bounds; a missing bound and a missing actual are not counted.
+    assert coverage(fc, 80) == pytest.approx(2 / 3)
+    assert np.isnan(coverage(fc, 95))
+    errors = pd.DataFrame(
+        {"unique_id": "a", "ds": pd.date_range("2026-11-02", periods=100, freq="5min"), "y": np.arange(100.0)}
+    ).assign(yhat=lambda f: f["y"] - (np.arange(100) - 49.5))  # errors -49.5 .. 49.5
+    calibration = Calibration.from_errors(errors, (80,))
+    out = calibration.apply(pd.DataFrame({"unique_id": ["a", "b"], "ds": errors["ds"][:2], "yhat": [10.0, 0.0]}), (80,))
+    assert out.loc[0, "lo_80"] == pytest.approx(10 - 40.5) and out.loc[0, "hi_80"] == pytest.approx(10 + 40.5)
+    assert out.loc[1, ["lo_80", "hi_80"]].isna().all()  # never calibrated: no interval rather than a guess
+
+
+def test_training_with_two_or_three_days_falls_back_to_seasonal_naive_and_says_why(tmp_path, rows):
+    for days, scored in ((3, True), (2, False)):
+        short = rows[rows["event_date"] > date(2026, 11, 14) - timedelta(days=days)]
+        (tmp_path / f"train{days}").mkdir()
+        short.to_parquet(tmp_path / f"train{days}" / "rows.parquet")
+        env = TrainingEnvironment(
+            {"train": tmp_path / f"train{days}"}, tmp_path / f"model{days}", tmp_path / f"out{days}", {}
+        )
+        metrics = train(env)
+        assert metrics["method"] == "seasonal_naive"
+        assert "lightgbm needs at least 3 days" in metrics["skipped"]["lightgbm"]
+        assert "needs at least 7 days" in metrics["skipped"]["seasonal_naive_weekly"]
+        written = json.loads((tmp_path / f"out{days}" / "metrics.json").read_text())
+        assert written["method"] == "seasonal_naive" and written["method_reason"] == metrics["method_reason"]
+        if scored:  # two origins have a day before them: naive is scored, and wins as the only one
+            assert [r["model"] for r in metrics["backtest"]] == ["seasonal_naive"]
+            assert metrics["method_reason"].startswith("lowest mean MASE")
+        else:
+            assert metrics["method_reason"].startswith("fallback: no candidate could be scored")
+        model, _ = load(tmp_path / f"model{days}")
+        fc = model.predict(prepare(short, "5min"), 288)
+        assert fc[["lo_95", "hi_95"]].notna().all().all()
 
 
 def test_gaps_are_filled_on_each_series_grid(rows):
@@ -123,11 +216,14 @@ def test_a_worse_challenger_is_not_promoted(tmp_path):
 
 
 def test_batch_forecast_covers_the_horizon_from_the_origin_with_nested_intervals(tmp_path, rows):
-    from iot_lake.forecast.model import make, save
+    from iot_lake.forecast.model import save
 
-    hp = Hyperparameters()
-    train = rows[rows["event_date"] < date(2026, 11, 14)]
-    save(make("lightgbm", hp).fit(prepare(train, hp.freq)), tmp_path / "model", {"version": "v-test"})
+    hp = Hyperparameters(conformal_windows=1)
+    before = rows[rows["event_date"] < date(2026, 11, 14)]
+    calibration = rolling_backtest(prepare(before, hp.freq, interpolate=False), hp, origins=1, candidates=("lightgbm",))
+    model = make("lightgbm", hp).fit(prepare(before, hp.freq))
+    model.calibration = calibration.calibration("lightgbm", pd.Timestamp("2026-11-14"), hp.levels)
+    save(model, tmp_path / "model", {"version": "v-test"})
     history = tmp_path / "history"
     history.mkdir()
     rows.to_parquet(history / "rows.parquet", index=False)

@@ -93,8 +93,8 @@ def forecast_training_data(
     kinds={"sagemaker", "lightgbm"},
     description=(
         "A forecaster trained on the day's training data (iot_lake.forecast.train, a SageMaker training "
-        "job): candidates backtested on the most recent day, the best refitted with conformal intervals. "
-        "Promoted to champion only if its MASE is at least as good as the champion's on the same day."
+        "job): candidates backtested at the last 3 daily origins, the best refitted with conformal intervals. "
+        "Promoted to champion only if its MASE is at least as good as the champion's on the same origins."
     ),
 )
 def forecast_model(

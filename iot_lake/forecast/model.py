@@ -1,14 +1,19 @@
 """Forecasting device metrics: series preparation, candidate models, backtest, persistence.
 
 Every device metric is one series (``unique_id`` = ``device|metric``) on a regular grid of
-``freq`` (5 minutes, or 1 minute where asked). Two candidates, both from well-kept libraries:
+``freq`` (5 minutes, or 1 minute where asked). Three candidates:
 
-- ``seasonal_naive`` (statsforecast): the same time the day before. The baseline MASE is
-  measured against, and what every other candidate has to beat.
+- ``seasonal_naive``: the same time the day before. The scale of MASE, and a baseline every
+  other candidate has to beat.
+- ``seasonal_naive_weekly``: the same time a week before, the other baseline.
 - ``lightgbm`` (mlforecast + LightGBM): one global gradient-boosted model over all series, on
   per-series standardised values, with daily (and weekly, given the history) lags, the site's
   local calendar and its outdoor temperature the day before. Lags of a day or more keep the
-  24-hour forecast free of fed-back predictions; intervals are conformal (mlforecast).
+  24-hour forecast free of fed-back predictions.
+
+Every candidate's intervals come from the same split-conformal calibration (``Calibration``):
+per series, quantiles of the model's own out-of-sample errors of 24-hour forecasts made on the
+days before (iot_lake.forecast.evaluation computes them with rolling origins).
 
 Exogenous features are things known 24 hours ahead: local hour and weekday (from the site's
 time zone) and yesterday's weather at the same hour.
@@ -20,14 +25,15 @@ import copy
 import json
 import pickle
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 STEPS_PER_DAY = {"5min": 288, "1min": 1440}
-CANDIDATES = ("seasonal_naive", "lightgbm")
+CANDIDATES = ("seasonal_naive", "seasonal_naive_weekly", "lightgbm")
+NAIVE_DAYS = {"seasonal_naive": 1, "seasonal_naive_weekly": 7}
 STATICS = ["metric", "model"]
 EXOGENOUS = ["local_hour", "local_weekday", "temperature_lag_1d"]
 MODEL_FILE, META_FILE = "model.pkl", "model.json"
@@ -42,7 +48,11 @@ class Hyperparameters:
     n_estimators: int = 150
     learning_rate: float = 0.05
     num_leaves: int = 31
-    conformal_windows: int = 7  # days of conformal scores (with 2, a 95% interval covered 57% of a hold-out day)
+    # Days of out-of-sample errors the intervals are calibrated on (each day one 24-hour forecast
+    # from a model fitted on the days before it); mlforecast's per-step quantile of 2 windows
+    # covered 57% at 95%.
+    conformal_windows: int = 3
+    backtest_origins: int = 3  # day boundaries scored by train.py's rolling-origin backtest
     seed: int = 7
 
     def __post_init__(self) -> None:
@@ -92,16 +102,25 @@ class Series:
     def until(self, end: pd.Timestamp) -> Series:
         return Series(self.values[self.values["ds"] < end], self.statics, self.weather)
 
+    def interpolated(self) -> Series:
+        """Gaps filled from this series' own values only: split first, then interpolate, so a
+        training part never borrows a value from after its end."""
+        values = self.values.copy()
+        values["y"] = values.groupby("unique_id")["y"].transform(lambda s: s.interpolate(limit_direction="both"))
+        return Series(values, self.statics, self.weather)
+
     @property
     def last_ds(self) -> pd.Timestamp:
         return self.values["ds"].max()
 
 
-def prepare(rows: pd.DataFrame, freq: str) -> Series:
+def prepare(rows: pd.DataFrame, freq: str, interpolate: bool = True) -> Series:
     """Training-data rows (iot_lake.forecast.training_data_job) -> regular series with features.
 
-    Gaps (a device that went quiet, a quarantined hour) are filled on each series' own grid and
-    interpolated, because lags and seasonal naive need one value per step.
+    Gaps (a device that went quiet, a quarantined hour) become rows on each series' own grid;
+    lags and seasonal naive need one value per step, so they are interpolated unless
+    ``interpolate`` is false: a backtest keeps them missing and interpolates each training part
+    after the split (``Series.interpolated``).
     """
     from utilsforecast.preprocessing import fill_gaps
 
@@ -121,8 +140,8 @@ def prepare(rows: pd.DataFrame, freq: str) -> Series:
     )
     values = rows.groupby(["unique_id", "ds"], as_index=False)["y"].mean()
     values = fill_gaps(values, freq=freq, id_col="unique_id", time_col="ds")
-    values["y"] = values.groupby("unique_id")["y"].transform(lambda s: s.interpolate(limit_direction="both"))
-    return Series(with_features(values, statics, weather), statics, weather)
+    series = Series(with_features(values, statics, weather), statics, weather)
+    return series.interpolated() if interpolate else series
 
 
 def with_features(frame: pd.DataFrame, statics: pd.DataFrame, weather: pd.DataFrame) -> pd.DataFrame:
@@ -173,22 +192,97 @@ def _interval_columns(levels: Sequence[int]) -> list[str]:
     return [f"{side}_{level}" for level in levels for side in ("lo", "hi")]
 
 
+@dataclass
+class Calibration:
+    """Split-conformal intervals: per series, the signed errors' quantiles at (1 - level) / 2 and
+    (1 + level) / 2 of a model's out-of-sample 24-hour forecasts on the days before, added to its
+    point forecast. One quantile per series over every step of the day: a horizon step alone has
+    only one error a day, too few to calibrate a 95% interval."""
+
+    offsets: pd.DataFrame  # index unique_id; lo_<level>, hi_<level> offsets from yhat
+    days: int  # distinct forecast days the errors came from
+
+    @classmethod
+    def from_errors(cls, errors: pd.DataFrame, levels: Sequence[int]) -> Calibration:
+        """``errors``: unique_id, ds, y, yhat of out-of-sample forecasts (missing actuals dropped)."""
+        e = errors.dropna(subset=["y", "yhat"])
+        e = e.assign(error=e["y"] - e["yhat"])
+        grouped = e.groupby("unique_id")["error"]
+        offsets = pd.DataFrame(index=pd.Index(sorted(e["unique_id"].unique()), name="unique_id"))
+        for level in levels:
+            alpha = 1 - level / 100
+            # Clipped at 0: after biased days the band still holds the point forecast (deviations
+            # are scored by the distance from it in band widths); that only ever widens it.
+            offsets[f"lo_{level}"] = grouped.quantile(alpha / 2, interpolation="lower").clip(upper=0)
+            offsets[f"hi_{level}"] = grouped.quantile(1 - alpha / 2, interpolation="higher").clip(lower=0)
+        days = e["origin"].nunique() if "origin" in e else e["ds"].dt.floor("D").nunique()
+        return cls(offsets, int(days))
+
+    def apply(self, fc: pd.DataFrame, levels: Sequence[int]) -> pd.DataFrame:
+        """Point forecasts (unique_id, ds, yhat) -> with intervals; NaN for a series never calibrated."""
+        offsets = self.offsets.reindex(fc["unique_id"]).to_numpy()
+        out = fc[["unique_id", "ds", "yhat"]].reset_index(drop=True)
+        for i, column in enumerate(_interval_columns(levels)):
+            out[column] = out["yhat"].to_numpy() + offsets[:, i]
+        return out
+
+
+def naive_errors(series: Series, season_days: int, days: int, steps_per_day: int) -> pd.DataFrame:
+    """In-sample errors of a seasonal naive on the last ``days`` days of ``series``: for a model
+    with nothing to fit these are its out-of-sample errors of 24-hour forecasts made on those days."""
+    season = season_days * steps_per_day
+    frame = series.values[["unique_id", "ds", "y"]]
+    lagged = frame.groupby("unique_id")["y"].shift(season)
+    out = frame.assign(yhat=lagged).dropna(subset=["yhat"])
+    since = out.groupby("unique_id")["ds"].transform("max") - pd.Timedelta(days=days)
+    return out[out["ds"] > since]
+
+
 class SeasonalNaive:
+    """The value one season (a day, or a week) before. Nothing to fit; its intervals are calibrated
+    on its errors over the history's last ``conformal_windows`` days."""
+
     name = "seasonal_naive"
+    season_days = 1
 
     def __init__(self, hp: Hyperparameters):
         self.hp = hp
 
     def fit(self, series: Series) -> SeasonalNaive:
-        return self  # nothing to learn: the forecast is the history's last day
+        self.min_history(series)
+        return self
+
+    def min_history(self, series: Series) -> None:
+        days = series.values.groupby("unique_id").size().max() / self.hp.steps_per_day
+        if days < self.season_days:
+            raise ValueError(f"{self.name} needs at least {self.season_days} days of history, got {days:.1f}")
+
+    def point(self, history: Series, horizon: int) -> pd.DataFrame:
+        """The forecast without intervals: each step the value ``k`` seasons before, the smallest
+        ``k`` that reaches into the history."""
+        self.min_history(history)
+        season = self.season_days * self.hp.steps_per_day
+        step = pd.Timedelta(self.hp.freq)
+        frames = []
+        for uid, group in history.values.groupby("unique_id", sort=True):
+            y = group["y"].to_numpy()
+            if len(y) < season:
+                continue  # a series younger than the season has no value to repeat
+            h = np.arange(horizon)
+            yhat = y[len(y) - season + h % season]
+            frames.append(pd.DataFrame({"unique_id": uid, "ds": group["ds"].iloc[-1] + step * (h + 1), "yhat": yhat}))
+        if not frames:
+            raise ValueError(f"{self.name}: no series with {self.season_days} days of history")
+        return pd.concat(frames, ignore_index=True)
 
     def predict(self, history: Series, horizon: int) -> pd.DataFrame:
-        from statsforecast import StatsForecast
-        from statsforecast.models import SeasonalNaive as Model
+        errors = naive_errors(history, self.season_days, self.hp.conformal_windows, self.hp.steps_per_day)
+        return Calibration.from_errors(errors, self.hp.levels).apply(self.point(history, horizon), self.hp.levels)
 
-        sf = StatsForecast(models=[Model(season_length=self.hp.steps_per_day)], freq=self.hp.freq, n_jobs=1)
-        fc = sf.forecast(df=history.values[["unique_id", "ds", "y"]], h=horizon, level=list(self.hp.levels))
-        return _standard(fc, "SeasonalNaive", self.hp.levels)
+
+class SeasonalNaiveWeekly(SeasonalNaive):
+    name = "seasonal_naive_weekly"
+    season_days = 7
 
 
 class LightGBM:
@@ -198,19 +292,20 @@ class LightGBM:
         self.hp = hp
         self.forecaster = None
         self.lags: list[int] = []
+        self.calibration: Calibration | None = None  # set from the backtest's out-of-sample errors
 
     def fit(self, series: Series) -> LightGBM:
         import lightgbm as lgb
         from mlforecast import MLForecast
+        from mlforecast.lag_transforms import RollingMean, SeasonalRollingMean
         from mlforecast.target_transforms import LocalStandardScaler
-        from mlforecast.utils import PredictionIntervals
 
         spd = self.hp.steps_per_day
-        days = series.values.groupby("unique_id").size().min() / spd
+        days = series.values.groupby("unique_id").size().max() / spd
         # The longest lag must leave at least two days of rows to learn from after it.
-        self.lags = [spd * d for d in (1, 2, 7) if days >= d + 2 + self.hp.conformal_windows * self.hp.horizon / spd]
+        self.lags = [spd * d for d in (1, 2, 7) if days >= d + 2]
         if not self.lags:
-            raise ValueError(f"lightgbm needs at least {3 + self.hp.conformal_windows} days of history, got {days:.1f}")
+            raise ValueError(f"lightgbm needs at least 3 days of history, got {days:.1f}")
         model = lgb.LGBMRegressor(
             n_estimators=self.hp.n_estimators,
             learning_rate=self.hp.learning_rate,
@@ -222,20 +317,37 @@ class LightGBM:
             n_jobs=0,
             verbose=-1,
         )
+        # Smoothed versions of the day-old values, for series whose single value a day back is mostly
+        # noise: the hour around it, the whole day before it, the same time over the past week.
+        smoothed = [
+            RollingMean(window_size=spd // 24, min_samples=1),
+            RollingMean(window_size=spd, min_samples=spd // 24),
+            SeasonalRollingMean(season_length=spd, window_size=7, min_samples=1),
+        ]
         self.forecaster = MLForecast(
-            models={self.name: model}, freq=self.hp.freq, lags=self.lags, target_transforms=[LocalStandardScaler()]
+            models={self.name: model},
+            freq=self.hp.freq,
+            lags=self.lags,
+            lag_transforms={spd: smoothed},
+            target_transforms=[LocalStandardScaler()],
         )
-        self.forecaster.fit(
-            series.values,
-            static_features=STATICS,
-            prediction_intervals=PredictionIntervals(n_windows=self.hp.conformal_windows, h=self.hp.horizon),
-        )
+        self.forecaster.fit(series.values, static_features=STATICS, dropna=False)
         return self
 
+    def point(self, history: Series, horizon: int) -> pd.DataFrame:
+        """Forecast from the end of ``history`` without intervals. The model keeps the tail of the
+        series it was fitted on; the history after that tail is appended first. Series it never saw
+        are left out."""
+        return self._forecast(history, horizon, levels=None)
+
     def predict(self, history: Series, horizon: int) -> pd.DataFrame:
-        """Forecast from the end of ``history``. The model keeps the tail of the series it was fitted
-        on; the history after that tail is appended first (mlforecast computes conformal intervals
-        only for stored series, so new_df cannot be used). Series it never saw are left out."""
+        if self.calibration is None:
+            if self.forecaster is not None and getattr(self.forecaster, "_cs_df", None) is not None:
+                return self._forecast(history, horizon, levels=self.hp.levels)  # a model of mlforecast's conformal
+            raise ValueError("lightgbm has no calibration for its intervals (train.py sets it from the backtest)")
+        return self.calibration.apply(self.point(history, horizon), self.hp.levels)
+
+    def _forecast(self, history: Series, horizon: int, levels) -> pd.DataFrame:
         seen = pd.Series(np.asarray(self.forecaster.ts.last_dates), index=np.asarray(self.forecaster.ts.uids))
         values = history.values[history.values["unique_id"].isin(seen.index)]
         if values.empty:
@@ -248,8 +360,8 @@ class LightGBM:
             forecaster = copy.deepcopy(forecaster)  # the saved model stays as it was fitted
             forecaster.update(newer[["unique_id", "ds", "y"]])
         future = future_features(Series(values, history.statics, history.weather), horizon, self.hp.freq)
-        fc = forecaster.predict(horizon, X_df=future.drop(columns=STATICS), level=list(self.hp.levels))
-        return _standard(fc, self.name, self.hp.levels)
+        fc = forecaster.predict(horizon, X_df=future.drop(columns=STATICS), level=list(levels) if levels else None)
+        return _standard(fc, self.name, levels or ())
 
 
 def _standard(fc: pd.DataFrame, column: str, levels: Sequence[int]) -> pd.DataFrame:
@@ -263,70 +375,14 @@ def _standard(fc: pd.DataFrame, column: str, levels: Sequence[int]) -> pd.DataFr
 
 
 def make(name: str, hp: Hyperparameters):
-    return {"seasonal_naive": SeasonalNaive, "lightgbm": LightGBM}[name](hp)
-
-
-# --- backtest -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Backtest:
-    table: pd.DataFrame  # one row per model: mase, mae, coverage_<level>, series, holdout start/end
-    forecasts: pd.DataFrame  # every model's hold-out forecasts beside the actuals
-    holdout_start: pd.Timestamp
-    skipped: dict[str, str] = field(default_factory=dict)  # candidate -> why it did not run
-
-
-def backtest(series: Series, hp: Hyperparameters, champion=None) -> Backtest:
-    """Hold out the most recent ``horizon`` of every series; fit each candidate on the rest and
-    score its forecast: MASE against the seasonal-naive scale of the training part, MAE, and
-    the share of actuals inside each prediction interval. A champion model (already fitted) is
-    scored on the same hold-out without refitting."""
-    from utilsforecast.losses import mae, mase
-
-    holdout_start = series.last_ds - pd.Timedelta(hp.freq) * (hp.horizon - 1)
-    train = series.until(holdout_start)
-    actual = series.values[series.values["ds"] >= holdout_start][["unique_id", "ds", "y"]]
-    scored, skipped, forecasts = [], {}, []
-    runs = [(name, lambda name=name: make(name, hp).fit(train)) for name in hp.candidates]
-    if champion is not None:
-        runs.append(("champion", lambda: champion))
-    for label, fitted in runs:
-        try:
-            # Too little history for a candidate's lags; a champion that was fitted on the hold-out.
-            fc = actual.merge(fitted().predict(train, hp.horizon), on=["unique_id", "ds"], how="inner")
-        except ValueError as exc:
-            skipped[label] = str(exc)
-            continue
-        per_series = mase(
-            fc,
-            models=["yhat"],
-            seasonality=hp.steps_per_day,
-            train_df=train.values[["unique_id", "ds", "y"]],
-            target_col="y",
-        )
-        finite = per_series["yhat"].replace([np.inf, -np.inf], np.nan).dropna()
-        row = {
-            "model": label,
-            "mase": float(finite.mean()),
-            "mase_median": float(finite.median()),
-            "mae": float(mae(fc, models=["yhat"], target_col="y")["yhat"].mean()),
-            "series": int(fc["unique_id"].nunique()),
-            "points": len(fc),
-        }
-        for level in hp.levels:
-            row[f"coverage_{level}"] = float(((fc["y"] >= fc[f"lo_{level}"]) & (fc["y"] <= fc[f"hi_{level}"])).mean())
-        scored.append(row)
-        forecasts.append(fc.assign(model=label))
-    table = pd.DataFrame(scored)
-    return Backtest(
-        table, pd.concat(forecasts, ignore_index=True) if forecasts else pd.DataFrame(), holdout_start, skipped
+    return {"seasonal_naive": SeasonalNaive, "seasonal_naive_weekly": SeasonalNaiveWeekly, "lightgbm": LightGBM}[name](
+        hp
     )
 
 
 def best_candidate(table: pd.DataFrame) -> str:
     """The candidate with the lowest MASE (the champion row is not a candidate)."""
-    candidates = table[table["model"] != "champion"].dropna(subset=["mase"])
+    candidates = table[table["model"] != "champion"].dropna(subset=["mase"]) if len(table) else table
     if candidates.empty:
         raise ValueError("no candidate could be backtested")
     return str(candidates.sort_values(["mase", "model"]).iloc[0]["model"])

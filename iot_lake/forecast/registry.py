@@ -62,7 +62,11 @@ def should_promote(backtest: list[dict], method: str, champion_mase: float | Non
     rows = {r["model"]: r for r in backtest}
     challenger = rows[method]["mase"]
     if "champion" in rows:
+        # train.py scores the champion only on origins after its own data; the challenger's MASE on
+        # exactly those origins is in the champion's row.
         champion, where = rows["champion"]["mase"], "on the same hold-out"
+        if rows["champion"].get("challenger_mase") is not None:
+            challenger, where = rows["champion"]["challenger_mase"], "on the same origins"
     elif champion_mase is not None:
         champion, where = champion_mase, "as recorded on its own hold-out"
     else:

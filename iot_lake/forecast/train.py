@@ -4,12 +4,17 @@
         python -m iot_lake.forecast.train
 
 Channels: ``train`` (parquet files of iot_lake.forecast.training_data_job) and, optionally,
-``champion`` (the current champion's model.tar.gz), which is scored on the same hold-out day.
+``champion`` (the current champion's model.tar.gz), which is scored on the same origins.
 Hyperparameters (iot_lake.forecast.model.Hyperparameters) come from ``SM_HPS`` or
 ``<SM_INPUT_CONFIG_DIR>/hyperparameters.json``, as SageMaker provides them.
 
-1. Backtest every candidate on the most recent day of each series (fitted on the days before).
-2. Refit the best candidate by MASE on all days, with conformal prediction intervals.
+1. Backtest every candidate with rolling origins (iot_lake.forecast.evaluation): each of the last
+   ``backtest_origins`` days (3) forecast by a fit on the days before it, intervals calibrated on
+   the ``conformal_windows`` days before each origin. With too little history for a candidate it
+   is left out (``skipped``); when nothing can be scored (a day or two of data), seasonal naive is
+   chosen and ``method_reason`` says why.
+2. Refit the best candidate by mean MASE over the origins on all days; its intervals are calibrated
+   on its out-of-sample errors of the last ``conformal_windows`` days of the backtest.
 3. Write it to ``SM_MODEL_DIR`` (model.pkl, model.json with its metrics and data range), and the
    backtest table, the hold-out forecasts and metrics.json to ``SM_OUTPUT_DATA_DIR``.
 4. Report the metrics through Dagster Pipes when an orchestrator launched it.
@@ -25,7 +30,8 @@ from pathlib import Path
 import pandas as pd
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-from iot_lake.forecast.model import Hyperparameters, backtest, best_candidate, load, make, prepare, save
+from iot_lake.forecast.evaluation import rolling_backtest
+from iot_lake.forecast.model import Hyperparameters, best_candidate, load, make, prepare, save
 
 HOLDOUT_SAMPLE_SERIES = 6  # series whose hold-out forecasts are kept for the forecast-vs-actual plot
 
@@ -68,13 +74,26 @@ def read_rows(directory: Path) -> pd.DataFrame:
 
 def train(env: TrainingEnvironment) -> dict:
     hp = Hyperparameters.from_strings(env.hyperparameters)
-    series = prepare(read_rows(env.channels["train"]), hp.freq)
+    series = prepare(read_rows(env.channels["train"]), hp.freq, interpolate=False)
     champion, champion_meta = None, {}
     if "champion" in env.channels:
         champion, champion_meta = load(env.channels["champion"])
-    result = backtest(series, hp, champion=champion)
-    chosen = best_candidate(result.table)
-    model = make(chosen, hp).fit(series)
+    result = rolling_backtest(series, hp, champion=champion)
+    try:
+        chosen = best_candidate(result.table)
+        origins = int(result.table.set_index("model").loc[chosen, "origins"])
+        reason = f"lowest mean MASE over {origins} rolling origin(s) of the last {len(result.origins)} days"
+    except ValueError:
+        chosen = "seasonal_naive"
+        reason = (
+            "fallback: no candidate could be scored with this little history "
+            f"({series.values.groupby('unique_id').size().max() / hp.steps_per_day:.1f} days; MASE needs a day "
+            "before each scored day for its scale, lightgbm 3 days, weekly naive 7)"
+        )
+    model = make(chosen, hp).fit(series.interpolated())
+    end = series.last_ds + pd.Timedelta(hp.freq)
+    if chosen in result.errors and hasattr(model, "calibration"):
+        model.calibration = result.calibration(chosen, end, hp.levels)
     data_range = {
         "first": series.values["ds"].min().isoformat() + "Z",
         "last": series.last_ds.isoformat() + "Z",
@@ -82,11 +101,24 @@ def train(env: TrainingEnvironment) -> dict:
         "rows": len(series.values),
     }
     table = result.table.round(4)
+    if "champion" in set(table.get("model", [])):
+        # The promotion compares on the same origins: the challenger's MASE where the champion was scored.
+        per_origin = result.per_origin
+        champion_origins = per_origin.loc[per_origin["model"] == "champion", "origin"]
+        same = per_origin[(per_origin["model"] == chosen) & per_origin["origin"].isin(champion_origins)]
+        table.loc[table["model"] == "champion", "challenger_mase"] = round(float(same["mase"].mean()), 4)
+    per_origin = result.per_origin.round(4)
+    if len(per_origin):
+        per_origin["origin"] = per_origin["origin"].map(lambda t: t.isoformat() + "Z")
     metrics = {
         "method": chosen,
+        "method_reason": reason,
         "data_range": data_range,
         "holdout_start": result.holdout_start.isoformat() + "Z",
+        "origins": [o.isoformat() + "Z" for o in result.origins],
+        "calibration_days": hp.conformal_windows,
         "backtest": table.to_dict(orient="records"),
+        "backtest_origins": per_origin.to_dict(orient="records"),
         "skipped": result.skipped,
         "champion_version": champion_meta.get("version"),
     }
@@ -97,12 +129,13 @@ def train(env: TrainingEnvironment) -> dict:
         {"version": os.environ.get("TRAINING_JOB_NAME"), "data_range": data_range, "backtest": metrics["backtest"]},
     )
     env.output_data_dir.mkdir(parents=True, exist_ok=True)
-    (env.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (env.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     table.to_csv(env.output_data_dir / "backtest.csv", index=False)
     sample = sorted(result.forecasts["unique_id"].unique())[:HOLDOUT_SAMPLE_SERIES] if len(result.forecasts) else []
-    result.forecasts[result.forecasts["unique_id"].isin(sample)].to_parquet(
-        env.output_data_dir / "holdout_sample.parquet"
+    holdout = (
+        result.forecasts[result.forecasts["unique_id"].isin(sample)] if len(result.forecasts) else result.forecasts
     )
+    holdout.to_parquet(env.output_data_dir / "holdout_sample.parquet")
     return metrics
 
 

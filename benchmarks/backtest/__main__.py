@@ -1,0 +1,3 @@
+from benchmarks.backtest.run import main
+
+main()

@@ -1,0 +1,202 @@
+"""Rolling-origin backtest: every candidate judged on several days, each forecast made from the past only.
+
+Origins are day boundaries counted back from the end of the data (``end - k days``, so each
+scored day is a whole 24 hours; on the simulator's fleet they are midnights UTC). At every origin:
+
+- the training part is the series before the origin, *then* interpolated (``Series.interpolated``),
+  so a gap is never filled from a value at or after the origin;
+- each candidate is refitted on that part alone and forecasts the next 24 hours (LightGBM: one
+  plain fit per origin, no internal cross-validation: that is what keeps refitting cheap);
+- its 80/95% intervals are split-conformal (``model.Calibration``): quantiles of the same
+  candidate's errors on the up to ``conformal_windows`` days before the origin, each of those
+  days forecast from an origin of its own. The scored day is never among them;
+- MASE divides the day's mean absolute error by the in-sample MAE of the daily seasonal naive on
+  the training part (``mean |y_t - y_{t-1 day}|`` over observed pairs before the origin), per
+  series; coverage is the share of observed actuals inside each interval. Interpolated points
+  are never scored.
+
+Forecasts of the ``conformal_windows`` day boundaries before the first scored origin are made for
+calibration only. Each candidate's figures are per origin (``per_origin``) and over all its scored
+origins (``table``: MASE the mean over series and origins, coverage over every scored point).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from iot_lake.forecast.model import Calibration, Hyperparameters, Series, make
+
+DAY = pd.Timedelta(days=1)
+
+
+@dataclass
+class RollingBacktest:
+    table: pd.DataFrame  # one row per model over its scored origins
+    per_origin: pd.DataFrame  # one row per model and scored origin
+    forecasts: pd.DataFrame  # the scored forecasts with intervals beside the actuals, by model and origin
+    origins: list[pd.Timestamp]  # the scored origins, oldest first
+    errors: dict[str, pd.DataFrame] = field(default_factory=dict)  # model -> out-of-sample forecasts, every origin
+    skipped: dict[str, str] = field(default_factory=dict)  # model -> why it did not run (at some origins)
+    calibration_days: int = 7
+
+    @property
+    def holdout_start(self) -> pd.Timestamp:
+        return self.origins[0]
+
+    def calibration(self, model: str, before: pd.Timestamp, levels) -> Calibration:
+        """The intervals' calibration for forecasts from ``before``: ``model``'s out-of-sample errors
+        on the ``calibration_days`` days before it."""
+        errors = self.errors[model]
+        return Calibration.from_errors(
+            errors[(errors["ds"] < before) & (errors["ds"] >= before - self.calibration_days * DAY)], levels
+        )
+
+
+def day_origins(series: Series, n: int, freq: str) -> list[pd.Timestamp]:
+    """The last ``n`` day boundaries counted back from the end of the data, oldest first."""
+    end = series.last_ds + pd.Timedelta(freq)
+    return [end - k * DAY for k in range(n, 0, -1)]
+
+
+def naive_scale(raw: pd.DataFrame, steps_per_day: int) -> pd.DataFrame:
+    """unique_id, ds, abs_diff: |y_t - y_{t-1 day}| on each series' regular grid (NaN where either is missing)."""
+    lagged = raw.groupby("unique_id")["y"].shift(steps_per_day)
+    return raw[["unique_id", "ds"]].assign(abs_diff=(raw["y"] - lagged).abs())
+
+
+def score(fc: pd.DataFrame, scale: pd.Series, levels) -> tuple[pd.DataFrame, dict]:
+    """Per-series MASE and the day's figures of forecasts ``fc`` (unique_id, ds, y, yhat[, intervals])."""
+    fc = fc.dropna(subset=["y"])
+    per_series = fc.assign(abs_error=(fc["y"] - fc["yhat"]).abs()).groupby("unique_id")["abs_error"].mean()
+    mase = (per_series / scale.reindex(per_series.index)).replace([np.inf, -np.inf], np.nan)
+    row = {
+        "mase": float(mase.mean()),
+        "mase_median": float(mase.median()),
+        "mae": float(per_series.mean()),
+        "series": int(per_series.size),
+        "points": len(fc),
+    }
+    for level in levels:
+        covered = coverage(fc, level)
+        row[f"coverage_{level}"] = covered
+    return mase.rename("mase").reset_index(), row
+
+
+def coverage(fc: pd.DataFrame, level: int) -> float:
+    """Share of actuals inside [lo, hi] of the ``level``% interval, over points that have both (NaN if none)."""
+    lo, hi = fc.get(f"lo_{level}"), fc.get(f"hi_{level}")
+    if lo is None or hi is None:
+        return float("nan")
+    known = fc["y"].notna() & lo.notna() & hi.notna()
+    if not known.any():
+        return float("nan")
+    return float(((fc["y"] >= lo) & (fc["y"] <= hi))[known].mean())
+
+
+def rolling_backtest(
+    series: Series,
+    hp: Hyperparameters,
+    origins: int | None = None,
+    champion=None,
+    candidates: tuple[str, ...] | None = None,
+) -> RollingBacktest:
+    """Backtest every candidate (and an already-fitted champion) on the last ``origins`` day
+    boundaries (default ``hp.backtest_origins``). ``series`` should come from
+    ``prepare(rows, freq, interpolate=False)``: its gaps are interpolated per training part here.
+    A candidate that cannot fit at an origin (too little history) is left out there and says why
+    in ``skipped``; a champion is scored only where it was fitted before the origin."""
+    n = origins or hp.backtest_origins
+    window = hp.conformal_windows
+    candidates = candidates or hp.candidates
+    scored = day_origins(series, n, hp.freq)
+    first = series.values["ds"].min()
+    fit_origins = [o for o in [scored[0] - k * DAY for k in range(window, 0, -1)] + scored if o > first]
+    raw = series.values[["unique_id", "ds", "y"]]
+    diffs = naive_scale(raw, hp.steps_per_day)
+    horizon = min(hp.horizon, hp.steps_per_day)  # origins are a day apart: one day each
+
+    # Out-of-sample forecasts of every candidate at every origin, each from the part before it.
+    forecasts: dict[str, dict[pd.Timestamp, pd.DataFrame]] = {name: {} for name in candidates}
+    skipped: dict[str, str] = {}
+    for origin in fit_origins:
+        train = series.until(origin)
+        if train.values.empty:
+            continue
+        train = train.interpolated()
+        actual = raw[(raw["ds"] >= origin) & (raw["ds"] < origin + horizon * pd.Timedelta(hp.freq))]
+        for name in candidates:
+            try:
+                fc = make(name, hp).fit(train).point(train, horizon)
+            except ValueError as exc:
+                skipped.setdefault(name, f"{exc} (at {origin.isoformat()} and maybe other origins)")
+                continue
+            forecasts[name][origin] = actual.merge(fc, on=["unique_id", "ds"], how="inner")
+    if champion is not None:
+        forecasts["champion"] = {}
+        for origin in scored:
+            train = series.until(origin).interpolated()
+            try:
+                fc = champion.predict(train, horizon)
+            except ValueError as exc:  # fitted on data at or after this origin
+                skipped.setdefault("champion", f"{exc} (at {origin.isoformat()})")
+                continue
+            actual = raw[(raw["ds"] >= origin) & (raw["ds"] < origin + horizon * pd.Timedelta(hp.freq))]
+            forecasts["champion"][origin] = actual.merge(fc, on=["unique_id", "ds"], how="inner")
+
+    errors = {
+        name: pd.concat([fc[["unique_id", "ds", "y", "yhat"]].assign(origin=o) for o, fc in by_origin.items()])
+        for name, by_origin in forecasts.items()
+        if by_origin and name != "champion"
+    }
+    result = RollingBacktest(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), scored, errors, skipped, window)
+    per_origin, per_series, scored_fc = [], [], []
+    for name, by_origin in forecasts.items():
+        for origin in scored:
+            if origin not in by_origin:
+                continue
+            fc = by_origin[origin]
+            days = 0
+            if name != "champion":
+                calibration = result.calibration(name, origin, hp.levels)
+                days = calibration.days
+                fc = fc[["unique_id", "ds", "y"]].merge(calibration.apply(fc, hp.levels), on=["unique_id", "ds"])
+            before = diffs[diffs["ds"] < origin]
+            scale = before.groupby("unique_id")["abs_diff"].mean()
+            mase, row = score(fc, scale, hp.levels)
+            per_origin.append({"model": name, "origin": origin, **row, "calibration_days": days})
+            per_series.append(mase.assign(model=name, origin=origin))
+            scored_fc.append(fc.assign(model=name, origin=origin))
+    if not per_origin:
+        return result
+    result.per_origin = pd.DataFrame(per_origin)
+    result.forecasts = pd.concat(scored_fc, ignore_index=True)
+    result.table = summarize(result.per_origin, pd.concat(per_series, ignore_index=True), result.forecasts, hp.levels)
+    return result
+
+
+def summarize(per_origin: pd.DataFrame, per_series: pd.DataFrame, forecasts: pd.DataFrame, levels) -> pd.DataFrame:
+    """Per model over its origins: MASE the mean (and median) over series and origins, its spread
+    over origins, coverage over every scored point with an interval."""
+    rows = []
+    for name, origin_rows in per_origin.groupby("model", sort=False):
+        mase = per_series.loc[per_series["model"] == name, "mase"].dropna()
+        fc = forecasts[forecasts["model"] == name]
+        row = {
+            "model": name,
+            "mase": float(mase.mean()),
+            "mase_median": float(mase.median()),
+            "mae": float(origin_rows["mae"].mean()),
+            "series": int(origin_rows["series"].max()),
+            "points": int(origin_rows["points"].sum()),
+            "origins": len(origin_rows),
+            "mase_origin_min": float(origin_rows["mase"].min()),
+            "mase_origin_max": float(origin_rows["mase"].max()),
+            "calibration_days_min": int(origin_rows["calibration_days"].min()),
+        }
+        for level in levels:
+            row[f"coverage_{level}"] = coverage(fc, level)
+        rows.append(row)
+    return pd.DataFrame(rows)
