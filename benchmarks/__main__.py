@@ -36,16 +36,18 @@ REPO = Path(__file__).resolve().parents[1]
 # the machine is quietest.
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "ui": (["--repeat", "3"], ["--repeat", "1"]),
-    "demo": ([], ["--devices", "10"]),
+    "demo": ([], ["--devices", "10", "--history-days", "3"]),
     "curate": ([], ["--quick"]),
     "forecast": ([], ["--quick"]),
     "backtest": ([], []),
     "latency": ([], []),
     "nab": (["--loco"], ["--check-causal", "0"]),  # full: + leave-one-category-out (~3 min)
+    "realdata": ([], []),
 }
 SIMULATING = {"demo", "curate", "forecast", "latency", "backtest"}  # the ones that take --seed
 # Too slow for --quick (the rolling-origin backtest refits LightGBM at every origin: ~10 min on 2 cores).
-FULL_ONLY = {"backtest"}
+# The real-data loop runs two weeks of hourly runs (a training and a forecast range per day).
+FULL_ONLY = {"backtest", "realdata"}
 console = Console(stderr=True)
 
 

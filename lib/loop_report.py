@@ -72,15 +72,16 @@ def _champion(lake: Lake) -> dict:
     meta = registry.version(lake, current["version"])
     rows = {r["model"]: r for r in meta.get("backtest", [])}
     chosen = rows.get(meta["method"], {})
-    naive = rows.get("seasonal_naive", {})
+    naives = [r["mase"] for name, r in rows.items() if name.startswith("seasonal_naive") and r.get("mase") is not None]
     return {
         "version": meta["version"],
         "method": meta["method"],
         "mase": chosen.get("mase", math.nan),
-        "naive_mase": naive.get("mase", math.nan),
+        "naive_mase": min(naives, default=math.nan),  # the better of daily and weekly seasonal naive
         "coverage_80": chosen.get("coverage_80", math.nan),
         "coverage_95": chosen.get("coverage_95", math.nan),
         "skipped": meta.get("skipped", {}),
+        "method_reason": meta.get("method_reason", ""),
         "trained_for": meta.get("trained_for"),
     }
 
@@ -152,8 +153,10 @@ def closing_table(
     table.add_row("curated", f"{runs.get('telemetry_hourly_job', 0)} landing hours")
     c = summary.champion
     if c:
-        model = f"{c['method']}: MASE {_num(c['mase'])} (seasonal naive {_num(c['naive_mase'])})"
+        model = f"{c['method']}: MASE {_num(c['mase'])} (better seasonal naive {_num(c['naive_mase'])})"
         model += f", 80%/95% interval coverage {_pct(c['coverage_80'])}/{_pct(c['coverage_95'])}"
+        if c["method"] != "lightgbm" and c.get("method_reason"):
+            model += f"\n{c['method_reason']}"
         for name, why in c["skipped"].items():
             model += f"\n{name} not trained: {why}"
         table.add_row("champion model", model)

@@ -133,6 +133,7 @@ def forecast_model(
             promoted=promote,
             reason=reason,
             freq=config.grain,
+            method_reason=metrics.get("method_reason", ""),
             skipped=metrics.get("skipped", {}),
         ),
     )
@@ -248,7 +249,7 @@ def batch_forecast(
             "origins": len(origins),
             "first_origin": origins[0].isoformat(),
             "model_version": current["version"],
-            "method": current["method"],
+            "method": str(forecasts["method"].iloc[0]) if len(forecasts) else "none",
             "series": int(forecasts.groupby(["device_id", "metric"]).ngroups),
             "job_name": run.job_name,
             "horizon_end": forecasts["bucket_start"].max().isoformat() if len(forecasts) else "none",

@@ -106,7 +106,11 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
         return MaterializeResult(metadata={"dagster/row_count": 0, "anomalous": 0})
     since = start - timedelta(minutes=PARAMS.history)
     history = read_delta(lake, DEVIATIONS_TABLE, "event_date", _dates(since, start), _between("ts", since, start))
-    scored = score(with_forecasts(actuals, forecasts), history, PARAMS)
+    # Operators' verdicts: minutes of cases marked false positive are learnt as normal when replayed,
+    # so the same false alarm is less likely next time (confirmed ones stay out of training instead).
+    with cases.store() as store:
+        normal = store.false_positive_periods(since=since)
+    scored = score(with_forecasts(actuals, forecasts), history, PARAMS, normal=normal)
     _replace_hour(lake, scored, start, end)
 
     outcomes = _observe(cases, scored)

@@ -50,6 +50,7 @@ class ModelVersion:
     promoted: bool = False
     reason: str = ""
     freq: str = "5min"  # the series' resolution: batch forecasts need history at the same one
+    method_reason: str = ""  # why this method: the backtest winner, or the fallback with too little history
     skipped: dict[str, str] = field(default_factory=dict)  # candidate -> why it could not train (e.g. history)
 
 
