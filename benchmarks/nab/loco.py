@@ -28,7 +28,7 @@ import tempfile
 from multiprocessing import Pool
 from pathlib import Path
 
-from benchmarks.nab.run import tool_dir
+from benchmarks.nab.tool import tool_dir
 from iot_lake.detect.nab import NabParams
 
 D = NabParams()

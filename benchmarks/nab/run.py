@@ -21,14 +21,11 @@ from pathlib import Path
 
 import click
 
+from benchmarks.nab.tool import tool_dir
 from benchmarks.results import Result, write
 
 REPO = Path(__file__).resolve().parents[2]
 DETECTOR = "iot_lake.detect.nab:nab_detector"
-
-
-def tool_dir() -> Path:
-    return Path(os.environ.get("NAB_TOOL", REPO.parent / "shared" / "tools" / "nab")).resolve()
 
 
 def run(params: dict | None = None, out: str | None = None, jobs: int = 2, check_causal: int = 5) -> dict:

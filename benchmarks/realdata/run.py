@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.dagster_dev import REPO, clean_env
-from benchmarks.nab.run import tool_dir
+from benchmarks.nab.tool import tool_dir
 from benchmarks.results import Result, load_average, write
 
 CATEGORY = "realAWSCloudwatch"
