@@ -128,12 +128,10 @@ def test_main_job_end_to_end(tmp_path):
 
     warehouse = next((tmp_path / "lake" / "warehouse").glob("*.duckdb"))
     with duckdb.connect(str(warehouse), read_only=True) as db:
-        tables = {
-            name: schema
-            for schema, name in db.sql("select table_schema, table_name from information_schema.tables").fetchall()
-        }
-        n_forecast = db.sql(f"select count(*) from {tables['fct_forecast']}.fct_forecast").fetchone()[0]
-        n_case = db.sql(f"select count(*) from {tables['fct_case']}.fct_case").fetchone()[0]
+        rows = db.execute("select table_schema, table_name from information_schema.tables").fetchall()
+        tables = {name: schema for schema, name in rows}
+        n_forecast = db.execute(f"select count(*) from {tables['fct_forecast']}.fct_forecast").fetchone()[0]
+        n_case = db.execute(f"select count(*) from {tables['fct_case']}.fct_case").fetchone()[0]
     assert n_forecast > 0 and n_case == len(found)
 
 
