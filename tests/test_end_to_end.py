@@ -84,7 +84,8 @@ def test_main_job_end_to_end(tmp_path):
         for key in (["curated", "weather"], ["curated", "features"]):
             assert partitions(key) == days
         features = instance.get_latest_materialization_event(AssetKey(["curated", "features"])).asset_materialization
-        assert features.metadata["dagster/row_count"].value == 4 * 4 * 288  # devices x metrics x 5-min buckets
+        # devices x metrics x 5-min buckets, less the buckets of injected dropouts (no readings at all)
+        assert 0.95 * 4 * 4 * 288 <= features.metadata["dagster/row_count"].value <= 4 * 4 * 288
         # Every data-quality check ran in the main job's runs and passed.
         for key in ("telemetry", "telemetry_1min", "telemetry_5min", "weather", "features"):
             check = AssetCheckKey(AssetKey(["curated", key]), "gx_suite")

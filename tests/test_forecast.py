@@ -245,11 +245,14 @@ def test_a_range_of_origins_forecasts_each_as_if_alone(tmp_path, rows):
     """A backfilled range of hours is one processing job: each origin sees only the history before it,
     so the range's forecasts equal the ones each hour's own run makes."""
     from iot_lake.forecast.batch_forecast import forecast_origins
-    from iot_lake.forecast.model import make, save
+    from iot_lake.forecast.model import save
 
-    hp = Hyperparameters()
-    train = rows[rows["event_date"] < date(2026, 11, 14)]
-    save(make("lightgbm", hp).fit(prepare(train, hp.freq)), tmp_path / "model", {"version": "v-test"})
+    hp = Hyperparameters(conformal_windows=1)
+    before = rows[rows["event_date"] < date(2026, 11, 14)]
+    calibration = rolling_backtest(prepare(before, hp.freq, interpolate=False), hp, origins=1, candidates=("lightgbm",))
+    model = make("lightgbm", hp).fit(prepare(before, hp.freq))
+    model.calibration = calibration.calibration("lightgbm", pd.Timestamp("2026-11-14"), hp.levels)
+    save(model, tmp_path / "model", {"version": "v-test"})
     history = tmp_path / "history"
     history.mkdir()
     rows.to_parquet(history / "rows.parquet", index=False)
