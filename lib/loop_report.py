@@ -19,7 +19,7 @@ from iot_lake.cases.accuracy import CaseAccuracy, case_accuracy
 from iot_lake.cases.model import SEVERITIES
 from iot_lake.forecast import registry
 from iot_lake.lake import Lake
-from iot_lake.simulate.runner import anomalies_key
+from iot_lake.simulate.runner import read_anomalies
 
 
 @dataclass
@@ -58,7 +58,7 @@ def loop_summary(settings, lake: Lake, start: datetime, end: datetime) -> LoopSu
     out.site_incidents = len(incidents)
     out.site_incident_cases = sum(len(i.case_keys) for i in incidents)
     out.cases_by_severity = {s: int((cases["severity"] == s).sum()) for s in reversed(SEVERITIES)} if len(cases) else {}
-    truth = _truth(lake, start, end)
+    truth = read_anomalies(lake, [(start + timedelta(days=d)).date() for d in range((end - start).days + 1)])
     if truth is not None:
         series = set(zip(scored["device_id"], scored["metric"])) if len(scored) else set()
         out.accuracy = case_accuracy(cases, truth, (pd.Timestamp(start), pd.Timestamp(end)), series)
@@ -114,21 +114,6 @@ def _cases(settings, start: datetime, end: datetime) -> tuple[pd.DataFrame, list
 def _utc(value: datetime) -> pd.Timestamp:
     ts = pd.Timestamp(value)
     return ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")
-
-
-def _truth(lake: Lake, start: datetime, end: datetime) -> pd.DataFrame | None:
-    """The simulator's injected anomalies of the window's days, or None (real data has no truth)."""
-    frames = []
-    for d in range((end - start).days + 1):
-        key = anomalies_key((start + timedelta(days=d)).date())
-        if lake.exists(key):
-            with lake.open(key) as f:
-                frames.append(pd.read_csv(f))
-    if not frames:
-        return None
-    truth = pd.concat(frames, ignore_index=True)
-    truth["start"], truth["end"] = pd.to_datetime(truth["start"], utc=True), pd.to_datetime(truth["end"], utc=True)
-    return truth
 
 
 def _pct(x: float) -> str:

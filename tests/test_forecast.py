@@ -215,7 +215,9 @@ def test_a_worse_challenger_is_not_promoted(tmp_path):
     assert json.loads(lake.read_bytes(registry.version_key("v2")))["reason"] == reason
 
 
-def test_batch_forecast_covers_the_horizon_from_the_origin_with_nested_intervals(tmp_path, rows):
+def _model_and_history(tmp_path, rows) -> Path:
+    """A LightGBM fitted before 2026-11-14 with intervals calibrated on its backtest (as train.py does),
+    saved under tmp_path/model; the rows as the history directory it forecasts from."""
     from iot_lake.forecast.model import save
 
     hp = Hyperparameters(conformal_windows=1)
@@ -227,6 +229,11 @@ def test_batch_forecast_covers_the_horizon_from_the_origin_with_nested_intervals
     history = tmp_path / "history"
     history.mkdir()
     rows.to_parquet(history / "rows.parquet", index=False)
+    return history
+
+
+def test_batch_forecast_covers_the_horizon_from_the_origin_with_nested_intervals(tmp_path, rows):
+    history = _model_and_history(tmp_path, rows)
 
     origin = datetime(2026, 11, 14, 6, tzinfo=UTC)
     out, report = forecast(tmp_path / "model", history, origin)
@@ -245,17 +252,8 @@ def test_a_range_of_origins_forecasts_each_as_if_alone(tmp_path, rows):
     """A backfilled range of hours is one processing job: each origin sees only the history before it,
     so the range's forecasts equal the ones each hour's own run makes."""
     from iot_lake.forecast.batch_forecast import forecast_origins
-    from iot_lake.forecast.model import save
 
-    hp = Hyperparameters(conformal_windows=1)
-    before = rows[rows["event_date"] < date(2026, 11, 14)]
-    calibration = rolling_backtest(prepare(before, hp.freq, interpolate=False), hp, origins=1, candidates=("lightgbm",))
-    model = make("lightgbm", hp).fit(prepare(before, hp.freq))
-    model.calibration = calibration.calibration("lightgbm", pd.Timestamp("2026-11-14"), hp.levels)
-    save(model, tmp_path / "model", {"version": "v-test"})
-    history = tmp_path / "history"
-    history.mkdir()
-    rows.to_parquet(history / "rows.parquet", index=False)
+    history = _model_and_history(tmp_path, rows)
     origins = [datetime(2026, 11, 14, h, tzinfo=UTC) for h in (6, 7, 8)]
 
     together, reports = forecast_origins(tmp_path / "model", history, origins)

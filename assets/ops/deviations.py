@@ -35,7 +35,7 @@ from iot_lake.cases.mirror import mirror_to_lake
 from iot_lake.cases.model import Deviation
 from iot_lake.cases.outbox import deliver_pending
 from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, score, with_forecasts
-from iot_lake.simulate.runner import anomalies_key
+from iot_lake.simulate.runner import read_anomalies
 from lib.retries import RETRY_POLICY
 from resources.cases import CasesResource
 from resources.lake import LakeResource
@@ -182,17 +182,9 @@ def _observe(cases: CasesResource, scored: pd.DataFrame) -> dict[str, int]:
 
 def _accuracy_metadata(lake: LakeResource, scored: pd.DataFrame, start: datetime, end: datetime) -> dict:
     """Precision, recall and delay against the simulator's injected anomalies, when it left them."""
-    the_lake = lake.lake()
-    days = _dates(start - timedelta(days=1), end)
-    keys = [anomalies_key(d) for d in days if the_lake.exists(anomalies_key(d))]
-    if not keys:
+    truth = read_anomalies(lake.lake(), _dates(start - timedelta(days=1), end))
+    if truth is None:
         return {}
-    frames = []
-    for key in keys:
-        with the_lake.open(key) as f:
-            frames.append(pd.read_csv(f, parse_dates=["start", "end"]))
-    truth = pd.concat(frames, ignore_index=True)
-    truth["start"], truth["end"] = pd.to_datetime(truth["start"], utc=True), pd.to_datetime(truth["end"], utc=True)
     result = accuracy(scored, truth)
     return {
         "injected_anomalies": result.anomalies,

@@ -39,6 +39,23 @@ def anomalies_key(day: date) -> str:
     return f"{SIMULATOR_PREFIX}/anomalies/{day:%Y-%m-%d}.csv"
 
 
+def read_anomalies(lake: Lake, days):
+    """The injected anomalies the simulator left for ``days`` (start and end as UTC timestamps), or
+    None where it left none: real or imported data has no ground truth."""
+    import pandas as pd
+
+    frames = []
+    for day in days:
+        if lake.exists(anomalies_key(day)):
+            with lake.open(anomalies_key(day)) as f:
+                frames.append(pd.read_csv(f))
+    if not frames:
+        return None
+    truth = pd.concat(frames, ignore_index=True)
+    truth["start"], truth["end"] = pd.to_datetime(truth["start"], utc=True), pd.to_datetime(truth["end"], utc=True)
+    return truth
+
+
 def delivery_truth_key(object_key: str) -> str:
     return f"{SIMULATOR_PREFIX}/deliveries/{object_key.removeprefix(TELEMETRY_PREFIX + '/')}.json"
 
