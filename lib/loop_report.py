@@ -16,7 +16,7 @@ import pyarrow.dataset as ds
 from rich.table import Table
 
 from iot_lake.cases.accuracy import CaseAccuracy, case_accuracy
-from iot_lake.cases.model import SEVERITIES
+from iot_lake.cases.model import SEVERITIES, utc
 from iot_lake.forecast import registry
 from iot_lake.lake import Lake
 from iot_lake.simulate.runner import read_anomalies
@@ -92,15 +92,17 @@ def _cases(settings, start: datetime, end: datetime) -> tuple[pd.DataFrame, list
     with CaseStore(settings.cases_url) as store:
         found = store.list_cases()
         incidents = [
-            i for i in store.site_incidents() if pd.Timestamp(start) <= _utc(i.first_start) < pd.Timestamp(end)
+            i
+            for i in store.site_incidents()
+            if pd.Timestamp(start) <= pd.Timestamp(utc(i.first_start)) < pd.Timestamp(end)
         ]
     rows = [
         {
             "case_key": c.case_key,
             "device_id": c.device_id,
             "metric": c.metric,
-            "start": _utc(c.incident_start),
-            "last_seen": _utc(c.last_seen),
+            "start": pd.Timestamp(utc(c.incident_start)),
+            "last_seen": pd.Timestamp(utc(c.last_seen)),
             "severity": c.severity,
             "status": c.status,
         }
@@ -109,11 +111,6 @@ def _cases(settings, start: datetime, end: datetime) -> tuple[pd.DataFrame, list
     frame = pd.DataFrame(rows, columns=["case_key", "device_id", "metric", "start", "last_seen", "severity", "status"])
     inside = (frame["start"] >= pd.Timestamp(start)) & (frame["start"] < pd.Timestamp(end))
     return frame[inside].reset_index(drop=True), incidents
-
-
-def _utc(value: datetime) -> pd.Timestamp:
-    ts = pd.Timestamp(value)
-    return ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")
 
 
 def _pct(x: float) -> str:
