@@ -278,6 +278,12 @@ def _open_store(db_url: str | None) -> CaseStore:
     return CaseStore(db_url or settings.cases_url, sinks=sinks_for(settings))
 
 
+def _band(evidence: dict) -> str:
+    if evidence.get("expected_lo") is None:  # opened before the series had a forecast
+        return "none (no forecast yet: the series' own history)"
+    return f"{evidence['expected_lo']:.3g} .. {evidence['expected_hi']:.3g}"
+
+
 def _when(value: datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M:%S}" if value else ""
 
@@ -419,7 +425,7 @@ def _print_case(case: Case) -> None:
         ("reopened", str(case.reopen_count)),
         ("site incident", case.site_incident_key or "-"),
         ("max score", f"{evidence['max_score']:.2f}"),
-        ("expected band", f"{evidence['expected_lo']:.3g} .. {evidence['expected_hi']:.3g}"),
+        ("expected band", _band(evidence)),
         ("actual values", json.dumps(evidence["actual_values"][-10:])),
     ):
         table.add_row(name, value)

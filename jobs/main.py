@@ -96,7 +96,9 @@ def partitions_to_run(
         )
         day += timedelta(days=1)
     plan += [
-        ("deviations_job", _hours(start, end)),
+        # Every hour that landed, history included: a series' own channels are warm (12.5 h) by the
+        # time its forecasts begin, as they are for a series that has been streaming for days.
+        ("deviations_job", sorted(set(hours) | set(_hours(start, end)))),
         # The warehouse last: its unpartitioned models (staging, dimensions, cases) before the hourly
         # facts that test against them, and the daily mart over both.
         ("warehouse_job", [None]),

@@ -50,8 +50,8 @@ class Deviation:
     site_id: str | None
     ts: datetime
     actual: float
-    expected_lo: float
-    expected_hi: float
+    expected_lo: float | None  # None: no forecast band for the point (the detector's own channels)
+    expected_hi: float | None
     score: float
     is_anomalous: bool
 
@@ -179,3 +179,30 @@ def merge_evidence(evidence: dict[str, Any], d: Deviation) -> dict[str, Any]:
     if d.score > evidence["max_score"]:  # the band shown is the one the worst point broke
         merged.update(max_score=d.score, expected_lo=d.expected_lo, expected_hi=d.expected_hi)
     return merged
+
+
+def points_to_observe(
+    times: list[datetime],
+    anomalous: list[bool],
+    resolve_after: timedelta,
+    active: bool = False,
+    back_in_band_since: datetime | None = None,
+) -> list[bool]:
+    """Which of a series' scored points (in time order) can change its cases, so a detector need not
+    hand the store every point of a long range: anomalous points, the series' first point, the
+    first point back in band after an anomalous one (it starts the in-band clock, or marks where a
+    closed excursion ended) and, while a case may be active (``active`` at the start of the range,
+    or after an anomalous point), the first point ``resolve_after`` after the clock started (it
+    auto-resolves).  ``back_in_band_since``: the active case's clock at the start, if running."""
+    keep = [False] * len(times)
+    tracking, since, previous = active, back_in_band_since if active else None, False
+    for i, (t, flagged) in enumerate(zip(times, anomalous)):
+        if flagged:
+            keep[i], tracking, since = True, True, None
+        elif i == 0 or previous or (tracking and since is None):
+            keep[i] = True
+            since = since or t
+        elif tracking and t - since >= resolve_after:
+            keep[i], tracking = True, False
+        previous = flagged
+    return keep

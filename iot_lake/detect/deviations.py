@@ -1,19 +1,20 @@
 """Forecast deviations: 1-minute actuals against the champion forecast's band, scored causally.
 
 Each minute of a series is compared with the forecast of its 5-minute bucket (the latest forecast
-made before the hour it is in).  One `iot_lake.detect.nab.DeviationScorer` per (device, metric)
-series -- the detector NAB is scored with -- is fed the minute, its timestamp and the band
-(expected, lo, hi): the residual standardised by the band's width is one residual channel, beside
-the scorer's own level, shift and volatility channels, each calibrated against the series' own
+made before the hour it is in; none before the series' first forecast).  One
+`iot_lake.detect.nab.DeviationScorer` per (device, metric) series -- the detector NAB is scored
+with, with its NAB-tuned values -- is fed the minute, its timestamp and the band (expected, lo,
+hi): the residual standardised by the band's width is one residual channel, beside the scorer's
+own level, daily-season and shift channels, each calibrated against the series' own
 recent residuals, so a score means the same on every device and metric and a biased, too narrow
 or too wide band is judged by how the series usually sits in it.
 
 An incident (``is_anomalous``) starts at a minute whose score reaches the alert level
 (``params.detector.alert_level``) and goes on while the following minutes stay outside the band or
 score at the alert level themselves; it ends at the first minute back in band that scores below it.
-Within ``suppress`` seconds (an hour) of its end, an alert starts a new incident only if its
-surprise exceeds the last incident's peak by ``rearm_factor`` (the own channels' means settle after
-a big excursion: that aftershock is not news).
+Within ``suppress`` seconds (NAB's tuned ~35 h) of its end, an alert starts a new incident only if its
+surprise exceeds the last incident's peak by ``rearm_factor`` (one case per incident: its
+aftershocks are not news, and on NAB every extra alert costs more than it earns).
 Incident minutes are kept out of the band channel's calibration, so a long excursion does not
 become normal (the scorer's own channels measure against a forecaster that follows the series, so
 they keep learning: frozen, they would lock an incident on).
@@ -37,6 +38,7 @@ from iot_lake.detect.nab import DeviationScorer, NabParams
 
 Z = {80: 1.2815515655446004, 95: 1.959963984540054}
 KEY = ["device_id", "metric"]
+BAND_COLUMNS = ["lo_80", "hi_80", "lo_95", "hi_95"]
 COLUMNS = [
     "device_id",
     "metric",
@@ -54,34 +56,25 @@ COLUMNS = [
     "event_date",
 ]
 
-# The detector as production runs it on 1-minute actuals.  The band already carries the daily
-# profile: the own channels follow actual - expected (a level shift or drift of a few sigma shows
-# there whatever the band's width or bias), and no seasonal channel (it would need a day of replay
-# before it says anything); residuals join the calibration an hour late, so a slow drift or a
-# stuck sensor is judged against the hour before it, not against its own last minutes; the own
-# channels speak once 6 hours of residuals are calibrated (the band's normal tail meanwhile); the
-# calibration looks back over the day that is replayed; a short warm-up since the band, the one
-# channel trusted from the first minute, covers a new series meanwhile.  Spread: a noise-variance
-# increase inside a wide band.
-PRODUCTION = NabParams(
-    channels="level,shift,spread,band",
-    band_detrend=True,
-    lag=3600.0,
-    warm_means=True,
-    suppress=3600.0,
-    min_history=360,
-    season_seconds=0.0,
-    history=86400.0,
-    warmup=7200.0,
-    half_surprise=8.0,
-    alert_level=0.5,
-)
+# The detector as production runs it: the one scored on NAB, with its NAB-tuned values (in time
+# units, so they mean the same on 1-minute actuals as on NAB's 5-minute points), and three changes:
+# - the band channels: the band residual, and its 10-minute EW mean ("band_mean"), so a small
+#   shift, drift or stuck value the band sees minute after minute adds up;
+# - ``lag``: residuals join the calibration an hour late, so a developing shift or drift is judged
+#   against the hour before it, not against its own last minutes (NAB's series need no lag);
+# - ``suppress`` of an hour, not NAB's 35: an operator wants a case for each incident, while NAB
+#   charges every extra alert more than most detections earn.
+# Until the own channels are warm (``warmup``: 12.5 h of a series) the band, which knows the series
+# already, is the only channel that speaks; a series without a forecast yet is judged by its own.
+PRODUCTION = NabParams(channels="level,season,shift,band,band_mean", suppress=3600.0, lag=3600.0)
 
 
 @dataclass(frozen=True)
 class DeviationParams:
     band: int = 95  # the forecast interval that is the expected band
-    history: int = 1440  # minutes of stored rows replayed per series before an hour is scored
+    # minutes of stored rows replayed per series before an hour is scored: the detector's
+    # calibration window, so an hour scored alone sees what a long range scored in one pass sees
+    history: int = 10000
     detector: NabParams = field(default_factory=lambda: PRODUCTION)
 
     @property
@@ -91,15 +84,19 @@ class DeviationParams:
 
 def with_forecasts(actuals: pd.DataFrame, forecasts: pd.DataFrame) -> pd.DataFrame:
     """Each 1-minute actual (device_id, metric, site_id, bucket_start, mean) beside the forecast of
-    its 5-minute bucket from the latest origin at or before the minute; minutes without one are dropped."""
+    its 5-minute bucket from the latest origin at or before the minute.  Minutes without one keep
+    empty forecast columns: the scorer's own channels judge them (a series before its first model)."""
     actuals = actuals.assign(bucket_5min=actuals["bucket_start"].dt.floor("5min"))
+    columns = ["device_id", "metric", "bucket_5min", "yhat", *BAND_COLUMNS, "origin", "model_version"]
     latest = (
         forecasts.sort_values("origin")
         .drop_duplicates(["device_id", "metric", "bucket_start"], keep="last")
         .rename(columns={"bucket_start": "bucket_5min"})
+        .reindex(columns=columns)
     )
-    joined = actuals.merge(latest, on=["device_id", "metric", "bucket_5min"], how="inner")
-    return joined[joined["origin"] <= joined["bucket_start"]]
+    joined = actuals.merge(latest, on=["device_id", "metric", "bucket_5min"], how="left")
+    joined.loc[joined["origin"] > joined["bucket_start"], columns[3:]] = None
+    return joined
 
 
 def standardised(actual, expected, lo, hi, band: int) -> np.ndarray:
@@ -108,7 +105,7 @@ def standardised(actual, expected, lo, hi, band: int) -> np.ndarray:
     return (np.asarray(actual) - np.asarray(expected)) / sigma
 
 
-BAND = ("band",)
+BAND = ("band", "band_mean")
 
 
 class SeriesScorer:

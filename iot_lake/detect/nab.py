@@ -63,6 +63,10 @@ class NabParams:
     agree_weight: float = 0.0  # weight of the other channels' surprises added to the largest
     band_z: float = Z95  # the external band's half-width in standard deviations (a 95% band)
     band_floor: float = 0.5  # the band channel's tail scale is at least this many band sigmas
+    band_mean_half_life: float = 600.0  # "band_mean": EW mean of the band residual (10 min), so a
+    # small shift, drift or stuck value that the band sees minute after minute adds up
+    band_nominal: bool = True  # until `min_history` band residuals are calibrated, trust the band's
+    # normal tail (False: the band channel waits for its calibration like the others)
     band_detrend: bool = False  # with a band: the own channels follow value - expected (what the
     # external forecast leaves unexplained), not the raw value
     # calibration
@@ -353,8 +357,8 @@ class OnlineForecaster:
 # ------------------------------------------------------------------------------------------------
 # The scorer
 # ------------------------------------------------------------------------------------------------
-CHANNELS = ("level", "season", "shift", "spread", "level_run", "season_run", "band")
-TWO_SIDED = {"level", "season", "shift", "level_run", "season_run", "band"}  # "spread": increases only
+CHANNELS = ("level", "season", "shift", "spread", "level_run", "season_run", "band", "band_mean")
+TWO_SIDED = {"level", "season", "shift", "level_run", "season_run", "band", "band_mean"}  # "spread": increases only
 
 
 def to_seconds(timestamp) -> float | None:
@@ -401,6 +405,8 @@ class DeviationScorer:
         self._last_res: dict = {}
         self._lagged: deque = deque()  # residuals waiting `lag` seconds to join the calibration
         self._pending = None  # (t, x, residuals, burst value) of the assessed, not yet learnt point
+        self._band_mean = None  # EW mean of the band residual so far (learnt), and with the pending point
+        self._band_mean_next = None
         self.surprise_value = 0.0  # combined surprise (nats) of the last assessed point
 
     # -- time: the sampling step (median of the first steps) fixes the seasonal lookup and the
@@ -454,21 +460,33 @@ class DeviationScorer:
                     pos = min(r for _, r in recent)
                     neg = max(r for _, r in recent)
                     res[base + "_run"] = pos if pos > 0 else (neg if neg < 0 else 0.0)
+        self._band_mean_next = self._band_mean
         if band is not None:
             expected, lo, hi = band
             width = (hi - lo) / (2 * p.band_z)
             if width > 0:
                 res["band"] = (x - expected) / width
+                if "band_mean" in self._use:
+                    prev = self._band_mean
+                    w = ew_weight(dt, p.band_mean_half_life)
+                    self._band_mean_next = res["band"] if prev is None else prev + w * (res["band"] - prev)
+                    res["band_mean"] = self._band_mean_next
         floor = 1e-6 * (abs(f.scale) + 1e-9) if f.n else 0.0
         cals = self.calibrators
         use = self._use
         out = {}
         for c, r in res.items():
             if c in use and (r >= 0 or c in TWO_SIDED):
-                if c == "band":
+                if c in ("band", "band_mean"):
                     cal = cals[c]
                     # until the band's own residuals are known, trust its normal tail
-                    out[c] = cal.surprise(r, p.band_floor) if len(cal) >= p.min_history else gaussian_surprise(r)
+                    # in band sigmas; an EW mean of n.i.d. residuals has sd sqrt(w / (2 - w)) of them
+                    w = ew_weight(self.step, p.band_mean_half_life) if c == "band_mean" else 1.0
+                    sd = math.sqrt(w / (2 - w))
+                    if len(cal) >= p.min_history:
+                        out[c] = cal.surprise(r, p.band_floor * sd)
+                    elif p.band_nominal:  # until calibrated, the band's normal tail
+                        out[c] = gaussian_surprise(r / sd)
                 else:
                     out[c] = cals[c].surprise(r, floor)
         self.last_surprises = out
@@ -515,6 +533,7 @@ class DeviationScorer:
             return
         t, x, res, m = self._pending
         self._pending = None
+        self._band_mean = self._band_mean_next
         if skip != "all":
             if self.p.lag > 0:
                 self._lagged.append((t, res, skip, m))
