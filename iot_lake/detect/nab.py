@@ -65,6 +65,9 @@ class NabParams:
     band_floor: float = 0.5  # the band channel's tail scale is at least this many band sigmas
     band_mean_half_life: float = 600.0  # "band_mean": EW mean of the band residual (10 min), so a
     # small shift, drift or stuck value that the band sees minute after minute adds up
+    band_after: float = 86400.0  # the band channels speak once calibrated on this many seconds of
+    # bands (a day holds every hour's bias: a forecast's errors persist for hours, so they have no
+    # normal tail to trust); before, only while the own channels warm up, the band's normal tail
     band_nominal: bool = True  # until `min_history` band residuals are calibrated, trust the band's
     # normal tail (False: the band channel waits for its calibration like the others)
     band_detrend: bool = False  # with a band: the own channels follow value - expected (what the
@@ -405,6 +408,7 @@ class DeviationScorer:
         self._last_res: dict = {}
         self._lagged: deque = deque()  # residuals waiting `lag` seconds to join the calibration
         self._pending = None  # (t, x, residuals, burst value) of the assessed, not yet learnt point
+        self._band_t0 = math.inf  # time of the first band
         self._band_mean = None  # EW mean of the band residual so far (learnt), and with the pending point
         self._band_mean_next = None
         self.surprise_value = 0.0  # combined surprise (nats) of the last assessed point
@@ -465,6 +469,7 @@ class DeviationScorer:
             expected, lo, hi = band
             width = (hi - lo) / (2 * p.band_z)
             if width > 0:
+                self._band_t0 = min(self._band_t0, t)
                 res["band"] = (x - expected) / width
                 if "band_mean" in self._use:
                     prev = self._band_mean
@@ -472,6 +477,7 @@ class DeviationScorer:
                     self._band_mean_next = res["band"] if prev is None else prev + w * (res["band"] - prev)
                     res["band_mean"] = self._band_mean_next
         floor = 1e-6 * (abs(f.scale) + 1e-9) if f.n else 0.0
+        warm = self._t0 is not None and t - self._t0 >= p.warmup
         cals = self.calibrators
         use = self._use
         out = {}
@@ -483,6 +489,8 @@ class DeviationScorer:
                     # in band sigmas; an EW mean of n.i.d. residuals has sd sqrt(w / (2 - w)) of them
                     w = ew_weight(self.step, p.band_mean_half_life) if c == "band_mean" else 1.0
                     sd = math.sqrt(w / (2 - w))
+                    if t - self._band_t0 < p.band_after and (c == "band_mean" or warm):
+                        continue
                     if len(cal) >= p.min_history:
                         out[c] = cal.surprise(r, p.band_floor * sd)
                     elif p.band_nominal:  # until calibrated, the band's normal tail
@@ -491,7 +499,6 @@ class DeviationScorer:
                     out[c] = cals[c].surprise(r, floor)
         self.last_surprises = out
         self._last_res = res
-        warm = self._t0 is not None and t - self._t0 >= p.warmup
         if not warm:
             # learning: only an external band, which knows the series already, has a say
             s = out.get("band", 0.0)
