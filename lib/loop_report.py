@@ -17,9 +17,12 @@ from rich.table import Table
 
 from iot_lake.cases.accuracy import CaseAccuracy, case_accuracy
 from iot_lake.cases.model import SEVERITIES, utc
+from iot_lake.detect.feedback import FeedbackEffect, feedback_effect
 from iot_lake.forecast import registry
 from iot_lake.lake import Lake
 from iot_lake.simulate.runner import read_anomalies
+
+DAY = timedelta(days=1)
 
 
 @dataclass
@@ -35,6 +38,7 @@ class LoopSummary:
     site_incidents: int = 0  # several devices of one site at once: paged once
     site_incident_cases: int = 0
     accuracy: CaseAccuracy | None = None  # None without ground truth (real or imported data)
+    feedback: FeedbackEffect | None = None  # the false cases marked, and the day played again
 
 
 def loop_summary(settings, lake: Lake, start: datetime, end: datetime) -> LoopSummary:
@@ -62,6 +66,11 @@ def loop_summary(settings, lake: Lake, start: datetime, end: datetime) -> LoopSu
     if truth is not None:
         series = set(zip(scored["device_id"], scored["metric"])) if len(scored) else set()
         out.accuracy = case_accuracy(cases, truth, (pd.Timestamp(start), pd.Timestamp(end)), series)
+        false = cases[[not m for m in out.accuracy.matched]].rename(columns={"last_seen": "end"})
+        # the day before the window is replayed too: the band channels' calibration needs a day
+        history = read_delta(resource, "ops/deviations", "event_date", days, ds.field("ts") >= pa.scalar(start - DAY))
+        window = (pd.Timestamp(start), pd.Timestamp(end))
+        out.feedback = feedback_effect(history, window, false[["device_id", "metric", "start", "end"]])
     return out
 
 
@@ -168,6 +177,13 @@ def closing_table(
         if kinds:
             table.add_row("recall by kind", kinds)
         table.add_row("median delay", _num(a.median_delay_s / 60, "{:.1f} min"))
+    f = summary.feedback
+    if f is not None and f.marked:
+        table.add_row(
+            "operator feedback",
+            f"the {f.marked} false cases marked false positive: played again the next day, "
+            f"{f.again_with} of them alarm again (without the verdicts: {f.again_without})",
+        )
     table.add_row("failed runs", str(len(failures)))
     slowest = ", ".join(f"{j} {s:.0f}" for j, s in sorted(seconds.items(), key=lambda kv: -kv[1])[:4])
     table.add_row("seconds", f"simulate {t_sim:.0f}, total {elapsed:.0f} (slowest: {slowest})")

@@ -30,6 +30,7 @@ class CaseAccuracy:
     detected: int = 0
     delays_s: list[float] = field(default_factory=list)
     by_kind: dict[str, tuple[int, int]] = field(default_factory=dict)  # kind -> (detected, injected)
+    matched: list[bool] = field(default_factory=list)  # per case (in the order given): matches an anomaly
 
     @property
     def precision(self) -> float:
@@ -73,5 +74,6 @@ def case_accuracy(
             hit[cases.index.get_indexer(same.index[overlap])] = True
             out.delays_s.append(max(0.0, (same["start"][overlap].min() - a.start).total_seconds()))
     out.true_cases = int(hit.sum())
+    out.matched = hit.tolist()
     out.by_kind = {k: (v[0], v[1]) for k, v in sorted(by_kind.items())}
     return out
