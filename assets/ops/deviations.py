@@ -170,21 +170,22 @@ def _observe(cases: CasesResource, scored: pd.DataFrame) -> dict[str, int]:
                 active=case is not None,
                 back_in_band_since=case.back_in_band_since if case else None,
             )
-        for row in ordered[keep].sort_values("ts", kind="stable").itertuples():
-            # The store's severity reads the score as band standard deviations (3 warning, 6 critical).
-            outcome = store.observe(
-                Deviation(
-                    device_id=row.device_id,
-                    metric=row.metric,
-                    site_id=row.site_id,
-                    ts=row.ts.to_pydatetime(),
-                    actual=float(row.actual),
-                    expected_lo=_finite(row.expected_lo),
-                    expected_hi=_finite(row.expected_hi),
-                    score=_finite(abs(row.residual)) or 0.0,
-                    is_anomalous=bool(row.is_anomalous),
-                )
+        # The store's severity reads the score as band standard deviations (3 warning, 6 critical).
+        points = [
+            Deviation(
+                device_id=row.device_id,
+                metric=row.metric,
+                site_id=row.site_id,
+                ts=row.ts.to_pydatetime(),
+                actual=float(row.actual),
+                expected_lo=_finite(row.expected_lo),
+                expected_hi=_finite(row.expected_hi),
+                score=_finite(abs(row.residual)) or 0.0,
+                is_anomalous=bool(row.is_anomalous),
             )
+            for row in ordered[keep].sort_values("ts", kind="stable").itertuples()
+        ]
+        for outcome in store.observe_many(points):
             counts[outcome.action] = counts.get(outcome.action, 0) + 1
     return counts
 
