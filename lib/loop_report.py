@@ -149,7 +149,8 @@ def closing_table(
         if c["method"] != "lightgbm" and c.get("method_reason"):
             model += f"\n{c['method_reason']}"
         for name, why in c["skipped"].items():
-            model += f"\n{name} not trained: {why}"
+            # the current champion is not trained again, only backtested against the candidates
+            model += f"\n{name} not {'backtested' if name == 'champion' else 'trained'}: {why}"
         table.add_row("champion model", model)
     else:
         table.add_row("champion model", "none trained")
