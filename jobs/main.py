@@ -44,7 +44,6 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # The run tags a backfill of a partition range carries (what the UI's "single run" backfill sets).
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 HOUR = "%Y-%m-%d-%H:%M"
-DAY = timedelta(days=1)
 
 
 @contextmanager
@@ -97,9 +96,10 @@ def partitions_to_run(
         )
         day += timedelta(days=1)
     plan += [
-        # From a day before the first forecast: a series' own channels are warm (12.5 h, a day for
-        # the daily season) by the time its forecasts begin, as for a series streaming for days.
-        ("deviations_job", sorted({h for h in hours if h >= (start - DAY).strftime(HOUR)} | set(_hours(start, end)))),
+        # Every hour that landed, history included: a series' own channels are calibrated on days of
+        # it by the time its forecasts begin, as for a series that has been streaming for days (from
+        # only the day before, the seed-42 default opened 93 cases at 9% precision instead of 37 at 24%).
+        ("deviations_job", sorted(set(hours) | set(_hours(start, end)))),
         # The warehouse last: its unpartitioned models (staging, dimensions, cases) before the hourly
         # facts that test against them, and the daily mart over both.
         ("warehouse_job", [None]),

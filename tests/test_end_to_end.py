@@ -81,8 +81,8 @@ def test_main_job_end_to_end(tmp_path):
         assert count("forecast_refresh_job") == 1 and count("deviations_job") == 1
         assert len(partitions(["ml", "batch_forecast"])) == 24
         assert "2026-11-19-23:00" in partitions(["ml", "batch_forecast"])
-        # Scored from a day before the first forecast: the series' own channels are warm when forecasts begin.
-        assert partitions(["ops", "deviations"]) == {f"2026-11-{d}-{h:02d}:00" for d in (19, 20) for h in range(24)}
+        # Every landed hour is scored, history too: the series' own channels are warm when forecasts begin.
+        assert partitions(["ops", "deviations"]) == partitions(["landing", "telemetry"])
         assert partitions(["ml", "forecast_model"]) == {"2026-11-19"}
         for key in (["curated", "weather"], ["curated", "features"]):
             assert partitions(key) == days
@@ -111,8 +111,8 @@ def test_main_job_end_to_end(tmp_path):
         model = instance.get_latest_materialization_event(AssetKey(["ml", "forecast_model"])).asset_materialization
         assert model.metadata["method"].value in ("lightgbm", "seasonal_naive")
         deviations = instance.get_latest_materialization_event(AssetKey(["ops", "deviations"])).asset_materialization
-        # Every minute of the two days of every series (less the few the simulator lost).
-        assert deviations.metadata["dagster/row_count"].value > 0.9 * 16 * 1440 * 2
+        # Every minute of the three days of every series (less the few the simulator lost).
+        assert deviations.metadata["dagster/row_count"].value > 0.9 * 16 * 1440 * 3
     assert (tmp_path / "lake" / "landing" / "_inventory" / "telemetry" / "2026" / "11" / "20" / "23.json").exists()
     assert sorted(p.name for p in (tmp_path / "lake").iterdir() if not p.name.startswith("_")) == sorted(
         ["landing", "curated", "warehouse", "models", "forecasts", "cases", "quarantine", "ops"]
@@ -127,7 +127,7 @@ def test_main_job_end_to_end(tmp_path):
         check=True,
     )
     found = json.loads(listed.stdout)
-    assert found and all("2026-11-19" <= c["start"] < "2026-11-21" for c in found)
+    assert found and all("2026-11-18" <= c["start"] < "2026-11-21" for c in found)
     import duckdb
 
     warehouse = next((tmp_path / "lake" / "warehouse").glob("*.duckdb"))
