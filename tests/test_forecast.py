@@ -262,3 +262,15 @@ def test_a_range_of_origins_forecasts_each_as_if_alone(tmp_path, rows):
         alone, _ = forecast(tmp_path / "model", history, origin)
         mine = together[together["origin"] == pd.Timestamp(origin)].reset_index(drop=True)
         pd.testing.assert_frame_equal(mine, alone)
+
+
+def test_the_batch_forecast_exports_what_the_champion_looks_back():
+    """A weekly seasonal naive champion needs a week before the first origin (the real-data run's
+    forecast ranges failed with 'needs at least 7 days of history, got 3.0' on three days)."""
+    from assets.ml.forecast import HISTORY_DAYS, history_days
+
+    day = date(2026, 10, 16)
+    assert history_days("seasonal_naive_weekly", day, day, day) == 8
+    assert history_days("lightgbm", day, day, day) == history_days("seasonal_naive", day, day, day) == HISTORY_DAYS
+    # a range of origins over two days, a champion trained five days before the last
+    assert history_days("seasonal_naive_weekly", day, day + timedelta(days=1), day - timedelta(days=4)) == 13

@@ -28,6 +28,7 @@ from assets.curated.telemetry import AGGREGATE_KEYS
 from assets.partitions import daily_partitions, hourly_partitions
 from assets.plots import batch_forecast_plot, png_markdown
 from iot_lake.forecast import registry
+from iot_lake.forecast.model import NAIVE_DAYS
 from lib.sagemaker_jobs import job_name
 from resources.lake import LakeResource
 from resources.sagemaker import SageMakerRunner
@@ -47,6 +48,14 @@ class ForecastGrain(Config):
     """The series' resolution: 5-minute buckets, or 1-minute where asked (from curated/telemetry_1min)."""
 
     grain: str = "5min"
+
+
+def history_days(method: str | None, first_origin_day, last_day, since) -> int:
+    """Days of history the batch forecast exports: what the champion's method looks back (a weekly
+    seasonal naive a week, and a day more for the week's first steps), before the first origin, and
+    back to the champion's last training day so the model can catch up from its own tail."""
+    back = max(HISTORY_DAYS, NAIVE_DAYS.get(method, 0) + 1)
+    return max(back + (last_day - first_origin_day).days, (last_day - since).days + back)
 
 
 @asset(
@@ -195,7 +204,8 @@ def batch_forecast(
     # History back to the champion's last training day, so the model can catch up from its own tail.
     since = datetime.fromisoformat(current["data_last"].replace("Z", "+00:00")).date()
     last_day = (origins[-1] - timedelta(minutes=5)).date()
-    days = max(HISTORY_DAYS + (last_day - origins[0].date()).days, (last_day - since).days + HISTORY_DAYS)
+    method = registry.version(the_lake, current["version"]).get("method")
+    days = history_days(method, origins[0].date(), last_day, since)
     history = registry.history_key(origins[-1])
     spark.run(
         context,
