@@ -53,8 +53,10 @@ def loop_summary(settings, lake: Lake, start: datetime, end: datetime) -> LoopSu
     window = (ds.field("bucket_start") >= pa.scalar(start)) & (ds.field("bucket_start") < pa.scalar(end))
     forecasts = read_delta(resource, "forecasts/telemetry_5min", "origin_date", days, window)
     out.forecast_rows, out.origins = len(forecasts), int(forecasts["origin"].nunique()) if len(forecasts) else 0
-    ts = (ds.field("ts") >= pa.scalar(start)) & (ds.field("ts") < pa.scalar(end))
-    scored = read_delta(resource, "ops/deviations", "event_date", days, ts)
+    # the day before the window too: the feedback replay needs it (the band channels calibrate on a day)
+    since = (ds.field("ts") >= pa.scalar(start - DAY)) & (ds.field("ts") < pa.scalar(end))
+    stored = read_delta(resource, "ops/deviations", "event_date", days, since)
+    scored = stored[stored["ts"] >= pd.Timestamp(start)] if len(stored) else stored
     if len(scored):
         out.minutes_scored, out.minutes_anomalous = len(scored), int(scored["is_anomalous"].sum())
         out.series_scored = int(scored.groupby(["device_id", "metric"]).ngroups)
@@ -67,10 +69,8 @@ def loop_summary(settings, lake: Lake, start: datetime, end: datetime) -> LoopSu
         series = set(zip(scored["device_id"], scored["metric"])) if len(scored) else set()
         out.accuracy = case_accuracy(cases, truth, (pd.Timestamp(start), pd.Timestamp(end)), series)
         false = cases[[not m for m in out.accuracy.matched]].rename(columns={"last_seen": "end"})
-        # the day before the window is replayed too: the band channels' calibration needs a day
-        history = read_delta(resource, "ops/deviations", "event_date", days, ds.field("ts") >= pa.scalar(start - DAY))
-        window = (pd.Timestamp(start), pd.Timestamp(end))
-        out.feedback = feedback_effect(history, window, false[["device_id", "metric", "start", "end"]])
+        period = (pd.Timestamp(start), pd.Timestamp(end))
+        out.feedback = feedback_effect(stored, period, false[["device_id", "metric", "start", "end"]])
     return out
 
 

@@ -105,7 +105,7 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
             f"{len(actuals)} actual minutes, {len(forecasts)} forecast steps"
         )
         return MaterializeResult(metadata={"dagster/row_count": 0, "anomalous": 0})
-    since = start - timedelta(minutes=PARAMS.history)
+    since = start - PARAMS.history
     history = read_delta(lake, DEVIATIONS_TABLE, "event_date", _dates(since, start), _between("ts", since, start))
     # Operators' verdicts: minutes of cases marked false positive are learnt as normal when replayed,
     # so the same false alarm is less likely next time (confirmed ones stay out of training instead).

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -77,10 +78,13 @@ PRODUCTION = NabParams(channels="level,season,shift,band,band_mean", suppress=36
 @dataclass(frozen=True)
 class DeviationParams:
     band: int = 95  # the forecast interval that is the expected band
-    # minutes of stored rows replayed per series before an hour is scored: the detector's
-    # calibration window, so an hour scored alone sees what a long range scored in one pass sees
-    history: int = 10000
     detector: NabParams = field(default_factory=lambda: PRODUCTION)
+
+    @property
+    def history(self) -> timedelta:
+        """Stored rows replayed per series before an hour is scored: the detector's calibration
+        window, so an hour scored alone sees what a long range scored in one pass sees."""
+        return timedelta(seconds=self.detector.history)
 
     @property
     def alert_score(self) -> float:

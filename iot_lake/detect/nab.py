@@ -68,8 +68,6 @@ class NabParams:
     band_after: float = 86400.0  # the band channels speak once calibrated on this many seconds of
     # bands (a day holds every hour's bias: a forecast's errors persist for hours, so they have no
     # normal tail to trust); before, only while the own channels warm up, the band's normal tail
-    band_nominal: bool = True  # until `min_history` band residuals are calibrated, trust the band's
-    # normal tail (False: the band channel waits for its calibration like the others)
     band_detrend: bool = False  # with a band: the own channels follow value - expected (what the
     # external forecast leaves unexplained), not the raw value
     # calibration
@@ -484,16 +482,16 @@ class DeviationScorer:
         for c, r in res.items():
             if c in use and (r >= 0 or c in TWO_SIDED):
                 if c in ("band", "band_mean"):
-                    cal = cals[c]
-                    # until the band's own residuals are known, trust its normal tail
+                    if t - self._band_t0 < p.band_after and (c == "band_mean" or warm):
+                        continue
                     # in band sigmas; an EW mean of n.i.d. residuals has sd sqrt(w / (2 - w)) of them
                     w = ew_weight(self.step, p.band_mean_half_life) if c == "band_mean" else 1.0
                     sd = math.sqrt(w / (2 - w))
-                    if t - self._band_t0 < p.band_after and (c == "band_mean" or warm):
-                        continue
+                    cal = cals[c]
+                    # until the band's own residuals are known, trust its normal tail
                     if len(cal) >= p.min_history:
                         out[c] = cal.surprise(r, p.band_floor * sd)
-                    elif p.band_nominal:  # until calibrated, the band's normal tail
+                    else:
                         out[c] = gaussian_surprise(r / sd)
                 else:
                     out[c] = cals[c].surprise(r, floor)
