@@ -6,8 +6,9 @@ so the nightly schedule extracts the day that just finished, not the 30 minutes 
 """
 
 import warnings
+from datetime import date, timedelta
 
-from dagster import DailyPartitionsDefinition, HourlyPartitionsDefinition
+from dagster import DailyPartitionsDefinition, HourlyPartitionsDefinition, TimeWindow
 
 # Single-run backfills (BackfillPolicy on @asset) are beta in Dagster 1.13; we rely on them on purpose.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy` of function")
@@ -16,3 +17,9 @@ PARTITIONS_START = "2025-01-01"
 
 hourly_partitions = HourlyPartitionsDefinition(start_date=f"{PARTITIONS_START}-00:00", end_offset=1)
 daily_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START)
+
+
+def days_of(window: TimeWindow) -> list[date]:
+    """The days a daily partition window covers (one, or a single-run backfill's range)."""
+    start, end = window.start.date(), window.end.date()
+    return [start + timedelta(days=i) for i in range(max((end - start).days, 1))]

@@ -119,3 +119,47 @@ def test_features_join_aggregates_registry_and_weather(day_lake, spark):
         assert row["temperature_c"] == weather[(row["site_id"], hour)]["temperature_c"]
         assert row["model"] == devices[row["device_id"]].model
         assert row["device_age_days"] == (DAY - devices[row["device_id"]].installed_on).days
+
+
+def test_a_range_of_days_is_one_run_of_landing_and_curated_weather_and_features(tmp_path, spark):
+    """The weather and feature assets backfill a range of days as one run (one Spark session per
+    job): every day is curated, the row accounting holds over the range, and each day's partition is
+    materialized. The second day has no weather file at all: it is curated empty, not an error."""
+    from dagster import AssetKey, DagsterInstance, materialize
+
+    from assets.curated.daily import curated_features, curated_weather
+    from assets.landing.weather import landing_weather
+    from jobs.main import RANGE_END, RANGE_START
+    from resources.lake import LakeResource
+    from resources.spark import SparkRunner
+
+    lake, sim = simulate(tmp_path, hours=48, devices=2, bad_weather_rate=0.0, late_rate=0.0)
+    url = f"sqlite:///{tmp_path}/historian.sqlite"
+    seed_historian(url, sim.fleet, sim.cfg, DAY)
+    engine = create_engine(url)
+    land_registry(lake, engine, DAY)
+    engine.dispose()
+    for h in (0, 1, 24, 25):  # two hours of each day are enough for features on both days
+        hour = START + timedelta(hours=h)
+        land_inventory(lake, hour)
+        refresh_aggregates(spark, lake, hour, curate_hour(spark, lake, hour).event_dates, CURATED_TELEMETRY)
+    second = DAY + timedelta(days=1)
+    lake.delete(weather_day_prefix(second), recursive=True)
+    days = [DAY.isoformat(), second.isoformat()]
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            [landing_weather, curated_weather, curated_features],
+            instance=instance,
+            tags={RANGE_START: days[0], RANGE_END: days[1]},
+            resources={"lake": LakeResource(root=lake.url), "spark": SparkRunner(mode="local")},
+        )
+        assert result.success
+        assert len(instance.get_runs()) == 1
+        for key in (["landing", "weather"], ["curated", "weather"], ["curated", "features"]):
+            assert instance.get_materialized_partitions(AssetKey(key)) == set(days), key
+    accounting = next(e for e in result.get_asset_check_evaluations() if e.check_name == "row_accounting")
+    assert accounting.passed
+    weather = _table(lake, CURATED_WEATHER).to_pandas()
+    assert len(weather) == len(sim.fleet.sites) * 24 and weather["observed_date"].nunique() == 1
+    features = _table(lake, FEATURES).to_pandas()
+    assert sorted(features["event_date"].astype(str).unique()) == days

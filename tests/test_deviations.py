@@ -359,3 +359,26 @@ def test_minutes_before_the_first_forecast_are_scored_by_the_series_own_channels
     assert flagged[DAY_MIN - 300 : DAY_MIN - 240].any()  # found without a forecast
     assert scored["expected"].iloc[:DAY_MIN].isna().all() and scored["residual"].iloc[:DAY_MIN].isna().all()
     assert len(_incidents(flagged)) <= 3
+
+
+def test_scoring_on_worker_processes_gives_the_serial_rows(monkeypatch):
+    """Long ranges are scored on worker processes, one series per task: the same rows as one process,
+    with history replayed and an operator's normal period, for several series of different lengths."""
+    from iot_lake.detect import deviations as module
+
+    frames, histories, marked = [], [], []
+    for i, kind in enumerate(("shift", "drift", "stuck")):
+        values, yhat, half = _day_pair(20 + i)
+        joined = _joined(_inject(values, kind), yhat, half, device=f"d{i}").iloc[i * 100 :]
+        cut = DAY_MIN - i * 100
+        histories.append(score(joined.iloc[:cut], None))
+        frames.append(joined.iloc[cut:])
+        marked.append((f"d{i}", T0 + pd.Timedelta(minutes=AT - DAY_MIN), T0 + pd.Timedelta(minutes=AT - DAY_MIN + 30)))
+    joined, history = pd.concat(frames, ignore_index=True), pd.concat(histories, ignore_index=True)
+    normal = pd.DataFrame(marked, columns=["device_id", "start", "end"]).assign(metric="power")
+    serial = score(joined, history, normal=normal)
+    monkeypatch.setattr(module, "PARALLEL_MINUTES", 0)
+    monkeypatch.setattr(module.os, "cpu_count", lambda: 2)
+    parallel = score(joined.sample(frac=1, random_state=3), history, normal=normal)
+    pd.testing.assert_frame_equal(parallel, serial)
+    assert serial["is_anomalous"].any()

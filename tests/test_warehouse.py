@@ -221,37 +221,39 @@ def test_rerunning_an_hour_gives_the_same_tables(lake, built):
 
 
 def test_a_late_minute_within_the_lookback_is_picked_up_and_one_before_it_is_not(lake, built):
-    """A landing hour holds records up to `lookback` (6 h) late, so its partition rebuilds the minutes
-    that far back from the lake, and no further. Two minutes the warehouse lacks (as if their
-    records had landed late): partition START+8h restores the one at START+2h30 and leaves the one at
-    START+1h30, which the partitions up to START+7h own."""
+    """A landing hour holds records up to 6 h late, so its partition rebuilds from the lake its UTC day
+    (the batches are daily) and the day before (`lookback` 1), and no further. Two minutes of START's
+    day the warehouse lacks (as if their records had landed late): the partition two days later
+    leaves them, the next day's partition at 05:00 (its lookback reaches START's day) restores both."""
     minute = AssetKey(["warehouse", "fct_telemetry_minute"])
-    inside, outside = START + timedelta(hours=2, minutes=30), START + timedelta(hours=1, minutes=30)
+    lost = (START + timedelta(hours=2, minutes=30), START + timedelta(hours=1, minutes=30))
     path = lake.path("warehouse/iot_lake.duckdb")
     sql = "select count(*) from marts.fct_telemetry_minute where device_id = ? and bucket_start = ?"
 
-    def count(con, device, ts):
-        return con.execute(sql, [device, ts.replace(tzinfo=None)]).fetchone()[0]
+    def counts(con, device):
+        return [con.execute(sql, [device, ts.replace(tzinfo=None)]).fetchone()[0] for ts in lost]
 
     with duckdb.connect(path) as con:
         device = con.execute("select min(device_id) from marts.fct_telemetry_minute").fetchone()[0]
-        expected = {ts: count(con, device, ts) for ts in (inside, outside)}
-        assert all(expected.values()), expected
-        for ts in (inside, outside):
+        expected = counts(con, device)
+        assert all(expected), expected
+        for ts in lost:
             con.execute(
                 "delete from marts.fct_telemetry_minute where device_id = ? and bucket_start = ?",
                 [device, ts.replace(tzinfo=None)],
             )
-    late_hour = (START + timedelta(hours=8)).strftime("%Y-%m-%d-%H:%M")
-    result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=late_hour, selection=[minute])
-    assert result.success and all(c.passed for c in _checks(result))
+
+    def run(hour: timedelta) -> None:
+        key = (START + hour).strftime("%Y-%m-%d-%H:%M")
+        result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=key, selection=[minute])
+        assert result.success and all(c.passed for c in _checks(result))
+
+    run(timedelta(days=2))
     with duckdb.connect(path, read_only=True) as con:
-        assert (count(con, device, inside), count(con, device, outside)) == (expected[inside], 0)
-    # The partition of the hour after it (its own landing hour) puts the other one back.
-    result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[1], selection=[minute])
-    assert result.success
+        assert counts(con, device) == [0, 0]
+    run(timedelta(days=1, hours=5))
     with duckdb.connect(path, read_only=True) as con:
-        assert count(con, device, outside) == expected[outside]
+        assert counts(con, device) == expected
 
 
 def test_each_job_selection_is_one_dbt_multi_asset_and_its_checks():

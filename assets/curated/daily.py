@@ -1,13 +1,13 @@
 """Daily curated assets: site weather and the forecasting feature table."""
 
-from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, MaterializeResult, asset
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, BackfillPolicy, MaterializeResult, asset
 
 from assets.curated.freshness import DAILY_FRESHNESS
 from assets.curated.telemetry import AGGREGATE_KEYS
 from assets.landing.historian import DEVICE_REGISTRY_KEY
 from assets.landing.telemetry import OWNERS
 from assets.landing.weather import LANDING_WEATHER_KEY
-from assets.partitions import daily_partitions
+from assets.partitions import daily_partitions, days_of
 from resources.lake import LakeResource
 from resources.spark import SparkRunner
 
@@ -19,6 +19,8 @@ CURATED_FEATURES_KEY = AssetKey(["curated", "features"])
     key=CURATED_WEATHER_KEY,
     deps=[LANDING_WEATHER_KEY, DEVICE_REGISTRY_KEY],
     partitions_def=daily_partitions,
+    # A backfill of many days is one run: one Spark session for all of them, not a run per day.
+    backfill_policy=BackfillPolicy.single_run(),
     group_name="curated",
     owners=OWNERS,
     kinds={"spark", "delta", "s3"},
@@ -39,16 +41,16 @@ CURATED_FEATURES_KEY = AssetKey(["curated", "features"])
     ],
 )
 def curated_weather(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner):
-    day = context.partition_time_window.start.date()
-    yield from spark.run(
-        context, "iot_lake.curated.weather_job", ["--lake", lake.root, "--day", day.isoformat()]
-    ).get_results()
+    days = [a for day in days_of(context.partition_time_window) for a in ("--day", day.isoformat())]
+    yield from spark.run(context, "iot_lake.curated.weather_job", ["--lake", lake.root, *days]).get_results()
 
 
 @asset(
     key=CURATED_FEATURES_KEY,
     deps=[AGGREGATE_KEYS["5min"], CURATED_WEATHER_KEY, DEVICE_REGISTRY_KEY],
     partitions_def=daily_partitions,
+    # A backfill of many days is one run: one Spark session for all of them, not a run per day.
+    backfill_policy=BackfillPolicy.single_run(),
     group_name="curated",
     owners=OWNERS,
     kinds={"spark", "delta", "s3"},
@@ -61,7 +63,5 @@ def curated_weather(context: AssetExecutionContext, lake: LakeResource, spark: S
     ),
 )
 def curated_features(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner) -> MaterializeResult:
-    day = context.partition_time_window.start.date()
-    return spark.run(
-        context, "iot_lake.curated.features_job", ["--lake", lake.root, "--day", day.isoformat()]
-    ).get_materialize_result()
+    days = [a for day in days_of(context.partition_time_window) for a in ("--day", day.isoformat())]
+    return spark.run(context, "iot_lake.curated.features_job", ["--lake", lake.root, *days]).get_materialize_result()

@@ -138,7 +138,7 @@ def warehouse_assets() -> list["AssetsDefinition"]:
         name="warehouse_hourly",
     )
     def warehouse_hourly(context: AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
-        """The microbatch hourly facts: a range of hours is one dbt run, one batch per hour."""
+        """The microbatch hourly facts: a range of hours is one dbt run, one batch per UTC day."""
         yield from _build(context, lake, warehouse)
 
     @dbt_assets(

@@ -117,6 +117,19 @@ class Subscriber(Protocol):
     # Optional ``pages: bool``: a sink that pages people gets one page per site incident (module docstring).
 
 
+# The two statements of every observed point, built once: constructing a SQLAlchemy statement per
+# point cost more than executing it (a range of 20,000 points spent half its 17 s building them).
+_LATEST_CASE = (
+    sa.select(cases)
+    .where(cases.c.device_id == sa.bindparam("b_device_id"), cases.c.metric == sa.bindparam("b_metric"))
+    .order_by(cases.c.incident_start.desc())
+    .limit(1)
+    .with_for_update()
+)
+# SET takes the columns the parameters name (each set of changed columns is compiled once, then cached).
+_UPDATE_CASE = sa.update(cases).where(cases.c.case_key == sa.bindparam("b_case_key"))
+
+
 class CaseStore:
     def __init__(
         self,
@@ -236,13 +249,7 @@ class CaseStore:
         return outcomes
 
     def _observe(self, conn: sa.Connection, d: Deviation) -> Outcome:
-        latest = conn.execute(
-            sa.select(cases)
-            .where(cases.c.device_id == d.device_id, cases.c.metric == d.metric)
-            .order_by(cases.c.incident_start.desc())
-            .limit(1)
-            .with_for_update()
-        ).first()
+        latest = conn.execute(_LATEST_CASE, {"b_device_id": d.device_id, "b_metric": d.metric}).first()
         if latest is None:
             return self._open(conn, d) if d.is_anomalous else Outcome("unchanged")
         case = Case(**latest._mapping)
@@ -529,9 +536,7 @@ class CaseStore:
         changes = {k: v for k, v in changes.items() if getattr(case, k) != v}
         if not changes:
             return False
-        conn.execute(
-            sa.update(cases).where(cases.c.case_key == case.case_key).values(**changes, updated_at=self.clock())
-        )
+        conn.execute(_UPDATE_CASE, {"b_case_key": case.case_key, **changes, "updated_at": self.clock()})
         return True
 
     def _record(

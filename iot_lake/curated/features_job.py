@@ -1,11 +1,12 @@
-"""The forecasting feature table for one event day, as a Spark job.
+"""The forecasting feature table for event days, as a Spark job.
 
-    python -m iot_lake.curated.features_job --lake ROOT --day 2026-11-20
+    python -m iot_lake.curated.features_job --lake ROOT --day 2026-11-20 [--day 2026-11-21 ...]
 
 One row per (device, metric, 5-minute bucket): the bucket's aggregates, calendar features in UTC
 and in the site's local time, the device's attributes from the registry snapshot of that day,
 and the site's weather observed in the bucket's hour (null where the provider had no usable
-row; the coverage is reported). The day's slice of curated/features is replaced, so re-runs
+row; the coverage is reported). Several ``--day``s are built one after the other in one session.
+The day's slice of curated/features is replaced, so re-runs
 are idempotent and a day rebuilt after late data picks it up.
 """
 
@@ -130,21 +131,26 @@ def build_features_day(spark, lake: Lake, day: date) -> FeaturesReport:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lake", required=True)
-    parser.add_argument("--day", required=True, type=date.fromisoformat)
+    parser.add_argument("--day", required=True, action="append", dest="days", type=date.fromisoformat)
     args = parser.parse_args(argv)
     with open_dagster_pipes() as pipes:
+        reports = []
         with spark_session("build-features") as spark:
-            report = build_features_day(spark, Lake(args.lake), args.day)
-        pipes.log.info(f"features {report.day}: {json.dumps(asdict(report))}")
+            for day in sorted(set(args.days)):
+                reports.append(build_features_day(spark, Lake(args.lake), day))
+                pipes.log.info(f"features {day}: {json.dumps(asdict(reports[-1]))}")
+        rows = sum(r.rows for r in reports)
+        coverage = sum(r.weather_coverage * r.rows for r in reports) / rows if rows else 0.0
         pipes.report_asset_materialization(
             metadata={
-                "dagster/row_count": report.rows,
-                "devices": report.devices,
-                "weather_coverage": report.weather_coverage,
+                "dagster/row_count": rows,
+                "days": len(reports),
+                "devices": max(r.devices for r in reports),
+                "weather_coverage": round(coverage, 4),
             },
         )
         if not PipesEnvVarParamsLoader().is_dagster_pipes_process():  # run by hand: show the report
-            print(json.dumps(asdict(report)))
+            print(json.dumps([asdict(r) for r in reports] if len(reports) > 1 else asdict(reports[0])))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""Curated weather for one landing day, as a Spark job (Sail locally, EMR Serverless / Glue in prod).
+"""Curated weather for landing days, as a Spark job (Sail locally, EMR Serverless / Glue in prod).
 
-    python -m iot_lake.curated.weather_job --lake ROOT --day 2026-11-20
+    python -m iot_lake.curated.weather_job --lake ROOT --day 2026-11-20 [--day 2026-11-21 ...]
+
+Several ``--day``s (a backfilled range of days) are curated one after the other in one session.
 
 Weather files are small, so the driver reads and types them with the same validation the landing
 asset uses (iot_lake.sources.weather); Spark writes the Delta tables. A row is curated when it has
@@ -174,31 +176,49 @@ def curate_weather_day(spark, lake: Lake, day: date) -> WeatherReport:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lake", required=True)
-    parser.add_argument("--day", required=True, type=date.fromisoformat)
+    parser.add_argument("--day", required=True, action="append", dest="days", type=date.fromisoformat)
     args = parser.parse_args(argv)
     with open_dagster_pipes() as pipes:
         lake = Lake(args.lake)
+        reports = []
         with spark_session("curate-weather") as spark:
-            report = curate_weather_day(spark, lake, args.day)
-        pipes.log.info(f"curated weather {report.day}: {json.dumps(asdict(report))}")
+            for day in sorted(set(args.days)):
+                reports.append(curate_weather_day(spark, lake, day))
+                pipes.log.info(f"curated weather {day}: {json.dumps(asdict(reports[-1]))}")
+        total = combined(reports)
         pipes.report_asset_materialization(
             metadata={
-                **{k: v for k, v in asdict(report).items() if isinstance(v, int)},
-                "dagster/row_count": report.curated,
-                "quarantine_rate": quarantine_rate(report.quarantined, report.rows_read),
-                "quarantine_reasons": {"raw_value": report.quarantine_reasons, "type": "json"},
+                **{k: v for k, v in asdict(total).items() if isinstance(v, int)},
+                "days": len(reports),
+                "dagster/row_count": total.curated,
+                "quarantine_rate": quarantine_rate(total.quarantined, total.rows_read),
+                "quarantine_reasons": {"raw_value": total.quarantine_reasons, "type": "json"},
             },
         )
         pipes.report_asset_check(
             check_name="row_accounting",
-            passed=report.accounted,
+            passed=all(r.accounted for r in reports),
             metadata={
-                "rows_read": report.rows_read,
-                "curated + duplicates + quarantined": report.curated + report.duplicates + report.quarantined,
+                "rows_read": total.rows_read,
+                "curated + duplicates + quarantined": total.curated + total.duplicates + total.quarantined,
+                "days_not_accounted": [r.day for r in reports if not r.accounted],
             },
         )
         if not PipesEnvVarParamsLoader().is_dagster_pipes_process():  # run by hand: show the report
-            print(json.dumps(asdict(report)))
+            print(json.dumps(asdict(total)))
+
+
+def combined(reports: list[WeatherReport]) -> WeatherReport:
+    """The days' reports added up (sites: the most of any day), named by their first..last day."""
+    days = [r.day for r in reports]
+    total = WeatherReport(day=days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}")
+    for r in reports:
+        for name in ("files", "unusable_files", "rows_read", "curated", "duplicates", "quarantined"):
+            setattr(total, name, getattr(total, name) + getattr(r, name))
+        total.sites = max(total.sites, r.sites)
+        for reason, n in r.quarantine_reasons.items():
+            total.quarantine_reasons[reason] = total.quarantine_reasons.get(reason, 0) + n
+    return total
 
 
 if __name__ == "__main__":

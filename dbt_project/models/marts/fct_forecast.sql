@@ -1,8 +1,11 @@
+{#- batch_size day: a batch costs about the same fixed time (~0.15 s in DuckDB) whether it holds an
+    hour or a day of the fleet, so an hourly partition's run rebuilds its whole UTC day, and a range
+    of 5 days is 5 batches per model instead of 120. -#}
 {{ config(
     materialized='incremental',
     incremental_strategy='microbatch',
     event_time='forecast_hour',
-    batch_size='hour',
+    batch_size='day',
     begin=var('begin'),
     lookback=0,
     on_schema_change='fail',
