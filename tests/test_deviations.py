@@ -382,3 +382,36 @@ def test_scoring_on_worker_processes_gives_the_serial_rows(monkeypatch):
     parallel = score(joined.sample(frac=1, random_state=3), history, normal=normal)
     pd.testing.assert_frame_equal(parallel, serial)
     assert serial["is_anomalous"].any()
+
+
+def _scorer_run(values, yhat, half, params: DeviationParams):
+    scorer, flags = SeriesScorer(params), []
+    for i, (x, e, h) in enumerate(zip(values.tolist(), yhat.tolist(), half.tolist())):
+        flags.append(scorer.update(T0.timestamp() + 60 * i, x, (e, e - h, e + h))[1])
+    return scorer, np.array(flags)
+
+
+def test_a_forecast_no_better_than_the_series_own_level_is_not_heard():
+    """A wandering level without a daily season, forecast by yesterday's value (a seasonal naive
+    champion on a series it cannot help): its errors persist for hours, so its band channels would
+    raise false incidents. The production detector hears the band only while the forecast's error
+    is below the detector's own level's (``band_skill``): here it stays muted, and the third day has
+    at most half the false incidents. A good forecast of a seasonal series keeps its say."""
+    from iot_lake.detect.deviations import PRODUCTION
+
+    assert PRODUCTION.band_skill == 1.0
+    deaf = DeviationParams(detector=PRODUCTION.with_(band_skill=0.0))
+    gated, ungated = 0, 0
+    for seed in (0, 2, 3, 4):
+        rng = np.random.default_rng(seed)
+        n = 3 * DAY_MIN
+        values = 50 + np.cumsum(rng.normal(0, 0.03, n)) + rng.normal(0, SIGMA, n)
+        yhat = np.r_[np.full(DAY_MIN, 50.0), values[:-DAY_MIN]]
+        half = np.full(n, 1.96 * SIGMA * np.sqrt(2))  # the band the noise alone would justify
+        scorer, flags = _scorer_run(values, yhat, half, DeviationParams())
+        assert not scorer.scorer.band_skilled
+        gated += len(_incidents(flags[2 * DAY_MIN :]))
+        ungated += len(_incidents(_scorer_run(values, yhat, half, deaf)[1][2 * DAY_MIN :]))
+    assert ungated >= 8 and gated <= ungated / 2, (gated, ungated)
+    values, yhat, half = _day_pair(0)
+    assert _scorer_run(values, yhat, half, DeviationParams())[0].scorer.band_skilled

@@ -68,6 +68,9 @@ class NabParams:
     band_after: float = 86400.0  # the band channels speak once calibrated on this many seconds of
     # bands (a day holds every hour's bias: a forecast's errors persist for hours, so they have no
     # normal tail to trust); before, only while the own channels warm up, the band's normal tail
+    band_skill: float = 0.0  # > 0: the band channels speak only while the forecast's mean absolute
+    # error is below this times the detector's own level's (both EW over slow_half_life, ~11.5 h): a
+    # forecast no better than a 33-minute moving level has nothing to add but its own false alarms
     band_detrend: bool = False  # with a band: the own channels follow value - expected (what the
     # external forecast leaves unexplained), not the raw value
     # calibration
@@ -409,6 +412,8 @@ class DeviationScorer:
         self._band_t0 = math.inf  # time of the first band
         self._band_mean = None  # EW mean of the band residual so far (learnt), and with the pending point
         self._band_mean_next = None
+        self._band_error = math.nan  # EW mean |value - expected| of the learnt minutes (band_skill)
+        self._band_abs = math.nan  # |value - expected| of the pending point
         self.surprise_value = 0.0  # combined surprise (nats) of the last assessed point
 
     # -- time: the sampling step (median of the first steps) fixes the seasonal lookup and the
@@ -463,8 +468,10 @@ class DeviationScorer:
                     neg = max(r for _, r in recent)
                     res[base + "_run"] = pos if pos > 0 else (neg if neg < 0 else 0.0)
         self._band_mean_next = self._band_mean
+        self._band_abs = math.nan
         if band is not None:
             expected, lo, hi = band
+            self._band_abs = abs(x - expected)
             width = (hi - lo) / (2 * p.band_z)
             if width > 0:
                 self._band_t0 = min(self._band_t0, t)
@@ -483,6 +490,8 @@ class DeviationScorer:
             if c in use and (r >= 0 or c in TWO_SIDED):
                 if c in ("band", "band_mean"):
                     if t - self._band_t0 < p.band_after and (c == "band_mean" or warm):
+                        continue
+                    if p.band_skill > 0 and warm and not self.band_skilled:
                         continue
                     # in band sigmas; an EW mean of n.i.d. residuals has sd sqrt(w / (2 - w)) of them
                     w = ew_weight(self.step, p.band_mean_half_life) if c == "band_mean" else 1.0
@@ -522,6 +531,23 @@ class DeviationScorer:
         self._pending = (t, own, res, m)
         return s / (s + p.half_surprise) if s > 0 else 0.0
 
+    @property
+    def band_skilled(self) -> bool:
+        """Whether the external forecast has beaten the own level lately (``band_skill``)."""
+        own = self.forecaster.spread_ref
+        return self._band_error == self._band_error and self._band_error < self.p.band_skill * own
+
+    def _learn_band_error(self, skip) -> None:
+        """The forecast's error joins its EW mean as the own level's does (incident minutes stay out)."""
+        error = self._band_abs
+        if error != error or "band" in skip or skip == "all":
+            return
+        f = self.forecaster
+        a = max(f.a_slow, 1.0 / (f.n + 1)) if f.p.warm_means else f.a_slow
+        self._band_error = (
+            error if self._band_error != self._band_error else self._band_error + a * (error - self._band_error)
+        )
+
     def _calibrate(self, t: float, res: dict, skip, m) -> None:
         cals = self.calibrators
         for c, r in res.items():
@@ -539,6 +565,8 @@ class DeviationScorer:
         t, x, res, m = self._pending
         self._pending = None
         self._band_mean = self._band_mean_next
+        if self.p.band_skill > 0:
+            self._learn_band_error(skip)
         if skip != "all":
             if self.p.lag > 0:
                 self._lagged.append((t, res, skip, m))
