@@ -264,6 +264,74 @@ def test_a_range_of_origins_forecasts_each_as_if_alone(tmp_path, rows):
         pd.testing.assert_frame_equal(mine, alone)
 
 
+def _holed(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with what a range of origins on 2026-11-14 has to handle alone: a gap right before the
+    06:00 origin, a device whose history stops at 06:40, a gap across the 07:00 origin, a missing value."""
+    t = rows["bucket_start"]
+    day = pd.Timestamp("2026-11-14", tz="UTC")
+    drop = (
+        ((rows["device_id"] == "dev-0001") & (t >= day + pd.Timedelta("5h20min")) & (t < day + pd.Timedelta("6h")))
+        | ((rows["device_id"] == "dev-0002") & (t > day + pd.Timedelta("6h40min")))
+        | (
+            (rows["device_id"] == "dev-0003")
+            & (t >= day + pd.Timedelta("6h30min"))
+            & (t < day + pd.Timedelta("7h30min"))
+        )
+    )
+    holed = rows[~drop].reset_index(drop=True)
+    holed.loc[(holed["device_id"] == "dev-0004") & (holed["bucket_start"] == day + pd.Timedelta("5h55min")), "y"] = (
+        np.nan
+    )
+    return holed
+
+
+RANGE = [datetime(2026, 11, 14, h, m, tzinfo=UTC) for h, m in ((6, 0), (7, 0), (7, 30), (8, 0), (9, 0))]
+
+
+def test_the_history_before_each_origin_is_prepared_as_if_alone(rows):
+    """prepare_before prepares the whole history once; each origin's series are exactly those of its rows
+    alone: a gap at the end is filled from before the origin only, the hour the origin falls in is the
+    weather of its rows before the origin, a series that starts later is not there yet. A device whose
+    attributes changed within the history falls back to preparing each origin alone."""
+    from iot_lake.forecast.model import prepare_before
+
+    holed = _holed(rows)
+    moved = holed.assign(model=np.where(holed["bucket_start"] < RANGE[1], "TX-100", holed["model"]))
+    late = holed[(holed["device_id"] != "dev-0004") | (holed["bucket_start"] >= RANGE[2])]
+    for history in (holed, moved, late):
+        times = pd.to_datetime(history["bucket_start"], utc=True)
+        for origin, many in zip(RANGE, prepare_before(history, "5min", RANGE)):
+            alone = prepare(history[times < pd.Timestamp(origin)], "5min")
+            for part in ("values", "statics", "weather"):
+                pd.testing.assert_frame_equal(getattr(many, part), getattr(alone, part), check_exact=True)
+    with pytest.raises(ValueError, match="no training rows"):
+        prepare_before(holed, "5min", [datetime(2026, 11, 1, tzinfo=UTC)])
+
+
+@pytest.mark.parametrize("method", ["lightgbm", "seasonal_naive"])
+def test_a_range_of_origins_forecasts_what_each_origin_alone_did(tmp_path, rows, method):
+    """The range's shortcuts (the history prepared once, all origins in one pass of the model) give the
+    forecasts of preparing the rows before each origin and forecasting from them alone."""
+    from iot_lake.forecast.batch_forecast import _labelled, forecast_origins
+    from iot_lake.forecast.model import save
+
+    history = _model_and_history(tmp_path, rows)
+    if method == "seasonal_naive":
+        save(make(method, Hyperparameters()), tmp_path / "model", {"version": "v-naive"})
+    holed = _holed(rows)
+    holed.to_parquet(history / "rows.parquet", index=False)
+
+    together, _ = forecast_origins(tmp_path / "model", history, RANGE)
+    model, meta = load(tmp_path / "model")
+    times = pd.to_datetime(holed["bucket_start"], utc=True)
+    for origin in RANGE:
+        series = prepare(holed[times < pd.Timestamp(origin)], model.hp.freq)
+        alone, _ = _labelled(model.predict(series, model.hp.horizon), series, origin, model, meta)
+        mine = together[together["origin"] == pd.Timestamp(origin)].reset_index(drop=True)
+        assert len(mine) == 16 * 288 and model.name == method
+        pd.testing.assert_frame_equal(mine, alone, check_exact=False, rtol=1e-9)
+
+
 def test_the_batch_forecast_exports_what_the_champion_looks_back():
     """A weekly seasonal naive champion needs a week before the first origin (the real-data run's
     forecast ranges failed with 'needs at least 7 days of history, got 3.0' on three days)."""

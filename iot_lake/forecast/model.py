@@ -35,6 +35,7 @@ STEPS_PER_DAY = {"5min": 288, "1min": 1440}
 CANDIDATES = ("seasonal_naive", "seasonal_naive_weekly", "lightgbm")
 NAIVE_DAYS = {"seasonal_naive": 1, "seasonal_naive_weekly": 7}
 STATICS = ["metric", "model"]
+ATTRIBUTES = ["device_id", "metric", "site_id", "timezone", "model"]  # of a device metric
 EXOGENOUS = ["local_hour", "local_weekday", "temperature_lag_1d"]
 MODEL_FILE, META_FILE = "model.pkl", "model.json"
 
@@ -126,22 +127,72 @@ def prepare(rows: pd.DataFrame, freq: str, interpolate: bool = True) -> Series:
 
     if rows.empty:
         raise ValueError("no training rows: nothing to forecast from")
-    rows = rows.assign(ds=_naive_utc(rows["bucket_start"]), unique_id=rows["device_id"] + "|" + rows["metric"])
-    statics = (
-        rows.sort_values("ds")
-        .groupby("unique_id", as_index=False)[["device_id", "metric", "site_id", "timezone", "model"]]
-        .last()
+    rows = _keyed(rows)
+    statics = rows.sort_values("ds").groupby("unique_id", as_index=False)[ATTRIBUTES].last()
+    weather = _weather(rows)
+    values = rows.groupby(["unique_id", "ds"], as_index=False)["y"].mean()
+    values = fill_gaps(values, freq=freq, id_col="unique_id", time_col="ds")
+    series = Series(with_features(values, statics, weather), statics, weather)
+    return series.interpolated() if interpolate else series
+
+
+def prepare_before(rows: pd.DataFrame, freq: str, ends: Sequence[pd.Timestamp]) -> list[Series]:
+    """``prepare(rows before end, freq)`` for each of ``ends`` (UTC), the same frames, with the
+    whole history prepared once (a backfilled range of 24 origins prepared its 4 days 24 times).
+
+    Before an end, the whole history's grid, features and interpolation are the prefix's, up to the
+    prefix's last bucket, but for one thing: after each series' last value before the end, the
+    prefix repeats that value where the whole history draws a line to the next one. The device
+    attributes a prefix sees must be the whole history's: if any changed, each prefix is prepared."""
+    keyed = _keyed(rows)
+    if keyed.drop_duplicates(["unique_id", *ATTRIBUTES])["unique_id"].duplicated().any():
+        times = pd.to_datetime(rows["bucket_start"], utc=True)
+        return [prepare(rows[times < pd.Timestamp(end)], freq) for end in ends]
+    whole = prepare(rows, freq, interpolate=False)
+    values, y = whole.values, whole.values["y"]
+    values = values.assign(
+        _line=whole.interpolated().values["y"],  # a gap between two values before the end: the whole history's
+        _repeated=y.groupby(values["unique_id"]).ffill(),  # a gap after the last value before the end
+        _next=values["ds"].where(y.notna()).groupby(values["unique_id"]).bfill(),  # the bucket of the next value
     )
-    weather = (
+    whole = Series(values, whole.statics, whole.weather)
+    return [_before(whole, keyed, pd.Timestamp(end).tz_convert("UTC").tz_localize(None)) for end in ends]
+
+
+def _before(whole: Series, keyed: pd.DataFrame, end: pd.Timestamp) -> Series:
+    """``whole`` (prepared from ``keyed`` rows, with prepare_before's helper columns) as if prepared
+    from its rows before ``end`` (naive UTC) only."""
+    before = keyed[keyed["ds"] < end]
+    if before.empty:
+        raise ValueError("no training rows: nothing to forecast from")
+    # fill_gaps extends every series to the last bucket of any series.
+    values = whole.values[whole.values["ds"] <= before["ds"].max()]
+    values = values.assign(y=np.where(values["_next"] < end, values["_line"], values["_repeated"]))
+    values = values.drop(columns=["_line", "_repeated", "_next"]).reset_index(drop=True)
+    for column in STATICS:  # with_features' categories are the values present
+        values[column] = values[column].cat.remove_unused_categories()
+    statics = whole.statics[whole.statics["unique_id"].isin(before["unique_id"].unique())].reset_index(drop=True)
+    # Hours that ended by the end are averaged over the same rows as the whole history's; the hour
+    # the end falls in (if it is not on the hour) over its rows before the end only.
+    hour = end.floor("h")
+    weather, partial = whole.weather[whole.weather["hour"] < hour], before[before["ds"] >= hour]
+    if not partial.empty:
+        weather = pd.concat([weather, _weather(partial)]).sort_values(["site_id", "hour"])
+    return Series(values, statics, weather.reset_index(drop=True))
+
+
+def _keyed(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows.assign(ds=_naive_utc(rows["bucket_start"]), unique_id=rows["device_id"] + "|" + rows["metric"])
+
+
+def _weather(rows: pd.DataFrame) -> pd.DataFrame:
+    """The sites' hourly mean outdoor temperature from keyed rows."""
+    return (
         rows.dropna(subset=["temperature_c"])
         .assign(hour=lambda f: f["ds"].dt.floor("h"))
         .groupby(["site_id", "hour"], as_index=False)["temperature_c"]
         .mean()
     )
-    values = rows.groupby(["unique_id", "ds"], as_index=False)["y"].mean()
-    values = fill_gaps(values, freq=freq, id_col="unique_id", time_col="ds")
-    series = Series(with_features(values, statics, weather), statics, weather)
-    return series.interpolated() if interpolate else series
 
 
 def with_features(frame: pd.DataFrame, statics: pd.DataFrame, weather: pd.DataFrame) -> pd.DataFrame:
@@ -275,6 +326,9 @@ class SeasonalNaive:
             raise ValueError(f"{self.name}: no series with {self.season_days} days of history")
         return pd.concat(frames, ignore_index=True)
 
+    def predict_many(self, histories: Sequence[Series], horizon: int) -> list[pd.DataFrame]:
+        return [self.predict(history, horizon) for history in histories]  # nothing fitted to share
+
     def predict(self, history: Series, horizon: int) -> pd.DataFrame:
         errors = naive_errors(history, self.season_days, self.hp.conformal_windows, self.hp.steps_per_day)
         return Calibration.from_errors(errors, self.hp.levels).apply(self.point(history, horizon), self.hp.levels)
@@ -347,7 +401,36 @@ class LightGBM:
             raise ValueError("lightgbm has no calibration for its intervals (train.py sets it from the backtest)")
         return self.calibration.apply(self.point(history, horizon), self.hp.levels)
 
+    def predict_many(self, histories: Sequence[Series], horizon: int) -> list[pd.DataFrame]:
+        """``predict`` from the end of each history, in one recursive pass over all of them. Each
+        step of the horizon is one call to LightGBM, whatever the number of series: a backfilled
+        range of 24 origins cost 24 passes of 288 calls on 80 rows, mostly per-call overhead. Every
+        (history, series) pair is a series of its own, and mlforecast's features, scaling and
+        LightGBM's prediction are per series and per row, so the numbers are those of each alone."""
+        if self.calibration is None or len(histories) < 2 or not _stackable(self.forecaster):
+            return [self.predict(history, horizon) for history in histories]
+        caught_up = [self._caught_up(history, horizon) for history in histories]
+        forecaster, offsets = _stacked([f for f, _ in caught_up])
+        futures = [
+            future.assign(unique_id=_renumbered(f, future["unique_id"], o))
+            for (f, future), o in zip(caught_up, offsets)
+        ]
+        fc = _standard(forecaster.predict(horizon, X_df=pd.concat(futures, ignore_index=True)), self.name, ())
+        out = []
+        for (f, _), start in zip(caught_up, offsets):
+            mine = fc[(fc["unique_id"] >= start) & (fc["unique_id"] < start + len(f.ts.uids))]
+            mine = mine.assign(unique_id=f.ts.uids[mine["unique_id"].to_numpy() - start])
+            out.append(self.calibration.apply(mine, self.hp.levels))
+        return out
+
     def _forecast(self, history: Series, horizon: int, levels) -> pd.DataFrame:
+        forecaster, future = self._caught_up(history, horizon)
+        fc = forecaster.predict(horizon, X_df=future, level=list(levels) if levels else None)
+        return _standard(fc, self.name, levels or ())
+
+    def _caught_up(self, history: Series, horizon: int):
+        """The forecaster with the history after its fitted tail appended, and the exogenous features
+        of the ``horizon`` steps after the history's end."""
         seen = pd.Series(np.asarray(self.forecaster.ts.last_dates), index=np.asarray(self.forecaster.ts.uids))
         values = history.values[history.values["unique_id"].isin(seen.index)]
         if values.empty:
@@ -357,11 +440,62 @@ class LightGBM:
         newer = values[values["ds"] > values["unique_id"].map(seen)]
         forecaster = self.forecaster
         if not newer.empty:
-            forecaster = copy.deepcopy(forecaster)  # the saved model stays as it was fitted
+            # The saved model stays as it was fitted: the series' state is copied, the fitted model shared.
+            forecaster = copy.copy(forecaster)
+            forecaster.ts = copy.deepcopy(forecaster.ts)
             forecaster.update(newer[["unique_id", "ds", "y"]])
         future = future_features(Series(values, history.statics, history.weather), horizon, self.hp.freq)
-        fc = forecaster.predict(horizon, X_df=future.drop(columns=STATICS), level=list(levels) if levels else None)
-        return _standard(fc, self.name, levels or ())
+        return forecaster, future.drop(columns=STATICS)
+
+
+def _stackable(forecaster) -> bool:
+    """Whether ``_stacked`` knows all the per-series state of this forecaster: per-series scalers
+    (or none), lag transforms, one model for every step."""
+    from mlforecast.lag_transforms import _BaseLagTransform
+    from mlforecast.target_transforms import _BaseLocalScaler
+
+    ts = forecaster.ts
+    return (
+        ts.max_horizon is None
+        and all(isinstance(t, _BaseLocalScaler) for t in ts.target_transforms or [])
+        and all(isinstance(t, _BaseLagTransform) for t in ts.transforms.values())
+    )
+
+
+def _stacked(forecasters: list) -> tuple:
+    """One forecaster whose series are those of all ``forecasters`` side by side, numbered 0, 1, ...
+    in order (integers: mlforecast sorts series by id, and their order must stay the order here),
+    and the first number of each one's series. What mlforecast keeps per series (values, last dates,
+    static features, scaler statistics, lag transforms' state) is concatenated in the same order."""
+    from mlforecast.grouped_array import GroupedArray
+
+    series = [f.ts for f in forecasters]
+    sizes = [len(ts.uids) for ts in series]
+    offsets = np.cumsum([0, *sizes[:-1]])
+    ts = copy.copy(series[0])
+    ts.uids = pd.Index(np.arange(sum(sizes)), name=ts.uids.name)
+    ts.last_dates = series[0].last_dates.append([t.last_dates for t in series[1:]])
+    lengths = np.concatenate([np.diff(t.ga.indptr) for t in series])
+    indptr = np.append(0, np.cumsum(lengths)).astype(series[0].ga.indptr.dtype)
+    ts.ga = GroupedArray(np.concatenate([t.ga.data for t in series]), indptr)
+    ts.static_features_ = pd.concat(
+        [t.static_features_.assign(**{ts.id_col: np.arange(n) + o}) for t, n, o in zip(series, sizes, offsets)],
+        ignore_index=True,
+    )
+    if ts.target_transforms:
+        ts.target_transforms = [type(g[0]).stack(list(g)) for g in zip(*(t.target_transforms for t in series))]
+    ts.transforms = type(ts.transforms)(
+        (name, type(tfm).stack([t.transforms[name] for t in series])) for name, tfm in ts.transforms.items()
+    )
+    stacked = copy.copy(forecasters[0])
+    stacked.ts = ts
+    return stacked, offsets
+
+
+def _renumbered(forecaster, uids: pd.Series, offset: int) -> np.ndarray:
+    """``uids`` as numbers of the stacked forecaster: ``offset`` + the position among the forecaster's
+    series (all of them are among those: ``_caught_up`` keeps only series the model has seen)."""
+    return forecaster.ts.uids.get_indexer(uids) + offset
 
 
 def _standard(fc: pd.DataFrame, column: str, levels: Sequence[int]) -> pd.DataFrame:
