@@ -23,16 +23,21 @@ from tests.conftest import START, simulate
 DAY = START.date()
 
 
-@pytest.fixture(scope="module")
-def day_lake(tmp_path_factory):
-    """One simulated day (4 devices) with its registry, weather files and inventories."""
-    root = tmp_path_factory.mktemp("weather_day")
-    lake, sim = simulate(root, hours=24, devices=4, bad_weather_rate=0.0, late_rate=0.01)
+def _register(root, lake, sim) -> None:
+    """The simulated fleet's historian, and its registry snapshot of DAY landed."""
     url = f"sqlite:///{root}/historian.sqlite"
     seed_historian(url, sim.fleet, sim.cfg, DAY)
     engine = create_engine(url)
     land_registry(lake, engine, DAY)
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def day_lake(tmp_path_factory):
+    """One simulated day (4 devices) with its registry, weather files and inventories."""
+    root = tmp_path_factory.mktemp("weather_day")
+    lake, sim = simulate(root, hours=24, devices=4, bad_weather_rate=0.0, late_rate=0.01)
+    _register(root, lake, sim)
     for h in range(24):
         land_inventory(lake, START + timedelta(hours=h))
     return lake, sim
@@ -134,11 +139,7 @@ def test_a_range_of_days_is_one_run_of_landing_and_curated_weather_and_features(
     from resources.spark import SparkRunner
 
     lake, sim = simulate(tmp_path, hours=48, devices=2, bad_weather_rate=0.0, late_rate=0.0)
-    url = f"sqlite:///{tmp_path}/historian.sqlite"
-    seed_historian(url, sim.fleet, sim.cfg, DAY)
-    engine = create_engine(url)
-    land_registry(lake, engine, DAY)
-    engine.dispose()
+    _register(tmp_path, lake, sim)
     for h in (0, 1, 24, 25):  # two hours of each day are enough for features on both days
         hour = START + timedelta(hours=h)
         land_inventory(lake, hour)
