@@ -79,6 +79,7 @@ def test_main_job_end_to_end(tmp_path):
         # Every hourly asset of the chain backfilled its range in one run, not one run per hour.
         assert count("telemetry_hourly_job") == 1
         assert count("forecast_refresh_job") == 1 and count("deviations_job") == 1
+        assert count("weather_daily_job") == 1 and count("features_daily_job") == 1
         assert len(partitions(["ml", "batch_forecast"])) == 24
         assert "2026-11-19-23:00" in partitions(["ml", "batch_forecast"])
         # Every landed hour is scored, history too: the series' own channels are warm when forecasts begin.
@@ -87,8 +88,10 @@ def test_main_job_end_to_end(tmp_path):
         for key in (["curated", "weather"], ["curated", "features"]):
             assert partitions(key) == days
         features = instance.get_latest_materialization_event(AssetKey(["curated", "features"])).asset_materialization
-        # devices x metrics x 5-min buckets, less the buckets of injected dropouts (no readings at all)
-        assert 0.95 * 4 * 4 * 288 <= features.metadata["dagster/row_count"].value <= 4 * 4 * 288
+        # The three days in one run: devices x metrics x 5-min buckets x days, less the buckets of
+        # injected dropouts (no readings at all)
+        assert features.metadata["days"].value == 3
+        assert 0.95 * 3 * 4 * 4 * 288 <= features.metadata["dagster/row_count"].value <= 3 * 4 * 4 * 288
         # Every data-quality check ran in the main job's runs and passed.
         for key in ("telemetry", "telemetry_1min", "telemetry_5min", "weather", "features"):
             check = AssetCheckKey(AssetKey(["curated", key]), "gx_suite")
