@@ -58,7 +58,7 @@ def test_main_job_end_to_end(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     # (seed 130 has false cases: the operator-feedback row shows what marking them does)
     rows = ("champion model", "forecasts", "deviations", "cases opened", "precision", "recall", "operator feedback")
-    for row in (*rows, "failed runs"):
+    for row in (*rows, "failed runs", "actuals inside the 80%/95% intervals"):
         assert row in out.stdout, (row, out.stdout)
     assert "iot-lake cases list" in out.stderr
     days = {"2026-11-18", "2026-11-19", "2026-11-20"}

@@ -128,6 +128,40 @@ def test_coverage_and_calibration_count_what_they_say():
     assert out.loc[1, ["lo_80", "hi_80"]].isna().all()  # never calibrated: no interval rather than a guess
 
 
+def test_realised_coverage_counts_each_origin_s_forecast_of_an_observed_bucket():
+    from iot_lake.forecast.evaluation import realised_coverage
+
+    t = pd.Timestamp("2026-11-20T00:00:00Z")
+    keys = {"device_id": "d", "metric": "m"}
+    forecasts = pd.DataFrame(
+        [
+            {**keys, "bucket_start": t, "origin": t, "lo_80": 0.0, "hi_80": 1.0, "lo_95": -1.0, "hi_95": 2.0},
+            {
+                **keys,
+                "bucket_start": t,
+                "origin": t - pd.Timedelta("1h"),
+                "lo_80": 2,
+                "hi_80": 3,
+                "lo_95": 0,
+                "hi_95": 4,
+            },
+            {
+                **keys,
+                "bucket_start": t + pd.Timedelta("5min"),
+                "origin": t,
+                "lo_80": 0,
+                "hi_80": 1,
+                "lo_95": 0,
+                "hi_95": 1,
+            },
+        ]
+    )
+    actuals = pd.DataFrame([{**keys, "bucket_start": t, "mean": 0.5}])  # the second bucket has no actual
+    inside, points = realised_coverage(forecasts, actuals, (80, 95))
+    assert points == 2 and inside == {80: 0.5, 95: 1.0}
+    assert realised_coverage(forecasts.iloc[:0], actuals, (80,))[1] == 0
+
+
 def test_training_with_two_or_three_days_falls_back_to_seasonal_naive_and_says_why(tmp_path, rows):
     for days, scored in ((3, True), (2, False)):
         short = rows[rows["event_date"] > date(2026, 11, 14) - timedelta(days=days)]

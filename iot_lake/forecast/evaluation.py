@@ -96,6 +96,17 @@ def coverage(fc: pd.DataFrame, level: int) -> float:
     return float(((fc["y"] >= lo) & (fc["y"] <= hi))[known].mean())
 
 
+def realised_coverage(forecasts: pd.DataFrame, actuals: pd.DataFrame, levels) -> tuple[dict[int, float], int]:
+    """Share of the observed 5-minute means (``actuals``: device_id, metric, bucket_start, mean) inside
+    the stored forecasts' intervals, over every (origin, bucket) pair that has an actual, and the
+    number of such pairs: the served model's coverage out of sample, anomalies included."""
+    keys = ["device_id", "metric", "bucket_start"]
+    if forecasts.empty or actuals.empty:
+        return {level: float("nan") for level in levels}, 0
+    joined = forecasts.merge(actuals[[*keys, "mean"]].rename(columns={"mean": "y"}), on=keys, how="inner")
+    return {level: coverage(joined, level) for level in levels}, int(joined["y"].notna().sum())
+
+
 def rolling_backtest(
     series: Series,
     hp: Hyperparameters,
