@@ -2,6 +2,9 @@
 the SageMaker contract run as local Pipes subprocesses."""
 
 import json
+import os
+import subprocess
+import sys
 import tarfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -126,6 +129,15 @@ def test_coverage_and_calibration_count_what_they_say():
     out = calibration.apply(pd.DataFrame({"unique_id": ["a", "b"], "ds": errors["ds"][:2], "yhat": [10.0, 0.0]}), (80,))
     assert out.loc[0, "lo_80"] == pytest.approx(10 - 40.5) and out.loc[0, "hi_80"] == pytest.approx(10 + 40.5)
     assert out.loc[1, ["lo_80", "hi_80"]].isna().all()  # never calibrated: no interval rather than a guess
+
+
+def test_lightgbm_waits_passively_for_its_threads_in_the_entry_points():
+    """With both cores busy, spinning OpenMP threads made a 35 s training take over 300 s."""
+    for entry in ("iot_lake.forecast.train", "iot_lake.forecast.batch_forecast"):
+        code = f"import {entry}, lightgbm, os; print(os.environ['OMP_WAIT_POLICY'])"
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "PASSIVE"
 
 
 def test_realised_coverage_counts_each_origin_s_forecast_of_an_observed_bucket():

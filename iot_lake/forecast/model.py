@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -30,6 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+# LightGBM's OpenMP threads spin while they wait: with every core busy elsewhere (a Spark job, the
+# next run, CI) a 35-second training took over 300 s here, 41 s with passive waiting. libgomp reads
+# this when LightGBM is loaded (inside fit), after this module.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 STEPS_PER_DAY = {"5min": 288, "1min": 1440}
 CANDIDATES = ("seasonal_naive", "seasonal_naive_weekly", "lightgbm")
