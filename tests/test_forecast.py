@@ -246,6 +246,24 @@ def test_model_asset_trains_through_the_sagemaker_contract_and_keeps_every_versi
     assert len(versions) == 2
 
 
+def test_a_fleet_too_young_to_score_gets_the_fallback_through_the_asset_and_a_scored_model_replaces_it(tmp_path, rows):
+    """A day and a half of history scores no candidate: the asset records seasonal naive as an unscored
+    fallback and says why (the real-data run failed its second day on this). A later scored model
+    replaces it; an unscored fallback never replaces a scored champion."""
+    lake = Lake(str(tmp_path))
+    young = rows[rows["bucket_start"] >= pd.Timestamp("2026-11-13T12:00:00Z")]
+    _write_training_data(lake, young, DAY)
+    meta = _train(tmp_path).asset_materializations_for_node("ml__forecast_model")[0].metadata
+    assert meta["method"].value == "seasonal_naive" and meta["mase"].value is None
+    assert meta["method_reason"].value.startswith("fallback: no candidate could be scored")
+    assert meta["promoted"].value is True and registry.champion(lake)["version"] == meta["job_name"].value
+
+    _write_training_data(lake, rows, DAY)
+    scored = _train(tmp_path).asset_materializations_for_node("ml__forecast_model")[0].metadata
+    assert scored["mase"].value is not None and scored["promoted"].value is True
+    assert registry.should_promote([], "seasonal_naive", champion_mase=0.8)[0] is False
+
+
 def test_a_worse_challenger_is_not_promoted(tmp_path):
     lake = Lake(str(tmp_path))
     backtest_rows = [{"model": "lightgbm", "mase": 0.5}, {"model": "champion", "mase": 0.4}]

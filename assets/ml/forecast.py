@@ -127,14 +127,14 @@ def forecast_model(
     metrics, sample = _training_outputs(the_lake, run.outputs["output"])
     recorded = registry.version(the_lake, current["version"])["mase"] if current else None
     promote, reason = registry.should_promote(metrics["backtest"], metrics["method"], recorded)
-    chosen = next(r for r in metrics["backtest"] if r["model"] == metrics["method"])
+    chosen = registry.chosen_row(metrics["backtest"], metrics["method"])
     registry.record(
         the_lake,
         registry.ModelVersion(
             version=run.job_name,
             model_key=run.outputs["model"],
             method=metrics["method"],
-            mase=chosen["mase"],
+            mase=chosen.get("mase"),
             data_first=metrics["data_range"]["first"],
             data_last=metrics["data_range"]["last"],
             trained_for=day.isoformat(),
@@ -150,7 +150,9 @@ def forecast_model(
     return MaterializeResult(
         metadata={
             "method": metrics["method"],
-            "mase": MetadataValue.float(chosen["mase"]),
+            # None for the fallback of a fleet too young to score anything (method_reason says so)
+            "mase": MetadataValue.float(chosen["mase"]) if chosen else MetadataValue.null(),
+            "method_reason": metrics.get("method_reason", ""),
             **{
                 f"coverage_{k.split('_')[1]}": MetadataValue.float(v)
                 for k, v in chosen.items()

@@ -42,7 +42,7 @@ class ModelVersion:
     version: str  # the training job's name
     model_key: str  # model.tar.gz in the lake
     method: str
-    mase: float
+    mase: float | None  # None: a fallback nothing could be scored for
     data_first: str
     data_last: str
     trained_for: str  # the daily partition
@@ -61,6 +61,10 @@ def should_promote(backtest: list[dict], method: str, champion_mase: float | Non
     day) the champion's own recorded MASE stands in for it.
     """
     rows = {r["model"]: r for r in backtest}
+    if method not in rows:  # the fallback of a fleet too young to score anything
+        if "champion" in rows or champion_mase is not None:
+            return False, f"{method} is an unscored fallback: the scored champion stays"
+        return True, f"no champion to compare with ({method} is an unscored fallback)"
     challenger = rows[method]["mase"]
     if "champion" in rows:
         # train.py scores the champion only on origins after its own data; the challenger's MASE on
@@ -75,6 +79,11 @@ def should_promote(backtest: list[dict], method: str, champion_mase: float | Non
     if challenger <= champion:
         return True, f"MASE {challenger:.4f} <= champion's {champion:.4f} {where}"
     return False, f"MASE {challenger:.4f} > champion's {champion:.4f} {where}"
+
+
+def chosen_row(backtest: list[dict], method: str) -> dict:
+    """The chosen method's backtest row; empty for a fallback nothing could be scored for."""
+    return next((r for r in backtest if r["model"] == method), {})
 
 
 def record(lake: Lake, version: ModelVersion) -> None:

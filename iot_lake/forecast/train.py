@@ -32,6 +32,7 @@ from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.forecast.evaluation import rolling_backtest
 from iot_lake.forecast.model import Hyperparameters, best_candidate, load, make, prepare, save
+from iot_lake.forecast.registry import chosen_row
 
 HOLDOUT_SAMPLE_SERIES = 6  # series whose hold-out forecasts are kept for the forecast-vs-actual plot
 
@@ -143,14 +144,13 @@ def main() -> None:
     env = TrainingEnvironment.from_environ()
     with open_dagster_pipes() as pipes:
         metrics = train(env)
-        chosen = next(r for r in metrics["backtest"] if r["model"] == metrics["method"])
-        pipes.log.info(
-            f"trained {metrics['method']}: MASE {chosen['mase']} on the hold-out from {metrics['holdout_start']}"
-        )
+        chosen = chosen_row(metrics["backtest"], metrics["method"])
+        scored = f"MASE {chosen['mase']} on the hold-out from {metrics['holdout_start']}" if chosen else "not scored"
+        pipes.log.info(f"trained {metrics['method']}: {scored} ({metrics['method_reason']})")
         pipes.report_asset_materialization(
             metadata={
                 "method": metrics["method"],
-                "mase": chosen["mase"],
+                "mase": chosen.get("mase"),
                 "holdout_start": metrics["holdout_start"],
                 "data_range": {"raw_value": metrics["data_range"], "type": "json"},
                 "backtest": {"raw_value": metrics["backtest"], "type": "json"},
