@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from dagster import materialize
 
-from assets.ml.forecast import forecast_model
+from assets.ml.forecast import batch_forecast, forecast_model
 from iot_lake.forecast import registry
 from iot_lake.forecast.batch_forecast import forecast
 from iot_lake.forecast.evaluation import coverage, rolling_backtest
@@ -24,6 +24,7 @@ from iot_lake.lake import Lake
 from iot_lake.simulate.training_rows import training_rows
 from resources.lake import LakeResource
 from resources.sagemaker import SageMakerRunner
+from resources.spark import SparkRunner
 
 START = date(2026, 11, 2)  # a Monday: the hold-out of 12 days is a Friday, of 13 a Saturday
 DAY = date(2026, 11, 14)
@@ -247,10 +248,24 @@ def test_model_asset_trains_through_the_sagemaker_contract_and_keeps_every_versi
 
 
 def test_a_fleet_too_young_to_score_gets_the_fallback_through_the_asset_and_a_scored_model_replaces_it(tmp_path, rows):
-    """A day and a half of history scores no candidate: the asset records seasonal naive as an unscored
+    """Less than a day concludes there is no model yet and forecasts nothing, without a failed run. A day and a half of
+    history scores no candidate: the asset records seasonal naive as an unscored
     fallback and says why (the real-data run failed its second day on this). A later scored model
     replaces it; an unscored fallback never replaces a scored champion."""
     lake = Lake(str(tmp_path))
+    # Ten hours: not a day for any series, so not even the fallback; no model, and no failed run.
+    _write_training_data(lake, rows[rows["bucket_start"] >= pd.Timestamp("2026-11-14T14:00:00Z")], DAY)
+    newborn = _train(tmp_path).asset_materializations_for_node("ml__forecast_model")[0].metadata
+    assert newborn["method"].value == "none" and newborn["promoted"].value is False
+    assert "seasonal_naive needs at least 1 days of history, got 0.4" in newborn["method_reason"].value
+    assert registry.champion(lake) is None
+    hour = materialize(
+        [batch_forecast],
+        partition_key="2026-11-14-23:00",
+        resources={"lake": LakeResource(root=str(tmp_path)), "spark": SparkRunner(), "sagemaker": SageMakerRunner()},
+    )
+    assert hour.success and not hour.asset_materializations_for_node("ml__batch_forecast")
+
     young = rows[rows["bucket_start"] >= pd.Timestamp("2026-11-13T12:00:00Z")]
     _write_training_data(lake, young, DAY)
     meta = _train(tmp_path).asset_materializations_for_node("ml__forecast_model")[0].metadata

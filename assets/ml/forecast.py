@@ -7,6 +7,7 @@ same contract on the embedded default (resources/sagemaker.py); the training dat
 import io
 import json
 import tarfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -16,7 +17,6 @@ from dagster import (
     AssetKey,
     BackfillPolicy,
     Config,
-    Failure,
     LastPartitionMapping,
     MaterializeResult,
     MetadataValue,
@@ -125,6 +125,14 @@ def forecast_model(
         output_key=registry.jobs_key(),
     )
     metrics, sample = _training_outputs(the_lake, run.outputs["output"])
+    if metrics["method"] is None:
+        # Less than a day of history (a fleet that started today): the night's training concluded
+        # there is no model yet, which is not a failure. Nothing enters the registry; the batch
+        # forecasts wait for the first night with a day of data.
+        context.log.warning(f"{run.job_name}: {metrics['method_reason']}")
+        return MaterializeResult(
+            metadata={"method": "none", "method_reason": metrics["method_reason"], "promoted": False}
+        )
     recorded = registry.version(the_lake, current["version"])["mase"] if current else None
     promote, reason = registry.should_promote(metrics["backtest"], metrics["method"], recorded)
     chosen = registry.chosen_row(metrics["backtest"], metrics["method"])
@@ -186,6 +194,7 @@ def forecast_model(
     group_name="ml",
     owners=ML_OWNERS,
     kinds={"sagemaker", "delta"},
+    output_required=False,  # no forecast before the first champion
     description=(
         "The champion's forecast of the next 24 hours per device and metric, made at the end of the "
         f"partition's hour (iot_lake.forecast.batch_forecast, a SageMaker Processing job), with 80% and 95% "
@@ -194,15 +203,17 @@ def forecast_model(
 )
 def batch_forecast(
     context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner, sagemaker: SageMakerRunner
-) -> MaterializeResult:
+) -> Iterator[MaterializeResult]:
     window = context.partition_time_window
     start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
     origins = [start + timedelta(hours=h + 1) for h in range(int((end - start) / timedelta(hours=1)))]
     the_lake = lake.lake()
     current = registry.champion(the_lake)
     if current is None:
-        # Permanent until someone trains a model: retrying would only wait.
-        raise Failure("no champion model yet: materialize ml/forecast_model for a day first", allow_retries=False)
+        # A fleet younger than its first nightly model: nothing to forecast with yet, which is not a
+        # fault; the hours stay unmaterialized and the deviations score with the series' own channels.
+        context.log.warning("no champion model yet: forecasts begin after the first ml/forecast_model")
+        return
     # History back to the champion's last training day, so the model can catch up from its own tail.
     since = datetime.fromisoformat(current["data_last"].replace("Z", "+00:00")).date()
     last_day = (origins[-1] - timedelta(minutes=5)).date()
@@ -254,7 +265,7 @@ def batch_forecast(
         _recent_history(the_lake, f"{history}/rows", origins[-1]), last, pd.Timestamp(origins[-1])
     )
     the_lake.delete(history, recursive=True)
-    return MaterializeResult(
+    yield MaterializeResult(
         metadata={
             "dagster/row_count": written,
             "origin": origins[-1].isoformat(),

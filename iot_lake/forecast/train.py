@@ -91,7 +91,12 @@ def train(env: TrainingEnvironment) -> dict:
             f"({series.values.groupby('unique_id').size().max() / hp.steps_per_day:.1f} days; MASE needs a day "
             "before each scored day for its scale, lightgbm 3 days, weekly naive 7)"
         )
-    model = make(chosen, hp).fit(series.interpolated())
+    try:
+        model = make(chosen, hp).fit(series.interpolated())
+    except ValueError as exc:
+        # Less than a day of any series: not even the fallback has a value to repeat. Not a fault
+        # of the data: the job succeeds without a model and says why (the asset records nothing).
+        return _no_model(env, series, hp, f"no model yet: {exc}")
     end = series.last_ds + pd.Timedelta(hp.freq)
     if chosen in result.errors and hasattr(model, "calibration"):
         model.calibration = result.calibration(chosen, end, hp.levels)
@@ -140,10 +145,23 @@ def train(env: TrainingEnvironment) -> dict:
     return metrics
 
 
+def _no_model(env: TrainingEnvironment, series, hp: Hyperparameters, reason: str) -> dict:
+    days = series.values.groupby("unique_id").size().max() / hp.steps_per_day
+    metrics = {"method": None, "method_reason": reason, "days": round(float(days), 2), "backtest": []}
+    env.model_dir.mkdir(parents=True, exist_ok=True)
+    env.output_data_dir.mkdir(parents=True, exist_ok=True)
+    (env.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    pd.DataFrame(columns=["unique_id", "ds", "y", "yhat"]).to_parquet(env.output_data_dir / "holdout_sample.parquet")
+    return metrics
+
+
 def main() -> None:
     env = TrainingEnvironment.from_environ()
     with open_dagster_pipes() as pipes:
         metrics = train(env)
+        if metrics["method"] is None:
+            pipes.log.warning(metrics["method_reason"])
+            return
         chosen = chosen_row(metrics["backtest"], metrics["method"])
         scored = f"MASE {chosen['mase']} on the hold-out from {metrics['holdout_start']}" if chosen else "not scored"
         pipes.log.info(f"trained {metrics['method']}: {scored} ({metrics['method_reason']})")
