@@ -1,6 +1,6 @@
 """Every benchmark of the project, one after the other, and one table of what they measured.
 
-    .venv/bin/python -m benchmarks                 # the full set: ~25 min on 2 cores
+    .venv/bin/python -m benchmarks                 # the full set: about an hour on 2 cores
     .venv/bin/python -m benchmarks --quick         # smoke sizes: ~8 min
     .venv/bin/python -m benchmarks --only curate --only latency
     .venv/bin/python -m benchmarks --quick --out benchmarks/results/latest.json --docs docs/benchmarks.md
@@ -43,11 +43,13 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "latency": ([], []),
     "nab": (["--loco"], ["--check-causal", "0"]),  # full: + leave-one-category-out (~3 min)
     "realdata": ([], []),
+    "longwindow": ([], []),
 }
 SIMULATING = {"demo", "curate", "forecast", "latency", "backtest"}  # the ones that take --seed
 # Too slow for --quick (the rolling-origin backtest refits LightGBM at every origin: ~10 min on 2 cores).
 # The real-data loop runs two weeks of hourly runs (a training and a forecast range per day).
-FULL_ONLY = {"backtest", "realdata"}
+# 30 days of 5-minute data train 29 nightly models.
+FULL_ONLY = {"backtest", "realdata", "longwindow"}
 console = Console(stderr=True)
 
 

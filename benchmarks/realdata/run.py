@@ -72,59 +72,40 @@ def device_of(stem: str) -> str:
     return stem.replace("_", "-").replace(".", "-").lower()[:60]
 
 
+def import_series(
+    path: Path, device: str, metric: str, unit: str, start: date, env: dict[str, str], site: str = SITE
+) -> dict:
+    """``iot-lake import`` of one CSV file, its JSON report."""
+    args = ["import", str(path), "--device", device, "--metric", metric, "--unit", unit, "--site", site]
+    done = subprocess.run(
+        [sys.executable, "-m", "iot_lake.cli", *args, "--start", start.isoformat(), "--format", "json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise click.ClickException(f"import of {path.name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
 def import_all(files: list[Path], env: dict[str, str]) -> dict[str, dict]:
     """iot-lake import of each file; {relpath: the import's JSON report}."""
     reports = {}
     for path in files:
         metric, unit = metric_of(path.stem)
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "iot_lake.cli",
-                "import",
-                str(path),
-                "--device",
-                device_of(path.stem),
-                "--metric",
-                metric,
-                "--unit",
-                unit,
-                "--site",
-                SITE,
-                "--start",
-                IMPORT_START.isoformat(),
-                "--format",
-                "json",
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode:
-            raise click.ClickException(f"import of {path.name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-        reports[f"{CATEGORY}/{path.name}"] = json.loads(done.stdout)
+        reports[f"{CATEGORY}/{path.name}"] = import_series(path, device_of(path.stem), metric, unit, IMPORT_START, env)
     return reports
 
 
 def run_pipeline(reports: dict[str, dict], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, float]:
+    """``jobs.main --no-simulate`` over every day the imports landed, the first one as history."""
     first = min(datetime.fromisoformat(r["first"]) for r in reports.values()).date()
     last = max(datetime.fromisoformat(r["last"]) for r in reports.values()).date()
     start = first + timedelta(days=1)
     days = (last - start).days + 1
-    command = [
-        sys.executable,
-        "-m",
-        "jobs.main",
-        "--no-simulate",
-        "--start",
-        start.isoformat(),
-        "--days",
-        str(days),
-        "--history-days",
-        "1",
-    ]
+    command = [sys.executable, "-m", "jobs.main", "--no-simulate", "--start", start.isoformat()]
+    command += ["--days", str(days), "--history-days", "1"]
     console.print(" ".join(command[1:]))
     t0 = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)

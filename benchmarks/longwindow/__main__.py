@@ -1,0 +1,3 @@
+from benchmarks.longwindow.run import main
+
+main()
