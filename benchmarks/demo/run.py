@@ -59,6 +59,15 @@ def reference_lake(lake_root: Path, root: Path) -> Path:
     return root
 
 
+def duck_reference(work: Path):
+    """The DuckDB curated path over every hour landed in ``work``/lake, in one pass: (hours, measured)."""
+    hours = landed_hours(work / "lake")
+    ref = reference_lake(work / "lake", work / "reference")
+    with console.status(f"DuckDB reference over the same {len(hours)} hours"):
+        duck = measure(["benchmarks.curate.duck", "--lake", str(ref), *[a for h in hours for a in ("--hour", h)]], {})
+    return hours, duck
+
+
 @click.command()
 @click.option("--days", default=1, show_default=True)
 @click.option("--devices", default=20, show_default=True)
@@ -100,12 +109,7 @@ def main(days: int, devices: int, history_days: int, seed: int, json_path: Path 
             demo_s = time.perf_counter() - t0
         if done.returncode:
             raise SystemExit(f"the main job failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        hours = landed_hours(work / "lake")
-        ref = reference_lake(work / "lake", work / "reference")
-        with console.status(f"DuckDB reference over the same {len(hours)} hours"):
-            duck = measure(
-                ["benchmarks.curate.duck", "--lake", str(ref), *[a for h in hours for a in ("--hour", h)]], {}
-            )
+        hours, duck = duck_reference(work)
 
     table = Table(title=f"end-to-end demo: {days} day(s), {devices} devices ({os.cpu_count()} cores)")
     for column in ("run", "seconds", "x reference"):

@@ -24,9 +24,8 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from benchmarks.curate.run import measure
 from benchmarks.dagster_dev import clean_env
-from benchmarks.demo.run import landed_hours, reference_lake
+from benchmarks.demo.run import duck_reference
 from benchmarks.realdata.run import _failed_runs, import_series, run_pipeline
 from benchmarks.results import Result, load_average, write
 
@@ -70,12 +69,7 @@ def main(devices: int, days: int, json_path: Path | None) -> None:
         failed = _failed_runs(done.stdout + done.stderr)
         if done.returncode or failed:
             raise SystemExit(f"the main job failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        hours = landed_hours(work / "lake")
-        ref = reference_lake(work / "lake", work / "reference")
-        with console.status(f"DuckDB reference over the same {len(hours)} hours"):
-            duck = measure(
-                ["benchmarks.curate.duck", "--lake", str(ref), *[a for h in hours for a in ("--hour", h)]], {}
-            )
+        hours, duck = duck_reference(work)
     console.print(
         f"{days} days x {devices} devices: the main job took {pipeline_s:.0f} s, the DuckDB reference "
         f"{duck.wall:.1f} s over {len(hours)} hours; load average {load_average():.1f} on {os.cpu_count()} cores"
