@@ -128,12 +128,16 @@ def _cases(settings, start: datetime, end: datetime) -> tuple[pd.DataFrame, list
     return frame[inside].reset_index(drop=True), incidents
 
 
+def _missing(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.0%}"
+    return "n/a" if _missing(x) else f"{x:.0%}"
 
 
 def _num(x: float, fmt: str = "{:.2f}") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+    return "n/a" if _missing(x) else fmt.format(x)
 
 
 def closing_table(
@@ -151,7 +155,7 @@ def closing_table(
     c = summary.champion
     if c:
         model = f"{c['method']}: MASE {_num(c['mase'])} (better seasonal naive {_num(c['naive_mase'])})"
-        if _pct(c["coverage_80"]) == "n/a":
+        if _missing(c["coverage_80"]):
             # Its intervals are calibrated on its out-of-sample days; the backtest has none before
             # the first day it scores (a young fleet: lightgbm fits only at the last origin).
             model += f", interval coverage not backtested (no calibrated day in {c['origins']} origin(s))"

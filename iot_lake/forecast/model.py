@@ -413,7 +413,7 @@ class LightGBM:
         range of 24 origins cost 24 passes of 288 calls on 80 rows, mostly per-call overhead. Every
         (history, series) pair is a series of its own, and mlforecast's features, scaling and
         LightGBM's prediction are per series and per row, so the numbers are those of each alone."""
-        if self.calibration is None or len(histories) < 2 or not _stackable(self.forecaster):
+        if self.calibration is None or len(histories) < 2 or not _stackable(self.forecaster.ts):
             return [self.predict(history, horizon) for history in histories]
         caught_up = [self._caught_up(history, horizon) for history in histories]
         forecaster, offsets = _stacked([f for f, _ in caught_up])
@@ -461,13 +461,9 @@ class LightGBM:
         return forecaster, future.drop(columns=STATICS)
 
 
-def _stackable(forecaster) -> bool:
-    """Whether ``_stacked`` knows all the per-series state of this forecaster: per-series scalers
-    (or none), lag transforms, one model for every step."""
-    return _stackable_ts(forecaster.ts)
-
-
-def _stackable_ts(ts) -> bool:
+def _stackable(ts) -> bool:
+    """Whether ``_stacked`` and ``_subset`` know all the per-series state of this forecaster's ``ts``:
+    per-series scalers (or none), lag transforms, one model for every step."""
     from mlforecast.lag_transforms import _BaseLagTransform
     from mlforecast.target_transforms import _BaseLocalScaler
 
@@ -485,7 +481,7 @@ def _subset(ts, uids) -> object:
     idxs = np.flatnonzero(np.asarray(ts.uids.isin(uids)))
     if len(idxs) == len(ts.uids):
         return ts
-    if not _stackable_ts(ts):
+    if not _stackable(ts):
         missing = sorted(set(ts.uids) - set(uids))
         raise ValueError(f"the history has no rows of {', '.join(map(str, missing))}, which this model forecasts")
     ts.ga, ts.uids, ts.last_dates = ts.ga.take(idxs), ts.uids[idxs], ts.last_dates[idxs]

@@ -95,8 +95,8 @@ def train(env: TrainingEnvironment) -> dict:
         model = make(chosen, hp).fit(series.interpolated())
     except ValueError as exc:
         # Less than a day of any series: not even the fallback has a value to repeat. Not a fault
-        # of the data: the job succeeds without a model and says why (the asset records nothing).
-        return _no_model(env, series, hp, f"no model yet: {exc}")
+        # of the data: the job succeeds without a model and says why (no version enters the registry).
+        return _no_model(env, f"no model yet: {exc}")
     end = series.last_ds + pd.Timedelta(hp.freq)
     if chosen in result.errors and hasattr(model, "calibration"):
         model.calibration = result.calibration(chosen, end, hp.levels)
@@ -145,9 +145,8 @@ def train(env: TrainingEnvironment) -> dict:
     return metrics
 
 
-def _no_model(env: TrainingEnvironment, series, hp: Hyperparameters, reason: str) -> dict:
-    days = series.values.groupby("unique_id").size().max() / hp.steps_per_day
-    metrics = {"method": None, "method_reason": reason, "days": round(float(days), 2), "backtest": []}
+def _no_model(env: TrainingEnvironment, reason: str) -> dict:
+    metrics = {"method": None, "method_reason": reason, "backtest": []}
     env.model_dir.mkdir(parents=True, exist_ok=True)
     env.output_data_dir.mkdir(parents=True, exist_ok=True)
     (env.output_data_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
