@@ -22,6 +22,7 @@ from dagster import (
     op,
 )
 
+from lib.pools import LAKE_WRITES
 from resources.lake import LakeResource
 
 # Table key -> its date partition column.
@@ -72,6 +73,7 @@ def maintain_table(
 
 
 @op(
+    pool=LAKE_WRITES,  # commits to lake Delta tables (lib/pools.py)
     retry_policy=RetryPolicy(max_retries=3, delay=60),
     description="Compact, checkpoint and vacuum every lake Delta table.",
 )

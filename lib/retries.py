@@ -11,6 +11,10 @@ Two layers, so each error is retried where it is cheapest:
 An error no retry can fix (AccessDenied, ValidationException, ResourceNotFound, a job run that
 failed in its own code) becomes ``dagster.Failure(allow_retries=False)`` carrying the service's
 message, so the policy lets the run fail on its first attempt and the message is the failure.
+Steps that compute in the Dagster process (the landing assets, deviations) run under
+``permanent_errors``: an error of the code or its input (ValueError, KeyError, ...) fails at once,
+and any other error that repeats the previous attempt's exactly (the same input failing the same
+way) is not tried again either.
 
     IOT_LAKE_RETRY_MAX_RETRIES     step retries after the first attempt (default 3)
     IOT_LAKE_RETRY_DELAY_SECONDS   delay before the first retry, doubled each time (default 30)
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -99,6 +104,54 @@ def fail_fast(what: str) -> Iterator[None]:
         if is_permanent_client_error(exc):
             raise permanent(f"{what}: {exc}") from exc
         raise
+
+
+# Errors of the code and its input: the same input fails the same way on every attempt. Not listed,
+# so retried: OSError (I/O, connections, timeouts), cloud SDK and database driver errors.
+DETERMINISTIC = (ValueError, TypeError, LookupError, AttributeError, ArithmeticError, RecursionError, AssertionError)
+
+
+@contextmanager
+def permanent_errors(context, what: str) -> Iterator[None]:
+    """Around a step's own computation: deterministic errors, and errors that repeat the step's
+    previous attempt exactly, fail the step without another attempt (a poison input must not be
+    retried for ten minutes before it fails); other errors keep the retry policy."""
+    try:
+        yield
+    except Failure:
+        raise
+    except Exception as exc:
+        if isinstance(exc, DETERMINISTIC):
+            raise permanent(f"{what}: {type(exc).__name__}: {exc}") from exc
+        if context.retry_number > 0 and _signature(exc) in _previous_failure(context):
+            raise permanent(f"{what} failed twice the same way: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def _signature(exc: BaseException) -> tuple[str, str]:
+    return type(exc).__name__, "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _previous_failure(context) -> list[tuple[str, str]]:
+    """The errors (class name, message) of this step's latest failed attempt in this run: the one
+    Dagster records and the causes it wraps (the user code's error is one of them)."""
+    from dagster import DagsterEventType
+
+    step = str(context.op_handle)
+    # A failed attempt the policy retries is recorded as STEP_UP_FOR_RETRY, with its error.
+    failures = [
+        e.dagster_event
+        for e in context.instance.all_logs(
+            context.run.run_id, of_type={DagsterEventType.STEP_UP_FOR_RETRY, DagsterEventType.STEP_FAILURE}
+        )
+        if e.dagster_event is not None and e.dagster_event.step_key == step
+    ]
+    error = failures[-1].event_specific_data.error if failures else None
+    chain = []
+    while error is not None:
+        chain.append((error.cls_name, error.message.strip()))
+        error = error.cause
+    return chain
 
 
 class JobFailed(Failure):

@@ -5,8 +5,11 @@ created on moto, the web UI's bind address."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,6 +18,7 @@ import sqlalchemy as sa
 from dagster import DagsterInstance, job, op
 
 from lib.code_publishing import glue_entrypoint_uri
+from lib.pools import LAKE_WRITES
 from resources.spark_aws import DELTA_CONF, EMR_DELTA_JARS
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -66,7 +70,10 @@ def test_production_instance_keeps_runs_in_postgres_and_compute_logs_in_s3(aws, 
     assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
     coordinator = instance.run_coordinator
     assert type(coordinator).__name__ == "QueuedRunCoordinator"
-    assert coordinator.get_run_queue_config().max_concurrent_runs == 8
+    # What the daemon's run queue applies (concurrency.runs in the file).
+    queue = instance.get_concurrency_config().run_queue_config
+    assert queue.max_concurrent_runs == 8
+    assert {(t["key"], t.get("limit")) for t in queue.tag_concurrency_limits} >= {("dagster/sensor_name", 1)}
 
     result = hello_job.execute_in_process(instance=instance)
     assert result.success
@@ -93,6 +100,40 @@ def test_production_instance_keeps_runs_in_postgres_and_compute_logs_in_s3(aws, 
     assert "hello from the production instance" in body
     head = s3.head_object(Bucket=env["DAGSTER_COMPUTE_LOG_BUCKET"], Key=stdout)
     assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", env["IOT_LAKE_KMS_KEY_ID"])
+
+
+@pytest.mark.postgres
+def test_steps_that_write_lake_tables_take_turns_on_the_production_instance(production_instance, tmp_path):
+    """Two runs at once, each with a step in the lake-writes pool: the second step waits for the
+    first (S3 has no log store to serialize two writers' Delta commits)."""
+    instance, _ = production_instance
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster_home"), "PYTHONPATH": str(DEPLOY.parent)}
+    # The deployment step of docs/production.md: the pool's limit row exists before runs race to create it.
+    dagster = [sys.executable, "-m", "dagster", "instance", "concurrency", "set", LAKE_WRITES, "1"]
+    subprocess.run(dagster, env=env, cwd=DEPLOY.parent, check=True, capture_output=True)
+    outs = [tmp_path / f"run-{i}.json" for i in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "tests.pool_job", str(out)], env=env, cwd=DEPLOY.parent) for out in outs
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    first, second = sorted((json.loads(out.read_text()) for out in outs), key=lambda h: h["start"])
+    assert second["start"] >= first["end"], (first, second)
+
+
+def test_every_step_that_writes_lake_delta_tables_is_in_the_lake_writes_pool(defs):
+    from jobs.maintenance import delta_maintenance_job
+
+    writers = [
+        ["curated", "telemetry"],  # Spark: curated, quarantine and the 1-/5-minute aggregates
+        ["curated", "weather"],
+        ["curated", "features"],
+        ["ml", "batch_forecast"],  # delta-rs: forecasts
+        ["ops", "deviations"],  # delta-rs: deviations and the cases mirror
+    ]
+    for key in writers:
+        assert defs.get_assets_def(key).op.pool == LAKE_WRITES, key
+    assert [node.definition.pool for node in delta_maintenance_job.graph.nodes] == [LAKE_WRITES]
 
 
 def test_production_instance_file_holds_no_secrets():

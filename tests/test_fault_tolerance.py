@@ -46,7 +46,7 @@ from iot_lake.lake import (
 from iot_lake.sources.telemetry import inventoried_keys, iter_lines, land_inventory
 from jobs.maintenance import TABLES as MAINTAINED
 from jobs.maintenance import MaintenanceConfig, maintain_table
-from lib.retries import RETRY_POLICY, JobFailed, retry_policy
+from lib.retries import RETRY_POLICY, JobFailed, permanent_errors, retry_policy
 from resources.lake import LakeResource
 from resources.spark import LOCAL_ENV, SparkRunner, local_command
 from resources.warehouse import WarehouseResource
@@ -332,6 +332,67 @@ def test_the_retry_policy_retries_transient_errors_and_not_permanent_ones(aws_se
         assert not result.success and _attempts(result) == 1
         [failure] = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
         assert "not authorized to perform: glue:GetDatabase" in failure.step_failure_data.error.message
+
+
+def _attempts_of(error_for_attempt) -> tuple[int, str]:
+    """Run a one-asset job under the retry policy (3 retries, no delay) whose computation, under
+    permanent_errors, raises ``error_for_attempt(attempt)``; the attempts made and the failure's message."""
+
+    @asset(key=["faults", "in_process"])
+    def in_process(context):
+        with permanent_errors(context, "scoring"):
+            raise error_for_attempt(context.retry_number)
+
+    job = define_asset_job(
+        "in_process_job",
+        selection=[in_process.key],
+        op_retry_policy=retry_policy({"IOT_LAKE_RETRY_MAX_RETRIES": "3", "IOT_LAKE_RETRY_DELAY_SECONDS": "0"}),
+    )
+    job = Definitions(assets=[in_process], jobs=[job]).resolve_job_def("in_process_job")
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    return _attempts(result), failures[-1].step_failure_data.error.message
+
+
+def test_an_error_of_the_input_fails_at_once_and_a_repeated_error_after_one_retry():
+    # A poison input's error (a ValueError of the parser, a RecursionError) fails the first attempt.
+    attempts, message = _attempts_of(lambda attempt: ValueError("line 3: expected a number"))
+    assert attempts == 1 and "scoring: ValueError: line 3: expected a number" in message
+    # Another kind of error is retried once; when it then repeats exactly, the same input fails the same way.
+    attempts, message = _attempts_of(lambda attempt: RuntimeError("the model has 12 series, the input 16"))
+    assert attempts == 2 and "scoring failed twice the same way" in message
+    # Errors that differ from attempt to attempt (a flaky connection) keep every retry of the policy.
+    attempts, _ = _attempts_of(lambda attempt: ConnectionResetError(f"connection reset (attempt {attempt})"))
+    assert attempts == 4
+
+
+def test_a_landing_inventory_that_raises_on_its_input_is_not_retried(tmp_path, monkeypatch):
+    """The issue's case: an exception the inventory did not expect used to be retried for ten minutes."""
+    from assets.landing import telemetry
+
+    attempts = []
+
+    def poisoned(lake, hour):
+        attempts.append(hour)
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    monkeypatch.setattr(telemetry, "land_inventory", poisoned)
+    job = define_asset_job(
+        "inventory_job",
+        selection=[telemetry.landing_telemetry.key],
+        op_retry_policy=retry_policy({"IOT_LAKE_RETRY_MAX_RETRIES": "3", "IOT_LAKE_RETRY_DELAY_SECONDS": "0"}),
+    )
+    defs = Definitions(
+        assets=[telemetry.landing_telemetry], jobs=[job], resources={"lake": LakeResource(root=str(tmp_path))}
+    )
+    result = defs.resolve_job_def("inventory_job").execute_in_process(
+        partition_key="2026-11-20-00:00", raise_on_error=False
+    )
+    assert not result.success and _attempts(result) == 1 and len(attempts) == 1
+    [failure] = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    assert "landing inventory: UnicodeDecodeError" in failure.step_failure_data.error.message
 
 
 def test_a_local_script_that_raises_fails_fast_with_its_exit_code():

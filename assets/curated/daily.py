@@ -8,6 +8,7 @@ from assets.landing.historian import DEVICE_REGISTRY_KEY
 from assets.landing.telemetry import OWNERS
 from assets.landing.weather import LANDING_WEATHER_KEY
 from assets.partitions import daily_partitions, days_of
+from lib.pools import LAKE_WRITES
 from resources.lake import LakeResource
 from resources.spark import SparkRunner
 
@@ -16,6 +17,7 @@ CURATED_FEATURES_KEY = AssetKey(["curated", "features"])
 
 
 @asset(
+    pool=LAKE_WRITES,  # commits to lake Delta tables (lib/pools.py)
     key=CURATED_WEATHER_KEY,
     deps=[LANDING_WEATHER_KEY, DEVICE_REGISTRY_KEY],
     partitions_def=daily_partitions,
@@ -46,6 +48,7 @@ def curated_weather(context: AssetExecutionContext, lake: LakeResource, spark: S
 
 
 @asset(
+    pool=LAKE_WRITES,  # commits to lake Delta tables (lib/pools.py)
     key=CURATED_FEATURES_KEY,
     deps=[AGGREGATE_KEYS["5min"], CURATED_WEATHER_KEY, DEVICE_REGISTRY_KEY],
     partitions_def=daily_partitions,

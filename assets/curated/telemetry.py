@@ -5,6 +5,7 @@ from assets.landing.historian import DEVICE_REGISTRY_KEY
 from assets.landing.telemetry import LANDING_TELEMETRY_KEY, OWNERS, partition_hours
 from assets.partitions import hourly_partitions
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
+from lib.pools import LAKE_WRITES
 from resources.lake import LakeResource
 from resources.spark import SparkRunner
 
@@ -20,6 +21,7 @@ _AGGREGATE_DOC = (
 
 
 @multi_asset(
+    pool=LAKE_WRITES,  # commits to lake Delta tables (lib/pools.py)
     specs=[
         AssetSpec(
             CURATED_TELEMETRY_KEY,

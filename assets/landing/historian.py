@@ -13,6 +13,7 @@ from dagster import (
 from assets.landing.telemetry import OWNERS
 from assets.partitions import daily_partitions
 from iot_lake.sources.historian import land_readings, land_registry, readings_prefix
+from lib.retries import permanent_errors
 from resources.historian import HistorianResource
 from resources.lake import LakeResource
 
@@ -45,7 +46,7 @@ def device_registry(
 ) -> MaterializeResult:
     day = context.partition_time_window.start.date()
     the_lake = lake.lake()
-    with historian.engine() as engine:
+    with historian.engine() as engine, permanent_errors(context, "registry extract"):
         result = land_registry(the_lake, engine, day)
     empty = [t for t, n in result.rows.items() if n == 0]
     return MaterializeResult(
@@ -82,7 +83,7 @@ def historical_readings(
 ) -> MaterializeResult:
     day = context.partition_time_window.start.date()
     the_lake = lake.lake()
-    with historian.engine() as engine:
+    with historian.engine() as engine, permanent_errors(context, "readings extract"):
         m = land_readings(the_lake, engine, day, now=datetime.now(UTC))
     context.log.info(f"extracted {m.rows} readings with {m.low or '-inf'} < loaded_at <= {m.high}")
     return MaterializeResult(

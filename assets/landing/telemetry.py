@@ -18,6 +18,7 @@ from dagster import (
 from assets.partitions import hourly_partitions
 from iot_lake.lake import TELEMETRY_PREFIX
 from iot_lake.sources.telemetry import inventory_key, land_inventory
+from lib.retries import permanent_errors
 from resources.lake import LakeResource
 
 OWNERS = ["team:data-platform"]
@@ -63,7 +64,8 @@ _OBJECT_SCHEMA = TableSchema(
 def landing_telemetry(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     the_lake = lake.lake()
     hours = partition_hours(context)
-    inventories = [land_inventory(the_lake, hour) for hour in hours]
+    with permanent_errors(context, "landing inventory"):  # a poison input fails once, not for ten minutes
+        inventories = [land_inventory(the_lake, hour) for hour in hours]
     objects = [o for inv in inventories for o in inv.objects]
     unreadable = [o for inv in inventories for o in inv.unreadable]
     totals = {k: sum(inv.totals[k] for inv in inventories) for k in inventories[0].totals}

@@ -14,6 +14,7 @@ from assets.landing.telemetry import OWNERS
 from assets.partitions import daily_partitions, days_of
 from iot_lake.lake import weather_day_prefix
 from iot_lake.sources.weather import land_weather_day, weather_inventory_key
+from lib.retries import permanent_errors
 from resources.lake import LakeResource
 
 LANDING_WEATHER_KEY = AssetKey(["landing", "weather"])
@@ -39,7 +40,8 @@ LANDING_WEATHER_KEY = AssetKey(["landing", "weather"])
 def landing_weather(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     the_lake = lake.lake()
     days = days_of(context.partition_time_window)
-    results = [land_weather_day(the_lake, day) for day in days]
+    with permanent_errors(context, "weather landing"):
+        results = [land_weather_day(the_lake, day) for day in days]
     files = [f for result in results for f in result.files]
     for f in files:
         if f.errors:

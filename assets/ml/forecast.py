@@ -29,6 +29,7 @@ from assets.partitions import daily_partitions, hourly_partitions
 from assets.plots import batch_forecast_plot, png_markdown
 from iot_lake.forecast import registry
 from iot_lake.forecast.model import NAIVE_DAYS
+from lib.pools import LAKE_WRITES
 from lib.sagemaker_jobs import job_name
 from resources.lake import LakeResource
 from resources.sagemaker import SageMakerRunner
@@ -185,6 +186,7 @@ def forecast_model(
 
 
 @asset(
+    pool=LAKE_WRITES,  # commits to lake Delta tables (lib/pools.py)
     key=BATCH_FORECAST_KEY,
     deps=[AGGREGATE_KEYS["5min"], AssetDep(MODEL_KEY, partition_mapping=LastPartitionMapping())],
     partitions_def=hourly_partitions,

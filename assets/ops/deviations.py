@@ -37,7 +37,8 @@ from iot_lake.cases.model import ACTIVE, Deviation, points_to_observe
 from iot_lake.cases.outbox import deliver_pending
 from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, score, with_forecasts
 from iot_lake.simulate.runner import read_anomalies
-from lib.retries import RETRY_POLICY
+from lib.pools import LAKE_WRITES
+from lib.retries import RETRY_POLICY, permanent_errors
 from resources.cases import CasesResource
 from resources.lake import LakeResource
 
@@ -56,6 +57,7 @@ def _dates(start: datetime, end: datetime) -> list:
 
 
 @asset(
+    pool=LAKE_WRITES,  # commits to lake Delta tables (lib/pools.py)
     key=DEVIATIONS_KEY,
     # An hour is scored against the forecast made at its start: batch_forecast of the hour before.
     deps=[
@@ -111,7 +113,8 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
     # so the same false alarm is less likely next time (confirmed ones stay out of training instead).
     with cases.store() as store:
         normal = store.false_positive_periods(since=since)
-    scored = score(with_forecasts(actuals, forecasts), history, PARAMS, normal=normal)
+    with permanent_errors(context, "deviation scoring"):
+        scored = score(with_forecasts(actuals, forecasts), history, PARAMS, normal=normal)
     _replace_hour(lake, scored, start, end)
 
     outcomes = _observe(cases, scored)

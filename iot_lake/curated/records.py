@@ -20,6 +20,7 @@ from iot_lake.units import UnitError, to_canonical
 
 # Quarantine reason codes, in the order they are checked.
 REASONS = (
+    "line_too_long",  # over the reader's line limit (sources.telemetry.MAX_LINE_BYTES); only its head is kept
     "malformed_json",  # not a JSON object
     "missing_field",  # a required field is absent or null
     "mistyped_field",  # a field has the wrong JSON type
@@ -31,6 +32,7 @@ REASONS = (
     "unknown_unit",  # a unit that does not convert to the metric's canonical unit
     "out_of_range",  # outside the metric's physical range (canonical units)
     "clock_skew",  # event time after its arrival (beyond tolerance) or too long before it
+    "parse_error",  # the parser itself failed on the line: a bug to fix, but never a failed hour
 )
 REQUIRED = ("device_id", "metric", "value", "ts", "message_id")
 # Clock skew. A device's clock is judged against the arrival time, IoT Core's ingested_at (or, for
@@ -113,7 +115,19 @@ def parse_time(value) -> datetime:
 
 
 def parse_line(line: str, registry: Registry, landing_hour: datetime | None = None) -> Record | Rejection:
-    """``landing_hour``: the arrival hour of the line's object, judging the clock of a line without ingested_at."""
+    """``landing_hour``: the arrival hour of the line's object, judging the clock of a line without ingested_at.
+
+    Total: whatever the line holds, the answer is a Record or a Rejection, never an exception, so
+    one line can never fail the hour it landed in (tests/test_poison_input.py drives it with
+    arbitrary JSON).
+    """
+    try:
+        return _parse_line(line, registry, landing_hour)
+    except Exception as exc:  # noqa: BLE001 - the line's verdict, whatever went wrong
+        return Rejection("parse_error", f"{type(exc).__name__}: {exc}"[:200])
+
+
+def _parse_line(line: str, registry: Registry, landing_hour: datetime | None) -> Record | Rejection:
     try:
         raw = json.loads(line)
     except (ValueError, RecursionError) as exc:
@@ -121,25 +135,26 @@ def parse_line(line: str, registry: Registry, landing_hour: datetime | None = No
     if not isinstance(raw, dict):
         return Rejection("malformed_json", f"a JSON {type(raw).__name__}, not an object")
     device_id, metric = raw.get("device_id"), raw.get("metric")
-    ids = {
-        "device_id": device_id if isinstance(device_id, str) else None,
-        "metric": metric if isinstance(metric, str) else None,
-    }
+    ids = {"device_id": _quarantine_id(device_id), "metric": _quarantine_id(metric)}
     missing = [f for f in REQUIRED if raw.get(f) is None]
     if missing:
         return Rejection("missing_field", ", ".join(missing), **ids)
     for name in ("device_id", "metric", "message_id"):
         if not isinstance(raw[name], str) or not raw[name]:
             return Rejection("mistyped_field", f"{name} is {type(raw[name]).__name__}, expected a string", **ids)
+    if not _is_text(raw["message_id"]):  # JSON's \ud800 escapes decode to lone surrogates, which no table can hold
+        return Rejection("mistyped_field", "message_id is not valid Unicode text (a lone surrogate)", **ids)
     for kind, name in (("device", "device_id"), ("metric", "metric")):
         if problem := id_problem(kind, raw[name]):
             return Rejection("invalid_id", problem, **ids)
     value = raw["value"]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return Rejection("mistyped_field", f"value is {type(value).__name__}, expected a number", **ids)
+    if isinstance(value, int) and not _fits_double(value):
+        return Rejection("non_finite_value", f"an integer of {len(str(abs(value)))} digits, beyond a double", **ids)
     unit = raw.get("unit")
-    if unit is not None and not isinstance(unit, str):
-        return Rejection("mistyped_field", f"unit is {type(unit).__name__}, expected a string", **ids)
+    if unit is not None and (not isinstance(unit, str) or not _is_text(unit)):
+        return Rejection("mistyped_field", f"unit is {type(unit).__name__}, expected a string of valid text", **ids)
     try:
         event_ts = parse_time(raw["ts"])
         ingested_at = parse_time(raw["ingested_at"]) if raw.get("ingested_at") is not None else None
@@ -181,6 +196,27 @@ def parse_line(line: str, registry: Registry, landing_hour: datetime | None = No
         raw["message_id"],
         ingested_at,
     )
+
+
+def _quarantine_id(value) -> str | None:
+    """An id as the quarantine keeps it beside the raw line: a string that a table can hold, or None."""
+    return value[:256] if isinstance(value, str) and _is_text(value) else None
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _fits_double(value: int) -> bool:
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _clock_skew(event_ts: datetime, ingested_at: datetime | None, landing_hour: datetime | None) -> str | None:

@@ -12,7 +12,8 @@ snapshot, up to MAX_BATCH_HOURS hours and MAX_BATCH_LINES lines. A batch is one 
    its key (for the clock-skew rule, the reports and the quarantine).
 3. Valid records: deduplicate on (device_id, metric, event_ts, message_id) within the batch and
    against the table, then MERGE the new ones into curated/telemetry, partitioned by event_date, so
-   late records land in their event-time partition.
+   late records land in their event-time partition. A later copy of a message whose payload
+   differs from the first copy's is no duplicate but a conflicting_duplicate, quarantined.
 4. Everything else goes to quarantine/telemetry with its reason, raw line and source object; the
    quarantine of the batch's hours is replaced, so re-runs are idempotent.
 5. Row accounting, per landing hour exactly as curating the hours one by one would count it:
@@ -30,22 +31,39 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
-from iot_lake.curated.records import Record, Registry, parse_line
+from iot_lake.curated.records import Record, Registry, Rejection, parse_line
 from iot_lake.curated.typical import RegistryIndex, parse_typical
 from iot_lake.lake import Lake, latest_registry_day, registry_key, telemetry_hour_of_key
-from iot_lake.sources.telemetry import UnreadableObject, block_lines, inventoried_keys, inventory_key, iter_blocks
+from iot_lake.sources.telemetry import (
+    LONG_LINE_MARKER,
+    MAX_LINE_BYTES,
+    RAW_LINE_KEEP,
+    UnreadableObject,
+    block_lines,
+    inventoried_keys,
+    inventory_key,
+    iter_blocks,
+    long_line_length,
+)
 from iot_lake.spark.session import spark_session
 from iot_lake.spark.tables import TABLE_FORMATS, open_table
 
 CURATED_TELEMETRY = "curated/telemetry"
 QUARANTINE_TELEMETRY = "quarantine/telemetry"
 NATURAL_KEY = ("device_id", "metric", "event_ts", "message_id")
+# A message is one publish of one metric: its copies must agree on what it says (PAYLOAD). A later
+# copy that does not is quarantined as conflicting_duplicate, so a gateway or firmware bug that
+# reuses message ids shows instead of one of the values silently winning.
+MESSAGE_KEY = ("device_id", "metric", "message_id")
+PAYLOAD = ("event_ts", "reported_value", "reported_unit")
+CONFLICTING = "conflicting_duplicate"
 LATE_AFTER = timedelta(minutes=10)
 # The first delivery of a natural key is kept: its first ingestion, then object and line.
 FIRST_BY = ("ingested_at", "source_object", "line_number")
@@ -149,14 +167,7 @@ def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
                 try:
                     for block in iter_blocks(lake, key):
                         lines = block_lines(block)
-                        typical = parse_typical(lines, index)
-                        yield _typical_rows(typical.records, origin, number)
-                        rest = [
-                            _parsed_row(raw, registry, origin, number + 1 + int(i))
-                            for i, raw in zip(typical.rest, lines.take(typical.rest).to_pylist())
-                        ]
-                        if rest:
-                            yield pa.RecordBatch.from_pylist(rest, schema=PARSED)
+                        yield from _block_rows(lines, index, registry, origin, number)
                         number += len(lines)
                 except UnreadableObject as exc:
                     yield pa.RecordBatch.from_pylist(
@@ -167,23 +178,75 @@ def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
     return run
 
 
+def _block_rows(lines: pa.Array, index: RegistryIndex, registry: Registry, origin: dict, number: int):
+    """The parsed rows of one block: typical lines column-wise, the rest (or, should the fast path
+    ever fail on a block, all of it) one by one through the total parse_line."""
+    try:
+        typical = parse_typical(lines, index)
+        records, rest = _typical_rows(typical.records, origin, number), typical.rest
+    except Exception:  # noqa: BLE001 - the slow path gives every line its own verdict
+        records, rest = None, np.arange(len(lines))
+    if records is not None:
+        yield records
+    rows = [
+        _parsed_row(raw, registry, origin, number + 1 + int(i)) for i, raw in zip(rest, lines.take(rest).to_pylist())
+    ]
+    if rows:
+        yield _record_batch(rows)
+
+
+def _record_batch(rows: list[dict]) -> pa.RecordBatch:
+    try:
+        return pa.RecordBatch.from_pylist(rows, schema=PARSED)
+    except Exception:  # noqa: BLE001 - find the row no table can hold and make it a rejection
+        return pa.concat_batches([_one_row(row) for row in rows])
+
+
+def _one_row(row: dict) -> pa.RecordBatch:
+    try:
+        return pa.RecordBatch.from_pylist([row], schema=PARSED)
+    except Exception as exc:  # noqa: BLE001
+        keep = ("source_object", "landing_hour", "landing_date", "line_number", "raw_line")
+        return pa.RecordBatch.from_pylist(
+            [
+                {"status": "rejected", "reason": "parse_error", "detail": f"{type(exc).__name__}: {exc}"[:200]}
+                | {k: row.get(k) for k in keep}
+            ],
+            schema=PARSED,
+        )
+
+
 def _parsed_row(raw: bytes, registry: Registry, origin: dict, number: int) -> dict:
-    text = raw.decode("utf-8", errors="replace")
-    result = parse_line(text, registry, origin["landing_hour"])
+    too_long = long_line_length(raw)
+    if too_long is not None:
+        result = Rejection("line_too_long", f"a line of {too_long:,} bytes, over the limit of {MAX_LINE_BYTES:,}")
+        raw = raw[: raw.rindex(LONG_LINE_MARKER)]
+    else:
+        result = parse_line(raw.decode("utf-8", errors="replace"), registry, origin["landing_hour"])
     if isinstance(result, Record):
         row = asdict(result)
         row.update(status="ok", event_date=result.event_ts.date())
     else:
+        # The quarantine keeps the head of a raw line and says how long it was: a rejected line
+        # costs at most about RAW_LINE_KEEP bytes there, whatever a sender wrote.
+        detail = result.detail
+        if len(raw) > RAW_LINE_KEEP and too_long is None:
+            detail += f" (a line of {len(raw):,} bytes; its first {RAW_LINE_KEEP:,} kept)"
         row = {
             "status": "rejected",
             "reason": result.reason,
-            "detail": result.detail,
+            "detail": _text(detail),
             "device_id": result.device_id,
             "metric": result.metric,
-            "raw_line": text,
+            "raw_line": raw[:RAW_LINE_KEEP].decode("utf-8", errors="replace"),
         }
     row.update(origin, line_number=number)
     return row
+
+
+def _text(value: str) -> str:
+    """``value`` as text any table can hold (a lone surrogate from a JSON escape becomes '?')."""
+    return value.encode("utf-8", errors="replace").decode("utf-8")
 
 
 def _typical_rows(records: pa.RecordBatch, origin: dict, number: int) -> pa.RecordBatch:
@@ -245,6 +308,103 @@ def first_per_key(valid, order: tuple[str, ...] = FIRST_BY):
         .select("source_object", "line_number")
     )
     return valid.join(later, ["source_object", "line_number"], "left_anti")
+
+
+ROW_ID = ("source_object", "line_number")  # a landed line's identity
+
+
+def conflicting_copies(valid, order: tuple[str, ...] = FIRST_BY):
+    """The later copies of a message (MESSAGE_KEY) whose payload differs from its first copy's (by
+    ``order``), as quarantine rows whose detail names both. Only repeated messages are ranked."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    key = list(MESSAGE_KEY)
+    repeated = valid.groupBy(*key).count().where(F.col("count") > 1).select(*key)
+    ranked = valid.join(repeated, key, "left_semi").withColumn(
+        "_rank", F.row_number().over(Window.partitionBy(*key).orderBy(*order))
+    )
+    firsts = ranked.where(F.col("_rank") == 1).select(*key, *_firsts(*PAYLOAD, "source_object"))
+    later = ranked.where(F.col("_rank") > 1).join(firsts, key)
+    return _conflict_rows(later.where(~_same_payload()))
+
+
+def conflicting_with_table(unique, existing):
+    """The rows of ``unique`` whose message the table holds only with another payload, as
+    quarantine rows (a row the table holds with the same payload is a duplicate, not a conflict)."""
+
+    key = list(MESSAGE_KEY)
+    matched = unique.join(existing.select(*key, *_firsts(*PAYLOAD, "source_object")), key)
+    same = matched.where(_same_payload()).select(*ROW_ID)
+    differing = matched.where(~_same_payload()).join(same, list(ROW_ID), "left_anti").dropDuplicates(list(ROW_ID))
+    return _conflict_rows(differing)
+
+
+def _firsts(*columns: str):
+    from pyspark.sql import functions as F
+
+    return [F.col(c).alias(f"_first_{c}") for c in columns]
+
+
+def _same_payload():
+    from pyspark.sql import functions as F
+
+    same = [F.col(c).eqNullSafe(F.col(f"_first_{c}")) for c in PAYLOAD]
+    return same[0] & same[1] & same[2]
+
+
+def _conflict_rows(df):
+    """Quarantine rows for conflicting copies: the copy's own fields as its raw line (a curated
+    record keeps no raw text; the object and line number lead to it), and both payloads in the detail."""
+    from pyspark.sql import functions as F
+
+    def payload(prefix: str):
+        return [
+            F.col(f"{prefix}reported_value").cast("string"),
+            F.lit(" "),
+            F.col(f"{prefix}reported_unit"),
+            F.lit(" at "),
+            F.col(f"{prefix}event_ts").cast("string"),
+        ]
+
+    detail = F.concat(
+        F.lit("message "),
+        F.col("message_id"),
+        F.lit(": "),
+        *payload(""),
+        F.lit("; its first copy: "),
+        *payload("_first_"),
+        F.lit(" in "),
+        F.col("_first_source_object"),  # its object (the table keeps no line number), as in hour-by-hour runs
+    )
+    raw = F.to_json(
+        F.struct(
+            "device_id",
+            "metric",
+            F.col("reported_value").alias("value"),
+            F.col("reported_unit").alias("unit"),
+            F.col("event_ts").alias("ts"),
+            "message_id",
+            "ingested_at",
+        )
+    )
+    return df.select(
+        "landing_hour",
+        "source_object",
+        "line_number",
+        F.lit(CONFLICTING).alias("reason"),
+        detail.alias("detail"),
+        raw.alias("raw_line"),
+        "device_id",
+        "metric",
+        "landing_date",
+        "event_ts",  # for the reports' late count; not a quarantine column
+    )
+
+
+def _hour_counts(df) -> Counter:
+    """Rows per landing hour (epoch seconds), as the reports count them."""
+    return Counter({r["hour"]: r["count"] for r in df.groupBy(_hour_id("landing_hour")).count().collect()})
 
 
 def _staged(spark, df, uri: str):
@@ -370,7 +530,15 @@ def curate_batch(
     for hour_id, report in by_id.items():
         report.quarantine_reasons = dict(sorted(reasons[hour_id].items()))
 
-    valid = parsed.where(F.col("status") == "ok").select(*CURATED_COLUMNS, "line_number", "landing_hour")
+    valid = parsed.where(F.col("status") == "ok").select(
+        *CURATED_COLUMNS, "line_number", "landing_hour", "landing_date"
+    )
+    # Earliest landing hour first, here and for duplicates: what hour-by-hour runs keep.
+    first_by = ("landing_hour", *FIRST_BY)
+    in_batch = _staged(spark, conflicting_copies(valid, first_by), lake.uri(f"{staging}/conflicts"))
+    conflicts, conflicts_in_batch, conflicts_existing = [in_batch], _hour_counts(in_batch), Counter()
+    if conflicts_in_batch:
+        valid = valid.join(in_batch.select(*ROW_ID), list(ROW_ID), "left_anti")
     # The reports need each hour's deduplicated rows' count, dates and time range: one row per hour
     # and natural key gives them all (event time is part of the key) without writing those rows out.
     late_before = F.unix_timestamp("landing_hour") - int(LATE_AFTER.total_seconds())
@@ -395,10 +563,9 @@ def curate_batch(
         report.event_dates = sorted(d.isoformat() for d in s["dates"])
         report.late_records = int(s["late"] or 0)
     for hour_id, report in by_id.items():
-        report.duplicates_in_batch = valid_counts[hour_id] - unique_counts[hour_id]
+        report.duplicates_in_batch = valid_counts[hour_id] - conflicts_in_batch[hour_id] - unique_counts[hour_id]
 
-    # Earliest landing hour first: what hour-by-hour runs keep, the earlier hour's copy.
-    unique = first_per_key(valid, ("landing_hour", *FIRST_BY)).select(*CURATED_COLUMNS, "landing_hour")
+    unique = first_per_key(valid, first_by).select(*CURATED_COLUMNS, "line_number", "landing_hour", "landing_date")
     curated = open_table(spark, lake, CURATED_TELEMETRY, "event_date", table_format)
     exists = curated.exists()
     if exists and stats:
@@ -408,27 +575,44 @@ def curate_batch(
             curated.read()
             .where(F.col("event_date").isin(dates))
             .where(F.col("event_ts").between(min(s["first_ts"] for s in stats), max(s["last_ts"] for s in stats)))
-            .select(*NATURAL_KEY)
+            .select(*NATURAL_KEY, "reported_value", "reported_unit", "source_object")
         )
-        unique = unique.join(existing, list(NATURAL_KEY), "left_anti")
+        # Copies of a curated message that say something else: found within the batch's event-time
+        # range only (a copy moved to another day is not looked for: that would read the whole table).
+        against = _staged(spark, conflicting_with_table(unique, existing), lake.uri(f"{staging}/conflicts_existing"))
+        conflicts_existing = _hour_counts(against)
+        # Hour by hour, such a copy was counted in its hour's stats (as late, if it was) before it
+        # proved conflicting; in a batch it may be an in-batch conflict, never counted. Uncount it.
+        late_conflicts = _hour_counts(against.where(F.unix_timestamp("event_ts") < late_before))
+        for hour_id, report in by_id.items():
+            report.late_records -= late_conflicts[hour_id]
+        if conflicts_existing:
+            conflicts.append(against)
+            unique = unique.join(against.select(*ROW_ID), list(ROW_ID), "left_anti")
+        unique = unique.join(existing.select(*NATURAL_KEY), list(NATURAL_KEY), "left_anti")
     # Staged: counting the new rows per hour and writing them would otherwise deduplicate twice.
     new = _staged(spark, unique, lake.uri(f"{staging}/new"))
     new_counts = {r["hour"]: r["count"] for r in new.groupBy(_hour_id("landing_hour")).count().collect()}
     for hour_id, report in by_id.items():
         report.curated_new = new_counts.get(hour_id, 0)
-        report.duplicates_existing = unique_counts[hour_id] - report.curated_new
+        report.duplicates_existing = unique_counts[hour_id] - report.curated_new - conflicts_existing[hour_id]
+        if conflicted := conflicts_in_batch[hour_id] + conflicts_existing[hour_id]:
+            report.quarantined += conflicted
+            report.quarantine_reasons = dict(sorted({**report.quarantine_reasons, CONFLICTING: conflicted}.items()))
     if not exists:
         curated.create(new.select(*CURATED_COLUMNS))
     elif new_counts:
         curated.insert_new(new.select(*CURATED_COLUMNS), on=("event_date", *NATURAL_KEY))
 
+    rejected = parsed.where(F.col("status") != "ok").select(*QUARANTINE_COLUMNS)
+    for conflicting in conflicts:
+        rejected = rejected.unionByName(conflicting.select(*QUARANTINE_COLUMNS))
     quarantine = (
-        parsed.where(F.col("status") != "ok")
+        rejected
         # In a session whose time zone is not UTC, Sail's replaceWhere refuses to union the staged
         # column with the table's UTC one (tests/test_curated_telemetry.py, any session time zone);
         # rebuilt from its (whole) epoch seconds, the hour is the same instant in a type that fits.
-        .withColumn("landing_hour", F.timestamp_seconds(F.unix_timestamp("landing_hour")))
-        .select(*QUARANTINE_COLUMNS)
+        .withColumn("landing_hour", F.timestamp_seconds(F.unix_timestamp("landing_hour"))).select(*QUARANTINE_COLUMNS)
     )
     quarantined = open_table(spark, lake, QUARANTINE_TELEMETRY, "landing_date", table_format)
     if quarantined.exists():

@@ -98,35 +98,123 @@ def quick_check(lake: Lake, obj: ObjectInfo) -> str | None:
 
 
 class UnreadableObject(Exception):
-    """The object's bytes end or break before its gzip stream does."""
+    """The object's bytes end or break before its gzip stream does, or it exceeds a limit."""
 
 
-def iter_blocks(lake: Lake, key: str) -> Iterator[bytes]:
+# Memory limits: whatever an object holds, reading it keeps at most about a chunk of compressed
+# bytes, OUTPUT_CHUNK of decompressed ones and one line of MAX_LINE_BYTES in memory, and stops
+# after MAX_OBJECT_BYTES decompressed (a gzip bomb expands a megabyte into gigabytes).
+# Firehose delivers at most 128 MiB per object and IoT Core messages are at most 128 KiB, so
+# neither limit ever cuts a real delivery.
+READ_CHUNK = 1 << 20
+OUTPUT_CHUNK = 8 << 20
+MAX_LINE_BYTES = 256 << 10
+MAX_OBJECT_BYTES = 2 << 30
+# A line over MAX_LINE_BYTES is not kept: in its place the block holds its first RAW_LINE_KEEP
+# bytes, a NUL byte and this marker with its length. A NUL byte is never valid in a JSON text, so
+# the replacement still counts as a malformed line, and the parsers recognise it
+# (long_line_length) to quarantine it as ``line_too_long``.
+RAW_LINE_KEEP = 1024
+LONG_LINE_MARKER = b"\x00iot-lake:line_too_long:"
+
+
+def long_line_length(line: bytes) -> int | None:
+    """The length of the over-long line ``line`` stands for (see LONG_LINE_MARKER), or None."""
+    head, marker, length = line.rpartition(LONG_LINE_MARKER)
+    if not marker or len(head) > RAW_LINE_KEEP or not length.isdigit():
+        return None
+    return int(length)
+
+
+def _long_line(head: bytes, length: int) -> bytes:
+    return head[:RAW_LINE_KEEP] + LONG_LINE_MARKER + str(length).encode()
+
+
+def iter_blocks(
+    lake: Lake, key: str, max_line_bytes: int | None = None, max_object_bytes: int | None = None
+) -> Iterator[bytes]:
     """The complete NDJSON lines of a gzip object in blocks (lines joined by newlines), streamed;
-    raises UnreadableObject where the object breaks.
+    raises UnreadableObject where the object breaks or passes ``max_object_bytes`` decompressed.
 
     Decompresses incrementally, so a truncated object still yields every line before the cut
-    (the partial last line is not yielded: it is part of what could not be read).
+    (the partial last line is not yielded: it is part of what could not be read). A line longer
+    than ``max_line_bytes`` is replaced by its head and length (LONG_LINE_MARKER). Any error of
+    decoding becomes UnreadableObject: nothing an object holds can escape as another exception.
     """
-    decomp = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    pending = b""
-    try:
-        with lake.open(key) as f:
-            while chunk := f.read(1 << 20):
-                pending += decomp.decompress(chunk)
-                while decomp.eof and decomp.unused_data:  # concatenated gzip members
-                    rest = decomp.unused_data
-                    decomp = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-                    pending += decomp.decompress(rest)
-                complete, _, pending = pending.rpartition(b"\n")
-                if complete:
-                    yield complete
-        if not decomp.eof:
-            raise UnreadableObject("EOFError: gzip stream ends before its end marker (truncated object)")
-    except (EOFError, zlib.error, OSError) as exc:
-        raise UnreadableObject(f"{type(exc).__name__}: {exc}") from exc
-    if pending.strip():
-        yield pending
+    max_line_bytes = max_line_bytes or MAX_LINE_BYTES  # read at call time: tests lower the limits
+    reader = _Decompressor(max_object_bytes or MAX_OBJECT_BYTES)
+    pending = b""  # the start of a line whose newline has not come yet
+    long_head, long_length = None, 0  # the head and length so far of an over-long line being skipped
+    # Reading the store is outside the try: an I/O error is the storage's, not the object's, and
+    # fails the step for the retry policy instead of condemning the object.
+    with lake.open(key) as f:
+        while chunk := f.read(READ_CHUNK):
+            try:
+                for out in reader.feed(chunk):
+                    if long_head is not None:  # skipping the rest of an over-long line
+                        cut = out.find(b"\n")
+                        skipped = out if cut < 0 else out[:cut]
+                        long_length += len(skipped)
+                        long_head += skipped[: RAW_LINE_KEEP - len(long_head)]
+                        if cut < 0:
+                            continue
+                        yield _long_line(long_head, long_length)  # a block of its own: never capped again
+                        long_head, out = None, out[cut + 1 :]
+                    complete, _, pending = (pending + out).rpartition(b"\n")
+                    if complete:
+                        yield _cap_lines(complete, max_line_bytes)
+                    if len(pending) > max_line_bytes:
+                        long_head, long_length, pending = pending[:RAW_LINE_KEEP], len(pending), b""
+            except UnreadableObject:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever the bytes do, it is this object's verdict
+                raise UnreadableObject(f"{type(exc).__name__}: {exc}"[:500]) from exc
+    if not reader.done:
+        raise UnreadableObject("EOFError: gzip stream ends before its end marker (truncated object)")
+    if long_head is not None:
+        yield _long_line(long_head, long_length)
+    elif pending.strip():
+        yield _cap_lines(pending, max_line_bytes)
+
+
+def _cap_lines(block: bytes, max_line_bytes: int) -> bytes:
+    """``block`` with each line over ``max_line_bytes`` replaced by its head and length."""
+    if len(block) <= max_line_bytes:
+        return block
+    ends = np.flatnonzero(np.frombuffer(block, np.uint8) == ord("\n"))
+    lengths = np.diff(ends, prepend=-1, append=len(block)) - 1
+    if lengths.max() <= max_line_bytes:  # the usual case, found without a Python object per line
+        return block
+    return b"\n".join(
+        line if len(line) <= max_line_bytes else _long_line(line, len(line)) for line in block.split(b"\n")
+    )
+
+
+class _Decompressor:
+    """Gzip members one after the other (Firehose concatenates them), in bounded output chunks."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.total = max_bytes, 0
+        self.decomp = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+
+    @property
+    def done(self) -> bool:
+        return self.decomp.eof
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            out = self.decomp.decompress(data, OUTPUT_CHUNK)
+            self.total += len(out)
+            if self.total > self.max_bytes:
+                raise UnreadableObject(f"decompressed size exceeds the limit of {self.max_bytes:,} bytes")
+            if out:
+                yield out
+            if self.decomp.eof:  # a member ended: the rest is the next member (or trailing bytes)
+                data = self.decomp.unused_data
+                if data:
+                    self.decomp = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            else:
+                data = self.decomp.unconsumed_tail
 
 
 def iter_lines(lake: Lake, key: str) -> Iterator[bytes]:
@@ -174,7 +262,7 @@ TYPICAL_LINE = (
 def _is_record(line: bytes) -> bool:
     try:
         return isinstance(json.loads(line), dict)
-    except ValueError:
+    except Exception:  # noqa: BLE001 - any line the parser cannot read is malformed (deep nesting: RecursionError)
         return False
 
 
@@ -195,6 +283,10 @@ def inventory_object(lake: Lake, obj: ObjectInfo) -> ObjectInventory:
             inv.malformed_lines += len(lines) - records
     except UnreadableObject as exc:
         inv.readable, inv.error = False, str(exc)
+    except OSError:
+        raise  # the storage failed, not the object: the retry policy reads it again
+    except Exception as exc:  # noqa: BLE001 - a bug here must not fail the hour: the object says why
+        inv.readable, inv.error = False, f"inventory error: {type(exc).__name__}: {exc}"[:500]
     return inv
 
 

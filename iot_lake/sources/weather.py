@@ -37,6 +37,11 @@ RANGES = {
 }
 
 
+# A day of hourly observations for a few hundred sites is well under a megabyte; a file over this
+# is rejected unread, so no file can take the landing job's memory.
+MAX_WEATHER_FILE_BYTES = 64 << 20
+
+
 class WeatherFileError(ValueError):
     """The file cannot be used at all."""
 
@@ -63,7 +68,7 @@ def _cast(table: pa.Table) -> pa.Table:
                 col = pc.strptime(col, format="%Y-%m-%dT%H:%M:%SZ", unit="s")
                 col = pc.assume_timezone(col, "UTC")
             columns.append(col.cast(f.type))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        except Exception as exc:  # noqa: BLE001 - ArrowInvalid, ArrowNotImplementedError, ArrowTypeError, ...
             raise WeatherFileError(f"column {f.name} has a value of the wrong type: {exc}") from None
     return pa.table(columns, schema=SCHEMA)
 
@@ -90,10 +95,10 @@ def read_weather_bytes(key: str, data: bytes) -> pa.Table:
             )
         else:
             raise WeatherFileError("unknown format (expected .csv or .json)")
-    except (pa.ArrowInvalid, ValueError, UnicodeDecodeError) as exc:
-        if isinstance(exc, WeatherFileError):
-            raise
-        raise WeatherFileError(f"unparseable: {exc}") from None
+    except WeatherFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the bytes do, the verdict is the file's (deep JSON: RecursionError)
+        raise WeatherFileError(f"unparseable: {type(exc).__name__}: {exc}"[:500]) from None
     if table.num_rows == 0:
         raise WeatherFileError("no observations")
     return _cast(table)
@@ -117,9 +122,11 @@ def valid_rows_mask(table: pa.Table) -> tuple[pa.ChunkedArray, list[str]]:
     return mask, reasons
 
 
-def validate_file(lake: Lake, key: str) -> tuple[WeatherFileReport, pa.Table | None]:
+def validate_file(lake: Lake, key: str, size: int | None = None) -> tuple[WeatherFileReport, pa.Table | None]:
     fmt = key.rsplit(".", 1)[-1]
     try:
+        if (size if size is not None else lake.fs.size(lake.path(key))) > MAX_WEATHER_FILE_BYTES:
+            raise WeatherFileError(f"larger than the limit of {MAX_WEATHER_FILE_BYTES:,} bytes: not read")
         table = read_weather_bytes(key, lake.read_bytes(key))
     except WeatherFileError as exc:
         return WeatherFileReport(key=key, format=fmt, ok=False, errors=[str(exc)]), None
@@ -154,7 +161,7 @@ def weather_inventory_key(day: date) -> str:
 def land_weather_day(lake: Lake, day: date) -> WeatherDay:
     reports, tables = [], []
     for obj in lake.list(weather_day_prefix(day)):
-        report, table = validate_file(lake, obj.key)
+        report, table = validate_file(lake, obj.key, obj.size)
         reports.append(report)
         if table is not None:
             tables.append(table)
