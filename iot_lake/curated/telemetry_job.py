@@ -64,6 +64,7 @@ NATURAL_KEY = ("device_id", "metric", "event_ts", "message_id")
 MESSAGE_KEY = ("device_id", "metric", "message_id")
 PAYLOAD = ("event_ts", "reported_value", "reported_unit")
 CONFLICTING = "conflicting_duplicate"
+ROW_ID = ("source_object", "line_number")  # a landed line's identity
 LATE_AFTER = timedelta(minutes=10)
 # The first delivery of a natural key is kept: its first ingestion, then object and line.
 FIRST_BY = ("ingested_at", "source_object", "line_number")
@@ -288,34 +289,20 @@ class CurateReport:
 
 
 def first_per_key(valid, order: tuple[str, ...] = FIRST_BY):
-    """One row per natural key, the first by ``order`` (default: its first ingestion, then source
-    object and line number); the rows keep every column of ``valid``.
+    """One row per message (MESSAGE_KEY, so per natural key too), the first by ``order`` (default:
+    its first ingestion, then source object and line number); the rows keep every column of ``valid``."""
+    return valid.join(later_copies(valid, order).select(*ROW_ID), list(ROW_ID), "left_anti")
 
-    Most keys occur once, so only the rows of repeated keys are ranked; the later copies are then
-    dropped by their row identity (source object, line number) in one anti-join. That reads the
-    batch once more instead of splitting it in two and sorting all of it by the key.
+
+def later_copies(valid, order: tuple[str, ...] = FIRST_BY):
+    """Every copy of a message after its first by ``order``, with the first copy's payload and
+    object (``_first_*``) and whether it says something else (``_conflicting``).
+
+    Most messages occur once, so only the rows of repeated ones are ranked; later copies are then
+    dropped by their row identity (ROW_ID) in one anti-join. That reads the batch once more instead
+    of splitting it in two and sorting all of it by the key. A copy with the first's payload is a
+    duplicate; one with another payload a conflicting duplicate.
     """
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    key = list(NATURAL_KEY)
-    repeated = valid.groupBy(*key).count().where(F.col("count") > 1).select(*key)
-    first = Window.partitionBy(*key).orderBy(*order)
-    later = (
-        valid.join(repeated, key, "left_semi")
-        .withColumn("_rank", F.row_number().over(first))
-        .where(F.col("_rank") > 1)
-        .select("source_object", "line_number")
-    )
-    return valid.join(later, ["source_object", "line_number"], "left_anti")
-
-
-ROW_ID = ("source_object", "line_number")  # a landed line's identity
-
-
-def conflicting_copies(valid, order: tuple[str, ...] = FIRST_BY):
-    """The later copies of a message (MESSAGE_KEY) whose payload differs from its first copy's (by
-    ``order``), as quarantine rows whose detail names both. Only repeated messages are ranked."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -326,13 +313,12 @@ def conflicting_copies(valid, order: tuple[str, ...] = FIRST_BY):
     )
     firsts = ranked.where(F.col("_rank") == 1).select(*key, *_firsts(*PAYLOAD, "source_object"))
     later = ranked.where(F.col("_rank") > 1).join(firsts, key)
-    return _conflict_rows(later.where(~_same_payload()))
+    return later.withColumn("_conflicting", ~_same_payload())
 
 
 def conflicting_with_table(unique, existing):
     """The rows of ``unique`` whose message the table holds only with another payload, as
     quarantine rows (a row the table holds with the same payload is a duplicate, not a conflict)."""
-
     key = list(MESSAGE_KEY)
     matched = unique.join(existing.select(*key, *_firsts(*PAYLOAD, "source_object")), key)
     same = matched.where(_same_payload()).select(*ROW_ID)
@@ -535,7 +521,9 @@ def curate_batch(
     )
     # Earliest landing hour first, here and for duplicates: what hour-by-hour runs keep.
     first_by = ("landing_hour", *FIRST_BY)
-    in_batch = _staged(spark, conflicting_copies(valid, first_by), lake.uri(f"{staging}/conflicts"))
+    # Later copies of messages: a few percent of the rows, staged for the conflicts and the dedupe.
+    later = _staged(spark, later_copies(valid, first_by), lake.uri(f"{staging}/later"))
+    in_batch = _conflict_rows(later.where(F.col("_conflicting")))
     conflicts, conflicts_in_batch, conflicts_existing = [in_batch], _hour_counts(in_batch), Counter()
     if conflicts_in_batch:
         valid = valid.join(in_batch.select(*ROW_ID), list(ROW_ID), "left_anti")
@@ -565,7 +553,9 @@ def curate_batch(
     for hour_id, report in by_id.items():
         report.duplicates_in_batch = valid_counts[hour_id] - conflicts_in_batch[hour_id] - unique_counts[hour_id]
 
-    unique = first_per_key(valid, first_by).select(*CURATED_COLUMNS, "line_number", "landing_hour", "landing_date")
+    unique = valid.join(later.select(*ROW_ID), list(ROW_ID), "left_anti").select(
+        *CURATED_COLUMNS, "line_number", "landing_hour", "landing_date"
+    )
     curated = open_table(spark, lake, CURATED_TELEMETRY, "event_date", table_format)
     exists = curated.exists()
     if exists and stats:
