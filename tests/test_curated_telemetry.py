@@ -124,7 +124,7 @@ def test_registry_is_the_newest_snapshot_on_or_before_the_hour(landed):
 def test_the_first_ingestion_of_a_key_is_the_one_kept(spark):
     from datetime import datetime
 
-    from iot_lake.curated.telemetry_job import CURATED_COLUMNS, first_per_key
+    from iot_lake.curated.telemetry_job import CURATED_COLUMNS, later_copies
 
     t = datetime(2026, 11, 20, 10, tzinfo=UTC)
     late, later = t + timedelta(minutes=1), t + timedelta(minutes=2)
@@ -166,5 +166,6 @@ def test_the_first_ingestion_of_a_key_is_the_one_kept(spark):
             )
         ),
     )
-    kept = {r["message_id"]: r["value"] for r in first_per_key(valid).collect()}
-    assert kept == {"a": 2.0, "b": 4.0, "c": 6.0, "d": 7.0, "e": 9.0}
+    later = {(r["message_id"], r["value"]) for r in later_copies(valid).collect()}
+    kept = {m: v for m, _, _, _, v in rows if (m, v) not in later}
+    assert kept == {"a": 2.0, "b": 4.0, "c": 6.0, "d": 7.0, "e": 9.0} and len(later) == len(rows) - len(kept)

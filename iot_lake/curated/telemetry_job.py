@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import reduce
 
 import numpy as np
 import pyarrow as pa
@@ -288,12 +290,6 @@ class CurateReport:
         )
 
 
-def first_per_key(valid, order: tuple[str, ...] = FIRST_BY):
-    """One row per message (MESSAGE_KEY, so per natural key too), the first by ``order`` (default:
-    its first ingestion, then source object and line number); the rows keep every column of ``valid``."""
-    return valid.join(later_copies(valid, order).select(*ROW_ID), list(ROW_ID), "left_anti")
-
-
 def later_copies(valid, order: tuple[str, ...] = FIRST_BY):
     """Every copy of a message after its first by ``order``, with the first copy's payload and
     object (``_first_*``) and whether it says something else (``_conflicting``).
@@ -335,8 +331,7 @@ def _firsts(*columns: str):
 def _same_payload():
     from pyspark.sql import functions as F
 
-    same = [F.col(c).eqNullSafe(F.col(f"_first_{c}")) for c in PAYLOAD]
-    return same[0] & same[1] & same[2]
+    return reduce(operator.and_, (F.col(c).eqNullSafe(F.col(f"_first_{c}")) for c in PAYLOAD))
 
 
 def _conflict_rows(df):
@@ -571,12 +566,12 @@ def curate_batch(
         # range only (a copy moved to another day is not looked for: that would read the whole table).
         against = _staged(spark, conflicting_with_table(unique, existing), lake.uri(f"{staging}/conflicts_existing"))
         conflicts_existing = _hour_counts(against)
-        # Hour by hour, such a copy was counted in its hour's stats (as late, if it was) before it
-        # proved conflicting; in a batch it may be an in-batch conflict, never counted. Uncount it.
-        late_conflicts = _hour_counts(against.where(F.unix_timestamp("event_ts") < late_before))
-        for hour_id, report in by_id.items():
-            report.late_records -= late_conflicts[hour_id]
         if conflicts_existing:
+            # Hour by hour, such a copy was counted in its hour's stats (as late, if it was) before
+            # it proved conflicting; in a batch it may be an in-batch conflict, never counted. Uncount it.
+            late_conflicts = _hour_counts(against.where(F.unix_timestamp("event_ts") < late_before))
+            for hour_id, report in by_id.items():
+                report.late_records -= late_conflicts[hour_id]
             conflicts.append(against)
             unique = unique.join(against.select(*ROW_ID), list(ROW_ID), "left_anti")
         unique = unique.join(existing.select(*NATURAL_KEY), list(NATURAL_KEY), "left_anti")
