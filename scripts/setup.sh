@@ -14,7 +14,10 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.5"
 # Exactly the versions in uv.lock, the ones CI tested (`uv lock` after changing pyproject.toml's
 # dependencies; tests/test_style.py fails while the lock is out of date).
-.venv/bin/uv sync --quiet --frozen --extra dev
+# --compile-bytecode: every run starts fresh processes (Spark job scripts, the SageMaker twins, dbt)
+# that import the same libraries; without .pyc files each compiles them from source again, ~3 s for
+# LightGBM and mlforecast alone, and never caches them where PYTHONDONTWRITEBYTECODE is set (as here).
+.venv/bin/uv sync --quiet --frozen --extra dev --compile-bytecode
 # The dbt manifest Dagster loads the warehouse assets from (dbt_project/target/, not in git): parsed
 # once here, offline, so loading the definitions never waits for dbt.
 DBT_SEND_ANONYMOUS_USAGE_STATS=false .venv/bin/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project \
@@ -58,6 +61,6 @@ if [ "${1:-}" = "--test" ]; then
   if [ ! -x .venv-jvm/bin/python ]; then
     .venv/bin/uv venv --quiet --python "$PY" .venv-jvm
   fi
-  .venv/bin/uv pip install --quiet --python .venv-jvm/bin/python "$wheel" -e .
+  .venv/bin/uv pip install --quiet --compile-bytecode --python .venv-jvm/bin/python "$wheel" -e .
   command -v java >/dev/null || echo "setup: no java on PATH; the JVM parity test needs a JDK 17+" >&2
 fi
