@@ -395,9 +395,12 @@ def queue_depth(sqs, url: str) -> int:
     return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
-def test_landing_sensor_from_s3_event_notifications_on_sqs(bucket, moto_endpoint, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", moto_endpoint)
-    sqs = boto3.client("sqs", region_name=REGION)
+def test_landing_sensor_from_s3_event_notifications_on_sqs(aws, moto_endpoint):
+    # The sensor's own calls go through boto3's default session, audited against the Dagster role's
+    # policy (the aws fixture); the set-up is another principal's, in a session of its own.
+    setup = boto3.Session(region_name=REGION)
+    sqs, bucket = setup.client("sqs"), f"lake-{uuid.uuid4().hex[:12]}"
+    setup.client("s3").create_bucket(Bucket=bucket)
     url = sqs.create_queue(QueueName=f"landing-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     instance = DagsterInstance.ephemeral()
     resource = LakeResource(root=f"s3://{bucket}/lake", region=REGION, landing_queue_url=url)
@@ -407,7 +410,7 @@ def test_landing_sensor_from_s3_event_notifications_on_sqs(bucket, moto_endpoint
 
     good = f"{telemetry_hour_prefix(START)}/iot-lake-telemetry-1-2026-11-20-00-10-00-a b.gz"
     body = gzip.compress(b'{"device_id": "dev-0001"}\n')
-    s3().put_object(Bucket=bucket, Key=f"lake/{good}", Body=body)
+    setup.client("s3").put_object(Bucket=bucket, Key=f"lake/{good}", Body=body)
     event = s3_event(bucket, f"lake/{good}", len(body))
     messages = [
         {"Records": [event]},
