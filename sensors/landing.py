@@ -104,9 +104,9 @@ class LandingCursor:
 
     @classmethod
     def parse(cls, raw: str | None) -> LandingCursor:
-        if not raw:
+        doc = json.loads(raw) if raw else {}
+        if "high_water" not in doc:  # none yet, or the queue's (switched back from it): everything, once
             return cls()
-        doc = json.loads(raw)
         return cls(high_water=float(doc["high_water"]), recent=set(doc["recent"]), newest=doc.get("newest", {}))
 
     def serialize(self) -> str:

@@ -148,3 +148,13 @@ def test_objects_landing_hour_by_hour_are_requested_exactly_once(tmp_path):
     assert tick(lake, cursor, instance).run_requests == []
     # The window followed the newest hour: it starts two hours before it, not at the first.
     assert json.loads(cursor)["newest"]["telemetry"] == "2026/11/21/01"
+
+
+def test_switching_back_from_the_queue_lists_everything_once(tmp_path):
+    lake, _ = simulate(tmp_path, hours=2, devices=2)
+    instance = DagsterInstance.ephemeral()
+    result = tick(lake, json.dumps({"receipts": ["handle-of-a-message"]}), instance)
+    assert [(r.partition_key, r.tags["iot_lake/new_objects"]) for r in result.run_requests] == [
+        ("2026-11-20-00:00", "12"),
+        ("2026-11-20-01:00", "12"),
+    ]
