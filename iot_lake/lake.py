@@ -162,7 +162,7 @@ class Lake:
         follows the folders in the range, not the history under the prefix.
         """
         for leaf in self._date_folders(prefix, (), low, high):
-            yield from self.list(leaf, side_files=prefix.split("/")[-1].startswith("_"))
+            yield from self.list(leaf, side_files=is_hidden(prefix))
 
     def _date_folders(self, prefix: str, parts: tuple[str, ...], low: tuple[str, ...], high: tuple[str, ...]):
         if len(parts) == len(low):

@@ -137,7 +137,7 @@ def _list_open_folders(lake: Lake, cursor: LandingCursor, now: datetime) -> tupl
     for name, folders in FOLDERS.items():
         if name not in cursor.newest:  # nothing seen there yet: everything, once
             whole.add(name)
-            listed += lake.list(folders.prefix, side_files=name == "announcements")
+            listed += lake.list(folders.prefix, side_files=is_hidden(folders.prefix))
         else:
             listed += lake.list_between(folders.prefix, *folders.window(cursor.newest[name], now))
     return listed, whole
