@@ -144,7 +144,12 @@ def _list_open_folders(lake: Lake, cursor: LandingCursor, now: datetime) -> tupl
 
 
 def _announced_objects(context, lake: Lake, announcements: list[ObjectInfo], seen: set[str], recent: set[str]):
-    """The objects new announcements name that no listing covers (listed ones are the listing's)."""
+    """The objects new announcements name that no listing covers (listed ones are the listing's).
+
+    An object the listing took is also recognized by its digest for the grace after it; only an
+    announcement written later than that, after the window moved past the object's hour, would
+    request it again (one more inventory of that hour). Writers announce right after writing.
+    """
     wanted: set[str] = set()
     for announcement in announcements:
         try:
