@@ -113,6 +113,9 @@ def test_an_old_hour_is_seen_through_its_announcement_only(tmp_path):
     open_hour = f"{telemetry_hour_prefix(START + timedelta(hours=46))}/iot-lake-telemetry-1-2026-11-21-22-30-00-late.gz"
     for key in (old, open_hour):
         lake.write_bytes(key, gzip.compress(b'{"device_id": "dev-0001"}\n'))
+    # Weather: the days from two before the newest (2026-11-21) are open, the 17th is not.
+    old_weather = "landing/thirdparty/weather/2026/11/17/weather_site-01_20261117.csv"
+    lake.write_text(old_weather, "site_id\n")
 
     # Documented: the listing covers the open hours only, so the old hour's object is not seen...
     second = tick(lake, first.cursor, instance)
@@ -122,11 +125,12 @@ def test_an_old_hour_is_seen_through_its_announcement_only(tmp_path):
     assert tick(lake, second.cursor, instance).run_requests == []
 
     # ...until it is announced; naming the open hour's object again requests it no second time.
-    announce(lake, "import", [old, open_hour])
+    announce(lake, "import", [old, open_hour, old_weather])
     lake.write_text(announcement_key("broken", datetime.now(UTC)), "not json")
     third = tick(lake, second.cursor, instance)
     assert [(r.partition_key, r.tags["iot_lake/new_objects"]) for r in third.run_requests] == [
-        ("2026-11-20-00:00", "1")
+        ("2026-11-20-00:00", "1"),
+        ("2026-11-17", "1"),
     ]
     assert tick(lake, third.cursor, instance).run_requests == []
 
