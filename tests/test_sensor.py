@@ -162,3 +162,13 @@ def test_switching_back_from_the_queue_lists_everything_once(tmp_path):
         ("2026-11-20-00:00", "12"),
         ("2026-11-20-01:00", "12"),
     ]
+
+
+def test_the_date_walk_lists_exactly_the_folders_in_range_across_a_year_end(tmp_path):
+    lake = Lake(str(tmp_path))
+    hours = [datetime(2026, 12, 31, 20, tzinfo=UTC) + timedelta(hours=h) for h in range(8)]
+    for hour in hours:
+        lake.write_bytes(f"{telemetry_hour_prefix(hour)}/x.gz", b"x")
+    lake.write_bytes(f"{TELEMETRY_PREFIX}/2026/12/31/stray.gz", b"x")  # not in an hour folder
+    listed = lake.list_between(TELEMETRY_PREFIX, ("2026", "12", "31", "22"), ("2027", "01", "01", "01"))
+    assert [o.key for o in listed] == [f"{telemetry_hour_prefix(h)}/x.gz" for h in hours[2:6]]
