@@ -41,6 +41,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "forecast": ([], ["--quick"]),
     "backtest": ([], []),
     "latency": ([], []),
+    "sensor": ([], ["--quick"]),
     "nab": (["--loco"], ["--check-causal", "0"]),  # full: + leave-one-category-out (~3 min)
     "realdata": ([], []),
     "longwindow": ([], []),

@@ -112,6 +112,13 @@ MEASURES: dict[str, tuple[str, str, str]] = {
         "the work inside it: telemetry run start -> deviations run end",
         "60 s",
     ),
+    "sensor": (
+        "a `landing_sensor` tick (one new object, from the previous cursor) on a local lake holding 30 days of "
+        "landed objects (4 small ones an hour, weather files); also one listing of that whole history, what each "
+        "tick cost before the sensor listed only the open hours",
+        "the same tick on a lake holding 1 day",
+        "ratio <= 1.2",
+    ),
     "nab": (
         "the anomaly scorer's normalised NAB scores (standard, low FP, low FN profiles) on NAB's development subset",
         "a perfect detector (100)",
@@ -134,6 +141,9 @@ Notes on the individual benchmarks:
   in a fresh lake, warms `dagster dev` up with the hour so far, then writes one object with a
   device's temperature 25 degrees off and waits for its case. What lies between the work and the
   latency is the sensors' polling (every 5 s) and run launches.
+- `sensor` alternates the ticks of the two lakes (median of 60; `--quick`: 7 days, 10 ticks), so both
+  see the same load; it takes seconds. It runs on a local directory: on S3 each listed folder is a
+  LIST request, so the history's weight is larger there and the open-hours listing matters more.
 - `nab` needs the shared NAB tool and corpus (`../shared/tools/nab`, `../shared/datasets/nab-dev`;
   `NAB_TOOL`, `NAB_DATA`). For scale, published standard-profile scores on the *full* corpus:
   ARTime 74.9, Numenta HTM 70.1, AWS Random Cut Forest 51.7; the development subset is not the

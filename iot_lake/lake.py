@@ -27,6 +27,8 @@ WEATHER_PREFIX = "landing/thirdparty/weather"
 HISTORIAN_PREFIX = "landing/historical"
 INVENTORY_PREFIX = "landing/_inventory"
 SIMULATOR_PREFIX = "landing/_simulator"
+# Writers of old hours name what they wrote here; the landing sensor lists only the recent hours.
+ANNOUNCEMENT_PREFIX = "landing/_announcements"
 REGISTRY_PREFIX = f"{HISTORIAN_PREFIX}/device_registry"
 
 _TELEMETRY_KEY = re.compile(r"^landing/telemetry/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<h>\d{2})/[^/]+$")
@@ -137,8 +139,11 @@ class Lake:
         if self.exists(key):
             self.fs.rm(self.path(key), recursive=recursive)
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object under a prefix (recursively), hidden side files excluded."""
+    def list(self, prefix: str, side_files: bool = False) -> Iterator[ObjectInfo]:
+        """Every object under a prefix (recursively), hidden side files excluded.
+
+        ``side_files`` lists a side area itself (a prefix under ``_``): only temp files are left out.
+        """
         root = self.path(prefix)
         if not self.fs.exists(root):
             return
@@ -146,9 +151,35 @@ class Lake:
             if info.get("type") == "directory":
                 continue
             key = self.key_of(path)
-            if is_hidden(key):
+            if is_hidden(key.removeprefix(prefix) if side_files else key):
                 continue
             yield ObjectInfo(key=key, size=int(info.get("size") or 0), mtime=_mtime(info))
+
+    def list_between(self, prefix: str, low: tuple[str, ...], high: tuple[str, ...]) -> Iterator[ObjectInfo]:
+        """The objects under ``prefix/Y/M/D[/H]`` whose date path lies within [low, high] (zero-padded parts).
+
+        Walks the date levels and descends only into folders that can hold such a path, so the cost
+        follows the folders in the range, not the history under the prefix.
+        """
+        for leaf in self._date_folders(prefix, (), low, high):
+            yield from self.list(leaf, side_files=is_hidden(prefix))
+
+    def _date_folders(self, prefix: str, parts: tuple[str, ...], low: tuple[str, ...], high: tuple[str, ...]):
+        if len(parts) == len(low):
+            yield "/".join([prefix, *parts])
+            return
+        depth = len(parts) + 1
+        for name in self._folder_names("/".join([prefix, *parts])):
+            if low[:depth] <= (*parts, name) <= high[:depth]:
+                yield from self._date_folders(prefix, (*parts, name), low, high)
+
+    def _folder_names(self, prefix: str) -> list[str]:
+        try:
+            entries = self.fs.ls(self.path(prefix), detail=True)
+        except FileNotFoundError:
+            return []
+        names = (e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
+        return sorted(n for n in names if n.isdigit())
 
 
 def _mtime(info: dict[str, Any]) -> float:

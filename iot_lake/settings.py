@@ -101,6 +101,7 @@ class Settings:
     event_bus_name: str | None = None
     incident_response_plan_arn: str | None = None
     glue_database: str | None = None
+    landing_queue_url: str | None = None
     ui_url: str = DEFAULT_UI_URL  # where alerts link runs to: the Dagster UI
 
     @property
@@ -179,5 +180,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         event_bus_name=env.get("IOT_LAKE_EVENT_BUS_NAME") or None,
         incident_response_plan_arn=env.get("IOT_LAKE_INCIDENT_RESPONSE_PLAN_ARN") or None,
         glue_database=env["IOT_LAKE_GLUE_DATABASE"],
+        landing_queue_url=env.get("IOT_LAKE_LANDING_QUEUE_URL") or None,
         ui_url=_ui_url(env),
     )

@@ -20,7 +20,12 @@ from resources.warehouse import WarehouseResource
 def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
     if settings.is_prod:
         return {
-            "lake": LakeResource(root=settings.lake_root, region=settings.aws_region, kms_key_id=settings.kms_key_id),
+            "lake": LakeResource(
+                root=settings.lake_root,
+                region=settings.aws_region,
+                kms_key_id=settings.kms_key_id,
+                landing_queue_url=settings.landing_queue_url,
+            ),
             # EnvVar keeps the DSN (and its password) out of the run config and the UI.
             "historian": HistorianResource(url=EnvVar("IOT_LAKE_HISTORIAN_URL")),
             "spark": SparkRunner(

@@ -16,6 +16,8 @@ class LakeResource(ConfigurableResource):
     root: str
     region: str | None = None
     kms_key_id: str | None = None
+    # Prod only: the SQS queue S3 Event Notifications on landing/ go to; the landing sensor then lists nothing.
+    landing_queue_url: str | None = None
 
     def storage_options(self) -> dict[str, Any]:
         if not self.root.startswith("s3://"):

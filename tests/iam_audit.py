@@ -81,6 +81,7 @@ def rendered_policies(**values: str) -> dict[str, dict]:
         "GlueDatabase": "iot_lake_test",
         "SnsTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:cases-*",
         "EventBusName": "cases-*",
+        "LandingQueueName": "landing-*",
         "ResponsePlanArn": f"arn:aws:ssm-incidents::{ACCOUNT}:response-plan/iot-lake",
         "SparkEnvArchiveArn": "arn:aws:s3:::iot-lake-artifacts/spark-env/iot-lake-env.tar.gz",
         "EcrRepositoryArn": f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/iot-lake-ml",
@@ -188,6 +189,10 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
             resource = params["ResourceArn"]
     elif service == "sns":
         resource = params.get("TopicArn", "*")
+    elif service == "sqs":
+        # A batch call is authorized as its single-message action; the queue's ARN from its URL.
+        action = action.removesuffix("Batch")
+        resource = f"arn:aws:sqs:{arn}:{params.get('QueueUrl', '').rstrip('/').rsplit('/', 1)[-1]}"
     elif service == "eventbridge":
         buses = {e.get("EventBusName", "default") for e in params.get("Entries", [])}
         return [

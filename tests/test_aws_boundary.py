@@ -2,7 +2,8 @@
 
 Kinesis: the CLI publishing to a stream (read back shard by shard), PutRecords partial failures
 (botocore Stubber) and the request limits. S3: the simulator writing a lake in a bucket served by
-a moto server, the landing inventory reading it back, and the landing sensor listing it.
+a moto server, the landing inventory reading it back, and the landing sensor listing it. SQS: the
+landing sensor receiving S3 Event Notifications.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import timedelta
+from urllib.parse import quote_plus
 
 import boto3
 import pytest
@@ -370,3 +372,77 @@ def test_landing_sensor_on_s3(bucket, moto_endpoint):
     assert fourth.asset_events == []
 
     assert tick(fourth.cursor).run_requests == []
+
+
+# --------------------------------------------------------------------------------------------
+# SQS: the landing sensor's prod trigger
+# --------------------------------------------------------------------------------------------
+
+
+def s3_event(bucket: str, key: str, size: int, event: str = "ObjectCreated:Put") -> dict:
+    """One record as S3 Event Notifications send it: the key URL-encoded, spaces as '+'."""
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "eventTime": "2026-12-05T10:00:00.000Z",
+        "eventName": event,
+        "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(key, safe="/"), "size": size}},
+    }
+
+
+def queue_depth(sqs, url: str) -> int:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def test_landing_sensor_from_s3_event_notifications_on_sqs(aws, moto_endpoint):
+    # The sensor's own calls go through boto3's default session, audited against the Dagster role's
+    # policy (the aws fixture); the set-up is another principal's, in a session of its own.
+    setup = boto3.Session(region_name=REGION)
+    sqs, bucket = setup.client("sqs"), f"lake-{uuid.uuid4().hex[:12]}"
+    setup.client("s3").create_bucket(Bucket=bucket)
+    url = sqs.create_queue(QueueName=f"landing-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    instance = DagsterInstance.ephemeral()
+    resource = LakeResource(root=f"s3://{bucket}/lake", region=REGION, landing_queue_url=url)
+
+    def tick(cursor):
+        return landing_sensor(build_sensor_context(cursor=cursor, resources={"lake": resource}, instance=instance))
+
+    good = f"{telemetry_hour_prefix(START)}/iot-lake-telemetry-1-2026-11-20-00-10-00-a b.gz"
+    body = gzip.compress(b'{"device_id": "dev-0001"}\n')
+    setup.client("s3").put_object(Bucket=bucket, Key=f"lake/{good}", Body=body)
+    event = s3_event(bucket, f"lake/{good}", len(body))
+    messages = [
+        {"Records": [event]},
+        {"Records": [event]},  # S3 delivers at least once, too
+        {
+            "Type": "Notification",
+            "Message": json.dumps(
+                {"Records": [s3_event(bucket, "lake/landing/thirdparty/weather/2026/11/20/w.csv", 9)]}
+            ),
+        },
+        {"Records": [s3_event(bucket, "lake/landing/_announcements/2026/12/05/10/x.json", 9)]},
+        {"Records": [s3_event(bucket, "other-lake/landing/telemetry/2026/11/20/00/x.gz", 9)]},
+        {"Records": [s3_event(bucket, f"lake/{good}", len(body), event="ObjectRemoved:Delete")]},
+        {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": bucket},
+    ]
+    for message in messages:
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(message))
+
+    first = tick(None)
+    assert sorted((r.job_name, r.partition_key, r.tags["iot_lake/new_objects"]) for r in first.run_requests) == [
+        ("telemetry_hourly_job", "2026-11-20-00:00", "1"),
+        ("weather_daily_job", "2026-11-20", "1"),
+    ]
+    # Received, not deleted: the cursor holds them until Dagster has stored this tick's runs.
+    assert len(json.loads(first.cursor)["receipts"]) == len(messages) and queue_depth(sqs, url) == len(messages)
+
+    # The tick's result was lost (the daemon died): the messages come back once their visibility
+    # times out, and the same objects ask for the same runs under the same run keys.
+    for receipt in json.loads(first.cursor)["receipts"]:
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=receipt, VisibilityTimeout=0)
+    again = tick(None)
+    assert sorted(r.run_key for r in again.run_requests) == sorted(r.run_key for r in first.run_requests)
+
+    settled = tick(again.cursor)  # deletes what the stored tick received
+    assert settled.run_requests == [] and queue_depth(sqs, url) == 0

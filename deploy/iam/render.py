@@ -38,6 +38,7 @@ OPTIONS = {
     "GlueDatabase": ("--glue-database", "iot_lake"),
     "SnsTopicArn": ("--sns-topic-arn", None),
     "EventBusName": ("--event-bus-name", "none"),
+    "LandingQueueName": ("--landing-queue-name", "none"),  # the landing sensor's SQS trigger, if used
     "ResponsePlanArn": ("--response-plan-arn", "arn:aws:ssm-incidents::000000000000:response-plan/none"),
     "SparkEnvArchiveArn": ("--spark-env-archive", None),
     "EcrRepositoryArn": ("--ecr-repository-arn", None),

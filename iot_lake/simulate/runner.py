@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from iot_lake.announcements import announce
 from iot_lake.fleet import Fleet, build_fleet
 from iot_lake.lake import SIMULATOR_PREFIX, TELEMETRY_PREFIX, Lake
 from iot_lake.simulate.anomalies import Anomaly
@@ -90,24 +91,36 @@ class Simulator:
         return seed_historian(url, self.fleet, self.cfg, start)
 
     def emit(self, start: datetime, end: datetime, report: SimulationReport) -> None:
-        """Deliver every record that arrives in [start, end) and the weather of days completed by end."""
+        """Deliver every record that arrives in [start, end) and the weather of days completed by end.
+
+        What it wrote is announced: simulated time is not the sensor's clock (a backfill writes past
+        hours), so the landing sensor's listing of the open hours alone would not see it.
+        """
         df = self.windows.between(int(start.timestamp() * 1000), int(end.timestamp() * 1000))
         for day in sorted({d.date() for d in (start, end - timedelta(microseconds=1))}):
             self._write_anomaly_truth(day, report)
+        written: list[str] = []
         if self.publisher is not None:
             report.published += self.publisher.publish(df["line"].tolist(), df["device_id"].tolist())
             report.lines += len(df)
         else:
-            for obj in objects_for(df, self.cfg):
-                self.lake.write_bytes(obj.key, obj.body)
-                self.lake.write_text(delivery_truth_key(obj.key), json.dumps({"key": obj.key, **obj.truth}))
-                report.objects += 1
-                report.lines += obj.truth["lines"]
-                report.bytes += len(obj.body)
+            written += self._write_objects(df, report)
         midnight = datetime.combine(start.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
         while midnight <= end:  # each day that closed within (start, end]
-            self._write_weather(midnight.date() - timedelta(days=1), report)
+            written += self._write_weather(midnight.date() - timedelta(days=1), report)
             midnight += timedelta(days=1)
+        announce(self.lake, "simulator", written)
+
+    def _write_objects(self, df, report: SimulationReport) -> list[str]:
+        keys = []
+        for obj in objects_for(df, self.cfg):
+            self.lake.write_bytes(obj.key, obj.body)
+            self.lake.write_text(delivery_truth_key(obj.key), json.dumps({"key": obj.key, **obj.truth}))
+            keys.append(obj.key)
+            report.objects += 1
+            report.lines += obj.truth["lines"]
+            report.bytes += len(obj.body)
+        return keys
 
     def _write_anomaly_truth(self, day: date, report: SimulationReport) -> None:
         if day in self._truth_days:
@@ -117,7 +130,7 @@ class Simulator:
         self._truth_days.add(day)
         report.anomalies += len(anomalies)
 
-    def _write_weather(self, day: date, report: SimulationReport) -> None:
+    def _write_weather(self, day: date, report: SimulationReport) -> list[str]:
         truth = {}
         for site in self.fleet.sites:
             f = weather_file(self.fleet, site, day, self.cfg.bad_weather_rate)
@@ -125,6 +138,7 @@ class Simulator:
             truth[f.key] = f.defect
             report.weather_files += 1
         self.lake.write_text(weather_truth_key(day), json.dumps(truth, indent=1))
+        return list(truth)
 
     def backfill(
         self, start: datetime, end: datetime, on_hour: Callable[[datetime], None] | None = None

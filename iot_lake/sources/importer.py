@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from iot_lake.announcements import announce
 from iot_lake.curated.records import MetricRule  # the rule curated validation applies
 from iot_lake.fleet import METRICS
 from iot_lake.ids import id_problem
@@ -486,6 +487,8 @@ def import_series(
     # An object per hour: a two-week series is hundreds of PUTs, which wait on the network side by side.
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda obj: lake.write_bytes(obj.key, obj.body), objects))
+    # Past hours: the landing sensor lists only the open ones, so it learns of these from the announcement.
+    announce(lake, "import", [o.key for o in objects])
     return ImportReport(
         path=str(path),
         device_id=device_id,

@@ -1,0 +1,3 @@
+from benchmarks.sensor.run import main
+
+main()
