@@ -3,6 +3,8 @@
     .venv/bin/python -m benchmarks                 # the full set: about an hour on 2 cores
     .venv/bin/python -m benchmarks --quick         # smoke sizes: ~8 min
     .venv/bin/python -m benchmarks --only curate --only latency
+    .venv/bin/python -m benchmarks --only realdata --update \
+        --out benchmarks/results/latest.json --docs docs/benchmarks.md
     .venv/bin/python -m benchmarks --quick --out benchmarks/results/latest.json --docs docs/benchmarks.md
 
 Each benchmark runs in its own process (`python -m benchmarks.NAME --json ...`) so none inherits
@@ -13,6 +15,8 @@ so the load average is printed with each benchmark.
 
 ``--out`` writes the run as JSON: every result and the run's metadata (date, cores, load averages,
 quick or full, git commit); ``--docs`` renders docs/benchmarks.md from it (benchmarks/report.py).
+``--update`` lays a partial run over the results file instead of replacing it: the benchmarks run
+now replace theirs, the others keep their figures, each with the date and commit it was measured at.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.results import Result, load_average, read, run_metadata, write_run
+from benchmarks.results import Result, load_average, merged, read, read_run, run_metadata, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 # name -> (full arguments, --quick arguments); run in this order, the UI's cold start first while
@@ -82,6 +86,11 @@ def _value(r: Result) -> str:
     help="Write every result and the run's metadata there as JSON.",
 )
 @click.option(
+    "--update",
+    is_flag=True,
+    help="Keep --out's figures of the benchmarks not run now (each with its own date and commit).",
+)
+@click.option(
     "--docs",
     type=click.Path(path_type=Path),
     default=None,
@@ -100,11 +109,14 @@ def main(
     skip: tuple[str, ...],
     seed: int | None,
     out: Path | None,
+    update: bool,
     docs: Path | None,
     logs: Path,
 ) -> None:
     if docs and not out:
         raise click.UsageError("--docs renders the page from the results file: give --out too")
+    if update and not (out and out.exists()):
+        raise click.UsageError("--update lays this run over an earlier results file: give --out with an existing one")
     names = [n for n in BENCHMARKS if (not only or n in only) and n not in skip and not (quick and n in FULL_ONLY)]
     metadata = run_metadata(REPO, quick, started=datetime.now(UTC))
     logs.mkdir(parents=True, exist_ok=True)
@@ -163,6 +175,8 @@ def main(
             for n, s, load, c in rows
         ]
         out.parent.mkdir(parents=True, exist_ok=True)
+        if update:
+            results, metadata = merged(read_run(out), (results, metadata), list(BENCHMARKS))
         write_run(out, results, metadata)
         console.print(f"results in {out}")
     if docs:

@@ -230,13 +230,20 @@ def _metadata_section(metadata: dict[str, Any]) -> list[str]:
         lines.append(f"| note | {_cell(metadata['note'])} |")
     lines.append("")
     runs = metadata.get("benchmarks") or []
+    stamped = any("commit" in b for b in runs)  # a partial run over an earlier one (--update)
     if runs:
         lines += [
-            "| benchmark | wall time | load average at its end | exit code |",
-            "| --- | ---: | ---: | ---: |",
+            "| benchmark | wall time | load average at its end | exit code |"
+            + (" date (UTC) | commit |" if stamped else ""),
+            "| --- | ---: | ---: | ---: |" + (" --- | --- |" if stamped else ""),
             *(
                 f"| {_cell(b['name'])} | {b['seconds']:.0f} s | {b['load_average_end']:.2f} | "
                 f"{b['exit_code']}{' (no results)' if b['exit_code'] else ''} |"
+                + (
+                    f" {_cell(b.get('date') or 'not recorded')} | `{(b.get('commit') or 'not recorded')[:12]}` |"
+                    if stamped
+                    else ""
+                )
                 for b in runs
             ),
             "",

@@ -76,6 +76,29 @@ def write_run(path: str | Path, results: list[Result], metadata: dict[str, Any])
     Path(path).write_text(json.dumps(doc, indent=1) + "\n")
 
 
+def merged(
+    kept: tuple[list[Result], dict[str, Any]], new: tuple[list[Result], dict[str, Any]], order: list[str]
+) -> tuple[list[Result], dict[str, Any]]:
+    """A partial run laid over an earlier one: the new run's benchmarks replace theirs, the others'
+    figures stay, each benchmark's entry keeping the date and commit it was measured at (the page
+    shows them), in ``order``. Runs of different sizes (--quick or full) do not mix."""
+    (old_results, old_meta), (new_results, new_meta) = kept, new
+    if old_meta.get("quick") is not None and old_meta.get("quick") != new_meta.get("quick"):
+        raise ValueError("the earlier run has other sizes (--quick or full): its figures cannot stand beside these")
+    ran = {b["name"] for b in new_meta.get("benchmarks", [])} | {r.benchmark for r in new_results}
+    stamp = {"date": old_meta.get("date"), "commit": old_meta.get("commit")}
+    entries = [{**stamp, **b} for b in old_meta.get("benchmarks", []) if b["name"] not in ran]
+    entries += [{"date": new_meta.get("date"), "commit": new_meta.get("commit"), **b} for b in new_meta["benchmarks"]]
+    rank = {name: i for i, name in enumerate(order)}
+    results = [r for r in old_results if r.benchmark not in ran] + new_results
+    meta = {
+        **new_meta,
+        "benchmarks": sorted(entries, key=lambda b: rank.get(b["name"], len(rank))),
+        "note": "a partial run over an earlier one: each benchmark's date and commit are in the table below",
+    }
+    return sorted(results, key=lambda r: rank.get(r.benchmark, len(rank))), meta
+
+
 def git_commit(repo: str | Path) -> str | None:
     """The checked-out commit, with ``+dirty`` when tracked files have changed; None outside git."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,46 @@ def test_python_m_benchmarks_records_the_run_and_renders_the_page(tmp_path, monk
     assert "load_average_start" in metadata and metadata["commit"]
     assert [b["name"] for b in metadata["benchmarks"]] == ["curate"]
     assert page.read_text() == render_file(out)
+
+
+def test_a_partial_run_updates_only_its_benchmarks_and_says_when_each_was_measured(tmp_path, monkeypatch):
+    """--update: the benchmarks run now replace theirs; the others keep their figures with the date
+    and commit they were measured at, and the page shows both."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    import benchmarks.__main__ as runner
+
+    real_run = subprocess.run
+    measured = {"curate": 25.0}
+
+    def fake_benchmark(args, **kwargs):
+        if "--json" not in args:
+            return real_run(args, **kwargs)
+        name = args[args.index("-m") + 1].removeprefix("benchmarks.")
+        rows = [r for r in _results() if r.benchmark == name]
+        rows = [Result(**{**asdict(r), "value": measured.get(name, r.value)}) for r in rows]
+        write_run(Path(args[args.index("--json") + 1]), rows, {})
+        return subprocess.CompletedProcess(args, 0)
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_benchmark)
+    out, page = tmp_path / "latest.json", tmp_path / "benchmarks.md"
+    common = ["--quick", "--out", str(out), "--logs", str(tmp_path)]
+    first = CliRunner().invoke(runner.main, [*common, "--only", "curate", "--only", "nab"])
+    assert first.exit_code == 0, first.output
+    old = json.loads(out.read_text())
+    old["metadata"]["commit"], old["metadata"]["date"] = "0" * 40, "2026-11-01T00:00:00+00:00"
+    out.write_text(json.dumps(old))
+
+    measured["curate"] = 20.0
+    second = CliRunner().invoke(runner.main, [*common, "--only", "curate", "--update", "--docs", str(page)])
+    assert second.exit_code == 0, second.output
+    results, metadata = read_run(out)
+    assert [(r.benchmark, r.value) for r in results] == [("curate", 20.0), ("nab", 75.09)]
+    entries = {b["name"]: b for b in metadata["benchmarks"]}
+    assert entries["nab"]["commit"] == "0" * 40 and entries["nab"]["date"].startswith("2026-11-01")
+    assert entries["curate"]["commit"] != "0" * 40
+    assert "`000000000000`" in page.read_text() and "partial run" in page.read_text()
+    full = CliRunner().invoke(runner.main, ["--out", str(out), "--logs", str(tmp_path), "--only", "nab", "--update"])
+    assert full.exit_code != 0 and "other sizes" in str(full.exception)  # a full run over --quick figures
