@@ -113,7 +113,7 @@ def train(env: TrainingEnvironment) -> dict:
         champion_origins = per_origin.loc[per_origin["model"] == "champion", "origin"]
         same = per_origin[(per_origin["model"] == chosen) & per_origin["origin"].isin(champion_origins)]
         table.loc[table["model"] == "champion", "challenger_mase"] = round(float(same["mase"].mean()), 4)
-    per_origin = result.per_origin.round(4)
+    per_origin = result.per_origin.round(dict.fromkeys(result.per_origin.select_dtypes("number").columns, 4))
     if len(per_origin):
         per_origin["origin"] = per_origin["origin"].map(lambda t: t.isoformat() + "Z")
     metrics = {
