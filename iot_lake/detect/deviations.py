@@ -202,7 +202,8 @@ class SeriesScorer:
         return True
 
     def _remember(self, t: float, surprise: float) -> None:
-        """Note an alert (an incident's or a repeat's) at t; one entry per excursion, its peak kept."""
+        """Note an alert (an incident's or a repeat's) at t: one entry per hour of an excursion, its peak kept
+        (a long incident marks each hour of the day it covered)."""
         if self._seen and t - self._seen[-1][0] <= RECUR_WITHIN:
             self._seen[-1][1] = max(self._seen[-1][1], surprise)
         else:
