@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import click
+
 
 @dataclass
 class Result:
@@ -45,6 +47,16 @@ class Result:
         if self.target is None or judged is None:
             return None
         return judged >= self.target if self.higher_is_better else judged <= self.target
+
+
+# Every benchmark takes --json FILE: python -m benchmarks collects what each writes there.
+json_option = click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the results there (for python -m benchmarks).",
+)
 
 
 def write(path: str | Path | None, results: list[Result]) -> None:

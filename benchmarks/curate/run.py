@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.curate.data import Source, fresh_lake, incremental_source, throughput_source
-from benchmarks.results import Result, write
+from benchmarks.results import Result, json_option, write
 
 REPO = Path(__file__).resolve().parents[2]
 THROUGHPUT_TARGET = 2.0
@@ -149,13 +149,7 @@ def _verdict(ratio: float, target: float) -> str:
     show_default=True,
     help="Cached inputs and the runs' lakes.",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the results there (for python -m benchmarks).",
-)
+@json_option
 def main(
     records: int,
     objects: int,

@@ -29,7 +29,7 @@ from rich.table import Table
 from benchmarks.curate.data import _link
 from benchmarks.curate.run import measure
 from benchmarks.dagster_dev import REPO, clean_env
-from benchmarks.results import Result, load_average, write
+from benchmarks.results import Result, json_option, load_average, write
 
 console = Console(stderr=True)
 DEFAULT_SIZE = (1, 20, 4)  # jobs.main's defaults: --days, --devices, --history-days
@@ -73,13 +73,7 @@ def duck_reference(work: Path):
 @click.option("--devices", default=20, show_default=True)
 @click.option("--history-days", default=4, show_default=True)
 @click.option("--seed", default=42, show_default=True, help="Seed of the simulated fleet and its data.")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the results there (for python -m benchmarks).",
-)
+@json_option
 def main(days: int, devices: int, history_days: int, seed: int, json_path: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="iot-lake-demo-") as tmp:
         work = Path(tmp)

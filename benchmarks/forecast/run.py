@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.curate.run import measure
-from benchmarks.results import Result, write
+from benchmarks.results import Result, json_option, write
 from iot_lake.simulate.training_rows import training_rows
 
 START = date(2026, 11, 2)
@@ -68,13 +68,7 @@ def reference_seconds(rows: pd.DataFrame) -> float:
     default=Path(tempfile.gettempdir()) / "iot-lake-bench" / "forecast",
     show_default=True,
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the results there (for python -m benchmarks).",
-)
+@json_option
 def main(devices: int, days: int, quick: bool, seed: int, workdir: Path, json_path: Path | None) -> None:
     if quick:
         devices = 20

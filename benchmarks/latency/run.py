@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.dagster_dev import clean_env, copy_control_plane, dagster_dev, graphql, served, wait
-from benchmarks.results import Result, write
+from benchmarks.results import Result, json_option, write
 
 TARGET_S = 60.0
 console = Console(stderr=True)
@@ -107,13 +107,7 @@ def _anomalous_object(lake, hour: datetime) -> tuple[str, str]:
 @click.option("--devices", default=5, show_default=True)
 @click.option("--seed", default=7, show_default=True, help="Seed of the simulated fleet and its data.")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None, help="default: a temporary directory")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the results there (for python -m benchmarks).",
-)
+@json_option
 def main(devices: int, seed: int, workdir: Path | None, json_path: Path | None) -> None:
     work = workdir or Path(tempfile.mkdtemp(prefix="iot-lake-latency-"))
     project, lake_root = work / "project", work / "lake"

@@ -28,7 +28,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.results import Result, write
+from benchmarks.results import Result, json_option, write
 from iot_lake.lake import TELEMETRY_PREFIX, WEATHER_PREFIX, Lake, telemetry_hour_prefix, weather_day_prefix
 
 TARGET_RATIO = 1.2
@@ -142,13 +142,7 @@ def results_of(m: dict[str, float], days: int) -> list[Result]:
     default=None,
     help="Where the lakes go (default: a temporary directory, removed afterwards).",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the results there (for python -m benchmarks).",
-)
+@json_option
 def main(days: int, ticks: int, quick: bool, workdir: Path | None, json_path: Path | None) -> None:
     if quick:
         days, ticks = 7, 10

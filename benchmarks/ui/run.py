@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.dagster_dev import clean_env, copy_control_plane, dagster_dev, graphql, wait
-from benchmarks.results import Result, load_average, write
+from benchmarks.results import Result, json_option, load_average, write
 
 console = Console(stderr=True)
 ASSETS = "{ assetNodes { assetKey { path } } }"
@@ -66,13 +66,7 @@ def ours_asset_count() -> int:
 
 @click.command()
 @click.option("--repeat", default=2, show_default=True, help="Starts of each project; the median is reported.")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the results there (for python -m benchmarks).",
-)
+@json_option
 def main(repeat: int, json_path: Path | None) -> None:
     expect = ours_asset_count()
     ours, reference = [], []
