@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 
 from iot_lake.pipes_entrypoint import run_module
@@ -23,6 +24,17 @@ MODULE_FLAG = "--iot-lake-module"
 ARGS_FLAG = "--iot-lake-args"
 # Glue cannot set the driver's environment either: variables come as a JSON object (the KMS key).
 ENV_FLAG = "--iot-lake-env"
+# The cluster runs the data plane's job modules and nothing else: whoever can start a job run (or
+# edit its arguments) must not be able to make it run another module of the image with the job
+# role's access to the lake.
+JOB_MODULE = re.compile(r"iot_lake(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def job_module(module: str) -> str:
+    """The module, if it is one of iot_lake's; SystemExit otherwise."""
+    if not JOB_MODULE.fullmatch(module):
+        raise SystemExit(f"refused to run {module!r}: this entry point runs only iot_lake.* job modules")
+    return module
 
 
 def split_argv(argv: list[str]) -> tuple[str, list[str], dict[str, str]]:
@@ -41,6 +53,7 @@ def split_argv(argv: list[str]) -> tuple[str, list[str], dict[str, str]]:
 
 def main(argv: list[str]) -> None:
     module, args, env = split_argv(argv)
+    job_module(module)
     for name, value in env.items():
         os.environ.setdefault(name, str(value))
     # Glue has no way to set the driver's environment; this script only ever runs on a cluster.
