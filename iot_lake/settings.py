@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ENV_VAR = "IOT_LAKE_ENV"
 ENVIRONMENTS = ("local", "prod")
@@ -109,6 +110,25 @@ class Settings:
         return self.env == "prod"
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _webhook_url(env: Mapping[str, str], local: bool) -> str | None:
+    """IOT_LAKE_CASES_WEBHOOK_URL, https only: case events name devices, sites and what they did, and
+    the signature's secret proves nothing over plain http. Locally a receiver on this machine may
+    listen on http (a test server, a tunnel's local end)."""
+    url = (env.get("IOT_LAKE_CASES_WEBHOOK_URL") or "").strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if local and parts.scheme == "http" and parts.hostname in LOOPBACK:
+        return url
+    where = " (or http to this machine, locally)" if local else ""
+    raise SettingsError(f"IOT_LAKE_CASES_WEBHOOK_URL must be an https:// URL{where}, got {parts.scheme or 'no'} scheme")
+
+
 def _ui_url(env: Mapping[str, str]) -> str:
     return (env.get("IOT_LAKE_UI_URL") or DEFAULT_UI_URL).rstrip("/")
 
@@ -140,7 +160,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             lake_root=root,
             historian_url=env.get("IOT_LAKE_HISTORIAN_URL") or local_historian_url(root),
             cases_url=env.get("IOT_LAKE_CASES_URL") or local_cases_url(root),
-            cases_webhook_url=env.get("IOT_LAKE_CASES_WEBHOOK_URL") or None,
+            cases_webhook_url=_webhook_url(env, local=True),
             ui_url=_ui_url(env),
         )
 
@@ -175,7 +195,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sagemaker_training_instance_type=env.get("IOT_LAKE_SAGEMAKER_TRAINING_INSTANCE_TYPE") or None,
         sagemaker_processing_instance_type=env.get("IOT_LAKE_SAGEMAKER_PROCESSING_INSTANCE_TYPE") or None,
         cases_url=env["IOT_LAKE_CASES_URL"],
-        cases_webhook_url=env.get("IOT_LAKE_CASES_WEBHOOK_URL") or None,
+        cases_webhook_url=_webhook_url(env, local=False),
         sns_topic_arn=env["IOT_LAKE_SNS_TOPIC_ARN"],
         event_bus_name=env.get("IOT_LAKE_EVENT_BUS_NAME") or None,
         incident_response_plan_arn=env.get("IOT_LAKE_INCIDENT_RESPONSE_PLAN_ARN") or None,

@@ -17,6 +17,12 @@ from resources.spark import SparkRunner
 from resources.warehouse import WarehouseResource
 
 
+def _webhook(settings: Settings) -> EnvVar | None:
+    # The URL (it may carry a token) is read from the environment by each run, never shown as
+    # resource config in the UI; settings have already checked it (https only).
+    return EnvVar("IOT_LAKE_CASES_WEBHOOK_URL") if settings.cases_webhook_url else None
+
+
 def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
     if settings.is_prod:
         return {
@@ -61,7 +67,7 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
                 sns_topic_arn=settings.sns_topic_arn,
                 event_bus_name=settings.event_bus_name,
                 incident_response_plan_arn=settings.incident_response_plan_arn,
-                webhook_url=settings.cases_webhook_url,
+                webhook_url=_webhook(settings),
                 ui_url=settings.ui_url,
             ),
             "warehouse": WarehouseResource(
@@ -76,7 +82,7 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
         "cases": CasesResource(
             url=settings.cases_url,
             lake_root=settings.lake_root,
-            webhook_url=settings.cases_webhook_url,
+            webhook_url=_webhook(settings),
             ui_url=settings.ui_url,
         ),
         "warehouse": WarehouseResource(target="local", duckdb_path=local_warehouse_path(settings.lake_root)),

@@ -295,3 +295,34 @@ def test_data_plane_never_imports_dagster():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "url, local, ok",
+    [
+        ("https://hooks.example.com/iot?token=t0ken", False, True),
+        ("http://hooks.example.com/iot", False, False),
+        ("http://127.0.0.1:8099/hook", False, False),  # prod: https only, even to this machine
+        ("http://127.0.0.1:8099/hook", True, True),  # locally a receiver on this machine may use http
+        ("http://hooks.example.com/iot", True, False),
+        ("ftp://hooks.example.com/iot", True, False),
+        ("https:///no-host", False, False),
+    ],
+)
+def test_the_case_webhook_is_https_only_checked_when_settings_load(url, local, ok, monkeypatch):
+    env = {"IOT_LAKE_CASES_WEBHOOK_URL": url, **({} if local else PROD_ENV)}
+    if not ok:
+        with pytest.raises(SettingsError, match="IOT_LAKE_CASES_WEBHOOK_URL must be an https:// URL"):
+            load_settings(env)
+        return
+    settings = load_settings(env)
+    assert settings.cases_webhook_url == url
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    from resources.environment import build_resources
+
+    cases = build_resources(settings)["cases"]
+    # an EnvVar reference: the URL (and its token) never shows as the resource's config in the UI
+    assert "t0ken" not in repr(cases) and "hooks.example" not in repr(cases) and "8099" not in repr(cases)
+    # ...resolved from the environment when a run initializes the resource
+    assert [s.url for s in cases.process_config_and_initialize().sinks() if s.name == "webhook"] == [url]
