@@ -16,7 +16,7 @@ from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
 from tests.cases_helpers import store_url  # noqa: F401  (fixture: an empty case store, SQLite or PostgreSQL)
 from tests.iam_audit import CallRecorder, S3RequestLog
-from tests.postgres import postgres_url  # noqa: F401  (session fixture: a real PostgreSQL server)
+from tests.postgres import postgres_root_cert, postgres_server, postgres_url  # noqa: F401  (session fixtures: a real PostgreSQL server)
 
 REGION = "us-east-1"  # of the moto tests
 START = datetime(2026, 11, 20, tzinfo=UTC)  # a Friday: two days cover a weekday and a Saturday

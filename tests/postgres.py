@@ -96,6 +96,38 @@ class _Server:
                 os.chown(path, user.pw_uid, user.pw_gid)
         self.port: int | None = None
         self.running = False
+        self.root_cert = os.path.join(self.base, "server.crt")  # self-signed: its own root
+
+    def certificate(self) -> None:
+        """A self-signed certificate for 127.0.0.1, so clients can connect with sslmode=verify-full
+        (production's setting) given it as their root (PGSSLROOTCERT)."""
+        key = os.path.join(self.base, "server.key")
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                key,
+                "-out",
+                self.root_cert,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        os.chmod(key, 0o600)  # the server refuses a key others can read
+        if self.user:
+            os.chown(key, self.user.pw_uid, self.user.pw_gid)
 
     def run(self, tool: str, *args: str) -> subprocess.CompletedProcess:
         kwargs = {}
@@ -138,6 +170,9 @@ class _Server:
                     "-c fsync=off",
                     "-c synchronous_commit=off",
                     "-c full_page_writes=off",
+                    "-c ssl=on",
+                    f"-c ssl_cert_file={self.root_cert}",
+                    f"-c ssl_key_file={os.path.join(self.base, 'server.key')}",
                 ]
             )
             proc = self.run("pg_ctl", "-D", self.data, "-o", options, "-l", self.log, "-w", "-t", "60", "start")
@@ -175,15 +210,28 @@ class _Server:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """``postgresql://postgres@127.0.0.1:PORT/iot_lake_test`` on a server this session started."""
+def postgres_server() -> Iterator[_Server]:
+    """A server this session started, with TLS on (see ``_Server.certificate``)."""
     bindir = server_bindir()
     server = _Server(bindir, _server_user())
     try:
         server.initdb()
+        server.certificate()
         server.start()
         server.wait_and_create_database()
-        yield f"postgresql://{SUPERUSER}@127.0.0.1:{server.port}/{DATABASE}"
+        yield server
     finally:
         server.stop()
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server) -> str:
+    """``postgresql://postgres@127.0.0.1:PORT/iot_lake_test`` on the session's server."""
+    return f"postgresql://{SUPERUSER}@127.0.0.1:{postgres_server.port}/{DATABASE}"
+
+
+@pytest.fixture(scope="session")
+def postgres_root_cert(postgres_server) -> str:
+    """The root certificate that verifies the session server's (for sslmode=verify-full)."""
+    return postgres_server.root_cert

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from dagster import DagsterInstance, job, op
 
 from lib.code_publishing import glue_entrypoint_uri
@@ -36,7 +37,7 @@ def hello_job():
 
 
 @pytest.fixture
-def production_instance(aws, postgres_url, tmp_path, monkeypatch):  # noqa: F811
+def production_instance(aws, postgres_url, postgres_root_cert, tmp_path, monkeypatch):  # noqa: F811
     """DAGSTER_HOME with deploy/dagster.yaml, its environment pointing at the test PostgreSQL and moto."""
     url = urlsplit(postgres_url)
     bucket = "dagster-logs-" + tmp_path.name.lower().replace("_", "-")[-20:]
@@ -51,6 +52,7 @@ def production_instance(aws, postgres_url, tmp_path, monkeypatch):  # noqa: F811
         "DAGSTER_COMPUTE_LOG_BUCKET": bucket,
         "DAGSTER_COMPUTE_LOG_PREFIX": "dagster/compute-logs",
         "IOT_LAKE_KMS_KEY_ID": key,
+        "PGSSLROOTCERT": postgres_root_cert,  # sslmode verify-full: the root of the server's certificate
     }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
@@ -199,3 +201,48 @@ def test_the_ui_binds_to_loopback_by_default_and_in_the_production_unit():
     [exec_start] = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")]
     argv = shlex.split(exec_start)
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
+
+
+@pytest.mark.postgres
+def test_run_storage_verifies_the_servers_certificate(production_instance, tmp_path, monkeypatch, caplog):
+    """sslmode verify-full: a server certificate that does not chain to PGSSLROOTCERT is refused (the
+    instance above connects to the same server with the right root)."""
+    other = tmp_path / "other-root.crt"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(tmp_path / "other.key"),
+            "-out",
+            str(other),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    monkeypatch.setenv("PGSSLROOTCERT", str(other))
+    home = tmp_path / "untrusting_home"
+    home.mkdir()
+    shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
+    with pytest.raises(Exception, match="too many retries for DB connection"):  # Dagster retries, then gives up
+        instance = DagsterInstance.from_config(str(home))
+        try:
+            instance.get_runs(limit=1)
+        finally:
+            instance.dispose()
+    assert "SSL error: certificate verify failed" in caplog.text
+
+
+def test_redshift_connects_with_full_certificate_verification():
+    profile = yaml.safe_load((DEPLOY.parent / "dbt_project" / "profiles.yml").read_text())
+    assert profile["iot_lake"]["outputs"]["prod"]["sslmode"] == "verify-full"
+    assert "sslmode: verify-full" in (DEPLOY / "dagster.yaml").read_text()
