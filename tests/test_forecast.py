@@ -439,3 +439,63 @@ def test_the_batch_forecast_exports_what_the_champion_looks_back():
     assert history_days("lightgbm", day, day, day) == history_days("seasonal_naive", day, day, day) == HISTORY_DAYS
     # a range of origins over two days, a champion trained five days before the last
     assert history_days("seasonal_naive_weekly", day, day + timedelta(days=1), day - timedelta(days=4)) == 13
+
+
+class _Payload:
+    """What a tampered archive could hold: unpickling it runs code (here: it leaves a marker file)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _tamper(archive: Path, marker: Path) -> None:
+    import io
+    import pickle
+
+    with tarfile.open(archive) as tar:
+        meta = tar.extractfile("model.json").read()
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in (("model.pkl", pickle.dumps(_Payload(str(marker)))), ("model.json", meta)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_a_model_archive_changed_after_registration_is_never_unpickled(tmp_path, rows):
+    """The control plane records each archive's sha256 as it registers the version; the training job
+    (champion channel) and the batch forecast check it before anything is unpickled."""
+    import hashlib
+
+    from iot_lake.forecast import batch_forecast as batch
+    from iot_lake.forecast.model import ModelIntegrityError
+
+    lake = Lake(str(tmp_path))
+    _write_training_data(lake, rows, DAY)
+    assert _train(tmp_path).success
+    champion = registry.champion(lake)
+    archive = Path(lake.path(champion["model_key"]))
+    assert champion["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert registry.version(lake, champion["version"])["sha256"] == champion["sha256"]
+
+    marker = tmp_path / "payload-ran"
+    _tamper(archive, marker)
+    again = materialize(
+        [forecast_model],
+        partition_key=DAY.isoformat(),
+        resources={"lake": LakeResource(root=str(tmp_path)), "sagemaker": SageMakerRunner()},
+        raise_on_error=False,
+    )
+    assert not again.success and not marker.exists()
+    assert registry.champion(lake)["version"] == champion["version"]  # nothing registered over it
+
+    model_dir = tmp_path / "channel"
+    model_dir.mkdir()
+    (model_dir / "model.tar.gz").write_bytes(archive.read_bytes())
+    with pytest.raises(ModelIntegrityError, match="is not the registered"):
+        batch.forecast_origins(
+            model_dir, tmp_path / "no-history", [datetime(2026, 11, 15, tzinfo=UTC)], champion["sha256"]
+        )
+    assert not marker.exists()

@@ -31,9 +31,11 @@ def forecast(model_dir: Path, history_dir: Path, origin: datetime) -> tuple[pd.D
     return out, reports[0]
 
 
-def forecast_origins(model_dir: Path, history_dir: Path, origins: list[datetime]) -> tuple[pd.DataFrame, list[dict]]:
+def forecast_origins(
+    model_dir: Path, history_dir: Path, origins: list[datetime], sha256: str | None = None
+) -> tuple[pd.DataFrame, list[dict]]:
     """The forecasts from each origin (each from the history before it only), concatenated."""
-    model, meta = load(model_dir)
+    model, meta = load(model_dir, sha256)
     origins = sorted(origins)
     histories = prepare_before(read_rows(history_dir), model.hp.freq, origins)
     # All origins in one pass of the model: the same numbers as one by one, a fraction of the time.
@@ -71,13 +73,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True, type=Path)
     parser.add_argument("--history", required=True, type=Path)
     parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--model-sha256", default=None, help="the registered archive's; checked before loading it")
     parser.add_argument(
         "--origin", required=True, action="append", dest="origins", help="ISO 8601; forecasts start here (repeatable)"
     )
     args = parser.parse_args(argv)
     origins = [datetime.fromisoformat(o).astimezone(UTC) for o in args.origins]
     with open_dagster_pipes() as pipes:
-        out, reports = forecast_origins(args.model, args.history, origins)
+        out, reports = forecast_origins(args.model, args.history, origins, args.model_sha256)
         args.output.mkdir(parents=True, exist_ok=True)
         out.to_parquet(args.output / "forecasts.parquet", index=False)
         for report in reports:

@@ -22,6 +22,7 @@ time zone) and yesterday's weather at the same hour.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import pickle
@@ -565,15 +566,33 @@ def save(model, directory: Path, metadata: dict) -> None:
     )
 
 
-def load(directory: Path):
-    """A saved model from its directory, or from a SageMaker model.tar.gz found in it."""
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ModelIntegrityError(ValueError):
+    """A model archive is not the one the registry recorded: it is never unpickled."""
+
+
+def load(directory: Path, sha256: str | None = None):
+    """A saved model from its directory, or from a SageMaker model.tar.gz found in it. With ``sha256``
+    (what the registry recorded when the version was registered) the archive must match it before
+    anything in it is unpickled: a pickle runs code, and the archive sits in a bucket other roles write."""
     import tarfile
 
     directory = Path(directory)
-    if not (directory / MODEL_FILE).exists():
+    if sha256 is not None or not (directory / MODEL_FILE).exists():
         archives = sorted(directory.rglob("model.tar.gz"))
         if not archives:
             raise FileNotFoundError(f"no {MODEL_FILE} or model.tar.gz under {directory}")
+        if sha256 is not None and (found := sha256_of(archives[0])) != sha256:
+            raise ModelIntegrityError(
+                f"{archives[0].name}: sha256 {found} is not the registered {sha256}; refusing to load it"
+            )
         with tarfile.open(archives[0]) as tar:
             tar.extractall(directory / "extracted", filter="data")
         directory = directory / "extracted"

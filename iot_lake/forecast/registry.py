@@ -12,12 +12,15 @@ is promoted because there is nothing to beat. Every version is kept, promoted or
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
 from iot_lake.lake import Lake
 
 PREFIX = "models/forecast"
+# The training job's hyperparameter carrying the champion archive's registered sha256.
+CHAMPION_SHA256 = "champion_sha256"
 CHAMPION_KEY = f"{PREFIX}/champion.json"
 
 
@@ -52,6 +55,7 @@ class ModelVersion:
     freq: str = "5min"  # the series' resolution: batch forecasts need history at the same one
     method_reason: str = ""  # why this method: the backtest winner, or the fallback with too little history
     skipped: dict[str, str] = field(default_factory=dict)  # candidate -> why it could not train (e.g. history)
+    sha256: str | None = None  # of model.tar.gz when registered; checked before it is unpickled
 
 
 def should_promote(backtest: list[dict], method: str, champion_mase: float | None = None) -> tuple[bool, str]:
@@ -98,10 +102,20 @@ def record(lake: Lake, version: ModelVersion) -> None:
                     "model_key": version.model_key,
                     "data_last": version.data_last,
                     "freq": version.freq,
+                    "sha256": version.sha256,
                 },
                 indent=2,
             ),
         )
+
+
+def archive_sha256(lake: Lake, key: str) -> str:
+    """The sha256 of a model archive in the lake, as registered (hashlib over its bytes)."""
+    digest = hashlib.sha256()
+    with lake.open(key) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def champion(lake: Lake) -> dict | None:

@@ -32,7 +32,7 @@ from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.forecast.evaluation import rolling_backtest
 from iot_lake.forecast.model import Hyperparameters, best_candidate, load, make, prepare, save
-from iot_lake.forecast.registry import chosen_row
+from iot_lake.forecast.registry import CHAMPION_SHA256, chosen_row
 
 HOLDOUT_SAMPLE_SERIES = 6  # series whose hold-out forecasts are kept for the forecast-vs-actual plot
 
@@ -74,11 +74,14 @@ def read_rows(directory: Path) -> pd.DataFrame:
 
 
 def train(env: TrainingEnvironment) -> dict:
-    hp = Hyperparameters.from_strings(env.hyperparameters)
+    # The champion archive's registered sha256 travels with the hyperparameters (SageMaker's only
+    # way in besides channels); it is checked before the champion is unpickled.
+    champion_sha256 = env.hyperparameters.get(CHAMPION_SHA256)
+    hp = Hyperparameters.from_strings({k: v for k, v in env.hyperparameters.items() if k != CHAMPION_SHA256})
     series = prepare(read_rows(env.channels["train"]), hp.freq, interpolate=False)
     champion, champion_meta = None, {}
     if "champion" in env.channels:
-        champion, champion_meta = load(env.channels["champion"])
+        champion, champion_meta = load(env.channels["champion"], champion_sha256)
     result = rolling_backtest(series, hp, champion=champion)
     try:
         chosen = best_candidate(result.table)
