@@ -180,9 +180,12 @@ def test_the_spark_job_roles_read_inputs_and_write_only_their_tables(policies, r
         "curated/telemetry/_delta_log/00000000000000000003.json",
         "quarantine/telemetry/event_date=2026-11-20/p.parquet",
         f"{registry.training_data_key(DAY)}/part-0.parquet",
+        # the batch forecast's Spark step exports the history the SageMaker job forecasts from
+        f"{registry.history_key(HOUR)}/rows/part-0.parquet",
         "_pipes/messages/x/1.json",
     ]
     assert [k for k in reads if not policy.allows(s3("GetObject", k))] == []
+    assert policy.allows(s3("DeleteObject", f"{registry.history_key(HOUR)}/rows/part-0.parquet"))  # overwritten
     assert [k for k in writes if not policy.allows(s3("PutObject", k))] == []
     for key in (
         "landing/telemetry/2026/11/20/05/a.gz",
@@ -211,6 +214,10 @@ def test_the_sagemaker_role_reads_its_channels_and_writes_models_and_messages(po
     assert policy.allows(s3("PutObject", "_pipes/messages/x/1.json"))
     assert not policy.allows(s3("GetObject", "landing/telemetry/2026/11/20/05/a.gz"))
     assert not policy.allows(s3("PutObject", "curated/telemetry/p.parquet"))
+    # the registry is the control plane's: a job cannot name its own model champion or rewrite a
+    # version record (and its recorded sha256), only write its own outputs
+    for key in (registry.CHAMPION_KEY, registry.version_key("train-1"), f"{registry.training_data_key(DAY)}/x.parquet"):
+        assert not policy.allows(s3("PutObject", key)), key
     assert policy.allows(Request("ecr:BatchGetImage", "arn:aws:ecr:us-east-1:123456789012:repository/iot-lake-ml"))
 
 
