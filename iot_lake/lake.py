@@ -99,11 +99,11 @@ class Lake:
 
     def path(self, key: str) -> str:
         """Filesystem path of a key (what fsspec calls take)."""
-        return posixpath.join(self.base, key) if key else self.base
+        return posixpath.join(self.base, checked_key(key)) if key else self.base
 
     def uri(self, key: str) -> str:
         """Full URI of a key, for engines that open it themselves (Spark, DuckDB)."""
-        return posixpath.join(self.url, key)
+        return posixpath.join(self.url, checked_key(key))
 
     def key_of(self, path: str) -> str:
         return path[len(self.base) :].lstrip("/")
@@ -180,6 +180,19 @@ class Lake:
             return []
         names = (e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
         return sorted(n for n in names if n.isdigit())
+
+
+def checked_key(key: str) -> str:
+    """The key, if it stays under the lake root; ValueError otherwise. Keys come from data too
+    (inventories, announcements, the champion pointer, a run's outputs): an absolute key, a URL, a
+    '.' or '..' segment, a backslash or a control character could reach outside the lake."""
+    if not isinstance(key, str):
+        raise ValueError(f"lake key must be a string, got {type(key).__name__}")
+    if key.startswith("/") or "://" in key or "\\" in key or any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise ValueError(f"lake key {key[:200]!r} is not a relative key under the lake root")
+    if any(part in (".", "..") for part in key.split("/")):
+        raise ValueError(f"lake key {key[:200]!r} has a '.' or '..' segment")
+    return key
 
 
 def _mtime(info: dict[str, Any]) -> float:

@@ -446,3 +446,18 @@ def test_landing_sensor_from_s3_event_notifications_on_sqs(aws, moto_endpoint):
 
     settled = tick(again.cursor)  # deletes what the stored tick received
     assert settled.run_requests == [] and queue_depth(sqs, url) == 0
+
+
+REFUSED_KEYS = ["/etc/passwd", "../x", "landing/../../x", "a/./b", "s3://other/x", "a\\b", "a\x00b", "a\nb"]
+
+
+def test_lake_keys_from_data_cannot_leave_the_bucket_prefix(bucket, moto_endpoint, tmp_path):
+    """Keys read from data (inventories, announcements, the champion pointer) reach Lake.path/uri:
+    on S3 as on a disk, one that would leave the lake root is refused before any call."""
+    for lake in (s3_lake(bucket, moto_endpoint), Lake(str(tmp_path / "lake"))):
+        lake.write_text("models/forecast/champion.json", "{}")
+        for key in REFUSED_KEYS:
+            for use in (lake.path, lake.uri, lake.read_bytes, lake.exists):
+                with pytest.raises(ValueError, match="lake key"):
+                    use(key)
+        assert lake.read_bytes("models/forecast/champion.json") == b"{}"
