@@ -81,6 +81,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def self_signed_certificate(cert: str, key: str) -> None:
+    """A certificate for 127.0.0.1 that is its own root, and its key (openssl)."""
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            *subject,
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
 class _Server:
     def __init__(self, bindir: str, user: pwd.struct_passwd | None):
         self.bindir, self.user = bindir, user
@@ -102,29 +127,7 @@ class _Server:
         """A self-signed certificate for 127.0.0.1, so clients can connect with sslmode=verify-full
         (production's setting) given it as their root (PGSSLROOTCERT)."""
         key = os.path.join(self.base, "server.key")
-        subprocess.run(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-                "-keyout",
-                key,
-                "-out",
-                self.root_cert,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        self_signed_certificate(self.root_cert, key)
         os.chmod(key, 0o600)  # the server refuses a key others can read
         if self.user:
             os.chown(key, self.user.pw_uid, self.user.pw_gid)

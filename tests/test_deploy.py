@@ -21,6 +21,7 @@ from dagster import DagsterInstance, job, op
 from lib.code_publishing import glue_entrypoint_uri
 from lib.pools import LAKE_WRITES
 from resources.spark_aws import DELTA_CONF, EMR_DELTA_JARS
+from tests.postgres import self_signed_certificate
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
@@ -208,27 +209,7 @@ def test_run_storage_verifies_the_servers_certificate(production_instance, tmp_p
     """sslmode verify-full: a server certificate that does not chain to PGSSLROOTCERT is refused (the
     instance above connects to the same server with the right root)."""
     other = tmp_path / "other-root.crt"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            str(tmp_path / "other.key"),
-            "-out",
-            str(other),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    self_signed_certificate(str(other), str(tmp_path / "other.key"))
     monkeypatch.setenv("PGSSLROOTCERT", str(other))
     home = tmp_path / "untrusting_home"
     home.mkdir()
