@@ -37,10 +37,20 @@ TABLES = {
 }
 
 
+# Files a vacuum may delete must have left the table this long ago: a reader of an older version or
+# a writer's files in flight (written, not yet committed) are never pulled from under it, whatever
+# the run config says (a retention of 0 would delete a concurrent writer's uncommitted files).
+MIN_RETENTION_HOURS = 24
+
+
 class MaintenanceConfig(Config):
     compact_days: int = 3  # late records keep touching the last few partitions; older ones are settled
     retention_hours: int = 168  # time travel and readers of older versions keep a week
     target_file_mb: int = 128
+
+
+def retention_hours(config: MaintenanceConfig) -> int:
+    return max(config.retention_hours, MIN_RETENTION_HOURS)
 
 
 def maintain_table(
@@ -57,11 +67,12 @@ def maintain_table(
         partition_filters=[(partition_column, ">=", since)], target_size=config.target_file_mb * 1024 * 1024
     )
     table.create_checkpoint()
-    # The retention is our own setting (a week by default), so it is applied as configured. Full:
-    # also the files in no version at all, which a writer killed before its commit leaves behind
-    # (once older than the retention, so a concurrent writer's files in flight are never touched).
+    # The retention is our own setting (a week by default), applied as configured but never below
+    # MIN_RETENTION_HOURS (delta-rs's own floor is a week, hence enforce_retention_duration=False).
+    # Full: also the files in no version at all, which a writer killed before its commit leaves
+    # behind (once older than the retention, so a concurrent writer's files in flight are never touched).
     vacuumed = table.vacuum(
-        retention_hours=config.retention_hours, dry_run=False, enforce_retention_duration=False, full=True
+        retention_hours=retention_hours(config), dry_run=False, enforce_retention_duration=False, full=True
     )
     table.cleanup_metadata()
     return {
@@ -79,6 +90,8 @@ def maintain_table(
 )
 def maintain_delta_tables(context: OpExecutionContext, config: MaintenanceConfig, lake: LakeResource):
     today = datetime.now(UTC).date()
+    if config.retention_hours < MIN_RETENTION_HOURS:
+        context.log.warning(f"retention_hours {config.retention_hours} raised to the minimum, {MIN_RETENTION_HOURS}")
     results = {}
     for key, column in TABLES.items():
         result = maintain_table(lake, key, column, config, today)

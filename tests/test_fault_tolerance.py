@@ -51,6 +51,7 @@ from resources.lake import LakeResource
 from resources.spark import LOCAL_ENV, SparkRunner, local_command
 from resources.warehouse import WarehouseResource
 from tests.conftest import REGION, START, land_faulty_hours
+from tests.delta_age import age_table
 from tests.test_curated_telemetry import _expected_keys, _rows, _table
 
 TABLES = (CURATED_TELEMETRY, QUARANTINE_TELEMETRY, *AGGREGATE_TABLES.values())
@@ -186,13 +187,18 @@ def test_a_job_killed_mid_write_leaves_every_table_consistent_and_the_rerun_acco
     assert len(quarantined) == report["quarantined"] + report["unreadable_objects"]
     assert all(q["reason"] and q["detail"] for q in quarantined)
 
-    # The nightly maintenance deletes what the killed writer left, once past the retention (here 0 h).
+    # The nightly maintenance deletes what the killed writer left, once past the retention (24 h at
+    # least: the same run with a fresh in-flight file leaves it, two days on it is gone).
     rows = _rows(lake, killed_in)
+    config = MaintenanceConfig(retention_hours=0)
+    maintain_table(LakeResource(root=lake.url), killed_in, MAINTAINED[killed_in], config, today=second.date())
+    assert in_flight <= _files(lake, killed_in) and _rows(lake, killed_in) == rows
+    age_table(lake.path(killed_in))
     maintain_table(
         LakeResource(root=lake.url),
         killed_in,
         MAINTAINED[killed_in],
-        MaintenanceConfig(retention_hours=0),
+        config,
         today=second.date(),
     )
     assert not {f for f in _files(lake, killed_in) if f in in_flight} and _rows(lake, killed_in) == rows
