@@ -22,7 +22,6 @@ time zone) and yesterday's weather at the same hour.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import pickle
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from iot_lake.forecast.registry import sha256_of
 
 # LightGBM's OpenMP threads spin while they wait: with every core busy elsewhere (a Spark job, the
 # next run, CI) a 35-second training took over 300 s here, 41 s with passive waiting. libgomp reads
@@ -566,14 +567,6 @@ def save(model, directory: Path, metadata: dict) -> None:
     )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class ModelIntegrityError(ValueError):
     """A model archive is not the one the registry recorded: it is never unpickled."""
 
@@ -589,10 +582,12 @@ def load(directory: Path, sha256: str | None = None):
         archives = sorted(directory.rglob("model.tar.gz"))
         if not archives:
             raise FileNotFoundError(f"no {MODEL_FILE} or model.tar.gz under {directory}")
-        if sha256 is not None and (found := sha256_of(archives[0])) != sha256:
-            raise ModelIntegrityError(
-                f"{archives[0].name}: sha256 {found} is not the registered {sha256}; refusing to load it"
-            )
+        if sha256 is not None:
+            with open(archives[0], "rb") as f:
+                if (found := sha256_of(f)) != sha256:
+                    raise ModelIntegrityError(
+                        f"{archives[0].name}: sha256 {found} is not the registered {sha256}; refusing to load it"
+                    )
         with tarfile.open(archives[0]) as tar:
             tar.extractall(directory / "extracted", filter="data")
         directory = directory / "extracted"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from typing import BinaryIO
 
 from iot_lake.lake import Lake
 
@@ -109,13 +110,18 @@ def record(lake: Lake, version: ModelVersion) -> None:
         )
 
 
-def archive_sha256(lake: Lake, key: str) -> str:
-    """The sha256 of a model archive in the lake, as registered (hashlib over its bytes)."""
+def sha256_of(f: BinaryIO) -> str:
+    """The sha256 of what an open binary file holds, read in blocks (archives can be large)."""
     digest = hashlib.sha256()
-    with lake.open(key) as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def archive_sha256(lake: Lake, key: str) -> str:
+    """The sha256 of a model archive in the lake, as registered; model.load checks it the same way."""
+    with lake.open(key) as f:
+        return sha256_of(f)
 
 
 def champion(lake: Lake) -> dict | None:
