@@ -158,16 +158,21 @@ class SeriesScorer:
             self._peak = max(self._peak, surprise)
             self._remember(t, surprise)
             self._ended = t
-        elif self._in_repeat:
-            self._in_repeat = outside or s >= self.alert
-            if s >= self.alert and not self._recurrence(t, surprise):  # grown beyond the rhythm
-                self._start(t, surprise)
-        elif s >= self.alert and not self._aftershock(t, surprise):
-            self._in_repeat = self._recurrence(t, surprise)
-            if not self._in_repeat:
-                self._start(t, surprise)
+        elif self._between_incidents(t, s, surprise, outside):
+            self._start(t, surprise)
         self.scorer.learn(BAND if self.in_incident or self._in_repeat else ())
         return s, self.in_incident
+
+    def _between_incidents(self, t: float, s: float, surprise: float, outside: bool) -> bool:
+        """Follow a minute outside any incident (a daily repeat's, or a quiet one's); whether an
+        incident starts at it. ``update`` and ``replay`` share it, so both keep the same state."""
+        if self._in_repeat:
+            self._in_repeat = outside or s >= self.alert
+            return s >= self.alert and not self._recurrence(t, surprise)  # grown beyond the rhythm
+        if s >= self.alert and not self._aftershock(t, surprise):
+            self._in_repeat = self._recurrence(t, surprise)
+            return not self._in_repeat
+        return False
 
     def _start(self, t: float, surprise: float) -> None:
         self.in_incident, self._in_repeat, self._peak = True, False, surprise
@@ -223,12 +228,8 @@ class SeriesScorer:
             self._remember(t, surprise)
             self._ended = t
             self._in_repeat = False
-        elif self._in_repeat:
-            self._in_repeat = outside or s >= self.alert
-            if s >= self.alert:
-                self._recurrence(t, surprise)
-        elif not self._stored_incident and s >= self.alert and not self._aftershock(t, surprise):
-            self._in_repeat = self._recurrence(t, surprise)
+        elif not self._stored_incident:  # where update was between incidents; an incident start is stored
+            self._between_incidents(t, s, surprise, outside)
         self._stored_incident = bool(anomalous)  # even where an operator marked it normal
         self.in_incident = bool(anomalous) and not normal
         self.scorer.learn(BAND if self.in_incident or self._in_repeat else ())
