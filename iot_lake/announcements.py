@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from iot_lake.lake import ANNOUNCEMENT_PREFIX, Lake
+from iot_lake.lake import ANNOUNCEMENT_PREFIX, Lake, checked_key
 
 
 def announcement_key(writer: str, at: datetime) -> str:
@@ -38,4 +38,12 @@ def announced_keys(lake: Lake, key: str) -> list[str]:
     keys = doc.get("keys") if isinstance(doc, dict) else None
     if not isinstance(keys, list):
         raise ValueError("not an announcement: no list of keys")
-    return [k for k in keys if isinstance(k, str) and not k.startswith("/") and ".." not in k.split("/")]
+    return [k for k in keys if _within_the_lake(k)]
+
+
+def _within_the_lake(key) -> bool:
+    try:
+        checked_key(key)
+    except ValueError:
+        return False
+    return True
