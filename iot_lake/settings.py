@@ -9,6 +9,7 @@ Secrets (DSNs) are only ever read from the environment, never written to config 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ PROD_REQUIRED: dict[str, str] = {
     "IOT_LAKE_SAGEMAKER_IMAGE_URI": "ECR image SageMaker jobs run in (Python with the data plane's ML dependencies)",
     "IOT_LAKE_CASES_URL": "SQLAlchemy URL of the case store (PostgreSQL)",
     "IOT_LAKE_SNS_TOPIC_ARN": "SNS topic every case event is published to (the paging channel)",
+    "IOT_LAKE_KMS_KEY_ID": "ARN of the KMS key every lake write, SageMaker volume and job output is encrypted with",
     # The warehouse: lake tables in Glue (Athena, Redshift Spectrum), dbt's target in Redshift.
     "IOT_LAKE_GLUE_DATABASE": "Glue database of the lake tables (the Spectrum external schema's database)",
     "IOT_LAKE_REDSHIFT_HOST": "Redshift endpoint host dbt builds the warehouse in",
@@ -45,7 +47,12 @@ WAREHOUSE_OPTIONAL: dict[str, str] = {
 SAGEMAKER_OPTIONAL: dict[str, str] = {
     "IOT_LAKE_SAGEMAKER_TRAINING_INSTANCE_TYPE": "instance type of training jobs",
     "IOT_LAKE_SAGEMAKER_PROCESSING_INSTANCE_TYPE": "instance type of batch forecast (processing) jobs",
+    "IOT_LAKE_SAGEMAKER_SUBNETS": "comma-separated VPC subnet ids the jobs run in (with the security groups)",
+    "IOT_LAKE_SAGEMAKER_SECURITY_GROUPS": "comma-separated security group ids of the jobs (with the subnets)",
 }
+# A key ARN, not an alias or a bare id: the bucket policy (deploy/s3/) compares the key ARN a write
+# names, and S3 records the ARN whatever a client sent.
+KMS_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+")
 
 # Optional case sinks: each is on when its variable is set (the webhook in either environment).
 CASES_OPTIONAL: dict[str, str] = {
@@ -96,6 +103,7 @@ class Settings:
     sagemaker_image_uri: str | None = None
     sagemaker_training_instance_type: str | None = None
     sagemaker_processing_instance_type: str | None = None
+    sagemaker_vpc: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())  # subnets, security groups
     cases_url: str = ""
     cases_webhook_url: str | None = None
     sns_topic_arn: str | None = None
@@ -127,6 +135,31 @@ def _webhook_url(env: Mapping[str, str], local: bool) -> str | None:
         return url
     where = " (or http to this machine, locally)" if local else ""
     raise SettingsError(f"IOT_LAKE_CASES_WEBHOOK_URL must be an https:// URL{where}, got {parts.scheme or 'no'} scheme")
+
+
+def _kms_key_arn(env: Mapping[str, str]) -> str:
+    value = env["IOT_LAKE_KMS_KEY_ID"].strip()
+    if not KMS_KEY_ARN.fullmatch(value):
+        raise SettingsError(
+            "IOT_LAKE_KMS_KEY_ID must be a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), not an alias or a key id: "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _id_list(env: Mapping[str, str], var: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (env.get(var) or "").split(",") if part.strip())
+
+
+def _sagemaker_vpc(env: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Subnets and security groups, both or neither: SageMaker needs both to place a job in a VPC."""
+    subnets = _id_list(env, "IOT_LAKE_SAGEMAKER_SUBNETS")
+    groups = _id_list(env, "IOT_LAKE_SAGEMAKER_SECURITY_GROUPS")
+    if bool(subnets) != bool(groups):
+        raise SettingsError(
+            "IOT_LAKE_SAGEMAKER_SUBNETS and IOT_LAKE_SAGEMAKER_SECURITY_GROUPS go together: set both or neither"
+        )
+    return subnets, groups
 
 
 def _ui_url(env: Mapping[str, str]) -> str:
@@ -183,7 +216,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         historian_url=env["IOT_LAKE_HISTORIAN_URL"],
         aws_region=env["AWS_REGION"],
         s3_prefix=prefix,
-        kms_key_id=env.get("IOT_LAKE_KMS_KEY_ID") or None,
+        kms_key_id=_kms_key_arn(env),
         spark_mode=spark_mode,
         spark_env_archive=env.get("IOT_LAKE_SPARK_ENV_ARCHIVE") or None,
         emr_application_id=env.get("IOT_LAKE_EMR_APPLICATION_ID") or None,
@@ -194,6 +227,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sagemaker_image_uri=env["IOT_LAKE_SAGEMAKER_IMAGE_URI"],
         sagemaker_training_instance_type=env.get("IOT_LAKE_SAGEMAKER_TRAINING_INSTANCE_TYPE") or None,
         sagemaker_processing_instance_type=env.get("IOT_LAKE_SAGEMAKER_PROCESSING_INSTANCE_TYPE") or None,
+        sagemaker_vpc=_sagemaker_vpc(env),
         cases_url=env["IOT_LAKE_CASES_URL"],
         cases_webhook_url=_webhook_url(env, local=False),
         sns_topic_arn=env["IOT_LAKE_SNS_TOPIC_ARN"],

@@ -58,6 +58,8 @@ def build_resources(settings: Settings) -> dict[str, ConfigurableResource]:
                         "processing_instance_type": settings.sagemaker_processing_instance_type,
                     }
                 ),
+                subnets=list(settings.sagemaker_vpc[0]),
+                security_group_ids=list(settings.sagemaker_vpc[1]),
             ),
             "cases": CasesResource(
                 env="prod",

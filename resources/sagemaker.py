@@ -68,12 +68,16 @@ class SageMakerRunner(ConfigurableResource):
     mode: str = "local"
     lake_root: str | None = None
     region: str | None = None
+    # Also encrypts the jobs' ML storage volumes and their outputs (prod requires it: iot_lake.settings).
     kms_key_id: str | None = None
     role_arn: str | None = None  # the execution role of training and processing jobs
     image_uri: str | None = None  # a Python image with the data plane's ML dependencies
     training_instance_type: str = "ml.m5.xlarge"
     processing_instance_type: str = "ml.m5.large"
     max_runtime_seconds: int = 3600
+    # Optional VPC placement (both or neither): the jobs then reach S3 through the VPC's endpoints.
+    subnets: list[str] = []
+    security_group_ids: list[str] = []
     poll_interval: float = 15.0
 
     def train(

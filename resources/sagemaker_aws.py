@@ -98,7 +98,15 @@ def train_on_sagemaker(
 ) -> JobRun:
     # Imported per run: the SDK takes seconds to import.
     from sagemaker.core.helper.session_helper import Session
-    from sagemaker.core.training.configs import Compute, InputData, OutputDataConfig, SourceCode, StoppingCondition, Tag
+    from sagemaker.core.training.configs import (
+        Compute,
+        InputData,
+        Networking,
+        OutputDataConfig,
+        SourceCode,
+        StoppingCondition,
+        Tag,
+    )
     from sagemaker.train import ModelTrainer
 
     _require(runner)
@@ -117,7 +125,10 @@ def train_on_sagemaker(
             base_job_name=job_name,
             # The zip's S3 URI is a prefix that matches only it: the code channel holds just the zip.
             source_code=SourceCode(source_dir=code.package_uri, command=shlex.join([*ENTRYPOINT, module])),
-            compute=Compute(instance_type=runner.training_instance_type, instance_count=1),
+            compute=Compute(
+                instance_type=runner.training_instance_type, instance_count=1, volume_kms_key_id=runner.kms_key_id
+            ),
+            networking=Networking(**vpc) if (vpc := _vpc(runner)) else None,
             stopping_condition=StoppingCondition(max_runtime_in_seconds=runner.max_runtime_seconds),
             output_data_config=OutputDataConfig(
                 s3_output_path=s3_uri(runner.lake_root, output_key), kms_key_id=runner.kms_key_id
@@ -212,6 +223,13 @@ def processing_request(
         }
 
     app: dict[str, Any] = {"ImageUri": runner.image_uri, "ContainerEntrypoint": [*ENTRYPOINT, module]}
+    cluster: dict[str, Any] = {
+        "InstanceCount": 1,
+        "InstanceType": runner.processing_instance_type,
+        "VolumeSizeInGB": 30,
+    }
+    if runner.kms_key_id:
+        cluster["VolumeKmsKeyId"] = runner.kms_key_id
     if arguments:
         app["ContainerArguments"] = list(arguments)
     request: dict[str, Any] = {
@@ -225,9 +243,7 @@ def processing_request(
                 for name, prefix in inputs.items()
             ),
         ],
-        "ProcessingResources": {
-            "ClusterConfig": {"InstanceCount": 1, "InstanceType": runner.processing_instance_type, "VolumeSizeInGB": 30}
-        },
+        "ProcessingResources": {"ClusterConfig": cluster},
         "StoppingCondition": {"MaxRuntimeInSeconds": runner.max_runtime_seconds},
         # PROCESSING_JOB_NAME: the local twin sets it too, so scripts can name what they write.
         "Environment": {
@@ -238,6 +254,10 @@ def processing_request(
         },
         "Tags": [{"Key": "dagster/run-id", "Value": run_id}],
     }
+    if vpc := _vpc(runner):
+        request["NetworkConfig"] = {
+            "VpcConfig": {"Subnets": vpc["subnets"], "SecurityGroupIds": vpc["security_group_ids"]}
+        }
     if outputs:
         request["ProcessingOutputConfig"] = {
             "Outputs": [
@@ -307,6 +327,15 @@ def _require(runner: SageMakerRunner) -> None:
     missing = [f for f in ("lake_root", "role_arn", "image_uri") if not getattr(runner, f)]
     if missing:
         raise ValueError(f"SageMakerRunner mode 'sagemaker' needs {', '.join(missing)} (see iot_lake.settings)")
+    if bool(runner.subnets) != bool(runner.security_group_ids):
+        raise ValueError("SageMakerRunner: subnets and security_group_ids go together (a VPC needs both)")
+
+
+def _vpc(runner: SageMakerRunner) -> dict[str, list[str]] | None:
+    """The jobs' VPC placement, if configured: the same subnets and groups for training and processing."""
+    if not runner.subnets:
+        return None
+    return {"subnets": list(runner.subnets), "security_group_ids": list(runner.security_group_ids)}
 
 
 def _require_inputs(lake: Lake, prefixes: Iterable[str]) -> None:

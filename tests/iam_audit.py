@@ -11,7 +11,8 @@ access key (``ROLE_KEYS``: the service twins sign as the role, and so do the job
 start), whatever the client: boto3, s3fs or Sail's object store.
 
 ``Policy.allows`` evaluates Allow/Deny statements with ``*``/``?`` wildcards in Action and Resource
-and the StringEquals/StringLike conditions the policies use (an unknown condition fails closed).
+and the conditions the policies use: StringEquals/StringNotEquals/StringLike, Bool and Null, with
+IAM's rules for a key the request lacks (an unknown operator is an error, never a silent match).
 """
 
 from __future__ import annotations
@@ -114,6 +115,26 @@ class Request:
     call: str = ""  # the call it came from, for messages
 
 
+def _condition_holds(operator: str, key: str, expected, context: dict[str, str]) -> bool:
+    """One condition key under one operator, with IAM's rules for a key the request lacks: a
+    positive operator does not match, a negated one (StringNotEquals) does, Null tests absence."""
+    present = key in context
+    if operator == "Null":
+        return str(expected).lower() == ("false" if present else "true")
+    if not present:
+        return operator == "StringNotEquals"
+    value = context[key]
+    if operator == "StringEquals":
+        return any(p == value for p in _listify(expected))
+    if operator == "StringNotEquals":
+        return not any(p == value for p in _listify(expected))
+    if operator == "StringLike":
+        return any(_like(p, value) for p in _listify(expected))
+    if operator == "Bool":
+        return any(str(p).lower() == value.lower() for p in _listify(expected))
+    raise ValueError(f"condition operator {operator} is not known to the evaluator")  # fail loudly
+
+
 class Policy:
     def __init__(self, document: dict):
         self.statements = _listify(document["Statement"])
@@ -124,20 +145,30 @@ class Policy:
         if not any(_like(r, request.resource) for r in _listify(statement["Resource"])):
             return False
         context = dict(request.context)
-        for operator, conditions in statement.get("Condition", {}).items():
-            if operator not in ("StringEquals", "StringLike"):
-                return False  # fail closed
-            for key, allowed in conditions.items():
-                if key not in context:
-                    return False
-                test = (lambda p, v: p == v) if operator == "StringEquals" else _like
-                if not any(test(p, context[key]) for p in _listify(allowed)):
-                    return False
-        return True
+        return all(
+            _condition_holds(operator, key, expected, context)
+            for operator, conditions in statement.get("Condition", {}).items()
+            for key, expected in conditions.items()
+        )
 
     def allows(self, request: Request) -> bool:
         matched = [s for s in self.statements if self._matches(s, request)]
         return any(s["Effect"] == "Allow" for s in matched) and not any(s["Effect"] == "Deny" for s in matched)
+
+    def denies(self, request: Request) -> bool:
+        """An explicit Deny (what a bucket policy of deny statements does to a request)."""
+        return any(s["Effect"] == "Deny" and self._matches(s, request) for s in self.statements)
+
+
+# What a write asks of its encryption, as the bucket policy's condition keys see it (deploy/s3/).
+SSE_CONTEXT = {
+    "ServerSideEncryption": "s3:x-amz-server-side-encryption",
+    "SSEKMSKeyId": "s3:x-amz-server-side-encryption-aws-kms-key-id",
+}
+
+
+def _sse_context(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((key, params[name]) for name, key in SSE_CONTEXT.items() if params.get(name))
 
 
 def requests_of(service: str, operation: str, params: dict[str, Any], region: str = REGION) -> list[Request]:
@@ -151,8 +182,10 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
         bucket = params.get("Bucket", "")
         if action in ("s3:ListBucket", "s3:GetBucketLocation"):
             return [Request(action, f"arn:aws:s3:::{bucket}", (("s3:prefix", params.get("Prefix", "")),), call)]
-        keys = [o["Key"] for o in params.get("Delete", {}).get("Objects", [])] or [params.get("Key", "")]
-        out = [Request(action, f"arn:aws:s3:::{bucket}/{k}", (), call) for k in keys]
+        if "Key" not in params and "Delete" not in params:  # a bucket's own configuration
+            return [Request(action, f"arn:aws:s3:::{bucket}", (), call)]
+        keys = [o["Key"] for o in params.get("Delete", {}).get("Objects", [])] or [params["Key"]]
+        out = [Request(action, f"arn:aws:s3:::{bucket}/{k}", _sse_context(params), call) for k in keys]
         if operation == "CopyObject":
             source = params["CopySource"]
             source = f"{source['Bucket']}/{source['Key']}" if isinstance(source, dict) else source.lstrip("/")
@@ -294,14 +327,18 @@ def s3_call(method: str, path: str, query: str, copy_source: str | None, body: b
     ), params
 
 
+DEPLOY = REPO / "deploy"
+
+
 def _from_production_code() -> bool:
-    """Whether the innermost frame of this repository on the stack is outside tests/."""
+    """Whether the innermost frame of this repository on the stack is outside tests/ and deploy/
+    (whose set-up scripts run as the administrator who builds the estate, not as a platform role)."""
     for frame in reversed(traceback.extract_stack()):
         path = Path(frame.filename)
         if REPO in path.parents and ".venv" not in path.parts:
             if path == Path(__file__):
                 continue
-            return TESTS not in path.parents
+            return TESTS not in path.parents and DEPLOY not in path.parents
     return False
 
 

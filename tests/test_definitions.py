@@ -27,6 +27,7 @@ PROD_ENV = {
     "IOT_LAKE_SAGEMAKER_IMAGE_URI": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/iot-lake-ml:1.4",
     "IOT_LAKE_CASES_URL": "postgresql://cases:c4ses@cases.internal:5432/cases",
     "IOT_LAKE_SNS_TOPIC_ARN": "arn:aws:sns:eu-west-1:123456789012:iot-lake-cases",
+    "IOT_LAKE_KMS_KEY_ID": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     "IOT_LAKE_GLUE_DATABASE": "iot_lake",
     "IOT_LAKE_REDSHIFT_HOST": "analytics.abc123.eu-west-1.redshift.amazonaws.com",
     "IOT_LAKE_REDSHIFT_DATABASE": "analytics",
@@ -237,10 +238,12 @@ def test_prod_settings_and_resources_come_from_the_environment(monkeypatch):
     ]
 
     monkeypatch.setenv("IOT_LAKE_SAGEMAKER_TRAINING_INSTANCE_TYPE", "ml.c5.4xlarge")
-    monkeypatch.setenv("IOT_LAKE_KMS_KEY_ID", "alias/iot-lake")
+    monkeypatch.setenv("IOT_LAKE_SAGEMAKER_SUBNETS", "subnet-0a1, subnet-0b2")
+    monkeypatch.setenv("IOT_LAKE_SAGEMAKER_SECURITY_GROUPS", "sg-0c3")
     sagemaker = build_resources(load_settings())["sagemaker"]
     assert (sagemaker.training_instance_type, sagemaker.processing_instance_type) == ("ml.c5.4xlarge", "ml.m5.large")
-    assert sagemaker.kms_key_id == "alias/iot-lake"
+    assert sagemaker.kms_key_id == PROD_ENV["IOT_LAKE_KMS_KEY_ID"]
+    assert (sagemaker.subnets, sagemaker.security_group_ids) == (["subnet-0a1", "subnet-0b2"], ["sg-0c3"])
 
     warehouse = resources["warehouse"]
     assert (warehouse.target, warehouse.glue_database, warehouse.region) == ("prod", "iot_lake", "eu-west-1")
@@ -250,6 +253,24 @@ def test_prod_settings_and_resources_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("IOT_LAKE_GLUE_JOB_NAME", "iot-lake-spark")
     spark = build_resources(load_settings())["spark"]
     assert (spark.mode, spark.glue_job_name, spark.lake_root) == ("glue", "iot-lake-spark", "s3://acme-iot-lake")
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "alias/iot-lake", "1234abcd-12ab-34cd-56ef-1234567890ab", "arn:aws:kms:eu-west-1:123456789012:alias/iot-lake"],
+)
+def test_prod_requires_a_kms_key_arn(key):
+    # The bucket policy (deploy/s3/) admits writes that name the key's ARN; an alias or a bare id
+    # would be refused by S3 at the first write, so settings refuse it at load time instead.
+    env = {**PROD_ENV, "IOT_LAKE_KMS_KEY_ID": key}
+    with pytest.raises(SettingsError, match="IOT_LAKE_KMS_KEY_ID"):
+        load_settings(env)
+
+
+def test_sagemaker_vpc_needs_subnets_and_security_groups_together():
+    with pytest.raises(SettingsError, match="set both or neither"):
+        load_settings({**PROD_ENV, "IOT_LAKE_SAGEMAKER_SUBNETS": "subnet-0a1"})
+    assert load_settings(PROD_ENV).sagemaker_vpc == ((), ())
 
 
 def test_unknown_environment_is_rejected():

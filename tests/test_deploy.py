@@ -1,9 +1,11 @@
 """The production deployment files in deploy/, each exercised against what it configures: the Dagster
 instance on a real PostgreSQL server and moto's S3, the EMR Serverless application and Glue job
-created on moto, the web UI's bind address."""
+created on moto, the lake bucket's guards (deploy/s3/) on moto and under the policy evaluator, the
+web UI's bind address."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -18,9 +20,11 @@ import sqlalchemy as sa
 import yaml
 from dagster import DagsterInstance, job, op
 
+from iot_lake.encryption import s3_put_params
 from lib.code_publishing import glue_entrypoint_uri
 from lib.pools import LAKE_WRITES
 from resources.spark_aws import DELTA_CONF, EMR_DELTA_JARS
+from tests.iam_audit import Policy, Request, requests_of
 from tests.postgres import self_signed_certificate
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -227,3 +231,68 @@ def test_redshift_connects_with_full_certificate_verification():
     profile = yaml.safe_load((DEPLOY.parent / "dbt_project" / "profiles.yml").read_text())
     assert profile["iot_lake"]["outputs"]["prod"]["sslmode"] == "verify-full"
     assert "sslmode: verify-full" in (DEPLOY / "dagster.yaml").read_text()
+
+
+def _bucket_guards():
+    spec = importlib.util.spec_from_file_location("iot_lake_bucket_guards", DEPLOY / "s3" / "apply.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LAKE_KEY = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_the_bucket_policy_admits_the_lake_key_and_refuses_other_keys_and_plain_http():
+    policy = Policy(_bucket_guards().documents("acme-iot-lake", LAKE_KEY, "lake")["policy"])
+
+    def put(**params) -> Request:
+        [request] = requests_of("s3", "PutObject", {"Bucket": "acme-iot-lake", "Key": "lake/curated/x", **params})
+        return Request(request.action, request.resource, (*request.context, ("aws:SecureTransport", "true")))
+
+    # What every writer of the platform sends (iot_lake/encryption.py), and a write naming nothing
+    # (an outside feed): the bucket's default key encrypts it.
+    assert not policy.denies(put(**s3_put_params(LAKE_KEY)))
+    assert not policy.denies(put())
+    other_key = LAKE_KEY.replace("1234abcd", "9999ffff")
+    for refused in (
+        put(**s3_put_params(other_key)),
+        put(ServerSideEncryption="AES256"),
+        put(ServerSideEncryption="aws:kms"),  # no key named: S3 would use the AWS managed aws/s3 key
+        put(ServerSideEncryption="aws:kms:dsse", SSEKMSKeyId=LAKE_KEY),
+    ):
+        assert policy.denies(refused), refused
+    over_http = Request(
+        "s3:GetObject", "arn:aws:s3:::acme-iot-lake/lake/curated/x", (("aws:SecureTransport", "false"),)
+    )
+    assert policy.denies(over_http)
+    assert not policy.denies(Request("s3:GetObject", over_http.resource, (("aws:SecureTransport", "true"),)))
+    with pytest.raises(ValueError, match="key ARN"):
+        _bucket_guards().documents("acme-iot-lake", "alias/iot-lake")
+
+
+def test_the_bucket_guards_apply_to_a_bucket_and_default_writes_get_the_lake_key(aws):
+    s3 = aws.client("s3")
+    bucket = f"lake-{os.urandom(4).hex()}"
+    s3.create_bucket(Bucket=bucket)
+    key = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
+    guards = _bucket_guards()
+    put = guards.apply(s3, bucket, key, "lake")
+    guards.apply(s3, bucket, key, "lake")  # again: the same configuration, no error
+
+    [rule] = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
+    assert json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"]) == put["policy"]
+    assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"].values())
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert rules["expire-pipes-messages"]["Filter"] == {"Prefix": "lake/_pipes/"}
+    assert rules["expire-job-logs"]["Expiration"] == {"Days": 30}
+    # A write that names no key (a third-party feed) is encrypted under the lake key by default.
+    # moto applies a bucket policy's Deny statements without their conditions (its IAMPolicy has no
+    # Condition support), so the policy's effect is judged by the evaluator (the test above) and
+    # taken off here before moto is asked to write.
+    s3.delete_bucket_policy(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="lake/landing/thirdparty/weather/x.json", Body=b"{}")
+    head = s3.head_object(Bucket=bucket, Key="lake/landing/thirdparty/weather/x.json")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key)

@@ -73,6 +73,9 @@ def test_boto3_writes_through_an_encrypted_client(aws, lake_root, kms_key):
     assert_all_kms(found, kms_key)
 
 
+PROD_KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
 def test_prod_resources_hand_the_key_to_every_writer(monkeypatch):
     env = {
         "IOT_LAKE_ENV": "prod",
@@ -91,17 +94,17 @@ def test_prod_resources_hand_the_key_to_every_writer(monkeypatch):
         "IOT_LAKE_EMR_APPLICATION_ID": "app",
         "IOT_LAKE_EMR_JOB_ROLE_ARN": "arn:aws:iam::1:role/emr",
         "IOT_LAKE_SPARK_ENV_ARCHIVE": "s3://b/env.tgz",
-        KMS_KEY_VAR: "alias/iot-lake",
+        KMS_KEY_VAR: PROD_KEY,
     }
     from iot_lake.settings import load_settings
 
     res = build_resources(load_settings(env))
     assert res["lake"].storage_options()["s3_additional_kwargs"] == {
         "ServerSideEncryption": "aws:kms",
-        "SSEKMSKeyId": "alias/iot-lake",
+        "SSEKMSKeyId": PROD_KEY,
     }
-    assert res["lake"].delta_storage_options()["aws_sse_kms_key_id"] == "alias/iot-lake"
-    assert res["spark"].kms_key_id == res["sagemaker"].kms_key_id == "alias/iot-lake"
+    assert res["lake"].delta_storage_options()["aws_sse_kms_key_id"] == PROD_KEY
+    assert res["spark"].kms_key_id == res["sagemaker"].kms_key_id == PROD_KEY
 
 
 def test_spark_requests_carry_sse_kms_for_emrfs_s3a_and_the_data_plane(kms_key):
@@ -134,10 +137,13 @@ def test_spark_requests_carry_sse_kms_for_emrfs_s3a_and_the_data_plane(kms_key):
 def test_processing_job_requests_the_key_for_its_outputs_and_its_script(aws, lake_root, lake, twin, kms_key):  # noqa: F811
     # Training: tests/test_sagemaker_runner_aws.py (OutputDataConfig, the SDK's staging); EMR
     # Serverless: tests/test_spark_runner_aws.py (the confs, the job's own message chunks).
-    result, _, _ = materialize_one(process, lake_root, sagemaker_runner(lake_root, kms_key_id=kms_key))
+    sagemaker = sagemaker_runner(lake_root, kms_key_id=kms_key, subnets=["subnet-0a1"], security_group_ids=["sg-0c3"])
+    result, _, _ = materialize_one(process, lake_root, sagemaker)
     assert result.success
     processing = twin.last("CreateProcessingJob")
     assert processing["ProcessingOutputConfig"]["KmsKeyId"] == kms_key
+    assert processing["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == kms_key
+    assert processing["NetworkConfig"] == {"VpcConfig": {"Subnets": ["subnet-0a1"], "SecurityGroupIds": ["sg-0c3"]}}
     assert processing["Environment"][KMS_KEY_VAR] == kms_key
     written = {**encryption_of(aws, lake_root, "_code"), **encryption_of(aws, lake_root, "_pipes")}
     assert any("/messages/" in k for k in written)  # written by the container's script

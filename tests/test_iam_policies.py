@@ -58,6 +58,9 @@ def test_every_role_has_a_policy_and_a_trust_policy_for_its_service_only():
         assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012"
 
 
+VPC_DESCRIBE = {f"ec2:Describe{x}" for x in ("NetworkInterfaces", "Vpcs", "DhcpOptions", "Subnets", "SecurityGroups")}
+
+
 def test_no_wildcard_actions_and_no_s3_access_beyond_the_lake():
     for name, doc in rendered_policies(Bucket=BUCKET).items():
         if not name.endswith(".policy"):
@@ -82,7 +85,9 @@ def test_no_wildcard_actions_and_no_s3_access_beyond_the_lake():
             if (
                 "*" in resources
             ):  # only actions IAM cannot scope to a resource, and narrowed by a condition where it can be
-                assert set(actions) <= {"cloudwatch:PutMetricData", "ecr:GetAuthorizationToken"}, (name, st["Sid"])
+                # (EC2's Describe calls, for SageMaker jobs placed in a VPC, have no resource level.)
+                unscoped = {"cloudwatch:PutMetricData", "ecr:GetAuthorizationToken"}
+                assert set(actions) <= unscoped | VPC_DESCRIBE, (name, st["Sid"])
 
 
 def test_pass_role_only_in_the_control_plane_and_only_for_the_job_roles():
@@ -219,6 +224,16 @@ def test_the_sagemaker_role_reads_its_channels_and_writes_models_and_messages(po
     for key in (registry.CHAMPION_KEY, registry.version_key("train-1"), f"{registry.training_data_key(DAY)}/x.parquet"):
         assert not policy.allows(s3("PutObject", key)), key
     assert policy.allows(Request("ecr:BatchGetImage", "arn:aws:ecr:us-east-1:123456789012:repository/iot-lake-ml"))
+    # The jobs' volumes under the lake key (VolumeKmsKeyId): a grant for the AWS resource, never for a principal.
+    key = "arn:aws:kms:us-east-1:123456789012:key/k1"
+    assert policy.allows(Request("kms:CreateGrant", key, (("kms:GrantIsForAWSResource", "true"),)))
+    assert not policy.allows(Request("kms:CreateGrant", key, (("kms:GrantIsForAWSResource", "false"),)))
+    assert not policy.allows(Request("kms:CreateGrant", key))
+    # In a VPC: network interfaces in this account and region only.
+    eni = "arn:aws:ec2:us-east-1:123456789012:network-interface/eni-1"
+    assert policy.allows(Request("ec2:CreateNetworkInterface", eni))
+    assert not policy.allows(Request("ec2:CreateNetworkInterface", eni.replace("123456789012", "999999999999")))
+    assert not policy.allows(Request("ec2:RunInstances", "*"))
 
 
 def test_the_renderer_fills_every_placeholder_and_handles_a_bucket_root(tmp_path):

@@ -139,7 +139,14 @@ def test_training_job_runs_the_module_in_script_mode_and_reports_back(aws, lake_
     result, run, log = materialize_one(
         train({"scale": 2}),
         lake_root,
-        runner(lake_root, training_instance_type="ml.c5.2xlarge", max_runtime_seconds=900, kms_key_id=key),
+        runner(
+            lake_root,
+            training_instance_type="ml.c5.2xlarge",
+            max_runtime_seconds=900,
+            kms_key_id=key,
+            subnets=["subnet-0a1", "subnet-0b2"],
+            security_group_ids=["sg-0c3"],
+        ),
     )
     assert result.success
 
@@ -155,6 +162,8 @@ def test_training_job_runs_the_module_in_script_mode_and_reports_back(aws, lake_
     assert request["HyperParameters"] == {"scale": "2"}
     assert request["OutputDataConfig"]["S3OutputPath"] == f"{lake_root}/models/mean"
     assert request["OutputDataConfig"]["KmsKeyId"] == key
+    assert request["ResourceConfig"]["VolumeKmsKeyId"] == key  # the instance's ML storage volume
+    assert request["VpcConfig"] == {"Subnets": ["subnet-0a1", "subnet-0b2"], "SecurityGroupIds": ["sg-0c3"]}
     assert {"Key": "dagster/run-id", "Value": result.run_id} in request["Tags"]
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
     assert channels["train"]["S3Uri"] == f"{lake_root}/curated/readings"
@@ -196,7 +205,9 @@ def test_training_job_runs_the_module_in_script_mode_and_reports_back(aws, lake_
 def test_failed_training_job_says_why_and_where_the_logs_are(aws, lake_root, lake, twin):
     with pytest.raises(SageMakerJobFailed) as err:
         materialize_one(train({"scale": 1, "fail": "true"}), lake_root, runner(lake_root))
-    name = twin.last("CreateTrainingJob")["TrainingJobName"]
+    request = twin.last("CreateTrainingJob")
+    name = request["TrainingJobName"]
+    assert "VolumeKmsKeyId" not in request["ResourceConfig"] and "VpcConfig" not in request
     message = str(err.value)
     # FailureReason: what the SDK's driver wrote to /opt/ml/output/failure when the command failed.
     assert f"SageMaker training job {name} ended Failed: AlgorithmError: Training Execution failed" in message
@@ -242,6 +253,8 @@ def test_processing_job_maps_lake_prefixes_and_resolves_placeholders(aws, lake_r
     request = twin.last("CreateProcessingJob")
     name = request["ProcessingJobName"]
     assert name == run.job_name and name.startswith("scale-readings-")
+    # No key and no VPC configured (a non-prod runner): the request names neither.
+    assert "VolumeKmsKeyId" not in request["ProcessingResources"]["ClusterConfig"] and "NetworkConfig" not in request
     app = request["AppSpecification"]
     assert app["ImageUri"] == IMAGE
     assert app["ContainerEntrypoint"] == ["python3", "-m", "iot_lake.pipes_entrypoint", "scale_readings"]
