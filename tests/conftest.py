@@ -15,7 +15,7 @@ from iot_lake.lake import TELEMETRY_PREFIX, Lake
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
 from tests.cases_helpers import store_url  # noqa: F401  (fixture: an empty case store, SQLite or PostgreSQL)
-from tests.iam_audit import CallRecorder, S3RequestLog
+from tests.iam_audit import REQUEST_LOG, CallRecorder, S3RequestLog
 from tests.postgres import postgres_root_cert, postgres_server, postgres_url  # noqa: F401  (session fixtures: a real PostgreSQL server)
 
 REGION = "us-east-1"  # of the moto tests
@@ -156,7 +156,7 @@ def moto_endpoint():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     server._server.app = S3RequestLog(server._server.app)  # what the job roles' stand-ins do in S3
-    _S3_LOG[:] = [server._server.app]
+    REQUEST_LOG[:] = [server._server.app]
     yield f"http://127.0.0.1:{port}"
     server.stop()
 
@@ -208,10 +208,7 @@ def aws(moto_endpoint, monkeypatch, tmp_path) -> Iterator[boto3.Session]:
 
 def _s3_request_log() -> S3RequestLog:
     """The moto server's request log (one server per run: moto_endpoint)."""
-    return _S3_LOG[0]
-
-
-_S3_LOG: list = []
+    return REQUEST_LOG[0]
 
 
 @pytest.fixture

@@ -186,6 +186,8 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
             return [Request(action, f"arn:aws:s3:::{bucket}", (), call)]
         keys = [o["Key"] for o in params.get("Delete", {}).get("Objects", [])] or [params["Key"]]
         out = [Request(action, f"arn:aws:s3:::{bucket}/{k}", _sse_context(params), call) for k in keys]
+        if params.get("SSEKMSKeyId") and action == "s3:PutObject":  # S3 asks KMS for a data key as the caller
+            out.append(Request("kms:GenerateDataKey", params["SSEKMSKeyId"], (), call))
         if operation == "CopyObject":
             source = params["CopySource"]
             source = f"{source['Bucket']}/{source['Key']}" if isinstance(source, dict) else source.lstrip("/")
@@ -220,6 +222,10 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
             resource = f"arn:aws:sagemaker:{arn}:processing-job/{params['ProcessingJobName'].lower()}"
         elif "ResourceArn" in params:
             resource = params["ResourceArn"]
+    elif service == "cloudwatch-logs" and params.get("logGroupName"):
+        resource = f"arn:aws:logs:{arn}:log-group:{params['logGroupName']}"
+        if params.get("logStreamName"):
+            resource += f":log-stream:{params['logStreamName']}"
     elif service == "sns":
         resource = params.get("TopicArn", "*")
     elif service == "sqs":
@@ -254,55 +260,86 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
 
 # The access key each job role's stand-in (the service twins and the job processes they start) signs
 # with; moto accepts any key, and tells them apart in the request log below.
-ROLE_KEYS = {"emr-serverless-job": "AKIAEMRSERVERLESSJOB", "glue-job": "AKIAGLUEJOBROLE00000"}
-_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+ROLE_KEYS = {
+    "emr-serverless-job": "AKIAEMRSERVERLESSJOB",
+    "glue-job": "AKIAGLUEJOBROLE00000",
+    "sagemaker": "AKIASAGEMAKERJOBROLE",
+}
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/")
+# The signing name in a request's credential scope -> botocore's service id (hyphenized).
+SIGNING_SERVICE = {"logs": "cloudwatch-logs", "monitoring": "cloudwatch", "events": "eventbridge"}
 
 
 class S3RequestLog:
-    """WSGI middleware on the moto server: the S3 requests signed with a job role's key, from any
-    process (boto3, s3fs, Sail's object store), as (role, operation, params) like botocore's."""
+    """WSGI middleware on the moto server: every request signed with a job role's key, from any
+    process (boto3, s3fs, Sail's object store), as (role, service, operation, params) like botocore's.
+    S3's REST requests are read from their path and headers; the JSON and query protocols (CloudWatch
+    Logs, Glue, SNS...) from the target header or the Action parameter and their body."""
 
     def __init__(self, app):
         self.app = app
         self.roles = {key: role for role, key in ROLE_KEYS.items()}
-        self.calls: list[tuple[str, str, dict]] = []
+        self.calls: list[tuple[str, str, str, dict]] = []
+        self.roles_seen: set[str] = set()  # over the whole run: the coverage check in tests/conftest.py
 
     def __call__(self, environ, start_response):
         found = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
         role = self.roles.get(found.group(1)) if found else None
-        if role and not environ.get("HTTP_X_AMZ_TARGET") and "Action=" not in environ.get("QUERY_STRING", ""):
-            body = b""
-            if environ["REQUEST_METHOD"] == "POST" and "delete" in parse_qs(
-                environ.get("QUERY_STRING", ""), keep_blank_values=True
-            ):
-                body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-                environ["wsgi.input"] = io.BytesIO(body)
-            call = s3_call(
-                environ["REQUEST_METHOD"],
-                environ.get("PATH_INFO", ""),
-                environ.get("QUERY_STRING", ""),
-                environ.get("HTTP_X_AMZ_COPY_SOURCE"),
-                body,
-            )
+        if role:
+            call = self._call(environ, found.group(2))
             if call:
                 self.calls.append((role, *call))
+                self.roles_seen.add(role)
         return self.app(environ, start_response)
+
+    @staticmethod
+    def _body(environ) -> bytes:
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)
+        return body
+
+    def _call(self, environ, signing_name: str) -> tuple[str, str, dict] | None:
+        query = environ.get("QUERY_STRING", "")
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        if target:  # JSON protocol: the operation after the dot, the parameters in the body
+            params = json.loads(self._body(environ) or b"{}")
+            return SIGNING_SERVICE.get(signing_name, signing_name), target.rsplit(".", 1)[-1], params
+        if signing_name != "s3":  # query protocol: Action and flat parameters, in the query or the form
+            form = parse_qs(query) or parse_qs(self._body(environ).decode())
+            flat = {k: v[0] for k, v in form.items()}
+            return SIGNING_SERVICE.get(signing_name, signing_name), flat.pop("Action", ""), flat
+        body = b""
+        if environ["REQUEST_METHOD"] == "POST" and "delete" in parse_qs(query, keep_blank_values=True):
+            body = self._body(environ)
+        call = s3_call(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), query, environ, body)
+        return ("s3", *call) if call else None
 
     def denied(self, bucket: str) -> list[Request]:
         out = set()
-        for role, operation, params in self.calls:
+        for role, service, operation, params in self.calls:
             policy = Policy(rendered_policies(Bucket=bucket)[f"{role}.policy"])
             out |= {
                 Request(r.action, r.resource, r.context, f"{role}: {r.call}")
-                for r in requests_of("s3", operation, params)
+                for r in requests_of(service, operation, params)
                 if not policy.allows(r)
             }
         return sorted(out, key=lambda r: (r.call, r.resource))
 
 
-def s3_call(method: str, path: str, query: str, copy_source: str | None, body: bytes) -> tuple[str, dict] | None:
+REQUEST_LOG: list[S3RequestLog] = []  # the moto server's (tests/conftest.py: moto_endpoint)
+
+
+def audited_roles() -> set[str]:
+    """The roles whose requests the audit has seen in this test so far: a test that drives a role's
+    code path asserts its role is among them, so a twin that stops signing as the role (and with it
+    the audit of that role) fails instead of passing unaudited."""
+    return {role for role, *_ in REQUEST_LOG[0].calls} if REQUEST_LOG else set()
+
+
+def s3_call(method: str, path: str, query: str, environ: dict, body: bytes) -> tuple[str, dict] | None:
     """The S3 operation and parameters of a path-style REST request (what the policies need of it)."""
     q = parse_qs(query, keep_blank_values=True)
+    copy_source = environ.get("HTTP_X_AMZ_COPY_SOURCE")
     bucket, _, key = unquote(path).lstrip("/").partition("/")
     if not bucket or not query and method == "PUT" and not key:
         return None  # the service root, or CreateBucket
@@ -316,6 +353,12 @@ def s3_call(method: str, path: str, query: str, copy_source: str | None, body: b
             return "ListObjectsV2", {"Bucket": bucket, "Prefix": q.get("prefix", [""])[0]}
         return f"{method}Bucket", {"Bucket": bucket}
     params = {"Bucket": bucket, "Key": key}
+    for name, header in (
+        ("ServerSideEncryption", "SERVER_SIDE_ENCRYPTION"),
+        ("SSEKMSKeyId", "SERVER_SIDE_ENCRYPTION_AWS_KMS_KEY_ID"),
+    ):
+        if environ.get(f"HTTP_X_AMZ_{header}"):
+            params[name] = environ[f"HTTP_X_AMZ_{header}"]
     if "uploadId" in q:
         return ("AbortMultipartUpload" if method == "DELETE" else "UploadPart"), params
     if "uploads" in q:

@@ -33,6 +33,7 @@ import boto3
 from botocore.awsrequest import AWSResponse
 
 from lib.code_publishing import split_s3_uri
+from tests.iam_audit import ROLE_KEYS
 
 SCRIPTS = Path(__file__).parent / "sagemaker_scripts"
 WHERE_IS_IOT_LAKE = "import iot_lake, sys; sys.stdout.write(iot_lake.__file__)"
@@ -55,8 +56,13 @@ class Container:
 class SageMakerTwin:
     def __init__(self, session: boto3.Session, workdir: Path):
         self.session = session
-        self.s3 = session.client("s3")
-        self.logs = session.client("logs")
+        # SageMaker reads the channels, uploads the outputs and writes the logs as the job's execution
+        # role, and the container's own calls are the role's too: all sign with the role's key, so
+        # tests/iam_audit.py checks them against deploy/iam/sagemaker.policy.json.
+        self.role_env = {"AWS_ACCESS_KEY_ID": ROLE_KEYS["sagemaker"], "AWS_SECRET_ACCESS_KEY": "testing"}
+        as_role = {"aws_access_key_id": ROLE_KEYS["sagemaker"], "aws_secret_access_key": "testing"}
+        self.s3 = session.client("s3", **as_role)
+        self.logs = session.client("logs", **as_role)
         self.workdir = workdir
         self.requests: list[dict] = []
         self.containers: dict[str, Container] = {}
@@ -91,15 +97,18 @@ class SageMakerTwin:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             (dest / rel).write_bytes(self.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
 
-    def _upload(self, path: Path, uri: str) -> None:
+    def _upload(self, path: Path, uri: str, kms_key_id: str | None) -> None:
+        """As SageMaker uploads a job's outputs: under the request's KmsKeyId when it names one."""
         bucket, key = split_s3_uri(uri)
-        self.s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+        sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id} if kms_key_id else {}
+        self.s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes(), **sse)
 
     def _run(self, name: str, root: Path, command: list[str], environment: dict[str, str], log_group: str) -> Container:
         here = lambda value: value.replace("/opt/ml", str(root))  # noqa: E731
         env = {
             **os.environ,
             **{k: here(v) for k, v in environment.items()},
+            **self.role_env,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         }
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (env.get("PYTHONPATH"), str(SCRIPTS))))
@@ -116,8 +125,10 @@ class SageMakerTwin:
         return container
 
     def _put_logs(self, group: str, stream: str, text: str) -> None:
-        if not self.logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]:
+        try:  # what the role's JobLogs statement allows: create, not list
             self.logs.create_log_group(logGroupName=group)
+        except self.logs.exceptions.ResourceAlreadyExistsException:
+            pass
         self.logs.create_log_stream(logGroupName=group, logStreamName=stream)
         now = int(time.time() * 1000)
         events = [{"timestamp": now, "message": line} for line in text.splitlines() if line] or [
@@ -181,7 +192,7 @@ class SageMakerTwin:
                 with tarfile.open(root / archive, "w:gz") as tar:
                     for path in sorted(directory.iterdir()):
                         tar.add(path, arcname=path.name)
-                self._upload(root / archive, f"{output}/{archive}")
+                self._upload(root / archive, f"{output}/{archive}", request["OutputDataConfig"].get("KmsKeyId"))
 
     def _describe_training(self, parsed, **_):
         container = self.containers[parsed["TrainingJobName"]]
@@ -216,7 +227,8 @@ class SageMakerTwin:
             for item in outputs:
                 local = here(item["S3Output"]["LocalPath"])
                 for path in sorted(p for p in local.rglob("*") if p.is_file()):
-                    self._upload(path, f"{item['S3Output']['S3Uri'].rstrip('/')}/{path.relative_to(local).as_posix()}")
+                    uri = f"{item['S3Output']['S3Uri'].rstrip('/')}/{path.relative_to(local).as_posix()}"
+                    self._upload(path, uri, request["ProcessingOutputConfig"].get("KmsKeyId"))
 
     def _describe_processing(self, parsed, **_):
         container = self.containers[parsed["ProcessingJobName"]]

@@ -158,7 +158,12 @@ class GlueTwin(ServiceTwin):
 
     def __init__(self, session, workdir):
         super().__init__(session, workdir)
-        self.logs = session.client("logs")
+        # Glue writes a job's logs as the job's role (its policy's logs statement).
+        self.logs = session.client(
+            "logs",
+            aws_access_key_id=self.role_env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.role_env["AWS_SECRET_ACCESS_KEY"],
+        )
         session.events.register("after-call.glue.StartJobRun", self._run)
         session.events.register("after-call.glue.GetJobRun", self._poll)
 
@@ -180,8 +185,10 @@ class GlueTwin(ServiceTwin):
         self.outcomes[run_id] = outcome
         for stream, text in (("output", outcome.stdout), ("error", outcome.stderr)):
             group = f"{self.LOG_GROUP}/{stream}"
-            if not self.logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]:
+            try:  # create, not list: what the role may do
                 self.logs.create_log_group(logGroupName=group)
+            except self.logs.exceptions.ResourceAlreadyExistsException:
+                pass
             self.logs.create_log_stream(logGroupName=group, logStreamName=run_id)
             now = int(time.time() * 1000)
             lines = [line for line in text.splitlines() if line] or ["-"]

@@ -247,7 +247,7 @@ def test_the_bucket_policy_admits_the_lake_key_and_refuses_other_keys_and_plain_
     policy = Policy(_bucket_guards().documents("acme-iot-lake", LAKE_KEY, "lake")["policy"])
 
     def put(**params) -> Request:
-        [request] = requests_of("s3", "PutObject", {"Bucket": "acme-iot-lake", "Key": "lake/curated/x", **params})
+        request = requests_of("s3", "PutObject", {"Bucket": "acme-iot-lake", "Key": "lake/curated/x", **params})[0]
         return Request(request.action, request.resource, (*request.context, ("aws:SecureTransport", "true")))
 
     # What every writer of the platform sends (iot_lake/encryption.py), and a write naming nothing

@@ -11,6 +11,7 @@ see: the control plane's fsspec writes, and the SageMaker role (its twin's tests
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, date, datetime
 
@@ -22,7 +23,17 @@ from iot_lake.sources.historian import readings_prefix
 from iot_lake.sources.telemetry import inventory_key
 from iot_lake.sources.weather import weather_inventory_key
 from iot_lake.warehouse.glue import MANIFESTS_PREFIX
-from tests.iam_audit import IAM_DIR, Policy, Request, load_iam_renderer, rendered_policies, requests_of, statements
+from tests.iam_audit import (
+    IAM_DIR,
+    ROLE_KEYS,
+    Policy,
+    Request,
+    S3RequestLog,
+    load_iam_renderer,
+    rendered_policies,
+    requests_of,
+    statements,
+)
 
 BUCKET = "acme-lake"
 LAKE = f"arn:aws:s3:::{BUCKET}/lake"
@@ -284,3 +295,46 @@ def test_each_role_may_delete_only_what_its_code_deletes(policies):
     assert not any(
         policies["sagemaker"].allows(s3("DeleteObject", k)) for k in ("models/forecast/champion.json", "_code/x")
     )
+
+
+def test_the_request_log_reads_each_protocol_and_a_writes_key(policies):
+    """What the moto server's log makes of a role's requests: S3 REST with its encryption headers
+    (and the data key S3 asks KMS for, as the caller), the JSON protocol (CloudWatch Logs)."""
+    seen = []
+    log = S3RequestLog(lambda environ, start_response: seen.append(environ["wsgi.input"].read()))
+
+    def send(path: str, body: bytes = b"", role: str = "sagemaker", service: str = "s3", **headers) -> None:
+        scope = f"{ROLE_KEYS[role]}/20261205/us-east-1/{service}/aws4_request"
+        environ = {
+            "REQUEST_METHOD": "PUT" if service == "s3" else "POST",
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            "HTTP_AUTHORIZATION": f"AWS4-HMAC-SHA256 Credential={scope}, SignedHeaders=host, Signature=x",
+            **{f"HTTP_{k.upper()}": v for k, v in headers.items()},
+        }
+        log(environ, None)
+
+    key = "arn:aws:kms:us-east-1:123456789012:key/k1"
+    send(
+        f"/{BUCKET}/lake/models/forecast/jobs/j/output/model.tar.gz",
+        b"tar",
+        **{
+            "x_amz_server_side_encryption": "aws:kms",
+            "x_amz_server_side_encryption_aws_kms_key_id": key,
+        },
+    )
+    body = json.dumps({"logGroupName": "/aws/sagemaker/TrainingJobs", "logStreamName": "j/algo-1"}).encode()
+    send("/", body, service="logs", x_amz_target="Logs_20140328.CreateLogStream")
+    assert seen == [b"tar", body]  # the service still gets every body
+    [(_, _, put, params), (_, service, create, logs_params)] = log.calls
+    assert (put, params["SSEKMSKeyId"], service, create) == ("PutObject", key, "cloudwatch-logs", "CreateLogStream")
+    assert log.denied(BUCKET) == []
+    kms = [r for r in requests_of("s3", put, params) if r.action.startswith("kms:")]
+    assert kms == [Request("kms:GenerateDataKey", key, (), "s3.PutObject")]
+    [stream] = requests_of(service, create, logs_params)
+    assert stream.resource.endswith(":log-group:/aws/sagemaker/TrainingJobs:log-stream:j/algo-1")
+    # The same requests as the Glue job's role: its policy has neither, and the log says so.
+    log.calls[:] = [("glue-job", *call[1:]) for call in log.calls]
+    assert {r.action for r in log.denied(BUCKET)} == {"s3:PutObject", "logs:CreateLogStream"}

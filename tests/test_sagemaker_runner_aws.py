@@ -25,6 +25,7 @@ from resources.lake import LakeResource
 from resources.sagemaker import SageMakerRunner
 from resources.sagemaker_aws import SageMakerJobFailed
 from tests.conftest import REGION
+from tests.iam_audit import audited_roles
 from tests.sagemaker_twins import SageMakerTwin
 
 ROLE = "arn:aws:iam::123456789012:role/iot-lake-sagemaker"
@@ -39,8 +40,8 @@ TRUST = {
 def lake(lake_root) -> Lake:
     """Readings in two files, one in a subdirectory: the channel's layout must survive the copy."""
     lake = Lake(lake_root)
-    lake.write_text("curated/readings/a.txt", "1 2 3")
-    lake.write_text("curated/readings/more/b.txt", "4")
+    lake.write_text("models/forecast/training_data/readings/a.txt", "1 2 3")
+    lake.write_text("models/forecast/training_data/readings/more/b.txt", "4")
     return lake
 
 
@@ -90,9 +91,9 @@ def train(hyperparameters):
         lake=lake,
         job_name=job_name("mean-model", "2026-11-20"),
         module="mean_model",
-        channels={"train": "curated/readings"},
+        channels={"train": "models/forecast/training_data/readings"},
         hyperparameters=hyperparameters,
-        output_key="models/mean",
+        output_key="models/forecast/jobs",
     )
 
 
@@ -102,8 +103,8 @@ def process(context, sm, lake):
         lake=lake,
         job_name=job_name("scale-readings"),
         module="scale_readings",
-        inputs={"readings": "curated/readings"},
-        outputs={"scaled": "forecasts/scaled"},
+        inputs={"readings": "models/forecast/training_data/readings"},
+        outputs={"scaled": "models/forecast/history/scaled"},
         arguments=["--factor", "10", "{input:readings}", "{output:scaled}"],
     )
 
@@ -160,13 +161,13 @@ def test_training_job_runs_the_module_in_script_mode_and_reports_back(aws, lake_
     )
     assert request["StoppingCondition"]["MaxRuntimeInSeconds"] == 900
     assert request["HyperParameters"] == {"scale": "2"}
-    assert request["OutputDataConfig"]["S3OutputPath"] == f"{lake_root}/models/mean"
+    assert request["OutputDataConfig"]["S3OutputPath"] == f"{lake_root}/models/forecast/jobs"
     assert request["OutputDataConfig"]["KmsKeyId"] == key
     assert request["ResourceConfig"]["VolumeKmsKeyId"] == key  # the instance's ML storage volume
     assert request["VpcConfig"] == {"Subnets": ["subnet-0a1", "subnet-0b2"], "SecurityGroupIds": ["sg-0c3"]}
     assert {"Key": "dagster/run-id", "Value": result.run_id} in request["Tags"]
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
-    assert channels["train"]["S3Uri"] == f"{lake_root}/curated/readings"
+    assert channels["train"]["S3Uri"] == f"{lake_root}/models/forecast/training_data/readings"
     code_uri = channels["code"]["S3Uri"]
     assert code_uri.startswith(f"{lake_root}/_code/iot_lake-") and code_uri.endswith(".zip")
     assert channels["sm_drivers"]["S3Uri"].startswith(f"{lake_root}/_code/sagemaker/")
@@ -186,7 +187,7 @@ def test_training_job_runs_the_module_in_script_mode_and_reports_back(aws, lake_
 
     # What the script reported came back through Pipes; what it wrote is where SageMaker puts it.
     assert materialization(result) == {"mean": 5.0, "values": 4, "job": name}
-    base = f"models/mean/{name}/output"
+    base = f"models/forecast/jobs/{name}/output"
     assert run.outputs == {"model": f"{base}/model.tar.gz", "output": f"{base}/output.tar.gz"}
     assert json.loads(untar(lake.read_bytes(run.outputs["model"]))["model.json"]) == {"mean": 5.0}
     assert json.loads(untar(lake.read_bytes(run.outputs["output"]))["metrics.json"]) == {"n": 4}
@@ -200,6 +201,11 @@ def test_training_job_runs_the_module_in_script_mode_and_reports_back(aws, lake_
     written = {**encryption_of(aws, lake_root, "_code"), **encryption_of(aws, lake_root, "_pipes")}
     assert any("/_code/sagemaker/" in k for k in written) and any("/messages/" in k for k in written)
     assert_all_kms(written, key)
+    # The job's outputs, uploaded by SageMaker as the role, under the key the request named.
+    assert_all_kms(encryption_of(aws, lake_root, f"models/forecast/jobs/{name}"), key)
+    # SageMaker's and the container's requests were checked against the role, the runner's against Dagster's.
+    assert "sagemaker" in audited_roles()
+    assert {"CreateTrainingJob", "DescribeTrainingJob"} <= {op for _, op, _ in aws.iam_recorder.calls}
 
 
 def test_failed_training_job_says_why_and_where_the_logs_are(aws, lake_root, lake, twin):
@@ -223,7 +229,7 @@ def test_failed_training_job_says_why_and_where_the_logs_are(aws, lake_root, lak
 
 
 def test_missing_channel_data_fails_before_any_job(aws, lake_root, twin):
-    with pytest.raises(FileNotFoundError, match="curated/readings"):
+    with pytest.raises(FileNotFoundError, match="models/forecast/training_data/readings"):
         materialize_one(train({"scale": 1}), lake_root, runner(lake_root))
     assert not [r for r in twin.requests if r["operation"].startswith("Create")]
 
@@ -266,7 +272,7 @@ def test_processing_job_maps_lake_prefixes_and_resolves_placeholders(aws, lake_r
     ]
     inputs = {i["InputName"]: i["S3Input"] for i in request["ProcessingInputs"]}
     assert inputs["readings"] == {
-        "S3Uri": f"{lake_root}/curated/readings",
+        "S3Uri": f"{lake_root}/models/forecast/training_data/readings",
         "LocalPath": "/opt/ml/processing/input/readings",
         "S3DataType": "S3Prefix",
         "S3InputMode": "File",
@@ -277,7 +283,7 @@ def test_processing_job_maps_lake_prefixes_and_resolves_placeholders(aws, lake_r
     assert output == {
         "OutputName": "scaled",
         "S3Output": {
-            "S3Uri": f"{lake_root}/forecasts/scaled",
+            "S3Uri": f"{lake_root}/models/forecast/history/scaled",
             "LocalPath": "/opt/ml/processing/output/scaled",
             "S3UploadMode": "EndOfJob",
         },
@@ -292,9 +298,9 @@ def test_processing_job_maps_lake_prefixes_and_resolves_placeholders(aws, lake_r
 
     assert twin.containers[name].returncode == 0, twin.containers[name].stderr
     assert materialization(result) == {"files": 2}
-    assert run.outputs == {"scaled": "forecasts/scaled"}
-    assert lake.read_bytes("forecasts/scaled/a.txt") == b"10 20 30"
-    assert lake.read_bytes("forecasts/scaled/more/b.txt") == b"40"
+    assert run.outputs == {"scaled": "models/forecast/history/scaled"}
+    assert lake.read_bytes("models/forecast/history/scaled/a.txt") == b"10 20 30"
+    assert lake.read_bytes("models/forecast/history/scaled/more/b.txt") == b"40"
     assert run.logs == f"/aws/sagemaker/ProcessingJobs:{name}"
     assert f"SageMaker processing job {name}: Completed" in log
 
@@ -307,8 +313,8 @@ def test_unknown_placeholder_fails_before_any_job(aws, lake_root, lake, twin):
                 lake=lake,
                 job_name="j",
                 module="scale_readings",
-                inputs={"readings": "curated/readings"},
-                outputs={"scaled": "forecasts/scaled"},
+                inputs={"readings": "models/forecast/training_data/readings"},
+                outputs={"scaled": "models/forecast/history/scaled"},
                 arguments=["{output:forecast}"],
             ),
             lake_root,

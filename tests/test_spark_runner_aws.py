@@ -31,6 +31,7 @@ from resources.lake import LakeResource
 from resources.spark import SparkRunner
 from resources.spark_aws import SparkJobFailed
 from tests.conftest import REGION, START
+from tests.iam_audit import audited_roles
 from tests.spark_twins import EMRServerlessTwin, EMRStepsTwin, GlueTwin, parse_confs
 
 PARTITION = START.strftime("%Y-%m-%d-%H:%M")
@@ -243,8 +244,8 @@ def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, la
 
     job_writes = {
         p["Key"].split("/")[1]
-        for role, op, p in _s3_request_log().calls
-        if role == "emr-serverless-job" and op in ("PutObject", "CreateMultipartUpload")
+        for role, service, op, p in _s3_request_log().calls
+        if role == "emr-serverless-job" and service == "s3" and op in ("PutObject", "CreateMultipartUpload")
     }
     assert {"curated", "_pipes", "_logs"} <= job_writes
 
@@ -256,6 +257,7 @@ def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, la
         f"{lake_root}/curated/telemetry", storage_options={"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]}
     )
     assert table.to_pyarrow_table().num_rows == curated["curated_new"].value
+    assert "emr-serverless-job" in audited_roles()  # the job's requests were checked against its role
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,6 +297,7 @@ def test_glue_runs_the_same_module_with_the_same_arguments(aws, lake_root, lande
     [run_id] = twin.outcomes
     assert curated["AWS Glue Job Run ID"].value == run_id
     assert_ran_from_published_zip(twin, run_id, arguments["--extra-py-files"])
+    assert "glue-job" in audited_roles()  # the job's requests (S3, its logs) were checked against its role
 
 
 def test_glue_job_must_run_the_published_entry_point(aws, lake_root, glue_job):
