@@ -262,6 +262,7 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
 # with; moto accepts any key, and tells them apart in the request log below.
 ROLE_KEYS = {
     "emr-serverless-job": "AKIAEMRSERVERLESSJOB",
+    "emr-ec2-instance": "AKIAEMRCLUSTERNODES0",
     "glue-job": "AKIAGLUEJOBROLE00000",
     "sagemaker": "AKIASAGEMAKERJOBROLE",
 }

@@ -206,6 +206,7 @@ class GlueTwin(ServiceTwin):
 
 class EMRStepsTwin(ServiceTwin):
     service = "emr"
+    role = "emr-ec2-instance"  # steps run on the cluster's nodes, as its instance profile
 
     def __init__(self, session, workdir):
         super().__init__(session, workdir)

@@ -39,10 +39,12 @@ BUCKET = "acme-lake"
 LAKE = f"arn:aws:s3:::{BUCKET}/lake"
 HOUR = datetime(2026, 11, 20, 5, tzinfo=UTC)
 DAY = date(2026, 11, 20)
-ROLES = ("dagster", "emr-serverless-job", "glue-job", "sagemaker")
+ROLES = ("dagster", "emr-serverless-job", "emr-ec2-instance", "glue-job", "sagemaker")
+SPARK_ROLES = ("emr-serverless-job", "emr-ec2-instance", "glue-job")
 SERVICES = {
     "dagster": {"ec2.amazonaws.com", "ecs-tasks.amazonaws.com"},
     "emr-serverless-job": {"emr-serverless.amazonaws.com"},
+    "emr-ec2-instance": {"ec2.amazonaws.com"},  # the EMR cluster's instance profile (IOT_LAKE_SPARK_MODE=emr)
     "glue-job": {"glue.amazonaws.com"},
     "sagemaker": {"sagemaker.amazonaws.com"},
 }
@@ -66,7 +68,8 @@ def test_every_role_has_a_policy_and_a_trust_policy_for_its_service_only():
         assert trust["Action"] == "sts:AssumeRole" and trust["Effect"] == "Allow"
         principals = trust["Principal"]["Service"]
         assert set(principals if isinstance(principals, list) else [principals]) == SERVICES[role]
-        assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012"
+        if role != "emr-ec2-instance":  # EC2 assumes an instance profile's role without a source account
+            assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012"
 
 
 VPC_DESCRIBE = {f"ec2:Describe{x}" for x in ("NetworkInterfaces", "Vpcs", "DhcpOptions", "Subnets", "SecurityGroups")}
@@ -179,7 +182,7 @@ def test_the_control_plane_may_write_what_its_assets_write_through_fsspec(polici
         assert not dagster.allows(s3("PutObject", key)), key
 
 
-@pytest.mark.parametrize("role", ["emr-serverless-job", "glue-job"])
+@pytest.mark.parametrize("role", SPARK_ROLES)
 def test_the_spark_job_roles_read_inputs_and_write_only_their_tables(policies, role):
     policy = policies[role]
     reads = [
@@ -215,8 +218,9 @@ def test_the_spark_job_roles_read_inputs_and_write_only_their_tables(policies, r
     assert policy.allows(s3("PutObject", "_logs/emr-serverless/applications/a/jobs/j/SPARK_DRIVER/stderr.gz")) == (
         role == "emr-serverless-job"
     )
+    assert policy.allows(s3("PutObject", "_logs/emr/j-1/steps/s-1/stderr.gz")) == (role == "emr-ec2-instance")
     assert policy.allows(Request("s3:GetObject", "arn:aws:s3:::iot-lake-artifacts/spark-env/iot-lake-env.tar.gz")) == (
-        role == "emr-serverless-job"
+        role != "glue-job"  # Glue installs its modules itself
     )
 
 
@@ -272,7 +276,7 @@ def test_the_renderer_fills_every_placeholder_and_handles_a_bucket_root(tmp_path
         ]
     )
     written = {p.name: p.read_text() for p in tmp_path.glob("*.json")}
-    assert len(written) == len(list(IAM_DIR.glob("*.json"))) == 8
+    assert len(written) == len(list(IAM_DIR.glob("*.json"))) == 2 * len(ROLES)
     assert not any("${" in text for text in written.values())
     dagster = json.loads(written["dagster.policy.json"])
     resources = [
@@ -289,7 +293,7 @@ def test_each_role_may_delete_only_what_its_code_deletes(policies):
     # sources/historian.py replaces a day's stale extract files; curated/telemetry_job.py removes its staging.
     assert policies["dagster"].allows(s3("DeleteObject", f"{readings_prefix(DAY)}/part-0.parquet"))
     assert not policies["dagster"].allows(s3("DeleteObject", "landing/telemetry/2026/11/20/05/a.gz"))
-    for role in ("emr-serverless-job", "glue-job"):
+    for role in SPARK_ROLES:
         assert policies[role].allows(s3("DeleteObject", "curated/_staging/telemetry/20261120T05/parsed/p.parquet"))
         assert not policies[role].allows(s3("DeleteObject", "curated/telemetry/event_date=2026-11-20/p.parquet"))
     assert not any(

@@ -328,7 +328,7 @@ def emr_cluster(aws, lake_root, tmp_path):
     cluster = aws.client("emr").run_job_flow(
         Name="iot-lake",
         ReleaseLabel="emr-7.5.0",
-        LogUri=f"s3://{bucket}/emr-logs/",
+        LogUri=f"{lake_root}/_logs/emr/",  # where the instance profile may write (deploy/iam/emr-ec2-instance)
         JobFlowRole="EMR_EC2_DefaultRole",
         ServiceRole="EMR_DefaultRole",
         Instances={"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
@@ -374,6 +374,7 @@ def test_emr_step_runs_the_same_module_with_the_same_arguments(aws, lake_root, l
     [step_id] = twin.outcomes
     assert curated["AWS EMR Step ID"].value == step_id
     assert_ran_from_published_zip(twin, step_id, confs["spark.submit.pyFiles"])
+    assert "emr-ec2-instance" in audited_roles()  # the step's requests were checked against the instance profile
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,7 +433,6 @@ def test_failed_emr_step_says_why_and_where_the_logs_are(aws, lake_root, emr_clu
     message = str(err.value)
     assert f"EMR step {step_id} on cluster {cluster_id} ended FAILED" in message
     assert "RuntimeError: no landing inventory" in message
-    bucket, _ = split_s3_uri(lake_root)
-    log_file = f"s3://{bucket}/emr-logs/{cluster_id}/steps/{step_id}/stderr.gz"
+    log_file = f"{lake_root}/_logs/emr/{cluster_id}/steps/{step_id}/stderr.gz"
     assert f"Logs: {log_file}" in message
     assert "no landing inventory" in gzip.decompress(objects(aws, log_file.rsplit("/", 1)[0])["stderr.gz"]).decode()

@@ -48,7 +48,8 @@ OPTIONS = {
     "GlueJobRoleName": ("--glue-job-role-name", "iot-lake-glue-job"),
     "SageMakerRoleName": ("--sagemaker-role-name", "iot-lake-sagemaker"),
 }
-ROLES = ("dagster", "emr-serverless-job", "glue-job", "sagemaker")
+# emr-ec2-instance: the instance profile of an EMR cluster that runs the jobs as steps (IOT_LAKE_SPARK_MODE=emr).
+ROLES = ("dagster", "emr-serverless-job", "emr-ec2-instance", "glue-job", "sagemaker")
 
 
 def _prefix(value: str) -> str:
