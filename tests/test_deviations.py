@@ -468,3 +468,21 @@ def test_recurrences_are_judged_the_same_when_each_day_is_scored_alone():
         rows = score(joined.iloc[day * DAY_MIN : (day + 1) * DAY_MIN], scored)
         scored = rows if scored is None else pd.concat([scored, rows], ignore_index=True)
     np.testing.assert_array_equal(scored["is_anomalous"].to_numpy(), one_pass["is_anomalous"].to_numpy())
+
+
+def test_the_realdata_diagnosis_counts_each_incident_once_per_series():
+    # benchmarks.realdata re-scores stored rows and scores incident starts: a run of flagged
+    # minutes is one opening, and a series' first flagged minute does not continue another's run.
+    from benchmarks.realdata.run import incident_starts
+
+    ts = pd.date_range("2026-10-05", periods=6, freq="min", tz="UTC")
+    scored = pd.DataFrame(
+        {
+            "device_id": ["a"] * 6 + ["b"] * 6,
+            "metric": "m",
+            "ts": list(ts) * 2,
+            "is_anomalous": [0, 1, 1, 0, 1, 1] + [1, 1, 0, 0, 0, 0],
+        }
+    ).astype({"is_anomalous": bool})
+    starts = incident_starts(scored.iloc[::-1])  # any order
+    assert list(zip(starts["device_id"], starts["start"])) == [("a", ts[1]), ("a", ts[4]), ("b", ts[0])]
