@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from iot_lake.forecast.model import Calibration, Hyperparameters, Series, make
+from iot_lake.forecast.model import Calibration, Hyperparameters, Series, best_candidate, make
 
 DAY = pd.Timedelta(days=1)
 
@@ -41,6 +41,7 @@ class RollingBacktest:
     errors: dict[str, pd.DataFrame] = field(default_factory=dict)  # model -> out-of-sample forecasts, every origin
     skipped: dict[str, str] = field(default_factory=dict)  # model -> why it did not run (at some origins)
     calibration_days: int = 7
+    per_series: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, origin, unique_id, mase
 
     @property
     def holdout_start(self) -> pd.Timestamp:
@@ -184,7 +185,79 @@ def rolling_backtest(
         return result
     result.per_origin = pd.DataFrame(per_origin)
     result.forecasts = pd.concat(scored_fc, ignore_index=True)
-    result.table = summarize(result.per_origin, pd.concat(per_series, ignore_index=True), result.forecasts, hp.levels)
+    result.per_series = pd.concat(per_series, ignore_index=True)
+    result.table = summarize(result.per_origin, result.per_series, result.forecasts, hp.levels)
+    return result
+
+
+def series_mase(errors: pd.DataFrame, diffs: pd.DataFrame) -> pd.DataFrame:
+    """origin, unique_id, mase of out-of-sample forecasts ``errors`` (unique_id, ds, y, yhat, origin),
+    each scaled as ``rolling_backtest`` scales it (the daily naive's MAE before its origin)."""
+    frames = []
+    for origin, fc in errors.dropna(subset=["y"]).groupby("origin"):
+        scale = diffs[diffs["ds"] < origin].groupby("unique_id")["abs_diff"].mean()
+        mae = (fc["y"] - fc["yhat"]).abs().groupby(fc["unique_id"]).mean()
+        mase = (mae / scale.reindex(mae.index)).replace([np.inf, -np.inf], np.nan)
+        frames.append(mase.rename("mase").reset_index().assign(origin=origin))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["unique_id", "mase", "origin"])
+
+
+def on_common_origins(mase: pd.DataFrame) -> pd.DataFrame:
+    """model, mase, origins: each candidate's mean per-series MASE (``mase``: model, origin,
+    unique_id, mase) over the origins at which every candidate was scored. A candidate that could
+    not run at some origins (the weekly naive before a week of history) is otherwise judged on fewer,
+    different days than the others: on the simulated fleet the weekly naive, scored on a Monday
+    only, won against LightGBM's three days and was deployed for the next day. The champion's
+    promotion compares on the same origins for the same reason."""
+    if mase.empty:
+        return pd.DataFrame(columns=["model", "mase", "origins"])
+    mase = mase[mase["model"] != "champion"].dropna(subset=["mase"])
+    if mase.empty:
+        return pd.DataFrame(columns=["model", "mase", "origins"])
+    common = set.intersection(*(set(origins) for _, origins in mase.groupby("model")["origin"]))
+    if common:
+        mase = mase[mase["origin"].isin(common)]
+    return mase.groupby("model", as_index=False).agg(mase=("mase", "mean"), origins=("origin", "nunique"))
+
+
+def chosen_candidate(result: RollingBacktest) -> tuple[str, int]:
+    """The candidate train.py deploys from its backtest, and the number of origins it was judged on."""
+    table = on_common_origins(result.per_series)
+    chosen = best_candidate(table)
+    return chosen, int(table.set_index("model").loc[chosen, "origins"])
+
+
+def deployed_choices(result: RollingBacktest, series: Series, hp: Hyperparameters) -> dict[pd.Timestamp, str]:
+    """Scored origin -> the candidate train.py would have deployed there (``chosen_candidate`` of its
+    own backtest on the data before the origin: the ``hp.backtest_origins`` origins before it, each
+    forecast by a fit on the days before its own origin, as this backtest already made them)."""
+    diffs = naive_scale(series.values[["unique_id", "ds", "y"]], hp.steps_per_day)
+    mase = pd.concat([series_mase(e, diffs).assign(model=m) for m, e in result.errors.items()], ignore_index=True)
+    choices = {}
+    for origin in result.origins:
+        inner = mase[(mase["origin"] < origin) & (mase["origin"] >= origin - hp.backtest_origins * DAY)]
+        try:
+            choices[origin] = best_candidate(on_common_origins(inner))
+        except ValueError:  # nothing scored before this origin: training's fallback
+            choices[origin] = "seasonal_naive"
+    return choices
+
+
+def with_deployed(result: RollingBacktest, series: Series, hp: Hyperparameters) -> RollingBacktest:
+    """``result`` with a ``deployed`` model: at each scored origin the forecasts (intervals included)
+    of the candidate training would have chosen from the data before it (``deployed_choices``)."""
+    choices = deployed_choices(result, series, hp)
+    picked = [(o, m) for o, m in choices.items() if m in set(result.per_origin.get("model", []))]
+    rows = [
+        result.per_origin[(result.per_origin["model"] == m) & (result.per_origin["origin"] == o)].assign(
+            model="deployed", chosen=m
+        )
+        for o, m in picked
+    ]
+    fc = [result.forecasts[(result.forecasts["model"] == m) & (result.forecasts["origin"] == o)] for o, m in picked]
+    if rows:
+        result.per_origin = pd.concat([result.per_origin, *rows], ignore_index=True)
+        result.forecasts = pd.concat([result.forecasts, *(f.assign(model="deployed") for f in fc)], ignore_index=True)
     return result
 
 

@@ -13,7 +13,8 @@ Hyperparameters (iot_lake.forecast.model.Hyperparameters) come from ``SM_HPS`` o
    the ``conformal_windows`` days before each origin. With too little history for a candidate it
    is left out (``skipped``); when nothing can be scored (a day or two of data), seasonal naive is
    chosen and ``method_reason`` says why.
-2. Refit the best candidate by mean MASE over the origins on all days; its intervals are calibrated
+2. Refit the best candidate by mean MASE over the origins at which every candidate was scored
+   (``evaluation.chosen_candidate``) on all days; its intervals are calibrated
    on its out-of-sample errors of the last ``conformal_windows`` days of the backtest.
 3. Write it to ``SM_MODEL_DIR`` (model.pkl, model.json with its metrics and data range), and the
    backtest table, the hold-out forecasts and metrics.json to ``SM_OUTPUT_DATA_DIR``.
@@ -30,8 +31,8 @@ from pathlib import Path
 import pandas as pd
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
-from iot_lake.forecast.evaluation import rolling_backtest
-from iot_lake.forecast.model import Hyperparameters, best_candidate, load, make, prepare, save
+from iot_lake.forecast.evaluation import chosen_candidate, rolling_backtest
+from iot_lake.forecast.model import Hyperparameters, load, make, prepare, save
 from iot_lake.forecast.registry import CHAMPION_SHA256, chosen_row
 
 HOLDOUT_SAMPLE_SERIES = 6  # series whose hold-out forecasts are kept for the forecast-vs-actual plot
@@ -84,9 +85,11 @@ def train(env: TrainingEnvironment) -> dict:
         champion, champion_meta = load(env.channels["champion"], champion_sha256)
     result = rolling_backtest(series, hp, champion=champion)
     try:
-        chosen = best_candidate(result.table)
-        origins = int(result.table.set_index("model").loc[chosen, "origins"])
-        reason = f"lowest mean MASE over {origins} rolling origin(s) of the last {len(result.origins)} days"
+        chosen, origins = chosen_candidate(result)
+        reason = (
+            f"lowest mean MASE over the {origins} rolling origin(s) of the last {len(result.origins)} days "
+            "at which every candidate was scored"
+        )
     except ValueError:
         chosen = "seasonal_naive"
         reason = (
