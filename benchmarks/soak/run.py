@@ -9,10 +9,12 @@ accounted for exactly once.
    cases follow the telemetry as they do in production.
 2. The webserver and the daemon start as two processes (what `dagster dev` runs as one), so the daemon
    can be killed alone and restarted; the landing and automation sensors run in the daemon.
-3. For ``--minutes``, the simulator delivers ``--hours`` past hours in accelerated time (its 15-minute
-   Firehose objects as their windows close on the accelerated clock, with the simulator's bad lines,
-   duplicates and late records). At seeded random moments the daemon is killed -9 and restarted a few
-   seconds later, and a run worker (a child of a code server) is killed -9 mid-run.
+3. For ``--minutes``, the simulator delivers ``--hours`` hours in accelerated time, the last one the
+   hour in progress up to the soak's end (objects as their windows close on the accelerated clock,
+   with the simulator's bad lines, duplicates, late records and truncated objects). The automation
+   scores only the latest hour (eager's latest time window), so deviations and cases come from
+   that one. At seeded random moments the daemon is killed -9 and restarted a few seconds later,
+   and a run worker (a process a code server spawned for a run) is killed -9 mid-run.
 4. The system settles (no run queued or in progress for 30 s, bounded), the processes stop, and the
    lake is checked: every landed line (object, line number) is in quarantine or its message
    (device, metric, message id) in curated telemetry; no curated message and no quarantined line
@@ -390,6 +392,7 @@ def _table(acc: Accounting, figures: CaseFigures, kills: Kills, run_figures: dic
         ("duplicated (curated message / quarantined line twice)", acc.duplicated, "0"),
         ("daemon kills survived", kills.daemon, ""),
         ("run worker kills", kills.runs, ""),
+        ("run kills planned with no run in progress", kills.run_attempts_without_worker, ""),
         (
             "runs / failed / automatic retries",
             f"{run_figures['runs']} / {run_figures['failed']} / {run_figures['retries']}",
