@@ -1,6 +1,7 @@
-"""Whole runs are re-executed only when their worker died (dagster.yaml and deploy/dagster.yaml,
-``run_retries``): judged by Dagster's own retry decision on an instance built from each file. The
-`soak` benchmark kills run workers under a running daemon (benchmarks/soak)."""
+"""How the instances run runs (dagster.yaml and deploy/dagster.yaml): whole runs are re-executed only
+when their worker died (``run_retries``, judged by Dagster's own retry decision on an instance built
+from each file), and landing_sensor's runs go one at a time. The `soak` benchmark kills run workers
+under a running daemon while objects land (benchmarks/soak)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,11 @@ def test_a_run_whose_worker_died_is_retried_and_a_step_failure_is_not(instance):
     assert auto_reexecution_should_retry_run(instance, run, RunFailureReason.RUN_WORKER_RESTART)
     # A step's own error was already retried by its policy (lib/retries.py), or must not be.
     assert not auto_reexecution_should_retry_run(instance, run, RunFailureReason.STEP_FAILURE)
+
+
+def test_landing_sensor_runs_go_one_at_a_time_locally_as_in_production():
+    """Two runs of one landing hour at once share its staging directory and race on the aggregates'
+    MERGE (benchmarks/soak): the sensor's runs are queued one at a time by either instance file."""
+    for name in ("dagster.yaml", "deploy/dagster.yaml"):
+        limits = yaml.safe_load((REPO / name).read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
+        assert {"key": "dagster/sensor_name", "value": "landing_sensor", "limit": 1} in limits, name
