@@ -87,9 +87,8 @@ def landed_lines(lake) -> dict[tuple[str, int], tuple[str, str, str] | None]:
 
     lines: dict[tuple[str, int], tuple[str, str, str] | None] = {}
     for obj in lake.list(TELEMETRY_PREFIX):
-        number = 0
         try:
-            for number, line in enumerate(iter_lines(lake, obj.key), start=1):  # noqa: B007
+            for number, line in enumerate(iter_lines(lake, obj.key), start=1):
                 lines[(obj.key, number)] = _message_key(line)
         except UnreadableObject:
             pass
@@ -384,7 +383,7 @@ def _table(acc: Accounting, figures: CaseFigures, kills: Kills, run_figures: dic
     table.add_column("value", justify="right")
     table.add_column("target")
     rows = [
-        ("landing objects", acc.objects, ""),
+        ("landing objects (with a readable line)", acc.objects, ""),
         ("lines landed", acc.lines, ""),
         ("in curated (by message id)", acc.curated, ""),
         ("in quarantine (by object, line)", acc.quarantined, ""),
