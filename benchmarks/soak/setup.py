@@ -3,10 +3,11 @@ seasonal-naive champion, and the forecasts made at the start of each soak hour.
 
     python -m benchmarks.soak.setup --lake DIR --devices N --seed S --start ISO --hours H
 
-The soak delivers the hours [start, start + H) afterwards, so the forecasts of those hours exist
-before their data: the deviations (and cases) follow the telemetry as under production. The landing
-objects of the setup are removed, as in benchmarks/latency/setup.py, so the fresh `dagster dev` sees
-only what the soak delivers, and every landing line left at the end is one the soak delivered.
+The soak delivers the hours [start, start + H) afterwards (and the next, if its end falls there), so
+the forecasts of those hours exist before their data: the deviations (and cases) follow the
+telemetry as under production. The landing objects of the setup are removed, as in
+benchmarks/latency/setup.py, so the fresh `dagster dev` sees only what the soak delivers, and every
+landing line left at the end is one the soak delivered.
 """
 
 from __future__ import annotations
@@ -98,12 +99,13 @@ def main() -> None:
         )
         _champion(lake, day_before, first)
         # The forecast made at the start of each soak hour is batch_forecast's partition of the hour
-        # before: one run over the range.
+        # before: one run over the range, one hour more in case the clock passes into the next hour
+        # before the soak ends (the automation scores that hour then).
         materialize(
             [batch_forecast],
             tags={
                 RANGE_START: (first - timedelta(hours=1)).strftime(PARTITION),
-                RANGE_END: (first + timedelta(hours=args.hours - 2)).strftime(PARTITION),
+                RANGE_END: (first + timedelta(hours=args.hours - 1)).strftime(PARTITION),
             },
             instance=instance,
             resources=build_resources(load_settings()),
