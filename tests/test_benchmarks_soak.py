@@ -1,0 +1,135 @@
+"""The soak benchmark's verification (benchmarks/soak/run.py): landed lines against curated telemetry and
+quarantine, and the case store's duplicates and outbox, on a tiny lake written by the simulator."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+import sqlalchemy as sa
+from deltalake import write_deltalake
+
+from benchmarks.soak.run import account, case_figures, kill_plan, landed_lines, sim_config
+from iot_lake.cases.schema import cases, create_engine, create_tables, outbox
+from iot_lake.lake import Lake
+from iot_lake.simulate.runner import SimulationReport, Simulator
+
+HOUR = datetime(2026, 11, 20, 10, tzinfo=UTC)
+
+
+def _landed(tmp_path):
+    lake = Lake(str(tmp_path))
+    Simulator(sim_config(devices=1, seed=3), lake).emit(
+        HOUR, HOUR + timedelta(hours=1), SimulationReport(start=HOUR.isoformat(), end="")
+    )
+    return landed_lines(lake)
+
+
+def _write(tmp_path, table: str, rows: list[dict]) -> None:
+    write_deltalake(str(tmp_path / table), pa.Table.from_pylist(rows), mode="overwrite")
+
+
+def test_every_landed_line_is_found_once_and_a_missing_or_doubled_one_is_counted(tmp_path):
+    landed = _landed(tmp_path)
+    records = [(row_id, m) for row_id, m in landed.items() if m is not None]
+    rejected = [row_id for row_id, m in landed.items() if m is None]
+    assert len(records) > 10 and rejected, "the simulator's hour has records and malformed lines"
+    messages = sorted({m for _, m in records})
+    curated = [dict(zip(("device_id", "metric", "message_id"), m)) for m in messages]
+    quarantined = [{"source_object": key, "line_number": n} for key, n in rejected]
+    _write(tmp_path, "curated/telemetry", curated)
+    _write(tmp_path, "quarantine/telemetry", quarantined)
+
+    acc = account(str(tmp_path))
+    assert (acc.lines, acc.curated, acc.quarantined, acc.missing, acc.duplicated) == (
+        len(landed),
+        len(records),
+        len(rejected),
+        0,
+        0,
+    )
+
+    # One message lost, one curated twice, one line quarantined twice.
+    lost = messages[0]
+    _write(tmp_path, "curated/telemetry", [c for c in curated if tuple(c.values()) != lost] + [curated[1]])
+    _write(tmp_path, "quarantine/telemetry", quarantined + quarantined[:1])
+    acc = account(str(tmp_path))
+    lost_lines = sum(1 for m in landed.values() if m == lost)
+    assert (acc.missing, acc.duplicated) == (lost_lines, 2)
+    assert acc.curated == len(records) - lost_lines
+
+
+def test_a_lake_with_no_curated_table_yet_misses_every_line(tmp_path):
+    landed = _landed(tmp_path)
+    acc = account(str(tmp_path))
+    assert acc.missing == acc.lines == len(landed)
+
+
+def _case(key: str, start: datetime, status: str, minutes: int = 30) -> dict:
+    device, metric = key.split("|")[:2]
+    return {
+        "case_key": key,
+        "device_id": device,
+        "metric": metric,
+        "incident_start": start,
+        "last_seen": start + timedelta(minutes=minutes),
+        "severity": "warning",
+        "status": status,
+        "auto_resolved": False,
+        "evidence": {},
+        "opened_at": start,
+        "updated_at": start,
+        "reopen_count": 0,
+    }
+
+
+def test_an_incident_opened_twice_and_an_undelivered_outbox_row_are_counted(tmp_path):
+    url = f"sqlite:///{tmp_path}/cases.sqlite"
+    engine = create_engine(url)
+    create_tables(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(cases),
+            [
+                # One incident opened twice: a closed case and a later one starting inside it.
+                _case("d1|temperature|a", HOUR, "resolved"),
+                _case("d1|temperature|b", HOUR + timedelta(minutes=10), "open"),
+                # Two incidents of one series an hour apart: not duplicates.
+                _case("d1|vibration|a", HOUR, "resolved"),
+                _case("d1|vibration|b", HOUR + timedelta(hours=1), "open"),
+            ],
+        )
+        conn.execute(
+            sa.insert(outbox),
+            [
+                {
+                    "case_key": "d1|temperature|a",
+                    "event": "opened",
+                    "payload": {},
+                    "sink": "log",
+                    "attempts": 1,
+                    "next_attempt_at": HOUR,
+                    "delivered_at": HOUR,
+                },
+                {
+                    "case_key": "d1|vibration|b",
+                    "event": "opened",
+                    "payload": {},
+                    "sink": "log",
+                    "attempts": 0,
+                    "next_attempt_at": HOUR,
+                    "delivered_at": None,
+                },
+            ],
+        )
+    engine.dispose()
+    figures = case_figures(url)
+    assert (figures.cases, figures.duplicate_cases, figures.outbox_rows, figures.outbox_pending) == (4, 1, 2, 1)
+
+
+def test_the_kill_plan_is_seeded_and_within_the_soak():
+    plan = kill_plan(random.Random(7), 6)
+    assert plan == kill_plan(random.Random(7), 6)
+    assert [kind for _, kind in plan].count("daemon") == 3 and [kind for _, kind in plan].count("run") == 3
+    assert all(0 < t < 6 * 60 for t, _ in plan)
