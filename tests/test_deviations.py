@@ -323,8 +323,19 @@ def test_new_curated_minutes_of_the_hour_request_its_deviations(tmp_path, defs):
         asked, cursor = requested(cursor)
         assert asked == set()  # up to date
         instance.report_runless_asset_event(AssetMaterialization(["curated", "telemetry_1min"], partition=key))
-        asked, _ = requested(cursor)
+        asked, cursor = requested(cursor)
         assert asked == {key}  # newer minutes: score the hour again
+        asked, cursor = requested(cursor)  # the sensor's next tick (every 5 s), the run starting
+        assert asked == set()
+        # Minutes committed while that run goes on (it read the table before them), then the run
+        # ends: the hour is asked for again, or its last object would never be scored.
+        instance.report_runless_asset_event(AssetMaterialization(["curated", "telemetry_1min"], partition=key))
+        instance.report_runless_asset_event(AssetMaterialization(deviations_key, partition=key))
+        asked, cursor = requested(cursor)
+        assert asked == {key}
+        instance.report_runless_asset_event(AssetMaterialization(deviations_key, partition=key))
+        asked, _ = requested(cursor)
+        assert asked == set()  # and once scored after them, not again
 
 
 def test_minutes_before_the_first_forecast_are_scored_by_the_series_own_channels():
