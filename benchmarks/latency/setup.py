@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tarfile
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,9 +30,8 @@ def main() -> None:
     from dagster import DagsterInstance, materialize
 
     from assets.ml.forecast import batch_forecast
+    from benchmarks.champions import register_naive_champion
     from definitions import defs
-    from iot_lake.forecast import registry
-    from iot_lake.forecast.model import Hyperparameters, make, save
     from iot_lake.lake import Lake
     from iot_lake.settings import load_settings
     from iot_lake.simulate.deliveries import SimConfig
@@ -62,28 +59,7 @@ def main() -> None:
             run_config=QUIET,
             raise_on_error=True,
         )
-        # Seasonal naive as the champion: training is not what this benchmark measures.
-        with tempfile.TemporaryDirectory() as tmp:
-            save(make("seasonal_naive", Hyperparameters()), Path(tmp) / "model", {"version": "latency-naive"})
-            with tarfile.open(Path(tmp) / "model.tar.gz", "w:gz") as tar:
-                for path in (Path(tmp) / "model").iterdir():
-                    tar.add(path, arcname=path.name)
-            model_key = f"{registry.jobs_key()}/latency-naive/output/model.tar.gz"
-            lake.write_bytes(model_key, (Path(tmp) / "model.tar.gz").read_bytes())
-        registry.record(
-            lake,
-            registry.ModelVersion(
-                "latency-naive",
-                model_key,
-                "seasonal_naive",
-                1.0,
-                start.isoformat(),
-                (hour - timedelta(minutes=5)).isoformat(),
-                start.date().isoformat(),
-                [],
-                True,
-            ),
-        )
+        register_naive_champion(lake, "latency-naive", start, hour)
         materialize(
             [batch_forecast],
             partition_key=last,

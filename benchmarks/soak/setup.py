@@ -15,42 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tarfile
-import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 PARTITION = "%Y-%m-%d-%H:%M"
-
-
-def _champion(lake, start: datetime, end: datetime) -> None:
-    """Seasonal naive as the champion: training is not what the soak exercises."""
-    from iot_lake.forecast import registry
-    from iot_lake.forecast.model import Hyperparameters, make, save
-
-    with tempfile.TemporaryDirectory() as tmp:
-        save(make("seasonal_naive", Hyperparameters()), Path(tmp) / "model", {"version": "soak-naive"})
-        with tarfile.open(Path(tmp) / "model.tar.gz", "w:gz") as tar:
-            for path in (Path(tmp) / "model").iterdir():
-                tar.add(path, arcname=path.name)
-        model_key = f"{registry.jobs_key()}/soak-naive/output/model.tar.gz"
-        lake.write_bytes(model_key, (Path(tmp) / "model.tar.gz").read_bytes())
-    registry.record(
-        lake,
-        registry.ModelVersion(
-            "soak-naive",
-            model_key,
-            "seasonal_naive",
-            1.0,
-            start.isoformat(),
-            (end - timedelta(minutes=5)).isoformat(),
-            start.date().isoformat(),
-            [],
-            True,
-        ),
-    )
 
 
 def main() -> None:
@@ -66,6 +36,7 @@ def main() -> None:
     from dagster import DagsterInstance, materialize
 
     from assets.ml.forecast import batch_forecast
+    from benchmarks.champions import register_naive_champion
     from benchmarks.soak.run import sim_config
     from definitions import defs
     from iot_lake.lake import Lake
@@ -97,7 +68,7 @@ def main() -> None:
             run_config=QUIET,
             raise_on_error=True,
         )
-        _champion(lake, day_before, first)
+        register_naive_champion(lake, "soak-naive", day_before, first)
         # The forecast made at the start of each soak hour is batch_forecast's partition of the hour
         # before: one run over the range, one hour more in case the clock passes into the next hour
         # before the soak ends (the automation scores that hour then).
