@@ -48,6 +48,15 @@ def wait(predicate, timeout: float, what: str, every: float = 0.5):
     raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def run_setup(module: str, project: Path, env: dict[str, str], *args: str) -> str:
+    """A benchmark's setup module (``python -m MODULE ARGS``) in the project copy; its stdout, or
+    exit with its stderr's end."""
+    out = subprocess.run([sys.executable, "-m", module, *args], cwd=project, env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"setup failed:\n{out.stderr[-4000:]}")
+    return out.stdout
+
+
 def copy_control_plane(project: Path) -> None:
     """The control plane in a directory of its own, so its `.dagster/` and dbt target are the run's alone."""
     shutil.rmtree(project, ignore_errors=True)

@@ -22,7 +22,6 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.dagster_dev import clean_env, copy_control_plane, dagster_dev, graphql, served, wait
+from benchmarks.dagster_dev import clean_env, copy_control_plane, dagster_dev, graphql, run_setup, served, wait
 from benchmarks.results import Result, json_option, write
 
 TARGET_S = 60.0
@@ -122,17 +121,9 @@ def main(devices: int, seed: int, workdir: Path | None, json_path: Path | None) 
 
     with console.status("setup: a day of curated telemetry, a champion, the hour's forecast"):
         t0 = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.latency.setup", "--lake", str(lake_root), "--devices", str(devices)],
-            cwd=project,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if out.returncode:
-            raise SystemExit(f"setup failed:\n{out.stderr[-4000:]}")
+        out = run_setup("benchmarks.latency.setup", project, env, "--lake", str(lake_root), "--devices", str(devices))
         setup_s = time.perf_counter() - t0
-    hour = datetime.fromisoformat(json.loads(out.stdout.strip().splitlines()[-1])["hour"])
+    hour = datetime.fromisoformat(json.loads(out.strip().splitlines()[-1])["hour"])
 
     from iot_lake.cases.store import CaseStore
     from iot_lake.lake import Lake

@@ -16,9 +16,6 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -30,8 +27,7 @@ def main() -> None:
     from dagster import DagsterInstance, materialize
 
     from assets.ml.forecast import batch_forecast
-    from benchmarks.champions import register_naive_champion
-    from definitions import defs
+    from benchmarks.lake_setup import PARTITION, clear_landing, curate_hours, register_naive_champion
     from iot_lake.lake import Lake
     from iot_lake.settings import load_settings
     from iot_lake.simulate.deliveries import SimConfig
@@ -51,14 +47,8 @@ def main() -> None:
     sim.backfill(start, hour)
 
     with DagsterInstance.get() as instance:
-        last = (hour - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")
-        job = defs().resolve_job_def("telemetry_hourly_job")
-        result = job.execute_in_process(
-            tags={RANGE_START: start.strftime("%Y-%m-%d-%H:%M"), RANGE_END: last},
-            instance=instance,
-            run_config=QUIET,
-            raise_on_error=True,
-        )
+        last = (hour - timedelta(hours=1)).strftime(PARTITION)
+        result = curate_hours(instance, start, hour - timedelta(hours=1))
         register_naive_champion(lake, "latency-naive", start, hour)
         materialize(
             [batch_forecast],
@@ -68,9 +58,7 @@ def main() -> None:
             resources=build_resources(load_settings()),
             raise_on_error=True,
         )
-    for prefix in ("landing/telemetry", "landing/thirdparty/weather"):
-        for obj in list(lake.list(prefix)):
-            lake.delete(obj.key)
+    clear_landing(lake)
     print(json.dumps({"hour": hour.isoformat(), "setup_run": result.run_id}))
 
 

@@ -45,7 +45,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.dagster_dev import clean_env, copy_control_plane, free_port, graphql, served, wait
+from benchmarks.dagster_dev import clean_env, copy_control_plane, free_port, graphql, run_setup, served, wait
 from benchmarks.results import Result, json_option, write
 
 console = Console(stderr=True)
@@ -365,16 +365,13 @@ def _run_figures(all_runs: list[dict]) -> dict[str, int]:
 
 
 def _setup(project: Path, env: dict[str, str], lake_root: Path, devices: int, seed: int, first, hours: int):
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.soak.setup", "--lake", str(lake_root), "--devices", str(devices)]
-        + ["--seed", str(seed), "--start", first.isoformat(), "--hours", str(hours)],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
+    run_setup(
+        "benchmarks.soak.setup",
+        project,
+        env,
+        *("--lake", str(lake_root), "--devices", str(devices), "--seed", str(seed)),
+        *("--start", first.isoformat(), "--hours", str(hours)),
     )
-    if out.returncode:
-        raise SystemExit(f"setup failed:\n{out.stderr[-4000:]}")
 
 
 def _table(acc: Accounting, figures: CaseFigures, kills: Kills, run_figures: dict, settled: bool, wall: float):

@@ -18,10 +18,6 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-PARTITION = "%Y-%m-%d-%H:%M"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -36,9 +32,15 @@ def main() -> None:
     from dagster import DagsterInstance, materialize
 
     from assets.ml.forecast import batch_forecast
-    from benchmarks.champions import register_naive_champion
+    from benchmarks.lake_setup import (
+        PARTITION,
+        RANGE_END,
+        RANGE_START,
+        clear_landing,
+        curate_hours,
+        register_naive_champion,
+    )
     from benchmarks.soak.run import sim_config
-    from definitions import defs
     from iot_lake.lake import Lake
     from iot_lake.settings import load_settings
     from iot_lake.simulate.runner import Simulator
@@ -58,16 +60,7 @@ def main() -> None:
     sim.backfill(day_before, first)
 
     with DagsterInstance.get() as instance:
-        job = defs().resolve_job_def("telemetry_hourly_job")
-        job.execute_in_process(
-            tags={
-                RANGE_START: day_before.strftime(PARTITION),
-                RANGE_END: (first - timedelta(hours=1)).strftime(PARTITION),
-            },
-            instance=instance,
-            run_config=QUIET,
-            raise_on_error=True,
-        )
+        curate_hours(instance, day_before, first - timedelta(hours=1))
         register_naive_champion(lake, "soak-naive", day_before, first)
         # The forecast made at the start of each soak hour is batch_forecast's partition of the hour
         # before: one run over the range, one hour more in case the clock passes into the next hour
@@ -82,9 +75,7 @@ def main() -> None:
             resources=build_resources(load_settings()),
             raise_on_error=True,
         )
-    for prefix in ("landing/telemetry", "landing/thirdparty/weather"):
-        for obj in list(lake.list(prefix)):
-            lake.delete(obj.key)
+    clear_landing(lake)
     print(json.dumps({"start": first.isoformat()}))
 
 
