@@ -8,7 +8,10 @@ the same tables; it runs at 03:00 UTC, outside the hourly runs' busy minutes, an
 conflict with a concurrent writer is retried.
 """
 
+import re
+import time
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from dagster import (
     Config,
@@ -75,12 +78,32 @@ def maintain_table(
         retention_hours=retention_hours(config), dry_run=False, enforce_retention_duration=False, full=True
     )
     table.cleanup_metadata()
+    staged = remove_stale_staging(the_lake.path(key), retention_hours(config)) if the_lake.is_local else 0
     return {
         "files_added": compacted.get("numFilesAdded", 0),
         "files_removed": compacted.get("numFilesRemoved", 0),
-        "files_vacuumed": len(vacuumed),
+        "files_vacuumed": len(vacuumed) + staged,
         "version": table.version(),
     }
+
+
+# A local write is staged as ``name#N`` and renamed when complete (object_store's LocalFileSystem);
+# a writer killed in between leaves the staged file, which vacuum does not list as a data file.
+STAGED = re.compile(r".+#\d+$")
+
+
+def remove_stale_staging(table_dir: str, retention: int) -> int:
+    """Delete the staged files of killed local writers once older than the retention; how many. On S3
+    an aborted write is an incomplete multipart upload, which the bucket's lifecycle rule aborts."""
+    cutoff = time.time() - retention * 3600
+    stale = [
+        f
+        for f in Path(table_dir).rglob("*")
+        if STAGED.match(f.name) and f.is_file() and "_delta_log" not in f.parts and f.stat().st_mtime < cutoff
+    ]
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return len(stale)
 
 
 @op(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -98,6 +99,12 @@ def _files(lake: Lake, key: str) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and "_delta_log" not in p.parts}
 
 
+def _final(names: set[str]) -> set[str]:
+    """The names files will have once written: object_store stages a local write as ``name#N`` and
+    renames it, so a file seen in flight may be on disk under its final name by the time we look."""
+    return {re.sub(r"#\d+$", "", name) for name in names}
+
+
 def _log(lake: Lake, key: str) -> set[str]:
     root = Path(lake.path(key)) / "_delta_log"
     return {p.name for p in root.iterdir()} if root.exists() else set()
@@ -119,26 +126,34 @@ def _snapshot(lake: Lake) -> dict[str, tuple[set, set]]:
     return {key: (_files(lake, key), _log(lake, key)) for key in TABLES}
 
 
+def _kill_at_first_write_in_flight(lake: Lake, proc: subprocess.Popen, before: dict) -> tuple[str, set[str]] | None:
+    """Watch the tables while ``proc`` runs and SIGKILL its group at the first write in flight: (table,
+    its new files), or None when the run ended without one or the commit landed before the kill."""
+    while proc.poll() is None:
+        for key, (files, log) in before.items():
+            new = _files(lake, key) - files
+            if new and not _log(lake, key) - log:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+                return None if _log(lake, key) - log else (key, _final(new))
+        time.sleep(0.002)
+    assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    return None
+
+
 def kill_mid_write(lake: Lake, hour: datetime, attempts: int = 3) -> tuple[str, set[str]]:
     """Run the job for ``hour`` and SIGKILL its whole process group the moment a table has a new data
     file but no new log entry yet: a write in flight. (table, its new files) at the kill.
 
     The window between a writer's first data file and its commit is tens of milliseconds, and not
-    every write opens one; a run that ends before one is seen is simply run again (re-runs are
-    idempotent, and the quarantine and aggregate writes of a re-run give new windows).
+    every write opens one; a run that ends before one is seen, or whose commit beat the kill, is
+    simply run again (re-runs are idempotent, and the quarantine and aggregate writes of a re-run
+    give new windows).
     """
     for _ in range(attempts):
-        before = _snapshot(lake)
-        proc = start_job(lake, hour)
-        while proc.poll() is None:
-            for key, (files, log) in before.items():
-                new = _files(lake, key) - files
-                if new and not _log(lake, key) - log:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=30)
-                    return key, new
-            time.sleep(0.002)
-        assert proc.returncode == 0, proc.stderr.read()[-3000:]
+        killed = _kill_at_first_write_in_flight(lake, start_job(lake, hour), _snapshot(lake))
+        if killed:
+            return killed
     raise AssertionError(f"no write in flight seen in {attempts} runs")
 
 
@@ -162,7 +177,7 @@ def test_a_job_killed_mid_write_leaves_every_table_consistent_and_the_rerun_acco
         assert committed <= {Path(f).name for f in on_disk} and not {Path(f).name for f in orphans[key]} & committed
         after_kill[key] = _rows(lake, key)
         assert spark.read.format("delta").load(lake.uri(key)).count() == len(after_kill[key])
-    assert in_flight <= orphans[killed_in] and in_flight, killed_in  # left behind, and in no version
+    assert in_flight <= _final(orphans[killed_in]) and in_flight, killed_in  # left behind, and in no version
 
     second_keys = set(inventoried_keys(lake, second))
 
@@ -192,7 +207,7 @@ def test_a_job_killed_mid_write_leaves_every_table_consistent_and_the_rerun_acco
     rows = _rows(lake, killed_in)
     config = MaintenanceConfig(retention_hours=0)
     maintain_table(LakeResource(root=lake.url), killed_in, MAINTAINED[killed_in], config, today=second.date())
-    assert in_flight <= _files(lake, killed_in) and _rows(lake, killed_in) == rows
+    assert in_flight <= _final(_files(lake, killed_in)) and _rows(lake, killed_in) == rows
     age_table(lake.path(killed_in))
     maintain_table(
         LakeResource(root=lake.url),
@@ -201,7 +216,7 @@ def test_a_job_killed_mid_write_leaves_every_table_consistent_and_the_rerun_acco
         config,
         today=second.date(),
     )
-    assert not {f for f in _files(lake, killed_in) if f in in_flight} and _rows(lake, killed_in) == rows
+    assert not _final(_files(lake, killed_in)) & in_flight and _rows(lake, killed_in) == rows
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import date, timedelta
+from pathlib import Path
 
 from deltalake import DeltaTable
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, refresh_aggregates
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_hour
-from jobs.maintenance import delta_maintenance_job
+from jobs.maintenance import MaintenanceConfig, delta_maintenance_job, maintain_table
 from resources.lake import LakeResource
 from tests.conftest import HOURS, START
 from tests.delta_age import age_table
@@ -66,3 +67,28 @@ def test_compaction_and_vacuum_keep_every_row_and_sail_keeps_writing(landed, spa
     assert spark.read.format("delta").load(landed.uri(CURATED_TELEMETRY)).count() == len(before[CURATED_TELEMETRY])
     refresh_aggregates(spark, landed, START, again.event_dates, CURATED_TELEMETRY)
     assert _snapshot(landed, AGGREGATE_TABLES["1min"]) == before[AGGREGATE_TABLES["1min"]]
+
+
+def test_a_killed_local_writers_staged_file_is_deleted_once_past_the_retention(tmp_path):
+    """A local write is staged as ``name#N`` and renamed when done; a writer killed in between leaves
+    the staged file, which delta-rs's vacuum does not list. Maintenance deletes it after the retention,
+    never before (it may be a concurrent writer's file in flight)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    key = "curated/weather"
+    path = lake.lake().path(key)
+    write_deltalake(path, pa.table({"observed_date": ["2026-11-20"], "v": [1.0]}), partition_by=["observed_date"])
+    [live] = DeltaTable(path).file_uris()
+    live_path = Path(live.removeprefix("file://"))
+    staged = live_path.with_name(live_path.name.replace(".parquet", "-killed.parquet#1"))
+    staged.write_bytes(live_path.read_bytes())
+    config = MaintenanceConfig(retention_hours=0)
+
+    maintain_table(lake, key, "observed_date", config, today=date(2026, 11, 20))
+    assert staged.exists()  # fresh: perhaps a writer still at work
+    age_table(path)
+    report = maintain_table(lake, key, "observed_date", config, today=date(2026, 11, 20))
+    assert not staged.exists() and report["files_vacuumed"] >= 1
+    assert DeltaTable(path).to_pyarrow_table().to_pylist() == [{"observed_date": "2026-11-20", "v": 1.0}]
