@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from iot_lake.cases.model import OPEN, RESOLVED, STATUSES, Case, SiteIncident, utc
+from iot_lake.cases.model import OPEN, RESOLVED, STATUSES, Case
 from iot_lake.cases.sinks import sinks_for
 from iot_lake.cases.store import CaseError, CaseNotFound, CaseStore
+from iot_lake.cases.views import case_json, incident_json
 from iot_lake.lake import Lake
 from iot_lake.settings import SettingsError, load_settings, local_historian_url
 from iot_lake.simulate.deliveries import SimConfig
@@ -297,7 +298,7 @@ def list_cases(status, output, db_url):
     with _open_store(db_url) as store:
         found = store.list_cases(status)
     if output == "json":
-        click.echo(json.dumps([_case_json(case) for case in found]))
+        click.echo(json.dumps([case_json(case) for case in found]))
         return
     table = Table(title=f"{len(found)} case(s)" + (f" {status}" if status else ""))
     table.add_column("case", no_wrap=True)  # the key is what ack/resolve/show take: never broken
@@ -319,32 +320,6 @@ def list_cases(status, output, db_url):
     Console().print(table)
 
 
-def _case_json(case: Case) -> dict:
-    """What scripts need of a case; times in ISO 8601, UTC."""
-
-    def iso(value: datetime | None) -> str | None:
-        return utc(value).isoformat() if value else None
-
-    return {
-        "key": case.case_key,
-        "device_id": case.device_id,
-        "metric": case.metric,
-        "site_id": case.site_id,
-        "start": iso(case.incident_start),
-        "last_seen": iso(case.last_seen),
-        "status": case.status,
-        "auto_resolved": case.auto_resolved,
-        "severity": case.severity,
-        "max_score": case.evidence["max_score"],
-        "reopen_count": case.reopen_count,
-        "site_incident": case.site_incident_key,
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return utc(value).isoformat() if value else None
-
-
 @cases.command("incidents")
 @click.option(
     "--status", type=click.Choice([OPEN, RESOLVED]), default=None, help="Only site incidents with this status."
@@ -357,7 +332,7 @@ def incidents(status, site_id, output, db_url):
     with _open_store(db_url) as store:
         found = store.site_incidents(status, site_id)
     if output == "json":
-        click.echo(json.dumps([_incident_json(incident) for incident in found]))
+        click.echo(json.dumps([incident_json(incident) for incident in found]))
         return
     table = Table(title=f"{len(found)} site incident(s)" + (f" {status}" if status else ""))
     table.add_column("site incident", no_wrap=True)
@@ -376,21 +351,6 @@ def incidents(status, site_id, output, db_url):
             "\n".join(incident.case_keys),
         )
     Console().print(table)
-
-
-def _incident_json(incident: SiteIncident) -> dict:
-    return {
-        "key": incident.site_incident_key,
-        "site_id": incident.site_id,
-        "status": incident.status,
-        "anchor_case": incident.anchor_case_key,
-        "first_start": _iso(incident.first_start),
-        "last_start": _iso(incident.last_start),
-        "opened_at": _iso(incident.opened_at),
-        "resolved_at": _iso(incident.resolved_at),
-        "devices": list(incident.devices),
-        "cases": list(incident.case_keys),
-    }
 
 
 @cases.command()
@@ -465,6 +425,73 @@ def resolve(key, false_positive, note, actor, db_url):
 
 def _error(exc: CaseError) -> str:
     return f"no case {exc.args[0]}" if isinstance(exc, CaseNotFound) else str(exc)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+def api(host, port):
+    """Serve the API (cases, devices; OpenAPI at /openapi.json) over this environment's case store and lake."""
+    import uvicorn
+
+    from iot_lake.api.app import create_app
+    from iot_lake.encryption import delta_storage_options
+
+    settings = _settings()
+    options = {"AWS_REGION": settings.aws_region} if settings.aws_region else {}
+    if settings.lake_root.startswith("s3://"):
+        options.update(delta_storage_options(settings.kms_key_id))
+    app = create_app(settings.cases_url, settings.lake_root, delta_options=options or None)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+@main.group("api-keys")
+def api_keys() -> None:
+    """Keys for the serving API: create (shown once), list, revoke."""
+
+
+@api_keys.command("create")
+@click.option("--name", required=True, help="Who or what uses the key (recorded as the actor of its actions).")
+@click.option("--scope", type=click.Choice(["read", "operator"]), required=True, help="operator may act on cases.")
+@_db_option
+def create_api_key(name, scope, db_url):
+    """Create a key and print it once: only its hash is stored."""
+    from iot_lake.api.keys import ApiKeys
+
+    try:
+        key = ApiKeys(db_url or _settings().cases_url).create(name, scope)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(key)
+
+
+@api_keys.command("list")
+@_db_option
+def list_api_keys(db_url):
+    """The keys' ids, names, scopes and dates (never the keys)."""
+    from iot_lake.api.keys import ApiKeys
+
+    rows = ApiKeys(db_url or _settings().cases_url).list()
+    click.echo(json.dumps(rows, default=str))
+
+
+@api_keys.command("revoke")
+@click.argument("key_id")
+@_db_option
+def revoke_api_key(key_id, db_url):
+    """Revoke a key by its id (the part after iotl_): it stops working at once."""
+    from iot_lake.api.keys import ApiKeys
+
+    if not ApiKeys(db_url or _settings().cases_url).revoke(key_id):
+        raise click.ClickException(f"no active key {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+def _settings():
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ Versions: 1, cases, history, outbox and alerts (no ``schema_version`` table yet)
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -170,6 +171,9 @@ def create_engine(url: str) -> sa.Engine:
         url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3, not the legacy psycopg2
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True)
+    parsed = sa.engine.make_url(url)
+    if parsed.database not in (None, "", ":memory:"):  # a new lake's store: its folder may not exist yet
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(url, connect_args={"timeout": 30})
 
     @sa.event.listens_for(engine, "connect")

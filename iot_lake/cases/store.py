@@ -53,7 +53,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
@@ -138,7 +137,6 @@ class CaseStore:
         policy: CasePolicy = CasePolicy(),
         clock: Callable[[], datetime] = utcnow,
     ):
-        _make_sqlite_directory(url)
         self.engine = create_engine(url)
         self.policy = policy
         self.subscriptions = {sink.name: frozenset(sink.events) for sink in sinks}
@@ -672,9 +670,3 @@ def _locked_case(conn: sa.Connection, key: str) -> Case:
     if row is None:
         raise CaseNotFound(key)
     return Case(**row._mapping)
-
-
-def _make_sqlite_directory(url: str) -> None:
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
