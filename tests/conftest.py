@@ -15,7 +15,7 @@ from iot_lake.lake import TELEMETRY_PREFIX, Lake
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
 from tests.cases_helpers import store_url  # noqa: F401  (fixture: an empty case store, SQLite or PostgreSQL)
-from tests.iam_audit import REQUEST_LOG, CallRecorder, S3RequestLog
+from tests.iam_audit import REQUEST_LOG, ROLE_KEYS, SETUP_CREDENTIALS, CallRecorder, S3RequestLog
 from tests.postgres import postgres_root_cert, postgres_server, postgres_url  # noqa: F401  (session fixtures: a real PostgreSQL server)
 
 REGION = "us-east-1"  # of the moto tests
@@ -174,10 +174,15 @@ def spark():
 def aws(moto_endpoint, monkeypatch, tmp_path) -> Iterator[boto3.Session]:
     """Every AWS client in this process and its subprocesses talks to moto; none can reach an account.
 
-    The runner's clients come from boto3's default session, replaced here by one the twins hook.
+    The runner's clients come from boto3's default session, replaced here by one the twins hook; it
+    signs with the tests' own key (SETUP_KEY), and its production calls are recorded in the process
+    (CallRecorder). The control plane's s3fs and delta-rs clients, and the runs it starts in other
+    processes, take their credentials from the environment: the dagster role's key, so the moto
+    server's log records them as that role's (S3RequestLog). Tests that set up or look at the lake
+    themselves sign with SETUP_KEY (setup_storage_options, setup_delta_options).
     """
     for var, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_ACCESS_KEY_ID": ROLE_KEYS["dagster"],
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
@@ -189,18 +194,17 @@ def aws(moto_endpoint, monkeypatch, tmp_path) -> Iterator[boto3.Session]:
         monkeypatch.setenv(var, value)
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(var, raising=False)
-    session = boto3.Session(region_name=REGION)
+    session = boto3.Session(region_name=REGION, **SETUP_CREDENTIALS)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
     # Every call production code makes here must be allowed by the control plane's IAM policy.
     session.iam_recorder = CallRecorder()
     session.iam_recorder.attach(session)
-    jobs = _s3_request_log()
-    jobs.calls.clear()
+    signed = _s3_request_log()
+    signed.calls.clear()
     yield session
-    denied = session.iam_recorder.denied("dagster")
-    for bucket in session.iam_recorder.lake_buckets:  # the jobs' S3 requests, against their roles' policies
-        denied += jobs.denied(bucket)
-    jobs.calls.clear()
+    # The requests signed as a role (the jobs', the control plane's s3fs and delta-rs), against its policy.
+    denied = session.iam_recorder.denied("dagster") + signed.denied(session.iam_recorder.lake_buckets)
+    signed.calls.clear()
     assert not denied, "deploy/iam/ denies calls the code made:\n" + "\n".join(
         f"  {r.call}: {r.action} on {r.resource} {dict(r.context) or ''}" for r in denied
     )

@@ -6,9 +6,12 @@ tests/ (calls the tests make to set up or to look, and the service twins' own ca
 Each call becomes the IAM requests it needs, ``(action, resource, context)``: an S3 HeadObject needs
 ``s3:GetObject`` on the object, StartJobRun with an execution role also ``iam:PassRole`` on it.
 
-``S3RequestLog`` sits in front of the moto server and keeps the S3 requests signed with a job role's
-access key (``ROLE_KEYS``: the service twins sign as the role, and so do the job processes they
-start), whatever the client: boto3, s3fs or Sail's object store.
+``S3RequestLog`` sits in front of the moto server and keeps the requests signed with a role's
+access key (``ROLE_KEYS``: the service twins sign as the job roles, and so do the job processes they
+start; the control plane's s3fs and delta-rs clients, which take their credentials from the
+environment, sign as the dagster role), whatever the client: boto3, s3fs, delta-rs or Sail's object
+store. The tests' own clients sign with ``SETUP_KEY``, which is no role's, so setting up and looking
+never counts as a role's call.
 
 ``Policy.allows`` evaluates Allow/Deny statements with ``*``/``?`` wildcards in Action and Resource
 and the conditions the policies use: StringEquals/StringNotEquals/StringLike, Bool and Null, with
@@ -20,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import json
+import os
 import re
 import sys
 import traceback
@@ -171,6 +175,17 @@ def _sse_context(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((key, params[name]) for name, key in SSE_CONTEXT.items() if params.get(name))
 
 
+def _kms_requests(operation: str, action: str, key: str | None, call: str) -> list[Request]:
+    """What S3 asks KMS for as the caller under SSE-KMS: a data key for a write; a decrypt to read an
+    object (its key from the response) and to assemble a multipart upload's encrypted parts."""
+    if not key:
+        return []
+    out = [Request("kms:GenerateDataKey", key, (), call)] if action == "s3:PutObject" else []
+    if operation in ("GetObject", "CreateMultipartUpload"):
+        out.append(Request("kms:Decrypt", key, (), call))
+    return out
+
+
 def requests_of(service: str, operation: str, params: dict[str, Any], region: str = REGION) -> list[Request]:
     """The IAM requests one API call makes."""
     call = f"{service}.{operation}"
@@ -186,8 +201,7 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
             return [Request(action, f"arn:aws:s3:::{bucket}", (), call)]
         keys = [o["Key"] for o in params.get("Delete", {}).get("Objects", [])] or [params["Key"]]
         out = [Request(action, f"arn:aws:s3:::{bucket}/{k}", _sse_context(params), call) for k in keys]
-        if params.get("SSEKMSKeyId") and action == "s3:PutObject":  # S3 asks KMS for a data key as the caller
-            out.append(Request("kms:GenerateDataKey", params["SSEKMSKeyId"], (), call))
+        out += _kms_requests(operation, action, params.get("SSEKMSKeyId"), call)
         if operation == "CopyObject":
             source = params["CopySource"]
             source = f"{source['Bucket']}/{source['Key']}" if isinstance(source, dict) else source.lstrip("/")
@@ -258,40 +272,78 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
     return out
 
 
-# The access key each job role's stand-in (the service twins and the job processes they start) signs
-# with; moto accepts any key, and tells them apart in the request log below.
+# The access key each role's stand-in signs with: the job roles' (the service twins and the job
+# processes they start) and the control plane's (the ``aws`` fixture's environment, which its s3fs and
+# delta-rs clients read); moto accepts any key, and tells them apart in the request log below.
 ROLE_KEYS = {
+    "dagster": "AKIADAGSTERCONTROL00",
     "emr-serverless-job": "AKIAEMRSERVERLESSJOB",
     "emr-ec2-instance": "AKIAEMRCLUSTERNODES0",
     "glue-job": "AKIAGLUEJOBROLE00000",
     "sagemaker": "AKIASAGEMAKERJOBROLE",
 }
+# The tests' own clients (set-up, inspection): no role's key, so their requests are not recorded.
+SETUP_KEY = "testing"
+SETUP_CREDENTIALS = {"aws_access_key_id": SETUP_KEY, "aws_secret_access_key": "testing"}
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/[^/]+/[^/]+/([^/]+)/")
 # The signing name in a request's credential scope -> botocore's service id (hyphenized).
 SIGNING_SERVICE = {"logs": "cloudwatch-logs", "monitoring": "cloudwatch", "events": "eventbridge"}
+# A User-Agent's product -> the client it names (object_store: delta-rs, or Sail in a job).
+CLIENTS = (("aiobotocore", "s3fs"), ("Botocore", "boto3"), ("object_store", "object_store"))
+
+
+def client_of(user_agent: str) -> str:
+    return next((name for product, name in CLIENTS if product in user_agent), user_agent.split("/")[0] or "?")
+
+
+def setup_storage_options(**options) -> dict[str, Any]:
+    """s3fs options for a test's own Lake (set-up, inspection): signed with SETUP_KEY, not recorded."""
+    return {"key": SETUP_KEY, "secret": "testing", **options}
+
+
+def setup_delta_options() -> dict[str, str]:
+    """delta-rs options for a test's own reads and writes: signed with SETUP_KEY, not recorded."""
+    return {
+        "AWS_ACCESS_KEY_ID": SETUP_KEY,
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"],  # the aws fixture's moto server
+        "AWS_ALLOW_HTTP": "true",
+    }
 
 
 class S3RequestLog:
-    """WSGI middleware on the moto server: every request signed with a job role's key, from any
-    process (boto3, s3fs, Sail's object store), as (role, service, operation, params) like botocore's.
-    S3's REST requests are read from their path and headers; the JSON and query protocols (CloudWatch
-    Logs, Glue, SNS...) from the target header or the Action parameter and their body."""
+    """WSGI middleware on the moto server: every request signed with a role's key, from any process
+    and client (boto3, s3fs, delta-rs, Sail's object store), as (role, service, operation, params,
+    client) like botocore's. S3's REST requests are read from their path and headers (a read's KMS
+    key from the response's); the JSON and query protocols (CloudWatch Logs, Glue, SNS...) from the
+    target header or the Action parameter and their body."""
 
     def __init__(self, app):
         self.app = app
         self.roles = {key: role for role, key in ROLE_KEYS.items()}
-        self.calls: list[tuple[str, str, str, dict]] = []
-        self.roles_seen: set[str] = set()  # over the whole run: the coverage check in tests/conftest.py
+        self.calls: list[tuple[str, str, str, dict, str]] = []
 
     def __call__(self, environ, start_response):
         found = _CREDENTIAL.search(environ.get("HTTP_AUTHORIZATION", ""))
         role = self.roles.get(found.group(1)) if found else None
-        if role:
-            call = self._call(environ, found.group(2))
-            if call:
-                self.calls.append((role, *call))
-                self.roles_seen.add(role)
-        return self.app(environ, start_response)
+        call = self._call(environ, found.group(2)) if role else None
+        if not call:
+            return self.app(environ, start_response)
+        self.calls.append((role, *call, client_of(environ.get("HTTP_USER_AGENT", ""))))
+        return self.app(environ, self._noting_the_key_read(call, start_response))
+
+    @staticmethod
+    def _noting_the_key_read(call: tuple[str, str, dict], start_response):
+        """Reading an SSE-KMS object needs kms:Decrypt, and only the response names its key."""
+        service, operation, params = call
+
+        def noting(status, headers, *exc_info):
+            key = dict((k.lower(), v) for k, v in headers).get("x-amz-server-side-encryption-aws-kms-key-id")
+            if (service, operation) == ("s3", "GetObject") and key and status.startswith("2"):
+                params["SSEKMSKeyId"] = key
+            return start_response(status, headers, *exc_info)
+
+        return noting
 
     @staticmethod
     def _body(environ) -> bytes:
@@ -315,16 +367,26 @@ class S3RequestLog:
         call = s3_call(environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), query, environ, body)
         return ("s3", *call) if call else None
 
-    def denied(self, bucket: str) -> list[Request]:
-        out = set()
-        for role, service, operation, params in self.calls:
-            policy = Policy(rendered_policies(Bucket=bucket)[f"{role}.policy"])
-            out |= {
-                Request(r.action, r.resource, r.context, f"{role}: {r.call}")
-                for r in requests_of(service, operation, params)
-                if not policy.allows(r)
-            }
-        return sorted(out, key=lambda r: (r.call, r.resource))
+    def of(self, role: str, client: str | None = None) -> list[tuple[str, str, dict]]:
+        """(service, operation, params) of the role's calls so far, of one client or all."""
+        return [(s, op, p) for r, s, op, p, c in self.calls if r == role and client in (None, c)]
+
+    def denied(self, buckets: list[str]) -> list[Request]:
+        """The recorded requests that each role's policy denies however it is rendered for the test's
+        lake buckets (a test with two lakes makes requests to both; each is one deployment's)."""
+        out = []
+        for bucket in buckets or ["no-lake-bucket"]:
+            docs = rendered_policies(Bucket=bucket)
+            policies = {role: Policy(docs[f"{role}.policy"]) for role in ROLE_KEYS}
+            out.append(
+                {
+                    Request(r.action, r.resource, r.context, f"{role} ({client}): {r.call}")
+                    for role, service, operation, params, client in self.calls
+                    for r in requests_of(service, operation, params)
+                    if not policies[role].allows(r)
+                }
+            )
+        return sorted(set.intersection(*out), key=lambda r: (r.call, r.resource))
 
 
 REQUEST_LOG: list[S3RequestLog] = []  # the moto server's (tests/conftest.py: moto_endpoint)

@@ -34,6 +34,7 @@ from iot_lake.sources.telemetry import inventory_hour
 from resources.lake import LakeResource
 from sensors.landing import landing_sensor
 from tests.conftest import START
+from tests.iam_audit import SETUP_CREDENTIALS
 from tests.kinesis_helpers import read_stream, report_value
 
 REGION = "us-east-1"
@@ -396,11 +397,13 @@ def queue_depth(sqs, url: str) -> int:
 
 
 def test_landing_sensor_from_s3_event_notifications_on_sqs(aws, moto_endpoint):
-    # The sensor's own calls go through boto3's default session, audited against the Dagster role's
-    # policy (the aws fixture); the set-up is another principal's, in a session of its own.
-    setup = boto3.Session(region_name=REGION)
+    # The sensor's own calls (boto3's default session, and its s3fs reads signed as the Dagster role)
+    # are audited against the Dagster role's policy (the aws fixture) for this lake's bucket; the
+    # set-up is another principal's, in a session of its own with the tests' key.
+    setup = boto3.Session(region_name=REGION, **SETUP_CREDENTIALS)
     sqs, bucket = setup.client("sqs"), f"lake-{uuid.uuid4().hex[:12]}"
     setup.client("s3").create_bucket(Bucket=bucket)
+    aws.iam_recorder.lake_buckets.append(bucket)
     url = sqs.create_queue(QueueName=f"landing-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     instance = DagsterInstance.ephemeral()
     resource = LakeResource(root=f"s3://{bucket}/lake", region=REGION, landing_queue_url=url)

@@ -1,30 +1,40 @@
 """The IAM policies in deploy/iam/: least privilege, and enough for what the code does.
 
 Every moto-based test also checks the roles (tests/conftest.py, tests/iam_audit.py): the ``aws``
-fixture records each AWS call production code makes in the test process and fails the test if
+fixture records each boto3 call production code makes in the test process and fails the test if
 deploy/iam/dagster.policy.json, rendered for that test's lake, denies one; and the moto server logs
-the S3 requests the EMR Serverless and Glue twins and their job processes (boto3, s3fs, Sail) sign
-with those roles' keys, checked against the job roles' policies. Here: the policies' shape, the
-evaluator itself, and the lake keys built by the code's own key functions for what those two cannot
-see: the control plane's fsspec writes, and the SageMaker role (its twin's tests use made-up prefixes).
+the requests signed with a role's key, checked against that role's policy: the job roles' (the
+twins and their job processes: boto3, s3fs, Sail) and the Dagster role's (the control plane's s3fs
+and delta-rs clients, whose key is the environment's). Here: the policies' shape, the evaluator
+itself, that the control plane's s3fs and delta-rs requests are recorded as its role, and the lake
+keys built by the code's own key functions for the writes no moto-based test makes (the SageMaker
+role's twin tests use made-up prefixes).
 """
 
 from __future__ import annotations
 
 import io
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
+import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
 from iot_lake.forecast import registry
-from iot_lake.lake import registry_key
+from iot_lake.lake import Lake, registry_key
 from iot_lake.sources.historian import readings_prefix
 from iot_lake.sources.telemetry import inventory_key
 from iot_lake.sources.weather import weather_inventory_key
 from iot_lake.warehouse.glue import MANIFESTS_PREFIX
+from jobs.maintenance import MaintenanceConfig, maintain_table
+from lib.code_publishing import split_s3_uri
+from resources.lake import LakeResource
+from tests.conftest import REGION
 from tests.iam_audit import (
+    ACCOUNT,
     IAM_DIR,
+    REQUEST_LOG,
     ROLE_KEYS,
     Policy,
     Request,
@@ -32,6 +42,8 @@ from tests.iam_audit import (
     load_iam_renderer,
     rendered_policies,
     requests_of,
+    setup_delta_options,
+    setup_storage_options,
     statements,
 )
 
@@ -332,13 +344,74 @@ def test_the_request_log_reads_each_protocol_and_a_writes_key(policies):
     body = json.dumps({"logGroupName": "/aws/sagemaker/TrainingJobs", "logStreamName": "j/algo-1"}).encode()
     send("/", body, service="logs", x_amz_target="Logs_20140328.CreateLogStream")
     assert seen == [b"tar", body]  # the service still gets every body
-    [(_, _, put, params), (_, service, create, logs_params)] = log.calls
+    [(_, _, put, params, _), (_, service, create, logs_params, _)] = log.calls
     assert (put, params["SSEKMSKeyId"], service, create) == ("PutObject", key, "cloudwatch-logs", "CreateLogStream")
-    assert log.denied(BUCKET) == []
+    assert log.denied([BUCKET]) == []
     kms = [r for r in requests_of("s3", put, params) if r.action.startswith("kms:")]
     assert kms == [Request("kms:GenerateDataKey", key, (), "s3.PutObject")]
     [stream] = requests_of(service, create, logs_params)
     assert stream.resource.endswith(":log-group:/aws/sagemaker/TrainingJobs:log-stream:j/algo-1")
     # The same requests as the Glue job's role: its policy has neither, and the log says so.
     log.calls[:] = [("glue-job", *call[1:]) for call in log.calls]
-    assert {r.action for r in log.denied(BUCKET)} == {"s3:PutObject", "logs:CreateLogStream"}
+    assert {r.action for r in log.denied([BUCKET])} == {"s3:PutObject", "logs:CreateLogStream"}
+
+
+def _age_object(lake_root: str, key: str, hours: float) -> None:
+    """Move an object's modification time back in moto's S3, as if written hours ago: a vacuum judges
+    a file in no version by it (tests/delta_age.py does the same on a disk)."""
+    from moto.s3.models import s3_backends
+
+    bucket, prefix = split_s3_uri(lake_root)
+    s3_backends[ACCOUNT]["aws"].buckets[bucket].keys[f"{prefix}/{key}"].last_modified -= timedelta(hours=hours)
+
+
+def _delta_table_with_an_orphan(lake_root: str, table: str, day: date) -> None:
+    """Two small commits to one partition (compaction has work) and, two days old, a file in no
+    version (a writer killed before its commit: the vacuum's to delete), written by the test itself."""
+    setup = Lake(lake_root, setup_storage_options())
+    for rows in ([1, 2], [3]):
+        data = pa.table({"event_date": [day] * len(rows), "x": rows})
+        write_deltalake(
+            setup.uri(table), data, mode="append", partition_by=["event_date"], storage_options=setup_delta_options()
+        )
+    orphan = f"{table}/event_date={day}/part-00000-killed-writer.snappy.parquet"
+    setup.write_bytes(orphan, b"never committed")
+    _age_object(lake_root, orphan, hours=48)
+
+
+def _without(action: str, document: dict) -> list[dict]:
+    """The document's statements with one action taken out (and any statement left with none)."""
+    out = []
+    for st in statements(document):
+        actions = [a for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]]) if a != action]
+        out += [{**st, "Action": actions}] if actions else []
+    return out
+
+
+def test_the_control_planes_s3fs_and_delta_rs_requests_are_audited_as_its_role(aws, lake_root):
+    """The nightly Delta maintenance on S3 under the lake key: its s3fs and delta-rs requests reach the
+    moto server signed as the dagster role (its key is their environment's), the test's own are not
+    recorded, and the role's policy allows each request, the KMS calls S3 makes for it included."""
+    bucket, _ = split_s3_uri(lake_root)
+    key = aws.client("kms").create_key()["KeyMetadata"]["Arn"]
+    table, day = "curated/telemetry_1min", date(2026, 11, 21)
+    _delta_table_with_an_orphan(lake_root, table, day)
+    log = REQUEST_LOG[0]
+    assert log.of("dagster") == []  # the set-up signed with the tests' key
+
+    lake = LakeResource(root=lake_root, region=REGION, kms_key_id=key)
+    result = maintain_table(lake, table, "event_date", MaintenanceConfig(retention_hours=24), today=day)
+    assert (result["files_removed"], result["files_added"], result["files_vacuumed"]) == (2, 1, 1)
+
+    delta_rs = {op for _, op, _ in log.of("dagster", "object_store")}
+    assert {"ListObjectsV2", "GetObject", "PutObject", "DeleteObjects"} <= delta_rs
+    assert {op for _, op, _ in log.of("dagster", "s3fs")} & {"HeadObject", "ListObjectsV2"}
+    requests = {r for service, op, params in log.of("dagster") for r in requests_of(service, op, params)}
+    # Compaction's and the checkpoint's writes under the lake key, and reading back what it wrote.
+    assert {("kms:GenerateDataKey", key), ("kms:Decrypt", key)} <= {(r.action, r.resource) for r in requests}
+    assert log.denied([bucket]) == []
+    # The audit sees the vacuum's deletes: a policy without s3:DeleteObject is caught denying them.
+    no_delete = Policy({"Statement": _without("s3:DeleteObject", rendered_policies(Bucket=bucket)["dagster.policy"])})
+    assert {(r.action, r.resource.rsplit("/", 1)[-1]) for r in requests if not no_delete.allows(r)} == {
+        ("s3:DeleteObject", "part-00000-killed-writer.snappy.parquet")
+    }

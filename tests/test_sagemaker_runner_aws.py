@@ -25,7 +25,7 @@ from resources.lake import LakeResource
 from resources.sagemaker import SageMakerRunner
 from resources.sagemaker_aws import SageMakerJobFailed
 from tests.conftest import REGION
-from tests.iam_audit import audited_roles
+from tests.iam_audit import audited_roles, setup_storage_options
 from tests.sagemaker_twins import SageMakerTwin
 
 ROLE = "arn:aws:iam::123456789012:role/iot-lake-sagemaker"
@@ -38,8 +38,9 @@ TRUST = {
 
 @pytest.fixture
 def lake(lake_root) -> Lake:
-    """Readings in two files, one in a subdirectory: the channel's layout must survive the copy."""
-    lake = Lake(lake_root)
+    """Readings in two files, one in a subdirectory: the channel's layout must survive the copy
+    (written by the test itself, with its own key)."""
+    lake = Lake(lake_root, setup_storage_options())
     lake.write_text("models/forecast/training_data/readings/a.txt", "1 2 3")
     lake.write_text("models/forecast/training_data/readings/more/b.txt", "4")
     return lake

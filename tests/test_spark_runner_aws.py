@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import shlex
 import zipfile
 
@@ -31,7 +30,7 @@ from resources.lake import LakeResource
 from resources.spark import SparkRunner
 from resources.spark_aws import SparkJobFailed
 from tests.conftest import REGION, START
-from tests.iam_audit import audited_roles
+from tests.iam_audit import audited_roles, setup_delta_options, setup_storage_options
 from tests.spark_twins import EMRServerlessTwin, EMRStepsTwin, GlueTwin, parse_confs
 
 PARTITION = START.strftime("%Y-%m-%d-%H:%M")
@@ -52,8 +51,9 @@ def module_args(lake_root: str) -> list[str]:
 
 @pytest.fixture
 def landed(lake_root, tmp_path) -> dict:
-    """One hour of telemetry landed and inventoried on S3, with the day's registry snapshot."""
-    lake = Lake(lake_root)
+    """One hour of telemetry landed and inventoried on S3, with the day's registry snapshot (by the
+    test itself: its own key, so Firehose's and the historian's writes are not the control plane's)."""
+    lake = Lake(lake_root, setup_storage_options())
     sim = Simulator(SimConfig(devices=3, seed=11, bad_rate=0.05, duplicate_rate=0.05), lake)
     sim.backfill(START, START.replace(hour=1))
     url = f"sqlite:///{tmp_path}/historian.sqlite"
@@ -244,8 +244,8 @@ def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, la
 
     job_writes = {
         p["Key"].split("/")[1]
-        for role, service, op, p in _s3_request_log().calls
-        if role == "emr-serverless-job" and service == "s3" and op in ("PutObject", "CreateMultipartUpload")
+        for service, op, p in _s3_request_log().of("emr-serverless-job")
+        if service == "s3" and op in ("PutObject", "CreateMultipartUpload")
     }
     assert {"curated", "_pipes", "_logs"} <= job_writes
 
@@ -253,9 +253,7 @@ def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, la
     assert curated["AWS EMR Serverless Job Run ID"].value == run_id
     assert_ran_from_published_zip(twin, run_id, confs["spark.submit.pyFiles"])
     # What the job reported is what it wrote: the Delta table on S3 holds exactly the new rows.
-    table = DeltaTable(
-        f"{lake_root}/curated/telemetry", storage_options={"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"]}
-    )
+    table = DeltaTable(f"{lake_root}/curated/telemetry", storage_options=setup_delta_options())
     assert table.to_pyarrow_table().num_rows == curated["curated_new"].value
     assert "emr-serverless-job" in audited_roles()  # the job's requests were checked against its role
 

@@ -22,21 +22,17 @@ from assets.partitions import PARTITIONS_START
 from iot_lake.lake import Lake, registry_key
 from iot_lake.warehouse.glue import MANIFESTS_PREFIX, SYMLINK_INPUT
 from iot_lake.warehouse.tables import TABLES
+from resources.lake import LakeResource
 from resources.warehouse import DBT_PROJECT_DIR, WarehouseResource, dbt_executable
 from tests.conftest import REGION
+from tests.iam_audit import REQUEST_LOG, setup_delta_options, setup_storage_options
 
 DATABASE = "iot_lake_test"
 
 
 def _delta_options() -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"],
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
-    }
+    """The test's own Delta writes and reads (not the control plane's: those sign as its role)."""
+    return {**setup_delta_options(), "AWS_REGION": REGION}
 
 
 def _minutes(day: date, n: int) -> pa.Table:
@@ -71,7 +67,7 @@ def _read_manifest_rows(lake: Lake, key: str) -> int:
 
 
 def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_partition(aws, lake_root):
-    lake = Lake(lake_root)
+    lake = Lake(lake_root, setup_storage_options())
     table_uri = lake.uri("curated/telemetry_1min")
     write_deltalake(
         table_uri,
@@ -96,7 +92,13 @@ def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_
     )
 
     warehouse = WarehouseResource(target="prod", glue_database=DATABASE, region=REGION)
-    summary = warehouse.register_lake_tables(lake, _delta_options())
+    # As the dbt asset registers them: the lake resource's s3fs and delta-rs, as the dagster role.
+    resource = LakeResource(root=lake_root, region=REGION)
+
+    def register() -> dict:
+        return warehouse.register_lake_tables(resource.lake(), resource.delta_storage_options())
+
+    summary = register()
     glue = aws.client("glue")
     names = {t["Name"] for t in glue.get_tables(DatabaseName=DATABASE)["TableList"]}
     assert names == {t.name for t in TABLES}  # the ones not written yet too: typed, empty
@@ -139,7 +141,7 @@ def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_
 
     # An append to one day rewrites that day's manifest only; a rewrite without the other day drops it.
     write_deltalake(table_uri, _minutes(date(2026, 11, 21), 5), mode="append", storage_options=_delta_options())
-    again = warehouse.register_lake_tables(lake, _delta_options())["curated_telemetry_1min"]
+    again = register()["curated_telemetry_1min"]
     assert (again["written"], again["unchanged"], again["dropped"]) == (1, 1, 0)
     assert _read_manifest_rows(lake, f"{MANIFESTS_PREFIX}/curated_telemetry_1min/event_date=2026-11-21/manifest") == 25
     write_deltalake(
@@ -149,13 +151,17 @@ def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_
         partition_by=["event_date"],
         storage_options=_delta_options(),
     )
-    last = warehouse.register_lake_tables(lake, _delta_options())["curated_telemetry_1min"]
+    last = register()["curated_telemetry_1min"]
     assert (last["written"], last["dropped"]) == (1, 1)
     assert [
         p["Values"]
         for p in glue.get_partitions(DatabaseName=DATABASE, TableName="curated_telemetry_1min")["Partitions"]
     ] == [["2026-11-21"]]
     assert not lake.exists(f"{MANIFESTS_PREFIX}/curated_telemetry_1min/event_date=2026-11-20/manifest")
+    # The registration's delta-rs reads of the tables and s3fs writes and deletes of the manifests were
+    # signed as the Dagster role, so its policy is checked against them when the test ends.
+    assert {"GetObject", "ListObjectsV2"} <= {op for _, op, _ in REQUEST_LOG[0].of("dagster", "object_store")}
+    assert {"PutObject", "DeleteObjects"} <= {op for _, op, _ in REQUEST_LOG[0].of("dagster", "s3fs")}
 
 
 def test_glue_registration_needs_a_database(aws, lake_root):
