@@ -89,7 +89,7 @@ MEASURES: dict[str, tuple[str, str, str]] = {
         "rolling-origin backtest (7 daily origins, each candidate refitted on the past, intervals calibrated on "
         "the 3 days before) on a simulated fleet and on NAB's realAWSCloudwatch series: the mean MASE and 80/95% "
         "coverage of LightGBM alone and of what the nightly training would have deployed at each origin (its "
-        "choice from the 3 days before); full runs only",
+        "choice from the 3 days before, among candidates calibrated on all 3); full runs only",
         "the better of the daily and the weekly seasonal naive; nominal coverage",
         "MASE ratio <= 1; coverage within 0.05",
     ),

@@ -21,6 +21,7 @@ from iot_lake.forecast.evaluation import (
     with_deployed,
 )
 from iot_lake.forecast.model import Hyperparameters, Series, best_candidate, make, prepare
+from iot_lake.forecast.train import TrainingEnvironment, train
 from iot_lake.simulate.training_rows import training_rows
 
 START = date(2026, 11, 2)
@@ -138,3 +139,72 @@ def test_lightgbm_minimises_absolute_error_so_spikes_in_its_history_do_not_drag_
         errors[objective] = float(np.abs(fc["yhat"].to_numpy() - expected).mean())
     assert Hyperparameters().objective == "l1"
     assert errors["l1"] < 0.5 * errors["regression"], errors
+
+
+def _weekly_rows(days: int) -> pd.DataFrame:
+    """One series whose every weekday has its own level: the weekly naive repeats it to within the
+    noise, the daily naive is a weekday off every day."""
+    rng = np.random.default_rng(11)
+    ds = pd.date_range("2026-11-02", periods=days * 288, freq="5min", tz="UTC")  # from a Monday
+    y = (
+        10
+        + 3 * ds.day_of_week.to_numpy()
+        + 2 * np.sin(2 * np.pi * ds.hour.to_numpy() / 24)
+        + rng.normal(0, 0.1, len(ds))
+    )
+    rows = pd.DataFrame({"device_id": "d", "bucket_start": ds, "y": y})
+    rows = rows.assign(metric="m", site_id="s", timezone="UTC", model="x", temperature_c=np.nan)
+    return rows.assign(event_date=rows["bucket_start"].dt.date)
+
+
+NAIVES = Hyperparameters(candidates=("seasonal_naive", "seasonal_naive_weekly"))
+
+
+def test_a_candidate_is_deployed_only_once_its_intervals_are_calibrated_on_every_calibration_day():
+    """9 days: the weekly naive, a week old, forecast the last two days almost exactly, but its
+    intervals for the next day rest on those two days of errors, not the 3 of ``conformal_windows``.
+    Compared on the two common origins alone it would win; it is not deployed until its third day."""
+    series = prepare(_weekly_rows(9), "5min", interpolate=False)
+    result = rolling_backtest(series, NAIVES)
+    assert result.calibrated_days("seasonal_naive_weekly", result.end) == 2
+    assert result.calibrated_days("seasonal_naive", result.end) == NAIVES.conformal_windows == 3
+    assert best_candidate(on_common_origins(result.per_series)) == "seasonal_naive_weekly"  # without the rule
+    assert result.eligible(result.end) == ["seasonal_naive"]
+    assert chosen_candidate(result) == ("seasonal_naive", 3)
+
+    series = prepare(_weekly_rows(10), "5min", interpolate=False)
+    result = rolling_backtest(series, NAIVES)
+    assert result.eligible(result.end) == ["seasonal_naive", "seasonal_naive_weekly"]
+    assert chosen_candidate(result)[0] == "seasonal_naive_weekly"
+
+
+def test_the_deployed_forecast_is_calibrated_on_every_calibration_day_once_a_candidate_is():
+    """At each scored origin the backtest's ``deployed`` follows the same rule: the daily naive the
+    day the weekly one has two days of errors, the weekly naive from its third."""
+    series = prepare(_weekly_rows(12), "5min", interpolate=False)
+    result = with_deployed(rolling_backtest(series, NAIVES), series, NAIVES)
+    deployed = result.per_origin[result.per_origin["model"] == "deployed"].set_index("origin")
+    assert deployed["chosen"].tolist() == ["seasonal_naive", "seasonal_naive_weekly", "seasonal_naive_weekly"]
+    assert (deployed["calibration_days"] == 3).all()
+    assert deployed.loc[result.origins[0], "coverage_95"] > 0.9
+
+
+def test_with_fewer_days_than_the_calibration_window_the_best_calibrated_candidates_are_eligible(tmp_path):
+    """3 days: the daily naive has two days of errors, the weekly naive none; training still deploys
+    the daily naive by its MASE, and says which candidate sat out and on how many days."""
+    series = prepare(_weekly_rows(3), "5min", interpolate=False)
+    result = rolling_backtest(series, NAIVES)
+    assert result.eligible(result.end) == ["seasonal_naive"]
+    rows = _weekly_rows(9)
+    (tmp_path / "train").mkdir()
+    rows.to_parquet(tmp_path / "train" / "rows.parquet")
+    env = TrainingEnvironment(
+        {"train": tmp_path / "train"},
+        tmp_path / "model",
+        tmp_path / "out",
+        {"candidates": "seasonal_naive,seasonal_naive_weekly"},
+    )
+    metrics = train(env)
+    assert metrics["method"] == "seasonal_naive"
+    assert metrics["method_reason"].startswith("lowest mean MASE")
+    assert "calibrated on 3 of 3 days (not seasonal_naive_weekly: 2)" in metrics["method_reason"]

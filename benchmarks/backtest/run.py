@@ -12,7 +12,8 @@ spread of the per-origin means, and the pooled coverage.
 
 Beside LightGBM alone, ``deployed`` is what the nightly training would have put in production at
 each origin (iot_lake.forecast.evaluation.with_deployed): the candidate with the lowest mean MASE
-over the ``backtest_origins`` (3) days before that origin, its forecast and intervals there.
+over the ``backtest_origins`` (3) days before that origin among those whose intervals are calibrated
+on all ``conformal_windows`` (3) days before it, its forecast and intervals there.
 
 Datasets (benchmarks/backtest/data.py):
 - simulated: the simulator's fleet (seed ``--seed``; the fixes to LightGBM were developed on seed 7,

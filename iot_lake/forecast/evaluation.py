@@ -47,13 +47,37 @@ class RollingBacktest:
     def holdout_start(self) -> pd.Timestamp:
         return self.origins[0]
 
+    @property
+    def end(self) -> pd.Timestamp:
+        """The end of the data: where the model training deploys forecasts from."""
+        return self.origins[-1] + DAY
+
     def calibration(self, model: str, before: pd.Timestamp, levels) -> Calibration:
         """The intervals' calibration for forecasts from ``before``: ``model``'s out-of-sample errors
         on the ``calibration_days`` days before it."""
+        return Calibration.from_errors(self._calibration_errors(model, before), levels)
+
+    def calibrated_days(self, model: str, before: pd.Timestamp) -> int:
+        """The days ``calibration(model, before)`` draws its errors from (its ``days``)."""
+        errors = self._calibration_errors(model, before).dropna(subset=["y", "yhat"])
+        return int(errors["origin"].nunique())
+
+    def eligible(self, before: pd.Timestamp) -> list[str]:
+        """The candidates that may be deployed for forecasts from ``before``: those whose intervals
+        are calibrated on all ``calibration_days`` days before it. A quantile of one or two days of
+        errors is not the interval's level: on the simulated fleet the weekly naive, a week old and
+        calibrated on 1-3 days, won the selection on those days and its 80% interval covered 0.66 on
+        the first (the deployed forecast 0.718 over 7 origins). Where no candidate has them all (a
+        fleet of a few days), those calibrated on the most days."""
+        days = {model: self.calibrated_days(model, before) for model in self.errors if model != "champion"}
+        if not days or max(days.values()) == 0:
+            return []
+        enough = min(self.calibration_days, max(days.values()))
+        return sorted(model for model, n in days.items() if n >= enough)
+
+    def _calibration_errors(self, model: str, before: pd.Timestamp) -> pd.DataFrame:
         errors = self.errors[model]
-        return Calibration.from_errors(
-            errors[(errors["ds"] < before) & (errors["ds"] >= before - self.calibration_days * DAY)], levels
-        )
+        return errors[(errors["ds"] < before) & (errors["ds"] >= before - self.calibration_days * DAY)]
 
 
 def day_origins(series: Series, n: int, freq: str) -> list[pd.Timestamp]:
@@ -221,8 +245,13 @@ def on_common_origins(mase: pd.DataFrame) -> pd.DataFrame:
 
 
 def chosen_candidate(result: RollingBacktest) -> tuple[str, int]:
-    """The candidate train.py deploys from its backtest, and the number of origins it was judged on."""
-    table = on_common_origins(result.per_series)
+    """The candidate train.py deploys from its backtest, and the number of origins it was judged on:
+    the lowest MASE on common origins among the candidates whose intervals for the next day are
+    calibrated on every calibration day (``RollingBacktest.eligible``)."""
+    per_series = result.per_series
+    if len(per_series):
+        per_series = per_series[per_series["model"].isin(result.eligible(result.end))]
+    table = on_common_origins(per_series)
     chosen = best_candidate(table)
     return chosen, int(table.set_index("model").loc[chosen, "origins"])
 
@@ -230,12 +259,14 @@ def chosen_candidate(result: RollingBacktest) -> tuple[str, int]:
 def deployed_choices(result: RollingBacktest, series: Series, hp: Hyperparameters) -> dict[pd.Timestamp, str]:
     """Scored origin -> the candidate train.py would have deployed there (``chosen_candidate`` of its
     own backtest on the data before the origin: the ``hp.backtest_origins`` origins before it, each
-    forecast by a fit on the days before its own origin, as this backtest already made them)."""
+    forecast by a fit on the days before its own origin, as this backtest already made them, among
+    the candidates calibrated on every calibration day before the origin)."""
     diffs = naive_scale(series.values[["unique_id", "ds", "y"]], hp.steps_per_day)
     mase = pd.concat([series_mase(e, diffs).assign(model=m) for m, e in result.errors.items()], ignore_index=True)
     choices = {}
     for origin in result.origins:
         inner = mase[(mase["origin"] < origin) & (mase["origin"] >= origin - hp.backtest_origins * DAY)]
+        inner = inner[inner["model"].isin(result.eligible(origin))]
         try:
             choices[origin] = best_candidate(on_common_origins(inner))
         except ValueError:  # nothing scored before this origin: training's fallback

@@ -63,7 +63,8 @@ class Hyperparameters:
     objective: str = "l1"
     # Days of out-of-sample errors the intervals are calibrated on (each day one 24-hour forecast
     # from a model fitted on the days before it); mlforecast's per-step quantile of 2 windows
-    # covered 57% at 95%.
+    # covered 57% at 95%. A candidate is deployed only once it has errors on all of them
+    # (evaluation.RollingBacktest.eligible).
     conformal_windows: int = 3
     backtest_origins: int = 3  # day boundaries scored by train.py's rolling-origin backtest
     seed: int = 7

@@ -15,7 +15,9 @@ Hyperparameters (iot_lake.forecast.model.Hyperparameters) come from ``SM_HPS`` o
    chosen and ``method_reason`` says why.
 2. Refit the best candidate by mean MASE over the origins at which every candidate was scored
    (``evaluation.chosen_candidate``) on all days; its intervals are calibrated
-   on its out-of-sample errors of the last ``conformal_windows`` days of the backtest.
+   on its out-of-sample errors of the last ``conformal_windows`` days of the backtest. Only a
+   candidate with errors on all of those days can be chosen (``RollingBacktest.eligible``; with
+   a few days of history, those with the most): a quantile of one or two days is no 95% interval.
 3. Write it to ``SM_MODEL_DIR`` (model.pkl, model.json with its metrics and data range), and the
    backtest table, the hold-out forecasts and metrics.json to ``SM_OUTPUT_DATA_DIR``.
 4. Report the metrics through Dagster Pipes when an orchestrator launched it.
@@ -90,6 +92,15 @@ def train(env: TrainingEnvironment) -> dict:
             f"lowest mean MASE over the {origins} rolling origin(s) of the last {len(result.origins)} days "
             "at which every candidate was scored"
         )
+        # Say which candidates sat out for want of calibration days, and how many they had.
+        eligible = result.eligible(result.end)
+        short = {m: result.calibrated_days(m, result.end) for m in result.errors if m not in eligible}
+        if short:
+            days = result.calibrated_days(chosen, result.end)
+            reason += (
+                f", among those with intervals calibrated on {days} of {hp.conformal_windows} days "
+                f"(not {', '.join(f'{m}: {n}' for m, n in sorted(short.items()))})"
+            )
     except ValueError:
         chosen = "seasonal_naive"
         reason = (
