@@ -1,7 +1,7 @@
 """The main job, end to end on whatever IOT_LAKE_ENV selects (the embedded default out of the box):
 the whole loop from sources to cases.
 
-    python -m jobs.main [--days 1] [--history-days 4] [--devices 20] [--seed 42] [--start YYYY-MM-DD]
+    python -m jobs.main [--days 1] [--history-days 6] [--devices 20] [--seed 42] [--start YYYY-MM-DD]
     python -m jobs.main --no-simulate --start YYYY-MM-DD --days N [--history-days H]
 
 ``--start`` is the first scored day (default: ``--days`` before today). The simulator fills
@@ -158,7 +158,7 @@ def run_jobs(defs, instance, plan) -> tuple[list[tuple[str, str, str]], dict[str
 @click.option("--days", default=1, show_default=True, help="Days scored: forecast, compared with actuals, cased.")
 @click.option(
     "--history-days",
-    default=4,
+    default=6,
     show_default=True,
     help="Days before --start that only feed curated history and training.",
 )

@@ -1,6 +1,6 @@
 """The end-to-end demo: the README's main command (`python -m jobs.main`) timed on a fresh lake.
 
-    .venv/bin/python -m benchmarks.demo [--days 1] [--devices 20] [--history-days 4]
+    .venv/bin/python -m benchmarks.demo [--days 1] [--devices 20] [--history-days 6]
 
 The main job simulates the three sources and runs the whole loop through Dagster with its checks:
 landing, curated, aggregates, features, training, hourly forecasts, deviations, cases, the warehouse.
@@ -71,7 +71,7 @@ def duck_reference(work: Path):
 @click.command()
 @click.option("--days", default=1, show_default=True)
 @click.option("--devices", default=20, show_default=True)
-@click.option("--history-days", default=4, show_default=True)
+@click.option("--history-days", default=6, show_default=True)
 @click.option("--seed", default=42, show_default=True, help="Seed of the simulated fleet and its data.")
 @json_option
 def main(days: int, devices: int, history_days: int, seed: int, json_path: Path | None) -> None:
