@@ -162,7 +162,7 @@ Notes on the individual benchmarks:
   setup curates the day before, registers a seasonal-naive champion and forecasts every soak hour,
   so deviations and cases follow the telemetry. Cases come only from the hour it ends in (the
   automation scores the hour in progress), so a soak that crosses an hour, or starts early in one,
-  runs on until that hour holds 10 minutes of data. After the kills it waits (at most
+  runs on until that hour holds 15 minutes of data. After the kills it waits (at most
   `--settle-timeout`) until no run is queued or in progress for 30 s, stops everything and checks
   the lake and the case store; `--quick` is 3 minutes and 2 hours.
 - `nab` needs the shared NAB tool and corpus (`../shared/tools/nab`, `../shared/datasets/nab-dev`;

@@ -167,7 +167,8 @@ def test_a_soak_crossing_the_hour_scores_the_next_one_with_enough_of_its_data():
     start = datetime(2026, 12, 5, 21, 57, tzinfo=UTC)
     plan = plan_soak(FIRST, 4, start, 6)
     assert plan.live == datetime(2026, 12, 5, 22, tzinfo=UTC) and plan.crosses
-    assert plan.end - plan.live == MIN_LIVE and plan.minutes == 13  # runs on, never ahead of the clock
+    # It runs on (3 minutes to the boundary, then MIN_LIVE), never ahead of the clock.
+    assert plan.end - plan.live == MIN_LIVE and plan.minutes == 3 + MIN_LIVE.total_seconds() / 60
     assert "crossing into 22:00" in plan.describe()
 
 

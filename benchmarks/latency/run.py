@@ -252,6 +252,7 @@ def main(devices: int, seed: int, workdir: Path | None, json_path: Path | None) 
                 reference_value=work_s or None,
                 target=TARGET_S,
                 target_on="value",
+                note=f"measured in the hour {hour:%H:00}, set up in {setup_hour:%H:00}",
             )
         ],
     )
