@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.latency [--devices 5]
 
 1. A copy of the control plane and a fresh lake (benchmarks/latency/setup.py): yesterday and the
-   current hour so far curated, a seasonal-naive champion and the forecast made at the hour's start.
+   current hour so far curated, a seasonal-naive champion and the forecasts made at the start of
+   this hour and of the next.
 2. `dagster dev` starts with its daemon: landing_sensor and ops_automation_sensor (every 5 s).
 3. The measured hour is planned (benchmarks/hours.py): the hour in progress, or the next one
    (waited for) if less than 5 minutes of it are left, since the automation scores only the hour
