@@ -7,10 +7,23 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
+import pytest
 import sqlalchemy as sa
 from deltalake import write_deltalake
 
-from benchmarks.soak.run import account, case_figures, kill_plan, landed_lines, sim_config
+from benchmarks.soak.run import (
+    MIN_LIVE,
+    Accounting,
+    CaseFigures,
+    Kills,
+    _results,
+    account,
+    case_figures,
+    kill_plan,
+    landed_lines,
+    plan_soak,
+    sim_config,
+)
 from iot_lake.cases.schema import cases, create_engine, create_tables, outbox
 from iot_lake.lake import Lake
 from iot_lake.simulate.runner import SimulationReport, Simulator
@@ -133,3 +146,44 @@ def test_the_kill_plan_is_seeded_and_within_the_soak():
     assert plan == kill_plan(random.Random(7), 6)
     assert [kind for _, kind in plan].count("daemon") == 3 and [kind for _, kind in plan].count("run") == 3
     assert all(0 < t < 6 * 60 for t, _ in plan)
+
+
+# --- the plan of hours, just before and after a boundary (benchmarks/hours.py) ------------------
+
+FIRST = datetime(2026, 12, 5, 18, tzinfo=UTC)  # 4 soak hours: 18:00 to 21:00, forecasts to 22:00
+
+
+def test_a_soak_within_its_hour_scores_that_hour():
+    plan = plan_soak(FIRST, 4, datetime(2026, 12, 5, 21, 40, 30, tzinfo=UTC), 6)
+    assert (plan.end, plan.live, plan.crosses, plan.minutes) == (
+        datetime(2026, 12, 5, 21, 45, tzinfo=UTC),
+        FIRST + timedelta(hours=3),
+        False,
+        6,
+    )
+
+
+def test_a_soak_crossing_the_hour_scores_the_next_one_with_enough_of_its_data():
+    start = datetime(2026, 12, 5, 21, 57, tzinfo=UTC)
+    plan = plan_soak(FIRST, 4, start, 6)
+    assert plan.live == datetime(2026, 12, 5, 22, tzinfo=UTC) and plan.crosses
+    # It runs on (3 minutes to the boundary, then MIN_LIVE), never ahead of the clock.
+    assert plan.end - plan.live == MIN_LIVE and plan.minutes == 3 + MIN_LIVE.total_seconds() / 60
+    assert "crossing into 22:00" in plan.describe()
+
+
+def test_a_soak_in_an_hour_the_setup_did_not_forecast_exits():
+    with pytest.raises(SystemExit, match="23:00"):
+        plan_soak(FIRST, 4, datetime(2026, 12, 5, 22, 57, tzinfo=UTC), 6)
+
+
+def test_a_soak_that_opened_no_case_fails_its_case_check():
+    plan = plan_soak(FIRST, 4, datetime(2026, 12, 5, 21, 40, tzinfo=UTC), 6)
+
+    def met(cases: int) -> dict[str, bool]:
+        results = _results(Accounting(lines=10), CaseFigures(cases=cases), Kills(), True, plan)
+        return {r.measure: r.met for r in results}
+
+    assert all(met(3).values())
+    failed = [measure for measure, ok in met(0).items() if not ok]
+    assert failed == ["cases opened (what the duplicate-case check covers)"]

@@ -1,5 +1,7 @@
 """Child process of benchmarks.latency, run inside the project copy: yesterday and today so far
-curated, a seasonal-naive champion, and the forecast made at the start of the current hour.
+curated, a seasonal-naive champion, and the forecasts made at the start of the current hour and of
+the next one (the benchmark measures in the next hour when too little of this one is left for it:
+benchmarks/hours.py).
 
     python -m benchmarks.latency.setup --lake DIR --devices N
 
@@ -27,7 +29,14 @@ def main() -> None:
     from dagster import DagsterInstance, materialize
 
     from assets.ml.forecast import batch_forecast
-    from benchmarks.lake_setup import PARTITION, clear_landing, curate_hours, register_naive_champion
+    from benchmarks.lake_setup import (
+        PARTITION,
+        RANGE_END,
+        RANGE_START,
+        clear_landing,
+        curate_hours,
+        register_naive_champion,
+    )
     from iot_lake.lake import Lake
     from iot_lake.settings import load_settings
     from iot_lake.simulate.deliveries import SimConfig
@@ -47,12 +56,13 @@ def main() -> None:
     sim.backfill(start, hour)
 
     with DagsterInstance.get() as instance:
-        last = (hour - timedelta(hours=1)).strftime(PARTITION)
         result = curate_hours(instance, start, hour - timedelta(hours=1))
         register_naive_champion(lake, "latency-naive", start, hour)
+        # The forecast made at the start of an hour is batch_forecast's partition of the hour before:
+        # this hour's and the next's, as one run.
         materialize(
             [batch_forecast],
-            partition_key=last,
+            tags={RANGE_START: (hour - timedelta(hours=1)).strftime(PARTITION), RANGE_END: hour.strftime(PARTITION)},
             instance=instance,
             run_config=None,
             resources=build_resources(load_settings()),

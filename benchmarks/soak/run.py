@@ -13,16 +13,21 @@ accounted for exactly once.
    hour in progress up to the soak's end (objects as their windows close on the accelerated clock,
    with the simulator's bad lines, duplicates, late records and truncated objects). The automation
    scores only the latest hour (eager's latest time window), so deviations and cases come from
-   that one. At seeded random moments the daemon is killed -9 and restarted a few seconds later,
-   and a run worker (a process a code server spawned for a run) is killed -9 mid-run.
+   the hour the soak ends in, and only from its data delivered while it is in progress. The
+   accelerated clock is behind the real one until the end, so all of that hour's data comes after
+   it began; the soak runs on until that hour holds MIN_LIVE of data (benchmarks/hours.py), so one
+   that crosses an hour or starts early in one still scores enough minutes to open cases. At
+   seeded random moments the daemon is killed -9 and restarted a few seconds later, and a run
+   worker (a process a code server spawned for a run) is killed -9 mid-run.
 4. The system settles (no run queued or in progress for 30 s, bounded), the processes stop, and the
    lake is checked: every landed line (object, line number) is in quarantine or its message
    (device, metric, message id) in curated telemetry; no curated message and no quarantined line
    twice; no case twice (device, metric, incident start) nor two overlapping incidents of one series; every
    outbox row (cases and alerts) delivered.
 
-Targets: missing 0, duplicated 0, duplicate cases 0, outbox pending 0. The kills survived, the runs
-that failed and the automatic retries are reported beside them.
+Targets: missing 0, duplicated 0, duplicate cases 0, outbox pending 0, and at least 1 case: with
+none, the duplicate-case check has checked nothing, so the soak fails it. The kills survived, the
+runs that failed and the automatic retries are reported beside them.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.dagster_dev import clean_env, copy_control_plane, free_port, graphql, run_setup, served, wait
+from benchmarks.hours import HOUR, hour_of, hours_in, soak_end, uncovered
 from benchmarks.results import Result, json_option, write
 
 console = Console(stderr=True)
@@ -54,6 +60,9 @@ ACTIVE = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 RUNS = "{ runsOrError { ... on Runs { results { runId status jobName tags { key value } } } } }"
 BUFFER_S = 900  # one Firehose object per 15 simulated minutes: a few runs a minute on 2 cores
 SETTLE_QUIET_S = 30.0
+# Data of the scored hour the soak delivers at least. The recorded runs that scored 18 to 56 minutes
+# of it opened 6-7 cases; 15 stays near that evidence and lengthens a soak by at most 15 minutes.
+MIN_LIVE = timedelta(minutes=15)
 
 
 def sim_config(devices: int, seed: int, buffer_s: int = BUFFER_S):
@@ -306,13 +315,14 @@ def _next_window(clock: datetime, delivered: datetime, live: datetime, sims: tup
 
 def soak(procs: Processes, sims: tuple, first: datetime, end: datetime, minutes: float, rng: random.Random) -> Kills:
     """Deliver [first, end) over the minutes on an accelerated clock, executing the kill plan. The
-    clock reaches ``end`` as the minutes run out, so it is never ahead of the real one."""
+    clock reaches ``end`` as the minutes run out (at or after ``end`` on the real clock: SoakPlan), so
+    it is never ahead of the real one."""
     from iot_lake.simulate.runner import SimulationReport
 
     speed = (end - first).total_seconds() / (minutes * 60)
     report = SimulationReport(start=first.isoformat(), end="")
     plan, kills = kill_plan(rng, minutes), Kills()
-    started, delivered, live = time.time(), first, end.replace(minute=0, second=0, microsecond=0)
+    started, delivered, live = time.time(), first, hour_of(end)
     restart_at = None
     run_kill_deadline = minutes * 60 + 90  # a pending run kill waits this long for a run to start
     while delivered < end or plan or restart_at:
@@ -364,6 +374,38 @@ def _run_figures(all_runs: list[dict]) -> dict[str, int]:
     }
 
 
+@dataclass(frozen=True)
+class SoakPlan:
+    """Which hours the soak sends to and which one it scores, from the moment it starts (hours.py)."""
+
+    first: datetime  # the first hour delivered (the setup curated the day before it)
+    start: datetime
+    end: datetime  # deliveries end here; the hour it falls in is the scored one
+    minutes: float  # wall minutes of delivery: the clock reaches ``end`` no earlier than the real one
+
+    @property
+    def live(self) -> datetime:
+        return hour_of(self.end)
+
+    @property
+    def crosses(self) -> bool:
+        return hour_of(self.start) != self.live
+
+    def describe(self) -> str:
+        live_min = (self.end - self.live).total_seconds() / 60
+        crossed = f", crossing into {self.live:%H:00}" if self.crosses else ""
+        return f"scored hour {self.live:%Y-%m-%d %H:00}: {live_min:.0f} min of its data{crossed}"
+
+
+def plan_soak(first: datetime, hours: int, start: datetime, minutes: float) -> SoakPlan:
+    """The soak's deliveries from ``start``; exit if an hour in progress during it has no forecast
+    from the setup (its hours from ``first`` and one more)."""
+    end = soak_end(start, minutes, MIN_LIVE)
+    if missing := uncovered(hours_in(start, end), first, first + hours * HOUR):
+        raise SystemExit(f"the setup forecast no hour {missing[0]:%H:00}: it started in another hour")
+    return SoakPlan(first, start, end, max(minutes, (end - start).total_seconds() / 60))
+
+
 def _setup(project: Path, env: dict[str, str], lake_root: Path, devices: int, seed: int, first, hours: int):
     run_setup(
         "benchmarks.soak.setup",
@@ -395,7 +437,7 @@ def _table(acc: Accounting, figures: CaseFigures, kills: Kills, run_figures: dic
             "",
         ),
         ("run groups never succeeded", run_figures["unrecovered"], ""),
-        ("cases", figures.cases, ""),
+        ("cases", figures.cases, ">= 1"),
         ("duplicate cases", figures.duplicate_cases, "0"),
         ("outbox rows / pending", f"{figures.outbox_rows} / {figures.outbox_pending}", "pending 0"),
         ("settled within the bound", "yes" if settled else "NO", ""),
@@ -406,8 +448,8 @@ def _table(acc: Accounting, figures: CaseFigures, kills: Kills, run_figures: dic
     Console(width=None if sys.stdout.isatty() else 120).print(table)
 
 
-def _results(acc: Accounting, figures: CaseFigures, kills: Kills, settled: bool) -> list[Result]:
-    note = f"{acc.lines} lines; {kills.daemon} daemon kills, {kills.runs} run kills" + (
+def _results(acc: Accounting, figures: CaseFigures, kills: Kills, settled: bool, plan: SoakPlan) -> list[Result]:
+    note = f"{acc.lines} lines; {kills.daemon} daemon kills, {kills.runs} run kills; {plan.describe()}" + (
         "" if settled else "; NOT settled within the bound"
     )
     zero = {"target": 0.0, "target_on": "value", "note": note}
@@ -415,6 +457,17 @@ def _results(acc: Accounting, figures: CaseFigures, kills: Kills, settled: bool)
         Result("soak", "landed lines in neither curated nor quarantine", acc.missing, unit="lines", **zero),
         Result("soak", "curated messages or quarantined lines present twice", acc.duplicated, unit="rows", **zero),
         Result("soak", "duplicate cases", figures.duplicate_cases, unit="cases", **zero),
+        # Without a case the duplicate-case check above checked nothing: the soak fails here then.
+        Result(
+            "soak",
+            "cases opened (what the duplicate-case check covers)",
+            figures.cases,
+            unit="cases",
+            target=1.0,
+            target_on="value",
+            higher_is_better=True,
+            note=note,
+        ),
         Result("soak", "outbox rows not delivered", figures.outbox_pending, unit="rows", **zero),
     ]
 
@@ -438,7 +491,8 @@ def main(
     env = clean_env(IOT_LAKE_ROOT=str(lake_root), DAGSTER_HOME=str(project))
     # The soak's hours end with the hour in progress, delivered up to the moment the soak ends: the
     # sensor sees no partition ahead of its clock, and the automation scores only the latest hour.
-    first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours - 1)
+    # The setup forecasts one hour more, for a soak that starts in the next hour or crosses into it.
+    first = hour_of(datetime.now(UTC)) - timedelta(hours=hours - 1)
     console.print(f"seed {seed}; soak hours from {first:%Y-%m-%d %H:00}, {hours} h; work dir {work}")
     with console.status("setup: the day before curated, a champion, the soak hours' forecasts"):
         _setup(project, env, lake_root, devices, seed, first, hours)
@@ -455,12 +509,12 @@ def main(
         procs.start_daemon()
         with console.status("webserver starting"):
             wait(lambda: served(procs.port), 180, "the UI")
-        with console.status(f"soak: {hours} simulated hours over {minutes:g} min, kills -9"):
+        plan = plan_soak(first, hours, datetime.now(UTC), minutes)
+        console.print(f"soak until {plan.end:%H:%M} ({plan.minutes:.1f} min); {plan.describe()}")
+        with console.status(f"soak: {hours} simulated hours over {plan.minutes:.1f} min, kills -9"):
             lake = Lake(str(lake_root))
             sims = (Simulator(sim_config(devices, seed), lake), Simulator(sim_config(devices, seed, 300), lake))
-            end = datetime.now(UTC) + timedelta(minutes=minutes)
-            end = first + timedelta(seconds=(end - first).total_seconds() // 300 * 300)
-            kills = soak(procs, sims, first, end, minutes, random.Random(seed))
+            kills = soak(procs, sims, first, plan.end, plan.minutes, random.Random(seed))
         with console.status("settling: waiting for the runs to end"):
             settled = settle(procs.port, settle_timeout)
         run_figures = _run_figures(runs(procs.port))
@@ -470,7 +524,9 @@ def main(
     _table(acc, figures, kills, run_figures, settled, time.time() - t0)
     if acc.missing_examples:
         console.print("missing, e.g.: " + "; ".join(acc.missing_examples))
-    write(json_path, _results(acc, figures, kills, settled))
+    write(json_path, _results(acc, figures, kills, settled, plan))
+    if not figures.cases:
+        console.print("[red]no case opened: the duplicate-case check checked nothing[/]")
     console.print(f"logs: {work}/webserver.log, {work}/daemon.log")
 
 
