@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from iot_lake.api.app import create_app
 from iot_lake.api.keys import ApiKeys
-from iot_lake.api.readings import FORECASTS
+from iot_lake.api.readings import DEVIATIONS, FORECASTS
 from iot_lake.cases.model import ACKNOWLEDGED, FALSE_POSITIVE
 from iot_lake.cases.store import CaseStore
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS
@@ -72,6 +72,16 @@ def _serving_tables(lake: Path, device: str) -> None:
             pa.Table.from_pylist(rows, _schema(rows[0])),
             partition_by=["event_date"],
         )
+    # The detector scored minutes T0+60..T0+69; T0+62 was anomalous.
+    minutes = [T0 + timedelta(minutes=60 + m) for m in range(10)]
+    scored = [
+        {"device_id": device, "metric": "temperature", "ts": ts, "score": 0.9 if m == 2 else round(0.1 * (m % 5), 1)}
+        | {"is_anomalous": m == 2, "event_date": ts.date()}
+        for m, ts in enumerate(minutes)
+    ]
+    write_deltalake(
+        str(lake / DEVIATIONS), pa.Table.from_pylist(scored, _schema(scored[0])), partition_by=["event_date"]
+    )
     forecasts = [
         {
             "device_id": device,
@@ -110,7 +120,7 @@ def _bucket(device: str, start, i: int) -> dict:
 
 def _schema(row: dict) -> pa.Schema:
     """Spark's types: UTC timestamps, dates, doubles, longs, strings."""
-    types = {datetime: TS, date: pa.date32(), float: pa.float64(), int: pa.int64(), str: pa.string()}
+    types = {datetime: TS, date: pa.date32(), float: pa.float64(), int: pa.int64(), str: pa.string(), bool: pa.bool_()}
     return pa.schema([(k, types[type(v)]) for k, v in row.items()])
 
 
@@ -323,7 +333,15 @@ def test_series_pages_through_the_aggregates_with_their_forecast_band(served):
     # Each minute has the band of its 5-minute bucket from the latest origin at or before it.
     yhat = [p["forecast"]["yhat"] for p in points]
     assert yhat == [10.0] * 30 + [20.0] * 30
+    # The detector's scores where it scored: the 1-minute ones, and the highest of each 5 minutes.
+    assert [(p["score"], p["anomalous"]) for p in points[30:33]] == [(0.0, False), (0.1, False), (0.9, True)]
+    assert points[0]["score"] is None and points[-1]["anomalous"] is None
     five = _series(client, tokens["read"], grain="5min").json()  # default range: the day before NOW
+    by_start = {_instant(p["bucket_start"]): p for p in five["points"]}
+    assert [
+        (by_start[T0 + timedelta(minutes=m)]["score"], by_start[T0 + timedelta(minutes=m)]["anomalous"])
+        for m in (55, 60, 65)
+    ] == [(None, None), (0.9, True), (0.4, False)]
     assert len(five["points"]) == 24 and _instant(five["to"]) == NOW and five["next_page_token"] is None
     assert five["points"][0]["forecast"]["yhat"] == 10.0 and five["points"][-1]["forecast"]["yhat"] == 20.0
 

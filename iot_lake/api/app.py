@@ -29,6 +29,7 @@ from iot_lake.api.keys import OPERATOR, READ, ApiKey, ApiKeys
 from iot_lake.cases.model import ACKNOWLEDGED, OPEN, SEVERITIES, STATUSES
 from iot_lake.cases.store import CaseNotFound, CaseStateError, CaseStore
 from iot_lake.cases.views import case_json, history_json
+from iot_lake.curated.aggregates import GRAINS
 from iot_lake.lake import Lake, latest_registry_day, registry_key
 
 CURATED = "curated/telemetry"
@@ -122,6 +123,8 @@ class Point(BaseModel):
     stddev: float | None
     last: float
     forecast: Band | None
+    score: float | None = Field(description="The detector's highest score in the bucket, in [0, 1], if scored.")
+    anomalous: bool | None = Field(description="Whether the detector found any minute of the bucket anomalous.")
 
 
 class Series(BaseModel):
@@ -300,14 +303,7 @@ def create_app(
         start, end = _range(start, end, clock())
         after = _after(page_token, start, end)
         rows, more = readings.aggregates(lake, device_id, metric, grain, start, end, after, limit, delta_options)
-        bands = (
-            readings.forecast_bands(
-                lake, device_id, rows[0]["bucket_start"], rows[-1]["bucket_start"], metric, delta_options
-            )
-            if rows
-            else {}
-        )
-        points = [{**row, "forecast": bands.get((metric, readings.floor_5min(row["bucket_start"])))} for row in rows]
+        points = _points(lake, device_id, metric, grain, rows, delta_options)
         token = _token(rows[-1]["bucket_start"]) if more else None
         return {
             "device_id": device_id,
@@ -347,6 +343,27 @@ def _range(start: datetime | None, end: datetime | None, now: datetime) -> tuple
     if end - start > MAX_RANGE:
         raise _invalid("to", f"at most {MAX_RANGE.days} days after from: ask for longer ranges in several requests")
     return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def _points(lake: Lake, device_id: str, metric: str, grain: str, rows: list[dict], delta_options) -> list[dict]:
+    """The page's buckets with the forecast band of their 5-minute bucket and the detector's scores."""
+    if not rows:
+        return []
+    first, last = rows[0]["bucket_start"], rows[-1]["bucket_start"]
+    bands = readings.forecast_bands(lake, device_id, first, last, metric, delta_options)
+    seconds = GRAINS[grain]
+    scored = readings.scores(
+        lake, device_id, metric, first, last + timedelta(seconds=seconds - 1), seconds, delta_options
+    )
+    unscored = {"score": None, "anomalous": None}
+    return [
+        {
+            **row,
+            "forecast": bands.get((metric, readings.floor_5min(row["bucket_start"]))),
+            **scored.get(row["bucket_start"], unscored),
+        }
+        for row in rows
+    ]
 
 
 def _token(last: datetime) -> str:

@@ -5,6 +5,7 @@
 - Series: the 1- or 5-minute aggregates, only the event_date partitions of the asked range.
 - Forecast bands: forecasts/telemetry_5min, only the origin_date partitions that can cover the range
   (forecasts reach a day ahead of their origin), the latest origin at or before each bucket.
+- Scores: the detector's per-minute scores (ops/deviations), only the event_date partitions of the range.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from iot_lake.curated.state import DEVICE_STATE
 from iot_lake.lake import Lake
 
 FORECASTS = "forecasts/telemetry_5min"
+DEVIATIONS = "ops/deviations"
 FORECAST_HORIZON = timedelta(days=1)  # HYPERPARAMETERS["horizon_hours"] of the batch forecast
 FORECAST_STEP = 300
 BAND = ("yhat", "lo_80", "hi_80", "lo_95", "hi_95")
@@ -118,3 +120,26 @@ def aggregates(
         return [], False
     rows = rows.sort_by("bucket_start").slice(0, limit + 1).to_pylist()
     return rows[:limit], len(rows) > limit
+
+
+def scores(
+    lake: Lake,
+    device_id: str,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    seconds: int,
+    delta_options: dict | None = None,
+) -> dict[datetime, dict]:
+    """Bucket start (``seconds`` wide) -> the highest detector score of its minutes in [start, end],
+    and whether any of them was anomalous."""
+    where = (ds.field("device_id") == device_id) & (ds.field("metric") == metric)
+    where &= (ds.field("ts") >= pa.scalar(start)) & (ds.field("ts") <= pa.scalar(end))
+    rows = read_table(lake, DEVIATIONS, where, ("event_date", _dates(start, end)), delta_options)
+    out: dict[datetime, dict] = {}
+    for row in rows.select(["ts", "score", "is_anomalous"]).to_pylist() if rows is not None else []:
+        bucket = datetime.fromtimestamp(int(row["ts"].timestamp()) // seconds * seconds, tz=UTC)
+        seen = out.setdefault(bucket, {"score": row["score"], "anomalous": bool(row["is_anomalous"])})
+        seen["score"] = max(seen["score"], row["score"])
+        seen["anomalous"] = seen["anomalous"] or bool(row["is_anomalous"])
+    return out
