@@ -12,142 +12,30 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import requests
 import schemathesis
 import sqlalchemy as sa
-from deltalake import write_deltalake
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from iot_lake.api.app import create_app
 from iot_lake.api.keys import ApiKeys
-from iot_lake.api.readings import DEVIATIONS, FORECASTS
 from iot_lake.cases.model import ACKNOWLEDGED, FALSE_POSITIVE
 from iot_lake.cases.store import CaseStore
-from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS
 from iot_lake.curated.state import DEVICE_STATE
-from iot_lake.lake import registry_key
-from tests.cases_helpers import T0, point
-
-NOW = T0 + timedelta(hours=2)
-# Forecast origins -> their yhat: T0's covers T0..T0+24h, T0+1h's later buckets, T0+3h's is made after NOW.
-ORIGINS = {T0: 10.0, T0 + timedelta(hours=1): 20.0, T0 + timedelta(hours=3): 30.0}
-TS = pa.timestamp("us", tz="UTC")
-
-
-def _lake(root: Path, device: str = "dev-001") -> str:
-    """A lake with a registry snapshot, a curated telemetry table whose newest reading is T0+1h, the
-    device's hot state, its 1- and 5-minute aggregates from T0 to NOW, and forecasts of three origins."""
-    lake = root / "lake"
-    day = T0.date() - timedelta(days=1)
-    devices = [{"device_id": device, "site_id": "site-1", "model": "tx-9", "firmware": "1.2"}]
-    metrics = [{"device_id": device, "metric": "temperature", "unit": "degF", "canonical_unit": "degC"}]
-    for table, rows in (("devices", devices), ("device_metrics", metrics)):
-        path = lake / registry_key(day, table)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rows), path)
-    ts = pa.array([T0, T0 + timedelta(hours=1)], TS)
-    write_deltalake(str(lake / "curated" / "telemetry"), pa.table({"event_ts": ts, "value": [1.0, 2.0]}))
-    _serving_tables(lake, device)
-    return str(lake)
-
-
-def _serving_tables(lake: Path, device: str) -> None:
-    state = {"device_id": device, "metric": "temperature", "site_id": "site-1", "event_ts": T0 + timedelta(hours=1)}
-    state |= {"message_id": "m-9", "value": 21.5, "unit": "degC", "updated_at": T0 + timedelta(hours=1, minutes=3)}
-    write_deltalake(str(lake / DEVICE_STATE), pa.Table.from_pylist([state], _schema(state)))
-    for grain, seconds in GRAINS.items():
-        buckets = [T0 + timedelta(seconds=seconds * i) for i in range(int((NOW - T0).total_seconds()) // seconds)]
-        rows = [_bucket(device, start, i) for i, start in enumerate(buckets)]
-        write_deltalake(
-            str(lake / AGGREGATE_TABLES[grain]),
-            pa.Table.from_pylist(rows, _schema(rows[0])),
-            partition_by=["event_date"],
-        )
-    # The detector scored minutes T0+60..T0+69; T0+62 was anomalous.
-    minutes = [T0 + timedelta(minutes=60 + m) for m in range(10)]
-    scored = [
-        {"device_id": device, "metric": "temperature", "ts": ts, "score": 0.9 if m == 2 else round(0.1 * (m % 5), 1)}
-        | {"is_anomalous": m == 2, "event_date": ts.date()}
-        for m, ts in enumerate(minutes)
-    ]
-    write_deltalake(
-        str(lake / DEVIATIONS), pa.Table.from_pylist(scored, _schema(scored[0])), partition_by=["event_date"]
-    )
-    forecasts = [
-        {
-            "device_id": device,
-            "metric": "temperature",
-            "bucket_start": origin + timedelta(minutes=5 * step),
-            "yhat": yhat,
-        }
-        | {"lo_80": yhat - 1, "hi_80": yhat + 1, "lo_95": yhat - 2, "hi_95": yhat + 2, "origin": origin}
-        | {"model_version": f"v{int(yhat)}", "method": "lightgbm", "origin_date": origin.date()}
-        for origin, yhat in ORIGINS.items()
-        for step in range(288)
-    ]
-    write_deltalake(
-        str(lake / FORECASTS), pa.Table.from_pylist(forecasts, _schema(forecasts[0])), partition_by=["origin_date"]
-    )
-
-
-def _bucket(device: str, start, i: int) -> dict:
-    return {
-        "device_id": device,
-        "site_id": "site-1",
-        "metric": "temperature",
-        "unit": "degC",
-        "bucket_start": start,
-    } | {
-        "readings": 3,
-        "mean": float(i),
-        "min": i - 1.0,
-        "max": i + 1.0,
-        "stddev": 1.0,
-        "last": float(i),
-        "last_ts": start,
-        "event_date": start.date(),
-    }
-
-
-def _schema(row: dict) -> pa.Schema:
-    """Spark's types: UTC timestamps, dates, doubles, longs, strings."""
-    types = {datetime: TS, date: pa.date32(), float: pa.float64(), int: pa.int64(), str: pa.string(), bool: pa.bool_()}
-    return pa.schema([(k, types[type(v)]) for k, v in row.items()])
-
-
-def _cases(url: str) -> list[str]:
-    """Two open cases on two devices (the second one never back in band)."""
-    with CaseStore(url) as store:
-        store.observe_many([point(0), point(1), point(2, anomalous=False)])
-        store.observe_many([point(5, device="dev-002"), point(6, device="dev-002")])
-        return [c.case_key for c in store.list_cases()]
-
-
-def _app(root: Path, per_second: int = 1000, device: str = "dev-001"):
-    url = f"sqlite:///{root / 'cases.sqlite'}"
-    keys = _cases(url)
-    app = create_app(url, _lake(root, device), per_second=per_second, clock=lambda: NOW)
-    tokens = {scope: ApiKeys(url).create(f"{scope}-person", scope) for scope in ("read", "operator")}
-    return app, url, keys, tokens
+from tests.api_helpers import NOW, auth, make_app, make_lake
+from tests.cases_helpers import T0
 
 
 @pytest.fixture
 def served(tmp_path):
-    app, url, keys, tokens = _app(tmp_path)
+    app, url, keys, tokens = make_app(tmp_path)
     return TestClient(app), url, keys, tokens
-
-
-def _auth(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_health_needs_no_key_and_reports_the_newest_curated_reading(served):
@@ -173,17 +61,17 @@ def test_a_key_is_shown_once_and_stored_only_as_its_hash(served):
 def test_no_key_or_a_bad_one_is_401_and_a_read_key_cannot_act(served):
     client, _, keys, tokens = served
     assert client.get("/cases").status_code == 401
-    assert client.get("/cases", headers=_auth("iotl_00000000_" + "x" * 43)).status_code == 401
-    assert client.get("/cases", headers=_auth(tokens["operator"] + "x")).status_code == 401
-    listed = client.get("/cases", headers=_auth(tokens["read"]))
+    assert client.get("/cases", headers=auth("iotl_00000000_" + "x" * 43)).status_code == 401
+    assert client.get("/cases", headers=auth(tokens["operator"] + "x")).status_code == 401
+    listed = client.get("/cases", headers=auth(tokens["read"]))
     assert listed.status_code == 200 and sorted(c["key"] for c in listed.json()) == sorted(keys)
-    denied = client.post(f"/cases/{quote(keys[0], safe='')}/ack", json={}, headers=_auth(tokens["read"]))
+    denied = client.post(f"/cases/{quote(keys[0], safe='')}/ack", json={}, headers=auth(tokens["read"]))
     assert denied.status_code == 403 and "operator" in denied.json()["detail"]
 
 
 def test_filters_are_checked_and_applied(served):
     client, _, keys, tokens = served
-    headers = _auth(tokens["read"])
+    headers = auth(tokens["read"])
     assert client.get("/cases?status=bogus", headers=headers).status_code == 422
     assert client.get("/cases?limit=0", headers=headers).status_code == 422
     assert [c["device_id"] for c in client.get("/cases?site=site-1&limit=1", headers=headers).json()] in (
@@ -199,7 +87,7 @@ def test_filters_are_checked_and_applied(served):
 
 def test_an_operators_actions_go_through_the_case_store_like_the_clis(served):
     client, url, keys, tokens = served
-    headers = _auth(tokens["operator"])
+    headers = auth(tokens["operator"])
     one, two = (quote(k, safe="") for k in sorted(keys))
     assert client.post(f"/cases/{one}/ack", json={"note": "on it"}, headers=headers).json()["status"] == ACKNOWLEDGED
     detail = client.get(f"/cases/{one}", headers=headers).json()
@@ -232,7 +120,7 @@ def test_two_operators_acting_on_one_case_at_once_one_wins(served):
 
     def act(token: str, action: str) -> None:
         start.wait()
-        results[action] = client.post(f"/cases/{quote(key, safe='')}/{action}", json={}, headers=_auth(token))
+        results[action] = client.post(f"/cases/{quote(key, safe='')}/{action}", json={}, headers=auth(token))
 
     threads = [threading.Thread(target=act, args=pair) for pair in zip(tokens, ("resolve", "false-positive"))]
     for t in threads:
@@ -249,16 +137,16 @@ def test_two_operators_acting_on_one_case_at_once_one_wins(served):
 
 
 def test_requests_are_rate_limited_per_key(tmp_path):
-    app, url, _, tokens = _app(tmp_path, per_second=3)
+    app, url, _, tokens = make_app(tmp_path, per_second=3)
     client = TestClient(app)
-    codes = [client.get("/cases", headers=_auth(tokens["read"])).status_code for _ in range(5)]
+    codes = [client.get("/cases", headers=auth(tokens["read"])).status_code for _ in range(5)]
     assert codes[:3] == [200] * 3 and 429 in codes[3:]
-    assert client.get("/cases", headers=_auth(tokens["operator"])).status_code == 200  # another key is not slowed
+    assert client.get("/cases", headers=auth(tokens["operator"])).status_code == 200  # another key is not slowed
 
 
 def test_devices_come_from_the_newest_registry_snapshot(served):
     client, _, _, tokens = served
-    headers = _auth(tokens["read"])
+    headers = auth(tokens["read"])
     assert client.get("/devices", headers=headers).json() == [
         {
             "device_id": "dev-001",
@@ -274,7 +162,7 @@ def test_devices_come_from_the_newest_registry_snapshot(served):
 
 def test_state_is_the_hot_state_with_the_band_for_now_and_the_active_case(served):
     client, url, keys, tokens = served
-    headers = _auth(tokens["operator"])
+    headers = auth(tokens["operator"])
     body = client.get("/devices/dev-001/state", headers=headers).json()
     (temperature,) = body["metrics"]
     assert {k: temperature[k] for k in ("metric", "value", "unit")} == {
@@ -299,9 +187,9 @@ def test_state_is_the_hot_state_with_the_band_for_now_and_the_active_case(served
 def test_state_reads_only_the_hot_state_table(tmp_path):
     """No scan of curated telemetry per request: without the hot state there is no latest value,
     though curated telemetry holds readings of the device."""
-    app, _, _, tokens = _app(tmp_path)
+    app, _, _, tokens = make_app(tmp_path)
     shutil.rmtree(tmp_path / "lake" / DEVICE_STATE)
-    body = TestClient(app).get("/devices/dev-001/state", headers=_auth(tokens["read"])).json()
+    body = TestClient(app).get("/devices/dev-001/state", headers=auth(tokens["read"])).json()
     assert body["metrics"] == [] and len(body["active_cases"]) == 1
 
 
@@ -310,7 +198,7 @@ def _instant(text: str) -> datetime:
 
 
 def _series(client, token, **params):
-    return client.get("/devices/dev-001/series", params={"metric": "temperature", **params}, headers=_auth(token))
+    return client.get("/devices/dev-001/series", params={"metric": "temperature", **params}, headers=auth(token))
 
 
 def test_series_pages_through_the_aggregates_with_their_forecast_band(served):
@@ -359,7 +247,7 @@ def test_series_bounds_and_tokens_are_checked(served):
     elsewhere = {"from": (NOW - timedelta(days=3)).isoformat(), "to": (NOW - timedelta(days=2)).isoformat()}
     assert _series(client, token, page_token=first["next_page_token"], **elsewhere).status_code == 422
     assert _series(client, token, metric="humidity").status_code == 404
-    assert client.get("/devices/dev-404/series?metric=temperature", headers=_auth(token)).status_code == 404
+    assert client.get("/devices/dev-404/series?metric=temperature", headers=auth(token)).status_code == 404
     # A range before any aggregate or forecast: no points, no band, no next page.
     empty = _series(client, token, **elsewhere).json()
     assert empty["points"] == [] and empty["next_page_token"] is None
@@ -371,9 +259,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_cli_creates_keys_and_serves_the_app(tmp_path):
+def test_the_cli_creates_keys_and_serves_themake_app(tmp_path):
     """`iot-lake api-keys create` then `iot-lake api`, as a person would run them, on the embedded default."""
-    env = {**os.environ, "IOT_LAKE_ROOT": _lake(tmp_path)}
+    env = {**os.environ, "IOT_LAKE_ROOT": make_lake(tmp_path)}
     cli = [sys.executable, "-m", "iot_lake.cli"]
     made = subprocess.run(
         [*cli, "api-keys", "create", "--name", "wall", "--scope", "read"], env=env, capture_output=True, text=True
@@ -398,7 +286,7 @@ def test_the_cli_creates_keys_and_serves_the_app(tmp_path):
                 time.sleep(0.1)
         assert health.json()["newest_curated"] == (T0 + timedelta(hours=1)).isoformat()
         assert "/cases/{key}/false-positive" in requests.get(f"{base}/openapi.json", timeout=5).json()["paths"]
-        assert requests.get(f"{base}/cases", headers=_auth(token), timeout=5).json() == []
+        assert requests.get(f"{base}/cases", headers=auth(token), timeout=5).json() == []
         assert requests.get(f"{base}/cases", timeout=5).status_code == 401
     finally:
         server.terminate()
@@ -410,7 +298,7 @@ def test_the_cli_creates_keys_and_serves_the_app(tmp_path):
 # Schemathesis: every endpoint of the published schema, valid and invalid inputs, as an operator.
 _ROOT = Path(tempfile.mkdtemp(prefix="iot-lake-api-"))
 # The device of the schema's examples, so the device routes answer 200 as well as 404.
-_APP, _URL, _KEYS, _TOKENS = _app(_ROOT, device="dev-0001")
+_APP, _URL, _KEYS, _TOKENS = make_app(_ROOT, device="dev-0001")
 schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
 
 
@@ -420,10 +308,10 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _APP)
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_every_endpoint_conforms_to_its_schema(case):
     if case.operation.path != "/devices/{device_id}/series":
-        case.call_and_validate(headers=_auth(_TOKENS["operator"]))
+        case.call_and_validate(headers=auth(_TOKENS["operator"]))
         return
     # The series' range and page token have rules across fields no schema can state (to after from,
     # at most 7 days; a token of the same range): a schema-valid request may get a 422, for those only.
-    response = case.call_and_validate(headers=_auth(_TOKENS["operator"]), excluded_checks=[positive_data_acceptance])
+    response = case.call_and_validate(headers=auth(_TOKENS["operator"]), excluded_checks=[positive_data_acceptance])
     if response.status_code == 422 and case.meta and not case.meta.generation.mode.is_negative:
         assert {e["loc"][-1] for e in response.json()["detail"]} <= {"to", "page_token"}, response.text

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 import pyarrow as pa
@@ -20,7 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, Field
 from pyrate_limiter import Duration, Limiter, Rate
 
@@ -38,6 +41,9 @@ DEVICE_PATH = Path(max_length=64, description="A device id of the registry.", ex
 MAX_RANGE = timedelta(days=7)  # per series request: 10,080 one-minute buckets at most, over pages
 DEFAULT_RANGE = timedelta(days=1)
 ACTIVE = (OPEN, ACKNOWLEDGED)
+WORKBENCH = FilePath(__file__).with_name("workbench")
+# The workbench loads nothing but its own files and calls nothing but this API.
+WORKBENCH_CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'none'"
 
 
 class CaseOut(BaseModel):
@@ -314,6 +320,13 @@ def create_app(
             "points": points,
             "next_page_token": token,
         }
+
+    @app.get("/workbench", include_in_schema=False)
+    def workbench() -> FileResponse:
+        """The operator workbench page (no key needed to load it: it asks for one)."""
+        return FileResponse(WORKBENCH / "index.html", headers={"Content-Security-Policy": WORKBENCH_CSP})
+
+    app.mount("/workbench/static", StaticFiles(directory=WORKBENCH), name="workbench")
 
     @app.middleware("http")
     async def no_store(request: Request, call_next):
