@@ -288,6 +288,9 @@ def test_the_cli_creates_keys_and_serves_themake_app(tmp_path):
         assert "/cases/{key}/false-positive" in requests.get(f"{base}/openapi.json", timeout=5).json()["paths"]
         assert requests.get(f"{base}/cases", headers=auth(token), timeout=5).json() == []
         assert requests.get(f"{base}/cases", timeout=5).status_code == 401
+        # The workbench's files ship with the package and are served from it.
+        assert "workbench.js" in requests.get(f"{base}/workbench", timeout=5).text
+        assert requests.get(f"{base}/workbench/static/workbench.js", timeout=5).status_code == 200
     finally:
         server.terminate()
         server.wait(timeout=10)
