@@ -112,9 +112,8 @@ def aggregates(
     """The series' buckets in [start, end) (after ``after`` if given), at most ``limit`` of them in
     time order, and whether more follow."""
     where = (ds.field("device_id") == device_id) & (ds.field("metric") == metric)
-    where &= (ds.field("bucket_start") >= pa.scalar(after or start)) & (ds.field("bucket_start") < pa.scalar(end))
-    if after is not None:
-        where &= ds.field("bucket_start") > pa.scalar(after)
+    first = ds.field("bucket_start") > pa.scalar(after) if after else ds.field("bucket_start") >= pa.scalar(start)
+    where &= first & (ds.field("bucket_start") < pa.scalar(end))
     rows = read_table(lake, AGGREGATE_TABLES[grain], where, ("event_date", _dates(after or start, end)), delta_options)
     if rows is None:
         return [], False
