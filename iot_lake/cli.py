@@ -431,7 +431,8 @@ def _error(exc: CaseError) -> str:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 def api(host, port):
-    """Serve the API (cases, devices; OpenAPI at /openapi.json) over this environment's case store and lake."""
+    """Serve the API (devices, their state and series, cases; OpenAPI at /openapi.json) and the operator
+    workbench (/workbench) over this environment's case store and lake."""
     import uvicorn
 
     from iot_lake.api.app import create_app

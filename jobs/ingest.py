@@ -7,7 +7,7 @@ historian extract runs nightly.
 from dagster import AssetSelection, DefaultScheduleStatus, build_schedule_from_partitioned_job, define_asset_job
 
 from assets.curated.daily import CURATED_WEATHER_KEY
-from assets.curated.telemetry import AGGREGATE_KEYS, CURATED_TELEMETRY_KEY
+from assets.curated.telemetry import AGGREGATE_KEYS, CURATED_TELEMETRY_KEY, DEVICE_STATE_KEY
 from assets.landing.historian import DEVICE_REGISTRY_KEY, HISTORICAL_READINGS_KEY
 from assets.landing.telemetry import LANDING_TELEMETRY_KEY
 from assets.landing.weather import LANDING_WEATHER_KEY
@@ -15,8 +15,13 @@ from lib.retries import RETRY_POLICY
 
 telemetry_hourly_job = define_asset_job(
     "telemetry_hourly_job",
-    selection=AssetSelection.assets(LANDING_TELEMETRY_KEY, CURATED_TELEMETRY_KEY, *AGGREGATE_KEYS.values()),
-    description="One arrival hour of telemetry: inventory the landing objects, curate them, refresh the aggregates.",
+    selection=AssetSelection.assets(
+        LANDING_TELEMETRY_KEY, CURATED_TELEMETRY_KEY, *AGGREGATE_KEYS.values(), DEVICE_STATE_KEY
+    ),
+    description=(
+        "One arrival hour of telemetry: inventory the landing objects, curate them, refresh the aggregates "
+        "and the hot state."
+    ),
     op_retry_policy=RETRY_POLICY,
 )
 weather_daily_job = define_asset_job(

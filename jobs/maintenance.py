@@ -28,13 +28,15 @@ from dagster import (
 from lib.pools import LAKE_WRITES
 from resources.lake import LakeResource
 
-# Table key -> its date partition column.
+# Table key -> its date partition column (None: unpartitioned and small, compacted whole).
 TABLES = {
     "curated/telemetry": "event_date",
     "curated/telemetry_1min": "event_date",
     "curated/telemetry_5min": "event_date",
     "curated/weather": "observed_date",
     "curated/features": "event_date",
+    # Every hour's MERGE rewrites most of the hot state's rows, so it piles up removed files fastest.
+    "curated/device_state": None,
     "quarantine/telemetry": "landing_date",
     "quarantine/weather": "landing_date",
 }
@@ -57,7 +59,7 @@ def retention_hours(config: MaintenanceConfig) -> int:
 
 
 def maintain_table(
-    lake: LakeResource, key: str, partition_column: str, config: MaintenanceConfig, today: date
+    lake: LakeResource, key: str, partition_column: str | None, config: MaintenanceConfig, today: date
 ) -> dict | None:
     from deltalake import DeltaTable
 
@@ -66,9 +68,8 @@ def maintain_table(
         return None
     table = DeltaTable(the_lake.uri(key), storage_options=lake.delta_storage_options())
     since = (today - timedelta(days=config.compact_days)).isoformat()
-    compacted = table.optimize.compact(
-        partition_filters=[(partition_column, ">=", since)], target_size=config.target_file_mb * 1024 * 1024
-    )
+    recent = [(partition_column, ">=", since)] if partition_column else None
+    compacted = table.optimize.compact(partition_filters=recent, target_size=config.target_file_mb * 1024 * 1024)
     table.create_checkpoint()
     # The retention is our own setting (a week by default), applied as configured but never below
     # MIN_RETENTION_HOURS (delta-rs's own floor is a week, hence enforce_retention_duration=False).

@@ -27,7 +27,7 @@ from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
 from iot_lake.sources.historian import create_engine, land_registry
 from tests.conftest import START
-from tests.unavailable import assert_skipped_locally_and_failed_in_ci, unavailable
+from tests.unavailable import assert_skipped_locally_and_failed_in_ci, chromium_binary
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -236,17 +236,6 @@ GROUPS = ("landing", "curated", "ml", "ops", "warehouse")
 ARTIFACTS = REPO / "test-artifacts"
 
 
-def chromium_binary() -> str:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not os.access(path, os.X_OK):
-        unavailable(
-            "chromium not found at /usr/bin/chromium (install Debian's 'chromium' package; "
-            "scripts/setup.sh --test does as root)",
-            "the UI screenshot test",
-        )
-    return path
-
-
 def _chromium(binary: str, profile: Path, url: str, *args: str) -> subprocess.CompletedProcess:
     """Headless Chromium on the page until its scripts are idle (or 20 s of virtual time have passed)."""
     sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium's sandbox refuses to run as root
@@ -281,7 +270,7 @@ def _graph_labels(dom: str) -> list[str]:
 
 
 def test_the_ui_draws_the_asset_graph_with_its_groups(dagster_dev, sensed_lake):
-    binary = chromium_binary()
+    binary = chromium_binary("the UI screenshot test")
     ARTIFACTS.mkdir(exist_ok=True)
     png = ARTIFACTS / "asset-graph.png"
     png.unlink(missing_ok=True)

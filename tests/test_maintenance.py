@@ -9,6 +9,7 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, refresh_aggregates
+from iot_lake.curated.state import DEVICE_STATE, refresh_state
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_hour
 from jobs.maintenance import MaintenanceConfig, delta_maintenance_job, maintain_table
 from resources.lake import LakeResource
@@ -32,8 +33,10 @@ def _files(lake, key):
 def test_compaction_and_vacuum_keep_every_row_and_sail_keeps_writing(landed, spark):
     for h in range(HOURS):
         hour = START + timedelta(hours=h)
-        refresh_aggregates(spark, landed, hour, curate_hour(spark, landed, hour).event_dates, CURATED_TELEMETRY)
-    keys = [CURATED_TELEMETRY, *AGGREGATE_TABLES.values(), "quarantine/telemetry"]
+        dates = curate_hour(spark, landed, hour).event_dates
+        refresh_aggregates(spark, landed, hour, dates, CURATED_TELEMETRY)
+        refresh_state(spark, landed, hour, dates, CURATED_TELEMETRY)  # unpartitioned: compacted whole
+    keys = [CURATED_TELEMETRY, *AGGREGATE_TABLES.values(), "quarantine/telemetry", DEVICE_STATE]
     before = {k: _snapshot(landed, k) for k in keys}
     files_before = {k: len(DeltaTable(landed.path(k)).file_uris()) for k in keys}
 
@@ -67,6 +70,8 @@ def test_compaction_and_vacuum_keep_every_row_and_sail_keeps_writing(landed, spa
     assert spark.read.format("delta").load(landed.uri(CURATED_TELEMETRY)).count() == len(before[CURATED_TELEMETRY])
     refresh_aggregates(spark, landed, START, again.event_dates, CURATED_TELEMETRY)
     assert _snapshot(landed, AGGREGATE_TABLES["1min"]) == before[AGGREGATE_TABLES["1min"]]
+    refresh_state(spark, landed, START, again.event_dates, CURATED_TELEMETRY)
+    assert _snapshot(landed, DEVICE_STATE) == before[DEVICE_STATE]
 
 
 def test_a_killed_local_writers_staged_file_is_deleted_once_past_the_retention(tmp_path):

@@ -32,6 +32,23 @@ def test_create_insert_new_upsert_and_replace(tmp_path, spark, table_format):
     assert rows() == [(1, "A", "x"), (2, "b", "x"), (4, None, "y"), (6, "f", "z"), (7, "g", "y")]
 
 
+@pytest.mark.parametrize("table_format", ["delta", "parquet"])
+def test_an_unpartitioned_table_merges_only_newer_rows(tmp_path, spark, table_format):
+    """merge_newer, as the hot state uses it: a matching row is replaced only where ``newer`` holds."""
+    table = open_table(spark, Lake(str(tmp_path)), "curated/state", None, table_format)
+    schema = "k int, version int, v string"
+
+    def rows():
+        return sorted(tuple(r) for r in table.read().select("k", "version", "v").collect())
+
+    table.create(spark.createDataFrame([(1, 5, "a"), (2, 5, "b")], schema))
+    source = spark.createDataFrame([(1, 4, "older"), (2, 6, "newer"), (3, 1, "new")], schema)
+    table.merge_newer(source, on=("k",), newer="s.version > t.version")
+    assert rows() == [(1, 5, "a"), (2, 6, "newer"), (3, 1, "new")]
+    table.merge_newer(source, on=("k",), newer="s.version > t.version")  # again: nothing is newer
+    assert rows() == [(1, 5, "a"), (2, 6, "newer"), (3, 1, "new")]
+
+
 def test_unknown_format_is_refused(tmp_path, spark):
     with pytest.raises(ValueError, match="delta, parquet"):
         open_table(spark, Lake(str(tmp_path)), "curated/t", "part", "iceberg")

@@ -4,6 +4,7 @@ under CI (``CI`` set), where that is a failure: CI must never pass without havin
 from __future__ import annotations
 
 import os
+import shutil
 from typing import NoReturn
 
 import pytest
@@ -29,3 +30,15 @@ def assert_skipped_locally_and_failed_in_ci(monkeypatch, probe, skip: str, fail:
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match=fail):
         probe()
+
+
+def chromium_binary(tests: str = "the browser tests") -> str:
+    """Debian's Chromium, which the browser tests drive (no browser is ever downloaded)."""
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.access(path, os.X_OK):
+        unavailable(
+            "chromium not found at /usr/bin/chromium (install Debian's 'chromium' package; "
+            "scripts/setup.sh --test does as root)",
+            tests,
+        )
+    return path

@@ -5,6 +5,7 @@ from assets.landing.historian import DEVICE_REGISTRY_KEY
 from assets.landing.telemetry import LANDING_TELEMETRY_KEY, OWNERS, partition_hours
 from assets.partitions import hourly_partitions
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
+from iot_lake.curated.state import DEVICE_STATE
 from lib.pools import LAKE_WRITES
 from resources.lake import LakeResource
 from resources.spark import SparkRunner
@@ -12,6 +13,7 @@ from resources.spark import SparkRunner
 CURATED_TELEMETRY_KEY = AssetKey(["curated", "telemetry"])
 # The aggregates' keys are their tables' paths: curated/telemetry_1min, curated/telemetry_5min.
 AGGREGATE_KEYS = {grain: AssetKey(table.split("/")) for grain, table in AGGREGATE_TABLES.items()}
+DEVICE_STATE_KEY = AssetKey(DEVICE_STATE.split("/"))
 _AGGREGATE_DOC = (
     "{grain} aggregates of curated telemetry per device and metric: readings, mean, min, max, sample "
     "stddev, last value and its time. Delta Lake at curated/telemetry_{grain}, partitioned by event_date. "
@@ -50,6 +52,20 @@ _AGGREGATE_DOC = (
             )
             for grain, key in AGGREGATE_KEYS.items()
         ),
+        AssetSpec(
+            DEVICE_STATE_KEY,
+            deps=[CURATED_TELEMETRY_KEY],
+            kinds={"spark", "delta", "s3"},
+            owners=OWNERS,
+            description=(
+                "Hot state for the serving API: the latest reading per device and metric (value, unit, event "
+                "time, site). Delta Lake at curated/device_state, unpartitioned, one row per series. A landing "
+                "hour MERGEs in its latest reading per series where newer than the stored one, so late records "
+                "never overwrite a newer state and re-runs change nothing."
+            ),
+            skippable=True,
+            freshness_policy=HOURLY_FRESHNESS,
+        ),
     ],
     partitions_def=hourly_partitions,
     backfill_policy=BackfillPolicy.single_run(),  # one Spark session for a whole range of hours
@@ -65,12 +81,15 @@ _AGGREGATE_DOC = (
     ],
 )
 def curated_telemetry(context: AssetExecutionContext, lake: LakeResource, spark: SparkRunner):
-    """One Spark session curates the landing hours of the run and refreshes the aggregates they touch."""
+    """One Spark session curates the landing hours of the run and refreshes the aggregates and the hot
+    state they touch."""
     hours = partition_hours(context)
     selected = context.selected_asset_keys
-    steps = (["curate"] if CURATED_TELEMETRY_KEY in selected else []) + [
-        grain for grain, key in AGGREGATE_KEYS.items() if key in selected
-    ]
+    steps = (
+        (["curate"] if CURATED_TELEMETRY_KEY in selected else [])
+        + [grain for grain, key in AGGREGATE_KEYS.items() if key in selected]
+        + (["state"] if DEVICE_STATE_KEY in selected else [])
+    )
     yield from spark.run(
         context,
         "iot_lake.curated.telemetry_job",

@@ -7,28 +7,43 @@ here has the same lifecycle, history, outbox deliveries and retraining feedback 
 cases. Requests are rate limited per key.
 """
 
+import base64
+import binascii
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, Field
 from pyrate_limiter import Duration, Limiter, Rate
 
+from iot_lake.api import readings
 from iot_lake.api.keys import OPERATOR, READ, ApiKey, ApiKeys
-from iot_lake.cases.model import SEVERITIES, STATUSES
+from iot_lake.cases.model import ACKNOWLEDGED, OPEN, SEVERITIES, STATUSES
 from iot_lake.cases.store import CaseNotFound, CaseStateError, CaseStore
 from iot_lake.cases.views import case_json, history_json
+from iot_lake.curated.aggregates import GRAINS
 from iot_lake.lake import Lake, latest_registry_day, registry_key
 
 CURATED = "curated/telemetry"
 KEY_PATH = Path(max_length=300, description="A case key (device|metric|start), URL-encoded.")
+DEVICE_PATH = Path(max_length=64, description="A device id of the registry.", examples=["dev-0001"])
+MAX_RANGE = timedelta(days=7)  # per series request: 10,080 one-minute buckets at most, over pages
+DEFAULT_RANGE = timedelta(days=1)
+ACTIVE = (OPEN, ACKNOWLEDGED)
+WORKBENCH = FilePath(__file__).with_name("workbench")
+# The workbench loads nothing but its own files and calls nothing but this API.
+WORKBENCH_CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'none'"
 
 
 class CaseOut(BaseModel):
@@ -75,6 +90,57 @@ class DeviceOut(BaseModel):
     model: str | None
     firmware: str | None
     metrics: list[MetricOut]
+
+
+class Band(BaseModel):
+    bucket_start: datetime = Field(description="The 5-minute bucket the band is for.")
+    origin: datetime = Field(description="When the forecast was made (the latest origin at or before the bucket).")
+    model_version: str | None
+    yhat: float
+    lo_80: float
+    hi_80: float
+    lo_95: float
+    hi_95: float
+
+
+class MetricState(BaseModel):
+    metric: str
+    value: float
+    unit: str | None
+    event_ts: datetime = Field(description="When the latest reading was taken.")
+    updated_at: datetime = Field(description="When the curated job last changed this state.")
+    forecast: Band | None = Field(description="The forecast band for now, if a forecast covers now.")
+
+
+class DeviceState(BaseModel):
+    device_id: str
+    site_id: str | None
+    as_of: datetime
+    metrics: list[MetricState]
+    active_cases: list[CaseOut] = Field(description="Open or acknowledged cases of the device, newest first.")
+
+
+class Point(BaseModel):
+    bucket_start: datetime
+    readings: int
+    mean: float
+    min: float
+    max: float
+    stddev: float | None
+    last: float
+    forecast: Band | None
+    score: float | None = Field(description="The detector's highest score in the bucket, in [0, 1], if scored.")
+    anomalous: bool | None = Field(description="Whether the detector found any minute of the bucket anomalous.")
+
+
+class Series(BaseModel):
+    device_id: str
+    metric: str
+    grain: Literal["1min", "5min"]
+    start: datetime = Field(alias="from")
+    end: datetime = Field(alias="to")
+    points: list[Point]
+    next_page_token: str | None = Field(description="Pass as page_token for the next page; null on the last.")
 
 
 class Health(BaseModel):
@@ -190,11 +256,77 @@ def create_app(
         return registry(lake, clock().date(), _minute())
 
     @app.get("/devices/{device_id}", response_model=DeviceOut, responses={**ERRORS, **NOT_FOUND})
-    def device(_: Annotated[ApiKey, Depends(reader)], device_id: Annotated[str, Path(max_length=64)]) -> dict:
+    def device(_: Annotated[ApiKey, Depends(reader)], device_id: Annotated[str, DEVICE_PATH]) -> dict:
+        return known_device(device_id)
+
+    def known_device(device_id: str) -> dict:
         found = [d for d in registry(lake, clock().date(), _minute()) if d["device_id"] == device_id]
         if not found:
             raise HTTPException(404, f"no device {device_id}")
         return found[0]
+
+    @app.get("/devices/{device_id}/state", response_model=DeviceState, responses={**ERRORS, **NOT_FOUND})
+    def device_state(_: Annotated[ApiKey, Depends(reader)], device_id: Annotated[str, DEVICE_PATH]) -> dict:
+        device, now = known_device(device_id), clock()
+        bands = readings.band_now(lake, device_id, now, delta_options)
+        metrics = [
+            {
+                **{k: row[k] for k in ("metric", "value", "unit", "event_ts", "updated_at")},
+                "forecast": bands.get(row["metric"]),
+            }
+            for row in readings.latest_state(lake, device_id, delta_options)
+        ]
+        active = [case_json(c) for c in store.list_cases(device_id=device_id) if c.status in ACTIVE]
+        return {
+            "device_id": device_id,
+            "site_id": device["site_id"],
+            "as_of": now,
+            "metrics": metrics,
+            "active_cases": active,
+        }
+
+    @app.get(
+        "/devices/{device_id}/series",
+        response_model=Series,
+        response_model_by_alias=True,
+        responses={**ERRORS, **NOT_FOUND},
+    )
+    def device_series(
+        _: Annotated[ApiKey, Depends(reader)],
+        device_id: Annotated[str, DEVICE_PATH],
+        metric: Annotated[
+            str, Query(max_length=64, description="One of the device's metrics.", examples=["temperature"])
+        ],
+        start: Annotated[datetime | None, BeforeValidator(_iso_8601), Query(alias="from", description=FROM)] = None,
+        end: Annotated[datetime | None, BeforeValidator(_iso_8601), Query(alias="to", description=TO)] = None,
+        grain: Literal["1min", "5min"] = "5min",
+        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+        page_token: Annotated[str | None, Query(max_length=100, description="From the previous page.")] = None,
+    ) -> dict:
+        device = known_device(device_id)
+        if metric not in {m["metric"] for m in device["metrics"]}:
+            raise HTTPException(404, f"device {device_id} has no metric {metric}")
+        start, end = _range(start, end, clock())
+        after = _after(page_token, start, end)
+        rows, more = readings.aggregates(lake, device_id, metric, grain, start, end, after, limit, delta_options)
+        points = _points(lake, device_id, metric, grain, rows, delta_options)
+        token = _token(rows[-1]["bucket_start"]) if more else None
+        return {
+            "device_id": device_id,
+            "metric": metric,
+            "grain": grain,
+            "from": start,
+            "to": end,
+            "points": points,
+            "next_page_token": token,
+        }
+
+    @app.get("/workbench", include_in_schema=False)
+    def workbench() -> FileResponse:
+        """The operator workbench page (no key needed to load it: it asks for one)."""
+        return FileResponse(WORKBENCH / "index.html", headers={"Content-Security-Policy": WORKBENCH_CSP})
+
+    app.mount("/workbench/static", StaticFiles(directory=WORKBENCH), name="workbench")
 
     @app.middleware("http")
     async def no_store(request: Request, call_next):
@@ -207,6 +339,62 @@ def create_app(
 
 
 SINCE = "Only incidents starting at or after this time (ISO 8601; UTC unless it has an offset)."
+FROM = "Start of the range, inclusive (ISO 8601; UTC unless it has an offset). Default: a day before `to`."
+TO = f"End of the range, exclusive. Default: now. At most {MAX_RANGE.days} days after `from`."
+
+
+def _invalid(field: str, message: str) -> RequestValidationError:
+    """A 422 shaped like FastAPI's own (the schema's HTTPValidationError), for checks across fields."""
+    return RequestValidationError([{"loc": ("query", field), "msg": message, "type": "value_error"}])
+
+
+def _range(start: datetime | None, end: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+    end = _aware(end) if end else now
+    start = _aware(start) if start else end - DEFAULT_RANGE
+    if end <= start:
+        raise _invalid("to", "must be after from")
+    if end - start > MAX_RANGE:
+        raise _invalid("to", f"at most {MAX_RANGE.days} days after from: ask for longer ranges in several requests")
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def _points(lake: Lake, device_id: str, metric: str, grain: str, rows: list[dict], delta_options) -> list[dict]:
+    """The page's buckets with the forecast band of their 5-minute bucket and the detector's scores."""
+    if not rows:
+        return []
+    first, last = rows[0]["bucket_start"], rows[-1]["bucket_start"]
+    bands = readings.forecast_bands(lake, device_id, first, last, metric, delta_options)
+    seconds = GRAINS[grain]
+    scored = readings.scores(
+        lake, device_id, metric, first, last + timedelta(seconds=seconds - 1), seconds, delta_options
+    )
+    unscored = {"score": None, "anomalous": None}
+    return [
+        {
+            **row,
+            "forecast": bands.get((metric, readings.floor_5min(row["bucket_start"]))),
+            **scored.get(row["bucket_start"], unscored),
+        }
+        for row in rows
+    ]
+
+
+def _token(last: datetime) -> str:
+    """Opaque to clients: the last bucket returned, which the next page starts after."""
+    return base64.urlsafe_b64encode(f"v1:{int(last.timestamp())}".encode()).decode().rstrip("=")
+
+
+def _after(token: str | None, start: datetime, end: datetime) -> datetime | None:
+    if token is None:
+        return None
+    try:
+        version, seconds = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode().split(":")
+        after = datetime.fromtimestamp(int(seconds), UTC)
+    except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
+        raise _invalid("page_token", "not a page token of this API: pass next_page_token as given") from None
+    if version != "v1" or not start <= after < end:
+        raise _invalid("page_token", "not a page token of this range: pass next_page_token with the same from and to")
+    return after
 
 
 def _iso_8601(value):

@@ -159,10 +159,12 @@ class CaseStore:
         with self.engine.connect() as conn:
             return _case(conn, key)
 
-    def list_cases(self, status: str | None = None) -> list[Case]:
+    def list_cases(self, status: str | None = None, device_id: str | None = None) -> list[Case]:
         query = sa.select(cases).order_by(cases.c.incident_start.desc(), cases.c.case_key)
         if status:
             query = query.where(cases.c.status == status)
+        if device_id:
+            query = query.where(cases.c.device_id == device_id)
         with self.engine.connect() as conn:
             return [Case(**row._mapping) for row in conn.execute(query)]
 

@@ -21,6 +21,8 @@ snapshot, up to MAX_BATCH_HOURS hours and MAX_BATCH_LINES lines. A batch is one 
    rest of the metadata.
 6. 1- and 5-minute aggregates of every bucket the batch's records fall in
    (iot_lake.curated.aggregates), in the same Spark session.
+7. The hot state: the batch's latest reading per device and metric, where newer than the stored
+   one (iot_lake.curated.state), for the serving API.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
 from iot_lake.curated.records import Record, Registry, Rejection, parse_line
+from iot_lake.curated.state import DEVICE_STATE, refresh_state
 from iot_lake.curated.typical import RegistryIndex, parse_typical
 from iot_lake.lake import Lake, latest_registry_day, registry_key, telemetry_hour_of_key
 from iot_lake.sources.telemetry import (
@@ -613,7 +616,8 @@ def curate_batch(
     return list(reports.values())
 
 
-STEPS = ("curate", *GRAINS)
+STATE = "state"
+STEPS = ("curate", *GRAINS, STATE)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -629,7 +633,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--steps",
         default=",".join(STEPS),
-        help="comma-separated subset of curate,1min,5min (aggregates alone rebuild from curated rows)",
+        help="comma-separated subset of curate,1min,5min,state (aggregates and state alone rebuild from curated rows)",
     )
     parser.add_argument(
         "--table-format",
@@ -656,6 +660,7 @@ def main(argv: list[str] | None = None) -> None:
     grains = [g for g in GRAINS if g in steps]
     reports: list[CurateReport] = []
     buckets = dict.fromkeys(grains, 0)
+    series = 0
     with open_dagster_pipes() as pipes:
         lake = Lake(args.lake)
         with spark_session("curate-telemetry") as spark:
@@ -676,12 +681,20 @@ def main(argv: list[str] | None = None) -> None:
                     pipes.log.info(f"aggregated {span}: {json.dumps(aggregated.buckets)}")
                     for grain in grains:
                         buckets[grain] += aggregated.buckets.get(grain, 0)
+                if STATE in steps:
+                    refreshed = refresh_state(spark, lake, batch, event_dates, CURATED_TELEMETRY, args.table_format)
+                    pipes.log.info(f"state {span}: {refreshed} series")
+                    series += refreshed
         if reports:
             report_curated(pipes, reports)
         for grain in grains:
             pipes.report_asset_materialization(
                 asset_key=AGGREGATE_TABLES[grain],
                 metadata={"buckets_written": buckets[grain], "dagster/row_count": buckets[grain], "hours": len(hours)},
+            )
+        if STATE in steps:
+            pipes.report_asset_materialization(
+                asset_key=DEVICE_STATE, metadata={"series_refreshed": series, "hours": len(hours)}
             )
 
 

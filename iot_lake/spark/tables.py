@@ -28,11 +28,14 @@ class _Table:
     spark: object
     lake: Lake
     key: str
-    partition_by: str
+    partition_by: str | None  # None: unpartitioned (a small table such as the hot state)
 
     @property
     def uri(self) -> str:
         return self.lake.uri(self.key)
+
+    def _partitioned(self, writer):
+        return writer.partitionBy(self.partition_by) if self.partition_by else writer
 
 
 class SparkDeltaTable(_Table):
@@ -43,7 +46,7 @@ class SparkDeltaTable(_Table):
         return self.spark.read.format("delta").load(self.uri)
 
     def create(self, df) -> None:
-        df.write.format("delta").partitionBy(self.partition_by).save(self.uri)
+        self._partitioned(df.write.format("delta")).save(self.uri)
 
     def insert_new(self, df, on: Sequence[str]) -> None:
         """Insert the rows of ``df`` whose ``on`` columns match no row of the table."""
@@ -53,6 +56,11 @@ class SparkDeltaTable(_Table):
     def upsert(self, df, on: Sequence[str]) -> None:
         """Rows of ``df`` replace the table's rows with the same ``on`` columns; the others are inserted."""
         self._merge(df, on, "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
+
+    def merge_newer(self, df, on: Sequence[str], newer: str) -> None:
+        """Like ``upsert``, but a row of ``df`` replaces a matching row only where the SQL predicate
+        ``newer`` (over ``t``, the table's row, and ``s``, the new one) is true."""
+        self._merge(df, on, f"WHEN MATCHED AND ({newer}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
 
     def replace(self, df, where: str) -> None:
         """The table's rows for which the SQL predicate ``where`` is true become the rows of ``df``."""
@@ -83,14 +91,23 @@ class SparkParquetTable(_Table):
 
     def create(self, df) -> None:
         # Overwrite: whatever is there was left by a write that never committed.
-        df.write.mode("overwrite").partitionBy(self.partition_by).parquet(self.uri)
+        self._partitioned(df.write.mode("overwrite")).parquet(self.uri)
 
     def insert_new(self, df, on: Sequence[str]) -> None:
         new = df.join(self.read().select(*on), list(on), "left_anti")
-        new.write.mode("append").partitionBy(self.partition_by).parquet(self.uri)
+        self._partitioned(new.write.mode("append")).parquet(self.uri)
 
     def upsert(self, df, on: Sequence[str]) -> None:
         self._rewrite(self.read().join(df.select(*on), list(on), "left_anti"), df)
+
+    def merge_newer(self, df, on: Sequence[str], newer: str) -> None:
+        from pyspark.sql import functions as F
+
+        current = self.read()
+        condition = [F.col(f"s.{c}") == F.col(f"t.{c}") for c in on]
+        matched = df.alias("s").join(current.alias("t"), condition, "left")
+        winners = matched.where(F.col(f"t.{on[0]}").isNull() | F.expr(newer)).select("s.*")
+        self._rewrite(current.join(winners.select(*on), list(on), "left_anti"), winners)
 
     def replace(self, df, where: str) -> None:
         self._rewrite(self.read().where(f"NOT (({where}) IS TRUE)"), df)
@@ -100,13 +117,13 @@ class SparkParquetTable(_Table):
         # files its plan still reads: write beside the table, then swap (not atomic).
         folder, name = posixpath.split(self.key)
         scratch = posixpath.join(folder, f"_{name}_rewrite")
-        kept.unionByName(df).write.mode("overwrite").partitionBy(self.partition_by).parquet(self.lake.uri(scratch))
+        self._partitioned(kept.unionByName(df).write.mode("overwrite")).parquet(self.lake.uri(scratch))
         self.lake.delete(self.key, recursive=True)
         self.lake.fs.mv(self.lake.path(scratch), self.lake.path(self.key), recursive=True)
 
 
 def open_table(
-    spark, lake: Lake, key: str, partition_by: str, table_format: str = "delta"
+    spark, lake: Lake, key: str, partition_by: str | None, table_format: str = "delta"
 ) -> SparkDeltaTable | SparkParquetTable:
     if table_format == "delta":
         return SparkDeltaTable(spark, lake, key, partition_by)
