@@ -27,8 +27,10 @@ def _clean(ts: pd.DatetimeIndex) -> np.ndarray:
     return np.asarray(50 + 10 * np.sin(2 * np.pi * (ts.hour * 60 + ts.minute) / 1440))
 
 
-def _lake(root) -> Lake:
-    lake = Lake(str(root))
+def _lake(root, storage_options: dict | None = None, delta_options: dict | None = None) -> Lake:
+    """Three hours of 1-minute actuals, the forecasts made for them and the injected spike's ground
+    truth; on S3 the options are the test's own (tests/test_iam_control_plane_aws.py)."""
+    lake = Lake(str(root), storage_options)
     minutes = pd.date_range(START, START + timedelta(hours=3), freq="1min", inclusive="left")
     rng = np.random.default_rng(3)
     rows = []
@@ -52,6 +54,7 @@ def _lake(root) -> Lake:
         lake.uri("curated/telemetry_1min"),
         pa.Table.from_pandas(pd.concat(rows), preserve_index=False),
         partition_by=["event_date"],
+        storage_options=delta_options,
     )
     buckets = pd.date_range(START, START + timedelta(hours=3), freq="5min", inclusive="left")
     yhat = _clean(buckets)
@@ -74,7 +77,10 @@ def _lake(root) -> Lake:
         for device in ("dev-1", "dev-2")
     )
     write_deltalake(
-        lake.uri(FORECASTS_TABLE), pa.Table.from_pandas(forecasts, preserve_index=False), partition_by=["origin_date"]
+        lake.uri(FORECASTS_TABLE),
+        pa.Table.from_pandas(forecasts, preserve_index=False),
+        partition_by=["origin_date"],
+        storage_options=delta_options,
     )
     lake.write_text(
         anomalies_key(START.date()),
