@@ -344,6 +344,41 @@ def test_new_curated_minutes_of_the_hour_request_its_deviations(tmp_path, defs):
         assert asked == set()  # and once scored after them, not again
 
 
+def test_minutes_of_the_hour_before_landing_after_the_turn_are_scored_too(defs):
+    """An hour's last objects land after it has turned (Firehose buffers, queued runs): new curated
+    minutes of the hour before ask for its deviations again; older hours are left to backfills."""
+    from dagster import AssetMaterialization, DagsterInstance, evaluate_automation_conditions
+
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    now, before, older = ((hour - timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in (0, 1, 2))
+    with DagsterInstance.ephemeral() as instance:
+
+        def requested(cursor=None):
+            result = evaluate_automation_conditions(
+                defs, instance, asset_selection=AssetSelection.assets(deviations.key), cursor=cursor
+            )
+            return result.get_requested_partitions(deviations.key), result.cursor
+
+        for partition in (older, before, now):  # every hour scored, each against its forecast
+            forecast_of = (datetime.strptime(partition, "%Y-%m-%d-%H:%M") - timedelta(hours=1)).strftime(
+                "%Y-%m-%d-%H:%M"
+            )
+            instance.report_runless_asset_event(AssetMaterialization(["ml", "batch_forecast"], partition=forecast_of))
+            instance.report_runless_asset_event(
+                AssetMaterialization(["curated", "telemetry_1min"], partition=partition)
+            )
+            instance.report_runless_asset_event(AssetMaterialization(deviations.key, partition=partition))
+        _, cursor = requested()
+        asked, cursor = requested(cursor)
+        assert asked == set()
+        instance.report_runless_asset_event(AssetMaterialization(["curated", "telemetry_1min"], partition=before))
+        asked, cursor = requested(cursor)
+        assert asked == {before}  # the late minutes of the hour before
+        instance.report_runless_asset_event(AssetMaterialization(["curated", "telemetry_1min"], partition=older))
+        asked, _ = requested(cursor)
+        assert asked == set()  # two hours back: not watched (a re-run of that range scores it)
+
+
 def test_minutes_before_the_first_forecast_are_scored_by_the_series_own_channels():
     """A new series has no model for its first day: its minutes are kept (empty band columns) and
     judged by the scorer's own channels once warm, so a jump on that day still opens an incident."""

@@ -64,8 +64,12 @@ def _dates(start: datetime, end: datetime) -> list:
 #   run was going were dropped when that run (which had read the table before them) ended: the
 #   hour's last object never became a case (benchmarks/latency waited 600 s for one). The request
 #   counts as handled at the sensor's next tick (5 s), before a run has started and read the table.
+# - the hour before the one in progress is watched too: its last objects land after the hour has
+#   turned (Firehose buffers up to 5 minutes, runs queue behind each other), and a condition on the
+#   latest window alone never scored them, so an incident in an hour's last minutes could open no
+#   case (benchmarks/soak: the 21:00 spikes, delivered after 22:00, were curated but never scored).
 AUTOMATION = (
-    AutomationCondition.in_latest_time_window()
+    AutomationCondition.in_latest_time_window(lookback_delta=timedelta(hours=2))
     & (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated()).since(
         (AutomationCondition.newly_requested() | AutomationCondition.initial_evaluation()).with_label("requested")
     )
