@@ -481,10 +481,6 @@ def _error(exc: CaseError) -> str:
     return f"no case {exc.args[0]}" if isinstance(exc, CaseNotFound) else str(exc)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @main.group()
 def dashboards() -> None:
     """Apache Superset over the warehouse, with the dashboards of dashboards/ (docs/dashboards.md)."""
@@ -545,3 +541,7 @@ def export(port, target):
     except requests.ConnectionError:
         raise click.ClickException(f"no Superset on {superset.url}: start it with `iot-lake dashboards up`") from None
     console.print(f"{len(written)} definitions written to {target}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

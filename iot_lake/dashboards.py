@@ -211,7 +211,8 @@ class Superset:
 
     def prepare(self) -> bool:
         """Config and secrets, then the metadata database once per Superset version; True if it ran."""
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.home.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)  # the metadata database holds the admin's hash and the connections
         _secret(self.home / "secret-key", 42)
         password = _secret(self.password_file, 18)
         (self.home / "superset_config.py").write_text(CONFIG.format(home=os.fspath(self.home)))

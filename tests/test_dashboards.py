@@ -1,0 +1,294 @@
+"""The dashboards (`iot-lake dashboards`, dashboards/): the definitions and their templating, then
+Superset for real over a small warehouse (test_warehouse's): anonymous requests are refused, and a
+headless Chromium logs in, opens each dashboard, finds every chart answered without an error, and its
+main numbers equal the same queries run on the warehouse with DuckDB. Screenshots:
+test-artifacts/dashboard-<slug>.png."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import socket
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import duckdb
+import pytest
+import requests
+import yaml
+
+from iot_lake.dashboards import (
+    DASHBOARDS_DIR,
+    DATABASE_FILE,
+    SCHEMA_MARK,
+    SUPERSET_VENV,
+    URI_MARK,
+    bundle,
+    unbundle,
+    warehouse_for,
+)
+from iot_lake.settings import Settings
+from tests.test_end_to_end import chromium_binary
+from tests.test_warehouse import built, lake  # noqa: F401  (fixtures: the warehouse, built by dbt)
+from tests.unavailable import unavailable
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+# Each dashboard's main numbers: big-number chart title -> the warehouse query it must equal.
+MAIN_NUMBERS = {
+    "cases": {
+        "Cases": "select count(*) from marts.fct_case",
+        "Active cases": "select count(*) from marts.fct_case where is_active",
+    },
+    "fleet-overview": {
+        "Devices": "select count(distinct device_id) from marts.dim_device where is_current",
+        "Devices not healthy": "select count(*) from marts.mart_fleet_status where health <> 'healthy'",
+        "Anomalous minutes, latest day": "select sum(anomalous_minutes) from marts.mart_fleet_status",
+    },
+}
+CHART = '[data-test="chart-grid-component"]'  # a chart's box on a dashboard, titled by data-test-chart-name
+LOCAL = Settings(env="local", lake_root="/srv/lake", historian_url="sqlite://")
+REDSHIFT_ENV = {
+    "IOT_LAKE_REDSHIFT_HOST": "wh.example.internal",
+    "IOT_LAKE_REDSHIFT_DATABASE": "iot",
+    "IOT_LAKE_REDSHIFT_USER": "dbt",
+    "IOT_LAKE_REDSHIFT_PASSWORD": "dbt-secret",
+    "IOT_LAKE_DASHBOARDS_REDSHIFT_USER": "bi reader",
+    "IOT_LAKE_DASHBOARDS_REDSHIFT_PASSWORD": "bi-secret",
+    "IOT_LAKE_REDSHIFT_SCHEMA": "analytics",
+}
+
+
+def _definitions(folder: str) -> dict[str, dict]:
+    return {
+        p.relative_to(DASHBOARDS_DIR).as_posix(): yaml.safe_load(p.read_text())
+        for p in (DASHBOARDS_DIR / folder).rglob("*.yaml")
+    }
+
+
+def _chart_uuids(dashboard: dict) -> set[str]:
+    return {
+        item["meta"]["uuid"]
+        for item in dashboard["position"].values()
+        if isinstance(item, dict) and item.get("type") == "CHART"
+    }
+
+
+def test_the_definitions_hang_together_over_dbt_marts():
+    """Every chart is on a dashboard and reads a dataset of the repo; every dataset is a dbt mart."""
+    charts, datasets, dashboards = _definitions("charts"), _definitions("datasets"), _definitions("dashboards")
+    on_dashboards = set().union(*(_chart_uuids(d) for d in dashboards.values()))
+    assert on_dashboards == {c["uuid"] for c in charts.values()}
+    assert {c["dataset_uuid"] for c in charts.values()} <= {d["uuid"] for d in datasets.values()}
+    marts = {p.stem for p in (REPO / "dbt_project" / "models" / "marts").glob("*.sql")}
+    assert {d["table_name"] for d in datasets.values()} <= marts
+    assert {d["slug"] for d in dashboards.values()} == set(MAIN_NUMBERS)
+
+
+def test_the_definitions_name_the_warehouse_by_marks_only():
+    """No path, host or schema of one machine in the repo: the environment fills them on import."""
+    assert yaml.safe_load((DASHBOARDS_DIR / DATABASE_FILE).read_text())["sqlalchemy_uri"] == yaml.safe_load(URI_MARK)
+    for name, dataset in _definitions("datasets").items():
+        assert dataset["schema"] == yaml.safe_load(SCHEMA_MARK) and dataset["catalog"] is None, name
+    for path in DASHBOARDS_DIR.rglob("*.yaml"):
+        assert not re.search(r"duckdb:|redshift|/tmp/|\.lake/", path.read_text()), path
+
+
+def test_the_local_warehouse_is_opened_read_only_and_prod_reads_redshift_from_the_environment():
+    local = warehouse_for(LOCAL, {})
+    assert local.uri == "duckdb:////srv/lake/warehouse/iot_lake.duckdb?access_mode=read_only"
+    assert (local.schema, local.password) == ("marts", None)
+    prod = warehouse_for(Settings(env="prod", lake_root="s3://b", historian_url="x"), REDSHIFT_ENV)
+    # The password travels apart from the URI (Superset's import takes it as a separate field).
+    assert prod.uri == "redshift+psycopg2://bi%20reader@wh.example.internal:5439/iot?sslmode=verify-full"
+    assert (prod.schema, prod.password) == ("analytics_marts", "bi-secret")
+    fallback = {k: v for k, v in REDSHIFT_ENV.items() if "DASHBOARDS" not in k}
+    assert warehouse_for(Settings(env="prod", lake_root="s3://b", historian_url="x"), fallback).password == "dbt-secret"
+
+
+def _as_exported(data: bytes) -> bytes:
+    """A bundle as Superset's export names its files: a root folder, ids after the names."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w") as dst:
+        for i, name in enumerate(src.namelist()):
+            renamed = re.sub(r"^iot_lake/((?:charts|dashboards|datasets)/.*)\.yaml$", rf"export_1/\1_{i}.yaml", name)
+            dst.writestr(renamed.replace("iot_lake/", "export_1/"), src.read(name))
+    return out.getvalue()
+
+
+def test_an_export_puts_the_marks_back_and_keeps_the_file_names(tmp_path):
+    for warehouse in (warehouse_for(LOCAL, {}), warehouse_for(Settings("prod", "s3://b", "x"), REDSHIFT_ENV)):
+        data = bundle(DASHBOARDS_DIR, warehouse)
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            assert warehouse.uri in zf.read(f"iot_lake/{DATABASE_FILE}").decode()
+            assert "{{" not in "".join(zf.read(n).decode() for n in zf.namelist())
+        target = tmp_path / warehouse.schema
+        (target / "charts").mkdir(parents=True)
+        (target / "charts" / "Deleted_in_the_UI.yaml").write_text("slice_name: gone\n")
+        unbundle(_as_exported(data), target)
+        for path in DASHBOARDS_DIR.rglob("*.yaml"):
+            assert (target / path.relative_to(DASHBOARDS_DIR)).read_text() == path.read_text(), path
+        assert not (target / "charts" / "Deleted_in_the_UI.yaml").exists()
+
+
+def test_the_superset_venv_reads_the_warehouse_file_format_of_the_platform():
+    """DuckDB's file format follows its version: Superset's must be the one dbt writes with."""
+    lock = (REPO / "uv.lock").read_text()
+    locked = re.search(r'\[\[package\]\]\nname = "duckdb"\nversion = "([^"]+)"', lock).group(1)
+    pinned = re.search(r"(?m)^duckdb==(\S+)$", (REPO / "scripts" / "superset-requirements.txt").read_text()).group(1)
+    assert pinned == locked
+
+
+# ---- Superset for real -------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Running:
+    def __init__(self, url: str, home: Path, warehouse: Path, ready_s: float):
+        self.url, self.home, self.warehouse, self.ready_s = url, home, warehouse, ready_s
+
+    def password(self) -> str:
+        return (self.home / "admin-password").read_text().strip()
+
+
+def _wait_for(process: subprocess.Popen, log: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert process.poll() is None, (
+            f"`iot-lake dashboards up` exited {process.returncode}:\n{log.read_text()[-3000:]}"
+        )
+        assert time.monotonic() < deadline, f"no {text!r} in {timeout} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def superset(lake, built, tmp_path_factory):  # noqa: F811  (the fixtures imported above)
+    if not (SUPERSET_VENV / "bin" / "gunicorn").exists():
+        unavailable(f"no Superset in {SUPERSET_VENV} (scripts/setup.sh installs it)", "the dashboard tests")
+    assert all(r.success for r in built)
+    home, port = tmp_path_factory.mktemp("superset"), _free_port()
+    warehouse = Path(lake.path("warehouse/iot_lake.duckdb"))
+    env = {**os.environ, "IOT_LAKE_ROOT": lake.url, "IOT_LAKE_WAREHOUSE_PATH": str(warehouse)}
+    env.update({"IOT_LAKE_SUPERSET_HOME": str(home / "state"), "COLUMNS": "400"})
+    env.pop("IOT_LAKE_ENV", None)
+    log = home / "up.log"
+    t0 = time.monotonic()
+    with open(log, "w") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "iot_lake.cli", "dashboards", "up", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for(up, log, "Superset ready", timeout=400)
+        print(f"`iot-lake dashboards up`, first start: ready in {time.monotonic() - t0:.1f} s")
+        yield Running(f"http://127.0.0.1:{port}", home / "state", warehouse, time.monotonic() - t0)
+    finally:
+        up.terminate()  # SIGTERM: `up` stops its server before it exits
+        up.wait(60)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+@pytest.mark.slow
+def test_anonymous_requests_and_the_default_password_are_refused(superset):
+    page = requests.get(f"{superset.url}/superset/dashboard/cases/", allow_redirects=False, timeout=30)
+    assert page.status_code == 302 and "/login" in page.headers["Location"]
+    assert requests.get(f"{superset.url}/api/v1/dashboard/", timeout=30).status_code == 401
+    assert requests.post(f"{superset.url}/api/v1/chart/data", json={}, timeout=30).status_code == 401
+    login = {"username": "admin", "password": "admin", "provider": "db"}
+    assert requests.post(f"{superset.url}/api/v1/security/login", json=login, timeout=30).status_code == 401
+
+
+@pytest.mark.slow
+def test_the_secrets_are_generated_and_private(superset):
+    assert len(superset.password()) >= 20 and superset.password() != "admin"
+    for name in ("admin-password", "secret-key"):
+        assert stat.S_IMODE((superset.home / name).stat().st_mode) == 0o600, name
+    config = (superset.home / "superset_config.py").read_text()
+    assert (superset.home / "secret-key").read_text().strip() not in config
+    assert superset.password() not in (superset.home / "superset.log").read_text()
+
+
+def _warehouse_number(path: Path, sql: str) -> int:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return int(con.execute(sql).fetchall()[0][0] or 0)
+
+
+@pytest.mark.slow
+def test_each_dashboard_shows_its_charts_and_the_warehouse_numbers_in_a_browser(superset):
+    from playwright.sync_api import sync_playwright
+
+    binary = chromium_binary()
+    ARTIFACTS.mkdir(exist_ok=True)
+    charts = {d["slug"]: len(_chart_uuids(d)) for d in _definitions("dashboards").values()}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=binary, args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            _log_in(page, superset)
+            for slug, numbers in MAIN_NUMBERS.items():
+                shown = _open_dashboard(page, superset.url, slug, charts[slug])
+                for title, sql in numbers.items():
+                    assert shown[title] == _warehouse_number(superset.warehouse, sql), (slug, title)
+        finally:
+            browser.close()
+
+
+def _log_in(page, superset: Running) -> None:
+    page.goto(f"{superset.url}/login/")
+    page.fill('[data-test="username-input"]', "admin")
+    page.fill('[data-test="password-input"]', superset.password())
+    page.click('[data-test="login-button"]')
+    page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
+
+
+# Every chart box is there, none is loading, and each holds a drawn chart or an error message.
+SETTLED = """n => {
+    const charts = [...document.querySelectorAll('[data-test="chart-grid-component"]')];
+    return charts.length == n && charts.every(c => !c.querySelector('[data-test="loading-indicator"]')
+        && c.querySelector('.slice_container, .ant-alert, [role="alert"]'));
+}"""
+
+
+def _open_dashboard(page, url: str, slug: str, charts: int) -> dict[str, int]:
+    """Open a dashboard, wait for each chart, screenshot it; its big numbers by chart title."""
+    answers: list = []
+
+    def chart_data(response) -> None:
+        if "/api/v1/chart/data" in response.url:
+            answers.append(response)
+
+    page.on("response", chart_data)
+    try:
+        t0 = time.monotonic()
+        page.goto(f"{url}/superset/dashboard/{slug}/")
+        page.wait_for_function(SETTLED, arg=charts, timeout=120_000)
+        print(f"dashboard {slug}: {charts} charts in {time.monotonic() - t0:.1f} s")
+    finally:
+        page.remove_listener("response", chart_data)
+    page.screenshot(path=ARTIFACTS / f"dashboard-{slug}.png", full_page=True)
+    assert sorted(a.status for a in answers) == [200] * charts, [(a.url, a.status) for a in answers]
+    texts = page.eval_on_selector_all(CHART, "els => els.map(e => [e.dataset.testChartName, e.innerText])")
+    for title, text in texts:
+        assert not re.search(r"error|unexpected|failed", text, re.IGNORECASE), (slug, title, text)
+    return _big_numbers(page)
+
+
+def _big_numbers(page) -> dict[str, int]:
+    pairs = page.eval_on_selector_all(
+        f'{CHART}[data-test-viz-type="big_number_total"]',
+        "els => els.map(e => [e.dataset.testChartName, (e.querySelector('.header-line') || {}).innerText])",
+    )
+    return {title: int(text.replace(",", "")) for title, text in pairs if text and text.replace(",", "").isdigit()}
