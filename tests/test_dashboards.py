@@ -21,7 +21,9 @@ import duckdb
 import pytest
 import requests
 import yaml
+from click.testing import CliRunner
 
+from iot_lake.cli import main
 from iot_lake.dashboards import (
     DASHBOARDS_DIR,
     DATABASE_FILE,
@@ -292,3 +294,28 @@ def _big_numbers(page) -> dict[str, int]:
         "els => els.map(e => [e.dataset.testChartName, (e.querySelector('.header-line') || {}).innerText])",
     )
     return {title: int(text.replace(",", "")) for title, text in pairs if text and text.replace(",", "").isdigit()}
+
+
+def _without_instance_ids(name: str, definition: dict) -> dict:
+    """A chart or dashboard as any Superset instance exports it: the database ids it names dropped."""
+    if name.startswith("charts/"):
+        definition["params"].pop("datasource", None)
+    if name.startswith("dashboards/"):
+        definition["position"] = {k: v for k, v in definition["position"].items() if isinstance(v, dict)}
+        for item in definition["position"].values():
+            item.get("meta", {}).pop("chartId", None)
+        definition.pop("metadata")
+    return definition
+
+
+@pytest.mark.slow
+def test_export_writes_back_the_definitions_superset_holds(superset, tmp_path):
+    env = {"IOT_LAKE_SUPERSET_HOME": str(superset.home), "COLUMNS": "400"}
+    port = superset.url.rsplit(":", 1)[1]
+    result = CliRunner().invoke(main, ["dashboards", "export", "--port", port, "--to", str(tmp_path)], env=env)
+    assert result.exit_code == 0, result.output
+    exported = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.yaml")}
+    assert exported == {p.relative_to(DASHBOARDS_DIR).as_posix() for p in DASHBOARDS_DIR.rglob("*.yaml")}
+    for name in sorted(exported):
+        ours, theirs = (yaml.safe_load((root / name).read_text()) for root in (DASHBOARDS_DIR, tmp_path))
+        assert _without_instance_ids(name, theirs) == _without_instance_ids(name, ours), name
