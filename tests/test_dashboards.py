@@ -22,6 +22,7 @@ import pytest
 import requests
 import yaml
 from click.testing import CliRunner
+from dagster import AssetKey
 
 from iot_lake.cli import main
 from iot_lake.dashboards import (
@@ -319,3 +320,15 @@ def test_export_writes_back_the_definitions_superset_holds(superset, tmp_path):
     for name in sorted(exported):
         ours, theirs = (yaml.safe_load((root / name).read_text()) for root in (DASHBOARDS_DIR, tmp_path))
         assert _without_instance_ids(name, theirs) == _without_instance_ids(name, ours), name
+
+
+def test_the_dashboards_hang_in_the_lineage_below_the_marts_they_read(defs):
+    from assets.dashboards import dashboard_tables
+
+    graph = defs.resolve_asset_graph()
+    for slug, (_, tables) in dashboard_tables().items():
+        node = graph.get(AssetKey(["dashboards", slug.replace("-", "_")]))
+        assert not node.is_materializable  # external: Superset reads the warehouse on each view
+        assert node.parent_keys == {AssetKey(["warehouse", t]) for t in tables}
+        assert all(graph.has(parent) for parent in node.parent_keys)
+    assert dashboard_tables()["fleet-overview"][1] == ["dim_device", "fct_case", "mart_fleet_status", "mart_freshness"]
