@@ -70,7 +70,10 @@ def warehouse_for(settings: Settings, env: Mapping[str, str] | None = None) -> W
     password = env.get("IOT_LAKE_DASHBOARDS_REDSHIFT_PASSWORD") or env["IOT_LAKE_REDSHIFT_PASSWORD"]
     host, port = env["IOT_LAKE_REDSHIFT_HOST"], env.get("IOT_LAKE_REDSHIFT_PORT") or "5439"
     database = env["IOT_LAKE_REDSHIFT_DATABASE"]
-    uri = f"redshift+psycopg2://{quote(user, safe='')}@{host}:{port}/{database}?sslmode=verify-full"
+    # Redshift's certificate chains to Amazon's public roots, in the system's trust store (libpq 16+),
+    # not to the RDS bundle PGSSLROOTCERT names for the run storage.
+    tls = "sslmode=verify-full&sslrootcert=system"
+    uri = f"redshift+psycopg2://{quote(user, safe='')}@{host}:{port}/{database}?{tls}"
     schema = f"{env.get('IOT_LAKE_REDSHIFT_SCHEMA') or 'analytics'}_marts"  # dbt_project/macros/schema.sql
     return Warehouse(uri, schema, password=password)
 
@@ -170,6 +173,9 @@ SECRET_KEY = (_HOME / "secret-key").read_text().strip()
 SQLALCHEMY_DATABASE_URI = "sqlite:///" + str(_HOME / "superset.db")
 # One process, one user: the login rate limit may count in memory.
 RATELIMIT_STORAGE_URI = "memory://"
+# The warehouse changes with every dbt run: charts query it on each view, nothing is cached (and
+# so Dagster has no cache to refresh after a warehouse run).
+DATA_CACHE_CONFIG = {{"CACHE_TYPE": "NullCache"}}
 """
 
 

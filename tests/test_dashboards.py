@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
 import socket
 import stat
 import subprocess
@@ -28,6 +29,7 @@ from iot_lake.cli import main
 from iot_lake.dashboards import (
     DASHBOARDS_DIR,
     DATABASE_FILE,
+    HOME_VAR,
     SCHEMA_MARK,
     SUPERSET_VENV,
     URI_MARK,
@@ -108,7 +110,9 @@ def test_the_local_warehouse_is_opened_read_only_and_prod_reads_redshift_from_th
     assert (local.schema, local.password) == ("marts", None)
     prod = warehouse_for(Settings(env="prod", lake_root="s3://b", historian_url="x"), REDSHIFT_ENV)
     # The password travels apart from the URI (Superset's import takes it as a separate field).
-    assert prod.uri == "redshift+psycopg2://bi%20reader@wh.example.internal:5439/iot?sslmode=verify-full"
+    assert prod.uri == (
+        "redshift+psycopg2://bi%20reader@wh.example.internal:5439/iot?sslmode=verify-full&sslrootcert=system"
+    )
     assert (prod.schema, prod.password) == ("analytics_marts", "bi-secret")
     fallback = {k: v for k, v in REDSHIFT_ENV.items() if "DASHBOARDS" not in k}
     assert warehouse_for(Settings(env="prod", lake_root="s3://b", historian_url="x"), fallback).password == "dbt-secret"
@@ -332,3 +336,11 @@ def test_the_dashboards_hang_in_the_lineage_below_the_marts_they_read(defs):
         assert node.parent_keys == {AssetKey(["warehouse", t]) for t in tables}
         assert all(graph.has(parent) for parent in node.parent_keys)
     assert dashboard_tables()["fleet-overview"][1] == ["dim_device", "fct_case", "mart_fleet_status", "mart_freshness"]
+
+
+def test_the_production_unit_runs_up_with_its_state_in_a_private_directory():
+    unit = (REPO / "deploy" / "systemd" / "iot-lake-dashboards.service").read_text()
+    lines = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert shlex.split(lines["ExecStart"])[1:3] == ["dashboards", "up"]
+    assert lines["Environment"] == f"{HOME_VAR}=/var/lib/{lines['StateDirectory']}"
+    assert lines["StateDirectoryMode"] == "0700" and lines["EnvironmentFile"] == "/etc/iot-lake/env"
