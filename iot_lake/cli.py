@@ -514,18 +514,24 @@ def up(port):
     except DashboardsError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        superset.import_dashboards(warehouse)
-        console.print(
-            f"Superset ready at {superset.url} in {time.monotonic() - t0:.1f} s: log in as {ADMIN} with the "
-            f"password in {superset.password_file} (log: {superset.log_file})"
-        )
-        server.wait()
+        _serve(superset, warehouse, server, t0)
     except DashboardsError as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
     finally:
         stop(server)
+
+
+def _serve(superset: Superset, warehouse: Warehouse, server, t0: float) -> None:
+    """Import the dashboards, say where to log in, and wait for the server (until Ctrl-C)."""
+    superset.import_dashboards(warehouse)
+    console.print(
+        f"Superset ready at {superset.url} in {time.monotonic() - t0:.1f} s: log in as {ADMIN} with the "
+        f"password in {superset.password_file} (log: {superset.log_file})"
+    )
+    if server.wait() != 0:
+        raise DashboardsError(f"Superset exited ({server.returncode}); its log: {superset.log_file}")
 
 
 @dashboards.command()

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import time
 import zipfile
@@ -235,10 +236,13 @@ class Superset:
 
     def start(self) -> subprocess.Popen:
         """gunicorn on 127.0.0.1 only, its log in the home; returns once Superset answers."""
+        if _listening(self.port):
+            # Else the readiness check would be answered by that server and the import sent to it.
+            raise DashboardsError(f"{self.url} is taken (another `iot-lake dashboards up`?): choose another --port")
         log = open(self.log_file, "ab")  # noqa: SIM115 (the server's own, for its lifetime)
         server = subprocess.Popen(
             [self._bin("gunicorn"), "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "--threads", "8"]
-            + ["--timeout", "120", "superset.app:create_app()"],
+            + ["--timeout", "120", "--graceful-timeout", "10", "superset.app:create_app()"],
             env=self._env(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -260,7 +264,7 @@ class Superset:
             try:
                 if requests.get(f"{self.url}/health", timeout=5).text == "OK":
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still booting
                 pass
             time.sleep(0.5)
         raise DashboardsError(f"Superset did not answer on {self.url} in {READY_TIMEOUT_S} s; its log: {self.log_file}")
@@ -295,6 +299,14 @@ class Superset:
         if answer.status_code != 200:
             raise DashboardsError(f"export refused ({answer.status_code}): {answer.text[:500]}")
         return unbundle(answer.content, target)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 def _admin_names() -> list[str]:
