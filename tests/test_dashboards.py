@@ -25,6 +25,8 @@ import yaml
 from click.testing import CliRunner
 from dagster import AssetKey
 
+from benchmarks.dagster_dev import free_port
+from benchmarks.dashboards.browser import CHART, chart_counts, launch, log_in, open_dashboard
 from iot_lake.cli import main
 from iot_lake.dashboards import (
     DASHBOARDS_DIR,
@@ -64,7 +66,6 @@ MAIN_NUMBERS = {
         "Cases of the device": "select count(*) from marts.fct_case where device_id = 'dev-0001' and metric = 'power'",
     },
 }
-CHART = '[data-test="chart-grid-component"]'  # a chart's box on a dashboard, titled by data-test-chart-name
 LOCAL = Settings(env="local", lake_root="/srv/lake", historian_url="sqlite://")
 REDSHIFT_ENV = {
     "IOT_LAKE_REDSHIFT_HOST": "wh.example.internal",
@@ -162,12 +163,6 @@ def test_the_superset_venv_reads_the_warehouse_file_format_of_the_platform():
 # ---- Superset for real -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Running:
     def __init__(self, url: str, home: Path, warehouse: Path, ready_s: float):
         self.url, self.home, self.warehouse, self.ready_s = url, home, warehouse, ready_s
@@ -191,7 +186,7 @@ def superset(lake, built, tmp_path_factory):  # noqa: F811  (the fixtures import
     if not (SUPERSET_VENV / "bin" / "gunicorn").exists():
         unavailable(f"no Superset in {SUPERSET_VENV} (scripts/setup.sh installs it)", "the dashboard tests")
     assert all(r.success for r in built)
-    home, port = tmp_path_factory.mktemp("superset"), _free_port()
+    home, port = tmp_path_factory.mktemp("superset"), free_port()
     warehouse = Path(lake.path("warehouse/iot_lake.duckdb"))
     env = {**os.environ, "IOT_LAKE_ROOT": lake.url, "IOT_LAKE_WAREHOUSE_PATH": str(warehouse)}
     env.update({"IOT_LAKE_SUPERSET_HOME": str(home / "state"), "COLUMNS": "400"})
@@ -247,34 +242,18 @@ def test_each_dashboard_shows_its_charts_and_the_warehouse_numbers_in_a_browser(
 
     binary = chromium_binary()
     ARTIFACTS.mkdir(exist_ok=True)
-    charts = {d["slug"]: len(_chart_uuids(d)) for d in _definitions("dashboards").values()}
+    charts = chart_counts()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=binary, args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        browser = launch(p, binary)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1200})
-            _log_in(page, superset)
+            log_in(page, superset.url, superset.password())
             for slug, numbers in MAIN_NUMBERS.items():
                 shown = _open_dashboard(page, superset.url, slug, charts[slug])
                 for title, sql in numbers.items():
                     assert shown[title] == _warehouse_number(superset.warehouse, sql), (slug, title)
         finally:
             browser.close()
-
-
-def _log_in(page, superset: Running) -> None:
-    page.goto(f"{superset.url}/login/")
-    page.fill('[data-test="username-input"]', "admin")
-    page.fill('[data-test="password-input"]', superset.password())
-    page.click('[data-test="login-button"]')
-    page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
-
-
-# Every chart box is there, none is loading, and each holds a drawn chart or an error message.
-SETTLED = """n => {
-    const charts = [...document.querySelectorAll('[data-test="chart-grid-component"]')];
-    return charts.length == n && charts.every(c => !c.querySelector('[data-test="loading-indicator"]')
-        && c.querySelector('.slice_container, .ant-alert, [role="alert"]'));
-}"""
 
 
 def _open_dashboard(page, url: str, slug: str, charts: int) -> dict[str, int]:
@@ -287,11 +266,7 @@ def _open_dashboard(page, url: str, slug: str, charts: int) -> dict[str, int]:
 
     page.on("response", chart_data)
     try:
-        t0 = time.monotonic()
-        page.goto(f"{url}/superset/dashboard/{slug}/")
-        page.wait_for_function(SETTLED, arg=charts, timeout=120_000)
-        page.wait_for_load_state("networkidle")
-        print(f"dashboard {slug}: {charts} charts in {time.monotonic() - t0:.1f} s")
+        print(f"dashboard {slug}: {charts} charts in {open_dashboard(page, url, slug, charts):.1f} s")
     finally:
         page.remove_listener("response", chart_data)
     page.screenshot(path=ARTIFACTS / f"dashboard-{slug}.png", full_page=True)
