@@ -68,7 +68,7 @@ MEASURES: dict[str, tuple[str, str, str]] = {
     "dashboards": (
         "each Superset dashboard drawn in headless Chromium, from the navigation until every chart is drawn, "
         "on the warehouse of a fresh main job (`python -m jobs.main`); median of `--repeat` loads",
-        "Superset's dashboard list, loaded the same way: the app without charts",
+        "Superset's dashboard list until it shows the dashboards: the app without charts",
         "median <= 3 s per dashboard",
     ),
     "curate": (
