@@ -26,6 +26,7 @@ def defs() -> dg.Definitions:
     from assets.curated.daily import curated_features, curated_weather
     from assets.curated.quality import quality_checks
     from assets.curated.telemetry import curated_telemetry
+    from assets.dashboards import dashboard_specs
     from assets.landing.historian import device_registry, historical_readings
     from assets.landing.telemetry import landing_telemetry
     from assets.landing.weather import landing_weather
@@ -71,6 +72,8 @@ def defs() -> dg.Definitions:
             warehouse_models,
             warehouse_hourly,
             warehouse_daily,
+            # dashboards (Superset, external: lineage only)
+            *dashboard_specs(),
         ],
         asset_checks=quality_checks,
         jobs=[

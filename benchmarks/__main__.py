@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "ui": (["--repeat", "3"], ["--repeat", "1"]),
     "demo": ([], ["--devices", "10", "--history-days", "3"]),
+    "dashboards": (["--repeat", "5"], ["--repeat", "2", "--devices", "10", "--history-days", "3"]),
     "curate": ([], ["--quick"]),
     "forecast": ([], ["--quick"]),
     "backtest": ([], []),
@@ -52,7 +53,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     # Kills -9 while the simulator follows in accelerated time; bounded by --minutes plus the settling.
     "soak": (["--minutes", "6", "--hours", "4"], ["--minutes", "3", "--hours", "2"]),
 }
-SIMULATING = {"demo", "curate", "forecast", "latency", "backtest", "soak"}  # the ones that take --seed
+SIMULATING = {"demo", "dashboards", "curate", "forecast", "latency", "backtest", "soak"}  # the ones that take --seed
 # Too slow for --quick (the rolling-origin backtest refits LightGBM at every origin: ~10 min on 2 cores).
 # The real-data loop runs two weeks of hourly runs (a training and a forecast range per day).
 # 30 days of 5-minute data train 29 nightly models.

@@ -65,6 +65,12 @@ MEASURES: dict[str, tuple[str, str, str]] = {
         "DuckDB's curated data path over the same landed hours, in one pass",
         "",
     ),
+    "dashboards": (
+        "each Superset dashboard drawn in headless Chromium, from the navigation until every chart is drawn, "
+        "on the warehouse of a fresh main job (`python -m jobs.main`); median of `--repeat` loads",
+        "Superset's dashboard list until it shows the dashboards: the app without charts",
+        "median <= 3 s per dashboard",
+    ),
     "curate": (
         "the curated materialization of one landing hour of 2M records in 20 gzip objects "
         "(`telemetry_hourly_job` through Dagster, the Spark job on Sail through Pipes); also with the "

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import getpass
 import json
+import signal
 import sys
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import click
+import requests
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -17,6 +20,17 @@ from iot_lake.cases.model import OPEN, RESOLVED, STATUSES, Case
 from iot_lake.cases.sinks import sinks_for
 from iot_lake.cases.store import CaseError, CaseNotFound, CaseStore
 from iot_lake.cases.views import case_json, incident_json
+from iot_lake.dashboards import (
+    ADMIN,
+    DASHBOARDS_DIR,
+    DEFAULT_PORT,
+    DashboardsError,
+    Superset,
+    Warehouse,
+    stop,
+    superset_home,
+    warehouse_for,
+)
 from iot_lake.lake import Lake
 from iot_lake.settings import SettingsError, load_settings, local_historian_url
 from iot_lake.simulate.deliveries import SimConfig
@@ -493,6 +507,74 @@ def _settings():
         return load_settings()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.group()
+def dashboards() -> None:
+    """Apache Superset over the warehouse, with the dashboards of dashboards/ (docs/dashboards.md)."""
+
+
+_port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, help="Port on 127.0.0.1.")
+
+
+def _superset(port: int) -> tuple[Superset, Warehouse]:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    return Superset(superset_home(settings), port), warehouse_for(settings)
+
+
+@dashboards.command()
+@_port_option
+def up(port):
+    """Start Superset on 127.0.0.1 (login required) with the dashboards of dashboards/; Ctrl-C stops it."""
+    superset, warehouse = _superset(port)
+    if warehouse.path and not warehouse.path.exists():
+        console.print(f"[yellow]no warehouse at {warehouse.path} yet: the charts fail until dbt builds it")
+    t0 = time.monotonic()
+    # A stop by SIGTERM (a service manager, a test) unwinds like Ctrl-C, so the server is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        if superset.prepare():
+            console.print(f"Superset's metadata database set up in {superset.home}")
+        server = superset.start()
+    except DashboardsError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        _serve(superset, warehouse, server, t0)
+    except DashboardsError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop(server)
+
+
+def _serve(superset: Superset, warehouse: Warehouse, server, t0: float) -> None:
+    """Import the dashboards, say where to log in, and wait for the server (until Ctrl-C)."""
+    superset.import_dashboards(warehouse)
+    console.print(
+        f"Superset ready at {superset.url} in {time.monotonic() - t0:.1f} s: log in as {ADMIN} with the "
+        f"password in {superset.password_file} (log: {superset.log_file})"
+    )
+    if server.wait() != 0:
+        raise DashboardsError(f"Superset exited ({server.returncode}); its log: {superset.log_file}")
+
+
+@dashboards.command()
+@_port_option
+@click.option("--to", "target", type=click.Path(file_okay=False, path_type=Path), default=DASHBOARDS_DIR)
+def export(port, target):
+    """Write the running Superset's dashboards (with their charts and datasets) back into dashboards/."""
+    superset, _ = _superset(port)
+    try:
+        written = superset.export_dashboards(target)
+    except DashboardsError as exc:
+        raise click.ClickException(str(exc)) from None
+    except requests.ConnectionError:
+        raise click.ClickException(f"no Superset on {superset.url}: start it with `iot-lake dashboards up`") from None
+    console.print(f"{len(written)} definitions written to {target}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine (only Python 3.11 needed): .venv with everything installed.
-#   scripts/setup.sh          the platform and its tools
+#   scripts/setup.sh          the platform and its tools, and .venv-superset for `iot-lake dashboards`
 #   scripts/setup.sh --test   also the PostgreSQL server the test suite starts and Chromium for the UI
 #                             screenshot (Debian packages), and
 #                             .venv-jvm, classic PySpark for the JVM parity test (tests/test_jvm_parity.py)
@@ -22,6 +22,14 @@ fi
 # once here, offline, so loading the definitions never waits for dbt.
 DBT_SEND_ANONYMOUS_USAGE_STATS=false .venv/bin/dbt parse --quiet --project-dir dbt_project --profiles-dir dbt_project \
   --target local --target-path target
+
+# Apache Superset for `iot-lake dashboards` (docs/dashboards.md), in a venv of its own: its pins clash
+# with the platform's (scripts/superset-requirements.txt says how). A no-op when already installed.
+if [ ! -x .venv-superset/bin/python ]; then
+  .venv/bin/uv venv --quiet --python "$PY" .venv-superset
+fi
+.venv/bin/uv pip install --quiet --compile-bytecode --python .venv-superset/bin/python \
+  -r scripts/superset-requirements.txt
 
 if [ "${1:-}" = "--test" ]; then
   # The Postgres extract tests start a real server; install it where we can (root on Debian).

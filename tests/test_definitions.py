@@ -45,7 +45,10 @@ def test_every_asset_is_described_owned_and_grouped_by_its_layer(defs):
         assert node.group_name == key.path[0], key
         assert node.owners == (["team:ml-platform"] if key.path[0] in ("ml", "ops") else ["team:data-platform"]), key
         assert node.description and len(node.description) > 40, key
-        assert kinds & ({"dbt", "duckdb"} if key.path[0] == "warehouse" else {"s3", "sagemaker", "delta"}), key
+        expected = {"warehouse": {"dbt", "duckdb"}, "dashboards": {"superset"}}.get(
+            key.path[0], {"s3", "sagemaker", "delta"}
+        )
+        assert kinds & expected, key
 
 
 # The three sources and the landing assets they deliver.
@@ -61,7 +64,7 @@ def test_every_asset_is_catalogued_and_the_lineage_is_one_graph_from_the_three_s
     keys = set(graph.get_all_asset_keys())
     for key in keys:
         node = graph.get(key)
-        assert node.group_name in {"landing", "curated", "ml", "ops", "warehouse"}, key
+        assert node.group_name in {"landing", "curated", "ml", "ops", "warehouse", "dashboards"}, key
         assert node.owners and all(o.startswith("team:") for o in node.owners), key
         assert node.description and node.description.strip(), key
         assert {t for t in node.tags if t.startswith("dagster/kind/")}, key

@@ -232,7 +232,7 @@ def test_dagster_dev_serves_the_ui_and_the_sensor_runs_new_landing_data(dagster_
     assert f"Serving dagster-webserver on http://127.0.0.1:{port}" in dagster_dev.log.read_text()
 
 
-GROUPS = ("landing", "curated", "ml", "ops", "warehouse")
+GROUPS = ("landing", "curated", "ml", "ops", "warehouse", "dashboards")
 ARTIFACTS = REPO / "test-artifacts"
 
 

@@ -1,0 +1,3 @@
+from benchmarks.dashboards.run import main
+
+main()
