@@ -131,9 +131,11 @@ MEASURES: dict[str, tuple[str, str, str]] = {
         "hours in accelerated time (bad lines, duplicates, late records), the daemon and run workers killed -9 at "
         "seeded random moments and the daemon restarted; then every landed line must be in curated telemetry (by "
         "message id) or quarantine (by object and line) exactly once, no case doubled (and at least one opened, "
-        "or that check checked nothing), the outbox drained",
+        "or that check checked nothing), the case of an incident planted in the scored hour opened exactly once, "
+        "the outbox drained",
         "the lines landed, the kills survived, the runs failed and retried (reported beside the figures)",
-        "0 missing; 0 duplicated; 0 duplicate cases; at least 1 case; 0 outbox rows pending",
+        "0 missing; 0 duplicated; 0 duplicate cases; at least 1 case; the planted incident's case once; "
+        "0 outbox rows pending",
     ),
     "nab": (
         "the anomaly scorer's normalised NAB scores (standard, low FP, low FN profiles) on NAB's development subset",
@@ -168,7 +170,10 @@ Notes on the individual benchmarks:
   setup curates the day before, registers a seasonal-naive champion and forecasts every soak hour,
   so deviations and cases follow the telemetry. Cases come only from the hour it ends in (the
   automation scores the hour in progress), so a soak that crosses an hour, or starts early in one,
-  runs on until that hour holds 15 minutes of data. After the kills it waits (at most
+  runs on until that hour holds 15 minutes of data. Once that hour holds 10 minutes, it plants
+  latency's incident there (a temperature series' last 10 minutes 25 degrees up), with a daemon
+  and a run kill within a minute after it, so at least one case opens under kills whatever the
+  simulator's own anomalies do. After the kills it waits (at most
   `--settle-timeout`) until no run is queued or in progress for 30 s, stops everything and checks
   the lake and the case store; `--quick` is 3 minutes and 2 hours.
 - `nab` needs the shared NAB tool and corpus (`../shared/tools/nab`, `../shared/datasets/nab-dev`;

@@ -24,14 +24,12 @@ the landing sensor's polling (every 5 s) and run launches.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,10 +39,10 @@ from rich.table import Table
 
 from benchmarks.dagster_dev import clean_env, copy_control_plane, dagster_dev, graphql, run_setup, served, wait
 from benchmarks.hours import HOUR, hour_of, hours_in, measured_hour, warm_upto
+from benchmarks.lake_setup import plant_incident
 from benchmarks.results import Result, json_option, write
 
 TARGET_S = 60.0
-OFFSET = 50.0  # degrees added to the re-sent records: the minutes' means move half as much (_anomalous_object)
 console = Console(stderr=True)
 RUNS = (
     '{ runsOrError(filter: {pipelineName: "%s"}) { ... on Runs { results { runId status startTime endTime '
@@ -72,57 +70,6 @@ def _idle(port: int) -> bool:
         for job in ("telemetry_hourly_job", DEVIATIONS_JOB)
         for r in _runs(port, job, None)
     )
-
-
-def _anomalous_object(lake, hour: datetime) -> tuple[str, str]:
-    """Write one object: a degC temperature series' last 10 minutes of the hour so far, sent again
-    (new message ids) 50 degrees up. The originals are curated already and each minute's mean takes
-    both, so the 1-minute actuals move 25 degrees; 25 up on a copy moved them 12.5, which a cold
-    scorer (no deviation history yet) against a forecast biased by a day-old anomaly did not alert on."""
-    lines = []
-    for obj in lake.list(f"landing/telemetry/{hour:%Y/%m/%d/%H}"):
-        lines += gzip.decompress(lake.read_bytes(obj.key)).decode().splitlines()
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:  # the simulator's malformed lines
-            continue
-    records = [
-        r
-        for r in records
-        if isinstance(r, dict)
-        and r.get("device_id")
-        and r.get("metric") == "temperature"
-        and r.get("unit") == "degC"
-        and isinstance(r.get("value"), (int, float))
-        and isinstance(r.get("ts"), str)
-        and r["ts"].endswith("Z")
-    ]  # UTC stamps compare as text
-    device = sorted({r["device_id"] for r in records})[0]
-    series = sorted((r for r in records if r["device_id"] == device), key=lambda r: r["ts"])
-    last = [
-        r
-        for r in series
-        if r["ts"]
-        >= (datetime.fromisoformat(series[-1]["ts"].replace("Z", "+00:00")) - timedelta(minutes=10)).strftime(
-            "%Y-%m-%dT%H:%M"
-        )
-    ]
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    body = (
-        "\n".join(
-            json.dumps(
-                {**r, "value": round(r["value"] + OFFSET, 4), "message_id": str(uuid.uuid4()), "ingested_at": now},
-                separators=(",", ":"),
-            )
-            for r in last
-        )
-        + "\n"
-    )
-    key = f"landing/telemetry/{hour:%Y/%m/%d/%H}/iot-lake-telemetry-1-{hour:%Y-%m-%d-%H}-59-59-{uuid.uuid4()}.gz"
-    lake.write_bytes(key, gzip.compress(body.encode()))
-    return key, device
 
 
 def _warm_start(port: int, sim, delivered: datetime, hour: datetime) -> datetime:
@@ -194,7 +141,8 @@ def main(devices: int, seed: int, workdir: Path | None, json_path: Path | None) 
 
         with CaseStore(local_cases_url(str(lake_root))) as store:
             before = {c.case_key for c in store.list_cases()}
-        key, device = _anomalous_object(lake, hour)
+        incident = plant_incident(lake, hour)
+        key, device = incident.key, incident.device
         written = time.time()
 
         def new_case():

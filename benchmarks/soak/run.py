@@ -19,6 +19,10 @@ accounted for exactly once.
    that crosses an hour or starts early in one still scores enough minutes to open cases. At
    seeded random moments the daemon is killed -9 and restarted a few seconds later, and a run
    worker (a process a code server spawned for a run) is killed -9 mid-run.
+   The simulator's own anomalies may fall outside the minutes scored, so once the scored hour holds
+   PLANT_DATA of data one known incident is planted in it (benchmarks/lake_setup.py, as latency's:
+   a temperature series' last 10 minutes 25 degrees up), and one daemon and one run kill follow
+   within AFTER_PLANT_S: its case opens under kills.
 4. The system settles (no run queued or in progress for 30 s, bounded), the processes stop, and the
    lake is checked: every landed line (object, line number) is in quarantine or its message
    (device, metric, message id) in curated telemetry; no curated message and no quarantined line
@@ -26,7 +30,8 @@ accounted for exactly once.
    outbox row (cases and alerts) delivered.
 
 Targets: missing 0, duplicated 0, duplicate cases 0, outbox pending 0, and at least 1 case: with
-none, the duplicate-case check has checked nothing, so the soak fails it. The kills survived, the
+none, the duplicate-case check has checked nothing, so the soak fails it. The planted incident's
+case must be opened exactly once (its series' cases overlapping its minutes). The kills survived, the
 runs that failed and the automatic retries are reported beside them.
 """
 
@@ -52,6 +57,7 @@ from rich.table import Table
 
 from benchmarks.dagster_dev import clean_env, copy_control_plane, free_port, graphql, run_setup, served, wait
 from benchmarks.hours import HOUR, hour_of, hours_in, soak_end, uncovered
+from benchmarks.lake_setup import Incident
 from benchmarks.results import Result, json_option, write
 
 console = Console(stderr=True)
@@ -63,6 +69,13 @@ SETTLE_QUIET_S = 30.0
 # Data of the scored hour the soak delivers at least. The recorded runs that scored 18 to 56 minutes
 # of it opened 6-7 cases; 15 stays near that evidence and lengthens a soak by at most 15 minutes.
 MIN_LIVE = timedelta(minutes=15)
+# The planted incident re-sends the scored hour's last 10 minutes of one temperature series shifted
+# (benchmarks/lake_setup.py), so it is planted once that hour holds 10 minutes; MIN_LIVE leaves at
+# least 5 more delivered after it, so the soak never ends at the plant.
+PLANT_DATA = timedelta(minutes=10)
+# One daemon and one run kill fall within this many seconds after the plant: the runs that take the
+# incident in and open its case (the sensor polls every 5 s) do so under kills, whatever the seed.
+AFTER_PLANT_S = 60.0
 
 
 def sim_config(devices: int, seed: int, buffer_s: int = BUFFER_S):
@@ -153,9 +166,10 @@ class CaseFigures:
     duplicate_cases: int = 0  # (device, metric, incident start) twice, or overlapping incidents of a series
     outbox_rows: int = 0
     outbox_pending: int = 0  # not delivered (cases' and alerts' outboxes)
+    planted: int = 0  # cases of the planted incident: exactly 1 wanted
 
 
-def case_figures(cases_url: str) -> CaseFigures:
+def case_figures(cases_url: str, incident: Incident | None = None) -> CaseFigures:
     import sqlalchemy as sa
 
     from iot_lake.cases.schema import alert_outbox, cases, outbox
@@ -171,6 +185,7 @@ def case_figures(cases_url: str) -> CaseFigures:
             starts = Counter((r.device_id, r.metric, r.incident_start) for r in rows)
             figures = CaseFigures(cases=len(rows))
             figures.duplicate_cases = sum(n - 1 for n in starts.values()) + _overlapping(rows)
+            figures.planted = planted_cases(rows, incident)
             for table in (outbox, alert_outbox):
                 figures.outbox_rows += conn.scalar(sa.select(sa.func.count()).select_from(table))
                 figures.outbox_pending += conn.scalar(
@@ -179,6 +194,25 @@ def case_figures(cases_url: str) -> CaseFigures:
             return figures
     finally:
         engine.dispose()
+
+
+def planted_cases(rows, incident: Incident | None) -> int:
+    """The cases of the planted incident's series whose incident overlaps its shifted minutes (a case
+    starts and is last seen on minute marks, hence the minute's slack after its last record)."""
+    if incident is None:
+        return 0
+    first, last = incident.first_ts, incident.last_ts + timedelta(minutes=1)
+    return sum(
+        1
+        for r in rows
+        if (r.device_id, r.metric) == (incident.device, incident.metric)
+        and _utc(r.incident_start) <= last
+        and _utc(r.last_seen) >= first.replace(second=0, microsecond=0)
+    )
+
+
+def _utc(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def _overlapping(rows) -> int:
@@ -291,12 +325,15 @@ class Kills:
     run_attempts_without_worker: int = 0
 
 
-def kill_plan(rng: random.Random, minutes: float) -> list[tuple[float, str]]:
-    """(seconds after the soak's start, "daemon" | "run"): about one of each per two minutes."""
+def kill_plan(rng: random.Random, minutes: float, plant_s: float | None = None) -> list[tuple[float, str]]:
+    """(seconds after the soak's start, "daemon" | "run"): about one of each per two minutes, and one
+    of each within AFTER_PLANT_S after ``plant_s`` (the planted incident's runs)."""
     n = max(1, round(minutes / 2))
     span = minutes * 60
     plan = [(rng.uniform(0.1, 0.9) * span, "daemon") for _ in range(n)]
     plan += [(rng.uniform(0.1, 0.9) * span, "run") for _ in range(n)]
+    if plant_s is not None:
+        plan += [(plant_s + rng.uniform(5, AFTER_PLANT_S), kind) for kind in ("daemon", "run")]
     return sorted(plan)
 
 
@@ -313,51 +350,81 @@ def _next_window(clock: datetime, delivered: datetime, live: datetime, sims: tup
     return min(closed, live), past
 
 
-def soak(procs: Processes, sims: tuple, first: datetime, end: datetime, minutes: float, rng: random.Random) -> Kills:
-    """Deliver [first, end) over the minutes on an accelerated clock, executing the kill plan. The
-    clock reaches ``end`` as the minutes run out (at or after ``end`` on the real clock: SoakPlan), so
-    it is never ahead of the real one."""
+def soak(procs: Processes, sims: tuple, plan: SoakPlan, rng: random.Random) -> tuple[Kills, Incident | None]:
+    """Deliver [first, end) over the minutes on an accelerated clock, planting the incident and
+    executing the kill plan. The clock reaches ``end`` as the minutes run out (at or after ``end`` on
+    the real clock: SoakPlan), so it is never ahead of the real one."""
     from iot_lake.simulate.runner import SimulationReport
 
+    first, end, minutes = plan.first, plan.end, plan.minutes
     speed = (end - first).total_seconds() / (minutes * 60)
     report = SimulationReport(start=first.isoformat(), end="")
-    plan, kills = kill_plan(rng, minutes), Kills()
-    started, delivered, live = time.time(), first, hour_of(end)
-    restart_at = None
-    run_kill_deadline = minutes * 60 + 90  # a pending run kill waits this long for a run to start
-    while delivered < end or plan or restart_at:
+    kills_due, kills, incident, planted = kill_plan(rng, minutes, plan.plant_s), Kills(), None, False
+    started, delivered, restart_at = time.time(), first, None
+    while delivered < end or kills_due or restart_at:
         elapsed = time.time() - started
         clock = first + timedelta(seconds=elapsed * speed)
-        closed, sim = _next_window(min(clock, end), delivered, live, sims)
+        closed, sim = _next_window(min(clock, end), delivered, plan.live, sims)
         if closed > delivered:
             sim.emit(delivered, closed, report)
             delivered = closed
+        if not planted and delivered >= plan.plant_at:  # once: a failed plant is reported, not retried
+            incident, planted = _plant(sim.lake, plan.live, elapsed), True
         if restart_at and time.time() >= restart_at:
             procs.start_daemon()
             restart_at = None
-        while plan and plan[0][0] <= elapsed:
-            if plan[0][1] == "daemon":
-                if procs.daemon is None:  # still down from the previous kill: try again shortly
-                    break
-                procs.kill_daemon()
-                kills.daemon += 1
-                restart_at = time.time() + rng.uniform(2, 8)
-                console.log(f"killed the daemon at {elapsed:.0f} s")
-            else:
-                workers = procs.run_workers()
-                if not workers:
-                    if elapsed > run_kill_deadline:
-                        kills.run_attempts_without_worker += 1
-                    else:
-                        break
-                else:
-                    pid = rng.choice(workers)
-                    os.kill(pid, signal.SIGKILL)
-                    kills.runs += 1
-                    console.log(f"killed run worker {pid} at {elapsed:.0f} s")
-            plan.pop(0)
+        restart_at = _kill_due(procs, kills_due, kills, elapsed, rng, minutes * 60 + 90) or restart_at
         time.sleep(0.5)
-    return kills
+    return kills, incident
+
+
+def _plant(lake, hour: datetime, elapsed: float) -> Incident | None:
+    """Plant the incident in the scored hour and announce it as the simulator announces its objects;
+    None (the soak's planted-case check then fails) if the hour held no series to shift."""
+    from benchmarks.lake_setup import plant_incident
+    from iot_lake.announcements import announce
+
+    try:
+        incident = plant_incident(lake, hour)
+    except RuntimeError as exc:
+        console.log(f"[red]no incident planted: {exc}[/]")
+        return None
+    announce(lake, "soak", [incident.key])
+    console.log(
+        f"planted an incident at {elapsed:.0f} s: {incident.device} {incident.metric} "
+        f"{incident.first_ts:%H:%M}-{incident.last_ts:%H:%M}"
+    )
+    return incident
+
+
+def _kill_due(
+    procs: Processes, due: list, kills: Kills, elapsed: float, rng: random.Random, run_kill_deadline: float
+) -> float | None:
+    """Execute the kills of ``due`` whose moment has come (removing them); the time to restart the
+    daemon at if it was killed. A kill that cannot happen yet (the daemon still down, no run in
+    progress) stays due; a run kill waits until ``run_kill_deadline`` for a run to start."""
+    restart_at = None
+    while due and due[0][0] <= elapsed:
+        if due[0][1] == "daemon":
+            if procs.daemon is None:  # still down from the previous kill: try again shortly
+                break
+            procs.kill_daemon()
+            kills.daemon += 1
+            restart_at = time.time() + rng.uniform(2, 8)
+            console.log(f"killed the daemon at {elapsed:.0f} s")
+        else:
+            workers = procs.run_workers()
+            if not workers and elapsed <= run_kill_deadline:
+                break
+            if workers:
+                pid = rng.choice(workers)
+                os.kill(pid, signal.SIGKILL)
+                kills.runs += 1
+                console.log(f"killed run worker {pid} at {elapsed:.0f} s")
+            else:
+                kills.run_attempts_without_worker += 1
+        due.pop(0)
+    return restart_at
 
 
 def _run_figures(all_runs: list[dict]) -> dict[str, int]:
@@ -396,6 +463,17 @@ class SoakPlan:
         crossed = f", crossing into {self.live:%H:00}" if self.crosses else ""
         return f"scored hour {self.live:%Y-%m-%d %H:00}: {live_min:.0f} min of its data{crossed}"
 
+    @property
+    def plant_at(self) -> datetime:
+        """Where the incident goes: into the scored hour, once PLANT_DATA of it is delivered."""
+        return self.live + PLANT_DATA
+
+    @property
+    def plant_s(self) -> float:
+        """When that is, in seconds after the soak's start, on soak's clock (linear from ``first`` to
+        ``end`` over the minutes)."""
+        return (self.plant_at - self.first) / (self.end - self.first) * self.minutes * 60
+
 
 def plan_soak(first: datetime, hours: int, start: datetime, minutes: float) -> SoakPlan:
     """The soak's deliveries from ``start``; exit if an hour in progress during it has no forecast
@@ -416,7 +494,9 @@ def _setup(project: Path, env: dict[str, str], lake_root: Path, devices: int, se
     )
 
 
-def _table(acc: Accounting, figures: CaseFigures, kills: Kills, run_figures: dict, settled: bool, wall: float):
+def _table(
+    acc: Accounting, figures: CaseFigures, kills: Kills, run_figures: dict, settled: bool, wall: float, incident
+):
     table = Table(title=f"soak: dagster webserver + daemon, kills -9, on {os.cpu_count()} cores")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -439,6 +519,7 @@ def _table(acc: Accounting, figures: CaseFigures, kills: Kills, run_figures: dic
         ("run groups never succeeded", run_figures["unrecovered"], ""),
         ("cases", figures.cases, ">= 1"),
         ("duplicate cases", figures.duplicate_cases, "0"),
+        (f"cases of the planted incident ({_incident_label(incident)})", figures.planted, "exactly 1"),
         ("outbox rows / pending", f"{figures.outbox_rows} / {figures.outbox_pending}", "pending 0"),
         ("settled within the bound", "yes" if settled else "NO", ""),
         ("wall time (s)", f"{wall:.0f}", ""),
@@ -448,7 +529,15 @@ def _table(acc: Accounting, figures: CaseFigures, kills: Kills, run_figures: dic
     Console(width=None if sys.stdout.isatty() else 120).print(table)
 
 
-def _results(acc: Accounting, figures: CaseFigures, kills: Kills, settled: bool, plan: SoakPlan) -> list[Result]:
+def _incident_label(incident: Incident | None) -> str:
+    if incident is None:
+        return "NOT planted"
+    return f"{incident.device} {incident.metric} {incident.first_ts:%H:%M}-{incident.last_ts:%H:%M}"
+
+
+def _results(
+    acc: Accounting, figures: CaseFigures, kills: Kills, settled: bool, plan: SoakPlan, incident: Incident | None
+) -> list[Result]:
     note = f"{acc.lines} lines; {kills.daemon} daemon kills, {kills.runs} run kills; {plan.describe()}" + (
         "" if settled else "; NOT settled within the bound"
     )
@@ -468,7 +557,35 @@ def _results(acc: Accounting, figures: CaseFigures, kills: Kills, settled: bool,
             higher_is_better=True,
             note=note,
         ),
+        *_planted_results(figures, incident, note),
         Result("soak", "outbox rows not delivered", figures.outbox_pending, unit="rows", **zero),
+    ]
+
+
+def _planted_results(figures: CaseFigures, incident: Incident | None, note: str) -> list[Result]:
+    """The planted incident's case opened (at least once), and not more than once: two figures, since
+    a target bounds a figure on one side only."""
+    note = f"planted: {_incident_label(incident)}; {note}"
+    return [
+        Result(
+            "soak",
+            "cases of the planted incident opened",
+            figures.planted,
+            unit="cases",
+            target=1.0,
+            target_on="value",
+            higher_is_better=True,
+            note=note,
+        ),
+        Result(
+            "soak",
+            "cases of the planted incident beyond the first",
+            max(0, figures.planted - 1),
+            unit="cases",
+            target=0.0,
+            target_on="value",
+            note=note,
+        ),
     ]
 
 
@@ -514,17 +631,17 @@ def main(
         with console.status(f"soak: {hours} simulated hours over {plan.minutes:.1f} min, kills -9"):
             lake = Lake(str(lake_root))
             sims = (Simulator(sim_config(devices, seed), lake), Simulator(sim_config(devices, seed, 300), lake))
-            kills = soak(procs, sims, first, plan.end, plan.minutes, random.Random(seed))
+            kills, incident = soak(procs, sims, plan, random.Random(seed))
         with console.status("settling: waiting for the runs to end"):
             settled = settle(procs.port, settle_timeout)
         run_figures = _run_figures(runs(procs.port))
     finally:
         procs.stop()
-    acc, figures = account(str(lake_root)), case_figures(local_cases_url(str(lake_root)))
-    _table(acc, figures, kills, run_figures, settled, time.time() - t0)
+    acc, figures = account(str(lake_root)), case_figures(local_cases_url(str(lake_root)), incident)
+    _table(acc, figures, kills, run_figures, settled, time.time() - t0, incident)
     if acc.missing_examples:
         console.print("missing, e.g.: " + "; ".join(acc.missing_examples))
-    write(json_path, _results(acc, figures, kills, settled, plan))
+    write(json_path, _results(acc, figures, kills, settled, plan, incident))
     if not figures.cases:
         console.print("[red]no case opened: the duplicate-case check checked nothing[/]")
     console.print(f"logs: {work}/webserver.log, {work}/daemon.log")
