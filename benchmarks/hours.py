@@ -1,11 +1,11 @@
 """Which hourly partitions the live benchmarks (latency, soak) send to and check, planned from the clock.
 
 Telemetry is partitioned by arrival hour, and ops/deviations is scored by an eager automation
-condition over the latest time window only: the hour in progress. A reading whose hour has ended
-before its deviations run is requested is curated but not scored by the automation (nothing
-re-scores a closed hour on its own; production has the same gap at each hour's last buffer). So a
-benchmark that expects a case must put its readings in an hour that stays in progress until the
-case can open, and the hours it delivers to must have their forecasts. The functions here decide
+condition over the hour in progress and the hour before it (whose last buffer lands after the
+turn). A reading of an hour older than that is curated but not scored by the automation. So a
+benchmark that expects a case puts its readings in an hour that stays in progress until the case
+can open (the conservative choice: it does not rely on the look-back), and the hours it delivers to
+must have their forecasts. The functions here decide
 that from a given time, so they are tested just before and after an hour boundary.
 """
 

@@ -158,8 +158,8 @@ Notes on the individual benchmarks:
 - `latency` sets up a day of curated telemetry, a seasonal-naive champion and the forecasts of the
   hour and the next in a fresh lake, warms `dagster dev` up with the hour so far, then writes one
   object with a device's temperature 25 degrees off and waits for its case (none within 600 s
-  fails it). The automation scores only the hour in progress, so with less than 5 minutes of it
-  left the benchmark waits for the next hour and measures there; a run crossing the hour still
+  fails it). The benchmark measures in the hour in progress, so with less than 5 minutes of it
+  left it waits for the next hour and measures there; a run crossing the hour still
   delivers and curates both. What lies between the work and the latency is the sensors' polling
   (every 5 s) and run launches.
 - `sensor` alternates the ticks of the two lakes (median of 60; `--quick`: 7 days, 10 ticks), so both
@@ -168,8 +168,8 @@ Notes on the individual benchmarks:
 - `soak` runs the webserver and the daemon as two processes (what `dagster dev` runs as one) so that
   the daemon can be killed alone; a run worker is a process a code server spawned for a run. Its
   setup curates the day before, registers a seasonal-naive champion and forecasts every soak hour,
-  so deviations and cases follow the telemetry. Cases come only from the hour it ends in (the
-  automation scores the hour in progress), so a soak that crosses an hour, or starts early in one,
+  so deviations and cases follow the telemetry. Its checked cases come from the hour it ends in
+  (the automation scores that hour and the one before), so a soak that crosses an hour, or starts early in one,
   runs on until that hour holds 15 minutes of data. Once that hour holds 10 minutes, it plants
   latency's incident there (a temperature series' last 10 minutes 25 degrees up), with a daemon
   and a run kill within a minute after it, so at least one case opens under kills whatever the
