@@ -10,6 +10,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import s3fs
 
 from iot_lake.lake import TELEMETRY_PREFIX, Lake
 from iot_lake.simulate.deliveries import SimConfig
@@ -194,6 +195,9 @@ def aws(moto_endpoint, monkeypatch, tmp_path) -> Iterator[boto3.Session]:
         monkeypatch.setenv(var, value)
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         monkeypatch.delenv(var, raising=False)
+    # fsspec caches S3 filesystems by their options, not by the credentials the environment gave
+    # them: one made by an earlier test would sign this test's control-plane calls with its key.
+    s3fs.S3FileSystem.clear_instance_cache()
     session = boto3.Session(region_name=REGION, **SETUP_CREDENTIALS)
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
     # Every call production code makes here must be allowed by the control plane's IAM policy.
@@ -205,6 +209,7 @@ def aws(moto_endpoint, monkeypatch, tmp_path) -> Iterator[boto3.Session]:
     # The requests signed as a role (the jobs', the control plane's s3fs and delta-rs), against its policy.
     denied = session.iam_recorder.denied("dagster") + signed.denied(session.iam_recorder.lake_buckets)
     signed.calls.clear()
+    s3fs.S3FileSystem.clear_instance_cache()
     assert not denied, "deploy/iam/ denies calls the code made:\n" + "\n".join(
         f"  {r.call}: {r.action} on {r.resource} {dict(r.context) or ''}" for r in denied
     )

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import s3fs
 import sqlalchemy as sa
 from click.testing import CliRunner
 from deltalake import DeltaTable
@@ -31,6 +32,7 @@ from iot_lake.simulate.runner import Simulator
 from iot_lake.sources.historian import create_engine, device_metrics, devices, land_registry, sites
 from iot_lake.sources.importer import NEW_METRIC_RANGE, week_shift_ms
 from iot_lake.sources.telemetry import block_lines, land_inventory
+from tests.iam_audit import SETUP_KEY
 from tests.unavailable import unavailable
 
 NAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nab-dev"
@@ -511,7 +513,11 @@ def test_imported_hours_are_inventoried_and_curated_with_every_row_accounted(tmp
     assert DeltaTable(lake.path(CURATED_TELEMETRY)).to_pyarrow_table().num_rows == len(curated)
 
 
-def test_an_s3_lake_gets_the_same_objects(tmp_path, lake_root):
+def test_an_s3_lake_gets_the_same_objects(tmp_path, lake_root, monkeypatch):
+    # A person runs the import with their own credentials, not as the control plane's role: it lands
+    # objects as Firehose would, which the Dagster role may not write (the IAM audit checks that).
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", SETUP_KEY)
+    s3fs.S3FileSystem.clear_instance_cache()
     path = nab(NETWORK)
     args = ("--device", "nab-net", "--metric", "network_in", "--unit", "B", "--start", "2026-11-16")
     on_s3 = run_import(tmp_path, path, *args, lake=lake_root)

@@ -46,7 +46,7 @@ EMR_DELTA_JARS = "/usr/share/aws/delta/lib/delta-spark.jar,/usr/share/aws/delta/
 
 def module_args(lake_root: str) -> list[str]:
     """What the curated asset passes for one hour, in local mode as ``python -m`` arguments."""
-    return ["--lake", lake_root, "--steps", "curate,1min,5min", "--hour", START.isoformat()]
+    return ["--lake", lake_root, "--steps", "curate,1min,5min,state", "--hour", START.isoformat()]
 
 
 @pytest.fixture
@@ -88,6 +88,7 @@ def assert_curated_round_trip(result, totals: dict) -> dict:
         AssetKey(["curated", "telemetry"]),
         AssetKey(["curated", "telemetry_1min"]),
         AssetKey(["curated", "telemetry_5min"]),
+        AssetKey(["curated", "device_state"]),
     }
     curated = by_key[AssetKey(["curated", "telemetry"])]
     assert curated["lines_landed"].value == totals["records"] + totals["malformed_lines"] > 0
