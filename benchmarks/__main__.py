@@ -47,13 +47,24 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "backtest": ([], []),
     "latency": ([], []),
     "sensor": ([], ["--quick"]),
+    # The main job's data at the demo's --quick size, then 50 clients on each route for 30 s (--quick: 5 s).
+    "api": ([], ["--seconds", "5"]),
     "nab": (["--loco"], ["--check-causal", "0"]),  # full: + leave-one-category-out (~3 min)
     "realdata": ([], []),
     "longwindow": ([], []),
     # Kills -9 while the simulator follows in accelerated time; bounded by --minutes plus the settling.
     "soak": (["--minutes", "6", "--hours", "4"], ["--minutes", "3", "--hours", "2"]),
 }
-SIMULATING = {"demo", "dashboards", "curate", "forecast", "latency", "backtest", "soak"}  # the ones that take --seed
+SIMULATING = {
+    "demo",
+    "dashboards",
+    "curate",
+    "forecast",
+    "latency",
+    "backtest",
+    "soak",
+    "api",
+}  # the ones that take --seed
 # Too slow for --quick (the rolling-origin backtest refits LightGBM at every origin: ~10 min on 2 cores).
 # The real-data loop runs two weeks of hourly runs (a training and a forecast range per day).
 # 30 days of 5-minute data train 29 nightly models.

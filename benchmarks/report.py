@@ -36,7 +36,7 @@ it was met.
 .venv/bin/python -m benchmarks                 # every benchmark at full size (about an hour on 2 cores)
 .venv/bin/python -m benchmarks --quick         # smoke sizes
 .venv/bin/python -m benchmarks --only curate --only latency     # some of them (--skip leaves some out)
-.venv/bin/python -m benchmarks --quick --seed 3     # another simulated fleet (demo, curate, forecast, latency, soak)
+.venv/bin/python -m benchmarks --quick --seed 3  # another simulated fleet (demo, curate, forecast, latency, soak, api)
 .venv/bin/python -m benchmarks.curate --quick  # one benchmark on its own, with its own table
 # this page: record a run and render it (commit both files)
 .venv/bin/python -m benchmarks --quick --out benchmarks/results/latest.json --docs docs/benchmarks.md
@@ -126,6 +126,13 @@ MEASURES: dict[str, tuple[str, str, str]] = {
         "the same tick on a lake holding 1 day",
         "ratio <= 1.2",
     ),
+    "api": (
+        "`iot-lake api` over the main job's data (`python -m jobs.main`, 10 devices, 3 days of history): p50 and "
+        "p99 of `GET /devices/{id}/state` and `GET /cases` under 50 closed-loop clients on keep-alive connections, "
+        "30 s per route; their requests per second; every non-2xx answer",
+        "`GET /health` (no key; the newest curated time) under the same clients in the same run",
+        "state p99 <= 50 ms; 0 non-2xx",
+    ),
     "soak": (
         "`dagster-webserver` and `dagster-daemon` for `--minutes` (6) while the simulator delivers `--hours` (4) past "
         "hours in accelerated time (bad lines, duplicates, late records), the daemon and run workers killed -9 at "
@@ -165,6 +172,12 @@ Notes on the individual benchmarks:
 - `sensor` alternates the ticks of the two lakes (median of 60; `--quick`: 7 days, 10 ticks), so both
   see the same load; it takes seconds. It runs on a local directory: on S3 each listed folder is a
   LIST request, so the history's weight is larger there and the open-hours listing matters more.
+- `api` runs the clients (httpx, asyncio) in the benchmark's process on the same cores as the server,
+  one read key each (the API rate limits per key: 20 requests a second), over the registry's devices
+  in turn; each route's table row says how much of a core the clients took. A closed loop with no
+  pause keeps 50 requests in the server at all times, so the latencies are mostly queueing: about
+  50 divided by the requests per second (Little's law). `--lake` serves a lake the main job already
+  ran on; `--quick` is 5 s per route.
 - `soak` runs the webserver and the daemon as two processes (what `dagster dev` runs as one) so that
   the daemon can be killed alone; a run worker is a process a code server spawned for a run. Its
   setup curates the day before, registers a seasonal-naive champion and forecasts every soak hour,

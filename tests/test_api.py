@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
+import pyarrow as pa
 import pytest
 import requests
 import schemathesis
@@ -25,6 +26,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from iot_lake.api.keys import ApiKeys
+from iot_lake.api.readings import FORECASTS
 from iot_lake.cases.model import ACKNOWLEDGED, FALSE_POSITIVE
 from iot_lake.cases.store import CaseStore
 from iot_lake.curated.state import DEVICE_STATE
@@ -318,3 +320,30 @@ def test_every_endpoint_conforms_to_its_schema(case):
     response = case.call_and_validate(headers=auth(_TOKENS["operator"]), excluded_checks=[positive_data_acceptance])
     if response.status_code == 422 and case.meta and not case.meta.generation.mode.is_negative:
         assert {e["loc"][-1] for e in response.json()["detail"]} <= {"to", "page_token"}, response.text
+
+
+def _commit(path: Path, change) -> None:
+    """A new version of a Delta table: its rows, each changed by ``change``, as the jobs would commit them."""
+    from deltalake import DeltaTable, write_deltalake
+
+    table = DeltaTable(str(path)).to_pyarrow_table()
+    write_deltalake(
+        str(path), pa.Table.from_pylist([change(r) for r in table.to_pylist()], table.schema), mode="overwrite"
+    )
+
+
+def test_a_commit_is_served_by_the_next_request(served, tmp_path):
+    """The app keeps its Delta tables and what it derives from a version between requests: a commit of
+    the hot state, the forecasts or curated telemetry must be visible to the very next request."""
+    client, _, _, tokens = served
+    headers, lake = auth(tokens["read"]), tmp_path / "lake"
+    (before,) = client.get("/devices/dev-001/state", headers=headers).json()["metrics"]
+    client.get("/health")
+    _commit(lake / DEVICE_STATE, lambda r: {**r, "value": 22.5, "event_ts": NOW})
+    # Every origin's yhat up by 5: NOW's band, from the origin T0+1h, 20 -> 25.
+    _commit(lake / FORECASTS, lambda r: {**r, "yhat": r["yhat"] + 5})
+    _commit(lake / "curated" / "telemetry", lambda r: {**r, "event_ts": NOW})
+    (after,) = client.get("/devices/dev-001/state", headers=headers).json()["metrics"]
+    assert (before["value"], before["forecast"]["yhat"]) == (21.5, 20.0)
+    assert (after["value"], _instant(after["event_ts"]), after["forecast"]["yhat"]) == (22.5, NOW, 25.0)
+    assert client.get("/health").json()["newest_curated"] == NOW.isoformat()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from datetime import timedelta
 from types import SimpleNamespace
@@ -9,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
+from iot_lake.api.keys import ApiKeys
 from iot_lake.cases.model import EVENTS, CasePolicy, case_key
 from iot_lake.cases.schema import case_history, cases, outbox
 from iot_lake.cases.store import CaseNotFound, CaseStateError, CaseStore
@@ -251,3 +253,23 @@ def test_concurrent_observers_never_open_two_cases_for_one_incident(store_url, _
         assert len({(c.device_id, c.metric) for c in listed}) == SERIES
         assert all(c.incident_start == T0 and len(c.evidence["actual_values"]) == 2 for c in listed)
         assert counts(store) == (SERIES, SERIES, SERIES)  # one history row and one "opened" event each
+
+
+def test_reads_do_not_queue_for_the_write_lock_on_sqlite(tmp_path):
+    """The API reads cases and keys from many threads at once. On SQLite every writing transaction
+    takes the write lock up front; a read must not, or reads would wait here for the open writer
+    (and, under load, for each other)."""
+    path = tmp_path / "cases.sqlite"
+    with CaseStore(f"sqlite:///{path}") as store:
+        store.observe_many([point(0), point(1)])
+        keys = ApiKeys(f"sqlite:///{path}")
+        key = keys.create("app", "read")
+        writer = sqlite3.connect(path, isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")  # a detector run in the middle of its transaction
+        try:
+            (case,) = store.list_cases()
+            assert store.get(case.case_key) == case and store.history(case.case_key)
+            assert keys.verify(key).name == "app"
+        finally:
+            writer.rollback()
+            writer.close()

@@ -171,6 +171,7 @@ def create_app(
     delta-rs, as the lake resource gives them); ``per_second`` requests per key and second."""
     app = FastAPI(title="iot-lake", version="1", description=__doc__)
     store, keys, lake = CaseStore(cases_url), ApiKeys(cases_url), Lake(lake_root, storage_options)
+    tables = readings.DeltaTables(lake, delta_options)  # kept open between requests, always at their newest
     limiters: dict[str, Limiter] = {}  # one per key: a noisy client never slows another down
     bearer, header = HTTPBearer(auto_error=False), APIKeyHeader(name="X-API-Key", auto_error=False)
 
@@ -196,7 +197,7 @@ def create_app(
 
     @app.get("/health", response_model=Health)
     def health() -> dict:
-        newest = newest_curated(lake, delta_options)
+        newest = newest_curated(tables)
         age = (clock() - newest).total_seconds() if newest else None
         return {"status": "ok", "newest_curated": newest.isoformat() if newest else None, "age_seconds": age}
 
@@ -268,13 +269,13 @@ def create_app(
     @app.get("/devices/{device_id}/state", response_model=DeviceState, responses={**ERRORS, **NOT_FOUND})
     def device_state(_: Annotated[ApiKey, Depends(reader)], device_id: Annotated[str, DEVICE_PATH]) -> dict:
         device, now = known_device(device_id), clock()
-        bands = readings.band_now(lake, device_id, now, delta_options)
+        bands = readings.band_now(tables, device_id, now)
         metrics = [
             {
                 **{k: row[k] for k in ("metric", "value", "unit", "event_ts", "updated_at")},
                 "forecast": bands.get(row["metric"]),
             }
-            for row in readings.latest_state(lake, device_id, delta_options)
+            for row in readings.latest_state(tables, device_id)
         ]
         active = [case_json(c) for c in store.list_cases(device_id=device_id) if c.status in ACTIVE]
         return {
@@ -308,8 +309,8 @@ def create_app(
             raise HTTPException(404, f"device {device_id} has no metric {metric}")
         start, end = _range(start, end, clock())
         after = _after(page_token, start, end)
-        rows, more = readings.aggregates(lake, device_id, metric, grain, start, end, after, limit, delta_options)
-        points = _points(lake, device_id, metric, grain, rows, delta_options)
+        rows, more = readings.aggregates(tables, device_id, metric, grain, start, end, after, limit)
+        points = _points(tables, device_id, metric, grain, rows)
         token = _token(rows[-1]["bucket_start"]) if more else None
         return {
             "device_id": device_id,
@@ -358,16 +359,14 @@ def _range(start: datetime | None, end: datetime | None, now: datetime) -> tuple
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
-def _points(lake: Lake, device_id: str, metric: str, grain: str, rows: list[dict], delta_options) -> list[dict]:
+def _points(tables: readings.DeltaTables, device_id: str, metric: str, grain: str, rows: list[dict]) -> list[dict]:
     """The page's buckets with the forecast band of their 5-minute bucket and the detector's scores."""
     if not rows:
         return []
     first, last = rows[0]["bucket_start"], rows[-1]["bucket_start"]
-    bands = readings.forecast_bands(lake, device_id, first, last, metric, delta_options)
+    bands = readings.forecast_bands(tables, device_id, first, last, metric)
     seconds = GRAINS[grain]
-    scored = readings.scores(
-        lake, device_id, metric, first, last + timedelta(seconds=seconds - 1), seconds, delta_options
-    )
+    scored = readings.scores(tables, device_id, metric, first, last + timedelta(seconds=seconds - 1), seconds)
     unscored = {"score": None, "anomalous": None}
     return [
         {
@@ -415,13 +414,14 @@ def _minute() -> int:
     return int(time.time() // 60)
 
 
-def newest_curated(lake: Lake, delta_options: dict | None = None) -> datetime | None:
-    """The newest event time in curated telemetry, from the Delta log's file statistics (no data read)."""
-    from deltalake import DeltaTable
+def newest_curated(tables: readings.DeltaTables) -> datetime | None:
+    """The newest event time in curated telemetry, from the Delta log's file statistics (no data read),
+    once per version of the table."""
+    return tables.derived(CURATED, "newest", _newest_event)
 
-    if not lake.exists(f"{CURATED}/_delta_log"):
-        return None
-    actions = pa.table(DeltaTable(lake.uri(CURATED), storage_options=delta_options).get_add_actions(flatten=True))
+
+def _newest_event(table) -> datetime | None:
+    actions = pa.table(table.get_add_actions(flatten=True))
     if actions.num_rows == 0 or "max.event_ts" not in actions.column_names:
         return None
     newest = pc.max(actions["max.event_ts"]).as_py()

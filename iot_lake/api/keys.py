@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from iot_lake.cases.schema import UtcDateTime, create_engine
+from iot_lake.cases.schema import UtcDateTime, create_engine, reading
 
 READ, OPERATOR = "read", "operator"
 SCOPES = (READ, OPERATOR)  # operator includes read
@@ -70,7 +70,7 @@ class ApiKeys:
         if not key or not key.startswith(PREFIX) or len(key) > 200:
             return None
         query = sa.select(api_keys).where(api_keys.c.key_sha256 == _digest(key), api_keys.c.revoked_at.is_(None))
-        with self.engine.connect() as conn:
+        with reading(self.engine).connect() as conn:
             row = conn.execute(query).first()
         return ApiKey(row.key_id, row.name, row.scope) if row else None
 

@@ -185,10 +185,21 @@ def create_engine(url: str) -> sa.Engine:
     @sa.event.listens_for(engine, "begin")
     def _begin(conn):
         # IMMEDIATE takes the write lock up front: a read-then-write transaction (observe) cannot
-        # interleave with another one, which deferred transactions would let happen.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # interleave with another one, which deferred transactions would let happen. A transaction
+        # that only reads (``reading``) needs no lock: in WAL mode it reads a snapshot beside the writer.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
+
+
+READ_ONLY = "iot_lake_read_only"
+
+
+def reading(engine: sa.Engine) -> sa.Engine:
+    """The engine for transactions that only read. On SQLite every other transaction takes the write
+    lock, so concurrent reads (the API's, under load) would queue for it one at a time; on PostgreSQL
+    nothing changes."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def create_tables(engine: sa.Engine) -> None:

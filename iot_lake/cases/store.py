@@ -87,7 +87,15 @@ from iot_lake.cases.model import (
     utc,
     utcnow,
 )
-from iot_lake.cases.schema import case_history, cases, create_engine, create_tables, outbox, site_incidents
+from iot_lake.cases.schema import (
+    case_history,
+    cases,
+    create_engine,
+    create_tables,
+    outbox,
+    reading,
+    site_incidents,
+)
 
 _RACE_RETRIES = 5  # a lost race to open a case is retried on the winner's committed state
 # PostgreSQL: a deadlock or serialization failure aborts one transaction, which is retried like a lost race.
@@ -156,7 +164,7 @@ class CaseStore:
     # -- reading
 
     def get(self, key: str) -> Case | None:
-        with self.engine.connect() as conn:
+        with reading(self.engine).connect() as conn:
             return _case(conn, key)
 
     def list_cases(self, status: str | None = None, device_id: str | None = None) -> list[Case]:
@@ -165,14 +173,14 @@ class CaseStore:
             query = query.where(cases.c.status == status)
         if device_id:
             query = query.where(cases.c.device_id == device_id)
-        with self.engine.connect() as conn:
+        with reading(self.engine).connect() as conn:
             return [Case(**row._mapping) for row in conn.execute(query)]
 
     def history(self, key: str | None = None) -> list[HistoryEntry]:
         query = sa.select(*(case_history.c[f] for f in HistoryEntry.__dataclass_fields__)).order_by(case_history.c.id)
         if key:
             query = query.where(case_history.c.case_key == key)
-        with self.engine.connect() as conn:
+        with reading(self.engine).connect() as conn:
             return [HistoryEntry(**row._mapping) for row in conn.execute(query)]
 
     def site_incident(self, key: str) -> SiteIncident | None:

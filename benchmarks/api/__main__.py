@@ -1,0 +1,3 @@
+from benchmarks.api.run import main
+
+main()

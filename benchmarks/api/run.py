@@ -1,0 +1,290 @@
+"""Latency of the serving API under 50 concurrent clients, on the main job's data.
+
+    .venv/bin/python -m benchmarks.api                 # 50 clients, 30 s per route
+    .venv/bin/python -m benchmarks.api --seconds 5     # a smoke run
+
+Runs `python -m jobs.main` (small sizes) on a fresh lake and DAGSTER_HOME, creates one read key per
+client (each client is an application of its own: the API rate limits per key), and starts
+`iot-lake api` on a free port. Then, one route at a time, ``--clients`` closed-loop clients, each on
+its own keep-alive connection, send a request as soon as the previous answer has been read, for
+``--seconds``: `GET /health` (no key: the bare cost of a request through the app), then
+`GET /devices/{id}/state` over the registry's devices in turn, then `GET /cases`. Any answer that
+is not 2xx counts as an error. The clients run in this process on the same cores as the server, so
+the figures include their share of the CPU; the load average is printed with them.
+
+Figures: p50 and p99 of state and cases; reference, measured in the same run: the same percentile
+of `/health`. Target (issue 18): state's p99 <= 50 ms, on the value itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.dagster_dev import REPO, clean_env, free_port, wait
+from benchmarks.results import Result, json_option, load_average, write
+
+TARGET_STATE_P99_MS = 50.0
+ROUTES = ("health", "state", "cases")
+LOGS = Path(tempfile.gettempdir()) / "iot-lake-bench"  # the server's access log outlives the run's lake
+console = Console(stderr=True)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The nearest-rank percentile: the smallest sample with at least ``q`` % of them at or below it."""
+    if not samples:
+        raise ValueError("no samples")
+    ordered = sorted(samples)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class Phase:
+    """What the clients measured on one route."""
+
+    route: str
+    seconds: float
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)  # status (or exception name) -> count
+    client_cpu: float = 0.0  # seconds of CPU the clients took: they share the cores with the server
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies)
+
+    def ms(self, q: float) -> float:
+        return percentile(self.latencies, q) * 1000
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+def main_job(work: Path, devices: int, history_days: int, seed: int) -> dict[str, str]:
+    """The README's main command on a fresh lake; the environment that serves it."""
+    (work / "home").mkdir()
+    env = clean_env(IOT_LAKE_ROOT=str(work / "lake"), DAGSTER_HOME=str(work / "home"))
+    args = ["--days", "1", "--devices", str(devices), "--history-days", str(history_days), "--seed", str(seed)]
+    with console.status(f"python -m jobs.main {' '.join(args)} on a fresh lake"):
+        done = subprocess.run([sys.executable, "-m", "jobs.main", *args], cwd=REPO, env=env, capture_output=True)
+    if done.returncode:
+        raise SystemExit(f"the main job failed ({done.returncode}):\n{done.stderr[-3000:].decode()}")
+    return env
+
+
+def read_keys(lake_root: Path, count: int) -> list[str]:
+    """``count`` read keys in the environment's case store, as `iot-lake api-keys create` makes them."""
+    from iot_lake.api.keys import READ, ApiKeys
+    from iot_lake.settings import local_cases_url
+
+    keys = ApiKeys(local_cases_url(str(lake_root)))
+    return [keys.create(f"bench-client-{i}", READ) for i in range(count)]
+
+
+def start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    """`iot-lake api` on a free port, once it answers; the process and its base URL."""
+    port = free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "iot_lake.cli", "api", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    wait(lambda: _answers(base) or proc.poll() is not None, 60, "the API to answer")
+    if proc.poll() is not None:
+        raise SystemExit(f"iot-lake api exited ({proc.returncode}); see {log}")
+    return proc, base
+
+
+def _answers(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=2).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def paths_of(route: str, devices: list[str]) -> list[str]:
+    if route == "state":
+        return [f"/devices/{d}/state" for d in devices]
+    return [f"/{route}"]
+
+
+async def _client(base: str, key: str | None, paths: list[str], offset: int, until: float, phase: Phase) -> None:
+    """One closed-loop client on one keep-alive connection: the next request when the answer is read."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as http:
+        i = offset  # clients start at different devices, so each device sees the same share
+        while time.perf_counter() < until:
+            t0 = time.perf_counter()
+            try:
+                status = str((await http.get(paths[i % len(paths)])).status_code)
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            phase.latencies.append(time.perf_counter() - t0)
+            if not status.startswith("2"):
+                phase.errors[status] = phase.errors.get(status, 0) + 1
+            i += 1
+
+
+async def drive(base: str, route: str, paths: list[str], keys: list[str], seconds: float) -> Phase:
+    """``len(keys)`` clients on ``route`` for ``seconds``; /health is sent without a key, as it needs none."""
+    phase = Phase(route, seconds)
+    until, cpu = time.perf_counter() + seconds, time.process_time()
+    await asyncio.gather(
+        *(_client(base, None if route == "health" else k, paths, i, until, phase) for i, k in enumerate(keys))
+    )
+    phase.client_cpu = time.process_time() - cpu
+    return phase
+
+
+def device_ids(base: str, key: str) -> list[str]:
+    """The registry's devices, as a client finds them."""
+    answer = httpx.get(f"{base}/devices", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    answer.raise_for_status()
+    return [d["device_id"] for d in answer.json()]
+
+
+def warm_up(base: str, key: str, paths: dict[str, list[str]]) -> None:
+    """One request per path first: the server's first request of a route imports its readers."""
+    for route, route_paths in paths.items():
+        for path in route_paths:
+            headers = {} if route == "health" else {"Authorization": f"Bearer {key}"}
+            httpx.get(f"{base}{path}", headers=headers, timeout=60).raise_for_status()
+
+
+def measure(env: dict[str, str], clients: int, seconds: float, log: Path) -> tuple[dict[str, Phase], int]:
+    """Every route's phase, and the devices the state route went over."""
+    keys = read_keys(Path(env["IOT_LAKE_ROOT"]), clients)
+    proc, base = start_api(env, log)
+    try:
+        devices = device_ids(base, keys[0])
+        paths = {route: paths_of(route, devices) for route in ROUTES}
+        warm_up(base, keys[0], paths)
+        phases = {}
+        for route in ROUTES:
+            with console.status(f"{clients} clients on {route} for {seconds:g} s"):
+                phases[route] = asyncio.run(drive(base, route, paths[route], keys, seconds))
+    finally:
+        stop(proc)
+    return phases, len(devices)
+
+
+def _note(p: Phase) -> str:
+    errors = ", ".join(f"{s}: {n}" for s, n in sorted(p.errors.items())) or "none"
+    figures = f"{p.requests:,} requests, {p.rps:,.0f}/s, p50 {p.ms(50):.1f} ms, p99 {p.ms(99):.1f} ms"
+    return f"{figures}; non-2xx: {errors}; the clients took {p.client_cpu / p.seconds:.0%} of a core"
+
+
+def results_of(phases: dict[str, Phase], clients: int, devices: int, load: float) -> list[Result]:
+    health, state, cases = (phases[r] for r in ROUTES)
+    at = f"{clients} clients, load {load:.1f}"
+    latency = [
+        Result(
+            "api",
+            f"GET {name} p{q}, {clients} clients",
+            p.ms(q),
+            unit="ms",
+            reference=f"GET /health p{q}, same run",
+            reference_value=health.ms(q),
+            target=TARGET_STATE_P99_MS if (p is state and q == 99) else None,
+            target_on="value",
+            note=_note(p) + (f"; {devices} devices in turn" if p is state else "") + f" ({at})",
+        )
+        for name, p in (("/devices/{id}/state", state), ("/cases", cases))
+        for q in (99, 50)
+    ]
+    errors = sum(p.error_count for p in phases.values())
+    return [
+        *latency,
+        Result(
+            "api",
+            "requests/s of /devices/{id}/state",
+            state.rps,
+            unit="req/s",
+            reference="requests/s of /health, same run",
+            reference_value=health.rps,
+            higher_is_better=True,
+            note=f"/cases: {cases.rps:,.0f}/s; /health: {_note(health)}",
+        ),
+        Result("api", "non-2xx answers, all routes", errors, unit="answers", target=0, target_on="value"),
+    ]
+
+
+def show(phases: dict[str, Phase], clients: int, seconds: float) -> None:
+    table = Table(
+        title=f"iot-lake api: {clients} closed-loop clients, {seconds:g} s per route ({os.cpu_count()} cores)"
+    )
+    for column in ("route", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx", "client CPU"):
+        table.add_column(column, justify="left" if column == "route" else "right")
+    for route, p in phases.items():
+        table.add_row(
+            route,
+            f"{p.requests:,}",
+            f"{p.rps:,.0f}",
+            f"{p.ms(50):.1f}",
+            f"{p.ms(99):.1f}",
+            f"{p.ms(100):.1f}",
+            str(p.error_count),
+            f"{p.client_cpu / p.seconds:.0%}",
+        )
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
+
+
+@click.command()
+@click.option("--clients", default=50, show_default=True, help="Concurrent closed-loop clients.")
+@click.option("--seconds", default=30.0, show_default=True, help="How long the clients send, per route.")
+@click.option("--devices", default=10, show_default=True, help="Simulated devices of the main job.")
+@click.option("--history-days", default=3, show_default=True, help="The main job's days of history.")
+@click.option("--seed", default=42, show_default=True, help="Seed of the simulated fleet and its data.")
+@click.option(
+    "--lake",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="A lake the main job already ran on: serve it instead of running the job (read keys are added to it).",
+)
+@json_option
+def main(
+    clients: int, seconds: float, devices: int, history_days: int, seed: int, lake: Path | None, json_path: Path | None
+) -> None:
+    log = LOGS / "api-server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="iot-lake-bench-api-") as tmp:
+        env = clean_env(IOT_LAKE_ROOT=str(lake.resolve())) if lake else main_job(Path(tmp), devices, history_days, seed)
+        phases, served = measure(env, clients, seconds, log)
+    load = load_average()
+    show(phases, clients, seconds)
+    console.print(f"load average at the end: {load:.1f} on {os.cpu_count()} cores")
+    write(json_path, results_of(phases, clients, served, load))
+
+
+if __name__ == "__main__":
+    main()

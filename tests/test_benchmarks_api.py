@@ -1,0 +1,34 @@
+"""The pure parts of benchmarks/api: percentiles and what is judged (the timings are the benchmark's)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.api.run import TARGET_STATE_P99_MS, Phase, percentile, results_of
+
+
+def test_percentile_is_the_nearest_rank():
+    samples = [float(v) for v in range(100, 0, -1)]  # 1..100, unsorted
+    assert (percentile(samples, 50), percentile(samples, 99), percentile(samples, 100)) == (50.0, 99.0, 100.0)
+    assert percentile([3.0], 99) == 3.0 and percentile([1.0, 2.0], 0) == 1.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def _phase(route: str, ms: float, errors: dict[str, int] | None = None) -> Phase:
+    return Phase(route, 10.0, [ms / 1000] * 100, errors or {})
+
+
+def test_only_states_p99_and_the_errors_are_judged():
+    phases = {"health": _phase("health", 2), "state": _phase("state", 40), "cases": _phase("cases", 90, {"429": 2})}
+    results = {r.measure: r for r in results_of(phases, 50, 4, 1.0)}
+    state = results["GET /devices/{id}/state p99, 50 clients"]
+    assert (state.value, state.reference_value, state.target) == pytest.approx((40, 2, TARGET_STATE_P99_MS))
+    assert state.met is True and state.ratio == pytest.approx(20)
+    assert [r.measure for r in results.values() if r.target is not None] == [
+        "GET /devices/{id}/state p99, 50 clients",
+        "non-2xx answers, all routes",
+    ]
+    errors = results["non-2xx answers, all routes"]
+    assert (errors.value, errors.met) == (2, False)
+    assert results["requests/s of /devices/{id}/state"].value == pytest.approx(10)
