@@ -547,19 +547,13 @@ def _results(
         Result("soak", "curated messages or quarantined lines present twice", acc.duplicated, unit="rows", **zero),
         Result("soak", "duplicate cases", figures.duplicate_cases, unit="cases", **zero),
         # Without a case the duplicate-case check above checked nothing: the soak fails here then.
-        Result(
-            "soak",
-            "cases opened (what the duplicate-case check covers)",
-            figures.cases,
-            unit="cases",
-            target=1.0,
-            target_on="value",
-            higher_is_better=True,
-            note=note,
-        ),
+        Result("soak", "cases opened (what the duplicate-case check covers)", figures.cases, **AT_LEAST_ONE, note=note),
         *_planted_results(figures, incident, note),
         Result("soak", "outbox rows not delivered", figures.outbox_pending, unit="rows", **zero),
     ]
+
+
+AT_LEAST_ONE = {"unit": "cases", "target": 1.0, "target_on": "value", "higher_is_better": True}
 
 
 def _planted_results(figures: CaseFigures, incident: Incident | None, note: str) -> list[Result]:
@@ -567,16 +561,7 @@ def _planted_results(figures: CaseFigures, incident: Incident | None, note: str)
     a target bounds a figure on one side only."""
     note = f"planted: {_incident_label(incident)}; {note}"
     return [
-        Result(
-            "soak",
-            "cases of the planted incident opened",
-            figures.planted,
-            unit="cases",
-            target=1.0,
-            target_on="value",
-            higher_is_better=True,
-            note=note,
-        ),
+        Result("soak", "cases of the planted incident opened", figures.planted, **AT_LEAST_ONE, note=note),
         Result(
             "soak",
             "cases of the planted incident beyond the first",
