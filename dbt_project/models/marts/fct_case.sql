@@ -45,7 +45,9 @@ select
     {{ minutes_between('c.opened_at', 'h.first_acknowledged_at') }} as minutes_to_acknowledge,
     case
         when c.status in ('resolved', 'false_positive')
-            then {{ minutes_between('c.opened_at', 'coalesce(c.resolved_at, h.closed_at)') }}
+            -- Both on the store's clock: an auto-resolve's resolved_at is the data's time (the point
+            -- back in band), which on a replayed window lies before opened_at.
+            then {{ minutes_between('c.opened_at', 'coalesce(h.closed_at, c.resolved_at)') }}
     end as minutes_to_close,
     c.updated_at
 from {{ ref('stg_cases') }} as c
