@@ -45,6 +45,14 @@ def main() -> None:
     """iot-lake: industrial IoT telemetry lake (the Dagster UI runs the assets)."""
 
 
+def _settings():
+    """This environment's settings; a setting that does not hold is the command's error, not a traceback."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _utc_day(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 
@@ -105,10 +113,7 @@ def simulate(
     target,
 ):
     """Generate telemetry as IoT Core + Firehose land it, plus historian rows and weather files."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = _settings()
     try:
         cfg = SimConfig(
             devices=devices,
@@ -220,10 +225,7 @@ def import_command(
     path, device_id, metric, unit, site_id, timestamp_column, value_column, start, lake_root, db_url, output
 ):
     """Land a CSV or Parquet time series as a device's telemetry, as Firehose delivers it."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = _settings()
     root = lake_root or settings.lake_root
     if not db_url and lake_root and lake_root.startswith("s3://"):
         raise click.UsageError("an s3:// lake has no embedded historian: pass --db")
@@ -286,10 +288,7 @@ _db_option = click.option(
 
 def _open_store(db_url: str | None) -> CaseStore:
     """The store with this environment's sinks, so the changes made here reach them through the outbox."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = _settings()
     return CaseStore(db_url or settings.cases_url, sinks=sinks_for(settings))
 
 
@@ -502,13 +501,6 @@ def revoke_api_key(key_id, db_url):
     click.echo(f"revoked {key_id}")
 
 
-def _settings():
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 @main.group()
 def dashboards() -> None:
     """Apache Superset over the warehouse, with the dashboards of dashboards/ (docs/dashboards.md)."""
@@ -518,10 +510,7 @@ _port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, h
 
 
 def _superset(port: int) -> tuple[Superset, Warehouse]:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = _settings()
     return Superset(superset_home(settings), port), warehouse_for(settings)
 
 

@@ -11,7 +11,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import fsspec
@@ -202,6 +202,11 @@ def _mtime(info: dict[str, Any]) -> float:
     return float(modified or 0.0)
 
 
+def dates_between(start: datetime, end: datetime) -> list[date]:
+    """Every day from ``start``'s to ``end``'s, both included: the date partitions a time range touches."""
+    return [start.date() + timedelta(days=d) for d in range((end.date() - start.date()).days + 1)]
+
+
 def registry_key(day: date, table: str) -> str:
     return f"{REGISTRY_PREFIX}/{day:%Y/%m/%d}/{table}.parquet"
 
@@ -214,3 +219,11 @@ def latest_registry_day(lake: Lake, day: date) -> date | None:
         if (d := date(*map(int, lake.key_of(path).split("/")[-4:-1]))) <= day
     )
     return days[-1] if days else None
+
+
+def registry_rows(lake: Lake, day: date, table: str) -> list[dict]:
+    """The rows of one table (devices, device_metrics) of the registry snapshot landed on ``day``."""
+    import pyarrow.parquet as pq
+
+    with lake.open(registry_key(day, table)) as f:
+        return pq.read_table(f).to_pylist()

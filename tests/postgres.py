@@ -12,7 +12,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +22,7 @@ from typing import NoReturn
 import pytest
 import sqlalchemy as sa
 
+from benchmarks.dagster_dev import free_port
 from tests.unavailable import unavailable
 
 DATABASE = "iot_lake_test"
@@ -73,12 +73,6 @@ def _server_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam("postgres")
     except KeyError:
         _unavailable("running as root, and there is no 'postgres' OS user to run the PostgreSQL server as")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def self_signed_certificate(cert: str, key: str) -> None:
@@ -164,7 +158,7 @@ class _Server:
 
     def start(self, attempts: int = 3) -> None:
         for attempt in range(attempts):
-            self.port = _free_port()
+            self.port = free_port()
             options = " ".join(
                 [
                     f"-p {self.port}",

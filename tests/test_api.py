@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from benchmarks.dagster_dev import free_port
 from iot_lake.api.keys import ApiKeys
 from iot_lake.api.readings import FORECASTS
 from iot_lake.cases.model import ACKNOWLEDGED, FALSE_POSITIVE
@@ -255,12 +255,6 @@ def test_series_bounds_and_tokens_are_checked(served):
     assert empty["points"] == [] and empty["next_page_token"] is None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_cli_creates_keys_and_serves_themake_app(tmp_path):
     """`iot-lake api-keys create` then `iot-lake api`, as a person would run them, on the embedded default."""
     env = {**os.environ, "IOT_LAKE_ROOT": make_lake(tmp_path)}
@@ -274,7 +268,7 @@ def test_the_cli_creates_keys_and_serves_themake_app(tmp_path):
         [*cli, "api-keys", "create", "--name", " ", "--scope", "read"], env=env, capture_output=True, text=True
     )
     assert bad.returncode != 0 and "name" in bad.stderr
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [*cli, "api", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

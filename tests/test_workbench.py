@@ -5,7 +5,6 @@ test skips locally and fails under CI (tests/unavailable.py)."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,23 +13,18 @@ import pytest
 import requests
 import uvicorn
 
+from benchmarks.dagster_dev import free_port
 from iot_lake.cases.model import RESOLVED
 from iot_lake.cases.store import CaseStore
 from tests.api_helpers import make_app
 from tests.unavailable import assert_skipped_locally_and_failed_in_ci, chromium_binary
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def site(tmp_path) -> Iterator[tuple[str, str, list[str], dict]]:
     """The app served by uvicorn on loopback: its base URL, case store, case keys and keys."""
     app, url, keys, tokens = make_app(tmp_path)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(200):

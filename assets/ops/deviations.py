@@ -36,6 +36,7 @@ from iot_lake.cases.mirror import mirror_to_lake
 from iot_lake.cases.model import ACTIVE, Deviation, points_to_observe
 from iot_lake.cases.outbox import deliver_pending
 from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, score, with_forecasts
+from iot_lake.lake import dates_between
 from iot_lake.simulate.runner import read_anomalies
 from lib.pools import LAKE_WRITES
 from lib.retries import RETRY_POLICY, permanent_errors
@@ -50,10 +51,6 @@ PARAMS = DeviationParams()
 
 def _between(column: str, start: datetime, end: datetime):
     return (ds.field(column) >= pa.scalar(start)) & (ds.field(column) < pa.scalar(end))
-
-
-def _dates(start: datetime, end: datetime) -> list:
-    return sorted({(start + timedelta(days=d)).date() for d in range((end - start).days + 1)} | {end.date()})
 
 
 # Eager, with two changes:
@@ -108,13 +105,13 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
     window = context.partition_time_window
     start, end = window.start.astimezone(UTC), window.end.astimezone(UTC)
     actuals = read_delta(
-        lake, "curated/telemetry_1min", "event_date", _dates(start, end), _between("bucket_start", start, end)
+        lake, "curated/telemetry_1min", "event_date", dates_between(start, end), _between("bucket_start", start, end)
     )
     forecasts = read_delta(
         lake,
         FORECASTS_TABLE,
         "origin_date",
-        _dates(start - timedelta(days=1), end),
+        dates_between(start - timedelta(days=1), end),
         # Each minute takes the forecast of the latest origin at or before it (with_forecasts): the
         # start of its hour, since origins are hourly and forecasts begin at their origin.
         _between("bucket_start", start, end) & (ds.field("origin") < pa.scalar(end)),
@@ -126,7 +123,9 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
         )
         return MaterializeResult(metadata={"dagster/row_count": 0, "anomalous": 0})
     since = start - PARAMS.history
-    history = read_delta(lake, DEVIATIONS_TABLE, "event_date", _dates(since, start), _between("ts", since, start))
+    history = read_delta(
+        lake, DEVIATIONS_TABLE, "event_date", dates_between(since, start), _between("ts", since, start)
+    )
     # Operators' verdicts: minutes of cases marked false positive are learnt as normal when replayed,
     # so the same false alarm is less likely next time (confirmed ones stay out of training instead).
     with cases.store() as store:
@@ -165,7 +164,7 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
 def _replace_hour(lake: LakeResource, scored: pd.DataFrame, start: datetime, end: datetime) -> None:
     from deltalake import write_deltalake
 
-    days = ", ".join(f"'{d.isoformat()}'" for d in _dates(start, end - timedelta(microseconds=1)))
+    days = ", ".join(f"'{d.isoformat()}'" for d in dates_between(start, end - timedelta(microseconds=1)))
     write_deltalake(
         lake.lake().uri(DEVIATIONS_TABLE),
         pa.Table.from_pandas(scored[COLUMNS], preserve_index=False),
@@ -221,7 +220,7 @@ def _finite(value: float) -> float | None:
 
 def _accuracy_metadata(lake: LakeResource, scored: pd.DataFrame, start: datetime, end: datetime) -> dict:
     """Precision, recall and delay against the simulator's injected anomalies, when it left them."""
-    truth = read_anomalies(lake.lake(), _dates(start - timedelta(days=1), end))
+    truth = read_anomalies(lake.lake(), dates_between(start - timedelta(days=1), end))
     if truth is None:
         return {}
     result = accuracy(scored, truth)

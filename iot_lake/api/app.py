@@ -18,7 +18,6 @@ from typing import Annotated, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
@@ -33,7 +32,7 @@ from iot_lake.cases.model import ACKNOWLEDGED, OPEN, SEVERITIES, STATUSES
 from iot_lake.cases.store import CaseNotFound, CaseStateError, CaseStore
 from iot_lake.cases.views import case_json, history_json
 from iot_lake.curated.aggregates import GRAINS
-from iot_lake.lake import Lake, latest_registry_day, registry_key
+from iot_lake.lake import Lake, latest_registry_day, registry_rows
 
 CURATED = "curated/telemetry"
 KEY_PATH = Path(max_length=300, description="A case key (device|metric|start), URL-encoded.")
@@ -435,13 +434,11 @@ def registry(lake: Lake, day, minute: int) -> list[dict]:
     snapshot = latest_registry_day(lake, day)
     if snapshot is None:
         return []
-
-    def rows(table: str) -> list[dict]:
-        with lake.open(registry_key(snapshot, table)) as f:
-            return pq.read_table(f).to_pylist()
-
     metrics: dict[str, list[dict]] = {}
-    for m in rows("device_metrics"):
+    for m in registry_rows(lake, snapshot, "device_metrics"):
         metrics.setdefault(m["device_id"], []).append({k: m[k] for k in ("metric", "unit", "canonical_unit")})
     fields = ("device_id", "site_id", "model", "firmware")
-    return [{**{k: d.get(k) for k in fields}, "metrics": metrics.get(d["device_id"], [])} for d in rows("devices")]
+    return [
+        {**{k: d.get(k) for k in fields}, "metrics": metrics.get(d["device_id"], [])}
+        for d in registry_rows(lake, snapshot, "devices")
+    ]

@@ -22,7 +22,7 @@ import pyarrow.dataset as ds
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
 from iot_lake.curated.state import DEVICE_STATE
-from iot_lake.lake import Lake
+from iot_lake.lake import Lake, dates_between
 
 FORECASTS = "forecasts/telemetry_5min"
 DEVIATIONS = "ops/deviations"
@@ -122,10 +122,6 @@ def _state_by_device(table) -> dict[str, list[dict]]:
     return by_device
 
 
-def _dates(start: datetime, end: datetime) -> list[date]:
-    return [start.date() + timedelta(days=d) for d in range((end.date() - start.date()).days + 1)]
-
-
 def floor_5min(ts: datetime) -> datetime:
     return datetime.fromtimestamp(int(ts.timestamp()) // FORECAST_STEP * FORECAST_STEP, tz=UTC)
 
@@ -144,7 +140,7 @@ def forecast_bands(
     where &= (ds.field("bucket_start") <= pa.scalar(end)) & (ds.field("origin") <= ds.field("bucket_start"))
     if metric is not None:
         where &= ds.field("metric") == metric
-    origins = ("origin_date", _dates(first - FORECAST_HORIZON, end))
+    origins = ("origin_date", dates_between(first - FORECAST_HORIZON, end))
     rows = read_table(tables, FORECASTS, where, origins)
     bands: dict[tuple[str, datetime], dict] = {}
     for row in sorted(rows.to_pylist() if rows is not None else [], key=lambda r: r["origin"]):
@@ -173,7 +169,7 @@ def band_now(tables: DeltaTables, device_id: str, now: datetime) -> dict[str, di
 def _bands_of_bucket(table, bucket: datetime) -> dict[str, dict[str, dict]]:
     """device -> metric -> the band of ``bucket`` from its latest origin at or before the bucket."""
     where = (ds.field("bucket_start") == pa.scalar(bucket)) & (ds.field("origin") <= ds.field("bucket_start"))
-    pruning = [("origin_date", "in", [d.isoformat() for d in _dates(bucket - FORECAST_HORIZON, bucket)])]
+    pruning = [("origin_date", "in", [d.isoformat() for d in dates_between(bucket - FORECAST_HORIZON, bucket)])]
     rows = table.to_pyarrow_dataset(file_pruning_predicate=pruning).to_table(filter=where)
     bands: dict[str, dict[str, dict]] = {}
     for row in sorted(rows.to_pylist(), key=lambda r: r["origin"]):
@@ -196,7 +192,7 @@ def aggregates(
     where = (ds.field("device_id") == device_id) & (ds.field("metric") == metric)
     first = ds.field("bucket_start") > pa.scalar(after) if after else ds.field("bucket_start") >= pa.scalar(start)
     where &= first & (ds.field("bucket_start") < pa.scalar(end))
-    rows = read_table(tables, AGGREGATE_TABLES[grain], where, ("event_date", _dates(after or start, end)))
+    rows = read_table(tables, AGGREGATE_TABLES[grain], where, ("event_date", dates_between(after or start, end)))
     if rows is None:
         return [], False
     rows = rows.sort_by("bucket_start").slice(0, limit + 1).to_pylist()
@@ -215,7 +211,7 @@ def scores(
     and whether any of them was anomalous."""
     where = (ds.field("device_id") == device_id) & (ds.field("metric") == metric)
     where &= (ds.field("ts") >= pa.scalar(start)) & (ds.field("ts") <= pa.scalar(end))
-    rows = read_table(tables, DEVIATIONS, where, ("event_date", _dates(start, end)))
+    rows = read_table(tables, DEVIATIONS, where, ("event_date", dates_between(start, end)))
     out: dict[datetime, dict] = {}
     for row in rows.select(["ts", "score", "is_anomalous"]).to_pylist() if rows is not None else []:
         bucket = datetime.fromtimestamp(int(row["ts"].timestamp()) // seconds * seconds, tz=UTC)

@@ -38,14 +38,13 @@ from functools import reduce
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
 from iot_lake.curated.records import Record, Registry, Rejection, parse_line
 from iot_lake.curated.state import DEVICE_STATE, refresh_state
 from iot_lake.curated.typical import RegistryIndex, parse_typical
-from iot_lake.lake import Lake, latest_registry_day, registry_key, telemetry_hour_of_key
+from iot_lake.lake import Lake, latest_registry_day, registry_rows, telemetry_hour_of_key
 from iot_lake.sources.telemetry import (
     LONG_LINE_MARKER,
     MAX_LINE_BYTES,
@@ -142,12 +141,7 @@ def load_registry(lake: Lake, day) -> Registry:
     snapshot = latest_registry_day(lake, day)
     if snapshot is None:
         raise RuntimeError(f"no device registry landed on or before {day}: materialize landing/device_registry first")
-
-    def rows(table: str) -> list[dict]:
-        with lake.open(registry_key(snapshot, table)) as f:
-            return pq.read_table(f).to_pylist()
-
-    return Registry.from_rows(rows("devices"), rows("device_metrics"))
+    return Registry.from_rows(registry_rows(lake, snapshot, "devices"), registry_rows(lake, snapshot, "device_metrics"))
 
 
 def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
