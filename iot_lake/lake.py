@@ -9,7 +9,7 @@ from __future__ import annotations
 import posixpath
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -138,6 +138,19 @@ class Lake:
     def delete(self, key: str, recursive: bool = False) -> None:
         if self.exists(key):
             self.fs.rm(self.path(key), recursive=recursive)
+
+    def move_files(self, paths: Iterable[str], source: str, target: str) -> None:
+        """Move files under ``source`` to the same relative paths under ``target``, one by one.
+
+        Not s3fs's recursive ``mv``: on S3 that also copies the source prefix itself as a key, which
+        S3 does not have, so a swap failed (NoSuchKey) after every file was written.
+        """
+        root, destination = self.path(source), self.path(target)
+        for path in sorted(paths):
+            moved = posixpath.join(destination, posixpath.relpath(path, root))
+            if self.is_local:  # S3 has no directories to make (s3fs's makedirs lists the bucket's root)
+                self.fs.makedirs(posixpath.dirname(moved), exist_ok=True)
+            self.fs.mv(path, moved)
 
     def list(self, prefix: str, side_files: bool = False) -> Iterator[ObjectInfo]:
         """Every object under a prefix (recursively), hidden side files excluded.

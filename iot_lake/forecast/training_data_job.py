@@ -184,12 +184,7 @@ def write_files(lake: Lake, df, output: str, files: int, report: TrainingDataRep
         if path not in written:
             lake.fs.rm(path)
     lake.delete(output, recursive=True)
-    # File by file: s3fs's recursive mv also copies the staging prefix itself as a key, which S3
-    # does not have, so the swap failed on S3 (NoSuchKey) after every file was written.
-    if lake.is_local:  # S3 has no directories to make (s3fs's makedirs lists the bucket's root)
-        lake.fs.makedirs(lake.path(output), exist_ok=True)
-    for path in sorted(written):
-        lake.fs.mv(path, posixpath.join(lake.path(output), posixpath.basename(path)))
+    lake.move_files(written, staging, output)
     lake.delete(staging, recursive=True)
 
 

@@ -119,7 +119,8 @@ class SparkParquetTable(_Table):
         scratch = posixpath.join(folder, f"_{name}_rewrite")
         self._partitioned(kept.unionByName(df).write.mode("overwrite")).parquet(self.lake.uri(scratch))
         self.lake.delete(self.key, recursive=True)
-        self.lake.fs.mv(self.lake.path(scratch), self.lake.path(self.key), recursive=True)
+        self.lake.move_files(self.lake.fs.find(self.lake.path(scratch)), scratch, self.key)
+        self.lake.delete(scratch, recursive=True)
 
 
 def open_table(
