@@ -3,6 +3,7 @@ the SageMaker contract run as local Pipes subprocesses."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -187,6 +188,9 @@ def test_training_with_two_or_three_days_falls_back_to_seasonal_naive_and_says_w
         assert metrics["method"] == "seasonal_naive"
         assert "lightgbm needs at least 3 days" in metrics["skipped"]["lightgbm"]
         assert "needs at least 7 days" in metrics["skipped"]["seasonal_naive_weekly"]
+        # It says at how many of the origins: with this little history, at every one.
+        missed, of = re.search(r"at (\d+) of (\d+) origins", metrics["skipped"]["lightgbm"]).groups()
+        assert missed == of and int(of) >= 1
         written = json.loads((tmp_path / f"out{days}" / "metrics.json").read_text())
         assert written["method"] == "seasonal_naive" and written["method_reason"] == metrics["method_reason"]
         if scored:  # two origins have a day before them: naive is scored, and wins as the only one

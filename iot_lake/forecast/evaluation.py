@@ -156,7 +156,7 @@ def rolling_backtest(
 
     # Out-of-sample forecasts of every candidate at every origin, each from the part before it.
     forecasts: dict[str, dict[pd.Timestamp, pd.DataFrame]] = {name: {} for name in candidates}
-    skipped: dict[str, str] = {}
+    failed: dict[str, list[tuple[pd.Timestamp, str]]] = {}
     for origin in fit_origins:
         train = series.until(origin)
         if train.values.empty:
@@ -167,9 +167,15 @@ def rolling_backtest(
             try:
                 fc = make(name, hp).fit(train).point(train, horizon)
             except ValueError as exc:
-                skipped.setdefault(name, f"{exc} (at {origin.isoformat()} and maybe other origins)")
+                failed.setdefault(name, []).append((origin, str(exc)))
                 continue
             forecasts[name][origin] = actual.merge(fc, on=["unique_id", "ds"], how="inner")
+    # Say at how many origins, so a candidate that missed only the first ones (a young fleet) does
+    # not read as never trained.
+    skipped = {
+        name: f"{why[0][1]} (at {len(why)} of {len(fit_origins)} origins, the first {why[0][0].isoformat()})"
+        for name, why in failed.items()
+    }
     if champion is not None:
         forecasts["champion"] = {}
         for origin in scored:
