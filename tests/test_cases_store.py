@@ -174,10 +174,8 @@ def test_a_case_closed_by_a_person_is_never_reopened(store, false_positive):
     # The refused attempts are in the history (the CLI and the API share this), the case and outbox unchanged.
     assert transitions(store)[-2:] == [(closed.status, "rejected", "ben"), (closed.status, "rejected", "cy")]
     ben, cy = store.history(KEY)[-2:]
-    assert (
-        ben.note
-        == f"rejected close as resolved: case {KEY} was already closed as {closed.status} by a person (note: closing it)"
-    )
+    refused = f"case {KEY} was already closed as {closed.status} by a person"
+    assert ben.note == f"rejected close as resolved: {refused} (note: closing it)"
     assert cy.note.startswith("rejected acknowledge: ")
     assert store.get(KEY).status == closed.status and outbox_rows(store) == events
 
