@@ -285,6 +285,7 @@ ROLE_KEYS = {
     "emr-ec2-instance": "AKIAEMRCLUSTERNODES0",
     "glue-job": "AKIAGLUEJOBROLE00000",
     "sagemaker": "AKIASAGEMAKERJOBROLE",
+    "api-lambda": "AKIAAPILAMBDAFUNCTN0",  # the serving API's Lambda (tests/test_api_lambda_aws.py)
 }
 # The tests' own clients (set-up, inspection): no role's key, so their requests are not recorded.
 SETUP_KEY = "testing"
