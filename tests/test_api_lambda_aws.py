@@ -230,3 +230,23 @@ def test_each_statement_the_api_and_the_writer_need_is_needed(aws, lake_root, st
             without = {**docs[f"{role}.policy"]}
             without["Statement"] = [st for st in without["Statement"] if st.get("Sid") != sid]
             assert not all(Policy(without).allows(r) for r in requests), (role, sid)
+
+
+def test_the_state_asset_pushes_to_dynamodb_in_prod_only(aws, lake_root, state_table, tmp_path, monkeypatch):
+    from dagster import build_asset_context
+
+    from assets.curated.telemetry import push_hot_state
+    from resources.lake import LakeResource
+    from tests.test_definitions import PROD_ENV
+
+    _upload_lake(aws, tmp_path / "src", lake_root)
+    lake = LakeResource(root=lake_root, region=REGION)  # as the control plane: its key from the environment
+    key = {"device_id": {"S": "dev-001"}, "metric": {"S": "temperature"}}
+    push_hot_state(build_asset_context(), lake, since=T0)  # IOT_LAKE_ENV unset: the API reads the Delta table
+    assert "Item" not in state_table.get_item(TableName=TABLE, Key=key)
+
+    for var, value in {**PROD_ENV, "AWS_REGION": REGION, "IOT_LAKE_STATE_TABLE": TABLE}.items():
+        monkeypatch.setenv(var, value)
+    push_hot_state(build_asset_context(), lake, since=T0)
+    assert from_item(state_table.get_item(TableName=TABLE, Key=key)["Item"])["value"] == 21.5
+    assert "dagster" in {role for role, *_ in REQUEST_LOG[0].calls}  # its lake reads were audited as the role
