@@ -111,6 +111,7 @@ class Settings:
     incident_response_plan_arn: str | None = None
     glue_database: str | None = None
     landing_queue_url: str | None = None
+    state_table: str | None = None  # DynamoDB hot state the serving API's Lambda reads (deploy/api/)
     ui_url: str = DEFAULT_UI_URL  # where alerts link runs to: the Dagster UI
 
     @property
@@ -235,5 +236,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         incident_response_plan_arn=env.get("IOT_LAKE_INCIDENT_RESPONSE_PLAN_ARN") or None,
         glue_database=env["IOT_LAKE_GLUE_DATABASE"],
         landing_queue_url=env.get("IOT_LAKE_LANDING_QUEUE_URL") or None,
+        state_table=env.get("IOT_LAKE_STATE_TABLE") or None,
         ui_url=_ui_url(env),
     )

@@ -95,6 +95,8 @@ def rendered_policies(**values: str) -> dict[str, dict]:
         "EmrJobRoleName": "iot-lake-spark",
         "GlueJobRoleName": "iot-lake-spark",
         "SageMakerRoleName": "iot-lake-sagemaker",
+        "StateTableName": "iot-lake-device-state",
+        "ApiFunctionName": "iot-lake-api",
         **values,
     }
     values = render.values_from(world)
@@ -259,6 +261,8 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
             resource = f"arn:aws:cloudwatch:{arn}:alarm:{params['AlarmName']}"
         elif operation == "PutMetricData":
             context = (("cloudwatch:namespace", params.get("Namespace", "")),)
+    elif service == "dynamodb" and params.get("TableName"):
+        resource = f"arn:aws:dynamodb:{arn}:table/{params['TableName']}"
     elif service == "iam":
         resource = params.get("PolicySourceArn") or f"arn:aws:iam::{ACCOUNT}:role/{params.get('RoleName', '')}"
     out = [Request(action, resource, context, call)]
@@ -281,6 +285,7 @@ ROLE_KEYS = {
     "emr-ec2-instance": "AKIAEMRCLUSTERNODES0",
     "glue-job": "AKIAGLUEJOBROLE00000",
     "sagemaker": "AKIASAGEMAKERJOBROLE",
+    "api-lambda": "AKIAAPILAMBDAFUNCTN0",  # the serving API's Lambda (tests/test_api_lambda_aws.py)
 }
 # The tests' own clients (set-up, inspection): no role's key, so their requests are not recorded.
 SETUP_KEY = "testing"

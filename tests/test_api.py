@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from benchmarks.dagster_dev import free_port
 from iot_lake.api.keys import ApiKeys
 from iot_lake.api.readings import FORECASTS
-from iot_lake.cases.model import ACKNOWLEDGED, FALSE_POSITIVE
+from iot_lake.cases.model import ACKNOWLEDGED, FALSE_POSITIVE, REJECTED
 from iot_lake.cases.store import CaseStore
 from iot_lake.curated.state import DEVICE_STATE
 from tests.api_helpers import NOW, auth, make_app, make_lake
@@ -136,6 +136,16 @@ def test_two_operators_acting_on_one_case_at_once_one_wins(served):
         assert store.get(key).status == ("resolved" if winner == "resolve" else FALSE_POSITIVE)
         closing = [h for h in store.history(key) if h.to_status in ("resolved", FALSE_POSITIVE)]
         assert len(closing) == 1  # the loser changed nothing
+        loser = next(a for a in results if a != winner)
+        (rejected,) = [h for h in store.history(key) if h.to_status == REJECTED]
+    # The history shows both attempts: the winner's change and the loser's refused attempt, by its key.
+    assert rejected.from_status == closing[0].to_status
+    assert rejected.actor == f"api:{'ana' if loser == 'resolve' else 'ben'}"
+    attempted = "close as resolved" if loser == "resolve" else f"close as {FALSE_POSITIVE}"
+    assert rejected.note.startswith(f"rejected {attempted}: case {key} was already closed")
+    assert closing[0].actor == f"api:{'ana' if winner == 'resolve' else 'ben'}"
+    detail = client.get(f"/cases/{quote(key, safe='')}", headers=auth(tokens[0])).json()
+    assert [h["to_status"] for h in detail["history"]][-2:] == [closing[0].to_status, REJECTED]
 
 
 def test_requests_are_rate_limited_per_key(tmp_path):

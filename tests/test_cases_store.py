@@ -166,8 +166,18 @@ def test_a_case_closed_by_a_person_is_never_reopened(store, false_positive):
     assert new.action == "opened" and new.case_key != KEY
     assert (store.get(KEY).status, store.get(KEY).reopen_count) == (closed.status, 0)
     assert transitions(store) == [(None, "open", "detector"), ("open", closed.status, "ana")]
+    events = outbox_rows(store)
     with pytest.raises(CaseStateError, match="already closed"):
-        store.resolve(KEY, actor="ana")
+        store.resolve(KEY, actor="ben", note="closing it")
+    with pytest.raises(CaseStateError, match="only an open case"):
+        store.acknowledge(KEY, actor="cy")
+    # The refused attempts are in the history (the CLI and the API share this), the case and outbox unchanged.
+    assert transitions(store)[-2:] == [(closed.status, "rejected", "ben"), (closed.status, "rejected", "cy")]
+    ben, cy = store.history(KEY)[-2:]
+    refused = f"case {KEY} was already closed as {closed.status} by a person"
+    assert ben.note == f"rejected close as resolved: {refused} (note: closing it)"
+    assert cy.note.startswith("rejected acknowledge: ")
+    assert store.get(KEY).status == closed.status and outbox_rows(store) == events
 
 
 def test_an_acknowledged_case_stays_acknowledged_while_updated_and_can_still_auto_resolve(store):

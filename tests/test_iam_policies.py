@@ -50,7 +50,7 @@ BUCKET = "acme-lake"
 LAKE = f"arn:aws:s3:::{BUCKET}/lake"
 HOUR = datetime(2026, 11, 20, 5, tzinfo=UTC)
 DAY = date(2026, 11, 20)
-ROLES = ("dagster", "emr-serverless-job", "emr-ec2-instance", "glue-job", "sagemaker")
+ROLES = ("dagster", "emr-serverless-job", "emr-ec2-instance", "glue-job", "sagemaker", "api-lambda")
 SPARK_ROLES = ("emr-serverless-job", "emr-ec2-instance", "glue-job")
 SERVICES = {
     "dagster": {"ec2.amazonaws.com", "ecs-tasks.amazonaws.com"},
@@ -58,7 +58,9 @@ SERVICES = {
     "emr-ec2-instance": {"ec2.amazonaws.com"},  # the EMR cluster's instance profile (IOT_LAKE_SPARK_MODE=emr)
     "glue-job": {"glue.amazonaws.com"},
     "sagemaker": {"sagemaker.amazonaws.com"},
+    "api-lambda": {"lambda.amazonaws.com"},
 }
+API_DIR = IAM_DIR.parent / "api"  # the serving API's Lambda role lives with its deploy definition
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +276,7 @@ def test_the_renderer_fills_every_placeholder_and_handles_a_bucket_root(tmp_path
         ]
     )
     written = {p.name: p.read_text() for p in tmp_path.glob("*.json")}
-    assert len(written) == len(list(IAM_DIR.glob("*.json"))) == 2 * len(ROLES)
+    assert len(written) == len(list(IAM_DIR.glob("*.json")) + list(API_DIR.glob("*.*.json"))) == 2 * len(ROLES)
     assert not any("${" in text for text in written.values())
     dagster = json.loads(written["dagster.policy.json"])
     resources = [

@@ -1,3 +1,5 @@
+from datetime import UTC, datetime, timedelta
+
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetKey, AssetSpec, BackfillPolicy, multi_asset
 
 from assets.curated.freshness import HOURLY_FRESHNESS
@@ -6,6 +8,7 @@ from assets.landing.telemetry import LANDING_TELEMETRY_KEY, OWNERS, partition_ho
 from assets.partitions import hourly_partitions
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
 from iot_lake.curated.state import DEVICE_STATE
+from iot_lake.settings import load_settings
 from lib.pools import LAKE_WRITES
 from resources.lake import LakeResource
 from resources.spark import SparkRunner
@@ -14,6 +17,9 @@ CURATED_TELEMETRY_KEY = AssetKey(["curated", "telemetry"])
 # The aggregates' keys are their tables' paths: curated/telemetry_1min, curated/telemetry_5min.
 AGGREGATE_KEYS = {grain: AssetKey(table.split("/")) for grain, table in AGGREGATE_TABLES.items()}
 DEVICE_STATE_KEY = AssetKey(DEVICE_STATE.split("/"))
+# The state step stamps updated_at on the Spark driver's clock: rows changed a little before this
+# process's start are pushed too (a row pushed twice is kept by the conditional write).
+CLOCK_SKEW = timedelta(minutes=5)
 _AGGREGATE_DOC = (
     "{grain} aggregates of curated telemetry per device and metric: readings, mean, min, max, sample "
     "stddev, last value and its time. Delta Lake at curated/telemetry_{grain}, partitioned by event_date. "
@@ -90,8 +96,28 @@ def curated_telemetry(context: AssetExecutionContext, lake: LakeResource, spark:
         + [grain for grain, key in AGGREGATE_KEYS.items() if key in selected]
         + (["state"] if DEVICE_STATE_KEY in selected else [])
     )
+    started = datetime.now(UTC)
     yield from spark.run(
         context,
         "iot_lake.curated.telemetry_job",
         ["--lake", lake.root, "--steps", ",".join(steps), *(a for h in hours for a in ("--hour", h.isoformat()))],
     ).get_results()
+    if "state" in steps:
+        push_hot_state(context, lake, started - CLOCK_SKEW)
+
+
+def push_hot_state(context: AssetExecutionContext, lake: LakeResource, since: datetime) -> None:
+    """In production, the serving API's Lambda reads the hot state from DynamoDB: push the rows the
+    state step changed (conditional writes, so an older reading never replaces a newer one)."""
+    settings = load_settings()
+    if not settings.is_prod:
+        return  # locally the API reads curated/device_state itself
+    if not settings.state_table:
+        context.log.warning("IOT_LAKE_STATE_TABLE is not set: the API's DynamoDB hot state is not updated")
+        return
+    from iot_lake.api.hot_state import sync_state_table
+
+    counts = sync_state_table(
+        lake.lake(), lake.delta_storage_options(), settings.state_table, since, settings.aws_region
+    )
+    context.log.info(f"hot state pushed to DynamoDB {settings.state_table}: {counts}")

@@ -47,9 +47,13 @@ OPTIONS = {
     "EmrJobRoleName": ("--emr-job-role-name", "iot-lake-emr-serverless-job"),
     "GlueJobRoleName": ("--glue-job-role-name", "iot-lake-glue-job"),
     "SageMakerRoleName": ("--sagemaker-role-name", "iot-lake-sagemaker"),
+    "StateTableName": ("--state-table-name", "iot-lake-device-state"),  # the serving API's hot state
+    "ApiFunctionName": ("--api-function-name", "iot-lake-api"),
 }
 # emr-ec2-instance: the instance profile of an EMR cluster that runs the jobs as steps (IOT_LAKE_SPARK_MODE=emr).
-ROLES = ("dagster", "emr-serverless-job", "emr-ec2-instance", "glue-job", "sagemaker")
+# api-lambda: the serving API's Lambda function; its documents live with its deploy definition in deploy/api/.
+ROLES = ("dagster", "emr-serverless-job", "emr-ec2-instance", "glue-job", "sagemaker", "api-lambda")
+FOLDERS = (HERE, HERE.parent / "api")
 
 
 def _prefix(value: str) -> str:
@@ -88,7 +92,8 @@ def render(document: object, values: dict[str, str]) -> object:
 
 def documents() -> dict[str, object]:
     """'<role>.policy' and '<role>.trust' -> the template."""
-    return {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in sorted(HERE.glob("*.json"))}
+    paths = [p for folder in FOLDERS for kind in ("policy", "trust") for p in folder.glob(f"*.{kind}.json")]
+    return {p.name.removesuffix(".json"): json.loads(p.read_text()) for p in sorted(paths)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from pyrate_limiter import Duration, Limiter, Rate
 
 from iot_lake.api import readings
+from iot_lake.api.hot_state import DeltaHotState, HotState
 from iot_lake.api.keys import OPERATOR, READ, ApiKey, ApiKeys
 from iot_lake.cases.model import ACKNOWLEDGED, OPEN, SEVERITIES, STATUSES
 from iot_lake.cases.store import CaseNotFound, CaseStateError, CaseStore
@@ -165,12 +166,15 @@ def create_app(
     delta_options: dict | None = None,
     per_second: int = 20,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    state: HotState | None = None,
 ) -> FastAPI:
     """The app over one case store and one lake (``storage_options`` for s3fs, ``delta_options`` for
-    delta-rs, as the lake resource gives them); ``per_second`` requests per key and second."""
+    delta-rs, as the lake resource gives them); ``per_second`` requests per key and second. ``state``
+    is where the latest readings come from: curated/device_state unless given (DynamoDB in the Lambda)."""
     app = FastAPI(title="iot-lake", version="1", description=__doc__)
     store, keys, lake = CaseStore(cases_url), ApiKeys(cases_url), Lake(lake_root, storage_options)
     tables = readings.DeltaTables(lake, delta_options)  # kept open between requests, always at their newest
+    state = state or DeltaHotState(tables)
     limiters: dict[str, Limiter] = {}  # one per key: a noisy client never slows another down
     bearer, header = HTTPBearer(auto_error=False), APIKeyHeader(name="X-API-Key", auto_error=False)
 
@@ -274,7 +278,7 @@ def create_app(
                 **{k: row[k] for k in ("metric", "value", "unit", "event_ts", "updated_at")},
                 "forecast": bands.get(row["metric"]),
             }
-            for row in readings.latest_state(tables, device_id)
+            for row in state.latest(device_id)
         ]
         active = [case_json(c) for c in store.list_cases(device_id=device_id) if c.status in ACTIVE]
         return {

@@ -10,6 +10,9 @@ from iot_lake.ids import validate_id
 
 OPEN, ACKNOWLEDGED, RESOLVED, FALSE_POSITIVE = "open", "acknowledged", "resolved", "false_positive"
 STATUSES = (OPEN, ACKNOWLEDGED, RESOLVED, FALSE_POSITIVE)
+# A history entry's to_status for an action a person attempted and the lifecycle refused (the case
+# unchanged): two operators acting at once both leave a trace, the loser's as rejected.
+REJECTED = "rejected"
 ACTIVE = (OPEN, ACKNOWLEDGED)
 
 SEVERITIES = ("info", "warning", "critical")  # in rising order: a case's severity only ever rises

@@ -24,7 +24,9 @@ Lifecycle (times are the points' event times, so re-running a detector replays t
   same point twice, re-runs and restarts never open a second case.
 
 Every status change (and severity rise) writes a ``case_history`` row and one ``outbox`` row per
-sink subscribed to the event, in the transaction that makes the change.
+sink subscribed to the event, in the transaction that makes the change. An action a person attempts
+that the lifecycle refuses (acknowledging a closed case; the loser of two operators acting at once)
+writes a ``rejected`` history row (no outbox event) before ``CaseStateError`` is raised.
 
 Site incidents (several devices of one site out of band together: weather, a shared feed):
 
@@ -67,6 +69,7 @@ from iot_lake.cases.model import (
     FALSE_POSITIVE,
     OPEN,
     OPENED,
+    REJECTED,
     REOPENED,
     RESOLVED,
     RESOLVED_EVENT,
@@ -397,24 +400,29 @@ class CaseStore:
         with self.engine.begin() as conn:
             case = _locked_case(conn, key)
             if case.status != OPEN:
-                raise CaseStateError(f"case {key} is {case.status}: only an open case can be acknowledged")
-            self._update(conn, case, {"status": ACKNOWLEDGED})
-            self._record(conn, key, case.status, ACKNOWLEDGED, actor, note, ACKNOWLEDGED_EVENT)
-            return _case(conn, key)
+                refused = f"case {key} is {case.status}: only an open case can be acknowledged"
+                self._reject(conn, case, "acknowledge", actor, note, refused)
+            else:
+                self._update(conn, case, {"status": ACKNOWLEDGED})
+                self._record(conn, key, case.status, ACKNOWLEDGED, actor, note, ACKNOWLEDGED_EVENT)
+                return _case(conn, key)
+        raise CaseStateError(refused)  # after the rejection's history row is committed
 
     def resolve(self, key: str, actor: str, note: str | None = None, false_positive: bool = False) -> Case:
         """Close a case as a real anomaly (resolved) or a false positive; also confirms an auto-resolved one."""
         with self.engine.begin() as conn:
             case = _locked_case(conn, key)
-            if not (case.status in ACTIVE or case.auto_resolved):
-                raise CaseStateError(f"case {key} was already closed as {case.status} by a person")
             status = FALSE_POSITIVE if false_positive else RESOLVED
-            self._update(
-                conn, case, {"status": status, "auto_resolved": False, "resolved_at": case.resolved_at or self.clock()}
-            )
-            self._record(conn, key, case.status, status, actor, note, RESOLVED_EVENT)
-            self._settle_site(conn, key, actor, note)
-            return _case(conn, key)
+            if not (case.status in ACTIVE or case.auto_resolved):
+                refused = f"case {key} was already closed as {case.status} by a person"
+                self._reject(conn, case, f"close as {status}", actor, note, refused)
+            else:
+                changes = {"status": status, "auto_resolved": False, "resolved_at": case.resolved_at or self.clock()}
+                self._update(conn, case, changes)
+                self._record(conn, key, case.status, status, actor, note, RESOLVED_EVENT)
+                self._settle_site(conn, key, actor, note)
+                return _case(conn, key)
+        raise CaseStateError(refused)  # after the rejection's history row is committed
 
     # -- site incidents
 
@@ -538,6 +546,22 @@ class CaseStore:
         self._enqueue(conn, incident.anchor_case_key, SITE_RESOLVED, payload, self._subscribed(SITE_RESOLVED))
 
     # -- writing
+
+    def _reject(self, conn: sa.Connection, case: Case, attempted: str, actor: str, note: str | None, why: str) -> None:
+        """A history row for an action the lifecycle refused: the case stays as it is (from and to the
+        same status is not a change, so ``to_status`` says rejected), no outbox event goes out, and the
+        note says what was attempted and why it was refused, with the operator's own note."""
+        said = f" (note: {note})" if note else ""
+        conn.execute(
+            sa.insert(case_history).values(
+                case_key=case.case_key,
+                at=self.clock(),
+                from_status=case.status,
+                to_status=REJECTED,
+                actor=actor,
+                note=f"rejected {attempted}: {why}{said}",
+            )
+        )
 
     def _update(self, conn: sa.Connection, case: Case, changes: dict[str, Any]) -> bool:
         """Write the fields that differ; False when none do."""

@@ -5,7 +5,9 @@ with history as (
         case_key,
         min(case when to_status = 'acknowledged' then changed_at end) as first_acknowledged_at,
         max(case when to_status in ('resolved', 'false_positive') then changed_at end) as closed_at,
-        count(*) as status_changes
+        -- a rejected attempt (the loser of two operators acting at once) changed nothing
+        count(case when to_status <> 'rejected' then 1 end) as status_changes,
+        count(case when to_status = 'rejected' then 1 end) as rejected_attempts
     from {{ ref('stg_case_history') }}
     group by case_key
 ),
@@ -41,6 +43,7 @@ select
     case when c.status in ('resolved', 'false_positive') then k.closed_by end as closed_by,
     c.reopen_count,
     coalesce(h.status_changes, 0) as status_changes,
+    coalesce(h.rejected_attempts, 0) as rejected_attempts,
     {{ minutes_between('c.incident_start', 'coalesce(c.back_in_band_since, c.last_seen)') }} as incident_minutes,
     {{ minutes_between('c.opened_at', 'h.first_acknowledged_at') }} as minutes_to_acknowledge,
     case
