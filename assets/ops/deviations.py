@@ -36,6 +36,7 @@ from iot_lake.cases.mirror import mirror_to_lake
 from iot_lake.cases.model import ACTIVE, Deviation, points_to_observe
 from iot_lake.cases.outbox import deliver_pending
 from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, score, with_forecasts
+from iot_lake.detect.metrics import publisher_for, with_band_80
 from iot_lake.lake import dates_between
 from iot_lake.simulate.runner import read_anomalies
 from lib.pools import LAKE_WRITES
@@ -131,8 +132,11 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
     with cases.store() as store:
         normal = store.false_positive_periods(since=since)
     with permanent_errors(context, "deviation scoring"):
-        scored = score(with_forecasts(actuals, forecasts), history, PARAMS, normal=normal)
+        joined = with_forecasts(actuals, forecasts)
+        scored = score(joined, history, PARAMS, normal=normal)
     _replace_hour(lake, scored, start, end)
+    # Before the outbox: the alarms read these, and a case's incident may be the alarm's (sinks.py).
+    published = publisher_for(cases.env, cases.region).publish(with_band_80(scored, joined))
 
     outcomes = _observe(cases, scored)
     with cases.store() as store:
@@ -152,6 +156,7 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
             }
         ),
         "cases_mirrored": MetadataValue.json(mirrored),
+        "cloudwatch_datapoints": published.datapoints,
         # The last day of a long range: readable, and drawing days of minutes took seconds.
         "deviations_plot": MetadataValue.md(
             deviations_plot(scored[scored["ts"] > scored["ts"].max() - pd.Timedelta(days=1)])
