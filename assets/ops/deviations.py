@@ -35,6 +35,7 @@ from assets.plots import deviations_plot
 from iot_lake.cases.mirror import mirror_to_lake
 from iot_lake.cases.model import ACTIVE, Deviation, points_to_observe
 from iot_lake.cases.outbox import deliver_pending
+from iot_lake.cases.sinks import fold_alarm_incidents
 from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, score, with_forecasts
 from iot_lake.detect.metrics import publisher_for, with_band_80
 from iot_lake.lake import dates_between
@@ -140,7 +141,10 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
 
     outcomes = _observe(cases, scored)
     with cases.store() as store:
-        delivered = deliver_pending(store, cases.sinks(), datetime.now(UTC))
+        sinks = cases.sinks()
+        delivered = deliver_pending(store, sinks, datetime.now(UTC))
+        # An alarm that fired after its series' case had started an incident started a second one.
+        folded = fold_alarm_incidents(sinks)
         mirrored = mirror_to_lake(store, lake.lake(), lake.delta_storage_options())
     metadata = {
         "dagster/row_count": len(scored),
@@ -157,6 +161,7 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
         ),
         "cases_mirrored": MetadataValue.json(mirrored),
         "cloudwatch_datapoints": published.datapoints,
+        "alarm_incidents_folded": len(folded),
         # The last day of a long range: readable, and drawing days of minutes took seconds.
         "deviations_plot": MetadataValue.md(
             deviations_plot(scored[scored["ts"] > scored["ts"].max() - pd.Timedelta(days=1)])

@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from iot_lake.cases.model import (
     SITE_RESOLVED,
     CasePolicy,
 )
+from iot_lake.detect.metrics import alarm_name
 from iot_lake.ids import validate_id
 from iot_lake.settings import Settings
 
@@ -274,14 +276,24 @@ class IncidentManagerSink(_AwsSink):
     events = frozenset({OPENED, REOPENED, ALERT, *SITE_EVENTS})
     pages = True
 
-    def __init__(self, response_plan_arn: str, region: str | None = None, client: Any = None):
+    def __init__(
+        self,
+        response_plan_arn: str,
+        region: str | None = None,
+        client: Any = None,
+        link_alarm_incidents: bool = False,
+    ):
         super().__init__(region, client)
         self.response_plan_arn = response_plan_arn
+        # With the stack's deviation alarms (deploy/cdk): one incident per series whichever starts it.
+        self.link_alarm_incidents = link_alarm_incidents
 
     def deliver(self, event: OutboxEvent) -> str | None:
         p = event.payload
         if event.event in SITE_EVENTS:
             return self._timeline_event(event)
+        if self.link_alarm_incidents and not event.is_alert:
+            return self._case_incident(event)
         if event.is_alert:
             return self.client.start_incident(
                 clientToken=client_token(event.case_key, 0),
@@ -295,10 +307,16 @@ class IncidentManagerSink(_AwsSink):
                 },
                 relatedItems=[{"identifier": {"type": "OTHER", "value": {"url": p["url"]}}, "title": "Dagster run"}],
             )["incidentRecordArn"]
+        return self._start_case_incident(event)
+
+    def _start_case_incident(self, event: OutboxEvent, tag: str = "") -> str:
+        p = event.payload
+        title = f"{p['severity']}: {p['device_id']} {p['metric']} out of band at {p['site_id']}"
         return self.client.start_incident(
             clientToken=client_token(event.case_key, p["reopen_count"]),
             responsePlanArn=self.response_plan_arn,
-            title=f"{p['severity']}: {p['device_id']} {p['metric']} out of band at {p['site_id']}"[:200],
+            # The tag (the series' alarm name) ends the title, where fold_alarm_incidents reads it.
+            title=title[: 200 - len(tag)] + tag,
             impact=INCIDENT_IMPACT[p["severity"]],
             triggerDetails={
                 "source": EVENT_SOURCE,
@@ -306,6 +324,69 @@ class IncidentManagerSink(_AwsSink):
                 "rawData": event.json()[:10_000],
             },
         )["incidentRecordArn"]
+
+    def _case_incident(self, event: OutboxEvent) -> str:
+        """The open incident the series' alarm started, with the case linked to it; or, when the
+        alarm has not fired, a new incident whose title carries the alarm's name (for the fold)."""
+        p = event.payload
+        alarm = alarm_name(p["site_id"], p["device_id"], p["metric"])
+        records = self.open_incidents()
+        started = next((r["arn"] for r in records if _alarm_of(r) == alarm), None)
+        if started is None:
+            return self._start_case_incident(event, tag=f" [{alarm}]")
+        token = client_token(event.case_key, p["reopen_count"])
+        self.client.create_timeline_event(
+            clientToken=token,
+            incidentRecordArn=started,
+            eventTime=datetime.fromisoformat(p["at"]),
+            eventType="Custom Event",
+            eventData=json.dumps(
+                {
+                    "summary": f"iot-lake case {event.event}: {p['device_id']} {p['metric']} ({p['severity']})",
+                    "event_id": event.id,
+                    "case_key": event.case_key,
+                    "alarm": alarm,
+                },
+                sort_keys=True,
+            ),
+        )
+        return started
+
+    def open_incidents(self) -> list[dict[str, Any]]:
+        """Every open incident record's summary (all pages)."""
+        records, kwargs = [], {"filters": [{"key": "status", "condition": {"equals": {"stringValues": ["OPEN"]}}}]}
+        while True:
+            page = self.client.list_incident_records(**kwargs)
+            records += page.get("incidentRecordSummaries", [])
+            if not page.get("nextToken"):
+                return records
+            kwargs["nextToken"] = page["nextToken"]
+
+    def fold_alarm_incidents(self) -> list[str]:
+        """Resolve each open incident a series' alarm started after the case sink had started that
+        series' own (an alarm's action cannot be told of it), pointing to the case's incident.
+        Returns the resolved duplicates' ARNs."""
+        records = self.open_incidents()
+        cases = {m.group(1): r["arn"] for r in records if (m := _TAG.search(r.get("title", ""))) and not _alarm_of(r)}
+        folded = []
+        for record in records:
+            kept = cases.get(_alarm_of(record) or "")
+            if kept is None:
+                continue
+            self.client.create_timeline_event(
+                clientToken=client_token(f"folded|{record['arn']}", 0),
+                incidentRecordArn=kept,
+                eventTime=record["creationTime"],
+                eventType="Custom Event",
+                eventData=json.dumps({"summary": f"alarm {_alarm_of(record)} fired", "duplicate": record["arn"]}),
+            )
+            self.client.update_incident_record(
+                arn=record["arn"],
+                status="RESOLVED",
+                summary=f"Duplicate of {kept}: the iot-lake case of this series already has that incident.",
+            )
+            folded.append(record["arn"])
+        return folded
 
     def _timeline_event(self, event: OutboxEvent) -> str:
         """A case linked to the site incident, or its resolution, on the anchor's incident."""
@@ -347,6 +428,28 @@ class IncidentManagerSink(_AwsSink):
             ),
         )
         return arn
+
+
+ALARM_SOURCE = "aws.cloudwatch"  # incidentRecordSource.source of an incident an alarm started
+_TAG = re.compile(r"\[(iot-lake-deviation-[^\]]+)\]$")
+
+
+def _alarm_of(record: dict[str, Any]) -> str | None:
+    """The alarm's name, for an incident a CloudWatch alarm started (resourceArn is the alarm's)."""
+    source = record.get("incidentRecordSource") or {}
+    if source.get("source") != ALARM_SOURCE or ":alarm:" not in source.get("resourceArn", ""):
+        return None
+    return source["resourceArn"].split(":alarm:", 1)[1]
+
+
+def fold_alarm_incidents(sinks: list[Sink]) -> list[str]:
+    """``IncidentManagerSink.fold_alarm_incidents`` of the sinks that link alarm incidents."""
+    return [
+        arn
+        for sink in sinks
+        if isinstance(sink, IncidentManagerSink) and sink.link_alarm_incidents
+        for arn in sink.fold_alarm_incidents()
+    ]
 
 
 def client_token(case_key: str, reopen_count: int) -> str:
@@ -441,7 +544,7 @@ def build_sinks(
         if event_bus_name:
             sinks.append(EventBridgeSink(event_bus_name, region))
         if incident_response_plan_arn:
-            sinks.append(IncidentManagerSink(incident_response_plan_arn, region))
+            sinks.append(IncidentManagerSink(incident_response_plan_arn, region, link_alarm_incidents=True))
     else:
         sinks = [LogSink(), JsonLinesSink(Path(lake_root) / JSONL_KEY)]
     if webhook_url:

@@ -22,9 +22,10 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported by the functions that use it: the case sinks import this module
+    import pandas as pd
 
 NAMESPACE = "IotLake/Deviations"
 MAX_ITEMS = 1000  # PutMetricData: metric data items per call
@@ -59,6 +60,8 @@ def with_band_80(scored: pd.DataFrame, joined: pd.DataFrame) -> pd.DataFrame:
 
 def metric_data(rows: pd.DataFrame, now: datetime | None = None) -> list[dict[str, Any]]:
     """One MetricDatum per metric and scored minute (module docstring)."""
+    import pandas as pd
+
     oldest = (now or datetime.now(UTC)) - MAX_AGE + MARGIN
     data = []
     for row in rows.to_dict("records"):
