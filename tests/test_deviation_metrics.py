@@ -132,3 +132,25 @@ def test_points_older_than_cloudwatch_keeps_are_skipped(rows):
 
 def test_locally_nothing_is_sent(rows):
     assert LocalPublisher().publish(rows).datapoints == 3 * 60 * 7 - 100
+
+
+def test_deviation_score_is_the_warehouses_score():
+    """One name, one meaning: DeviationScore is ops/deviations' ``score``, which stg_deviations and
+    fct_deviation carry through unchanged, documented and tested there as a score in [0, 1]."""
+    from pathlib import Path
+
+    import yaml
+
+    from iot_lake.detect.metrics import METRICS
+
+    assert METRICS["DeviationScore"] == "score"
+    models = Path(__file__).parent.parent / "dbt_project" / "models"
+    for sql in ("staging/stg_deviations.sql", "marts/fct_deviation.sql"):
+        lines = [line.strip() for line in (models / sql).read_text().splitlines()]
+        assert "score," in lines, f"{sql} no longer passes ops/deviations' score through unchanged"
+    marts = yaml.safe_load((models / "marts" / "_marts.yml").read_text())
+    fct = next(m for m in marts["models"] if m["name"] == "fct_deviation")
+    column = next(c for c in fct["columns"] if c["name"] == "score")
+    assert {"min_value": 0, "max_value": 1} in [
+        t["accepted_range"]["arguments"] for t in column["data_tests"] if isinstance(t, dict)
+    ]
