@@ -141,9 +141,11 @@ def test_deviation_score_is_the_warehouses_score():
 
     import yaml
 
+    from iot_lake.cases.sinks import CASE_SCORE_METRIC
     from iot_lake.detect.metrics import METRICS
 
     assert METRICS["DeviationScore"] == "score"
+    assert CASE_SCORE_METRIC != "DeviationScore"  # the case's residual is another quantity
     models = Path(__file__).parent.parent / "dbt_project" / "models"
     for sql in ("staging/stg_deviations.sql", "marts/fct_deviation.sql"):
         lines = [line.strip() for line in (models / sql).read_text().splitlines()]

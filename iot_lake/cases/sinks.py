@@ -46,6 +46,8 @@ from iot_lake.settings import Settings
 JSONL_KEY = "cases/_events/events.jsonl"  # under a local lake root
 CLOUDWATCH_NAMESPACE = "IoTLake/Cases"
 ALERTS_NAMESPACE = "IoTLake/Alerts"
+# A case's max score: band standard deviations, so not named DeviationScore (iot_lake.detect.metrics).
+CASE_SCORE_METRIC = "CaseMaxResidual"
 EVENT_SOURCE = "iot-lake.cases"
 ALERT_SOURCE = "iot-lake.alerts"
 # Incident Manager: 1 critical .. 5 no impact. Alerts: "error" (a failed run or ERROR check), "warning".
@@ -182,7 +184,8 @@ class _AwsSink(Sink):
 
 
 class CloudWatchSink(_AwsSink):
-    """Per series (``DeviceId``, ``Metric``): ``DeviationScore``, the case's max score, and
+    """Per series (``DeviceId``, ``Metric``): ``CaseMaxResidual``, the case's max score (the residual
+    in band standard deviations; not ``IotLake/Deviations``' ``DeviationScore`` in [0, 1]), and
     ``ActiveCase``, 1 while a case is open or acknowledged; a new or reopened case (re)defines the
     series' alarm on the score."""
 
@@ -221,7 +224,7 @@ class CloudWatchSink(_AwsSink):
             Namespace=CLOUDWATCH_NAMESPACE,
             MetricData=[
                 {
-                    "MetricName": "DeviationScore",
+                    "MetricName": CASE_SCORE_METRIC,
                     "Dimensions": dimensions,
                     "Timestamp": at,
                     "Value": float(p["evidence"]["max_score"]),
@@ -243,9 +246,9 @@ class CloudWatchSink(_AwsSink):
         """The ``put_metric_alarm`` arguments of a series' alarm: critical score within 5 minutes."""
         return {
             "AlarmName": f"iot-lake-deviation-{validate_id('device', device_id)}-{validate_id('metric', metric)}",
-            "AlarmDescription": f"Deviation score of {device_id} {metric} at or above {self.policy.critical_score}",
+            "AlarmDescription": f"Case residual of {device_id} {metric} at or above {self.policy.critical_score}",
             "Namespace": CLOUDWATCH_NAMESPACE,
-            "MetricName": "DeviationScore",
+            "MetricName": CASE_SCORE_METRIC,
             "Dimensions": _dimensions(device_id, metric),
             "Statistic": "Maximum",
             "Period": 300,
