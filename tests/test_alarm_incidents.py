@@ -129,8 +129,10 @@ def test_case_first_the_alarms_later_incident_is_folded_into_the_cases(tmp_path)
             },
         )
         stub.add_response("update_incident_record", {}, {"arn": ALARM_INCIDENT, "status": "RESOLVED", "summary": ANY})
-        assert fold_alarm_incidents([sink]) == [ALARM_INCIDENT]
+        assert fold_alarm_incidents([sink]) == {"folded": [ALARM_INCIDENT], "error": None}
         stub.assert_no_pending_responses()
+        stub.add_client_error("list_incident_records", "ThrottlingException", http_status_code=400)
+        assert "ThrottlingException" in fold_alarm_incidents([sink])["error"]  # reported, not raised
 
 
 def test_prod_links_alarm_incidents():

@@ -136,16 +136,17 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
         joined = with_forecasts(actuals, forecasts)
         scored = score(joined, history, PARAMS, normal=normal)
     _replace_hour(lake, scored, start, end)
-    # Before the outbox: the alarms read these, and a case's incident may be the alarm's (sinks.py).
-    published = publisher_for(cases.env, cases.region).publish(with_band_80(scored, joined))
 
     outcomes = _observe(cases, scored)
     with cases.store() as store:
         sinks = cases.sinks()
         delivered = deliver_pending(store, sinks, datetime.now(UTC))
-        # An alarm that fired after its series' case had started an incident started a second one.
-        folded = fold_alarm_incidents(sinks)
         mirrored = mirror_to_lake(store, lake.lake(), lake.delta_storage_options())
+    # After the cases, which do not wait on CloudWatch: a refusal fails the step, and its re-run
+    # changes no case and re-sends the same datapoints (harmless, iot_lake.detect.metrics).
+    published = publisher_for(cases.env, cases.region).publish(with_band_80(scored, joined))
+    # An alarm that fired after its series' case had started an incident started a second one.
+    folded = fold_alarm_incidents(sinks)
     metadata = {
         "dagster/row_count": len(scored),
         "series": int(scored.groupby(["device_id", "metric"]).ngroups),
@@ -161,7 +162,7 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
         ),
         "cases_mirrored": MetadataValue.json(mirrored),
         "cloudwatch_datapoints": published.datapoints,
-        "alarm_incidents_folded": len(folded),
+        "alarm_incidents_folded": MetadataValue.json(folded),
         # The last day of a long range: readable, and drawing days of minutes took seconds.
         "deviations_plot": MetadataValue.md(
             deviations_plot(scored[scored["ts"] > scored["ts"].max() - pd.Timedelta(days=1)])

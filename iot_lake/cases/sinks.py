@@ -445,14 +445,19 @@ def _alarm_of(record: dict[str, Any]) -> str | None:
     return source["resourceArn"].split(":alarm:", 1)[1]
 
 
-def fold_alarm_incidents(sinks: list[Sink]) -> list[str]:
-    """``IncidentManagerSink.fold_alarm_incidents`` of the sinks that link alarm incidents."""
-    return [
-        arn
-        for sink in sinks
-        if isinstance(sink, IncidentManagerSink) and sink.link_alarm_incidents
-        for arn in sink.fold_alarm_incidents()
-    ]
+def fold_alarm_incidents(sinks: list[Sink]) -> dict[str, Any]:
+    """``IncidentManagerSink.fold_alarm_incidents`` of the sinks that link alarm incidents: the
+    duplicates resolved, and the error when Incident Manager refused (the next run folds again;
+    like a sink's, its failure does not fail the caller)."""
+    result: dict[str, Any] = {"folded": [], "error": None}
+    for sink in sinks:
+        if isinstance(sink, IncidentManagerSink) and sink.link_alarm_incidents:
+            try:
+                result["folded"] += sink.fold_alarm_incidents()
+            except Exception as e:  # noqa: BLE001 - reported, retried by the next run
+                logger.warning("folding alarm incidents failed: %s", e)
+                result["error"] = f"{type(e).__name__}: {e}"[:500]
+    return result
 
 
 def client_token(case_key: str, reopen_count: int) -> str:
