@@ -61,11 +61,11 @@ def test_cloudwatch_gets_the_scores_and_the_series_alarm(aws, tmp_path):
     dimensions = [{"Name": "DeviceId", "Value": "dev-001"}, {"Name": "Metric", "Value": "temperature"}]
     listed = cloudwatch.list_metrics(Namespace=CLOUDWATCH_NAMESPACE)["Metrics"]
     assert {(m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"]))) for m in listed} == {
-        (name, (("DeviceId", "dev-001"), ("Metric", "temperature"))) for name in ("DeviationScore", "ActiveCase")
+        (name, (("DeviceId", "dev-001"), ("Metric", "temperature"))) for name in ("CaseMaxResidual", "ActiveCase")
     }
     stats = cloudwatch.get_metric_statistics(
         Namespace=CLOUDWATCH_NAMESPACE,
-        MetricName="DeviationScore",
+        MetricName="CaseMaxResidual",
         Dimensions=dimensions,
         StartTime=T0 - timedelta(minutes=5),
         EndTime=T0 + timedelta(minutes=5),
@@ -84,7 +84,7 @@ def test_cloudwatch_gets_the_scores_and_the_series_alarm(aws, tmp_path):
         alarm["ComparisonOperator"],
         alarm["Statistic"],
         alarm["Period"],
-    ) == ("DeviationScore", CLOUDWATCH_NAMESPACE, 6.0, "GreaterThanOrEqualToThreshold", "Maximum", 300)
+    ) == ("CaseMaxResidual", CLOUDWATCH_NAMESPACE, 6.0, "GreaterThanOrEqualToThreshold", "Maximum", 300)
     assert sorted(alarm["Dimensions"], key=lambda d: d["Name"]) == dimensions
 
 

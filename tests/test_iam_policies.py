@@ -113,7 +113,12 @@ def test_no_wildcard_actions_and_no_s3_access_beyond_the_lake():
                 "*" in resources
             ):  # only actions IAM cannot scope to a resource, and narrowed by a condition where it can be
                 # (EC2's Describe calls, for SageMaker jobs placed in a VPC, have no resource level.)
-                unscoped = {"cloudwatch:PutMetricData", "ecr:GetAuthorizationToken"}
+                # ListIncidentRecords has no resource type (the case sink finds alarm-started incidents).
+                unscoped = {
+                    "cloudwatch:PutMetricData",
+                    "ecr:GetAuthorizationToken",
+                    "ssm-incidents:ListIncidentRecords",
+                }
                 assert set(actions) <= unscoped | VPC_DESCRIBE, (name, st["Sid"])
 
 

@@ -35,7 +35,9 @@ from assets.plots import deviations_plot
 from iot_lake.cases.mirror import mirror_to_lake
 from iot_lake.cases.model import ACTIVE, Deviation, points_to_observe
 from iot_lake.cases.outbox import deliver_pending
+from iot_lake.cases.sinks import fold_alarm_incidents
 from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, score, with_forecasts
+from iot_lake.detect.metrics import publisher_for, with_band_80
 from iot_lake.lake import dates_between
 from iot_lake.simulate.runner import read_anomalies
 from lib.pools import LAKE_WRITES
@@ -131,13 +133,20 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
     with cases.store() as store:
         normal = store.false_positive_periods(since=since)
     with permanent_errors(context, "deviation scoring"):
-        scored = score(with_forecasts(actuals, forecasts), history, PARAMS, normal=normal)
+        joined = with_forecasts(actuals, forecasts)
+        scored = score(joined, history, PARAMS, normal=normal)
     _replace_hour(lake, scored, start, end)
 
     outcomes = _observe(cases, scored)
     with cases.store() as store:
-        delivered = deliver_pending(store, cases.sinks(), datetime.now(UTC))
+        sinks = cases.sinks()
+        delivered = deliver_pending(store, sinks, datetime.now(UTC))
         mirrored = mirror_to_lake(store, lake.lake(), lake.delta_storage_options())
+    # After the cases, which do not wait on CloudWatch: a refusal fails the step, and its re-run
+    # changes no case and re-sends the same datapoints (harmless, iot_lake.detect.metrics).
+    published = publisher_for(cases.env, cases.region).publish(with_band_80(scored, joined))
+    # An alarm that fired after its series' case had started an incident started a second one.
+    folded = fold_alarm_incidents(sinks)
     metadata = {
         "dagster/row_count": len(scored),
         "series": int(scored.groupby(["device_id", "metric"]).ngroups),
@@ -152,6 +161,8 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
             }
         ),
         "cases_mirrored": MetadataValue.json(mirrored),
+        "cloudwatch_datapoints": published.datapoints,
+        "alarm_incidents_folded": MetadataValue.json(folded),
         # The last day of a long range: readable, and drawing days of minutes took seconds.
         "deviations_plot": MetadataValue.md(
             deviations_plot(scored[scored["ts"] > scored["ts"].max() - pd.Timedelta(days=1)])

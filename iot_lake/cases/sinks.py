@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -38,12 +39,15 @@ from iot_lake.cases.model import (
     SITE_RESOLVED,
     CasePolicy,
 )
+from iot_lake.detect.metrics import alarm_name
 from iot_lake.ids import validate_id
 from iot_lake.settings import Settings
 
 JSONL_KEY = "cases/_events/events.jsonl"  # under a local lake root
 CLOUDWATCH_NAMESPACE = "IoTLake/Cases"
 ALERTS_NAMESPACE = "IoTLake/Alerts"
+# A case's max score: band standard deviations, so not named DeviationScore (iot_lake.detect.metrics).
+CASE_SCORE_METRIC = "CaseMaxResidual"
 EVENT_SOURCE = "iot-lake.cases"
 ALERT_SOURCE = "iot-lake.alerts"
 # Incident Manager: 1 critical .. 5 no impact. Alerts: "error" (a failed run or ERROR check), "warning".
@@ -180,7 +184,8 @@ class _AwsSink(Sink):
 
 
 class CloudWatchSink(_AwsSink):
-    """Per series (``DeviceId``, ``Metric``): ``DeviationScore``, the case's max score, and
+    """Per series (``DeviceId``, ``Metric``): ``CaseMaxResidual``, the case's max score (the residual
+    in band standard deviations; not ``IotLake/Deviations``' ``DeviationScore`` in [0, 1]), and
     ``ActiveCase``, 1 while a case is open or acknowledged; a new or reopened case (re)defines the
     series' alarm on the score."""
 
@@ -219,7 +224,7 @@ class CloudWatchSink(_AwsSink):
             Namespace=CLOUDWATCH_NAMESPACE,
             MetricData=[
                 {
-                    "MetricName": "DeviationScore",
+                    "MetricName": CASE_SCORE_METRIC,
                     "Dimensions": dimensions,
                     "Timestamp": at,
                     "Value": float(p["evidence"]["max_score"]),
@@ -241,9 +246,9 @@ class CloudWatchSink(_AwsSink):
         """The ``put_metric_alarm`` arguments of a series' alarm: critical score within 5 minutes."""
         return {
             "AlarmName": f"iot-lake-deviation-{validate_id('device', device_id)}-{validate_id('metric', metric)}",
-            "AlarmDescription": f"Deviation score of {device_id} {metric} at or above {self.policy.critical_score}",
+            "AlarmDescription": f"Case residual of {device_id} {metric} at or above {self.policy.critical_score}",
             "Namespace": CLOUDWATCH_NAMESPACE,
-            "MetricName": "DeviationScore",
+            "MetricName": CASE_SCORE_METRIC,
             "Dimensions": _dimensions(device_id, metric),
             "Statistic": "Maximum",
             "Period": 300,
@@ -274,14 +279,24 @@ class IncidentManagerSink(_AwsSink):
     events = frozenset({OPENED, REOPENED, ALERT, *SITE_EVENTS})
     pages = True
 
-    def __init__(self, response_plan_arn: str, region: str | None = None, client: Any = None):
+    def __init__(
+        self,
+        response_plan_arn: str,
+        region: str | None = None,
+        client: Any = None,
+        link_alarm_incidents: bool = False,
+    ):
         super().__init__(region, client)
         self.response_plan_arn = response_plan_arn
+        # With the stack's deviation alarms (deploy/cdk): one incident per series whichever starts it.
+        self.link_alarm_incidents = link_alarm_incidents
 
     def deliver(self, event: OutboxEvent) -> str | None:
         p = event.payload
         if event.event in SITE_EVENTS:
             return self._timeline_event(event)
+        if self.link_alarm_incidents and not event.is_alert:
+            return self._case_incident(event)
         if event.is_alert:
             return self.client.start_incident(
                 clientToken=client_token(event.case_key, 0),
@@ -295,10 +310,16 @@ class IncidentManagerSink(_AwsSink):
                 },
                 relatedItems=[{"identifier": {"type": "OTHER", "value": {"url": p["url"]}}, "title": "Dagster run"}],
             )["incidentRecordArn"]
+        return self._start_case_incident(event)
+
+    def _start_case_incident(self, event: OutboxEvent, tag: str = "") -> str:
+        p = event.payload
+        title = f"{p['severity']}: {p['device_id']} {p['metric']} out of band at {p['site_id']}"
         return self.client.start_incident(
             clientToken=client_token(event.case_key, p["reopen_count"]),
             responsePlanArn=self.response_plan_arn,
-            title=f"{p['severity']}: {p['device_id']} {p['metric']} out of band at {p['site_id']}"[:200],
+            # The tag (the series' alarm name) ends the title, where fold_alarm_incidents reads it.
+            title=title[: 200 - len(tag)] + tag,
             impact=INCIDENT_IMPACT[p["severity"]],
             triggerDetails={
                 "source": EVENT_SOURCE,
@@ -306,6 +327,69 @@ class IncidentManagerSink(_AwsSink):
                 "rawData": event.json()[:10_000],
             },
         )["incidentRecordArn"]
+
+    def _case_incident(self, event: OutboxEvent) -> str:
+        """The open incident the series' alarm started, with the case linked to it; or, when the
+        alarm has not fired, a new incident whose title carries the alarm's name (for the fold)."""
+        p = event.payload
+        alarm = alarm_name(p["site_id"], p["device_id"], p["metric"])
+        records = self.open_incidents()
+        started = next((r["arn"] for r in records if _alarm_of(r) == alarm), None)
+        if started is None:
+            return self._start_case_incident(event, tag=f" [{alarm}]")
+        token = client_token(event.case_key, p["reopen_count"])
+        self.client.create_timeline_event(
+            clientToken=token,
+            incidentRecordArn=started,
+            eventTime=datetime.fromisoformat(p["at"]),
+            eventType="Custom Event",
+            eventData=json.dumps(
+                {
+                    "summary": f"iot-lake case {event.event}: {p['device_id']} {p['metric']} ({p['severity']})",
+                    "event_id": event.id,
+                    "case_key": event.case_key,
+                    "alarm": alarm,
+                },
+                sort_keys=True,
+            ),
+        )
+        return started
+
+    def open_incidents(self) -> list[dict[str, Any]]:
+        """Every open incident record's summary (all pages)."""
+        records, kwargs = [], {"filters": [{"key": "status", "condition": {"equals": {"stringValues": ["OPEN"]}}}]}
+        while True:
+            page = self.client.list_incident_records(**kwargs)
+            records += page.get("incidentRecordSummaries", [])
+            if not page.get("nextToken"):
+                return records
+            kwargs["nextToken"] = page["nextToken"]
+
+    def fold_alarm_incidents(self) -> list[str]:
+        """Resolve each open incident a series' alarm started after the case sink had started that
+        series' own (an alarm's action cannot be told of it), pointing to the case's incident.
+        Returns the resolved duplicates' ARNs."""
+        records = self.open_incidents()
+        cases = {m.group(1): r["arn"] for r in records if (m := _TAG.search(r.get("title", ""))) and not _alarm_of(r)}
+        folded = []
+        for record in records:
+            kept = cases.get(_alarm_of(record) or "")
+            if kept is None:
+                continue
+            self.client.create_timeline_event(
+                clientToken=client_token(f"folded|{record['arn']}", 0),
+                incidentRecordArn=kept,
+                eventTime=record["creationTime"],
+                eventType="Custom Event",
+                eventData=json.dumps({"summary": f"alarm {_alarm_of(record)} fired", "duplicate": record["arn"]}),
+            )
+            self.client.update_incident_record(
+                arn=record["arn"],
+                status="RESOLVED",
+                summary=f"Duplicate of {kept}: the iot-lake case of this series already has that incident.",
+            )
+            folded.append(record["arn"])
+        return folded
 
     def _timeline_event(self, event: OutboxEvent) -> str:
         """A case linked to the site incident, or its resolution, on the anchor's incident."""
@@ -347,6 +431,33 @@ class IncidentManagerSink(_AwsSink):
             ),
         )
         return arn
+
+
+ALARM_SOURCE = "aws.cloudwatch"  # incidentRecordSource.source of an incident an alarm started
+_TAG = re.compile(r"\[(iot-lake-deviation-[^\]]+)\]$")
+
+
+def _alarm_of(record: dict[str, Any]) -> str | None:
+    """The alarm's name, for an incident a CloudWatch alarm started (resourceArn is the alarm's)."""
+    source = record.get("incidentRecordSource") or {}
+    if source.get("source") != ALARM_SOURCE or ":alarm:" not in source.get("resourceArn", ""):
+        return None
+    return source["resourceArn"].split(":alarm:", 1)[1]
+
+
+def fold_alarm_incidents(sinks: list[Sink]) -> dict[str, Any]:
+    """``IncidentManagerSink.fold_alarm_incidents`` of the sinks that link alarm incidents: the
+    duplicates resolved, and the error when Incident Manager refused (the next run folds again;
+    like a sink's, its failure does not fail the caller)."""
+    result: dict[str, Any] = {"folded": [], "error": None}
+    for sink in sinks:
+        if isinstance(sink, IncidentManagerSink) and sink.link_alarm_incidents:
+            try:
+                result["folded"] += sink.fold_alarm_incidents()
+            except Exception as e:  # noqa: BLE001 - reported, retried by the next run
+                logger.warning("folding alarm incidents failed: %s", e)
+                result["error"] = f"{type(e).__name__}: {e}"[:500]
+    return result
 
 
 def client_token(case_key: str, reopen_count: int) -> str:
@@ -441,7 +552,7 @@ def build_sinks(
         if event_bus_name:
             sinks.append(EventBridgeSink(event_bus_name, region))
         if incident_response_plan_arn:
-            sinks.append(IncidentManagerSink(incident_response_plan_arn, region))
+            sinks.append(IncidentManagerSink(incident_response_plan_arn, region, link_alarm_incidents=True))
     else:
         sinks = [LogSink(), JsonLinesSink(Path(lake_root) / JSONL_KEY)]
     if webhook_url:
