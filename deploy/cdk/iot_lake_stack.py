@@ -21,11 +21,11 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
 from aws_cdk import aws_kinesis as kinesis
-from aws_cdk import aws_kinesisfirehose as firehose
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_ssmincidents as incidents
+from aws_cdk.aws_kinesisfirehose import CfnDeliveryStream as Firehose
 from constructs import Construct
 
 from iot_lake.lake import TELEMETRY_PREFIX
@@ -212,7 +212,7 @@ class IotLakeStack(cdk.Stack):
     def landing_prefix(self) -> str:
         return f"{self.prefix}{TELEMETRY_PREFIX}/{ARRIVAL_HOUR}"
 
-    def _delivery_stream(self) -> firehose.CfnDeliveryStream:
+    def _delivery_stream(self) -> Firehose:
         role = iam.Role(self, "FirehoseRole", assumed_by=iam.ServicePrincipal("firehose.amazonaws.com"))
         # Writes only the telemetry landing area and its own error records.
         errors = f"{self.prefix}_logs/firehose/"
@@ -232,28 +232,24 @@ class IotLakeStack(cdk.Stack):
             self.stream.grant_read(role)
             source = {
                 "delivery_stream_type": "KinesisStreamAsSource",
-                "kinesis_stream_source_configuration": firehose.CfnDeliveryStream.KinesisStreamSourceConfigurationProperty(
+                "kinesis_stream_source_configuration": Firehose.KinesisStreamSourceConfigurationProperty(
                     kinesis_stream_arn=self.stream.stream_arn, role_arn=role.role_arn
                 ),
             }
-        stream = firehose.CfnDeliveryStream(
+        stream = Firehose(
             self,
             "Landing",
             delivery_stream_name="iot-lake-telemetry",
-            extended_s3_destination_configuration=firehose.CfnDeliveryStream.ExtendedS3DestinationConfigurationProperty(
+            extended_s3_destination_configuration=Firehose.ExtendedS3DestinationConfigurationProperty(
                 bucket_arn=self.bucket.bucket_arn,
                 role_arn=role.role_arn,
                 prefix=self.landing_prefix,
                 error_output_prefix=f"{errors}!{{firehose:error-output-type}}/{ARRIVAL_HOUR}",
                 compression_format="GZIP",
                 # The landing contract: one object per 300 s or 5 MiB.
-                buffering_hints=firehose.CfnDeliveryStream.BufferingHintsProperty(
-                    interval_in_seconds=300, size_in_m_bs=5
-                ),
-                encryption_configuration=firehose.CfnDeliveryStream.EncryptionConfigurationProperty(
-                    kms_encryption_config=firehose.CfnDeliveryStream.KMSEncryptionConfigProperty(
-                        awskms_key_arn=self.key.key_arn
-                    )
+                buffering_hints=Firehose.BufferingHintsProperty(interval_in_seconds=300, size_in_m_bs=5),
+                encryption_configuration=Firehose.EncryptionConfigurationProperty(
+                    kms_encryption_config=Firehose.KMSEncryptionConfigProperty(awskms_key_arn=self.key.key_arn)
                 ),
             ),
             **source,
