@@ -64,15 +64,23 @@ def template(synth) -> dict:
     return synth["template"]
 
 
+def ref(logical: str) -> str:
+    return f"{{Ref:{logical}}}"
+
+
+def att(logical: str, attribute: str) -> str:
+    return f"{{{logical}.{attribute}}}"
+
+
 def resolve(value):
     """CloudFormation intrinsics as readable strings, recursively."""
     if isinstance(value, list):
         return [resolve(v) for v in value]
     if isinstance(value, dict):
         if set(value) == {"Ref"}:
-            return "{Ref:%s}" % value["Ref"]
+            return ref(value["Ref"])
         if set(value) == {"Fn::GetAtt"}:
-            return "{%s.%s}" % tuple(value["Fn::GetAtt"])
+            return att(*value["Fn::GetAtt"])
         if set(value) == {"Fn::Join"}:
             sep, parts = value["Fn::Join"]
             return sep.join(resolve(p) for p in parts)
@@ -117,7 +125,7 @@ def test_the_firehose_prefix_is_the_landing_layout_the_sensor_reads(template):
     bucket, _ = only(template, "AWS::S3::Bucket")
     name, stream = only(template, "AWS::KinesisFirehose::DeliveryStream")
     s3 = stream["ExtendedS3DestinationConfiguration"]
-    assert s3["BucketARN"] == "{%s.Arn}" % bucket
+    assert s3["BucketARN"] == att(bucket, "Arn")
     assert s3["CompressionFormat"] == "GZIP"
     assert "!{firehose:error-output-type}" in s3["ErrorOutputPrefix"]
     assert not s3["ErrorOutputPrefix"].startswith(s3["Prefix"].split("!")[0])  # errors never land as telemetry
@@ -137,7 +145,7 @@ def test_the_firehose_prefix_is_the_landing_layout_the_sensor_reads(template):
     # The IoT rule feeds this stream, one JSON record per line (NDJSON).
     _, rule = only(template, "AWS::IoT::TopicRule")
     [action] = rule["TopicRulePayload"]["Actions"]
-    assert action["Firehose"]["DeliveryStreamName"] == "{Ref:%s}" % name
+    assert action["Firehose"]["DeliveryStreamName"] == ref(name)
     assert action["Firehose"]["Separator"] == "\n"
     assert "ingested_at" in rule["TopicRulePayload"]["Sql"]
 
@@ -146,7 +154,7 @@ def _audited_world(template: dict) -> dict[str, str]:
     """The renderer's values as the stack's intrinsics read (resolve())."""
     render = load_iam_renderer()
     defaults = {name: default for name, (_, default) in render.OPTIONS.items()}
-    bucket = "{Ref:%s}" % only(template, "AWS::S3::Bucket")[0]
+    bucket = ref(only(template, "AWS::S3::Bucket")[0])
     account, region = "{Ref:AWS::AccountId}", "{Ref:AWS::Region}"
     return render.values_from(
         defaults
@@ -155,12 +163,12 @@ def _audited_world(template: dict) -> dict[str, str]:
             "Prefix": "lake",
             "Region": region,
             "AccountId": account,
-            "KmsKeyArn": "{%s.Arn}" % only(template, "AWS::KMS::Key")[0],
-            "EmrApplicationId": "{%s.ApplicationId}" % only(template, "AWS::EMRServerless::Application")[0],
+            "KmsKeyArn": att(only(template, "AWS::KMS::Key")[0], "Arn"),
+            "EmrApplicationId": att(only(template, "AWS::EMRServerless::Application")[0], "ApplicationId"),
             "GlueJobName": json.loads((DEPLOY / "glue" / "job.json").read_text())["Name"],
             "EmrClusterId": "none",
-            "SnsTopicArn": "{Ref:%s}" % only(template, "AWS::SNS::Topic")[0],
-            "EventBusName": "{Ref:%s}" % only(template, "AWS::Events::EventBus")[0],
+            "SnsTopicArn": ref(only(template, "AWS::SNS::Topic")[0]),
+            "EventBusName": ref(only(template, "AWS::Events::EventBus")[0]),
             "ResponsePlanArn": f"arn:aws:ssm-incidents::{account}:response-plan/iot-lake",
             "SparkEnvArchiveArn": f"s3://{bucket}/artifacts/spark-env/iot-lake-env.tar.gz",
             "EcrRepositoryArn": f"arn:aws:ecr:{region}:{account}:repository/iot-lake-ml",
@@ -193,15 +201,15 @@ def test_each_role_carries_the_audited_policy_and_trust(template, role):
 
 def test_the_bucket_refuses_unencrypted_writes_other_keys_and_plain_http(template):
     bucket, props = only(template, "AWS::S3::Bucket")
-    key = "{%s.Arn}" % only(template, "AWS::KMS::Key")[0]
+    key = att(only(template, "AWS::KMS::Key")[0], "Arn")
     [rule] = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
     assert rule["BucketKeyEnabled"] is True
     assert all(props["PublicAccessBlockConfiguration"].values())
 
     _, bucket_policy = only(template, "AWS::S3::BucketPolicy")
-    assert bucket_policy["Bucket"] == "{Ref:%s}" % bucket
-    name = "{Ref:%s}" % bucket
+    assert bucket_policy["Bucket"] == ref(bucket)
+    name = ref(bucket)
     policy = Policy(bucket_policy["PolicyDocument"])
 
     def put(**params) -> Request:
@@ -239,14 +247,14 @@ def test_the_lifecycle_rules_are_deploy_s3s(template):
 def test_band_alarms_start_an_incident_through_the_response_plan_and_notify_the_topic(template):
     topic, _ = only(template, "AWS::SNS::Topic")
     _, plan = only(template, "AWS::SSMIncidents::ResponsePlan")
-    assert plan["IncidentTemplate"]["NotificationTargets"] == [{"SnsTopicArn": "{Ref:%s}" % topic}]
+    assert plan["IncidentTemplate"]["NotificationTargets"] == [{"SnsTopicArn": ref(topic)}]
     alarms = resources(template, "AWS::CloudWatch::Alarm")
     assert len(alarms) == len(DEVICES)
     seen = set()
     for alarm in alarms.values():
         props = resolve(alarm["Properties"])
         plan_arn = "arn:{Ref:AWS::Partition}:ssm-incidents::{Ref:AWS::AccountId}:response-plan/" + plan["Name"]
-        assert props["AlarmActions"] == [plan_arn, "{Ref:%s}" % topic]
+        assert props["AlarmActions"] == [plan_arn, ref(topic)]
         assert (props["DatapointsToAlarm"], props["EvaluationPeriods"], props["Threshold"]) == (3, 5, 1)
         assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
         [expression] = [m for m in props["Metrics"] if "Expression" in m]
@@ -278,7 +286,7 @@ def test_spark_services_are_deploys_documents(template):
 
     _, job = only(template, "AWS::Glue::Job")
     glue = json.loads((DEPLOY / "glue" / "job.json").read_text())
-    bucket = "{Ref:%s}" % only(template, "AWS::S3::Bucket")[0]
+    bucket = ref(only(template, "AWS::S3::Bucket")[0])
     assert job["Command"]["ScriptLocation"] == f"s3://{bucket}/lake/_code/glue/entrypoint.py"
     assert job["DefaultArguments"] == glue["DefaultArguments"]
     glue_role = [
@@ -286,4 +294,4 @@ def test_spark_services_are_deploys_documents(template):
         for k, r in resources(template, "AWS::IAM::Role").items()
         if r["Properties"].get("RoleName") == "iot-lake-glue-job"
     ]
-    assert job["Role"] == "{%s.Arn}" % glue_role[0]
+    assert job["Role"] == att(glue_role[0], "Arn")
