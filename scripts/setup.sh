@@ -3,7 +3,8 @@
 #   scripts/setup.sh          the platform and its tools, and .venv-superset for `iot-lake dashboards`
 #   scripts/setup.sh --test   also the PostgreSQL server the test suite starts and Chromium for the UI
 #                             screenshot (Debian packages), and
-#                             .venv-jvm, classic PySpark for the JVM parity test (tests/test_jvm_parity.py)
+#                             .venv-jvm, classic PySpark for the JVM parity test (tests/test_jvm_parity.py),
+#                             and the CDK CLI in deploy/cdk/node_modules (npm ci; tests/test_cdk_stack.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -50,6 +51,15 @@ if [ "${1:-}" = "--test" ]; then
     else
       echo "setup: no /usr/bin/chromium; install Debian's chromium to run the UI screenshot test" >&2
     fi
+  fi
+
+  # The CDK CLI for deploy/cdk (tests/test_cdk_stack.py runs `cdk synth` with it; ~30 MB from npm,
+  # pinned by deploy/cdk/package-lock.json). Without node/npm the test synthesizes through the app.
+  if command -v npm >/dev/null; then
+    (cd deploy/cdk && npm ci --no-audit --no-fund --silent) \
+      || echo "setup: could not install the CDK CLI; tests/test_cdk_stack.py synthesizes without it" >&2
+  else
+    echo "setup: no npm; tests/test_cdk_stack.py synthesizes the stack without the CDK CLI" >&2
   fi
 
   # Classic (JVM) PySpark conflicts with pyspark-client in .venv, so it gets a venv of its own holding
