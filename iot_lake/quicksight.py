@@ -202,9 +202,7 @@ class Deployer:
         ids = self._ids(DataSourceId=DATA_SOURCE_ID)
         if _exists(c.describe_data_source, **ids):
             arn = c.update_data_source(**ids, **spec)["Arn"]
-            c.update_data_source_permissions(
-                **ids, GrantPermissions=_permissions(self.principal, DATA_SOURCE_ACTIONS)
-            )
+            c.update_data_source_permissions(**ids, GrantPermissions=_permissions(self.principal, DATA_SOURCE_ACTIONS))
             return arn
         return c.create_data_source(
             **ids, Type="REDSHIFT", **spec, Permissions=_permissions(self.principal, DATA_SOURCE_ACTIONS)
@@ -254,7 +252,10 @@ class Deployer:
         """Create or update (and publish) the dashboard from the template; its ARN."""
         c = self.client
         references = [{"DataSetPlaceholder": p, "DataSetArn": data_sets[p]} for p in placeholders]
-        spec = {"Name": name, "SourceEntity": {"SourceTemplate": {"Arn": template_arn, "DataSetReferences": references}}}
+        spec = {
+            "Name": name,
+            "SourceEntity": {"SourceTemplate": {"Arn": template_arn, "DataSetReferences": references}},
+        }
         ids = self._ids(DashboardId=ID_PREFIX + _slug(name))
         if _exists(c.describe_dashboard, **ids):
             updated = c.update_dashboard(**ids, **spec)
