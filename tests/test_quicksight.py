@@ -13,6 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+from botocore.awsrequest import AWSResponse
 from botocore.stub import ANY, Stubber
 from click.testing import CliRunner
 from moto import mock_aws
@@ -351,7 +352,7 @@ def test_the_deployer_policy_allows_every_call_of_a_first_deploy_and_a_redeploy(
 
 def _permissions_granted(model, params, **_):
     granted.append(params["url_path"].split("/")[-2])
-    return None, {"Status": 200, "ResponseMetadata": {"HTTPStatusCode": 200}}
+    return AWSResponse(None, 200, {}, None), {"Status": 200, "ResponseMetadata": {"HTTPStatusCode": 200}}
 
 
 granted: list[str] = []
