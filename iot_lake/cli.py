@@ -28,6 +28,7 @@ from iot_lake.dashboards import (
     DashboardsError,
     Superset,
     Warehouse,
+    extra_config,
     stop,
     superset_home,
     warehouse_for,
@@ -512,7 +513,7 @@ _port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, h
 
 def _superset(port: int) -> tuple[Superset, Warehouse]:
     settings = _settings()
-    return Superset(superset_home(settings), port), warehouse_for(settings)
+    return Superset(superset_home(settings), port, extra_config=extra_config(settings)), warehouse_for(settings)
 
 
 @dashboards.command()
