@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import signal
 import sys
 import time
@@ -27,6 +28,7 @@ from iot_lake.dashboards import (
     DashboardsError,
     Superset,
     Warehouse,
+    extra_config,
     stop,
     superset_home,
     warehouse_for,
@@ -511,7 +513,7 @@ _port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, h
 
 def _superset(port: int) -> tuple[Superset, Warehouse]:
     settings = _settings()
-    return Superset(superset_home(settings), port), warehouse_for(settings)
+    return Superset(superset_home(settings), port, extra_config=extra_config(settings)), warehouse_for(settings)
 
 
 @dashboards.command()
@@ -564,6 +566,46 @@ def export(port, target):
     except requests.ConnectionError:
         raise click.ClickException(f"no Superset on {superset.url}: start it with `iot-lake dashboards up`") from None
     console.print(f"{len(written)} definitions written to {target}")
+
+
+@dashboards.command("quicksight-deploy")
+@click.option("--account-id", required=True, help="AWS account that holds the QuickSight resources.")
+@click.option("--region", required=True, help="QuickSight's region.")
+@click.option("--principal", required=True, help="QuickSight user or group ARN given the owner's actions.")
+@click.option("--template-arn", help="Template to make the dashboard from (its placeholders named after marts).")
+@click.option("--dashboard-name", default="iot-lake fleet", show_default=True)
+@click.option("--redshift-host", envvar="IOT_LAKE_REDSHIFT_HOST", help="[env IOT_LAKE_REDSHIFT_HOST]")
+@click.option("--redshift-port", envvar="IOT_LAKE_REDSHIFT_PORT", help="[env IOT_LAKE_REDSHIFT_PORT, 5439]")
+@click.option("--redshift-database", envvar="IOT_LAKE_REDSHIFT_DATABASE", help="[env IOT_LAKE_REDSHIFT_DATABASE]")
+@click.option(
+    "--redshift-user",
+    envvar=["IOT_LAKE_DASHBOARDS_REDSHIFT_USER", "IOT_LAKE_REDSHIFT_USER"],
+    help="[env IOT_LAKE_DASHBOARDS_REDSHIFT_USER, else IOT_LAKE_REDSHIFT_USER]; the password from the env only",
+)
+@click.option("--vpc-connection-arn", help="QuickSight VPC connection, for a cluster in private subnets.")
+def quicksight_deploy(account_id, region, principal, template_arn, dashboard_name, vpc_connection_arn, **redshift):
+    """Create or update the QuickSight data source, a data set per mart of dashboards/ and the dashboard."""
+    import boto3
+
+    from iot_lake.quicksight import Deployer, QuickSightError, deploy, redshift_from_env
+
+    given = {
+        "IOT_LAKE_REDSHIFT_HOST": redshift["redshift_host"],
+        "IOT_LAKE_REDSHIFT_PORT": redshift["redshift_port"],
+        "IOT_LAKE_REDSHIFT_DATABASE": redshift["redshift_database"],
+        "IOT_LAKE_DASHBOARDS_REDSHIFT_USER": redshift["redshift_user"],
+    }
+    env = {**os.environ, **{k: v for k, v in given.items() if v}}
+    try:
+        client = boto3.client("quicksight", region_name=region)
+        deployer = Deployer(client, account_id, principal, redshift_from_env(env), vpc_connection_arn)
+        done = deploy(deployer, template_arn, dashboard_name)
+    except QuickSightError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"data source {done.data_source}")
+    for mart, arn in done.data_sets.items():
+        click.echo(f"data set {mart}: {arn}")
+    click.echo(f"dashboard {done.dashboard}" if done.dashboard else "no --template-arn: no dashboard")
 
 
 if __name__ == "__main__":  # pragma: no cover

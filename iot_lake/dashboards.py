@@ -177,14 +177,36 @@ RATELIMIT_STORAGE_URI = "memory://"
 # The warehouse changes with every dbt run: charts query it on each view, nothing is cached (and
 # so Dagster has no cache to refresh after a warehouse run).
 DATA_CACHE_CONFIG = {{"CACHE_TYPE": "NullCache"}}
+# The deployment's overrides (deploy/superset/superset_config.py in prod), read last so they win.
+_EXTRA = {extra!r}
+if _EXTRA:
+    exec(compile(Path(_EXTRA).read_text(), _EXTRA, "exec"))
 """
+PROD_CONFIG = REPO / "deploy" / "superset" / "superset_config.py"
+EXTRA_CONFIG_VAR = "IOT_LAKE_SUPERSET_CONFIG"
+
+
+def extra_config(settings: Settings, env: Mapping[str, str] | None = None) -> Path | None:
+    """The overrides Superset reads after its generated config: $IOT_LAKE_SUPERSET_CONFIG, else the
+    production recipe's in prod, else none."""
+    env = os.environ if env is None else env
+    if env.get(EXTRA_CONFIG_VAR):
+        return Path(env[EXTRA_CONFIG_VAR]).expanduser().resolve()
+    return PROD_CONFIG if settings.is_prod else None
+
+
+def superset_config(home: Path, extra: Path | None = None) -> str:
+    """The superset_config.py `up` writes into the home on each start."""
+    return CONFIG.format(home=os.fspath(home), extra=os.fspath(extra) if extra else "")
 
 
 class Superset:
     """One Superset instance: its home (state and secrets), its venv, and the port it serves on."""
 
-    def __init__(self, home: Path, port: int = DEFAULT_PORT, venv: Path = SUPERSET_VENV):
-        self.home, self.port, self.venv = home, port, venv
+    def __init__(
+        self, home: Path, port: int = DEFAULT_PORT, venv: Path = SUPERSET_VENV, extra_config: Path | None = None
+    ):
+        self.home, self.port, self.venv, self.extra_config = home, port, venv, extra_config
         self.url = f"http://127.0.0.1:{port}"
         self.password_file = home / "admin-password"
         self.log_file = home / "superset.log"
@@ -222,7 +244,7 @@ class Superset:
         os.chmod(self.home, 0o700)  # the metadata database holds the admin's hash and the connections
         _secret(self.home / "secret-key", 42)
         password = _secret(self.password_file, 18)
-        (self.home / "superset_config.py").write_text(CONFIG.format(home=os.fspath(self.home)))
+        (self.home / "superset_config.py").write_text(superset_config(self.home, self.extra_config))
         marker, version = self.home / "initialized", self._version()
         if marker.exists() and marker.read_text() == version:
             return False
