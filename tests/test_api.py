@@ -5,6 +5,7 @@ over the published OpenAPI schema."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from iot_lake.api.keys import ApiKeys
 from iot_lake.api.readings import FORECASTS
 from iot_lake.cases.model import ACKNOWLEDGED, FALSE_POSITIVE
 from iot_lake.cases.store import CaseStore
+from iot_lake.cases.views import case_json
 from iot_lake.curated.state import DEVICE_STATE
 from tests.api_helpers import NOW, auth, make_app, make_lake
 from tests.cases_helpers import T0
@@ -341,3 +343,16 @@ def test_a_commit_is_served_by_the_next_request(served, tmp_path):
     assert (before["value"], before["forecast"]["yhat"]) == (21.5, 20.0)
     assert (after["value"], _instant(after["event_ts"]), after["forecast"]["yhat"]) == (22.5, NOW, 25.0)
     assert client.get("/health").json()["newest_curated"] == NOW.isoformat()
+
+
+def test_the_case_list_is_the_cases_json_without_reading_their_evidence(served):
+    client, url, _, tokens = served
+    store = client.app.state.store
+    statements: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    listed = client.get("/cases", headers=auth(tokens["read"])).json()
+    with CaseStore(url) as other:
+        assert listed == [case_json(c) for c in other.list_cases()]  # the shape the CLI prints
+    case_reads = [s for s in statements if "FROM cases" in s]
+    # Lists decode no case's evidence: the database hands over its max_score alone.
+    assert case_reads and not any(re.search(r"(?<!JSON_EXTRACT\()cases\.evidence", s, re.I) for s in case_reads)

@@ -30,7 +30,7 @@ from iot_lake.api import readings
 from iot_lake.api.keys import OPERATOR, READ, ApiKey, ApiKeys
 from iot_lake.cases.model import ACKNOWLEDGED, OPEN, SEVERITIES, STATUSES
 from iot_lake.cases.store import CaseNotFound, CaseStateError, CaseStore
-from iot_lake.cases.views import case_json, history_json
+from iot_lake.cases.views import case_json, history_json, summary_json
 from iot_lake.curated.aggregates import GRAINS
 from iot_lake.lake import Lake, latest_registry_day, registry_rows
 
@@ -211,12 +211,12 @@ def create_app(
     ) -> list[dict]:
         found = [
             case
-            for case in store.list_cases(status)
-            if (site is None or case.site_id == site)
-            and (severity is None or case.severity == severity)
-            and (since is None or case.incident_start >= _aware(since))
+            for case in store.summaries(status)
+            if (site is None or case["site_id"] == site)
+            and (severity is None or case["severity"] == severity)
+            and (since is None or case["incident_start"] >= _aware(since))
         ]
-        return [case_json(case) for case in found[:limit]]
+        return [summary_json(case) for case in found[:limit]]
 
     @app.get("/cases/{key}", response_model=CaseDetail, responses={**ERRORS, **NOT_FOUND})
     def get_case(_: Annotated[ApiKey, Depends(reader)], key: Annotated[str, KEY_PATH]) -> dict:
@@ -276,7 +276,7 @@ def create_app(
             }
             for row in readings.latest_state(tables, device_id)
         ]
-        active = [case_json(c) for c in store.list_cases(device_id=device_id) if c.status in ACTIVE]
+        active = [summary_json(c) for c in store.summaries(device_id=device_id) if c["status"] in ACTIVE]
         return {
             "device_id": device_id,
             "site_id": device["site_id"],
