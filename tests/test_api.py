@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from benchmarks.dagster_dev import free_port
+from iot_lake.api.app import DeviceState
 from iot_lake.api.keys import ApiKeys
 from iot_lake.api.readings import FORECASTS
 from iot_lake.cases.model import ACKNOWLEDGED, FALSE_POSITIVE
@@ -356,3 +357,13 @@ def test_the_case_list_is_the_cases_json_without_reading_their_evidence(served):
     case_reads = [s for s in statements if "FROM cases" in s]
     # Lists decode no case's evidence: the database hands over its max_score alone.
     assert case_reads and not any(re.search(r"(?<!JSON_EXTRACT\()cases\.evidence", s, re.I) for s in case_reads)
+
+
+def test_the_state_answer_is_as_its_model_writes_it(served):
+    """The state route writes its JSON itself (the metrics once per version): it must be what the
+    published model would write, field for field."""
+    client, _, _, tokens = served
+    for _ in range(2):  # built, then from the cache
+        body = client.get("/devices/dev-001/state", headers=auth(tokens["read"])).json()
+        assert body["metrics"] and body["active_cases"]
+        assert body == DeviceState.model_validate(body).model_dump(mode="json")
