@@ -259,7 +259,8 @@ def test_series_bounds_and_tokens_are_checked(served):
 
 
 def test_the_cli_creates_keys_and_serves_themake_app(tmp_path):
-    """`iot-lake api-keys create` then `iot-lake api`, as a person would run them, on the embedded default."""
+    """`iot-lake api-keys create` then `iot-lake api`, as a person would run them, on the embedded default
+    (with two worker processes, as a server with cores to spare runs it)."""
     env = {**os.environ, "IOT_LAKE_ROOT": make_lake(tmp_path)}
     cli = [sys.executable, "-m", "iot_lake.cli"]
     made = subprocess.run(
@@ -273,11 +274,11 @@ def test_the_cli_creates_keys_and_serves_themake_app(tmp_path):
     assert bad.returncode != 0 and "name" in bad.stderr
     port = free_port()
     server = subprocess.Popen(
-        [*cli, "api", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [*cli, "api", "--port", str(port), "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
+        for _ in range(300):  # each worker imports the app on its own
             try:
                 health = requests.get(f"{base}/health", timeout=2)
                 break
