@@ -445,11 +445,26 @@ def _error(exc: CaseError) -> str:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
-def api(host, port):
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes (one core each at most: Python serves a process's requests one at a time). "
+    "Rate limits are per process.",
+)
+def api(host, port, workers):
     """Serve the API (devices, their state and series, cases; OpenAPI at /openapi.json) and the operator
     workbench (/workbench) over this environment's case store and lake."""
     import uvicorn
 
+    _settings()  # a setting that does not hold fails here, not in each worker
+    # Workers import the app themselves, so it is named, not passed; each builds its own.
+    uvicorn.run("iot_lake.cli:api_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+def api_app():
+    """The serving app over this environment's case store and lake (one per server process)."""
     from iot_lake.api.app import create_app
     from iot_lake.encryption import delta_storage_options
 
@@ -457,8 +472,7 @@ def api(host, port):
     options = {"AWS_REGION": settings.aws_region} if settings.aws_region else {}
     if settings.lake_root.startswith("s3://"):
         options.update(delta_storage_options(settings.kms_key_id))
-    app = create_app(settings.cases_url, settings.lake_root, delta_options=options or None)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    return create_app(settings.cases_url, settings.lake_root, delta_options=options or None)
 
 
 @main.group("api-keys")

@@ -5,6 +5,7 @@ over the published OpenAPI schema."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,10 +26,12 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from benchmarks.dagster_dev import free_port
+from iot_lake.api.app import DeviceState
 from iot_lake.api.keys import ApiKeys
 from iot_lake.api.readings import FORECASTS
 from iot_lake.cases.model import ACKNOWLEDGED, FALSE_POSITIVE, REJECTED
 from iot_lake.cases.store import CaseStore
+from iot_lake.cases.views import case_json
 from iot_lake.curated.state import DEVICE_STATE
 from tests.api_helpers import NOW, auth, make_app, make_lake
 from tests.cases_helpers import T0
@@ -266,7 +269,8 @@ def test_series_bounds_and_tokens_are_checked(served):
 
 
 def test_the_cli_creates_keys_and_serves_themake_app(tmp_path):
-    """`iot-lake api-keys create` then `iot-lake api`, as a person would run them, on the embedded default."""
+    """`iot-lake api-keys create` then `iot-lake api`, as a person would run them, on the embedded default
+    (with two worker processes, as a server with cores to spare runs it)."""
     env = {**os.environ, "IOT_LAKE_ROOT": make_lake(tmp_path)}
     cli = [sys.executable, "-m", "iot_lake.cli"]
     made = subprocess.run(
@@ -280,11 +284,11 @@ def test_the_cli_creates_keys_and_serves_themake_app(tmp_path):
     assert bad.returncode != 0 and "name" in bad.stderr
     port = free_port()
     server = subprocess.Popen(
-        [*cli, "api", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [*cli, "api", "--port", str(port), "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
+        for _ in range(300):  # each worker imports the app on its own
             try:
                 health = requests.get(f"{base}/health", timeout=2)
                 break
@@ -351,3 +355,26 @@ def test_a_commit_is_served_by_the_next_request(served, tmp_path):
     assert (before["value"], before["forecast"]["yhat"]) == (21.5, 20.0)
     assert (after["value"], _instant(after["event_ts"]), after["forecast"]["yhat"]) == (22.5, NOW, 25.0)
     assert client.get("/health").json()["newest_curated"] == NOW.isoformat()
+
+
+def test_the_case_list_is_the_cases_json_without_reading_their_evidence(served):
+    client, url, _, tokens = served
+    store = client.app.state.store
+    statements: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    listed = client.get("/cases", headers=auth(tokens["read"])).json()
+    with CaseStore(url) as other:
+        assert listed == [case_json(c) for c in other.list_cases()]  # the shape the CLI prints
+    case_reads = [s for s in statements if "FROM cases" in s]
+    # Lists decode no case's evidence: the database hands over its max_score alone.
+    assert case_reads and not any(re.search(r"(?<!JSON_EXTRACT\()cases\.evidence", s, re.I) for s in case_reads)
+
+
+def test_the_state_answer_is_as_its_model_writes_it(served):
+    """The state route writes its JSON itself (the metrics once per version): it must be what the
+    published model would write, field for field."""
+    client, _, _, tokens = served
+    for _ in range(2):  # built, then from the cache
+        body = client.get("/devices/dev-001/state", headers=auth(tokens["read"])).json()
+        assert body["metrics"] and body["active_cases"]
+        assert body == DeviceState.model_validate(body).model_dump(mode="json")

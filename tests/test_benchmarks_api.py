@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.api.run import TARGET_STATE_P99_MS, Phase, percentile, results_of
+from benchmarks.api.run import TARGET_STATE_P99_MS, TRIVIAL, Phase, percentile, results_of
 
 
 def test_percentile_is_the_nearest_rank():
@@ -32,3 +32,13 @@ def test_only_states_p99_and_the_errors_are_judged():
     errors = results["non-2xx answers, all routes"]
     assert (errors.value, errors.met) == (2, False)
     assert results["requests/s of /devices/{id}/state"].value == pytest.approx(10)
+
+
+def test_the_generators_ceiling_is_reported_beside_health_and_not_judged():
+    phases = {r: _phase(r, 2) for r in ("health", "state", "cases")}
+    assert "requests/s of /health" not in {r.measure for r in results_of(phases, 50, 4, 1.0)}
+    phases[TRIVIAL] = Phase(TRIVIAL, 10.0, [0.001] * 400, {"ConnectError": 3})
+    results = {r.measure: r for r in results_of(phases, 50, 4, 1.0)}
+    health = results["requests/s of /health"]
+    assert (health.value, health.reference_value, health.target) == pytest.approx((10, 40, None))
+    assert results["non-2xx answers, all routes"].value == 0  # the trivial app's are not the API's

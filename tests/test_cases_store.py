@@ -283,3 +283,17 @@ def test_reads_do_not_queue_for_the_write_lock_on_sqlite(tmp_path):
         finally:
             writer.rollback()
             writer.close()
+
+
+def test_summaries_are_the_cases_without_their_evidence_but_its_max_score(store):
+    """What lists read (no evidence decoded), on both databases: max_score comes out of the JSON there."""
+    for p in (point(0, score=0.93), point(1, score=0.97), point(0, device="dev-002", score=0.912345)):
+        store.observe(p)
+    store.acknowledge(KEY, "ana")
+    full = store.list_cases()
+    expected = [
+        {**{k: v for k, v in vars(c).items() if k != "evidence"}, "max_score": c.evidence["max_score"]} for c in full
+    ]
+    assert store.summaries() == expected and len(expected) == 2
+    assert [s["case_key"] for s in store.summaries("acknowledged", "dev-001")] == [KEY]
+    assert store.summaries(device_id="dev-003") == []

@@ -9,8 +9,12 @@ client (each client is an application of its own: the API rate limits per key), 
 its own keep-alive connection, send a request as soon as the previous answer has been read, for
 ``--seconds``: `GET /health` (no key: the bare cost of a request through the app), then
 `GET /devices/{id}/state` over the registry's devices in turn, then `GET /cases`. Any answer that
-is not 2xx counts as an error. The clients run in this process on the same cores as the server, so
-the figures include their share of the CPU; the load average is printed with them.
+is not 2xx counts as an error. The server runs ``--workers`` processes (default: one per core).
+
+The clients run in this process on the same cores as the server, so the figures include their share
+of the CPU, and a Python client may be the bottleneck rather than the server. So the same clients
+first drive a trivial ASGI app (benchmarks/api/trivial.py, one uvicorn process, no framework) for
+the same time: the generator's ceiling in this run. The load average is printed with the figures.
 
 Figures: p50 and p99 of state and cases; reference, measured in the same run: the same percentile
 of `/health`. Target (issue 18): state's p99 <= 50 ms, on the value itself.
@@ -38,6 +42,7 @@ from benchmarks.results import Result, json_option, load_average, write
 
 TARGET_STATE_P99_MS = 50.0
 ROUTES = ("health", "state", "cases")
+TRIVIAL = "trivial app"  # the phase of the load generator's ceiling
 LOGS = Path(tempfile.gettempdir()) / "iot-lake-bench"  # the server's access log outlives the run's lake
 console = Console(stderr=True)
 
@@ -97,27 +102,37 @@ def read_keys(lake_root: Path, count: int) -> list[str]:
     return [keys.create(f"bench-client-{i}", READ) for i in range(count)]
 
 
-def start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+def start_api(env: dict[str, str], log: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     """`iot-lake api` on a free port, once it answers; the process and its base URL."""
+    return _start([sys.executable, "-m", "iot_lake.cli", "api", "--workers", str(workers)], env, log, "/health")
+
+
+def start_trivial(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+    """The trivial app of the generator's ceiling, one uvicorn process as the API's default."""
+    uvicorn = [sys.executable, "-m", "uvicorn", "benchmarks.api.trivial:app", "--log-level", "warning"]
+    return _start(uvicorn, env, log, "/")
+
+
+def _start(command: list[str], env: dict[str, str], log: Path, probe: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "iot_lake.cli", "api", "--port", str(port)],
+            [*command, "--port", str(port)],
             cwd=REPO,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
-    wait(lambda: _answers(base) or proc.poll() is not None, 60, "the API to answer")
+    wait(lambda: _answers(base + probe) or proc.poll() is not None, 120, f"{command[2]} to answer")
     if proc.poll() is not None:
-        raise SystemExit(f"iot-lake api exited ({proc.returncode}); see {log}")
+        raise SystemExit(f"{' '.join(command)} exited ({proc.returncode}); see {log}")
     return proc, base
 
 
-def _answers(base: str) -> bool:
+def _answers(url: str) -> bool:
     try:
-        return httpx.get(f"{base}/health", timeout=2).is_success
+        return httpx.get(url, timeout=2).is_success
     except httpx.HTTPError:
         return False
 
@@ -181,15 +196,27 @@ def warm_up(base: str, key: str, paths: dict[str, list[str]]) -> None:
             httpx.get(f"{base}{path}", headers=headers, timeout=60).raise_for_status()
 
 
-def measure(env: dict[str, str], clients: int, seconds: float, log: Path) -> tuple[dict[str, Phase], int]:
-    """Every route's phase, and the devices the state route went over."""
+def ceiling(env: dict[str, str], clients: int, seconds: float, log: Path) -> Phase:
+    """The load generator against the trivial app: the most it can drive on this machine now."""
+    proc, base = start_trivial(env, log)
+    try:
+        with console.status(f"{clients} clients on the trivial app for {seconds:g} s"):
+            return asyncio.run(drive(base, TRIVIAL, ["/"], [None] * clients, seconds))
+    finally:
+        stop(proc)
+
+
+def measure(
+    env: dict[str, str], clients: int, seconds: float, log: Path, workers: int = 1
+) -> tuple[dict[str, Phase], int]:
+    """Every route's phase (after the generator's ceiling), and the devices the state route went over."""
+    phases = {TRIVIAL: ceiling(env, clients, seconds, log.with_name("api-trivial.log"))}
     keys = read_keys(Path(env["IOT_LAKE_ROOT"]), clients)
-    proc, base = start_api(env, log)
+    proc, base = start_api(env, log, workers)
     try:
         devices = device_ids(base, keys[0])
         paths = {route: paths_of(route, devices) for route in ROUTES}
         warm_up(base, keys[0], paths)
-        phases = {}
         for route in ROUTES:
             with console.status(f"{clients} clients on {route} for {seconds:g} s"):
                 phases[route] = asyncio.run(drive(base, route, paths[route], keys, seconds))
@@ -222,7 +249,7 @@ def results_of(phases: dict[str, Phase], clients: int, devices: int, load: float
         for name, p in (("/devices/{id}/state", state), ("/cases", cases))
         for q in (99, 50)
     ]
-    errors = sum(p.error_count for p in phases.values())
+    errors = sum(p.error_count for route, p in phases.items() if route != TRIVIAL)
     return [
         *latency,
         Result(
@@ -236,12 +263,33 @@ def results_of(phases: dict[str, Phase], clients: int, devices: int, load: float
             note=f"/cases: {cases.rps:,.0f}/s; /health: {_note(health)}",
         ),
         Result("api", "non-2xx answers, all routes", errors, unit="answers", target=0, target_on="value"),
+        *_ceiling(phases, health),
     ]
 
 
-def show(phases: dict[str, Phase], clients: int, seconds: float) -> None:
+def _ceiling(phases: dict[str, Phase], health: Phase) -> list[Result]:
+    """The generator's ceiling, when measured: /health near it means the clients, not the server, bound the figures."""
+    if TRIVIAL not in phases:
+        return []
+    trivial = phases[TRIVIAL]
+    return [
+        Result(
+            "api",
+            "requests/s of /health",
+            health.rps,
+            unit="req/s",
+            reference="requests/s of the same clients against a trivial ASGI app, same run",
+            reference_value=trivial.rps,
+            higher_is_better=True,
+            note=f"trivial app: {_note(trivial)}",
+        )
+    ]
+
+
+def show(phases: dict[str, Phase], clients: int, seconds: float, workers: int) -> None:
     table = Table(
-        title=f"iot-lake api: {clients} closed-loop clients, {seconds:g} s per route ({os.cpu_count()} cores)"
+        title=f"iot-lake api --workers {workers}: {clients} closed-loop clients, {seconds:g} s per route "
+        f"({os.cpu_count()} cores)"
     )
     for column in ("route", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx", "client CPU"):
         table.add_column(column, justify="left" if column == "route" else "right")
@@ -271,17 +319,30 @@ def show(phases: dict[str, Phase], clients: int, seconds: float) -> None:
     default=None,
     help="A lake the main job already ran on: serve it instead of running the job (read keys are added to it).",
 )
+@click.option(
+    "--workers",
+    default=os.cpu_count() or 1,
+    show_default="one per core",
+    help="Server processes (`iot-lake api --workers`).",
+)
 @json_option
 def main(
-    clients: int, seconds: float, devices: int, history_days: int, seed: int, lake: Path | None, json_path: Path | None
+    clients: int,
+    seconds: float,
+    devices: int,
+    history_days: int,
+    seed: int,
+    lake: Path | None,
+    workers: int,
+    json_path: Path | None,
 ) -> None:
     log = LOGS / "api-server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="iot-lake-bench-api-") as tmp:
         env = clean_env(IOT_LAKE_ROOT=str(lake.resolve())) if lake else main_job(Path(tmp), devices, history_days, seed)
-        phases, served = measure(env, clients, seconds, log)
+        phases, served = measure(env, clients, seconds, log, workers)
     load = load_average()
-    show(phases, clients, seconds)
+    show(phases, clients, seconds, workers)
     console.print(f"load average at the end: {load:.1f} on {os.cpu_count()} cores")
     write(json_path, results_of(phases, clients, served, load))
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, Field
@@ -29,9 +29,10 @@ from pyrate_limiter import Duration, Limiter, Rate
 from iot_lake.api import readings
 from iot_lake.api.hot_state import DeltaHotState, HotState
 from iot_lake.api.keys import OPERATOR, READ, ApiKey, ApiKeys
+from iot_lake.api.state import StateCache
 from iot_lake.cases.model import ACKNOWLEDGED, OPEN, SEVERITIES, STATUSES
 from iot_lake.cases.store import CaseNotFound, CaseStateError, CaseStore
-from iot_lake.cases.views import case_json, history_json
+from iot_lake.cases.views import case_json, history_json, summary_json
 from iot_lake.curated.aggregates import GRAINS
 from iot_lake.lake import Lake, latest_registry_day, registry_rows
 
@@ -174,7 +175,7 @@ def create_app(
     app = FastAPI(title="iot-lake", version="1", description=__doc__)
     store, keys, lake = CaseStore(cases_url), ApiKeys(cases_url), Lake(lake_root, storage_options)
     tables = readings.DeltaTables(lake, delta_options)  # kept open between requests, always at their newest
-    state = state or DeltaHotState(tables)
+    states = StateCache(tables, MetricState, state or DeltaHotState(tables))
     limiters: dict[str, Limiter] = {}  # one per key: a noisy client never slows another down
     bearer, header = HTTPBearer(auto_error=False), APIKeyHeader(name="X-API-Key", auto_error=False)
 
@@ -215,12 +216,12 @@ def create_app(
     ) -> list[dict]:
         found = [
             case
-            for case in store.list_cases(status)
-            if (site is None or case.site_id == site)
-            and (severity is None or case.severity == severity)
-            and (since is None or case.incident_start >= _aware(since))
+            for case in store.summaries(status)
+            if (site is None or case["site_id"] == site)
+            and (severity is None or case["severity"] == severity)
+            and (since is None or case["incident_start"] >= _aware(since))
         ]
-        return [case_json(case) for case in found[:limit]]
+        return [summary_json(case) for case in found[:limit]]
 
     @app.get("/cases/{key}", response_model=CaseDetail, responses={**ERRORS, **NOT_FOUND})
     def get_case(_: Annotated[ApiKey, Depends(reader)], key: Annotated[str, KEY_PATH]) -> dict:
@@ -270,24 +271,11 @@ def create_app(
         return found[0]
 
     @app.get("/devices/{device_id}/state", response_model=DeviceState, responses={**ERRORS, **NOT_FOUND})
-    def device_state(_: Annotated[ApiKey, Depends(reader)], device_id: Annotated[str, DEVICE_PATH]) -> dict:
+    def device_state(_: Annotated[ApiKey, Depends(reader)], device_id: Annotated[str, DEVICE_PATH]) -> Response:
         device, now = known_device(device_id), clock()
-        bands = readings.band_now(tables, device_id, now)
-        metrics = [
-            {
-                **{k: row[k] for k in ("metric", "value", "unit", "event_ts", "updated_at")},
-                "forecast": bands.get(row["metric"]),
-            }
-            for row in state.latest(device_id)
-        ]
-        active = [case_json(c) for c in store.list_cases(device_id=device_id) if c.status in ACTIVE]
-        return {
-            "device_id": device_id,
-            "site_id": device["site_id"],
-            "as_of": now,
-            "metrics": metrics,
-            "active_cases": active,
-        }
+        active = [summary_json(c) for c in store.summaries(device_id=device_id) if c["status"] in ACTIVE]
+        body = states.answer(device_id, device["site_id"], now, active)
+        return Response(body, media_type="application/json")  # built as DeviceState: not validated again
 
     @app.get(
         "/devices/{device_id}/series",

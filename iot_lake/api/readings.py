@@ -91,6 +91,10 @@ class DeltaTables:
 
         return self._newest(key, once)
 
+    def version(self, key: str) -> int | None:
+        """The table's newest version (its log listed afresh); None when it does not exist yet."""
+        return self._newest(key, lambda table: table.version())
+
     def dataset(self, key: str, pruning: list | None = None) -> ds.Dataset | None:
         """The newest version as a dataset of the files the ``pruning`` predicate keeps (rows read later)."""
         return self._newest(key, lambda table: table.to_pyarrow_dataset(file_pruning_predicate=pruning))

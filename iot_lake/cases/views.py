@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from iot_lake.cases.model import Case, HistoryEntry, SiteIncident, utc
 
@@ -27,6 +29,12 @@ def case_json(case: Case) -> dict:
         "reopen_count": case.reopen_count,
         "site_incident": case.site_incident_key,
     }
+
+
+def summary_json(row: Mapping[str, Any]) -> dict:
+    """``case_json`` of a row of ``CaseStore.summaries`` (no evidence)."""
+    fields = {k: v for k, v in row.items() if k != "max_score"}
+    return case_json(Case(**fields, evidence={"max_score": row["max_score"]}))
 
 
 def history_json(entry: HistoryEntry) -> dict:
