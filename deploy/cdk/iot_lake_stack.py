@@ -1,10 +1,12 @@
 """The production estate as one CDK stack: the lake bucket and key, the device path (IoT rule ->
-Firehose -> landing), the Spark services, the roles, the case channels and the deviation alarms.
+Firehose -> landing), the Spark services, the roles, the case channels, the deviation alarms and the
+serving API (hot-state table, Lambda function, HTTP API).
 
 The documents kept beside the other deploy tools are the source: the roles' policies and trust
-policies are deploy/iam/*.json (the files the recorded-calls audit checks, tests/iam_audit.py), the
-bucket's policy, encryption and lifecycle deploy/s3/*.json, the EMR Serverless application and the
-Glue job deploy/emr-serverless/application.json and deploy/glue/job.json; nothing is copied here.
+policies are deploy/iam/*.json and deploy/api/*.json (the files the recorded-calls audit checks,
+tests/iam_audit.py), the serving API deploy/api/function.json, the bucket's policy, encryption and
+lifecycle deploy/s3/*.json, the EMR Serverless application and the Glue job
+deploy/emr-serverless/application.json and deploy/glue/job.json; nothing is copied here.
 """
 
 from __future__ import annotations
