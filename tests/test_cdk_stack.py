@@ -470,9 +470,24 @@ def test_the_http_api_sends_every_route_to_the_function(api):
 def test_an_alarm_device_with_an_invalid_id_is_refused(tmp_path):
     bad = [{"deviceId": "chiller 2", "metric": "supply_temp_c", "siteId": "plant-b"}]  # a space
     with pytest.raises(InvalidIdentifier, match="chiller 2"):
-        _stack({"outdir": str(tmp_path), "apiBundle": str(api_bundle(tmp_path)), "alarmDevices": bad})
+        _stack(
+            {"outdir": str(tmp_path / "out"), "apiBundle": str(api_bundle(tmp_path / "bundle")), "alarmDevices": bad}
+        )
 
 
 def test_without_the_api_bundle_the_stack_says_how_to_build_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="docs/production.md"):
         _stack({"outdir": str(tmp_path), "apiBundle": str(tmp_path / "missing")})
+
+
+def test_a_renamed_function_keeps_its_log_group_and_policy_together(tmp_path):
+    from aws_cdk.assertions import Template
+
+    bundle = api_bundle(tmp_path / "bundle")
+    context = {"outdir": str(tmp_path / "out"), "apiBundle": str(bundle), "apiFunctionName": "acme-api"}
+    template = Template.from_stack(_stack(context)[1])
+    _one(template, "AWS::Lambda::Function", {"FunctionName": "acme-api"})
+    _one(template, "AWS::Logs::LogGroup", {"LogGroupName": "/aws/lambda/acme-api"})
+    _, role = _one(template, "AWS::IAM::Role", {"RoleName": "iot-lake-api-lambda"})
+    [logs] = [s for s in role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"] if s["Sid"] == "OwnLogs"]
+    assert resolve(logs["Resource"]).endswith(":log-group:/aws/lambda/acme-api:*")

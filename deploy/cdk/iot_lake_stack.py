@@ -47,7 +47,7 @@ ROLES = {
     "sagemaker": "SageMakerRoleName",
     "api-lambda": None,  # deploy/api/api-lambda.*.json: the serving API's function
 }
-# The API function's code: the bundle docs/production.md builds (pip install '.[api]' --target), from deploy/cdk.
+# The API function's code: the bundle docs/production.md builds (uv pip install --target ... '.[api]'), from deploy/cdk.
 API_BUNDLE = "build/api-lambda"
 # The case store's URL, a Secrets Manager secret resolved by CloudFormation at deploy time.
 CASES_URL_SECRET = "iot-lake/cases-url"
@@ -435,6 +435,8 @@ class IotLakeStack(cdk.Stack):
             )
         # function.json without the VPC (its subnets are the deployment's; see docs/production.md).
         spec = self.render.render({k: v for k, v in spec.items() if k != "VpcConfig"}, self.values)
+        # The name its policy's log group is scoped to (-c apiFunctionName), function.json's by default.
+        spec["FunctionName"] = self.values["ApiFunctionName"]
         env = dict(spec["Environment"]["Variables"])
         secret = self.node.try_get_context("casesUrlSecret") or CASES_URL_SECRET
         env["IOT_LAKE_CASES_URL"] = cdk.SecretValue.secrets_manager(secret).unsafe_unwrap()
