@@ -74,9 +74,9 @@ def test_cloudwatch_gets_the_scores_and_the_series_alarm(aws, tmp_path):
     )["Datapoints"]
     assert [(p["Maximum"], p["SampleCount"]) for p in stats] == [(7.0, 2.0)]  # opened, acknowledged
 
-    [alarm] = cloudwatch.describe_alarms(AlarmNamePrefix="iot-lake-deviation-")["MetricAlarms"]
+    [alarm] = cloudwatch.describe_alarms(AlarmNamePrefix="iot-lake-case-")["MetricAlarms"]
     definition = sink.alarm_definition("dev-001", "temperature")
-    assert alarm["AlarmName"] == definition["AlarmName"] == "iot-lake-deviation-dev-001-temperature"
+    assert alarm["AlarmName"] == definition["AlarmName"] == "iot-lake-case-dev-001-temperature"
     assert (
         alarm["MetricName"],
         alarm["Namespace"],
@@ -235,8 +235,8 @@ def test_a_site_incident_starts_one_incident_and_publishes_once(aws, tmp_path):
         assert [(m["event"], m["case_key"], m["site_incident"]) for m in messages] == [("opened", KEY, None)]
         assert site.anchor_case_key == KEY
         # CloudWatch does not page: each device has its scores and its alarm.
-        alarms = aws.client("cloudwatch").describe_alarms(AlarmNamePrefix="iot-lake-deviation-")["MetricAlarms"]
-        assert sorted(a["AlarmName"] for a in alarms) == [f"iot-lake-deviation-{d}-temperature" for d in devices]
+        alarms = aws.client("cloudwatch").describe_alarms(AlarmNamePrefix="iot-lake-case-")["MetricAlarms"]
+        assert sorted(a["AlarmName"] for a in alarms) == [f"iot-lake-case-{d}-temperature" for d in devices]
 
         for key in keys:
             store.resolve(key, actor="ana")

@@ -11,27 +11,44 @@ CloudFormation it wrote. Intrinsics are compared as readable strings: {"Ref": "X
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import pytest
 
+from iot_lake.api import lambda_handler
+from iot_lake.api.hot_state import STATE_TABLE_VAR, DynamoHotState, push_state
+from iot_lake.cases.sinks import _TAG, CASE_ALARM_PREFIX, _alarm_of, case_alarm_name
+from iot_lake.detect.metrics import alarm_name
 from iot_lake.encryption import s3_put_params
+from iot_lake.ids import InvalidIdentifier
 from iot_lake.lake import telemetry_hour_of_key, telemetry_hour_prefix
-from tests.iam_audit import Policy, Request, load_iam_renderer, requests_of
+from tests.conftest import REGION
+from tests.iam_audit import ROLE_KEYS, SETUP_CREDENTIALS, Policy, Request, load_iam_renderer, requests_of
 
-CDK_DIR = Path(__file__).resolve().parent.parent / "deploy" / "cdk"
+REPO = Path(__file__).resolve().parent.parent
+CDK_DIR = REPO / "deploy" / "cdk"
 DEPLOY = CDK_DIR.parent
 CLI = CDK_DIR / "node_modules" / ".bin" / "cdk"
 DEVICES = [
     {"deviceId": "pump-07", "metric": "vibration_rms", "siteId": "plant-a"},
-    {"deviceId": "chiller 2", "metric": "supply_temp_c", "siteId": "plant-b"},  # a space: not a valid id char
+    {"deviceId": "chiller:2.b", "metric": "supply_temp_c", "siteId": "plant-b"},  # ':' and '.' are id chars
+    {"deviceId": "pump-07", "metric": "vibration_rms"},  # no site: the publisher's SiteId "none"
 ]
+
+
+def api_bundle(folder: Path) -> Path:
+    """A stand-in for the bundle docs/production.md builds: the package without its dependencies."""
+    shutil.copytree(REPO / "iot_lake", folder / "iot_lake", ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +62,13 @@ def synth(tmp_path_factory) -> dict:
         "CDK_DISABLE_CLI_TELEMETRY": "true",
         "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
     }
-    context = {"alarmDevices": json.dumps(DEVICES), "alarmMinutes": "3", "alarmOfMinutes": "5"}
+    bundle = api_bundle(tmp_path_factory.mktemp("api-bundle"))
+    context = {
+        "alarmDevices": json.dumps(DEVICES),
+        "alarmMinutes": "3",
+        "alarmOfMinutes": "5",
+        "apiBundle": str(bundle),
+    }
     if CLI.exists():
         args = [str(CLI), "synth", "--no-notices", "--no-version-reporting", "-q", "-o", str(out)]
         args += [a for k, v in context.items() for a in ("-c", f"{k}={v}")]
@@ -177,7 +200,7 @@ def _audited_world(template: dict) -> dict[str, str]:
     )
 
 
-@pytest.mark.parametrize("role", ["dagster", "emr-serverless-job", "glue-job", "sagemaker"])
+@pytest.mark.parametrize("role", ["dagster", "emr-serverless-job", "glue-job", "sagemaker", "api-lambda"])
 def test_each_role_carries_the_audited_policy_and_trust(template, role):
     render = load_iam_renderer()
     values = _audited_world(template)
@@ -270,9 +293,10 @@ def test_band_alarms_start_an_incident_through_the_response_plan_and_notify_the_
         assert {s["Metric"]["Namespace"] for s in stats.values()} == {"IotLake/Deviations"}
         assert all(s["Period"] == 60 for s in stats.values())
         [dim] = dims
-        seen.add(dict(dim)["DeviceId"])
+        dim = dict(dim)
+        seen.add((dim["SiteId"], dim["DeviceId"], dim["Metric"]))
         assert alarm.get("DependsOn")  # created after the response plan it starts
-    assert seen == {d["deviceId"] for d in DEVICES}
+    assert seen == {(d.get("siteId", "none"), d["deviceId"], d["metric"]) for d in DEVICES}
 
 
 def test_spark_services_are_deploys_documents(template):
@@ -295,3 +319,175 @@ def test_spark_services_are_deploys_documents(template):
         if r["Properties"].get("RoleName") == "iot-lake-glue-job"
     ]
     assert job["Role"] == att(glue_role[0], "Arn")
+
+
+def test_band_alarms_are_named_as_the_case_sink_finds_their_incidents(template):
+    alarms = [resolve(a["Properties"]) for a in resources(template, "AWS::CloudWatch::Alarm").values()]
+    expected = {alarm_name(d.get("siteId"), d["deviceId"], d["metric"]) for d in DEVICES}
+    assert {a["AlarmName"] for a in alarms} == expected
+    for alarm in alarms:
+        [dims] = {json.dumps(m["MetricStat"]["Metric"]["Dimensions"]) for m in alarm["Metrics"] if "MetricStat" in m}
+        dim = {d["Name"]: d["Value"] for d in json.loads(dims)}
+        # What a case of this series carries (its payload's ids) names this alarm, and the incident
+        # the alarm starts (its ARN as the record's source) is the one the sink joins the case to.
+        series = alarm_name(dim["SiteId"], dim["DeviceId"], dim["Metric"])
+        assert series == alarm["AlarmName"]
+        record = {
+            "arn": "arn:aws:ssm-incidents::111122223333:incident-record/iot-lake/1",
+            "incidentRecordSource": {
+                "source": "aws.cloudwatch",
+                "resourceArn": f"arn:aws:cloudwatch:eu-west-1:111122223333:alarm:{alarm['AlarmName']}",
+            },
+        }
+        assert _alarm_of(record) == series
+        # Case first: the title's tag, which the fold reads, names this alarm.
+        assert _TAG.search(f"critical: ... out of band [{series}]").group(1) == alarm["AlarmName"]
+        # The case sink's own alarm of a device named "{site}-{device}" must not take (and replace) it.
+        assert case_alarm_name(f"{dim['SiteId']}-{dim['DeviceId']}", dim["Metric"]) != series
+        assert not series.startswith(CASE_ALARM_PREFIX)
+
+
+# -- the serving API, in process with aws_cdk.assertions ------------------------------------------
+
+
+def _stack(context: dict):
+    """The stack built in this process (the CDK app's own constructs), with cdk.json's context."""
+    import aws_cdk as cdk
+
+    sys.path.insert(0, str(CDK_DIR))
+    try:
+        from iot_lake_stack import IotLakeStack
+    finally:
+        sys.path.remove(str(CDK_DIR))
+    defaults = json.loads((CDK_DIR / "cdk.json").read_text())["context"]
+    app = cdk.App(outdir=context.pop("outdir"), context=defaults | context)
+    return app, IotLakeStack(app, "IotLake")
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    from aws_cdk.assertions import Template
+
+    bundle = api_bundle(tmp_path_factory.mktemp("api-bundle"))
+    out = tmp_path_factory.mktemp("cdk.out.assertions")
+    app, stack = _stack({"outdir": str(out), "apiBundle": str(bundle), "alarmDevices": DEVICES[:1]})
+    app.synth()  # stages the assets in out
+    return {"template": Template.from_stack(stack), "out": out}
+
+
+def _one(assertions, kind: str, props: dict | None = None) -> tuple[str, dict]:
+    found = assertions.find_resources(kind, {"Properties": props} if props else None)
+    [(logical, resource)] = found.items()
+    return logical, resource
+
+
+def test_the_api_role_carries_deploy_apis_policy_and_trust_and_nothing_else(api):
+    assertions = api["template"]
+    template = assertions.to_json()
+    render = load_iam_renderer()
+    values, docs = _audited_world(template), render.documents()
+    logical, role = _one(assertions, "AWS::IAM::Role", {"RoleName": "iot-lake-api-lambda"})
+    props = resolve(role["Properties"])
+    [inline] = props["Policies"]
+    assert _norm(inline["PolicyDocument"]) == _norm(render.render(docs["api-lambda.policy"], values))
+    assert props["AssumeRolePolicyDocument"] == render.render(docs["api-lambda.trust"], values)
+    assert "ManagedPolicyArns" not in props
+    # No grant added beside it (a Lambda construct's log or invoke grants would be AWS::IAM::Policy).
+    attached = [p for p in resources(template, "AWS::IAM::Policy").values() if ref(logical) in str(resolve(p))]
+    assert attached == []
+    _, function = _one(assertions, "AWS::Lambda::Function", {"FunctionName": "iot-lake-api"})
+    assert resolve(function["Properties"]["Role"]) == att(logical, "Arn")
+    # The policy writes the function's log streams; the stack makes their group, named as the policy says.
+    _, group = _one(assertions, "AWS::Logs::LogGroup", {"LogGroupName": "/aws/lambda/iot-lake-api"})
+    assert group["Properties"]["RetentionInDays"] > 0
+
+
+def test_the_hot_state_table_has_the_key_the_writer_and_the_api_use(api, aws):
+    _, table = _one(api["template"], "AWS::DynamoDB::Table")
+    props = table["Properties"]
+    assert table["DeletionPolicy"] == "Retain"
+    # The table as synthesized, on moto: push_state's conditional writes and DynamoHotState's
+    # Query by device_id work on it (another key schema fails them).
+    # The tests' own client makes and drops it; the writer runs as the control plane (its calls
+    # audited against dagster.policy), the reader with the API function's key.
+    setup = boto3.client("dynamodb", region_name=REGION, **SETUP_CREDENTIALS)
+    setup.create_table(**{k: props[k] for k in ("TableName", "BillingMode", "AttributeDefinitions", "KeySchema")})
+    reader = boto3.Session(
+        region_name=REGION, aws_access_key_id=ROLE_KEYS["api-lambda"], aws_secret_access_key="testing"
+    ).client("dynamodb")
+    try:
+        t = datetime(2026, 3, 1, 7, 5, tzinfo=UTC)
+        rows = [
+            {"device_id": "pump-07", "metric": m, "site_id": "plant-a", "event_ts": t, "message_id": "m-1"}
+            | {"value": v, "unit": None, "updated_at": t}
+            for m, v in (("vibration_rms", 0.4), ("bearing_temp_c", 61.0))
+        ]
+        assert push_state(rows, props["TableName"]) == {"written": 2, "kept": 0}
+        assert push_state(rows[:1], props["TableName"]) == {"written": 0, "kept": 1}
+        state = DynamoHotState(props["TableName"], client=reader).latest("pump-07")
+        assert [(r["metric"], r["value"]) for r in state] == [("bearing_temp_c", 61.0), ("vibration_rms", 0.4)]
+    finally:
+        setup.delete_table(TableName=props["TableName"])
+
+
+def test_the_function_runs_the_lambda_handler_against_the_table(api):
+    assertions = api["template"]
+    _, table = _one(assertions, "AWS::DynamoDB::Table")
+    _, function = _one(assertions, "AWS::Lambda::Function", {"FunctionName": "iot-lake-api"})
+    props = function["Properties"]
+    module, name = props["Handler"].rsplit(".", 1)
+    assert getattr(importlib.import_module(module), name) is lambda_handler.handler
+    # ... and the code asset holds that module where the runtime looks for it.
+    asset = api["out"] / f"asset.{props['Code']['S3Key'].removesuffix('.zip')}"
+    assert (asset / (module.replace(".", "/") + ".py")).is_file()
+    env = props["Environment"]["Variables"]
+    assert env[STATE_TABLE_VAR] == table["Properties"]["TableName"]
+    # Everything the handler requires, AWS_REGION being the Lambda runtime's own.
+    assert set(lambda_handler.REQUIRED) - {"AWS_REGION"} <= set(env)
+    assert env["IOT_LAKE_CASES_URL"].startswith("{{resolve:secretsmanager:")  # never in the template
+    assert env["IOT_LAKE_PREFIX"] == "lake/" and env["IOT_LAKE_ENV"] == "prod"
+
+
+def test_the_http_api_sends_every_route_to_the_function(api):
+    assertions = api["template"]
+    function, _ = _one(assertions, "AWS::Lambda::Function", {"FunctionName": "iot-lake-api"})
+    api_id, _ = _one(assertions, "AWS::ApiGatewayV2::Api", {"Name": "iot-lake-api", "ProtocolType": "HTTP"})
+    integration, props = _one(assertions, "AWS::ApiGatewayV2::Integration")
+    props = resolve(props["Properties"])
+    assert (props["IntegrationUri"], props["IntegrationType"], props["PayloadFormatVersion"]) == (
+        att(function, "Arn"),
+        "AWS_PROXY",
+        "2.0",
+    )
+    _, route = _one(assertions, "AWS::ApiGatewayV2::Route", {"RouteKey": "$default"})
+    assert resolve(route["Properties"]["Target"]) == f"integrations/{ref(integration)}"
+    assert resolve(route["Properties"]["ApiId"]) == ref(api_id)
+    _, stage = _one(assertions, "AWS::ApiGatewayV2::Stage", {"StageName": "$default", "AutoDeploy": True})
+    _, permission = _one(assertions, "AWS::Lambda::Permission")
+    assert permission["Properties"]["Principal"] == "apigateway.amazonaws.com"
+
+
+def test_an_alarm_device_with_an_invalid_id_is_refused(tmp_path):
+    bad = [{"deviceId": "chiller 2", "metric": "supply_temp_c", "siteId": "plant-b"}]  # a space
+    with pytest.raises(InvalidIdentifier, match="chiller 2"):
+        _stack(
+            {"outdir": str(tmp_path / "out"), "apiBundle": str(api_bundle(tmp_path / "bundle")), "alarmDevices": bad}
+        )
+
+
+def test_without_the_api_bundle_the_stack_says_how_to_build_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="docs/production.md"):
+        _stack({"outdir": str(tmp_path), "apiBundle": str(tmp_path / "missing")})
+
+
+def test_a_renamed_function_keeps_its_log_group_and_policy_together(tmp_path):
+    from aws_cdk.assertions import Template
+
+    bundle = api_bundle(tmp_path / "bundle")
+    context = {"outdir": str(tmp_path / "out"), "apiBundle": str(bundle), "apiFunctionName": "acme-api"}
+    template = Template.from_stack(_stack(context)[1])
+    _one(template, "AWS::Lambda::Function", {"FunctionName": "acme-api"})
+    _one(template, "AWS::Logs::LogGroup", {"LogGroupName": "/aws/lambda/acme-api"})
+    _, role = _one(template, "AWS::IAM::Role", {"RoleName": "iot-lake-api-lambda"})
+    [logs] = [s for s in role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"] if s["Sid"] == "OwnLogs"]
+    assert resolve(logs["Resource"]).endswith(":log-group:/aws/lambda/acme-api:*")

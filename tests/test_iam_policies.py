@@ -22,6 +22,8 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
+from iot_lake.cases.sinks import CloudWatchSink
+from iot_lake.detect.metrics import alarm_name
 from iot_lake.forecast import registry
 from iot_lake.lake import Lake, registry_key
 from iot_lake.sources.historian import readings_prefix
@@ -171,6 +173,17 @@ def test_the_evaluator_matches_wildcards_and_conditions(policies):
     assert dagster.allows(Request("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", "IoTLake/Cases"),)))
     assert not dagster.allows(Request("cloudwatch:PutMetricData", "*", (("cloudwatch:namespace", "AWS/EC2"),)))
     assert not dagster.allows(Request("cloudwatch:PutMetricData", "*"))  # condition key absent: fails closed
+
+
+def test_the_control_plane_puts_the_case_alarms_but_not_the_stacks_deviation_alarms(policies):
+    # The case sink (re)defines its own alarms; the stack's deviation alarms, which start incidents,
+    # are CloudFormation's: a put from the pipeline would replace one and drop its actions.
+    dagster, sink = policies["dagster"], CloudWatchSink(REGION)
+    for device in ("dev-001", "plant-a-pump-07"):
+        [put] = requests_of("cloudwatch", "PutMetricAlarm", sink.alarm_definition(device, "vibration_rms"))
+        assert dagster.allows(put), put
+    stacks = {"AlarmName": alarm_name("plant-a", "pump-07", "vibration_rms")}
+    assert not any(dagster.allows(r) for r in requests_of("cloudwatch", "PutMetricAlarm", stacks))
 
 
 def test_the_control_plane_never_writes_what_others_land_nor_the_jobs_messages(policies):

@@ -1,20 +1,22 @@
 """The production estate as one CDK stack: the lake bucket and key, the device path (IoT rule ->
-Firehose -> landing), the Spark services, the roles, the case channels and the deviation alarms.
+Firehose -> landing), the Spark services, the roles, the case channels, the deviation alarms and the
+serving API (hot-state table, Lambda function, HTTP API).
 
 The documents kept beside the other deploy tools are the source: the roles' policies and trust
-policies are deploy/iam/*.json (the files the recorded-calls audit checks, tests/iam_audit.py), the
-bucket's policy, encryption and lifecycle deploy/s3/*.json, the EMR Serverless application and the
-Glue job deploy/emr-serverless/application.json and deploy/glue/job.json; nothing is copied here.
+policies are deploy/iam/*.json and deploy/api/*.json (the files the recorded-calls audit checks,
+tests/iam_audit.py), the serving API deploy/api/function.json, the bucket's policy, encryption and
+lifecycle deploy/s3/*.json, the EMR Serverless application and the Glue job
+deploy/emr-serverless/application.json and deploy/glue/job.json; nothing is copied here.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import re
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
@@ -22,12 +24,18 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_ssmincidents as incidents
+from aws_cdk.aws_apigatewayv2_integrations import HttpLambdaIntegration
 from aws_cdk.aws_kinesisfirehose import CfnDeliveryStream as Firehose
 from constructs import Construct
 
+from iot_lake.detect.metrics import NAMESPACE as DEVIATION_NAMESPACE
+from iot_lake.detect.metrics import UNKNOWN_SITE, alarm_name
+from iot_lake.ids import validate_id
 from iot_lake.lake import TELEMETRY_PREFIX
 
 DEPLOY = Path(__file__).resolve().parent.parent
@@ -37,9 +45,12 @@ ROLES = {
     "emr-serverless-job": "EmrJobRoleName",
     "glue-job": "GlueJobRoleName",
     "sagemaker": "SageMakerRoleName",
+    "api-lambda": None,  # deploy/api/api-lambda.*.json: the serving API's function
 }
-# What CloudWatch alarms on (published by the deviations step): one series per device and metric.
-DEVIATION_NAMESPACE = "IotLake/Deviations"
+# The API function's code: the bundle docs/production.md builds (uv pip install --target ... '.[api]'), from deploy/cdk.
+API_BUNDLE = "build/api-lambda"
+# The case store's URL, a Secrets Manager secret resolved by CloudFormation at deploy time.
+CASES_URL_SECRET = "iot-lake/cases-url"
 RESPONSE_PLAN_NAME = "iot-lake"
 # Firehose's arrival-time namespace, hour by hour: the layout telemetry_hour_prefix() reads.
 ARRIVAL_HOUR = "!{timestamp:yyyy}/!{timestamp:MM}/!{timestamp:dd}/!{timestamp:HH}/"
@@ -111,6 +122,7 @@ class IotLakeStack(cdk.Stack):
         self.delivery_stream = self._delivery_stream()
         self.topic_rule = self._topic_rule(ctx("telemetryTopic") or "iot-lake/+/telemetry")
         self.alarms = [self._deviation_alarm(d, **_band(ctx)) for d in _devices(ctx("alarmDevices"))]
+        self.state_table, self.api_function, self.http_api = self._serving_api(ctx("apiBundle") or API_BUNDLE)
         self._outputs()
 
     # -- the lake ---------------------------------------------------------------------------------
@@ -187,13 +199,16 @@ class IotLakeStack(cdk.Stack):
             "EcrRepositoryArn": ctx("ecrRepositoryArn")
             or f"arn:aws:ecr:{cdk.Aws.REGION}:{cdk.Aws.ACCOUNT_ID}:repository/iot-lake-ml",
             "ComputeLogBucket": ctx("computeLogBucket") or self.bucket.bucket_name,
+            "StateTableName": ctx("stateTableName") or defaults["StateTableName"],
+            "ApiFunctionName": ctx("apiFunctionName") or defaults["ApiFunctionName"],
         }
         return self.render.values_from(settings)
 
     def _role(self, name: str, placeholder: str | None) -> iam.Role:
         role_name = self.values[placeholder] if placeholder else f"iot-lake-{name}"
-        trust = self.render.render(template(f"iam/{name}.trust.json"), self.values)
-        policy = self.render.render(template(f"iam/{name}.policy.json"), self.values)
+        documents = self.render.documents()  # deploy/iam's and deploy/api's, as the CLI renders them
+        trust = self.render.render(documents[f"{name}.trust"], self.values)
+        policy = self.render.render(documents[f"{name}.policy"], self.values)
         service = trust["Statement"][0]["Principal"]["Service"]
         principal = iam.ServicePrincipal(service if isinstance(service, str) else service[0])
         role = iam.Role(
@@ -323,7 +338,12 @@ class IotLakeStack(cdk.Stack):
         return plan
 
     def _deviation_alarm(self, device: dict, minutes: int, of_minutes: int) -> cw.Alarm:
-        dims = {"DeviceId": device["deviceId"], "Metric": device["metric"], "SiteId": device["siteId"]}
+        # An id the curated layer would quarantine has no series to alarm on: refused, not mangled.
+        dims = {
+            "DeviceId": validate_id("device", device["deviceId"]),
+            "Metric": validate_id("metric", device["metric"]),
+            "SiteId": validate_id("site", device.get("siteId") or UNKNOWN_SITE),  # as the publisher sends it
+        }
 
         def series(name: str) -> cw.Metric:
             return cw.Metric(
@@ -344,12 +364,14 @@ class IotLakeStack(cdk.Stack):
             period=cdk.Duration.minutes(1),
             label="actual outside the 95% band",
         )
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{device['siteId']}-{device['deviceId']}-{device['metric']}")
+        # The series' name everywhere (metrics.alarm_name): the case sink finds the incident this
+        # alarm starts by it.
+        name = alarm_name(dims["SiteId"], dims["DeviceId"], dims["Metric"])
         alarm = cw.Alarm(
             self,
-            f"Band{name}",
-            alarm_name=f"iot-lake-band-{name}",
-            alarm_description=f"{device['metric']} of {device['deviceId']} ({device['siteId']}) outside the 95% "
+            name,
+            alarm_name=name,
+            alarm_description=f"{dims['Metric']} of {dims['DeviceId']} ({dims['SiteId']}) outside the 95% "
             f"forecast band for {minutes} of {of_minutes} minutes",
             metric=outside,
             threshold=1,
@@ -362,6 +384,89 @@ class IotLakeStack(cdk.Stack):
         alarm.add_alarm_action(cw_actions.SsmIncidentAction(RESPONSE_PLAN_NAME), cw_actions.SnsAction(self.topic))
         alarm.node.add_dependency(self.response_plan)
         return alarm
+
+    # -- the serving API (deploy/api/function.json) -----------------------------------------------
+    def _serving_api(self, bundle: str) -> tuple[cdk.CfnResource, lambda_.Function, apigw.HttpApi]:
+        doc = template("api/function.json")
+        table = cdk.CfnResource(
+            self,
+            "HotState",
+            type="AWS::DynamoDB::Table",
+            properties=self.render.render(doc["stateTable"], self.values),
+        )
+        # Rebuilt only by pushes of changed rows: keep it through a stack replacement.
+        table.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
+        function = self._api_function(doc["function"], bundle)
+        spec = doc["httpApi"]
+        integration = spec["Integration"]
+        assert (integration["IntegrationType"], spec["Routes"]) == ("AWS_PROXY", ["$default"])
+        api = apigw.HttpApi(
+            self,
+            "HttpApi",
+            api_name=spec["Name"],
+            create_default_stage=False,
+            default_integration=HttpLambdaIntegration(
+                "Api",
+                function,
+                payload_format_version=apigw.PayloadFormatVersion.custom(integration["PayloadFormatVersion"]),
+                timeout=cdk.Duration.millis(integration["TimeoutInMillis"]),
+            ),
+        )
+        stage = spec["Stage"]
+        apigw.HttpStage(
+            self,
+            "HttpApiStage",
+            http_api=api,
+            stage_name=stage["StageName"],
+            auto_deploy=stage["AutoDeploy"],
+            throttle=apigw.ThrottleSettings(
+                burst_limit=stage["DefaultRouteSettings"]["ThrottlingBurstLimit"],
+                rate_limit=stage["DefaultRouteSettings"]["ThrottlingRateLimit"],
+            ),
+        )
+        return table, function, api
+
+    def _api_function(self, spec: dict, bundle: str) -> lambda_.Function:
+        path = Path(__file__).resolve().parent / bundle
+        if not (path / "iot_lake" / "api" / "lambda_handler.py").is_file():
+            raise FileNotFoundError(
+                f"no API bundle at {path}: build it first (docs/production.md, 'The serving API'), "
+                "or name another with -c apiBundle=DIR"
+            )
+        # function.json without the VPC (its subnets are the deployment's; see docs/production.md).
+        spec = self.render.render({k: v for k, v in spec.items() if k != "VpcConfig"}, self.values)
+        # The name its policy's log group is scoped to (-c apiFunctionName), function.json's by default.
+        spec["FunctionName"] = self.values["ApiFunctionName"]
+        env = dict(spec["Environment"]["Variables"])
+        secret = self.node.try_get_context("casesUrlSecret") or CASES_URL_SECRET
+        env["IOT_LAKE_CASES_URL"] = cdk.SecretValue.secrets_manager(secret).unsafe_unwrap()
+        # The policy lets the function write its log streams, not create its group: the stack does.
+        logs_group = logs.LogGroup(
+            self,
+            "ApiLogs",
+            log_group_name=f"/aws/lambda/{spec['FunctionName']}",
+            retention=logs.RetentionDays.ONE_MONTH,
+        )
+        function = lambda_.Function(
+            self,
+            "Api",
+            function_name=spec["FunctionName"],
+            description=spec["Description"],
+            runtime=lambda_.Runtime(spec["Runtime"], lambda_.RuntimeFamily.PYTHON),
+            handler=spec["Handler"],
+            code=lambda_.Code.from_asset(str(path)),
+            role=self.roles["api-lambda"],
+            architecture={"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}[
+                spec["Architectures"][0]
+            ],
+            memory_size=spec["MemorySize"],
+            timeout=cdk.Duration.seconds(spec["Timeout"]),
+            environment=env,
+            log_group=logs_group,
+        )
+        for key, value in spec["Tags"].items():
+            cdk.Tags.of(function).add(key, value)
+        return function
 
     def _outputs(self) -> None:
         outputs = {
@@ -376,6 +481,8 @@ class IotLakeStack(cdk.Stack):
             "IotLakeSnsTopicArn": self.topic.topic_arn,
             "IotLakeEventBusName": self.bus.event_bus_name,
             "IotLakeIncidentResponsePlanArn": self.response_plan_arn,
+            "IotLakeStateTable": self.state_table.ref,
+            "IotLakeApiUrl": self.http_api.api_endpoint,
         }
         for name, value in outputs.items():
             cdk.CfnOutput(self, name, value=value or "-")

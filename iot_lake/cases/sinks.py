@@ -48,6 +48,7 @@ CLOUDWATCH_NAMESPACE = "IoTLake/Cases"
 ALERTS_NAMESPACE = "IoTLake/Alerts"
 # A case's max score: band standard deviations, so not named DeviationScore (iot_lake.detect.metrics).
 CASE_SCORE_METRIC = "CaseMaxResidual"
+CASE_ALARM_PREFIX = "iot-lake-case-"  # case_alarm_name
 EVENT_SOURCE = "iot-lake.cases"
 ALERT_SOURCE = "iot-lake.alerts"
 # Incident Manager: 1 critical .. 5 no impact. Alerts: "error" (a failed run or ERROR check), "warning".
@@ -245,7 +246,7 @@ class CloudWatchSink(_AwsSink):
     def alarm_definition(self, device_id: str, metric: str) -> dict[str, Any]:
         """The ``put_metric_alarm`` arguments of a series' alarm: critical score within 5 minutes."""
         return {
-            "AlarmName": f"iot-lake-deviation-{validate_id('device', device_id)}-{validate_id('metric', metric)}",
+            "AlarmName": case_alarm_name(device_id, metric),
             "AlarmDescription": f"Case residual of {device_id} {metric} at or above {self.policy.critical_score}",
             "Namespace": CLOUDWATCH_NAMESPACE,
             "MetricName": CASE_SCORE_METRIC,
@@ -265,6 +266,14 @@ class CloudWatchSink(_AwsSink):
         definition = self.alarm_definition(device_id, metric)
         self.client.put_metric_alarm(**definition)
         return definition
+
+
+def case_alarm_name(device_id: str, metric: str) -> str:
+    """The case sink's own alarm of a series. Its prefix is not the stack's deviation alarms'
+    (``alarm_name``): ``iot-lake-deviation-{device}-{metric}`` could be the name of one of those
+    (device ``plant-a-pump-07`` = site ``plant-a``, device ``pump-07``), which ``put_metric_alarm``
+    would replace, dropping its actions, and the Dagster role may only write this prefix."""
+    return f"{CASE_ALARM_PREFIX}{validate_id('device', device_id)}-{validate_id('metric', metric)}"
 
 
 def _dimensions(device_id: str, metric: str) -> list[dict[str, str]]:
