@@ -59,6 +59,11 @@ MAIN_NUMBERS = {
         "Devices not healthy": "select count(*) from marts.mart_fleet_status where health <> 'healthy'",
         "Anomalous minutes, latest day": "select sum(anomalous_minutes) from marts.mart_fleet_status",
     },
+    # The fixture lands faulty hours: quarantined lines are there to count.
+    "data-quality": {
+        "Quarantined lines": "select count(*) from lake.quarantine_telemetry",
+        "Curated rows": "select count(*) from lake.curated_telemetry",
+    },
     # Opened on its filters' defaults: the simulator's first device and its power metric.
     "device-drill-down": {
         "Anomalous minutes": "select count(*) from marts.fct_deviation"
@@ -320,6 +325,7 @@ def test_the_dashboards_hang_in_the_lineage_below_the_marts_they_read(defs):
         assert not node.is_materializable  # external: Superset reads the warehouse on each view
         assert node.parent_keys == {AssetKey(["warehouse", t]) for t in tables}
         assert all(graph.has(parent) for parent in node.parent_keys)
+    assert dashboard_tables()["data-quality"][1] == ["mart_quarantine_hourly", "mart_row_accounting"]
     assert dashboard_tables()["fleet-overview"][1] == ["dim_device", "fct_case", "mart_fleet_status", "mart_freshness"]
 
 
