@@ -125,6 +125,16 @@ TABLES: tuple[LakeTable, ...] = (
         description="Every landed line the curated layer rejected, with its reason and source object.",
     ),
     LakeTable(
+        "curated_weather",
+        "curated/weather",
+        _cols(
+            "site_id string, observed_at timestamp, temperature_c double, humidity_pct double, wind_speed_ms double, "
+            "precipitation_mm double, source_file string, observed_date date"
+        ),
+        "observed_date",
+        description="Validated third-party weather per site, one row per (site, observation time).",
+    ),
+    LakeTable(
         "forecasts_telemetry_5min",
         "forecasts/telemetry_5min",
         _cols(
