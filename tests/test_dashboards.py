@@ -69,6 +69,8 @@ MAIN_NUMBERS = {
         "Anomalous minutes": "select count(*) from marts.fct_deviation"
         " where is_anomalous and device_id = 'dev-0001' and metric = 'power'",
         "Cases of the device": "select count(*) from marts.fct_case where device_id = 'dev-0001' and metric = 'power'",
+        # The weather of the device's site only: the device filter reaches the weather chart too.
+        "Site weather hours": "select count(*) from marts.mart_device_weather where device_id = 'dev-0001'",
     },
 }
 LOCAL = Settings(env="local", lake_root="/srv/lake", historian_url="sqlite://")
