@@ -21,7 +21,7 @@ from deltalake import DeltaTable, write_deltalake
 from assets.ops.deviations import FORECASTS_TABLE, deviations
 from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_models
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY
-from iot_lake.lake import Lake
+from iot_lake.lake import Lake, latest_registry_day, registry_rows
 from iot_lake.warehouse.duckdb_views import register_views
 from iot_lake.warehouse.tables import TABLES_BY_NAME, CatalogError
 from jobs.main import RANGE_END, RANGE_START
@@ -86,12 +86,41 @@ def _write_forecasts(lake: Lake) -> pd.DataFrame:
     return forecasts
 
 
+def _write_weather(lake: Lake) -> pd.DataFrame:
+    """Curated weather of each registered site every 30 minutes over the fixture's hours, one
+    observation missing, as curated/weather holds it."""
+    sites = sorted(r["site_id"] for r in registry_rows(lake, latest_registry_day(lake, START.date()), "sites"))
+    rng = np.random.default_rng(7)
+    times = pd.date_range(pd.Timestamp(START), periods=2 * (HOURS + 1), freq="30min", tz="UTC")
+    weather = pd.DataFrame(
+        [
+            {
+                "site_id": site,
+                "observed_at": t,
+                "temperature_c": round(12.0 + i + rng.normal(0, 2), 2),
+                "humidity_pct": round(float(rng.uniform(40, 90)), 1),
+                "wind_speed_ms": round(float(rng.uniform(0, 12)), 1),
+                "precipitation_mm": round(float(rng.choice([0.0, 0.0, 0.4, 1.2])), 1),
+                "source_file": f"landing/thirdparty/weather/{t:%Y/%m/%d}/{site}.csv",
+                "observed_date": t.date(),
+            }
+            for i, site in enumerate(sites)
+            for t in times
+        ]
+    ).iloc[1:]  # the first site's first observation is missing: its first hour has one
+    write_deltalake(
+        lake.uri("curated/weather"), pa.Table.from_pandas(weather, preserve_index=False), partition_by=["observed_date"]
+    )
+    return weather
+
+
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory, spark) -> Lake:
     root = tmp_path_factory.mktemp("warehouse")
     lake = land_faulty_hours(root / "lake", HOURS)
     _run_hours(spark, lake, range(HOURS))
     _write_forecasts(lake)
+    _write_weather(lake)
     resources = {
         "lake": LakeResource(root=lake.url),
         "cases": CasesResource(url=f"sqlite:///{root}/cases.sqlite", lake_root=lake.url),
@@ -362,3 +391,36 @@ def test_tables_not_written_yet_are_typed_and_empty(tmp_path):
             ).fetchall()
         )
     assert types["ts"] == "TIMESTAMP" and types["is_anomalous"] == "BOOLEAN" and types["event_date"] == "DATE"
+
+
+def test_row_accounting_and_quarantine_marts_count_what_the_lake_kept(lake, built):
+    quarantined = _delta(lake, "quarantine/telemetry")
+    curated = _delta(lake, CURATED_TELEMETRY)
+    assert len(quarantined) > 0 and quarantined["reason"].nunique() > 1  # the fixture lands faulty hours
+    hour = pd.to_datetime(curated["source_object"].str.slice(18, 31), format="%Y/%m/%d/%H")
+    expected = pd.DataFrame(
+        {
+            "curated_rows": curated.groupby(hour).size(),
+            "quarantined_lines": quarantined.groupby(quarantined["landing_hour"].dt.tz_localize(None)).size(),
+        }
+    ).fillna(0)
+    got = _query(lake, "select * from marts.mart_row_accounting order by landing_hour").set_index("landing_hour")
+    assert got.index.astype("datetime64[us]").tolist() == expected.index.astype("datetime64[us]").tolist()
+    assert got["curated_rows"].tolist() == expected["curated_rows"].astype(int).tolist()
+    assert got["quarantined_lines"].tolist() == expected["quarantined_lines"].astype(int).tolist()
+    by_reason = _query(lake, "select reason, sum(quarantined_lines) as n from marts.mart_quarantine_hourly group by 1")
+    assert dict(zip(by_reason["reason"], by_reason["n"])) == quarantined["reason"].value_counts().to_dict()
+    rates = _query(lake, "select sum(quarantine_rate) as r from marts.mart_quarantine_hourly group by landing_hour")
+    assert np.allclose(sorted(rates["r"]), sorted(got["quarantine_rate"]))
+
+
+def test_weather_is_per_site_and_hour_and_reaches_each_device(lake, built):
+    weather = _delta(lake, "curated/weather")
+    hourly = weather.groupby(["site_id", weather["observed_at"].dt.floor("h")])["temperature_c"].agg(["size", "mean"])
+    got = _query(lake, "select * from marts.fct_weather order by site_id, hour_start")
+    assert len(got) == len(hourly) > 0
+    assert got["observations"].tolist() == hourly["size"].tolist()  # the missing observation: one hour of 1
+    assert np.allclose(got["temperature_c"], hourly["mean"])
+    devices = _query(lake, "select count(*) as n from marts.dim_device where is_current")["n"][0]
+    per_device = _query(lake, "select device_id, count(*) as n from marts.mart_device_weather group by 1")
+    assert len(per_device) == devices and set(per_device["n"]) == {HOURS + 1}  # each its site's hours

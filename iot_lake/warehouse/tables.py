@@ -113,6 +113,27 @@ TABLES: tuple[LakeTable, ...] = (
         )
         for grain in ("1min", "5min")
     ),
+    # The quarantine keeps each rejected line's raw text too: the warehouse leaves it in the lake.
+    LakeTable(
+        "quarantine_telemetry",
+        "quarantine/telemetry",
+        _cols(
+            "landing_hour timestamp, source_object string, line_number bigint, reason string, detail string, "
+            "device_id string, metric string, landing_date date"
+        ),
+        "landing_date",
+        description="Every landed line the curated layer rejected, with its reason and source object.",
+    ),
+    LakeTable(
+        "curated_weather",
+        "curated/weather",
+        _cols(
+            "site_id string, observed_at timestamp, temperature_c double, humidity_pct double, wind_speed_ms double, "
+            "precipitation_mm double, source_file string, observed_date date"
+        ),
+        "observed_date",
+        description="Validated third-party weather per site, one row per (site, observation time).",
+    ),
     LakeTable(
         "forecasts_telemetry_5min",
         "forecasts/telemetry_5min",
