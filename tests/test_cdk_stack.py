@@ -491,9 +491,7 @@ def test_the_http_api_sends_every_route_to_the_function(api):
 def test_an_alarm_device_with_an_invalid_id_is_refused(tmp_path):
     bad = [{"deviceId": "chiller 2", "metric": "supply_temp_c", "siteId": "plant-b"}]  # a space
     with pytest.raises(InvalidIdentifier, match="chiller 2"):
-        _stack(
-            {"outdir": str(tmp_path / "out"), "alarmDevices": bad}
-        )
+        _stack({"outdir": str(tmp_path / "out"), "alarmDevices": bad})
 
 
 def test_a_renamed_function_keeps_its_log_group_and_policy_together(tmp_path):

@@ -4,7 +4,8 @@ Settings are CDK context (cdk.json's defaults, or -c key=value): prefix, bucketN
 telemetryTopic, alarmDevices, alarmMinutes/alarmOfMinutes, createReplicationSet, casesUrlSecret, and
 the optional names the IAM renderer takes (emrClusterId, glueDatabase, landingQueueName,
 sparkEnvArchive, ecrRepositoryArn, computeLogBucket, stateTableName, apiFunctionName). The serving
-API's image (deploy/api/Dockerfile) is built by `cdk deploy`, with Docker; synth only stages it. docs/production.md has the walk-through.
+API's image (deploy/api/Dockerfile) is built by `cdk deploy`, with Docker; synth only stages it.
+docs/production.md has the walk-through.
 """
 
 import aws_cdk as cdk
