@@ -15,7 +15,6 @@ import importlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -45,12 +44,6 @@ DEVICES = [
 ]
 
 
-def api_bundle(folder: Path) -> Path:
-    """A stand-in for the bundle docs/production.md builds: the package without its dependencies."""
-    shutil.copytree(REPO / "iot_lake", folder / "iot_lake", ignore=shutil.ignore_patterns("__pycache__"))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("cdk.out")
@@ -62,12 +55,10 @@ def synth(tmp_path_factory) -> dict:
         "CDK_DISABLE_CLI_TELEMETRY": "true",
         "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
     }
-    bundle = api_bundle(tmp_path_factory.mktemp("api-bundle"))
     context = {
         "alarmDevices": json.dumps(DEVICES),
         "alarmMinutes": "3",
         "alarmOfMinutes": "5",
-        "apiBundle": str(bundle),
     }
     if CLI.exists():
         args = [str(CLI), "synth", "--no-notices", "--no-version-reporting", "-q", "-o", str(out)]
@@ -368,9 +359,8 @@ def _stack(context: dict):
 def api(tmp_path_factory):
     from aws_cdk.assertions import Template
 
-    bundle = api_bundle(tmp_path_factory.mktemp("api-bundle"))
     out = tmp_path_factory.mktemp("cdk.out.assertions")
-    app, stack = _stack({"outdir": str(out), "apiBundle": str(bundle), "alarmDevices": DEVICES[:1]})
+    app, stack = _stack({"outdir": str(out), "alarmDevices": DEVICES[:1]})
     app.synth()  # stages the assets in out
     return {"template": Template.from_stack(stack), "out": out}
 
@@ -435,10 +425,14 @@ def test_the_function_runs_the_lambda_handler_against_the_table(api):
     _, table = _one(assertions, "AWS::DynamoDB::Table")
     _, function = _one(assertions, "AWS::Lambda::Function", {"FunctionName": "iot-lake-api"})
     props = function["Properties"]
-    module, name = props["Handler"].rsplit(".", 1)
+    # A container image (a zip of the api extra is over Lambda's 250 MB), its handler the image's CMD.
+    assert props["PackageType"] == "Image" and "Handler" not in props and "Runtime" not in props
+    asset = _image_asset(api["out"], props)
+    handler = _dockerfile_cmd(asset / "deploy" / "api" / "Dockerfile")
+    assert handler == json.loads((DEPLOY / "api" / "function.json").read_text())["function"]["Handler"]
+    module, name = handler.rsplit(".", 1)
     assert getattr(importlib.import_module(module), name) is lambda_handler.handler
-    # ... and the code asset holds that module where the runtime looks for it.
-    asset = api["out"] / f"asset.{props['Code']['S3Key'].removesuffix('.zip')}"
+    # ... and the build context holds that module where the Dockerfile copies it from.
     assert (asset / (module.replace(".", "/") + ".py")).is_file()
     env = props["Environment"]["Variables"]
     assert env[STATE_TABLE_VAR] == table["Properties"]["TableName"]
@@ -446,6 +440,33 @@ def test_the_function_runs_the_lambda_handler_against_the_table(api):
     assert set(lambda_handler.REQUIRED) - {"AWS_REGION"} <= set(env)
     assert env["IOT_LAKE_CASES_URL"].startswith("{{resolve:secretsmanager:")  # never in the template
     assert env["IOT_LAKE_PREFIX"] == "lake/" and env["IOT_LAKE_ENV"] == "prod"
+
+
+def _image_asset(out: Path, props: dict) -> Path:
+    """The staged build context of the function's image: cdk.out/asset.HASH, HASH the image tag."""
+    uri = json.dumps(props["Code"]["ImageUri"])
+    [tag] = set(re.findall(r":([0-9a-f]{64})", uri))
+    return out / f"asset.{tag}"
+
+
+def _dockerfile_cmd(dockerfile: Path) -> str:
+    """The handler of the Dockerfile's last CMD (the exec form Lambda's base images take)."""
+    [*_, cmd] = [line for line in dockerfile.read_text().splitlines() if line.startswith("CMD ")]
+    [handler] = json.loads(cmd.removeprefix("CMD "))
+    return handler
+
+
+def test_synth_stages_only_what_the_image_build_copies(api):
+    _, function = _one(api["template"], "AWS::Lambda::Function", {"FunctionName": "iot-lake-api"})
+    asset = _image_asset(api["out"], function["Properties"])
+    staged = {p.relative_to(asset) for p in asset.rglob("*")}
+    assert {Path("pyproject.toml"), Path("uv.lock"), Path("deploy/api/Dockerfile")} <= staged
+    # No venv, lake, Dagster storage, node_modules, synth output, tests or benchmarks (GBs in a dev checkout).
+    tops = {p.parts[0] for p in staged}
+    assert tops == {"pyproject.toml", "uv.lock", "deploy", "iot_lake"}, tops
+    assert not any("__pycache__" in p.parts for p in staged)
+    size = sum(p.stat().st_size for p in asset.rglob("*") if p.is_file())
+    assert size < 20 * 2**20, size
 
 
 def test_the_http_api_sends_every_route_to_the_function(api):
@@ -470,21 +491,13 @@ def test_the_http_api_sends_every_route_to_the_function(api):
 def test_an_alarm_device_with_an_invalid_id_is_refused(tmp_path):
     bad = [{"deviceId": "chiller 2", "metric": "supply_temp_c", "siteId": "plant-b"}]  # a space
     with pytest.raises(InvalidIdentifier, match="chiller 2"):
-        _stack(
-            {"outdir": str(tmp_path / "out"), "apiBundle": str(api_bundle(tmp_path / "bundle")), "alarmDevices": bad}
-        )
-
-
-def test_without_the_api_bundle_the_stack_says_how_to_build_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="docs/production.md"):
-        _stack({"outdir": str(tmp_path), "apiBundle": str(tmp_path / "missing")})
+        _stack({"outdir": str(tmp_path / "out"), "alarmDevices": bad})
 
 
 def test_a_renamed_function_keeps_its_log_group_and_policy_together(tmp_path):
     from aws_cdk.assertions import Template
 
-    bundle = api_bundle(tmp_path / "bundle")
-    context = {"outdir": str(tmp_path / "out"), "apiBundle": str(bundle), "apiFunctionName": "acme-api"}
+    context = {"outdir": str(tmp_path / "out"), "apiFunctionName": "acme-api"}
     template = Template.from_stack(_stack(context)[1])
     _one(template, "AWS::Lambda::Function", {"FunctionName": "acme-api"})
     _one(template, "AWS::Logs::LogGroup", {"LogGroupName": "/aws/lambda/acme-api"})

@@ -1,10 +1,11 @@
 """The CDK app: `cdk synth` / `cdk deploy` from this folder (cdk.json runs it with the repo's .venv).
 
 Settings are CDK context (cdk.json's defaults, or -c key=value): prefix, bucketName, kinesisSource,
-telemetryTopic, alarmDevices, alarmMinutes/alarmOfMinutes, createReplicationSet, apiBundle (the
-serving API's code, default build/api-lambda), casesUrlSecret, and the optional names the IAM
-renderer takes (emrClusterId, glueDatabase, landingQueueName, sparkEnvArchive, ecrRepositoryArn,
-computeLogBucket, stateTableName, apiFunctionName). docs/production.md has the walk-through.
+telemetryTopic, alarmDevices, alarmMinutes/alarmOfMinutes, createReplicationSet, casesUrlSecret, and
+the optional names the IAM renderer takes (emrClusterId, glueDatabase, landingQueueName,
+sparkEnvArchive, ecrRepositoryArn, computeLogBucket, stateTableName, apiFunctionName). The serving
+API's image (deploy/api/Dockerfile) is built by `cdk deploy`, with Docker; synth only stages it.
+docs/production.md has the walk-through.
 """
 
 import aws_cdk as cdk

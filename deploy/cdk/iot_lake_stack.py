@@ -19,6 +19,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_apigatewayv2 as apigw
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
@@ -47,8 +48,13 @@ ROLES = {
     "sagemaker": "SageMakerRoleName",
     "api-lambda": None,  # deploy/api/api-lambda.*.json: the serving API's function
 }
-# The API function's code: the bundle docs/production.md builds (uv pip install --target ... '.[api]'), from deploy/cdk.
-API_BUNDLE = "build/api-lambda"
+REPO = DEPLOY.parent
+# The API function's code: a container image (deploy/api/Dockerfile, built from the repo root by
+# cdk deploy), as its dependencies are over Lambda's 250 MB zip limit.
+API_DOCKERFILE = "deploy/api/Dockerfile"
+# The image's build context is the repo root: only what the Dockerfile copies goes in (Docker's
+# ignore rules, last match wins), so synth never stages the venvs, the lake or node_modules.
+API_IMAGE_CONTEXT = ["*", "!pyproject.toml", "!uv.lock", "!iot_lake", "!" + API_DOCKERFILE, "**/__pycache__"]
 # The case store's URL, a Secrets Manager secret resolved by CloudFormation at deploy time.
 CASES_URL_SECRET = "iot-lake/cases-url"
 RESPONSE_PLAN_NAME = "iot-lake"
@@ -122,7 +128,7 @@ class IotLakeStack(cdk.Stack):
         self.delivery_stream = self._delivery_stream()
         self.topic_rule = self._topic_rule(ctx("telemetryTopic") or "iot-lake/+/telemetry")
         self.alarms = [self._deviation_alarm(d, **_band(ctx)) for d in _devices(ctx("alarmDevices"))]
-        self.state_table, self.api_function, self.http_api = self._serving_api(ctx("apiBundle") or API_BUNDLE)
+        self.state_table, self.api_function, self.http_api = self._serving_api()
         self._outputs()
 
     # -- the lake ---------------------------------------------------------------------------------
@@ -386,7 +392,7 @@ class IotLakeStack(cdk.Stack):
         return alarm
 
     # -- the serving API (deploy/api/function.json) -----------------------------------------------
-    def _serving_api(self, bundle: str) -> tuple[cdk.CfnResource, lambda_.Function, apigw.HttpApi]:
+    def _serving_api(self) -> tuple[cdk.CfnResource, lambda_.Function, apigw.HttpApi]:
         doc = template("api/function.json")
         table = cdk.CfnResource(
             self,
@@ -396,7 +402,7 @@ class IotLakeStack(cdk.Stack):
         )
         # Rebuilt only by pushes of changed rows: keep it through a stack replacement.
         table.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
-        function = self._api_function(doc["function"], bundle)
+        function = self._api_function(doc["function"])
         spec = doc["httpApi"]
         integration = spec["Integration"]
         assert (integration["IntegrationType"], spec["Routes"]) == ("AWS_PROXY", ["$default"])
@@ -426,13 +432,7 @@ class IotLakeStack(cdk.Stack):
         )
         return table, function, api
 
-    def _api_function(self, spec: dict, bundle: str) -> lambda_.Function:
-        path = Path(__file__).resolve().parent / bundle
-        if not (path / "iot_lake" / "api" / "lambda_handler.py").is_file():
-            raise FileNotFoundError(
-                f"no API bundle at {path}: build it first (docs/production.md, 'The serving API'), "
-                "or name another with -c apiBundle=DIR"
-            )
+    def _api_function(self, spec: dict) -> lambda_.Function:
         # function.json without the VPC (its subnets are the deployment's; see docs/production.md).
         spec = self.render.render({k: v for k, v in spec.items() if k != "VpcConfig"}, self.values)
         # The name its policy's log group is scoped to (-c apiFunctionName), function.json's by default.
@@ -447,18 +447,23 @@ class IotLakeStack(cdk.Stack):
             log_group_name=f"/aws/lambda/{spec['FunctionName']}",
             retention=logs.RetentionDays.ONE_MONTH,
         )
-        function = lambda_.Function(
+        arch = spec["Architectures"][0]
+        # The image's CMD is the handler (the Dockerfile's, checked against function.json by the tests).
+        code = lambda_.DockerImageCode.from_image_asset(
+            directory=str(REPO),
+            file=API_DOCKERFILE,
+            exclude=API_IMAGE_CONTEXT,
+            ignore_mode=cdk.IgnoreMode.DOCKER,
+            platform={"x86_64": ecr_assets.Platform.LINUX_AMD64, "arm64": ecr_assets.Platform.LINUX_ARM64}[arch],
+        )
+        function = lambda_.DockerImageFunction(
             self,
             "Api",
             function_name=spec["FunctionName"],
             description=spec["Description"],
-            runtime=lambda_.Runtime(spec["Runtime"], lambda_.RuntimeFamily.PYTHON),
-            handler=spec["Handler"],
-            code=lambda_.Code.from_asset(str(path)),
+            code=code,
             role=self.roles["api-lambda"],
-            architecture={"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}[
-                spec["Architectures"][0]
-            ],
+            architecture={"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}[arch],
             memory_size=spec["MemorySize"],
             timeout=cdk.Duration.seconds(spec["Timeout"]),
             environment=env,
