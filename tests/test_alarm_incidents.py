@@ -148,12 +148,14 @@ def test_alarm_not_fired_the_case_drives_it_and_joins_the_one_incident_it_starts
 
         # The next delivery, before the alarm's incident is listed: nothing to link yet, nothing started.
         stub.add_response("list_incident_records", {"incidentRecordSummaries": []}, OPEN)
-        assert deliver_pending(store, [sink], T0 + timedelta(minutes=1)).linked == 0
+        report = deliver_pending(store, [sink], T0 + timedelta(minutes=1))
+        assert (report.linked, report.errors) == (0, [])
         # Once it is, the case goes on it, once: later deliveries call nothing.
         stub.add_response("list_incident_records", {"incidentRecordSummaries": [alarm_record()]}, OPEN)
         stub.add_response(*linked())
         assert deliver_pending(store, [sink], T0 + timedelta(minutes=5)).linked == 1
-        assert deliver_pending(store, [sink], T0 + timedelta(minutes=10)).linked == 0
+        report = deliver_pending(store, [sink], T0 + timedelta(minutes=10))
+        assert (report.linked, report.errors) == (0, [])  # an unstubbed call would be an error
         stub.assert_no_pending_responses()
         stub.add_response("list_incident_records", {"incidentRecordSummaries": [alarm_record()]}, OPEN)
         assert fold_alarm_incidents([sink])["folded"] == []  # the alarm's incident is the only one
