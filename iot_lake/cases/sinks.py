@@ -287,7 +287,7 @@ class IncidentManagerSink(_AwsSink):
     With ``link_alarm_incidents`` (the stack's deviation alarms, deploy/cdk), a case whose series has
     a stack alarm never starts an incident: it joins the open one the alarm started, or drives the
     alarm into ALARM so the alarm's action starts the one incident, and returns the alarm's ARN;
-    ``link_alarm_incidents`` later puts the case on that incident."""
+    ``iot_lake.cases.outbox.link_alarm_incidents`` later puts the case on that incident."""
 
     name, service = "incident-manager", "ssm-incidents"
     events = frozenset({OPENED, REOPENED, ALERT, *SITE_EVENTS})
