@@ -257,8 +257,11 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
     elif service == "ssm-incidents":
         resource = params.get("responsePlanArn") or params.get("incidentRecordArn", "*")
     elif service == "cloudwatch":
-        if operation == "PutMetricAlarm":
+        if operation in ("PutMetricAlarm", "SetAlarmState"):
             resource = f"arn:aws:cloudwatch:{arn}:alarm:{params['AlarmName']}"
+        elif operation == "DescribeAlarms" and params.get("AlarmNames"):  # one request per alarm named
+            names = params["AlarmNames"]
+            return [Request(action, f"arn:aws:cloudwatch:{arn}:alarm:{n}", (), call) for n in names]
         elif operation == "PutMetricData":
             context = (("cloudwatch:namespace", params.get("Namespace", "")),)
     elif service == "dynamodb" and params.get("TableName"):

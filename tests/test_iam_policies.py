@@ -185,6 +185,14 @@ def test_the_control_plane_puts_the_case_alarms_but_not_the_stacks_deviation_ala
     stacks = {"AlarmName": alarm_name("plant-a", "pump-07", "vibration_rms")}
     assert not any(dagster.allows(r) for r in requests_of("cloudwatch", "PutMetricAlarm", stacks))
 
+    # It drives them instead (IncidentManagerSink with link_alarm_incidents), and no other alarm.
+    described = {"AlarmNames": [stacks["AlarmName"]], "AlarmTypes": ["MetricAlarm"]}
+    assert all(dagster.allows(r) for r in requests_of("cloudwatch", "DescribeAlarms", described))
+    driven = {**stacks, "StateValue": "ALARM", "StateReason": "iot-lake case k opened (critical)"}
+    assert all(dagster.allows(r) for r in requests_of("cloudwatch", "SetAlarmState", driven))
+    for other in ("billing-total", CloudWatchSink(REGION).alarm_definition("dev-001", "rms")["AlarmName"]):
+        assert not any(dagster.allows(r) for r in requests_of("cloudwatch", "SetAlarmState", {"AlarmName": other}))
+
 
 def test_the_control_plane_never_writes_what_others_land_nor_the_jobs_messages(policies):
     # What it does write is audited from its recorded requests, path by path, on S3

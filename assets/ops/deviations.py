@@ -145,7 +145,8 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
     # After the cases, which do not wait on CloudWatch: a refusal fails the step, and its re-run
     # changes no case and re-sends the same datapoints (harmless, iot_lake.detect.metrics).
     published = publisher_for(cases.env, cases.region).publish(with_band_80(scored, joined))
-    # An alarm that fired after its series' case had started an incident started a second one.
+    # An alarm that fired after its series' case had started an incident (no stack alarm then, or its
+    # incident closed) started a second one.
     folded = fold_alarm_incidents(sinks)
     metadata = {
         "dagster/row_count": len(scored),
@@ -157,6 +158,7 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
                 "delivered": delivered.delivered,
                 "failed": delivered.failed,
                 "waiting": delivered.waiting,
+                "linked_to_alarm_incidents": delivered.linked,
                 "errors": delivered.errors[:10],
             }
         ),

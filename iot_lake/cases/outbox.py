@@ -10,6 +10,10 @@ the same way.
 What a sink returns on delivery (a receipt: Incident Manager's incident ARN) is kept on the row; a
 site incident event, written to its anchor case's stream, is handed the latest receipt of that
 sink and stream, which the stream's order guarantees is there once the anchor's page went out.
+
+Incident Manager with ``link_alarm_incidents`` may instead return the ARN of the series' alarm it
+drove into ALARM (iot_lake.cases.sinks): each delivery first puts such cases on the incident the
+alarm's action started, once it is open, and keeps that incident's ARN as the row's receipt.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sqlalchemy as sa
 
 from iot_lake.cases.model import ALERT, SITE_EVENTS, utc
 from iot_lake.cases.schema import alert_outbox, outbox
-from iot_lake.cases.sinks import OutboxEvent, Sink
+from iot_lake.cases.sinks import IncidentManagerSink, OutboxEvent, Sink
 from iot_lake.cases.store import CaseStore
 
 FIRST_RETRY = timedelta(seconds=30)
@@ -40,6 +44,7 @@ class DeliveryReport:
     delivered: int = 0
     failed: int = 0
     waiting: int = 0  # not due yet, or behind an earlier event of the same case and sink
+    linked: int = 0  # cases put on the incident their series' alarm started (link_alarm_incidents)
     errors: list[str] = field(default_factory=list)
 
 
@@ -48,6 +53,9 @@ def deliver_pending(store: CaseStore, sinks: Iterable[Sink], now: datetime) -> D
     by_name = {sink.name: sink for sink in sinks}
     now = utc(now)
     report = DeliveryReport()
+    for sink in by_name.values():
+        if isinstance(sink, IncidentManagerSink) and sink.link_alarm_incidents:
+            link_alarm_incidents(store, sink, report)
     for table, key_column, kind in ((outbox, "case_key", "case"), (alert_outbox, "alert_key", ALERT)):
         _deliver(store, by_name, now, report, table, key_column, kind)
     return report
@@ -105,6 +113,38 @@ def _deliver(
             report.delivered += 1
             answer = answer if isinstance(answer, str) else None  # a receipt, or nothing to keep
             _finish(store, table, row.id, attempts=row.attempts + 1, delivered_at=now, last_error=None, receipt=answer)
+
+
+ALARM_RECEIPT = "arn:aws:cloudwatch:%:alarm:%"
+
+
+def link_alarm_incidents(store: CaseStore, sink: IncidentManagerSink, report: DeliveryReport) -> None:
+    """Each delivered case event whose receipt is an alarm's ARN, on the open incident that alarm
+    started, if it has: the receipt becomes the incident's ARN, so the case is linked once. A
+    failure is reported and retried by the next delivery, like a sink's."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(outbox.c.id, outbox.c.case_key, outbox.c.event, outbox.c.payload, outbox.c.receipt).where(
+                outbox.c.sink == sink.name,
+                outbox.c.delivered_at.is_not(None),
+                outbox.c.receipt.like(ALARM_RECEIPT),
+            )
+        ).all()
+    if not rows:
+        return  # no call to Incident Manager
+    try:
+        incidents = sink.alarm_incidents()
+        for row in rows:
+            incident = incidents.get(row.receipt.split(":alarm:", 1)[1])
+            if incident is None:
+                continue  # the alarm's incident has not started yet
+            sink.link_case(
+                OutboxEvent(id=row.id, case_key=row.case_key, event=row.event, payload=row.payload), incident
+            )
+            _finish(store, outbox, row.id, receipt=incident)
+            report.linked += 1
+    except Exception as exc:  # noqa: BLE001 - reported, retried by the next delivery
+        report.errors.append(f"{sink.name} linking alarm incidents: {exc}")
 
 
 def _receipt(store: CaseStore, table: sa.Table, key_column: str, row: sa.Row) -> str | None:

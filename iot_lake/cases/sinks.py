@@ -282,7 +282,12 @@ def _dimensions(device_id: str, metric: str) -> list[dict[str, str]]:
 
 class IncidentManagerSink(_AwsSink):
     """A new or reopened case, or an alert, starts an incident; the client token makes a redelivery
-    start none. A site incident's events become timeline events of its anchor case's incident."""
+    start none. A site incident's events become timeline events of its anchor case's incident.
+
+    With ``link_alarm_incidents`` (the stack's deviation alarms, deploy/cdk), a case whose series has
+    a stack alarm never starts an incident: it joins the open one the alarm started, or drives the
+    alarm into ALARM so the alarm's action starts the one incident, and returns the alarm's ARN;
+    ``iot_lake.cases.outbox.link_alarm_incidents`` later puts the case on that incident."""
 
     name, service = "incident-manager", "ssm-incidents"
     events = frozenset({OPENED, REOPENED, ALERT, *SITE_EVENTS})
@@ -294,9 +299,10 @@ class IncidentManagerSink(_AwsSink):
         region: str | None = None,
         client: Any = None,
         link_alarm_incidents: bool = False,
+        cloudwatch: Any = None,
     ):
         super().__init__(region, client)
-        self.response_plan_arn = response_plan_arn
+        self.response_plan_arn, self._cloudwatch = response_plan_arn, cloudwatch
         # With the stack's deviation alarms (deploy/cdk): one incident per series whichever starts it.
         self.link_alarm_incidents = link_alarm_incidents
 
@@ -321,6 +327,14 @@ class IncidentManagerSink(_AwsSink):
             )["incidentRecordArn"]
         return self._start_case_incident(event)
 
+    @property
+    def cloudwatch(self) -> Any:
+        if self._cloudwatch is None:
+            from iot_lake.aws import client
+
+            self._cloudwatch = client("cloudwatch", self.region)
+        return self._cloudwatch
+
     def _start_case_incident(self, event: OutboxEvent, tag: str = "") -> str:
         p = event.payload
         title = f"{p['severity']}: {p['device_id']} {p['metric']} out of band at {p['site_id']}"
@@ -338,18 +352,47 @@ class IncidentManagerSink(_AwsSink):
         )["incidentRecordArn"]
 
     def _case_incident(self, event: OutboxEvent) -> str:
-        """The open incident the series' alarm started, with the case linked to it; or, when the
-        alarm has not fired, a new incident whose title carries the alarm's name (for the fold)."""
+        """The open incident the series' alarm started, with the case linked to it; else, when the
+        stack has the series' alarm, that alarm set to ALARM (its action starts the one incident)
+        and its ARN, for ``link_alarm_incidents``; else a new incident whose title carries the
+        alarm's name (for the fold)."""
         p = event.payload
         alarm = alarm_name(p["site_id"], p["device_id"], p["metric"])
-        records = self.open_incidents()
-        started = next((r["arn"] for r in records if _alarm_of(r) == alarm), None)
-        if started is None:
+        started = self.alarm_incidents().get(alarm)
+        if started is not None:
+            self.link_case(event, started)
+            return started
+        stack_alarm = self.stack_alarm(alarm)
+        # An alarm already in ALARM whose incident is closed acts again only after going back to
+        # OK, so setting it would start nothing: the case starts its own (folded if it fires again).
+        if stack_alarm is None or stack_alarm["StateValue"] == "ALARM":
             return self._start_case_incident(event, tag=f" [{alarm}]")
-        token = client_token(event.case_key, p["reopen_count"])
+        self.cloudwatch.set_alarm_state(
+            AlarmName=alarm,
+            StateValue="ALARM",
+            StateReason=f"iot-lake case {event.case_key} opened ({p['severity']})"[:1023],
+        )
+        return stack_alarm["AlarmArn"]
+
+    def stack_alarm(self, alarm: str) -> dict[str, Any] | None:
+        """The stack's alarm of that name if it starts incidents (one of its actions is a response
+        plan); None if there is none, or it starts no incident."""
+        for found in self.cloudwatch.describe_alarms(AlarmNames=[alarm], AlarmTypes=["MetricAlarm"])["MetricAlarms"]:
+            actions = found.get("AlarmActions", []) if found.get("ActionsEnabled") else []
+            if found["AlarmName"] == alarm and any(":ssm-incidents:" in a for a in actions):
+                return found
+        return None
+
+    def alarm_incidents(self) -> dict[str, str]:
+        """Alarm name -> ARN of the open incident that alarm started."""
+        return {alarm: r["arn"] for r in self.open_incidents() if (alarm := _alarm_of(r))}
+
+    def link_case(self, event: OutboxEvent, incident_arn: str) -> None:
+        """The case's event on the incident the series' alarm started (the token: once per case)."""
+        p = event.payload
         self.client.create_timeline_event(
-            clientToken=token,
-            incidentRecordArn=started,
+            clientToken=client_token(event.case_key, p["reopen_count"]),
+            incidentRecordArn=incident_arn,
             eventTime=datetime.fromisoformat(p["at"]),
             eventType="Custom Event",
             eventData=json.dumps(
@@ -357,12 +400,11 @@ class IncidentManagerSink(_AwsSink):
                     "summary": f"iot-lake case {event.event}: {p['device_id']} {p['metric']} ({p['severity']})",
                     "event_id": event.id,
                     "case_key": event.case_key,
-                    "alarm": alarm,
+                    "alarm": alarm_name(p["site_id"], p["device_id"], p["metric"]),
                 },
                 sort_keys=True,
             ),
         )
-        return started
 
     def open_incidents(self) -> list[dict[str, Any]]:
         """Every open incident record's summary (all pages)."""
@@ -377,7 +419,8 @@ class IncidentManagerSink(_AwsSink):
     def fold_alarm_incidents(self) -> list[str]:
         """Resolve each open incident a series' alarm started after the case sink had started that
         series' own (an alarm's action cannot be told of it), pointing to the case's incident.
-        Returns the resolved duplicates' ARNs."""
+        Since cases of series with a stack alarm start none, only incidents started before that
+        (or before the stack defined the series' alarm) are folded. Returns the duplicates' ARNs."""
         records = self.open_incidents()
         cases = {m.group(1): r["arn"] for r in records if (m := _TAG.search(r.get("title", ""))) and not _alarm_of(r)}
         folded = []
@@ -404,6 +447,12 @@ class IncidentManagerSink(_AwsSink):
         """A case linked to the site incident, or its resolution, on the anchor's incident."""
         p, site = event.payload, event.payload["site"]
         arn = event.receipt
+        if arn is not None and _is_alarm(arn):
+            # The anchor drove its alarm (link_alarm_incidents): its incident, once the alarm's action
+            # started it; until then the event waits (raising: the outbox retries it).
+            arn = self.alarm_incidents().get(arn.split(":alarm:", 1)[1])
+            if arn is None:
+                raise RuntimeError(f"the incident of alarm {event.receipt} has not started yet")
         if arn is None:
             # The anchor's page left before receipts were kept (a store migrated meanwhile): the
             # site incident gets an incident of its own, once (its key is the token).
@@ -452,6 +501,10 @@ def _alarm_of(record: dict[str, Any]) -> str | None:
     if source.get("source") != ALARM_SOURCE or ":alarm:" not in source.get("resourceArn", ""):
         return None
     return source["resourceArn"].split(":alarm:", 1)[1]
+
+
+def _is_alarm(arn: str) -> bool:
+    return arn.startswith("arn:aws:cloudwatch:") and ":alarm:" in arn
 
 
 def fold_alarm_incidents(sinks: list[Sink]) -> dict[str, Any]:
