@@ -4,6 +4,7 @@ into DuckDB, and the warehouse's counts against the curated layer's, read with d
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -20,8 +21,11 @@ from deltalake import DeltaTable, write_deltalake
 
 from assets.ops.deviations import FORECASTS_TABLE, deviations
 from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_models
+from iot_lake.curated.features_job import build_features_day
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY
-from iot_lake.lake import Lake, latest_registry_day, registry_rows
+from iot_lake.curated.weather_job import curate_weather_day
+from iot_lake.lake import HISTORIAN_PREFIX, REGISTRY_PREFIX, Lake, latest_registry_day, registry_rows
+from iot_lake.sources.historian import create_engine, land_readings
 from iot_lake.warehouse.duckdb_views import register_views
 from iot_lake.warehouse.tables import TABLES_BY_NAME, CatalogError
 from jobs.main import RANGE_END, RANGE_START
@@ -424,3 +428,44 @@ def test_weather_is_per_site_and_hour_and_reaches_each_device(lake, built):
     devices = _query(lake, "select count(*) as n from marts.dim_device where is_current")["n"][0]
     per_device = _query(lake, "select device_id, count(*) as n from marts.mart_device_weather group by 1")
     assert len(per_device) == devices and set(per_device["n"]) == {HOURS + 1}  # each its site's hours
+
+
+def _tables_on_disk(lake: Lake) -> set[str]:
+    """The lake's tables as its folders show them, not as the warehouse's list says: every Delta log
+    (named area_table), each registry snapshot's files (registry_<table>) and each other historian
+    extract folder holding Parquet (historical_<folder>)."""
+    root = Path(lake.path("."))
+    names = {log.parent.relative_to(root).as_posix().replace("/", "_") for log in root.rglob("_delta_log")}
+    historian = root / HISTORIAN_PREFIX
+    names |= {f"registry_{p.stem}" for p in (root / REGISTRY_PREFIX).rglob("*.parquet")}
+    names |= {
+        f"historical_{folder.name}"
+        for folder in historian.iterdir()
+        if folder != root / REGISTRY_PREFIX and any(folder.rglob("*.parquet"))
+    }
+    return names
+
+
+def test_every_table_in_the_lake_is_a_warehouse_view(lake, spark, tmp_path):
+    """What the catalog registers is what the lake holds: a table written to the lake but missing
+    from iot_lake/warehouse/tables.py fails here. The fixture's lake (curated on Sail, deviations
+    and cases from the real asset) gets the daily layers from their real writers too."""
+    copy = Lake(str(tmp_path / "lake"))
+    shutil.copytree(lake.path("."), copy.path("."))  # the module's lake keeps its hand-made weather
+    day = START.date()
+    curate_weather_day(spark, copy, day)
+    build_features_day(spark, copy, day)
+    engine = create_engine(f"sqlite:///{copy.path('historian.sqlite')}")
+    assert land_readings(copy, engine, day).rows > 0
+    engine.dispose()
+
+    on_disk = _tables_on_disk(copy)
+    summary = register_views(copy, tmp_path / "w.duckdb")
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        views = {
+            r[0] for r in con.execute("select view_name from duckdb_views() where schema_name = 'lake'").fetchall()
+        }
+        readings = con.execute("select count(*), count(distinct extract_date) from lake.historical_readings").fetchone()
+        features = con.execute("select count(*) from lake.curated_features").fetchone()[0]
+    assert views == on_disk == set(summary)
+    assert readings[0] > 0 and readings[1] == 1 and features > 0
