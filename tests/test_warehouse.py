@@ -477,9 +477,9 @@ def test_every_table_in_the_lake_is_a_warehouse_view(lake, spark, tmp_path):
         views = {
             r[0] for r in con.execute("select view_name from duckdb_views() where schema_name = 'lake'").fetchall()
         }
+        assert views == on_disk == set(summary)
         readings = con.execute("select count(*), count(distinct extract_date) from lake.historical_readings").fetchone()
         features = con.execute("select count(*) from lake.curated_features").fetchone()[0]
-    assert views == on_disk == set(summary)
     assert readings[0] > 0 and readings[1] == 1 and features > 0
     # No resolved case in three hours: the feedback table is written, empty.
     assert {n for n, t in summary.items() if t["files"] == 0} == {"cases_feedback"}
