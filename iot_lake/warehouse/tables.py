@@ -1,4 +1,8 @@
-"""The lake tables the warehouse reads, each with the columns it relies on (its contract).
+"""Every table of the lake, each with the columns the warehouse relies on (its contract).
+
+One list for both catalogs: every Delta table the pipelines write, the historian's readings extract
+and the registry snapshots (plain Parquet, a folder per day). tests/test_warehouse.py compares it
+with the tables a lake built by the real writers holds, so a new table cannot be left out.
 
 The same declaration makes the local DuckDB views (duckdb.py) and the Glue tables Athena and
 Redshift Spectrum read in prod (glue.py), so the dbt sources see one schema, named the same, in
