@@ -20,6 +20,7 @@ from sqlglot import exp
 
 from assets.partitions import PARTITIONS_START
 from iot_lake.lake import Lake, registry_key
+from iot_lake.sources.historian import create_engine, land_readings, metadata, readings
 from iot_lake.warehouse.glue import MANIFESTS_PREFIX, SYMLINK_INPUT
 from iot_lake.warehouse.tables import TABLES
 from resources.lake import LakeResource
@@ -66,7 +67,7 @@ def _read_manifest_rows(lake: Lake, key: str) -> int:
     return total
 
 
-def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_partition(aws, lake_root):
+def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_partition(aws, lake_root, tmp_path):
     lake = Lake(lake_root, setup_storage_options())
     table_uri = lake.uri("curated/telemetry_1min")
     write_deltalake(
@@ -91,6 +92,9 @@ def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_
         ),
     )
 
+    extract = _land_historian_readings(lake, tmp_path)
+    write_deltalake(lake.uri("curated/device_state"), _state(), storage_options=_delta_options())
+
     warehouse = WarehouseResource(target="prod", glue_database=DATABASE, region=REGION)
     # As the dbt asset registers them: the lake resource's s3fs and delta-rs, as the dagster role.
     resource = LakeResource(root=lake_root, region=REGION)
@@ -102,6 +106,32 @@ def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_
     glue = aws.client("glue")
     names = {t["Name"] for t in glue.get_tables(DatabaseName=DATABASE)["TableList"]}
     assert names == {t.name for t in TABLES}  # the ones not written yet too: typed, empty
+    # Every layer, the historian's extract included (issue 21): Athena and Spectrum see them all.
+    assert names >= {
+        "historical_readings",
+        "registry_devices",
+        "curated_telemetry",
+        "curated_weather",
+        "curated_features",
+        "curated_device_state",
+        "quarantine_telemetry",
+        "quarantine_weather",
+        "forecasts_telemetry_5min",
+        "ops_deviations",
+        "cases_cases",
+        "cases_feedback",
+    }
+    history = glue.get_table(DatabaseName=DATABASE, Name="historical_readings")["Table"]
+    assert history["Parameters"]["iot_lake.source"] == lake.uri("landing/historical/readings/*/*/*/*.parquet")
+    assert history["PartitionKeys"] == [{"Name": "extract_date", "Type": "date"}]
+    [day] = glue.get_partitions(DatabaseName=DATABASE, TableName="historical_readings")["Partitions"]
+    assert day["Values"] == ["2026-11-20"]
+    key = f"{MANIFESTS_PREFIX}/historical_readings/extract_date=2026-11-20/manifest"
+    assert lake.read_bytes(key).decode().split() == [lake.uri(k) for k in extract.files]
+    assert _read_manifest_rows(lake, key) == extract.rows == 3
+    # The hot state is unpartitioned: one manifest, no Glue partitions.
+    assert glue.get_table(DatabaseName=DATABASE, Name="curated_device_state")["Table"]["PartitionKeys"] == []
+    assert _read_manifest_rows(lake, f"{MANIFESTS_PREFIX}/curated_device_state/manifest") == 2
 
     table = glue.get_table(DatabaseName=DATABASE, Name="curated_telemetry_1min")["Table"]
     sd = table["StorageDescriptor"]
@@ -167,6 +197,55 @@ def test_lake_tables_are_registered_in_glue_as_manifest_tables_and_refreshed_by_
 def test_glue_registration_needs_a_database(aws, lake_root):
     with pytest.raises(ValueError, match="IOT_LAKE_GLUE_DATABASE"):
         WarehouseResource(target="prod", region=REGION).register_lake_tables(Lake(lake_root))
+
+
+def _land_historian_readings(lake: Lake, tmp_path: Path):
+    """A historian with three readings, one of them loaded late, extracted for 2026-11-20 as the
+    nightly asset does (Parquet under landing/historical/readings/2026/11/20/)."""
+    engine = create_engine(f"sqlite:///{tmp_path}/historian.sqlite")
+    metadata.create_all(engine)
+    at = datetime(2026, 11, 20, 6)
+    rows = [
+        {"device_id": "dev-0001", "metric": "power", "recorded_at": at, "value": 1.5, "unit": "kW", "loaded_at": at},
+        {
+            "device_id": "dev-0001",
+            "metric": "power",
+            "recorded_at": at + timedelta(minutes=15),
+            "value": 1.7,
+            "unit": "kW",
+            "loaded_at": at + timedelta(minutes=16),
+        },
+        {
+            "device_id": "dev-0002",
+            "metric": "temperature",
+            "recorded_at": at - timedelta(days=2),
+            "value": 71.6,
+            "unit": "degF",
+            "loaded_at": at + timedelta(hours=3),
+        },
+    ]
+    with engine.begin() as conn:
+        conn.execute(readings.insert(), rows)
+    try:
+        return land_readings(lake, engine, date(2026, 11, 20), now=datetime(2026, 11, 21, 2, tzinfo=UTC))
+    finally:
+        engine.dispose()
+
+
+def _state() -> pa.Table:
+    ts = pa.array([datetime(2026, 11, 21, 0, 20, tzinfo=UTC)] * 2, pa.timestamp("us", tz="UTC"))
+    return pa.table(
+        {
+            "device_id": ["dev-0001", "dev-0002"],
+            "metric": ["power", "temperature"],
+            "site_id": ["site-01", "site-01"],
+            "event_ts": ts,
+            "message_id": ["m-1", "m-2"],
+            "value": [1.0, 22.0],
+            "unit": ["kW", "degC"],
+            "updated_at": ts,
+        }
+    )
 
 
 def _parquet(table: pa.Table) -> bytes:

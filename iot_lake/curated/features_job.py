@@ -100,7 +100,8 @@ def build_features(spark, lake: Lake, day: date):
         .withColumn("local_hour", F.hour(local))
         .withColumn("local_day_of_week", F.dayofweek(local))
         .withColumn("is_weekend_local", F.dayofweek(local).isin(1, 7))
-        .withColumn("device_age_days", F.datediff("event_date", "installed_on"))
+        # datediff is an int on Spark but a bigint on Sail: one type, the one Glue declares.
+        .withColumn("device_age_days", F.datediff("event_date", "installed_on").cast("int"))
         .select(*FEATURE_COLUMNS)
     )
 

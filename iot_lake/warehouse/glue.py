@@ -4,9 +4,11 @@ Neither reads a Delta log the way delta-rs does, but both read a *symlink manife
 per partition listing its current Parquet files (what Delta's ``GENERATE symlink_format_manifest``
 writes). So each table is an external Glue table with ``SymlinkTextInputFormat`` over manifests
 under ``warehouse/_manifests/<table>/``, its columns the declared contract (tables.py), and one
-Glue partition per Delta partition. A partition's manifest is rewritten only when its file list
-changed (its hash is kept in the partition's parameters), so a refresh after an hourly MERGE
-touches the few partitions that MERGE changed. The Redshift side is one external schema over the
+Glue partition per Delta partition. The historian's extracts and registry snapshots are plain
+Parquet in a folder per day: the same manifests list a day's files, one partition per day. A
+partition's manifest is rewritten only when its file list changed (its hash is kept in the
+partition's parameters), so a refresh after an hourly MERGE touches the few partitions that MERGE
+changed. The Redshift side is one external schema over the
 Glue database (docs/warehouse.md, "The same tables in Redshift").
 """
 
@@ -42,11 +44,7 @@ def _storage(lake: Lake, table: LakeTable, location_key: str) -> dict[str, Any]:
 
 def _table_input(lake: Lake, files: TableFiles) -> dict[str, Any]:
     table = files.table
-    source = (
-        lake.uri(table.key)
-        if table.format == "delta"
-        else lake.uri(f"landing/historical/device_registry/*/{table.key}.parquet")
-    )
+    source = lake.uri(table.key if table.format == "delta" else table.parquet_glob)
     return {
         "Name": table.name,
         "Description": table.description,
@@ -81,7 +79,10 @@ def _ensure_database(glue, database: str) -> None:
         glue.get_database(Name=database)
     except glue.exceptions.EntityNotFoundException:
         glue.create_database(
-            DatabaseInput={"Name": database, "Description": "iot-lake: the lake tables (Delta, as symlink manifests)"}
+            DatabaseInput={
+                "Name": database,
+                "Description": "iot-lake: the lake tables (Delta and Parquet extracts, as symlink manifests)",
+            }
         )
 
 

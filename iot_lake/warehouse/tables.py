@@ -1,4 +1,8 @@
-"""The lake tables the warehouse reads, each with the columns it relies on (its contract).
+"""Every table of the lake, each with the columns the warehouse relies on (its contract).
+
+One list for both catalogs: every Delta table the pipelines write, the historian's readings extract
+and the registry snapshots (plain Parquet, a folder per day). tests/test_warehouse.py compares it
+with the tables a lake built by the real writers holds, so a new table cannot be left out.
 
 The same declaration makes the local DuckDB views (duckdb.py) and the Glue tables Athena and
 Redshift Spectrum read in prod (glue.py), so the dbt sources see one schema, named the same, in
@@ -16,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from iot_lake.lake import REGISTRY_PREFIX, Lake
+from iot_lake.cases.feedback import CASES_FEEDBACK, FEEDBACK_SCHEMA
+from iot_lake.lake import HISTORIAN_PREFIX, REGISTRY_PREFIX, Lake
 
 # Warehouse types: what each engine calls them. Timestamps are naive UTC in the warehouse (Redshift
 # Spectrum has no zoned timestamp on external tables), so both engines compute the same buckets.
@@ -51,10 +56,10 @@ class Column:
 @dataclass(frozen=True)
 class LakeTable:
     name: str  # relation name in the warehouse's lake schema, e.g. curated_telemetry
-    key: str  # lake key: a Delta table, or the registry table's name under the registry snapshots
+    key: str  # lake key: a Delta table, an extract's folder, or the registry table's name under its snapshots
     columns: tuple[Column, ...]
-    partition: str  # partition column (Delta partition, or the registry snapshot's day)
-    format: str = "delta"  # delta | registry
+    partition: str  # partition column (Delta partition, or the day of a registry snapshot or extract)
+    format: str = "delta"  # delta | registry | extract (daily Parquet extracts under key/YYYY/MM/DD/)
     description: str = ""
 
     @property
@@ -64,6 +69,13 @@ class LakeTable:
     @property
     def partition_column(self) -> Column:
         return next(c for c in self.columns if c.name == self.partition)
+
+    @property
+    def parquet_glob(self) -> str:
+        """The Parquet files of a registry or extract table (not Delta: no log lists them)."""
+        if self.format == "registry":
+            return f"{REGISTRY_PREFIX}/*/*/*/{self.key}.parquet"
+        return f"{self.key}/*/*/*/*.parquet"
 
 
 @dataclass
@@ -124,6 +136,14 @@ TABLES: tuple[LakeTable, ...] = (
         "landing_date",
         description="Every landed line the curated layer rejected, with its reason and source object.",
     ),
+    # The raw row of a rejected weather line stays in the lake too.
+    LakeTable(
+        "quarantine_weather",
+        "quarantine/weather",
+        _cols("source_file string, row_number bigint, reason string, detail string, landing_date date"),
+        "landing_date",
+        description="Every third-party weather row the curated layer rejected, with its reason and source file.",
+    ),
     LakeTable(
         "curated_weather",
         "curated/weather",
@@ -133,6 +153,30 @@ TABLES: tuple[LakeTable, ...] = (
         ),
         "observed_date",
         description="Validated third-party weather per site, one row per (site, observation time).",
+    ),
+    LakeTable(
+        "curated_features",
+        "curated/features",
+        _cols(
+            "device_id string, metric string, bucket_start timestamp, site_id string, unit string, readings bigint, "
+            "mean double, min double, max double, stddev double, last double, hour_of_day int, day_of_week int, "
+            "local_hour int, local_day_of_week int, is_weekend_local boolean, model string, firmware string, "
+            "device_age_days int, latitude double, longitude double, temperature_c double, humidity_pct double, "
+            "wind_speed_ms double, precipitation_mm double, event_date date"
+        ),
+        "event_date",
+        description="The forecasting features per device, metric and 5-minute bucket: calendar, device, site weather.",
+    ),
+    # The hot state is small and unpartitioned (one row per series), MERGEd every hour.
+    LakeTable(
+        "curated_device_state",
+        "curated/device_state",
+        _cols(
+            "device_id string, metric string, site_id string, event_ts timestamp, message_id string, value double, "
+            "unit string, updated_at timestamp"
+        ),
+        "",
+        description="The hot state: the latest reading per (device, metric), what the serving API's /state answers.",
     ),
     LakeTable(
         "forecasts_telemetry_5min",
@@ -176,6 +220,25 @@ TABLES: tuple[LakeTable, ...] = (
         description="Every status change of every case.",
     ),
     LakeTable(
+        "cases_feedback",
+        CASES_FEEDBACK,
+        _cols(FEEDBACK_SCHEMA),
+        "",
+        description="Every resolved case as training reads it: confirmed anomalies are left out of training data.",
+    ),
+    # The historian's readings as extracted (Parquet per extract day, not Delta): the raw history.
+    LakeTable(
+        "historical_readings",
+        f"{HISTORIAN_PREFIX}/readings",
+        _cols(
+            "reading_id bigint, device_id string, metric string, recorded_at timestamp, value double, unit string, "
+            "loaded_at timestamp, extract_date date"
+        ),
+        "extract_date",
+        format="extract",
+        description="The historical database's readings, one partition per daily extract (by loaded_at).",
+    ),
+    LakeTable(
         "registry_sites",
         "sites",
         _cols(
@@ -211,13 +274,13 @@ TABLES: tuple[LakeTable, ...] = (
 )
 TABLES_BY_NAME = {t.name: t for t in TABLES}
 
-_REGISTRY_FILE = re.compile(r"(\d{4})/(\d{2})/(\d{2})/(?P<table>[^/]+)\.parquet$")
+_DAY_FILE = re.compile(r"(\d{4})/(\d{2})/(\d{2})/[^/]+\.parquet$")
 
 
 def table_files(lake: Lake, table: LakeTable, storage_options: dict[str, str] | None = None) -> TableFiles:
-    if table.format == "registry":
-        return _registry_files(lake, table)
-    return _delta_files(lake, table, storage_options)
+    if table.format == "delta":
+        return _delta_files(lake, table, storage_options)
+    return _parquet_files(lake, table)
 
 
 def _delta_files(lake: Lake, table: LakeTable, storage_options: dict[str, str] | None) -> TableFiles:
@@ -254,14 +317,15 @@ def _delta_files(lake: Lake, table: LakeTable, storage_options: dict[str, str] |
     return files
 
 
-def _registry_files(lake: Lake, table: LakeTable) -> TableFiles:
+def _parquet_files(lake: Lake, table: LakeTable) -> TableFiles:
+    """A registry's or an extract's Parquet files by the day in their path (YYYY/MM/DD)."""
     import pyarrow.parquet as pq
 
     files, newest = TableFiles(table), None
-    for path in sorted(lake.fs.glob(lake.path(f"{REGISTRY_PREFIX}/*/*/*/{table.key}.parquet"))):
+    for path in sorted(lake.fs.glob(lake.path(table.parquet_glob))):
         key = lake.key_of(path)
-        m = _REGISTRY_FILE.search(key)
-        files.partitions[date(int(m[1]), int(m[2]), int(m[3])).isoformat()] = [lake.uri(key)]
+        m = _DAY_FILE.search(key)
+        files.partitions.setdefault(date(int(m[1]), int(m[2]), int(m[3])).isoformat(), []).append(lake.uri(key))
         newest = key
     if newest:
         with lake.open(newest) as f:
