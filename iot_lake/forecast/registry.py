@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import BinaryIO
 
 import pyarrow as pa
@@ -121,11 +121,11 @@ def metrics_row(version: ModelVersion, trained_at: datetime | None = None) -> di
         key=lambda r: r["mase"],
         default={},
     )
-    trained_at = trained_at or datetime.now(timezone.utc)
+    trained_at = trained_at or datetime.now(UTC)
     return {
         "version": version.version,
         "trained_for": date.fromisoformat(version.trained_for),
-        "trained_at": trained_at.astimezone(timezone.utc).replace(tzinfo=None),
+        "trained_at": trained_at.astimezone(UTC).replace(tzinfo=None),
         "method": version.method,
         "mase": version.mase,
         "coverage_80": chosen.get("coverage_80"),
