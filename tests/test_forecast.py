@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from dagster import materialize
+from deltalake import DeltaTable
 
 from assets.ml.forecast import batch_forecast, forecast_model
 from iot_lake.forecast import registry
@@ -249,6 +250,11 @@ def test_model_asset_trains_through_the_sagemaker_contract_and_keeps_every_versi
     assert meta2["promoted"].value is True and meta2["mase"].value == meta["mase"].value
     versions = sorted(k.key for k in lake.list("models/forecast/versions"))
     assert len(versions) == 2
+    # and the warehouse's copy: one metrics row per version, the chosen method's scores
+    metrics = DeltaTable(lake.uri(registry.METRICS_KEY)).to_pandas().set_index("version")
+    assert sorted(metrics.index) == sorted(v.rsplit("/", 1)[1].removesuffix(".json") for v in versions)
+    assert metrics.loc[meta2["job_name"].value, "mase"] == meta2["mase"].value
+    assert metrics.loc[meta2["job_name"].value, "coverage_80"] == meta2["coverage_80"].value
 
 
 def test_a_fleet_too_young_to_score_gets_the_fallback_through_the_asset_and_a_scored_model_replaces_it(tmp_path, rows):

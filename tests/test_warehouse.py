@@ -25,6 +25,7 @@ from iot_lake.curated.features_job import build_features_day
 from iot_lake.curated.state import refresh_state
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY
 from iot_lake.curated.weather_job import curate_weather_day
+from iot_lake.forecast import registry
 from iot_lake.lake import (
     HISTORIAN_PREFIX,
     REGISTRY_PREFIX,
@@ -126,6 +127,34 @@ def _write_weather(lake: Lake) -> pd.DataFrame:
     return weather
 
 
+def _backtest(model_mase: float, naive: float, weekly: float | None, cov80: float, cov95: float) -> list[dict]:
+    rows = [
+        {"model": "lightgbm", "mase": model_mase, "coverage_80": cov80, "coverage_95": cov95},
+        {"model": "seasonal_naive", "mase": naive, "coverage_80": 0.7, "coverage_95": 0.88},
+    ]
+    # the weekly naive runs only with a week of history
+    return rows + ([{"model": "seasonal_naive_weekly", "mase": weekly}] if weekly is not None else [])
+
+
+def _write_model_versions(lake: Lake) -> None:
+    """Five trainings through the registry: a first champion, a challenger kept out, a day trained
+    twice (the re-run promoted), a young fleet's unscored fallback, and one version recorded twice
+    (a retried write)."""
+    nights = [
+        ("forecast-2026-11-10-a1", "2026-11-10", _backtest(0.91, 1.04, None, 0.78, 0.94), True),
+        ("forecast-2026-11-11-b2", "2026-11-11", _backtest(0.95, 1.01, None, 0.74, 0.91), False),
+        ("forecast-2026-11-12-c3", "2026-11-12", _backtest(0.93, 0.99, 1.2, 0.81, 0.95), False),
+        ("forecast-2026-11-12-d4", "2026-11-12", _backtest(0.84, 0.99, 0.97, 0.8, 0.96), True),
+        ("forecast-2026-11-13-e5", "2026-11-13", [], False),
+    ]
+    for name, day, backtest, promoted in [*nights, nights[1]]:
+        method = "lightgbm" if backtest else "seasonal_naive"
+        mase = registry.chosen_row(backtest, method).get("mase")
+        registry.record(
+            lake, registry.ModelVersion(name, f"k/{name}", method, mase, "a", "b", day, backtest, promoted, "why")
+        )
+
+
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory, spark) -> Lake:
     root = tmp_path_factory.mktemp("warehouse")
@@ -133,6 +162,7 @@ def lake(tmp_path_factory, spark) -> Lake:
     _run_hours(spark, lake, range(HOURS))
     _write_forecasts(lake)
     _write_weather(lake)
+    _write_model_versions(lake)
     resources = {
         "lake": LakeResource(root=lake.url),
         "cases": CasesResource(url=f"sqlite:///{root}/cases.sqlite", lake_root=lake.url),
@@ -522,3 +552,35 @@ def _land_weather(lake: Lake, observed: pd.DataFrame) -> None:
         if site == observed["site_id"].min():
             rows.iloc[0, rows.columns.get_loc("humidity_pct")] = 140.0
         lake.write_bytes(f"{weather_day_prefix(day)}/{site}.csv", rows.to_csv(index=False).encode())
+
+
+def test_model_history_is_each_training_day_as_the_registry_recorded_it(lake, built):
+    names = [f.key.rsplit("/", 1)[1].removesuffix(".json") for f in lake.list("models/forecast/versions")]
+    entries = {name: registry.version(lake, name) for name in names}  # the JSON entries, as the registry keeps them
+    assert len(entries) == 5
+    assert len(_delta(lake, registry.METRICS_KEY)) == 5  # the retried write added no row
+    got = _query(lake, "select * from marts.mart_model_history order by trained_for").set_index("version")
+    # the re-trained day shows its promoted run, the others their only one
+    assert list(got.index) == [
+        "forecast-2026-11-10-a1",
+        "forecast-2026-11-11-b2",
+        "forecast-2026-11-12-d4",
+        "forecast-2026-11-13-e5",
+    ]
+    assert got.loc["forecast-2026-11-12-d4", "versions_trained"] == 2
+    for name, row in got.iterrows():
+        entry = entries[name]
+        chosen = registry.chosen_row(entry["backtest"], entry["method"])
+        naive = [r["mase"] for r in entry["backtest"] if r["model"].startswith("seasonal_naive")]
+        assert str(row["trained_for"].date()) == entry["trained_for"] and row["method"] == entry["method"]
+        assert row["became_champion"] == entry["promoted"]
+        for column, expected in [
+            ("mase", entry["mase"]),
+            ("coverage_80", chosen.get("coverage_80")),
+            ("coverage_95", chosen.get("coverage_95")),
+            ("naive_mase", min(naive, default=None)),
+        ]:
+            assert (pd.isna(row[column]) and expected is None) or row[column] == expected, (name, column)
+    assert got.loc["forecast-2026-11-12-d4", "naive_method"] == "seasonal_naive_weekly"
+    # the champion now is the one registry.champion names
+    assert list(got.index[got["is_champion"]]) == [registry.champion(lake)["version"]] == ["forecast-2026-11-12-d4"]

@@ -158,6 +158,7 @@ def forecast_model(
             # hashed by the control plane as it registers the version: what later loads must match
             sha256=registry.archive_sha256(the_lake, run.outputs["model"]),
         ),
+        storage_options=lake.delta_storage_options(),
     )
     context.log.info(f"{run.job_name}: {'promoted' if promote else 'kept as challenger'} ({reason})")
     return MaterializeResult(

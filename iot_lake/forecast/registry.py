@@ -4,6 +4,7 @@
     models/forecast/jobs/<job>/output/model.tar.gz where the training job (SageMaker or local) put it
     models/forecast/versions/<version>.json       one per trained model: metrics, data range, URI
     models/forecast/champion.json                 the version batch forecasts use
+    models/forecast/metrics/                      Delta, one row per version: what the warehouse reads
 
 A trained model is a challenger. It is promoted only if its backtest MASE is at least as good as
 the champion's on the same hold-out day (train.py scores the champion there); the first model
@@ -15,7 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
 from typing import BinaryIO
+
+import pyarrow as pa
 
 from iot_lake.lake import Lake
 
@@ -23,6 +27,24 @@ PREFIX = "models/forecast"
 # The training job's hyperparameter carrying the champion archive's registered sha256.
 CHAMPION_SHA256 = "champion_sha256"
 CHAMPION_KEY = f"{PREFIX}/champion.json"
+# The versions' metrics as a Delta table: the warehouse cannot read the JSON entries.
+METRICS_KEY = f"{PREFIX}/metrics"
+NAIVE_METHODS = ("seasonal_naive", "seasonal_naive_weekly")
+METRICS_SCHEMA = pa.schema(
+    [
+        ("version", pa.string()),
+        ("trained_for", pa.date32()),
+        ("trained_at", pa.timestamp("us")),  # naive UTC, as the warehouse's timestamps are
+        ("method", pa.string()),
+        ("mase", pa.float64()),
+        ("coverage_80", pa.float64()),
+        ("coverage_95", pa.float64()),
+        ("naive_method", pa.string()),
+        ("naive_mase", pa.float64()),
+        ("promoted", pa.bool_()),
+        ("reason", pa.string()),
+    ]
+)
 
 
 def training_data_key(day) -> str:
@@ -91,9 +113,54 @@ def chosen_row(backtest: list[dict], method: str) -> dict:
     return next((r for r in backtest if r["model"] == method), {})
 
 
-def record(lake: Lake, version: ModelVersion) -> None:
-    """Write the version's entry and, if it is promoted, make it the champion."""
+def metrics_row(version: ModelVersion, trained_at: datetime | None = None) -> dict:
+    """The version's row of the metrics table: the chosen method's scores and the better naive's."""
+    chosen = chosen_row(version.backtest, version.method)
+    naive = min(
+        (r for r in version.backtest if r["model"] in NAIVE_METHODS and r.get("mase") is not None),
+        key=lambda r: r["mase"],
+        default={},
+    )
+    trained_at = trained_at or datetime.now(UTC)
+    return {
+        "version": version.version,
+        "trained_for": date.fromisoformat(version.trained_for),
+        "trained_at": trained_at.astimezone(UTC).replace(tzinfo=None),
+        "method": version.method,
+        "mase": version.mase,
+        "coverage_80": chosen.get("coverage_80"),
+        "coverage_95": chosen.get("coverage_95"),
+        "naive_method": naive.get("model"),
+        "naive_mase": naive.get("mase"),
+        "promoted": version.promoted,
+        "reason": version.reason,
+    }
+
+
+def write_metrics(lake: Lake, row: dict, storage_options: dict[str, str] | None = None) -> None:
+    """Upsert the row by version: a re-run of the same training replaces its row, never adds one."""
+    from deltalake import DeltaTable, write_deltalake
+    from deltalake.exceptions import TableNotFoundError
+
+    source = pa.Table.from_pylist([row], METRICS_SCHEMA)
+    uri = lake.uri(METRICS_KEY)
+    try:
+        table = DeltaTable(uri, storage_options=storage_options)
+    except TableNotFoundError:
+        write_deltalake(uri, source, storage_options=storage_options)
+        return
+    (
+        table.merge(source, predicate="t.version = s.version", source_alias="s", target_alias="t")
+        .when_matched_update_all()
+        .when_not_matched_insert_all()
+        .execute()
+    )
+
+
+def record(lake: Lake, version: ModelVersion, storage_options: dict[str, str] | None = None) -> None:
+    """Write the version's entry and its metrics row and, if it is promoted, make it the champion."""
     lake.write_text(version_key(version.version), json.dumps(asdict(version), indent=2))
+    write_metrics(lake, metrics_row(version), storage_options)
     if version.promoted:
         lake.write_text(
             CHAMPION_KEY,

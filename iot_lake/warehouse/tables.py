@@ -219,6 +219,17 @@ TABLES: tuple[LakeTable, ...] = (
         "",
         description="Every status change of every case.",
     ),
+    # One row per trained forecaster, upserted by version (iot_lake/forecast/registry.py): small, unpartitioned.
+    LakeTable(
+        "models_forecast_metrics",
+        "models/forecast/metrics",
+        _cols(
+            "version string, trained_for date, trained_at timestamp, method string, mase double, coverage_80 double, "
+            "coverage_95 double, naive_method string, naive_mase double, promoted boolean, reason string"
+        ),
+        "",
+        description="Every trained forecast model's backtest scores and whether it was promoted to champion.",
+    ),
     LakeTable(
         "cases_feedback",
         CASES_FEEDBACK,
