@@ -599,8 +599,7 @@ def export(port, target):
 @click.option("--vpc-connection-arn", help="QuickSight VPC connection, for a cluster in private subnets.")
 def quicksight_deploy(account_id, region, principal, template_arn, dashboard_name, vpc_connection_arn, **redshift):
     """Create or update the QuickSight data source, a data set per mart of dashboards/ and the dashboard."""
-    import boto3
-
+    from iot_lake import aws
     from iot_lake.quicksight import Deployer, QuickSightError, deploy, redshift_from_env
 
     given = {
@@ -611,7 +610,7 @@ def quicksight_deploy(account_id, region, principal, template_arn, dashboard_nam
     }
     env = {**os.environ, **{k: v for k, v in given.items() if v}}
     try:
-        client = boto3.client("quicksight", region_name=region)
+        client = aws.client("quicksight", region_name=region)
         deployer = Deployer(client, account_id, principal, redshift_from_env(env), vpc_connection_arn)
         done = deploy(deployer, template_arn, dashboard_name)
     except QuickSightError as exc:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from iot_lake import aws
 from iot_lake.api import readings
 from iot_lake.curated.state import DEVICE_STATE
 from iot_lake.lake import Lake
@@ -51,10 +52,8 @@ class DynamoHotState:
     """The DynamoDB table the Dagster side pushes curated/device_state to."""
 
     def __init__(self, table_name: str, client=None, region: str | None = None):
-        import boto3
-
         self.table_name = table_name
-        self.client = client or boto3.client("dynamodb", region_name=region)
+        self.client = client or aws.client("dynamodb", region_name=region)
 
     def latest(self, device_id: str) -> list[dict]:
         rows, start = [], None
@@ -103,9 +102,7 @@ def from_item(item: dict) -> dict:
 def push_state(rows: Iterable[dict], table_name: str, client=None, region: str | None = None) -> dict[str, int]:
     """Write each state row unless DynamoDB already holds a reading at least as new; counts of
     ``written`` and ``kept`` (the stored reading was newer or the same)."""
-    import boto3
-
-    client = client or boto3.client("dynamodb", region_name=region)
+    client = client or aws.client("dynamodb", region_name=region)
     counts = {"written": 0, "kept": 0}
     for row in rows:
         item = to_item(row)
