@@ -166,7 +166,7 @@ def test_first_deploy_through_the_cli_creates_each_resource_once(monkeypatch):
         monkeypatch.setenv(var, value)
     rec = Recorded()
     _expect_first_deploy(rec.stub)
-    monkeypatch.setattr(boto3, "client", lambda service, region_name: rec.client)
+    monkeypatch.setattr(boto3, "client", lambda service, region_name, **kwargs: rec.client)
     args = ["--account-id", ACCOUNT, "--region", REGION, "--principal", PRINCIPAL, "--template-arn", TEMPLATE]
     with rec.stub:
         result = CliRunner().invoke(main, ["dashboards", "quicksight-deploy", *args])
@@ -249,7 +249,7 @@ def test_a_missing_template_is_a_clear_error_before_any_change(monkeypatch):
         monkeypatch.setenv(var, value)
     rec = Recorded()
     rec.stub.add_client_error("describe_template", "ResourceNotFoundException", http_status_code=404)
-    monkeypatch.setattr(boto3, "client", lambda service, region_name: rec.client)
+    monkeypatch.setattr(boto3, "client", lambda service, region_name, **kwargs: rec.client)
     args = ["--account-id", ACCOUNT, "--region", REGION, "--principal", PRINCIPAL, "--template-arn", TEMPLATE]
     with rec.stub:
         result = CliRunner().invoke(main, ["dashboards", "quicksight-deploy", *args])
