@@ -51,3 +51,13 @@ def test_recording_the_same_version_again_replaces_its_row(tmp_path):
     assert [r["version"] for r in rows] == ["forecast-2026-11-13", "forecast-2026-11-14"]
     assert (rows[1]["mase"], rows[1]["promoted"]) == (0.9, False)
     assert registry.champion(lake)["version"] == "forecast-2026-11-14"  # the champion file is untouched by it
+
+
+def test_a_score_the_backtest_could_not_give_is_null_not_nan(tmp_path):
+    # The main job's young fleet: the fallback was scored (MASE) at one origin with no calibrated day
+    # before it, so its coverage is NaN; stored as NaN, dbt's 0..1 range test on it failed the warehouse.
+    lake = Lake(str(tmp_path))
+    scored = [{"model": "seasonal_naive", "mase": 0.5, "coverage_80": float("nan"), "coverage_95": float("nan")}]
+    registry.record(lake, _version("forecast-2026-11-15", "2026-11-15", scored, "seasonal_naive"))
+    (row,) = _rows(lake)
+    assert row["mase"] == 0.5 and row["coverage_80"] is None and row["coverage_95"] is None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from typing import BinaryIO
@@ -127,14 +128,20 @@ def metrics_row(version: ModelVersion, trained_at: datetime | None = None) -> di
         "trained_for": date.fromisoformat(version.trained_for),
         "trained_at": trained_at.astimezone(UTC).replace(tzinfo=None),
         "method": version.method,
-        "mase": version.mase,
-        "coverage_80": chosen.get("coverage_80"),
-        "coverage_95": chosen.get("coverage_95"),
+        "mase": _number(version.mase),
+        "coverage_80": _number(chosen.get("coverage_80")),
+        "coverage_95": _number(chosen.get("coverage_95")),
         "naive_method": naive.get("model"),
-        "naive_mase": naive.get("mase"),
+        "naive_mase": _number(naive.get("mase")),
         "promoted": version.promoted,
         "reason": version.reason,
     }
+
+
+def _number(value) -> float | None:
+    """NaN (a score the backtest could not give: no calibrated day) is stored as null: SQL engines
+    sort NaN above every number, so the warehouse's range tests would fail on it."""
+    return None if value is None or math.isnan(value) else float(value)
 
 
 def write_metrics(lake: Lake, row: dict, storage_options: dict[str, str] | None = None) -> None:
