@@ -173,15 +173,20 @@ class _AwsSink(Sink):
     service: str
 
     def __init__(self, region: str | None = None, client: Any = None):
-        self.region, self._client = region, client
+        self.region = region
+        self._clients: dict[str, Any] = {} if client is None else {self.service: client}
 
     @property
     def client(self) -> Any:
-        if self._client is None:
+        return self.aws_client(self.service)
+
+    def aws_client(self, service: str) -> Any:
+        """The sink's client of a service, made on first use (a sink that is never used calls nothing)."""
+        if service not in self._clients:
             from iot_lake.aws import client
 
-            self._client = client(self.service, self.region)
-        return self._client
+            self._clients[service] = client(service, self.region)
+        return self._clients[service]
 
 
 class CloudWatchSink(_AwsSink):
@@ -302,7 +307,9 @@ class IncidentManagerSink(_AwsSink):
         cloudwatch: Any = None,
     ):
         super().__init__(region, client)
-        self.response_plan_arn, self._cloudwatch = response_plan_arn, cloudwatch
+        self.response_plan_arn = response_plan_arn
+        if cloudwatch is not None:
+            self._clients["cloudwatch"] = cloudwatch
         # With the stack's deviation alarms (deploy/cdk): one incident per series whichever starts it.
         self.link_alarm_incidents = link_alarm_incidents
 
@@ -329,11 +336,7 @@ class IncidentManagerSink(_AwsSink):
 
     @property
     def cloudwatch(self) -> Any:
-        if self._cloudwatch is None:
-            from iot_lake.aws import client
-
-            self._cloudwatch = client("cloudwatch", self.region)
-        return self._cloudwatch
+        return self.aws_client("cloudwatch")
 
     def _start_case_incident(self, event: OutboxEvent, tag: str = "") -> str:
         p = event.payload
