@@ -442,6 +442,11 @@ def _error(exc: CaseError) -> str:
     return f"no case {exc.args[0]}" if isinstance(exc, CaseNotFound) else str(exc)
 
 
+# `iot-lake api --rate-limit`, handed to the server's workers (each builds its app in its own process).
+RATE_LIMIT_VAR = "IOT_LAKE_API_RATE_LIMIT"
+DEFAULT_RATE_LIMIT = 20
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
@@ -453,12 +458,20 @@ def _error(exc: CaseError) -> str:
     help="Server processes (one core each at most: Python serves a process's requests one at a time). "
     "Rate limits are per process.",
 )
-def api(host, port, workers):
+@click.option(
+    "--rate-limit",
+    default=DEFAULT_RATE_LIMIT,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Requests per second and key (per process) before answers are 429.",
+)
+def api(host, port, workers, rate_limit):
     """Serve the API (devices, their state and series, cases; OpenAPI at /openapi.json) and the operator
     workbench (/workbench) over this environment's case store and lake."""
     import uvicorn
 
     _settings()  # a setting that does not hold fails here, not in each worker
+    os.environ[RATE_LIMIT_VAR] = str(rate_limit)  # the workers build the app themselves: they inherit it
     # Workers import the app themselves, so it is named, not passed; each builds its own.
     uvicorn.run("iot_lake.cli:api_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
@@ -472,7 +485,8 @@ def api_app():
     options = {"AWS_REGION": settings.aws_region} if settings.aws_region else {}
     if settings.lake_root.startswith("s3://"):
         options.update(delta_storage_options(settings.kms_key_id))
-    return create_app(settings.cases_url, settings.lake_root, delta_options=options or None)
+    per_second = int(os.environ.get(RATE_LIMIT_VAR, DEFAULT_RATE_LIMIT))
+    return create_app(settings.cases_url, settings.lake_root, delta_options=options or None, per_second=per_second)
 
 
 @main.group("api-keys")

@@ -5,6 +5,7 @@
 #                             screenshot (Debian packages), and
 #                             .venv-jvm, classic PySpark for the JVM parity test (tests/test_jvm_parity.py),
 #                             and the CDK CLI in deploy/cdk/node_modules (npm ci; tests/test_cdk_stack.py)
+#                             and autocannon in benchmarks/api/loadgen/node_modules (npm ci; benchmarks/api)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -58,8 +59,12 @@ if [ "${1:-}" = "--test" ]; then
   if command -v npm >/dev/null; then
     (cd deploy/cdk && npm ci --no-audit --no-fund --silent) \
       || echo "setup: could not install the CDK CLI; tests/test_cdk_stack.py synthesizes without it" >&2
+    # The API benchmark's load generator (autocannon, pinned by its package-lock.json): a Python one
+    # tops out near the rate the benchmark needs on 2 cores (benchmarks/api/run.py).
+    (cd benchmarks/api/loadgen && npm ci --no-audit --no-fund --silent) \
+      || echo "setup: could not install autocannon; benchmarks/api cannot run" >&2
   else
-    echo "setup: no npm; tests/test_cdk_stack.py synthesizes the stack without the CDK CLI" >&2
+    echo "setup: no npm; tests/test_cdk_stack.py synthesizes the stack without the CDK CLI, and benchmarks/api cannot run" >&2
   fi
 
   # Classic (JVM) PySpark conflicts with pyspark-client in .venv, so it gets a venv of its own holding
