@@ -378,3 +378,19 @@ def test_the_state_answer_is_as_its_model_writes_it(served):
         body = client.get("/devices/dev-001/state", headers=auth(tokens["read"])).json()
         assert body["metrics"] and body["active_cases"]
         assert body == DeviceState.model_validate(body).model_dump(mode="json")
+
+
+def test_every_answer_says_no_store(served):
+    """Case states change under an operator's feet: no cache (a browser's, a proxy's) may keep an answer,
+    a refusal or the workbench."""
+    client, _, _, tokens = served
+    answers = [
+        client.get("/health"),
+        client.get("/cases", headers=auth(tokens["read"])),
+        client.get("/devices/dev-001/state", headers=auth(tokens["read"])),
+        client.get("/devices/dev-404/state", headers=auth(tokens["read"])),
+        client.get("/cases"),
+        client.get("/workbench"),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 404, 401, 200]
+    assert all(a.headers.get_list("cache-control") == ["no-store"] for a in answers)

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -320,14 +320,30 @@ def create_app(
 
     app.mount("/workbench/static", StaticFiles(directory=WORKBENCH), name="workbench")
 
-    @app.middleware("http")
-    async def no_store(request: Request, call_next):
-        response = await call_next(request)
-        response.headers["Cache-Control"] = "no-store"  # case states change under an operator's feet
-        return response
-
+    app.add_middleware(NoStore)
     app.state.store, app.state.keys = store, keys
     return app
+
+
+class NoStore:
+    """``Cache-Control: no-store`` on every answer: case states change under an operator's feet. Plain
+    ASGI: Starlette's ``@app.middleware("http")`` runs each request through a task and memory streams
+    of its own, a cost every request paid."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_no_store(message):
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"cache-control"]
+                message = {**message, "headers": [*kept, (b"cache-control", b"no-store")]}
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
 
 
 SINCE = "Only incidents starting at or after this time (ISO 8601; UTC unless it has an offset)."
