@@ -23,6 +23,7 @@ import schemathesis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from pyrate_limiter.abstracts.bucket import Leaker
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from benchmarks.dagster_dev import free_port
@@ -157,6 +158,18 @@ def test_requests_are_rate_limited_per_key(tmp_path):
     codes = [client.get("/cases", headers=auth(tokens["read"])).status_code for _ in range(5)]
     assert codes[:3] == [200] * 3 and 429 in codes[3:]
     assert client.get("/cases", headers=auth(tokens["operator"])).status_code == 200  # another key is not slowed
+
+
+def test_a_keys_limiter_is_made_once_not_per_request(served, monkeypatch):
+    """A limiter starts a thread of its own (pyrate-limiter's leaker): one per key, not one per request."""
+    client, _, _, tokens = served
+    started: list[str] = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda thread: (started.append(thread.name), start(thread))[1])
+    for _ in range(10):
+        for scope in ("read", "operator"):
+            assert client.get("/cases", headers=auth(tokens[scope])).status_code == 200
+    assert started.count(Leaker.name) <= 2
 
 
 def test_devices_come_from_the_newest_registry_snapshot(served):

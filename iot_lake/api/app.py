@@ -9,6 +9,7 @@ cases. Requests are rate limited per key.
 
 import base64
 import binascii
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -177,6 +178,7 @@ def create_app(
     tables = readings.DeltaTables(lake, delta_options)  # kept open between requests, always at their newest
     states = StateCache(tables, MetricState, state or DeltaHotState(tables))
     limiters: dict[str, Limiter] = {}  # one per key: a noisy client never slows another down
+    limits_made = threading.Lock()
     bearer, header = HTTPBearer(auto_error=False), APIKeyHeader(name="X-API-Key", auto_error=False)
 
     def caller(
@@ -186,10 +188,18 @@ def create_app(
         found = keys.verify(credentials.credentials if credentials else api_key)
         if found is None:
             raise HTTPException(401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
-        limiter = limiters.setdefault(found.key_id, Limiter(Rate(per_second, Duration.SECOND)))
+        limiter = limiters.get(found.key_id) or limiter_of(found.key_id)
         if not limiter.try_acquire(found.key_id, blocking=False):
             raise HTTPException(429, "too many requests for this key", headers={"Retry-After": "1"})
         return found
+
+    def limiter_of(key_id: str) -> Limiter:
+        # Made once per key: a Limiter starts a thread of its own (its leaker), and building one per
+        # request (as ``setdefault``'s argument would) started a thread per request.
+        with limits_made:
+            if key_id not in limiters:
+                limiters[key_id] = Limiter(Rate(per_second, Duration.SECOND))
+            return limiters[key_id]
 
     def reader(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
         return key  # every valid key reads

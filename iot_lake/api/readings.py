@@ -37,8 +37,9 @@ class DeltaTables:
 
     Opening a table replays its log from the last checkpoint, and the tables read here take a commit
     every run (the hot state one an hour), so opening them afresh was most of a request's time. Before
-    each read a kept table is brought up to its newest commit (``update_incremental`` reads only the
-    commits after the one held), so a commit is visible to the next request: nothing is served stale.
+    each read a kept table is brought up to its newest commit when it has one after the version held
+    (``update_incremental`` then reads only the newer commits), so a commit is visible to the next
+    request: nothing is served stale.
     What is derived from a whole version (the fleet's hot state, every device's band of a 5-minute
     bucket) is kept with the version it came from (``derived``). Safe across the server's threads: a
     table is updated, listed and derived from under its own lock; a dataset's rows are read outside it."""
@@ -68,8 +69,16 @@ class DeltaTables:
             return None
         lock, table = opened
         with lock:
-            table.update_incremental()
+            if self._committed_after(key, table.version()):
+                table.update_incremental()
             return read(table)
+
+    def _committed_after(self, key: str, version: int) -> bool:
+        """Whether the table has a commit after ``version``: its next commit file exists. A commit
+        appears whole under that name (delta-rs writes it put-if-absent) and versions are consecutive,
+        so one stat (one HEAD on S3) tells; ``update_incremental`` lists the log each time it is
+        called, a cost every request of the state route paid twice."""
+        return self.lake.exists(f"{key}/_delta_log/{version + 1:020d}.json")
 
     def derived(self, key: str, what: Hashable, compute: Callable):
         """``compute(table)`` at the table's newest version, computed once per version and ``what``:
