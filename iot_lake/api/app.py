@@ -26,6 +26,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, Field
 from pyrate_limiter import Duration, Limiter, Rate
+from starlette.concurrency import run_in_threadpool
 
 from iot_lake.api import readings
 from iot_lake.api.hot_state import DeltaHotState, HotState
@@ -180,12 +181,13 @@ def create_app(
     limiters: dict[str, Limiter] = {}  # one per key: a noisy client never slows another down
     limits_made = threading.Lock()
     bearer, header = HTTPBearer(auto_error=False), APIKeyHeader(name="X-API-Key", auto_error=False)
+    blocking = _inline if _answers_at_once(lake, cases_url) else run_in_threadpool
 
-    def caller(
+    async def caller(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         api_key: Annotated[str | None, Depends(header)],
     ) -> ApiKey:
-        found = keys.verify(credentials.credentials if credentials else api_key)
+        found = await blocking(keys.verify, credentials.credentials if credentials else api_key)
         if found is None:
             raise HTTPException(401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
         limiter = limiters.get(found.key_id) or limiter_of(found.key_id)
@@ -201,17 +203,18 @@ def create_app(
                 limiters[key_id] = Limiter(Rate(per_second, Duration.SECOND))
             return limiters[key_id]
 
-    def reader(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+    # Async (no I/O): a sync dependency costs a hop to the threadpool and back, each request.
+    async def reader(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
         return key  # every valid key reads
 
-    def operator(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+    async def operator(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
         if not key.allows(OPERATOR):
             raise HTTPException(403, f"key {key.name!r} has scope {READ}: acting on cases needs {OPERATOR}")
         return key
 
     @app.get("/health", response_model=Health)
-    def health() -> dict:
-        newest = newest_curated(tables)
+    async def health() -> dict:
+        newest = await blocking(newest_curated, tables)
         age = (clock() - newest).total_seconds() if newest else None
         return {"status": "ok", "newest_curated": newest.isoformat() if newest else None, "age_seconds": age}
 
@@ -281,11 +284,14 @@ def create_app(
         return found[0]
 
     @app.get("/devices/{device_id}/state", response_model=DeviceState, responses={**ERRORS, **NOT_FOUND})
-    def device_state(_: Annotated[ApiKey, Depends(reader)], device_id: Annotated[str, DEVICE_PATH]) -> Response:
+    async def device_state(_: Annotated[ApiKey, Depends(reader)], device_id: Annotated[str, DEVICE_PATH]) -> Response:
+        body = await blocking(state_of, device_id)
+        return Response(body, media_type="application/json")  # built as DeviceState: not validated again
+
+    def state_of(device_id: str) -> bytes:
         device, now = known_device(device_id), clock()
         active = [summary_json(c) for c in store.summaries(device_id=device_id) if c["status"] in ACTIVE]
-        body = states.answer(device_id, device["site_id"], now, active)
-        return Response(body, media_type="application/json")  # built as DeviceState: not validated again
+        return states.answer(device_id, device["site_id"], now, active)
 
     @app.get(
         "/devices/{device_id}/series",
@@ -429,6 +435,18 @@ def _aware(value: datetime) -> datetime:
 
 def _minute() -> int:
     return int(time.time() // 60)
+
+
+def _answers_at_once(lake: Lake, cases_url: str) -> bool:
+    """Whether the lake is local files and the case store SQLite: then a request's reads (a stat, an
+    indexed SELECT) take microseconds, less than handing them to a worker thread and back, which under
+    load also queues them behind the GIL's switch interval; so the hot routes read on the event loop.
+    Over a network (S3, PostgreSQL) a read waits on a round trip and must not hold the loop."""
+    return lake.is_local and cases_url.startswith("sqlite")
+
+
+async def _inline(call: Callable, *args):
+    return call(*args)
 
 
 def newest_curated(tables: readings.DeltaTables) -> datetime | None:
