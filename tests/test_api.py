@@ -407,3 +407,19 @@ def test_every_answer_says_no_store(served):
     ]
     assert [a.status_code for a in answers] == [200, 200, 200, 404, 401, 200]
     assert all(a.headers.get_list("cache-control") == ["no-store"] for a in answers)
+
+
+def test_what_is_read_from_the_store_is_kept_until_another_process_commits(tmp_path):
+    """The key checks and active cases are kept while SQLite's data_version stands still; a commit of
+    any other connection, here another process (the CLI, the detector), moves it."""
+    from iot_lake.api.unchanged import Unchanged
+
+    path = tmp_path / "cases.sqlite"
+    with sa.create_engine(f"sqlite:///{path}").begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    kept = Unchanged(f"sqlite:///{path}")
+    assert kept.get("k", lambda: 1) == 1 and kept.get("k", lambda: 2) == 1
+    write = f"import sqlite3; c = sqlite3.connect({str(path)!r}); c.execute('INSERT INTO t VALUES (1)'); c.commit()"
+    subprocess.run([sys.executable, "-c", write], check=True)
+    assert kept.get("k", lambda: 3) == 3
+    assert Unchanged("postgresql://u@localhost/cases").get("k", lambda: 4) == 4  # no counter: always read

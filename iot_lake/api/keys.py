@@ -43,7 +43,7 @@ class ApiKey:
         return self.scope == OPERATOR or scope == READ
 
 
-def _digest(key: str) -> str:
+def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -60,7 +60,7 @@ class ApiKeys:
             raise ValueError("a key needs a name of 1 to 64 characters (who or what uses it)")
         key_id = secrets.token_hex(4)
         key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-        row = dict(key_id=key_id, name=name, scope=scope, key_sha256=_digest(key), created_at=datetime.now(UTC))
+        row = dict(key_id=key_id, name=name, scope=scope, key_sha256=digest(key), created_at=datetime.now(UTC))
         with self.engine.begin() as conn:
             conn.execute(api_keys.insert().values(**row))
         return key
@@ -69,7 +69,7 @@ class ApiKeys:
         """The key's identity, or None for a missing, unknown or revoked key."""
         if not key or not key.startswith(PREFIX) or len(key) > 200:
             return None
-        query = sa.select(api_keys).where(api_keys.c.key_sha256 == _digest(key), api_keys.c.revoked_at.is_(None))
+        query = sa.select(api_keys).where(api_keys.c.key_sha256 == digest(key), api_keys.c.revoked_at.is_(None))
         with reading(self.engine).connect() as conn:
             row = conn.execute(query).first()
         return ApiKey(row.key_id, row.name, row.scope) if row else None
