@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter
 from pyrate_limiter import Duration, Limiter, Rate
 from starlette.concurrency import run_in_threadpool
 
@@ -63,6 +63,9 @@ class CaseOut(BaseModel):
     max_score: float
     reopen_count: int
     site_incident: str | None
+
+
+CASE_LIST = TypeAdapter(list[CaseOut])
 
 
 class HistoryOut(BaseModel):
@@ -228,22 +231,27 @@ def create_app(
         return {"status": "ok", "newest_curated": newest.isoformat() if newest else None, "age_seconds": age}
 
     @app.get("/cases", response_model=list[CaseOut], responses=ERRORS)
-    def list_cases(
+    async def list_cases(
         _: Annotated[ApiKey, Depends(reader)],
         status: Literal[STATUSES] | None = None,
         site: Annotated[str | None, Query(max_length=64)] = None,
         severity: Literal[SEVERITIES] | None = None,
         since: Annotated[datetime | None, BeforeValidator(_iso_8601), Query(description=SINCE)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    ) -> list[dict]:
+    ) -> Response:
+        asked = ("cases", status, site, severity, since and _aware(since), limit)
+        body = await blocking(unchanged.get, asked, lambda: cases_body(*asked[1:]))
+        return Response(body, media_type="application/json")  # validated as list[CaseOut] once per answer
+
+    def cases_body(status, site, severity, since, limit) -> bytes:
         found = [
             case
             for case in store.summaries(status)
             if (site is None or case["site_id"] == site)
             and (severity is None or case["severity"] == severity)
-            and (since is None or case["incident_start"] >= _aware(since))
+            and (since is None or case["incident_start"] >= since)
         ]
-        return [summary_json(case) for case in found[:limit]]
+        return CASE_LIST.dump_json(CASE_LIST.validate_python([summary_json(case) for case in found[:limit]]))
 
     @app.get("/cases/{key}", response_model=CaseDetail, responses={**ERRORS, **NOT_FOUND})
     def get_case(_: Annotated[ApiKey, Depends(reader)], key: Annotated[str, KEY_PATH]) -> dict:
