@@ -172,9 +172,12 @@ Notes on the individual benchmarks:
 - `sensor` alternates the ticks of the two lakes (median of 60; `--quick`: 7 days, 10 ticks), so both
   see the same load; it takes seconds. It runs on a local directory: on S3 each listed folder is a
   LIST request, so the history's weight is larger there and the open-hours listing matters more.
-- `api` runs the clients (httpx, asyncio) in the benchmark's process on the same cores as the server,
-  one read key each (the API rate limits per key: 20 requests a second), over the registry's devices
-  in turn; each route's table row says how much of a core the clients took. A closed loop with no
+- `api` runs the clients with autocannon (Node.js, `benchmarks/api/loadgen`, installed by
+  `scripts/setup.sh --test`; a Python client topped out near 400 requests a second on 2 cores) on
+  the same cores as the server, one read key each (the server's limit per key is raised past what a
+  client sends: the limiter runs, but throttles none), over the registry's devices in turn; each
+  route's table row says how much of a core the clients took, and the same clients first drive a
+  trivial ASGI app for as long: the generator's ceiling in the same run. A closed loop with no
   pause keeps 50 requests in the server at all times, so the latencies are mostly queueing: about
   50 divided by the requests per second (Little's law). `--lake` serves a lake the main job already
   ran on; `--quick` is 5 s per route.
