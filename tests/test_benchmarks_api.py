@@ -42,3 +42,42 @@ def test_the_generators_ceiling_is_reported_beside_health_and_not_judged():
     health = results["requests/s of /health"]
     assert (health.value, health.reference_value, health.target) == pytest.approx((10, 40, None))
     assert results["non-2xx answers, all routes"].value == 0  # the trivial app's are not the API's
+
+
+def test_the_load_generator_sends_each_clients_key_over_every_path_and_counts_refusals():
+    """benchmarks/api/loadgen/drive.js (autocannon) against a small server: each connection sends its
+    own key, every path is asked for, and a non-2xx answer is an error of its status."""
+    import shutil
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from benchmarks.api.run import LOADGEN, drive
+
+    if not LOADGEN.exists() or shutil.which("node") is None:
+        pytest.skip("no autocannon in benchmarks/api/loadgen (scripts/setup.sh --test installs it)")
+    seen: set[tuple[str, str | None]] = set()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the API's server
+
+        def do_GET(self):
+            key = self.headers.get("Authorization")
+            seen.add((self.path, key))
+            self.send_response(200 if key == "Bearer good" else 401)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        phase = drive(base, "state", ["/a", "/b"], ["good", "bad", None], 1.0)
+    finally:
+        server.shutdown()
+    assert seen == {(p, k) for p in ("/a", "/b") for k in ("Bearer good", "Bearer bad", None)}
+    assert phase.requests > 0 and set(phase.errors) == {"401"}
+    assert 0 < phase.errors["401"] < phase.requests and phase.client_cpu > 0
