@@ -297,7 +297,10 @@ def test_the_cli_creates_keys_and_serves_themake_app(tmp_path):
     assert bad.returncode != 0 and "name" in bad.stderr
     port = free_port()
     server = subprocess.Popen(
-        [*cli, "api", "--port", str(port), "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [*cli, "api", "--port", str(port), "--workers", "2", "--rate-limit", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -314,6 +317,9 @@ def test_the_cli_creates_keys_and_serves_themake_app(tmp_path):
         # The workbench's files ship with the package and are served from it.
         assert "workbench.js" in requests.get(f"{base}/workbench", timeout=5).text
         assert requests.get(f"{base}/workbench/static/workbench.js", timeout=5).status_code == 200
+        with requests.Session() as session:  # one connection, so one worker: --rate-limit 1 reached it
+            codes = [session.get(f"{base}/cases", headers=auth(token), timeout=5).status_code for _ in range(4)]
+        assert 429 in codes
     finally:
         server.terminate()
         server.wait(timeout=10)
