@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
+from iot_lake.curated.precedence import PERIOD_KEY, displace_historian, historian_dates, with_period
 from iot_lake.curated.records import Record, Registry, Rejection, parse_line
 from iot_lake.curated.state import DEVICE_STATE, refresh_state
 from iot_lake.curated.typical import RegistryIndex, parse_typical
@@ -276,6 +277,7 @@ class CurateReport:
     quarantined: int = 0
     unreadable_objects: int = 0
     late_records: int = 0
+    historian_displaced: int = 0  # historian rows of the periods this telemetry covers (a batch's on its first hour)
     event_dates: list[str] = field(default_factory=list)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -585,6 +587,8 @@ def curate_batch(
         curated.create(new.select(*CURATED_COLUMNS))
     elif new_counts:
         curated.insert_new(new.select(*CURATED_COLUMNS), on=("event_date", *NATURAL_KEY))
+    if new_counts:
+        by_id[min(by_id)].historian_displaced = _displace_history(spark, lake, new, stats, table_format)
 
     rejected = parsed.where(F.col("status") != "ok").select(*QUARANTINE_COLUMNS)
     for conflicting in conflicts:
@@ -608,6 +612,21 @@ def curate_batch(
         quarantined.create(quarantine)
     lake.delete(staging, recursive=True)
     return list(reports.values())
+
+
+def _displace_history(spark, lake: Lake, new, stats, table_format: str) -> int:
+    """Telemetry wins where the historian has the same period (iot_lake.curated.precedence): only
+    in event dates the history job marked, so a batch without history costs an existence check
+    per event date."""
+    from pyspark.sql import functions as F
+
+    dates = historian_dates(lake, {d for s in stats for d in s["dates"]})
+    if not dates:
+        return 0
+    periods = with_period(new.where(F.col("event_date").isin(dates)).select("device_id", "metric", "event_ts"))
+    return displace_historian(
+        spark, lake, CURATED_TELEMETRY, periods.select(*PERIOD_KEY).distinct(), dates, table_format
+    )
 
 
 STATE = "state"

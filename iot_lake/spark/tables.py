@@ -62,6 +62,10 @@ class SparkDeltaTable(_Table):
         ``newer`` (over ``t``, the table's row, and ``s``, the new one) is true."""
         self._merge(df, on, f"WHEN MATCHED AND ({newer}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
 
+    def delete_matching(self, df, on: Sequence[str]) -> None:
+        """Delete the table's rows whose ``on`` columns match a row of ``df``."""
+        self._merge(df, on, "WHEN MATCHED THEN DELETE")
+
     def replace(self, df, where: str) -> None:
         """The table's rows for which the SQL predicate ``where`` is true become the rows of ``df``."""
         # delta-spark keeps a row whose predicate is NULL (as DELETE does); Sail 0.7 deletes it.
@@ -108,6 +112,10 @@ class SparkParquetTable(_Table):
         matched = df.alias("s").join(current.alias("t"), condition, "left")
         winners = matched.where(F.col(f"t.{on[0]}").isNull() | F.expr(newer)).select("s.*")
         self._rewrite(current.join(winners.select(*on), list(on), "left_anti"), winners)
+
+    def delete_matching(self, df, on: Sequence[str]) -> None:
+        kept = self.read().join(df.select(*on).distinct(), list(on), "left_anti")
+        self._rewrite(kept, kept.limit(0))
 
     def replace(self, df, where: str) -> None:
         self._rewrite(self.read().where(f"NOT (({where}) IS TRUE)"), df)
