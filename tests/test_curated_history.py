@@ -419,3 +419,40 @@ def test_fast_path_gives_parse_readings_verdict_on_every_row(lake, base, spark):
 def test_missing_inputs_fail_with_a_clear_message(lake, spark):
     with pytest.raises(RuntimeError, match="materialize landing/historical_readings"):
         curate_days(spark, lake, [DAY2])
+
+
+def test_the_asset_reports_accounting_and_drift_as_checks_through_dagster(lake, base, spark):
+    """Materialized through Dagster for a range of extract days (one run, one Spark session): the
+    row accounting passes, and a part with a new column curates and warns with the difference."""
+    from dagster import AssetCheckSeverity, DagsterInstance, materialize
+
+    from assets.curated.history import CURATED_HISTORY_KEY, curated_historical_readings
+    from jobs.main import RANGE_END, RANGE_START
+    from resources.lake import LakeResource
+    from resources.spark import SparkRunner
+
+    _, fleet = base
+    imperfect_extract(lake, fleet)
+    _rewrite_part(lake, DRIFTS["added"][0])
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            [curated_historical_readings],
+            instance=instance,
+            tags={RANGE_START: str(DAY1), RANGE_END: str(DAY2)},
+            resources={"lake": LakeResource(root=lake.url), "spark": SparkRunner(mode="local")},
+        )
+        assert result.success
+        assert instance.get_materialized_partitions(CURATED_HISTORY_KEY) == {str(DAY1), str(DAY2)}
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["row_accounting"].passed
+    schema = checks["landed_schema"]
+    assert not schema.passed and schema.severity == AssetCheckSeverity.WARN
+    [kind] = schema.metadata["differences"].value["kinds"]
+    assert kind == {"added": {"quality": "string"}, "files": [_part(lake, DAY1)]}
+    materializations = result.asset_materializations_for_node("curated__historical_readings")
+    assert len(materializations) == 2  # the run's one report, on each day of its range
+    metadata = {k: v.value for k, v in materializations[0].metadata.items()}
+    assert metadata["quarantined"] == 6 and metadata["drifted_files"] == 1
+    # One run of both days: DAY2's correction is new, the rest of its reading copies duplicates.
+    assert (metadata["curated_new"], metadata["curated_updated"]) == (len(day1_rows(lake)) + 2, 0)
+    assert (metadata["duplicates_in_batch"], metadata["dagster/row_count"]) == (3, metadata["curated_new"])
