@@ -57,12 +57,12 @@ from iot_lake.curated.precedence import (
     with_period,
 )
 from iot_lake.curated.records import CLOCK_TOLERANCE, MAX_HISTORY_AGE, Record, Registry, parse_reading
-from iot_lake.curated.telemetry_job import CURATED_COLUMNS, CURATED_TELEMETRY, _staged, load_registry, quarantine_rate
+from iot_lake.curated.telemetry_job import CURATED_COLUMNS, CURATED_TELEMETRY, load_registry, quarantine_rate
 from iot_lake.curated.typical import RegistryIndex
 from iot_lake.lake import Lake, latest_registry_day
 from iot_lake.sources.readings import READINGS_SCHEMA, readings_manifest_key
 from iot_lake.spark.session import spark_session
-from iot_lake.spark.tables import TABLE_FORMATS, open_table
+from iot_lake.spark.tables import TABLE_FORMATS, open_table, staged
 
 ASSET_KEY = "curated/historical_readings"
 QUARANTINE_HISTORIAN = "quarantine/historian"
@@ -456,7 +456,7 @@ def curate_days(
         keys = sorted(parts)
         keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(max(1, min(len(keys), 64)))
         parsed = keys_df.mapInArrow(validate_parts(lake.url, storage_options or {}, parts, registries), PARSED_DDL)
-        parsed = _staged(spark, parsed, lake.uri(f"{staging}/parsed"))
+        parsed = staged(spark, parsed, lake.uri(f"{staging}/parsed"))
         _curate_parsed(spark, lake, parsed, parts, reports, run, staging, table_format)
     _replace_quarantine(spark, lake, days, parsed, table_format)
     lake.delete(staging, recursive=True)
@@ -489,7 +489,7 @@ def _curate_parsed(spark, lake: Lake, parsed, parts: dict, reports: dict, run: H
         report.quarantine_reasons = dict(sorted(reasons[day].items()))
 
     valid = parsed.where(F.col("status") == "ok").select(*CURATED_COLUMNS, "row_number", "landing_date")
-    later = _staged(spark, superseded_copies(valid), lake.uri(f"{staging}/later"))
+    later = staged(spark, superseded_copies(valid), lake.uri(f"{staging}/later"))
     for r in later.groupBy("landing_date").count().collect():
         by_day[r["landing_date"].isoformat()].duplicates_in_batch = r["count"]
     kept = valid.join(later.select(*ROW_ID), list(ROW_ID), "left_anti")
@@ -503,7 +503,7 @@ def _curate_parsed(spark, lake: Lake, parsed, parts: dict, reports: dict, run: H
         in_range = curated.read().where(F.col("event_date").isin(dates))
         # Whole periods: telemetry in the first and last readings' periods counts.
         in_range = in_range.where(F.col("event_ts").between(lo - timedelta(minutes=15), hi + timedelta(minutes=15)))
-        periods = _staged(spark, telemetry_periods(in_range, dates), lake.uri(f"{staging}/periods"))
+        periods = staged(spark, telemetry_periods(in_range, dates), lake.uri(f"{staging}/periods"))
         if periods.limit(1).count():
             kept_periods = with_period(kept)
             overlapped = kept_periods.join(periods, list(PERIOD_KEY), "left_semi")
@@ -532,7 +532,7 @@ def _curate_parsed(spark, lake: Lake, parsed, parts: dict, reports: dict, run: H
         classified = joined.withColumn("_fate", fate)
     else:
         classified = kept.withColumn("_fate", F.lit("new"))
-    written = _staged(
+    written = staged(
         spark,
         classified.where(F.col("_fate") != "duplicate").select(*CURATED_COLUMNS, "landing_date", "_fate"),
         lake.uri(f"{staging}/written"),

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from iot_lake.curated.aggregates import refresh_buckets
 from iot_lake.lake import HISTORIAN_PREFIX, Lake
-from iot_lake.spark.tables import open_table
+from iot_lake.spark.tables import open_table, staged
 
 PERIOD_SECONDS = 15 * 60
 # A historian row is known by where it came from, never by what a sender could write in a payload.
@@ -74,15 +74,13 @@ def displace_historian(spark, lake: Lake, curated_key: str, periods, dates: list
     ``curated_key`` and recompute their aggregate buckets without them; the rows displaced."""
     from pyspark.sql import functions as F
 
-    from iot_lake.curated.telemetry_job import _staged
-
     table = open_table(spark, lake, curated_key, "event_date", table_format)
     if not dates or not table.exists():
         return 0
     curated = table.read().where(F.col("event_date").isin(dates))
     historian = with_period(curated.where(is_historian()).select(*ROW_KEY))
     staging = f"curated/_staging/displaced/{dates[0]}-{dates[-1]}"
-    displaced = _staged(
+    displaced = staged(
         spark, historian.join(periods.select(*PERIOD_KEY), list(PERIOD_KEY), "left_semi"), lake.uri(staging)
     )
     count = displaced.count()

@@ -59,6 +59,7 @@ from iot_lake.sources.telemetry import (
 )
 from iot_lake.spark.session import spark_session
 from iot_lake.spark.tables import TABLE_FORMATS, open_table
+from iot_lake.spark.tables import staged as _staged
 
 CURATED_TELEMETRY = "curated/telemetry"
 QUARANTINE_TELEMETRY = "quarantine/telemetry"
@@ -385,17 +386,6 @@ def _conflict_rows(df):
 def _hour_counts(df) -> Counter:
     """Rows per landing hour (epoch seconds), as the reports count them."""
     return Counter({r["hour"]: r["count"] for r in df.groupBy(_hour_id("landing_hour")).count().collect()})
-
-
-def _staged(spark, df, uri: str):
-    """Write an intermediate result once and read it back, so later steps do not recompute it."""
-    # Snappy: staging lives for one run, so writing fast beats the lake's denser default codec.
-    df.write.mode("overwrite").option("compression", "snappy").parquet(uri)
-    staged = spark.read.parquet(uri)
-    # Sail writes an empty result as no file, which reads back without columns. (Reading with the
-    # schema instead would type its timestamps by the session time zone, not as the files have them,
-    # and Sail's Delta writes then refuse to mix the two.)
-    return staged if staged.columns else spark.createDataFrame([], df.schema)
 
 
 def read_inventory(lake: Lake, hour: datetime) -> dict:

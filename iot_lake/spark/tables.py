@@ -131,6 +131,17 @@ class SparkParquetTable(_Table):
         self.lake.delete(scratch, recursive=True)
 
 
+def staged(spark, df, uri: str):
+    """Write an intermediate result once and read it back, so later steps do not recompute it."""
+    # Snappy: staging lives for one run, so writing fast beats the lake's denser default codec.
+    df.write.mode("overwrite").option("compression", "snappy").parquet(uri)
+    back = spark.read.parquet(uri)
+    # Sail writes an empty result as no file, which reads back without columns. (Reading with the
+    # schema instead would type its timestamps by the session time zone, not as the files have them,
+    # and Sail's Delta writes then refuse to mix the two.)
+    return back if back.columns else spark.createDataFrame([], df.schema)
+
+
 def open_table(
     spark, lake: Lake, key: str, partition_by: str | None, table_format: str = "delta"
 ) -> SparkDeltaTable | SparkParquetTable:
