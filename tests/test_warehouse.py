@@ -36,6 +36,7 @@ from iot_lake.lake import (
     weather_day_prefix,
 )
 from iot_lake.sources.historian import create_engine, land_readings
+from iot_lake.sources.readings import READINGS_SCHEMA
 from iot_lake.warehouse.duckdb_views import register_views
 from iot_lake.warehouse.tables import TABLES, TABLES_BY_NAME, CatalogError, table_files
 from jobs.main import RANGE_END, RANGE_START
@@ -541,7 +542,9 @@ def test_every_table_in_the_lake_is_a_warehouse_view(lake, spark, tmp_path):
     assert land_readings(copy, engine, day).rows > 0
     engine.dispose()
     assert curate_days(spark, copy, [day]).reports[0].curated_new > 0
-    land_extract(copy, day + timedelta(days=1), pa.table({"device_id": ["dev-nowhere"]}))  # all quarantined
+    unknown = {"reading_id": 1, "device_id": "dev-nowhere", "metric": "power", "value": 1.0, "unit": "kW"}
+    at = {"recorded_at": START, "loaded_at": START}
+    land_extract(copy, day + timedelta(days=1), pa.Table.from_pylist([unknown | at], schema=READINGS_SCHEMA))
     assert curate_days(spark, copy, [day + timedelta(days=1)]).reports[0].quarantined == 1
 
     on_disk = _tables_on_disk(copy)
@@ -553,7 +556,7 @@ def test_every_table_in_the_lake_is_a_warehouse_view(lake, spark, tmp_path):
         assert views == on_disk == set(summary)
         readings = con.execute("select count(*), count(distinct extract_date) from lake.historical_readings").fetchone()
         features = con.execute("select count(*) from lake.curated_features").fetchone()[0]
-    assert readings[0] > 0 and readings[1] == 1 and features > 0
+    assert readings[0] > 0 and readings[1] == 2 and features > 0  # the extract, and one of a row quarantined
     # No resolved case in three hours: the feedback table is written, empty.
     assert {n for n, t in summary.items() if t["files"] == 0} == {"cases_feedback"}
     # Glue declares these types to Spectrum and Athena, which read the files as they are: no casts.
