@@ -24,6 +24,7 @@ import sensors  # noqa: F401
 @dg.definitions
 def defs() -> dg.Definitions:
     from assets.curated.daily import curated_features, curated_weather
+    from assets.curated.history import curated_historical_readings
     from assets.curated.quality import quality_checks
     from assets.curated.telemetry import curated_telemetry
     from assets.dashboards import dashboard_specs
@@ -35,7 +36,14 @@ def defs() -> dg.Definitions:
     from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_models
     from iot_lake.settings import load_settings
     from jobs.curated import features_daily_job, features_daily_schedule
-    from jobs.ingest import historian_extract_job, historian_extract_schedule, telemetry_hourly_job, weather_daily_job
+    from jobs.ingest import (
+        historian_curated_job,
+        historian_curated_schedule,
+        historian_extract_job,
+        historian_extract_schedule,
+        telemetry_hourly_job,
+        weather_daily_job,
+    )
     from jobs.maintenance import delta_maintenance_job, delta_maintenance_schedule
     from jobs.ml import (
         forecast_refresh_job,
@@ -60,6 +68,7 @@ def defs() -> dg.Definitions:
             historical_readings,
             # curated
             curated_telemetry,
+            curated_historical_readings,
             curated_weather,
             curated_features,
             # ml
@@ -80,6 +89,7 @@ def defs() -> dg.Definitions:
             telemetry_hourly_job,
             weather_daily_job,
             historian_extract_job,
+            historian_curated_job,
             features_daily_job,
             forecast_training_job,
             forecast_refresh_job,
@@ -91,6 +101,7 @@ def defs() -> dg.Definitions:
         ],
         schedules=[
             historian_extract_schedule,
+            historian_curated_schedule,
             features_daily_schedule,
             forecast_training_schedule,
             forecast_refresh_schedule,

@@ -7,6 +7,7 @@ historian extract runs nightly.
 from dagster import AssetSelection, DefaultScheduleStatus, build_schedule_from_partitioned_job, define_asset_job
 
 from assets.curated.daily import CURATED_WEATHER_KEY
+from assets.curated.history import CURATED_HISTORY_KEY
 from assets.curated.telemetry import AGGREGATE_KEYS, CURATED_TELEMETRY_KEY, DEVICE_STATE_KEY
 from assets.landing.historian import DEVICE_REGISTRY_KEY, HISTORICAL_READINGS_KEY
 from assets.landing.telemetry import LANDING_TELEMETRY_KEY
@@ -42,4 +43,20 @@ historian_extract_schedule = build_schedule_from_partitioned_job(
     minute_of_hour=30,
     default_status=DefaultScheduleStatus.RUNNING,
     description="Nightly extract of the previous day's registry snapshot and new readings (00:30 UTC).",
+)
+historian_curated_job = define_asset_job(
+    "historian_curated_job",
+    selection=AssetSelection.assets(CURATED_HISTORY_KEY),
+    description=(
+        "Curate the readings one historian extract day landed into curated telemetry and refresh their "
+        "1- and 5-minute aggregates (a range of days is one run)."
+    ),
+    op_retry_policy=RETRY_POLICY,
+)
+historian_curated_schedule = build_schedule_from_partitioned_job(
+    historian_curated_job,
+    hour_of_day=0,
+    minute_of_hour=50,
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="The previous day's extract curated after the extract, before the features (00:50 UTC).",
 )

@@ -22,6 +22,7 @@ from deltalake import DeltaTable, write_deltalake
 from assets.ops.deviations import FORECASTS_TABLE, deviations
 from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_models
 from iot_lake.curated.features_job import build_features_day
+from iot_lake.curated.history_job import curate_days
 from iot_lake.curated.state import refresh_state
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY
 from iot_lake.curated.weather_job import curate_weather_day
@@ -35,6 +36,7 @@ from iot_lake.lake import (
     weather_day_prefix,
 )
 from iot_lake.sources.historian import create_engine, land_readings
+from iot_lake.sources.readings import READINGS_SCHEMA
 from iot_lake.warehouse.duckdb_views import register_views
 from iot_lake.warehouse.tables import TABLES, TABLES_BY_NAME, CatalogError, table_files
 from jobs.main import RANGE_END, RANGE_START
@@ -43,6 +45,7 @@ from resources.lake import LakeResource
 from resources.warehouse import WarehouseResource
 from tests.conftest import START, land_faulty_hours
 from tests.test_curated_aggregates import _run_hours
+from tests.test_curated_history import land_extract
 
 REPO = Path(__file__).resolve().parents[1]
 HOURS = 3
@@ -396,6 +399,44 @@ def test_reconciliation_fails_when_the_warehouse_misses_readings(lake, built):
     assert result.success and all(c.passed for c in _checks(result))
 
 
+def test_the_historians_periods_reach_the_facts_and_reconcile_with_curated(lake, built, spark, tmp_path):
+    """The historian's readings curated into curated/telemetry (iot_lake/curated/history_job.py) are in
+    the facts of their hours, a 15-minute bucket each, and the reconciliation counts them: a
+    historian hour the facts miss fails it."""
+    shutil.copytree(lake.path(""), tmp_path / "lake")  # with the module's built warehouse
+    copy = Lake(str(tmp_path / "lake"))
+    engine = create_engine(f"sqlite:///{copy.path('historian.sqlite')}")
+    land_readings(copy, engine, START.date())  # the week before START
+    engine.dispose()
+    assert curate_days(spark, copy, [START.date()]).reports[0].curated_new > 0
+    day = START - timedelta(days=2)  # a day of history only
+    keys = [(day + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in range(24)]
+    tags = {RANGE_START: keys[0], RANGE_END: keys[-1]}
+    result = materialize([warehouse_hourly], resources=_resources(copy), tags=tags)
+    assert result.success and all(c.passed for c in _checks(result))
+    hourly = _query(
+        copy,
+        f"select readings, minutes_reported from marts.fct_telemetry_hourly where event_date = DATE '{day:%Y-%m-%d}'",
+    )
+    assert len(hourly) == 6 * 4 * 24  # every device, metric and hour of the day
+    assert set(hourly["readings"]) == set(hourly["minutes_reported"]) == {4}  # four 15-minute readings
+
+    with duckdb.connect(copy.path("warehouse/iot_lake.duckdb")) as con:
+        con.execute(
+            "delete from marts.fct_telemetry_minute where device_id = (select min(device_id) from "
+            f"marts.fct_telemetry_minute) and bucket_start = TIMESTAMP '{day:%Y-%m-%d} 05:15:00'"
+        )
+    result = materialize(
+        [warehouse_hourly],
+        resources=_resources(copy),
+        partition_key=keys[5],
+        selection=[AssetKey(["warehouse", "fct_telemetry_hourly"])],
+        raise_on_error=False,
+    )
+    failed = {c.check_name for c in _checks(result) if not c.passed}
+    assert any(name.startswith("reconciles_with_curated") for name in failed), failed
+
+
 def test_the_window_reaches_dbt_as_checked_timestamps():
     from datetime import UTC, datetime
 
@@ -500,6 +541,11 @@ def test_every_table_in_the_lake_is_a_warehouse_view(lake, spark, tmp_path):
     engine = create_engine(f"sqlite:///{copy.path('historian.sqlite')}")
     assert land_readings(copy, engine, day).rows > 0
     engine.dispose()
+    assert curate_days(spark, copy, [day]).reports[0].curated_new > 0
+    unknown = {"reading_id": 1, "device_id": "dev-nowhere", "metric": "power", "value": 1.0, "unit": "kW"}
+    at = {"recorded_at": START, "loaded_at": START}
+    land_extract(copy, day + timedelta(days=1), pa.Table.from_pylist([unknown | at], schema=READINGS_SCHEMA))
+    assert curate_days(spark, copy, [day + timedelta(days=1)]).reports[0].quarantined == 1
 
     on_disk = _tables_on_disk(copy)
     summary = register_views(copy, tmp_path / "w.duckdb")
@@ -510,7 +556,7 @@ def test_every_table_in_the_lake_is_a_warehouse_view(lake, spark, tmp_path):
         assert views == on_disk == set(summary)
         readings = con.execute("select count(*), count(distinct extract_date) from lake.historical_readings").fetchone()
         features = con.execute("select count(*) from lake.curated_features").fetchone()[0]
-    assert readings[0] > 0 and readings[1] == 1 and features > 0
+    assert readings[0] > 0 and readings[1] == 2 and features > 0  # the extract, and one of a row quarantined
     # No resolved case in three hours: the feedback table is written, empty.
     assert {n for n, t in summary.items() if t["files"] == 0} == {"cases_feedback"}
     # Glue declares these types to Spectrum and Athena, which read the files as they are: no casts.

@@ -24,6 +24,7 @@ from iot_lake.spark.tables import open_table
 GRAINS = {"1min": 60, "5min": 300}
 AGGREGATE_TABLES = {grain: f"curated/telemetry_{grain}" for grain in GRAINS}
 BUCKET_KEY = ("device_id", "metric", "bucket_start")
+_BUCKET_ROW = ("event_date", *BUCKET_KEY)  # an aggregate row's key, its partition first
 AGGREGATE_COLUMNS = [
     "device_id",
     "site_id",
@@ -115,13 +116,36 @@ def refresh_aggregates(
         return report
     curated = curated_table.read().where(F.col("event_date").isin(event_dates))
     landed = curated.where(F.col("source_object").isin(keys))
+    report.buckets = refresh_buckets(spark, lake, landed, curated, grains, table_format)
+    return report
+
+
+def refresh_buckets(
+    spark,
+    lake: Lake,
+    touched_rows,
+    curated,
+    grains: list[str] | None = None,
+    table_format: str = "delta",
+    drop_empty: bool = False,
+) -> dict[str, int]:
+    """Recompute from ``curated`` (the curated rows of the dates concerned) and MERGE every bucket
+    a row of ``touched_rows`` falls in; grain -> buckets written.
+
+    ``drop_empty``: the touched buckets are deleted first, so a bucket ``curated`` no longer has a
+    row in disappears instead of keeping its old aggregate (rows displaced by precedence, see
+    iot_lake.curated.precedence); the buckets written are then counted, not assumed.
+    """
+    from pyspark.sql import functions as F
+
+    buckets: dict[str, int] = {}
     # Bounding the reread by time lets the engine skip files of other hours in the same dates.
-    lo, hi = landed.agg(F.min("event_ts"), F.max("event_ts")).first()
+    lo, hi = touched_rows.agg(F.min("event_ts"), F.max("event_ts")).first()
     if lo is None:
-        return report
+        return buckets
     for grain in grains or list(GRAINS):
         seconds = GRAINS[grain]
-        touched = with_bucket(landed, seconds).select(*BUCKET_KEY).distinct()
+        touched = with_bucket(touched_rows, seconds).select(*BUCKET_KEY).distinct()
         # Whole buckets: the last one also holds readings later than the hour's latest.
         start, end = _floor(lo, seconds), _floor(hi, seconds) + timedelta(seconds=seconds)
         window_rows = curated.where((F.col("event_ts") >= start) & (F.col("event_ts") < end))
@@ -129,10 +153,15 @@ def refresh_aggregates(
         # matches buckets against buckets instead of every reading against them.
         aggregates = aggregate(window_rows, seconds).join(touched, list(BUCKET_KEY), "left_semi")
         table = open_table(spark, lake, AGGREGATE_TABLES[grain], "event_date", table_format)
-        # Each touched bucket has readings, so it yields exactly one aggregate row: counting the
-        # buckets is much cheaper than running the aggregation once more just to count it.
-        report.buckets[grain] = merge_aggregates(table, aggregates, written=touched.count())
-    return report
+        if drop_empty:
+            if table.exists():
+                table.delete_matching(touched.withColumn("event_date", F.to_date("bucket_start")), on=_BUCKET_ROW)
+            buckets[grain] = merge_aggregates(table, aggregates)
+        else:
+            # Each touched bucket has readings, so it yields exactly one aggregate row: counting the
+            # buckets is much cheaper than running the aggregation once more just to count it.
+            buckets[grain] = merge_aggregates(table, aggregates, written=touched.count())
+    return buckets
 
 
 def _floor(ts: datetime, seconds: int) -> datetime:
@@ -146,7 +175,7 @@ def merge_aggregates(table, aggregates, written: int | None = None) -> int:
     if written is None:
         written = aggregates.count()
     if table.exists():
-        table.upsert(aggregates, on=("event_date", *BUCKET_KEY))
+        table.upsert(aggregates, on=_BUCKET_ROW)
     else:
         table.create(aggregates)
     return written

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from iot_lake.ids import id_problem
@@ -46,6 +46,11 @@ REQUIRED = ("device_id", "metric", "value", "ts", "message_id")
 #   quarantine, to be replayed once the device's offset is known.
 CLOCK_TOLERANCE = timedelta(minutes=5)
 MAX_LATENESS = timedelta(days=7)
+# A historian reading is judged against when it was loaded into the historian (loaded_at) and when
+# it was extracted: years of plant history are its purpose, so MAX_LATENESS does not apply, but a
+# reading recorded after it was loaded (beyond CLOCK_TOLERANCE), or more than MAX_HISTORY_AGE
+# before, is a clock that was wrong or never set (1970, 2000), not history: clock_skew.
+MAX_HISTORY_AGE = timedelta(days=20 * 365)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -98,7 +103,10 @@ class Rejection:
 
 
 def parse_time(value) -> datetime:
-    """ISO 8601 (Z or offset; a naive time is taken as UTC) or epoch milliseconds -> aware UTC."""
+    """ISO 8601 (Z or offset; a naive time is taken as UTC), epoch milliseconds, or a datetime (a
+    typed column; naive is UTC) -> aware UTC."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, bool):
         raise ValueError("a boolean is not a time")
     if isinstance(value, int):
@@ -127,6 +135,29 @@ def parse_line(line: str, registry: Registry, landing_hour: datetime | None = No
         return Rejection("parse_error", f"{type(exc).__name__}: {exc}"[:200])
 
 
+def parse_reading(fields: Mapping, registry: Registry, extracted_at: datetime) -> Record | Rejection:
+    """A historian reading, already split into fields (``ts`` its recorded time, ``ingested_at``
+    when it was loaded into the historian, None if unknown), judged by the same rules as a landing
+    line, except for the clock: see MAX_HISTORY_AGE. ``extracted_at``: when the extract read it.
+
+    Total like parse_line: a Record (``ingested_at`` = the load time) or a Rejection.
+    """
+    try:
+        loaded = fields.get("ingested_at")
+        result = _parse_fields({**fields, "ingested_at": None}, registry, None)
+        if isinstance(result, Rejection):
+            return result
+        try:
+            loaded_at = parse_time(loaded) if loaded is not None else None
+        except (ValueError, OverflowError) as exc:
+            return Rejection("bad_timestamp", f"loaded_at: {exc}"[:200], result.device_id, result.metric)
+        if skew := _history_skew(result.event_ts, loaded_at, extracted_at):
+            return Rejection("clock_skew", skew, result.device_id, result.metric)
+        return replace(result, ingested_at=loaded_at)
+    except Exception as exc:  # noqa: BLE001 - the reading's verdict, whatever went wrong
+        return Rejection("parse_error", f"{type(exc).__name__}: {exc}"[:200])
+
+
 def _parse_line(line: str, registry: Registry, landing_hour: datetime | None) -> Record | Rejection:
     try:
         raw = json.loads(line)
@@ -134,6 +165,10 @@ def _parse_line(line: str, registry: Registry, landing_hour: datetime | None) ->
         return Rejection("malformed_json", str(exc)[:200])
     if not isinstance(raw, dict):
         return Rejection("malformed_json", f"a JSON {type(raw).__name__}, not an object")
+    return _parse_fields(raw, registry, landing_hour)
+
+
+def _parse_fields(raw: Mapping, registry: Registry, landing_hour: datetime | None) -> Record | Rejection:
     device_id, metric = raw.get("device_id"), raw.get("metric")
     ids = {"device_id": _quarantine_id(device_id), "metric": _quarantine_id(metric)}
     missing = [f for f in REQUIRED if raw.get(f) is None]
@@ -231,4 +266,15 @@ def _clock_skew(event_ts: datetime, ingested_at: datetime | None, landing_hour: 
         return f"event {event_ts.isoformat()} after {arrival}"
     if event_ts < earliest - MAX_LATENESS:
         return f"event {event_ts.isoformat()} more than {MAX_LATENESS.days} days before {arrival}"
+    return None
+
+
+def _history_skew(event_ts: datetime, loaded_at: datetime | None, extracted_at: datetime) -> str | None:
+    latest, arrival = extracted_at, f"the extract at {extracted_at.isoformat()}"
+    if loaded_at is not None and loaded_at < extracted_at:
+        latest, arrival = loaded_at, f"its load {loaded_at.isoformat()}"
+    if event_ts > latest + CLOCK_TOLERANCE:
+        return f"recorded {event_ts.isoformat()} after {arrival}"
+    if event_ts < latest - MAX_HISTORY_AGE:
+        return f"recorded {event_ts.isoformat()} more than {MAX_HISTORY_AGE.days // 365} years before {arrival}"
     return None

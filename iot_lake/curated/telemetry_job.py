@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
+from iot_lake.curated.precedence import PERIOD_KEY, displace_historian, historian_dates, with_period
 from iot_lake.curated.records import Record, Registry, Rejection, parse_line
 from iot_lake.curated.state import DEVICE_STATE, refresh_state
 from iot_lake.curated.typical import RegistryIndex, parse_typical
@@ -58,6 +59,7 @@ from iot_lake.sources.telemetry import (
 )
 from iot_lake.spark.session import spark_session
 from iot_lake.spark.tables import TABLE_FORMATS, open_table
+from iot_lake.spark.tables import staged as _staged
 
 CURATED_TELEMETRY = "curated/telemetry"
 QUARANTINE_TELEMETRY = "quarantine/telemetry"
@@ -276,6 +278,7 @@ class CurateReport:
     quarantined: int = 0
     unreadable_objects: int = 0
     late_records: int = 0
+    historian_displaced: int = 0  # historian rows of the periods this telemetry covers (a batch's on its first hour)
     event_dates: list[str] = field(default_factory=list)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -383,17 +386,6 @@ def _conflict_rows(df):
 def _hour_counts(df) -> Counter:
     """Rows per landing hour (epoch seconds), as the reports count them."""
     return Counter({r["hour"]: r["count"] for r in df.groupBy(_hour_id("landing_hour")).count().collect()})
-
-
-def _staged(spark, df, uri: str):
-    """Write an intermediate result once and read it back, so later steps do not recompute it."""
-    # Snappy: staging lives for one run, so writing fast beats the lake's denser default codec.
-    df.write.mode("overwrite").option("compression", "snappy").parquet(uri)
-    staged = spark.read.parquet(uri)
-    # Sail writes an empty result as no file, which reads back without columns. (Reading with the
-    # schema instead would type its timestamps by the session time zone, not as the files have them,
-    # and Sail's Delta writes then refuse to mix the two.)
-    return staged if staged.columns else spark.createDataFrame([], df.schema)
 
 
 def read_inventory(lake: Lake, hour: datetime) -> dict:
@@ -585,6 +577,8 @@ def curate_batch(
         curated.create(new.select(*CURATED_COLUMNS))
     elif new_counts:
         curated.insert_new(new.select(*CURATED_COLUMNS), on=("event_date", *NATURAL_KEY))
+    if new_counts:
+        by_id[min(by_id)].historian_displaced = _displace_history(spark, lake, new, stats, table_format)
 
     rejected = parsed.where(F.col("status") != "ok").select(*QUARANTINE_COLUMNS)
     for conflicting in conflicts:
@@ -608,6 +602,21 @@ def curate_batch(
         quarantined.create(quarantine)
     lake.delete(staging, recursive=True)
     return list(reports.values())
+
+
+def _displace_history(spark, lake: Lake, new, stats, table_format: str) -> int:
+    """Telemetry wins where the historian has the same period (iot_lake.curated.precedence): only
+    in event dates the history job marked, so a batch without history costs an existence check
+    per event date."""
+    from pyspark.sql import functions as F
+
+    dates = historian_dates(lake, {d for s in stats for d in s["dates"]})
+    if not dates:
+        return 0
+    periods = with_period(new.where(F.col("event_date").isin(dates)).select("device_id", "metric", "event_ts"))
+    return displace_historian(
+        spark, lake, CURATED_TELEMETRY, periods.select(*PERIOD_KEY).distinct(), dates, table_format
+    )
 
 
 STATE = "state"

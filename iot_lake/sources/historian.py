@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 # Where the registry snapshots live is lake layout, importable by Spark jobs without SQLAlchemy.
 from iot_lake.lake import HISTORIAN_PREFIX, REGISTRY_PREFIX, Lake, latest_registry_day, registry_key  # noqa: F401
+from iot_lake.sources.readings import READINGS_SCHEMA, readings_manifest_key, readings_prefix  # noqa: F401
 
 metadata = sa.MetaData()
 
@@ -68,31 +69,11 @@ readings = sa.Table(
 )
 REGISTRY_TABLES = (sites, devices, device_metrics)
 
-READINGS_SCHEMA = pa.schema(
-    [
-        ("reading_id", pa.int64()),
-        ("device_id", pa.string()),
-        ("metric", pa.string()),
-        ("recorded_at", pa.timestamp("us", tz="UTC")),
-        ("value", pa.float64()),
-        ("unit", pa.string()),
-        ("loaded_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
-
 
 def create_engine(url: str) -> sa.Engine:
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3, not the legacy psycopg2
     return sa.create_engine(url, pool_pre_ping=True)
-
-
-def readings_prefix(day: date) -> str:
-    return f"{HISTORIAN_PREFIX}/readings/{day:%Y/%m/%d}"
-
-
-def _manifest_key(day: date) -> str:
-    return f"{readings_prefix(day)}/_manifest.json"
 
 
 def _utc(dt: datetime | None) -> datetime | None:
@@ -254,5 +235,5 @@ def land_readings(lake: Lake, engine: sa.Engine, day: date, now: datetime | None
         files=files,
         extracted_at=datetime.now(UTC).isoformat(),
     )
-    lake.write_text(_manifest_key(day), json.dumps(asdict(manifest), indent=1))
+    lake.write_text(readings_manifest_key(day), json.dumps(asdict(manifest), indent=1))
     return manifest

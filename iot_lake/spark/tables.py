@@ -62,6 +62,10 @@ class SparkDeltaTable(_Table):
         ``newer`` (over ``t``, the table's row, and ``s``, the new one) is true."""
         self._merge(df, on, f"WHEN MATCHED AND ({newer}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
 
+    def delete_matching(self, df, on: Sequence[str]) -> None:
+        """Delete the table's rows whose ``on`` columns match a row of ``df``."""
+        self._merge(df, on, "WHEN MATCHED THEN DELETE")
+
     def replace(self, df, where: str) -> None:
         """The table's rows for which the SQL predicate ``where`` is true become the rows of ``df``."""
         # delta-spark keeps a row whose predicate is NULL (as DELETE does); Sail 0.7 deletes it.
@@ -109,6 +113,10 @@ class SparkParquetTable(_Table):
         winners = matched.where(F.col(f"t.{on[0]}").isNull() | F.expr(newer)).select("s.*")
         self._rewrite(current.join(winners.select(*on), list(on), "left_anti"), winners)
 
+    def delete_matching(self, df, on: Sequence[str]) -> None:
+        kept = self.read().join(df.select(*on).distinct(), list(on), "left_anti")
+        self._rewrite(kept, kept.limit(0))
+
     def replace(self, df, where: str) -> None:
         self._rewrite(self.read().where(f"NOT (({where}) IS TRUE)"), df)
 
@@ -121,6 +129,17 @@ class SparkParquetTable(_Table):
         self.lake.delete(self.key, recursive=True)
         self.lake.move_files(self.lake.fs.find(self.lake.path(scratch)), scratch, self.key)
         self.lake.delete(scratch, recursive=True)
+
+
+def staged(spark, df, uri: str):
+    """Write an intermediate result once and read it back, so later steps do not recompute it."""
+    # Snappy: staging lives for one run, so writing fast beats the lake's denser default codec.
+    df.write.mode("overwrite").option("compression", "snappy").parquet(uri)
+    back = spark.read.parquet(uri)
+    # Sail writes an empty result as no file, which reads back without columns. (Reading with the
+    # schema instead would type its timestamps by the session time zone, not as the files have them,
+    # and Sail's Delta writes then refuse to mix the two.)
+    return back if back.columns else spark.createDataFrame([], df.schema)
 
 
 def open_table(

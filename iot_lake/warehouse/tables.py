@@ -136,6 +136,17 @@ TABLES: tuple[LakeTable, ...] = (
         "landing_date",
         description="Every landed line the curated layer rejected, with its reason and source object.",
     ),
+    # The raw row of a rejected historian reading stays in the lake too.
+    LakeTable(
+        "quarantine_historian",
+        "quarantine/historian",
+        _cols(
+            "source_object string, row_number bigint, reason string, detail string, device_id string, "
+            "metric string, landing_date date"
+        ),
+        "landing_date",
+        description="Every historian reading the curated layer rejected, with its reason and extract part.",
+    ),
     # The raw row of a rejected weather line stays in the lake too.
     LakeTable(
         "quarantine_weather",

@@ -33,7 +33,10 @@ where not ({{ expression }})
 {#- dbt's CLI parsed both as datetimes, so only timestamps reach the SQL. -#}
 {%- set fmt = '%Y-%m-%d %H:%M:%S' -%}
 with curated as (
-  select device_id, metric, {{ dbt.date_trunc('hour', 'event_ts') }} as hour_start, count(*) as readings
+  {#- The historian's readings (iot_lake/curated/history_job.py) are curated rows too: counted apart,
+      so a failing hour says which source the warehouse lost. -#}
+  select device_id, metric, {{ dbt.date_trunc('hour', 'event_ts') }} as hour_start, count(*) as readings,
+         sum(case when source_object like 'landing/historical/readings/%' then 1 else 0 end) as historian_readings
   from {{ source('lake', 'curated_telemetry') }}
   {% if start and end %}
   where event_ts >= cast('{{ start.strftime(fmt) }}' as {{ dbt.type_timestamp() }})
@@ -52,7 +55,7 @@ warehouse as (
 )
 select coalesce(c.device_id, w.device_id) as device_id, coalesce(c.metric, w.metric) as metric,
        coalesce(c.hour_start, w.hour_start) as hour_start, c.readings as curated_readings,
-       w.readings as warehouse_readings
+       c.historian_readings as curated_historian_readings, w.readings as warehouse_readings
 from curated c
 full outer join warehouse w
   on c.device_id = w.device_id and c.metric = w.metric and c.hour_start = w.hour_start

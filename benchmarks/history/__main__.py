@@ -1,0 +1,3 @@
+from benchmarks.history.run import main
+
+main()
