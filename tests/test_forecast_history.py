@@ -151,3 +151,23 @@ def test_lightgbm_learns_from_the_readings_not_from_the_lines_drawn_between_them
     tree = model.forecaster.models_["lightgbm"].booster_.dump_model()["tree_info"][0]["tree_structure"]
     learnt = tree["internal_count"] / 0.8
     assert abs(learnt - len(rows)) < 0.02 * len(rows)
+
+
+def test_the_main_job_seeds_and_builds_the_two_weeks_its_first_training_reads(tmp_path):
+    from collections import Counter
+    from datetime import UTC, datetime
+
+    from assets.ml.forecast import TRAINING_DAYS as WINDOW
+    from jobs.main import historian_days, partitions_to_run
+
+    start = datetime(2026, 12, 5, tzinfo=UTC)  # a Saturday
+    for telemetry_days in (6, 3, 10, 20):
+        first = start - timedelta(days=telemetry_days)
+        seeded = first - timedelta(days=historian_days(telemetry_days))
+        window = [(start - timedelta(days=n)).date() for n in range(1, WINDOW + 1)]
+        assert seeded.date() <= window[-1]  # the history reaches the window's first day
+        assert set(Counter(d.weekday() for d in window).values()) == {2}  # every weekday twice
+        plan = dict(partitions_to_run(Lake(str(tmp_path)), first, start, start + timedelta(days=1)))
+        features = plan["features_daily_job"]
+        assert features[0] == min(window[-1], first.date()).isoformat() and features[-1] == start.date().isoformat()
+        assert plan["historian_extract_job"][0] == first.date().isoformat()  # the extract starts with telemetry
