@@ -9,7 +9,9 @@ Every device metric is one series (``unique_id`` = ``device|metric``) on a regul
 - ``lightgbm`` (mlforecast + LightGBM): one global gradient-boosted model over all series, on
   per-series standardised values, with daily (and weekly, given the history) lags, the site's
   local calendar and its outdoor temperature the day before. Lags of a day or more keep the
-  24-hour forecast free of fed-back predictions.
+  24-hour forecast free of fed-back predictions. It learns from the observed buckets only: the
+  historian's 15-minute history is one bucket in three on the 5-minute grid, the rest interpolated
+  for the lags to read (``Series.observed``).
 
 Every candidate's intervals come from the same split-conformal calibration (``Calibration``):
 per series, quantiles of the model's own out-of-sample errors of 24-hour forecasts made on the
