@@ -234,6 +234,21 @@ def latest_registry_day(lake: Lake, day: date) -> date | None:
     return days[-1] if days else None
 
 
+def registry_day_for(lake: Lake, day: date) -> date | None:
+    """The registry snapshot that describes ``day``: the newest landed on or before it, else the
+    earliest landed. A historian's readings reach back before the first nightly extract landed its
+    registry, and the first snapshot is the best description there is of the devices that sent them
+    (a device's attributes as of then, not as they were on the day). None before any snapshot landed."""
+    snapshot = latest_registry_day(lake, day)
+    if snapshot is not None:
+        return snapshot
+    days = sorted(
+        date(*map(int, lake.key_of(path).split("/")[-4:-1]))
+        for path in lake.fs.glob(lake.path(f"{REGISTRY_PREFIX}/*/*/*/devices.parquet"))
+    )
+    return days[0] if days else None
+
+
 def registry_rows(lake: Lake, day: date, table: str) -> list[dict]:
     """The rows of one table (devices, device_metrics) of the registry snapshot landed on ``day``."""
     import pyarrow.parquet as pq

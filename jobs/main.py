@@ -5,8 +5,10 @@ the whole loop from sources to cases.
     python -m jobs.main --no-simulate --start YYYY-MM-DD --days N [--history-days H]
 
 ``--start`` is the first scored day (default: ``--days`` before today). The simulator fills
-``--history-days`` before it and the scored days with the three sources (skipped with
-``--no-simulate``: then whatever already landed there, e.g. ``iot-lake import``, is used). Then,
+``--history-days`` before it and the scored days with the three sources, and seeds the historian
+with 15-minute readings of the days before those, so that the first training reads two weeks
+(``historian_days``; skipped with ``--no-simulate``: then whatever already landed there, e.g.
+``iot-lake import``, is used). Then,
 through Dagster, in order: landing and curated for the whole window, weather and features; for
 each scored day the nightly training on the days before it and the hourly batch forecasts of the
 day (one run per range); the deviations of the scored hours, which open cases; the warehouse. The
@@ -33,6 +35,7 @@ from dagster import DagsterInstance
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from assets.ml.forecast import TRAINING_DAYS
 from iot_lake.lake import TELEMETRY_PREFIX, WEATHER_PREFIX, Lake, telemetry_hour_of_key, weather_day_of_key
 from iot_lake.simulate.deliveries import SimConfig
 from lib.loop_report import closing_table, loop_summary
@@ -71,8 +74,11 @@ def partitions_to_run(
     lake: Lake, first: datetime, start: datetime, end: datetime, history: datetime | None = None
 ) -> list[tuple[str, list[str | None]]]:
     """(job, partition keys) in run order for the window: ``first``..``start`` is history (sources
-    and curated only), ``start``..``end`` is scored (also forecasts, deviations and cases).
-    ``history``: where the historian's readings begin (before ``first``), for the warehouse's facts."""
+    and curated only), ``start``..``end`` is scored (also forecasts, deviations and cases). The
+    features also cover the ``TRAINING_DAYS`` before ``start`` the first night's training reads: days
+    before ``first`` are the historian's history (15-minute readings once curated), so a fleet
+    connected today trains on its past. ``history``: where the historian's readings begin (before
+    ``first``), for the warehouse's facts."""
     landed = sorted(
         {h for o in lake.list(TELEMETRY_PREFIX) if (h := telemetry_hour_of_key(o.key)) and first <= h < end}
     )
@@ -81,6 +87,8 @@ def partitions_to_run(
         {d for o in lake.list(WEATHER_PREFIX) if (d := weather_day_of_key(o.key)) and first.date() <= d < end.date()}
     )
     days = [(first + timedelta(days=i)).date().isoformat() for i in range((end - first).days or 1)]
+    trained_from = min(first, start - timedelta(days=TRAINING_DAYS))
+    feature_days = [(trained_from + timedelta(days=i)).date().isoformat() for i in range((end - trained_from).days)]
     plan: list[tuple[str, list[str | None]]] = [
         ("historian_extract_job", days),
         # The extracts' readings (the historian's past, before ``first``) curated before the
@@ -88,7 +96,7 @@ def partitions_to_run(
         ("historian_curated_job", days),
         ("telemetry_hourly_job", hours),
         ("weather_daily_job", [d.isoformat() for d in weather_days]),
-        ("features_daily_job", days),
+        ("features_daily_job", feature_days or days),
     ]
     day = start
     while day < end:
@@ -205,7 +213,9 @@ def main(
     )
     simulated = history = None
     if simulate:
-        cfg = SimConfig(devices=devices, seed=seed, anomaly_rate=anomaly_rate)
+        cfg = SimConfig(
+            devices=devices, seed=seed, anomaly_rate=anomaly_rate, history_days=historian_days(history_days)
+        )
         simulated = _simulate(settings, lake, cfg, first, end)
         history = first - timedelta(days=cfg.history_days)  # the past the historian is seeded with
     t_sim = time.perf_counter() - t0
@@ -228,6 +238,14 @@ def main(
     )
     if failures:
         sys.exit(1)
+
+
+def historian_days(history_days: int) -> int:
+    """Days of 15-minute readings seeded into the historian before the ``history_days`` of telemetry:
+    enough that the first night's training window (``TRAINING_DAYS``, two weeks) is full, so the model
+    has seen every weekday twice, the scored one included. With six days of telemetry alone a
+    Saturday, Sunday or Monday was forecast by a model that never saw one (issue 15)."""
+    return max(SimConfig.history_days, TRAINING_DAYS - history_days)
 
 
 def _simulate(settings, lake: Lake, cfg: SimConfig, first: datetime, end: datetime):

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -85,13 +85,16 @@ def test_main_job_end_to_end(tmp_path):
         # Every landed hour is scored, history too: the series' own channels are warm when forecasts begin.
         assert partitions(["ops", "deviations"]) == partitions(["landing", "telemetry"])
         assert partitions(["ml", "forecast_model"]) == {"2026-11-19"}
-        for key in (["curated", "weather"], ["curated", "features"]):
-            assert partitions(key) == days
+        assert partitions(["curated", "weather"]) == days
+        # The features of the two weeks the first training reads (the historian's days before the
+        # telemetry's three, issue 21), in one run: devices x metrics x 5-min buckets x telemetry days,
+        # less the buckets of injected dropouts, and at most 96 buckets a day of curated history.
+        trained = {(date(2026, 11, 6) + timedelta(days=n)).isoformat() for n in range(15)}
+        assert partitions(["curated", "features"]) == trained
         features = instance.get_latest_materialization_event(AssetKey(["curated", "features"])).asset_materialization
-        # The three days in one run: devices x metrics x 5-min buckets x days, less the buckets of
-        # injected dropouts (no readings at all)
-        assert features.metadata["days"].value == 3
-        assert 0.95 * 3 * 4 * 4 * 288 <= features.metadata["dagster/row_count"].value <= 3 * 4 * 4 * 288
+        assert features.metadata["days"].value == 15
+        rows = features.metadata["dagster/row_count"].value
+        assert 0.95 * 3 * 4 * 4 * 288 <= rows <= 3 * 4 * 4 * 288 + 12 * 4 * 4 * 96
         # Every data-quality check ran in the main job's runs and passed.
         for key in ("telemetry", "telemetry_1min", "telemetry_5min", "weather", "features"):
             check = AssetCheckKey(AssetKey(["curated", key]), "gx_suite")

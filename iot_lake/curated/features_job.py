@@ -3,7 +3,8 @@
     python -m iot_lake.curated.features_job --lake ROOT --day 2026-11-20 [--day 2026-11-21 ...]
 
 One row per (device, metric, 5-minute bucket): the bucket's aggregates, calendar features in UTC
-and in the site's local time, the device's attributes from the registry snapshot of that day,
+and in the site's local time, the device's attributes from the registry snapshot of that day (the
+first snapshot for a day before it: the historian's history predates the first extract),
 and the site's weather observed in the bucket's hour (null where the provider had no usable
 row; the coverage is reported). Several ``--day``s are built one after the other in one session.
 The day's slice of curated/features is replaced, so re-runs
@@ -22,7 +23,7 @@ from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
 from iot_lake.curated.weather_job import CURATED_WEATHER, replace_day
-from iot_lake.lake import Lake, latest_registry_day, registry_key
+from iot_lake.lake import Lake, registry_day_for, registry_key
 from iot_lake.spark.session import spark_session
 
 FEATURES = "curated/features"
@@ -66,9 +67,10 @@ class FeaturesReport:
 def build_features(spark, lake: Lake, day: date):
     from pyspark.sql import functions as F
 
-    snapshot = latest_registry_day(lake, day)
+    # A day before the first registry snapshot (the historian's history) takes the first snapshot.
+    snapshot = registry_day_for(lake, day)
     if snapshot is None:
-        raise RuntimeError(f"no device registry landed on or before {day}: materialize landing/device_registry first")
+        raise RuntimeError(f"no device registry landed yet (for {day}): materialize landing/device_registry first")
     if not lake.exists(f"{SOURCE}/_delta_log"):
         raise RuntimeError(f"{SOURCE} does not exist yet: materialize the curated telemetry hours of {day} first")
 

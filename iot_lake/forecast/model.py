@@ -9,7 +9,9 @@ Every device metric is one series (``unique_id`` = ``device|metric``) on a regul
 - ``lightgbm`` (mlforecast + LightGBM): one global gradient-boosted model over all series, on
   per-series standardised values, with daily (and weekly, given the history) lags, the site's
   local calendar and its outdoor temperature the day before. Lags of a day or more keep the
-  24-hour forecast free of fed-back predictions.
+  24-hour forecast free of fed-back predictions. It learns from the observed buckets only: the
+  historian's 15-minute history is one bucket in three on the 5-minute grid, the rest interpolated
+  for the lags to read (``Series.observed``).
 
 Every candidate's intervals come from the same split-conformal calibration (``Calibration``):
 per series, quantiles of the model's own out-of-sample errors of 24-hour forecasts made on the
@@ -112,16 +114,22 @@ class Series:
     values: pd.DataFrame  # unique_id, ds (naive UTC), y, metric, model, *EXOGENOUS
     statics: pd.DataFrame  # unique_id -> device_id, metric, site_id, timezone, model
     weather: pd.DataFrame  # site_id, hour (naive UTC), temperature_c
+    # Per row of ``values``: whether y is a reading rather than filled in by ``interpolated``
+    # (None: every row is). A historian's 15-minute history on the 5-minute grid is two thirds filled.
+    observed: np.ndarray | None = None
 
     def until(self, end: pd.Timestamp) -> Series:
-        return Series(self.values[self.values["ds"] < end], self.statics, self.weather)
+        keep = (self.values["ds"] < end).to_numpy()
+        observed = None if self.observed is None else self.observed[keep]
+        return Series(self.values[keep], self.statics, self.weather, observed)
 
     def interpolated(self) -> Series:
         """Gaps filled from this series' own values only: split first, then interpolate, so a
-        training part never borrows a value from after its end."""
+        training part never borrows a value from after its end. ``observed`` keeps which were readings."""
         values = self.values.copy()
+        observed = values["y"].notna().to_numpy() if self.observed is None else self.observed
         values["y"] = values.groupby("unique_id")["y"].transform(lambda s: s.interpolate(limit_direction="both"))
-        return Series(values, self.statics, self.weather)
+        return Series(values, self.statics, self.weather, observed)
 
     @property
     def last_ds(self) -> pd.Timestamp:
@@ -400,7 +408,16 @@ class LightGBM:
             lag_transforms={spd: smoothed},
             target_transforms=[LocalStandardScaler()],
         )
-        self.forecaster.fit(series.values, static_features=STATICS, dropna=False)
+        if series.observed is None or series.observed.all():
+            self.forecaster.fit(series.values, static_features=STATICS, dropna=False)
+            return self
+        # Lags and rolling means read the interpolated series (a lag must have a value), but the rows
+        # learnt from are the readings only: a line drawn between two 15-minute historian means is no
+        # target to learn (and skipping those rows makes history cheap to fit).
+        prep = self.forecaster.preprocess(series.values, static_features=STATICS, dropna=False)
+        observed = series.values.loc[series.observed, ["unique_id", "ds"]]
+        prep = prep.merge(observed, on=["unique_id", "ds"], how="inner")
+        self.forecaster.fit_models(prep[self.forecaster.ts.features_order_], prep["y"].to_numpy())
         return self
 
     def point(self, history: Series, horizon: int) -> pd.DataFrame:

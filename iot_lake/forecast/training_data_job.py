@@ -30,7 +30,7 @@ from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 from iot_lake.cases.feedback import CASES_FEEDBACK, CONFIRMED, FALSE_POSITIVE
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS
 from iot_lake.curated.features_job import FEATURES, build_features
-from iot_lake.lake import Lake, latest_registry_day, registry_key
+from iot_lake.lake import Lake, registry_day_for, registry_key
 from iot_lake.spark.session import spark_session
 
 OUTPUT_SCHEMA = {
@@ -71,9 +71,9 @@ def require_table(lake: Lake, key: str, first: date, last: date) -> None:
 
 
 def site_timezones(spark, lake: Lake, day: date):
-    snapshot = latest_registry_day(lake, day)
+    snapshot = registry_day_for(lake, day)
     if snapshot is None:
-        raise RuntimeError(f"no device registry landed on or before {day}: materialize landing/device_registry first")
+        raise RuntimeError(f"no device registry landed yet (for {day}): materialize landing/device_registry first")
     with lake.open(registry_key(snapshot, "sites")) as f:
         return spark.createDataFrame(pq.read_table(f, columns=["site_id", "timezone"]))
 
@@ -86,10 +86,11 @@ def fresh_features(spark, lake: Lake, first: date, last: date):
     day: the feature table is only written after a day ends, a forecast made at 10:00 needs 09:55."""
     from functools import reduce
 
-    # Days before the first registry snapshot have no devices to build rows for (a new platform).
-    days = [d for n in range((last - first).days + 1) if latest_registry_day(lake, d := first + timedelta(days=n))]
-    if not days:
-        raise RuntimeError(f"no device registry landed on or before {last}: materialize landing/device_registry first")
+    # Every day of the window, those before the first registry snapshot too (the historian's history,
+    # described by the first snapshot): skipping them left a fleet connected today without its past.
+    if registry_day_for(lake, last) is None:
+        raise RuntimeError(f"no device registry landed yet (for {last}): materialize landing/device_registry first")
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
     return reduce(lambda a, b: a.unionByName(b), (build_features(spark, lake, d) for d in days))
 
 
