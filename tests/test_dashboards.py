@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -115,6 +116,32 @@ def test_the_definitions_hang_together_over_dbt_marts():
     marts = {p.stem for p in (REPO / "dbt_project" / "models" / "marts").glob("*.sql")}
     assert {d["table_name"] for d in datasets.values()} <= marts
     assert {d["slug"] for d in dashboards.values()} == set(MAIN_NUMBERS)
+
+
+# The main job's window (jobs.main: --history-days 6 and --days 1): what the time series span.
+MAIN_JOB_WINDOW = timedelta(days=7)
+GRAINS = {
+    "PT1M": timedelta(minutes=1),
+    "PT5M": timedelta(minutes=5),
+    "PT1H": timedelta(hours=1),
+    "P1D": timedelta(days=1),
+}
+# Points a series may draw: a chart is under 1,600 px wide, and Chromium drew the drill-down's two
+# per-minute series (10,080 points each, with markers) in seconds, the most of its load time.
+MAX_POINTS = 2_500
+
+
+def test_each_time_series_fits_its_row_limit_and_a_drawable_size_over_the_main_jobs_window():
+    """Else the oldest points are cut silently (Superset's row limit), or the browser spends the
+    dashboard's load time drawing more points than the chart has pixels."""
+    for name, chart in _definitions("charts").items():
+        params = chart["params"]
+        if not chart["viz_type"].startswith("echarts_timeseries"):
+            continue
+        points = MAIN_JOB_WINDOW / GRAINS[params["time_grain_sqla"]]
+        if not params.get("groupby"):  # one row per time bucket (a group-by multiplies them by its groups)
+            assert points <= params["row_limit"], name
+        assert points <= MAX_POINTS, (name, points)
 
 
 def test_the_definitions_name_the_warehouse_by_marks_only():
