@@ -8,7 +8,7 @@ with evaluations as (
         -- 1: the newest failure of the day's check (failures sort first), if it failed at all
         row_number() over (
             partition by evaluated_date, asset_key, check_name
-            order by passed, evaluated_at desc, event_id desc
+            order by passed asc, evaluated_at desc, event_id desc
         ) as failure_rank
     from {{ ref('stg_check_results') }}
 
