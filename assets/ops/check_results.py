@@ -26,6 +26,18 @@ from lib.pools import LAKE_WRITES
 from resources.lake import LakeResource
 
 CHECK_RESULTS_ASSET_KEY = AssetKey(CHECK_RESULTS_KEY.split("/"))
+# The assets whose checks it copies, for the lineage (the warehouse models' dbt tests too, but they
+# are downstream of it: their results arrive with the next warehouse_job run).
+CHECKED = [
+    AssetKey(["landing", "telemetry"]),
+    AssetKey(["landing", "weather"]),
+    AssetKey(["landing", "device_registry"]),
+    AssetKey(["curated", "telemetry"]),
+    AssetKey(["curated", "telemetry_1min"]),
+    AssetKey(["curated", "telemetry_5min"]),
+    AssetKey(["curated", "weather"]),
+    AssetKey(["curated", "features"]),
+]
 CURSOR = "cursor"  # the materialization's metadata entry the next one starts from
 
 
@@ -69,9 +81,10 @@ def _utc(timestamp: float) -> datetime:
 
 @asset(
     key=CHECK_RESULTS_ASSET_KEY,
+    deps=CHECKED,
     pool=LAKE_WRITES,  # commits to a lake Delta table (lib/pools.py)
     group_name="ops",
-    owners=["team:data-platform"],
+    owners=["team:ml-platform"],  # the ops layer's owners (tests/test_definitions.py)
     kinds={"delta", "python"},
     description=(
         "Every asset check evaluation of the runs that ended since the last materialization (landing "
