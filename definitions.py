@@ -32,6 +32,7 @@ def defs() -> dg.Definitions:
     from assets.landing.telemetry import landing_telemetry
     from assets.landing.weather import landing_weather
     from assets.ml.forecast import batch_forecast, forecast_model, forecast_training_data
+    from assets.ops.check_results import check_results
     from assets.ops.deviations import deviations
     from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_models
     from iot_lake.settings import load_settings
@@ -77,6 +78,7 @@ def defs() -> dg.Definitions:
             batch_forecast,
             # ops
             deviations,
+            check_results,
             # warehouse (dbt)
             warehouse_models,
             warehouse_hourly,

@@ -177,6 +177,8 @@ RATELIMIT_STORAGE_URI = "memory://"
 # The warehouse changes with every dbt run: charts query it on each view, nothing is cached (and
 # so Dagster has no cache to refresh after a warehouse run).
 DATA_CACHE_CONFIG = {{"CACHE_TYPE": "NullCache"}}
+# Superset's DuckDB dialect has no 5-minute grain (Redshift's has): the drill-down's time series use it.
+TIME_GRAIN_ADDON_EXPRESSIONS = {{"duckdb": {{"PT5M": "TIME_BUCKET(INTERVAL '5 minutes', {{col}})"}}}}
 # The deployment's overrides (deploy/superset/superset_config.py in prod), read last so they win.
 _EXTRA = {extra!r}
 if _EXTRA:

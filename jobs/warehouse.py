@@ -7,6 +7,7 @@ independent of how the dbt assets are built.
 """
 
 from dagster import (
+    AssetSelection,
     DefaultScheduleStatus,
     RunRequest,
     ScheduleDefinition,
@@ -16,6 +17,7 @@ from dagster import (
     schedule,
 )
 
+from assets.ops.check_results import CHECK_RESULTS_ASSET_KEY
 from assets.warehouse.dbt import WAREHOUSE_DAILY_SELECTION, WAREHOUSE_HOURLY_SELECTION, WAREHOUSE_MODELS_SELECTION
 from iot_lake.settings import Settings
 from lib.retries import RETRY_POLICY
@@ -23,8 +25,12 @@ from lib.schedules import hour_that_ended
 
 warehouse_job = define_asset_job(
     "warehouse_job",
-    selection=WAREHOUSE_MODELS_SELECTION,
-    description="The warehouse's staging views, device snapshot, dimensions and case facts (dbt, unpartitioned).",
+    # ops/check_results first (upstream of its dbt source): the checks of every run that ended before
+    selection=WAREHOUSE_MODELS_SELECTION | AssetSelection.assets(CHECK_RESULTS_ASSET_KEY),
+    description=(
+        "The check results copied from Dagster's instance to the lake, then the warehouse's staging views, "
+        "device snapshot, dimensions, case facts and check results (dbt, unpartitioned)."
+    ),
     op_retry_policy=RETRY_POLICY,
 )
 warehouse_hourly_job = define_asset_job(

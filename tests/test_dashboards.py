@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -59,10 +60,12 @@ MAIN_NUMBERS = {
         "Devices not healthy": "select count(*) from marts.mart_fleet_status where health <> 'healthy'",
         "Anomalous minutes, latest day": "select sum(anomalous_minutes) from marts.mart_fleet_status",
     },
-    # The fixture lands faulty hours: quarantined lines are there to count.
+    # The fixture lands faulty hours: quarantined lines are there to count, and the landing checks
+    # failed on its truncated objects (copied to the lake by ops/check_results).
     "data-quality": {
         "Quarantined lines": "select count(*) from lake.quarantine_telemetry",
         "Curated rows": "select count(*) from lake.curated_telemetry",
+        "Failed checks": "select count(*) from lake.ops_check_results where not passed",
     },
     # Opened on its filters' defaults: the simulator's first device and its power metric.
     "device-drill-down": {
@@ -113,6 +116,32 @@ def test_the_definitions_hang_together_over_dbt_marts():
     marts = {p.stem for p in (REPO / "dbt_project" / "models" / "marts").glob("*.sql")}
     assert {d["table_name"] for d in datasets.values()} <= marts
     assert {d["slug"] for d in dashboards.values()} == set(MAIN_NUMBERS)
+
+
+# The main job's window (jobs.main: --history-days 6 and --days 1): what the time series span.
+MAIN_JOB_WINDOW = timedelta(days=7)
+GRAINS = {
+    "PT1M": timedelta(minutes=1),
+    "PT5M": timedelta(minutes=5),
+    "PT1H": timedelta(hours=1),
+    "P1D": timedelta(days=1),
+}
+# Points a series may draw: a chart is under 1,600 px wide, and Chromium drew the drill-down's two
+# per-minute series (10,080 points each, with markers) in seconds, the most of its load time.
+MAX_POINTS = 2_500
+
+
+def test_each_time_series_fits_its_row_limit_and_a_drawable_size_over_the_main_jobs_window():
+    """Else the oldest points are cut silently (Superset's row limit), or the browser spends the
+    dashboard's load time drawing more points than the chart has pixels."""
+    for name, chart in _definitions("charts").items():
+        params = chart["params"]
+        if not chart["viz_type"].startswith("echarts_timeseries"):
+            continue
+        points = MAIN_JOB_WINDOW / GRAINS[params["time_grain_sqla"]]
+        if not params.get("groupby"):  # one row per time bucket (a group-by multiplies them by its groups)
+            assert points <= params["row_limit"], name
+        assert points <= MAX_POINTS, (name, points)
 
 
 def test_the_definitions_name_the_warehouse_by_marks_only():
@@ -286,7 +315,8 @@ def _open_dashboard(page, url: str, slug: str, charts: int, numbers: set[str]) -
     assert len(answers) >= charts and {a.status for a in answers} == {200}, [(a.url, a.status) for a in answers]
     texts = page.eval_on_selector_all(CHART, "els => els.map(e => [e.dataset.testChartName, e.innerText])")
     for title, text in texts:
-        assert not re.search(r"error|unexpected|failed", text, re.IGNORECASE), (slug, title, text)
+        # the title aside: the data quality dashboard's failed-checks charts are named so
+        assert not re.search(r"error|unexpected|failed", text.replace(title, ""), re.IGNORECASE), (slug, title, text)
     # A big number can be drawn a moment after its chart data came (seen at load 9): wait for them.
     deadline = time.monotonic() + 15
     while not numbers <= (shown := _big_numbers(page)).keys() and time.monotonic() < deadline:
@@ -341,7 +371,11 @@ def test_the_dashboards_hang_in_the_lineage_below_the_marts_they_read(defs):
         assert not node.is_materializable  # external: Superset reads the warehouse on each view
         assert node.parent_keys == {AssetKey(["warehouse", t]) for t in tables}
         assert all(graph.has(parent) for parent in node.parent_keys)
-    assert dashboard_tables()["data-quality"][1] == ["mart_quarantine_hourly", "mart_row_accounting"]
+    assert dashboard_tables()["data-quality"][1] == [
+        "mart_check_results",
+        "mart_quarantine_hourly",
+        "mart_row_accounting",
+    ]
     assert dashboard_tables()["fleet-overview"][1] == ["dim_device", "fct_case", "mart_fleet_status", "mart_freshness"]
 
 

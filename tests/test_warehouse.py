@@ -16,11 +16,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from dagster import AssetKey, materialize
+from dagster import AssetKey, DagsterInstance, materialize
 from deltalake import DeltaTable, write_deltalake
 
+from assets.landing.telemetry import landing_telemetry
+from assets.ops.check_results import check_results
 from assets.ops.deviations import FORECASTS_TABLE, deviations
 from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_models
+from iot_lake.check_results import CHECK_RESULTS_KEY
 from iot_lake.curated.features_job import build_features_day
 from iot_lake.curated.history_job import curate_days
 from iot_lake.curated.state import refresh_state
@@ -182,23 +185,34 @@ def _resources(lake: Lake) -> dict:
     }
 
 
-def _build_all(lake: Lake):
+def _build_all(lake: Lake, instance: DagsterInstance | None = None):
     resources = _resources(lake)
     results = [
-        materialize([warehouse_models], resources=resources),
+        materialize([warehouse_models], resources=resources, instance=instance),
         materialize(
-            [warehouse_hourly], resources=resources, tags={RANGE_START: HOUR_KEYS[0], RANGE_END: HOUR_KEYS[-1]}
+            [warehouse_hourly],
+            resources=resources,
+            tags={RANGE_START: HOUR_KEYS[0], RANGE_END: HOUR_KEYS[-1]},
+            instance=instance,
         ),
-        materialize([warehouse_daily], resources=resources, partition_key=DAY),
+        materialize([warehouse_daily], resources=resources, partition_key=DAY, instance=instance),
     ]
     return results
 
 
 @pytest.fixture(scope="module")
 def built(lake):
+    """The three warehouse runs, after the landing hours' inventories (their objects_readable check
+    fails on the truncated objects the fixture lands, WARN), in one instance; then warehouse_job's
+    assets again, ops/check_results first: it copies those runs' check evaluations, dbt tests
+    included, and the warehouse shows them (as the hourly warehouse_job does)."""
+    instance = DagsterInstance.ephemeral()
+    for key in HOUR_KEYS:
+        materialize([landing_telemetry], partition_key=key, resources=_resources(lake), instance=instance)
     t0 = time.perf_counter()
-    results = _build_all(lake)
+    results = _build_all(lake, instance)
     print(f"warehouse build (3 dbt runs through Dagster): {time.perf_counter() - t0:.1f} s")
+    results.append(materialize([check_results, warehouse_models], resources=_resources(lake), instance=instance))
     return results
 
 
@@ -255,6 +269,30 @@ def test_dbt_build_passes_every_test_and_counts_match_the_curated_layer(lake, bu
         assert len(_query(lake, f"select * from marts.{table}")) == len(_delta(lake, key)) > 0, table
     dims = _query(lake, "select * from marts.dim_device")
     assert dims["is_current"].all() and dims["device_id"].is_unique and len(dims) == 6
+
+
+def test_the_checks_of_the_runs_before_reach_the_warehouse(lake, built):
+    """ops/check_results copied every check evaluation of the runs that ended before it: the landing
+    hours' objects_readable (failed, WARN, on the truncated objects the fixture lands) and the dbt
+    tests of the three warehouse runs; the mart counts them as the lake holds them."""
+    rows = _delta(lake, CHECK_RESULTS_KEY)
+    assert rows.groupby(["run_id", "event_id"]).size().max() == 1
+    dbt_tests = [c for r in built[:3] for c in _checks(r)]
+    copied = rows[rows["asset_key"].str.startswith("warehouse/")]
+    assert len(copied) == len(dbt_tests) > 100 and copied["passed"].all()
+    assert set(copied["check_name"]) == {c.check_name for c in dbt_tests}
+    landing = rows[rows["asset_key"] == "landing/telemetry"].sort_values("partition_key")
+    assert list(landing["partition_key"]) == HOUR_KEYS and set(landing["check_name"]) == {"objects_readable"}
+    failed = landing[~landing["passed"]]
+    assert len(failed) > 0 and set(failed["severity"]) == {"WARN"}
+    assert failed["description"].str.contains("unreadable_objects=").all()
+    assert len(rows) == len(copied) + len(landing)  # the 4th run's own dbt tests come with the next copy
+
+    mart = _query(lake, "select * from marts.mart_check_results")
+    assert mart["evaluations"].sum() == len(rows) and mart["failed"].sum() == len(failed)
+    worst = mart[mart["failed"] > 0]
+    assert set(worst["asset_key"]) == {"landing/telemetry"} and set(worst["failed_severity"]) == {"WARN"}
+    assert set(mart["check_kind"]) == {"dbt test", "asset check"}
 
 
 def test_device_health_and_case_lifecycle_are_what_the_lake_says(lake, built):

@@ -21,6 +21,11 @@ SETTLED = """n => {
 }"""
 
 
+# Charts drawn as an error (SETTLED counts them as settled: the benchmark must not time them as drawn).
+FAILED = """() => [...document.querySelectorAll('[data-test="chart-grid-component"]')]
+    .filter(c => c.querySelector('.ant-alert, [role="alert"]')).map(c => c.dataset.testChartName)"""
+
+
 def chart_counts(source: Path = DASHBOARDS_DIR) -> dict[str, int]:
     """Dashboard slug -> how many charts its layout holds."""
     out = {}
@@ -51,5 +56,8 @@ def open_dashboard(page, url: str, slug: str, charts: int) -> float:
     page.goto(f"{url}/superset/dashboard/{slug}/")
     page.wait_for_function(SETTLED, arg=charts, timeout=120_000)
     drawn = time.perf_counter() - t0
+    failed = page.evaluate(FAILED)
+    if failed:
+        raise RuntimeError(f"dashboard {slug}: these charts show an error: {', '.join(failed)}")
     page.wait_for_load_state("networkidle")
     return drawn

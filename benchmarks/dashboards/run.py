@@ -137,9 +137,12 @@ def main(repeat, lake, devices, history_days, seed, json_path) -> None:
                 console.print(f"main job: {main_job(lake, work / 'home', sizes):.0f} s")
         with console.status("iot-lake dashboards up"), superset(lake, work / "superset") as (url, password):
             with console.status(f"{repeat} loads of each dashboard"):
+                before = load_average()
                 shell, loads = measure(url, password, repeat)
+                after = load_average()
     _report(shell, loads, repeat)
-    console.print(f"load average at the end: {load_average():.1f} on {os.cpu_count()} cores")
+    load = f"load average {before:.1f} before the loads, {after:.1f} after, on {os.cpu_count()} cores"
+    console.print(load)
     reference = statistics.median(shell)
     write(
         json_path,
@@ -152,6 +155,7 @@ def main(repeat, lake, devices, history_days, seed, json_path) -> None:
                 reference_value=reference,
                 target=TARGET_S,
                 target_on="value",
+                note=load,
             )
             for slug, times in loads.items()
         ],

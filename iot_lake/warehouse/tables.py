@@ -21,6 +21,7 @@ from datetime import date
 from typing import Any
 
 from iot_lake.cases.feedback import CASES_FEEDBACK, FEEDBACK_SCHEMA
+from iot_lake.check_results import CHECK_RESULTS_KEY
 from iot_lake.lake import HISTORIAN_PREFIX, REGISTRY_PREFIX, Lake
 
 # Warehouse types: what each engine calls them. Timestamps are naive UTC in the warehouse (Redshift
@@ -240,6 +241,17 @@ TABLES: tuple[LakeTable, ...] = (
         ),
         "",
         description="Every trained forecast model's backtest scores and whether it was promoted to champion.",
+    ),
+    # Copied from Dagster's instance by the ops/check_results asset (iot_lake/check_results.py).
+    LakeTable(
+        "ops_check_results",
+        CHECK_RESULTS_KEY,
+        _cols(
+            "run_id string, event_id bigint, job string, asset_key string, check_name string, passed boolean, "
+            "severity string, description string, partition_key string, evaluated_at timestamp, evaluated_date date"
+        ),
+        "evaluated_date",
+        description="Every asset check evaluation (landing, row accounting, Great Expectations, dbt tests).",
     ),
     LakeTable(
         "cases_feedback",
