@@ -12,10 +12,13 @@ from iot_lake.dashboards import DASHBOARDS_DIR
 
 GROUP = "dashboards"
 OWNERS = ["team:data-platform"]
+# libyaml's safe loader where PyYAML has it: the same documents, ~10x faster than the pure-Python
+# one, which took 4-5 s of every definitions load (every run worker under dagster dev, the main job).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _definitions(folder: Path) -> list[dict]:
-    return [yaml.safe_load(path.read_text()) for path in sorted(folder.rglob("*.yaml"))]
+    return [yaml.load(path.read_text(), Loader=SAFE_LOADER) for path in sorted(folder.rglob("*.yaml"))]
 
 
 def dashboard_tables(source: Path = DASHBOARDS_DIR) -> dict[str, tuple[str, list[str]]]:

@@ -120,6 +120,17 @@ def test_landing_assets_materialize_with_inventory_metadata_and_checks(tmp_path)
     check = result.get_asset_check_evaluations()[0]
     assert check.check_name == "objects_readable" and check.passed is False
 
+    # A range of hours in one run: each hour's materialization lists the window's unreadable objects,
+    # not its every object (the inventories in the lake have those).
+    window = {"dagster/asset_partition_range_start": "2026-11-20-00:00", "dagster/asset_partition_range_end": hour_key}
+    result = materialize([landing_telemetry], resources=resources, instance=instance, tags=window)
+    mats = result.asset_materializations_for_node("landing__telemetry")
+    bad = [o.key for h in range(6) for o in inventory_hour(lake, START + timedelta(hours=h)).unreadable]
+    assert len(mats) == 6 and bad and mats[0].metadata["hours"].value == 6
+    assert [r.data["key"] for r in mats[-1].metadata["objects_table"].value.records] == [
+        k.split("/", 2)[-1] for k in bad
+    ]
+
     result = materialize([landing_weather], partition_key="2026-11-20", resources=resources, instance=instance)
     assert result.success
     mat = result.asset_materializations_for_node("landing__weather")[0]
