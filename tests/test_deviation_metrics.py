@@ -14,8 +14,12 @@ from iot_lake.detect.metrics import (
     NAMESPACE,
     CloudWatchPublisher,
     LocalPublisher,
+    _size,
     batches,
+    bounds,
+    datums,
     metric_data,
+    metric_frame,
     with_band_80,
 )
 from tests.conftest import REGION
@@ -156,3 +160,19 @@ def test_deviation_score_is_the_warehouses_score():
     assert {"min_value": 0, "max_value": 1} in [
         t["accepted_range"]["arguments"] for t in column["data_tests"] if isinstance(t, dict)
     ]
+
+
+def test_each_datums_size_bound_holds_and_batches_match_the_generic_split(rows):
+    """The publishers batch on ``metric_frame``'s array-built sizes; each must bound the datum's own
+    JSON-based ``_size`` (or a call could pass 1 MB), non-ASCII ids included."""
+    odd = rows.assign(device_id=rows["device_id"] + "-é€", site_id=rows["site_id"].where(rows.index % 2 == 0))
+    for frame_rows in (rows, odd):
+        frame = metric_frame(frame_rows)
+        data = datums(frame)
+        assert len(data) == len(frame) > 0
+        assert all(bound >= _size(d) for bound, d in zip(frame["size"], data))
+    frame = metric_frame(odd)
+    sizes = frame["size"].tolist()
+    assert bounds(sizes, max_bytes=50_000) == bounds(sizes, max_items=10**9, max_bytes=50_000)
+    assert sum(b - a for a, b in bounds(sizes, max_bytes=50_000)) == len(frame)
+    assert LocalPublisher().publish(odd).calls == len(bounds(sizes)) == -(-len(frame) // MAX_ITEMS)

@@ -18,7 +18,6 @@ the case store and its sinks, which see the same rows.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,30 +57,70 @@ def with_band_80(scored: pd.DataFrame, joined: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def metric_data(rows: pd.DataFrame, now: datetime | None = None) -> list[dict[str, Any]]:
-    """One MetricDatum per metric and scored minute (module docstring)."""
+def metric_frame(rows: pd.DataFrame, now: datetime | None = None) -> pd.DataFrame:
+    """One row per MetricDatum prod sends, in send order (each scored minute's metrics in
+    ``METRICS`` order): device_id, metric, site_id, ts, name, value and ``size``, an upper bound of
+    the datum's share of the request. Built with array operations: a week of a fleet is ~10^6 datums,
+    and building and JSON-encoding each one only to count them took two minutes of the main job."""
+    import numpy as np
     import pandas as pd
 
-    oldest = (now or datetime.now(UTC)) - MAX_AGE + MARGIN
-    data = []
-    for row in rows.to_dict("records"):
-        ts = pd.Timestamp(row["ts"]).to_pydatetime()
-        if ts < oldest:
-            continue
-        site = row.get("site_id")
-        dimensions = [
-            {"Name": "DeviceId", "Value": row["device_id"]},
-            {"Name": "Metric", "Value": row["metric"]},
-            {"Name": "SiteId", "Value": site if isinstance(site, str) and site else UNKNOWN_SITE},
-        ]
-        for name, column in METRICS.items():
-            value = row.get(column)
-            if value is None or not math.isfinite(float(value)):
-                continue
-            data.append(
-                {"MetricName": name, "Dimensions": dimensions, "Timestamp": ts, "Value": float(value), "Unit": "None"}
-            )
-    return data
+    if rows.empty:
+        return pd.DataFrame(columns=["device_id", "metric", "site_id", "ts", "name", "value", "size"])
+    oldest = pd.Timestamp((now or datetime.now(UTC)) - MAX_AGE + MARGIN)
+    ts = pd.to_datetime(rows["ts"], utc=True).reset_index(drop=True)
+    values = rows.reindex(columns=list(METRICS.values())).to_numpy(dtype=float, na_value=np.nan)
+    row, column = np.nonzero(np.isfinite(values) & (ts >= oldest).to_numpy()[:, None])
+    site = rows["site_id"] if "site_id" in rows else pd.Series(None, index=rows.index, dtype=object)
+    site = site.where(site.map(lambda s: isinstance(s, str) and bool(s)), UNKNOWN_SITE).to_numpy(dtype=object)
+    frame = pd.DataFrame(
+        {
+            "device_id": rows["device_id"].to_numpy(dtype=object)[row],
+            "metric": rows["metric"].to_numpy(dtype=object)[row],
+            "site_id": site[row],
+            "ts": ts.iloc[row].reset_index(drop=True),
+            "name": np.array(list(METRICS), dtype=object)[column],
+            "value": values[row, column],
+        }
+    )
+    text = sum(_json_lengths(frame[c]) for c in ("device_id", "metric", "site_id", "name"))
+    frame["size"] = 2 * (DATUM_JSON + text) + 200  # at least ``_size`` of the datum (tested)
+    return frame
+
+
+# JSON characters of a datum besides its four strings (178 with them empty), with the longest
+# timestamp (34, quoted, with microseconds) and value (24) texts json.dumps writes.
+DATUM_JSON = 178 + 34 + 24
+
+
+def _json_lengths(column: pd.Series) -> pd.Series:
+    """The length of each value's JSON string (quotes and escapes), once per distinct value."""
+    return column.map({v: len(json.dumps(v)) - 2 for v in column.unique()})
+
+
+def datums(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The PutMetricData items of ``metric_frame`` rows."""
+    return [
+        {
+            "MetricName": name,
+            "Dimensions": [
+                {"Name": "DeviceId", "Value": device},
+                {"Name": "Metric", "Value": metric},
+                {"Name": "SiteId", "Value": site},
+            ],
+            "Timestamp": ts.to_pydatetime(),
+            "Value": float(value),
+            "Unit": "None",
+        }
+        for device, metric, site, ts, name, value in zip(
+            frame["device_id"], frame["metric"], frame["site_id"], frame["ts"], frame["name"], frame["value"]
+        )
+    ]
+
+
+def metric_data(rows: pd.DataFrame, now: datetime | None = None) -> list[dict[str, Any]]:
+    """One MetricDatum per metric and scored minute (module docstring)."""
+    return datums(metric_frame(rows, now))
 
 
 def _size(datum: dict[str, Any]) -> int:
@@ -89,18 +128,23 @@ def _size(datum: dict[str, Any]) -> int:
     return 2 * len(json.dumps(datum, default=str)) + 200
 
 
+def bounds(sizes, max_items: int = MAX_ITEMS, max_bytes: int = MAX_BYTES) -> list[tuple[int, int]]:
+    """(start, stop) of consecutive runs within the per-call item count and payload size."""
+    out, first, size = [], 0, 0
+    for i, n in enumerate(sizes):
+        if i > first and (i - first == max_items or size + n > max_bytes):
+            out.append((first, i))
+            first, size = i, 0
+        size += n
+    if len(sizes) > first:
+        out.append((first, len(sizes)))
+    return out
+
+
 def batches(data: list[dict[str, Any]], max_items: int = MAX_ITEMS, max_bytes: int = MAX_BYTES) -> Iterator[list]:
     """Consecutive runs of ``data`` within the per-call item count and payload size."""
-    batch, size = [], 0
-    for datum in data:
-        n = _size(datum)
-        if batch and (len(batch) == max_items or size + n > max_bytes):
-            yield batch
-            batch, size = [], 0
-        batch.append(datum)
-        size += n
-    if batch:
-        yield batch
+    for a, b in bounds([_size(d) for d in data], max_items, max_bytes):
+        yield data[a:b]
 
 
 @dataclass
@@ -125,8 +169,9 @@ class CloudWatchPublisher:
         return self._client
 
     def publish(self, rows: pd.DataFrame, now: datetime | None = None) -> Published:
-        result = Published()
-        for batch in batches(metric_data(rows, now)):
+        result, frame = Published(), metric_frame(rows, now)
+        for a, b in bounds(frame["size"].tolist()):
+            batch = datums(frame.iloc[a:b])
             self.client.put_metric_data(Namespace=NAMESPACE, MetricData=batch)
             result.datapoints += len(batch)
             result.calls += 1
@@ -134,11 +179,11 @@ class CloudWatchPublisher:
 
 
 class LocalPublisher:
-    """The local twin: counts what prod would send, sends nothing."""
+    """The local twin: the same datums and batches prod would send, counted, not sent."""
 
     def publish(self, rows: pd.DataFrame, now: datetime | None = None) -> Published:
-        data = metric_data(rows, now)
-        return Published(datapoints=len(data), calls=sum(1 for _ in batches(data)))
+        frame = metric_frame(rows, now)
+        return Published(datapoints=len(frame), calls=len(bounds(frame["size"].tolist())))
 
 
 def publisher_for(env: str, region: str | None = None) -> CloudWatchPublisher | LocalPublisher:
