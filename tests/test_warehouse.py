@@ -4,6 +4,7 @@ into DuckDB, and the warehouse's counts against the curated layer's, read with d
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -668,3 +669,22 @@ def test_model_history_is_each_training_day_as_the_registry_recorded_it(lake, bu
     assert got.loc["forecast-2026-11-12-d4", "naive_method"] == "seasonal_naive_weekly"
     # the champion now is the one registry.champion names
     assert list(got.index[got["is_champion"]]) == [registry.champion(lake)["version"]] == ["forecast-2026-11-12-d4"]
+
+
+def test_a_step_that_fails_while_dbt_runs_stops_dbt(lake, built):
+    """An event dagster-dbt cannot map (here: a node missing from the manifest the run loaded, as when
+    the project changes under a running job) fails the step mid-build; dbt must not live on holding
+    the warehouse's DuckDB lock, or every retry of the step fails on the lock."""
+    from assets.warehouse.dbt import stream_stopping_dbt
+    from assets.warehouse.project import dbt_project
+
+    manifest = json.loads(Path(dbt_project().manifest_path).read_text())
+    del manifest["nodes"]["model.iot_lake.stg_cases"]
+    with _resources(lake)["warehouse"].dbt() as (dbt, target_path):
+        invocation = dbt.cli(["build", "--exclude", "tag:hourly tag:daily"], manifest=manifest, target_path=target_path)
+        with pytest.raises(KeyError, match="stg_cases"):
+            for _ in stream_stopping_dbt(invocation):
+                pass
+        assert invocation.process.poll() is not None
+    with duckdb.connect(lake.path("warehouse/iot_lake.duckdb")) as con:  # the lock is free again
+        assert con.execute("select 1").fetchone() == (1,)

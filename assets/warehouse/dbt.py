@@ -108,13 +108,28 @@ def _build(context: AssetExecutionContext, lake: LakeResource, warehouse: Wareho
     window = event_time_window(context)
     args = ["build", *(event_time_args(*window) if window else [])]
     with warehouse.dbt() as (dbt, target_path):
-        yield from dbt.cli(
-            args,
-            context=context,
-            manifest=dbt_project().manifest_path,
-            dagster_dbt_translator=translator(),
-            target_path=target_path,
-        ).stream()
+        yield from stream_stopping_dbt(
+            dbt.cli(
+                args,
+                context=context,
+                manifest=dbt_project().manifest_path,
+                dagster_dbt_translator=translator(),
+                target_path=target_path,
+            )
+        )
+
+
+def stream_stopping_dbt(invocation):
+    """The invocation's events; if the step fails before dbt ends, dbt is stopped. dagster-dbt
+    leaves the process running when an event cannot be mapped (a node missing from the manifest the
+    run loaded) or the consumer goes away, and the orphan holds DuckDB's lock on the warehouse, so
+    each retry of the step failed on the lock, not on its cause."""
+    try:
+        yield from invocation.stream()
+    finally:
+        if invocation.process.poll() is None:
+            invocation.process.kill()
+            invocation.process.wait()
 
 
 @functools.cache
