@@ -7,6 +7,7 @@ import itertools
 import json
 from datetime import UTC, date, datetime, timedelta
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
@@ -520,3 +521,60 @@ def test_a_row_committed_just_after_an_extract_is_not_skipped(db_url, engine, la
     straggler = add_readings(engine, [run_at - timedelta(minutes=1)])  # committed after the run
     land_readings(lake, engine, DAY3, now=LATER)
     assert straggler <= set(landed_ids(lake, DAY2)) | set(landed_ids(lake, DAY3))
+
+
+# --- schema drift in the historian ----------------------------------------------------------------
+
+
+def _alter(engine, *statements: str) -> None:
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+
+
+def test_a_drifted_readings_table_lands_as_the_database_has_it_and_is_reported(db_url, engine, lake, fleet):
+    """A column added and one renamed in the historian: the extract lands what is there (no crash, no
+    row lost) and the curated history's drift report names the differences and the likely rename."""
+    from iot_lake.curated.history_job import schema_drift
+
+    seeded = seed_historian(db_url, fleet, CFG, START)["readings"]
+    _alter(
+        engine,
+        "ALTER TABLE readings ADD COLUMN quality VARCHAR(8)",
+        "ALTER TABLE readings RENAME COLUMN value TO reading_value",
+        "UPDATE readings SET quality = 'good'",
+    )
+    m = land_readings(lake, engine, DAY1, now=LATER)
+    assert m.rows == seeded
+    [part] = [pq.read_table(lake.path(f)) for f in m.files]
+    assert {"quality", "reading_value"} <= set(part.column_names) and "value" not in part.column_names
+    assert set(part.column("quality").to_pylist()) == {"good"}
+    drift = schema_drift(part.schema)
+    assert drift.added == {"quality": "string", "reading_value": "double"}
+    assert drift.missing == {"value": "double"} and drift.renamed == {"value": "reading_value"}
+
+
+def test_a_text_value_in_a_numeric_column_lands_as_text_for_the_curated_side_to_reject(db_url, engine, lake, fleet):
+    """SQLite keeps what it is given: one unparseable value makes the chunk's column text, not a crash;
+    every row lands, and the drift report says the value column's rows are rejected (quarantined)."""
+    from iot_lake.curated.history_job import schema_drift
+
+    if engine.dialect.name != "sqlite":
+        pytest.skip("a typed database refuses the text outright")
+    seeded = seed_historian(db_url, fleet, CFG, START)["readings"]
+    _alter(engine, "UPDATE readings SET value = '12,5' WHERE reading_id = 1")
+    m = land_readings(lake, engine, DAY1, now=LATER)
+    tables = [pq.read_table(lake.path(f)) for f in m.files]
+    assert sum(t.num_rows for t in tables) == seeded
+    assert any(t.schema.field("value").type == pa.string() for t in tables)
+    assert "12,5" in [v for t in tables for v in t.column("value").to_pylist()]
+    assert schema_drift(pa.unify_schemas([t.schema for t in tables], promote_options="permissive")).retyped == {
+        "value": "double -> string (rows rejected)"
+    }
+
+
+def test_a_lost_watermark_fails_the_extract_saying_which_column_and_what_is_there(db_url, engine, lake, fleet):
+    seed_historian(db_url, fleet, CFG, START)
+    _alter(engine, "ALTER TABLE readings RENAME COLUMN loaded_at TO ingested")
+    with pytest.raises(hist.HistorianSchemaError, match="no loaded_at column .*ingested"):
+        land_readings(lake, engine, DAY1, now=LATER)

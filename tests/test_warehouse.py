@@ -688,3 +688,32 @@ def test_a_step_that_fails_while_dbt_runs_stops_dbt(lake, built):
         assert invocation.process.poll() is not None
     with duckdb.connect(lake.path("warehouse/iot_lake.duckdb")) as con:  # the lock is free again
         assert con.execute("select 1").fetchone() == (1,)
+
+
+def test_a_drifted_historian_extract_is_registered_with_the_columns_it_has(tmp_path):
+    """The raw extract is the source as it was: a part whose historian renamed ``value`` and another
+    with a text value still make the view (null where the part has nothing usable), so the other
+    warehouse views are not refused with it; the curated history's check reports the drift."""
+    lake = Lake(str(tmp_path / "lake"))
+    base = {
+        "reading_id": [1],
+        "device_id": ["dev-0001"],
+        "metric": ["power"],
+        "recorded_at": [pd.Timestamp("2026-11-30 10:00", tz="UTC")],
+        "unit": ["kW"],
+        "loaded_at": [pd.Timestamp("2026-11-30 10:35", tz="UTC")],
+    }
+    from datetime import date
+
+    import pyarrow.parquet as pq
+
+    from iot_lake.sources.readings import readings_prefix
+
+    for day, extra in ((date(2026, 11, 30), {"reading_value": [41.5]}), (date(2026, 12, 1), {"value": ["12,5"]})):
+        path = Path(lake.path(f"{readings_prefix(day)}/part-00000.parquet"))
+        path.parent.mkdir(parents=True)
+        pq.write_table(pa.table({**base, **extra}), path)
+    register_views(lake, tmp_path / "w.duckdb", tables=(TABLES_BY_NAME["historical_readings"],))
+    with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
+        rows = con.execute("select extract_date, value from lake.historical_readings order by 1").fetchall()
+    assert [(str(d), v) for d, v in rows] == [("2026-11-30", None), ("2026-12-01", None)]

@@ -124,32 +124,81 @@ def land_registry(lake: Lake, engine: sa.Engine, day: date) -> RegistryExtract:
     return RegistryExtract(day=day.isoformat(), rows=rows, keys=keys)
 
 
+class HistorianSchemaError(RuntimeError):
+    """The readings table lost the column the extract cannot do without (its watermark)."""
+
+
+WATERMARK = "loaded_at"
+
+
+def present_readings(conn: sa.Connection) -> sa.Table:
+    """The readings table as the database has it now (reflected, not ``readings``): a column added,
+    renamed or retyped in the historian lands as it is, and the curated history's ``landed_schema``
+    check reports the differences (iot_lake.curated.history_job.schema_drift) instead of the extract
+    failing on a name it expected. Only the watermark is indispensable."""
+    table = sa.Table("readings", sa.MetaData(), autoload_with=conn)
+    if WATERMARK not in table.c:
+        raise HistorianSchemaError(
+            f"the historian's readings table has no {WATERMARK} column (it has: {', '.join(table.c.keys())}); "
+            "the incremental extract reads by it: map the renamed column in iot_lake/sources/historian.py"
+        )
+    return table
+
+
 def extract_readings(
     engine: sa.Engine, low: datetime | None, high: datetime, chunk_rows: int = 50_000
 ) -> Iterator[pa.RecordBatch]:
     """Rows with low < loaded_at <= high, streamed in chunks. Parameterized, never formatted."""
-    query = sa.select(readings).where(readings.c.loaded_at <= sa.bindparam("high"))
-    params = {"high": _naive(high)}
-    if low is not None:
-        query = query.where(readings.c.loaded_at > sa.bindparam("low"))
-        params["low"] = _naive(low)
-    query = query.order_by(readings.c.loaded_at, readings.c.reading_id)
     with engine.connect() as conn:
+        table = present_readings(conn)
+        query = sa.select(table).where(table.c[WATERMARK] <= sa.bindparam("high"))
+        params = {"high": _naive(high)}
+        if low is not None:
+            query = query.where(table.c[WATERMARK] > sa.bindparam("low"))
+            params["low"] = _naive(low)
+        query = query.order_by(table.c[WATERMARK], *(table.c[k] for k in ("reading_id",) if k in table.c))
         result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(query, params)
+        names = list(result.keys())
         for rows in result.partitions():
-            cols = list(zip(*rows))
-            yield pa.RecordBatch.from_arrays(
-                [
-                    pa.array(cols[0], pa.int64()),
-                    pa.array(cols[1], pa.string()),
-                    pa.array(cols[2], pa.string()),
-                    pa.array([_utc(v) for v in cols[3]], pa.timestamp("us", tz="UTC")),
-                    pa.array(cols[4], pa.float64()),
-                    pa.array(cols[5], pa.string()),
-                    pa.array([_utc(v) for v in cols[6]], pa.timestamp("us", tz="UTC")),
-                ],
-                schema=READINGS_SCHEMA,
-            )
+            yield pa.RecordBatch.from_arrays([_column(n, v) for n, v in zip(names, zip(*rows))], names=names)
+
+
+EXPECTED_TYPES = {f.name: f.type for f in READINGS_SCHEMA}
+
+
+def _column(name: str, values: tuple) -> pa.Array:
+    """A column typed as READINGS_SCHEMA says, or, when the database's values no longer fit it (a
+    retyped column) or the column is new, as the database has it: the curated side judges it."""
+    values = [_utc(v) if isinstance(v, datetime) else v for v in values]
+    if name in EXPECTED_TYPES:
+        try:
+            return pa.array(values, EXPECTED_TYPES[name])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            pass
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):  # mixed types in one column
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def unified(batches: list[pa.RecordBatch]) -> pa.Table:
+    """One part's chunks as one table. Chunks of a drifted table may type a column differently (a
+    chunk of nulls, a stray text value in a numeric column): promoted, or else landed as text."""
+    tables = [pa.Table.from_batches([b]) for b in batches]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        types: dict[str, set] = {}
+        for t in tables:
+            for f in t.schema:
+                if not pa.types.is_null(f.type):
+                    types.setdefault(f.name, set()).add(f.type)
+        mixed = {n for n, ts in types.items() if len(ts) > 1}
+        tables = [
+            t.cast(pa.schema([pa.field(f.name, pa.string() if f.name in mixed else f.type) for f in t.schema]))
+            for t in tables
+        ]
+        return pa.concat_tables(tables, promote_options="permissive")
 
 
 @dataclass
@@ -213,7 +262,7 @@ def land_readings(lake: Lake, engine: sa.Engine, day: date, now: datetime | None
         nonlocal part, batch_rows
         if batch_rows:
             key = f"{prefix}/part-{part:05d}.parquet"
-            _write_parquet(lake, key, pa.Table.from_batches(batch_rows, schema=READINGS_SCHEMA))
+            _write_parquet(lake, key, unified(batch_rows))
             files.append(key)
             part += 1
             batch_rows = []

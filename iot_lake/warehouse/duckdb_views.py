@@ -38,7 +38,8 @@ def view_sql(files: TableFiles, schema: str = LAKE_SCHEMA) -> str:
     else:
         parts = []
         for value, uris in sorted(files.partitions.items()):
-            cols = [_column(table, c.name, files.file_columns) for c in table.data_columns]
+            present = files.partition_columns.get(value, files.file_columns)
+            cols = [_column(table, c.name, present) for c in table.data_columns]
             if table.partition:
                 cols.append(
                     f"CAST({_quote(value)} AS {TYPES[table.partition_column.type]['duckdb']}) "
@@ -58,7 +59,9 @@ def _column(table: LakeTable, name: str, present: dict) -> str:
     if column.type == "timestamp" and getattr(present[name], "tz", None):
         # timezone('UTC', zoned) is naive UTC whatever the reader's session time zone; a CAST is not.
         return f"timezone('UTC', {_ident(name)}) AS {_ident(name)}"
-    return f"CAST({_ident(name)} AS {TYPES[column.type]['duckdb']}) AS {_ident(name)}"
+    # An extract's retyped column (text in a numeric one) reads as null, not as a failed query.
+    cast = "TRY_CAST" if table.format == "extract" else "CAST"
+    return f"{cast}({_ident(name)} AS {TYPES[column.type]['duckdb']}) AS {_ident(name)}"
 
 
 def register_views(
