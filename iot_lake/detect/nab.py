@@ -14,7 +14,9 @@ Pieces (each usable on its own, all causal: what they say about point t uses poi
   direction; `update(timestamp, value, band=None) -> score in [0, 1]`.  It is quiet during a
   learning period and raises one alert per incident (after a score >= `alert_level` it stays quiet
   for `suppress` seconds unless something clearly bigger happens).  An external forecast's band
-  (expected, lo, hi), when given, is one more residual channel.
+  (expected, lo, hi), when given, is one more residual channel, heard only while it beats the own
+  moving level (`band_skill`); while it beats the daily season, that channel yields to it
+  (`season_yield`).  Without a band (NAB) neither rule acts.
 * `nab_detector(series)` -- runs a fresh scorer over a whole series (the NAB tool's interface).
 
 Time, not rows: every span is in seconds and every exponential mean is a half-life in seconds,
