@@ -14,7 +14,9 @@ Pieces (each usable on its own, all causal: what they say about point t uses poi
   direction; `update(timestamp, value, band=None) -> score in [0, 1]`.  It is quiet during a
   learning period and raises one alert per incident (after a score >= `alert_level` it stays quiet
   for `suppress` seconds unless something clearly bigger happens).  An external forecast's band
-  (expected, lo, hi), when given, is one more residual channel.
+  (expected, lo, hi), when given, is one more residual channel, heard only while it beats the own
+  moving level (`band_skill`); while it beats the daily season, that channel yields to it
+  (`season_yield`).  Without a band (NAB) neither rule acts.
 * `nab_detector(series)` -- runs a fresh scorer over a whole series (the NAB tool's interface).
 
 Time, not rows: every span is in seconds and every exponential mean is a half-life in seconds,
@@ -71,6 +73,11 @@ class NabParams:
     band_skill: float = 0.0  # > 0: the band channels speak only while the forecast's mean absolute
     # error is below this times the detector's own level's (both EW over slow_half_life, ~11.5 h): a
     # forecast no better than a 33-minute moving level has nothing to add but its own false alarms
+    season_yield: float = 0.0  # > 0: with a band, the own daily-season channel is silent while the
+    # forecast's mean absolute error is below this times the daily-season forecast's (both EW over
+    # slow_half_life, on the same minutes): a forecast that knows the week (a short Saturday after
+    # two-shift weekdays) makes yesterday-at-this-time the worse reference, whose misses on such a
+    # day are the forecast's knowledge, not news.  Without a band (NAB) it never acts
     band_detrend: bool = False  # with a band: the own channels follow value - expected (what the
     # external forecast leaves unexplained), not the raw value
     # calibration
@@ -103,6 +110,11 @@ class NabParams:
 def ew_weight(dt: float, half_life: float) -> float:
     """Weight of a point dt seconds after the previous one in an EW mean of this half-life."""
     return -math.expm1(-dt * LN2 / half_life) if half_life > 0 else 1.0
+
+
+def _ew(mean: float, x: float, a: float) -> float:
+    """An EW mean's next value (x itself while the mean is unset)."""
+    return x if mean != mean else mean + a * (x - mean)
 
 
 def gaussian_surprise(residual: float) -> float:
@@ -414,6 +426,9 @@ class DeviationScorer:
         self._band_mean_next = None
         self._band_error = math.nan  # EW mean |value - expected| of the learnt minutes (band_skill)
         self._band_abs = math.nan  # |value - expected| of the pending point
+        self._band_error_s = math.nan  # EW mean |value - expected| where the season forecast exists
+        self._season_error = math.nan  # EW mean |value - daily-season forecast| on banded minutes
+        self._season_abs = math.nan  # ... of the pending point (season_yield)
         self.surprise_value = 0.0  # combined surprise (nats) of the last assessed point
 
     # -- time: the sampling step (median of the first steps) fixes the seasonal lookup and the
@@ -468,10 +483,12 @@ class DeviationScorer:
                     neg = max(r for _, r in recent)
                     res[base + "_run"] = pos if pos > 0 else (neg if neg < 0 else 0.0)
         self._band_mean_next = self._band_mean
-        self._band_abs = math.nan
+        self._band_abs = self._season_abs = math.nan
         if band is not None:
             expected, lo, hi = band
             self._band_abs = abs(x - expected)
+            if "season" in res and not p.band_detrend:
+                self._season_abs = abs(res["season"])
             width = (hi - lo) / (2 * p.band_z)
             if width > 0:
                 self._band_t0 = min(self._band_t0, t)
@@ -502,6 +519,8 @@ class DeviationScorer:
                         out[c] = cal.surprise(r, p.band_floor * sd)
                     else:
                         out[c] = gaussian_surprise(r / sd)
+                elif c == "season" and band is not None and self.season_yields:
+                    continue
                 else:
                     out[c] = cals[c].surprise(r, floor)
         self.last_surprises = out
@@ -537,16 +556,26 @@ class DeviationScorer:
         own = self.forecaster.spread_ref
         return self._band_error == self._band_error and self._band_error < self.p.band_skill * own
 
+    @property
+    def season_yields(self) -> bool:
+        """Whether the own daily-season channel gives way to the external forecast (``season_yield``):
+        on the minutes both were there, the forecast's error has been below the daily-season one's."""
+        band, season = self._band_error_s, self._season_error
+        return self.p.season_yield > 0 and season == season and band < self.p.season_yield * season
+
     def _learn_band_error(self, skip) -> None:
-        """The forecast's error joins its EW mean as the own level's does (incident minutes stay out)."""
+        """The forecast's error joins its EW mean as the own level's does (incident minutes stay out);
+        where the daily-season forecast exists too, both errors join a pair of EW means
+        (``season_yield``), so the two are compared on the same minutes."""
         error = self._band_abs
         if error != error or "band" in skip or skip == "all":
             return
         f = self.forecaster
         a = max(f.a_slow, 1.0 / (f.n + 1)) if f.p.warm_means else f.a_slow
-        self._band_error = (
-            error if self._band_error != self._band_error else self._band_error + a * (error - self._band_error)
-        )
+        self._band_error = _ew(self._band_error, error, a)
+        if self._season_abs == self._season_abs:
+            self._band_error_s = _ew(self._band_error_s, error, a)
+            self._season_error = _ew(self._season_error, self._season_abs, a)
 
     def _calibrate(self, t: float, res: dict, skip, m) -> None:
         cals = self.calibrators
@@ -565,7 +594,7 @@ class DeviationScorer:
         t, x, res, m = self._pending
         self._pending = None
         self._band_mean = self._band_mean_next
-        if self.p.band_skill > 0:
+        if self.p.band_skill > 0 or self.p.season_yield > 0:
             self._learn_band_error(skip)
         if skip != "all":
             if self.p.lag > 0:
