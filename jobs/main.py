@@ -88,12 +88,17 @@ def partitions_to_run(
         {h for o in lake.list(TELEMETRY_PREFIX) if (h := telemetry_hour_of_key(o.key)) and first <= h < end}
     )
     hours = [h.strftime(HOUR) for h in landed]
-    weather_days = sorted(
-        {d for o in lake.list(WEATHER_PREFIX) if (d := weather_day_of_key(o.key)) and first.date() <= d < end.date()}
-    )
     days = [(first + timedelta(days=i)).date().isoformat() for i in range((end - first).days or 1)]
     trained_from = min(first, start - timedelta(days=TRAINING_DAYS))
     feature_days = [(trained_from + timedelta(days=i)).date().isoformat() for i in range((end - trained_from).days)]
+    # The weather of every featured day: a provider has its past too (the simulator lands it).
+    weather_days = sorted(
+        {
+            d
+            for o in lake.list(WEATHER_PREFIX)
+            if (d := weather_day_of_key(o.key)) and trained_from.date() <= d < end.date()
+        }
+    )
     plan: list[tuple[str, list[str | None]]] = [
         ("historian_extract_job", days),
         # The extracts' readings (the historian's past, before ``first``) curated before the
@@ -260,6 +265,7 @@ def _simulate(settings, lake: Lake, cfg: SimConfig, first: datetime, end: dateti
     sim = Simulator(cfg, lake)
     if not settings.is_prod:  # in prod the historian is a real database, not ours to seed
         sim.seed_historian(settings.historian_url, first.date())
+        sim.backfill_weather(first.date() - timedelta(days=cfg.history_days), first.date())
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     ) as p:

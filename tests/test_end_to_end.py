@@ -85,12 +85,13 @@ def test_main_job_end_to_end(tmp_path):
         # Every landed hour is scored, history too: the series' own channels are warm when forecasts begin.
         assert partitions(["ops", "deviations"]) == partitions(["landing", "telemetry"])
         assert partitions(["ml", "forecast_model"]) == {"2026-11-19"}
-        assert partitions(["curated", "weather"]) == days
         # The features of the two weeks the first training reads (the historian's days before the
         # telemetry's three, issue 21), in one run: devices x metrics x 5-min buckets x telemetry days,
         # less the buckets of injected dropouts, and at most 96 buckets a day of curated history.
         trained = {(date(2026, 11, 6) + timedelta(days=n)).isoformat() for n in range(15)}
         assert partitions(["curated", "features"]) == trained
+        # ... with their weather: the provider's past is landed for the historian's days too.
+        assert partitions(["curated", "weather"]) == partitions(["landing", "weather"]) == trained
         features = instance.get_latest_materialization_event(AssetKey(["curated", "features"])).asset_materialization
         assert features.metadata["days"].value == 15
         rows = features.metadata["dagster/row_count"].value
@@ -111,7 +112,6 @@ def test_main_job_end_to_end(tmp_path):
         assert weather.metadata["quarantine_rate"].value == pytest.approx(
             weather.metadata["quarantined"].value / rows_read, abs=1e-6
         )
-        assert partitions(["landing", "weather"]) == days
         assert partitions(["landing", "device_registry"]) == days
         assert partitions(["landing", "historical_readings"]) == days
         model = instance.get_latest_materialization_event(AssetKey(["ml", "forecast_model"])).asset_materialization

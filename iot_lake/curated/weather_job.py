@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.telemetry_job import quarantine_rate
-from iot_lake.lake import Lake, latest_registry_day, registry_key, weather_day_prefix
+from iot_lake.lake import Lake, registry_day_for, registry_key, weather_day_prefix
 from iot_lake.sources.weather import RANGES, SCHEMA, WeatherFileError, read_weather_bytes
 from iot_lake.spark.session import spark_session
 
@@ -61,7 +61,7 @@ class WeatherReport:
 
 
 def registry_sites(lake: Lake, day: date) -> set[str]:
-    snapshot = latest_registry_day(lake, day)
+    snapshot = registry_day_for(lake, day)  # a day before the first snapshot: the first (historian's past)
     if snapshot is None:
         raise RuntimeError(f"no device registry landed on or before {day}: materialize landing/device_registry first")
     with lake.open(registry_key(snapshot, "sites")) as f:

@@ -140,6 +140,16 @@ class Simulator:
         self.lake.write_text(weather_truth_key(day), json.dumps(truth, indent=1))
         return list(truth)
 
+    def backfill_weather(self, first: date, end: date) -> int:
+        """The weather of the days before the telemetry (the historian's past): a weather provider
+        has its history too, and a feature row without its temperature trains a different model."""
+        report = SimulationReport(start=first.isoformat(), end=end.isoformat())
+        day = first
+        while day < end:
+            self._write_weather(day, report)
+            day += timedelta(days=1)
+        return report.weather_files
+
     def backfill(
         self, start: datetime, end: datetime, on_hour: Callable[[datetime], None] | None = None
     ) -> SimulationReport:
