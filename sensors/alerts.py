@@ -12,12 +12,10 @@ happens, which is what retries an alert (or case event) a sink refused.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from dagster import (
-    AssetCheckEvaluation,
     AssetCheckSeverity,
     DagsterEvent,
     DagsterEventType,
@@ -25,7 +23,6 @@ from dagster import (
     DagsterRun,
     DefaultSensorStatus,
     RunFailureSensorContext,
-    RunStatusChangeRecordsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -43,9 +40,9 @@ from iot_lake.cases.alerts import (
     run_failure_key,
 )
 from iot_lake.cases.outbox import DeliveryReport, deliver_pending
+from lib.check_evaluations import ENDED, EndedRunsCursor, ended_runs, evaluations_of_run, plain, run_partition
 from resources.cases import CasesResource
 
-ENDED = (DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE)  # a run's checks have all reported
 RUNS_PER_TICK = 100
 
 
@@ -58,7 +55,7 @@ def run_failure_alert(
 ) -> Alert:
     steps = [e.step_key for e in step_failures if e.step_key]
     errors = [f"{e.step_key}: {_error(e)}" for e in step_failures]
-    partition = run.tags.get("dagster/partition") or _range(run)
+    partition = run_partition(run)
     where = f" ({partition})" if partition else ""
     return Alert(
         key=run_failure_key(run.run_id),
@@ -85,23 +82,17 @@ def _error(event: DagsterEvent) -> str:
     return error.message.strip()
 
 
-def _range(run: DagsterRun) -> str | None:
-    start, end = run.tags.get("dagster/asset_partition_range_start"), run.tags.get("dagster/asset_partition_range_end")
-    return f"{start}...{end}" if start and end else None
-
-
 def check_failure_alerts_of_run(instance: DagsterInstance, run: DagsterRun, ui_url: str) -> list[Alert]:
     alerts = []
-    records = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
-    for record in records:
-        evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if not isinstance(evaluation, AssetCheckEvaluation) or evaluation.passed:
+    for found in evaluations_of_run(instance, run.run_id):
+        record, evaluation = found.record, found.evaluation
+        if evaluation.passed:
             continue
         if evaluation.severity != AssetCheckSeverity.ERROR:
             continue
         asset, check = evaluation.asset_key.to_user_string(), evaluation.check_name
-        partition = evaluation.partition or run.tags.get("dagster/partition") or _range(run)
-        metadata = {k: _plain(v) for k, v in evaluation.metadata.items()}
+        partition = evaluation.partition or run_partition(run)
+        metadata = {k: plain(v) for k, v in evaluation.metadata.items()}
         alerts.append(
             Alert(
                 key=check_failure_key(run.run_id, record.storage_id),
@@ -123,11 +114,6 @@ def check_failure_alerts_of_run(instance: DagsterInstance, run: DagsterRun, ui_u
             )
         )
     return alerts
-
-
-def _plain(value) -> object:
-    raw = getattr(value, "value", value)
-    return raw if isinstance(raw, (str, int, float, bool, type(None))) else str(raw)
 
 
 def _summary(metadata: dict) -> str:
@@ -161,20 +147,6 @@ def run_failure_alerts(context: RunFailureSensorContext, cases: CasesResource) -
     _raise_and_deliver(cases, [alert], context.log)
 
 
-class EndedRunsCursor:
-    """The last run-ended event seen, per kind of ending (their storage ids are the instance's)."""
-
-    def __init__(self, after: dict[str, int]):
-        self.after = after
-
-    @classmethod
-    def parse(cls, text: str | None) -> EndedRunsCursor | None:
-        return cls(json.loads(text)) if text else None
-
-    def __str__(self) -> str:
-        return json.dumps(self.after, sort_keys=True)
-
-
 def _latest(instance: DagsterInstance, event_type: DagsterEventType) -> int:
     records = instance.fetch_run_status_changes(event_type, limit=1, ascending=False).records
     return records[0].storage_id if records else -1
@@ -192,18 +164,9 @@ def check_failure_alerts(context: SensorEvaluationContext, cases: CasesResource)
     if cursor is None:  # a new sensor starts from now, not from every failure in the instance's history
         cursor = EndedRunsCursor({t.value: _latest(instance, t) for t in ENDED})
     alerts, runs = [], 0
-    for event_type in ENDED:
-        result = instance.fetch_run_status_changes(
-            RunStatusChangeRecordsFilter(event_type, after_storage_id=cursor.after.get(event_type.value, -1)),
-            limit=RUNS_PER_TICK,
-            ascending=True,
-        )
-        for record in result.records:
-            run = instance.get_run_by_id(record.run_id)
-            if run is not None:
-                runs += 1
-                alerts += check_failure_alerts_of_run(instance, run, cases.ui_url)
-            cursor.after[event_type.value] = record.storage_id
+    for run in ended_runs(instance, cursor, limit=RUNS_PER_TICK):
+        runs += 1
+        alerts += check_failure_alerts_of_run(instance, run, cases.ui_url)
     raised, report = _raise_and_deliver(cases, alerts, context.log)
     summary = (
         f"{runs} ended runs, {raised} new check failure alerts, {report.delivered} deliveries, {report.failed} failed"
