@@ -62,7 +62,7 @@ from iot_lake.curated.typical import RegistryIndex
 from iot_lake.lake import Lake, latest_registry_day
 from iot_lake.sources.readings import READINGS_SCHEMA, readings_manifest_key
 from iot_lake.spark.session import spark_session
-from iot_lake.spark.tables import TABLE_FORMATS, open_table, staged
+from iot_lake.spark.tables import TABLE_FORMATS, ddl, open_table, staged
 
 ASSET_KEY = "curated/historical_readings"
 QUARANTINE_HISTORIAN = "quarantine/historian"
@@ -103,14 +103,7 @@ PARSED = pa.schema(
         ("landing_date", pa.date32()),  # the extract day
     ]
 )
-_DDL_TYPES = {
-    pa.string(): "string",
-    pa.float64(): "double",
-    pa.int64(): "bigint",
-    pa.date32(): "date",
-    _UTC_US: "timestamp",
-}
-PARSED_DDL = ", ".join(f"{f.name} {_DDL_TYPES[f.type]}" for f in PARSED)
+PARSED_DDL = ddl(PARSED)
 QUARANTINE_COLUMNS = [
     "source_object",
     "row_number",

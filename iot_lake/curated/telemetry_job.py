@@ -58,7 +58,7 @@ from iot_lake.sources.telemetry import (
     long_line_length,
 )
 from iot_lake.spark.session import spark_session
-from iot_lake.spark.tables import TABLE_FORMATS, open_table
+from iot_lake.spark.tables import TABLE_FORMATS, ddl, open_table
 from iot_lake.spark.tables import staged as _staged
 
 CURATED_TELEMETRY = "curated/telemetry"
@@ -103,14 +103,7 @@ PARSED = pa.schema(
         ("landing_date", pa.date32()),  # its UTC date, computed here: Spark's to_date follows the session time zone
     ]
 )
-_DDL_TYPES = {
-    pa.string(): "string",
-    pa.float64(): "double",
-    pa.int64(): "bigint",
-    pa.date32(): "date",
-    pa.timestamp("us", tz="UTC"): "timestamp",
-}
-PARSED_DDL = ", ".join(f"{f.name} {_DDL_TYPES[f.type]}" for f in PARSED)
+PARSED_DDL = ddl(PARSED)
 CURATED_COLUMNS = [
     "device_id",
     "site_id",

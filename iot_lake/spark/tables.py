@@ -131,6 +131,21 @@ class SparkParquetTable(_Table):
         self.lake.delete(scratch, recursive=True)
 
 
+# Spark SQL type names of the Arrow types the curated jobs' parsed rows use (mapInArrow's output schema).
+_DDL_TYPES = {
+    "string": "string",
+    "double": "double",
+    "int64": "bigint",
+    "date32[day]": "date",
+    "timestamp[us, tz=UTC]": "timestamp",
+}
+
+
+def ddl(schema) -> str:
+    """A pyarrow schema as the DDL string Spark's mapInArrow takes for its output."""
+    return ", ".join(f"{f.name} {_DDL_TYPES[str(f.type)]}" for f in schema)
+
+
 def staged(spark, df, uri: str):
     """Write an intermediate result once and read it back, so later steps do not recompute it."""
     # Snappy: staging lives for one run, so writing fast beats the lake's denser default codec.
