@@ -15,7 +15,6 @@ from iot_lake.detect.metrics import (
     CloudWatchPublisher,
     LocalPublisher,
     _size,
-    batches,
     bounds,
     datums,
     metric_data,
@@ -124,9 +123,10 @@ def test_the_metrics_equal_the_deviation_rows_and_a_rerun_changes_no_statistic(a
 
 def test_batches_respect_the_payload_size_too():
     datum = {"MetricName": "Actual", "Dimensions": [{"Name": "DeviceId", "Value": "d" * 200}], "Value": 1.0}
-    sizes = [len(b) for b in batches([datum] * 2500, max_bytes=100_000)]
+    each = [_size(datum)] * 2500
+    sizes = [b - a for a, b in bounds(each, max_bytes=100_000)]
     assert sum(sizes) == 2500 and max(sizes) < MAX_ITEMS and len(sizes) > 3
-    assert [len(b) for b in batches([datum] * 2500)] == [1000, 1000, 500]
+    assert [b - a for a, b in bounds(each)] == [1000, 1000, 500]
 
 
 def test_points_older_than_cloudwatch_keeps_are_skipped(rows):

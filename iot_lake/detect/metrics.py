@@ -18,7 +18,6 @@ the case store and its sinks, which see the same rows.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -139,12 +138,6 @@ def bounds(sizes, max_items: int = MAX_ITEMS, max_bytes: int = MAX_BYTES) -> lis
     if len(sizes) > first:
         out.append((first, len(sizes)))
     return out
-
-
-def batches(data: list[dict[str, Any]], max_items: int = MAX_ITEMS, max_bytes: int = MAX_BYTES) -> Iterator[list]:
-    """Consecutive runs of ``data`` within the per-call item count and payload size."""
-    for a, b in bounds([_size(d) for d in data], max_items, max_bytes):
-        yield data[a:b]
 
 
 @dataclass
