@@ -73,7 +73,7 @@ def production_instance(aws, postgres_url, postgres_root_cert, tmp_path, monkeyp
 def test_production_instance_keeps_runs_in_postgres_and_compute_logs_in_s3(aws, production_instance, postgres_url):  # noqa: F811
     instance, env = production_instance
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-    assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+    assert type(instance.event_log_storage).__name__ == "PoolSafePostgresEventLogStorage"  # lib/event_log.py
     assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
     coordinator = instance.run_coordinator
     assert type(coordinator).__name__ == "QueuedRunCoordinator"
