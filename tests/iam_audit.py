@@ -87,6 +87,7 @@ def rendered_policies(**values: str) -> dict[str, dict]:
         "SnsTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:cases-*",
         "EventBusName": "cases-*",
         "LandingQueueName": "landing-*",
+        "TelemetryStreamName": "telemetry-*",
         "ResponsePlanArn": f"arn:aws:ssm-incidents::{ACCOUNT}:response-plan/iot-lake",
         "SparkEnvArchiveArn": "arn:aws:s3:::iot-lake-artifacts/spark-env/iot-lake-env.tar.gz",
         "EcrRepositoryArn": f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/iot-lake-ml",
