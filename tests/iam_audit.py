@@ -245,6 +245,10 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
             resource += f":log-stream:{params['logStreamName']}"
     elif service == "sns":
         resource = params.get("TopicArn", "*")
+    elif service == "kinesis":
+        # The stream named by ARN or name; a call naming neither (GetRecords by its iterator alone) is "*".
+        name = params.get("StreamName")
+        resource = params.get("StreamARN") or (f"arn:aws:kinesis:{arn}:stream/{name}" if name else "*")
     elif service == "sqs":
         # A batch call is authorized as its single-message action; the queue's ARN from its URL.
         action = action.removesuffix("Batch")

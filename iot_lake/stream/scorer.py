@@ -159,6 +159,7 @@ class StreamScorer:
         self.params, self.clock = params, clock
         self.records = pd.DataFrame(columns=RECORD_COLUMNS)
         self.hours: dict[datetime, HourState] = {}
+        self.last_scored: dict[datetime, pd.DataFrame] = {}  # per hour, each series' latest scored minutes
         self._registries: dict[date, object] = {}
 
     def registry(self, day: date):
@@ -200,6 +201,7 @@ class StreamScorer:
         and their series scored again (the asset scored the hour before again, a forecast came)."""
         for hour in [h for h in self.hours if h < start]:
             del self.hours[hour]
+            self.last_scored.pop(hour, None)
         stale = []
         forecasts, deviations = self.tables.version(FORECASTS_TABLE), self.tables.version(DEVIATIONS_TABLE)
         normal = self._normal_mark()
@@ -264,6 +266,11 @@ class StreamScorer:
         actuals = minute_means(rows)
         forecasts = state.forecasts if len(state.forecasts) else _no_forecasts()
         scored = score(with_forecasts(actuals, forecasts), None, self.params, scorers=state.scorers)
+        previous = self.last_scored.get(hour)
+        if previous is not None:
+            previous = previous.merge(series, on=KEY, how="left", indicator=True)
+            previous = previous[previous["_merge"] == "left_only"].drop(columns="_merge")
+        self.last_scored[hour] = pd.concat([previous, scored], ignore_index=True) if previous is not None else scored
         report.minutes += len(scored)
         report.series += int(scored.groupby(KEY).ngroups)
         for action, n in observe_scored(self.store, scored).items():

@@ -69,25 +69,34 @@ class KinesisReader:
         self.iterators: dict[str, str | None] = {}  # shard -> next iterator (None: the shard is closed)
         self.lines: dict[str, int] = {}  # shard -> lines parsed: a record's line number, for the copies' order
         self.read = 0
+        self._arn: str | None = None
 
     def reset(self) -> None:
         """Read every shard from the window's start again at the next poll (after a step that failed)."""
         self.iterators.clear()
 
+    @property
+    def arn(self) -> str:
+        """The stream's ARN, which every call names (GetRecords has no stream name, and IAM grants the stream)."""
+        if self._arn is None:
+            self._arn = self.client.describe_stream_summary(StreamName=self.stream)["StreamDescriptionSummary"][
+                "StreamARN"
+            ]
+        return self._arn
+
     def _shards(self) -> Iterator[str]:
-        token = None
+        # Paged by the last shard seen, not NextToken, which may not name the stream (nor IAM its resource).
+        after = None
         while True:
-            page = (
-                self.client.list_shards(NextToken=token) if token else self.client.list_shards(StreamName=self.stream)
-            )
+            page = self.client.list_shards(StreamARN=self.arn, **({"ExclusiveStartShardId": after} if after else {}))
             yield from (s["ShardId"] for s in page["Shards"])
-            token = page.get("NextToken")
-            if not token:
+            if not page.get("NextToken") or not page["Shards"]:
                 return
+            after = page["Shards"][-1]["ShardId"]
 
     def _iterator(self, shard: str, start: datetime) -> str:
         return self.client.get_shard_iterator(
-            StreamName=self.stream, ShardId=shard, ShardIteratorType="AT_TIMESTAMP", Timestamp=start
+            StreamARN=self.arn, ShardId=shard, ShardIteratorType="AT_TIMESTAMP", Timestamp=start
         )["ShardIterator"]
 
     def poll(self) -> list[pa.RecordBatch]:
@@ -98,7 +107,7 @@ class KinesisReader:
         records = []
         for shard, iterator in self.iterators.items():
             while iterator:
-                page = self.client.get_records(ShardIterator=iterator, Limit=self.limit)
+                page = self.client.get_records(StreamARN=self.arn, ShardIterator=iterator, Limit=self.limit)
                 records += [(shard, r) for r in page["Records"]]
                 iterator = page.get("NextShardIterator")
                 if not page["Records"] or page.get("MillisBehindLatest", 0) == 0:
