@@ -183,8 +183,10 @@ def _streamed(port: int, lake, lake_root: Path, hour: datetime, devices: list[st
         latencies.append(latency)
         console.print(f"  {device}: {latency:.1f} s ({case.case_key}, load {os.getloadavg()[0]:.1f})")
         time.sleep(GAP_S)
+    # Each landing queues a telemetry and a deviations run (the pool lets one write at a time): on a
+    # loaded machine that is minutes of runs.
     with console.status("letting the Dagster runs of those landings finish (the system of record)"):
-        wait(lambda: _idle(port), 600, "the runs to finish", every=2)
+        wait(lambda: _idle(port), 300 + 120 * len(devices), "the runs to finish", every=2)
     return latencies
 
 
