@@ -264,3 +264,14 @@ def test_kinesis_records_open_a_case_from_the_stream_itself(aws, tmp_path):
     assert reader.read == len(put) + len(shifted)
     assert [(c.device_id, c.metric) for c in cases] == [(device, metric)]
     assert cases[0].incident_start >= since
+
+
+def test_the_cli_runs_one_step_on_an_empty_window(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from iot_lake.cli import main
+
+    monkeypatch.setenv("IOT_LAKE_ROOT", str(tmp_path / "lake"))
+    result = CliRunner().invoke(main, ["stream", "--once"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "0 records (0 lines rejected), 0 minutes of 0 series scored" in result.output
