@@ -80,13 +80,16 @@ class Incident:
     last_ts: datetime
 
 
-def plant_incident(lake, hour: datetime, offset: float = INCIDENT_OFFSET, minutes: int = 10) -> Incident:
+def plant_incident(
+    lake, hour: datetime, offset: float = INCIDENT_OFFSET, minutes: int = 10, device: str | None = None
+) -> Incident:
     """Write one landing object into ``hour``: a degC temperature series' last ``minutes`` of the hour
     so far, sent again (new message ids) ``offset`` degrees up. The originals are in the hour already
     and each minute's mean takes both, so the 1-minute actuals move offset / 2. 25 up on a copy moved
     them 12.5, which a cold scorer (no deviation history yet) against a forecast biased by a day-old
-    anomaly did not alert on."""
-    series = _first_temperature_series(_hour_records(lake, hour))
+    anomaly did not alert on. ``device``: that device's series (``temperature_devices``), else the
+    first device's."""
+    series = _first_temperature_series(_hour_records(lake, hour), device)
     since = _ts(series[-1]) - timedelta(minutes=minutes)
     shifted = [r for r in series if _ts(r) >= since.replace(second=0, microsecond=0)]
     key = f"landing/telemetry/{hour:%Y/%m/%d/%H}/iot-lake-telemetry-1-{hour:%Y-%m-%d-%H}-59-59-{uuid.uuid4()}.gz"
@@ -115,10 +118,24 @@ def _parsed(line: bytes):
         return None
 
 
-def _first_temperature_series(records: list) -> list[dict]:
-    """The degC temperature records of the first device (by id) that has any, by timestamp; only
-    UTC stamps ("Z"), which then compare as text."""
-    usable = [
+def temperature_devices(lake, hour: datetime) -> list[str]:
+    """The devices with degC temperature readings in ``hour``'s landing objects, by id: where
+    ``plant_incident`` can plant one."""
+    return sorted({r["device_id"] for r in _usable_temperatures(_hour_records(lake, hour))})
+
+
+def _first_temperature_series(records: list, device: str | None = None) -> list[dict]:
+    """The degC temperature records of ``device``, or of the first device (by id) that has any, by
+    timestamp; only UTC stamps ("Z"), which then compare as text."""
+    usable = _usable_temperatures(records)
+    if not usable:
+        raise RuntimeError("no degC temperature record in the hour to plant an incident on")
+    device = device or min(r["device_id"] for r in usable)
+    return sorted((r for r in usable if r["device_id"] == device), key=lambda r: r["ts"])
+
+
+def _usable_temperatures(records: list) -> list[dict]:
+    return [
         r
         for r in records
         if isinstance(r, dict)
@@ -129,10 +146,6 @@ def _first_temperature_series(records: list) -> list[dict]:
         and isinstance(r.get("ts"), str)
         and r["ts"].endswith("Z")
     ]
-    if not usable:
-        raise RuntimeError("no degC temperature record in the hour to plant an incident on")
-    device = min(r["device_id"] for r in usable)
-    return sorted((r for r in usable if r["device_id"] == device), key=lambda r: r["ts"])
 
 
 def _ts(record: dict) -> datetime:

@@ -637,3 +637,51 @@ def quicksight_deploy(account_id, region, principal, template_arn, dashboard_nam
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One step (read the window, score, deliver), then exit.")
+@click.option("--interval", "interval_s", default=1.0, show_default=True, help="Seconds between polls.")
+@click.option(
+    "--kinesis",
+    "kinesis_stream",
+    default=None,
+    help="Read this Kinesis data stream (the one Firehose reads) instead of the lake's landing prefix.",
+)
+def stream(once, interval_s, kinesis_stream):
+    """Score landing records against the forecast as they arrive and open cases within seconds.
+
+    The hourly ops/deviations asset stays the system of record and re-scores the same hours into the
+    same cases (docs/cases-and-alerts.md#the-streaming-scorer). Run it beside `dagster dev`."""
+    import logging
+
+    from iot_lake.encryption import delta_storage_options
+    from iot_lake.stream.scorer import StreamScorer
+    from iot_lake.stream.service import run
+    from iot_lake.stream.sources import KinesisReader, LandingWatcher
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings()
+    lake = Lake(settings.lake_root)
+    options = {"AWS_REGION": settings.aws_region} if settings.aws_region else {}
+    if settings.lake_root.startswith("s3://"):
+        options.update(delta_storage_options(settings.kms_key_id))
+    sinks = sinks_for(settings)
+    with CaseStore(settings.cases_url, sinks=sinks) as store:
+        scorer = StreamScorer(lake, store, sinks, delta_options=options or None)
+        if kinesis_stream:
+            source = KinesisReader(kinesis_stream, scorer.registry)
+        else:
+            source = LandingWatcher(lake, scorer.registry)
+        console.print(f"streaming {kinesis_stream or lake.url + '/landing/telemetry'} into the cases (Ctrl-C stops)")
+        try:
+            run(source, scorer, interval_s, once=once, on_step=_stream_step if once else None)
+        except KeyboardInterrupt:
+            pass
+
+
+def _stream_step(report) -> None:
+    console.print(
+        f"{report.records} records ({report.rejected} lines rejected), {report.minutes} minutes of "
+        f"{report.series} series scored; cases: {report.cases or 'unchanged'}"
+    )

@@ -87,6 +87,7 @@ def rendered_policies(**values: str) -> dict[str, dict]:
         "SnsTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:cases-*",
         "EventBusName": "cases-*",
         "LandingQueueName": "landing-*",
+        "TelemetryStreamName": "telemetry-*",
         "ResponsePlanArn": f"arn:aws:ssm-incidents::{ACCOUNT}:response-plan/iot-lake",
         "SparkEnvArchiveArn": "arn:aws:s3:::iot-lake-artifacts/spark-env/iot-lake-env.tar.gz",
         "EcrRepositoryArn": f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/iot-lake-ml",
@@ -244,6 +245,10 @@ def requests_of(service: str, operation: str, params: dict[str, Any], region: st
             resource += f":log-stream:{params['logStreamName']}"
     elif service == "sns":
         resource = params.get("TopicArn", "*")
+    elif service == "kinesis":
+        # The stream named by ARN or name; a call naming neither (GetRecords by its iterator alone) is "*".
+        name = params.get("StreamName")
+        resource = params.get("StreamARN") or (f"arn:aws:kinesis:{arn}:stream/{name}" if name else "*")
     elif service == "sqs":
         # A batch call is authorized as its single-message action; the queue's ARN from its URL.
         action = action.removesuffix("Batch")

@@ -11,7 +11,6 @@ same rows and changes no case.
 
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -33,10 +32,9 @@ from assets.ml.forecast import BATCH_FORECAST_KEY
 from assets.partitions import hourly_partitions
 from assets.plots import deviations_plot
 from iot_lake.cases.mirror import mirror_to_lake
-from iot_lake.cases.model import ACTIVE, Deviation, points_to_observe
 from iot_lake.cases.outbox import deliver_pending
 from iot_lake.cases.sinks import fold_alarm_incidents
-from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, score, with_forecasts
+from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, observe_scored, score, with_forecasts
 from iot_lake.detect.metrics import publisher_for, with_band_80
 from iot_lake.lake import dates_between
 from iot_lake.simulate.runner import read_anomalies
@@ -189,46 +187,8 @@ def _replace_hour(lake: LakeResource, scored: pd.DataFrame, start: datetime, end
 
 
 def _observe(cases: CasesResource, scored: pd.DataFrame) -> dict[str, int]:
-    """Hand the case store the minutes that can change a case (``points_to_observe``): a range of
-    many hours is one run, so a case opened in it must see the in-band minutes that resolve it."""
-    counts: dict[str, int] = {}
     with cases.store() as store:
-        active = {(c.device_id, c.metric): c for c in store.list_cases() if c.status in ACTIVE}
-        ordered = scored.sort_values(["device_id", "metric", "ts"]).reset_index(drop=True)
-        keep = np.zeros(len(ordered), bool)
-        for key, index in ordered.groupby(["device_id", "metric"], sort=False).indices.items():
-            rows = ordered.iloc[index]
-            case = active.get(key)
-            keep[index] = points_to_observe(
-                rows["ts"].tolist(),
-                rows["is_anomalous"].tolist(),
-                store.policy.resolve_after,
-                active=case is not None,
-                back_in_band_since=case.back_in_band_since if case else None,
-            )
-        # The store's severity reads the score as band standard deviations (3 warning, 6 critical).
-        points = [
-            Deviation(
-                device_id=row.device_id,
-                metric=row.metric,
-                site_id=row.site_id,
-                ts=row.ts.to_pydatetime(),
-                actual=float(row.actual),
-                expected_lo=_finite(row.expected_lo),
-                expected_hi=_finite(row.expected_hi),
-                score=_finite(abs(row.residual)) or 0.0,
-                is_anomalous=bool(row.is_anomalous),
-            )
-            for row in ordered[keep].sort_values("ts", kind="stable").itertuples()
-        ]
-        for outcome in store.observe_many(points):
-            counts[outcome.action] = counts.get(outcome.action, 0) + 1
-    return counts
-
-
-def _finite(value: float) -> float | None:
-    """A float for the case store, None for NaN (a minute scored before the series had a forecast)."""
-    return float(value) if value == value else None
+        return observe_scored(store, scored)
 
 
 def _accuracy_metadata(lake: LakeResource, scored: pd.DataFrame, start: datetime, end: datetime) -> dict:

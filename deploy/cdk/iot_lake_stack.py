@@ -119,12 +119,13 @@ class IotLakeStack(cdk.Stack):
             type="AWS::EMRServerless::Application",
             properties=emr_application_properties(template("emr-serverless/application.json")),
         )
-        self.values = self._policy_values()
-        self.roles = {name: self._role(name, placeholder) for name, placeholder in ROLES.items()}
-        self.glue_job = self._glue_job()
+        # Before the policies: the Dagster role's may read it (the streaming scorer, iot-lake stream).
         self.stream = (
             kinesis.Stream(self, "Telemetry", encryption_key=self.key) if _flag(ctx("kinesisSource")) else None
         )
+        self.values = self._policy_values()
+        self.roles = {name: self._role(name, placeholder) for name, placeholder in ROLES.items()}
+        self.glue_job = self._glue_job()
         self.delivery_stream = self._delivery_stream()
         self.topic_rule = self._topic_rule(ctx("telemetryTopic") or "iot-lake/+/telemetry")
         self.alarms = [self._deviation_alarm(d, **_band(ctx)) for d in _devices(ctx("alarmDevices"))]
@@ -199,6 +200,7 @@ class IotLakeStack(cdk.Stack):
             "SnsTopicArn": self.topic.topic_arn,
             "EventBusName": self.bus.event_bus_name,
             "LandingQueueName": ctx("landingQueueName") or "none",
+            "TelemetryStreamName": self.stream.stream_name if self.stream else "none",
             "ResponsePlanArn": self.response_plan_arn,
             "SparkEnvArchiveArn": ctx("sparkEnvArchive")
             or f"s3://{self.bucket.bucket_name}/artifacts/spark-env/iot-lake-env.tar.gz",

@@ -39,6 +39,7 @@ OPTIONS = {
     "SnsTopicArn": ("--sns-topic-arn", None),
     "EventBusName": ("--event-bus-name", "none"),
     "LandingQueueName": ("--landing-queue-name", "none"),  # the landing sensor's SQS trigger, if used
+    "TelemetryStreamName": ("--telemetry-stream-name", "none"),  # the streaming scorer's Kinesis source, if used
     "ResponsePlanArn": ("--response-plan-arn", "arn:aws:ssm-incidents::000000000000:response-plan/none"),
     "SparkEnvArchiveArn": ("--spark-env-archive", None),
     "EcrRepositoryArn": ("--ecr-repository-arn", None),

@@ -29,12 +29,14 @@ is less surprising next time.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import math
 import multiprocessing
 import os
 from collections import deque
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -43,6 +45,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
+from iot_lake.cases.model import ACTIVE, Deviation, points_to_observe
 from iot_lake.detect.nab import DeviationScorer, NabParams
 
 log = logging.getLogger(__name__)
@@ -250,7 +253,7 @@ def replace_z(p: NabParams, band: int) -> NabParams:
     return p.with_(band_z=Z[band]) if p.band_z != Z[band] else p
 
 
-def _seconds(ts: pd.Series) -> np.ndarray:
+def epoch_seconds(ts: pd.Series) -> np.ndarray:
     return pd.DatetimeIndex(ts).as_unit("ns").asi8 / 1e9
 
 
@@ -258,7 +261,7 @@ def _in_periods(ts: np.ndarray, periods: pd.DataFrame | None) -> np.ndarray:
     """Which of the times (seconds) fall inside any [start, end] of `periods`."""
     inside = np.zeros(len(ts), bool)
     if periods is not None:
-        for a, b in zip(_seconds(periods["start"]), _seconds(periods["end"])):
+        for a, b in zip(epoch_seconds(periods["start"]), epoch_seconds(periods["end"])):
             inside |= (ts >= a) & (ts <= b)
     return inside
 
@@ -275,12 +278,12 @@ class SeriesTask:
     replay: tuple[np.ndarray, ...] | None  # t, actual, expected, lo, hi, anomalous, marked normal
 
 
-def _replay(past: dict, marked: dict, key: tuple, first: float) -> tuple[np.ndarray, ...] | None:
+def replay_rows(past: dict, marked: dict, key: tuple, first: float) -> tuple[np.ndarray, ...] | None:
     """The series' stored rows before its first new minute, as arrays for ``SeriesTask.replay``."""
     if key not in past:
         return None
     rows = past[key].sort_values("ts")
-    t_past = _seconds(rows["ts"])
+    t_past = epoch_seconds(rows["ts"])
     keep = t_past < first
     cols = [rows[c].to_numpy(float)[keep] for c in ("actual", "expected", "expected_lo", "expected_hi")]
     flags = rows["is_anomalous"].to_numpy(bool)[keep]
@@ -289,11 +292,23 @@ def _replay(past: dict, marked: dict, key: tuple, first: float) -> tuple[np.ndar
 
 def score_series(task: SeriesTask, params: DeviationParams) -> tuple[np.ndarray, np.ndarray]:
     """(scores, anomalous) of one series' new minutes, after replaying its stored rows."""
+    return score_minutes(replayed(task.replay, params), task)
+
+
+def replayed(replay: tuple[np.ndarray, ...] | None, params: DeviationParams) -> SeriesScorer:
+    """A fresh series scorer that has learnt from the stored rows (``SeriesTask.replay``): the state an
+    hour's first minute is scored in. The streaming scorer (iot_lake.stream) keeps a copy per series
+    and hour, so each landing object costs the hour's minutes, not the replay."""
     scorer = SeriesScorer(params)
-    if task.replay is not None:
-        t, x, e, lo, hi, flags, ok = (c.tolist() for c in task.replay)
+    if replay is not None:
+        t, x, e, lo, hi, flags, ok = (c.tolist() for c in replay)
         for row in zip(t, x, e, lo, hi, flags, ok):
             scorer.replay(row[0], row[1], (row[2], row[3], row[4]) if row[2] == row[2] else None, row[5], row[6])
+    return scorer
+
+
+def score_minutes(scorer: SeriesScorer, task: SeriesTask) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, anomalous) of the task's new minutes, in order, through ``scorer`` (which learns from them)."""
     scores, anomalous = np.zeros(len(task.times)), np.zeros(len(task.times), bool)
     columns = (task.times, task.actual, task.expected, task.lower, task.upper)
     for i, (t, x, e, a, b) in enumerate(zip(*(c.tolist() for c in columns))):
@@ -327,6 +342,7 @@ def score(
     history: pd.DataFrame | None,
     params: DeviationParams = DeviationParams(),
     normal: pd.DataFrame | None = None,
+    scorers: Mapping[tuple[str, str], SeriesScorer] | None = None,
 ) -> pd.DataFrame:
     """Scored deviations (COLUMNS) of the joined minutes (``with_forecasts``).
 
@@ -334,13 +350,15 @@ def score(
     expected_lo, expected_hi, is_anomalous), replayed per series through its scorer before its
     new minutes (only rows before the series' first new minute, so re-scoring an hour with the
     same history gives the same rows).  ``normal``: (device_id, metric, start, end) periods an
-    operator marked as false positives; replayed minutes inside them are learnt as normal."""
+    operator marked as false positives; replayed minutes inside them are learnt as normal.
+    ``scorers``: per series, a scorer that has replayed its history already (``replayed``); a copy of
+    it scores the series' minutes instead of a replay of ``history`` (the streaming scorer's cache)."""
     lo, hi = f"lo_{params.band}", f"hi_{params.band}"
     frame = joined.sort_values(["device_id", "metric", "bucket_start"]).reset_index(drop=True)
     actual = frame["mean"].to_numpy(float)
     expected, lower, upper = (frame[c].to_numpy(float) for c in ("yhat", lo, hi))
     residual = standardised(actual, expected, lower, upper, params.band)
-    times = _seconds(frame["bucket_start"])
+    times = epoch_seconds(frame["bucket_start"])
     scores, anomalous = np.zeros(len(frame)), np.zeros(len(frame), bool)
     past = {} if history is None or history.empty else dict(list(history.groupby(KEY)))
     marked = {} if normal is None or normal.empty else dict(list(normal.groupby(KEY)))
@@ -352,11 +370,18 @@ def score(
             expected[index],
             lower[index],
             upper[index],
-            _replay(past, marked, key, times[index[0]]),
+            replay_rows(past, marked, key, times[index[0]]),
         )
         for key, index in groups.items()
     ]
-    for index, (s, a) in zip(groups.values(), _map_series(tasks, params)):
+    if scorers is None:
+        results = _map_series(tasks, params)
+    else:
+        results = [
+            score_minutes(copy.deepcopy(scorers[key]) if key in scorers else replayed(task.replay, params), task)
+            for key, task in zip(groups, tasks)
+        ]
+    for index, (s, a) in zip(groups.values(), results):
         scores[index], anomalous[index] = s, a
     return pd.DataFrame(
         {
@@ -376,6 +401,50 @@ def score(
             "event_date": frame["bucket_start"].dt.date,
         }
     )[COLUMNS]
+
+
+def observe_scored(store, scored: pd.DataFrame) -> dict[str, int]:
+    """Hand a case store (iot_lake.cases.store.CaseStore) the scored minutes that can change a case
+    (``points_to_observe``); counts of what it did. The deviations asset and the streaming scorer
+    both call it, so the same minutes give the same cases: a range of many hours is one run, so a
+    case opened in it must see the in-band minutes that resolve it."""
+    counts: dict[str, int] = {}
+    active = {(c.device_id, c.metric): c for c in store.list_cases() if c.status in ACTIVE}
+    ordered = scored.sort_values(["device_id", "metric", "ts"]).reset_index(drop=True)
+    keep = np.zeros(len(ordered), bool)
+    for key, index in ordered.groupby(["device_id", "metric"], sort=False).indices.items():
+        rows = ordered.iloc[index]
+        case = active.get(key)
+        keep[index] = points_to_observe(
+            rows["ts"].tolist(),
+            rows["is_anomalous"].tolist(),
+            store.policy.resolve_after,
+            active=case is not None,
+            back_in_band_since=case.back_in_band_since if case else None,
+        )
+    # The store's severity reads the score as band standard deviations (3 warning, 6 critical).
+    points = [
+        Deviation(
+            device_id=row.device_id,
+            metric=row.metric,
+            site_id=row.site_id,
+            ts=row.ts.to_pydatetime(),
+            actual=float(row.actual),
+            expected_lo=_finite(row.expected_lo),
+            expected_hi=_finite(row.expected_hi),
+            score=_finite(abs(row.residual)) or 0.0,
+            is_anomalous=bool(row.is_anomalous),
+        )
+        for row in ordered[keep].sort_values("ts", kind="stable").itertuples()
+    ]
+    for outcome in store.observe_many(points):
+        counts[outcome.action] = counts.get(outcome.action, 0) + 1
+    return counts
+
+
+def _finite(value: float) -> float | None:
+    """A float for the case store, None for NaN (a minute scored before the series had a forecast)."""
+    return float(value) if value == value else None
 
 
 @dataclass
