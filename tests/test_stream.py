@@ -238,7 +238,8 @@ def test_kinesis_records_open_a_case_from_the_stream_itself(aws, tmp_path):
         pa.Table.from_pandas(_forecasts(clean, hour - timedelta(hours=2)), preserve_index=False),
         partition_by=["origin_date"],
     )
-    since = max(hour, now - timedelta(minutes=20))
+    # On a minute: the case's start is a minute, and the shift must begin on one to be found there.
+    since = max(hour, (now - timedelta(minutes=20)).replace(second=0, microsecond=0))
     device, metric, shifted = _incident_lines(records, since, now)
 
     stream = f"telemetry-{uuid.uuid4().hex[:8]}"
