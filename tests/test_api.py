@@ -23,11 +23,11 @@ import schemathesis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
-from pyrate_limiter.abstracts.bucket import Leaker
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from benchmarks.dagster_dev import free_port
-from iot_lake.api.app import DeviceState
+from iot_lake.api import limits
+from iot_lake.api.app import DeviceState, create_app
 from iot_lake.api.keys import ApiKeys
 from iot_lake.api.readings import FORECASTS
 from iot_lake.cases.model import ACKNOWLEDGED, FALSE_POSITIVE, REJECTED
@@ -160,16 +160,17 @@ def test_requests_are_rate_limited_per_key(tmp_path):
     assert client.get("/cases", headers=auth(tokens["operator"])).status_code == 200  # another key is not slowed
 
 
-def test_a_keys_limiter_is_made_once_not_per_request(served, monkeypatch):
-    """A limiter starts a thread of its own (pyrate-limiter's leaker): one per key, not one per request."""
-    client, _, _, tokens = served
-    started: list[str] = []
-    start = threading.Thread.start
-    monkeypatch.setattr(threading.Thread, "start", lambda thread: (started.append(thread.name), start(thread))[1])
-    for _ in range(10):
-        for scope in ("read", "operator"):
-            assert client.get("/cases", headers=auth(tokens[scope])).status_code == 200
-    assert started.count(Leaker.name) <= 2
+def test_the_rate_limit_holds_across_the_servers_processes(tmp_path, monkeypatch):
+    """`--workers N`: each process builds its own app, and any of them may take a key's next request.
+    Two apps on one limits file (two workers) let a key send its limit, not twice it."""
+    monkeypatch.setattr(limits, "NOW", lambda: 10**12)  # the requests arrive within the same instant
+    shared = str(tmp_path / "limits")
+    app, url, _, tokens = make_app(tmp_path, per_second=4, limits_path=shared)
+    other = create_app(url, str(tmp_path / "lake"), per_second=4, clock=lambda: NOW, limits_path=shared)
+    workers = [TestClient(app), TestClient(other)]
+    codes = [workers[i % 2].get("/cases", headers=auth(tokens["read"])).status_code for i in range(8)]
+    assert codes.count(200) == 4 and codes.count(429) == 4
+    assert workers[1].get("/cases", headers=auth(tokens["operator"])).status_code == 200  # another key is not slowed
 
 
 def test_devices_come_from_the_newest_registry_snapshot(served):

@@ -9,7 +9,6 @@ cases. Requests are rate limited per key.
 
 import base64
 import binascii
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -25,12 +24,12 @@ from fastapi.responses import FileResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter
-from pyrate_limiter import Duration, Limiter, Rate
 from starlette.concurrency import run_in_threadpool
 
 from iot_lake.api import readings
 from iot_lake.api.hot_state import DeltaHotState, HotState
 from iot_lake.api.keys import OPERATOR, READ, ApiKey, ApiKeys, digest
+from iot_lake.api.limits import SharedLimits
 from iot_lake.api.state import StateCache
 from iot_lake.api.unchanged import Unchanged
 from iot_lake.cases.model import ACKNOWLEDGED, OPEN, SEVERITIES, STATUSES
@@ -174,16 +173,18 @@ def create_app(
     per_second: int = 20,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     state: HotState | None = None,
+    limits_path: str | None = None,
 ) -> FastAPI:
     """The app over one case store and one lake (``storage_options`` for s3fs, ``delta_options`` for
     delta-rs, as the lake resource gives them); ``per_second`` requests per key and second. ``state``
-    is where the latest readings come from: curated/device_state unless given (DynamoDB in the Lambda)."""
+    is where the latest readings come from: curated/device_state unless given (DynamoDB in the Lambda).
+    ``limits_path``: the file the server's processes share their per-key limits in (this process's own
+    memory when None)."""
     app = FastAPI(title="iot-lake", version="1", description=__doc__)
     store, keys, lake = CaseStore(cases_url), ApiKeys(cases_url), Lake(lake_root, storage_options)
     tables = readings.DeltaTables(lake, delta_options)  # kept open between requests, always at their newest
     states = StateCache(tables, MetricState, state or DeltaHotState(tables))
-    limiters: dict[str, Limiter] = {}  # one per key: a noisy client never slows another down
-    limits_made = threading.Lock()
+    limits = SharedLimits(per_second, limits_path)  # per key: a noisy client never slows another down
     unchanged = Unchanged(cases_url)  # the key checks and active cases, while the store has not changed
     bearer, header = HTTPBearer(auto_error=False), APIKeyHeader(name="X-API-Key", auto_error=False)
     blocking = _inline if _answers_at_once(lake, cases_url) else run_in_threadpool
@@ -195,8 +196,7 @@ def create_app(
         found = await blocking(verified, credentials.credentials if credentials else api_key)
         if found is None:
             raise HTTPException(401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
-        limiter = limiters.get(found.key_id) or limiter_of(found.key_id)
-        if not limiter.try_acquire(found.key_id, blocking=False):
+        if not limits.allow(found.key_id):
             raise HTTPException(429, "too many requests for this key", headers={"Retry-After": "1"})
         return found
 
@@ -206,14 +206,6 @@ def create_app(
 
     def active_cases(device_id: str) -> list[dict]:
         return [summary_json(c) for c in store.summaries(device_id=device_id) if c["status"] in ACTIVE]
-
-    def limiter_of(key_id: str) -> Limiter:
-        # Made once per key: a Limiter starts a thread of its own (its leaker), and building one per
-        # request (as ``setdefault``'s argument would) started a thread per request.
-        with limits_made:
-            if key_id not in limiters:
-                limiters[key_id] = Limiter(Rate(per_second, Duration.SECOND))
-            return limiters[key_id]
 
     # Async (no I/O): a sync dependency costs a hop to the threadpool and back, each request.
     async def reader(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
