@@ -400,6 +400,41 @@ def test_the_state_answer_is_as_its_model_writes_it(served):
         assert body == DeviceState.model_validate(body).model_dump(mode="json")
 
 
+def test_the_polled_reads_answer_as_the_routes_do(tmp_path):
+    """The state of a device and the unfiltered case list are answered before FastAPI's routing
+    (``HotReads``) when the request is sure to be a 200: status, headers and body must be the routes'
+    own, for good requests and for every way of getting them wrong."""
+    fast, url, _, tokens = make_app(tmp_path)
+    routed = create_app(url, str(tmp_path / "lake"), per_second=1000, clock=lambda: NOW, hot_reads=False)
+    read, key = auth(tokens["read"]), tokens["read"]
+    asked = [
+        ("/devices/dev-001/state", read),
+        ("/devices/dev-001/state?extra=1", {"X-API-Key": key}),
+        ("/devices/dev-001/state", {"Authorization": f"bearer   {key} "}),
+        ("/devices/dev-001/state", {"Authorization": f"Basic {key}", "X-API-Key": key}),
+        ("/devices/dev-001/state", {"Authorization": f"Basic {key}"}),
+        ("/devices/dev-001/state", {"Authorization": "Bearer ", "X-API-Key": key}),
+        ("/devices/dev-001/state", {"Authorization": "Bearer iotl_nope_x", "X-API-Key": key}),
+        ("/devices/dev-001/state", {}),
+        ("/devices/dev-404/state", read),
+        (f"/devices/{'d' * 65}/state", read),
+        ("/devices/dev-001/state/", read),
+        ("/devices//state", read),
+        ("/cases", read),
+        ("/cases", {"X-API-Key": key}),
+        ("/cases", {"X-API-Key": "iotl_nope_x"}),
+        ("/cases?limit=200", read),
+        ("/cases?status=open", read),
+        ("/cases?limit=0", read),
+        ("/cases/", read),
+    ]
+    for path, headers in asked:
+        ours, theirs = TestClient(fast).get(path, headers=headers), TestClient(routed).get(path, headers=headers)
+        assert (ours.status_code, ours.content) == (theirs.status_code, theirs.content), path
+        assert sorted(ours.headers.items()) == sorted(theirs.headers.items()), path
+    assert TestClient(fast).get("/devices/dev-001/state", headers=read).json()["active_cases"]
+
+
 def test_every_answer_says_no_store(served):
     """Case states change under an operator's feet: no cache (a browser's, a proxy's) may keep an answer,
     a refusal or the workbench."""
