@@ -467,7 +467,14 @@ DEFAULT_RATE_LIMIT = 20
     type=click.IntRange(1),
     help="Requests per second and key (all workers together) before answers are 429.",
 )
-def api(host, port, workers, rate_limit):
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="A line per request on the console (uvicorn's access log). Under load it takes about a fifth of "
+    "a worker's CPU: a server behind a proxy or load balancer that logs requests can leave it off.",
+)
+def api(host, port, workers, rate_limit, access_log):
     """Serve the API (devices, their state and series, cases; OpenAPI at /openapi.json) and the operator
     workbench (/workbench) over this environment's case store and lake."""
     import uvicorn
@@ -478,7 +485,15 @@ def api(host, port, workers, rate_limit):
         # A fresh file per server: the workers' shared per-key limits (iot_lake/api/limits.py).
         os.environ[LIMITS_VAR] = os.path.join(run, "limits")
         # Workers import the app themselves, so it is named, not passed; each builds its own.
-        uvicorn.run("iot_lake.cli:api_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+        uvicorn.run(
+            "iot_lake.cli:api_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+            access_log=access_log,
+        )
 
 
 def api_app():
