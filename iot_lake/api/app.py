@@ -203,9 +203,9 @@ def create_app(
             raise HTTPException(429, "too many requests for this key", headers={"Retry-After": "1"})
         return found
 
-    def verified(key: str | None) -> ApiKey | None:
+    def verified(key: str | None, version: int | None = None) -> ApiKey | None:
         # Kept by the key's hash (the secret itself is not kept), until the store changes.
-        return unchanged.get(("key", digest(key or "")), lambda: keys.verify(key))
+        return unchanged.get(("key", digest(key or "")), lambda: keys.verify(key), version)
 
     def active_cases(device_id: str) -> list[dict]:
         return [summary_json(c) for c in store.summaries(device_id=device_id) if c["status"] in ACTIVE]
@@ -237,8 +237,8 @@ def create_app(
         body = await blocking(cases_answer, status, site, severity, since and _aware(since), limit)
         return Response(body, media_type="application/json")  # validated as list[CaseOut] once per answer
 
-    def cases_answer(*asked) -> bytes:
-        return unchanged.get(("cases", *asked), lambda: cases_body(*asked))
+    def cases_answer(*asked, version: int | None = None) -> bytes:
+        return unchanged.get(("cases", *asked), lambda: cases_body(*asked), version)
 
     def cases_body(status, site, severity, since, limit) -> bytes:
         found = [
@@ -305,9 +305,9 @@ def create_app(
     def state_of(device_id: str) -> bytes:
         return state_answer(known_device(device_id))
 
-    def state_answer(device: dict) -> bytes:
+    def state_answer(device: dict, version: int | None = None) -> bytes:
         device_id = device["device_id"]
-        active = unchanged.get(("active", device_id), lambda: active_cases(device_id))
+        active = unchanged.get(("active", device_id), lambda: active_cases(device_id), version)
         return states.answer(device_id, device["site_id"], clock(), active)
 
     async def hot_read(scope) -> bytes | None:
@@ -326,10 +326,11 @@ def create_app(
             read = partial(state_answer, found)
         else:
             return None
-        found_key = await blocking(verified, presented_key(scope["headers"]))
+        version = unchanged.look()  # the case store's, once for the key check and the answer
+        found_key = await blocking(verified, presented_key(scope["headers"]), version)
         if found_key is None or not limits.allow(found_key.key_id):
             return None  # the route answers 401 or 429 (a refused request does not count against the key)
-        return await blocking(read)
+        return await blocking(partial(read, version=version))
 
     @app.get(
         "/devices/{device_id}/series",
