@@ -434,6 +434,14 @@ def test_the_polled_reads_answer_as_the_routes_do(tmp_path):
         assert sorted(ours.headers.items()) == sorted(theirs.headers.items()), path
     assert TestClient(fast).get("/devices/dev-001/state", headers=read).json()["active_cases"]
 
+    # A registered id longer than the route takes is still the route's 422, not a state.
+    (tmp_path / "long").mkdir()
+    long_id = "d" * 65
+    fast, url, _, tokens = make_app(tmp_path / "long", device=long_id)
+    routed = create_app(url, str(tmp_path / "long" / "lake"), clock=lambda: NOW, hot_reads=False)
+    asked = [TestClient(app).get(f"/devices/{long_id}/state", headers=auth(tokens["read"])) for app in (fast, routed)]
+    assert [a.status_code for a in asked] == [422, 422] and asked[0].content == asked[1].content
+
 
 def test_every_answer_says_no_store(served):
     """Case states change under an operator's feet: no cache (a browser's, a proxy's) may keep an answer,

@@ -40,7 +40,8 @@ from iot_lake.lake import Lake, latest_registry_day, registry_rows
 
 CURATED = "curated/telemetry"
 KEY_PATH = Path(max_length=300, description="A case key (device|metric|start), URL-encoded.")
-DEVICE_PATH = Path(max_length=64, description="A device id of the registry.", examples=["dev-0001"])
+DEVICE_ID_MAX = 64
+DEVICE_PATH = Path(max_length=DEVICE_ID_MAX, description="A device id of the registry.", examples=["dev-0001"])
 MAX_RANGE = timedelta(days=7)  # per series request: 10,080 one-minute buckets at most, over pages
 DEFAULT_RANGE = timedelta(days=1)
 CASES_LIMIT = 200  # cases per answer unless asked
@@ -320,9 +321,9 @@ def create_app(
             read = partial(cases_answer, None, None, None, None, CASES_LIMIT)
         elif path.startswith("/devices/") and path.endswith("/state"):
             device_id = path[len("/devices/") : -len("/state")]
-            found = _device_in(registry(lake, clock().date(), _minute()), device_id)
-            if found is None:
-                return None
+            found = len(device_id) <= DEVICE_ID_MAX and _device_in(registry(lake, clock().date(), _minute()), device_id)
+            if not found:
+                return None  # a 404 or a 422 (an id longer than the route takes, even if registered)
             read = partial(state_answer, found)
         else:
             return None
