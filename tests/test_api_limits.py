@@ -4,6 +4,7 @@ interval, the same count whichever of the server's processes takes the requests.
 from __future__ import annotations
 
 import multiprocessing
+import os
 
 import pytest
 
@@ -70,3 +71,29 @@ def test_keys_past_the_table_share_a_slot_instead_of_going_unlimited(clock, monk
     assert all(limiter.allow(f"key-{i}") for i in range(4))  # the table is full
     assert not limiter.allow("key-late")  # shares a slot whose budget is spent
     assert not limiter.allow("key-0")
+
+
+def test_the_cli_gives_its_workers_one_fresh_limits_file(tmp_path, monkeypatch):
+    """`iot-lake api --workers N`: every worker builds its app from the environment it inherits, so the
+    limits file must be named there (one per server, gone when it stops)."""
+    import uvicorn
+    from click.testing import CliRunner
+
+    from iot_lake import cli
+
+    monkeypatch.setenv("IOT_LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.delenv(cli.LIMITS_VAR, raising=False)
+    seen: list[dict] = []
+
+    def run(app, **options):  # what each worker would see, instead of serving
+        path = os.environ[cli.LIMITS_VAR]
+        assert SharedLimits(3, path).allow("k") and os.path.exists(path)
+        seen.append({"path": path, "rate": os.environ[cli.RATE_LIMIT_VAR], **options})
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    for _ in range(2):
+        result = CliRunner().invoke(cli.main, ["api", "--workers", "2", "--rate-limit", "3", "--no-access-log"])
+        assert result.exit_code == 0, result.output
+    first, second = seen
+    assert (first["workers"], first["rate"], first["access_log"]) == (2, "3", False)
+    assert first["path"] != second["path"] and not os.path.exists(first["path"])
