@@ -5,7 +5,7 @@ of them: a limiter per process let a key send up to N times its limit. So a key'
 small memory-mapped file the processes share (``SharedLimits``; an anonymous map for a single
 process), as one number per key: the generic cell rate algorithm (GCRA, a leaky bucket that keeps
 only its "theoretical arrival time"). A key may send ``per_second`` requests at once, then one every
-``1 / per_second`` seconds; a refused request costs nothing. Per request: a dict lookup, a lock
+``1 / per_second`` seconds; a refused request does not count against the key. Per request: a dict lookup, a lock
 (``flock`` across the processes, a thread lock within one) and a few arithmetic steps, microseconds,
 where the previous limiter (pyrate-limiter, in process) also ran a thread per key.
 """
