@@ -140,7 +140,8 @@ MEASURES: dict[str, tuple[str, str, str]] = {
         "ratio <= 1.2",
     ),
     "api": (
-        "`iot-lake api` over the main job's data (`python -m jobs.main`, 10 devices, 3 days of history): p50 and "
+        "`iot-lake api` (a worker per core, no access log) over the main job's data (`python -m jobs.main`, "
+        "10 devices, 3 days of history): p50 and "
         "p99 of `GET /devices/{id}/state` and `GET /cases` under 50 closed-loop clients on keep-alive connections, "
         "30 s per route; their requests per second; every non-2xx answer",
         "`GET /health` (no key; the newest curated time) under the same clients in the same run",
@@ -190,7 +191,10 @@ Notes on the individual benchmarks:
 - `api` runs the clients with autocannon (Node.js, `benchmarks/api/loadgen`, installed by
   `scripts/setup.sh --test`; a Python client topped out near 400 requests a second on 2 cores) on
   the same cores as the server, one read key each (the server's limit per key is raised past what a
-  client sends: the limiter runs, but throttles none), over the registry's devices in turn; each
+  client sends: the limiter runs, but throttles none), over the registry's devices in turn. The
+  server runs one worker per core with its access log off (`--access-log` measures it with the log:
+  its line per request took a fifth or more of a worker's CPU, and a server under such load sits
+  behind a proxy that logs requests); the table's title gives the command line. Each
   route's table row says how much of a core the clients took, and the same clients first drive a
   trivial ASGI app for as long: the generator's ceiling in the same run. A closed loop with no
   pause keeps 50 requests in the server at all times, so the latencies are mostly queueing: about

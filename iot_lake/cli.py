@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -444,6 +445,7 @@ def _error(exc: CaseError) -> str:
 
 # `iot-lake api --rate-limit`, handed to the server's workers (each builds its app in its own process).
 RATE_LIMIT_VAR = "IOT_LAKE_API_RATE_LIMIT"
+LIMITS_VAR = "IOT_LAKE_API_LIMITS"  # the file the workers share their per-key limits in
 DEFAULT_RATE_LIMIT = 20
 
 
@@ -456,24 +458,42 @@ DEFAULT_RATE_LIMIT = 20
     show_default=True,
     type=click.IntRange(1, 64),
     help="Server processes (one core each at most: Python serves a process's requests one at a time). "
-    "Rate limits are per process.",
+    "They share the rate limits.",
 )
 @click.option(
     "--rate-limit",
     default=DEFAULT_RATE_LIMIT,
     show_default=True,
     type=click.IntRange(1),
-    help="Requests per second and key (per process) before answers are 429.",
+    help="Requests per second and key (all workers together) before answers are 429.",
 )
-def api(host, port, workers, rate_limit):
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="A line per request on the console (uvicorn's access log). Under load it takes about a fifth of "
+    "a worker's CPU: a server behind a proxy or load balancer that logs requests can leave it off.",
+)
+def api(host, port, workers, rate_limit, access_log):
     """Serve the API (devices, their state and series, cases; OpenAPI at /openapi.json) and the operator
     workbench (/workbench) over this environment's case store and lake."""
     import uvicorn
 
     _settings()  # a setting that does not hold fails here, not in each worker
     os.environ[RATE_LIMIT_VAR] = str(rate_limit)  # the workers build the app themselves: they inherit it
-    # Workers import the app themselves, so it is named, not passed; each builds its own.
-    uvicorn.run("iot_lake.cli:api_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    with tempfile.TemporaryDirectory(prefix="iot-lake-api-") as run:
+        # A fresh file per server: the workers' shared per-key limits (iot_lake/api/limits.py).
+        os.environ[LIMITS_VAR] = os.path.join(run, "limits")
+        # Workers import the app themselves, so it is named, not passed; each builds its own.
+        uvicorn.run(
+            "iot_lake.cli:api_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+            access_log=access_log,
+        )
 
 
 def api_app():
@@ -486,7 +506,13 @@ def api_app():
     if settings.lake_root.startswith("s3://"):
         options.update(delta_storage_options(settings.kms_key_id))
     per_second = int(os.environ.get(RATE_LIMIT_VAR, DEFAULT_RATE_LIMIT))
-    return create_app(settings.cases_url, settings.lake_root, delta_options=options or None, per_second=per_second)
+    return create_app(
+        settings.cases_url,
+        settings.lake_root,
+        delta_options=options or None,
+        per_second=per_second,
+        limits_path=os.environ.get(LIMITS_VAR),
+    )
 
 
 @main.group("api-keys")

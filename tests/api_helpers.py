@@ -115,10 +115,11 @@ def open_cases(url: str) -> list[str]:
         return [c.case_key for c in store.list_cases()]
 
 
-def make_app(root: Path, per_second: int = 1000, device: str = "dev-001"):
+def make_app(root: Path, per_second: int = 1000, device: str = "dev-001", limits_path: str | None = None):
     url = f"sqlite:///{root / 'cases.sqlite'}"
     keys = open_cases(url)
-    app = create_app(url, make_lake(root, device), per_second=per_second, clock=lambda: NOW)
+    lake = make_lake(root, device)
+    app = create_app(url, lake, per_second=per_second, clock=lambda: NOW, limits_path=limits_path)
     tokens = {scope: ApiKeys(url).create(f"{scope}-person", scope) for scope in ("read", "operator")}
     return app, url, keys, tokens
 

@@ -23,11 +23,11 @@ import schemathesis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
-from pyrate_limiter.abstracts.bucket import Leaker
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from benchmarks.dagster_dev import free_port
-from iot_lake.api.app import DeviceState
+from iot_lake.api import limits
+from iot_lake.api.app import DeviceState, create_app
 from iot_lake.api.keys import ApiKeys
 from iot_lake.api.readings import FORECASTS
 from iot_lake.cases.model import ACKNOWLEDGED, FALSE_POSITIVE, REJECTED
@@ -160,16 +160,17 @@ def test_requests_are_rate_limited_per_key(tmp_path):
     assert client.get("/cases", headers=auth(tokens["operator"])).status_code == 200  # another key is not slowed
 
 
-def test_a_keys_limiter_is_made_once_not_per_request(served, monkeypatch):
-    """A limiter starts a thread of its own (pyrate-limiter's leaker): one per key, not one per request."""
-    client, _, _, tokens = served
-    started: list[str] = []
-    start = threading.Thread.start
-    monkeypatch.setattr(threading.Thread, "start", lambda thread: (started.append(thread.name), start(thread))[1])
-    for _ in range(10):
-        for scope in ("read", "operator"):
-            assert client.get("/cases", headers=auth(tokens[scope])).status_code == 200
-    assert started.count(Leaker.name) <= 2
+def test_the_rate_limit_holds_across_the_servers_processes(tmp_path, monkeypatch):
+    """`--workers N`: each process builds its own app, and any of them may take a key's next request.
+    Two apps on one limits file (two workers) let a key send its limit, not twice it."""
+    monkeypatch.setattr(limits, "NOW", lambda: 10**12)  # the requests arrive within the same instant
+    shared = str(tmp_path / "limits")
+    app, url, _, tokens = make_app(tmp_path, per_second=4, limits_path=shared)
+    other = create_app(url, str(tmp_path / "lake"), per_second=4, clock=lambda: NOW, limits_path=shared)
+    workers = [TestClient(app), TestClient(other)]
+    codes = [workers[i % 2].get("/cases", headers=auth(tokens["read"])).status_code for i in range(8)]
+    assert codes.count(200) == 4 and codes.count(429) == 4
+    assert workers[1].get("/cases", headers=auth(tokens["operator"])).status_code == 200  # another key is not slowed
 
 
 def test_devices_come_from_the_newest_registry_snapshot(served):
@@ -397,6 +398,49 @@ def test_the_state_answer_is_as_its_model_writes_it(served):
         body = client.get("/devices/dev-001/state", headers=auth(tokens["read"])).json()
         assert body["metrics"] and body["active_cases"]
         assert body == DeviceState.model_validate(body).model_dump(mode="json")
+
+
+def test_the_polled_reads_answer_as_the_routes_do(tmp_path):
+    """The state of a device and the unfiltered case list are answered before FastAPI's routing
+    (``HotReads``) when the request is sure to be a 200: status, headers and body must be the routes'
+    own, for good requests and for every way of getting them wrong."""
+    fast, url, _, tokens = make_app(tmp_path)
+    routed = create_app(url, str(tmp_path / "lake"), per_second=1000, clock=lambda: NOW, hot_reads=False)
+    read, key = auth(tokens["read"]), tokens["read"]
+    asked = [
+        ("/devices/dev-001/state", read),
+        ("/devices/dev-001/state?extra=1", {"X-API-Key": key}),
+        ("/devices/dev-001/state", {"Authorization": f"bearer   {key} "}),
+        ("/devices/dev-001/state", {"Authorization": f"Basic {key}", "X-API-Key": key}),
+        ("/devices/dev-001/state", {"Authorization": f"Basic {key}"}),
+        ("/devices/dev-001/state", {"Authorization": "Bearer ", "X-API-Key": key}),
+        ("/devices/dev-001/state", {"Authorization": "Bearer iotl_nope_x", "X-API-Key": key}),
+        ("/devices/dev-001/state", {}),
+        ("/devices/dev-404/state", read),
+        (f"/devices/{'d' * 65}/state", read),
+        ("/devices/dev-001/state/", read),
+        ("/devices//state", read),
+        ("/cases", read),
+        ("/cases", {"X-API-Key": key}),
+        ("/cases", {"X-API-Key": "iotl_nope_x"}),
+        ("/cases?limit=200", read),
+        ("/cases?status=open", read),
+        ("/cases?limit=0", read),
+        ("/cases/", read),
+    ]
+    for path, headers in asked:
+        ours, theirs = TestClient(fast).get(path, headers=headers), TestClient(routed).get(path, headers=headers)
+        assert (ours.status_code, ours.content) == (theirs.status_code, theirs.content), path
+        assert sorted(ours.headers.items()) == sorted(theirs.headers.items()), path
+    assert TestClient(fast).get("/devices/dev-001/state", headers=read).json()["active_cases"]
+
+    # A registered id longer than the route takes is still the route's 422, not a state.
+    (tmp_path / "long").mkdir()
+    long_id = "d" * 65
+    fast, url, _, tokens = make_app(tmp_path / "long", device=long_id)
+    routed = create_app(url, str(tmp_path / "long" / "lake"), clock=lambda: NOW, hot_reads=False)
+    asked = [TestClient(app).get(f"/devices/{long_id}/state", headers=auth(tokens["read"])) for app in (fast, routed)]
+    assert [a.status_code for a in asked] == [422, 422] and asked[0].content == asked[1].content
 
 
 def test_every_answer_says_no_store(served):

@@ -10,7 +10,9 @@ at a time, ``--clients`` closed-loop clients, each on its own keep-alive connect
 as soon as the previous answer has been read, for ``--seconds``: `GET /health` (no key: the bare cost
 of a request through the app), then `GET /devices/{id}/state` over the registry's devices in turn,
 then `GET /cases`. Any answer that is not 2xx counts as an error. The server runs ``--workers``
-processes (default: one per core).
+processes (default: one per core), with its access log off unless ``--access-log`` (as a server under
+load behind a proxy that logs requests would run; the log's line per request took a fifth or more of
+a worker's CPU, so the figures with it are another measure, not noise).
 
 The clients are autocannon (Node.js, benchmarks/api/loadgen, installed by `scripts/setup.sh --test`):
 a Python client (httpx on asyncio) topped out near 400 requests/s on this machine's 2 cores, below
@@ -108,11 +110,14 @@ def read_keys(lake_root: Path, count: int) -> list[str]:
     return [keys.create(f"bench-client-{i}", READ) for i in range(count)]
 
 
-def start_api(env: dict[str, str], log: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
+def start_api(
+    env: dict[str, str], log: Path, workers: int = 1, access_log: bool = False
+) -> tuple[subprocess.Popen, str]:
     """`iot-lake api` on a free port, once it answers; the process and its base URL."""
     # Each client sends as fast as it is answered, more than the default limit per key once answers take
     # under 50 ms: the limiter still runs for every request (its cost is measured), but throttles none.
     api = [sys.executable, "-m", "iot_lake.cli", "api", "--workers", str(workers), "--rate-limit", str(NO_LIMIT)]
+    api.append("--access-log" if access_log else "--no-access-log")
     return _start(api, env, log, "/health")
 
 
@@ -205,12 +210,12 @@ def ceiling(env: dict[str, str], clients: int, seconds: float, log: Path) -> Pha
 
 
 def measure(
-    env: dict[str, str], clients: int, seconds: float, log: Path, workers: int = 1
+    env: dict[str, str], clients: int, seconds: float, log: Path, workers: int = 1, access_log: bool = False
 ) -> tuple[dict[str, Phase], int]:
     """Every route's phase (after the generator's ceiling), and the devices the state route went over."""
     phases = {TRIVIAL: ceiling(env, clients, seconds, log.with_name("api-trivial.log"))}
     keys = read_keys(Path(env["IOT_LAKE_ROOT"]), clients)
-    proc, base = start_api(env, log, workers)
+    proc, base = start_api(env, log, workers, access_log)
     try:
         devices = device_ids(base, keys[0])
         paths = {route: paths_of(route, devices) for route in ROUTES}
@@ -230,9 +235,11 @@ def _note(p: Phase) -> str:
     return f"{figures}; non-2xx: {errors}; the clients took {p.client_cpu / p.seconds:.0%} of a core"
 
 
-def results_of(phases: dict[str, Phase], clients: int, devices: int, load: float) -> list[Result]:
+def results_of(
+    phases: dict[str, Phase], clients: int, devices: int, load: float, server: str = "--workers 2 --no-access-log"
+) -> list[Result]:
     health, state, cases = (phases[r] for r in ROUTES)
-    at = f"{clients} clients, load {load:.1f}"
+    at = f"{clients} clients, load {load:.1f}, iot-lake api {server}"
     latency = [
         Result(
             "api",
@@ -285,10 +292,9 @@ def _ceiling(phases: dict[str, Phase], health: Phase) -> list[Result]:
     ]
 
 
-def show(phases: dict[str, Phase], clients: int, seconds: float, workers: int) -> None:
+def show(phases: dict[str, Phase], clients: int, seconds: float, server: str) -> None:
     table = Table(
-        title=f"iot-lake api --workers {workers}: {clients} closed-loop clients, {seconds:g} s per route "
-        f"({os.cpu_count()} cores)"
+        title=f"iot-lake api {server}: {clients} closed-loop clients, {seconds:g} s per route ({os.cpu_count()} cores)"
     )
     for column in ("route", "requests", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx", "client CPU"):
         table.add_column(column, justify="left" if column == "route" else "right")
@@ -324,6 +330,12 @@ def show(phases: dict[str, Phase], clients: int, seconds: float, workers: int) -
     show_default="one per core",
     help="Server processes (`iot-lake api --workers`).",
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    show_default=True,
+    help="The server's access log (`iot-lake api --access-log`).",
+)
 @json_option
 def main(
     clients: int,
@@ -333,17 +345,19 @@ def main(
     seed: int,
     lake: Path | None,
     workers: int,
+    access_log: bool,
     json_path: Path | None,
 ) -> None:
     log = LOGS / "api-server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="iot-lake-bench-api-") as tmp:
         env = clean_env(IOT_LAKE_ROOT=str(lake.resolve())) if lake else main_job(Path(tmp), devices, history_days, seed)
-        phases, served = measure(env, clients, seconds, log, workers)
+        phases, served = measure(env, clients, seconds, log, workers, access_log)
     load = load_average()
-    show(phases, clients, seconds, workers)
+    server = f"--workers {workers} {'--access-log' if access_log else '--no-access-log'}"
+    show(phases, clients, seconds, server)
     console.print(f"load average at the end: {load:.1f} on {os.cpu_count()} cores")
-    write(json_path, results_of(phases, clients, served, load))
+    write(json_path, results_of(phases, clients, served, load, server))
 
 
 if __name__ == "__main__":

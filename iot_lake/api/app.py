@@ -9,11 +9,10 @@ cases. Requests are rate limited per key.
 
 import base64
 import binascii
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path as FilePath
 from typing import Annotated, Literal
 
@@ -25,12 +24,12 @@ from fastapi.responses import FileResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, BeforeValidator, Field, TypeAdapter
-from pyrate_limiter import Duration, Limiter, Rate
 from starlette.concurrency import run_in_threadpool
 
 from iot_lake.api import readings
 from iot_lake.api.hot_state import DeltaHotState, HotState
 from iot_lake.api.keys import OPERATOR, READ, ApiKey, ApiKeys, digest
+from iot_lake.api.limits import SharedLimits
 from iot_lake.api.state import StateCache
 from iot_lake.api.unchanged import Unchanged
 from iot_lake.cases.model import ACKNOWLEDGED, OPEN, SEVERITIES, STATUSES
@@ -41,9 +40,11 @@ from iot_lake.lake import Lake, latest_registry_day, registry_rows
 
 CURATED = "curated/telemetry"
 KEY_PATH = Path(max_length=300, description="A case key (device|metric|start), URL-encoded.")
-DEVICE_PATH = Path(max_length=64, description="A device id of the registry.", examples=["dev-0001"])
+DEVICE_ID_MAX = 64
+DEVICE_PATH = Path(max_length=DEVICE_ID_MAX, description="A device id of the registry.", examples=["dev-0001"])
 MAX_RANGE = timedelta(days=7)  # per series request: 10,080 one-minute buckets at most, over pages
 DEFAULT_RANGE = timedelta(days=1)
+CASES_LIMIT = 200  # cases per answer unless asked
 ACTIVE = (OPEN, ACKNOWLEDGED)
 WORKBENCH = FilePath(__file__).with_name("workbench")
 # The workbench loads nothing but its own files and calls nothing but this API.
@@ -174,16 +175,20 @@ def create_app(
     per_second: int = 20,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     state: HotState | None = None,
+    limits_path: str | None = None,
+    hot_reads: bool = True,
 ) -> FastAPI:
     """The app over one case store and one lake (``storage_options`` for s3fs, ``delta_options`` for
     delta-rs, as the lake resource gives them); ``per_second`` requests per key and second. ``state``
-    is where the latest readings come from: curated/device_state unless given (DynamoDB in the Lambda)."""
+    is where the latest readings come from: curated/device_state unless given (DynamoDB in the Lambda).
+    ``limits_path``: the file the server's processes share their per-key limits in (this process's own
+    memory when None). ``hot_reads=False`` answers every request through the routes (``HotReads``
+    answers the polled reads before them; the tests compare the two)."""
     app = FastAPI(title="iot-lake", version="1", description=__doc__)
     store, keys, lake = CaseStore(cases_url), ApiKeys(cases_url), Lake(lake_root, storage_options)
     tables = readings.DeltaTables(lake, delta_options)  # kept open between requests, always at their newest
     states = StateCache(tables, MetricState, state or DeltaHotState(tables))
-    limiters: dict[str, Limiter] = {}  # one per key: a noisy client never slows another down
-    limits_made = threading.Lock()
+    limits = SharedLimits(per_second, limits_path)  # per key: a noisy client never slows another down
     unchanged = Unchanged(cases_url)  # the key checks and active cases, while the store has not changed
     bearer, header = HTTPBearer(auto_error=False), APIKeyHeader(name="X-API-Key", auto_error=False)
     blocking = _inline if _answers_at_once(lake, cases_url) else run_in_threadpool
@@ -195,25 +200,16 @@ def create_app(
         found = await blocking(verified, credentials.credentials if credentials else api_key)
         if found is None:
             raise HTTPException(401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
-        limiter = limiters.get(found.key_id) or limiter_of(found.key_id)
-        if not limiter.try_acquire(found.key_id, blocking=False):
+        if not limits.allow(found.key_id):
             raise HTTPException(429, "too many requests for this key", headers={"Retry-After": "1"})
         return found
 
-    def verified(key: str | None) -> ApiKey | None:
+    def verified(key: str | None, version: int | None = None) -> ApiKey | None:
         # Kept by the key's hash (the secret itself is not kept), until the store changes.
-        return unchanged.get(("key", digest(key or "")), lambda: keys.verify(key))
+        return unchanged.get(("key", digest(key or "")), lambda: keys.verify(key), version)
 
     def active_cases(device_id: str) -> list[dict]:
         return [summary_json(c) for c in store.summaries(device_id=device_id) if c["status"] in ACTIVE]
-
-    def limiter_of(key_id: str) -> Limiter:
-        # Made once per key: a Limiter starts a thread of its own (its leaker), and building one per
-        # request (as ``setdefault``'s argument would) started a thread per request.
-        with limits_made:
-            if key_id not in limiters:
-                limiters[key_id] = Limiter(Rate(per_second, Duration.SECOND))
-            return limiters[key_id]
 
     # Async (no I/O): a sync dependency costs a hop to the threadpool and back, each request.
     async def reader(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
@@ -237,11 +233,13 @@ def create_app(
         site: Annotated[str | None, Query(max_length=64)] = None,
         severity: Literal[SEVERITIES] | None = None,
         since: Annotated[datetime | None, BeforeValidator(_iso_8601), Query(description=SINCE)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+        limit: Annotated[int, Query(ge=1, le=1000)] = CASES_LIMIT,
     ) -> Response:
-        asked = ("cases", status, site, severity, since and _aware(since), limit)
-        body = await blocking(unchanged.get, asked, lambda: cases_body(*asked[1:]))
+        body = await blocking(cases_answer, status, site, severity, since and _aware(since), limit)
         return Response(body, media_type="application/json")  # validated as list[CaseOut] once per answer
+
+    def cases_answer(*asked, version: int | None = None) -> bytes:
+        return unchanged.get(("cases", *asked), lambda: cases_body(*asked), version)
 
     def cases_body(status, site, severity, since, limit) -> bytes:
         found = [
@@ -295,10 +293,10 @@ def create_app(
         return known_device(device_id)
 
     def known_device(device_id: str) -> dict:
-        found = [d for d in registry(lake, clock().date(), _minute()) if d["device_id"] == device_id]
-        if not found:
+        found = _device_in(registry(lake, clock().date(), _minute()), device_id)
+        if found is None:
             raise HTTPException(404, f"no device {device_id}")
-        return found[0]
+        return found
 
     @app.get("/devices/{device_id}/state", response_model=DeviceState, responses={**ERRORS, **NOT_FOUND})
     async def device_state(_: Annotated[ApiKey, Depends(reader)], device_id: Annotated[str, DEVICE_PATH]) -> Response:
@@ -306,9 +304,34 @@ def create_app(
         return Response(body, media_type="application/json")  # built as DeviceState: not validated again
 
     def state_of(device_id: str) -> bytes:
-        device, now = known_device(device_id), clock()
-        active = unchanged.get(("active", device_id), lambda: active_cases(device_id))
-        return states.answer(device_id, device["site_id"], now, active)
+        return state_answer(known_device(device_id))
+
+    def state_answer(device: dict, version: int | None = None) -> bytes:
+        device_id = device["device_id"]
+        active = unchanged.get(("active", device_id), lambda: active_cases(device_id), version)
+        return states.answer(device_id, device["site_id"], clock(), active)
+
+    async def hot_read(scope) -> bytes | None:
+        """The body of a 200 to a request of the state of a known device, or of the case list with no
+        filter, with a valid key within its limit; None for any other request, which the routes
+        above answer (errors too). What those routes would answer, without FastAPI's parameter and
+        dependency handling, which took most of these routes' CPU (docs/api.md)."""
+        path = scope["path"]
+        if path == "/cases" and not scope["query_string"]:
+            read = partial(cases_answer, None, None, None, None, CASES_LIMIT)
+        elif path.startswith("/devices/") and path.endswith("/state"):
+            device_id = path[len("/devices/") : -len("/state")]
+            found = len(device_id) <= DEVICE_ID_MAX and _device_in(registry(lake, clock().date(), _minute()), device_id)
+            if not found:
+                return None  # a 404 or a 422 (an id longer than the route takes, even if registered)
+            read = partial(state_answer, found)
+        else:
+            return None
+        version = unchanged.look()  # the case store's, once for the key check and the answer
+        found_key = await blocking(verified, presented_key(scope["headers"]), version)
+        if found_key is None or not limits.allow(found_key.key_id):
+            return None  # the route answers 401 or 429 (a refused request does not count against the key)
+        return await blocking(partial(read, version=version))
 
     @app.get(
         "/devices/{device_id}/series",
@@ -353,9 +376,50 @@ def create_app(
 
     app.mount("/workbench/static", StaticFiles(directory=WORKBENCH), name="workbench")
 
+    if hot_reads:
+        app.add_middleware(HotReads, read=hot_read)  # inside NoStore: its answers are not cached either
     app.add_middleware(NoStore)
     app.state.store, app.state.keys = store, keys
     return app
+
+
+class HotReads:
+    """Plain ASGI: a GET that ``read(scope)`` answers (a body) gets a 200 with that JSON body, any
+    other request goes on to the app's routes. For the two routes applications poll, whose answers
+    are kept between requests: there FastAPI's own handling of a request was most of its cost."""
+
+    def __init__(self, app, read: Callable):
+        self.app, self.read = app, read
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
+            body = await self.read(scope)
+            if body is not None:
+                headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The key a request presents, as the routes' dependencies take it: ``Authorization: Bearer <key>``
+    (FastAPI's HTTPBearer), else ``X-API-Key`` (APIKeyHeader); the first of each header."""
+    authorization = api_key = None
+    for name, value in headers:
+        name = name.lower()
+        if name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+        elif name == b"x-api-key" and api_key is None:
+            api_key = value.decode("latin-1")
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return api_key or None
+
+
+def _device_in(devices: list[dict], device_id: str) -> dict | None:
+    return next((d for d in devices if d["device_id"] == device_id), None)
 
 
 class NoStore:

@@ -28,15 +28,26 @@ class Unchanged:
         self._version: int | None = None
         self._values: dict[Hashable, Any] = {}
 
-    def get(self, key: Hashable, read: Callable[[], Any]) -> Any:
-        """``read()``, or what it returned before if the store has not changed since."""
+    def look(self) -> int | None:
+        """The store's version now (values kept under an older one are dropped); None on other databases.
+        A request that reads several values looks once and passes the version to each ``get``."""
         if self._connection is None:
-            return read()
+            return None
         with self._lock:
             version = self._connection.execute("PRAGMA data_version").fetchone()[0]
             if version != self._version:
                 self._version, self._values = version, {}
-            if key in self._values:
+            return version
+
+    def get(self, key: Hashable, read: Callable[[], Any], version: int | None = None) -> Any:
+        """``read()``, or what it returned before if the store has not changed since ``version`` (what
+        ``look()`` returned at the start of the request; looked up now when not given)."""
+        if self._connection is None:
+            return read()
+        if version is None:
+            version = self.look()
+        with self._lock:
+            if self._version == version and key in self._values:
                 return self._values[key]
         # Read after the version was taken: the value is at least as new as the version it is kept under.
         value = read()
