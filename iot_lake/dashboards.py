@@ -306,7 +306,9 @@ class Superset:
         os.chmod(self.home, 0o700)  # the metadata database holds the admin's hash and the connections
         _secret(self.home / "secret-key", 42)
         password = _secret(self.password_file, 18)
-        (self.home / "superset_config.py").write_text(superset_config(self.home, self.extra_config, self.warehouse_file))
+        (self.home / "superset_config.py").write_text(
+            superset_config(self.home, self.extra_config, self.warehouse_file)
+        )
         marker, version = self.home / "initialized", self._version()
         if marker.exists() and marker.read_text() == version:
             return False
