@@ -189,6 +189,9 @@ _addons = sys.modules["iot_lake_superset_addons"] = importlib.util.module_from_s
 _spec.loader.exec_module(_addons)
 # The action log in the metadata database cost most of a chart request: gunicorn's access log stays.
 EVENT_LOGGER = _addons.AccessOnlyEventLogger()
+# Superset's own cache (each page's bootstrap data, memoized a minute per user; the databases' schema
+# lists): none by default, so every page rebuilt it from the metadata database.
+CACHE_CONFIG = {{"CACHE_TYPE": "FileSystemCache", "CACHE_DIR": str(_HOME / "cache" / "superset")}}
 # A dashboard's filter state (posted on every view) in files, not in the metadata database.
 FILTER_STATE_CACHE_CONFIG = {{
     "CACHE_TYPE": "FileSystemCache",

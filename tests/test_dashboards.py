@@ -202,6 +202,39 @@ def test_the_superset_venv_reads_the_warehouse_file_format_of_the_platform():
     assert pinned == locked
 
 
+_CACHE_PROBE = """import importlib.util, sys
+import duckdb
+spec = importlib.util.spec_from_file_location("addons", sys.argv[1])
+addons = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(addons)
+path = sys.argv[2] + "/iot_lake.duckdb"
+with duckdb.connect(path) as con:
+    con.execute("create table t as select 1 as n")
+cache = addons.WarehouseCache(sys.argv[2] + "/cache", threshold=10, warehouse_path=path)
+cache.set("chart", {"n": 1})
+seen = [cache.get("chart"), cache.has("chart")]
+with duckdb.connect(path, read_only=True) as con:  # a reader changes nothing
+    con.execute("select * from t").fetchall()
+seen.append(cache.get("chart"))
+with duckdb.connect(path) as con:  # a dbt run: the same file written
+    con.execute("insert into t values (2)")
+seen += [cache.get("chart"), cache.has("chart")]
+print(seen)
+"""
+
+
+def test_the_chart_data_cache_forgets_everything_when_the_warehouse_is_written(tmp_path):
+    """iot_lake/superset_addons.py's WarehouseCache, in Superset's venv over a DuckDB file: what was
+    cached stays while the warehouse is only read, and is gone after a write."""
+    if not (SUPERSET_VENV / "bin" / "python").exists():
+        unavailable(f"no Superset in {SUPERSET_VENV} (scripts/setup.sh installs it)", "the cache test")
+    addons = REPO / "iot_lake" / "superset_addons.py"
+    args = [SUPERSET_VENV / "bin" / "python", "-c", _CACHE_PROBE, addons, tmp_path]
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "[{'n': 1}, True, {'n': 1}, None, False]"
+
+
 # ---- Superset for real -------------------------------------------------------------------------
 
 
