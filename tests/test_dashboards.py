@@ -447,7 +447,7 @@ def test_the_dashboards_hang_in_the_lineage_below_the_marts_they_read(defs):
     graph = defs.resolve_asset_graph()
     for slug, (_, tables) in dashboard_tables().items():
         node = graph.get(AssetKey(["dashboards", slug.replace("-", "_")]))
-        assert not node.is_materializable  # external: Superset reads the warehouse on each view
+        assert not node.is_materializable  # external: a warehouse run invalidates Superset's cache itself
         assert node.parent_keys == {AssetKey(["warehouse", t]) for t in tables}
         assert all(graph.has(parent) for parent in node.parent_keys)
     assert dashboard_tables()["data-quality"][1] == [
