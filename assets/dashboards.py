@@ -1,7 +1,7 @@
 """The Superset dashboards of dashboards/ as external assets, downstream of the warehouse marts their
-charts read, so the lineage shows which dashboards a dbt change reaches. Superset queries the
-warehouse on each view and caches nothing (docs/dashboards.md), so there is nothing for Dagster to
-refresh after a warehouse run: it materializes none of them."""
+charts read, so the lineage shows which dashboards a dbt change reaches. Superset's chart data cache
+is keyed by the warehouse file's version (iot_lake/superset_addons.py, docs/dashboards.md), so a dbt
+run invalidates it by itself and there is nothing for Dagster to refresh: it materializes none of them."""
 
 from pathlib import Path
 

@@ -567,7 +567,11 @@ _port_option = click.option("--port", default=DEFAULT_PORT, show_default=True, h
 
 def _superset(port: int) -> tuple[Superset, Warehouse]:
     settings = _settings()
-    return Superset(superset_home(settings), port, extra_config=extra_config(settings)), warehouse_for(settings)
+    warehouse = warehouse_for(settings)
+    superset = Superset(
+        superset_home(settings), port, extra_config=extra_config(settings), warehouse_file=warehouse.path
+    )
+    return superset, warehouse
 
 
 @dashboards.command()

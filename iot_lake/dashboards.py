@@ -167,22 +167,71 @@ def _secret(path: Path, nbytes: int) -> str:
 
 CONFIG = """\
 # Written by `iot-lake dashboards up` on each start. The secrets are in files beside it, mode 0600.
+import importlib.util
+import sys
 from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import QueuePool
 
 _HOME = Path({home!r})
 SECRET_KEY = (_HOME / "secret-key").read_text().strip()
 SQLALCHEMY_DATABASE_URI = "sqlite:///" + str(_HOME / "superset.db")
 # One process, one user: the login rate limit may count in memory.
 RATELIMIT_STORAGE_URI = "memory://"
-# The warehouse changes with every dbt run: charts query it on each view, nothing is cached (and
-# so Dagster has no cache to refresh after a warehouse run).
-DATA_CACHE_CONFIG = {{"CACHE_TYPE": "NullCache"}}
 # Superset's DuckDB dialect has no 5-minute grain (Redshift's has): the drill-down's time series use it.
 TIME_GRAIN_ADDON_EXPRESSIONS = {{"duckdb": {{"PT5M": "TIME_BUCKET(INTERVAL '5 minutes', {{col}})"}}}}
+
+# What a dashboard's load costs (docs/dashboards.md): Superset's own requests, not the warehouse.
+_spec = importlib.util.spec_from_file_location("iot_lake_superset_addons", {addons!r})
+_addons = sys.modules["iot_lake_superset_addons"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_addons)
+# The action log in the metadata database cost most of a chart request: gunicorn's access log stays.
+EVENT_LOGGER = _addons.AccessOnlyEventLogger()
+# Superset's own cache (each page's bootstrap data, memoized a minute per user; the databases' schema
+# lists): none by default, so every page rebuilt it from the metadata database.
+CACHE_CONFIG = {{"CACHE_TYPE": "FileSystemCache", "CACHE_DIR": str(_HOME / "cache" / "superset")}}
+# A dashboard's filter state (posted on every view) in files, not in the metadata database.
+FILTER_STATE_CACHE_CONFIG = {{
+    "CACHE_TYPE": "FileSystemCache",
+    "CACHE_DIR": str(_HOME / "cache" / "filter-state"),
+    "CACHE_DEFAULT_TIMEOUT": 90 * 86400,
+    "REFRESH_TIMEOUT_ON_RETRIEVAL": True,
+}}
+EXPLORE_FORM_DATA_CACHE_CONFIG = {{
+    "CACHE_TYPE": "FileSystemCache",
+    "CACHE_DIR": str(_HOME / "cache" / "explore-form-data"),
+    "CACHE_DEFAULT_TIMEOUT": 7 * 86400,
+    "REFRESH_TIMEOUT_ON_RETRIEVAL": True,
+}}
+# Chart data: locally cached under the warehouse file's version, so a dbt run that writes it makes
+# every cached answer unreachable (never stale). Without a file to version by (Redshift), none.
+_WAREHOUSE_FILE = {warehouse_file!r}
+DATA_CACHE_CONFIG = {{"CACHE_TYPE": "NullCache"}}
+if _WAREHOUSE_FILE:
+    DATA_CACHE_CONFIG = {{
+        "CACHE_TYPE": "iot_lake_superset_addons.WarehouseCache",
+        "CACHE_DIR": str(_HOME / "cache" / "chart-data"),
+        "CACHE_DEFAULT_TIMEOUT": 7 * 86400,
+        "CACHE_THRESHOLD": 2000,
+        "CACHE_OPTIONS": {{"warehouse_path": _WAREHOUSE_FILE}},
+    }}
+
 # The deployment's overrides (deploy/superset/superset_config.py in prod), read last so they win.
 _EXTRA = {extra!r}
 if _EXTRA:
     exec(compile(Path(_EXTRA).read_text(), _EXTRA, "exec"))
+
+if SQLALCHEMY_DATABASE_URI.startswith("sqlite:"):
+    # SQLAlchemy 1.4 opens a new SQLite connection per session (NullPool): keep them, in WAL mode.
+    SQLALCHEMY_ENGINE_OPTIONS = {{
+        "poolclass": QueuePool,
+        "pool_size": 10,
+        "max_overflow": 10,
+        "connect_args": {{"check_same_thread": False, "timeout": 30}},
+    }}
+    event.listen(Engine, "connect", _addons.tune_sqlite)
 """
 PROD_CONFIG = REPO / "deploy" / "superset" / "superset_config.py"
 EXTRA_CONFIG_VAR = "IOT_LAKE_SUPERSET_CONFIG"
@@ -197,18 +246,32 @@ def extra_config(settings: Settings, env: Mapping[str, str] | None = None) -> Pa
     return PROD_CONFIG if settings.is_prod else None
 
 
-def superset_config(home: Path, extra: Path | None = None) -> str:
+ADDONS = Path(__file__).resolve().parent / "superset_addons.py"
+
+
+def superset_config(home: Path, extra: Path | None = None, warehouse_file: Path | None = None) -> str:
     """The superset_config.py `up` writes into the home on each start."""
-    return CONFIG.format(home=os.fspath(home), extra=os.fspath(extra) if extra else "")
+    return CONFIG.format(
+        home=os.fspath(home),
+        extra=os.fspath(extra) if extra else "",
+        addons=os.fspath(ADDONS),
+        warehouse_file=os.fspath(warehouse_file) if warehouse_file else "",
+    )
 
 
 class Superset:
     """One Superset instance: its home (state and secrets), its venv, and the port it serves on."""
 
     def __init__(
-        self, home: Path, port: int = DEFAULT_PORT, venv: Path = SUPERSET_VENV, extra_config: Path | None = None
+        self,
+        home: Path,
+        port: int = DEFAULT_PORT,
+        venv: Path = SUPERSET_VENV,
+        extra_config: Path | None = None,
+        warehouse_file: Path | None = None,  # the local DuckDB file: chart data is cached by its version
     ):
         self.home, self.port, self.venv, self.extra_config = home, port, venv, extra_config
+        self.warehouse_file = warehouse_file
         self.url = f"http://127.0.0.1:{port}"
         self.password_file = home / "admin-password"
         self.log_file = home / "superset.log"
@@ -246,7 +309,9 @@ class Superset:
         os.chmod(self.home, 0o700)  # the metadata database holds the admin's hash and the connections
         _secret(self.home / "secret-key", 42)
         password = _secret(self.password_file, 18)
-        (self.home / "superset_config.py").write_text(superset_config(self.home, self.extra_config))
+        (self.home / "superset_config.py").write_text(
+            superset_config(self.home, self.extra_config, self.warehouse_file)
+        )
         marker, version = self.home / "initialized", self._version()
         if marker.exists() and marker.read_text() == version:
             return False
@@ -266,7 +331,8 @@ class Superset:
         log = open(self.log_file, "ab")  # noqa: SIM115 (the server's own, for its lifetime)
         server = subprocess.Popen(
             [self._bin("gunicorn"), "--bind", f"127.0.0.1:{self.port}", "--workers", "1", "--threads", "8"]
-            + ["--timeout", "120", "--graceful-timeout", "10", "superset.app:create_app()"],
+            + ["--timeout", "120", "--graceful-timeout", "10", "--access-logfile", "-"]
+            + ["superset.app:create_app()"],
             env=self._env(),
             stdout=log,
             stderr=subprocess.STDOUT,

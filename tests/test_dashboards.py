@@ -24,8 +24,9 @@ import pytest
 import requests
 import yaml
 from click.testing import CliRunner
-from dagster import AssetKey
+from dagster import AssetKey, materialize
 
+from assets.warehouse.dbt import warehouse_models
 from benchmarks.dagster_dev import free_port
 from benchmarks.dashboards.browser import CHART, chart_counts, launch, log_in, open_dashboard
 from iot_lake.cli import main
@@ -42,6 +43,7 @@ from iot_lake.dashboards import (
     unbundle,
     warehouse_for,
 )
+from iot_lake.forecast import registry
 from iot_lake.settings import Settings
 from tests.test_end_to_end import chromium_binary
 from tests.test_warehouse import built, lake  # noqa: F401  (fixtures: the warehouse, built by dbt)
@@ -200,6 +202,39 @@ def test_the_superset_venv_reads_the_warehouse_file_format_of_the_platform():
     assert pinned == locked
 
 
+_CACHE_PROBE = """import importlib.util, sys
+import duckdb
+spec = importlib.util.spec_from_file_location("addons", sys.argv[1])
+addons = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(addons)
+path = sys.argv[2] + "/iot_lake.duckdb"
+with duckdb.connect(path) as con:
+    con.execute("create table t as select 1 as n")
+cache = addons.WarehouseCache(sys.argv[2] + "/cache", threshold=10, warehouse_path=path)
+cache.set("chart", {"n": 1})
+seen = [cache.get("chart"), cache.has("chart")]
+with duckdb.connect(path, read_only=True) as con:  # a reader changes nothing
+    con.execute("select * from t").fetchall()
+seen.append(cache.get("chart"))
+with duckdb.connect(path) as con:  # a dbt run: the same file written
+    con.execute("insert into t values (2)")
+seen += [cache.get("chart"), cache.has("chart")]
+print(seen)
+"""
+
+
+def test_the_chart_data_cache_forgets_everything_when_the_warehouse_is_written(tmp_path):
+    """iot_lake/superset_addons.py's WarehouseCache, in Superset's venv over a DuckDB file: what was
+    cached stays while the warehouse is only read, and is gone after a write."""
+    if not (SUPERSET_VENV / "bin" / "python").exists():
+        unavailable(f"no Superset in {SUPERSET_VENV} (scripts/setup.sh installs it)", "the cache test")
+    addons = REPO / "iot_lake" / "superset_addons.py"
+    args = [SUPERSET_VENV / "bin" / "python", "-c", _CACHE_PROBE, addons, tmp_path]
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "[{'n': 1}, True, {'n': 1}, None, False]"
+
+
 # ---- Superset for real -------------------------------------------------------------------------
 
 
@@ -297,6 +332,50 @@ def test_each_dashboard_shows_its_charts_and_the_warehouse_numbers_in_a_browser(
             browser.close()
 
 
+@pytest.mark.slow
+def test_a_warehouse_run_that_changes_the_numbers_shows_in_the_browser_at_once(superset, lake):  # noqa: F811
+    """Chart data is cached (iot_lake/superset_addons.py): the next view after a dbt run must still
+    show the warehouse's numbers, not the cached ones. A new champion is trained and warehouse_models
+    runs, as the nightly training does; the models dashboard, viewed before, shows its MASE."""
+    from playwright.sync_api import sync_playwright
+
+    sql = MAIN_NUMBERS["models"]["Latest champion MASE"]
+    before = _warehouse_number(superset.warehouse, sql)
+    charts = chart_counts()
+    with sync_playwright() as p:
+        browser = launch(p, chromium_binary())
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            log_in(page, superset.url, superset.password())
+            # twice: the second view is answered from the cache (so the cache is there to go stale)
+            for _ in range(2):
+                assert (
+                    _open_dashboard(page, superset.url, "models", charts["models"], {"Latest champion MASE"})[
+                        "Latest champion MASE"
+                    ]
+                    == before
+                )
+            _train_a_new_champion(lake, mase=0.612)
+            shown = _open_dashboard(page, superset.url, "models", charts["models"], {"Latest champion MASE"})
+        finally:
+            browser.close()
+    after = _warehouse_number(superset.warehouse, sql)
+    assert after == 0.612 != before
+    assert shown["Latest champion MASE"] == after
+
+
+def _train_a_new_champion(lake, mase: float) -> None:  # noqa: F811
+    """A promoted version recorded through the registry, then warehouse_models (one dbt run)."""
+    from tests.test_warehouse import _backtest, _resources
+
+    backtest = _backtest(mase, 0.98, 0.97, 0.8, 0.95)
+    version = registry.ModelVersion(
+        "forecast-2026-11-14-f6", "k/f6", "lightgbm", mase, "a", "b", "2026-11-14", backtest, True, "better"
+    )
+    registry.record(lake, version)
+    assert materialize([warehouse_models], resources=_resources(lake)).success
+
+
 def _open_dashboard(page, url: str, slug: str, charts: int, numbers: set[str]) -> dict[str, int]:
     """Open a dashboard, wait for each chart, screenshot it; its big numbers by chart title."""
     answers: list = []
@@ -368,7 +447,7 @@ def test_the_dashboards_hang_in_the_lineage_below_the_marts_they_read(defs):
     graph = defs.resolve_asset_graph()
     for slug, (_, tables) in dashboard_tables().items():
         node = graph.get(AssetKey(["dashboards", slug.replace("-", "_")]))
-        assert not node.is_materializable  # external: Superset reads the warehouse on each view
+        assert not node.is_materializable  # external: a warehouse run invalidates Superset's cache itself
         assert node.parent_keys == {AssetKey(["warehouse", t]) for t in tables}
         assert all(graph.has(parent) for parent in node.parent_keys)
     assert dashboard_tables()["data-quality"][1] == [

@@ -5,6 +5,7 @@ dialect the filled URI names (no connection is opened)."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import zipfile
 from pathlib import Path
@@ -34,15 +35,30 @@ def _env_file() -> dict[str, str]:
     return {key: value for key, value in pairs}
 
 
-def _config(home: Path, extra: Path | None, monkeypatch, **env: str) -> dict:
-    """The generated superset_config.py executed as Superset imports it, under env."""
+# Runs the generated config in Superset's venv (it loads iot_lake/superset_addons.py, which imports
+# Superset) and prints its plain settings.
+_DUMP = """import json, sys
+namespace = {}
+exec(compile(open(sys.argv[1]).read(), "superset_config.py", "exec"), namespace)
+plain = (str, bool, int, float, type(None), dict, list)
+print(json.dumps({k: v for k, v in namespace.items() if k.isupper() and isinstance(v, plain)}, default=str))
+"""
+
+
+def _config(home: Path, extra: Path | None, monkeypatch, warehouse_file: Path | None = None, **env: str) -> dict:
+    """The generated superset_config.py executed as Superset imports it (in its venv), under env."""
+    if not (SUPERSET_VENV / "bin" / "python").exists():
+        pytest.skip("no .venv-superset: scripts/setup.sh")
     home.mkdir(exist_ok=True)
     (home / "secret-key").write_text("k")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    namespace: dict = {}
-    exec(compile(superset_config(home, extra), "superset_config.py", "exec"), namespace)
-    return namespace
+    (home / "superset_config.py").write_text(superset_config(home, extra, warehouse_file))
+    done = subprocess.run(
+        [SUPERSET_VENV / "bin" / "python", "-c", _DUMP, home / "superset_config.py"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def test_prod_imports_the_same_definitions_filled_with_redshift_from_the_environment():
@@ -77,6 +93,20 @@ def test_prod_reads_the_recipe_config_last(tmp_path, monkeypatch):
     assert without["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'home' / 'superset.db'}"
     local = _config(tmp_path / "home", None, monkeypatch)
     assert "ENABLE_PROXY_FIX" not in local
+
+
+def test_the_sqlite_tuning_and_the_chart_data_cache_apply_where_they_fit(tmp_path, monkeypatch):
+    """SQLite's pool options never reach PostgreSQL's driver (it refuses check_same_thread), and chart
+    data is cached only where a warehouse file versions it (locally), never over Redshift."""
+    metadata = _env_file()["IOT_LAKE_SUPERSET_METADATA_URL"]
+    prod = _config(tmp_path / "home", PROD_CONFIG, monkeypatch, IOT_LAKE_SUPERSET_METADATA_URL=metadata)
+    assert "SQLALCHEMY_ENGINE_OPTIONS" not in prod
+    assert prod["DATA_CACHE_CONFIG"] == {"CACHE_TYPE": "NullCache"}
+    monkeypatch.delenv("IOT_LAKE_SUPERSET_METADATA_URL")
+    local = _config(tmp_path / "home", None, monkeypatch, warehouse_file=tmp_path / "iot_lake.duckdb")
+    assert local["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"]["check_same_thread"] is False
+    assert local["DATA_CACHE_CONFIG"]["CACHE_TYPE"] == "iot_lake_superset_addons.WarehouseCache"
+    assert local["DATA_CACHE_CONFIG"]["CACHE_OPTIONS"] == {"warehouse_path": str(tmp_path / "iot_lake.duckdb")}
 
 
 @pytest.mark.skipif(not (SUPERSET_VENV / "bin" / "python").exists(), reason="no .venv-superset: scripts/setup.sh")
