@@ -5,8 +5,9 @@ hold one hour. What matters is the tables' size and layout, not how the rows got
 history is the primed hour's own rows (those whose time lies in it: late records would collide with
 the next copy's keys) copied ``hours`` times, the k-th copy ``k`` hours earlier: every timestamp
 column moved by k hours, every date column to the date of its row's time moved as much, partitions
-included. Delta tables get the copies in a few appends (a compacted month holds few files per day,
-as after the nightly delta_maintenance_job); the warehouse's DuckDB tables in one INSERT each.
+included (the primed hour's own late rows, a few, then share their key with a copy). Delta tables
+get the copies in a few appends (a compacted month holds few files per day, as after the nightly
+delta_maintenance_job); the warehouse's DuckDB tables in one INSERT each.
 """
 
 from __future__ import annotations

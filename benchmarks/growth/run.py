@@ -142,9 +142,7 @@ def results(reference: list[dict], grown: list[dict], created: dict, hours: int)
     help="The cached template and the runs' lakes.",
 )
 @json_option
-def main(
-    devices: int, days: int, repeat: int, quick: bool, seed: int, workdir: Path, json_path: Path | None
-) -> None:
+def main(devices: int, days: int, repeat: int, quick: bool, seed: int, workdir: Path, json_path: Path | None) -> None:
     if quick:
         devices, days = 3, 3
     hours = days * 24
