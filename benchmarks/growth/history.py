@@ -5,7 +5,8 @@ hold one hour. What matters is the tables' size and layout, not how the rows got
 history is the primed hour's own rows (those whose time lies in it: late records would collide with
 the next copy's keys) copied ``hours`` times, the k-th copy ``k`` hours earlier: every timestamp
 column moved by k hours, every date column to the date of its row's time moved as much, partitions
-included (the primed hour's own late rows, a few, then share their key with a copy). Delta tables
+included. A copy's row whose key (device, metric, time) an earlier hour's row already has (the
+primed hour's own late records) is left out: the warehouse's uniqueness tests hold. Delta tables
 get the copies in a few appends (a compacted month holds few files per day, as after the nightly
 delta_maintenance_job); the warehouse's DuckDB tables in one INSERT each.
 """
@@ -21,17 +22,22 @@ import pyarrow.compute as pc
 CHUNK_HOURS = 72  # copies per Delta commit: a few days
 
 
+KEY = ("device_id", "metric")  # with the table's time column: a row's key in every growing table
+
+
 def _is_date(t: pa.DataType) -> bool:
     return pa.types.is_date32(t) or pa.types.is_date64(t)
 
 
+def _in_hour_mask(table: pa.Table, column: str, hour: datetime) -> pa.ChunkedArray:
+    col = table[column]
+    lo, hi = pa.scalar(hour, type=col.type), pa.scalar(hour + timedelta(hours=1), type=col.type)
+    return pc.and_(pc.greater_equal(col, lo), pc.less(col, hi))
+
+
 def in_hour(table: pa.Table, column: str, hour: datetime) -> pa.Table:
     """The rows whose ``column`` lies in [hour, hour + 1 h)."""
-    col = table[column]
-    unit_tz = col.type
-    lo = pa.scalar(hour, type=unit_tz) if pa.types.is_timestamp(unit_tz) else pa.scalar(hour)
-    hi = pa.scalar(hour + timedelta(hours=1), type=unit_tz) if pa.types.is_timestamp(unit_tz) else None
-    return table.filter(pc.and_(pc.greater_equal(col, lo), pc.less(col, hi)))
+    return table.filter(_in_hour_mask(table, column, hour))
 
 
 def shifted(table: pa.Table, back: timedelta, hour: datetime) -> pa.Table:
@@ -63,10 +69,16 @@ def replicate_delta(uri: str, column: str, hour: datetime, hours: int) -> int:
     from deltalake import DeltaTable, write_deltalake
 
     dt = DeltaTable(uri)
-    rows = in_hour(dt.to_pyarrow_table(), column, hour)
+    everything = dt.to_pyarrow_table()
+    rows = in_hour(everything, column, hour)
+    # The keys the table holds outside the hour (late records): no copy may repeat one.
+    keys = [*KEY, column]
+    taken = everything.select(keys).filter(pc.invert(_in_hour_mask(everything, column, hour)))
     partition_by = dt.metadata().partition_columns or None
     added = 0
     for part in copies(rows, hour, hours):
+        if taken.num_rows:
+            part = part.join(taken, keys, join_type="left anti").select(rows.column_names)
         write_deltalake(uri, part, mode="append", partition_by=partition_by)
         added += part.num_rows
     return added
@@ -94,9 +106,13 @@ def replicate_duckdb(database: str, table: str, column: str, hour: datetime, hou
                 replace.append(f"cast(cast($hour as timestamp) - k.h * interval 1 hour as date) as {quoted}")
         select = f"select t.* replace ({', '.join(replace)})" if replace else "select t.*"
         before = con.execute(f"select count(*) from {table}").fetchone()[0]
+        time = '"' + column.replace('"', '""') + '"'
+        in_hour = f"{time} >= $hour and {time} < $hour + interval 1 hour"
+        keys = ", ".join([*KEY, time])
         con.execute(
-            f"insert into {table} {select} from {table} t cross join (select range as h from range(1, $n + 1)) k "
-            f'where "{column}" >= $hour and "{column}" < $hour + interval 1 hour',
+            f"insert into {table} select c.* from ("
+            f"{select} from {table} t cross join (select range as h from range(1, $n + 1)) k where {in_hour}"
+            f") c anti join (select {keys} from {table} where not ({in_hour})) o using ({keys})",
             {"hour": hour.replace(tzinfo=None), "n": hours},
         )
         return con.execute(f"select count(*) from {table}").fetchone()[0] - before
