@@ -2,12 +2,13 @@
 
 The growth benchmark asks whether an hour costs more when the tables hold 30 days than when they
 hold one hour. What matters is the tables' size and layout, not how the rows got there, so the
-history is the primed hour's own rows (those whose time lies in it: late records would collide with
-the next copy's keys) copied ``hours`` times, the k-th copy ``k`` hours earlier: every timestamp
-column moved by k hours, every date column to the date of its row's time moved as much, partitions
-included. A copy's row whose key (device, metric, time) an earlier hour's row already has (the
-primed hour's own late records) is left out: the warehouse's uniqueness tests hold. Delta tables
-get the copies in a few appends (a compacted month holds few files per day, as after the nightly
+history is the primed hour's own rows (those whose time lies in it) copied ``hours`` times, the
+k-th copy ``k`` hours earlier: every timestamp column moved by k hours, every date column to the
+date of its row's time moved as much, partitions included. The rows of earlier hours the primed
+hour brought (late records) are dropped first, so every earlier hour is exactly a copy in every
+table: no key twice, and the warehouse's tests (uniqueness, facts reconciling with curated) hold.
+Rows of later hours (the forecast made for the measured hour) stay. Delta tables get the copies
+in a few appends (a compacted month holds few files per day, as after the nightly
 delta_maintenance_job); the warehouse's DuckDB tables in one INSERT each.
 """
 
@@ -22,22 +23,15 @@ import pyarrow.compute as pc
 CHUNK_HOURS = 72  # copies per Delta commit: a few days
 
 
-KEY = ("device_id", "metric")  # with the table's time column: a row's key in every growing table
-
-
 def _is_date(t: pa.DataType) -> bool:
     return pa.types.is_date32(t) or pa.types.is_date64(t)
 
 
-def _in_hour_mask(table: pa.Table, column: str, hour: datetime) -> pa.ChunkedArray:
-    col = table[column]
-    lo, hi = pa.scalar(hour, type=col.type), pa.scalar(hour + timedelta(hours=1), type=col.type)
-    return pc.and_(pc.greater_equal(col, lo), pc.less(col, hi))
-
-
 def in_hour(table: pa.Table, column: str, hour: datetime) -> pa.Table:
     """The rows whose ``column`` lies in [hour, hour + 1 h)."""
-    return table.filter(_in_hour_mask(table, column, hour))
+    col = table[column]
+    lo, hi = pa.scalar(hour, type=col.type), pa.scalar(hour + timedelta(hours=1), type=col.type)
+    return table.filter(pc.and_(pc.greater_equal(col, lo), pc.less(col, hi)))
 
 
 def shifted(table: pa.Table, back: timedelta, hour: datetime) -> pa.Table:
@@ -65,20 +59,18 @@ def copies(table: pa.Table, hour: datetime, hours: int, chunk: int = CHUNK_HOURS
 
 
 def replicate_delta(uri: str, column: str, hour: datetime, hours: int) -> int:
-    """Append ``hours`` copies of the Delta table's rows of ``hour`` before it; the rows added."""
+    """Replace the Delta table's rows before ``hour`` by ``hours`` copies of its rows of ``hour``;
+    the rows added."""
     from deltalake import DeltaTable, write_deltalake
 
     dt = DeltaTable(uri)
     everything = dt.to_pyarrow_table()
     rows = in_hour(everything, column, hour)
-    # The keys the table holds outside the hour (late records): no copy may repeat one.
-    keys = [*KEY, column]
-    taken = everything.select(keys).filter(pc.invert(_in_hour_mask(everything, column, hour)))
     partition_by = dt.metadata().partition_columns or None
+    kept = everything.filter(pc.greater_equal(everything[column], pa.scalar(hour, type=everything[column].type)))
+    write_deltalake(uri, kept, mode="overwrite", partition_by=partition_by)
     added = 0
     for part in copies(rows, hour, hours):
-        if taken.num_rows:
-            part = part.join(taken, keys, join_type="left anti").select(rows.column_names)
         write_deltalake(uri, part, mode="append", partition_by=partition_by)
         added += part.num_rows
     return added
@@ -105,14 +97,13 @@ def replicate_duckdb(database: str, table: str, column: str, hour: datetime, hou
             elif kind == "DATE":
                 replace.append(f"cast(cast($hour as timestamp) - k.h * interval 1 hour as date) as {quoted}")
         select = f"select t.* replace ({', '.join(replace)})" if replace else "select t.*"
-        before = con.execute(f"select count(*) from {table}").fetchone()[0]
         time = '"' + column.replace('"', '""') + '"'
-        in_hour = f"{time} >= $hour and {time} < $hour + interval 1 hour"
-        keys = ", ".join([*KEY, time])
+        params = {"hour": hour.replace(tzinfo=None)}
+        con.execute(f"delete from {table} where {time} < $hour", params)
+        before = con.execute(f"select count(*) from {table}").fetchone()[0]
         con.execute(
-            f"insert into {table} select c.* from ("
-            f"{select} from {table} t cross join (select range as h from range(1, $n + 1)) k where {in_hour}"
-            f") c anti join (select {keys} from {table} where not ({in_hour})) o using ({keys})",
-            {"hour": hour.replace(tzinfo=None), "n": hours},
+            f"insert into {table} {select} from {table} t cross join (select range as h from range(1, $n + 1)) k "
+            f"where {time} >= $hour and {time} < $hour + interval 1 hour",
+            {**params, "n": hours},
         )
         return con.execute(f"select count(*) from {table}").fetchone()[0] - before
