@@ -99,7 +99,8 @@ def test_only_curated_deviations_and_the_hourly_facts_are_judged():
     assert out["warehouse hourly facts (warehouse_hourly_job)"].target == TARGET
     assert out["warehouse staging, dimensions, cases (warehouse_job)"].met is None  # 4x, information
     assert out["landing inventory"].met is None
-    assert all("720th hour" in r.measure for r in out.values())
+    assert all("720th hour (719 hours of tables)" in r.measure for r in out.values())
+    assert "72nd hour" in results(reference, grown, dict.fromkeys(parts, 20.0), 72)[0].measure
 
 
 @pytest.mark.slow

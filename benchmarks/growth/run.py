@@ -110,8 +110,13 @@ def _median(runs: list[dict], part: str) -> float:
     return statistics.median(r[part] for r in runs)
 
 
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def results(reference: list[dict], grown: list[dict], created: dict, hours: int) -> list[Result]:
-    measured = f"the {hours}th hour ({hours - 1} hours of tables)"
+    measured = f"the {ordinal(hours)} hour ({hours - 1} hours of tables)"
     out = []
     for part, (label, judged) in PARTS.items():
         out.append(
