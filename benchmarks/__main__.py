@@ -44,6 +44,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "dashboards": (["--repeat", "5"], ["--repeat", "2", "--devices", "10", "--history-days", "3"]),
     "curate": ([], ["--quick"]),
     "history": ([], ["--quick"]),
+    # One hour's path on tables of 30 days against tables of one hour (--quick: 3 days of 3 devices).
+    "growth": ([], ["--quick"]),
     "forecast": ([], ["--quick"]),
     "backtest": ([], []),
     "latency": ([], []),
@@ -60,6 +62,7 @@ SIMULATING = {
     "demo",
     "dashboards",
     "curate",
+    "growth",
     "history",
     "forecast",
     "latency",

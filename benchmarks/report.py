@@ -58,7 +58,7 @@ MEASURES: dict[str, tuple[str, str, str]] = {
         "`dagster dev` cold start until the UI serves every asset of the code location (fresh `DAGSTER_HOME` "
         "and lake; median of `--repeat` starts)",
         "the same for a one-asset project: what `dagster dev` itself costs",
-        "",
+        "ratio <= 1.2",
     ),
     "demo": (
         "the README's main command, `python -m jobs.main`, on a fresh lake and `DAGSTER_HOME` (`--days`, `--devices`); "
@@ -80,8 +80,8 @@ MEASURES: dict[str, tuple[str, str, str]] = {
         "the curated materialization of one landing hour of 2M records in 20 gzip objects "
         "(`telemetry_hourly_job` through Dagster, the Spark job on Sail through Pipes); also with the "
         "landing inventory, and peak memory of the process tree",
-        "the same data path in DuckDB SQL on the same objects",
-        "ratio <= 2.0",
+        "the same data path in DuckDB SQL on the same objects (reading the objects itself: the same rows written)",
+        "landing inventory + curated materialization: ratio <= 1.5; peak memory: ratio <= 1.2",
     ),
     "history": (
         "curating the historian's extract into the curated layer: 90 days of 15-minute readings of 200 devices "
@@ -96,6 +96,15 @@ MEASURES: dict[str, tuple[str, str, str]] = {
         "hold a day: the cost of a partition must not grow with the table",
         "hour 1 of the same day",
         "ratio <= 1.3",
+    ),
+    "growth": (
+        "the cost of an hour with a month of history: one landing hour of 20 devices (10 s sampling) through "
+        "the main job's path (landing inventory; curated telemetry and its 1-/5-minute aggregates; "
+        "`deviations_job`; `warehouse_job`; `warehouse_hourly_job`, the hourly facts), each part one Dagster "
+        "run, on tables holding 719 hours (30 days, made by copying an hour's rows back: "
+        "`benchmarks/growth/history.py`)",
+        "the same hour on tables holding one hour",
+        "curated, deviations, hourly facts: ratio <= 1.3 each",
     ),
     "forecast": (
         "training (backtest of every candidate, refit of the best with conformal intervals) and the batch "
@@ -177,6 +186,15 @@ Notes on the individual benchmarks:
   and `--skip throughput|incremental` change the run. `--quick` is 100k records and a single
   3-device day (its 24th hour against its first, without the warm-up day): the fixed start-up of
   Pipes and Sail dominates its ratios.
+- `growth` builds its inputs once (`benchmarks/growth/lake.py`: a curated day, a seasonal-naive
+  champion and its forecasts of the two hours, cached under `--workdir`), then primes two lakes
+  with the hour before the measured one through the same path (the reference's priming is the hour
+  that created the tables, in each row's note) and copies that hour's rows back over the rest of
+  the month in one of them: curated, aggregates, deviations, forecasts and the warehouse's facts.
+  The copies come in a few appends, as a month compacted by the nightly maintenance job; the
+  measured hour's own day is full in the long lake and holds one hour in the reference, so a part
+  that rebuilds the day (the hourly facts' daily batches) shows that too. `--quick` is 3 devices
+  and 3 days (the 72nd hour); `--repeat` alternates the two lakes.
 - `forecast --quick` simulates 20 devices instead of 200; the data is cached under `--workdir`.
 - `latency` sets up a day of curated telemetry, a seasonal-naive champion and the forecasts of the
   hour and the next in a fresh lake, warms `dagster dev` up with the hour so far, then writes one

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from iot_lake.lake import Lake
@@ -52,3 +54,25 @@ def test_an_unpartitioned_table_merges_only_newer_rows(tmp_path, spark, table_fo
 def test_unknown_format_is_refused(tmp_path, spark):
     with pytest.raises(ValueError, match="delta, parquet"):
         open_table(spark, Lake(str(tmp_path)), "curated/t", "part", "iceberg")
+
+
+def test_a_merge_given_its_partitions_opens_no_other_partitions_files(tmp_path, spark):
+    """The partitions of a MERGE's rows are a literal on the table's side: day 1's files are never
+    read when day 2's rows are merged. They are deleted from disk here, so a MERGE that opens them
+    (one matching on the partition column alone read the whole table: benchmarks/growth) fails."""
+    table = open_table(spark, Lake(str(tmp_path)), "curated/t", "part", "delta")
+    schema = "k int, v string, part date"
+    day1, day2 = date(2026, 11, 1), date(2026, 11, 2)
+    table.create(spark.createDataFrame([(1, "a", day1), (2, "b", day2), (3, "c", day2)], schema))
+    for data_file in (tmp_path / "curated" / "t").glob("part=2026-11-01/*.parquet"):
+        data_file.unlink()
+
+    def day2_rows():
+        return sorted(tuple(r) for r in table.read().where(f"part = date'{day2}'").select("k", "v").collect())
+
+    table.insert_new(spark.createDataFrame([(2, "changed", day2), (4, "d", day2)], schema), ("part", "k"), [day2])
+    assert day2_rows() == [(2, "b"), (3, "c"), (4, "d")]
+    table.upsert(spark.createDataFrame([(3, "C", day2)], schema), ("part", "k"), partitions=[day2.isoformat()])
+    assert day2_rows() == [(2, "b"), (3, "C"), (4, "d")]
+    table.delete_matching(spark.createDataFrame([(4, None, day2)], schema), ("part", "k"), partitions=[day2])
+    assert day2_rows() == [(2, "b"), (3, "C")]

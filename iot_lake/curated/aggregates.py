@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from iot_lake.lake import Lake
+from iot_lake.lake import Lake, dates_between
 from iot_lake.sources.telemetry import inventoried_keys
 from iot_lake.spark.tables import open_table
 
@@ -153,14 +153,18 @@ def refresh_buckets(
         # matches buckets against buckets instead of every reading against them.
         aggregates = aggregate(window_rows, seconds).join(touched, list(BUCKET_KEY), "left_semi")
         table = open_table(spark, lake, AGGREGATE_TABLES[grain], "event_date", table_format)
+        # Every bucket of the window is dated by its start (aggregate), so these partitions hold them
+        # all; a day either side, as the window's bounds come back from Spark in the process's time zone.
+        days = dates_between(start - timedelta(days=1), end + timedelta(days=1))
         if drop_empty:
             if table.exists():
-                table.delete_matching(touched.withColumn("event_date", F.to_date("bucket_start")), on=_BUCKET_ROW)
-            buckets[grain] = merge_aggregates(table, aggregates)
+                touched_rows_of = touched.withColumn("event_date", F.to_date("bucket_start"))
+                table.delete_matching(touched_rows_of, on=_BUCKET_ROW, partitions=days)
+            buckets[grain] = merge_aggregates(table, aggregates, partitions=days)
         else:
             # Each touched bucket has readings, so it yields exactly one aggregate row: counting the
             # buckets is much cheaper than running the aggregation once more just to count it.
-            buckets[grain] = merge_aggregates(table, aggregates, written=touched.count())
+            buckets[grain] = merge_aggregates(table, aggregates, written=touched.count(), partitions=days)
     return buckets
 
 
@@ -168,14 +172,14 @@ def _floor(ts: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(int(ts.timestamp()) // seconds * seconds, tz=ts.tzinfo)
 
 
-def merge_aggregates(table, aggregates, written: int | None = None) -> int:
+def merge_aggregates(table, aggregates, written: int | None = None, partitions=()) -> int:
     """Upsert buckets by (event_date, device, metric, bucket_start); returns how many were written
     (``written`` when the caller knows it)."""
     # MERGE's own metrics differ between engines (Sail reports rows rewritten), so count the source.
     if written is None:
         written = aggregates.count()
     if table.exists():
-        table.upsert(aggregates, on=_BUCKET_ROW)
+        table.upsert(aggregates, on=_BUCKET_ROW, partitions=partitions)
     else:
         table.create(aggregates)
     return written

@@ -535,8 +535,8 @@ def curate_batch(
     )
     curated = open_table(spark, lake, CURATED_TELEMETRY, "event_date", table_format)
     exists = curated.exists()
+    dates = sorted({d for s in stats for d in s["dates"]})  # the event dates of the batch's valid rows
     if exists and stats:
-        dates = sorted({d for s in stats for d in s["dates"]})
         # Only rows in the batch's event-time range can match: file statistics skip the rest of the dates.
         existing = (
             curated.read()
@@ -569,7 +569,7 @@ def curate_batch(
     if not exists:
         curated.create(new.select(*CURATED_COLUMNS))
     elif new_counts:
-        curated.insert_new(new.select(*CURATED_COLUMNS), on=("event_date", *NATURAL_KEY))
+        curated.insert_new(new.select(*CURATED_COLUMNS), on=("event_date", *NATURAL_KEY), partitions=dates)
     if new_counts:
         by_id[min(by_id)].historian_displaced = _displace_history(spark, lake, new, stats, table_format)
 

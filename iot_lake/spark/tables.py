@@ -17,6 +17,7 @@ import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 
 from iot_lake.lake import Lake
 
@@ -48,23 +49,24 @@ class SparkDeltaTable(_Table):
     def create(self, df) -> None:
         self._partitioned(df.write.format("delta")).save(self.uri)
 
-    def insert_new(self, df, on: Sequence[str]) -> None:
-        """Insert the rows of ``df`` whose ``on`` columns match no row of the table."""
+    def insert_new(self, df, on: Sequence[str], partitions: Sequence[date | str] = ()) -> None:
+        """Insert the rows of ``df`` whose ``on`` columns match no row of the table. ``partitions``:
+        the dates of the partition column every row of ``df`` lies in (see ``_merge``)."""
         # MERGE, not append: a concurrent run writing the same rows still cannot insert one twice.
-        self._merge(df, on, "WHEN NOT MATCHED THEN INSERT *")
+        self._merge(df, on, "WHEN NOT MATCHED THEN INSERT *", partitions)
 
-    def upsert(self, df, on: Sequence[str]) -> None:
+    def upsert(self, df, on: Sequence[str], partitions: Sequence[date | str] = ()) -> None:
         """Rows of ``df`` replace the table's rows with the same ``on`` columns; the others are inserted."""
-        self._merge(df, on, "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
+        self._merge(df, on, "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *", partitions)
 
     def merge_newer(self, df, on: Sequence[str], newer: str) -> None:
         """Like ``upsert``, but a row of ``df`` replaces a matching row only where the SQL predicate
         ``newer`` (over ``t``, the table's row, and ``s``, the new one) is true."""
         self._merge(df, on, f"WHEN MATCHED AND ({newer}) THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
 
-    def delete_matching(self, df, on: Sequence[str]) -> None:
+    def delete_matching(self, df, on: Sequence[str], partitions: Sequence[date | str] = ()) -> None:
         """Delete the table's rows whose ``on`` columns match a row of ``df``."""
-        self._merge(df, on, "WHEN MATCHED THEN DELETE")
+        self._merge(df, on, "WHEN MATCHED THEN DELETE", partitions)
 
     def replace(self, df, where: str) -> None:
         """The table's rows for which the SQL predicate ``where`` is true become the rows of ``df``."""
@@ -72,11 +74,19 @@ class SparkDeltaTable(_Table):
         # IS TRUE makes every engine keep it.
         df.write.format("delta").mode("overwrite").option("replaceWhere", f"({where}) IS TRUE").save(self.uri)
 
-    def _merge(self, df, on: Sequence[str], clauses: str) -> None:
+    def _merge(self, df, on: Sequence[str], clauses: str, partitions: Sequence[date | str] = ()) -> None:
         view = "merge_source_" + re.sub(r"\W", "_", self.key)
         df.createOrReplaceTempView(view)
         # The columns are the job's own constants; the path is quoted (a backtick is doubled).
         condition = " AND ".join(f"t.{c} = s.{c}" for c in on)
+        if partitions and self.partition_by:
+            # A literal on the table's side: the engine matches against those partitions' files only.
+            # Joined on the partition column alone, it read every file of the table, so an hour's
+            # MERGE grew with the history (benchmarks/growth).
+            days = ", ".join(
+                f"date'{date.fromisoformat(str(d)):%Y-%m-%d}'" for d in sorted({str(d) for d in partitions})
+            )
+            condition += f" AND t.{self.partition_by} IN ({days})"
         path = self.uri.replace("`", "``")
         self.spark.sql(f"MERGE INTO delta.`{path}` t USING {view} s ON {condition} {clauses}").collect()
 
@@ -97,11 +107,12 @@ class SparkParquetTable(_Table):
         # Overwrite: whatever is there was left by a write that never committed.
         self._partitioned(df.write.mode("overwrite")).parquet(self.uri)
 
-    def insert_new(self, df, on: Sequence[str]) -> None:
+    # ``partitions`` is only a pruning hint for Delta's MERGE: a Parquet table is rewritten whole anyway.
+    def insert_new(self, df, on: Sequence[str], partitions: Sequence[date | str] = ()) -> None:
         new = df.join(self.read().select(*on), list(on), "left_anti")
         self._partitioned(new.write.mode("append")).parquet(self.uri)
 
-    def upsert(self, df, on: Sequence[str]) -> None:
+    def upsert(self, df, on: Sequence[str], partitions: Sequence[date | str] = ()) -> None:
         self._rewrite(self.read().join(df.select(*on), list(on), "left_anti"), df)
 
     def merge_newer(self, df, on: Sequence[str], newer: str) -> None:
@@ -113,7 +124,7 @@ class SparkParquetTable(_Table):
         winners = matched.where(F.col(f"t.{on[0]}").isNull() | F.expr(newer)).select("s.*")
         self._rewrite(current.join(winners.select(*on), list(on), "left_anti"), winners)
 
-    def delete_matching(self, df, on: Sequence[str]) -> None:
+    def delete_matching(self, df, on: Sequence[str], partitions: Sequence[date | str] = ()) -> None:
         kept = self.read().join(df.select(*on).distinct(), list(on), "left_anti")
         self._rewrite(kept, kept.limit(0))
 

@@ -1,0 +1,3 @@
+from benchmarks.growth.run import main
+
+main()
