@@ -10,7 +10,10 @@ The search is small and documented: a 3 x 3 x 3 grid over the knobs that move th
 its centre.  A config is chosen by the standard profile on the two training categories' files
 together, each candidate at its best single threshold (NAB's one-threshold sweep).  The held-out
 category is then scored at its own swept threshold (how NAB scores a corpus) and, stricter, at the
-threshold chosen on the training categories.  artificialNoAnomaly has no window, so NAB's
+threshold chosen on the training categories.  Where several configs tie on the training
+categories (the artificial ones often cannot tell alert levels apart), the pick is the tie-break's
+(the defaults, else the first): the table lists the held-out score of every tied config, whose mean
+is what the fold says without that luck.  artificialNoAnomaly has no window, so NAB's
 normalisation is undefined there: its figures are raw scores (the false positives' cost, 0 best).
 
 Detector outputs are computed once per (config, file) and every subset is scored from them with
@@ -112,9 +115,7 @@ def loco(jobs: int = 2) -> dict:
         # so the held-out score of each is reported (their mean is what the fold says in expectation)
         top = fits[best]["standard"]["score"]
         tied = [k for k in range(len(configs)) if fits[k]["standard"]["score"] >= top - TIE]
-        out["tied"][held] = [
-            {"config": configs[k], "standard": score(k, [held])["standard"]["score"]} for k in tied
-        ]
+        out["tied"][held] = [{"config": configs[k], "standard": score(k, [held])["standard"]["score"]} for k in tied]
         thresholds = {p: r["threshold"] for p, r in fits[best].items()}
         out["loco"][held] = {p: r["score"] for p, r in score(best, [held]).items()}
         out["loco_fixed_threshold"][held] = {p: r["score"] for p, r in score(best, [held], thresholds).items()}
