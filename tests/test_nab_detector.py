@@ -158,11 +158,28 @@ def test_level_shift_after_a_giant_spike_still_alerts():
     shift_at = 8 * DAY
     values[shift_at:] += 6  # much later: a lasting shift, far below the spike
     s = pd.Series(values, index=pd.date_range("2026-01-05", periods=n, freq="5min"))
-    scores = nab_detector(s)
+    # the level and shift channels only: the daily season sees this shift too (the spike's day, in an
+    # earlier alert's quiet period, left it no reference, `season_forget`), so it would hide the clip
+    scores = nab_detector(s, channels="level,shift")
     assert scores[3 * DAY] >= ALERT
     assert scores[shift_at : shift_at + 60].max() >= ALERT
-    unclipped = nab_detector(s, shift_clip=0.0)
+    unclipped = nab_detector(s, channels="level,shift", shift_clip=0.0)
     assert unclipped[shift_at : shift_at + 60].max() < ALERT  # what the unclipped means missed
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_an_incident_is_no_reference_for_the_next_day(seed):
+    """A 3-hour dip alerts once; a day later the same time of day, back to normal, differs from the
+    dip by as much as the dip did from normal.  With the alert's quiet period kept out of the seasonal
+    memory (`season_forget`) that echo opens no second alert; without, it does (a quiet period
+    longer than a day used to be what hid it)."""
+    s = seasonal(days=9, seed=seed)
+    s.iloc[AT : AT + 36] -= 20
+    scores = nab_detector(s)
+    assert scores[AT : AT + 12].max() >= ALERT
+    echo = slice(AT + DAY - 12, AT + DAY + 48)
+    assert scores[echo].max() < ALERT
+    assert nab_detector(s, season_forget=False)[echo].max() >= ALERT
 
 
 def _cadenced(step_s: float, days: int = 8, seed: int = 0, jitter: float = 0.0, gaps: bool = False) -> pd.Series:

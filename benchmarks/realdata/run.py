@@ -160,7 +160,7 @@ ABLATIONS = {
     "without the hour's calibration lag": {"lag": 0.0},
     "without the band's 10-minute mean channel": {"channels": "level,season,shift,band"},
     "without both band channels": {"channels": "level,season,shift"},
-    "with NAB's 35 h quiet after an incident": {"suppress": 127500.0},
+    "with a 35 h quiet after an incident (NAB's before season_forget)": {"suppress": 127500.0},
     "without the daily season yielding to a better forecast": {"season_yield": 0.0},
 }
 

@@ -13,7 +13,7 @@ or too wide band is judged by how the series usually sits in it.
 An incident (``is_anomalous``) starts at a minute whose score reaches the alert level
 (``params.detector.alert_level``) and goes on while the following minutes stay outside the band or
 score at the alert level themselves; it ends at the first minute back in band that scores below it.
-Within ``suppress`` seconds (NAB's tuned ~35 h) of its end, an alert starts a new incident only if its
+Within ``suppress`` seconds (an hour here; NAB's tuned ~17.7 h) of its end, an alert starts a new incident only if its
 surprise exceeds the last incident's peak by ``rearm_factor`` (one case per incident: its
 aftershocks are not news, and on NAB every extra alert costs more than it earns).
 Incident minutes are kept out of the band channel's calibration, so a long excursion does not
@@ -91,7 +91,7 @@ COLUMNS = [
 #   its one value (1.0: "better than") follows from the rule, as band_skill's, and was not swept;
 # - ``lag``: residuals join the calibration an hour late, so a developing shift or drift is judged
 #   against the hour before it, not against its own last minutes (NAB's series need no lag);
-# - ``suppress`` of an hour, not NAB's 35: an operator wants a case for each incident, while NAB
+# - ``suppress`` of an hour, not NAB's 17.7: an operator wants a case for each incident, while NAB
 #   charges every extra alert more than most detections earn.
 # A series without a forecast yet is judged by its own channels alone.  Chosen on the unit tests
 # (tests/test_deviations.py) and simulated days (case precision and recall).  ``band_skill`` was

@@ -98,10 +98,14 @@ class NabParams:
     warmup: float = 45000.0  # seconds scored 0 while the forecaster learns (12.5 h: 150 points)
     half_surprise: float = 12.0  # surprise (nats) that maps to score 0.5
     alert_level: float = 0.4  # a score >= this is an alert
-    suppress: float = 127500.0  # seconds after an alert that stay quiet (one alert per incident;
-    # ~35 h: 425 points)
+    suppress: float = 63750.0  # seconds after an alert that stay quiet (one alert per incident;
+    # ~17.7 h: 212.5 points)
     rearm_factor: float = 1.3  # ...unless the surprise exceeds the alert's by this factor
     rearm_after: float = 0.0  # ...and that many seconds have passed (the same incident escalating)
+    season_forget: bool = True  # the values of an alert's quiet period stay out of the seasonal
+    # memory: the next day's same phase has no daily-season reference there rather than the
+    # incident's values (whose echo would otherwise be tomorrow's alert).  `update` only: the
+    # deviations path keeps its own incidents (iot_lake.detect.deviations)
 
     def with_(self, **kw) -> NabParams:
         return replace(self, **kw)
@@ -620,6 +624,13 @@ class DeviationScorer:
         if pending is None:
             return 0.0
         t = pending[0]
+        out = self._alert_logic(t, raw)
+        if self.p.season_forget:  # the point just learnt, now that its own alert (if any) is known
+            self._forget_season(t)
+        return out
+
+    def _alert_logic(self, t: float, raw: float) -> float:
+        """The score `update` returns for a point at t of raw score `raw` (one alert per incident)."""
         p = self.p
         if raw <= 0.0:
             return 0.0
@@ -632,6 +643,15 @@ class DeviationScorer:
             self._alert_t = t
             self._alert_surprise = s
         return raw
+
+    def _forget_season(self, t: float) -> None:
+        """Keep the value just learnt at t out of the seasonal memory while t is in an alert's quiet
+        period (``season_forget``): yesterday's incident is no reference for today, and compared
+        with it the same time of day would alert again a day later (its echo).  Before, that echo
+        made a quiet period longer than a day pay; now the daily-season channel is silent there."""
+        f = self.forecaster
+        if t - self._alert_t <= self.p.suppress and f.period > 0 and f._st and f._st[-1] == t:
+            f._sv[-1] = math.nan
 
 
 def nab_detector(series: pd.Series, **params) -> np.ndarray:
