@@ -201,9 +201,9 @@ Notes on the individual benchmarks:
   object with a device's temperature 25 degrees off and waits for its case (none within 600 s
   fails it). Then it starts `iot-lake stream` beside `dagster dev` and times `--landings` (10) more
   objects, each on another device's temperature, from the write to the case in the store; once
-  Dagster's runs of those hours have scored them too, each planted series must hold one case. The benchmark measures in the hour in progress, so with less than 5 minutes of it
-  left it waits for the next hour and measures there; a run crossing the hour still
-  delivers and curates both. What lies between the work and the latency is the sensors' polling
+  Dagster's runs of those hours have scored them too, each planted series must hold one case.
+  The benchmark measures in the hour in progress, so with less than 5 minutes of it left it waits
+  for the next hour and measures there; a run crossing the hour still delivers and curates both. What lies between the work and the latency is the sensors' polling
   (every 5 s) and run launches.
 - `sensor` alternates the ticks of the two lakes (median of 60; `--quick`: 7 days, 10 ticks), so both
   see the same load; it takes seconds. It runs on a local directory: on S3 each listed folder is a
