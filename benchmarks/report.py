@@ -203,8 +203,8 @@ Notes on the individual benchmarks:
   objects, each on another device's temperature, from the write to the case in the store; once
   Dagster's runs of those hours have scored them too, each planted series must hold one case.
   The benchmark measures in the hour in progress, so with less than 5 minutes of it left it waits
-  for the next hour and measures there; a run crossing the hour still delivers and curates both. What lies between the work and the latency is the sensors' polling
-  (every 5 s) and run launches.
+  for the next hour and measures there; a run crossing the hour still delivers and curates both.
+  What lies between the work and the latency is the sensors' polling (every 5 s) and run launches.
 - `sensor` alternates the ticks of the two lakes (median of 60; `--quick`: 7 days, 10 ticks), so both
   see the same load; it takes seconds. It runs on a local directory: on S3 each listed folder is a
   LIST request, so the history's weight is larger there and the open-hours listing matters more.
