@@ -7,6 +7,7 @@ test-artifacts/dashboard-<slug>.png."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ import time
 import zipfile
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import duckdb
 import pytest
@@ -144,6 +146,20 @@ def test_each_time_series_fits_its_row_limit_and_a_drawable_size_over_the_main_j
         if not params.get("groupby"):  # one row per time bucket (a group-by multiplies them by its groups)
             assert points <= params["row_limit"], name
         assert points <= MAX_POINTS, (name, points)
+
+
+def test_a_table_per_landing_hour_draws_a_landing_day_a_page():
+    """A row per hour is 168 rows over the main job's window: drawn at once, the data quality
+    dashboard's row accounting cost a third of its charts' time in the browser (docs/dashboards.md)."""
+    hourly = [
+        (name, chart["params"])
+        for name, chart in _definitions("charts").items()
+        if chart["viz_type"] == "table" and "landing_hour" in chart["params"].get("all_columns", [])
+    ]
+    assert hourly
+    for name, params in hourly:
+        assert params["row_limit"] >= MAIN_JOB_WINDOW / timedelta(hours=1), name  # every hour, paged
+        assert 0 < params.get("page_length", 0) <= 24, name
 
 
 def test_the_definitions_name_the_warehouse_by_marks_only():
@@ -364,6 +380,57 @@ def test_a_warehouse_run_that_changes_the_numbers_shows_in_the_browser_at_once(s
     assert shown["Latest champion MASE"] == after
 
 
+def _table_rows(page, title: str) -> list[list[str]]:
+    """The rows a table chart draws (its current page), each cell's text."""
+    return page.eval_on_selector_all(
+        f'{CHART}[data-test-chart-name="{title}"] table tbody tr',
+        "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))",
+    )
+
+
+def _warehouse_rows(path: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+@pytest.mark.slow
+def test_the_data_quality_charts_show_the_warehouse_rows(superset):
+    """The charts drawn cheaper (docs/dashboards.md, what a load costs) still show the warehouse's
+    numbers: the quarantine rate of every landing hour and reason (the heatmap's data), the lines per
+    reason counted from the lake, and a landing day of row accounting a page, the newest first."""
+    from playwright.sync_api import sync_playwright
+
+    charts, data = chart_counts(), {}
+    with sync_playwright() as p:
+        browser = launch(p, chromium_binary())
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            log_in(page, superset.url, superset.password())
+            _open_dashboard(page, superset.url, "data-quality", charts["data-quality"], set(), data)
+            by_reason, accounting = (
+                _table_rows(page, t) for t in ("Quarantined lines by reason", "Row accounting per landing hour")
+            )
+        finally:
+            browser.close()
+    rates = _warehouse_rows(
+        superset.warehouse,
+        "select epoch_ms(landing_hour), reason, quarantine_rate from marts.mart_quarantine_hourly",
+    )
+    assert len(rates) > 1  # the fixture's faulty hours
+    heatmap = data["Quarantine rate by reason and hour"]
+    assert sorted((r["landing_hour"], r["reason"], round(r["rate"], 9)) for r in heatmap) == sorted(
+        (ms, reason, round(rate, 9)) for ms, reason, rate in rates
+    )
+    lines = _warehouse_rows(superset.warehouse, "select reason, count(*) from lake.quarantine_telemetry group by 1")
+    assert sorted((r[0], int(r[1].replace(",", ""))) for r in by_reason) == sorted(lines)
+    hours = _warehouse_rows(
+        superset.warehouse,
+        "select strftime(landing_hour, '%Y-%m-%d %H:%M'), curated_rows, quarantined_lines"
+        " from marts.mart_row_accounting order by landing_hour desc",
+    )
+    assert hours and [(r[0], int(r[1]), int(r[2])) for r in accounting] == hours[:24]  # the first page
+
+
 def _train_a_new_champion(lake, mase: float) -> None:  # noqa: F811
     """A promoted version recorded through the registry, then warehouse_models (one dbt run)."""
     from tests.test_warehouse import _backtest, _resources
@@ -376,8 +443,11 @@ def _train_a_new_champion(lake, mase: float) -> None:  # noqa: F811
     assert materialize([warehouse_models], resources=_resources(lake)).success
 
 
-def _open_dashboard(page, url: str, slug: str, charts: int, numbers: set[str]) -> dict[str, int]:
-    """Open a dashboard, wait for each chart, screenshot it; its big numbers by chart title."""
+def _open_dashboard(
+    page, url: str, slug: str, charts: int, numbers: set[str], data: dict[str, list[dict]] | None = None
+) -> dict[str, int]:
+    """Open a dashboard, wait for each chart, screenshot it; its big numbers by chart title. `data`, if
+    given, receives each chart's data as Superset answered it (its rows), by chart title."""
     answers: list = []
 
     def chart_data(response) -> None:
@@ -392,6 +462,14 @@ def _open_dashboard(page, url: str, slug: str, charts: int, numbers: set[str]) -
     page.screenshot(path=ARTIFACTS / f"dashboard-{slug}.png", full_page=True)
     # One answer per chart, and one per native filter (its values come through the same endpoint).
     assert len(answers) >= charts and {a.status for a in answers} == {200}, [(a.url, a.status) for a in answers]
+    if data is not None:
+        titles = dict(
+            page.eval_on_selector_all(CHART, "els => els.map(e => [e.dataset.testChartId, e.dataset.testChartName])")
+        )
+        for answer in answers:
+            form_data = json.loads(parse_qs(urlparse(answer.url).query).get("form_data", ["{}"])[0])
+            if str(form_data.get("slice_id")) in titles:
+                data[titles[str(form_data["slice_id"])]] = answer.json()["result"][0]["data"]
     texts = page.eval_on_selector_all(CHART, "els => els.map(e => [e.dataset.testChartName, e.innerText])")
     for title, text in texts:
         # the title aside: the data quality dashboard's failed-checks charts are named so
