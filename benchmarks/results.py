@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,18 @@ json_option = click.option(
     default=None,
     help="Also write the results there (for python -m benchmarks).",
 )
+
+
+def workdir_option(name: str = "", help: str | None = None):
+    """--workdir: where a benchmark caches its inputs between runs, $TMPDIR/iot-lake-bench[/name]."""
+    default = Path(tempfile.gettempdir()) / "iot-lake-bench"
+    return click.option(
+        "--workdir",
+        type=click.Path(path_type=Path),
+        default=default / name if name else default,
+        show_default=True,
+        help=help,
+    )
 
 
 def write(path: str | Path | None, results: list[Result]) -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -41,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.backtest.data import real_rows, simulated_rows
-from benchmarks.results import Result, write
+from benchmarks.results import Result, workdir_option, write
 from iot_lake.forecast.evaluation import rolling_backtest, with_deployed
 from iot_lake.forecast.model import CANDIDATES, Hyperparameters, prepare
 
@@ -89,12 +88,7 @@ def run(frames: list[pd.DataFrame], hp: Hyperparameters, origins: int) -> tuple[
 @click.option("--quick", is_flag=True, help="4 devices, 3 origins, simulated only.")
 @click.option("--skip-real", is_flag=True, help="Simulated series only.")
 @click.option("--seed", default=42, show_default=True, help="Seed of the simulated fleet and its data.")
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path),
-    default=Path(tempfile.gettempdir()) / "iot-lake-bench" / "backtest",
-    show_default=True,
-)
+@workdir_option("backtest")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 def main(
     devices: int, days: int, origins: int, quick: bool, skip_real: bool, seed: int, workdir: Path, json_path

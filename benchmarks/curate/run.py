@@ -30,7 +30,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.curate.data import Source, fresh_lake, incremental_source, throughput_source
-from benchmarks.results import Result, json_option, write
+from benchmarks.results import Result, json_option, workdir_option, write
 
 REPO = Path(__file__).resolve().parents[2]
 THROUGHPUT_TARGET = 1.5  # landing inventory + curated materialization / DuckDB
@@ -144,13 +143,7 @@ def _verdict(ratio: float, target: float) -> str:
 @click.option("--quick", is_flag=True, help="100k records and one 3-device day (no warm-up day): a smoke run.")
 @click.option("--seed", default=42, show_default=True, help="Seed of the simulated fleet and its data.")
 @click.option("--skip", type=click.Choice(["throughput", "incremental"]), multiple=True, help="Leave a part out.")
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path),
-    default=Path(tempfile.gettempdir()) / "iot-lake-bench",
-    show_default=True,
-    help="Cached inputs and the runs' lakes.",
-)
+@workdir_option(help="Cached inputs and the runs' lakes.")
 @json_option
 def main(
     records: int,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -32,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.curate.run import measure
-from benchmarks.results import Result, json_option, write
+from benchmarks.results import Result, json_option, workdir_option, write
 from iot_lake.simulate.training_rows import training_rows
 
 START = date(2026, 11, 2)
@@ -62,12 +61,7 @@ def reference_seconds(rows: pd.DataFrame) -> float:
 @click.option("--days", default=14, show_default=True)
 @click.option("--quick", is_flag=True, help="20 devices")
 @click.option("--seed", default=42, show_default=True, help="Seed of the simulated fleet and its data.")
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path),
-    default=Path(tempfile.gettempdir()) / "iot-lake-bench" / "forecast",
-    show_default=True,
-)
+@workdir_option("forecast")
 @json_option
 def main(devices: int, days: int, quick: bool, seed: int, workdir: Path, json_path: Path | None) -> None:
     if quick:

@@ -26,7 +26,6 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -35,7 +34,7 @@ from rich.table import Table
 
 from benchmarks.curate.run import measure
 from benchmarks.growth.lake import MEASURED, PREVIOUS, keep_inputs
-from benchmarks.results import Result, json_option, load_average, write
+from benchmarks.results import Result, json_option, load_average, workdir_option, write
 
 TARGET = 1.3
 # Part of the hour's path -> (label, judged). Each is one Dagster run.
@@ -139,13 +138,7 @@ def results(reference: list[dict], grown: list[dict], created: dict, hours: int)
 @click.option("--repeat", default=1, show_default=True, help="Measurements of each lake (alternated; median).")
 @click.option("--quick", is_flag=True, help="3 devices and 3 days: a smoke run.")
 @click.option("--seed", default=42, show_default=True, help="Seed of the simulated fleet.")
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path),
-    default=Path(tempfile.gettempdir()) / "iot-lake-bench",
-    show_default=True,
-    help="The cached template and the runs' lakes.",
-)
+@workdir_option(help="The cached template and the runs' lakes.")
 @json_option
 def main(devices: int, days: int, repeat: int, quick: bool, seed: int, workdir: Path, json_path: Path | None) -> None:
     if quick:

@@ -16,7 +16,6 @@ the lake; peak memory is the largest summed RSS of the process tree (Sail includ
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -25,7 +24,7 @@ from rich.table import Table
 
 from benchmarks.curate.run import measure
 from benchmarks.history.data import fresh_lake, history_source
-from benchmarks.results import Result, json_option, write
+from benchmarks.results import Result, json_option, workdir_option, write
 
 console = Console(stderr=True)
 
@@ -41,12 +40,7 @@ def _rows(table: Path) -> int:
 @click.option("--days", default=90, show_default=True, help="Days of 15-minute history.")
 @click.option("--quick", is_flag=True, help="14 days of 20 devices.")
 @click.option("--seed", default=42, show_default=True)
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path),
-    default=Path(tempfile.gettempdir()) / "iot-lake-bench" / "history",
-    show_default=True,
-)
+@workdir_option("history")
 @json_option
 def main(devices: int, days: int, quick: bool, seed: int, workdir: Path, json_path: str | None) -> None:
     if quick:
