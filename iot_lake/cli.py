@@ -665,10 +665,6 @@ def quicksight_deploy(account_id, region, principal, template_arn, dashboard_nam
     click.echo(f"dashboard {done.dashboard}" if done.dashboard else "no --template-arn: no dashboard")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @main.command()
 @click.option("--once", is_flag=True, help="One step (read the window, score, deliver), then exit.")
 @click.option("--interval", "interval_s", default=1.0, show_default=True, help="Seconds between polls.")
@@ -676,6 +672,8 @@ if __name__ == "__main__":  # pragma: no cover
     "--kinesis",
     "kinesis_stream",
     default=None,
+    envvar="IOT_LAKE_TELEMETRY_STREAM",
+    show_envvar=True,
     help="Read this Kinesis data stream (the one Firehose reads) instead of the lake's landing prefix.",
 )
 def stream(once, interval_s, kinesis_stream):
@@ -715,3 +713,7 @@ def _stream_step(report) -> None:
         f"{report.records} records ({report.rejected} lines rejected), {report.minutes} minutes of "
         f"{report.series} series scored; cases: {report.cases or 'unchanged'}"
     )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

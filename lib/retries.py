@@ -137,7 +137,8 @@ def _previous_failure(context) -> list[tuple[str, str]]:
     Dagster records and the causes it wraps (the user code's error is one of them)."""
     from dagster import DagsterEventType
 
-    step = str(context.op_handle)
+    # An asset's context reaches its op's handle through op_execution_context (op_handle on it is deprecated).
+    step = str(getattr(context, "op_execution_context", context).op_handle)
     # A failed attempt the policy retries is recorded as STEP_UP_FOR_RETRY, with its error.
     failures = [
         e.dagster_event

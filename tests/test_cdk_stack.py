@@ -504,3 +504,16 @@ def test_a_renamed_function_keeps_its_log_group_and_policy_together(tmp_path):
     _, role = _one(template, "AWS::IAM::Role", {"RoleName": "iot-lake-api-lambda"})
     [logs] = [s for s in role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"] if s["Sid"] == "OwnLogs"]
     assert resolve(logs["Resource"]).endswith(":log-group:/aws/lambda/acme-api:*")
+
+
+def test_the_streaming_scorers_source_is_an_output_with_the_kinesis_source(tmp_path):
+    """IotLakeTelemetryStream is IOT_LAKE_TELEMETRY_STREAM, which deploy/systemd/iot-lake-stream.service
+    reads: the stack's own stream with -c kinesisSource=true, "-" (none) without."""
+    from aws_cdk.assertions import Template
+
+    with_source = Template.from_stack(_stack({"outdir": str(tmp_path / "a"), "kinesisSource": "true"})[1])
+    [(logical, _)] = with_source.find_resources("AWS::Kinesis::Stream").items()
+    assert with_source.find_outputs("IotLakeTelemetryStream")["IotLakeTelemetryStream"]["Value"] == {"Ref": logical}
+    without = Template.from_stack(_stack({"outdir": str(tmp_path / "b")})[1])
+    assert not without.find_resources("AWS::Kinesis::Stream")
+    assert without.find_outputs("IotLakeTelemetryStream")["IotLakeTelemetryStream"]["Value"] == "-"

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import shlex
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -265,6 +267,30 @@ def test_kinesis_records_open_a_case_from_the_stream_itself(aws, tmp_path):
     assert reader.read == len(put) + len(shifted)
     assert [(c.device_id, c.metric) for c in cases] == [(device, metric)]
     assert cases[0].incident_start >= since
+
+
+def test_the_production_unit_reads_the_stream_its_environment_names(aws, tmp_path, monkeypatch):
+    """deploy/systemd/iot-lake-stream.service runs `iot-lake stream` with the environment file, where
+    IOT_LAKE_TELEMETRY_STREAM (the CDK stack's IotLakeTelemetryStream output) names its source."""
+    from click.testing import CliRunner
+
+    from iot_lake.cli import main
+
+    unit = (Path(__file__).parents[1] / "deploy" / "systemd" / "iot-lake-stream.service").read_text()
+    lines = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert lines["EnvironmentFile"] == "/etc/iot-lake/env" and lines["Restart"] == "always"
+    argv = shlex.split(lines["ExecStart"])
+    assert argv[0] == "/opt/iot-lake/.venv/bin/iot-lake" and argv[1:] == ["stream"]
+
+    stream = f"telemetry-{uuid.uuid4().hex[:8]}"
+    aws.client("kinesis").create_stream(StreamName=stream, ShardCount=1)
+    aws.client("kinesis").get_waiter("stream_exists").wait(StreamName=stream)
+    monkeypatch.setenv("IOT_LAKE_ROOT", str(tmp_path / "lake"))
+    monkeypatch.setenv("IOT_LAKE_TELEMETRY_STREAM", stream)
+    result = CliRunner().invoke(main, [*argv[1:], "--once"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"streaming {stream} into the cases" in result.output  # the stream, not the landing prefix
+    assert "0 records (0 lines rejected)" in result.output
 
 
 def test_the_cli_runs_one_step_on_an_empty_window(tmp_path, monkeypatch):

@@ -490,6 +490,8 @@ class IotLakeStack(cdk.Stack):
             "IotLakeIncidentResponsePlanArn": self.response_plan_arn,
             "IotLakeStateTable": self.state_table.ref,
             "IotLakeApiUrl": self.http_api.api_endpoint,
+            # The streaming scorer's source (deploy/systemd/iot-lake-stream.service), with -c kinesisSource=true.
+            "IotLakeTelemetryStream": self.stream.stream_name if self.stream else None,
         }
         for name, value in outputs.items():
             cdk.CfnOutput(self, name, value=value or "-")

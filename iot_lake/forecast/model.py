@@ -225,7 +225,7 @@ def with_features(frame: pd.DataFrame, statics: pd.DataFrame, weather: pd.DataFr
         local = out.loc[index, "ds"].dt.tz_localize("UTC").dt.tz_convert(tz if isinstance(tz, str) else "UTC")
         positions = out.index.get_indexer(index)
         local_hour[positions] = local.dt.hour + local.dt.minute / 60
-        local_weekday[positions] = local.dt.dayofweek
+        local_weekday[positions] = local.dt.day_of_week
     out["local_hour"], out["local_weekday"] = local_hour, local_weekday
     yesterday = weather.rename(columns={"temperature_c": "temperature_lag_1d"})
     yesterday = yesterday.assign(hour=yesterday["hour"] + pd.Timedelta(days=1))
