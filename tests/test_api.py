@@ -22,12 +22,13 @@ import requests
 import schemathesis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from benchmarks.dagster_dev import free_port
 from iot_lake.api import limits
-from iot_lake.api.app import DeviceState, create_app
+from iot_lake.api.app import DeviceState, create_app, presented_key
 from iot_lake.api.keys import ApiKeys
 from iot_lake.api.readings import FORECASTS
 from iot_lake.cases.model import ACKNOWLEDGED, FALSE_POSITIVE, REJECTED
@@ -150,6 +151,32 @@ def test_two_operators_acting_on_one_case_at_once_one_wins(served):
     assert closing[0].actor == f"api:{'ana' if winner == 'resolve' else 'ben'}"
     detail = client.get(f"/cases/{quote(key, safe='')}", headers=auth(tokens[0])).json()
     assert [h["to_status"] for h in detail["history"]][-2:] == [closing[0].to_status, REJECTED]
+
+
+HEADER_NAMES = st.sampled_from([b"authorization", b"x-api-key", b"accept", b"x-api-keys"])
+HEADER_VALUES = st.one_of(
+    st.sampled_from([b"Bearer k1", b"bearer  k2 ", b"BEARER\tk3", b"Basic k4", b"Bearer", b"Bearer ", b"", b"k5"]),
+    st.binary(max_size=12),
+)
+
+
+@given(headers=st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=5))
+@settings(max_examples=300, deadline=None)
+def test_the_hot_path_reads_the_key_fastapis_dependencies_read(headers):
+    """The hot routes' own header parsing (presented_key) and the routes' dependencies (HTTPBearer,
+    then APIKeyHeader) take the same key from any headers: repeated, empty, other schemes, odd bytes."""
+    import asyncio
+
+    from fastapi.security import APIKeyHeader, HTTPBearer
+    from starlette.requests import Request
+
+    request = Request({"type": "http", "method": "GET", "path": "/cases", "headers": headers})
+
+    async def dependencies():
+        bearer = await HTTPBearer(auto_error=False)(request)
+        return bearer.credentials if bearer else await APIKeyHeader(name="X-API-Key", auto_error=False)(request)
+
+    assert presented_key(headers) == asyncio.run(dependencies())
 
 
 def test_requests_are_rate_limited_per_key(tmp_path):
