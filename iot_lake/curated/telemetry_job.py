@@ -162,7 +162,7 @@ def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
                 try:
                     for block in iter_blocks(lake, key):
                         lines = block_lines(block)
-                        yield from _block_rows(lines, index, registry, origin, number)
+                        yield from block_rows(lines, index, registry, origin, number)
                         number += len(lines)
                 except UnreadableObject as exc:
                     yield pa.RecordBatch.from_pylist(
@@ -173,7 +173,7 @@ def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
     return run
 
 
-def _block_rows(lines: pa.Array, index: RegistryIndex, registry: Registry, origin: dict, number: int):
+def block_rows(lines: pa.Array, index: RegistryIndex, registry: Registry, origin: dict, number: int):
     """The parsed rows of one block: typical lines column-wise, the rest (or, should the fast path
     ever fail on a block, all of it) one by one through the total parse_line."""
     try:

@@ -162,7 +162,7 @@ def iter_blocks(
                         long_head, out = None, out[cut + 1 :]
                     complete, _, pending = (pending + out).rpartition(b"\n")
                     if complete:
-                        yield _cap_lines(complete, max_line_bytes)
+                        yield cap_lines(complete, max_line_bytes)
                     if len(pending) > max_line_bytes:
                         long_head, long_length, pending = pending[:RAW_LINE_KEEP], len(pending), b""
             except UnreadableObject:
@@ -174,10 +174,10 @@ def iter_blocks(
     if long_head is not None:
         yield _long_line(long_head, long_length)
     elif pending.strip():
-        yield _cap_lines(pending, max_line_bytes)
+        yield cap_lines(pending, max_line_bytes)
 
 
-def _cap_lines(block: bytes, max_line_bytes: int) -> bytes:
+def cap_lines(block: bytes, max_line_bytes: int) -> bytes:
     """``block`` with each line over ``max_line_bytes`` replaced by its head and length."""
     if len(block) <= max_line_bytes:
         return block

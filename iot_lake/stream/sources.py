@@ -23,10 +23,10 @@ from datetime import datetime
 import pyarrow as pa
 
 from iot_lake.cases.model import utcnow
-from iot_lake.curated.telemetry_job import _block_rows, parse_objects
+from iot_lake.curated.telemetry_job import block_rows, parse_objects
 from iot_lake.curated.typical import RegistryIndex
 from iot_lake.lake import Lake, telemetry_hour_prefix
-from iot_lake.sources.telemetry import MAX_LINE_BYTES, _cap_lines, block_lines
+from iot_lake.sources.telemetry import MAX_LINE_BYTES, block_lines, cap_lines
 from iot_lake.stream.scorer import HOUR, hour_of, window_start
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,8 @@ class KinesisReader:
                 "landing_hour": hour,
                 "landing_date": hour.date(),
             }
-            block = block_lines(_cap_lines(b"".join(lines), MAX_LINE_BYTES))
+            block = block_lines(cap_lines(b"".join(lines), MAX_LINE_BYTES))
             number = self.lines.get(shard, 0)
-            batches += list(_block_rows(block, RegistryIndex.of(registry), registry, origin, number))
+            batches += list(block_rows(block, RegistryIndex.of(registry), registry, origin, number))
             self.lines[shard] = number + len(block)
         return batches
