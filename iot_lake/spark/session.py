@@ -16,6 +16,10 @@ from contextlib import contextmanager
 # Sail logs every session at INFO (and its normal shutdown at WARN) through Rust's env_logger;
 # job output should show our lines and real warnings only.
 os.environ.setdefault("RUST_LOG", "warn,sail_common::actor=error")
+# Sail drops a session idle for 15 minutes (spark.session_timeout_secs). The embedded server serves
+# one session, its owner's, and stops with it, so that would only ever break a session still in use:
+# a long-lived one (the test suite's, a notebook's) after a quiet stretch. A week, unless set.
+EMBEDDED_SESSION_TIMEOUT_S = str(7 * 24 * 3600)
 # pyspark-client 4.2 warns about pandas 3 on import; the jobs exchange Arrow, not pandas.
 warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
 
@@ -43,6 +47,7 @@ def spark_session(app_name: str = "iot-lake") -> Iterator[object]:
         return
     from pysail.spark import SparkConnectServer
 
+    os.environ.setdefault("SAIL_SPARK__SESSION_TIMEOUT_SECS", EMBEDDED_SESSION_TIMEOUT_S)  # read by the server
     server = SparkConnectServer("127.0.0.1", 0)
     server.start(background=True)
     host, port = server.listening_address
