@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -46,7 +46,7 @@ from iot_lake.warehouse.tables import TABLES, TABLES_BY_NAME, CatalogError, tabl
 from jobs.main import RANGE_END, RANGE_START
 from resources.cases import CasesResource
 from resources.lake import LakeResource
-from resources.warehouse import WarehouseResource
+from resources.warehouse import WarehouseResource, event_time_args
 from tests.conftest import START, land_faulty_hours
 from tests.test_curated_aggregates import _run_hours
 from tests.test_curated_history import land_extract
@@ -367,6 +367,43 @@ def test_a_late_minute_within_the_lookback_is_picked_up_and_one_before_it_is_not
     run(timedelta(days=1, hours=5))
     with duckdb.connect(path, read_only=True) as con:
         assert counts(con, device) == expected
+
+
+def test_the_tests_of_a_fact_read_the_runs_window_only(lake, built):
+    """An hour's tests must not cost more with history (issue 19): with --event-time-start/-end a test of a
+    microbatch fact reads the window only. A minute scored twice three days before START fails the
+    uniqueness test over the whole table and over a window holding it, not over the hour's window."""
+    from assets.warehouse.project import dbt_project
+
+    planted = START - timedelta(days=3)
+    path = lake.path("warehouse/iot_lake.duckdb")
+    with duckdb.connect(path) as con:
+        for _ in range(2):
+            con.execute(
+                "insert into marts.fct_deviation select * replace (cast(? as timestamp) as ts, "
+                "cast(? as date) as event_date) from marts.fct_deviation order by ts, device_id, metric limit 1",
+                [planted.replace(tzinfo=None), planted.date()],
+            )
+
+    def failed(*window: datetime) -> set[str]:
+        # `build` of the tests alone: `dbt test` takes no --event-time-start.
+        args = ["build", "--select", "fct_deviation", "--resource-type", "test"]
+        args += event_time_args(*window) if window else []
+        with _resources(lake)["warehouse"].dbt() as (dbt, target_path):
+            run = dbt.cli(args, manifest=dbt_project().manifest_path, target_path=target_path, raise_on_error=False)
+            results = run.wait().get_artifact("run_results.json")["results"]
+        assert results
+        return {r["unique_id"].split(".")[2] for r in results if r["status"] != "pass"}
+
+    try:
+        hour = START + timedelta(hours=1)
+        assert failed(hour - timedelta(days=1), hour + timedelta(hours=1)) == set()
+        unique = {"unique_combination_fct_deviation_device_id__metric__ts"}
+        assert failed(planted, planted + timedelta(hours=1)) == unique
+        assert failed() == unique
+    finally:
+        with duckdb.connect(path) as con:
+            con.execute("delete from marts.fct_deviation where ts = ?", [planted.replace(tzinfo=None)])
 
 
 def test_each_job_selection_is_one_dbt_multi_asset_and_its_checks():

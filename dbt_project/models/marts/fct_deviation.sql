@@ -31,3 +31,4 @@ select
     forecast_origin,
     model_version
 from {{ ref('stg_deviations') }}
+where {{ batch_partitions('event_date') }}

@@ -30,3 +30,4 @@ select
     model_version,
     method
 from {{ ref('stg_forecasts') }}
+where {{ batch_partitions('origin_date', shift_hours=1) }}

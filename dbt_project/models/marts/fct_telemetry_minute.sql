@@ -31,3 +31,4 @@ select
     last_value,
     last_ts
 from {{ ref('stg_telemetry_minute') }}
+where {{ batch_partitions('event_date') }}

@@ -39,7 +39,11 @@ with curated as (
          sum(case when source_object like 'landing/historical/readings/%' then 1 else 0 end) as historian_readings
   from {{ source('lake', 'curated_telemetry') }}
   {% if start and end %}
-  where event_ts >= cast('{{ start.strftime(fmt) }}' as {{ dbt.type_timestamp() }})
+  {#- The partitions too: the lake view's event_ts (read through timezone()) prunes no file. -#}
+  {%- set last = end - modules.datetime.timedelta(microseconds=1) %}
+  where event_date >= cast('{{ start.strftime('%Y-%m-%d') }}' as date)
+    and event_date <= cast('{{ last.strftime('%Y-%m-%d') }}' as date)
+    and event_ts >= cast('{{ start.strftime(fmt) }}' as {{ dbt.type_timestamp() }})
     and event_ts < cast('{{ end.strftime(fmt) }}' as {{ dbt.type_timestamp() }})
   {% endif %}
   group by 1, 2, 3
