@@ -39,6 +39,7 @@ from assets.ml.forecast import TRAINING_DAYS
 from iot_lake.lake import TELEMETRY_PREFIX, WEATHER_PREFIX, Lake, telemetry_hour_of_key, weather_day_of_key
 from iot_lake.simulate.deliveries import SimConfig
 from lib.loop_report import closing_table, loop_summary
+from lib.sqlite_keepalive import kept_open
 
 REPO = Path(__file__).resolve().parent.parent
 console = Console(stderr=True)
@@ -56,16 +57,17 @@ PLANNED_AS_SUBSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 @contextmanager
 def repo_instance():
-    """$DAGSTER_HOME if set, else the repo's .dagster/ configured by the repo's dagster.yaml."""
+    """$DAGSTER_HOME if set, else the repo's .dagster/ configured by the repo's dagster.yaml; its SQLite
+    files kept open meanwhile (lib/sqlite_keepalive.py: the runs store thousands of events)."""
     if os.environ.get("DAGSTER_HOME"):
-        with DagsterInstance.get() as instance:
+        with DagsterInstance.get() as instance, kept_open(os.environ["DAGSTER_HOME"]):
             yield instance
         return
     cwd = os.getcwd()
     os.chdir(REPO)  # dagster.yaml's storage paths are relative to the repo root
     try:
         (REPO / ".dagster").mkdir(exist_ok=True)
-        with DagsterInstance.from_config(str(REPO)) as instance:
+        with DagsterInstance.from_config(str(REPO)) as instance, kept_open(REPO / ".dagster"):
             yield instance
     finally:
         os.chdir(cwd)
