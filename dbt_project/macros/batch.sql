@@ -9,10 +9,15 @@
   {%- if not batch -%}
     true
   {%- else -%}
-    {%- set shift = modules.datetime.timedelta(hours=shift_hours) -%}
-    {%- set first = (batch.event_time_start + shift).strftime('%Y-%m-%d') -%}
-    {#- The end is exclusive: the last row lies a microsecond before it. -#}
-    {%- set last = (batch.event_time_end + shift - modules.datetime.timedelta(microseconds=1)).strftime('%Y-%m-%d') -%}
-    {{ date_column }} between cast('{{ first }}' as date) and cast('{{ last }}' as date)
+    {{ partitions_between(date_column, batch.event_time_start, batch.event_time_end, shift_hours) }}
   {%- endif -%}
+{%- endmacro %}
+
+{#- The partition dates holding the times [start, end) shifted by ``shift_hours``, as a filter on
+    ``date_column``: the end is exclusive, so the last row lies a microsecond before it. -#}
+{% macro partitions_between(date_column, start, end, shift_hours=0) -%}
+  {%- set shift = modules.datetime.timedelta(hours=shift_hours) -%}
+  {%- set first = (start + shift).strftime('%Y-%m-%d') -%}
+  {%- set last = (end + shift - modules.datetime.timedelta(microseconds=1)).strftime('%Y-%m-%d') -%}
+  {{ date_column }} between cast('{{ first }}' as date) and cast('{{ last }}' as date)
 {%- endmacro %}

@@ -40,9 +40,7 @@ with curated as (
   from {{ source('lake', 'curated_telemetry') }}
   {% if start and end %}
   {#- The partitions too: the lake view's event_ts (read through timezone()) prunes no file. -#}
-  {%- set last = end - modules.datetime.timedelta(microseconds=1) %}
-  where event_date >= cast('{{ start.strftime('%Y-%m-%d') }}' as date)
-    and event_date <= cast('{{ last.strftime('%Y-%m-%d') }}' as date)
+  where {{ partitions_between('event_date', start, end) }}
     and event_ts >= cast('{{ start.strftime(fmt) }}' as {{ dbt.type_timestamp() }})
     and event_ts < cast('{{ end.strftime(fmt) }}' as {{ dbt.type_timestamp() }})
   {% endif %}
