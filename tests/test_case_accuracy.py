@@ -51,3 +51,19 @@ def test_only_scored_series_count_and_an_empty_window_has_no_rates():
     assert a.anomalies == 0 and math.isnan(a.recall) and math.isnan(a.precision) and math.isnan(a.median_delay_s)
     b = case_accuracy(empty, truth, (T0, _at(60)))
     assert b.anomalies == 1 and b.recall == 0.0
+
+
+def test_a_case_covers_the_whole_minute_of_its_buckets():
+    """A one-sample spike lands inside a minute; the case that saw it has that minute's bucket start
+    as its start and last_seen (ops/deviations scores 1-minute aggregates): a detection, not a
+    false case beside a missed spike. A case ending the minute before the spike does not match it."""
+    spike = _at(642) + pd.Timedelta(seconds=37)
+    truth = _frame(
+        [("d1", "temperature", "spike", spike, spike + pd.Timedelta(milliseconds=1))],
+        ["device_id", "metric", "kind", "start", "end"],
+    )
+    seen = _frame([("d1", "temperature", _at(642), _at(642))], ["device_id", "metric", "start", "last_seen"])
+    a = case_accuracy(seen, truth, (T0, _at(1440)))
+    assert (a.true_cases, a.detected, a.delays_s) == (1, 1, [0.0])
+    before = _frame([("d1", "temperature", _at(630), _at(641))], ["device_id", "metric", "start", "last_seen"])
+    assert case_accuracy(before, truth, (T0, _at(1440))).true_cases == 0

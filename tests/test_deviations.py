@@ -593,10 +593,13 @@ def test_a_saturday_the_forecast_knows_opens_no_case_from_the_daily_season():
     from iot_lake.detect.deviations import PRODUCTION
 
     assert PRODUCTION.season_yield == 1.0
-    deaf = DeviationParams(detector=PRODUCTION.with_(season_yield=0.0))
+    # the rule alone: both without yesterday's echo rule, which changes which incidents come first
+    gated_only = DeviationParams(echo_ordinary=0.0)
+    deaf = DeviationParams(echo_ordinary=0.0, detector=PRODUCTION.with_(season_yield=0.0))
     for seed in range(6):
         values, yhat, half = _week(seed)
-        gated = _saturday_incidents(values, yhat, half, DeviationParams())
+        assert _near_the_changes(_saturday_incidents(values, yhat, half, DeviationParams())) == 0, seed
+        gated = _saturday_incidents(values, yhat, half, gated_only)
         ungated = _saturday_incidents(values, yhat, half, deaf)
         assert _near_the_changes(gated) == 0 and _near_the_changes(ungated) >= 2, (seed, gated, ungated)
         assert set(gated) <= set(ungated), (seed, gated, ungated)
@@ -609,3 +612,76 @@ def test_a_real_anomaly_on_that_saturday_still_opens_a_case():
         values, yhat, half = _week(seed, shift_on_saturday=True)
         starts = _saturday_incidents(values, yhat, half, DeviationParams())
         assert any(600 <= s <= 720 + 5 for s in starts), (seed, starts)
+
+
+ECHO_AT, ECHO_LONG = 3 * DAY_MIN + 600, 180  # a 3-hour level shift from 10:00 on day 3
+
+
+def _shifted_days(seed: int, sigmas: float, forecast: str):
+    """Five days of the daily sine with a level shift of ``sigmas`` on day 3, and no forecast (a new
+    device, before its first model) or a poor one (biased by 1.5 sigma, its band three times too
+    wide: not good enough for the daily season to yield to it)."""
+    rng = np.random.default_rng(seed)
+    n = 5 * DAY_MIN
+    truth = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / DAY_MIN)
+    values = truth + rng.normal(0, SIGMA, n)
+    values[ECHO_AT : ECHO_AT + ECHO_LONG] += sigmas * SIGMA
+    if forecast == "none":
+        return _joined(values, np.full(n, np.nan), np.full(n, np.nan))
+    return _joined(values, truth + 1.5 * SIGMA, np.full(n, 3 * 1.96 * SIGMA))
+
+
+def _day_by_day(joined: pd.DataFrame, params: DeviationParams) -> np.ndarray:
+    """Flags of each day scored after replaying the days before (the asset's way)."""
+    scored = None
+    for day in range(len(joined) // DAY_MIN):
+        rows = score(joined.iloc[day * DAY_MIN : (day + 1) * DAY_MIN], scored, params)
+        scored = rows if scored is None else pd.concat([scored, rows], ignore_index=True)
+    return scored["is_anomalous"].to_numpy()
+
+
+def _next_day(starts) -> list[int]:
+    return [s for s in starts if ECHO_AT + DAY_MIN - 60 <= s < ECHO_AT + DAY_MIN + ECHO_LONG + 60]
+
+
+@pytest.mark.parametrize("forecast", ["none", "poor"])
+def test_an_incident_is_not_opened_again_the_next_day_at_the_same_hour(forecast):
+    """The daily-season channel compares a minute with yesterday's at that time: the day after a
+    level shift, the normal hours look like its mirror image, the same case a day later (its echo),
+    on every series without a forecast good enough for that channel to yield to it. An alert that
+    channel alone raises, on a minute ordinary against the day before yesterday, is that echo and
+    opens nothing (``_echo``); the shift itself, unlike both days before it, opens its case. Scored
+    in one pass and day by day (replaying the stored flags), alike. A 4-sigma shift found late or
+    only at its end is remembered unfound: its echo is gone too."""
+    for seed in (1, 2, 3):
+        for sigmas in (4, 6, 8):
+            joined = _shifted_days(seed, sigmas, forecast)
+            flags = score(joined, None)["is_anomalous"].to_numpy()
+            np.testing.assert_array_equal(_day_by_day(joined, DeviationParams()), flags)
+            starts = _incidents(flags)
+            assert any(ECHO_AT <= s < ECHO_AT + ECHO_LONG + 60 for s in starts), (seed, sigmas, starts)
+            assert not _next_day(starts), (seed, sigmas, starts)
+    echoes = 0
+    for seed in (1, 2, 3):
+        for sigmas in (6, 8):
+            joined = _shifted_days(seed, sigmas, forecast)
+            deaf = score(joined, None, DeviationParams(echo_ordinary=0.0))["is_anomalous"].to_numpy()
+            echoes += bool(_next_day(_incidents(deaf)))
+            found = [s for s in _incidents(score(joined, None)["is_anomalous"].to_numpy()) if s >= ECHO_AT]
+            assert found[0] < ECHO_AT + 20, (seed, sigmas, found)  # found as soon as without the rule
+    assert echoes >= 5  # without the rule, the shift comes back the next day
+
+
+def test_a_day_unlike_both_days_before_is_not_an_echo():
+    """The rule hides no real change: the simulated week's short Saturday differs from Friday and
+    from Thursday, so without a forecast the daily-season channel's incidents where it leaves their
+    pattern (its lower morning rise, the end of its short shift) open with and without the rule."""
+    for seed in (0, 1, 2):
+        values, _, _ = _week(seed)
+        nan = np.full(len(values), np.nan)
+        joined = _joined(values, nan, nan, start=pd.Timestamp("2026-11-15", tz="UTC"))
+        with_rule = _incidents(score(joined, None)["is_anomalous"].to_numpy()) - SATURDAY
+        without = _incidents(score(joined, None, DeviationParams(echo_ordinary=0.0))["is_anomalous"].to_numpy())
+        saturday = [s for s in without - SATURDAY if s >= 0]
+        assert _near_the_changes(np.array(saturday)) >= 2, (seed, saturday)
+        assert set(saturday) <= set(with_rule), (seed, with_rule, saturday)

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -162,6 +163,7 @@ ABLATIONS = {
     "without both band channels": {"channels": "level,season,shift"},
     "with a 35 h quiet after an incident (NAB's before season_forget)": {"suppress": 127500.0},
     "without the daily season yielding to a better forecast": {"season_yield": 0.0},
+    "without yesterday's echo rule": {"echo_ordinary": 0.0},
 }
 
 
@@ -186,8 +188,10 @@ def ablations(lake: Path, reports: dict[str, dict], data: Path) -> dict[str, dic
         columns={"ts": "bucket_start", "actual": "mean", "expected": "yhat", "forecast_origin": "origin"}
     ).assign(lo_95=stored["expected_lo"], hi_95=stored["expected_hi"], lo_80=np.nan, hi_80=np.nan)
     out = {}
+    own = {f.name for f in fields(deviations.DeviationParams)}  # the rest are the detector's (NabParams)
     for name, change in ABLATIONS.items():
-        params = deviations.DeviationParams(detector=deviations.PRODUCTION.with_(**change))
+        detector = deviations.PRODUCTION.with_(**{k: v for k, v in change.items() if k not in own})
+        params = deviations.DeviationParams(detector=detector, **{k: v for k, v in change.items() if k in own})
         out[name] = nab_scores(openings(reports, incident_starts(deviations.score(joined, None, params)), data), data)
     return out
 

@@ -3,7 +3,8 @@
 An operator sees cases, not minutes, so the figures are per case and per injected anomaly:
 
 - precision: the share of cases that overlap an injected anomaly of their series (a case that
-  starts within ``slack`` after the anomaly ends still counts: the detector saw its tail);
+  starts within ``slack`` after the anomaly ends still counts: the detector saw its tail; a case
+  covers the whole minute of its last bucket, ``BUCKET``);
 - recall: the share of injected anomalies that some case of their series overlaps;
 - delay: from the anomaly's start to the start of the first case that overlaps it.
 
@@ -20,6 +21,10 @@ import numpy as np
 import pandas as pd
 
 SLACK = pd.Timedelta(minutes=5)
+# A case's start and last_seen are the starts of the 1-minute buckets it was seen in (ops/deviations
+# scores 1-minute aggregates), so it covers up to a minute after last_seen: a one-sample spike at
+# 18:42:37 is inside the case seen in the 18:42 bucket alone.
+BUCKET = pd.Timedelta(minutes=1)
 
 
 @dataclass
@@ -56,6 +61,7 @@ def case_accuracy(
     both UTC. ``series`` limits the anomalies to the (device_id, metric) pairs that were scored."""
     first, last = window
     cases = cases.reset_index(drop=True)
+    cases = cases.assign(last_seen=pd.to_datetime(cases["last_seen"], utc=True))
     truth = truth[(truth["end"] > first) & (truth["start"] < last)]
     if series is not None:
         truth = truth[[k in series for k in zip(truth["device_id"], truth["metric"])]]
@@ -64,7 +70,7 @@ def case_accuracy(
     by_kind: dict[str, list[int]] = {}
     for a in truth.itertuples():
         same = cases[(cases["device_id"] == a.device_id) & (cases["metric"] == a.metric)]
-        overlap = (same["start"] <= a.end + slack) & (same["last_seen"] >= a.start)
+        overlap = (same["start"] <= a.end + slack) & (same["last_seen"] + BUCKET > a.start)
         kind = getattr(a, "kind", "anomaly")
         counts = by_kind.setdefault(kind, [0, 0])
         counts[1] += 1

@@ -71,7 +71,7 @@ COLUMNS = [
 ]
 
 # The detector as production runs it: the one scored on NAB, with its NAB-tuned values (in time
-# units, so they mean the same on 1-minute actuals as on NAB's 5-minute points), and four changes:
+# units, so they mean the same on 1-minute actuals as on NAB's 5-minute points), and these changes:
 # - the band channels: the band residual, and its 10-minute EW mean ("band_mean"), so a small
 #   shift, drift or stuck value the band sees minute after minute adds up.  They speak once
 #   calibrated on a day of the series' bands (``band_after``): a forecast's errors persist for
@@ -92,7 +92,12 @@ COLUMNS = [
 # - ``lag``: residuals join the calibration an hour late, so a developing shift or drift is judged
 #   against the hour before it, not against its own last minutes (NAB's series need no lag);
 # - ``suppress`` of an hour, not NAB's 17.7: an operator wants a case for each incident, while NAB
-#   charges every extra alert more than most detections earn.
+#   charges every extra alert more than most detections earn;
+# - yesterday's echo (``DeviationParams.echo_ordinary``, ``SeriesScorer._echo``): an alert the daily
+#   season alone raises, on a minute ordinary against the day before yesterday, opens nothing.  NAB
+#   keeps an incident out of that memory instead (``season_forget``, after its 17.7 h quiet); here
+#   that cost real-data points (the excursion outlasts the incident found in it, and the channel is
+#   blind at those hours the next day), the second opinion does not (docs/forecasting.md).
 # A series without a forecast yet is judged by its own channels alone.  Chosen on the unit tests
 # (tests/test_deviations.py) and simulated days (case precision and recall).  ``band_skill`` was
 # added after the real-data benchmark showed the band channels costing its series about 7 NAB
@@ -107,6 +112,10 @@ PRODUCTION = NabParams(
 @dataclass(frozen=True)
 class DeviationParams:
     band: int = 95  # the forecast interval that is the expected band
+    # An alert is an echo of yesterday's excursion (SeriesScorer._echo) only if the minute is clearly
+    # ordinary against the day before yesterday: under this share of the alert's surprise (half: a
+    # marginal alert against both days is news). 0 turns the rule off.
+    echo_ordinary: float = 0.5
     detector: NabParams = field(default_factory=lambda: PRODUCTION)
 
     @property
@@ -172,7 +181,7 @@ class SeriesScorer:
             self._peak = max(self._peak, surprise)
             self._remember(t, surprise)
             self._ended = t
-        elif self._between_incidents(t, s, surprise, outside):
+        elif self._between_incidents(t, s, surprise, outside) and not self._echo():
             self._start(t, surprise)
         self.scorer.learn(BAND if self.in_incident or self._in_repeat else ())
         return s, self.in_incident
@@ -187,6 +196,26 @@ class SeriesScorer:
             self._in_repeat = self._recurrence(t, surprise)
             return not self._in_repeat
         return False
+
+    def _echo(self) -> bool:
+        """Whether an alert is yesterday's excursion seen in a normal day: raised by the daily-season
+        channel alone (yesterday at this time is its reference), while the minute is ordinary against
+        the day before yesterday at this time. Yesterday was the odd one out, and its excursion has
+        had its case (or was missed then): compared with it, the normal day is its mirror image, the
+        same case a day later. A day unlike both days before (a Saturday after weekdays) is not one."""
+        surprises = self.scorer.last_surprises
+        if not surprises or max(surprises, key=surprises.get) != "season":
+            return False
+        rate = self.scorer._rate_shift
+        if max((v for c, v in surprises.items() if c != "season"), default=0.0) - rate >= self._alert_surprise:
+            return False
+        before = self.scorer.season_surprise(2)
+        return before == before and before < self.params.echo_ordinary * self._alert_surprise
+
+    @property
+    def _alert_surprise(self) -> float:
+        """The surprise (nats) at which the score reaches the alert level."""
+        return self.params.detector.half_surprise * self.alert / (1 - self.alert)
 
     def _start(self, t: float, surprise: float) -> None:
         self.in_incident, self._in_repeat, self._peak = True, False, surprise

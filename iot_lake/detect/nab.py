@@ -315,6 +315,17 @@ class OnlineForecaster:
             return math.nan  # a gap where the phase should be
         return vals[0] if len(vals) == 1 else float(np.median(vals))
 
+    def phase_value(self, t: float, periods: int) -> float:
+        """The value remembered at t's phase `periods` periods back (nan if none): a second opinion
+        beside the seasonal forecast, up to one period further back than it looks."""
+        P, tol, st = self.period, self.tolerance, self._st
+        if P <= 0 or periods > self.p.season_count + 1:
+            return math.nan
+        target = t - periods * P
+        lo = bisect.bisect_left(st, target - tol)
+        hi = bisect.bisect_right(st, target + tol, lo)
+        return self._sv[lo] if hi > lo else math.nan
+
     def residuals(self, x: float, t: float) -> dict:
         if self.n == 0:
             return {}
@@ -365,8 +376,9 @@ class OnlineForecaster:
             st, sv = self._st, self._sv
             st.append(t)
             sv.append(x)
-            # forget what is older than the periods looked back on, in chunks (cheap amortised)
-            keep = t - self.p.season_count * self.period - 2 * self.tolerance
+            # forget what is older than the periods looked back on (and one more: `phase_value`), in
+            # chunks (cheap amortised)
+            keep = t - (self.p.season_count + 1) * self.period - 2 * self.tolerance
             if st[0] < keep and len(st) > 64:
                 cut = bisect.bisect_left(st, keep)
                 if cut > len(st) // 4:
@@ -553,6 +565,19 @@ class DeviationScorer:
         self.surprise_value = s
         self._pending = (t, own, res, m)
         return s / (s + p.half_surprise) if s > 0 else 0.0
+
+    def season_surprise(self, periods: int) -> float:
+        """The surprise (nats, as ``surprise_value``) of the point just assessed against its phase
+        `periods` periods back, on the daily-season channel's calibration (nan without that value)."""
+        if self._pending is None:
+            return math.nan
+        t, x = self._pending[0], self._pending[1]
+        f = self.forecaster
+        past = f.phase_value(t, periods)
+        if past != past:
+            return math.nan
+        floor = 1e-6 * (abs(f.scale) + 1e-9) if f.n else 0.0
+        return max(self.calibrators["season"].surprise(x - past, floor) - self._rate_shift, 0.0)
 
     @property
     def band_skilled(self) -> bool:
