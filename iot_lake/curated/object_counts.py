@@ -32,7 +32,6 @@ from iot_lake.lake import TELEMETRY_PREFIX, Lake, telemetry_hour_of_key
 from iot_lake.spark.tables import open_table
 
 OBJECT_COUNTS = "curated/telemetry_object_counts"
-COLUMNS = ["source_object", "landing_hour", "curated_rows", "counted_at", "landing_date"]
 _ROWS_DDL = "source_object string, landing_s bigint, curated_rows bigint, counted_s bigint, landing_date date"
 
 
