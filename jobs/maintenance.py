@@ -37,6 +37,7 @@ TABLES = {
     "curated/features": "event_date",
     # Every hour's MERGE rewrites most of the hot state's rows, so it piles up removed files fastest.
     "curated/device_state": None,
+    "curated/telemetry_object_counts": "landing_date",  # an upsert per hour's objects
     "quarantine/telemetry": "landing_date",
     "quarantine/weather": "landing_date",
 }

@@ -15,9 +15,10 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from benchmarks.growth.history import replicate_delta, replicate_duckdb
+from benchmarks.growth.history import replicate_delta, replicate_duckdb, replicate_object_counts
 from benchmarks.growth.run import PARTS, TARGET, results
 from benchmarks.results import read
+from iot_lake.lake import telemetry_hour_of_key
 
 REPO = Path(__file__).resolve().parents[1]
 HOUR = datetime(2026, 11, 21, 12, tzinfo=UTC)
@@ -58,6 +59,31 @@ def test_a_delta_tables_hour_is_copied_back_an_hour_at_a_time_with_its_partition
     assert pc.all(pc.equal(dates, table["event_date"])).as_py()
     days = {p["event_date"] for p in DeltaTable(uri).partitions()}
     assert days == {(HOUR.date() - timedelta(days=n)).isoformat() for n in range(3)}
+
+
+def test_the_object_counts_are_copied_back_with_each_copys_objects_in_its_own_hour(tmp_path):
+    uri = str(tmp_path / "telemetry_object_counts")
+    objects = [
+        f"landing/telemetry/{h:%Y/%m/%d/%H}/fh-{i}.json.gz" for h in (HOUR - timedelta(hours=1), HOUR) for i in (1, 2)
+    ]
+    hours = [telemetry_hour_of_key(k) for k in objects]
+    counts = pa.table(
+        {
+            "source_object": objects,
+            "landing_hour": pa.array(hours, pa.timestamp("us", tz="UTC")),
+            "curated_rows": pa.array([5, 6, 7, 8], pa.int64()),
+            "counted_at": pa.array(hours, pa.timestamp("us", tz="UTC")),
+            "landing_date": pa.array([h.date() for h in hours], pa.date32()),
+        }
+    )
+    write_deltalake(uri, counts, partition_by=["landing_date"])
+    assert replicate_object_counts(uri, HOUR, 25) == 50
+
+    table = DeltaTable(uri).to_pyarrow_table().to_pylist()
+    assert len(table) == 52 and len({r["source_object"] for r in table}) == 52  # an object counted once
+    assert all(telemetry_hour_of_key(r["source_object"]) == r["landing_hour"] for r in table)
+    assert all(r["landing_date"] == r["landing_hour"].date() for r in table)
+    assert sum(r["curated_rows"] for r in table) == 26 * 15  # the hour's counts, the hour before's replaced
 
 
 def test_a_warehouse_tables_hour_is_copied_back_in_duckdb(tmp_path):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from datetime import UTC, date, timedelta
 
 import pytest
 from deltalake import DeltaTable
 
+from iot_lake.curated.object_counts import OBJECT_COUNTS
 from iot_lake.curated.records import Record, parse_line
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY, curate_hour, load_registry
 from iot_lake.lake import TELEMETRY_PREFIX, telemetry_hour_of_key
@@ -23,6 +25,20 @@ def _table(lake, key):
 
 def _rows(lake, key) -> list[str]:
     return sorted(json.dumps(row, default=str, sort_keys=True) for row in _table(lake, key).to_pylist())
+
+
+def _object_counts(lake) -> dict[str, tuple]:
+    """The stored counts per object: (landing hour, curated rows), the time of counting left out."""
+    rows = _table(lake, OBJECT_COUNTS).to_pylist()
+    assert len({r["source_object"] for r in rows}) == len(rows)  # one row per object, never appended
+    return {r["source_object"]: (r["landing_hour"], r["curated_rows"]) for r in rows}
+
+
+def _counted_by_hand(lake) -> dict[str, tuple]:
+    """What the counts must be: every inventoried object of the hours, with its rows in curated/telemetry."""
+    curated = Counter(_table(lake, CURATED_TELEMETRY).column("source_object").to_pylist())
+    keys = {o.key for o in lake.list(TELEMETRY_PREFIX) if telemetry_hour_of_key(o.key)}
+    return {k: (telemetry_hour_of_key(k), curated[k]) for k in keys}
 
 
 def _expected_keys(lake):
@@ -73,6 +89,23 @@ def test_rerunning_an_hour_changes_nothing(landed, spark):
     assert again.accounted and again.curated_new == 0 and again.duplicates_existing > 0
     assert _rows(landed, CURATED_TELEMETRY) == before_curated
     assert _table(landed, QUARANTINE_TELEMETRY).num_rows == before_quarantine
+    # The per-object counts the warehouse sums are the table's, and a re-run stores the same ones.
+    assert _object_counts(landed) == _counted_by_hand(landed)
+    assert sum(n for _, n in _object_counts(landed).values()) == len(before_curated)
+
+
+def test_object_counts_are_replaced_per_object_and_backfilled_once(landed, spark):
+    """Counts are stored per object (a re-run replaces them, adds none); a lake curated before the
+    counts table existed gets every object's counts from the first run that finds the table missing."""
+    for h in range(HOURS):
+        curate_hour(spark, landed, START + timedelta(hours=h))
+    expected = _counted_by_hand(landed)
+    assert _object_counts(landed) == expected and sum(n for _, n in expected.values()) > 0
+    curate_hour(spark, landed, START + timedelta(hours=2))
+    assert _object_counts(landed) == expected
+    landed.delete(OBJECT_COUNTS, recursive=True)  # as before the table existed
+    curate_hour(spark, landed, START)  # re-curating one hour counts every hour's objects
+    assert _object_counts(landed) == expected
 
 
 def test_rerun_is_idempotent_whatever_the_session_time_zone(landed, spark):
@@ -84,6 +117,7 @@ def test_rerun_is_idempotent_whatever_the_session_time_zone(landed, spark):
     finally:
         spark.conf.set("spark.sql.session.timeZone", "UTC")
     assert _rows(landed, QUARANTINE_TELEMETRY) == before
+    assert _object_counts(landed) == {k: v for k, v in _counted_by_hand(landed).items() if v[0] == START}
 
 
 def test_missing_inputs_fail_with_a_clear_message(tmp_path, spark):

@@ -27,6 +27,7 @@ import pytest
 from deltalake import DeltaTable
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
+from iot_lake.curated.object_counts import OBJECT_COUNTS
 from iot_lake.curated.state import DEVICE_STATE
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY
 from iot_lake.lake import Lake
@@ -43,8 +44,9 @@ TABLES = [
     (QUARANTINE_TELEMETRY, "landing_date"),
     *((key, "event_date") for key in AGGREGATE_TABLES.values()),
     (DEVICE_STATE, None),
+    (OBJECT_COUNTS, "landing_date"),
 ]
-WRITE_TIMES = {"updated_at"}  # when each engine wrote the row: never equal between runs
+WRITE_TIMES = {"updated_at", "counted_at"}  # when each engine wrote the row: never equal between runs
 # Each argument is one main() call in the same process: two hours, then the first one again.
 RUNS = [
     ["--hour", START.isoformat(), "--hour", (START + timedelta(hours=1)).isoformat()],

@@ -9,6 +9,7 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, refresh_aggregates
+from iot_lake.curated.object_counts import OBJECT_COUNTS
 from iot_lake.curated.state import DEVICE_STATE, refresh_state
 from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_hour
 from jobs.maintenance import MaintenanceConfig, delta_maintenance_job, maintain_table
@@ -36,7 +37,7 @@ def test_compaction_and_vacuum_keep_every_row_and_sail_keeps_writing(landed, spa
         dates = curate_hour(spark, landed, hour).event_dates
         refresh_aggregates(spark, landed, hour, dates, CURATED_TELEMETRY)
         refresh_state(spark, landed, hour, dates, CURATED_TELEMETRY)  # unpartitioned: compacted whole
-    keys = [CURATED_TELEMETRY, *AGGREGATE_TABLES.values(), "quarantine/telemetry", DEVICE_STATE]
+    keys = [CURATED_TELEMETRY, *AGGREGATE_TABLES.values(), "quarantine/telemetry", DEVICE_STATE, OBJECT_COUNTS]
     before = {k: _snapshot(landed, k) for k in keys}
     files_before = {k: len(DeltaTable(landed.path(k)).file_uris()) for k in keys}
 

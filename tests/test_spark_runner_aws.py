@@ -20,6 +20,7 @@ from dagster_pipes import decode_param
 from deltalake import DeltaTable
 
 from assets.curated.telemetry import curated_telemetry
+from iot_lake.curated.object_counts import OBJECT_COUNTS
 from iot_lake.lake import Lake
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.runner import Simulator
@@ -256,6 +257,9 @@ def test_emr_serverless_runs_the_curated_job_and_reports_back(aws, lake_root, la
     # What the job reported is what it wrote: the Delta table on S3 holds exactly the new rows.
     table = DeltaTable(f"{lake_root}/curated/telemetry", storage_options=setup_delta_options())
     assert table.to_pyarrow_table().num_rows == curated["curated_new"].value
+    # And beside it, the per-object counts the warehouse's row accounting sums (iot_lake/curated/object_counts.py).
+    counts = DeltaTable(f"{lake_root}/{OBJECT_COUNTS}", storage_options=setup_delta_options()).to_pyarrow_table()
+    assert sum(counts.column("curated_rows").to_pylist()) == curated["curated_new"].value
     assert "emr-serverless-job" in audited_roles()  # the job's requests were checked against its role
 
 

@@ -27,8 +27,9 @@ from assets.warehouse.dbt import warehouse_daily, warehouse_hourly, warehouse_mo
 from iot_lake.check_results import CHECK_RESULTS_KEY
 from iot_lake.curated.features_job import build_features_day
 from iot_lake.curated.history_job import curate_days
+from iot_lake.curated.object_counts import OBJECT_COUNTS
 from iot_lake.curated.state import refresh_state
-from iot_lake.curated.telemetry_job import CURATED_TELEMETRY
+from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_hour
 from iot_lake.curated.weather_job import curate_weather_day
 from iot_lake.forecast import registry
 from iot_lake.lake import (
@@ -571,6 +572,72 @@ def test_row_accounting_and_quarantine_marts_count_what_the_lake_kept(lake, buil
     assert dict(zip(by_reason["reason"], by_reason["n"])) == quarantined["reason"].value_counts().to_dict()
     rates = _query(lake, "select sum(quarantine_rate) as r from marts.mart_quarantine_hourly group by landing_hour")
     assert np.allclose(sorted(rates["r"]), sorted(got["quarantine_rate"]))
+
+
+# mart_row_accounting as it was before the curated telemetry job kept per-object counts: every hourly
+# run counted curated telemetry whole. The mart over the counts must give the same rows.
+COUNTED_OVER_CURATED = """
+with curated as (
+    select
+        cast(
+            substring(source_object, 19, 4) || '-' || substring(source_object, 24, 2) || '-'
+            || substring(source_object, 27, 2) || ' ' || substring(source_object, 30, 2) || ':00:00'
+            as timestamp
+        ) as landing_hour,
+        count(*) as curated_rows
+    from lake.curated_telemetry
+    where source_object like 'landing/telemetry/%'
+    group by 1
+),
+quarantined as (
+    select landing_hour, count(*) as quarantined_lines, count(distinct reason) as reasons
+    from lake.quarantine_telemetry
+    group by 1
+),
+hours as (select landing_hour from curated union select landing_hour from quarantined)
+select
+    h.landing_hour,
+    coalesce(c.curated_rows, 0) as curated_rows,
+    coalesce(q.quarantined_lines, 0) as quarantined_lines,
+    coalesce(c.curated_rows, 0) + coalesce(q.quarantined_lines, 0) as lines_kept,
+    coalesce(q.reasons, 0) as reasons,
+    cast(coalesce(q.quarantined_lines, 0) as double precision)
+    / (coalesce(c.curated_rows, 0) + coalesce(q.quarantined_lines, 0)) as quarantine_rate
+from hours as h
+left join curated as c on h.landing_hour = c.landing_hour
+left join quarantined as q on h.landing_hour = q.landing_hour
+order by 1
+"""
+
+
+def test_row_accounting_from_the_object_counts_is_what_counting_curated_gave(lake, built, spark):
+    """Same rows, same types as the mart's former SQL over the whole of curated telemetry, on a lake
+    with duplicates, late records, truncated objects and quarantined lines; re-curating an hour (a
+    re-run inserts nothing) leaves the counts, and the mart rebuilt over them, as they were."""
+    before = _query(lake, COUNTED_OVER_CURATED)
+    got = _query(lake, "select * from marts.mart_row_accounting order by landing_hour")
+    assert len(got) == HOURS and (got["curated_rows"] > 0).all() and (got["quarantined_lines"] > 0).all()
+    pd.testing.assert_frame_equal(got, before)
+    types = _query(lake, "select column_name, data_type from duckdb_columns() where table_name = 'mart_row_accounting'")
+    assert dict(zip(types["column_name"], types["data_type"]))["curated_rows"] == "BIGINT"  # as count(*) was
+
+    counts = _delta(lake, OBJECT_COUNTS).drop(columns="counted_at").sort_values("source_object", ignore_index=True)
+    assert curate_hour(spark, lake, START + timedelta(hours=1)).curated_new == 0
+    again = _delta(lake, OBJECT_COUNTS).drop(columns="counted_at").sort_values("source_object", ignore_index=True)
+    pd.testing.assert_frame_equal(again, counts)
+    assert materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[1]).success
+    pd.testing.assert_frame_equal(_query(lake, "select * from marts.mart_row_accounting order by landing_hour"), before)
+
+    # A lake curated before the job kept counts (none yet): the mart counts curated telemetry meanwhile.
+    counts_dir = Path(lake.path(OBJECT_COUNTS))
+    aside = counts_dir.with_name("_object_counts_aside")
+    counts_dir.rename(aside)
+    try:
+        assert materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[1]).success
+        rebuilt = _query(lake, "select * from marts.mart_row_accounting order by landing_hour")
+    finally:
+        aside.rename(counts_dir)
+    pd.testing.assert_frame_equal(rebuilt, before)
 
 
 def test_weather_is_per_site_and_hour_and_reaches_each_device(lake, built):

@@ -76,6 +76,34 @@ def replicate_delta(uri: str, column: str, hour: datetime, hours: int) -> int:
     return added
 
 
+def replicate_object_counts(uri: str, hour: datetime, hours: int) -> int:
+    """``replicate_delta`` for curated/telemetry_object_counts, whose key is the landing object: each
+    copy's objects are renamed into its own hour's folder (landing/telemetry/YYYY/MM/DD/HH/...), so an
+    object is counted once, as in a month of runs; the rows added."""
+    from deltalake import DeltaTable, write_deltalake
+
+    from iot_lake.lake import TELEMETRY_PREFIX
+
+    folder = len(f"{TELEMETRY_PREFIX}/YYYY/MM/DD/HH")
+    dt = DeltaTable(uri)
+    everything = dt.to_pyarrow_table()
+    rows = in_hour(everything, "landing_hour", hour)
+    kept = everything.filter(
+        pc.greater_equal(everything["landing_hour"], pa.scalar(hour, everything["landing_hour"].type))
+    )
+    write_deltalake(uri, kept, mode="overwrite", partition_by=["landing_date"])
+    added = 0
+    for part in copies(rows, hour, hours):
+        keys = [
+            f"{TELEMETRY_PREFIX}/{h:%Y/%m/%d/%H}{key[folder:]}"
+            for key, h in zip(part["source_object"].to_pylist(), part["landing_hour"].to_pylist())
+        ]
+        part = part.set_column(part.schema.get_field_index("source_object"), "source_object", pa.array(keys))
+        write_deltalake(uri, part, mode="append", partition_by=["landing_date"])
+        added += part.num_rows
+    return added
+
+
 def replicate_duckdb(database: str, table: str, column: str, hour: datetime, hours: int) -> int:
     """The same for a warehouse table (``schema.name``) in DuckDB, in one INSERT; the rows added."""
     import duckdb

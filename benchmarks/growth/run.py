@@ -96,9 +96,11 @@ def warehouse_tables(database: Path) -> dict[str, str]:
 
 def add_history(lake: Path, hours: int) -> dict[str, int]:
     """``hours`` more hours in every growing table of the lake; the rows added per table."""
-    from benchmarks.growth.history import replicate_delta, replicate_duckdb
+    from benchmarks.growth.history import replicate_delta, replicate_duckdb, replicate_object_counts
+    from iot_lake.curated.object_counts import OBJECT_COUNTS
 
     added = {t: replicate_delta(str(lake / t), c, PREVIOUS, hours) for t, c in DELTA_TABLES.items()}
+    added[OBJECT_COUNTS] = replicate_object_counts(str(lake / OBJECT_COUNTS), PREVIOUS, hours)
     database = lake / "warehouse" / "iot_lake.duckdb"
     for table, column in warehouse_tables(database).items():
         added[f"warehouse.{table}"] = replicate_duckdb(str(database), table, column, PREVIOUS, hours)

@@ -16,6 +16,8 @@ snapshot, up to MAX_BATCH_HOURS hours and MAX_BATCH_LINES lines. A batch is one 
    differs from the first copy's is no duplicate but a conflicting_duplicate, quarantined.
 4. Everything else goes to quarantine/telemetry with its reason, raw line and source object; the
    quarantine of the batch's hours is replaced, so re-runs are idempotent.
+   The curated rows of each object of the batch go to curated/telemetry_object_counts, replaced
+   per object (iot_lake.curated.object_counts): what the warehouse's row accounting sums.
 5. Row accounting, per landing hour exactly as curating the hours one by one would count it:
    lines landed = curated new + duplicates + quarantined, reported through Dagster Pipes with the
    rest of the metadata.
@@ -41,6 +43,7 @@ import pyarrow.compute as pc
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
+from iot_lake.curated.object_counts import count_objects
 from iot_lake.curated.precedence import PERIOD_KEY, displace_historian, historian_dates, with_period
 from iot_lake.curated.records import Record, Registry, Rejection, parse_line
 from iot_lake.curated.state import DEVICE_STATE, refresh_state
@@ -572,6 +575,9 @@ def curate_batch(
         curated.insert_new(new.select(*CURATED_COLUMNS), on=("event_date", *NATURAL_KEY), partitions=dates)
     if new_counts:
         by_id[min(by_id)].historian_displaced = _displace_history(spark, lake, new, stats, table_format)
+    # After the MERGE, so the counts are the table's (a re-run stores the same): the warehouse's row
+    # accounting reads these instead of counting curated/telemetry every hour.
+    count_objects(spark, lake, curated, keys, dates, table_format)
 
     rejected = parsed.where(F.col("status") != "ok").select(*QUARANTINE_COLUMNS)
     for conflicting in conflicts:

@@ -128,6 +128,17 @@ TABLES: tuple[LakeTable, ...] = (
         )
         for grain in ("1min", "5min")
     ),
+    # Written by the curated telemetry job with curated/telemetry (iot_lake/curated/object_counts.py):
+    # the row accounting's curated rows per landing object, so the warehouse never counts the big table.
+    LakeTable(
+        "curated_telemetry_object_counts",
+        "curated/telemetry_object_counts",
+        _cols(
+            "source_object string, landing_hour timestamp, curated_rows bigint, counted_at timestamp, landing_date date"
+        ),
+        "landing_date",
+        description="Curated rows per landing object, as the curated telemetry job counted them.",
+    ),
     # The quarantine keeps each rejected line's raw text too: the warehouse leaves it in the lake.
     LakeTable(
         "quarantine_telemetry",
