@@ -510,16 +510,21 @@ def test_an_excursion_every_night_at_the_same_time_is_one_case_not_one_a_night()
     assert 3 in _incident_days(elsewhere, 840, 960)
 
 
+def _day_by_day(joined: pd.DataFrame, params: DeviationParams) -> np.ndarray:
+    """Flags of each day scored after replaying the days before (the asset's way)."""
+    scored = None
+    for day in range(len(joined) // DAY_MIN):
+        rows = score(joined.iloc[day * DAY_MIN : (day + 1) * DAY_MIN], scored, params)
+        scored = rows if scored is None else pd.concat([scored, rows], ignore_index=True)
+    return scored["is_anomalous"].to_numpy()
+
+
 def test_recurrences_are_judged_the_same_when_each_day_is_scored_alone():
     """The asset scores an hour after replaying the stored rows before it: the nightly repeats are
     recognised from the stored incidents exactly as in one pass over all the days."""
     joined, _ = _nightly(4, seed=6)
     one_pass = score(joined, None)
-    scored = None
-    for day in range(4):
-        rows = score(joined.iloc[day * DAY_MIN : (day + 1) * DAY_MIN], scored)
-        scored = rows if scored is None else pd.concat([scored, rows], ignore_index=True)
-    np.testing.assert_array_equal(scored["is_anomalous"].to_numpy(), one_pass["is_anomalous"].to_numpy())
+    np.testing.assert_array_equal(_day_by_day(joined, DeviationParams()), one_pass["is_anomalous"].to_numpy())
 
 
 def test_the_realdata_diagnosis_counts_each_incident_once_per_series():
@@ -629,15 +634,6 @@ def _shifted_days(seed: int, sigmas: float, forecast: str):
     if forecast == "none":
         return _joined(values, np.full(n, np.nan), np.full(n, np.nan))
     return _joined(values, truth + 1.5 * SIGMA, np.full(n, 3 * 1.96 * SIGMA))
-
-
-def _day_by_day(joined: pd.DataFrame, params: DeviationParams) -> np.ndarray:
-    """Flags of each day scored after replaying the days before (the asset's way)."""
-    scored = None
-    for day in range(len(joined) // DAY_MIN):
-        rows = score(joined.iloc[day * DAY_MIN : (day + 1) * DAY_MIN], scored, params)
-        scored = rows if scored is None else pd.concat([scored, rows], ignore_index=True)
-    return scored["is_anomalous"].to_numpy()
 
 
 def _next_day(starts) -> list[int]:

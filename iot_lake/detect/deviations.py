@@ -206,8 +206,7 @@ class SeriesScorer:
         surprises = self.scorer.last_surprises
         if not surprises or max(surprises, key=surprises.get) != "season":
             return False
-        rate = self.scorer._rate_shift
-        if max((v for c, v in surprises.items() if c != "season"), default=0.0) - rate >= self._alert_surprise:
+        if self.scorer.surprise_without("season") >= self._alert_surprise:
             return False
         before = self.scorer.season_surprise(2)
         return before == before and before < self.params.echo_ordinary * self._alert_surprise

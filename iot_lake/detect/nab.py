@@ -307,24 +307,24 @@ class OnlineForecaster:
             return math.nan
         vals = []
         for j in range(1, K + 1):
-            target = t - j * P
-            lo = bisect.bisect_left(st, target - tol)
-            hi = bisect.bisect_right(st, target + tol, lo)
-            vals.extend(self._sv[lo:hi])
+            vals.extend(self._at_phase(t - j * P))
         if not vals:
             return math.nan  # a gap where the phase should be
         return vals[0] if len(vals) == 1 else float(np.median(vals))
 
+    def _at_phase(self, target: float) -> list:
+        """The remembered values within ``tolerance`` of the time `target`."""
+        st, tol = self._st, self.tolerance
+        lo = bisect.bisect_left(st, target - tol)
+        return self._sv[lo : bisect.bisect_right(st, target + tol, lo)]
+
     def phase_value(self, t: float, periods: int) -> float:
         """The value remembered at t's phase `periods` periods back (nan if none): a second opinion
         beside the seasonal forecast, up to one period further back than it looks."""
-        P, tol, st = self.period, self.tolerance, self._st
-        if P <= 0 or periods > self.p.season_count + 1:
+        if self.period <= 0 or periods > self.p.season_count + 1:
             return math.nan
-        target = t - periods * P
-        lo = bisect.bisect_left(st, target - tol)
-        hi = bisect.bisect_right(st, target + tol, lo)
-        return self._sv[lo] if hi > lo else math.nan
+        vals = self._at_phase(t - periods * self.period)
+        return vals[0] if vals else math.nan
 
     def residuals(self, x: float, t: float) -> dict:
         if self.n == 0:
@@ -514,7 +514,7 @@ class DeviationScorer:
                     w = ew_weight(dt, p.band_mean_half_life)
                     self._band_mean_next = res["band"] if prev is None else prev + w * (res["band"] - prev)
                     res["band_mean"] = self._band_mean_next
-        floor = 1e-6 * (abs(f.scale) + 1e-9) if f.n else 0.0
+        floor = self._tail_floor()
         warm = self._t0 is not None and t - self._t0 >= p.warmup
         cals = self.calibrators
         use = self._use
@@ -561,7 +561,7 @@ class DeviationScorer:
             self.last_surprises["burst"] = b
             s = max(s, p.burst_weight * b)
         if s > 0:
-            s = max(s - self._rate_shift, 0.0)
+            s = self._per_rate(s)
         self.surprise_value = s
         self._pending = (t, own, res, m)
         return s / (s + p.half_surprise) if s > 0 else 0.0
@@ -572,12 +572,24 @@ class DeviationScorer:
         if self._pending is None:
             return math.nan
         t, x = self._pending[0], self._pending[1]
-        f = self.forecaster
-        past = f.phase_value(t, periods)
+        past = self.forecaster.phase_value(t, periods)
         if past != past:
             return math.nan
-        floor = 1e-6 * (abs(f.scale) + 1e-9) if f.n else 0.0
-        return max(self.calibrators["season"].surprise(x - past, floor) - self._rate_shift, 0.0)
+        return self._per_rate(self.calibrators["season"].surprise(x - past, self._tail_floor()))
+
+    def surprise_without(self, channel: str) -> float:
+        """The largest surprise (nats, as ``surprise_value``) of the point just assessed on the
+        channels other than `channel` (0 without any)."""
+        return self._per_rate(max((v for c, v in self.last_surprises.items() if c != channel), default=0.0))
+
+    def _per_rate(self, surprise: float) -> float:
+        """A channel's surprise per ``rate_seconds``, as the combined one is (``assess``)."""
+        return max(surprise - self._rate_shift, 0.0)
+
+    def _tail_floor(self) -> float:
+        """The calibrators' smallest tail scale: a millionth of the series' scale."""
+        f = self.forecaster
+        return 1e-6 * (abs(f.scale) + 1e-9) if f.n else 0.0
 
     @property
     def band_skilled(self) -> bool:
