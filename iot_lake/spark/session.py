@@ -30,13 +30,44 @@ def _utc(spark):
     return spark
 
 
+def unparsed_reply_policy():
+    """A Spark Connect retry policy for a unary call whose reply did not parse.
+
+    Seen once in CI (pysail 0.7.2, pyspark-client 4.2): a ``Config`` reply that protobuf could not
+    decode, read by pyspark for every timestamp literal, failed a curated job. The default policy
+    retries only unavailable servers. A unary call (config, analyze) reads or sets session state, so
+    asking again is safe; a streamed ``ExecutePlan`` (an iterator) is not retried: it may have written.
+    """
+    import grpc
+    from pyspark.sql.connect.client.retries import RetryPolicy
+
+    class UnparsedUnaryReply(RetryPolicy):
+        def __init__(self):
+            super().__init__(max_retries=3, initial_backoff=50, backoff_multiplier=4.0, max_backoff=1000)
+
+        def can_retry(self, e: BaseException) -> bool:
+            return (
+                isinstance(e, grpc.RpcError)
+                and not hasattr(e, "__next__")  # a streamed call's error is its response iterator
+                and e.code() == grpc.StatusCode.INTERNAL
+                and "Exception deserializing response" in (e.details() or "")
+            )
+
+    return UnparsedUnaryReply()
+
+
+def _connected(spark):
+    spark.client.set_retry_policies([*spark.client.get_retry_policies(), unparsed_reply_policy()])
+    return _utc(spark)
+
+
 @contextmanager
 def spark_session(app_name: str = "iot-lake") -> Iterator[object]:
     from pyspark.sql import SparkSession
 
     remote = os.environ.get("SPARK_REMOTE")
     if remote:
-        yield _utc(SparkSession.builder.remote(remote).getOrCreate())
+        yield _connected(SparkSession.builder.remote(remote).getOrCreate())
         return
     if os.environ.get("IOT_LAKE_SPARK", "sail") == "classic":
         spark = SparkSession.builder.appName(app_name).getOrCreate()
@@ -53,7 +84,7 @@ def spark_session(app_name: str = "iot-lake") -> Iterator[object]:
     host, port = server.listening_address
     spark = SparkSession.builder.remote(f"sc://{host}:{port}").getOrCreate()
     try:
-        yield _utc(spark)
+        yield _connected(spark)
     finally:
         spark.stop()
         server.stop()
