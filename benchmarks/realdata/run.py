@@ -164,6 +164,7 @@ ABLATIONS = {
     "with a 35 h quiet after an incident (NAB's before season_forget)": {"suppress": 127500.0},
     "without the daily season yielding to a better forecast": {"season_yield": 0.0},
     "without yesterday's echo rule": {"echo_ordinary": 0.0},
+    "without the stuck-sensor rule": {"stuck_after": 0.0},
 }
 
 

@@ -47,6 +47,7 @@ import pandas as pd
 
 from iot_lake.cases.model import ACTIVE, Deviation, points_to_observe
 from iot_lake.detect.nab import DeviationScorer, NabParams
+from iot_lake.detect.stuck import StuckRun
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,9 @@ COLUMNS = [
 #   season alone raises, on a minute ordinary against the day before yesterday, opens nothing.  NAB
 #   keeps an incident out of that memory instead (``season_forget``, after its 17.7 h quiet); here
 #   that cost real-data points (the excursion outlasts the incident found in it, and the channel is
-#   blind at those hours the next day), the second opinion does not (docs/forecasting.md).
+#   blind at those hours the next day), the second opinion does not (docs/forecasting.md);
+# - a stuck sensor (``DeviationParams.stuck_after``, iot_lake.detect.stuck): a mid-range value held
+#   exactly, longer than the series held it before, is an incident whatever its residual.
 # A series without a forecast yet is judged by its own channels alone.  Chosen on the unit tests
 # (tests/test_deviations.py) and simulated days (case precision and recall).  ``band_skill`` was
 # added after the real-data benchmark showed the band channels costing its series about 7 NAB
@@ -116,6 +119,11 @@ class DeviationParams:
     # ordinary against the day before yesterday: under this share of the alert's surprise (half: a
     # marginal alert against both days is news). 0 turns the rule off.
     echo_ordinary: float = 0.5
+    # A stuck sensor (iot_lake.detect.stuck): a value held this many seconds, and this many times as
+    # long as the series held it before, opens an incident. 0 turns the rule off. Set before any run
+    # on data: half an hour is how soon an operator would want to know; "twice" the longest ordinary.
+    stuck_after: float = 1800.0
+    stuck_factor: float = 2.0
     detector: NabParams = field(default_factory=lambda: PRODUCTION)
 
     @property
@@ -170,10 +178,13 @@ class SeriesScorer:
         self._seen: deque[list[float]] = deque()  # [time, peak surprise] of recent alerts (_remember)
         self._stored_incident = False  # replay: the previous stored minute was flagged
         self._in_repeat = False  # in an excursion that repeats the daily rhythm (_recurrence)
+        self.stuck = StuckRun(params.stuck_after, params.stuck_factor, params.detector.history)
 
     def update(self, t: float, actual: float, band: tuple | None) -> tuple[float, bool]:
         """(score in [0, 1], anomalous?) of the minute at t (seconds), then learn from it."""
         s = self.scorer.assess(t, actual, band)
+        if self.stuck.follow(t, actual):  # at the alert level: whatever its residual, it is not a reading
+            s = max(s, self.alert)
         outside = band is not None and not (band[1] <= actual <= band[2])
         surprise = self.scorer.surprise_value
         if self.in_incident:
@@ -181,7 +192,7 @@ class SeriesScorer:
             self._peak = max(self._peak, surprise)
             self._remember(t, surprise)
             self._ended = t
-        elif self._between_incidents(t, s, surprise, outside) and not self._echo():
+        elif self.stuck.stuck or (self._between_incidents(t, s, surprise, outside) and not self._echo()):
             self._start(t, surprise)
         self.scorer.learn(BAND if self.in_incident or self._in_repeat else ())
         return s, self.in_incident
@@ -263,6 +274,8 @@ class SeriesScorer:
         incident (kept out of the calibration) unless an operator marked it normal. The alerts that
         were a daily repeat are found again the way ``update`` found them (same state, same test)."""
         s = self.scorer.assess(t, actual, band)
+        if self.stuck.follow(t, actual, normal):
+            s = max(s, self.alert)
         surprise = self.scorer.surprise_value
         outside = band is not None and not (band[1] <= actual <= band[2])
         if anomalous:
