@@ -132,7 +132,7 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
         normal = store.false_positive_periods(since=since)
     with permanent_errors(context, "deviation scoring"):
         joined = with_forecasts(actuals, forecasts)
-        scored = score(joined, history, PARAMS, normal=normal)
+        scored = score(joined, history, PARAMS, normal=normal, window=(start, end))
     _replace_hour(lake, scored, start, end)
 
     outcomes = _observe(cases, scored)

@@ -165,7 +165,9 @@ ABLATIONS = {
     "without the daily season yielding to a better forecast": {"season_yield": 0.0},
     "without yesterday's echo rule": {"echo_ordinary": 0.0},
     "without the stuck-sensor rule": {"stuck_after": 0.0},
+    "without the silent-sensor rule": {"silent_after": 0.0},
 }
+MINUTE = pd.Timedelta(minutes=1)
 
 
 def incident_starts(scored: pd.DataFrame) -> pd.DataFrame:
@@ -193,7 +195,9 @@ def ablations(lake: Path, reports: dict[str, dict], data: Path) -> dict[str, dic
     for name, change in ABLATIONS.items():
         detector = deviations.PRODUCTION.with_(**{k: v for k, v in change.items() if k not in own})
         params = deviations.DeviationParams(detector=detector, **{k: v for k, v in change.items() if k in own})
-        out[name] = nab_scores(openings(reports, incident_starts(deviations.score(joined, None, params)), data), data)
+        # The range the pipeline scored, so silences are marked as its hourly runs marked them.
+        scored = deviations.score(joined, None, params, window=(stored["ts"].min(), stored["ts"].max() + MINUTE))
+        out[name] = nab_scores(openings(reports, incident_starts(scored), data), data)
     return out
 
 

@@ -52,7 +52,7 @@ class Deviation:
     metric: str
     site_id: str | None
     ts: datetime
-    actual: float
+    actual: float | None  # None: the series fell silent (a mark of iot_lake.detect.silence)
     expected_lo: float | None  # None: no forecast band for the point (the detector's own channels)
     expected_hi: float | None
     score: float

@@ -47,6 +47,7 @@ import pandas as pd
 
 from iot_lake.cases.model import ACTIVE, Deviation, points_to_observe
 from iot_lake.detect.nab import DeviationScorer, NabParams
+from iot_lake.detect.silence import silence_marks
 from iot_lake.detect.stuck import StuckRun
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,9 @@ COLUMNS = [
 #   that cost real-data points (the excursion outlasts the incident found in it, and the channel is
 #   blind at those hours the next day), the second opinion does not (docs/forecasting.md);
 # - a stuck sensor (``DeviationParams.stuck_after``, iot_lake.detect.stuck): a mid-range value held
-#   exactly, longer than the series held it before, is an incident whatever its residual.
+#   exactly, longer than the series held it before, is an incident whatever its residual;
+# - a silent sensor (``DeviationParams.silent_after``, iot_lake.detect.silence): a gap longer than the
+#   series ever paused is marked by an anomalous row without an actual (``silences``).
 # A series without a forecast yet is judged by its own channels alone.  Chosen on the unit tests
 # (tests/test_deviations.py) and simulated days (case precision and recall).  ``band_skill`` was
 # added after the real-data benchmark showed the band channels costing its series about 7 NAB
@@ -124,6 +127,11 @@ class DeviationParams:
     # on data: half an hour is how soon an operator would want to know; "twice" the longest ordinary.
     stuck_after: float = 1800.0
     stuck_factor: float = 2.0
+    # A silent sensor (iot_lake.detect.silence): a gap of this many seconds, and this many times the
+    # longest pause of the series' calibration window, is marked as an anomalous row without an
+    # actual, which opens a case. 0 turns it off. Set as the stuck rule's, before any run on data.
+    silent_after: float = 900.0
+    silent_factor: float = 2.0
     detector: NabParams = field(default_factory=lambda: PRODUCTION)
 
     @property
@@ -325,7 +333,7 @@ def replay_rows(past: dict, marked: dict, key: tuple, first: float) -> tuple[np.
         return None
     rows = past[key].sort_values("ts")
     t_past = epoch_seconds(rows["ts"])
-    keep = t_past < first
+    keep = (t_past < first) & rows["actual"].notna().to_numpy()  # a silence's mark has no minute to learn
     cols = [rows[c].to_numpy(float)[keep] for c in ("actual", "expected", "expected_lo", "expected_hi")]
     flags = rows["is_anomalous"].to_numpy(bool)[keep]
     return (t_past[keep], *cols, flags, _in_periods(t_past[keep], marked.get(key)))
@@ -384,6 +392,7 @@ def score(
     params: DeviationParams = DeviationParams(),
     normal: pd.DataFrame | None = None,
     scorers: Mapping[tuple[str, str], SeriesScorer] | None = None,
+    window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> pd.DataFrame:
     """Scored deviations (COLUMNS) of the joined minutes (``with_forecasts``).
 
@@ -393,9 +402,12 @@ def score(
     same history gives the same rows).  ``normal``: (device_id, metric, start, end) periods an
     operator marked as false positives; replayed minutes inside them are learnt as normal.
     ``scorers``: per series, a scorer that has replayed its history already (``replayed``); a copy of
-    it scores the series' minutes instead of a replay of ``history`` (the streaming scorer's cache)."""
+    it scores the series' minutes instead of a replay of ``history`` (the streaming scorer's cache).
+    ``window``: the [start, end) scored; given, the silences that began in it are marked too
+    (``silences``), for every series of the frame or of ``history``."""
     lo, hi = f"lo_{params.band}", f"hi_{params.band}"
-    frame = joined.sort_values(["device_id", "metric", "bucket_start"]).reset_index(drop=True)
+    frame = joined[joined["mean"].notna()]  # a minute has a reading (a silence's mark, re-read, has none)
+    frame = frame.sort_values(["device_id", "metric", "bucket_start"]).reset_index(drop=True)
     actual = frame["mean"].to_numpy(float)
     expected, lower, upper = (frame[c].to_numpy(float) for c in ("yhat", lo, hi))
     residual = standardised(actual, expected, lower, upper, params.band)
@@ -424,7 +436,7 @@ def score(
         ]
     for index, (s, a) in zip(groups.values(), results):
         scores[index], anomalous[index] = s, a
-    return pd.DataFrame(
+    scored = pd.DataFrame(
         {
             "device_id": frame["device_id"],
             "metric": frame["metric"],
@@ -441,6 +453,64 @@ def score(
             "model_version": frame["model_version"],
             "event_date": frame["bucket_start"].dt.date,
         }
+    )[COLUMNS]
+    if window is None or params.silent_after <= 0:
+        return scored
+    marks = silences(frame, past, window, params)
+    if not len(marks):
+        return scored
+    same_types = {c: scored[c].dtype for c in ("ts", "forecast_origin", "model_version", "site_id")}
+    return pd.concat([scored, marks.astype(same_types)], ignore_index=True)
+
+
+def silences(
+    frame: pd.DataFrame, past: Mapping[tuple, pd.DataFrame], window: tuple, params: DeviationParams
+) -> pd.DataFrame:
+    """One anomalous row without an actual (COLUMNS) at each minute of ``window`` at which a series of
+    ``frame`` (joined minutes) or ``past`` (stored rows by series) became silent (iot_lake.detect.silence)."""
+    start, end = (pd.Timestamp(w).timestamp() for w in window)
+    # The data's clock: a series is silent at the end only if others reported after it stopped.
+    clock = min(end, epoch_seconds(frame["bucket_start"]).max() + 60.0)
+    new = {key: epoch_seconds(rows["bucket_start"]) for key, rows in frame.groupby(KEY)}
+    sites = dict(zip(zip(frame["device_id"], frame["metric"]), frame["site_id"]))
+    rows = []
+    for key in sorted(set(new) | set(past)):
+        stored = past.get(key)
+        times, marked = np.zeros(0), np.zeros(0)
+        if stored is not None:
+            t = epoch_seconds(stored["ts"])
+            read = stored["actual"].notna().to_numpy()
+            times = np.sort(t[read & (t < start)])
+            marked = t[~read & stored["is_anomalous"].to_numpy(bool)]
+            sites.setdefault(key, stored["site_id"].iloc[-1])
+        times = np.concatenate([times, np.sort(new.get(key, np.zeros(0)))])
+        found = silence_marks(
+            times,
+            marked.tolist(),
+            start,
+            end,
+            clock,
+            after=params.silent_after,
+            factor=params.silent_factor,
+            history=params.detector.history,
+        )
+        rows += [(*key, sites.get(key), t) for t in found]
+    if not rows:
+        return pd.DataFrame(columns=COLUMNS)
+    marks = pd.DataFrame(rows, columns=["device_id", "metric", "site_id", "t"])
+    ts = pd.to_datetime(marks.pop("t"), unit="s", utc=True).dt.as_unit("ns")
+    return marks.assign(
+        ts=ts,
+        actual=np.nan,
+        expected=np.nan,
+        expected_lo=np.nan,
+        expected_hi=np.nan,
+        residual=np.nan,
+        score=1.0,
+        is_anomalous=True,
+        forecast_origin=ts.where(ts.isna()),  # none, with the column's time zone
+        model_version=None,
+        event_date=ts.dt.date,
     )[COLUMNS]
 
 
@@ -470,7 +540,7 @@ def observe_scored(store, scored: pd.DataFrame) -> dict[str, int]:
             metric=row.metric,
             site_id=row.site_id,
             ts=row.ts.to_pydatetime(),
-            actual=float(row.actual),
+            actual=_finite(row.actual),  # None: a silence's mark
             expected_lo=_finite(row.expected_lo),
             expected_hi=_finite(row.expected_hi),
             score=_finite(abs(row.residual)) or 0.0,

@@ -1,0 +1,123 @@
+"""A silent sensor (iot_lake/detect/silence.py) through the production scorer and the case store: two
+devices reporting every minute, with the pauses of a real delivery path (a minute or a few missing
+now and then), one of which goes silent for an hour on its second day."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from iot_lake.cases.store import CaseStore
+from iot_lake.detect.deviations import DeviationParams, observe_scored, score
+
+T0 = pd.Timestamp("2026-11-20", tz="UTC")
+DAY = 1440
+SILENT, LONG = DAY + 14 * 60 + 10, 60  # dev-2, day 2, 14:10 to 15:10
+
+
+def _minutes(seed: int, silent: bool) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    keep = rng.random(2 * DAY) > 0.03  # ~3% of minutes missing, some pauses of a few minutes
+    for at in rng.integers(0, 2 * DAY, 6):
+        keep[at : at + rng.integers(2, 6)] = False
+    if silent:
+        keep[SILENT : SILENT + LONG] = False
+    keep[-1] = True
+    ts = pd.date_range(T0, periods=2 * DAY, freq="1min")[keep]
+    values = 50 + rng.normal(0, 0.5, keep.sum())
+    return pd.DataFrame(
+        {
+            "device_id": f"dev-{2 if silent else 1}",
+            "metric": "power",
+            "site_id": "s",
+            "bucket_start": ts,
+            "mean": values,
+            "yhat": 50.0,
+            "lo_95": 49.0,
+            "hi_95": 51.0,
+            "origin": ts - pd.Timedelta(hours=1),
+            "model_version": "v1",
+        }
+    )
+
+
+def _fleet(seed: int = 0) -> pd.DataFrame:
+    return pd.concat([_minutes(seed, False), _minutes(seed + 1, True)], ignore_index=True)
+
+
+def _hour_by_hour(joined: pd.DataFrame, hours: range, params: DeviationParams = DeviationParams()) -> pd.DataFrame:
+    """Each hour scored after replaying the rows stored before it, as the hourly asset does."""
+    scored = None
+    for h in hours:
+        start, end = T0 + pd.Timedelta(hours=h), T0 + pd.Timedelta(hours=h + 1)
+        rows = joined[(joined["bucket_start"] >= start) & (joined["bucket_start"] < end)]
+        rows = score(rows, scored, params, window=(start, end))
+        scored = rows if scored is None else pd.concat([scored, rows], ignore_index=True)
+    return scored
+
+
+def _marks(scored: pd.DataFrame) -> list[tuple[str, pd.Timestamp]]:
+    marks = scored[scored["actual"].isna()]
+    assert marks["is_anomalous"].all()
+    return sorted(zip(marks["device_id"], marks["ts"]))
+
+
+def test_an_hour_of_silence_is_marked_once_a_quarter_hour_in_and_ordinary_pauses_are_not():
+    joined = _fleet()
+    window = (T0, T0 + pd.Timedelta(days=2))
+    one_pass = score(joined, None, DeviationParams(), window=window)
+    last_heard = T0 + pd.Timedelta(minutes=SILENT - 1)
+    assert _marks(one_pass) == [("dev-2", last_heard + pd.Timedelta(minutes=15))]
+    # Without the rule the hour leaves no trace at all.
+    assert not _marks(score(joined, None, DeviationParams(silent_after=0), window=window))
+    # Hour by hour (the asset's way, the silence spanning two hours) marks the same minute, once.
+    by_hour = _hour_by_hour(joined, range(48))
+    assert _marks(by_hour) == _marks(one_pass)
+    # The marks are rows of their own: the minutes score as without the rule (replays skip them).
+    deaf = _hour_by_hour(joined, range(48), DeviationParams(silent_after=0))
+    minutes = by_hour[by_hour["actual"].notna()]
+    pd.testing.assert_frame_equal(minutes.reset_index(drop=True), deaf.reset_index(drop=True))
+
+
+def test_a_series_is_silent_at_the_end_only_if_others_reported_after_it():
+    joined = _fleet()
+    # The hour in progress at 14:40 of day 2: dev-2 last reported at 14:09, dev-1 up to 14:40.
+    start = T0 + pd.Timedelta(days=1, hours=14)
+    past, hour = joined[joined["bucket_start"] < start], joined[joined["bucket_start"] >= start]
+    stored = score(past, None, DeviationParams())
+    now = hour[hour["bucket_start"] <= start + pd.Timedelta(minutes=40)]
+    marked = _marks(score(now, stored, DeviationParams(), window=(start, start + pd.Timedelta(hours=1))))
+    assert marked == [("dev-2", start + pd.Timedelta(minutes=24))]
+    # At 14:20 neither has been quiet long enough; with dev-1's objects still in the buffer (its last
+    # minute 14:09 too), nobody is silent: the data's own clock has not moved.
+    early = hour[hour["bucket_start"] <= start + pd.Timedelta(minutes=20)]
+    assert not _marks(score(early, stored, DeviationParams(), window=(start, start + pd.Timedelta(hours=1))))
+    stalled = hour[hour["bucket_start"] <= start + pd.Timedelta(minutes=9)]
+    assert not _marks(score(stalled, stored, DeviationParams(), window=(start, start + pd.Timedelta(hours=1))))
+
+
+def test_a_silence_opens_one_case_that_resolves_when_the_series_is_back(tmp_path):
+    scored = _hour_by_hour(_fleet(), range(48))
+    with CaseStore(f"sqlite:///{tmp_path}/cases.sqlite") as store:
+        observe_scored(store, scored)
+        cases = [c for c in store.list_cases() if c.device_id == "dev-2"]
+    silent_at = T0 + pd.Timedelta(minutes=SILENT - 1 + 15)
+    opened = [c for c in cases if abs(c.incident_start - silent_at) <= timedelta(minutes=1)]
+    assert len(opened) == 1, [(c.incident_start, c.status) for c in cases]
+    case = opened[0]
+    assert case.evidence["actual_values"] == [[silent_at.isoformat(), None]]  # no reading: a silence
+    assert case.evidence["expected_lo"] is None and case.severity == "info"
+    assert case.status == "resolved"  # back, in band, for half an hour before the day ended
+
+
+def test_a_new_series_is_not_called_silent_before_a_day_of_its_pauses_is_known():
+    joined = _fleet()
+    first_day = joined[joined["bucket_start"] < T0 + pd.Timedelta(days=1)].copy()
+    dev2 = first_day["device_id"] == "dev-2"
+    gap = (first_day["bucket_start"] >= T0 + pd.Timedelta(hours=10)) & (
+        first_day["bucket_start"] < T0 + pd.Timedelta(hours=11)
+    )
+    quiet_first_day = first_day[~(dev2 & gap)]
+    assert not _marks(score(quiet_first_day, None, DeviationParams(), window=(T0, T0 + pd.Timedelta(days=1))))
