@@ -121,3 +121,70 @@ def test_a_new_series_is_not_called_silent_before_a_day_of_its_pauses_is_known()
     )
     quiet_first_day = first_day[~(dev2 & gap)]
     assert not _marks(score(quiet_first_day, None, DeviationParams(), window=(T0, T0 + pd.Timedelta(days=1))))
+
+
+def test_the_deviations_asset_opens_a_case_for_a_silent_device(tmp_path):
+    """Through the hourly asset: day 1 as one run (a backfill), then day 2's hours one by one; the
+    silence is marked in the hour it became one, and re-running that hour changes nothing."""
+    import pyarrow as pa
+    from dagster import materialize
+    from deltalake import DeltaTable, write_deltalake
+
+    from assets.ops.deviations import DEVIATIONS_TABLE, FORECASTS_TABLE, deviations
+    from iot_lake.lake import Lake
+    from resources.cases import CasesResource
+    from resources.lake import LakeResource
+
+    lake = Lake(str(tmp_path / "lake"))
+    minutes = _fleet()
+    curated = minutes[["device_id", "metric", "site_id", "bucket_start", "mean"]].assign(
+        event_date=minutes["bucket_start"].dt.date
+    )
+    write_deltalake(
+        lake.uri("curated/telemetry_1min"),
+        pa.Table.from_pandas(curated, preserve_index=False),
+        partition_by=["event_date"],
+    )
+    buckets = pd.date_range(T0, periods=2 * DAY // 5, freq="5min")
+    forecasts = pd.concat(
+        pd.DataFrame(
+            {
+                "device_id": device,
+                "metric": "power",
+                "bucket_start": buckets,
+                "yhat": 50.0,
+                "lo_80": 49.3,
+                "hi_80": 50.7,
+                "lo_95": 49.0,
+                "hi_95": 51.0,
+                "origin": T0 - pd.Timedelta(hours=1),
+                "model_version": "v1",
+                "origin_date": (T0 - pd.Timedelta(hours=1)).date(),
+            }
+        )
+        for device in ("dev-1", "dev-2")
+    )
+    write_deltalake(
+        lake.uri(FORECASTS_TABLE), pa.Table.from_pandas(forecasts, preserve_index=False), partition_by=["origin_date"]
+    )
+    db = tmp_path / "cases.sqlite"
+    resources = {"lake": LakeResource(root=lake.url), "cases": CasesResource(url=f"sqlite:///{db}", lake_root=lake.url)}
+    key = "%Y-%m-%d-%H:%M"
+    day1 = {
+        "dagster/asset_partition_range_start": T0.strftime(key),
+        "dagster/asset_partition_range_end": (T0 + pd.Timedelta(hours=23)).strftime(key),
+    }
+    assert materialize([deviations], resources=resources, tags=day1).success
+    for h in range(24, 24 + 16):
+        materialize([deviations], partition_key=(T0 + pd.Timedelta(hours=h)).strftime(key), resources=resources)
+    silent_at = T0 + pd.Timedelta(minutes=SILENT - 1 + 15)
+    table = DeltaTable(lake.path(DEVIATIONS_TABLE)).to_pandas()
+    assert _marks(table) == [("dev-2", silent_at)]
+    with CaseStore(f"sqlite:///{db}") as store:
+        opened = [c for c in store.list_cases() if c.incident_start == silent_at]
+    assert [(c.device_id, c.evidence["actual_values"]) for c in opened] == [("dev-2", [[silent_at.isoformat(), None]])]
+    # The hour it was marked in, again: the same rows, the same case.
+    materialize([deviations], partition_key=silent_at.floor("h").strftime(key), resources=resources)
+    assert _marks(DeltaTable(lake.path(DEVIATIONS_TABLE)).to_pandas()) == [("dev-2", silent_at)]
+    with CaseStore(f"sqlite:///{db}") as store:
+        assert [c.case_key for c in store.list_cases() if c.incident_start == silent_at] == [opened[0].case_key]
