@@ -471,8 +471,10 @@ def silences(
     start, end = (pd.Timestamp(w).timestamp() for w in window)
     # The data's clock: a series is silent at the end only if others reported after it stopped.
     clock = min(end, epoch_seconds(frame["bucket_start"]).max() + 60.0)
-    new = {key: epoch_seconds(rows["bucket_start"]) for key, rows in frame.groupby(KEY)}
-    sites = dict(zip(zip(frame["device_id"], frame["metric"]), frame["site_id"]))
+    seconds = epoch_seconds(frame["bucket_start"])
+    new = {key: seconds[index] for key, index in frame.groupby(KEY).indices.items()}
+    last = frame.drop_duplicates(KEY, keep="last")
+    sites = dict(zip(zip(last["device_id"], last["metric"]), last["site_id"]))
     rows = []
     for key in sorted(set(new) | set(past)):
         stored = past.get(key)

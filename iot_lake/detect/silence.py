@@ -67,10 +67,9 @@ def silence_marks(
     marked = sorted(marks)
     pauses, found = Pauses(history), []
     first, last = float(times[0]), float(times[-1])
-    nexts = times[1:].tolist() + ([clock] if clock > last else [])
-    for a, b in zip(times.tolist(), nexts):
-        if b - a <= MINUTE:
-            continue
+    ends = np.append(times, clock) if clock > last else np.asarray(times, float)
+    paused = np.nonzero(np.diff(ends) > MINUTE)[0]  # consecutive minutes are most of a series
+    for a, b in zip(ends[paused].tolist(), ends[paused + 1].tolist()):
         known = any(a < m < b for m in marked)  # marked when an earlier hour was scored
         mark = math.inf
         if a - first >= DAY:  # a day of the series seen: its pauses are known
