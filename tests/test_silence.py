@@ -188,3 +188,19 @@ def test_the_deviations_asset_opens_a_case_for_a_silent_device(tmp_path):
     assert _marks(DeltaTable(lake.path(DEVIATIONS_TABLE)).to_pandas()) == [("dev-2", silent_at)]
     with CaseStore(f"sqlite:///{db}") as store:
         assert [c.case_key for c in store.list_cases() if c.incident_start == silent_at] == [opened[0].case_key]
+
+
+def test_an_hourly_series_is_silent_after_twice_its_cadence_not_after_a_quarter_hour():
+    from iot_lake.detect.silence import silence_marks
+
+    hours = np.arange(0, 72 * 3600, 3600.0)  # three days of hourly readings
+    rule = dict(after=900.0, factor=2.0, history=600000.0)
+    end = hours[-1] + 3600
+    assert silence_marks(hours, [], 0.0, end, end, **rule) == []
+    gappy = hours[(hours < 48 * 3600) | (hours >= 52 * 3600)]  # nothing from 48:00 to 52:00
+    assert silence_marks(gappy, [], 0.0, end, end, **rule) == [47 * 3600 + 2 * 3600]
+    # A gap marked already (when an earlier hour was scored) is not marked again, and it is no
+    # ordinary pause: the next 4-hour gap is a silence too.
+    assert silence_marks(gappy, [49 * 3600.0], 0.0, end, end, **rule) == []
+    twice = gappy[(gappy < 60 * 3600) | (gappy >= 64 * 3600)]
+    assert silence_marks(twice, [49 * 3600.0], 0.0, end, end, **rule) == [61 * 3600]
