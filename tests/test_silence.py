@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iot_lake.cases.store import CaseStore
 from iot_lake.detect.deviations import DeviationParams, observe_scored, score
@@ -204,3 +206,29 @@ def test_an_hourly_series_is_silent_after_twice_its_cadence_not_after_a_quarter_
     assert silence_marks(gappy, [49 * 3600.0], 0.0, end, end, **rule) == []
     twice = gappy[(gappy < 60 * 3600) | (gappy >= 64 * 3600)]
     assert silence_marks(twice, [49 * 3600.0], 0.0, end, end, **rule) == [61 * 3600]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    gaps=st.lists(
+        st.tuples(st.integers(0, 3 * DAY - 1), st.integers(2, 240)),  # (minute it starts, minutes long)
+        max_size=12,
+    )
+)
+def test_marks_found_hour_by_hour_are_the_marks_of_one_pass(gaps):
+    """Whatever the pauses, scoring hour by hour (the past replayed, earlier marks known, the clock at
+    each hour's end) marks the same minutes as one pass over the three days."""
+    from iot_lake.detect.silence import silence_marks
+
+    keep = np.ones(3 * DAY, bool)
+    for at, long in gaps:
+        keep[at : at + long] = False
+    times = np.flatnonzero(keep) * 60.0
+    rule = dict(after=900.0, factor=2.0, history=600000.0)
+    end = 3 * DAY * 60.0
+    one_pass = silence_marks(times, [], 0.0, end, end, **rule)
+    found: list[float] = []
+    for h in range(72):
+        start, stop = h * 3600.0, (h + 1) * 3600.0
+        found += silence_marks(times[times < stop], list(found), start, stop, stop, **rule)
+    assert found == one_pass
