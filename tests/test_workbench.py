@@ -14,9 +14,10 @@ import requests
 import uvicorn
 
 from benchmarks.dagster_dev import free_port
-from iot_lake.cases.model import RESOLVED
+from iot_lake.cases.model import RESOLVED, Deviation
 from iot_lake.cases.store import CaseStore
 from tests.api_helpers import make_app
+from tests.cases_helpers import T0
 from tests.unavailable import assert_skipped_locally_and_failed_in_ci, chromium_binary
 
 
@@ -98,6 +99,24 @@ def test_an_operator_signs_in_sees_the_cases_and_resolves_one(site, page):
         assert store.get(key).status == RESOLVED
         assert store.history(key)[-1].actor == "api:operator-person"
         assert store.history(key)[-1].note == "sensor replaced"
+    assert errors == []
+
+
+def test_a_silent_sensors_case_shows_when_it_fell_silent_not_a_reading(site, page):
+    base, url, keys, tokens = site
+    silent = Deviation("dev-003", "power", "site-1", T0, None, None, None, 0.0, True)  # iot_lake.detect.silence
+    with CaseStore(url) as store:
+        store.observe(silent)
+        key = next(c.case_key for c in store.list_cases() if c.device_id == "dev-003")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{base}/workbench")
+    page.fill("#api-key", tokens["read"])
+    page.click("#sign-in")
+    page.click(f"#cases tbody tr[data-key='{key}']")
+    chart = page.locator("#evidence-chart")
+    chart.wait_for()
+    assert chart.locator("line.silence").count() == 1 and chart.locator("circle.evidence").count() == 0
     assert errors == []
 
 

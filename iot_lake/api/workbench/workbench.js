@@ -178,7 +178,13 @@ function drawChart(evidence, series) {
     svg.append(element("polyline", { class: "score", points: scores, fill: "none", stroke: "#c27a00" }));
   }
   for (const [t, v] of evidencePoints) {
-    svg.append(element("circle", { class: "evidence", cx: x(t), cy: y(v), r: 3.5, fill: "#d11f3a" }));
+    if (v === null) {
+      // A silent sensor's mark has no reading: a line at the minute it fell silent, not a point at 0.
+      const line = { x1: x(t), x2: x(t), y1: top, y2: height - bottom, stroke: "#d11f3a" };
+      svg.append(element("line", { ...line, class: "silence", "stroke-dasharray": "2 2" }));
+    } else {
+      svg.append(element("circle", { class: "evidence", cx: x(t), cy: y(v), r: 3.5, fill: "#d11f3a" }));
+    }
   }
   axes(svg, { width, height, left, right, top, bottom, lo, hi, from, to });
   $("chart").replaceChildren(svg);
