@@ -457,19 +457,23 @@ def _open_dashboard(
     page.on("response", chart_data)
     try:
         print(f"dashboard {slug}: {charts} charts in {open_dashboard(page, url, slug, charts):.1f} s")
+        titles = dict(
+            page.eval_on_selector_all(CHART, "els => els.map(e => [e.dataset.testChartId, e.dataset.testChartName])")
+        )
+        # A chart can be on the page before its data has answered (CI at load 5-7 once collected the
+        # native filter's answer and seven charts'): wait for each chart's own answer.
+        deadline = time.monotonic() + 30
+        while data is not None and not titles.keys() <= _answered(answers) and time.monotonic() < deadline:
+            page.wait_for_timeout(250)
     finally:
         page.remove_listener("response", chart_data)
     page.screenshot(path=ARTIFACTS / f"dashboard-{slug}.png", full_page=True)
     # One answer per chart, and one per native filter (its values come through the same endpoint).
     assert len(answers) >= charts and {a.status for a in answers} == {200}, [(a.url, a.status) for a in answers]
     if data is not None:
-        titles = dict(
-            page.eval_on_selector_all(CHART, "els => els.map(e => [e.dataset.testChartId, e.dataset.testChartName])")
-        )
         for answer in answers:
-            form_data = json.loads(parse_qs(urlparse(answer.url).query).get("form_data", ["{}"])[0])
-            if str(form_data.get("slice_id")) in titles:
-                data[titles[str(form_data["slice_id"])]] = answer.json()["result"][0]["data"]
+            if _slice_id(answer) in titles:
+                data[titles[_slice_id(answer)]] = answer.json()["result"][0]["data"]
     texts = page.eval_on_selector_all(CHART, "els => els.map(e => [e.dataset.testChartName, e.innerText])")
     for title, text in texts:
         # the title aside: the data quality dashboard's failed-checks charts are named so
@@ -479,6 +483,16 @@ def _open_dashboard(
     while not numbers <= (shown := _big_numbers(page)).keys() and time.monotonic() < deadline:
         page.wait_for_timeout(250)
     return shown
+
+
+def _slice_id(answer) -> str:
+    form_data = json.loads(parse_qs(urlparse(answer.url).query).get("form_data", ["{}"])[0])
+    return str(form_data.get("slice_id"))
+
+
+def _answered(answers: list) -> set[str]:
+    """The chart ids whose data request has answered."""
+    return {_slice_id(a) for a in answers}
 
 
 def _big_numbers(page) -> dict[str, float]:
