@@ -191,7 +191,8 @@ class SeriesScorer:
     def update(self, t: float, actual: float, band: tuple | None) -> tuple[float, bool]:
         """(score in [0, 1], anomalous?) of the minute at t (seconds), then learn from it."""
         s = self.scorer.assess(t, actual, band)
-        if self.stuck.follow(t, actual):  # at the alert level: whatever its residual, it is not a reading
+        stuck = self.stuck.follow(t, actual)
+        if stuck:  # at the alert level: whatever its residual, it is not a reading
             s = max(s, self.alert)
         outside = band is not None and not (band[1] <= actual <= band[2])
         surprise = self.scorer.surprise_value
@@ -200,7 +201,7 @@ class SeriesScorer:
             self._peak = max(self._peak, surprise)
             self._remember(t, surprise)
             self._ended = t
-        elif self.stuck.stuck or (self._between_incidents(t, s, surprise, outside) and not self._echo()):
+        elif stuck or (self._between_incidents(t, s, surprise, outside) and not self._echo()):
             self._start(t, surprise)
         self.scorer.learn(BAND if self.in_incident or self._in_repeat else ())
         return s, self.in_incident
@@ -456,7 +457,7 @@ def score(
     )[COLUMNS]
     if window is None or params.silent_after <= 0:
         return scored
-    marks = silences(frame, past, window, params)
+    marks = silences(frame, {key: times[index] for key, index in groups.items()}, past, window, params)
     if not len(marks):
         return scored
     same_types = {c: scored[c].dtype for c in ("ts", "forecast_origin", "model_version", "site_id")}
@@ -464,15 +465,18 @@ def score(
 
 
 def silences(
-    frame: pd.DataFrame, past: Mapping[tuple, pd.DataFrame], window: tuple, params: DeviationParams
+    frame: pd.DataFrame,
+    new: Mapping[tuple, np.ndarray],
+    past: Mapping[tuple, pd.DataFrame],
+    window: tuple,
+    params: DeviationParams,
 ) -> pd.DataFrame:
     """One anomalous row without an actual (COLUMNS) at each minute of ``window`` at which a series of
-    ``frame`` (joined minutes) or ``past`` (stored rows by series) became silent (iot_lake.detect.silence)."""
+    ``frame`` (joined minutes; ``new``: their times in seconds by series, as ``score`` has them) or
+    ``past`` (stored rows by series) became silent (iot_lake.detect.silence)."""
     start, end = (pd.Timestamp(w).timestamp() for w in window)
     # The data's clock: a series is silent at the end only if others reported after it stopped.
-    clock = min(end, epoch_seconds(frame["bucket_start"]).max() + 60.0)
-    seconds = epoch_seconds(frame["bucket_start"])
-    new = {key: seconds[index] for key, index in frame.groupby(KEY).indices.items()}
+    clock = min(end, max((t.max() for t in new.values()), default=start - 60.0) + 60.0)
     last = frame.drop_duplicates(KEY, keep="last")
     sites = dict(zip(zip(last["device_id"], last["metric"]), last["site_id"]))
     rows = []
