@@ -17,6 +17,7 @@ from iot_lake.lake import Lake
 from iot_lake.simulate.runner import anomalies_key
 from resources.cases import CasesResource
 from resources.lake import LakeResource
+from tests.deviation_helpers import DAY_MIN, incident_starts, scored_day_by_day
 
 START = datetime(2026, 11, 20, 8, tzinfo=UTC)
 SIGMA = 0.5
@@ -138,7 +139,6 @@ def test_one_case_per_incident_and_reruns_change_nothing(run):
     assert lake.exists("cases/feedback") or lake.exists("cases/cases")
 
 
-DAY_MIN = 1440
 T0 = pd.Timestamp("2026-11-20", tz="UTC")
 
 
@@ -198,12 +198,6 @@ def _score_day2(values, yhat, half, params=DeviationParams(), normal=None):
     return score(joined.iloc[DAY_MIN:], day1, params, normal=normal), day1
 
 
-def _incidents(flags: np.ndarray) -> np.ndarray:
-    """Start positions of runs of flagged minutes."""
-    f = np.asarray(flags, bool)
-    return np.nonzero(f & ~np.r_[False, f[:-1]])[0]
-
-
 FORECASTS = {
     "good": {},
     "narrow": {"width": 0.5},
@@ -228,16 +222,16 @@ def test_real_anomalies_are_found_against_imperfect_forecasts(kind, forecast):
     # and hardly anything else: at most two false incidents on the rest of the day (one per day is typical)
     elsewhere = flags.copy()
     elsewhere[at : at + LONG + 120] = False  # the return to normal is a change too
-    assert len(_incidents(elsewhere)) <= 2
+    assert len(incident_starts(elsewhere)) <= 2
 
 
 @pytest.mark.parametrize("forecast", list(FORECASTS))
-def test_normal_days_raise_few_false_incidents(forecast):
+def test_normal_days_raise_few_falseincident_starts(forecast):
     """The same days without an anomaly (the tests above could pass by flagging everything)."""
     for seed in (1, 2):
         values, yhat, half = _day_pair(seed, **FORECASTS[forecast])
         scored, _ = _score_day2(values, yhat, half)
-        assert len(_incidents(scored["is_anomalous"].to_numpy())) <= 2
+        assert len(incident_starts(scored["is_anomalous"].to_numpy())) <= 2
         assert scored["score"].between(0, 1).all()
 
 
@@ -410,7 +404,7 @@ def test_minutes_before_the_first_forecast_are_scored_by_the_series_own_channels
     flagged = scored["is_anomalous"].to_numpy()
     assert flagged[DAY_MIN - 300 : DAY_MIN - 240].any()  # found without a forecast
     assert scored["expected"].iloc[:DAY_MIN].isna().all() and scored["residual"].iloc[:DAY_MIN].isna().all()
-    assert len(_incidents(flagged)) <= 3
+    assert len(incident_starts(flagged)) <= 3
 
 
 def test_scoring_on_worker_processes_gives_the_serial_rows(monkeypatch):
@@ -462,8 +456,8 @@ def test_a_forecast_no_better_than_the_series_own_level_is_not_heard():
         half = np.full(n, 1.96 * SIGMA * np.sqrt(2))  # the band the noise alone would justify
         scorer, flags = _scorer_run(values, yhat, half, DeviationParams())
         assert not scorer.scorer.band_skilled
-        gated += len(_incidents(flags[2 * DAY_MIN :]))
-        ungated += len(_incidents(_scorer_run(values, yhat, half, deaf)[1][2 * DAY_MIN :]))
+        gated += len(incident_starts(flags[2 * DAY_MIN :]))
+        ungated += len(incident_starts(_scorer_run(values, yhat, half, deaf)[1][2 * DAY_MIN :]))
     assert ungated >= 8 and gated <= ungated / 2, (gated, ungated)
     values, yhat, half = _day_pair(0)
     assert _scorer_run(values, yhat, half, DeviationParams())[0].scorer.band_skilled
@@ -491,7 +485,7 @@ def _nightly(days: int, seed: int = 5, big_on: int | None = None, other_time_on:
 
 def _incident_days(flags: np.ndarray, lo: int, hi: int) -> list[int]:
     """The days with an incident starting between minutes lo and hi of the day."""
-    return sorted({int(i // DAY_MIN) for i in _incidents(flags) if lo <= i % DAY_MIN < hi})
+    return sorted({int(i // DAY_MIN) for i in incident_starts(flags) if lo <= i % DAY_MIN < hi})
 
 
 def test_an_excursion_every_night_at_the_same_time_is_one_case_not_one_a_night():
@@ -511,12 +505,7 @@ def test_an_excursion_every_night_at_the_same_time_is_one_case_not_one_a_night()
 
 
 def _day_by_day(joined: pd.DataFrame, params: DeviationParams) -> np.ndarray:
-    """Flags of each day scored after replaying the days before (the asset's way)."""
-    scored = None
-    for day in range(len(joined) // DAY_MIN):
-        rows = score(joined.iloc[day * DAY_MIN : (day + 1) * DAY_MIN], scored, params)
-        scored = rows if scored is None else pd.concat([scored, rows], ignore_index=True)
-    return scored["is_anomalous"].to_numpy()
+    return scored_day_by_day(joined, params)["is_anomalous"].to_numpy()
 
 
 def test_recurrences_are_judged_the_same_when_each_day_is_scored_alone():
@@ -576,7 +565,7 @@ def _saturday_incidents(values, yhat, half, params: DeviationParams) -> np.ndarr
     start = pd.Timestamp("2026-11-15", tz="UTC").timestamp()  # a Sunday
     for i, (x, e, h) in enumerate(zip(values.tolist(), yhat.tolist(), half.tolist())):
         flags.append(scorer.update(start + 60 * i, x, (e, e - h, e + h))[1])
-    starts = _incidents(np.array(flags))
+    starts = incident_starts(np.array(flags))
     return starts[starts >= SATURDAY] - SATURDAY
 
 
@@ -654,7 +643,7 @@ def test_an_incident_is_not_opened_again_the_next_day_at_the_same_hour(forecast)
             joined = _shifted_days(seed, sigmas, forecast)
             flags = score(joined, None)["is_anomalous"].to_numpy()
             np.testing.assert_array_equal(_day_by_day(joined, DeviationParams()), flags)
-            starts = _incidents(flags)
+            starts = incident_starts(flags)
             assert any(ECHO_AT <= s < ECHO_AT + ECHO_LONG + 60 for s in starts), (seed, sigmas, starts)
             assert not _next_day(starts), (seed, sigmas, starts)
     echoes = 0
@@ -662,8 +651,8 @@ def test_an_incident_is_not_opened_again_the_next_day_at_the_same_hour(forecast)
         for sigmas in (6, 8):
             joined = _shifted_days(seed, sigmas, forecast)
             deaf = score(joined, None, DeviationParams(echo_ordinary=0.0))["is_anomalous"].to_numpy()
-            echoes += bool(_next_day(_incidents(deaf)))
-            found = [s for s in _incidents(score(joined, None)["is_anomalous"].to_numpy()) if s >= ECHO_AT]
+            echoes += bool(_next_day(incident_starts(deaf)))
+            found = [s for s in incident_starts(score(joined, None)["is_anomalous"].to_numpy()) if s >= ECHO_AT]
             assert found[0] < ECHO_AT + 20, (seed, sigmas, found)  # found as soon as without the rule
     assert echoes >= 5  # without the rule, the shift comes back the next day
 
@@ -676,8 +665,8 @@ def test_a_day_unlike_both_days_before_is_not_an_echo():
         values, _, _ = _week(seed)
         nan = np.full(len(values), np.nan)
         joined = _joined(values, nan, nan, start=pd.Timestamp("2026-11-15", tz="UTC"))
-        with_rule = _incidents(score(joined, None)["is_anomalous"].to_numpy()) - SATURDAY
-        without = _incidents(score(joined, None, DeviationParams(echo_ordinary=0.0))["is_anomalous"].to_numpy())
+        with_rule = incident_starts(score(joined, None)["is_anomalous"].to_numpy()) - SATURDAY
+        without = incident_starts(score(joined, None, DeviationParams(echo_ordinary=0.0))["is_anomalous"].to_numpy())
         saturday = [s for s in without - SATURDAY if s >= 0]
         assert _near_the_changes(np.array(saturday)) >= 2, (seed, saturday)
         assert set(saturday) <= set(with_rule), (seed, with_rule, saturday)

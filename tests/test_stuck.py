@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from iot_lake.detect.deviations import DeviationParams, score
+from tests.deviation_helpers import incident_starts, scored_day_by_day
 
 T0 = pd.Timestamp("2026-11-20", tz="UTC")
 DAY = 1440
@@ -39,20 +40,6 @@ def _joined(values: np.ndarray, forecast: str) -> pd.DataFrame:
     return frame
 
 
-def _by_day(joined: pd.DataFrame, params: DeviationParams, normal: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each day scored after replaying the days before, as the hourly asset does."""
-    scored = None
-    for day in range(len(joined) // DAY):
-        rows = score(joined.iloc[day * DAY : (day + 1) * DAY], scored, params, normal=normal)
-        scored = rows if scored is None else pd.concat([scored, rows], ignore_index=True)
-    return scored
-
-
-def _starts(flags) -> np.ndarray:
-    f = np.asarray(flags, bool)
-    return np.nonzero(f & ~np.r_[False, f[:-1]])[0]
-
-
 def _stuck(values: np.ndarray, at: int = STUCK_AT, held: int = HELD) -> np.ndarray:
     v = values.copy()
     v[at : at + held] = v[at]
@@ -62,13 +49,13 @@ def _stuck(values: np.ndarray, at: int = STUCK_AT, held: int = HELD) -> np.ndarr
 @pytest.mark.parametrize("forecast", ["none", "poor"])
 def test_a_value_held_mid_range_opens_a_case_within_the_hour_and_idling_at_the_floor_does_not(forecast):
     values = _stuck(_machine(5, seed=1))
-    flags = _by_day(_joined(values, forecast), DeviationParams())["is_anomalous"].to_numpy()
-    starts = _starts(flags)
+    flags = scored_day_by_day(_joined(values, forecast), DeviationParams())["is_anomalous"].to_numpy()
+    starts = incident_starts(flags)
     found = starts[(starts >= STUCK_AT) & (starts < STUCK_AT + HELD)]
     assert len(found) == 1 and found[0] - STUCK_AT <= 31, starts  # half an hour held, then a case
     assert flags[found[0] : STUCK_AT + HELD].all()  # on until the value moves again
     # The rule is what finds it: the residual channels see a value inside the load's jitter.
-    deaf = _by_day(_joined(values, forecast), DeviationParams(stuck_after=0))["is_anomalous"].to_numpy()
+    deaf = scored_day_by_day(_joined(values, forecast), DeviationParams(stuck_after=0))["is_anomalous"].to_numpy()
     assert not deaf[STUCK_AT : STUCK_AT + HELD].any()
     # And it finds nothing else: the nightly idling at the floor is 8 hours of one value every night.
     # (The case goes on while the first minutes after the hold are out of band: the same case.)
@@ -78,14 +65,14 @@ def test_a_value_held_mid_range_opens_a_case_within_the_hour_and_idling_at_the_f
 
 def test_a_coarse_sensor_repeats_values_without_a_case_until_it_holds_one_twice_as_long():
     values = _machine(5, seed=2, quantum=1.0)  # 40 +- 0.5 rounded to whole units: mostly 39, 40, 41
-    plain = _by_day(_joined(values, "none"), DeviationParams())
-    deaf = _by_day(_joined(values, "none"), DeviationParams(stuck_after=0))
+    plain = scored_day_by_day(_joined(values, "none"), DeviationParams())
+    deaf = scored_day_by_day(_joined(values, "none"), DeviationParams(stuck_after=0))
     # Runs of 40 of several minutes are the sensor's normal: the rule adds nothing on normal days.
     np.testing.assert_array_equal(plain["is_anomalous"].to_numpy(), deaf["is_anomalous"].to_numpy())
     held = _stuck(values, at=STUCK_AT, held=120)
     held[STUCK_AT : STUCK_AT + 120] = 40.0
-    flags = _by_day(_joined(held, "none"), DeviationParams())["is_anomalous"].to_numpy()
-    found = _starts(flags[STUCK_AT : STUCK_AT + 120])
+    flags = scored_day_by_day(_joined(held, "none"), DeviationParams())["is_anomalous"].to_numpy()
+    found = incident_starts(flags[STUCK_AT : STUCK_AT + 120])
     assert len(found) == 1 and 30 <= found[0] <= 60, found
 
 
@@ -93,7 +80,7 @@ def test_a_stuck_case_is_the_same_when_each_day_is_scored_alone():
     joined = _joined(_stuck(_machine(5, seed=3)), "poor")
     one_pass = score(joined, None, DeviationParams())["is_anomalous"].to_numpy()
     assert one_pass[STUCK_AT + 40]
-    np.testing.assert_array_equal(_by_day(joined, DeviationParams())["is_anomalous"].to_numpy(), one_pass)
+    np.testing.assert_array_equal(scored_day_by_day(joined, DeviationParams())["is_anomalous"].to_numpy(), one_pass)
 
 
 def test_a_hold_an_operator_marked_normal_is_learnt_as_the_sensors_own():
@@ -104,7 +91,7 @@ def test_a_hold_an_operator_marked_normal_is_learnt_as_the_sensors_own():
     values = _stuck(_stuck(values, first, 60), again, 60)
     values[again : again + 60] = values[first]  # the same setpoint
     joined = _joined(values, "none")
-    plain = _by_day(joined, DeviationParams())["is_anomalous"].to_numpy()
+    plain = scored_day_by_day(joined, DeviationParams())["is_anomalous"].to_numpy()
     assert plain[first + 40] and plain[again + 40]  # unmarked: a case each day
     marked = pd.DataFrame(
         {
@@ -114,5 +101,5 @@ def test_a_hold_an_operator_marked_normal_is_learnt_as_the_sensors_own():
             "end": [T0 + pd.Timedelta(minutes=first + 60)],
         }
     )
-    fed_back = _by_day(joined, DeviationParams(), normal=marked)["is_anomalous"].to_numpy()
+    fed_back = scored_day_by_day(joined, DeviationParams(), normal=marked)["is_anomalous"].to_numpy()
     assert not fed_back[again : again + 60].any()
