@@ -127,3 +127,19 @@ def test_a_config_reply_that_does_not_parse_is_asked_again_and_an_execution_is_n
     assert "config failed: SparkConnectGrpcException" in with_default, with_default
     assert 'details = "Exception deserializing response!"' in with_default, with_default
     assert "timestamp type" not in with_default, with_default
+
+
+def test_python_stages_get_a_task_per_core_on_embedded_sail_and_per_input_on_spark(monkeypatch):
+    """Sail runs Python UDFs in its own process under one interpreter lock: more tasks than cores only
+    queue (and each adds its start-up); Spark's Python workers are processes across executors."""
+    from iot_lake.spark.session import python_partitions
+
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    monkeypatch.delenv("IOT_LAKE_SPARK", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert [python_partitions(n) for n in (0, 1, 2, 2016)] == [1, 1, 2, 2]
+    monkeypatch.setenv("IOT_LAKE_SPARK", "classic")
+    assert [python_partitions(n) for n in (0, 1, 20, 2016)] == [1, 1, 20, 64]
+    monkeypatch.delenv("IOT_LAKE_SPARK")
+    monkeypatch.setenv("SPARK_REMOTE", "sc://spark.example:15002")  # a remote server: its executors
+    assert python_partitions(2016) == 64

@@ -15,7 +15,7 @@ past periods. All the days of a run are one pass:
    reason that names the column. Drift never fails the run.
 2. Validation with the telemetry record rules (iot_lake.curated.records.parse_reading: ids against
    the registry snapshot of the extract day, units to canonical, physical ranges, timestamps),
-   in mapInArrow, one task per part: typical rows column-wise, the rest one by one.
+   in mapInArrow (a task per part on Spark, per core on Sail): typical rows column-wise, the rest one by one.
 3. A valid reading becomes one curated row: event_ts = recorded_at, message_id =
    historian:<device>:<metric>:<epoch seconds>, ingested_at = loaded_at, source_object = its part.
 4. Dedupe on (device, metric, recorded_at), the latest load winning, within the run and against
@@ -61,7 +61,7 @@ from iot_lake.curated.telemetry_job import CURATED_COLUMNS, CURATED_TELEMETRY, l
 from iot_lake.curated.typical import RegistryIndex
 from iot_lake.lake import Lake, latest_registry_day
 from iot_lake.sources.readings import READINGS_SCHEMA, readings_manifest_key
-from iot_lake.spark.session import spark_session
+from iot_lake.spark.session import python_partitions, spark_session
 from iot_lake.spark.tables import TABLE_FORMATS, ddl, open_table, staged
 
 ASSET_KEY = "curated/historical_readings"
@@ -447,7 +447,7 @@ def curate_days(
     parsed = None
     if parts:
         keys = sorted(parts)
-        keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(max(1, min(len(keys), 64)))
+        keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(python_partitions(len(keys)))
         parsed = keys_df.mapInArrow(validate_parts(lake.url, storage_options or {}, parts, registries), PARSED_DDL)
         parsed = staged(spark, parsed, lake.uri(f"{staging}/parsed"))
         _curate_parsed(spark, lake, parsed, parts, reports, run, staging, table_format)

@@ -2,14 +2,15 @@
 
     python -m iot_lake.curated.telemetry_job --lake ROOT --hour 2026-11-20T05:00:00+00:00 [--hour ...]
 
-The hours of a run are curated in batches (plan_batches): consecutive hours that share a registry
-snapshot, up to MAX_BATCH_HOURS hours and MAX_BATCH_LINES lines. A batch is one pass:
+The hours of a run are curated in batches (plan_batches): consecutive hours, up to MAX_BATCH_HOURS
+hours and MAX_BATCH_LINES lines. A batch is one pass:
 
 1. Take exactly the objects the landing inventories of its hours listed.
-2. Read and parse them in Python inside Spark (mapInArrow, one task per object), with
-   iot_lake.curated.records deciding what is valid: the same verdicts on every engine, and a
-   truncated object still yields the lines before its cut. Each object's landing hour comes from
-   its key (for the clock-skew rule, the reports and the quarantine).
+2. Read and parse them in Python inside Spark (mapInArrow: a task per object on Spark, per core
+   on Sail), with iot_lake.curated.records deciding what is valid: the same verdicts on every
+   engine, and a truncated object still yields the lines before its cut. Each object's landing hour comes from
+   its key (for the clock-skew rule, the reports and the quarantine), and its day picks the
+   registry snapshot it is validated against (a batch may span snapshots).
 3. Valid records: deduplicate on (device_id, metric, event_ts, message_id) within the batch and
    against the table, then MERGE the new ones into curated/telemetry, partitioned by event_date, so
    late records land in their event-time partition. A later copy of a message whose payload
@@ -33,8 +34,9 @@ import argparse
 import json
 import operator
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import reduce
 
 import numpy as np
@@ -60,7 +62,7 @@ from iot_lake.sources.telemetry import (
     iter_blocks,
     long_line_length,
 )
-from iot_lake.spark.session import spark_session
+from iot_lake.spark.session import python_partitions, spark_session
 from iot_lake.spark.tables import TABLE_FORMATS, ddl, open_table
 from iot_lake.spark.tables import staged as _staged
 
@@ -77,10 +79,11 @@ ROW_ID = ("source_object", "line_number")  # a landed line's identity
 LATE_AFTER = timedelta(minutes=10)
 # The first delivery of a natural key is kept: its first ingestion, then object and line.
 FIRST_BY = ("ingested_at", "source_object", "line_number")
-# A batch's bounds. A day of hours shares a registry snapshot and turns ~25 hours' fixed Spark and
-# Delta costs into one; the line budget keeps a batch's staging and shuffles to a few hours of a
-# large fleet (an hour over the budget is still a batch of its own).
-MAX_BATCH_HOURS = 24
+# A batch's bounds. A batch turns its hours' fixed Spark and Delta costs (a few seconds per pass,
+# whatever its size) into one: a week of a small fleet is one pass. The line budget keeps a batch's
+# staging and shuffles to a few hours of a large fleet (an hour over the budget is still a batch of
+# its own).
+MAX_BATCH_HOURS = 24 * 7
 MAX_BATCH_LINES = 2_000_000
 
 PARSED = pa.schema(
@@ -142,20 +145,38 @@ def load_registry(lake: Lake, day) -> Registry:
     return Registry.from_rows(registry_rows(lake, snapshot, "devices"), registry_rows(lake, snapshot, "device_metrics"))
 
 
-def parse_objects(lake_root: str, storage_options: dict, registry: Registry):
+def load_registries(lake: Lake, days) -> dict:
+    """Each landing day -> the registry snapshot it is validated against (``load_registry``), each
+    snapshot loaded once."""
+    loaded, out = {}, {}
+    for day in sorted(set(days)):
+        snapshot = latest_registry_day(lake, day)
+        if snapshot not in loaded:
+            loaded[snapshot] = load_registry(lake, day)  # fails for a day before any snapshot
+        out[day] = loaded[snapshot]
+    return out
+
+
+def parse_objects(lake_root: str, storage_options: dict, registries: Mapping[date, Registry]):
     """A mapInArrow function: batches of object keys in, parsed rows out.
 
     A block of lines at a time: typical lines are validated column-wise (curated.typical), the
     rest one by one with parse_line, which alone words the rejections. Each object's landing hour
-    is that of its key (a batch spans hours): it judges the clock of lines without ingested_at.
+    is that of its key (a batch spans hours, days too): it judges the clock of lines without
+    ingested_at, and its day picks the registry snapshot the lines are validated against
+    (``registries``: landing day -> snapshot), as a run of that hour alone would.
     """
 
     def run(batches):
         lake = Lake(lake_root, storage_options)
-        index = RegistryIndex.of(registry)
+        indexes: dict[int, RegistryIndex] = {}  # id(registry) -> its index: days share snapshots
         for batch in batches:
             for key in batch.column("key").to_pylist():
                 landing_hour = telemetry_hour_of_key(key)
+                registry = registries[landing_hour.date()]
+                if id(registry) not in indexes:
+                    indexes[id(registry)] = RegistryIndex.of(registry)
+                index = indexes[id(registry)]
                 origin = {
                     "source_object": key,
                     "landing_hour": landing_hour,
@@ -400,25 +421,16 @@ def _lines(inventory: dict) -> int:
 def plan_batches(
     lake: Lake, hours: list[datetime], max_hours: int = MAX_BATCH_HOURS, max_lines: int = MAX_BATCH_LINES
 ) -> list[list[datetime]]:
-    """The hours in order, cut into batches that curate_batch takes: runs of consecutive hours with
-    the same registry snapshot (in practice a UTC day), at most ``max_hours`` hours and, unless one
-    hour alone exceeds it, ``max_lines`` landed lines each."""
-    snapshots: dict = {}  # UTC date -> its registry snapshot day (a listing each)
+    """The hours in order, cut into batches that curate_batch takes: runs of consecutive hours, at
+    most ``max_hours`` hours and, unless one hour alone exceeds it, ``max_lines`` landed lines each.
+    A batch may span registry snapshots: each object is validated against its own day's."""
     batches: list[list[datetime]] = []
-    batch_snapshot, batch_lines = None, 0
+    batch_lines = 0
     for hour in sorted(hours):
-        day = hour.date()
-        if day not in snapshots:
-            snapshots[day] = latest_registry_day(lake, day)
         lines = _lines(read_inventory(lake, hour))
-        if (
-            not batches
-            or snapshots[day] != batch_snapshot
-            or len(batches[-1]) >= max_hours
-            or batch_lines + lines > max_lines
-        ):
+        if not batches or len(batches[-1]) >= max_hours or batch_lines + lines > max_lines:
             batches.append([])
-            batch_snapshot, batch_lines = snapshots[day], 0
+            batch_lines = 0
         batches[-1].append(hour)
         batch_lines += lines
     return batches
@@ -442,8 +454,9 @@ def _hour_id(column: str):
 def curate_batch(
     spark, lake: Lake, hours: list[datetime], storage_options: dict | None = None, table_format: str = "delta"
 ) -> list[CurateReport]:
-    """Curate landing hours that share a registry snapshot in one pass; one report per hour, the
-    same as curating them one by one in order would give (tests/test_curated_batches.py).
+    """Curate landing hours in one pass; one report per hour, the same as curating them one by one
+    in order would give (tests/test_curated_batches.py), each hour validated against its own day's
+    registry snapshot.
 
     A key first seen in an earlier hour of the batch is, for a later hour, a duplicate of an
     existing row, as it would be once that earlier hour had been curated: the kept copy of a key is
@@ -462,9 +475,7 @@ def curate_batch(
     landed = [hour for hour in hours if inventories[hour]["objects"]]
     if not landed:
         return list(reports.values())
-    if len({latest_registry_day(lake, day) for day in {hour.date() for hour in landed}}) > 1:
-        raise ValueError("the hours of a batch must share a registry snapshot: cut them with plan_batches")
-    registry = load_registry(lake, landed[0].date())
+    registries = load_registries(lake, [hour.date() for hour in landed])
     # Rows are assigned to their hour by their object's key; an inventory lists its hour's keys.
     if strays := [
         k for hour in landed for k in inventories[hour]["objects"] if telemetry_hour_of_key(k["key"]) != hour
@@ -476,8 +487,8 @@ def curate_batch(
 
     # Parse once into a staging table; every later step reads it instead of re-parsing.
     staging = f"curated/_staging/telemetry/{landed[0]:%Y%m%dT%H}-{landed[-1]:%Y%m%dT%H}"
-    keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(max(1, min(len(keys), 64)))
-    parsed = keys_df.mapInArrow(parse_objects(lake.url, storage_options or {}, registry), PARSED_DDL)
+    keys_df = spark.createDataFrame([(k,) for k in keys], "key string").repartition(python_partitions(len(keys)))
+    parsed = keys_df.mapInArrow(parse_objects(lake.url, storage_options or {}, registries), PARSED_DDL)
     parsed = _staged(spark, parsed, lake.uri(f"{staging}/parsed"))
     by_id = {int(hour.timestamp()): reports[hour] for hour in landed}
 

@@ -61,6 +61,23 @@ def _connected(spark):
     return _utc(spark)
 
 
+def _embedded_sail() -> bool:
+    """Whether ``spark_session`` starts Sail in this process (the local default)."""
+    return not os.environ.get("SPARK_REMOTE") and os.environ.get("IOT_LAKE_SPARK", "sail") != "classic"
+
+
+def python_partitions(inputs: int, most: int = 64) -> int:
+    """Partitions for a Python stage (mapInArrow) over ``inputs`` independent inputs (objects, parts).
+
+    Spark runs Python in worker processes on its executors: one task per input, up to ``most``.
+    Embedded Sail runs it inside its own process, under one interpreter lock: partitions beyond the
+    cores wait for it and each adds its start-up. The main job's week (2,016 objects, 810k lines)
+    parsed in 28 s as 64 partitions, 18 s as 8, 12 s as 4 or 1 and 8 s as 2, on 2 cores.
+    """
+    slots = (os.cpu_count() or 1) if _embedded_sail() else most
+    return max(1, min(inputs, slots))
+
+
 @contextmanager
 def spark_session(app_name: str = "iot-lake") -> Iterator[object]:
     from pyspark.sql import SparkSession
@@ -69,7 +86,7 @@ def spark_session(app_name: str = "iot-lake") -> Iterator[object]:
     if remote:
         yield _connected(SparkSession.builder.remote(remote).getOrCreate())
         return
-    if os.environ.get("IOT_LAKE_SPARK", "sail") == "classic":
+    if not _embedded_sail():  # IOT_LAKE_SPARK=classic
         spark = SparkSession.builder.appName(app_name).getOrCreate()
         try:
             yield _utc(spark)
