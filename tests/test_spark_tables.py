@@ -28,6 +28,11 @@ def test_create_insert_new_upsert_and_replace(tmp_path, spark, table_format):
 
     table.upsert(spark.createDataFrame([(1, "A", "x"), (6, "f", "z")], SCHEMA), on=("part", "k"))
     assert rows() == [(1, "A", "x"), (2, "b", "x"), (3, "c", "y"), (4, None, "y"), (5, "e", "y"), (6, "f", "z")]
+    # No row matches (a first load into new partitions): inserted, the rest untouched; then one does.
+    table.upsert(spark.createDataFrame([(8, "h", "w")], SCHEMA), on=("part", "k"), partitions=())
+    table.upsert(spark.createDataFrame([(8, "H", "w"), (9, "i", "w")], SCHEMA), on=("part", "k"))
+    assert rows()[-3:] == [(6, "f", "z"), (8, "H", "w"), (9, "i", "w")] and len(rows()) == 8
+    table.delete_matching(spark.createDataFrame([(8, None, "w"), (9, None, "w")], SCHEMA), on=("part", "k"))
 
     # Row 4's predicate is NULL: it is not in the slice and stays.
     table.replace(spark.createDataFrame([(7, "g", "y")], SCHEMA), where="v IN ('c', 'e', 'g')")
