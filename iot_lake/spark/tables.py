@@ -57,20 +57,7 @@ class SparkDeltaTable(_Table):
 
     def upsert(self, df, on: Sequence[str], partitions: Sequence[date | str] = ()) -> None:
         """Rows of ``df`` replace the table's rows with the same ``on`` columns; the others are inserted."""
-        # Sail's MERGE with an update clause costs several times an insert-only one even when no row
-        # matches (a week of 1-minute buckets into new partitions: 11.5 s against 2.0 s), and a first
-        # load or a backfill into new partitions matches none: then only the insert clause runs.
-        # (A row written by a concurrent run in between is then kept, not replaced: prod runs the
-        # lake's writers one at a time, lib/pools.py.)
-        update = "WHEN MATCHED THEN UPDATE SET * " if self._matches_any(df, on, partitions) else ""
-        self._merge(df, on, update + "WHEN NOT MATCHED THEN INSERT *", partitions)
-
-    def _matches_any(self, df, on: Sequence[str], partitions: Sequence[date | str] = ()) -> bool:
-        """Whether any row of the table (in ``partitions``, if given) has the ``on`` values of a row of ``df``."""
-        table = self.read()
-        if partitions and self.partition_by:
-            table = table.where(f"{self.partition_by} IN ({_date_literals(partitions)})")
-        return table.join(df.select(*on), list(on), "left_semi").limit(1).count() > 0
+        self._merge(df, on, "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *", partitions)
 
     def merge_newer(self, df, on: Sequence[str], newer: str) -> None:
         """Like ``upsert``, but a row of ``df`` replaces a matching row only where the SQL predicate
@@ -96,14 +83,12 @@ class SparkDeltaTable(_Table):
             # A literal on the table's side: the engine matches against those partitions' files only.
             # Joined on the partition column alone, it read every file of the table, so an hour's
             # MERGE grew with the history (benchmarks/growth).
-            condition += f" AND t.{self.partition_by} IN ({_date_literals(partitions)})"
+            days = ", ".join(
+                f"date'{date.fromisoformat(str(d)):%Y-%m-%d}'" for d in sorted({str(d) for d in partitions})
+            )
+            condition += f" AND t.{self.partition_by} IN ({days})"
         path = self.uri.replace("`", "``")
         self.spark.sql(f"MERGE INTO delta.`{path}` t USING {view} s ON {condition} {clauses}").collect()
-
-
-def _date_literals(partitions: Sequence[date | str]) -> str:
-    """SQL date literals of the partitions (dates or ISO strings), sorted and distinct."""
-    return ", ".join(f"date'{date.fromisoformat(str(d)):%Y-%m-%d}'" for d in sorted({str(d) for d in partitions}))
 
 
 class SparkParquetTable(_Table):
