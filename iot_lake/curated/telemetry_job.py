@@ -8,9 +8,9 @@ hours and MAX_BATCH_LINES lines. A batch is one pass:
 1. Take exactly the objects the landing inventories of its hours listed.
 2. Read and parse them in Python inside Spark (mapInArrow: a task per object on Spark, per core
    on Sail), with iot_lake.curated.records deciding what is valid: the same verdicts on every
-   engine, and a truncated object still yields the lines before its cut. Each object's landing hour comes from
-   its key (for the clock-skew rule, the reports and the quarantine), and its day picks the
-   registry snapshot it is validated against (a batch may span snapshots).
+   engine, and a truncated object still yields the lines before its cut. Each object's landing
+   hour comes from its key (for the clock-skew rule, the reports and the quarantine), and its day
+   picks the registry snapshot it is validated against (a batch may span snapshots).
 3. Valid records: deduplicate on (device_id, metric, event_ts, message_id) within the batch and
    against the table, then MERGE the new ones into curated/telemetry, partitioned by event_date, so
    late records land in their event-time partition. A later copy of a message whose payload
@@ -145,7 +145,7 @@ def load_registry(lake: Lake, day) -> Registry:
     return Registry.from_rows(registry_rows(lake, snapshot, "devices"), registry_rows(lake, snapshot, "device_metrics"))
 
 
-def load_registries(lake: Lake, days) -> dict:
+def load_registries(lake: Lake, days) -> dict[date, Registry]:
     """Each landing day -> the registry snapshot it is validated against (``load_registry``), each
     snapshot loaded once."""
     loaded, out = {}, {}
@@ -157,15 +157,17 @@ def load_registries(lake: Lake, days) -> dict:
     return out
 
 
-def parse_objects(lake_root: str, storage_options: dict, registries: Mapping[date, Registry]):
+def parse_objects(lake_root: str, storage_options: dict, registries: Registry | Mapping[date, Registry]):
     """A mapInArrow function: batches of object keys in, parsed rows out.
 
     A block of lines at a time: typical lines are validated column-wise (curated.typical), the
     rest one by one with parse_line, which alone words the rejections. Each object's landing hour
     is that of its key (a batch spans hours, days too): it judges the clock of lines without
     ingested_at, and its day picks the registry snapshot the lines are validated against
-    (``registries``: landing day -> snapshot), as a run of that hour alone would.
+    (``registries``: landing day -> snapshot, or one snapshot for every day), as a run of that
+    hour alone would.
     """
+    single = registries if isinstance(registries, Registry) else None
 
     def run(batches):
         lake = Lake(lake_root, storage_options)
@@ -173,7 +175,7 @@ def parse_objects(lake_root: str, storage_options: dict, registries: Mapping[dat
         for batch in batches:
             for key in batch.column("key").to_pylist():
                 landing_hour = telemetry_hour_of_key(key)
-                registry = registries[landing_hour.date()]
+                registry = single or registries[landing_hour.date()]
                 if id(registry) not in indexes:
                     indexes[id(registry)] = RegistryIndex.of(registry)
                 index = indexes[id(registry)]
