@@ -133,17 +133,13 @@ def _tables(lake: Lake) -> dict[str, list[tuple]]:
     return out
 
 
-def _same(a, b) -> bool:
+def assert_same_tables(actual: dict, expected: dict) -> None:
     # Exactly, floats too: an aggregate's mean and stddev are summed over sorted values, so other
     # files and batches give the same bits (iot_lake.curated.aggregates). NaN is no float here.
-    return a == b
-
-
-def assert_same_tables(actual: dict, expected: dict) -> None:
     for key in TABLES:
         assert len(actual[key]) == len(expected[key]) > 0, key
         for x, y in zip(actual[key], expected[key]):
-            assert all(map(_same, x, y)), f"{key}:\n {x}\n {y}"
+            assert x == y, f"{key}:\n {x}\n {y}"
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ past periods. All the days of a run are one pass:
    reason that names the column. Drift never fails the run.
 2. Validation with the telemetry record rules (iot_lake.curated.records.parse_reading: ids against
    the registry snapshot of the extract day, units to canonical, physical ranges, timestamps),
-   in mapInArrow (a task per part on Spark, per core on Sail): typical rows column-wise, the rest one by one.
+   in mapInArrow (a task per part on Spark, per core on Sail): typical rows column-wise, the
+   rest one by one.
 3. A valid reading becomes one curated row: event_ts = recorded_at, message_id =
    historian:<device>:<metric>:<epoch seconds>, ingested_at = loaded_at, source_object = its part.
 4. Dedupe on (device, metric, recorded_at), the latest load winning, within the run and against
