@@ -13,13 +13,8 @@ from datetime import timedelta
 
 from deltalake import DeltaTable
 
-from iot_lake.curated.telemetry_job import (
-    CURATED_TELEMETRY,
-    QUARANTINE_TELEMETRY,
-    curate_batch,
-    curate_hour,
-    load_registry,
-)
+from iot_lake.curated.registries import load_registry
+from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY, curate_batch, curate_hour
 from iot_lake.lake import Lake, telemetry_hour_prefix
 from iot_lake.sources.telemetry import land_inventory
 from tests.conftest import START, land_faulty_hours

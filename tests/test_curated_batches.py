@@ -33,12 +33,8 @@ from deltalake import DeltaTable
 
 from iot_lake.curated.aggregates import AGGREGATE_TABLES
 from iot_lake.curated.records import Record, parse_line
-from iot_lake.curated.telemetry_job import (
-    CURATED_TELEMETRY,
-    QUARANTINE_TELEMETRY,
-    load_registry,
-    plan_batches,
-)
+from iot_lake.curated.registries import load_registry
+from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY, plan_batches
 from iot_lake.lake import Lake, registry_key, registry_rows, telemetry_hour_prefix
 from iot_lake.sources.telemetry import inventory_key, iter_lines, land_inventory
 from tests.conftest import START, land_faulty_hours

@@ -18,7 +18,8 @@ from iot_lake.curated.aggregates import AGGREGATE_TABLES, refresh_aggregates
 from iot_lake.curated.history_job import QUARANTINE_HISTORIAN, curate_days, validate_part
 from iot_lake.curated.precedence import HISTORIAN_SOURCE, PERIOD_SECONDS
 from iot_lake.curated.records import Record, parse_reading
-from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_batch, load_registry
+from iot_lake.curated.registries import load_registry
+from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_batch
 from iot_lake.curated.typical import RegistryIndex
 from iot_lake.lake import Lake
 from iot_lake.simulate.historian import seed_historian

@@ -13,7 +13,8 @@ from deltalake import DeltaTable
 
 from iot_lake.curated.object_counts import OBJECT_COUNTS
 from iot_lake.curated.records import Record, parse_line
-from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY, curate_hour, load_registry
+from iot_lake.curated.registries import load_registry
+from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY, curate_hour
 from iot_lake.lake import TELEMETRY_PREFIX, telemetry_hour_of_key
 from iot_lake.sources.telemetry import UnreadableObject, iter_lines, land_inventory
 from tests.conftest import HOURS, START, simulate

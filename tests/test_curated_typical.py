@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from iot_lake.curated.records import Record, parse_line
-from iot_lake.curated.telemetry_job import PARSED, load_registry, parse_objects
+from iot_lake.curated.registries import load_registry
+from iot_lake.curated.telemetry_job import PARSED, parse_objects
 from iot_lake.curated.typical import RegistryIndex, parse_typical
 from iot_lake.lake import TELEMETRY_PREFIX, telemetry_hour_of_key
 from iot_lake.sources.telemetry import UnreadableObject, block_lines, iter_lines

@@ -35,7 +35,8 @@ from deltalake import DeltaTable
 from iot_lake import aws
 from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggregates
 from iot_lake.curated.records import CLOCK_TOLERANCE, MAX_LATENESS, Record, parse_line
-from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY, curate_hour, load_registry
+from iot_lake.curated.registries import load_registry
+from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY, curate_hour
 from iot_lake.lake import (
     TELEMETRY_PREFIX,
     WEATHER_PREFIX,

@@ -22,7 +22,8 @@ from deltalake import DeltaTable
 
 from iot_lake.cli import main
 from iot_lake.curated.records import Record, parse_line
-from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_hour, load_registry
+from iot_lake.curated.registries import load_registry
+from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_hour
 from iot_lake.curated.typical import RegistryIndex, parse_typical
 from iot_lake.fleet import METRICS
 from iot_lake.lake import TELEMETRY_PREFIX, Lake, telemetry_hour_of_key

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from iot_lake.curated import telemetry_job
 from iot_lake.curated.records import REASONS, Record, Registry, Rejection, parse_line
-from iot_lake.curated.telemetry_job import PARSED, QUARANTINE_TELEMETRY, curate_hour, load_registry, parse_objects
+from iot_lake.curated.registries import load_registry
+from iot_lake.curated.telemetry_job import PARSED, QUARANTINE_TELEMETRY, curate_hour, parse_objects
 from iot_lake.lake import Lake, ObjectInfo, telemetry_hour_prefix
 from iot_lake.sources import telemetry, weather
 from iot_lake.sources.telemetry import (

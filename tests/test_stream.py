@@ -23,7 +23,8 @@ from iot_lake.cases.schema import case_history, outbox
 from iot_lake.cases.store import CaseStore
 from iot_lake.curated.aggregates import refresh_aggregates
 from iot_lake.curated.records import Record, parse_line
-from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_batch, load_registry
+from iot_lake.curated.registries import load_registry
+from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, curate_batch
 from iot_lake.lake import Lake, telemetry_hour_prefix
 from iot_lake.simulate.deliveries import SimConfig
 from iot_lake.simulate.historian import seed_historian

@@ -58,9 +58,10 @@ from iot_lake.curated.precedence import (
     with_period,
 )
 from iot_lake.curated.records import CLOCK_TOLERANCE, MAX_HISTORY_AGE, Record, Registry, parse_reading
-from iot_lake.curated.telemetry_job import CURATED_COLUMNS, CURATED_TELEMETRY, load_registry, quarantine_rate
+from iot_lake.curated.registries import RegistrySnapshots
+from iot_lake.curated.telemetry_job import CURATED_COLUMNS, CURATED_TELEMETRY, quarantine_rate
 from iot_lake.curated.typical import RegistryIndex
-from iot_lake.lake import Lake, latest_registry_day
+from iot_lake.lake import Lake
 from iot_lake.sources.readings import READINGS_SCHEMA, readings_manifest_key
 from iot_lake.spark.session import python_partitions, spark_session
 from iot_lake.spark.tables import TABLE_FORMATS, ddl, open_table, staged
@@ -319,26 +320,24 @@ def validate_part(table: pa.Table, registry: Registry, index: RegistryIndex, ext
         yield pa.RecordBatch.from_pylist(rows, schema=PARSED)
 
 
-def validate_parts(lake_root: str, storage_options: dict, parts: dict[str, dict], registries: dict[str, Registry]):
+def validate_parts(lake_root: str, storage_options: dict, parts: dict[str, dict], registries: RegistrySnapshots):
     """A mapInArrow function: batches of part keys in, PARSED rows out. ``parts``: key ->
-    {landing_date, snapshot, extracted_at}; ``registries``: snapshot day -> Registry."""
+    {landing_date, extracted_at}; ``registries``: the snapshots of the landing days."""
 
     def run(batches):
         lake = Lake(lake_root, storage_options)
-        indexes = {day: RegistryIndex.of(registry) for day, registry in registries.items()}
+        lookup = registries.lookup()
         for batch in batches:
             for key in batch.column("key").to_pylist():
                 part = parts[key]
                 origin = {"source_object": key, "landing_date": part["landing_date"], "first_row": 1}
                 extracted_at = datetime.fromisoformat(part["extracted_at"])
+                registry, index = lookup(part["landing_date"])
                 try:
                     with lake.open(key) as f:
                         for chunk in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS):
                             table = pa.Table.from_batches([chunk])
-                            snapshot = part["snapshot"]
-                            yield from validate_part(
-                                table, registries[snapshot], indexes[snapshot], extracted_at, origin
-                            )
+                            yield from validate_part(table, registry, index, extracted_at, origin)
                             origin["first_row"] += table.num_rows
                 except Exception as exc:  # noqa: BLE001 - an unreadable part is a verdict, not a failed run
                     yield pa.RecordBatch.from_pylist(
@@ -430,16 +429,13 @@ def curate_days(
         day: HistoryReport(day=day.isoformat(), files=len(m["files"]), rows_in_manifest=m["rows"])
         for day, m in manifests.items()
     }
-    parts = {}
-    registries: dict[str, Registry] = {}
-    for day, m in manifests.items():
-        if not m["files"]:
-            continue
-        snapshot = latest_registry_day(lake, day)
-        if snapshot is None or snapshot.isoformat() not in registries:
-            registries[str(snapshot)] = load_registry(lake, day)  # raises without a registry
-        for key in m["files"]:
-            parts[key] = {"landing_date": day, "snapshot": str(snapshot), "extracted_at": m["extracted_at"]}
+    parts = {
+        key: {"landing_date": day, "extracted_at": m["extracted_at"]}
+        for day, m in manifests.items()
+        for key in m["files"]
+    }
+    # Raises for a day with readings but no registry landed on or before it.
+    registries = RegistrySnapshots.load(lake, {part["landing_date"] for part in parts.values()})
     drift = landed_drift(lake, list(parts))
     for key in drift:
         reports[parts[key]["landing_date"]].drifted_files += 1

@@ -34,9 +34,8 @@ import argparse
 import json
 import operator
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import reduce
 
 import numpy as np
@@ -48,9 +47,10 @@ from iot_lake.curated.aggregates import AGGREGATE_TABLES, GRAINS, refresh_aggreg
 from iot_lake.curated.object_counts import count_objects
 from iot_lake.curated.precedence import PERIOD_KEY, displace_historian, historian_dates, with_period
 from iot_lake.curated.records import Record, Registry, Rejection, parse_line
+from iot_lake.curated.registries import RegistrySnapshots, one_registry
 from iot_lake.curated.state import DEVICE_STATE, refresh_state
 from iot_lake.curated.typical import RegistryIndex, parse_typical
-from iot_lake.lake import Lake, latest_registry_day, registry_rows, telemetry_hour_of_key
+from iot_lake.lake import Lake, telemetry_hour_of_key
 from iot_lake.sources.telemetry import (
     LONG_LINE_MARKER,
     MAX_LINE_BYTES,
@@ -137,48 +137,24 @@ QUARANTINE_COLUMNS = [
 ]
 
 
-def load_registry(lake: Lake, day) -> Registry:
-    """The newest registry snapshot landed on or before ``day``."""
-    snapshot = latest_registry_day(lake, day)
-    if snapshot is None:
-        raise RuntimeError(f"no device registry landed on or before {day}: materialize landing/device_registry first")
-    return Registry.from_rows(registry_rows(lake, snapshot, "devices"), registry_rows(lake, snapshot, "device_metrics"))
-
-
-def load_registries(lake: Lake, days) -> dict[date, Registry]:
-    """Each landing day -> the registry snapshot it is validated against (``load_registry``), each
-    snapshot loaded once."""
-    loaded, out = {}, {}
-    for day in sorted(set(days)):
-        snapshot = latest_registry_day(lake, day)
-        if snapshot not in loaded:
-            loaded[snapshot] = load_registry(lake, day)  # fails for a day before any snapshot
-        out[day] = loaded[snapshot]
-    return out
-
-
-def parse_objects(lake_root: str, storage_options: dict, registries: Registry | Mapping[date, Registry]):
+def parse_objects(lake_root: str, storage_options: dict, registries: Registry | RegistrySnapshots):
     """A mapInArrow function: batches of object keys in, parsed rows out.
 
     A block of lines at a time: typical lines are validated column-wise (curated.typical), the
     rest one by one with parse_line, which alone words the rejections. Each object's landing hour
     is that of its key (a batch spans hours, days too): it judges the clock of lines without
     ingested_at, and its day picks the registry snapshot the lines are validated against
-    (``registries``: landing day -> snapshot, or one snapshot for every day), as a run of that
-    hour alone would.
+    (``registries``: the snapshots of the landing days, or one snapshot for every day), as a run
+    of that hour alone would.
     """
-    single = registries if isinstance(registries, Registry) else None
 
     def run(batches):
         lake = Lake(lake_root, storage_options)
-        indexes: dict[int, RegistryIndex] = {}  # id(registry) -> its index: days share snapshots
+        lookup = one_registry(registries) if isinstance(registries, Registry) else registries.lookup()
         for batch in batches:
             for key in batch.column("key").to_pylist():
                 landing_hour = telemetry_hour_of_key(key)
-                registry = single or registries[landing_hour.date()]
-                if id(registry) not in indexes:
-                    indexes[id(registry)] = RegistryIndex.of(registry)
-                index = indexes[id(registry)]
+                registry, index = lookup(landing_hour.date())
                 origin = {
                     "source_object": key,
                     "landing_hour": landing_hour,
@@ -477,7 +453,7 @@ def curate_batch(
     landed = [hour for hour in hours if inventories[hour]["objects"]]
     if not landed:
         return list(reports.values())
-    registries = load_registries(lake, [hour.date() for hour in landed])
+    registries = RegistrySnapshots.load(lake, [hour.date() for hour in landed])
     # Rows are assigned to their hour by their object's key; an inventory lists its hour's keys.
     if strays := [
         k for hour in landed for k in inventories[hour]["objects"] if telemetry_hour_of_key(k["key"]) != hour

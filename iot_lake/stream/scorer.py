@@ -42,7 +42,8 @@ import pyarrow.dataset as ds
 from iot_lake.cases.model import utcnow
 from iot_lake.cases.outbox import deliver_pending
 from iot_lake.cases.store import CaseStore
-from iot_lake.curated.telemetry_job import FIRST_BY, MESSAGE_KEY, load_registry
+from iot_lake.curated.registries import load_registry
+from iot_lake.curated.telemetry_job import FIRST_BY, MESSAGE_KEY
 from iot_lake.detect.deviations import (
     KEY,
     DeviationParams,
