@@ -6,12 +6,21 @@ from datetime import timedelta
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetCheckSeverity, AssetKey, DagsterInstance, asset, materialize
+from deltalake import DeltaTable
 
 from assets.curated.daily import curated_features
-from assets.curated.quality import aggregate_expectations, quality_checks, run_suite, telemetry_expectations
+from assets.curated.quality import (
+    aggregate_expectations,
+    quality_checks,
+    read_delta,
+    run_suite,
+    telemetry_expectations,
+)
 from assets.curated.telemetry import curated_telemetry
 from assets.landing.telemetry import landing_telemetry
 from assets.partitions import daily_partitions
@@ -129,6 +138,21 @@ def test_suites_pass_on_what_the_hourly_job_writes(landed):
         evaluation = evaluations[(key, "gx_suite")]
         assert evaluation.passed, evaluation.metadata["results"].value
         assert evaluation.metadata["rows_validated"].value > 0
+    # The telemetry suite reads only the columns it checks, yet every curated row of the hour's objects.
+    curated = DeltaTable(landed.path(CURATED_TELEMETRY)).to_pyarrow_table()
+    assert evaluations[("curated/telemetry", "gx_suite")].metadata["rows_validated"].value == curated.num_rows
+    one = curated["source_object"][0].as_py()
+    dates = sorted({d.as_py() for d in curated["event_date"]})
+    rows = read_delta(
+        _resources(landed)["lake"],
+        CURATED_TELEMETRY,
+        "event_date",
+        dates,
+        ds.field("source_object") == one,
+        columns=["device_id", "value"],
+    )
+    assert list(rows.columns) == ["device_id", "value"]
+    assert len(rows) == pc.sum(pc.equal(curated["source_object"], one)).as_py() > 0
 
 
 def test_a_failing_blocking_suite_stops_downstream_assets(landed, spark):
