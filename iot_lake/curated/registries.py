@@ -21,7 +21,11 @@ Lookup = Callable[[date], tuple[Registry, RegistryIndex]]
 
 def load_registry(lake: Lake, day: date) -> Registry:
     """The newest registry snapshot landed on or before ``day``."""
-    snapshot = latest_registry_day(lake, day)
+    return _read_snapshot(lake, day, latest_registry_day(lake, day))
+
+
+def _read_snapshot(lake: Lake, day: date, snapshot: date | None) -> Registry:
+    """The Registry of ``snapshot``, the one ``day`` is validated against (None: none landed yet)."""
     if snapshot is None:
         raise RuntimeError(f"no device registry landed on or before {day}: materialize landing/device_registry first")
     return Registry.from_rows(registry_rows(lake, snapshot, "devices"), registry_rows(lake, snapshot, "device_metrics"))
@@ -41,7 +45,7 @@ class RegistrySnapshots:
         for day in sorted(set(days)):
             snapshot = latest_registry_day(lake, day)
             if snapshot not in registries:
-                registries[snapshot] = load_registry(lake, day)
+                registries[snapshot] = _read_snapshot(lake, day, snapshot)
             snapshot_of[day] = snapshot
         return cls(snapshot_of, registries)
 
