@@ -158,16 +158,43 @@ def test_the_main_job_seeds_and_builds_the_two_weeks_its_first_training_reads(tm
     from datetime import UTC, datetime
 
     from assets.ml.forecast import TRAINING_DAYS as WINDOW
-    from jobs.main import historian_days, partitions_to_run
+    from jobs.main import historian_days, partitions_to_run, warm_start
 
     start = datetime(2026, 12, 5, tzinfo=UTC)  # a Saturday
-    for telemetry_days in (6, 3, 10, 20):
+    for telemetry_days, warm_days in ((6, 0), (6, 1), (3, 2), (10, 1), (20, 0)):
         first = start - timedelta(days=telemetry_days)
-        seeded = first - timedelta(days=historian_days(telemetry_days))
-        window = [(start - timedelta(days=n)).date() for n in range(1, WINDOW + 1)]
+        forecast_from = warm_start(first, start, warm_days)
+        assert forecast_from == start - timedelta(days=warm_days)
+        seeded = first - timedelta(days=historian_days(telemetry_days, warm_days))
+        # the first training (the night before the first forecast day) reads the two weeks before it
+        window = [(forecast_from - timedelta(days=n)).date() for n in range(1, WINDOW + 1)]
         assert seeded.date() <= window[-1]  # the history reaches the window's first day
         assert set(Counter(d.weekday() for d in window).values()) == {2}  # every weekday twice
-        plan = dict(partitions_to_run(Lake(str(tmp_path)), first, start, start + timedelta(days=1)))
-        features = plan["features_daily_job"]
+        plan = partitions_to_run(Lake(str(tmp_path)), first, start, start + timedelta(days=1), None, forecast_from)
+        jobs = dict(plan)
+        features = jobs["features_daily_job"]
         assert features[0] == min(window[-1], first.date()).isoformat() and features[-1] == start.date().isoformat()
-        assert plan["historian_extract_job"][0] == first.date().isoformat()  # the extract starts with telemetry
+        assert jobs["historian_extract_job"][0] == first.date().isoformat()  # the extract starts with telemetry
+        # each forecast day: the nightly training on the days before it, then its hours' forecasts
+        forecast_days = [(forecast_from + timedelta(days=n)).date() for n in range(warm_days + 1)]
+        trainings = [keys for job, keys in plan if job == "forecast_training_job"]
+        assert trainings == [[(d - timedelta(days=1)).isoformat()] for d in forecast_days]
+        refreshes = [keys for job, keys in plan if job == "forecast_refresh_job"]
+        assert [(r[0], len(r)) for r in refreshes] == [
+            ((forecast_from + timedelta(days=n, hours=-1)).strftime("%Y-%m-%d-%H:%M"), 24) for n in range(warm_days + 1)
+        ]
+
+
+def test_the_forecasts_begin_after_the_first_day_of_telemetry_whatever_warm_days_asks(tmp_path):
+    """A training needs a curated day before the day it forecasts: with one day of history (the
+    real-data benchmark) the scored day stays the first day of forecasts."""
+    from datetime import UTC, datetime
+
+    from jobs.main import partitions_to_run, warm_start
+
+    start = datetime(2026, 12, 5, tzinfo=UTC)
+    assert warm_start(start - timedelta(days=1), start, 1) == start
+    assert warm_start(start - timedelta(days=3), start, 5) == start - timedelta(days=2)
+    assert warm_start(start - timedelta(days=6), start, 0) == start
+    with pytest.raises(ValueError, match="forecasts must begin within"):
+        partitions_to_run(Lake(str(tmp_path)), start - timedelta(days=1), start, start, None, start - timedelta(days=2))
