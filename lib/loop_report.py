@@ -164,9 +164,12 @@ def closing_table(
         if c["method"] != "lightgbm" and c.get("method_reason"):
             model += f"\n{c['method_reason']}"
         for name, why in c["skipped"].items():
-            # the current champion is not trained again, only backtested against the candidates
-            not_done = "not backtested" if name == "champion" else "not trained"
-            if name == c["method"]:  # it did train, on the later origins
+            # the previous champion is not trained again, only backtested against the candidates, and
+            # only at origins after its own data: from the second night on, not at the earlier ones
+            not_done = "not trained"
+            if name == "champion":
+                name, not_done = "previous champion", "not backtested on the days it was fitted on"
+            elif name == c["method"]:  # it did train, on the later origins
                 not_done = "not backtested on every origin"
             model += f"\n{name} {not_done}: {why}"
         table.add_row("champion model", model)

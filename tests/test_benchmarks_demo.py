@@ -92,3 +92,23 @@ def test_a_dbt_step_is_its_nodes_time_and_the_rest_start_up():
 def test_simulate_seconds_come_from_the_closing_table():
     assert simulate_seconds("│ seconds │ simulate 12, total 250 (slowest: deviations_job 90) │") == 12.0
     assert simulate_seconds("no table") == 0.0
+
+
+def test_the_closing_table_names_the_previous_champion_that_could_not_be_backtested_on_its_own_days():
+    """From the second nightly training on, the champion trained the night before cannot be scored
+    at the origins inside its own data: that is the nightly retraining working, not a fault."""
+    from rich.console import Console
+
+    from lib.loop_report import LoopSummary, closing_table
+
+    why = "the model was fitted on data after the end of this history (at 2026-11-26T00:00:00)"
+    champion = {"method": "lightgbm", "mase": 0.3, "naive_mase": 0.4, "coverage_80": 0.8, "coverage_95": 0.95}
+    for skipped, expected in (
+        ({"champion": why}, "previous champion not backtested on the days it was fitted on: " + why),
+        ({"lightgbm": "too short"}, "lightgbm not backtested on every origin: too short"),
+        ({"seasonal_naive_weekly": "no week"}, "seasonal_naive_weekly not trained: no week"),
+    ):
+        summary = LoopSummary(champion={**champion, "skipped": skipped})
+        console = Console(width=400, record=True)
+        console.print(closing_table(summary, None, [], [], {}, 0.0, 1.0))
+        assert expected in console.export_text()
