@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.curate.run import measure
+from benchmarks.dagster_dev import instance_home
 from benchmarks.growth.lake import MEASURED, PREVIOUS, keep_inputs
 from benchmarks.results import Result, json_option, load_average, workdir_option, write
 
@@ -57,7 +58,7 @@ console = Console(stderr=True)
 
 
 def _env(lake: Path, home: Path) -> dict[str, str]:
-    home.mkdir(parents=True, exist_ok=True)
+    instance_home(home)  # the repo instance's storage
     return {"IOT_LAKE_ENV": "local", "IOT_LAKE_ROOT": str(lake), "DAGSTER_HOME": str(home)}
 
 
