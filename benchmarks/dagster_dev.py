@@ -75,19 +75,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(REPO), **extra}
 
 
-def instance_home(home: Path) -> Path:
-    """A new DAGSTER_HOME with the repo instance's storage (dagster.yaml: Dagster's SQLite storage with
-    lib/sqlite_event_log.py's event log), its files inside ``home``."""
-    import yaml
-
-    from lib.sqlite_event_log import storage_config
-
-    home.mkdir(parents=True, exist_ok=True)
-    config = {**storage_config(str(home / "storage")), "telemetry": {"enabled": False}}
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    return home
-
-
 @contextmanager
 def dagster_dev(project: Path, env: dict[str, str], log: Path, port: int | None = None) -> Iterator[int]:
     """`dagster dev` started in ``project``; yields its port and stops it (its daemon too) on exit."""

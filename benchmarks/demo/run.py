@@ -35,7 +35,7 @@ from rich.table import Table
 
 from benchmarks.curate.data import _link
 from benchmarks.curate.run import measure
-from benchmarks.dagster_dev import REPO, clean_env, instance_home
+from benchmarks.dagster_dev import REPO, clean_env
 from benchmarks.demo.breakdown import CATEGORIES, Breakdown, breakdown
 from benchmarks.results import Result, json_option, load_average, write
 
@@ -119,8 +119,8 @@ def breakdown_table(split: Breakdown) -> Table:
 def main(days: int, devices: int, history_days: int, seed: int, json_path: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="iot-lake-demo-") as tmp:
         work = Path(tmp)
-        home = instance_home(work / "home")  # the repo instance's storage, as the README's run uses
-        env = clean_env(IOT_LAKE_ROOT=str(work / "lake"), DAGSTER_HOME=str(home))
+        (work / "home").mkdir()
+        env = clean_env(IOT_LAKE_ROOT=str(work / "lake"), DAGSTER_HOME=str(work / "home"))
         with console.status(f"python -m jobs.main --days {days} --devices {devices} --seed {seed} on a fresh lake"):
             t0, started = time.perf_counter(), time.time()
             done = subprocess.run(

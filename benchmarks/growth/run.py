@@ -33,7 +33,6 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.curate.run import measure
-from benchmarks.dagster_dev import instance_home
 from benchmarks.growth.lake import MEASURED, PREVIOUS, keep_inputs
 from benchmarks.results import Result, json_option, load_average, workdir_option, write
 
@@ -58,7 +57,7 @@ console = Console(stderr=True)
 
 
 def _env(lake: Path, home: Path) -> dict[str, str]:
-    instance_home(home)  # the repo instance's storage
+    home.mkdir(parents=True, exist_ok=True)
     return {"IOT_LAKE_ENV": "local", "IOT_LAKE_ROOT": str(lake), "DAGSTER_HOME": str(home)}
 
 
