@@ -17,6 +17,9 @@ PARTITIONS_START = "2025-01-01"
 
 hourly_partitions = HourlyPartitionsDefinition(start_date=f"{PARTITIONS_START}-00:00", end_offset=1)
 daily_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START)
+# The warehouse's hourly facts: dbt rebuilds a whole UTC day per microbatch, so a partition is that
+# day, the one in progress included (its hourly runs rebuild it as its hours arrive).
+current_day_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1)
 
 
 def days_of(window: TimeWindow) -> list[date]:

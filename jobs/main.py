@@ -140,7 +140,8 @@ def partitions_to_run(
         # The warehouse last: its unpartitioned models (staging, dimensions, cases) before the hourly
         # facts that test against them (the historian's periods too), and the daily mart over both.
         ("warehouse_job", [None]),
-        ("warehouse_hourly_job", sorted(set(past) | set(hours) | set(_hours(start, end)))),
+        # The hourly facts' partitions are days (dbt rebuilds a day per microbatch): the days of those hours.
+        ("warehouse_hourly_job", sorted({h[:10] for h in set(past) | set(hours) | set(_hours(start, end))})),
         ("warehouse_daily_job", days),
     ]
     return plan

@@ -21,7 +21,7 @@ from assets.ops.check_results import CHECK_RESULTS_ASSET_KEY
 from assets.warehouse.dbt import WAREHOUSE_DAILY_SELECTION, WAREHOUSE_HOURLY_SELECTION, WAREHOUSE_MODELS_SELECTION
 from iot_lake.settings import Settings
 from lib.retries import RETRY_POLICY
-from lib.schedules import hour_that_ended
+from lib.schedules import day_of_hour_that_ended
 
 warehouse_job = define_asset_job(
     "warehouse_job",
@@ -36,7 +36,10 @@ warehouse_job = define_asset_job(
 warehouse_hourly_job = define_asset_job(
     "warehouse_hourly_job",
     selection=WAREHOUSE_HOURLY_SELECTION,
-    description="The incremental hourly warehouse facts of an hour's window (dbt): telemetry, forecasts, deviations.",
+    description=(
+        "The incremental hourly warehouse facts of a UTC day (dbt, one microbatch per day, rebuilt each hour "
+        "as the day's hours arrive): telemetry, forecasts, deviations, row accounting."
+    ),
     op_retry_policy=RETRY_POLICY,
 )
 warehouse_daily_job = define_asset_job(
@@ -56,7 +59,7 @@ def schedule_status(settings: Settings) -> DefaultScheduleStatus:
 
 def warehouse_schedules(settings: Settings) -> list[ScheduleDefinition]:
     """One run at a time per DuckDB file locally, so the three never overlap: the models at :10, the
-    hour that ended at :40 (after its forecast at :20 and deviations), the day at 01:50."""
+    day of the hour that ended at :40 (after its forecast at :20 and deviations), the day at 01:50."""
     status = schedule_status(settings)
     warehouse_schedule = ScheduleDefinition(
         job=warehouse_job,
@@ -71,10 +74,10 @@ def warehouse_schedules(settings: Settings) -> list[ScheduleDefinition]:
         cron_schedule="40 * * * *",
         execution_timezone="UTC",
         default_status=status,
-        description="The hourly facts of the hour that ended, 40 minutes past the hour.",
+        description="The hourly facts of the day of the hour that ended (that day rebuilt), 40 minutes past the hour.",
     )
     def warehouse_hourly_schedule(context: ScheduleEvaluationContext) -> RunRequest:
-        return hour_that_ended(context)
+        return day_of_hour_that_ended(context)
 
     warehouse_daily_schedule = build_schedule_from_partitioned_job(
         warehouse_daily_job,

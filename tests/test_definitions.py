@@ -117,7 +117,15 @@ def test_every_warehouse_model_is_tested_and_its_schedules_run_in_prod_only(defs
             repository_def=defs.get_repository_def(),
         )
     )
-    assert [r.partition_key for r in tick.run_requests] == ["2026-11-25-09:00"]
+    # The facts' partition is the day of the hour that ended (its hourly runs rebuild that day).
+    assert [(r.partition_key, r.run_key) for r in tick.run_requests] == [("2026-11-25", "2026-11-25-09:00")]
+    tick = hourly.evaluate_tick(
+        build_schedule_context(
+            scheduled_execution_time=datetime(2026, 11, 26, 0, 40, tzinfo=UTC),
+            repository_def=defs.get_repository_def(),
+        )
+    )
+    assert [(r.partition_key, r.run_key) for r in tick.run_requests] == [("2026-11-25", "2026-11-25-23:00")]
 
 
 def test_nightly_extract_targets_the_day_that_just_ended(defs):

@@ -44,7 +44,6 @@ from iot_lake.sources.historian import create_engine, land_readings
 from iot_lake.sources.readings import READINGS_SCHEMA
 from iot_lake.warehouse.duckdb_views import register_views
 from iot_lake.warehouse.tables import TABLES, TABLES_BY_NAME, CatalogError, table_files
-from jobs.main import RANGE_END, RANGE_START
 from resources.cases import CasesResource
 from resources.lake import LakeResource
 from resources.warehouse import WarehouseResource, event_time_args
@@ -194,7 +193,7 @@ def _build_all(lake: Lake, instance: DagsterInstance | None = None):
         materialize(
             [warehouse_hourly],
             resources=resources,
-            tags={RANGE_START: HOUR_KEYS[0], RANGE_END: HOUR_KEYS[-1]},
+            partition_key=DAY,  # the facts' partitions are days (one dbt microbatch each)
             instance=instance,
         ),
         materialize([warehouse_daily], resources=resources, partition_key=DAY, instance=instance),
@@ -322,7 +321,7 @@ def test_device_health_and_case_lifecycle_are_what_the_lake_says(lake, built):
 def test_rerunning_an_hour_gives_the_same_tables(lake, built):
     tables = ["fct_telemetry_minute", "fct_telemetry_hourly", "fct_forecast", "fct_deviation"]
     before = {t: _query(lake, f"select * from marts.{t}") for t in tables}
-    result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[1])
+    result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=DAY)
     assert result.success and all(c.passed for c in _checks(result))
     for t in tables:
         after = _query(lake, f"select * from marts.{t}")
@@ -335,10 +334,10 @@ def test_rerunning_an_hour_gives_the_same_tables(lake, built):
 
 
 def test_a_late_minute_within_the_lookback_is_picked_up_and_one_before_it_is_not(lake, built):
-    """A landing hour holds records up to 6 h late, so its partition rebuilds from the lake its UTC day
-    (the batches are daily) and the day before (`lookback` 1), and no further. Two minutes of START's
+    """A landing hour holds records up to 6 h late, so a day's partition rebuilds from the lake its UTC
+    day (one microbatch) and the day before (`lookback` 1), and no further. Two minutes of START's
     day the warehouse lacks (as if their records had landed late): the partition two days later
-    leaves them, the next day's partition at 05:00 (its lookback reaches START's day) restores both."""
+    leaves them, the next day's partition (its lookback reaches START's day) restores both."""
     minute = AssetKey(["warehouse", "fct_telemetry_minute"])
     lost = (START + timedelta(hours=2, minutes=30), START + timedelta(hours=1, minutes=30))
     path = lake.path("warehouse/iot_lake.duckdb")
@@ -357,15 +356,15 @@ def test_a_late_minute_within_the_lookback_is_picked_up_and_one_before_it_is_not
                 [device, ts.replace(tzinfo=None)],
             )
 
-    def run(hour: timedelta) -> None:
-        key = (START + hour).strftime("%Y-%m-%d-%H:%M")
+    def run(days: int) -> None:
+        key = (START + timedelta(days=days)).strftime("%Y-%m-%d")
         result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=key, selection=[minute])
         assert result.success and all(c.passed for c in _checks(result))
 
-    run(timedelta(days=2))
+    run(2)
     with duckdb.connect(path, read_only=True) as con:
         assert counts(con, device) == [0, 0]
-    run(timedelta(days=1, hours=5))
+    run(1)
     with duckdb.connect(path, read_only=True) as con:
         assert counts(con, device) == expected
 
@@ -465,14 +464,14 @@ def test_reconciliation_fails_when_the_warehouse_misses_readings(lake, built):
     result = materialize(
         [warehouse_hourly],
         resources=_resources(lake),
-        partition_key=HOUR_KEYS[2],
+        partition_key=DAY,
         selection=[AssetKey(["warehouse", "fct_telemetry_hourly"])],
         raise_on_error=False,
     )
     failed = {c.check_name for c in _checks(result) if not c.passed}
     assert any(name.startswith("reconciles_with_curated") for name in failed), failed
     # Rebuilding the hour's minutes and hours puts it right.
-    result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[2])
+    result = materialize([warehouse_hourly], resources=_resources(lake), partition_key=DAY)
     assert result.success and all(c.passed for c in _checks(result))
 
 
@@ -487,9 +486,7 @@ def test_the_historians_periods_reach_the_facts_and_reconcile_with_curated(lake,
     engine.dispose()
     assert curate_days(spark, copy, [START.date()]).reports[0].curated_new > 0
     day = START - timedelta(days=2)  # a day of history only
-    keys = [(day + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in range(24)]
-    tags = {RANGE_START: keys[0], RANGE_END: keys[-1]}
-    result = materialize([warehouse_hourly], resources=_resources(copy), tags=tags)
+    result = materialize([warehouse_hourly], resources=_resources(copy), partition_key=f"{day:%Y-%m-%d}")
     assert result.success and all(c.passed for c in _checks(result))
     hourly = _query(
         copy,
@@ -506,7 +503,7 @@ def test_the_historians_periods_reach_the_facts_and_reconcile_with_curated(lake,
     result = materialize(
         [warehouse_hourly],
         resources=_resources(copy),
-        partition_key=keys[5],
+        partition_key=f"{day:%Y-%m-%d}",
         selection=[AssetKey(["warehouse", "fct_telemetry_hourly"])],
         raise_on_error=False,
     )
@@ -625,7 +622,7 @@ def test_row_accounting_from_the_object_counts_is_what_counting_curated_gave(lak
     assert curate_hour(spark, lake, START + timedelta(hours=1)).curated_new == 0
     again = _delta(lake, OBJECT_COUNTS).drop(columns="counted_at").sort_values("source_object", ignore_index=True)
     pd.testing.assert_frame_equal(again, counts)
-    assert materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[1]).success
+    assert materialize([warehouse_hourly], resources=_resources(lake), partition_key=DAY).success
     pd.testing.assert_frame_equal(_query(lake, "select * from marts.mart_row_accounting order by landing_hour"), before)
 
     # A lake curated before the job kept counts (none yet): the mart counts curated telemetry meanwhile.
@@ -633,7 +630,7 @@ def test_row_accounting_from_the_object_counts_is_what_counting_curated_gave(lak
     aside = counts_dir.with_name("_object_counts_aside")
     counts_dir.rename(aside)
     try:
-        assert materialize([warehouse_hourly], resources=_resources(lake), partition_key=HOUR_KEYS[1]).success
+        assert materialize([warehouse_hourly], resources=_resources(lake), partition_key=DAY).success
         rebuilt = _query(lake, "select * from marts.mart_row_accounting order by landing_hour")
     finally:
         aside.rename(counts_dir)

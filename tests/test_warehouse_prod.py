@@ -346,7 +346,7 @@ def test_each_microbatch_batch_is_redshift_sql(compiled_prod):
     start, end = datetime(2026, 11, 20, 10, tzinfo=UTC), datetime(2026, 11, 20, 11, tzinfo=UTC)
     for name, node in batches.items():
         config = node["config"]
-        assert config["batch_size"] == "day", name  # hourly partitions, daily batches (fewer fixed costs)
+        assert config["batch_size"] == "day", name  # a partition per daily batch (fewer fixed costs)
         assert config["begin"].startswith(PARTITIONS_START) and config["lookback"] >= 0, name  # Dagster's first
         sql, inputs = node["compiled_code"], 0
         assert config["event_time"] in sqlglot.parse_one(sql, read="redshift").named_selects, name

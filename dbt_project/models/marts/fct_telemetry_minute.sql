@@ -1,6 +1,6 @@
 {#- batch_size day: a batch costs about the same fixed time (~0.15 s in DuckDB) whether it holds an
-    hour or a day of the fleet, so an hourly partition's run rebuilds its whole UTC day, and a range
-    of 5 days is 5 batches per model instead of 120.
+    hour or a day of the fleet, so a Dagster partition is a UTC day (rebuilt each hour as its hours
+    arrive), and a range of 5 days is 5 batches per model instead of 120.
     lookback 1 (the day before): a landing hour holds records up to 6 h late (the simulator's and
     Firehose's bound), so its minutes can reach into the previous day. -#}
 {{ config(
