@@ -128,7 +128,8 @@ def results(reference: list[dict], grown: list[dict], created: dict, hours: int)
                 reference="the same hour on tables holding one hour",
                 reference_value=_median(reference, part),
                 target=TARGET if judged else None,
-                note=f"the hour that created the tables: {created[part]:.1f} s",
+                note=(f"median of {len(grown)}; " if len(grown) > 1 else "")
+                + f"the hour that created the tables: {created[part]:.1f} s",
             )
         )
     return out
