@@ -107,6 +107,28 @@ def run(tmp_path):
     return lake, tmp_path / "cases.sqlite", materialize_hour
 
 
+def test_a_range_runs_chart_is_one_observation_of_its_last_hour(tmp_path):
+    """Dagster copies a range run's metadata into each partition's materialization, so the chart of a
+    range (its last day) is logged once, as an observation of the last hour, and each materialization
+    says where it is; the rows are those of the hours run one by one (the test below)."""
+    lake = _lake(tmp_path / "lake")
+    resources = {
+        "lake": LakeResource(root=lake.url),
+        "cases": CasesResource(url=f"sqlite:///{tmp_path}/cases.sqlite", lake_root=lake.url),
+    }
+    keys = [(START + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M") for h in range(3)]
+    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+    result = materialize([deviations], tags=tags, resources=resources)
+    materializations = result.asset_materializations_for_node("ops__deviations")
+    assert sorted(m.partition for m in materializations) == keys
+    pointer = f"a range run: the chart is on the observation of partition {keys[-1]}"
+    assert {m.metadata["deviations_plot"].value for m in materializations} == {pointer}
+    observations = result.asset_observations_for_node("ops__deviations")
+    assert [o.partition for o in observations] == [keys[-1]]
+    assert observations[0].metadata["deviations_plot"].value.startswith("![deviations](data:image/png;base64,")
+    assert len(DeltaTable(lake.path(DEVIATIONS_TABLE)).to_pandas()) == 2 * 180  # as the hours one by one
+
+
 def test_one_case_per_incident_and_reruns_change_nothing(run):
     lake, db, materialize_hour = run
     metas = [materialize_hour(h) for h in range(3)]

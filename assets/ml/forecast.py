@@ -26,7 +26,7 @@ from dagster import (
 from assets.curated.daily import CURATED_FEATURES_KEY
 from assets.curated.telemetry import AGGREGATE_KEYS
 from assets.partitions import daily_partitions, hourly_partitions
-from assets.plots import batch_forecast_plot, png_markdown
+from assets.plots import batch_forecast_plot, chart_metadata, png_markdown
 from iot_lake.forecast import registry
 from iot_lake.forecast.model import NAIVE_DAYS
 from lib.pools import LAKE_WRITES
@@ -285,7 +285,7 @@ def batch_forecast(
             "job_name": run.job_name,
             "horizon_end": forecasts["bucket_start"].max().isoformat() if len(forecasts) else "none",
             "table": MetadataValue.path(the_lake.uri(FORECASTS_TABLE)),
-            "forecast_vs_actual": MetadataValue.md(plot),
+            **chart_metadata(context, BATCH_FORECAST_KEY, "forecast_vs_actual", plot),
         }
     )
 

@@ -30,7 +30,7 @@ from assets.curated.quality import read_delta
 from assets.curated.telemetry import AGGREGATE_KEYS
 from assets.ml.forecast import BATCH_FORECAST_KEY
 from assets.partitions import hourly_partitions
-from assets.plots import deviations_plot
+from assets.plots import chart_metadata, deviations_plot
 from iot_lake.cases.mirror import mirror_to_lake
 from iot_lake.cases.outbox import deliver_pending
 from iot_lake.cases.sinks import fold_alarm_incidents
@@ -164,8 +164,11 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
         "cloudwatch_datapoints": published.datapoints,
         "alarm_incidents_folded": MetadataValue.json(folded),
         # The last day of a long range: readable, and drawing days of minutes took seconds.
-        "deviations_plot": MetadataValue.md(
-            deviations_plot(scored[scored["ts"] > scored["ts"].max() - pd.Timedelta(days=1)])
+        **chart_metadata(
+            context,
+            DEVIATIONS_KEY,
+            "deviations_plot",
+            deviations_plot(scored[scored["ts"] > scored["ts"].max() - pd.Timedelta(days=1)]),
         ),
     }
     metadata.update(_accuracy_metadata(lake, scored, start, end))
