@@ -14,7 +14,13 @@ from deltalake import DeltaTable
 from iot_lake.curated.object_counts import OBJECT_COUNTS
 from iot_lake.curated.records import Record, parse_line
 from iot_lake.curated.registries import load_registry
-from iot_lake.curated.telemetry_job import CURATED_TELEMETRY, QUARANTINE_TELEMETRY, curate_hour
+from iot_lake.curated.telemetry_job import (
+    CURATED_TELEMETRY,
+    QUARANTINE_TELEMETRY,
+    CurateReport,
+    curate_hour,
+    per_hour_metadata,
+)
 from iot_lake.lake import TELEMETRY_PREFIX, telemetry_hour_of_key
 from iot_lake.sources.telemetry import UnreadableObject, iter_lines, land_inventory
 from tests.conftest import HOURS, START, simulate
@@ -204,3 +210,14 @@ def test_the_first_ingestion_of_a_key_is_the_one_kept(spark):
     later = {(r["message_id"], r["value"]) for r in later_copies(valid).collect()}
     kept = {m: v for m, _, _, _, v in rows if (m, v) not in later}
     assert kept == {"a": 2.0, "b": 4.0, "c": 6.0, "d": 7.0, "e": 9.0} and len(later) == len(rows) - len(kept)
+
+
+def test_an_hours_run_tables_its_counts_and_a_range_run_points_to_them():
+    """Dagster copies a range run's metadata into each hour's materialization, so only one hour's
+    run carries the per-hour table; a range's hours are counted in the lake (object counts)."""
+    counts = {"lines_landed": 0, "curated_new": 0}
+    one = per_hour_metadata([CurateReport("2026-11-20-08:00", lines_landed=5, curated_new=4)], counts)
+    assert one == {"raw_value": [{"hour": "2026-11-20-08:00", "lines_landed": 5, "curated_new": 4}], "type": "json"}
+    hours = [CurateReport(f"2026-11-20-{h:02d}:00", lines_landed=5, curated_new=5) for h in range(8, 11)]
+    pointer = per_hour_metadata(hours, counts)
+    assert pointer["type"] == "text" and "curated/telemetry_object_counts" in pointer["raw_value"]
