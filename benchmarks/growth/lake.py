@@ -28,7 +28,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-PARTITION = "%Y-%m-%d-%H:%M"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 EVENT_DAY = date(2026, 11, 21)
 # Midday, so an hour's late records (up to 6 h) stay in its event date: the history's copies of it
@@ -41,8 +40,9 @@ DUPLICATE_RATE = 0.02
 KEEP = ("landing", "forecasts", "models", "_sources", "_registry")
 
 
-def _key(hour: datetime) -> str:
-    return hour.strftime(PARTITION)
+def _key(job, hour: datetime) -> str:
+    """The job's partition holding ``hour`` (an hour, or its day for the day-partitioned hourly facts)."""
+    return hour.strftime(job.partitions_def.fmt)
 
 
 def template(lake_dir: Path, devices: int, seed: int) -> None:
@@ -68,15 +68,6 @@ def template(lake_dir: Path, devices: int, seed: int) -> None:
         _run(instance, "forecast_refresh_job", PREVIOUS - timedelta(hours=1), PREVIOUS)
 
 
-def _run_day(instance, job: str, hour: datetime) -> float:
-    """One run of a day-partitioned job for the day holding ``hour``; its wall seconds."""
-    t0 = time.perf_counter()
-    _job(job).execute_in_process(
-        partition_key=f"{hour:%Y-%m-%d}", instance=instance, run_config=QUIET, raise_on_error=True
-    )
-    return time.perf_counter() - t0
-
-
 def _job(name: str):
     from definitions import defs
 
@@ -84,13 +75,14 @@ def _job(name: str):
 
 
 def _run(instance, job, first: datetime | None, last: datetime | None = None) -> float:
-    """One run of a job (or of a job subset), over one hour or a range; its wall seconds."""
+    """One run of a job (or of a job subset), over the partitions holding one hour or a range; its
+    wall seconds."""
     job = _job(job) if isinstance(job, str) else job
     key, tags = None, {}
-    if first is not None and last is not None and last != first:
-        tags = {RANGE_START: _key(first), RANGE_END: _key(last)}
+    if first is not None and last is not None and _key(job, last) != _key(job, first):
+        tags = {RANGE_START: _key(job, first), RANGE_END: _key(job, last)}
     elif first is not None:
-        key = _key(first)
+        key = _key(job, first)
     t0 = time.perf_counter()
     job.execute_in_process(partition_key=key, tags=tags, instance=instance, run_config=QUIET, raise_on_error=True)
     return time.perf_counter() - t0
@@ -118,7 +110,7 @@ def hour_path(instance, hour: datetime) -> dict[str, float]:
         "deviations": _run(instance, "deviations_job", hour),
         "warehouse": _run(instance, "warehouse_job", None),
         # The hourly facts' partitions are days: the hour's run rebuilds its day (as the schedule's does).
-        "warehouse_hourly": _run_day(instance, "warehouse_hourly_job", hour),
+        "warehouse_hourly": _run(instance, "warehouse_hourly_job", hour),
     }
 
 
