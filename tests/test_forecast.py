@@ -353,6 +353,29 @@ def test_a_range_of_origins_forecasts_each_as_if_alone(tmp_path, rows):
         pd.testing.assert_frame_equal(mine, alone)
 
 
+def test_models_fitted_at_different_origins_forecast_together_what_each_forecast_alone(rows):
+    """The backtest fits a model per origin and forecasts them in one recursive pass (``points``):
+    each pair gets the numbers of its model alone, whichever feature layout it has (a young history
+    has no 2- or 7-day lag), with a naive candidate and a series that starts late among them."""
+    from iot_lake.forecast.model import points
+
+    hp = Hyperparameters(n_estimators=30)
+    series = prepare(rows, hp.freq, interpolate=False)
+    late = series.values["unique_id"].eq(series.values["unique_id"].iloc[0]) & (
+        series.values["ds"] < pd.Timestamp("2026-11-10")
+    )
+    later = Series(series.values[~late].reset_index(drop=True), series.statics, series.weather)
+    ends = [pd.Timestamp(d) for d in ("2026-11-05", "2026-11-06", "2026-11-11", "2026-11-12", "2026-11-13")]
+    histories = [s.until(end).interpolated() for s in (series, later) for end in ends]
+    models = [make("lightgbm", hp).fit(h) for h in histories]
+    lags = {tuple(m.lags) for m in models}
+    assert len(lags) == 3, lags  # three layouts: one lag, two, three
+    models[1], histories[1] = make("seasonal_naive", hp).fit(histories[1]), histories[1]
+    together = points(models, histories, hp.steps_per_day)
+    for model, history, fc in zip(models, histories, together):
+        pd.testing.assert_frame_equal(fc, model.point(history, hp.steps_per_day), check_exact=True)
+
+
 def _holed(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows with what a range of origins on 2026-11-14 has to handle alone: a gap right before the
     06:00 origin, a device whose history stops at 06:40, a gap across the 07:00 origin, a missing value."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from iot_lake.forecast.model import Calibration, Hyperparameters, Series, best_candidate, make
+from iot_lake.forecast.model import Calibration, Hyperparameters, Series, best_candidate, make, points
 
 DAY = pd.Timedelta(days=1)
 
@@ -154,22 +154,27 @@ def rolling_backtest(
     diffs = naive_scale(raw, hp.steps_per_day)
     horizon = min(hp.horizon, hp.steps_per_day)  # origins are a day apart: one day each
 
-    # Out-of-sample forecasts of every candidate at every origin, each from the part before it.
-    forecasts: dict[str, dict[pd.Timestamp, pd.DataFrame]] = {name: {} for name in candidates}
+    # Out-of-sample forecasts of every candidate at every origin, each from the part before it:
+    # every origin's model fitted first, then each candidate's origins forecast together (`points`).
+    fitted: dict[str, dict[pd.Timestamp, tuple]] = {name: {} for name in candidates}
     failed: dict[str, list[tuple[pd.Timestamp, str]]] = {}
     for origin in fit_origins:
         train = series.until(origin)
         if train.values.empty:
             continue
         train = train.interpolated()
-        actual = raw[(raw["ds"] >= origin) & (raw["ds"] < origin + horizon * pd.Timedelta(hp.freq))]
         for name in candidates:
             try:
-                fc = make(name, hp).fit(train).point(train, horizon)
+                fitted[name][origin] = (make(name, hp).fit(train), train)
             except ValueError as exc:
                 failed.setdefault(name, []).append((origin, str(exc)))
-                continue
-            forecasts[name][origin] = actual.merge(fc, on=["unique_id", "ds"], how="inner")
+    forecasts: dict[str, dict[pd.Timestamp, pd.DataFrame]] = {}
+    for name, by_origin in fitted.items():
+        models, trains = zip(*by_origin.values()) if by_origin else ((), ())
+        forecasts[name] = {
+            origin: _actual(raw, origin, horizon, hp.freq).merge(fc, on=["unique_id", "ds"], how="inner")
+            for origin, fc in zip(by_origin, points(models, trains, horizon))
+        }
     # Say at how many origins, so a candidate that missed only the first ones (a young fleet) does
     # not read as never trained.
     skipped = {
@@ -185,8 +190,9 @@ def rolling_backtest(
             except ValueError as exc:  # fitted on data at or after this origin
                 skipped.setdefault("champion", f"{exc} (at {origin.isoformat()})")
                 continue
-            actual = raw[(raw["ds"] >= origin) & (raw["ds"] < origin + horizon * pd.Timedelta(hp.freq))]
-            forecasts["champion"][origin] = actual.merge(fc, on=["unique_id", "ds"], how="inner")
+            forecasts["champion"][origin] = _actual(raw, origin, horizon, hp.freq).merge(
+                fc, on=["unique_id", "ds"], how="inner"
+            )
 
     errors = {
         name: pd.concat([fc[["unique_id", "ds", "y", "yhat"]].assign(origin=o) for o, fc in by_origin.items()])
@@ -218,6 +224,11 @@ def rolling_backtest(
     result.per_series = pd.concat(per_series, ignore_index=True)
     result.table = summarize(result.per_origin, result.per_series, result.forecasts, hp.levels)
     return result
+
+
+def _actual(raw: pd.DataFrame, origin: pd.Timestamp, horizon: int, freq: str) -> pd.DataFrame:
+    """The readings of the ``horizon`` steps from ``origin``."""
+    return raw[(raw["ds"] >= origin) & (raw["ds"] < origin + horizon * pd.Timedelta(freq))]
 
 
 def series_mase(errors: pd.DataFrame, diffs: pd.DataFrame) -> pd.DataFrame:

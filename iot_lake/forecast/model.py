@@ -374,6 +374,7 @@ class LightGBM:
         from mlforecast.lag_transforms import RollingMean, SeasonalRollingMean
         from mlforecast.target_transforms import LocalStandardScaler
 
+        from iot_lake.forecast import lgbm
         from iot_lake.forecast.lgbm import LGBMRegressor
 
         spd = self.hp.steps_per_day
@@ -391,7 +392,7 @@ class LightGBM:
             subsample_freq=1,
             colsample_bytree=0.9,
             random_state=self.hp.seed,
-            n_jobs=0,
+            n_jobs=lgbm.threads(len(series.values)),
             verbose=-1,
         )
         # Smoothed versions of the day-old values, for series whose single value a day back is mostly
@@ -434,26 +435,14 @@ class LightGBM:
         return self.calibration.apply(self.point(history, horizon), self.hp.levels)
 
     def predict_many(self, histories: Sequence[Series], horizon: int) -> list[pd.DataFrame]:
-        """``predict`` from the end of each history, in one recursive pass over all of them. Each
-        step of the horizon is one call to LightGBM, whatever the number of series: a backfilled
-        range of 24 origins cost 24 passes of 288 calls on 80 rows, mostly per-call overhead. Every
-        (history, series) pair is a series of its own, and mlforecast's features, scaling and
-        LightGBM's prediction are per series and per row, so the numbers are those of each alone."""
+        """``predict`` from the end of each history, in one recursive pass over all of them (see
+        ``points``): a backfilled range of 24 origins cost 24 passes of 288 LightGBM calls on 80
+        rows, mostly per-call overhead."""
         if self.calibration is None or len(histories) < 2 or not _stackable(self.forecaster.ts):
             return [self.predict(history, horizon) for history in histories]
-        caught_up = [self._caught_up(history, horizon) for history in histories]
-        forecaster, offsets = _stacked([f for f, _ in caught_up])
-        futures = [
-            future.assign(unique_id=_renumbered(f, future["unique_id"], o))
-            for (f, future), o in zip(caught_up, offsets)
+        return [
+            self.calibration.apply(fc, self.hp.levels) for fc in points([self] * len(histories), histories, horizon)
         ]
-        fc = _standard(forecaster.predict(horizon, X_df=pd.concat(futures, ignore_index=True)), self.name, ())
-        out = []
-        for (f, _), start in zip(caught_up, offsets):
-            mine = fc[(fc["unique_id"] >= start) & (fc["unique_id"] < start + len(f.ts.uids))]
-            mine = mine.assign(unique_id=f.ts.uids[mine["unique_id"].to_numpy() - start])
-            out.append(self.calibration.apply(mine, self.hp.levels))
-        return out
 
     def _forecast(self, history: Series, horizon: int, levels) -> pd.DataFrame:
         forecaster, future = self._caught_up(history, horizon)
@@ -485,6 +474,68 @@ class LightGBM:
                 forecaster.update(newer[["unique_id", "ds", "y"]])
         future = future_features(Series(values, history.statics, history.weather), horizon, self.hp.freq)
         return forecaster, future.drop(columns=STATICS)
+
+
+def points(models: Sequence, histories: Sequence[Series], horizon: int) -> list[pd.DataFrame]:
+    """``model.point(history, horizon)`` for each pair, the same numbers, with the LightGBM pairs that
+    share a feature layout forecast in one recursive pass. mlforecast forecasts recursively, one
+    LightGBM call per step whatever the number of series, so the per-call overhead, not the rows,
+    is the cost: the nightly backtest's six origins were six passes of 288 calls, half of a
+    30-day training. Every (history, series) pair is a series of its own in the stacked
+    forecaster; mlforecast's features, scaling and LightGBM's prediction are per series and per
+    row, and each pair's rows go to its own fitted model (``_RowsByModel``)."""
+    out: list[pd.DataFrame | None] = [None] * len(models)
+    groups: dict[tuple, list[int]] = {}
+    for i, model in enumerate(models):
+        if isinstance(model, LightGBM) and _stackable(model.forecaster.ts):
+            groups.setdefault(tuple(model.forecaster.ts.features_order_), []).append(i)
+        else:
+            out[i] = model.point(histories[i], horizon)
+    for members in groups.values():
+        if len(members) == 1:
+            out[members[0]] = models[members[0]].point(histories[members[0]], horizon)
+            continue
+        for i, fc in zip(
+            members, _stacked_points([models[i] for i in members], [histories[i] for i in members], horizon)
+        ):
+            out[i] = fc
+    return out
+
+
+def _stacked_points(models: Sequence[LightGBM], histories: Sequence[Series], horizon: int) -> list[pd.DataFrame]:
+    caught_up = [model._caught_up(history, horizon) for model, history in zip(models, histories)]
+    forecaster, offsets = _stacked([f for f, _ in caught_up])
+    name = models[0].name
+    fitted = [f.models_[name] for f, _ in caught_up]
+    if any(m is not fitted[0] for m in fitted[1:]):
+        forecaster.models_ = {name: _RowsByModel(fitted, [len(f.ts.uids) for f, _ in caught_up])}
+    futures = [
+        future.assign(unique_id=_renumbered(f, future["unique_id"], o)) for (f, future), o in zip(caught_up, offsets)
+    ]
+    fc = _standard(forecaster.predict(horizon, X_df=pd.concat(futures, ignore_index=True)), name, ())
+    out = []
+    for (f, _), start in zip(caught_up, offsets):
+        mine = fc[(fc["unique_id"] >= start) & (fc["unique_id"] < start + len(f.ts.uids))]
+        out.append(mine.assign(unique_id=f.ts.uids[mine["unique_id"].to_numpy() - start]).reset_index(drop=True))
+    return out
+
+
+class _RowsByModel:
+    """One estimator over stacked series fitted by different models: mlforecast hands it one row per
+    series per step, in the stacked order, and each block of rows goes to the model that was fitted
+    on those series."""
+
+    def __init__(self, models: Sequence, sizes: Sequence[int]):
+        self.models = list(models)
+        self.bounds = np.cumsum([0, *sizes])
+
+    def predict(self, X):
+        return np.concatenate(
+            [
+                m.predict(X.iloc[a:b] if hasattr(X, "iloc") else X[a:b])
+                for m, a, b in zip(self.models, self.bounds[:-1], self.bounds[1:])
+            ]
+        )
 
 
 def _stackable(ts) -> bool:
