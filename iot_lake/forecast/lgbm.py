@@ -30,7 +30,8 @@ ONE_THREAD_BELOW_ROWS = 200_000
 
 
 def threads(rows: int) -> int:
-    """LightGBM's ``n_jobs`` for a training set of ``rows`` rows: 1, or 0 (all cores) for large sets."""
+    """LightGBM's ``n_jobs`` for a history of ``rows`` rows on the series' grid (what ``fit`` is given;
+    the rows learnt from are at most these): 1, or 0 (all cores) for large sets."""
     return 1 if rows < ONE_THREAD_BELOW_ROWS else 0
 
 
