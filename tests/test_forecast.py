@@ -376,6 +376,23 @@ def test_models_fitted_at_different_origins_forecast_together_what_each_forecast
         pd.testing.assert_frame_equal(fc, model.point(history, hp.steps_per_day), check_exact=True)
 
 
+def test_the_backtest_is_the_same_with_origins_forecast_together_or_one_by_one(rows, monkeypatch):
+    """Small fleets' origins are forecast together, large ones' one by one as each is fitted (memory):
+    the same backtest either way."""
+    from iot_lake.forecast import evaluation
+
+    hp = Hyperparameters(n_estimators=30)
+    series = prepare(rows, hp.freq, interpolate=False)
+    assert len(series.values) < evaluation.FORECAST_ORIGINS_TOGETHER_BELOW_ROWS
+    together = rolling_backtest(series, hp)
+    monkeypatch.setattr(evaluation, "FORECAST_ORIGINS_TOGETHER_BELOW_ROWS", 0)
+    alone = rolling_backtest(series, hp)
+    assert together.errors.keys() == alone.errors.keys() == {"seasonal_naive", "seasonal_naive_weekly", "lightgbm"}
+    for name in together.errors:
+        pd.testing.assert_frame_equal(together.errors[name], alone.errors[name], check_exact=True)
+    pd.testing.assert_frame_equal(together.table, alone.table, check_exact=True)
+
+
 def _holed(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows with what a range of origins on 2026-11-14 has to handle alone: a gap right before the
     06:00 origin, a device whose history stops at 06:40, a gap across the 07:00 origin, a missing value."""

@@ -132,6 +132,15 @@ def realised_coverage(forecasts: pd.DataFrame, actuals: pd.DataFrame, levels) ->
     return {level: coverage(joined, level) for level in levels}, int(joined["y"].notna().sum())
 
 
+# Below this many rows of history the backtest forecasts each candidate's origins together: one
+# recursive pass is mostly LightGBM's per-call overhead, so one pass for six origins wins on small
+# fleets, and holding every origin's training part and model at once costs memory on large ones.
+# Measured on 2 cores: 3 series x 30 days 7.2 s -> 4.4 s (+12 MiB at the peak); the main job's 80
+# series x 14 days (322,560 rows) 17.4 s -> 15.3 s (+80 MiB); 800 series x 14 days (3.2M rows,
+# LightGBM alone) 188 s -> 179 s (+950 MiB).
+FORECAST_ORIGINS_TOGETHER_BELOW_ROWS = 1_000_000
+
+
 def rolling_backtest(
     series: Series,
     hp: Hyperparameters,
@@ -154,9 +163,13 @@ def rolling_backtest(
     diffs = naive_scale(raw, hp.steps_per_day)
     horizon = min(hp.horizon, hp.steps_per_day)  # origins are a day apart: one day each
 
-    # Out-of-sample forecasts of every candidate at every origin, each from the part before it:
-    # every origin's model fitted first, then each candidate's origins forecast together (`points`).
-    fitted: dict[str, dict[pd.Timestamp, tuple]] = {name: {} for name in candidates}
+    # Out-of-sample forecasts of every candidate at every origin, each from the part before it. A
+    # small fleet's models are all fitted first and each candidate's origins forecast in one pass
+    # (`points`); a large fleet's are forecast as each origin is fitted, since holding every origin's
+    # training part at once costs memory that the pass does not win back there.
+    together = len(series.values) < FORECAST_ORIGINS_TOGETHER_BELOW_ROWS
+    pending: dict[str, dict[pd.Timestamp, tuple]] = {name: {} for name in candidates}
+    forecasts: dict[str, dict[pd.Timestamp, pd.DataFrame]] = {name: {} for name in candidates}
     failed: dict[str, list[tuple[pd.Timestamp, str]]] = {}
     for origin in fit_origins:
         train = series.until(origin)
@@ -165,16 +178,12 @@ def rolling_backtest(
         train = train.interpolated()
         for name in candidates:
             try:
-                fitted[name][origin] = (make(name, hp).fit(train), train)
+                pending[name][origin] = (make(name, hp).fit(train), train)
             except ValueError as exc:
                 failed.setdefault(name, []).append((origin, str(exc)))
-    forecasts: dict[str, dict[pd.Timestamp, pd.DataFrame]] = {}
-    for name, by_origin in fitted.items():
-        models, trains = zip(*by_origin.values()) if by_origin else ((), ())
-        forecasts[name] = {
-            origin: _actual(raw, origin, horizon, hp.freq).merge(fc, on=["unique_id", "ds"], how="inner")
-            for origin, fc in zip(by_origin, points(models, trains, horizon))
-        }
+        if not together:
+            _forecast_pending(pending, forecasts, raw, horizon, hp.freq)
+    _forecast_pending(pending, forecasts, raw, horizon, hp.freq)
     # Say at how many origins, so a candidate that missed only the first ones (a young fleet) does
     # not read as never trained.
     skipped = {
@@ -224,6 +233,18 @@ def rolling_backtest(
     result.per_series = pd.concat(per_series, ignore_index=True)
     result.table = summarize(result.per_origin, result.per_series, result.forecasts, hp.levels)
     return result
+
+
+def _forecast_pending(pending: dict, forecasts: dict, raw: pd.DataFrame, horizon: int, freq: str) -> None:
+    """Each candidate's pending (model, training part) forecast from the part's end and joined with
+    the readings, into ``forecasts``; the pending ones are let go."""
+    for name, by_origin in pending.items():
+        if not by_origin:
+            continue
+        models, trains = zip(*by_origin.values())
+        for origin, fc in zip(by_origin, points(models, trains, horizon)):
+            forecasts[name][origin] = _actual(raw, origin, horizon, freq).merge(fc, on=["unique_id", "ds"], how="inner")
+        by_origin.clear()
 
 
 def _actual(raw: pd.DataFrame, origin: pd.Timestamp, horizon: int, freq: str) -> pd.DataFrame:
