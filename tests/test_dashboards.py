@@ -381,11 +381,11 @@ def test_a_warehouse_run_that_changes_the_numbers_shows_in_the_browser_at_once(s
 
 
 def _table_rows(page, title: str) -> list[list[str]]:
-    """The rows a table chart draws (its current page), each cell's text."""
-    return page.eval_on_selector_all(
-        f'{CHART}[data-test-chart-name="{title}"] table tbody tr',
-        "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))",
-    )
+    """The rows a table chart draws (its current page), each cell's text, once it has drawn some: its
+    data can have answered before the table is drawn (CI under load read one with no rows)."""
+    rows = f'{CHART}[data-test-chart-name="{title}"] table tbody tr'
+    page.wait_for_selector(rows, timeout=30_000)
+    return page.eval_on_selector_all(rows, "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))")
 
 
 def _warehouse_rows(path: Path, sql: str) -> list[tuple]:
