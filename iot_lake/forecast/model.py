@@ -375,7 +375,6 @@ class LightGBM:
         from mlforecast.target_transforms import LocalStandardScaler
 
         from iot_lake.forecast import lgbm
-        from iot_lake.forecast.lgbm import LGBMRegressor
 
         spd = self.hp.steps_per_day
         days = series.values.groupby("unique_id").size().max() / spd
@@ -383,7 +382,7 @@ class LightGBM:
         self.lags = [spd * d for d in (1, 2, 7) if days >= d + 2]
         if not self.lags:
             raise ValueError(f"lightgbm needs at least 3 days of history, got {days:.1f}")
-        model = LGBMRegressor(
+        model = lgbm.LGBMRegressor(
             n_estimators=self.hp.n_estimators,
             learning_rate=self.hp.learning_rate,
             num_leaves=self.hp.num_leaves,
