@@ -193,8 +193,12 @@ Notes on the individual benchmarks:
   the month in one of them: curated, aggregates, deviations, forecasts and the warehouse's facts.
   The copies come in a few appends, as a month compacted by the nightly maintenance job; the
   measured hour's own day is full in the long lake and holds one hour in the reference, so a part
-  that rebuilds the day (the hourly facts' daily batches) shows that too. `--quick` is 3 devices
-  and 3 days (the 72nd hour); `--repeat` alternates the two lakes.
+  that rebuilds the day (the hourly facts' daily batches) shows that too. Both lakes then score the
+  hour before's deviations again, over their history, as a running deployment had, so they keep
+  the series' scorer states for the measured hour (`iot_lake/detect/states.py`); the first hour of
+  a day replays every series' stored rows instead, and the long lake's, timed last, is in the
+  deviations row's note. `--quick` is 3 devices and 3 days (the 72nd hour); `--repeat` alternates
+  the two lakes.
 - `forecast --quick` simulates 20 devices instead of 200; the data is cached under `--workdir`.
 - `latency` sets up a day of curated telemetry, a seasonal-naive champion and the forecasts of the
   hour and the next in a fresh lake, warms `dagster dev` up with the hour so far, then writes one

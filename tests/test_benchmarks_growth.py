@@ -119,14 +119,17 @@ def test_only_curated_deviations_and_the_hourly_facts_are_judged():
     parts = list(PARTS)
     reference = [dict.fromkeys(parts, 10.0)]
     grown = [{**dict.fromkeys(parts, 12.0), "curated": 14.0, "warehouse": 40.0}]
-    out = {r.measure.split(":")[0]: r for r in results(reference, grown, dict.fromkeys(parts, 20.0), 720)}
+    out = {r.measure.split(":")[0]: r for r in results(reference, grown, dict.fromkeys(parts, 20.0), 720, 30.0)}
     assert out["curated telemetry + 1-/5-minute aggregates"].met is False  # 1.4
     assert out["deviations (deviations_job)"].met is True  # 1.2
     assert out["warehouse hourly facts (warehouse_hourly_job)"].target == TARGET
     assert out["warehouse staging, dimensions, cases (warehouse_job)"].met is None  # 4x, information
     assert out["landing inventory"].met is None
     assert all("720th hour (719 hours of tables)" in r.measure for r in out.values())
-    assert "72nd hour" in results(reference, grown, dict.fromkeys(parts, 20.0), 72)[0].measure
+    assert "72nd hour" in results(reference, grown, dict.fromkeys(parts, 20.0), 72, 30.0)[0].measure
+    # The deviations' first hour of a day (a full replay, no kept states) is said beside them.
+    assert out["deviations (deviations_job)"].note.endswith("the first hour of its day (a full replay): 30.0 s")
+    assert "first hour of its day" not in out["curated telemetry + 1-/5-minute aggregates"].note
 
 
 @pytest.mark.slow

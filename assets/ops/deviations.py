@@ -34,7 +34,15 @@ from assets.plots import chart_metadata, deviations_plot
 from iot_lake.cases.mirror import mirror_to_lake
 from iot_lake.cases.outbox import deliver_pending
 from iot_lake.cases.sinks import fold_alarm_incidents
-from iot_lake.detect.deviations import COLUMNS, DeviationParams, accuracy, observe_scored, score, with_forecasts
+from iot_lake.detect import states
+from iot_lake.detect.deviations import (
+    COLUMNS,
+    DeviationParams,
+    accuracy,
+    observe_scored,
+    score_and_keep,
+    with_forecasts,
+)
 from iot_lake.detect.metrics import publisher_for, with_band_80
 from iot_lake.lake import dates_between
 from iot_lake.simulate.runner import read_anomalies
@@ -122,18 +130,28 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
             f"{len(actuals)} actual minutes, {len(forecasts)} forecast steps"
         )
         return MaterializeResult(metadata={"dagster/row_count": 0, "anomalous": 0})
-    since = start - PARAMS.history
-    history = read_delta(
-        lake, DEVIATIONS_TABLE, "event_date", dates_between(since, start), _between("ts", since, start)
-    )
+    since = PARAMS.replay_since(start)
     # Operators' verdicts: minutes of cases marked false positive are learnt as normal when replayed,
     # so the same false alarm is less likely next time (confirmed ones stay out of training instead).
     with cases.store() as store:
         normal = store.false_positive_periods(since=since)
+    table = _deviations_table(lake)
+    read_version = -1 if table is None else table.version()
+    # The series' states the replay of their stored rows would build, if the run before kept them.
+    starts, why = states.load(lake.lake(), start, table, normal, PARAMS)
+    context.log.info(f"scorer states at {start:%Y-%m-%d %H:%M}: {why}")
+    # Read either way: the silences (iot_lake.detect.silence) look at the series' past minutes.
+    history = read_delta(
+        lake, DEVIATIONS_TABLE, "event_date", dates_between(since, start), _between("ts", since, start)
+    )
     with permanent_errors(context, "deviation scoring"):
         joined = with_forecasts(actuals, forecasts)
-        scored = score(joined, history, PARAMS, normal=normal, window=(start, end))
-    _replace_hour(lake, scored, start, end)
+        keep = states.keeps(start, end, PARAMS)
+        scored, kept = score_and_keep(joined, history, PARAMS, normal, (start, end), starts, keep)
+    commit = states.commit_metadata(start)
+    _replace_hour(lake, scored, start, end, commit)
+    if keep:
+        _keep_states(context, lake, (start, end), read_version, commit, normal, {**starts, **kept})
 
     outcomes = _observe(cases, scored)
     with cases.store() as store:
@@ -149,6 +167,7 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
     metadata = {
         "dagster/row_count": len(scored),
         "series": int(scored.groupby(["device_id", "metric"]).ngroups),
+        "scorer_states": why,  # kept by the run before, or why the stored rows were replayed
         "anomalous": int(scored["is_anomalous"].sum()),
         "cases": MetadataValue.json(outcomes),
         "outbox": MetadataValue.json(
@@ -175,8 +194,40 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
     return MaterializeResult(metadata=metadata)
 
 
-def _replace_hour(lake: LakeResource, scored: pd.DataFrame, start: datetime, end: datetime) -> None:
-    from deltalake import write_deltalake
+def _deviations_table(lake: LakeResource):
+    from deltalake import DeltaTable
+
+    if not lake.lake().exists(f"{DEVIATIONS_TABLE}/_delta_log"):
+        return None
+    return DeltaTable(lake.lake().uri(DEVIATIONS_TABLE), storage_options=lake.delta_storage_options())
+
+
+def _keep_states(
+    context: AssetExecutionContext,
+    lake: LakeResource,
+    window: tuple[datetime, datetime],
+    read_version: int,
+    commit: dict,
+    normal: pd.DataFrame,
+    kept: dict,
+) -> None:
+    """Keep the series' states for the hour after the window, if the rows they learnt are those
+    stored: no other run changed an earlier hour between this run's read and its commit."""
+    start, end = window
+    table = _deviations_table(lake)
+    version = states.version_of(table, commit)
+    why = "its commit not found" if version is None else states.changed_before(table, start, read_version, version)
+    if why:
+        context.log.info(f"scorer states for {end:%Y-%m-%d %H:%M} not kept: {why}")
+        return
+    series = {key: state for key, state in kept.items() if state is not None}
+    states.save(lake.lake(), states.Kept(end, version, states.marks(normal), states.fingerprint(PARAMS), series))
+
+
+def _replace_hour(lake: LakeResource, scored: pd.DataFrame, start: datetime, end: datetime, commit: dict) -> None:
+    """Replace the rows of [start, end). The commit says which hours it wrote, so scorer states kept
+    for later hours stay usable (iot_lake.detect.states)."""
+    from deltalake import CommitProperties, write_deltalake
 
     days = ", ".join(f"'{d.isoformat()}'" for d in dates_between(start, end - timedelta(microseconds=1)))
     write_deltalake(
@@ -186,6 +237,7 @@ def _replace_hour(lake: LakeResource, scored: pd.DataFrame, start: datetime, end
         partition_by=["event_date"],
         predicate=f"event_date IN ({days}) AND ts >= '{start.isoformat()}' AND ts < '{end.isoformat()}'",
         storage_options=lake.delta_storage_options(),
+        commit_properties=CommitProperties(custom_metadata=commit),
     )
 
 

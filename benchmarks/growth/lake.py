@@ -2,7 +2,9 @@
 
     python -m benchmarks.growth.lake template --lake DIR --devices N --seed S
     python -m benchmarks.growth.lake prime --lake DIR
+    python -m benchmarks.growth.lake settle --lake DIR
     python -m benchmarks.growth.lake measure --lake DIR
+    python -m benchmarks.growth.lake midnight --lake DIR
 
 The lake and a temporary DAGSTER_HOME come from the environment the parent sets (IOT_LAKE_ROOT,
 DAGSTER_HOME). Every step runs the project's own jobs through Dagster, as ``python -m jobs.main``
@@ -14,7 +16,13 @@ does; ``measure`` prints one JSON object, the wall seconds of each part.
   copies of it that hold no curated row yet.
 - ``prime``: ``PREVIOUS`` through the main job's path (landing inventory and curated telemetry with
   its aggregates, deviations, warehouse and its hourly facts): the tables exist and hold one hour.
+- ``settle``: ``PREVIOUS``'s deviations again, once the lake holds its history: as in a running
+  deployment, the hour before the measured one was scored over the history, and kept the series'
+  scorer states for the next hour (iot_lake.detect.states).
 - ``measure``: ``MEASURED`` through the same path, each part timed on its own.
+- ``midnight``: the deviations of the first hour of ``MEASURED``'s day, where the replay's start
+  moves and no states are kept: every series replays its stored rows (last, since it rewrites an
+  hour before the measured one).
 """
 
 from __future__ import annotations
@@ -116,7 +124,7 @@ def hour_path(instance, hour: datetime) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("step", choices=["template", "prime", "measure"])
+    parser.add_argument("step", choices=["template", "prime", "settle", "measure", "midnight"])
     parser.add_argument("--lake", required=True, type=Path)
     parser.add_argument("--devices", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
@@ -130,8 +138,13 @@ def main() -> None:
     from dagster import DagsterInstance
 
     with DagsterInstance.get() as instance:
-        hour = PREVIOUS if args.step == "prime" else MEASURED
-        print(json.dumps(hour_path(instance, hour)))
+        if args.step == "settle":
+            print(json.dumps({"deviations": _run(instance, "deviations_job", PREVIOUS)}))
+        elif args.step == "midnight":
+            midnight = MEASURED.replace(hour=0)
+            print(json.dumps({"deviations": _run(instance, "deviations_job", midnight)}))
+        else:
+            print(json.dumps(hour_path(instance, PREVIOUS if args.step == "prime" else MEASURED)))
 
 
 if __name__ == "__main__":

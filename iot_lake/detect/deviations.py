@@ -21,8 +21,10 @@ become normal (the scorer's own channels measure against a forecaster that follo
 they keep learning: frozen, they would lock an incident on).
 
 Causal and repeatable: a minute's score uses the minutes before it only, and an hour is scored
-after replaying the series' stored rows of the hours before it (``history``) through a fresh
-scorer, so re-scoring an hour gives the same rows.  Periods an operator marked as normal (false
+after replaying the series' stored rows of the hours before it (``history``, from
+``DeviationParams.replay_since``) through a fresh scorer, so re-scoring an hour gives the same rows.
+The state that replay builds can be kept instead of rebuilt (``starts``, ``score_and_keep``,
+iot_lake.detect.states): the same state, so the same rows.  Periods an operator marked as normal (false
 positives) are learnt as normal in that replay even where they were flagged, so the same deviation
 is less surprising next time.
 """
@@ -35,12 +37,13 @@ import logging
 import math
 import multiprocessing
 import os
+import pickle
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -136,9 +139,18 @@ class DeviationParams:
 
     @property
     def history(self) -> timedelta:
-        """Stored rows replayed per series before an hour is scored: the detector's calibration
-        window, so an hour scored alone sees what a long range scored in one pass sees."""
+        """The detector's calibration window: what a series' state is built from."""
         return timedelta(seconds=self.detector.history)
+
+    def replay_since(self, start: datetime) -> datetime:
+        """Where the stored rows replayed before ``start`` begin: one calibration window before the
+        start of its (UTC) day, the same for every hour of the day. So the state an hour starts in
+        is that of the hour before extended by the hour before's rows, and a run can keep it for the
+        next hour (iot_lake.detect.states) instead of the next run replaying the window again; the
+        window's start moves once a day. An hour scored alone still sees what a long range scored
+        in one pass sees (that range starts at a day's start)."""
+        day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return day - self.history
 
     @property
     def alert_score(self) -> float:
@@ -318,7 +330,8 @@ def _in_periods(ts: np.ndarray, periods: pd.DataFrame | None) -> np.ndarray:
 
 @dataclass
 class SeriesTask:
-    """One series' new minutes (times in seconds, actual, band) and the stored rows to replay first."""
+    """One series' new minutes (times in seconds, actual, band) and the stored rows to replay first,
+    or the state a replay of them built (``start``, pickled)."""
 
     times: np.ndarray
     actual: np.ndarray
@@ -326,6 +339,10 @@ class SeriesTask:
     lower: np.ndarray
     upper: np.ndarray
     replay: tuple[np.ndarray, ...] | None  # t, actual, expected, lo, hi, anomalous, marked normal
+    start: bytes | None = None
+    # Given: the new minutes marked normal, and the state after replaying the scored minutes as
+    # stored rows (what the next hour's replay would build) is returned too.
+    normal: np.ndarray | None = None
 
 
 def replay_rows(past: dict, marked: dict, key: tuple, first: float) -> tuple[np.ndarray, ...] | None:
@@ -340,9 +357,18 @@ def replay_rows(past: dict, marked: dict, key: tuple, first: float) -> tuple[np.
     return (t_past[keep], *cols, flags, _in_periods(t_past[keep], marked.get(key)))
 
 
-def score_series(task: SeriesTask, params: DeviationParams) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, anomalous) of one series' new minutes, after replaying its stored rows."""
-    return score_minutes(replayed(task.replay, params), task)
+def score_series(task: SeriesTask, params: DeviationParams) -> tuple[np.ndarray, np.ndarray, bytes | None]:
+    """(scores, anomalous, state kept) of one series' new minutes, after replaying its stored rows
+    (or from the state given). The state kept (``task.normal`` given) is the start state that has
+    replayed the scored minutes as the table will store them, pickled."""
+    scorer = pickle.loads(task.start) if task.start is not None else replayed(task.replay, params)
+    if task.normal is None:
+        return (*score_minutes(scorer, task), None)
+    kept = pickle.loads(task.start) if task.start is not None else copy.deepcopy(scorer)
+    scores, anomalous = score_minutes(scorer, task)
+    rows = (task.times, task.actual, task.expected, task.lower, task.upper, anomalous, task.normal)
+    replay_into(kept, rows)
+    return scores, anomalous, pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def replayed(replay: tuple[np.ndarray, ...] | None, params: DeviationParams) -> SeriesScorer:
@@ -351,10 +377,15 @@ def replayed(replay: tuple[np.ndarray, ...] | None, params: DeviationParams) -> 
     and hour, so each landing object costs the hour's minutes, not the replay."""
     scorer = SeriesScorer(params)
     if replay is not None:
-        t, x, e, lo, hi, flags, ok = (c.tolist() for c in replay)
-        for row in zip(t, x, e, lo, hi, flags, ok):
-            scorer.replay(row[0], row[1], (row[2], row[3], row[4]) if row[2] == row[2] else None, row[5], row[6])
+        replay_into(scorer, replay)
     return scorer
+
+
+def replay_into(scorer: SeriesScorer, replay: tuple[np.ndarray, ...]) -> None:
+    """Learn from stored rows (``SeriesTask.replay``'s arrays), in order."""
+    t, x, e, lo, hi, flags, ok = (c.tolist() for c in replay)
+    for row in zip(t, x, e, lo, hi, flags, ok):
+        scorer.replay(row[0], row[1], (row[2], row[3], row[4]) if row[2] == row[2] else None, row[5], row[6])
 
 
 def score_minutes(scorer: SeriesScorer, task: SeriesTask) -> tuple[np.ndarray, np.ndarray]:
@@ -372,9 +403,11 @@ def score_minutes(scorer: SeriesScorer, task: SeriesTask) -> tuple[np.ndarray, n
 PARALLEL_MINUTES = 100_000
 
 
-def _map_series(tasks: list[SeriesTask], params: DeviationParams) -> list[tuple[np.ndarray, np.ndarray]]:
+def _map_series(tasks: list[SeriesTask], params: DeviationParams) -> list[tuple[np.ndarray, np.ndarray, bytes | None]]:
     workers = min(os.cpu_count() or 1, len(tasks))
-    if workers < 2 or sum(len(t.times) for t in tasks) < PARALLEL_MINUTES:
+    # A replay's stored rows count as minutes: an hour after a week of rows is ~10,000 a series.
+    minutes = sum(len(t.times) + (0 if t.replay is None else len(t.replay[0])) for t in tasks)
+    if workers < 2 or minutes < PARALLEL_MINUTES:
         return [score_series(t, params) for t in tasks]
     # spawn, not fork: the caller is a Dagster process with threads (event log, compute logs).
     try:
@@ -406,6 +439,36 @@ def score(
     it scores the series' minutes instead of a replay of ``history`` (the streaming scorer's cache).
     ``window``: the [start, end) scored; given, the silences that began in it are marked too
     (``silences``), for every series of the frame or of ``history``."""
+    return _score(joined, history, params, normal, scorers, window, {}, keep=False)[0]
+
+
+def score_and_keep(
+    joined: pd.DataFrame,
+    history: pd.DataFrame | None,
+    params: DeviationParams,
+    normal: pd.DataFrame | None,
+    window: tuple[pd.Timestamp, pd.Timestamp],
+    starts: Mapping[tuple[str, str], bytes],
+    keep: bool = True,
+) -> tuple[pd.DataFrame, dict[tuple[str, str], bytes | None]]:
+    """``score``, each series starting in the state given in ``starts`` (pickled) instead of
+    replaying its rows of ``history`` (series without one replay them), and, if ``keep``, with each
+    scored series' state after its minutes as the next replay will learn them (the stored rows, the
+    operators' marks of ``normal``): what that replay would build, pickled (iot_lake.detect.states).
+    Not kept (None): a range whose next hour starts a new replay, where it would only cost time."""
+    return _score(joined, history, params, normal, None, window, starts, keep=keep)
+
+
+def _score(
+    joined: pd.DataFrame,
+    history: pd.DataFrame | None,
+    params: DeviationParams,
+    normal: pd.DataFrame | None,
+    scorers: Mapping[tuple[str, str], SeriesScorer] | None,
+    window: tuple[pd.Timestamp, pd.Timestamp] | None,
+    starts: Mapping[tuple[str, str], bytes],
+    keep: bool,
+) -> tuple[pd.DataFrame, dict[tuple[str, str], bytes | None]]:
     lo, hi = f"lo_{params.band}", f"hi_{params.band}"
     frame = joined[joined["mean"].notna()]  # a minute has a reading (a silence's mark, re-read, has none)
     frame = frame.sort_values(["device_id", "metric", "bucket_start"]).reset_index(drop=True)
@@ -424,7 +487,9 @@ def score(
             expected[index],
             lower[index],
             upper[index],
-            replay_rows(past, marked, key, times[index[0]]),
+            None if key in starts else replay_rows(past, marked, key, times[index[0]]),
+            starts.get(key),
+            _in_periods(times[index], marked.get(key)) if keep else None,
         )
         for key, index in groups.items()
     ]
@@ -432,11 +497,16 @@ def score(
         results = _map_series(tasks, params)
     else:
         results = [
-            score_minutes(copy.deepcopy(scorers[key]) if key in scorers else replayed(task.replay, params), task)
+            (
+                *score_minutes(copy.deepcopy(scorers[key]) if key in scorers else replayed(task.replay, params), task),
+                None,
+            )
             for key, task in zip(groups, tasks)
         ]
-    for index, (s, a) in zip(groups.values(), results):
+    kept = {}
+    for key, index, (s, a, state) in zip(groups, groups.values(), results):
         scores[index], anomalous[index] = s, a
+        kept[key] = state
     scored = pd.DataFrame(
         {
             "device_id": frame["device_id"],
@@ -456,12 +526,12 @@ def score(
         }
     )[COLUMNS]
     if window is None or params.silent_after <= 0:
-        return scored
+        return scored, kept
     marks = silences(frame, {key: times[index] for key, index in groups.items()}, past, window, params)
     if not len(marks):
-        return scored
+        return scored, kept
     same_types = {c: scored[c].dtype for c in ("ts", "forecast_origin", "model_version", "site_id")}
-    return pd.concat([scored, marks.astype(same_types)], ignore_index=True)
+    return pd.concat([scored, marks.astype(same_types)], ignore_index=True), kept
 
 
 def silences(

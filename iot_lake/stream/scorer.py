@@ -217,7 +217,7 @@ class StreamScorer:
         return stale
 
     def _normal_mark(self) -> tuple:
-        normal = self.store.false_positive_periods(since=window_start(self.clock()) - self.params.history)
+        normal = self.store.false_positive_periods(since=self.params.replay_since(window_start(self.clock())))
         return tuple(map(tuple, normal.astype(str).to_numpy()))
 
     def _history_mark(self, hour: datetime) -> tuple:
@@ -237,7 +237,7 @@ class StreamScorer:
         state = self.hours.get(hour)
         if state is not None:
             return state
-        since = hour - self.params.history
+        since = self.params.replay_since(hour)
         # The marks before the reads, so a change in between is seen at the next step.
         versions = self.tables.version(FORECASTS_TABLE), self.tables.version(DEVIATIONS_TABLE)
         marks = self._history_mark(hour), self._normal_mark()

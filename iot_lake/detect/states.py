@@ -1,0 +1,142 @@
+"""The series scorers' states at the start of an hour, kept so the hour's run need not rebuild them.
+
+Before an hour is scored, every series replays its stored ``ops/deviations`` rows from
+``DeviationParams.replay_since`` (a calibration window, ~7 days, before the hour's day): ~10,000
+minutes a series in pure Python, where the hour itself is 60. A run that scored hours of one day
+keeps, for the hour after them, each series' state extended by the rows it has just stored
+(``score_and_keep``): what that replay would build from those rows, so whether the next run finds
+the states or replays gives the same rows (tests/test_deviation_states.py). The replay's start moves
+once a day, so the first hour of a day replays; the others read the states.
+
+Kept states are used only while they are what the replay would build:
+- the scorer's code and parameters are those that built them (``fingerprint``);
+- the operators' verdicts since the replay's start are the same (``marks``);
+- no commit to ``ops/deviations`` since changed a row before the hour: every later commit is a
+  deviations run of that hour or later (it says so in the commit, ``SCORED_FROM``), or moved no row
+  (compaction, vacuum). Anything else (a re-score of an earlier hour, a write by another tool)
+  means the replay.
+
+Stored as one pickle per hour under ``ops/deviation_states/`` in the lake (the lake is the
+platform's own storage, as its models are). A series' state holds its calibration window (~1.2 MB at
+1-minute cadence), so only the last few hours are kept: those the automation re-scores while their
+objects land. A run of an older hour replays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import pickle
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from iot_lake.detect.deviations import DeviationParams
+from iot_lake.lake import Lake
+
+log = logging.getLogger(__name__)
+
+PREFIX = "ops/deviation_states"
+SCORED_FROM = "iot_lake.scored_from"  # ops/deviations commit metadata: the first hour it wrote
+TOKEN = "iot_lake.commit_token"  # ... and which commit it is
+NO_DATA_CHANGE = {"OPTIMIZE", "VACUUM START", "VACUUM END"}
+KEEP = timedelta(hours=3)
+# The modules whose code is the state: a change to any of them invalidates kept states.
+_SOURCES = ("deviations.py", "nab.py", "stuck.py", "silence.py")
+
+
+@dataclass
+class Kept:
+    """Every series' state (pickled ``SeriesScorer``) at ``hour``, and what it was built from."""
+
+    hour: datetime
+    version: int  # ops/deviations' version once the rows it learnt were committed
+    marks: str
+    code: str
+    states: dict[tuple[str, str], bytes] = field(default_factory=dict)
+
+
+def fingerprint(params: DeviationParams) -> str:
+    here = Path(__file__).parent
+    digest = hashlib.sha256(repr(params).encode())
+    for name in _SOURCES:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def marks(normal: pd.DataFrame | None) -> str:
+    """A fingerprint of the false-positive periods (device_id, metric, start, end) a replay reads."""
+    if normal is None or normal.empty:
+        return "none"
+    rows = normal[["device_id", "metric", "start", "end"]].astype(str).sort_values(["device_id", "metric", "start"])
+    return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()
+
+
+def key_of(hour: datetime) -> str:
+    return f"{PREFIX}/{hour:%Y-%m-%dT%H%M}.pkl"
+
+
+def keeps(start: datetime, end: datetime, params: DeviationParams) -> bool:
+    """Whether a run of [start, end) can keep states for ``end``: the replay before ``end`` starts
+    where the run's did (same day; ``end`` at midnight starts a new window)."""
+    return params.replay_since(start) == params.replay_since(end)
+
+
+def load(
+    lake: Lake, hour: datetime, table, normal: pd.DataFrame | None, params: DeviationParams
+) -> tuple[dict[tuple[str, str], bytes], str]:
+    """The kept states of ``hour`` if they are still what the replay would build (else none), and
+    why not. ``table``: ops/deviations as a ``deltalake.DeltaTable``, or None if it does not exist."""
+    key = key_of(hour)
+    if table is None or not lake.exists(key):
+        return {}, "no states kept for this hour"
+    kept: Kept = pickle.loads(lake.read_bytes(key))
+    if kept.code != fingerprint(params):
+        return {}, "kept by another version of the scorer"
+    if kept.marks != marks(normal):
+        return {}, "the operators' verdicts changed since"
+    why = changed_before(table, hour, kept.version)
+    if why:
+        return {}, why
+    return kept.states, f"{len(kept.states)} series' states kept at version {kept.version}"
+
+
+def commit_metadata(start: datetime) -> dict[str, str]:
+    """What a deviations run's commit of [start, ...) says about itself."""
+    return {SCORED_FROM: start.isoformat(), TOKEN: uuid.uuid4().hex}
+
+
+def version_of(table, metadata: dict[str, str]) -> int | None:
+    """The version of the commit made with ``metadata`` (other runs may have committed since)."""
+    table.update_incremental()
+    return next((c["version"] for c in table.history(limit=50) if c.get(TOKEN) == metadata[TOKEN]), None)
+
+
+def changed_before(table, hour: datetime, after: int, until: int | None = None) -> str | None:
+    """Why rows before ``hour`` may have changed in the commits after version ``after`` (up to
+    ``until``, excluded; else the latest), or None."""
+    table.update_incremental()
+    now = table.version()
+    if now < after:
+        return f"ops/deviations is at version {now}, before {after}"
+    last = now if until is None else until - 1
+    for commit in table.history(limit=now - after) if now > after else []:
+        if not after < commit["version"] <= last or commit.get("operation") in NO_DATA_CHANGE:
+            continue
+        scored_from = commit.get(SCORED_FROM)
+        if scored_from is None or datetime.fromisoformat(scored_from) < hour:
+            return f"ops/deviations version {commit['version']} ({commit.get('operation')}) may change earlier rows"
+    return None
+
+
+def save(lake: Lake, kept: Kept) -> None:
+    """Write the states of ``kept.hour``; forget those more than ``KEEP`` older."""
+    lake.write_bytes(key_of(kept.hour), pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL))
+    oldest = key_of(kept.hour - KEEP)
+    for info in list(lake.list(PREFIX)):
+        name = info.key.rsplit("/", 1)[-1]
+        if name.endswith(".pkl") and f"{PREFIX}/{name}" < oldest:
+            lake.delete(info.key)
