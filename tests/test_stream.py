@@ -181,6 +181,8 @@ def test_a_landed_deviation_opens_the_case_the_hourly_asset_keeps(live_lake, spa
     start = datetime.fromisoformat(opened[0][0].split("|")[2])
     assert LIVE + timedelta(minutes=45) <= start <= LIVE + timedelta(minutes=50)
     streamed = scorer.last_scored[LIVE].sort_values(["device_id", "metric", "ts"]).reset_index(drop=True)
+    # The series' states at the hour's start: those the asset's run of the hour before kept.
+    assert scorer.hours[LIVE].built.startswith("12 series' states kept")  # 3 devices, 4 metrics
 
     # A restart reads the window again: nothing new opens, no event is sent twice.
     _stream_once(lake, url)

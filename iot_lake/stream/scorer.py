@@ -29,6 +29,7 @@ the Kinesis data stream that feeds Firehose in prod.
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from iot_lake.cases.outbox import deliver_pending
 from iot_lake.cases.store import CaseStore
 from iot_lake.curated.registries import load_registry
 from iot_lake.curated.telemetry_job import FIRST_BY, MESSAGE_KEY
+from iot_lake.detect import states
 from iot_lake.detect.deviations import (
     KEY,
     DeviationParams,
@@ -97,6 +99,7 @@ class HourState:
     deviations_version: int | None
     history_mark: tuple
     normal_mark: tuple
+    built: str = ""  # from the states the asset kept, or why the stored rows were replayed
 
 
 @dataclass
@@ -130,6 +133,10 @@ class Tables:
             table.update_incremental()
             self._checked[key] = self.clock()
         return table.version()
+
+    def table(self, key: str):
+        """The table's ``deltalake.DeltaTable`` (None if it does not exist)."""
+        return None if self.version(key) is None else self._tables[key]
 
     def read(self, key: str, column: str, dates: list[date], row_filter) -> pd.DataFrame:
         if self.version(key) is None:
@@ -246,15 +253,20 @@ class StreamScorer:
         past = {} if history.empty else dict(list(history.groupby(KEY)))
         marked = {} if normal.empty else dict(list(normal.groupby(KEY)))
         first = epoch_seconds(pd.Series([pd.Timestamp(hour)]))[0]
-        scorers = {key: replayed(replay_rows(past, marked, key, first), self.params) for key in past}
+        # The asset's run of the hour before kept what this replay builds, unless it may differ.
+        kept, built = states.load(self.lake, hour, self.tables.table(DEVIATIONS_TABLE), normal, self.params)
+        scorers = {key: pickle.loads(state) for key, state in kept.items()}
+        scorers.update(
+            {key: replayed(replay_rows(past, marked, key, first), self.params) for key in past if key not in scorers}
+        )
         forecasts = self.tables.read(
             FORECASTS_TABLE,
             "origin_date",
             dates_between(hour - timedelta(days=1), hour + HOUR),
             _between("bucket_start", hour, hour + HOUR) & (ds.field("origin") < pa.scalar(hour + HOUR)),
         )
-        state = self.hours[hour] = HourState(scorers, forecasts, *versions, *marks)
-        log.info(f"stream: state of {hour:%Y-%m-%d %H:00} built, {len(scorers)} series replayed")
+        state = self.hours[hour] = HourState(scorers, forecasts, *versions, *marks, built)
+        log.info(f"stream: state of {hour:%Y-%m-%d %H:00} built for {len(scorers)} series: {built}")
         return state
 
     def _score_hour(self, hour: datetime, series: pd.DataFrame, report: StepReport) -> None:
