@@ -255,3 +255,17 @@ def test_a_scorer_state_pickled_goes_on_as_the_scorer_itself():
         band = (x[i] - 0.3, x[i] - 2.0, x[i] + 1.4)
         assert copy.update(t[i], x[i], band) == scorer.update(t[i], x[i], band)
     assert any(scorer.update(t[i], x[i] + 8, None)[1] for i in range(5990, 6000))
+
+
+def test_unreadable_kept_states_mean_the_replay(tmp_path):
+    """A states file that cannot be read (cut short, or of another layout) is passed over, not fatal."""
+    lake, hour, params = Lake(str(tmp_path)), datetime(2026, 11, 21, 5, tzinfo=UTC), DeviationParams()
+    write_deltalake(str(tmp_path / "t"), pa.table({"a": [1]}))
+    table = DeltaTable(str(tmp_path / "t"))
+    kept = states.Kept(hour, table.version(), states.marks(None), states.fingerprint(params), {})
+    for data in (pickle.dumps(kept)[:40], pickle.dumps({"hour": hour})):
+        lake.write_bytes(states.key_of(hour), data)
+        starts, why = states.load(lake, hour, table, None, params)
+        assert starts == {} and why.startswith("kept states unreadable")
+    lake.write_bytes(states.key_of(hour), pickle.dumps(kept))
+    assert states.load(lake, hour, table, None, params)[1] == "0 series' states kept at version 0"

@@ -25,7 +25,6 @@ objects land. A run of an older hour replays.
 from __future__ import annotations
 
 import hashlib
-import logging
 import pickle
 import uuid
 from dataclasses import dataclass, field
@@ -36,8 +35,6 @@ import pandas as pd
 
 from iot_lake.detect.deviations import DeviationParams
 from iot_lake.lake import Lake
-
-log = logging.getLogger(__name__)
 
 PREFIX = "ops/deviation_states"
 SCORED_FROM = "iot_lake.scored_from"  # ops/deviations commit metadata: the first hour it wrote
@@ -93,15 +90,19 @@ def load(
     key = key_of(hour)
     if table is None or not lake.exists(key):
         return {}, "no states kept for this hour"
-    kept: Kept = pickle.loads(lake.read_bytes(key))
-    if kept.code != fingerprint(params):
+    try:
+        kept = pickle.loads(lake.read_bytes(key))
+        code, marked, version, series = kept.code, kept.marks, kept.version, kept.states
+    except Exception as exc:  # cut short, or of another layout: the replay still gives the rows
+        return {}, f"kept states unreadable ({type(exc).__name__}: {exc})"
+    if code != fingerprint(params):
         return {}, "kept by another version of the scorer"
-    if kept.marks != marks(normal):
+    if marked != marks(normal):
         return {}, "the operators' verdicts changed since"
-    why = changed_before(table, hour, kept.version)
+    why = changed_before(table, hour, version)
     if why:
         return {}, why
-    return kept.states, f"{len(kept.states)} series' states kept at version {kept.version}"
+    return series, f"{len(series)} series' states kept at version {version}"
 
 
 def commit_metadata(start: datetime) -> dict[str, str]:
