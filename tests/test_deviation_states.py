@@ -190,7 +190,7 @@ def test_hours_scored_from_kept_states_write_what_replays_write(tmp_path):
         hour = FIRST + timedelta(hours=h)
         with CaseStore(store_url) as store:
             normal = store.false_positive_periods(since=params.replay_since(hour))
-        starts, _ = states.load(lake, hour, table, normal, params)
+        starts, _ = states.load(lake, hour, table.version(), normal, params)
         if starts:
             assert {k: _tree(pickle.loads(v)) for k, v in starts.items()} == _replayed_states(lake, store_url, hour)
             used.append(h)
@@ -215,29 +215,33 @@ def test_hours_scored_from_kept_states_write_what_replays_write(tmp_path):
 
 
 def test_kept_states_are_refused_after_a_commit_that_may_change_earlier_rows(tmp_path):
-    table_uri = str(tmp_path / "t")
+    lake = Lake(str(tmp_path))
     rows = pa.table({"ts": [1, 2], "event_date": ["a", "b"]})
     hour = datetime(2026, 11, 21, 5, tzinfo=UTC)
 
-    def commit(mode="append", scored_from=None):
-        metadata = {} if scored_from is None else {states.SCORED_FROM: scored_from.isoformat()}
-        write_deltalake(table_uri, rows, mode=mode, commit_properties=CommitProperties(custom_metadata=metadata))
+    def commit(scored_from=None) -> int:
+        metadata = {} if scored_from is None else states.commit_metadata(scored_from)
+        write_deltalake(lake.uri(states.TABLE), rows, mode="append", commit_properties=CommitProperties(metadata))
+        return DeltaTable(lake.uri(states.TABLE)).version()
 
-    commit(scored_from=hour - timedelta(hours=1))
-    table = DeltaTable(table_uri)
-    at = table.version()
-    assert states.changed_before(table, hour, at) is None
-    commit(scored_from=hour)  # the hour itself, or later: its rows are not learnt
-    commit(scored_from=hour + timedelta(hours=3))
-    DeltaTable(table_uri).optimize.compact()  # moves no row
-    assert states.changed_before(table, hour, at) is None
-    commit(scored_from=hour - timedelta(hours=2))
-    assert "may change earlier rows" in states.changed_before(table, hour, at)
+    at = commit(hour - timedelta(hours=1))
+    assert states.changed_before(lake, hour, at, at) is None
+    commit(hour)  # the hour itself, or later: its rows are not learnt
+    made = states.commit_metadata(hour + timedelta(hours=3))
+    write_deltalake(lake.uri(states.TABLE), rows, mode="append", commit_properties=CommitProperties(made))
+    DeltaTable(lake.uri(states.TABLE)).optimize.compact()  # moves no row
+    latest = DeltaTable(lake.uri(states.TABLE)).version()
+    assert states.changed_before(lake, hour, at, latest) is None
+    assert states.version_of(lake, made, at, latest) == at + 2
+    earlier = commit(hour - timedelta(hours=2))
+    assert "may change earlier rows" in states.changed_before(lake, hour, at, earlier)
     # ... unless it is after the commits looked at (a run checks its own read..commit span)
-    assert states.changed_before(table, hour, at, until=table.version()) is None
-    later = table.version()
-    commit()  # another tool's append
-    assert "(WRITE) may change earlier rows" in states.changed_before(table, hour, later)
+    assert states.changed_before(lake, hour, at, earlier - 1) is None
+    appended = commit()  # another tool's append
+    assert states.changed_before(lake, hour, earlier, appended).endswith("(WRITE) may change earlier rows")
+    # A log entry cleaned up since: whatever it did is not known
+    lake.delete(f"{states.TABLE}/_delta_log/{appended:020d}.json")
+    assert "its log entry is gone" in states.changed_before(lake, hour, earlier, appended)
 
 
 def test_a_scorer_state_pickled_goes_on_as_the_scorer_itself():
@@ -260,12 +264,11 @@ def test_a_scorer_state_pickled_goes_on_as_the_scorer_itself():
 def test_unreadable_kept_states_mean_the_replay(tmp_path):
     """A states file that cannot be read (cut short, or of another layout) is passed over, not fatal."""
     lake, hour, params = Lake(str(tmp_path)), datetime(2026, 11, 21, 5, tzinfo=UTC), DeviationParams()
-    write_deltalake(str(tmp_path / "t"), pa.table({"a": [1]}))
-    table = DeltaTable(str(tmp_path / "t"))
-    kept = states.Kept(hour, table.version(), states.marks(None), states.fingerprint(params), {})
+    write_deltalake(lake.uri(states.TABLE), pa.table({"a": [1]}))
+    kept = states.Kept(hour, 0, states.marks(None), states.fingerprint(params), {})
     for data in (pickle.dumps(kept)[:40], pickle.dumps({"hour": hour})):
         lake.write_bytes(states.key_of(hour), data)
-        starts, why = states.load(lake, hour, table, None, params)
+        starts, why = states.load(lake, hour, 0, None, params)
         assert starts == {} and why.startswith("kept states unreadable")
     lake.write_bytes(states.key_of(hour), pickle.dumps(kept))
-    assert states.load(lake, hour, table, None, params)[1] == "0 series' states kept at version 0"
+    assert states.load(lake, hour, 0, None, params)[1] == "0 series' states kept at version 0"

@@ -261,11 +261,15 @@ def test_deviations_and_the_case_mirror_on_s3_are_allowed_as_the_dagster_role(aw
             for t in ("cases/cases", "cases/history", "cases/feedback")
         ),
         ("s3fs", "GetObject", "landing/_simulator/"),  # the injected anomalies
+        ("s3fs", "PutObject", "ops/deviation_states/"),  # the scorers' states kept for the next hour
+        ("s3fs", "GetObject", "ops/deviation_states/"),  # ... and read by it
+        ("s3fs", "GetObject", f"{DEVIATIONS_TABLE}/_delta_log/"),  # the commits since they were kept
     )
     assert _denied(lake_root, since) == []
     # The audit sees the writes: a policy that forgot ops/ and cases/ is caught denying each table's.
     forgot = _denied(lake_root, since, _policy_without(lake_root, "ops/", "cases/"))
-    assert all(d.split("/lake/")[1].startswith(("ops/deviations/", "cases/")) for d in forgot), forgot
+    allowed_only_by_ops_and_cases = ("ops/deviations/", "ops/deviation_states", "cases/")
+    assert all(d.split("/lake/")[1].startswith(allowed_only_by_ops_and_cases) for d in forgot), forgot
     written = {d.split("/lake/")[1].split("/_delta_log/")[0] for d in forgot if d.startswith("s3:PutObject")}
     assert {"ops/deviations", "cases/cases", "cases/history", "cases/feedback"} <= written
 

@@ -138,7 +138,7 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
     table = _deviations_table(lake)
     read_version = -1 if table is None else table.version()
     # The series' states the replay of their stored rows would build, if the run before kept them.
-    starts, why = states.load(lake.lake(), start, table, normal, PARAMS)
+    starts, why = states.load(lake.lake(), start, read_version, normal, PARAMS)
     context.log.info(f"scorer states at {start:%Y-%m-%d %H:%M}: {why}")
     # Read either way: the silences (iot_lake.detect.silence) look at the series' past minutes.
     history = read_delta(
@@ -214,14 +214,16 @@ def _keep_states(
     """Keep the series' states for the hour after the window, if the rows they learnt are those
     stored: no other run changed an earlier hour between this run's read and its commit."""
     start, end = window
-    table = _deviations_table(lake)
-    version = states.version_of(table, commit)
-    why = "its commit not found" if version is None else states.changed_before(table, start, read_version, version)
+    the_lake = lake.lake()
+    version = states.version_of(the_lake, commit, read_version, _deviations_table(lake).version())
+    why = (
+        "its commit not found" if version is None else states.changed_before(the_lake, start, read_version, version - 1)
+    )
     if why:
         context.log.info(f"scorer states for {end:%Y-%m-%d %H:%M} not kept: {why}")
         return
     series = {key: state for key, state in kept.items() if state is not None}
-    states.save(lake.lake(), states.Kept(end, version, states.marks(normal), states.fingerprint(PARAMS), series))
+    states.save(the_lake, states.Kept(end, version, states.marks(normal), states.fingerprint(PARAMS), series))
 
 
 def _replace_hour(lake: LakeResource, scored: pd.DataFrame, start: datetime, end: datetime, commit: dict) -> None:

@@ -25,6 +25,7 @@ objects land. A run of an older hour replays.
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import uuid
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from iot_lake.detect.deviations import DeviationParams
 from iot_lake.lake import Lake
 
 PREFIX = "ops/deviation_states"
+TABLE = "ops/deviations"
 SCORED_FROM = "iot_lake.scored_from"  # ops/deviations commit metadata: the first hour it wrote
 TOKEN = "iot_lake.commit_token"  # ... and which commit it is
 NO_DATA_CHANGE = {"OPTIMIZE", "VACUUM START", "VACUUM END"}
@@ -83,12 +85,12 @@ def keeps(start: datetime, end: datetime, params: DeviationParams) -> bool:
 
 
 def load(
-    lake: Lake, hour: datetime, table, normal: pd.DataFrame | None, params: DeviationParams
+    lake: Lake, hour: datetime, latest: int, normal: pd.DataFrame | None, params: DeviationParams
 ) -> tuple[dict[tuple[str, str], bytes], str]:
     """The kept states of ``hour`` if they are still what the replay would build (else none), and
-    why not. ``table``: ops/deviations as a ``deltalake.DeltaTable``, or None if it does not exist."""
+    why not. ``latest``: ops/deviations' version now (-1: no table)."""
     key = key_of(hour)
-    if table is None or not lake.exists(key):
+    if latest < 0 or not lake.exists(key):
         return {}, "no states kept for this hour"
     try:
         kept = pickle.loads(lake.read_bytes(key))
@@ -99,7 +101,7 @@ def load(
         return {}, "kept by another version of the scorer"
     if marked != marks(normal):
         return {}, "the operators' verdicts changed since"
-    why = changed_before(table, hour, version)
+    why = changed_before(lake, hour, version, latest)
     if why:
         return {}, why
     return series, f"{len(series)} series' states kept at version {version}"
@@ -110,22 +112,33 @@ def commit_metadata(start: datetime) -> dict[str, str]:
     return {SCORED_FROM: start.isoformat(), TOKEN: uuid.uuid4().hex}
 
 
-def version_of(table, metadata: dict[str, str]) -> int | None:
-    """The version of the commit made with ``metadata`` (other runs may have committed since)."""
-    table.update_incremental()
-    return next((c["version"] for c in table.history(limit=50) if c.get(TOKEN) == metadata[TOKEN]), None)
+def commits(lake: Lake, after: int, upto: int) -> list[dict]:
+    """The commit infos of ops/deviations' versions after ``after`` up to ``upto``, each with its
+    version. Read from the log's own files, not listed: one small read a commit, on S3 too."""
+    out = []
+    for version in range(after + 1, upto + 1):
+        key = f"{TABLE}/_delta_log/{version:020d}.json"
+        info = {"operation": "unknown: its log entry is gone"}
+        if lake.exists(key):
+            for line in lake.read_bytes(key).decode().splitlines():
+                if line.startswith('{"commitInfo"'):
+                    info = json.loads(line)["commitInfo"]
+        out.append({**info, "version": version})
+    return out
 
 
-def changed_before(table, hour: datetime, after: int, until: int | None = None) -> str | None:
-    """Why rows before ``hour`` may have changed in the commits after version ``after`` (up to
-    ``until``, excluded; else the latest), or None."""
-    table.update_incremental()
-    now = table.version()
-    if now < after:
-        return f"ops/deviations is at version {now}, before {after}"
-    last = now if until is None else until - 1
-    for commit in table.history(limit=now - after) if now > after else []:
-        if not after < commit["version"] <= last or commit.get("operation") in NO_DATA_CHANGE:
+def version_of(lake: Lake, metadata: dict[str, str], after: int, latest: int) -> int | None:
+    """The version of the commit made with ``metadata``, between ``after`` and ``latest`` (other runs
+    may have committed since)."""
+    return next((c["version"] for c in commits(lake, after, latest) if c.get(TOKEN) == metadata[TOKEN]), None)
+
+
+def changed_before(lake: Lake, hour: datetime, after: int, upto: int) -> str | None:
+    """Why rows before ``hour`` may have changed in the versions after ``after`` up to ``upto``, or None."""
+    if upto < after:
+        return f"ops/deviations is at version {upto}, before {after}"
+    for commit in commits(lake, after, upto):
+        if commit.get("operation") in NO_DATA_CHANGE:
             continue
         scored_from = commit.get(SCORED_FROM)
         if scored_from is None or datetime.fromisoformat(scored_from) < hour:

@@ -134,10 +134,6 @@ class Tables:
             self._checked[key] = self.clock()
         return table.version()
 
-    def table(self, key: str):
-        """The table's ``deltalake.DeltaTable`` (None if it does not exist)."""
-        return None if self.version(key) is None else self._tables[key]
-
     def read(self, key: str, column: str, dates: list[date], row_filter) -> pd.DataFrame:
         if self.version(key) is None:
             return pd.DataFrame()
@@ -254,7 +250,8 @@ class StreamScorer:
         marked = {} if normal.empty else dict(list(normal.groupby(KEY)))
         first = epoch_seconds(pd.Series([pd.Timestamp(hour)]))[0]
         # The asset's run of the hour before kept what this replay builds, unless it may differ.
-        kept, built = states.load(self.lake, hour, self.tables.table(DEVIATIONS_TABLE), normal, self.params)
+        latest = versions[1] if versions[1] is not None else -1
+        kept, built = states.load(self.lake, hour, latest, normal, self.params)
         scorers = {key: pickle.loads(state) for key, state in kept.items()}
         scorers.update(
             {key: replayed(replay_rows(past, marked, key, first), self.params) for key in past if key not in scorers}
