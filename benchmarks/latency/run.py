@@ -187,7 +187,15 @@ def _stream(project: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     cli = Path(sys.executable).with_name("iot-lake")
     with open(log, "w") as out:
         return subprocess.Popen(
-            [str(cli), "stream"], cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [str(cli), "stream"],
+            cwd=project,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # Ctrl-C stops it, as in a terminal, also when this benchmark was started in the background
+            # (a shell's background job ignores SIGINT, and the stream inherited that and never stopped).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
 
