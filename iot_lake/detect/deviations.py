@@ -425,7 +425,7 @@ def score(
     history: pd.DataFrame | None,
     params: DeviationParams = DeviationParams(),
     normal: pd.DataFrame | None = None,
-    scorers: Mapping[tuple[str, str], SeriesScorer] | None = None,
+    starts: Mapping[tuple[str, str], bytes] | None = None,
     window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> pd.DataFrame:
     """Scored deviations (COLUMNS) of the joined minutes (``with_forecasts``).
@@ -435,11 +435,12 @@ def score(
     new minutes (only rows before the series' first new minute, so re-scoring an hour with the
     same history gives the same rows).  ``normal``: (device_id, metric, start, end) periods an
     operator marked as false positives; replayed minutes inside them are learnt as normal.
-    ``scorers``: per series, a scorer that has replayed its history already (``replayed``); a copy of
-    it scores the series' minutes instead of a replay of ``history`` (the streaming scorer's cache).
+    ``starts``: per series, the state a replay of its history built (``replayed``, pickled: each
+    call scores from its own copy); it scores the series' minutes instead of a replay of
+    ``history`` (the streaming scorer's cache, the states a deviations run kept).
     ``window``: the [start, end) scored; given, the silences that began in it are marked too
     (``silences``), for every series of the frame or of ``history``."""
-    return _score(joined, history, params, normal, scorers, window, {}, keep=False)[0]
+    return _score(joined, history, params, normal, window, starts or {}, keep=False)[0]
 
 
 def score_and_keep(
@@ -456,7 +457,7 @@ def score_and_keep(
     scored series' state after its minutes as the next replay will learn them (the stored rows, the
     operators' marks of ``normal``): what that replay would build, pickled (iot_lake.detect.states).
     Not kept (None): a range whose next hour starts a new replay, where it would only cost time."""
-    return _score(joined, history, params, normal, None, window, starts, keep=keep)
+    return _score(joined, history, params, normal, window, starts, keep=keep)
 
 
 def _score(
@@ -464,7 +465,6 @@ def _score(
     history: pd.DataFrame | None,
     params: DeviationParams,
     normal: pd.DataFrame | None,
-    scorers: Mapping[tuple[str, str], SeriesScorer] | None,
     window: tuple[pd.Timestamp, pd.Timestamp] | None,
     starts: Mapping[tuple[str, str], bytes],
     keep: bool,
@@ -493,16 +493,7 @@ def _score(
         )
         for key, index in groups.items()
     ]
-    if scorers is None:
-        results = _map_series(tasks, params)
-    else:
-        results = [
-            (
-                *score_minutes(copy.deepcopy(scorers[key]) if key in scorers else replayed(task.replay, params), task),
-                None,
-            )
-            for key, task in zip(groups, tasks)
-        ]
+    results = _map_series(tasks, params)
     kept = {}
     for key, index, (s, a, state) in zip(groups, groups.values(), results):
         scores[index], anomalous[index] = s, a

@@ -13,7 +13,8 @@ the same computation for the hours still receiving data, in one long-running pro
 - forecasts: ``forecasts/telemetry_5min`` of the hour, joined by ``with_forecasts`` as the asset
   joins them, re-read when the table has a new version;
 - per series state: a ``SeriesScorer`` that has replayed the series' stored deviations before the
-  hour (``replayed``, the asset's replay, with the operators' false positives), kept per hour and
+  hour (``replayed``, the asset's replay, with the operators' false positives, or the states the
+  asset kept: iot_lake.detect.states), pickled, kept per hour and
   rebuilt when the stored rows of the hour before it change (the asset scored it again);
 - scoring: the hour's minutes so far, each time a series gets new records, by ``score`` with a copy
   of that state: the asset's scorer with its parameters, not a second path. The asset re-scoring
@@ -49,7 +50,6 @@ from iot_lake.detect import states
 from iot_lake.detect.deviations import (
     KEY,
     DeviationParams,
-    SeriesScorer,
     epoch_seconds,
     observe_scored,
     replay_rows,
@@ -90,10 +90,10 @@ def window_start(now: datetime) -> datetime:
 
 @dataclass
 class HourState:
-    """What scoring one event hour needs besides its records: the series' replayed scorers and the
+    """What scoring one event hour needs besides its records: the series' replayed states and the
     forecasts, each with what they were read from."""
 
-    scorers: dict[tuple[str, str], SeriesScorer]
+    starts: dict[tuple[str, str], bytes]  # each series' replayed state, pickled (score's ``starts``)
     forecasts: pd.DataFrame
     forecast_version: int | None
     deviations_version: int | None
@@ -252,18 +252,18 @@ class StreamScorer:
         # The asset's run of the hour before kept what this replay builds, unless it may differ.
         latest = versions[1] if versions[1] is not None else -1
         kept, built = states.load(self.lake, hour, latest, normal, self.params)
-        scorers = {key: pickle.loads(state) for key, state in kept.items()}
-        scorers.update(
-            {key: replayed(replay_rows(past, marked, key, first), self.params) for key in past if key not in scorers}
-        )
+        starts = dict(kept)
+        for key in past.keys() - starts.keys():
+            scorer = replayed(replay_rows(past, marked, key, first), self.params)
+            starts[key] = pickle.dumps(scorer, protocol=pickle.HIGHEST_PROTOCOL)
         forecasts = self.tables.read(
             FORECASTS_TABLE,
             "origin_date",
             dates_between(hour - timedelta(days=1), hour + HOUR),
             _between("bucket_start", hour, hour + HOUR) & (ds.field("origin") < pa.scalar(hour + HOUR)),
         )
-        state = self.hours[hour] = HourState(scorers, forecasts, *versions, *marks, built)
-        log.info(f"stream: state of {hour:%Y-%m-%d %H:00} built for {len(scorers)} series: {built}")
+        state = self.hours[hour] = HourState(starts, forecasts, *versions, *marks, built)
+        log.info(f"stream: state of {hour:%Y-%m-%d %H:00} built for {len(starts)} series: {built}")
         return state
 
     def _score_hour(self, hour: datetime, series: pd.DataFrame, report: StepReport) -> None:
@@ -275,7 +275,7 @@ class StreamScorer:
             return
         actuals = minute_means(rows)
         forecasts = state.forecasts if len(state.forecasts) else _no_forecasts()
-        scored = score(with_forecasts(actuals, forecasts), None, self.params, scorers=state.scorers)
+        scored = score(with_forecasts(actuals, forecasts), None, self.params, starts=state.starts)
         previous = self.last_scored.get(hour)
         if previous is not None:
             previous = previous.merge(series, on=KEY, how="left", indicator=True)
