@@ -24,6 +24,7 @@ objects land. A run of an older hour replays.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import pickle
@@ -58,6 +59,7 @@ class Kept:
     states: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
 
+@functools.cache  # the sources do not change under a running process; each run asks twice
 def fingerprint(params: DeviationParams) -> str:
     here = Path(__file__).parent
     digest = hashlib.sha256(repr(params).encode())
