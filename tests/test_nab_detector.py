@@ -3,12 +3,17 @@ high at a real change and low around it, one alert per incident, streaming == ba
 itself is scored by `python -m benchmarks.nab`, not here."""
 
 import math
+import pickle
+from unittest import mock
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from iot_lake.detect.nab import DeviationScorer, NabParams, TailCalibrator, nab_detector
+from iot_lake.detect import nab
+from iot_lake.detect.nab import DeviationScorer, NabParams, SignedCalibrator, TailCalibrator, nab_detector
 
 DAY = 288  # 5-minute points
 ALERT = NabParams().alert_level
@@ -236,3 +241,44 @@ def test_band_channel_scores_against_the_external_forecast():
     # the band's channel alone sees it: the series' own channels score it lower
     assert with_band[at] > without[at]
     assert np.quantile(with_band[DAY:at], 0.99) < ALERT  # ordinary minutes stay low with the band too
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(0.0, 300.0), st.floats(-5.0, 5.0).map(lambda v: round(v, 1))), min_size=1, max_size=400
+    ),
+    st.integers(0, 400),
+    st.integers(1, 70),
+)
+# A long window sliding for hundreds of steps, cut every few.
+@example(steps=[(120.0, (i % 11) - 5.0) for i in range(300)], cut=150, compact_after=3)
+def test_calibrator_windows_are_the_last_history_seconds(steps, cut, compact_after):
+    """The calibrators' windows (arrays whose start moves, cut now and then) hold exactly the values
+    of the last ``history`` seconds, sorted as a fresh sort of them, through any gaps and repeated
+    values, and a pickled calibrator (a kept state, midway) goes on as the original."""
+    with mock.patch.object(nab, "COMPACT_AFTER", compact_after):  # cut often, also in short examples
+        _check_calibrator_windows(steps, cut)
+
+
+def _check_calibrator_windows(steps, cut):
+    tail, signed = TailCalibrator(1000.0, 5, 0.05), SignedCalibrator(1000.0, 5, 0.05)
+    t, seen = 0.0, []
+    for i, (gap, value) in enumerate(steps):
+        if i == cut:
+            tail, signed = pickle.loads(pickle.dumps(tail)), pickle.loads(pickle.dumps(signed))
+        t += gap
+        tail.push(abs(value), t)
+        signed.push(value, t)
+        seen.append((t, value))
+        window = [v for s, v in seen if s > t - 1000.0]
+        assert len(tail) == len(signed) == len(window)
+        assert list(tail._sorted) == sorted(abs(v) for v in window)
+        assert list(signed._pos) == sorted(v for v in window if v > 0)
+        assert list(signed._neg) == sorted(-v for v in window if v < 0)
+    for x in (0.05, 1.0, 4.9, 7.5):
+        fresh = TailCalibrator(1000.0, 5, 0.05)
+        for s, v in seen:
+            if s > t - 1000.0:
+                fresh.push(abs(v), s)
+        assert tail.surprise(x) == fresh.surprise(x)

@@ -134,24 +134,16 @@ def gaussian_surprise(residual: float) -> float:
 # ------------------------------------------------------------------------------------------------
 # Calibration
 # ------------------------------------------------------------------------------------------------
-class _FloatRuns:
-    """Pickles (and so deep-copies) the runs of floats named in ``_RUNS`` as arrays. A series scorer
-    holds ~180,000 floats in its calibrators' windows; element by element a copy took 40-60 ms a
-    series, as arrays about a millisecond (the deviations checkpoints, the streaming scorer's copies)."""
-
-    __slots__ = ()
-    _RUNS: dict = {}  # attribute -> its container type
-
-    def __getstate__(self) -> dict:
-        names = self.__slots__ or vars(self)  # a subclass with slots, or one with a __dict__
-        return {k: array("d", getattr(self, k)) if k in self._RUNS else getattr(self, k) for k in names}
-
-    def __setstate__(self, state: dict) -> None:
-        for k, v in state.items():
-            setattr(self, k, self._RUNS[k](v) if k in self._RUNS else v)
+# The calibrators' windows and the forecaster's season memory are arrays of doubles, not lists or
+# deques of floats: a week of 1-minute residuals is ~180,000 floats a series, which as Python
+# objects took 4x the memory, was walked by every full garbage collection, and had to be converted
+# element by element whenever a series' state was pickled (the deviations' kept states, the
+# streaming scorer's copies). An array pickles and copies as one block. A window's oldest entries
+# are dropped by moving its start (``_head``) and cutting the dead prefix now and then.
+COMPACT_AFTER = 64  # dropped entries before the prefix is cut (a memmove of the live window)
 
 
-class TailCalibrator(_FloatRuns):
+class TailCalibrator:
     """Surprise of a non-negative deviation against a sliding window of past deviations.
 
     The window holds the deviations of the last `history` seconds (`push(x, t)`).  Up to the
@@ -162,8 +154,18 @@ class TailCalibrator(_FloatRuns):
     max so that a barely-new maximum of a very regular history is not infinitely surprising.
     Surprise = -ln p, in nats."""
 
-    __slots__ = ("history", "min_history", "tail_frac", "floor", "power", "rel_floor", "_times", "_window", "_sorted")
-    _RUNS = {"_times": deque, "_window": deque, "_sorted": list}
+    __slots__ = (
+        "history",
+        "min_history",
+        "tail_frac",
+        "floor",
+        "power",
+        "rel_floor",
+        "_times",
+        "_window",
+        "_head",
+        "_sorted",
+    )
 
     def __init__(self, history: float, min_history: int, tail_frac: float, floor: float = 0.0):
         self.history = history
@@ -172,12 +174,13 @@ class TailCalibrator(_FloatRuns):
         self.floor = floor
         self.power = 0.0
         self.rel_floor = 0.0
-        self._times: deque = deque()
-        self._window: deque = deque()
-        self._sorted: list = []
+        self._times = array("d")  # the window's times and deviations from _head on, oldest first
+        self._window = array("d")
+        self._head = 0
+        self._sorted = array("d")
 
     def __len__(self) -> int:
-        return len(self._window)
+        return len(self._window) - self._head
 
     def surprise(self, x: float, floor: float | None = None) -> float:
         """-ln of the tail probability of a deviation >= x (0 while the history is short)."""
@@ -205,20 +208,31 @@ class TailCalibrator(_FloatRuns):
         self._window.append(x)
         bisect.insort(self._sorted, x)
         old_before = t - self.history
-        times, window, srt = self._times, self._window, self._sorted
-        while times[0] <= old_before:
-            times.popleft()
-            del srt[bisect.bisect_left(srt, window.popleft())]
+        times, window, srt, h = self._times, self._window, self._sorted, self._head
+        while times[h] <= old_before:
+            del srt[bisect.bisect_left(srt, window[h])]
+            h += 1
+        self._head = _compact(times, window, h)
 
 
-class SignedCalibrator(_FloatRuns):
+class SignedCalibrator:
     """Two tails, of positive and of negative residuals (spiky metrics are often one-sided: a spike
     up is routine where a dip is not), over one window of the last `history` seconds.  Each tail is
     a `TailCalibrator` of max(r, 0) resp. max(-r, 0) -- the same numbers -- but the zeros (the
     other side's residuals) are only counted, not sorted: half the work per push."""
 
-    __slots__ = ("history", "min_history", "tail_frac", "power", "rel_floor", "_times", "_window", "_pos", "_neg")
-    _RUNS = {"_times": deque, "_window": deque, "_pos": list, "_neg": list}
+    __slots__ = (
+        "history",
+        "min_history",
+        "tail_frac",
+        "power",
+        "rel_floor",
+        "_times",
+        "_window",
+        "_head",
+        "_pos",
+        "_neg",
+    )
 
     def __init__(self, history: float, min_history: int, tail_frac: float):
         self.history = history
@@ -226,17 +240,18 @@ class SignedCalibrator(_FloatRuns):
         self.tail_frac = tail_frac
         self.power = 0.0
         self.rel_floor = 0.0
-        self._times: deque = deque()
-        self._window: deque = deque()
-        self._pos: list = []  # sorted positive residuals
-        self._neg: list = []  # sorted magnitudes of negative residuals
+        self._times = array("d")  # the window's times and residuals from _head on, oldest first
+        self._window = array("d")
+        self._head = 0
+        self._pos = array("d")  # sorted positive residuals
+        self._neg = array("d")  # sorted magnitudes of negative residuals
 
     def __len__(self) -> int:
-        return len(self._window)
+        return len(self._window) - self._head
 
     def surprise(self, r: float, floor: float) -> float:
         """As `TailCalibrator.surprise` of |r| against the residuals of r's sign."""
-        n = len(self._window)
+        n = len(self._window) - self._head
         if n < self.min_history or r == 0.0:
             return 0.0
         s, x = (self._pos, r) if r > 0 else (self._neg, -r)
@@ -264,26 +279,33 @@ class SignedCalibrator(_FloatRuns):
         elif r < 0.0:
             bisect.insort(self._neg, -r)
         old_before = t - self.history
-        times, window = self._times, self._window
-        while times[0] <= old_before:
-            times.popleft()
-            o = window.popleft()
+        times, window, h = self._times, self._window, self._head
+        while times[h] <= old_before:
+            o = window[h]
             if o > 0.0:
                 del self._pos[bisect.bisect_left(self._pos, o)]
             elif o < 0.0:
                 del self._neg[bisect.bisect_left(self._neg, -o)]
+            h += 1
+        self._head = _compact(times, window, h)
+
+
+def _compact(times: array, window: array, head: int) -> int:
+    """The window's start after cutting its dead prefix, when it has grown long enough to be worth a memmove."""
+    if head < COMPACT_AFTER:
+        return head
+    del times[:head], window[:head]
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------
 # Forecasting
 # ------------------------------------------------------------------------------------------------
-class OnlineForecaster(_FloatRuns):
+class OnlineForecaster:
     """Streaming one-step forecasts of one series.  `residuals(x, t)` compares x at t with the
     forecasts made before seeing it; `update(x, t)` then learns from x.  `set_step(dt)` gives the
     weights of the EW means for a point dt seconds after the previous one (the scorer sets it
     before each point)."""
-
-    _RUNS = {"_st": list, "_sv": list}
 
     def __init__(self, p: NabParams):
         self.p = p
@@ -296,8 +318,8 @@ class OnlineForecaster(_FloatRuns):
         self.scale = math.nan  # EW mean of |x| (a floor for the calibrators' tail scale)
         self.period = 0.0  # seasonal period in seconds, 0 until the step is known / disabled
         self.tolerance = 0.0  # seconds a past point may be off the exact phase
-        self._st: list = []  # times and values of the last season_count periods
-        self._sv: list = []
+        self._st = array("d")  # times and values of the last season_count periods
+        self._sv = array("d")
         self._dt = math.nan
         self._xs = self._xs_of = math.nan
         self.a_level = self.a_fast = self.a_slow = self.a_spread = self.a_scale = 0.0
