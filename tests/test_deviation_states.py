@@ -272,3 +272,59 @@ def test_unreadable_kept_states_mean_the_replay(tmp_path):
         assert starts == {} and why.startswith("kept states unreadable")
     lake.write_bytes(states.key_of(hour), pickle.dumps(kept))
     assert states.load(lake, hour, 0, None, params)[1] == "0 series' states kept at version 0"
+
+
+def test_runs_of_the_hour_in_progress_keep_their_replay_not_the_next_hours_states(tmp_path, monkeypatch):
+    """While an hour is in progress each landing re-scores it, and the next run's commit of it would
+    make states kept for the hour after useless: its runs keep none (they were ~1.2 MB a series
+    every landing). The first run replays and keeps what the replay built, for its own hour; the next
+    runs start from that, with the rows a replay gives. After the turn, a run keeps the next hour's."""
+    import assets.ops.deviations as asset_module
+
+    lake = _lake(tmp_path / "lake")
+    db = tmp_path / "cases.sqlite"
+    resources = {"lake": LakeResource(root=lake.url), "cases": CasesResource(url=f"sqlite:///{db}", lake_root=lake.url)}
+    keys = [SEEN.strftime("%Y-%m-%d-%H:%M"), (FIRST - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")]
+    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]}
+    materialize([deviations], tags=tags, resources=resources)
+    hour = FIRST + timedelta(hours=2)  # dev-4 starts in it: its state is a fresh scorer
+    key = hour.strftime("%Y-%m-%d-%H:%M")
+
+    def run(at: timedelta, forget: bool = False) -> tuple[dict, pd.DataFrame]:
+        if forget:
+            lake.delete(states.PREFIX, recursive=True)
+        monkeypatch.setattr(asset_module, "_now", lambda: hour + at)
+        result = materialize([deviations], partition_key=key, resources=resources)
+        metadata = result.asset_materializations_for_node("ops__deviations")[0].metadata
+        rows = DeltaTable(lake.uri(DEVIATIONS_TABLE)).to_pandas()
+        rows = rows[rows["ts"] >= pd.Timestamp(hour)].sort_values(["device_id", "metric", "ts"])
+        return {k: metadata[k].value for k in ("scorer_states", "scorer_states_kept")}, rows.reset_index(drop=True)
+
+    def kept_hours() -> list[str]:
+        return sorted(info.key.rsplit("/", 1)[-1] for info in lake.list(states.PREFIX))
+
+    first, _ = run(timedelta(minutes=20))
+    assert first == {
+        "scorer_states": "no states kept for this hour",
+        "scorer_states_kept": f"4 series at {hour:%Y-%m-%d %H:%M}",
+    }
+    assert kept_hours() == [f"{hour:%Y-%m-%dT%H%M}.pkl"]  # its own hour's, not the next one's
+    with CaseStore(f"sqlite:///{db}") as store:
+        normal = store.false_positive_periods(since=DeviationParams().replay_since(hour))
+    starts, _ = states.load(lake, hour, DeltaTable(lake.uri(DEVIATIONS_TABLE)).version(), normal, DeviationParams())
+    fresh = {("dev-4", "temperature"): _tree(SeriesScorer(DeviationParams()))}  # no rows before the hour
+    assert {k: _tree(pickle.loads(v)) for k, v in starts.items()} == {
+        **_replayed_states(lake, f"sqlite:///{db}", hour),
+        **fresh,
+    }
+
+    again, rows = run(timedelta(minutes=40))
+    assert again["scorer_states"].startswith("4 series' states kept") and again["scorer_states_kept"] == "none"
+    assert kept_hours() == [f"{hour:%Y-%m-%dT%H%M}.pkl"]
+    replayed_, replayed_rows = run(timedelta(minutes=40), forget=True)
+    assert replayed_["scorer_states"] == "no states kept for this hour"
+    pd.testing.assert_frame_equal(rows, replayed_rows, check_exact=True)
+
+    after, _ = run(timedelta(minutes=65))  # its last objects, after the turn
+    assert after["scorer_states_kept"] == f"4 series at {hour + timedelta(hours=1):%Y-%m-%d %H:%M}"
+    assert f"{hour + timedelta(hours=1):%Y-%m-%dT%H%M}.pkl" in kept_hours()

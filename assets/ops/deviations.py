@@ -144,14 +144,22 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
     history = read_delta(
         lake, DEVIATIONS_TABLE, "event_date", dates_between(since, start), _between("ts", since, start)
     )
+    now = _now()
     with permanent_errors(context, "deviation scoring"):
         joined = with_forecasts(actuals, forecasts)
-        keep = states.keeps(start, end, PARAMS)
-        scored, kept = score_and_keep(joined, history, PARAMS, normal, (start, end), starts, keep)
+        keep, keep_start = states.keeps(start, end, PARAMS, now), states.keeps_start(start, end, now)
+        scored, kept, started = score_and_keep(
+            joined, history, PARAMS, normal, (start, end), starts, keep=keep, keep_start=keep_start
+        )
     commit = states.commit_metadata(start)
     _replace_hour(lake, scored, start, end, commit)
+    # At most one states file a run: for the next hour once this one is over; while it is in
+    # progress, what its replay built, so its next runs need not replay (iot_lake.detect.states).
+    kept_for = "none"
     if keep:
-        _keep_states(context, lake, (start, end), read_version, commit, normal, {**starts, **kept})
+        kept_for = _keep_states(context, lake, end, start, read_version, commit, normal, {**starts, **kept})
+    elif started:
+        kept_for = _keep_states(context, lake, start, start, read_version, commit, normal, {**starts, **started})
 
     outcomes = _observe(cases, scored)
     with cases.store() as store:
@@ -168,6 +176,7 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
         "dagster/row_count": len(scored),
         "series": int(scored.groupby(["device_id", "metric"]).ngroups),
         "scorer_states": why,  # kept by the run before, or why the stored rows were replayed
+        "scorer_states_kept": kept_for,  # the hour this run kept states for, if any
         "anomalous": int(scored["is_anomalous"].sum()),
         "cases": MetadataValue.json(outcomes),
         "outbox": MetadataValue.json(
@@ -202,28 +211,34 @@ def _deviations_table(lake: LakeResource):
     return DeltaTable(lake.lake().uri(DEVIATIONS_TABLE), storage_options=lake.delta_storage_options())
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _keep_states(
     context: AssetExecutionContext,
     lake: LakeResource,
-    window: tuple[datetime, datetime],
+    hour: datetime,
+    start: datetime,
     read_version: int,
     commit: dict,
     normal: pd.DataFrame,
     kept: dict,
-) -> None:
-    """Keep the series' states for the hour after the window, if the rows they learnt are those
-    stored: no other run changed an earlier hour between this run's read and its commit."""
-    start, end = window
+) -> str:
+    """Keep the series' states at ``hour`` (the run's start, or the hour after it), if the rows they
+    learnt are those stored: no other run changed an hour before the run's ``start`` between its
+    read and its commit. The hour kept for, or why not."""
     the_lake = lake.lake()
     version = states.version_of(the_lake, commit, read_version, _deviations_table(lake).version())
     why = (
         "its commit not found" if version is None else states.changed_before(the_lake, start, read_version, version - 1)
     )
     if why:
-        context.log.info(f"scorer states for {end:%Y-%m-%d %H:%M} not kept: {why}")
-        return
+        context.log.info(f"scorer states for {hour:%Y-%m-%d %H:%M} not kept: {why}")
+        return f"none: {why}"
     series = {key: state for key, state in kept.items() if state is not None}
-    states.save(the_lake, states.Kept(end, version, states.marks(normal), states.fingerprint(PARAMS), series))
+    states.save(the_lake, states.Kept(hour, version, states.marks(normal), states.fingerprint(PARAMS), series))
+    return f"{len(series)} series at {hour:%Y-%m-%d %H:%M}"
 
 
 def _replace_hour(lake: LakeResource, scored: pd.DataFrame, start: datetime, end: datetime, commit: dict) -> None:

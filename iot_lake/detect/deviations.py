@@ -343,6 +343,8 @@ class SeriesTask:
     # Given: the new minutes marked normal, and the state after replaying the scored minutes as
     # stored rows (what the next hour's replay would build) is returned too.
     normal: np.ndarray | None = None
+    # The state the replay built (before the new minutes) is returned too, pickled.
+    keep_start: bool = False
 
 
 def replay_rows(past: dict, marked: dict, key: tuple, first: float) -> tuple[np.ndarray, ...] | None:
@@ -357,18 +359,27 @@ def replay_rows(past: dict, marked: dict, key: tuple, first: float) -> tuple[np.
     return (t_past[keep], *cols, flags, _in_periods(t_past[keep], marked.get(key)))
 
 
-def score_series(task: SeriesTask, params: DeviationParams) -> tuple[np.ndarray, np.ndarray, bytes | None]:
-    """(scores, anomalous, state kept) of one series' new minutes, after replaying its stored rows
-    (or from the state given). The state kept (``task.normal`` given) is the start state that has
-    replayed the scored minutes as the table will store them, pickled."""
+def score_series(
+    task: SeriesTask, params: DeviationParams
+) -> tuple[np.ndarray, np.ndarray, bytes | None, bytes | None]:
+    """(scores, anomalous, state kept, start state) of one series' new minutes, after replaying its
+    stored rows (or from the state given). The state kept (``task.normal`` given) is the start state
+    that has replayed the scored minutes as the table will store them; the start state
+    (``task.keep_start``, and no state given) what the replay built: both pickled."""
     scorer = pickle.loads(task.start) if task.start is not None else replayed(task.replay, params)
+    start = None
+    if task.keep_start and task.start is None:
+        start = pickle.dumps(scorer, protocol=pickle.HIGHEST_PROTOCOL)
     if task.normal is None:
-        return (*score_minutes(scorer, task), None)
-    kept = pickle.loads(task.start) if task.start is not None else copy.deepcopy(scorer)
+        return (*score_minutes(scorer, task), None, start)
+    if task.start is not None or start is not None:
+        kept = pickle.loads(task.start if start is None else start)
+    else:
+        kept = copy.deepcopy(scorer)
     scores, anomalous = score_minutes(scorer, task)
     rows = (task.times, task.actual, task.expected, task.lower, task.upper, anomalous, task.normal)
     replay_into(kept, rows)
-    return scores, anomalous, pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL)
+    return scores, anomalous, pickle.dumps(kept, protocol=pickle.HIGHEST_PROTOCOL), start
 
 
 def replayed(replay: tuple[np.ndarray, ...] | None, params: DeviationParams) -> SeriesScorer:
@@ -403,7 +414,9 @@ def score_minutes(scorer: SeriesScorer, task: SeriesTask) -> tuple[np.ndarray, n
 PARALLEL_MINUTES = 100_000
 
 
-def _map_series(tasks: list[SeriesTask], params: DeviationParams) -> list[tuple[np.ndarray, np.ndarray, bytes | None]]:
+def _map_series(
+    tasks: list[SeriesTask], params: DeviationParams
+) -> list[tuple[np.ndarray, np.ndarray, bytes | None, bytes | None]]:
     workers = min(os.cpu_count() or 1, len(tasks))
     # A replay's stored rows count as minutes: an hour after a week of rows is ~10,000 a series.
     minutes = sum(len(t.times) + (0 if t.replay is None else len(t.replay[0])) for t in tasks)
@@ -451,13 +464,16 @@ def score_and_keep(
     window: tuple[pd.Timestamp, pd.Timestamp],
     starts: Mapping[tuple[str, str], bytes],
     keep: bool = True,
-) -> tuple[pd.DataFrame, dict[tuple[str, str], bytes | None]]:
+    keep_start: bool = False,
+) -> tuple[pd.DataFrame, dict[tuple[str, str], bytes | None], dict[tuple[str, str], bytes]]:
     """``score``, each series starting in the state given in ``starts`` (pickled) instead of
     replaying its rows of ``history`` (series without one replay them), and, if ``keep``, with each
     scored series' state after its minutes as the next replay will learn them (the stored rows, the
     operators' marks of ``normal``): what that replay would build, pickled (iot_lake.detect.states).
-    Not kept (None): a range whose next hour starts a new replay, where it would only cost time."""
-    return _score(joined, history, params, normal, window, starts, keep=keep)
+    Not kept (None): a range whose next hour starts a new replay, where it would only cost time.
+    Third, if ``keep_start``: the states the replays built, of the series that had none in
+    ``starts``, pickled (what their first new minute was scored from)."""
+    return _score(joined, history, params, normal, window, starts, keep=keep, keep_start=keep_start)
 
 
 def _score(
@@ -468,7 +484,8 @@ def _score(
     window: tuple[pd.Timestamp, pd.Timestamp] | None,
     starts: Mapping[tuple[str, str], bytes],
     keep: bool,
-) -> tuple[pd.DataFrame, dict[tuple[str, str], bytes | None]]:
+    keep_start: bool = False,
+) -> tuple[pd.DataFrame, dict[tuple[str, str], bytes | None], dict[tuple[str, str], bytes]]:
     lo, hi = f"lo_{params.band}", f"hi_{params.band}"
     frame = joined[joined["mean"].notna()]  # a minute has a reading (a silence's mark, re-read, has none)
     frame = frame.sort_values(["device_id", "metric", "bucket_start"]).reset_index(drop=True)
@@ -490,14 +507,17 @@ def _score(
             None if key in starts else replay_rows(past, marked, key, times[index[0]]),
             starts.get(key),
             _in_periods(times[index], marked.get(key)) if keep else None,
+            keep_start,
         )
         for key, index in groups.items()
     ]
     results = _map_series(tasks, params)
-    kept = {}
-    for key, index, (s, a, state) in zip(groups, groups.values(), results):
+    kept, started = {}, {}
+    for key, index, (s, a, state, start) in zip(groups, groups.values(), results):
         scores[index], anomalous[index] = s, a
         kept[key] = state
+        if start is not None:
+            started[key] = start
     scored = pd.DataFrame(
         {
             "device_id": frame["device_id"],
@@ -517,12 +537,12 @@ def _score(
         }
     )[COLUMNS]
     if window is None or params.silent_after <= 0:
-        return scored, kept
+        return scored, kept, started
     marks = silences(frame, {key: times[index] for key, index in groups.items()}, past, window, params)
     if not len(marks):
-        return scored, kept
+        return scored, kept, started
     same_types = {c: scored[c].dtype for c in ("ts", "forecast_origin", "model_version", "site_id")}
-    return pd.concat([scored, marks.astype(same_types)], ignore_index=True), kept
+    return pd.concat([scored, marks.astype(same_types)], ignore_index=True), kept, started
 
 
 def silences(

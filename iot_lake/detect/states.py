@@ -8,6 +8,11 @@ keeps, for the hour after them, each series' state extended by the rows it has j
 the states or replays gives the same rows (tests/test_deviation_states.py). The replay's start moves
 once a day, so the first hour of a day replays; the others read the states.
 
+Which run keeps them (``keeps``, ``keeps_start``): a run of an hour that is over keeps the next
+hour's. The runs of the hour in progress (one per landing object) keep none for the next hour, since
+the next of them changes the rows those would have learnt; the first of them that had to replay
+keeps what its replay built, for its own hour, so the later ones start from it.
+
 Kept states are used only while they are what the replay would build:
 - the scorer's code and parameters are those that built them (``fingerprint``);
 - the operators' verdicts since the replay's start are the same (``marks``);
@@ -44,6 +49,7 @@ SCORED_FROM = "iot_lake.scored_from"  # ops/deviations commit metadata: the firs
 TOKEN = "iot_lake.commit_token"  # ... and which commit it is
 NO_DATA_CHANGE = {"OPTIMIZE", "VACUUM START", "VACUUM END"}
 KEEP = timedelta(hours=3)
+HOUR = timedelta(hours=1)
 # The modules whose code is the state: a change to any of them invalidates kept states.
 _SOURCES = ("deviations.py", "nab.py", "stuck.py", "silence.py")
 
@@ -80,10 +86,21 @@ def key_of(hour: datetime) -> str:
     return f"{PREFIX}/{hour:%Y-%m-%dT%H%M}.pkl"
 
 
-def keeps(start: datetime, end: datetime, params: DeviationParams) -> bool:
-    """Whether a run of [start, end) can keep states for ``end``: the replay before ``end`` starts
-    where the run's did (same day; ``end`` at midnight starts a new window)."""
-    return params.replay_since(start) == params.replay_since(end)
+def keeps(start: datetime, end: datetime, params: DeviationParams, now: datetime) -> bool:
+    """Whether a run of [start, end) keeps states for ``end``: the replay before ``end`` starts where
+    the run's did (same day; ``end`` at midnight starts a new window), and the hour is over. While it
+    is in progress, each landing object re-scores it, and the next run's commit of it makes the
+    states just kept useless (it changes rows before ``end``): writing every series' state (~1.2 MB
+    each) on every landing would buy nothing. Its runs after the turn (the last objects land after
+    it) keep them."""
+    return now >= end and params.replay_since(start) == params.replay_since(end)
+
+
+def keeps_start(start: datetime, end: datetime, now: datetime) -> bool:
+    """Whether a run of the hour in progress that replayed keeps the states its replay built, for
+    its own hour: its later runs, as objects land, then start from them instead of each replaying
+    (an hour whose last run ended before the turn kept nothing for the next one)."""
+    return now < end and end - start == HOUR
 
 
 def load(
