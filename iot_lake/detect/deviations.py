@@ -31,7 +31,6 @@ is less surprising next time.
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import math
@@ -367,15 +366,14 @@ def score_series(
     that has replayed the scored minutes as the table will store them; the start state
     (``task.keep_start``, and no state given) what the replay built: both pickled."""
     scorer = pickle.loads(task.start) if task.start is not None else replayed(task.replay, params)
-    start = None
-    if task.keep_start and task.start is None:
-        start = pickle.dumps(scorer, protocol=pickle.HIGHEST_PROTOCOL)
+    # What the series starts from, pickled (a state pickles in ~2 ms): given, or what its replay built.
+    origin = task.start
+    if origin is None and (task.keep_start or task.normal is not None):
+        origin = pickle.dumps(scorer, protocol=pickle.HIGHEST_PROTOCOL)
+    start = origin if task.keep_start and task.start is None else None
     if task.normal is None:
         return (*score_minutes(scorer, task), None, start)
-    if task.start is not None or start is not None:
-        kept = pickle.loads(task.start if start is None else start)
-    else:
-        kept = copy.deepcopy(scorer)
+    kept = pickle.loads(origin)  # its own copy, to learn the minutes as the table will store them
     scores, anomalous = score_minutes(scorer, task)
     rows = (task.times, task.actual, task.expected, task.lower, task.upper, anomalous, task.normal)
     replay_into(kept, rows)
