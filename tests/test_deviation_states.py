@@ -6,6 +6,7 @@ import pickle
 from array import array
 from collections import deque
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -117,20 +118,27 @@ def _late_minutes(lake: Lake, hour: int) -> None:
     _write_minutes(lake, rows.drop(columns="event_date"), "overwrite")
 
 
-def _run(tmp_path, name: str, forget_states: bool) -> tuple[pd.DataFrame, list[str], Lake, str]:
-    """Score the hours one by one (one hour re-scored after late minutes, a case marked a false
-    positive on the way); ``forget_states``: delete the kept states before every run (a replay each
-    time). The stored rows, what each run said about its states, the lake and the case store."""
-    lake = _lake(tmp_path / name / "lake")
-    db = tmp_path / name / "cases.sqlite"
+def _day_scored(root: Path) -> tuple[Lake, Path, dict]:
+    """The lake (``_lake``), its case store and the asset's resources, with the day before FIRST
+    scored as one range, as the main job does."""
+    lake = _lake(root / "lake")
+    db = root / "cases.sqlite"
     resources = {
         "lake": LakeResource(root=lake.url),
         "cases": CasesResource(url=f"sqlite:///{db}", lake_root=lake.url),
     }
-    said = []
     keys = [SEEN.strftime("%Y-%m-%d-%H:%M"), (FIRST - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")]
     tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]}
     materialize([deviations], tags=tags, resources=resources)
+    return lake, db, resources
+
+
+def _run(tmp_path, name: str, forget_states: bool) -> tuple[pd.DataFrame, list[str], Lake, str]:
+    """Score the hours one by one (one hour re-scored after late minutes, a case marked a false
+    positive on the way); ``forget_states``: delete the kept states before every run (a replay each
+    time). The stored rows, what each run said about its states, the lake and the case store."""
+    lake, db, resources = _day_scored(tmp_path / name)
+    said = []
 
     def hour(h: int) -> None:
         if forget_states:
@@ -281,12 +289,7 @@ def test_runs_of_the_hour_in_progress_keep_their_replay_not_the_next_hours_state
     runs start from that, with the rows a replay gives. After the turn, a run keeps the next hour's."""
     import assets.ops.deviations as asset_module
 
-    lake = _lake(tmp_path / "lake")
-    db = tmp_path / "cases.sqlite"
-    resources = {"lake": LakeResource(root=lake.url), "cases": CasesResource(url=f"sqlite:///{db}", lake_root=lake.url)}
-    keys = [SEEN.strftime("%Y-%m-%d-%H:%M"), (FIRST - timedelta(hours=1)).strftime("%Y-%m-%d-%H:%M")]
-    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[1]}
-    materialize([deviations], tags=tags, resources=resources)
+    lake, db, resources = _day_scored(tmp_path)
     hour = FIRST + timedelta(hours=2)  # dev-4 starts in it: its state is a fresh scorer
     key = hour.strftime("%Y-%m-%d-%H:%M")
 
