@@ -107,6 +107,17 @@ def add_history(lake: Path, hours: int) -> dict[str, int]:
     return added
 
 
+def _restore(root: Path, copy: Path, first: bool) -> None:
+    """Before the first measurement, keep a copy of the settled lake (and its Dagster instance);
+    before every later one, put it back."""
+    if first:
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(root, copy)
+    else:
+        shutil.rmtree(root)
+        shutil.copytree(copy, root)
+
+
 def _median(runs: list[dict], part: str) -> float:
     return statistics.median(r[part] for r in runs)
 
@@ -142,7 +153,12 @@ def results(reference: list[dict], grown: list[dict], created: dict, hours: int,
 @click.command()
 @click.option("--devices", default=20, show_default=True, help="Fleet (4 metrics each, 10 s sampling).")
 @click.option("--days", default=30, show_default=True, help="History of the long lake's tables.")
-@click.option("--repeat", default=1, show_default=True, help="Measurements of each lake (alternated; median).")
+@click.option(
+    "--repeat",
+    default=1,
+    show_default=True,
+    help="Measurements of each lake (alternated; median), each a first run of the hour.",
+)
 @click.option("--quick", is_flag=True, help="3 devices and 3 days: a smoke run.")
 @click.option("--seed", default=42, show_default=True, help="Seed of the simulated fleet.")
 @workdir_option(help="The cached template and the runs' lakes.")
@@ -169,11 +185,18 @@ def main(devices: int, days: int, repeat: int, quick: bool, seed: int, workdir: 
     for name, root in lakes.items():
         with console.status(f"{name}: the hour before's deviations again, over the history"):
             _child("settle", root / "lake", root / "dagster_home")
+    settled = {name: runs / f"{name}.settled" for name in lakes}
     measured: dict[str, list[dict]] = {name: [] for name in lakes}
     for i in range(repeat):
         for name, root in lakes.items():
+            # Every measurement is the hour's first run: a re-run finds its rows already there (the
+            # curated MERGEs then change nothing) and would measure something else.
+            if repeat > 1:
+                _restore(root, settled[name], first=i == 0)
             with console.status(f"{name}: the measured hour {MEASURED:%Y-%m-%d %H:00} ({i + 1}/{repeat})"):
                 measured[name].append(_child("measure", root / "lake", root / "dagster_home"))
+    for copy in settled.values():
+        shutil.rmtree(copy, ignore_errors=True)
     with console.status("grown: the first hour of the measured day's deviations"):
         midnight = _child("midnight", grown / "lake", grown / "dagster_home")["deviations"]
     out = results(measured["reference"], measured["grown"], created, hours, midnight)
