@@ -42,6 +42,9 @@ AGGREGATE_COLUMNS = [
 ]
 
 
+_VALUES = tuple(c for c in AGGREGATE_COLUMNS if c not in _BUCKET_ROW)  # what a bucket's refresh may change
+
+
 def with_bucket(df, seconds: int):
     from pyspark.sql import functions as F
 
@@ -106,7 +109,7 @@ def _with_mean_and_stddev(stats):
 @dataclass
 class AggregateReport:
     hours: list[str]
-    buckets: dict[str, int] = field(default_factory=dict)  # grain -> buckets written (new or updated)
+    buckets: dict[str, int] = field(default_factory=dict)  # grain -> buckets recomputed (new, changed or as stored)
 
 
 def refresh_aggregates(
@@ -197,7 +200,9 @@ def merge_aggregates(table, aggregates, written: int | None = None, partitions=(
     if written is None:
         written = aggregates.count()
     if table.exists():
-        table.upsert(aggregates, on=_BUCKET_ROW, partitions=partitions)
+        # A bucket recomputed to the same values stays as it is: a re-run of an hour (a retry, the
+        # automation re-curating the hour in progress as its objects land) rewrites no file for it.
+        table.upsert(aggregates, on=_BUCKET_ROW, partitions=partitions, compare=_VALUES)
     else:
         table.create(aggregates)
     return written

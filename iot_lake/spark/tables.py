@@ -55,9 +55,14 @@ class SparkDeltaTable(_Table):
         # MERGE, not append: a concurrent run writing the same rows still cannot insert one twice.
         self._merge(df, on, "WHEN NOT MATCHED THEN INSERT *", partitions)
 
-    def upsert(self, df, on: Sequence[str], partitions: Sequence[date | str] = ()) -> None:
-        """Rows of ``df`` replace the table's rows with the same ``on`` columns; the others are inserted."""
-        self._merge(df, on, "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *", partitions)
+    def upsert(self, df, on: Sequence[str], partitions: Sequence[date | str] = (), compare: Sequence[str] = ()) -> None:
+        """Rows of ``df`` replace the table's rows with the same ``on`` columns; the others are inserted.
+        ``compare``: a matched row whose columns all equal these of its replacement (null-safe) is
+        left as it is, the same table: a re-run that recomputes the same rows then commits nothing,
+        where updating them rewrote every file they were in (a day's, in a daily partition)."""
+        changed = " OR ".join(f"NOT (t.{c} <=> s.{c})" for c in compare)
+        matched = f"WHEN MATCHED AND ({changed}) THEN UPDATE SET *" if compare else "WHEN MATCHED THEN UPDATE SET *"
+        self._merge(df, on, f"{matched} WHEN NOT MATCHED THEN INSERT *", partitions)
 
     def merge_newer(self, df, on: Sequence[str], newer: str) -> None:
         """Like ``upsert``, but a row of ``df`` replaces a matching row only where the SQL predicate
@@ -112,7 +117,8 @@ class SparkParquetTable(_Table):
         new = df.join(self.read().select(*on), list(on), "left_anti")
         self._partitioned(new.write.mode("append")).parquet(self.uri)
 
-    def upsert(self, df, on: Sequence[str], partitions: Sequence[date | str] = ()) -> None:
+    def upsert(self, df, on: Sequence[str], partitions: Sequence[date | str] = (), compare: Sequence[str] = ()) -> None:
+        # The same rows either way: an unchanged row replaced by its equal (``compare`` saves Delta the rewrite).
         self._rewrite(self.read().join(df.select(*on), list(on), "left_anti"), df)
 
     def merge_newer(self, df, on: Sequence[str], newer: str) -> None:
