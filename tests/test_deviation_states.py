@@ -17,7 +17,15 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from assets.ops.deviations import DEVIATIONS_TABLE, FORECASTS_TABLE, deviations
 from iot_lake.cases.store import CaseStore
 from iot_lake.detect import states
-from iot_lake.detect.deviations import KEY, DeviationParams, SeriesScorer, epoch_seconds, replay_rows, replayed
+from iot_lake.detect.deviations import (
+    KEY,
+    DeviationParams,
+    SeriesScorer,
+    epoch_seconds,
+    replay_rows,
+    replayed,
+    stored_by_series,
+)
 from iot_lake.detect.nab import NabParams
 from iot_lake.lake import Lake
 from resources.cases import CasesResource
@@ -182,7 +190,7 @@ def _replayed_states(lake: Lake, store_url: str, hour: datetime) -> dict[tuple[s
     rows = rows[(rows["ts"] >= since) & (rows["ts"] < hour)]
     with CaseStore(store_url) as store:
         normal = store.false_positive_periods(since=since)
-    past, marked = dict(list(rows.groupby(KEY))), dict(list(normal.groupby(KEY)))
+    past, marked = stored_by_series(rows), dict(list(normal.groupby(KEY)))
     first = epoch_seconds(pd.Series([pd.Timestamp(hour)]))[0]
     replays = {key: replayed(replay_rows(past, marked, key, first), params) for key in past}
     return {key: _tree(scorer) for key, scorer in replays.items()}

@@ -37,6 +37,8 @@ from iot_lake.cases.sinks import fold_alarm_incidents
 from iot_lake.detect import states
 from iot_lake.detect.deviations import (
     COLUMNS,
+    REPLAY_COLUMNS,
+    SILENCE_COLUMNS,
     DeviationParams,
     accuracy,
     observe_scored,
@@ -140,9 +142,16 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
     # The series' states the replay of their stored rows would build, if the run before kept them.
     starts, why = states.load(lake.lake(), start, read_version, normal, PARAMS)
     context.log.info(f"scorer states at {start:%Y-%m-%d %H:%M}: {why}")
-    # Read either way: the silences (iot_lake.detect.silence) look at the series' past minutes.
+    # Read either way: the silences (iot_lake.detect.silence) look at the series' past minutes. The
+    # stored band only if a series has no kept state to start from (a week of it is most of the read).
+    replaying = set(zip(actuals["device_id"], actuals["metric"])) - starts.keys()
     history = read_delta(
-        lake, DEVIATIONS_TABLE, "event_date", dates_between(since, start), _between("ts", since, start)
+        lake,
+        DEVIATIONS_TABLE,
+        "event_date",
+        dates_between(since, start),
+        _between("ts", since, start),
+        columns=REPLAY_COLUMNS if replaying else SILENCE_COLUMNS,
     )
     now = _now()
     with permanent_errors(context, "deviation scoring"):

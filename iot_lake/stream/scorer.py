@@ -55,6 +55,7 @@ from iot_lake.detect.deviations import (
     replay_rows,
     replayed,
     score,
+    stored_by_series,
     with_forecasts,
 )
 from iot_lake.lake import Lake, dates_between
@@ -246,7 +247,7 @@ class StreamScorer:
         marks = self._history_mark(hour), self._normal_mark()
         history = self._history(since, hour)
         normal = self.store.false_positive_periods(since=since)
-        past = {} if history.empty else dict(list(history.groupby(KEY)))
+        past = stored_by_series(history)
         marked = {} if normal.empty else dict(list(normal.groupby(KEY)))
         first = epoch_seconds(pd.Series([pd.Timestamp(hour)]))[0]
         # The asset's run of the hour before kept what this replay builds, unless it may differ.
