@@ -144,7 +144,8 @@ def deviations(context: AssetExecutionContext, lake: LakeResource, cases: CasesR
     context.log.info(f"scorer states at {start:%Y-%m-%d %H:%M}: {why}")
     # Read either way: the silences (iot_lake.detect.silence) look at the series' past minutes. The
     # stored band only if a series has no kept state to start from (a week of it is most of the read).
-    replaying = set(zip(actuals["device_id"], actuals["metric"])) - starts.keys()
+    series = actuals[["device_id", "metric"]].drop_duplicates()
+    replaying = not starts or bool(set(zip(series["device_id"], series["metric"])) - starts.keys())
     history = read_delta(
         lake,
         DEVIATIONS_TABLE,
