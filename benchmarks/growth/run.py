@@ -124,6 +124,11 @@ def _median(runs: list[dict], part: str) -> float:
     return statistics.median(r[part] for r in runs)
 
 
+def _each(runs: list[dict], part: str) -> str:
+    """Every measurement of a part, in seconds: the spread beside the median."""
+    return ", ".join(f"{r[part]:.1f}" for r in runs)
+
+
 def ordinal(n: int) -> str:
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix}"
@@ -144,7 +149,11 @@ def results(reference: list[dict], grown: list[dict], created: dict, hours: int,
                 reference="the same hour on tables holding one hour",
                 reference_value=_median(reference, part),
                 target=TARGET if judged else None,
-                note=(f"median of {len(grown)}; " if len(grown) > 1 else "")
+                note=(
+                    f"median of {len(grown)} ({_each(grown, part)} against {_each(reference, part)}); "
+                    if len(grown) > 1
+                    else ""
+                )
                 + f"the hour that created the tables: {created[part]:.1f} s"
                 + first_of_day,
             )
@@ -188,6 +197,7 @@ def main(devices: int, days: int, repeat: int, quick: bool, seed: int, workdir: 
         with console.status(f"{name}: the hour before's deviations again, over the history"):
             _child("settle", root / "lake", root / "dagster_home")
     settled = {name: runs / f"{name}.settled" for name in lakes}
+    os.sync()  # the history written above, flushed before anything is measured
     measured: dict[str, list[dict]] = {name: [] for name in lakes}
     for i in range(repeat):
         for name, root in lakes.items():
