@@ -199,7 +199,9 @@ Notes on the individual benchmarks:
   a day replays every series' stored rows instead, and the long lake's, timed last, is in the
   deviations row's note. `--quick` is 3 devices and 3 days (the 72nd hour); `--repeat` alternates
   the two lakes, each measurement a first run of the hour (the settled lakes are copied before the
-  first and put back before each other: a re-run finds the hour's rows already curated).
+  first and put back before each other: a re-run finds the hour's rows already curated), with the
+  lakes flushed to disk first (the long lake's 2.5 GB copy written back during its runs cost up to a
+  second); the note lists every measurement beside the median.
 - `forecast --quick` simulates 20 devices instead of 200; the data is cached under `--workdir`.
 - `latency` sets up a day of curated telemetry, a seasonal-naive champion and the forecasts of the
   hour and the next in a fresh lake, warms `dagster dev` up with the hour so far, then writes one
