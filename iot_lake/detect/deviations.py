@@ -348,8 +348,8 @@ class SeriesTask:
 
 # What the silence rule reads of stored rows; a replay reads the band too (REPLAY_COLUMNS).
 SILENCE_COLUMNS = ("device_id", "metric", "site_id", "ts", "actual", "is_anomalous")
-REPLAY_COLUMNS = (*SILENCE_COLUMNS, "expected", "expected_lo", "expected_hi")
 _BAND_COLUMNS = ("expected", "expected_lo", "expected_hi")
+REPLAY_COLUMNS = (*SILENCE_COLUMNS, *_BAND_COLUMNS)
 
 
 @dataclass(frozen=True)
