@@ -354,18 +354,14 @@ REPLAY_COLUMNS = (*SILENCE_COLUMNS, *_BAND_COLUMNS)
 
 @dataclass(frozen=True)
 class Stored:
-    """One series' stored rows of ops/deviations as arrays, in the order they were read: times (ns
-    since the epoch), actual, the band (None if only SILENCE_COLUMNS were read) and flags."""
+    """One series' stored rows of ops/deviations as arrays, in the order they were read: times
+    (``epoch_seconds``), actual, the band (None if only SILENCE_COLUMNS were read) and flags."""
 
-    ns: np.ndarray
+    seconds: np.ndarray
     actual: np.ndarray
     band: tuple[np.ndarray, np.ndarray, np.ndarray] | None
     anomalous: np.ndarray
     site_id: object  # its last row's
-
-    @property
-    def seconds(self) -> np.ndarray:
-        return self.ns / 1e9
 
 
 def stored_by_series(history: pd.DataFrame | None) -> dict[tuple, Stored]:
@@ -374,7 +370,7 @@ def stored_by_series(history: pd.DataFrame | None) -> dict[tuple, Stored]:
     silence rule that reads them."""
     if history is None or history.empty:
         return {}
-    ns = pd.DatetimeIndex(history["ts"]).as_unit("ns").asi8
+    seconds = epoch_seconds(history["ts"])
     actual = history["actual"].to_numpy(float)
     bands = [history[c].to_numpy(float) for c in _BAND_COLUMNS] if set(_BAND_COLUMNS) <= set(history) else None
     anomalous = history["is_anomalous"].to_numpy(bool)
@@ -382,7 +378,7 @@ def stored_by_series(history: pd.DataFrame | None) -> dict[tuple, Stored]:
     out = {}
     for key, index in history.groupby(KEY, sort=False).indices.items():
         band = None if bands is None else tuple(b[index] for b in bands)
-        out[key] = Stored(ns[index], actual[index], band, anomalous[index], sites.iloc[index[-1]])
+        out[key] = Stored(seconds[index], actual[index], band, anomalous[index], sites.iloc[index[-1]])
     return out
 
 
@@ -393,7 +389,7 @@ def replay_rows(past: Mapping[tuple, Stored], marked: dict, key: tuple, first: f
     stored = past[key]
     if stored.band is None:
         raise ValueError("a replay needs the stored band: read REPLAY_COLUMNS of ops/deviations")
-    order = np.argsort(stored.ns, kind="stable")
+    order = np.argsort(stored.seconds, kind="stable")
     t_past = stored.seconds[order]
     actual = stored.actual[order]
     keep = (t_past < first) & ~np.isnan(actual)  # a silence's mark has no minute to learn
